@@ -1,0 +1,3 @@
+CREATE TEMP TABLE {stage} (
+    {column_defs}
+) ON COMMIT DROP

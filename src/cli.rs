@@ -1,0 +1,77 @@
+//! Command-line definitions (clap). Behaviour lives in the library; `main` maps results to exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "syncline", version, about = "Move CRM data into a warehouse through Parquet staging, exactly once")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logging (-v info, -vv debug). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync the configured streams once (batch mode).
+    Run {
+        /// Pipeline config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Comma-separated streams to run (default: all in source.streams).
+        #[arg(long, value_delimiter = ',')]
+        streams: Option<Vec<String>>,
+        /// Ignore saved cursors and read every record again.
+        #[arg(long)]
+        full_refresh: bool,
+        /// Write the JSON run report to this file ("-" for stdout).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Validate the config and check that staging, source and destination are reachable.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show, per stream, the last successful load, the cursor and row counts.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the built-in CRM simulator (HubSpot CRM v3) until interrupted.
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Seed of the generated data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 1000)]
+        contacts: usize,
+        #[arg(long, default_value_t = 200)]
+        companies: usize,
+        #[arg(long, default_value_t = 300)]
+        deals: usize,
+        /// Bearer token clients must send.
+        #[arg(long, default_value = "sim-token")]
+        token: String,
+        /// Requests per 10 s allowed on non-search endpoints (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        rate_limit: u32,
+    },
+}

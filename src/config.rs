@@ -1,0 +1,499 @@
+//! The pipeline configuration: one TOML file per pipeline.
+//!
+//! Parsing is strict (unknown keys are errors) and every error names the key and the line.
+//! String values may reference environment variables as `${VAR}`; they are resolved after
+//! parsing, so a secret never passes through the TOML parser's error messages. Secrets are
+//! held in [`Secret`], whose `Debug` and `Display` never show the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A value that must never appear in logs, reports or errors.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call only where it is handed to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub pipeline: PipelineConfig,
+    pub staging: StagingConfig,
+    pub source: SourceConfig,
+    pub destination: DestinationConfig,
+    /// Per-stream settings, keyed by stream name; every key must be one of `source.streams`.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamSettings>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Names the pipeline; staged files, state and locks live under this name. Letters,
+    /// digits, `_` and `-` only.
+    pub name: String,
+    /// Rows per Arrow record batch (and the unit of memory use). Default 10,000.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Rows per staged Parquet file before a new file is started. Default 500,000.
+    #[serde(default = "default_file_rows")]
+    pub file_rows: usize,
+    /// A lock older than this (seconds) is considered abandoned and taken over. Default 3600.
+    #[serde(default = "default_lock_ttl")]
+    pub lock_ttl_seconds: u64,
+}
+
+/// `[staging]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagingConfig {
+    /// Where Parquet files, manifests, state and locks are written: any object_store URL
+    /// (`file:///path`, `s3://bucket/prefix`, `memory://`).
+    pub url: String,
+    /// S3 settings for `s3://` URLs (MinIO and other S3-compatible servers need `endpoint`).
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+/// `[staging.s3]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible server, e.g. `http://127.0.0.1:9000` for MinIO.
+    pub endpoint: Option<String>,
+    /// Region; default `us-east-1`.
+    pub region: Option<String>,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    /// Allow plain `http://` endpoints (local MinIO). Default false.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// `[source]`, selected by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Hubspot(HubspotConfig),
+}
+
+impl SourceConfig {
+    pub fn streams(&self) -> &[String] {
+        match self {
+            SourceConfig::Hubspot(h) => &h.streams,
+        }
+    }
+}
+
+/// `[source]` with `type = "hubspot"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubspotConfig {
+    /// API base URL. Default `https://api.hubapi.com`.
+    #[serde(default = "default_hubspot_url")]
+    pub base_url: String,
+    /// Private-app or service-key token (a Bearer token). Use `${VAR}`.
+    pub token: Secret,
+    /// CRM object types to sync, e.g. `["contacts", "companies", "deals"]`.
+    pub streams: Vec<String>,
+    /// How far (seconds) each incremental window reaches back before the saved cursor, to
+    /// catch late-indexed and same-timestamp records. Default 300.
+    #[serde(default = "default_overlap")]
+    pub overlap_seconds: u64,
+    /// The window's upper bound is `now - lag_seconds`, because search lags writes. Default 30.
+    #[serde(default = "default_lag")]
+    pub lag_seconds: u64,
+    /// Retries of a request answered 429 or 5xx before the run fails. Default 8.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// First back-off delay in milliseconds when no `Retry-After` is given; doubles per retry
+    /// up to 30 s. Default 1000.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+}
+
+/// `[destination]`, selected by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum DestinationConfig {
+    Postgres(PostgresConfig),
+}
+
+/// `[destination]` with `type = "postgres"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db`. Use `${VAR}`; it is never logged.
+    pub url: Secret,
+    /// Schema the stream tables and the `_syncline_loads` ledger live in. Default `public`.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+}
+
+/// `[streams.NAME]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// `"hard"` (default) removes deleted records; `"soft"` keeps them with `_syncline_deleted_at` set.
+    #[serde(default)]
+    pub deletes: DeleteMode,
+}
+
+/// How a delete at the source reaches the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    #[default]
+    Hard,
+    Soft,
+}
+
+fn default_batch_rows() -> usize {
+    10_000
+}
+fn default_file_rows() -> usize {
+    500_000
+}
+fn default_lock_ttl() -> u64 {
+    3600
+}
+fn default_hubspot_url() -> String {
+    "https://api.hubapi.com".into()
+}
+fn default_overlap() -> u64 {
+    300
+}
+fn default_lag() -> u64 {
+    30
+}
+fn default_retries() -> u32 {
+    8
+}
+fn default_retry_base_ms() -> u64 {
+    1000
+}
+fn default_schema() -> String {
+    "public".into()
+}
+
+impl Config {
+    /// Reads, parses, interpolates and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` (named `path` in errors) resolving `${VAR}` with `env`.
+    pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        let doc = Document { text, path: path.to_path_buf() };
+        let mut config: Config = toml::from_str(text).map_err(|e| doc.parse_error(&e))?;
+        config.interpolate(&doc, env)?;
+        config.validate(&doc)?;
+        Ok(config)
+    }
+
+    /// Settings of one stream (defaults when it has no `[streams.NAME]` table).
+    pub fn stream_settings(&self, stream: &str) -> StreamSettings {
+        self.streams.get(stream).cloned().unwrap_or_default()
+    }
+
+    fn interpolate(&mut self, doc: &Document, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        let resolve = |value: &mut String, key: &[&str]| -> Result<()> {
+            *value = interpolate_value(value, env).map_err(|var| {
+                doc.key_error(key, &format!("environment variable {var} is not set"))
+            })?;
+            Ok(())
+        };
+        resolve(&mut self.staging.url, &["staging", "url"])?;
+        if let Some(s3) = &mut self.staging.s3 {
+            if let Some(endpoint) = &mut s3.endpoint {
+                resolve(endpoint, &["staging", "s3", "endpoint"])?;
+            }
+            if let Some(key) = &mut s3.access_key_id {
+                resolve(&mut key.0, &["staging", "s3", "access_key_id"])?;
+            }
+            if let Some(key) = &mut s3.secret_access_key {
+                resolve(&mut key.0, &["staging", "s3", "secret_access_key"])?;
+            }
+        }
+        match &mut self.source {
+            SourceConfig::Hubspot(h) => {
+                resolve(&mut h.base_url, &["source", "base_url"])?;
+                resolve(&mut h.token.0, &["source", "token"])?;
+            }
+        }
+        match &mut self.destination {
+            DestinationConfig::Postgres(p) => {
+                resolve(&mut p.url.0, &["destination", "url"])?;
+                resolve(&mut p.schema, &["destination", "schema"])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, doc: &Document) -> Result<()> {
+        let name = &self.pipeline.name;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(doc.key_error(
+                &["pipeline", "name"],
+                "must be non-empty and use only letters, digits, `_` and `-`",
+            ));
+        }
+        if self.pipeline.batch_rows == 0 {
+            return Err(doc.key_error(&["pipeline", "batch_rows"], "must be at least 1"));
+        }
+        if self.pipeline.file_rows < self.pipeline.batch_rows {
+            return Err(doc.key_error(&["pipeline", "file_rows"], "must be at least `batch_rows`"));
+        }
+        if let Err(e) = url::Url::parse(&self.staging.url) {
+            return Err(doc.key_error(&["staging", "url"], &format!("not a URL ({e}); use e.g. file:///var/lib/syncline/stage or s3://bucket/prefix")));
+        }
+        let streams = self.source.streams();
+        if streams.is_empty() {
+            return Err(doc.key_error(&["source", "streams"], "lists no streams"));
+        }
+        for (i, stream) in streams.iter().enumerate() {
+            if stream.is_empty() || !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(doc.key_error(&["source", "streams"], &format!("stream name {stream:?} must use only letters, digits, `_` and `-`")));
+            }
+            if streams[..i].contains(stream) {
+                return Err(doc.key_error(&["source", "streams"], &format!("stream {stream:?} is listed twice")));
+            }
+        }
+        for stream in self.streams.keys() {
+            if !streams.contains(stream) {
+                return Err(doc.key_error(
+                    &["streams", stream],
+                    &format!("stream {stream:?} is not listed in source.streams {streams:?}"),
+                ));
+            }
+        }
+        match &self.source {
+            SourceConfig::Hubspot(h) => {
+                if url::Url::parse(&h.base_url).is_err() {
+                    return Err(doc.key_error(&["source", "base_url"], "not a URL"));
+                }
+                if h.token.expose().is_empty() {
+                    return Err(doc.key_error(&["source", "token"], "is empty"));
+                }
+            }
+        }
+        match &self.destination {
+            DestinationConfig::Postgres(p) => {
+                if !(p.url.expose().starts_with("postgres://") || p.url.expose().starts_with("postgresql://")) {
+                    // Do not echo the value: it carries the password.
+                    return Err(doc.key_error(&["destination", "url"], "must start with postgres:// or postgresql://"));
+                }
+                if p.schema.is_empty() {
+                    return Err(doc.key_error(&["destination", "schema"], "is empty"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces every `${VAR}`; `$$` stays a literal `$`. Returns the name of a missing variable.
+pub fn interpolate_value(value: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        match env(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The config text, kept to point errors at lines.
+struct Document<'a> {
+    text: &'a str,
+    path: PathBuf,
+}
+
+impl Document<'_> {
+    fn parse_error(&self, err: &toml::de::Error) -> Error {
+        // Only the message and position: toml's own rendering quotes the source line, which
+        // could hold a literal secret.
+        match err.span() {
+            Some(span) => {
+                let (line, col) = line_col(self.text, span.start);
+                Error::Config(format!("{}:{line}:{col}: {}", self.path.display(), err.message()))
+            }
+            None => Error::Config(format!("{}: {}", self.path.display(), err.message())),
+        }
+    }
+
+    fn key_error(&self, key: &[&str], message: &str) -> Error {
+        let dotted = key.join(".");
+        match find_key_line(self.text, key) {
+            Some(line) => Error::Config(format!("{}:{line}: `{dotted}` {message}", self.path.display())),
+            None => Error::Config(format!("{}: `{dotted}` {message}", self.path.display())),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// The 1-based line that assigns `key` (`[a.b]` header then `c = ...`, or `[a]` then
+/// `b.c = ...`), or the header line of a table key such as `streams.contacts`.
+fn find_key_line(text: &str, key: &[&str]) -> Option<usize> {
+    let mut table: Vec<String> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = header.trim().trim_start_matches('[').split('.').map(|p| p.trim().trim_matches('"').to_string()).collect();
+            if table == key {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let Some((lhs, _)) = line.split_once('=') else { continue };
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut full = table.clone();
+        full.extend(lhs.trim().split('.').map(|p| p.trim().trim_matches('"').to_string()));
+        if full == key {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[pipeline]
+name = "crm"
+[staging]
+url = "file:///var/lib/syncline/stage"     # any object_store URL
+[source]
+type = "hubspot"
+base_url = "http://127.0.0.1:8080"          # default https://api.hubapi.com
+token = "${HUBSPOT_TOKEN}"                  # ${VAR} is read from the environment
+streams = ["contacts", "companies", "deals"]
+[destination]
+type = "postgres"
+url = "${DATABASE_URL}"
+schema = "crm"
+[streams.contacts]                          # optional per-stream settings
+deletes = "soft"                            # "hard" (default) or "soft" (_syncline_deleted_at)
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HUBSPOT_TOKEN" => Some("pat-na1-secret".into()),
+            "DATABASE_URL" => Some("postgres://u:hunter2@localhost/db".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("crm.toml"), &env)
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = parse(EXAMPLE).unwrap();
+        let SourceConfig::Hubspot(h) = &config.source;
+        assert_eq!(h.token.expose(), "pat-na1-secret");
+        assert_eq!(h.streams, ["contacts", "companies", "deals"]);
+        assert_eq!(config.stream_settings("contacts").deletes, DeleteMode::Soft);
+        assert_eq!(config.stream_settings("deals").deletes, DeleteMode::Hard);
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!format!("{config:?}").contains("pat-na1-secret"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = EXAMPLE.replace("schema = \"crm\"", "schema = \"crm\"\nschemma = \"x\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("crm.toml:15"), "{err}");
+        assert!(err.contains("schemma"), "{err}");
+    }
+
+    #[test]
+    fn missing_variable_names_key_and_line() {
+        let text = EXAMPLE.replace("${DATABASE_URL}", "${NOPE_URL}");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("crm.toml:13"), "{err}");
+        assert!(err.contains("destination.url"), "{err}");
+        assert!(err.contains("NOPE_URL"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let text = EXAMPLE.replace("name = \"crm\"", "name = 7");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("crm.toml:3"), "{err}");
+    }
+
+    #[test]
+    fn stream_settings_must_name_a_listed_stream() {
+        let text = format!("{EXAMPLE}[streams.tickets]\ndeletes = \"soft\"\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("crm.toml:18"), "{err}");
+        assert!(err.contains("tickets"), "{err}");
+    }
+
+    #[test]
+    fn bad_destination_url_does_not_echo_it() {
+        let text = EXAMPLE.replace("${DATABASE_URL}", "mysql://u:hunter2@x/db");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("crm.toml:13"), "{err}");
+    }
+
+    #[test]
+    fn interpolation_handles_text_around_variables() {
+        assert_eq!(interpolate_value("a${HUBSPOT_TOKEN}b", &env).unwrap(), "apat-na1-secretb");
+        assert_eq!(interpolate_value("${MISSING}", &env).unwrap_err(), "MISSING");
+    }
+}

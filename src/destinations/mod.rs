@@ -1,0 +1,90 @@
+//! Destinations: where staged loads are merged, exactly once per load id.
+//!
+//! Contract every destination keeps (the pipeline relies on it for exactly-once):
+//! - `merge` applies one staged load and records its load id in the destination's ledger
+//!   in the same transaction. If the load id is already in the ledger, nothing is applied and
+//!   the outcome says `skipped`.
+//! - A merge never replaces a row with an older version of it (`_syncline_version`), and a row
+//!   that did not change is not rewritten (so a re-read overlap merges nothing).
+//! - Incoming rows may repeat a key; the newest version wins (a delete wins a tie).
+//! - State (cursors) may advance only after `merge` returned Ok.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::config::DeleteMode;
+use crate::reconcile::Fingerprint;
+
+pub mod postgres;
+
+/// What to merge and how.
+#[derive(Debug, Clone)]
+pub struct MergeRequest {
+    pub load_id: String,
+    pub stream: String,
+    /// Destination table name (unquoted; destinations quote it).
+    pub table: String,
+    /// The key column (unquoted).
+    pub key: String,
+    pub deletes: DeleteMode,
+    /// Schema of the staged batches: key, data columns, `_syncline_version`, `_syncline_deleted`.
+    pub schema: SchemaRef,
+    /// Count and checksum written in the load's manifest.
+    pub staged: Fingerprint,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOutcome {
+    /// The load id was already in the ledger: nothing was applied.
+    pub skipped: bool,
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Count and checksum of the rows the destination received, computed by the destination.
+    pub received: Fingerprint,
+}
+
+/// Columns added to an existing table because the source grew new fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaChange {
+    pub created_table: bool,
+    pub added_columns: Vec<String>,
+}
+
+/// The last load of a stream recorded in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub load_id: String,
+    pub stream: String,
+    pub rows: u64,
+    pub checksum: u64,
+    pub committed_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// Connects and verifies the destination is usable (permissions, schema).
+    async fn check(&self) -> Result<()>;
+
+    /// Creates the table from the staged schema, or adds columns the table lacks.
+    /// An incompatible type change is `Error::SchemaDrift`.
+    async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange>;
+
+    /// Applies one staged load (see the module contract).
+    async fn merge(
+        &self,
+        request: &MergeRequest,
+        batches: BoxStream<'static, Result<RecordBatch>>,
+    ) -> Result<MergeOutcome>;
+
+    /// Whether the load id is in the ledger (committed).
+    async fn is_committed(&self, load_id: &str) -> Result<bool>;
+
+    /// The newest ledger entry of a stream, if any.
+    async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>>;
+}

@@ -1,0 +1,338 @@
+//! Batch mode: one run syncs the selected streams once, each exactly once into the destination.
+//!
+//! Per stream, in this order (the order is what makes a killed run safe to re-run):
+//! 1. take the stream lock; finish a load an earlier run left pending;
+//! 2. extract from the cursor, staging Parquet as batches arrive;
+//! 3. read the staged files back and compare count and checksum with what was extracted;
+//! 4. write the manifest (the load is now complete and replayable), then record it as pending;
+//! 5. merge into the destination, which records the load id in its ledger in the same transaction;
+//! 6. advance the cursor and clear `pending`.
+//! A crash before 4 loses only staging work; between 4 and 6 the next run finds the pending load
+//! and either sees it in the ledger or merges it again from the stage.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing::{info, instrument, warn};
+
+use crate::config::Config;
+use crate::destinations::{Destination, MergeOutcome, MergeRequest};
+use crate::reconcile::Fingerprint;
+use crate::reconcile::report::{Reconciliation, RunReport, Status, StreamReport};
+use crate::sources::{ExtractRequest, Extracted, Source};
+use crate::stage::{DeadLetterWriter, LoadMode, LoadWriter, Manifest, Stage, batch_fingerprint, columns_of};
+use crate::state::{LastLoad, PendingLoad, StateStore, StreamState};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Streams to run; all configured streams when `None`.
+    pub streams: Option<Vec<String>>,
+    /// Ignore saved cursors and read every record.
+    pub full_refresh: bool,
+}
+
+/// Runs the selected streams one after another and reports on each. Never panics on a
+/// stream failure: the failure is in the report and decides the exit code.
+pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let configured = config.source.streams();
+    let selected: Vec<String> = match &options.streams {
+        None => configured.to_vec(),
+        Some(wanted) => {
+            for stream in wanted {
+                if !configured.contains(stream) {
+                    return Err(Error::Config(format!(
+                        "--streams names {stream:?}, which is not in source.streams {configured:?}"
+                    )));
+                }
+            }
+            wanted.clone()
+        }
+    };
+    let stage = Stage::open(&config.staging)?;
+    let source = super::build_source(config)?;
+    let destination = super::build_destination(config).await?;
+    destination.check().await?;
+    let runner = StreamRunner {
+        config,
+        state: StateStore::new(&stage, &config.pipeline.name),
+        stage,
+        source,
+        destination,
+        full_refresh: options.full_refresh,
+    };
+    let mut reports = Vec::new();
+    for stream in &selected {
+        reports.push(runner.run(stream).await);
+    }
+    let status = if reports.iter().any(|r| r.status == Status::Failed) {
+        Status::Failed
+    } else if reports.iter().any(|r| r.status == Status::Mismatch) {
+        Status::Mismatch
+    } else {
+        Status::Success
+    };
+    let exit_code = match status {
+        Status::Success | Status::Skipped => 0,
+        Status::Mismatch => 3,
+        Status::Failed => 1,
+    };
+    Ok(RunReport {
+        pipeline: config.pipeline.name.clone(),
+        status,
+        started_at,
+        finished_at: chrono::Utc::now(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        exit_code,
+        streams: reports,
+    })
+}
+
+struct StreamRunner<'a> {
+    config: &'a Config,
+    stage: Stage,
+    state: StateStore,
+    source: Arc<dyn Source>,
+    destination: Arc<dyn Destination>,
+    full_refresh: bool,
+}
+
+impl StreamRunner<'_> {
+    async fn run(&self, stream: &str) -> StreamReport {
+        let started = Instant::now();
+        let mut report = StreamReport::new(stream);
+        let outcome = match self.state.lock(stream, self.config.pipeline.lock_ttl_seconds).await {
+            Err(err) => Err(err),
+            Ok(lock) => {
+                let outcome = self.sync(stream, &mut report).await;
+                if let Err(err) = lock.release().await {
+                    warn!(stream, error = %err, "could not release the stream lock");
+                }
+                outcome
+            }
+        };
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(()) => report.status = Status::Success,
+            Err(err) => {
+                report.status = if matches!(err, Error::Reconciliation(_)) { Status::Mismatch } else { Status::Failed };
+                warn!(stream, error = %err, "stream failed");
+                report.error = Some(err.to_string());
+            }
+        }
+        report
+    }
+
+    #[instrument(skip_all, fields(stream))]
+    async fn sync(&self, stream: &str, report: &mut StreamReport) -> Result<()> {
+        let mut state = self.state.load(stream).await?;
+        if let Some(pending) = state.pending.clone() {
+            report.recovered = true;
+            self.finish_pending(stream, &mut state, &pending, report).await?;
+        }
+        let since = if self.full_refresh { None } else { state.cursor };
+        let load_id = uuid::Uuid::now_v7().to_string();
+        report.load_id = Some(load_id.clone());
+        let mode = if since.is_some() { LoadMode::Incremental } else { LoadMode::Full };
+        report.mode = Some(mode);
+
+        let extraction = self
+            .source
+            .extract(ExtractRequest { stream: stream.to_string(), since, batch_rows: self.config.pipeline.batch_rows })
+            .await?;
+        report.set_cursor(extraction.cursor);
+        info!(stream, load_id, ?mode, "extracting");
+
+        let pipeline = &self.config.pipeline.name;
+        let dir = self.stage.load_dir(pipeline, stream, &load_id);
+        let mut writer = LoadWriter::new(&self.stage, dir.clone(), extraction.schema.clone(), self.config.pipeline.file_rows);
+        let mut dead_letters = DeadLetterWriter::new(&self.stage, dir, &load_id);
+        let mut extracted = Fingerprint::default();
+        let progress = progress_bar(stream);
+        let mut items = extraction.items;
+        while let Some(item) = items.next().await {
+            match item? {
+                Extracted::Batch(batch) => {
+                    extracted.merge(batch_fingerprint(&batch, &extraction.key)?);
+                    writer.write(&batch).await?;
+                    if let Some(bar) = &progress {
+                        bar.set_position(extracted.rows);
+                    }
+                }
+                Extracted::DeadLetters(letters) => dead_letters.write(&letters).await?,
+            }
+        }
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
+        }
+        let files = writer.finish().await?;
+        let dead_letter = dead_letters.finish().await?;
+        report.rows_extracted = extracted.rows;
+        report.rows_dead_lettered = dead_letter.as_ref().map_or(0, |d| d.rows);
+        report.dead_letter_file = dead_letter.as_ref().map(|d| d.path.clone());
+        report.reconciliation.source = extracted;
+
+        let mut manifest = Manifest {
+            format_version: 1,
+            pipeline: pipeline.clone(),
+            stream: stream.to_string(),
+            load_id: load_id.clone(),
+            mode,
+            created_at: chrono::Utc::now(),
+            key: extraction.key.clone(),
+            schema: columns_of(&extraction.schema)?,
+            cursor: extraction.cursor,
+            rows: 0,
+            checksum: 0,
+            files,
+            dead_letter,
+        };
+        let staged = self.stage.fingerprint(&manifest).await?;
+        report.rows_staged = staged.rows;
+        report.reconciliation.stage = staged;
+        if staged != extracted {
+            return Err(Error::Reconciliation(format!(
+                "stream {stream}: staged {} rows (checksum {}) but extracted {} (checksum {}); load {load_id} is kept unmerged",
+                staged.rows, staged.checksum, extracted.rows, extracted.checksum
+            )));
+        }
+        manifest.rows = staged.rows;
+        manifest.checksum = staged.checksum;
+
+        if staged.rows == 0 {
+            // Nothing to merge: the window is covered, so the cursor may move on.
+            info!(stream, "no changes");
+            state.cursor = Some(extraction.cursor.to);
+            self.state.save(stream, &state).await?;
+            report.reconciliation.destination = Some(Fingerprint::default());
+            report.reconciliation.matched = true;
+            return Ok(());
+        }
+
+        self.stage.write_manifest(&manifest).await?;
+        state.pending = Some(PendingLoad { load_id: load_id.clone(), mode, cursor: extraction.cursor });
+        self.state.save(stream, &state).await?;
+        crash_point("after-stage");
+
+        let outcome = self.merge(&manifest, report).await?;
+        crash_point("after-merge");
+        self.commit_state(stream, &mut state, &manifest, &outcome).await?;
+        Ok(())
+    }
+
+    /// Merges a complete staged load and checks what the destination received.
+    async fn merge(&self, manifest: &Manifest, report: &mut StreamReport) -> Result<MergeOutcome> {
+        let request = MergeRequest {
+            load_id: manifest.load_id.clone(),
+            stream: manifest.stream.clone(),
+            table: manifest.stream.clone(),
+            key: manifest.key.clone(),
+            deletes: self.config.stream_settings(&manifest.stream).deletes,
+            schema: manifest.arrow_schema()?,
+            staged: manifest.fingerprint(),
+        };
+        let change = self.destination.ensure_table(&request).await?;
+        if change.created_table || !change.added_columns.is_empty() {
+            info!(stream = %manifest.stream, created = change.created_table, added = ?change.added_columns, "table schema changed");
+        }
+        if change != Default::default() {
+            report.schema_change = Some(change);
+        }
+        let outcome = self.destination.merge(&request, self.stage.read_load(manifest)).await?;
+        report.rows_inserted += outcome.inserted;
+        report.rows_updated += outcome.updated;
+        report.rows_deleted += outcome.deleted;
+        if outcome.skipped {
+            report.skipped_as_replay = true;
+            report.reconciliation.matched = report.reconciliation.source == report.reconciliation.stage;
+            info!(stream = %manifest.stream, load_id = %manifest.load_id, "load already in the ledger; nothing applied");
+            return Ok(outcome);
+        }
+        report.reconciliation.destination = Some(outcome.received);
+        report.reconciliation.matched = outcome.received == manifest.fingerprint()
+            && (report.recovered || report.reconciliation.source == manifest.fingerprint());
+        if outcome.received != manifest.fingerprint() {
+            return Err(Error::Reconciliation(format!(
+                "stream {}: destination received {} rows (checksum {}) but load {} staged {} (checksum {})",
+                manifest.stream, outcome.received.rows, outcome.received.checksum, manifest.load_id, manifest.rows, manifest.checksum
+            )));
+        }
+        info!(stream = %manifest.stream, load_id = %manifest.load_id, inserted = outcome.inserted, updated = outcome.updated, deleted = outcome.deleted, "merged");
+        Ok(outcome)
+    }
+
+    async fn commit_state(&self, stream: &str, state: &mut StreamState, manifest: &Manifest, outcome: &MergeOutcome) -> Result<()> {
+        state.cursor = Some(manifest.cursor.to);
+        state.pending = None;
+        if !outcome.skipped {
+            state.last_load = Some(LastLoad {
+                load_id: manifest.load_id.clone(),
+                committed_at: chrono::Utc::now(),
+                rows: manifest.rows,
+                inserted: outcome.inserted,
+                updated: outcome.updated,
+                deleted: outcome.deleted,
+            });
+        }
+        self.state.save(stream, state).await
+    }
+
+    /// Completes a load an interrupted run left between staging and the state commit.
+    async fn finish_pending(&self, stream: &str, state: &mut StreamState, pending: &PendingLoad, report: &mut StreamReport) -> Result<()> {
+        let pipeline = &self.config.pipeline.name;
+        match self.stage.read_manifest(pipeline, stream, &pending.load_id).await? {
+            None => {
+                // Staging never completed; the cursor did not move, so the next extraction re-reads it.
+                warn!(stream, load_id = %pending.load_id, "discarding a load whose staging never completed");
+                state.pending = None;
+                self.state.save(stream, state).await?;
+            }
+            Some(manifest) => {
+                info!(stream, load_id = %pending.load_id, "finishing a load left pending by an earlier run");
+                let mut recovered = StreamReport::new(stream);
+                recovered.recovered = true;
+                let outcome = if self.destination.is_committed(&pending.load_id).await? {
+                    MergeOutcome { skipped: true, ..Default::default() }
+                } else {
+                    self.merge(&manifest, &mut recovered).await?
+                };
+                report.rows_inserted += recovered.rows_inserted;
+                report.rows_updated += recovered.rows_updated;
+                report.rows_deleted += recovered.rows_deleted;
+                self.commit_state(stream, state, &manifest, &outcome).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn progress_bar(stream: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix}: {human_pos} rows ({per_sec}) {elapsed}")
+            .expect("progress template is valid"),
+    );
+    bar.set_prefix(stream.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(bar)
+}
+
+/// Test hook for crash tests: `SYNCLINE_CRASH_AT=after-stage|after-merge` kills the process
+/// with SIGKILL at that point, as an operator's `kill -9` or an OOM kill would.
+fn crash_point(name: &str) {
+    if std::env::var("SYNCLINE_CRASH_AT").is_ok_and(|at| at == name) {
+        warn!(point = name, "SYNCLINE_CRASH_AT: killing the process");
+        // SAFETY: raising a signal on our own process has no memory-safety effect.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The machine-readable run report (`syncline run --report PATH`).
+
+use serde::{Deserialize, Serialize};
+
+use super::Fingerprint;
+use crate::destinations::SchemaChange;
+use crate::stage::{CursorRange, LoadMode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Success,
+    Failed,
+    /// Counts or checksums differed between hops.
+    Mismatch,
+    /// Not run because an earlier failure stopped the run.
+    Skipped,
+}
+
+/// Count and checksum of a load at each hop.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    /// As extracted from the source (before staging).
+    pub source: Fingerprint,
+    /// Read back from the staged Parquet files.
+    pub stage: Fingerprint,
+    /// As received by the destination, computed by the destination itself. `None` when the
+    /// load was already committed (replayed) and nothing was sent.
+    pub destination: Option<Fingerprint>,
+    pub matched: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamReport {
+    pub stream: String,
+    pub status: Status,
+    pub load_id: Option<String>,
+    pub mode: Option<LoadMode>,
+    /// The load was recovered from an earlier interrupted run rather than extracted now.
+    pub recovered: bool,
+    /// The destination already had this load in its ledger; nothing was applied.
+    pub skipped_as_replay: bool,
+    pub rows_extracted: u64,
+    pub rows_staged: u64,
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    pub rows_deleted: u64,
+    pub rows_dead_lettered: u64,
+    pub dead_letter_file: Option<String>,
+    pub cursor: Option<CursorRange>,
+    pub cursor_from: Option<String>,
+    pub cursor_to: Option<String>,
+    pub duration_ms: u64,
+    pub reconciliation: Reconciliation,
+    pub schema_change: Option<SchemaChange>,
+    pub error: Option<String>,
+}
+
+impl StreamReport {
+    pub fn new(stream: &str) -> StreamReport {
+        StreamReport {
+            stream: stream.to_string(),
+            status: Status::Skipped,
+            load_id: None,
+            mode: None,
+            recovered: false,
+            skipped_as_replay: false,
+            rows_extracted: 0,
+            rows_staged: 0,
+            rows_inserted: 0,
+            rows_updated: 0,
+            rows_deleted: 0,
+            rows_dead_lettered: 0,
+            dead_letter_file: None,
+            cursor: None,
+            cursor_from: None,
+            cursor_to: None,
+            duration_ms: 0,
+            reconciliation: Reconciliation::default(),
+            schema_change: None,
+            error: None,
+        }
+    }
+
+    pub fn set_cursor(&mut self, cursor: CursorRange) {
+        let iso = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        self.cursor_from = cursor.from.and_then(iso);
+        self.cursor_to = iso(cursor.to);
+        self.cursor = Some(cursor);
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub pipeline: String,
+    pub status: Status,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    pub duration_ms: u64,
+    /// The process exit code this report corresponds to (see README).
+    pub exit_code: i32,
+    pub streams: Vec<StreamReport>,
+}

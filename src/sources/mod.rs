@@ -1,0 +1,57 @@
+//! Sources: connectors that extract a stream as Arrow batches covering a cursor range.
+//!
+//! Contract:
+//! - `discover` returns the stream's staged schema: the key column first, typed data
+//!   columns, then `_syncline_version` and `_syncline_deleted` (see crate::schema).
+//! - `extract` reads every record changed in `[since - overlap, upper)` (or every record for a
+//!   full load) where `upper` is chosen by the source and returned as `cursor_to`. Records may
+//!   repeat (overlap, ties); destinations keep the newest version per key.
+//! - Batches are bounded in size and produced as they are read: memory does not grow with
+//!   the number of records. Records that cannot be converted come out as dead letters.
+//! - Nothing here advances state; the pipeline does, after the destination commits.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::Result;
+use crate::stage::{CursorRange, DeadLetter};
+
+pub mod hubspot;
+
+/// What to extract.
+#[derive(Debug, Clone)]
+pub struct ExtractRequest {
+    pub stream: String,
+    /// `None` for a full load; otherwise the saved cursor (epoch ms).
+    pub since: Option<i64>,
+    pub batch_rows: usize,
+}
+
+/// One unit of extracted data.
+#[derive(Debug)]
+pub enum Extracted {
+    Batch(RecordBatch),
+    DeadLetters(Vec<DeadLetter>),
+}
+
+/// A running extraction.
+pub struct Extraction {
+    pub schema: SchemaRef,
+    pub key: String,
+    /// The range this extraction covers; `to` becomes the cursor once the load commits.
+    pub cursor: CursorRange,
+    pub items: BoxStream<'static, Result<Extracted>>,
+}
+
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Verifies the credentials and that every configured stream exists.
+    async fn check(&self) -> Result<()>;
+
+    /// The staged schema of a stream.
+    async fn discover(&self, stream: &str) -> Result<SchemaRef>;
+
+    async fn extract(&self, request: ExtractRequest) -> Result<Extraction>;
+}

@@ -1,0 +1,117 @@
+//! The manifest of a staged load: what a complete load holds and where it came from.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use crate::reconcile::Fingerprint;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// Every record of the stream (first run or `--full-refresh`).
+    Full,
+    /// Records changed inside the cursor range.
+    Incremental,
+}
+
+/// The source cursor range a load covers, as epoch milliseconds: `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorRange {
+    /// `None` for a full load.
+    pub from: Option<i64>,
+    pub to: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    /// Object store path.
+    pub path: String,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterFile {
+    pub path: String,
+    pub rows: u64,
+}
+
+/// One column of the staged schema, in a form that survives JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnSpec {
+    pub name: String,
+    /// `int64`, `float64`, `utf8`, `boolean`, `date32` or `timestamp_ms_utc`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub pipeline: String,
+    pub stream: String,
+    pub load_id: String,
+    pub mode: LoadMode,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The key column.
+    pub key: String,
+    pub schema: Vec<ColumnSpec>,
+    pub cursor: CursorRange,
+    /// Count and checksum of the staged rows (see crate::reconcile).
+    pub rows: u64,
+    pub checksum: u64,
+    pub files: Vec<StagedFile>,
+    pub dead_letter: Option<DeadLetterFile>,
+}
+
+impl Manifest {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint { rows: self.rows, checksum: self.checksum }
+    }
+
+    pub fn arrow_schema(&self) -> Result<SchemaRef> {
+        let fields = self
+            .schema
+            .iter()
+            .map(|c| Ok(Field::new(&c.name, data_type_of(&c.kind)?, c.nullable)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Schema::new(fields)))
+    }
+}
+
+pub fn columns_of(schema: &Schema) -> Result<Vec<ColumnSpec>> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            Ok(ColumnSpec { name: f.name().clone(), kind: kind_of(f.data_type())?.into(), nullable: f.is_nullable() })
+        })
+        .collect()
+}
+
+fn kind_of(data_type: &DataType) -> Result<&'static str> {
+    Ok(match data_type {
+        DataType::Int64 => "int64",
+        DataType::Float64 => "float64",
+        DataType::Utf8 => "utf8",
+        DataType::Boolean => "boolean",
+        DataType::Date32 => "date32",
+        DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => "timestamp_ms_utc",
+        other => return Err(Error::Stage(format!("type {other} cannot be staged"))),
+    })
+}
+
+fn data_type_of(kind: &str) -> Result<DataType> {
+    Ok(match kind {
+        "int64" => DataType::Int64,
+        "float64" => DataType::Float64,
+        "utf8" => DataType::Utf8,
+        "boolean" => DataType::Boolean,
+        "date32" => DataType::Date32,
+        "timestamp_ms_utc" => crate::schema::timestamp_type(),
+        other => return Err(Error::Stage(format!("manifest names unknown column type {other}"))),
+    })
+}

@@ -1,0 +1,351 @@
+//! Staging: Parquet (zstd) on any object store, one folder per pipeline/stream/load.
+//!
+//! Layout under the staging URL:
+//! ```text
+//! {pipeline}/{stream}/loads/{load_id}/part-00000.parquet   staged rows, in extraction order
+//! {pipeline}/{stream}/loads/{load_id}/dead_letter.parquet  records that could not be converted
+//! {pipeline}/{stream}/loads/{load_id}/manifest.json        written last: the load is complete
+//! {pipeline}/_state/{stream}.json                           cursor and pending load (crate::state)
+//! {pipeline}/_locks/{stream}.lock                           run lock (crate::state)
+//! ```
+//! A load folder without a manifest is an interrupted load and is never merged.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path;
+use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::arrow::async_writer::ParquetObjectWriter;
+use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::config::StagingConfig;
+use crate::reconcile::Fingerprint;
+use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
+use crate::{Error, Result};
+
+mod manifest;
+
+pub use manifest::{ColumnSpec, CursorRange, DeadLetterFile, LoadMode, Manifest, StagedFile, columns_of};
+
+/// The staging object store and the prefix syncline owns in it.
+#[derive(Clone)]
+pub struct Stage {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    url: String,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage").field("url", &self.url).finish()
+    }
+}
+
+impl Stage {
+    /// Opens the store named by the staging URL. `file://` folders are created when missing.
+    pub fn open(config: &StagingConfig) -> Result<Stage> {
+        let url = url::Url::parse(&config.url)
+            .map_err(|e| Error::Config(format!("staging.url is not a URL: {e}")))?;
+        let mut options: Vec<(String, String)> = Vec::new();
+        if let Some(s3) = &config.s3 {
+            if let Some(endpoint) = &s3.endpoint {
+                options.push(("aws_endpoint".into(), endpoint.clone()));
+            }
+            options.push(("aws_region".into(), s3.region.clone().unwrap_or_else(|| "us-east-1".into())));
+            if let Some(key) = &s3.access_key_id {
+                options.push(("aws_access_key_id".into(), key.expose().into()));
+            }
+            if let Some(key) = &s3.secret_access_key {
+                options.push(("aws_secret_access_key".into(), key.expose().into()));
+            }
+            if s3.allow_http {
+                options.push(("aws_allow_http".into(), "true".into()));
+            }
+            // MinIO and most S3-compatible servers want path-style requests.
+            options.push(("aws_virtual_hosted_style_request".into(), "false".into()));
+        }
+        if url.scheme() == "file" {
+            let dir = url
+                .to_file_path()
+                .map_err(|_| Error::Config(format!("staging.url {} is not a local path", config.url)))?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Error::Config(format!("staging.url: cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let (store, root) = object_store::parse_url_opts(&url, options).map_err(|e| {
+            Error::Config(format!("staging.url {}: {}", url.scheme(), redact_store_error(&e)))
+        })?;
+        Ok(Stage { store: Arc::from(store), root, url: config.url.clone() })
+    }
+
+    /// A stage over any store, for tests and embedded use.
+    pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: impl Into<String>) -> Stage {
+        Stage { store, root, url: url.into() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `{root}/{parts...}`
+    pub fn path(&self, parts: &[&str]) -> Path {
+        let mut path = self.root.clone();
+        for part in parts {
+            path = path.child(*part);
+        }
+        path
+    }
+
+    pub fn load_dir(&self, pipeline: &str, stream: &str, load_id: &str) -> Path {
+        self.path(&[pipeline, stream, "loads", load_id])
+    }
+
+    /// The manifest of a load, or `None` when the load never completed staging.
+    pub async fn read_manifest(&self, pipeline: &str, stream: &str, load_id: &str) -> Result<Option<Manifest>> {
+        let path = self.load_dir(pipeline, stream, load_id).child("manifest.json");
+        match self.store.get(&path).await {
+            Ok(got) => Ok(Some(serde_json::from_slice(&got.bytes().await?)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the manifest; this is the last write of a load and marks it complete.
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let path = self
+            .load_dir(&manifest.pipeline, &manifest.stream, &manifest.load_id)
+            .child("manifest.json");
+        let body = serde_json::to_vec_pretty(manifest)?;
+        self.store.put(&path, body.into()).await?;
+        Ok(())
+    }
+
+    /// Streams the staged rows of a complete load, file by file, batch by batch.
+    pub fn read_load(&self, manifest: &Manifest) -> BoxStream<'static, Result<RecordBatch>> {
+        let store = self.store.clone();
+        let files: Vec<Path> = manifest.files.iter().map(|f| Path::from(f.path.as_str())).collect();
+        stream::iter(files)
+            .then(move |path| {
+                let store = store.clone();
+                async move {
+                    let reader = ParquetObjectReader::new(store, path);
+                    let stream = ParquetRecordBatchStreamBuilder::new(reader).await?.build()?;
+                    Ok::<_, Error>(stream.map_err(Error::from))
+                }
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Recomputes count and checksum from the staged files, reading only the key, version
+    /// and delete columns. This is the "stage" hop of reconciliation.
+    pub async fn fingerprint(&self, manifest: &Manifest) -> Result<Fingerprint> {
+        let mut total = Fingerprint::default();
+        for file in &manifest.files {
+            let reader = ParquetObjectReader::new(self.store.clone(), Path::from(file.path.as_str()));
+            let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            let arrow_schema = builder.schema().clone();
+            let wanted: Vec<usize> = [manifest.key.as_str(), VERSION_COLUMN, DELETED_COLUMN]
+                .iter()
+                .map(|name| {
+                    arrow_schema.index_of(name).map_err(|_| {
+                        Error::Stage(format!("staged file {} lacks column {name}", file.path))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+            let mut batches = builder.with_projection(mask).build()?;
+            while let Some(batch) = batches.try_next().await? {
+                total.merge(batch_fingerprint(&batch, &manifest.key)?);
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Count and checksum of a batch that has the key, `_syncline_version` and `_syncline_deleted`.
+pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| Error::Stage(format!("batch lacks column {name}")))
+    };
+    let keys = column(key)?;
+    let versions = column(VERSION_COLUMN)?.as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| Error::Stage(format!("{VERSION_COLUMN} is not a millisecond timestamp")))?;
+    let deleted = column(DELETED_COLUMN)?.as_boolean_opt()
+        .ok_or_else(|| Error::Stage(format!("{DELETED_COLUMN} is not boolean")))?;
+    let mut fingerprint = Fingerprint::default();
+    for row in 0..batch.num_rows() {
+        let key_text = match keys.data_type() {
+            DataType::Int64 => keys.as_primitive::<arrow::datatypes::Int64Type>().value(row).to_string(),
+            DataType::Utf8 => keys.as_string::<i32>().value(row).to_string(),
+            other => return Err(Error::Stage(format!("unsupported key type {other}"))),
+        };
+        fingerprint.add(&key_text, versions.value(row), deleted.value(row));
+    }
+    Ok(fingerprint)
+}
+
+/// Writes one load's batches as Parquet files, starting a new file every `file_rows` rows.
+pub struct LoadWriter {
+    stage: Stage,
+    dir: Path,
+    schema: SchemaRef,
+    file_rows: usize,
+    current: Option<(AsyncArrowWriter<ParquetObjectWriter>, StagedFile)>,
+    files: Vec<StagedFile>,
+}
+
+/// Rows per Parquet row group: what the writer buffers in memory before flushing.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+impl LoadWriter {
+    pub fn new(stage: &Stage, dir: Path, schema: SchemaRef, file_rows: usize) -> LoadWriter {
+        LoadWriter { stage: stage.clone(), dir, schema, file_rows, current: None, files: Vec::new() }
+    }
+
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.current.as_ref().is_some_and(|(_, f)| f.rows >= self.file_rows as u64) {
+            self.close_current().await?;
+        }
+        if self.current.is_none() {
+            let path = self.dir.child(format!("part-{:05}.parquet", self.files.len()));
+            let object = ParquetObjectWriter::new(self.stage.store.clone(), path.clone());
+            let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(writer_properties()))?;
+            self.current = Some((writer, StagedFile { path: path.to_string(), rows: 0 }));
+        }
+        let (writer, file) = self.current.as_mut().expect("a file is open");
+        writer.write(batch).await?;
+        file.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    async fn close_current(&mut self) -> Result<()> {
+        if let Some((writer, file)) = self.current.take() {
+            writer.close().await?;
+            self.files.push(file);
+        }
+        Ok(())
+    }
+
+    /// Closes the last file and returns the files written.
+    pub async fn finish(mut self) -> Result<Vec<StagedFile>> {
+        self.close_current().await?;
+        Ok(self.files)
+    }
+}
+
+/// One record that could not be converted, with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The record's key as text (empty when the key itself was unreadable).
+    pub key: String,
+    /// The field that failed, when one did.
+    pub field: Option<String>,
+    pub reason: String,
+    /// The record exactly as the source sent it.
+    pub raw: String,
+}
+
+/// The Arrow schema of dead-letter files.
+pub fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("load_id", DataType::Utf8, false),
+        Field::new("recorded_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+    ]))
+}
+
+/// Collects dead letters of a load into `dead_letter.parquet` (written only when there are any).
+pub struct DeadLetterWriter {
+    writer: LoadWriter,
+    load_id: String,
+    rows: u64,
+}
+
+impl DeadLetterWriter {
+    pub fn new(stage: &Stage, dir: Path, load_id: &str) -> DeadLetterWriter {
+        // A single file: dead letters are few, and readers expect one path.
+        let writer = LoadWriter::new(stage, dir.child("dead_letter"), dead_letter_schema(), usize::MAX);
+        DeadLetterWriter { writer, load_id: load_id.to_string(), rows: 0 }
+    }
+
+    pub async fn write(&mut self, letters: &[DeadLetter]) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        use arrow::array::{StringArray, TimestampMillisecondArray};
+        let now = chrono::Utc::now().timestamp_millis();
+        let batch = RecordBatch::try_new(
+            dead_letter_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(letters.iter().map(|l| l.key.as_str()))),
+                Arc::new(StringArray::from_iter(letters.iter().map(|l| l.field.as_deref()))),
+                Arc::new(StringArray::from_iter_values(letters.iter().map(|l| l.reason.as_str()))),
+                Arc::new(StringArray::from_iter_values(letters.iter().map(|l| l.raw.as_str()))),
+                Arc::new(StringArray::from_iter_values(letters.iter().map(|_| self.load_id.as_str()))),
+                Arc::new(TimestampMillisecondArray::from(vec![now; letters.len()]).with_timezone("UTC")),
+            ],
+        )?;
+        self.writer.write(&batch).await?;
+        self.rows += letters.len() as u64;
+        Ok(())
+    }
+
+    pub async fn finish(self) -> Result<Option<DeadLetterFile>> {
+        let rows = self.rows;
+        let files = self.writer.finish().await?;
+        Ok(files.into_iter().next().map(|f| DeadLetterFile { path: f.path, rows }))
+    }
+}
+
+/// Reads every row of a dead-letter file (small by construction), for reports and tests.
+pub async fn read_dead_letters(stage: &Stage, file: &DeadLetterFile) -> Result<Vec<DeadLetter>> {
+    let reader = ParquetObjectReader::new(stage.store.clone(), Path::from(file.path.as_str()));
+    let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new(reader).await?.build()?.try_collect().await?;
+    let mut out = Vec::new();
+    for batch in batches {
+        let text = |i: usize| batch.column(i).as_string::<i32>().clone();
+        let (key, field, reason, raw) = (text(0), text(1), text(2), text(3));
+        for row in 0..batch.num_rows() {
+            out.push(DeadLetter {
+                key: key.value(row).to_string(),
+                field: (!field.is_null(row)).then(|| field.value(row).to_string()),
+                reason: reason.value(row).to_string(),
+                raw: raw.value(row).to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// object_store errors can echo request URLs with signed query strings; keep only the kind.
+fn redact_store_error(err: &object_store::Error) -> String {
+    match err {
+        object_store::Error::Generic { store, .. } => format!("{store} store could not be configured"),
+        other => other.to_string().split(['?', '\n']).next().unwrap_or_default().to_string(),
+    }
+}

@@ -1,0 +1,77 @@
+//! `syncline status`: per stream, when it last synced, its cursor and row counts.
+
+use serde::Serialize;
+
+use crate::Result;
+use crate::config::Config;
+use crate::stage::Stage;
+use crate::state::StateStore;
+
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    pub stream: String,
+    /// Cursor as ISO time: records changed before it are in the destination.
+    pub cursor: Option<String>,
+    /// Seconds between the cursor and now.
+    pub lag_seconds: Option<i64>,
+    pub last_load_id: Option<String>,
+    pub last_load_at: Option<String>,
+    pub last_load_rows: Option<u64>,
+    pub last_load_inserted: Option<u64>,
+    pub last_load_updated: Option<u64>,
+    pub last_load_deleted: Option<u64>,
+    /// A load staged but not yet confirmed committed; the next run finishes it.
+    pub pending_load_id: Option<String>,
+    /// Whether the destination ledger has the last load (None when it was not asked).
+    pub in_ledger: Option<bool>,
+}
+
+pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
+    let stage = Stage::open(&config.staging)?;
+    let state = StateStore::new(&stage, &config.pipeline.name);
+    let destination = crate::pipeline::build_destination(config).await.ok();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out = Vec::new();
+    for stream in config.source.streams() {
+        let s = state.load(stream).await?;
+        let iso = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let in_ledger = match (&destination, &s.last_load) {
+            (Some(d), Some(l)) => d.is_committed(&l.load_id).await.ok(),
+            _ => None,
+        };
+        out.push(StreamStatus {
+            stream: stream.clone(),
+            cursor: s.cursor.and_then(iso),
+            lag_seconds: s.cursor.map(|c| (now - c) / 1000),
+            last_load_id: s.last_load.as_ref().map(|l| l.load_id.clone()),
+            last_load_at: s.last_load.as_ref().map(|l| l.committed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            last_load_rows: s.last_load.as_ref().map(|l| l.rows),
+            last_load_inserted: s.last_load.as_ref().map(|l| l.inserted),
+            last_load_updated: s.last_load.as_ref().map(|l| l.updated),
+            last_load_deleted: s.last_load.as_ref().map(|l| l.deleted),
+            pending_load_id: s.pending.map(|p| p.load_id),
+            in_ledger,
+        });
+    }
+    Ok(out)
+}
+
+pub fn render(rows: &[StreamStatus]) -> String {
+    let mut out = format!("{:<14} {:<22} {:>8} {:<22} {:>9} {:>9} {:>9} {:>9}\n", "stream", "cursor", "lag(s)", "last load at", "rows", "inserted", "updated", "deleted");
+    let dash = || "-".to_string();
+    for r in rows {
+        out.push_str(&format!(
+            "{:<14} {:<22} {:>8} {:<22} {:>9} {:>9} {:>9} {:>9}{}\n",
+            r.stream,
+            r.cursor.clone().unwrap_or_else(|| "never synced".into()),
+            r.lag_seconds.map(|l| l.to_string()).unwrap_or_else(dash),
+            r.last_load_at.clone().unwrap_or_else(dash),
+            r.last_load_rows.map(|v| v.to_string()).unwrap_or_else(dash),
+            r.last_load_inserted.map(|v| v.to_string()).unwrap_or_else(dash),
+            r.last_load_updated.map(|v| v.to_string()).unwrap_or_else(dash),
+            r.last_load_deleted.map(|v| v.to_string()).unwrap_or_else(dash),
+            r.pending_load_id.as_ref().map(|p| format!("  (pending load {p})")).unwrap_or_default(),
+        ));
+    }
+    out
+}
