@@ -1,0 +1,427 @@
+//! The SQL the postgres destination sends: templates from `sql/postgres/*.sql` (one statement
+//! per file), identifier quoting, and rendering of the statements for one table layout.
+//!
+//! Only identifiers are ever substituted into SQL, always quoted by [`quote_ident`]; values go
+//! through COPY or bind parameters.
+
+use crate::config::DeleteMode;
+use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
+
+use super::layout::TableLayout;
+use super::types::{Column, PgType};
+
+/// The statement templates, embedded at build time.
+pub(crate) mod templates {
+    pub const SESSION_SETUP: &str = include_str!("../../../sql/postgres/session_setup.sql");
+    pub const SCHEMA_EXISTS: &str = include_str!("../../../sql/postgres/schema_exists.sql");
+    pub const CREATE_SCHEMA: &str = include_str!("../../../sql/postgres/create_schema.sql");
+    pub const CREATE_LEDGER: &str = include_str!("../../../sql/postgres/create_ledger.sql");
+    pub const LEDGER_LOOKUP: &str = include_str!("../../../sql/postgres/ledger_lookup.sql");
+    pub const LEDGER_INSERT: &str = include_str!("../../../sql/postgres/ledger_insert.sql");
+    pub const LEDGER_LAST: &str = include_str!("../../../sql/postgres/ledger_last.sql");
+    pub const TABLE_COLUMNS: &str = include_str!("../../../sql/postgres/table_columns.sql");
+    pub const CREATE_TABLE: &str = include_str!("../../../sql/postgres/create_table.sql");
+    pub const ADD_COLUMN: &str = include_str!("../../../sql/postgres/add_column.sql");
+    pub const WIDEN_COLUMN: &str = include_str!("../../../sql/postgres/widen_column.sql");
+    pub const CREATE_STAGE: &str = include_str!("../../../sql/postgres/create_stage.sql");
+    pub const COPY_STAGE: &str = include_str!("../../../sql/postgres/copy_stage.sql");
+    pub const STAGED_FINGERPRINT: &str =
+        include_str!("../../../sql/postgres/staged_fingerprint.sql");
+    pub const DEDUP_STAGE: &str = include_str!("../../../sql/postgres/dedup_stage.sql");
+    pub const ANALYZE_DEDUP: &str = include_str!("../../../sql/postgres/analyze_dedup.sql");
+    pub const DELETE_HARD: &str = include_str!("../../../sql/postgres/delete_hard.sql");
+    pub const DELETE_SOFT: &str = include_str!("../../../sql/postgres/delete_soft.sql");
+    pub const UPDATE: &str = include_str!("../../../sql/postgres/update.sql");
+    pub const INSERT: &str = include_str!("../../../sql/postgres/insert.sql");
+}
+
+/// The ledger table, in the destination schema.
+pub(crate) const LEDGER_TABLE: &str = "_syncline_loads";
+/// Session-local staging tables; dropped at commit or rollback.
+const STAGE_TABLE: &str = "_syncline_stage_in";
+const DEDUP_TABLE: &str = "_syncline_stage_dedup";
+
+/// PostgreSQL truncates longer identifiers, which would silently map two names to one column.
+const MAX_IDENT_BYTES: usize = 63;
+
+/// Quotes an identifier for PostgreSQL: wraps it in double quotes and doubles embedded ones,
+/// so any name coming from CRM metadata is taken literally, case and all.
+pub fn quote_ident(ident: &str) -> String {
+    let mut quoted = String::with_capacity(ident.len() + 2);
+    quoted.push('"');
+    for c in ident.chars() {
+        if c == '"' {
+            quoted.push('"');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Why `name` cannot be a PostgreSQL identifier as is, if it cannot.
+pub(crate) fn ident_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.contains('\0') {
+        Some("contains a NUL character")
+    } else if name.len() > MAX_IDENT_BYTES {
+        Some("is longer than PostgreSQL's 63-byte identifier limit")
+    } else {
+        None
+    }
+}
+
+/// `"schema"."name"`.
+pub(crate) fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// Replaces each `{name}` placeholder (lowercase letters, digits, `_`) in `template` with its
+/// value from `vars`. Other braces are kept; values are inserted as is and never re-scanned, so
+/// an identifier containing `{x}` cannot inject a placeholder.
+///
+/// # Panics
+///
+/// When the template has a placeholder `vars` lacks: templates are compiled in, so that is a
+/// bug in this module, caught by the tests that render every template.
+pub(crate) fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 128);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if is_placeholder(&after[..close]) => {
+                let name = &after[..close];
+                let value = vars
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| *value)
+                    .unwrap_or_else(|| panic!("SQL template placeholder {{{name}}} has no value"));
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_placeholder(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn column_defs(columns: &[Column]) -> String {
+    columns
+        .iter()
+        .map(|column| format!("{} {}", quote_ident(&column.name), column.pg_type.sql_name()))
+        .collect::<Vec<_>>()
+        .join(",\n    ")
+}
+
+pub(crate) fn create_schema(schema: &str) -> String {
+    render(templates::CREATE_SCHEMA, &[("schema", &quote_ident(schema))])
+}
+
+pub(crate) fn create_ledger(schema: &str) -> String {
+    render(templates::CREATE_LEDGER, &[("ledger", &qualified(schema, LEDGER_TABLE))])
+}
+
+pub(crate) fn ledger_lookup(schema: &str) -> String {
+    render(templates::LEDGER_LOOKUP, &[("ledger", &qualified(schema, LEDGER_TABLE))])
+}
+
+pub(crate) fn ledger_insert(schema: &str) -> String {
+    render(templates::LEDGER_INSERT, &[("ledger", &qualified(schema, LEDGER_TABLE))])
+}
+
+pub(crate) fn ledger_last(schema: &str) -> String {
+    render(templates::LEDGER_LAST, &[("ledger", &qualified(schema, LEDGER_TABLE))])
+}
+
+/// `CREATE TABLE IF NOT EXISTS` with `columns`, keyed on the layout's key.
+pub(crate) fn create_table(schema: &str, layout: &TableLayout, columns: &[Column]) -> String {
+    render(
+        templates::CREATE_TABLE,
+        &[
+            ("table", &qualified(schema, &layout.table)),
+            ("column_defs", &column_defs(columns)),
+            ("key", &quote_ident(&layout.key)),
+        ],
+    )
+}
+
+pub(crate) fn add_column(schema: &str, table: &str, column: &Column) -> String {
+    render(
+        templates::ADD_COLUMN,
+        &[
+            ("table", &qualified(schema, table)),
+            ("column", &quote_ident(&column.name)),
+            ("type", column.pg_type.sql_name()),
+        ],
+    )
+}
+
+pub(crate) fn widen_column(schema: &str, table: &str, column: &str, to: PgType) -> String {
+    render(
+        templates::WIDEN_COLUMN,
+        &[
+            ("table", &qualified(schema, table)),
+            ("column", &quote_ident(column)),
+            ("type", to.sql_name()),
+        ],
+    )
+}
+
+/// Every statement of one merge, rendered for a table layout. Statements that take the load id
+/// bind it as `$1`; `delete` does so only for soft deletes.
+#[derive(Debug, Clone)]
+pub(crate) struct MergeSql {
+    pub ledger_lookup: String,
+    pub create_stage: String,
+    pub copy_stage: String,
+    pub staged_fingerprint: String,
+    pub dedup_stage: String,
+    pub analyze_dedup: String,
+    pub delete: String,
+    pub update: String,
+    pub insert: String,
+    pub ledger_insert: String,
+}
+
+impl MergeSql {
+    pub(crate) fn new(schema: &str, layout: &TableLayout) -> MergeSql {
+        let target = qualified(schema, &layout.table);
+        let stage = quote_ident(STAGE_TABLE);
+        let dedup = quote_ident(DEDUP_TABLE);
+        let key = quote_ident(&layout.key);
+        let version = quote_ident(VERSION_COLUMN);
+        let deleted = quote_ident(DELETED_COLUMN);
+        let load_id = quote_ident(LOAD_ID_COLUMN);
+        let deleted_at = quote_ident(DELETED_AT_COLUMN);
+
+        let staged_names: Vec<String> =
+            layout.staged.iter().map(|column| quote_ident(&column.name)).collect();
+        let carried: Vec<String> =
+            layout.carried().map(|column| quote_ident(&column.name)).collect();
+        let data: Vec<String> = layout.data().map(|column| quote_ident(&column.name)).collect();
+
+        // The update compares the whole row so an unchanged re-read writes (and counts) nothing.
+        let mut assignments: Vec<String> = data.iter().map(|c| format!("{c} = s.{c}")).collect();
+        assignments.push(format!("{version} = s.{version}"));
+        assignments.push(format!("{load_id} = $1::text"));
+        let mut target_row: Vec<String> = data.iter().map(|c| format!("t.{c}")).collect();
+        let mut staged_row: Vec<String> = data.iter().map(|c| format!("s.{c}")).collect();
+        target_row.push(format!("t.{version}"));
+        staged_row.push(format!("s.{version}"));
+        let (delete_template, tie_guard) = match layout.deletes {
+            DeleteMode::Hard => (templates::DELETE_HARD, String::new()),
+            DeleteMode::Soft => {
+                // An update re-creates a soft-deleted row, and that counts as a change; but a
+                // delete wins a tie, so an update at the delete's own version does not.
+                assignments.push(format!("{deleted_at} = NULL"));
+                target_row.push(format!("t.{deleted_at} IS NOT NULL"));
+                staged_row.push("false".to_owned());
+                (
+                    templates::DELETE_SOFT,
+                    format!("\n  AND (t.{deleted_at} IS NULL OR s.{version} > t.{version})"),
+                )
+            }
+        };
+
+        let common: [(&str, &str); 9] = [
+            ("target", &target),
+            ("stage", &stage),
+            ("dedup", &dedup),
+            ("key", &key),
+            ("version", &version),
+            ("deleted", &deleted),
+            ("load_id", &load_id),
+            ("deleted_at", &deleted_at),
+            ("ledger", ""),
+        ];
+        let with = |extra: &[(&str, &str)]| -> Vec<(&str, &str)> {
+            common.iter().copied().chain(extra.iter().copied()).collect()
+        };
+        let ledger = qualified(schema, LEDGER_TABLE);
+
+        MergeSql {
+            ledger_lookup: render(templates::LEDGER_LOOKUP, &[("ledger", &ledger)]),
+            create_stage: render(
+                templates::CREATE_STAGE,
+                &with(&[("column_defs", &column_defs(&layout.staged))]),
+            ),
+            copy_stage: render(templates::COPY_STAGE, &with(&[("columns", &staged_names.join(", "))])),
+            staged_fingerprint: render(templates::STAGED_FINGERPRINT, &with(&[])),
+            dedup_stage: render(templates::DEDUP_STAGE, &with(&[])),
+            analyze_dedup: render(templates::ANALYZE_DEDUP, &with(&[])),
+            delete: render(delete_template, &with(&[])),
+            update: render(
+                templates::UPDATE,
+                &with(&[
+                    ("assignments", &assignments.join(",\n    ")),
+                    ("tie_guard", &tie_guard),
+                    ("target_row", &target_row.join(", ")),
+                    ("staged_row", &staged_row.join(", ")),
+                ]),
+            ),
+            insert: render(
+                templates::INSERT,
+                &with(&[
+                    ("columns", &carried.join(", ")),
+                    (
+                        "staged_columns",
+                        &carried.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", "),
+                    ),
+                ]),
+            ),
+            ledger_insert: render(templates::LEDGER_INSERT, &[("ledger", &ledger)]),
+        }
+    }
+
+    /// All statements in execution order, as one script (for review and snapshots).
+    pub(crate) fn script(&self) -> String {
+        [
+            ("ledger_lookup", &self.ledger_lookup),
+            ("create_stage", &self.create_stage),
+            ("copy_stage", &self.copy_stage),
+            ("staged_fingerprint", &self.staged_fingerprint),
+            ("dedup_stage", &self.dedup_stage),
+            ("analyze_dedup", &self.analyze_dedup),
+            ("delete", &self.delete),
+            ("update", &self.update),
+            ("insert", &self.insert),
+            ("ledger_insert", &self.ledger_insert),
+        ]
+        .iter()
+        .map(|(name, statement)| format!("-- {name}\n{};\n", statement.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::destinations::MergeRequest;
+    use crate::reconcile::Fingerprint;
+    use crate::schema::{deleted_field, version_field};
+
+    #[test]
+    fn quote_ident_wraps_and_doubles_quotes() {
+        assert_eq!(quote_ident("contacts"), r#""contacts""#);
+        assert_eq!(quote_ident("FirstName"), r#""FirstName""#);
+        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+        assert_eq!(quote_ident(r#"x"; DROP TABLE t; --"#), r#""x""; DROP TABLE t; --""#);
+        assert_eq!(quote_ident(""), r#""""#);
+        assert_eq!(qualified("crm", "Deal Stage"), r#""crm"."Deal Stage""#);
+    }
+
+    #[test]
+    fn ident_problems() {
+        assert_eq!(ident_problem("ok_name"), None);
+        assert_eq!(ident_problem(&"a".repeat(63)), None);
+        assert!(ident_problem(&"a".repeat(64)).is_some());
+        assert!(ident_problem("").is_some());
+        assert!(ident_problem("a\0b").is_some());
+    }
+
+    #[test]
+    fn render_substitutes_placeholders_once() {
+        let sql = render("SELECT {cols} FROM {table} WHERE x = '{not a placeholder}'", &[
+            ("cols", r#""{table}""#),
+            ("table", r#""t""#),
+        ]);
+        assert_eq!(sql, r#"SELECT "{table}" FROM "t" WHERE x = '{not a placeholder}'"#);
+    }
+
+    #[test]
+    fn render_keeps_unclosed_and_non_placeholder_braces() {
+        assert_eq!(render("a { b {c} {", &[("c", "C")]), "a { b C {");
+        assert_eq!(render("{Upper} {1x} {}", &[]), "{Upper} {1x} {}");
+    }
+
+    #[test]
+    #[should_panic(expected = "placeholder {missing}")]
+    fn render_panics_on_a_missing_value() {
+        render("SELECT {missing}", &[]);
+    }
+
+    #[test]
+    fn ddl_statements_quote_every_identifier() {
+        assert_eq!(create_schema(r#"my"schema"#).trim_end(), r#"CREATE SCHEMA IF NOT EXISTS "my""schema""#);
+        assert_eq!(
+            add_column("crm", "contacts", &Column::new("Lead Score", PgType::DoublePrecision)).trim_end(),
+            r#"ALTER TABLE "crm"."contacts" ADD COLUMN IF NOT EXISTS "Lead Score" double precision"#
+        );
+        assert_eq!(
+            widen_column("crm", "deals", "closed", PgType::Timestamptz).trim_end(),
+            r#"ALTER TABLE "crm"."deals" ALTER COLUMN "closed" TYPE timestamp with time zone USING "closed"::timestamp with time zone"#
+        );
+        assert!(create_ledger("crm").contains(r#""crm"."_syncline_loads""#));
+        assert!(ledger_lookup("crm").contains("$1"));
+        assert!(ledger_insert("crm").contains("$7"));
+        assert!(ledger_last("crm").contains(r#"FROM "crm"."_syncline_loads""#));
+    }
+
+    fn request(deletes: DeleteMode) -> MergeRequest {
+        MergeRequest {
+            load_id: "load-1".into(),
+            stream: "contacts".into(),
+            table: "Contacts".into(),
+            key: "id".into(),
+            deletes,
+            schema: Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("email", DataType::Utf8, true),
+                Field::new(r#"Lead "Score""#, DataType::Float64, true),
+                Field::new("closed_on", DataType::Date32, true),
+                version_field(),
+                deleted_field(),
+            ])),
+            staged: Fingerprint::default(),
+        }
+    }
+
+    fn layout(deletes: DeleteMode) -> TableLayout {
+        TableLayout::from_request(&request(deletes)).unwrap()
+    }
+
+    #[test]
+    fn create_table_sql() {
+        let layout = layout(DeleteMode::Soft);
+        insta::assert_snapshot!(create_table("crm", &layout, &layout.target_columns()));
+    }
+
+    #[test]
+    fn merge_sql_hard_deletes() {
+        insta::assert_snapshot!(MergeSql::new("crm", &layout(DeleteMode::Hard)).script());
+    }
+
+    #[test]
+    fn merge_sql_soft_deletes() {
+        insta::assert_snapshot!(MergeSql::new("crm", &layout(DeleteMode::Soft)).script());
+    }
+
+    #[test]
+    fn merge_sql_binds_the_load_id_only_where_expected() {
+        let hard = MergeSql::new("crm", &layout(DeleteMode::Hard));
+        assert!(!hard.delete.contains("$1"));
+        let soft = MergeSql::new("crm", &layout(DeleteMode::Soft));
+        for statement in [&soft.delete, &soft.update, &soft.insert, &hard.update, &hard.insert] {
+            assert!(statement.contains("$1::text"), "{statement}");
+            assert!(!statement.contains("$2"), "{statement}");
+        }
+    }
+}

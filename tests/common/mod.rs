@@ -1,0 +1,203 @@
+//! Shared integration-test harness: a throwaway PostgreSQL, the CRM simulator over HTTP, a
+//! pipeline config in a temp folder, and a comparison of destination tables with the simulator.
+#![allow(dead_code)]
+
+pub mod pg;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use syncline::config::Config;
+use syncline::reconcile::report::RunReport;
+use syncline::sim::{SimConfig, SimHandle, Simulator};
+use syncline::sources::hubspot::records::parse_millis;
+
+pub use pg::TestPostgres;
+
+pub struct Harness {
+    pub pg: TestPostgres,
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+    pub db_url: String,
+    pub config_path: PathBuf,
+}
+
+impl Harness {
+    /// Starts PostgreSQL and the simulator and writes a config for `streams` with `extra`
+    /// appended (e.g. `[streams.contacts]` tables).
+    pub async fn start(sim: SimConfig, streams: &[&str], extra: &str) -> Harness {
+        let pg = tokio::task::spawn_blocking(TestPostgres::start).await.expect("start postgres");
+        let db_url = pg.url.clone();
+        let sim = Simulator::start(sim, "127.0.0.1:0".parse().unwrap()).await.expect("start simulator");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("crm.toml");
+        let harness = Harness { pg, sim, dir, db_url, config_path };
+        harness.write_config(streams, extra);
+        harness
+    }
+
+    pub fn stage_dir(&self) -> PathBuf {
+        self.dir.path().join("stage")
+    }
+
+    pub fn write_config(&self, streams: &[&str], extra: &str) {
+        let streams = streams.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            r#"[pipeline]
+name = "crm"
+batch_rows = 1000
+[staging]
+url = "file://{stage}"
+[source]
+type = "hubspot"
+base_url = "{base}"
+token = "${{SIM_TOKEN}}"
+streams = [{streams}]
+lag_seconds = 0
+overlap_seconds = 300
+retry_base_ms = 20
+[destination]
+type = "postgres"
+url = "${{TEST_DATABASE_URL}}"
+schema = "crm"
+{extra}
+"#,
+            stage = self.stage_dir().display(),
+            base = self.sim.base_url,
+        );
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("SIM_TOKEN", self.sim.token().to_string()), ("TEST_DATABASE_URL", self.db_url.clone())]
+    }
+
+    pub fn config(&self) -> Config {
+        let env = self.env();
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        Config::parse(&text, &self.config_path, &|name| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })
+        .expect("valid config")
+    }
+
+    /// Runs the pipeline in this process.
+    pub async fn run(&self, full_refresh: bool) -> RunReport {
+        let options = syncline::pipeline::RunOptions { streams: None, full_refresh };
+        syncline::pipeline::run(&self.config(), &options).await.expect("run starts")
+    }
+
+    /// Runs the `syncline` binary with extra environment; returns its status and report.
+    pub fn run_binary(&self, args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, Option<RunReport>) {
+        let report = self.dir.path().join(format!("report-{}.json", uuid::Uuid::new_v4()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+        command.arg("run").arg("--config").arg(&self.config_path).arg("--report").arg(&report).args(args);
+        for (k, v) in self.env() {
+            command.env(k, v);
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let status = command.status().expect("spawn syncline");
+        let report = std::fs::read(&report).ok().map(|b| serde_json::from_slice(&b).expect("report is JSON"));
+        (status, report)
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// The destination table as {id: {column: canonical text}} for the simulator's properties.
+    pub async fn table(&self, object: &str, soft: bool) -> BTreeMap<i64, BTreeMap<String, Option<String>>> {
+        let props = self.sim.hubspot.properties(object);
+        let mut exprs = vec!["id".to_string(), "(extract(epoch from _syncline_version) * 1000)::bigint::text".to_string()];
+        for p in &props {
+            let q = format!("\"{}\"", p.name);
+            exprs.push(match p.kind.as_str() {
+                "datetime" => format!("(extract(epoch from {q}) * 1000)::bigint::text"),
+                _ => format!("{q}::text"),
+            });
+        }
+        let filter = if soft { " WHERE _syncline_deleted_at IS NULL" } else { "" };
+        let sql = format!("SELECT {} FROM crm.\"{object}\"{filter}", exprs.join(", "));
+        let rows = self.client().await.query(&sql, &[]).await.expect("read destination table");
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.get(0);
+                let mut values = BTreeMap::new();
+                values.insert("_version".to_string(), row.get::<_, Option<String>>(1));
+                for (i, p) in props.iter().enumerate() {
+                    values.insert(p.name.clone(), row.get::<_, Option<String>>(i + 2));
+                }
+                (id, values)
+            })
+            .collect()
+    }
+
+    /// The simulator's live records in the same canonical form.
+    pub fn expected(&self, object: &str) -> BTreeMap<i64, BTreeMap<String, Option<String>>> {
+        let props = self.sim.hubspot.properties(object);
+        self.sim
+            .hubspot
+            .live_records(object)
+            .into_iter()
+            .map(|r| {
+                let mut values = BTreeMap::new();
+                values.insert("_version".to_string(), Some(r.updated_ms.to_string()));
+                for p in &props {
+                    let raw = r.properties.get(&p.name).cloned().flatten();
+                    let canonical = raw.filter(|v| !(v.is_empty() && p.kind != "string")).map(|v| match p.kind.as_str() {
+                        "datetime" => parse_millis(&v).expect("sim datetime").to_string(),
+                        "number" => {
+                            let n: f64 = v.parse().expect("sim number");
+                            n.to_string()
+                        }
+                        _ => v,
+                    });
+                    values.insert(p.name.clone(), canonical);
+                }
+                (r.id, values)
+            })
+            .collect()
+    }
+
+    /// Asserts the destination table equals the simulator's live records, row for row.
+    pub async fn assert_converged(&self, object: &str, soft: bool) {
+        let actual = self.table(object, soft).await;
+        let expected = self.expected(object);
+        assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
+        for (id, want) in &expected {
+            let got = actual.get(id).unwrap_or_else(|| panic!("{object} {id} missing in destination"));
+            assert_eq!(got, want, "{object} {id} differs");
+        }
+    }
+
+    pub async fn ledger_count(&self) -> i64 {
+        self.client().await.query_one("SELECT count(*) FROM crm._syncline_loads", &[]).await.unwrap().get(0)
+    }
+}
+
+pub fn report_stream<'a>(report: &'a RunReport, stream: &str) -> &'a syncline::reconcile::report::StreamReport {
+    report.streams.iter().find(|s| s.stream == stream).unwrap_or_else(|| panic!("no report for {stream}"))
+}
+
+/// Waits until the wall clock is past every change the simulator stamped, so a run started
+/// now sees all of them inside its window `[.., now)`.
+pub async fn settle(harness: &Harness) {
+    let newest = ["contacts", "companies", "deals"]
+        .iter()
+        .flat_map(|o| harness.sim.hubspot.live_records(o))
+        .map(|r| r.updated_ms)
+        .max()
+        .unwrap_or(0);
+    while chrono::Utc::now().timestamp_millis() <= newest + 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
