@@ -356,7 +356,13 @@ impl Document<'_> {
         // could hold a literal secret.
         match err.span() {
             Some(span) => {
-                let (line, col) = line_col(self.text, span.start);
+                let (mut line, mut col) = line_col(self.text, span.start);
+                // Inside a `type`-tagged table toml can only point at the table; find the key.
+                if let Some(field) = unknown_field(err.message()) {
+                    if let Some(found) = find_key_in_table(self.text, line, field) {
+                        (line, col) = (found, 1);
+                    }
+                }
                 Error::Config(format!("{}:{line}:{col}: {}", self.path.display(), err.message()))
             }
             None => Error::Config(format!("{}: {}", self.path.display(), err.message())),
@@ -370,6 +376,27 @@ impl Document<'_> {
             None => Error::Config(format!("{}: `{dotted}` {message}", self.path.display())),
         }
     }
+}
+
+/// The field name in serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+/// The line (1-based) at or after `from` that assigns `field`, before the next table header.
+fn find_key_in_table(text: &str, from: usize, field: &str) -> Option<usize> {
+    for (i, raw) in text.lines().enumerate().skip(from.saturating_sub(1)) {
+        let line = raw.trim();
+        if line.starts_with('[') && i + 1 > from {
+            return None;
+        }
+        if let Some((lhs, _)) = line.split_once('=') {
+            if lhs.trim().trim_matches('"') == field {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -479,7 +506,7 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
     fn stream_settings_must_name_a_listed_stream() {
         let text = format!("{EXAMPLE}[streams.tickets]\ndeletes = \"soft\"\n");
         let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("crm.toml:18"), "{err}");
+        assert!(err.contains("crm.toml:17"), "{err}");
         assert!(err.contains("tickets"), "{err}");
     }
 

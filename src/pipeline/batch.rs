@@ -21,7 +21,7 @@ use tracing::{info, instrument, warn};
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::reconcile::Fingerprint;
-use crate::reconcile::report::{Reconciliation, RunReport, Status, StreamReport};
+use crate::reconcile::report::{RunReport, Status, StreamReport};
 use crate::sources::{ExtractRequest, Extracted, Source};
 use crate::stage::{DeadLetterWriter, LoadMode, LoadWriter, Manifest, Stage, batch_fingerprint, columns_of};
 use crate::state::{LastLoad, PendingLoad, StateStore, StreamState};

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use object_store::ObjectStoreExt;
+
 use crate::config::{Config, DestinationConfig, SourceConfig};
 use crate::destinations::Destination;
 use crate::destinations::postgres::PostgresDestination;

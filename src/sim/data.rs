@@ -125,8 +125,11 @@ pub(crate) enum ObjectKind {
 }
 
 impl ObjectKind {
-    pub(crate) const ALL: [ObjectKind; 3] =
-        [ObjectKind::Contacts, ObjectKind::Companies, ObjectKind::Deals];
+    pub(crate) const ALL: [ObjectKind; 3] = [
+        ObjectKind::Contacts,
+        ObjectKind::Companies,
+        ObjectKind::Deals,
+    ];
 
     /// Accepts the plural names and the `0-n` object type ids HubSpot also takes in paths.
     pub(crate) fn parse(name: &str) -> Option<Self> {
@@ -174,9 +177,13 @@ impl ObjectKind {
                 "lastmodifieddate",
                 "lastname",
             ],
-            ObjectKind::Companies => {
-                &["createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"]
-            }
+            ObjectKind::Companies => &[
+                "createdate",
+                "domain",
+                "hs_lastmodifieddate",
+                "hs_object_id",
+                "name",
+            ],
             ObjectKind::Deals => &[
                 "amount",
                 "closedate",
@@ -213,13 +220,23 @@ enum Gen {
     Phone,
     /// One of the spec's options.
     Choice,
-    Integer { max: i64 },
+    Integer {
+        max: i64,
+    },
     /// A decimal with exactly `scale` fraction digits below `max_units`.
-    Decimal { max_units: i64, scale: u32 },
+    Decimal {
+        max_units: i64,
+        scale: u32,
+    },
     /// `YYYY-MM-DD` within `years` from January 1st of `first_year`.
-    Date { first_year: i32, years: i64 },
+    Date {
+        first_year: i32,
+        years: i64,
+    },
     /// ISO datetime within `span_days` from the base epoch.
-    DateTime { span_days: i64 },
+    DateTime {
+        span_days: i64,
+    },
     CompanyName,
     Domain,
     DealName,
@@ -240,7 +257,7 @@ struct Spec {
     field_type: &'static str,
     hubspot_defined: bool,
     options: &'static [(&'static str, &'static str)],
-    gen: Gen,
+    source: Gen,
 }
 
 const fn spec(
@@ -249,9 +266,17 @@ const fn spec(
     kind: &'static str,
     field_type: &'static str,
     hubspot_defined: bool,
-    gen: Gen,
+    source: Gen,
 ) -> Spec {
-    Spec { name, label, kind, field_type, hubspot_defined, options: &[], gen }
+    Spec {
+        name,
+        label,
+        kind,
+        field_type,
+        hubspot_defined,
+        options: &[],
+        source,
+    }
 }
 
 const fn choice(
@@ -262,12 +287,23 @@ const fn choice(
     hubspot_defined: bool,
     options: &'static [(&'static str, &'static str)],
 ) -> Spec {
-    Spec { name, label, kind, field_type, hubspot_defined, options, gen: Gen::Choice }
+    Spec {
+        name,
+        label,
+        kind,
+        field_type,
+        hubspot_defined,
+        options,
+        source: Gen::Choice,
+    }
 }
 
 const BOOL_OPTIONS: &[(&str, &str)] = &[("true", "Yes"), ("false", "No")];
-const LIFECYCLE_STAGES: &[(&str, &str)] =
-    &[("subscriber", "Subscriber"), ("lead", "Lead"), ("customer", "Customer")];
+const LIFECYCLE_STAGES: &[(&str, &str)] = &[
+    ("subscriber", "Subscriber"),
+    ("lead", "Lead"),
+    ("customer", "Customer"),
+];
 const INDUSTRIES: &[(&str, &str)] = &[
     ("COMPUTER_SOFTWARE", "Computer Software"),
     ("FINANCIAL_SERVICES", "Financial Services"),
@@ -287,61 +323,268 @@ const DEAL_STAGES: &[(&str, &str)] = &[
 ];
 
 const CONTACT_SPECS: &[Spec] = &[
-    spec("createdate", "Create Date", "datetime", "date", true, Gen::Created),
+    spec(
+        "createdate",
+        "Create Date",
+        "datetime",
+        "date",
+        true,
+        Gen::Created,
+    ),
     spec("email", "Email", "string", "text", true, Gen::Email),
-    spec("firstname", "First Name", "string", "text", true, Gen::FirstName),
-    spec("lastname", "Last Name", "string", "text", true, Gen::LastName),
-    spec("hs_object_id", "Record ID", "number", "number", true, Gen::ObjectId),
-    spec("lastmodifieddate", "Last Modified Date", "datetime", "date", true, Gen::Modified),
-    spec("phone", "Phone Number", "phone_number", "phonenumber", true, Gen::Phone),
-    choice("lifecyclestage", "Lifecycle Stage", "enumeration", "radio", true, LIFECYCLE_STAGES),
-    spec("num_employees", "Number of Employees", "number", "number", false, Gen::Integer {
-        max: 5_000,
-    }),
-    spec("score", "Score", "number", "number", false, Gen::Decimal { max_units: 100, scale: 1 }),
-    choice("is_customer", "Is Customer", "bool", "booleancheckbox", false, BOOL_OPTIONS),
-    spec("birth_date", "Birth Date", "date", "date", false, Gen::Date {
-        first_year: 1950,
-        years: 55,
-    }),
-    spec("last_contacted", "Last Contacted", "datetime", "date", false, Gen::DateTime {
-        span_days: 366,
-    }),
+    spec(
+        "firstname",
+        "First Name",
+        "string",
+        "text",
+        true,
+        Gen::FirstName,
+    ),
+    spec(
+        "lastname",
+        "Last Name",
+        "string",
+        "text",
+        true,
+        Gen::LastName,
+    ),
+    spec(
+        "hs_object_id",
+        "Record ID",
+        "number",
+        "number",
+        true,
+        Gen::ObjectId,
+    ),
+    spec(
+        "lastmodifieddate",
+        "Last Modified Date",
+        "datetime",
+        "date",
+        true,
+        Gen::Modified,
+    ),
+    spec(
+        "phone",
+        "Phone Number",
+        "phone_number",
+        "phonenumber",
+        true,
+        Gen::Phone,
+    ),
+    choice(
+        "lifecyclestage",
+        "Lifecycle Stage",
+        "enumeration",
+        "radio",
+        true,
+        LIFECYCLE_STAGES,
+    ),
+    spec(
+        "num_employees",
+        "Number of Employees",
+        "number",
+        "number",
+        false,
+        Gen::Integer { max: 5_000 },
+    ),
+    spec(
+        "score",
+        "Score",
+        "number",
+        "number",
+        false,
+        Gen::Decimal {
+            max_units: 100,
+            scale: 1,
+        },
+    ),
+    choice(
+        "is_customer",
+        "Is Customer",
+        "bool",
+        "booleancheckbox",
+        false,
+        BOOL_OPTIONS,
+    ),
+    spec(
+        "birth_date",
+        "Birth Date",
+        "date",
+        "date",
+        false,
+        Gen::Date {
+            first_year: 1950,
+            years: 55,
+        },
+    ),
+    spec(
+        "last_contacted",
+        "Last Contacted",
+        "datetime",
+        "date",
+        false,
+        Gen::DateTime { span_days: 366 },
+    ),
 ];
 
 const COMPANY_SPECS: &[Spec] = &[
-    spec("createdate", "Create Date", "datetime", "date", true, Gen::Created),
-    spec("hs_lastmodifieddate", "Last Modified Date", "datetime", "date", true, Gen::Modified),
-    spec("hs_object_id", "Record ID", "number", "number", true, Gen::ObjectId),
-    spec("name", "Company name", "string", "text", true, Gen::CompanyName),
-    spec("domain", "Company Domain Name", "string", "text", true, Gen::Domain),
-    choice("industry", "Industry", "enumeration", "select", true, INDUSTRIES),
-    spec("numberofemployees", "Number of Employees", "number", "number", true, Gen::Integer {
-        max: 100_000,
-    }),
-    spec("annualrevenue", "Annual Revenue", "number", "number", true, Gen::Decimal {
-        max_units: 50_000_000,
-        scale: 2,
-    }),
-    spec("founded_date", "Founded Date", "date", "date", false, Gen::Date {
-        first_year: 1900,
-        years: 120,
-    }),
-    choice("is_public", "Is Public", "bool", "booleancheckbox", false, BOOL_OPTIONS),
+    spec(
+        "createdate",
+        "Create Date",
+        "datetime",
+        "date",
+        true,
+        Gen::Created,
+    ),
+    spec(
+        "hs_lastmodifieddate",
+        "Last Modified Date",
+        "datetime",
+        "date",
+        true,
+        Gen::Modified,
+    ),
+    spec(
+        "hs_object_id",
+        "Record ID",
+        "number",
+        "number",
+        true,
+        Gen::ObjectId,
+    ),
+    spec(
+        "name",
+        "Company name",
+        "string",
+        "text",
+        true,
+        Gen::CompanyName,
+    ),
+    spec(
+        "domain",
+        "Company Domain Name",
+        "string",
+        "text",
+        true,
+        Gen::Domain,
+    ),
+    choice(
+        "industry",
+        "Industry",
+        "enumeration",
+        "select",
+        true,
+        INDUSTRIES,
+    ),
+    spec(
+        "numberofemployees",
+        "Number of Employees",
+        "number",
+        "number",
+        true,
+        Gen::Integer { max: 100_000 },
+    ),
+    spec(
+        "annualrevenue",
+        "Annual Revenue",
+        "number",
+        "number",
+        true,
+        Gen::Decimal {
+            max_units: 50_000_000,
+            scale: 2,
+        },
+    ),
+    spec(
+        "founded_date",
+        "Founded Date",
+        "date",
+        "date",
+        false,
+        Gen::Date {
+            first_year: 1900,
+            years: 120,
+        },
+    ),
+    choice(
+        "is_public",
+        "Is Public",
+        "bool",
+        "booleancheckbox",
+        false,
+        BOOL_OPTIONS,
+    ),
 ];
 
 const DEAL_SPECS: &[Spec] = &[
-    spec("createdate", "Create Date", "datetime", "date", true, Gen::Created),
-    spec("hs_lastmodifieddate", "Last Modified Date", "datetime", "date", true, Gen::Modified),
-    spec("hs_object_id", "Record ID", "number", "number", true, Gen::ObjectId),
-    spec("dealname", "Deal Name", "string", "text", true, Gen::DealName),
-    spec("amount", "Amount", "number", "number", true, Gen::Decimal {
-        max_units: 1_000_000,
-        scale: 2,
-    }),
-    choice("dealstage", "Deal Stage", "enumeration", "radio", true, DEAL_STAGES),
-    spec("pipeline", "Pipeline", "string", "text", true, Gen::Pipeline),
-    spec("closedate", "Close Date", "datetime", "date", true, Gen::DateTime { span_days: 731 }),
+    spec(
+        "createdate",
+        "Create Date",
+        "datetime",
+        "date",
+        true,
+        Gen::Created,
+    ),
+    spec(
+        "hs_lastmodifieddate",
+        "Last Modified Date",
+        "datetime",
+        "date",
+        true,
+        Gen::Modified,
+    ),
+    spec(
+        "hs_object_id",
+        "Record ID",
+        "number",
+        "number",
+        true,
+        Gen::ObjectId,
+    ),
+    spec(
+        "dealname",
+        "Deal Name",
+        "string",
+        "text",
+        true,
+        Gen::DealName,
+    ),
+    spec(
+        "amount",
+        "Amount",
+        "number",
+        "number",
+        true,
+        Gen::Decimal {
+            max_units: 1_000_000,
+            scale: 2,
+        },
+    ),
+    choice(
+        "dealstage",
+        "Deal Stage",
+        "enumeration",
+        "radio",
+        true,
+        DEAL_STAGES,
+    ),
+    spec(
+        "pipeline",
+        "Pipeline",
+        "string",
+        "text",
+        true,
+        Gen::Pipeline,
+    ),
+    spec(
+        "closedate",
+        "Close Date",
+        "datetime",
+        "date",
+        true,
+        Gen::DateTime { span_days: 731 },
+    ),
 ];
 
 fn specs(kind: ObjectKind) -> &'static [Spec] {
@@ -367,7 +610,7 @@ pub(crate) fn property_defs(kind: ObjectKind) -> Vec<PropertyDef> {
         .iter()
         .enumerate()
         .map(|(position, spec)| {
-            let system = !spec.gen.is_data();
+            let system = !spec.source.is_data();
             PropertyDef {
                 name: spec.name.to_owned(),
                 label: spec.label.to_owned(),
@@ -433,7 +676,7 @@ pub(crate) fn generate_record(
     let properties = specs(kind)
         .iter()
         .map(|spec| {
-            let value = match spec.gen {
+            let value = match spec.source {
                 Gen::Created => Some(iso_millis(created_ms)),
                 Gen::Modified => Some(iso_millis(updated_ms)),
                 Gen::ObjectId => Some(id.to_string()),
@@ -443,13 +686,23 @@ pub(crate) fn generate_record(
             (spec.name.to_owned(), value)
         })
         .collect();
-    SimRecord { id, properties, created_ms, updated_ms, archived: false, archived_ms: None }
+    SimRecord {
+        id,
+        properties,
+        created_ms,
+        updated_ms,
+        archived: false,
+        archived_ms: None,
+    }
 }
 
 /// Gives 1–2 data properties of `record` new, different, non-null values. Timestamps are
 /// the caller's job, since one change call stamps all its records alike.
 pub(crate) fn mutate(kind: ObjectKind, record: &mut SimRecord, rng: &mut ChaCha8Rng) {
-    let candidates: Vec<&Spec> = specs(kind).iter().filter(|spec| spec.gen.is_data()).collect();
+    let candidates: Vec<&Spec> = specs(kind)
+        .iter()
+        .filter(|spec| spec.source.is_data())
+        .collect();
     if candidates.is_empty() {
         return;
     }
@@ -465,9 +718,13 @@ pub(crate) fn mutate(kind: ObjectKind, record: &mut SimRecord, rng: &mut ChaCha8
 /// A value guaranteed (for choices) or all but certain (for wide ranges) to differ from `old`,
 /// so an update is always visible to a connector comparing rows.
 fn fresh_value(spec: &Spec, old: Option<&str>, rng: &mut ChaCha8Rng) -> String {
-    if matches!(spec.gen, Gen::Choice) {
-        let others: Vec<&str> =
-            spec.options.iter().map(|(value, _)| *value).filter(|value| Some(*value) != old).collect();
+    if matches!(spec.source, Gen::Choice) {
+        let others: Vec<&str> = spec
+            .options
+            .iter()
+            .map(|(value, _)| *value)
+            .filter(|value| Some(*value) != old)
+            .collect();
         if let Some(value) = others.choose(rng) {
             return (*value).to_owned();
         }
@@ -487,21 +744,66 @@ const FIRST_NAMES: &[&str] = &[
     "Joan", "Ken", "Leslie", "Margaret", "Niklaus", "Olga", "Radia", "Sophie", "Tim", "Yukihiro",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Lovelace", "Turing", "Liskov", "Shannon", "Scott", "Dijkstra", "Allen", "Hopper", "Lamarr",
-    "Sutherland", "Clarke", "Thompson", "Lamport", "Hamilton", "Wirth", "Taussky", "Perlman",
-    "Wilson", "Berners-Lee", "Matsumoto",
+    "Lovelace",
+    "Turing",
+    "Liskov",
+    "Shannon",
+    "Scott",
+    "Dijkstra",
+    "Allen",
+    "Hopper",
+    "Lamarr",
+    "Sutherland",
+    "Clarke",
+    "Thompson",
+    "Lamport",
+    "Hamilton",
+    "Wirth",
+    "Taussky",
+    "Perlman",
+    "Wilson",
+    "Berners-Lee",
+    "Matsumoto",
 ];
 const EMAIL_DOMAINS: &[&str] = &["example.com", "example.org", "mail.test", "corp.example"];
 const COMPANY_WORDS: &[&str] = &[
-    "Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Tyrell",
-    "Soylent", "Cyberdyne", "Wonka", "Gringotts", "Oscorp", "Aperture", "Monarch",
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Soylent",
+    "Cyberdyne",
+    "Wonka",
+    "Gringotts",
+    "Oscorp",
+    "Aperture",
+    "Monarch",
 ];
-const COMPANY_NOUNS: &[&str] =
-    &["Systems", "Logistics", "Analytics", "Foods", "Robotics", "Capital", "Labs", "Media"];
+const COMPANY_NOUNS: &[&str] = &[
+    "Systems",
+    "Logistics",
+    "Analytics",
+    "Foods",
+    "Robotics",
+    "Capital",
+    "Labs",
+    "Media",
+];
 const COMPANY_SUFFIXES: &[&str] = &["Inc", "LLC", "GmbH", "Ltd", "SA", "BV"];
 const TLDS: &[&str] = &["com", "io", "net", "de", "co.uk"];
-const DEAL_KINDS: &[&str] =
-    &["renewal", "expansion", "new business", "pilot", "upsell", "platform licence"];
+const DEAL_KINDS: &[&str] = &[
+    "renewal",
+    "expansion",
+    "new business",
+    "pilot",
+    "upsell",
+    "platform licence",
+];
 
 fn pick(rng: &mut ChaCha8Rng, words: &'static [&'static str]) -> &'static str {
     words.choose(rng).copied().unwrap_or("")
@@ -509,7 +811,7 @@ fn pick(rng: &mut ChaCha8Rng, words: &'static [&'static str]) -> &'static str {
 
 /// A non-null value for a data property.
 fn value_for(spec: &Spec, rng: &mut ChaCha8Rng) -> String {
-    match spec.gen {
+    match spec.source {
         // System values are derived from the record; these arms only keep the match total.
         Gen::Created | Gen::Modified => iso_millis(BASE_EPOCH_MS),
         Gen::ObjectId => "0".to_owned(),
@@ -523,9 +825,17 @@ fn value_for(spec: &Spec, rng: &mut ChaCha8Rng) -> String {
         Gen::FirstName => pick(rng, FIRST_NAMES).to_owned(),
         Gen::LastName => pick(rng, LAST_NAMES).to_owned(),
         Gen::Phone => {
-            format!("+1-555-{:03}-{:04}", rng.random_range(0..1_000), rng.random_range(0..10_000))
+            format!(
+                "+1-555-{:03}-{:04}",
+                rng.random_range(0..1_000),
+                rng.random_range(0..10_000)
+            )
         }
-        Gen::Choice => spec.options.choose(rng).map(|(value, _)| (*value).to_owned()).unwrap_or_default(),
+        Gen::Choice => spec
+            .options
+            .choose(rng)
+            .map(|(value, _)| (*value).to_owned())
+            .unwrap_or_default(),
         Gen::Integer { max } => rng.random_range(1..=max).to_string(),
         Gen::Decimal { max_units, scale } => {
             let factor = 10_i64.pow(scale);
@@ -557,7 +867,12 @@ fn value_for(spec: &Spec, rng: &mut ChaCha8Rng) -> String {
         ),
         Gen::DealName => format!("{} {}", pick(rng, COMPANY_WORDS), pick(rng, DEAL_KINDS)),
         Gen::Pipeline => {
-            if rng.random_bool(0.8) { "default" } else { "enterprise" }.to_owned()
+            let pipeline = if rng.random_bool(0.8) {
+                "default"
+            } else {
+                "enterprise"
+            };
+            pipeline.to_owned()
         }
     }
 }
@@ -586,6 +901,9 @@ pub(crate) fn parse_time_ms(text: &str) -> Option<i64> {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse().ok();
     }
+    if let Some(ms) = parse_canonical_iso(text) {
+        return Some(ms);
+    }
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Some(at.timestamp_millis());
     }
@@ -596,6 +914,64 @@ pub(crate) fn parse_time_ms(text: &str) -> Option<i64> {
         .ok()
         .and_then(|date| date.and_hms_opt(0, 0, 0))
         .map(|at| at.and_utc().timestamp_millis())
+}
+
+/// The exact shape [`iso_millis`] writes (`2024-03-05T10:11:12.345Z`), parsed by hand:
+/// search evaluates it for every record on every page, where chrono's general parser
+/// dominated the cost. Anything else returns `None` and goes to chrono.
+fn parse_canonical_iso(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let separators = [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ];
+    if b.len() != 24 || separators.iter().any(|&(at, byte)| b[at] != byte) {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0_i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0, 4)?, number(5, 7)?, number(8, 10)?);
+    let (hour, minute, second, milli) = (
+        number(11, 13)?,
+        number(14, 16)?,
+        number(17, 19)?,
+        number(20, 23)?,
+    );
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1_000 + milli)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
@@ -630,7 +1006,10 @@ mod tests {
                 record.properties["hs_lastmodifieddate"].as_deref(),
                 Some(iso_millis(record.updated_ms).as_str())
             );
-            assert_eq!(record.properties["hs_object_id"].as_deref(), Some(record.id.to_string().as_str()));
+            assert_eq!(
+                record.properties["hs_object_id"].as_deref(),
+                Some(record.id.to_string().as_str())
+            );
         }
     }
 
@@ -640,13 +1019,19 @@ mod tests {
         for record in &records {
             if let Some(score) = record.properties["score"].as_deref() {
                 let (whole, fraction) = score.split_once('.').expect("decimal point");
-                assert!(whole.parse::<u32>().is_ok() && fraction.len() == 1, "{score}");
+                assert!(
+                    whole.parse::<u32>().is_ok() && fraction.len() == 1,
+                    "{score}"
+                );
             }
             if let Some(flag) = record.properties["is_customer"].as_deref() {
                 assert!(flag == "true" || flag == "false", "{flag}");
             }
             if let Some(date) = record.properties["birth_date"].as_deref() {
-                assert!(NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(), "{date}");
+                assert!(
+                    NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(),
+                    "{date}"
+                );
             }
             if let Some(n) = record.properties["num_employees"].as_deref() {
                 assert!(n.parse::<i64>().is_ok(), "{n}");
@@ -657,8 +1042,11 @@ mod tests {
     #[test]
     fn about_a_tenth_of_data_values_are_null() {
         let records = generate_initial(ObjectKind::Contacts, 1_000, 42);
-        let data_names: Vec<&str> =
-            CONTACT_SPECS.iter().filter(|s| s.gen.is_data()).map(|s| s.name).collect();
+        let data_names: Vec<&str> = CONTACT_SPECS
+            .iter()
+            .filter(|s| s.source.is_data())
+            .map(|s| s.name)
+            .collect();
         let total = records.len() * data_names.len();
         let mut nulls = 0;
         for record in &records {
@@ -690,10 +1078,39 @@ mod tests {
         let expected = 1_709_633_472_345;
         assert_eq!(parse_time_ms("1709633472345"), Some(expected));
         assert_eq!(parse_time_ms("2024-03-05T10:11:12.345Z"), Some(expected));
-        assert_eq!(parse_time_ms("2024-03-05T11:11:12.345+01:00"), Some(expected));
+        assert_eq!(
+            parse_time_ms("2024-03-05T11:11:12.345+01:00"),
+            Some(expected)
+        );
         assert_eq!(parse_time_ms("2024-03-05T10:11:12.345"), Some(expected));
         assert_eq!(parse_time_ms("2024-01-01"), Some(BASE_EPOCH_MS));
         assert_eq!(parse_time_ms("yesterday"), None);
         assert_eq!(iso_millis(expected), "2024-03-05T10:11:12.345Z");
+    }
+
+    #[test]
+    fn canonical_fast_path_agrees_with_chrono() {
+        let samples = [
+            0,
+            -1,
+            -86_400_001,
+            951_782_400_000,             // 2000-02-29
+            BASE_EPOCH_MS + 59 * DAY_MS, // 2024-02-29
+            1_709_251_199_999,           // 2024-02-29T23:59:59.999Z
+            4_102_444_800_000,           // 2100-01-01
+            -2_208_988_800_000,          // 1900-01-01
+        ];
+        for ms in samples {
+            let text = iso_millis(ms);
+            assert_eq!(parse_canonical_iso(&text), Some(ms), "{text}");
+            assert_eq!(
+                DateTime::parse_from_rfc3339(&text)
+                    .map(|at| at.timestamp_millis())
+                    .ok(),
+                Some(ms)
+            );
+        }
+        assert_eq!(parse_canonical_iso("2023-02-29T00:00:00.000Z"), None);
+        assert_eq!(parse_canonical_iso("2024-03-05T10:11:12Z"), None);
     }
 }

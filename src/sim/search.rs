@@ -224,18 +224,26 @@ pub(crate) fn parse(body: &[u8], defs: &[PropertyDef]) -> Result<SearchQuery, Se
 
     let wire_sorts = wire.sorts.unwrap_or_default();
     if wire_sorts.len() > 1 {
-        return Err(invalid(format!("Only one sort is allowed, {} given", wire_sorts.len())));
+        return Err(invalid(format!(
+            "Only one sort is allowed, {} given",
+            wire_sorts.len()
+        )));
     }
-    let sort = wire_sorts.into_iter().next().map(|sort| parse_sort(sort, defs)).transpose()?;
+    let sort = wire_sorts
+        .into_iter()
+        .next()
+        .map(|sort| parse_sort(sort, defs))
+        .transpose()?;
 
     let limit = match wire.limit {
         None | Some(Value::Null) => DEFAULT_LIMIT,
-        Some(value) => non_negative(&value).ok_or_else(|| {
-            invalid(format!("limit must be a non-negative integer, got {value}"))
-        })?,
+        Some(value) => non_negative(&value)
+            .ok_or_else(|| invalid(format!("limit must be a non-negative integer, got {value}")))?,
     };
     if limit > MAX_LIMIT {
-        return Err(invalid(format!("limit must be at most {MAX_LIMIT}, got {limit}")));
+        return Err(invalid(format!(
+            "limit must be at most {MAX_LIMIT}, got {limit}"
+        )));
     }
     let offset = match wire.after {
         None | Some(Value::Null) => 0,
@@ -252,9 +260,19 @@ pub(crate) fn parse(body: &[u8], defs: &[PropertyDef]) -> Result<SearchQuery, Se
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .collect();
-    let text = wire.query.map(|q| q.trim().to_lowercase()).filter(|q| !q.is_empty());
+    let text = wire
+        .query
+        .map(|q| q.trim().to_lowercase())
+        .filter(|q| !q.is_empty());
 
-    Ok(SearchQuery { groups, sort, text, properties, limit, offset })
+    Ok(SearchQuery {
+        groups,
+        sort,
+        text,
+        properties,
+        limit,
+        offset,
+    })
 }
 
 /// HubSpot refuses any page that would end past result 10,000 (`after + limit > 10000`),
@@ -280,17 +298,27 @@ fn parse_filter(wire: WireFilter, defs: &[PropertyDef]) -> Result<Filter, Search
     let kind = ValueKind::of(def);
     let operator = Operator::parse(&wire.operator)
         .ok_or_else(|| invalid(format!("Unknown filter operator \"{}\"", wire.operator)))?;
-    let name = &wire.property_name;
-    let required = |value: Option<&Value>, field: &str| {
+    let name = wire.property_name.as_str();
+    let required = |value: Option<&Value>, field: &str| -> Result<Value, SearchError> {
         value
             .filter(|value| !value.is_null())
-            .ok_or_else(|| invalid(format!("Filter on \"{name}\" with {} needs {field}", wire.operator)))
+            .cloned()
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Filter on \"{name}\" with {} needs {field}",
+                    wire.operator
+                ))
+            })
     };
     let operands = match operator {
         Operator::HasProperty | Operator::NotHasProperty => Vec::new(),
         Operator::Between => vec![
-            operand(kind, required(wire.value.as_ref(), "value")?, name)?,
-            operand(kind, required(wire.high_value.as_ref(), "highValue")?, name)?,
+            operand(kind, &required(wire.value.as_ref(), "value")?, name)?,
+            operand(
+                kind,
+                &required(wire.high_value.as_ref(), "highValue")?,
+                name,
+            )?,
         ],
         Operator::In | Operator::NotIn => {
             let values = wire.values.as_deref().unwrap_or_default();
@@ -300,11 +328,14 @@ fn parse_filter(wire: WireFilter, defs: &[PropertyDef]) -> Result<Filter, Search
                     wire.operator
                 )));
             }
-            values.iter().map(|value| operand(kind, value, name)).collect::<Result<_, _>>()?
+            values
+                .iter()
+                .map(|value| operand(kind, value, name))
+                .collect::<Result<_, _>>()?
         }
         Operator::ContainsToken | Operator::NotContainsToken => {
             let value = required(wire.value.as_ref(), "value")?;
-            let token = scalar_text(value)
+            let token = scalar_text(&value)
                 .ok_or_else(|| invalid(format!("Filter value for \"{name}\" must be a string")))?;
             vec![Operand::Text(token.to_lowercase())]
         }
@@ -313,9 +344,18 @@ fn parse_filter(wire: WireFilter, defs: &[PropertyDef]) -> Result<Filter, Search
         | Operator::Lt
         | Operator::Lte
         | Operator::Gt
-        | Operator::Gte => vec![operand(kind, required(wire.value.as_ref(), "value")?, name)?],
+        | Operator::Gte => vec![operand(
+            kind,
+            &required(wire.value.as_ref(), "value")?,
+            name,
+        )?],
     };
-    Ok(Filter { property: wire.property_name.clone(), kind, operator, operands })
+    Ok(Filter {
+        property: wire.property_name.clone(),
+        kind,
+        operator,
+        operands,
+    })
 }
 
 fn parse_sort(wire: WireSort, defs: &[PropertyDef]) -> Result<Sort, SearchError> {
@@ -325,7 +365,12 @@ fn parse_sort(wire: WireSort, defs: &[PropertyDef]) -> Result<Sort, SearchError>
             None => (name, false),
         },
         WireSort::Spec(spec) => {
-            let descending = match spec.direction.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            let descending = match spec
+                .direction
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
                 None | Some("ASCENDING") => false,
                 Some("DESCENDING") => true,
                 Some(other) => {
@@ -338,7 +383,11 @@ fn parse_sort(wire: WireSort, defs: &[PropertyDef]) -> Result<Sort, SearchError>
         }
     };
     let kind = ValueKind::of(find_def(defs, &property)?);
-    Ok(Sort { property, kind, descending })
+    Ok(Sort {
+        property,
+        kind,
+        descending,
+    })
 }
 
 fn scalar_text(value: &Value) -> Option<String> {
@@ -359,8 +408,11 @@ fn non_negative(value: &Value) -> Option<usize> {
 }
 
 fn operand(kind: ValueKind, value: &Value, property: &str) -> Result<Operand, SearchError> {
-    let text = scalar_text(value)
-        .ok_or_else(|| invalid(format!("Filter value for \"{property}\" must be a string or number")))?;
+    let text = scalar_text(value).ok_or_else(|| {
+        invalid(format!(
+            "Filter value for \"{property}\" must be a string or number"
+        ))
+    })?;
     match kind {
         ValueKind::Number => text.trim().parse::<f64>().map(Operand::Number).map_err(|_| {
             invalid(format!("Filter value \"{text}\" for number property \"{property}\" is not a number"))
@@ -398,7 +450,11 @@ impl Filter {
             .filter(|value| !value.is_empty());
         let cmp = |operand: &Operand| stored.and_then(|value| compare(self.kind, value, operand));
         let first = self.operands.first().and_then(cmp);
-        let equal_any = || self.operands.iter().any(|operand| cmp(operand) == Some(Ordering::Equal));
+        let equal_any = || {
+            self.operands
+                .iter()
+                .any(|operand| cmp(operand) == Some(Ordering::Equal))
+        };
         match self.operator {
             Operator::HasProperty => stored.is_some(),
             Operator::NotHasProperty => stored.is_none(),
@@ -431,7 +487,10 @@ impl Filter {
         if token.contains('*') {
             return wildcard_match(token, &stored);
         }
-        stored == *token || stored.split(|c: char| !c.is_alphanumeric()).any(|part| part == token)
+        stored == *token
+            || stored
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|part| part == token.as_str())
     }
 }
 
@@ -513,7 +572,10 @@ impl SearchQuery {
     /// the free-text `query`, which matches a case-insensitive substring of any value.
     pub(crate) fn matches(&self, record: &SimRecord) -> bool {
         let filtered = self.groups.is_empty()
-            || self.groups.iter().any(|group| group.iter().all(|filter| filter.matches(record)));
+            || self
+                .groups
+                .iter()
+                .any(|group| group.iter().all(|filter| filter.matches(record)));
         filtered
             && self.text.as_ref().is_none_or(|text| {
                 record
@@ -532,11 +594,17 @@ impl SearchQuery {
             records.sort_by_key(|record| record.id);
             return records;
         };
-        let mut keyed: Vec<(SortKey, &'a SimRecord)> =
-            records.into_iter().map(|record| (SortKey::of(record, sort), record)).collect();
+        let mut keyed: Vec<(SortKey, &'a SimRecord)> = records
+            .into_iter()
+            .map(|record| (SortKey::of(record, sort), record))
+            .collect();
         keyed.sort_by(|(key_a, a), (key_b, b)| {
             let order = key_a.compare(key_b);
-            let order = if sort.descending { order.reverse() } else { order };
+            let order = if sort.descending {
+                order.reverse()
+            } else {
+                order
+            };
             order.then(a.id.cmp(&b.id))
         });
         keyed.into_iter().map(|(_, record)| record).collect()
@@ -556,11 +624,21 @@ mod tests {
             .map(|(name, value)| ((*name).to_owned(), value.map(str::to_owned)))
             .chain([("hs_object_id".to_owned(), Some(id.to_string()))])
             .collect();
-        SimRecord { id, properties, created_ms: 0, updated_ms: 0, archived: false, archived_ms: None }
+        SimRecord {
+            id,
+            properties,
+            created_ms: 0,
+            updated_ms: 0,
+            archived: false,
+            archived_ms: None,
+        }
     }
 
     fn query(body: serde_json::Value) -> Result<SearchQuery, SearchError> {
-        parse(body.to_string().as_bytes(), &property_defs(ObjectKind::Contacts))
+        parse(
+            body.to_string().as_bytes(),
+            &property_defs(ObjectKind::Contacts),
+        )
     }
 
     fn matching_ids(q: &SearchQuery, records: &[SimRecord]) -> Vec<i64> {
@@ -579,7 +657,12 @@ mod tests {
     #[test]
     fn datetime_filters_compare_epoch_ms_and_iso_numerically() {
         let base = data::BASE_EPOCH_MS;
-        let records = vec![modified(1, base - 1), modified(2, base), modified(3, base + 999), modified(4, base + 1_000)];
+        let records = vec![
+            modified(1, base - 1),
+            modified(2, base),
+            modified(3, base + 999),
+            modified(4, base + 1_000),
+        ];
         let by_ms = query(serde_json::json!({"filterGroups":[{"filters":[
             {"propertyName":"lastmodifieddate","operator":"GTE","value":base.to_string()},
             {"propertyName":"lastmodifieddate","operator":"LT","value":base + 1_000}]}]}))
@@ -594,7 +677,12 @@ mod tests {
 
     #[test]
     fn number_filters_compare_numerically_and_strings_lexically() {
-        let records: Vec<SimRecord> = (1..=12).map(|id| record(id, &[("email", Some(&format!("u{id}@x.test")))])).collect();
+        let records: Vec<SimRecord> = (1..=12)
+            .map(|id| {
+                let email = format!("u{id}@x.test");
+                record(id, &[("email", Some(email.as_str()))])
+            })
+            .collect();
         let numeric = query(serde_json::json!({"filterGroups":[{"filters":[
             {"propertyName":"hs_object_id","operator":"GT","value":"9"}]}]}))
         .unwrap();
@@ -608,7 +696,13 @@ mod tests {
     #[test]
     fn groups_or_and_set_operators() {
         let records = vec![
-            record(1, &[("lifecyclestage", Some("lead")), ("email", Some("a@x.test"))]),
+            record(
+                1,
+                &[
+                    ("lifecyclestage", Some("lead")),
+                    ("email", Some("a@x.test")),
+                ],
+            ),
             record(2, &[("lifecyclestage", Some("customer")), ("email", None)]),
             record(3, &[("lifecyclestage", None), ("email", Some(""))]),
         ];
@@ -655,7 +749,9 @@ mod tests {
             record(3, &[("score", Some("10.0"))]),
             record(4, &[("score", None)]),
         ];
-        let ascending = query(serde_json::json!({"sorts":[{"propertyName":"score","direction":"ASCENDING"}]})).unwrap();
+        let ascending =
+            query(serde_json::json!({"sorts":[{"propertyName":"score","direction":"ASCENDING"}]}))
+                .unwrap();
         assert_eq!(matching_ids(&ascending, &records), vec![2, 1, 3, 4]);
         let descending = query(serde_json::json!({"sorts":["-score"]})).unwrap();
         assert_eq!(matching_ids(&descending, &records), vec![4, 1, 3, 2]);
@@ -665,17 +761,28 @@ mod tests {
     fn rejects_requests_beyond_hubspot_caps() {
         let filter = serde_json::json!({"propertyName":"email","operator":"HAS_PROPERTY"});
         let group = serde_json::json!({"filters":[filter.clone()]});
-        assert!(query(serde_json::json!({"filterGroups": vec![group.clone(); MAX_FILTER_GROUPS]})).is_ok());
-        assert!(query(serde_json::json!({"filterGroups": vec![group; MAX_FILTER_GROUPS + 1]})).is_err());
+        assert!(
+            query(serde_json::json!({"filterGroups": vec![group.clone(); MAX_FILTER_GROUPS]}))
+                .is_ok()
+        );
+        assert!(
+            query(serde_json::json!({"filterGroups": vec![group; MAX_FILTER_GROUPS + 1]})).is_err()
+        );
         assert!(query(serde_json::json!({"filterGroups":[{"filters": vec![filter.clone(); MAX_FILTERS_PER_GROUP]}]})).is_ok());
         assert!(query(serde_json::json!({"filterGroups":[{"filters": vec![filter; MAX_FILTERS_PER_GROUP + 1]}]})).is_err());
         assert!(query(serde_json::json!({"sorts":["email","firstname"]})).is_err());
         assert!(query(serde_json::json!({"limit":200})).is_ok());
         assert!(query(serde_json::json!({"limit":201})).is_err());
-        assert!(query(serde_json::json!({"filterGroups":[{"filters":[
-            {"propertyName":"no_such_property","operator":"EQ","value":"x"}]}]})).is_err());
-        assert!(query(serde_json::json!({"filterGroups":[{"filters":[
-            {"propertyName":"lastmodifieddate","operator":"GTE","value":"last tuesday"}]}]})).is_err());
+        assert!(
+            query(serde_json::json!({"filterGroups":[{"filters":[
+            {"propertyName":"no_such_property","operator":"EQ","value":"x"}]}]}))
+            .is_err()
+        );
+        assert!(
+            query(serde_json::json!({"filterGroups":[{"filters":[
+            {"propertyName":"lastmodifieddate","operator":"GTE","value":"last tuesday"}]}]}))
+            .is_err()
+        );
     }
 
     #[test]

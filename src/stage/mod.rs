@@ -3,7 +3,7 @@
 //! Layout under the staging URL:
 //! ```text
 //! {pipeline}/{stream}/loads/{load_id}/part-00000.parquet   staged rows, in extraction order
-//! {pipeline}/{stream}/loads/{load_id}/dead_letter.parquet  records that could not be converted
+//! {pipeline}/{stream}/loads/{load_id}/dead_letter/part-00000.parquet  records that could not be converted
 //! {pipeline}/{stream}/loads/{load_id}/manifest.json        written last: the load is complete
 //! {pipeline}/_state/{stream}.json                           cursor and pending load (crate::state)
 //! {pipeline}/_locks/{stream}.lock                           run lock (crate::state)
@@ -15,10 +15,13 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
+// ParquetObjectReader is deprecated in parquet 59 in favour of a hand-written AsyncFileReader;
+// it remains the maintained object_store adapter, so we keep it rather than re-implement it.
+#[allow(deprecated)]
 use parquet::arrow::async_reader::ParquetObjectReader;
-use parquet::arrow::async_writer::ParquetObjectWriter;
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -100,7 +103,7 @@ impl Stage {
     pub fn path(&self, parts: &[&str]) -> Path {
         let mut path = self.root.clone();
         for part in parts {
-            path = path.child(*part);
+            path = path.join(*part);
         }
         path
     }
@@ -111,7 +114,7 @@ impl Stage {
 
     /// The manifest of a load, or `None` when the load never completed staging.
     pub async fn read_manifest(&self, pipeline: &str, stream: &str, load_id: &str) -> Result<Option<Manifest>> {
-        let path = self.load_dir(pipeline, stream, load_id).child("manifest.json");
+        let path = self.load_dir(pipeline, stream, load_id).clone().join("manifest.json");
         match self.store.get(&path).await {
             Ok(got) => Ok(Some(serde_json::from_slice(&got.bytes().await?)?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -123,7 +126,7 @@ impl Stage {
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let path = self
             .load_dir(&manifest.pipeline, &manifest.stream, &manifest.load_id)
-            .child("manifest.json");
+            .clone().join("manifest.json");
         let body = serde_json::to_vec_pretty(manifest)?;
         self.store.put(&path, body.into()).await?;
         Ok(())
@@ -137,7 +140,7 @@ impl Stage {
             .then(move |path| {
                 let store = store.clone();
                 async move {
-                    let reader = ParquetObjectReader::new(store, path);
+                    let reader = parquet_reader(store, path);
                     let stream = ParquetRecordBatchStreamBuilder::new(reader).await?.build()?;
                     Ok::<_, Error>(stream.map_err(Error::from))
                 }
@@ -151,7 +154,7 @@ impl Stage {
     pub async fn fingerprint(&self, manifest: &Manifest) -> Result<Fingerprint> {
         let mut total = Fingerprint::default();
         for file in &manifest.files {
-            let reader = ParquetObjectReader::new(self.store.clone(), Path::from(file.path.as_str()));
+            let reader = parquet_reader(self.store.clone(), Path::from(file.path.as_str()));
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
             let arrow_schema = builder.schema().clone();
             let wanted: Vec<usize> = [manifest.key.as_str(), VERSION_COLUMN, DELETED_COLUMN]
@@ -202,7 +205,7 @@ pub struct LoadWriter {
     dir: Path,
     schema: SchemaRef,
     file_rows: usize,
-    current: Option<(AsyncArrowWriter<ParquetObjectWriter>, StagedFile)>,
+    current: Option<(AsyncArrowWriter<BufWriter>, StagedFile)>,
     files: Vec<StagedFile>,
 }
 
@@ -229,8 +232,8 @@ impl LoadWriter {
             self.close_current().await?;
         }
         if self.current.is_none() {
-            let path = self.dir.child(format!("part-{:05}.parquet", self.files.len()));
-            let object = ParquetObjectWriter::new(self.stage.store.clone(), path.clone());
+            let path = self.dir.clone().join(format!("part-{:05}.parquet", self.files.len()));
+            let object = BufWriter::new(self.stage.store.clone(), path.clone());
             let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(writer_properties()))?;
             self.current = Some((writer, StagedFile { path: path.to_string(), rows: 0 }));
         }
@@ -289,7 +292,7 @@ pub struct DeadLetterWriter {
 impl DeadLetterWriter {
     pub fn new(stage: &Stage, dir: Path, load_id: &str) -> DeadLetterWriter {
         // A single file: dead letters are few, and readers expect one path.
-        let writer = LoadWriter::new(stage, dir.child("dead_letter"), dead_letter_schema(), usize::MAX);
+        let writer = LoadWriter::new(stage, dir.join("dead_letter"), dead_letter_schema(), usize::MAX);
         DeadLetterWriter { writer, load_id: load_id.to_string(), rows: 0 }
     }
 
@@ -324,7 +327,7 @@ impl DeadLetterWriter {
 
 /// Reads every row of a dead-letter file (small by construction), for reports and tests.
 pub async fn read_dead_letters(stage: &Stage, file: &DeadLetterFile) -> Result<Vec<DeadLetter>> {
-    let reader = ParquetObjectReader::new(stage.store.clone(), Path::from(file.path.as_str()));
+    let reader = parquet_reader(stage.store.clone(), Path::from(file.path.as_str()));
     let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new(reader).await?.build()?.try_collect().await?;
     let mut out = Vec::new();
     for batch in batches {
@@ -340,6 +343,11 @@ pub async fn read_dead_letters(stage: &Stage, file: &DeadLetterFile) -> Result<V
         }
     }
     Ok(out)
+}
+
+#[allow(deprecated)]
+fn parquet_reader(store: Arc<dyn ObjectStore>, path: Path) -> ParquetObjectReader {
+    ParquetObjectReader::new(store, path)
 }
 
 /// object_store errors can echo request URLs with signed query strings; keep only the kind.

@@ -6,7 +6,7 @@
 //! stage if not (the ledger makes that idempotent), and only then moves the cursor.
 
 use chrono::{DateTime, Utc};
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::stage::{CursorRange, LoadMode, Stage};

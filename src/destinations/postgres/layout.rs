@@ -108,7 +108,9 @@ impl TableLayout {
 
     /// Staged columns that reach the destination table: all but `_syncline_deleted`.
     pub(crate) fn carried(&self) -> impl Iterator<Item = &Column> {
-        self.staged.iter().filter(|column| column.name != DELETED_COLUMN)
+        self.staged
+            .iter()
+            .filter(|column| column.name != DELETED_COLUMN)
     }
 
     /// Data columns: neither the key nor a system column.
@@ -167,22 +169,37 @@ mod tests {
             columns.into_iter().map(|c| c.name.clone()).collect()
         };
         assert_eq!(names(layout.data().collect()), vec!["email"]);
-        assert_eq!(names(layout.carried().collect()), vec!["id", "email", VERSION_COLUMN]);
+        assert_eq!(
+            names(layout.carried().collect()),
+            vec!["id", "email", VERSION_COLUMN]
+        );
         assert_eq!(
             names(layout.target_columns().iter().collect()),
-            vec!["id", "email", VERSION_COLUMN, LOAD_ID_COLUMN, DELETED_AT_COLUMN]
+            vec![
+                "id",
+                "email",
+                VERSION_COLUMN,
+                LOAD_ID_COLUMN,
+                DELETED_AT_COLUMN
+            ]
         );
     }
 
     #[test]
     fn hard_delete_tables_have_no_deleted_at() {
         let layout = TableLayout::from_request(&request(fields(), "id", DeleteMode::Hard)).unwrap();
-        assert!(layout.target_columns().iter().all(|c| c.name != DELETED_AT_COLUMN));
+        assert!(
+            layout
+                .target_columns()
+                .iter()
+                .all(|c| c.name != DELETED_AT_COLUMN)
+        );
     }
 
     #[test]
     fn unknown_key_is_a_config_error() {
-        let err = TableLayout::from_request(&request(fields(), "Id", DeleteMode::Hard)).unwrap_err();
+        let err =
+            TableLayout::from_request(&request(fields(), "Id", DeleteMode::Hard)).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err:?}");
     }
 
@@ -191,7 +208,10 @@ mod tests {
         let mut f = fields();
         f.push(Field::new("amount", DataType::Decimal128(12, 2), true));
         let err = TableLayout::from_request(&request(f, "id", DeleteMode::Hard)).unwrap_err();
-        assert!(matches!(err, Error::SchemaDrift(ref m) if m.contains("amount")), "{err:?}");
+        assert!(
+            matches!(err, Error::SchemaDrift(ref m) if m.contains("amount")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -204,6 +224,9 @@ mod tests {
         let mut f = fields();
         f.push(Field::new("x".repeat(64), DataType::Utf8, true));
         let err = TableLayout::from_request(&request(f, "id", DeleteMode::Hard)).unwrap_err();
-        assert!(matches!(err, Error::SchemaDrift(ref m) if m.contains("63")), "{err:?}");
+        assert!(
+            matches!(err, Error::SchemaDrift(ref m) if m.contains("63")),
+            "{err:?}"
+        );
     }
 }

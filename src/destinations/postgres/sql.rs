@@ -121,29 +121,57 @@ fn is_placeholder(name: &str) -> bool {
 fn column_defs(columns: &[Column]) -> String {
     columns
         .iter()
-        .map(|column| format!("{} {}", quote_ident(&column.name), column.pg_type.sql_name()))
+        .map(|column| {
+            format!(
+                "{} {}",
+                quote_ident(&column.name),
+                column.pg_type.sql_name()
+            )
+        })
         .collect::<Vec<_>>()
         .join(",\n    ")
 }
 
+fn with_vars<'a>(
+    common: &[(&'a str, &'a str)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    common.iter().chain(extra).copied().collect()
+}
+
 pub(crate) fn create_schema(schema: &str) -> String {
-    render(templates::CREATE_SCHEMA, &[("schema", &quote_ident(schema))])
+    render(
+        templates::CREATE_SCHEMA,
+        &[("schema", quote_ident(schema).as_str())],
+    )
 }
 
 pub(crate) fn create_ledger(schema: &str) -> String {
-    render(templates::CREATE_LEDGER, &[("ledger", &qualified(schema, LEDGER_TABLE))])
+    render(
+        templates::CREATE_LEDGER,
+        &[("ledger", qualified(schema, LEDGER_TABLE).as_str())],
+    )
 }
 
 pub(crate) fn ledger_lookup(schema: &str) -> String {
-    render(templates::LEDGER_LOOKUP, &[("ledger", &qualified(schema, LEDGER_TABLE))])
+    render(
+        templates::LEDGER_LOOKUP,
+        &[("ledger", qualified(schema, LEDGER_TABLE).as_str())],
+    )
 }
 
 pub(crate) fn ledger_insert(schema: &str) -> String {
-    render(templates::LEDGER_INSERT, &[("ledger", &qualified(schema, LEDGER_TABLE))])
+    render(
+        templates::LEDGER_INSERT,
+        &[("ledger", qualified(schema, LEDGER_TABLE).as_str())],
+    )
 }
 
 pub(crate) fn ledger_last(schema: &str) -> String {
-    render(templates::LEDGER_LAST, &[("ledger", &qualified(schema, LEDGER_TABLE))])
+    render(
+        templates::LEDGER_LAST,
+        &[("ledger", qualified(schema, LEDGER_TABLE).as_str())],
+    )
 }
 
 /// `CREATE TABLE IF NOT EXISTS` with `columns`, keyed on the layout's key.
@@ -151,9 +179,9 @@ pub(crate) fn create_table(schema: &str, layout: &TableLayout, columns: &[Column
     render(
         templates::CREATE_TABLE,
         &[
-            ("table", &qualified(schema, &layout.table)),
-            ("column_defs", &column_defs(columns)),
-            ("key", &quote_ident(&layout.key)),
+            ("table", qualified(schema, &layout.table).as_str()),
+            ("column_defs", column_defs(columns).as_str()),
+            ("key", quote_ident(&layout.key).as_str()),
         ],
     )
 }
@@ -162,8 +190,8 @@ pub(crate) fn add_column(schema: &str, table: &str, column: &Column) -> String {
     render(
         templates::ADD_COLUMN,
         &[
-            ("table", &qualified(schema, table)),
-            ("column", &quote_ident(&column.name)),
+            ("table", qualified(schema, table).as_str()),
+            ("column", quote_ident(&column.name).as_str()),
             ("type", column.pg_type.sql_name()),
         ],
     )
@@ -173,8 +201,8 @@ pub(crate) fn widen_column(schema: &str, table: &str, column: &str, to: PgType) 
     render(
         templates::WIDEN_COLUMN,
         &[
-            ("table", &qualified(schema, table)),
-            ("column", &quote_ident(column)),
+            ("table", qualified(schema, table).as_str()),
+            ("column", quote_ident(column).as_str()),
             ("type", to.sql_name()),
         ],
     )
@@ -207,11 +235,19 @@ impl MergeSql {
         let load_id = quote_ident(LOAD_ID_COLUMN);
         let deleted_at = quote_ident(DELETED_AT_COLUMN);
 
-        let staged_names: Vec<String> =
-            layout.staged.iter().map(|column| quote_ident(&column.name)).collect();
-        let carried: Vec<String> =
-            layout.carried().map(|column| quote_ident(&column.name)).collect();
-        let data: Vec<String> = layout.data().map(|column| quote_ident(&column.name)).collect();
+        let staged_names: Vec<String> = layout
+            .staged
+            .iter()
+            .map(|column| quote_ident(&column.name))
+            .collect();
+        let carried: Vec<String> = layout
+            .carried()
+            .map(|column| quote_ident(&column.name))
+            .collect();
+        let data: Vec<String> = layout
+            .data()
+            .map(|column| quote_ident(&column.name))
+            .collect();
 
         // The update compares the whole row so an unchanged re-read writes (and counts) nothing.
         let mut assignments: Vec<String> = data.iter().map(|c| format!("{c} = s.{c}")).collect();
@@ -236,57 +272,70 @@ impl MergeSql {
             }
         };
 
-        let common: [(&str, &str); 9] = [
-            ("target", &target),
-            ("stage", &stage),
-            ("dedup", &dedup),
-            ("key", &key),
-            ("version", &version),
-            ("deleted", &deleted),
-            ("load_id", &load_id),
-            ("deleted_at", &deleted_at),
-            ("ledger", ""),
+        let common: [(&str, &str); 8] = [
+            ("target", target.as_str()),
+            ("stage", stage.as_str()),
+            ("dedup", dedup.as_str()),
+            ("key", key.as_str()),
+            ("version", version.as_str()),
+            ("deleted", deleted.as_str()),
+            ("load_id", load_id.as_str()),
+            ("deleted_at", deleted_at.as_str()),
         ];
-        let with = |extra: &[(&str, &str)]| -> Vec<(&str, &str)> {
-            common.iter().copied().chain(extra.iter().copied()).collect()
-        };
-        let ledger = qualified(schema, LEDGER_TABLE);
+        let stage_defs = column_defs(&layout.staged);
+        let staged_list = staged_names.join(", ");
+        let assignments = assignments.join(",\n    ");
+        let target_row = target_row.join(", ");
+        let staged_row = staged_row.join(", ");
+        let carried_list = carried.join(", ");
+        let carried_from_stage = carried
+            .iter()
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
 
         MergeSql {
-            ledger_lookup: render(templates::LEDGER_LOOKUP, &[("ledger", &ledger)]),
+            ledger_lookup: ledger_lookup(schema),
             create_stage: render(
                 templates::CREATE_STAGE,
-                &with(&[("column_defs", &column_defs(&layout.staged))]),
+                &with_vars(&common, &[("column_defs", stage_defs.as_str())]),
             ),
-            copy_stage: render(templates::COPY_STAGE, &with(&[("columns", &staged_names.join(", "))])),
-            staged_fingerprint: render(templates::STAGED_FINGERPRINT, &with(&[])),
-            dedup_stage: render(templates::DEDUP_STAGE, &with(&[])),
-            analyze_dedup: render(templates::ANALYZE_DEDUP, &with(&[])),
-            delete: render(delete_template, &with(&[])),
+            copy_stage: render(
+                templates::COPY_STAGE,
+                &with_vars(&common, &[("columns", staged_list.as_str())]),
+            ),
+            staged_fingerprint: render(templates::STAGED_FINGERPRINT, &common),
+            dedup_stage: render(templates::DEDUP_STAGE, &common),
+            analyze_dedup: render(templates::ANALYZE_DEDUP, &common),
+            delete: render(delete_template, &common),
             update: render(
                 templates::UPDATE,
-                &with(&[
-                    ("assignments", &assignments.join(",\n    ")),
-                    ("tie_guard", &tie_guard),
-                    ("target_row", &target_row.join(", ")),
-                    ("staged_row", &staged_row.join(", ")),
-                ]),
+                &with_vars(
+                    &common,
+                    &[
+                        ("assignments", assignments.as_str()),
+                        ("tie_guard", tie_guard.as_str()),
+                        ("target_row", target_row.as_str()),
+                        ("staged_row", staged_row.as_str()),
+                    ],
+                ),
             ),
             insert: render(
                 templates::INSERT,
-                &with(&[
-                    ("columns", &carried.join(", ")),
-                    (
-                        "staged_columns",
-                        &carried.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", "),
-                    ),
-                ]),
+                &with_vars(
+                    &common,
+                    &[
+                        ("columns", carried_list.as_str()),
+                        ("staged_columns", carried_from_stage.as_str()),
+                    ],
+                ),
             ),
-            ledger_insert: render(templates::LEDGER_INSERT, &[("ledger", &ledger)]),
+            ledger_insert: ledger_insert(schema),
         }
     }
 
     /// All statements in execution order, as one script (for review and snapshots).
+    #[cfg(test)]
     pub(crate) fn script(&self) -> String {
         [
             ("ledger_lookup", &self.ledger_lookup),
@@ -323,7 +372,10 @@ mod tests {
         assert_eq!(quote_ident("contacts"), r#""contacts""#);
         assert_eq!(quote_ident("FirstName"), r#""FirstName""#);
         assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
-        assert_eq!(quote_ident(r#"x"; DROP TABLE t; --"#), r#""x""; DROP TABLE t; --""#);
+        assert_eq!(
+            quote_ident(r#"x"; DROP TABLE t; --"#),
+            r#""x""; DROP TABLE t; --""#
+        );
         assert_eq!(quote_ident(""), r#""""#);
         assert_eq!(qualified("crm", "Deal Stage"), r#""crm"."Deal Stage""#);
     }
@@ -339,11 +391,14 @@ mod tests {
 
     #[test]
     fn render_substitutes_placeholders_once() {
-        let sql = render("SELECT {cols} FROM {table} WHERE x = '{not a placeholder}'", &[
-            ("cols", r#""{table}""#),
-            ("table", r#""t""#),
-        ]);
-        assert_eq!(sql, r#"SELECT "{table}" FROM "t" WHERE x = '{not a placeholder}'"#);
+        let sql = render(
+            "SELECT {cols} FROM {table} WHERE x = '{not a placeholder}'",
+            &[("cols", r#""{table}""#), ("table", r#""t""#)],
+        );
+        assert_eq!(
+            sql,
+            r#"SELECT "{table}" FROM "t" WHERE x = '{not a placeholder}'"#
+        );
     }
 
     #[test]
@@ -360,9 +415,17 @@ mod tests {
 
     #[test]
     fn ddl_statements_quote_every_identifier() {
-        assert_eq!(create_schema(r#"my"schema"#).trim_end(), r#"CREATE SCHEMA IF NOT EXISTS "my""schema""#);
         assert_eq!(
-            add_column("crm", "contacts", &Column::new("Lead Score", PgType::DoublePrecision)).trim_end(),
+            create_schema(r#"my"schema"#).trim_end(),
+            r#"CREATE SCHEMA IF NOT EXISTS "my""schema""#
+        );
+        assert_eq!(
+            add_column(
+                "crm",
+                "contacts",
+                &Column::new("Lead Score", PgType::DoublePrecision)
+            )
+            .trim_end(),
             r#"ALTER TABLE "crm"."contacts" ADD COLUMN IF NOT EXISTS "Lead Score" double precision"#
         );
         assert_eq!(
@@ -419,7 +482,13 @@ mod tests {
         let hard = MergeSql::new("crm", &layout(DeleteMode::Hard));
         assert!(!hard.delete.contains("$1"));
         let soft = MergeSql::new("crm", &layout(DeleteMode::Soft));
-        for statement in [&soft.delete, &soft.update, &soft.insert, &hard.update, &hard.insert] {
+        for statement in [
+            &soft.delete,
+            &soft.update,
+            &soft.insert,
+            &hard.update,
+            &hard.insert,
+        ] {
             assert!(statement.contains("$1::text"), "{statement}");
             assert!(!statement.contains("$2"), "{statement}");
         }

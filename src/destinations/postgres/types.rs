@@ -64,7 +64,9 @@ impl PgType {
     fn widens(self, existing: &str) -> bool {
         match self {
             PgType::Bigint => matches!(existing, "smallint" | "integer"),
-            PgType::DoublePrecision => matches!(existing, "smallint" | "integer" | "bigint" | "real"),
+            PgType::DoublePrecision => {
+                matches!(existing, "smallint" | "integer" | "bigint" | "real")
+            }
             PgType::Text => matches!(existing, "character varying" | "character"),
             PgType::Timestamptz => existing == "date",
             PgType::Boolean | PgType::Date => false,
@@ -96,7 +98,10 @@ pub(crate) struct Column {
 
 impl Column {
     pub(crate) fn new(name: impl Into<String>, pg_type: PgType) -> Column {
-        Column { name: name.into(), pg_type }
+        Column {
+            name: name.into(),
+            pg_type,
+        }
     }
 }
 
@@ -106,7 +111,11 @@ pub(crate) enum Alteration {
     /// The source grew a field.
     Add(Column),
     /// The source widened a field's type; the existing values convert without loss.
-    Widen { column: String, from: String, to: PgType },
+    Widen {
+        column: String,
+        from: String,
+        to: PgType,
+    },
 }
 
 /// Compares the columns a load needs with the table's existing columns (`(name, data_type)` as
@@ -150,8 +159,8 @@ pub(crate) fn plan_alterations(
         Ok(alterations)
     } else {
         Err(Error::SchemaDrift(format!(
-            "postgres table `{table}`: {}; change the column or the source field by hand, then re-run \
-             (the staged load is kept)",
+            "postgres table `{table}`: {}; change the column or the source field by hand, then \
+             re-run (the staged load is kept)",
             drift.join("; ")
         )))
     }
@@ -162,16 +171,25 @@ mod tests {
     use super::*;
 
     fn existing(columns: &[(&str, &str)]) -> Vec<(String, String)> {
-        columns.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+        columns
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
     }
 
     #[test]
     fn maps_the_supported_arrow_types() {
         assert_eq!(PgType::from_arrow(&DataType::Int64), Some(PgType::Bigint));
-        assert_eq!(PgType::from_arrow(&DataType::Float64), Some(PgType::DoublePrecision));
+        assert_eq!(
+            PgType::from_arrow(&DataType::Float64),
+            Some(PgType::DoublePrecision)
+        );
         assert_eq!(PgType::from_arrow(&DataType::Utf8), Some(PgType::Text));
         assert_eq!(PgType::from_arrow(&DataType::Utf8View), Some(PgType::Text));
-        assert_eq!(PgType::from_arrow(&DataType::Boolean), Some(PgType::Boolean));
+        assert_eq!(
+            PgType::from_arrow(&DataType::Boolean),
+            Some(PgType::Boolean)
+        );
         assert_eq!(PgType::from_arrow(&DataType::Date32), Some(PgType::Date));
         assert_eq!(
             PgType::from_arrow(&crate::schema::timestamp_type()),
@@ -182,9 +200,15 @@ mod tests {
     #[test]
     fn rejects_unsupported_arrow_types() {
         assert_eq!(PgType::from_arrow(&DataType::Int32), None);
-        assert_eq!(PgType::from_arrow(&DataType::Timestamp(TimeUnit::Millisecond, None)), None);
         assert_eq!(
-            PgType::from_arrow(&DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+            PgType::from_arrow(&DataType::Timestamp(TimeUnit::Millisecond, None)),
+            None
+        );
+        assert_eq!(
+            PgType::from_arrow(&DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("UTC".into())
+            )),
             None
         );
         assert_eq!(PgType::from_arrow(&DataType::Decimal128(10, 2)), None);
@@ -197,16 +221,27 @@ mod tests {
             Column::new("email", PgType::Text),
             Column::new("score", PgType::DoublePrecision),
         ];
-        let plan =
-            plan_alterations("contacts", &wanted, &existing(&[("id", "bigint"), ("email", "text")]))
-                .unwrap();
-        assert_eq!(plan, vec![Alteration::Add(Column::new("score", PgType::DoublePrecision))]);
+        let plan = plan_alterations(
+            "contacts",
+            &wanted,
+            &existing(&[("id", "bigint"), ("email", "text")]),
+        )
+        .unwrap();
+        assert_eq!(
+            plan,
+            vec![Alteration::Add(Column::new(
+                "score",
+                PgType::DoublePrecision
+            ))]
+        );
     }
 
     #[test]
     fn widens_safe_type_changes() {
-        let wanted =
-            vec![Column::new("amount", PgType::DoublePrecision), Column::new("closed", PgType::Timestamptz)];
+        let wanted = vec![
+            Column::new("amount", PgType::DoublePrecision),
+            Column::new("closed", PgType::Timestamptz),
+        ];
         let plan = plan_alterations(
             "deals",
             &wanted,
@@ -233,15 +268,23 @@ mod tests {
     #[test]
     fn keeps_a_column_that_is_already_wider() {
         let wanted = vec![Column::new("amount", PgType::Bigint)];
-        let plan =
-            plan_alterations("deals", &wanted, &existing(&[("amount", "double precision")])).unwrap();
+        let plan = plan_alterations(
+            "deals",
+            &wanted,
+            &existing(&[("amount", "double precision")]),
+        )
+        .unwrap();
         assert!(plan.is_empty());
     }
 
     #[test]
     fn incompatible_change_is_drift_naming_table_column_and_types() {
-        let wanted = vec![Column::new("amount", PgType::Text), Column::new("new", PgType::Text)];
-        let err = plan_alterations("deals", &wanted, &existing(&[("amount", "bigint")])).unwrap_err();
+        let wanted = vec![
+            Column::new("amount", PgType::Text),
+            Column::new("new", PgType::Text),
+        ];
+        let err =
+            plan_alterations("deals", &wanted, &existing(&[("amount", "bigint")])).unwrap_err();
         match err {
             Error::SchemaDrift(message) => {
                 assert!(message.contains("`deals`"), "{message}");

@@ -1,0 +1,220 @@
+//! Streams staged Arrow batches into the session's staging table with binary COPY.
+//!
+//! Rows are encoded one at a time straight from the Arrow arrays, so memory is bounded by one
+//! batch plus the COPY writer's small buffer, whatever the size of the load.
+
+use std::pin::pin;
+
+use arrow::array::{
+    Array, BooleanArray, Date32Array, Float64Array, Int64Array, LargeStringArray, StringArray,
+    StringViewArray, TimestampMillisecondArray,
+};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use bytes::BytesMut;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio_postgres::Transaction;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+
+use crate::{Error, Result};
+
+use super::PgResultExt;
+use super::types::{Column, PgType};
+
+/// Copies every batch of `batches` into the staging table with `statement`
+/// (`COPY ... (columns) FROM STDIN (FORMAT binary)`, columns in the order of `columns`).
+/// Returns the number of rows copied. Batch columns are found by name, so their order may
+/// differ from the staged schema's; a missing column or a different type is an error.
+pub(super) async fn copy_batches(
+    tx: &Transaction<'_>,
+    statement: &str,
+    columns: &[Column],
+    mut batches: BoxStream<'static, Result<RecordBatch>>,
+) -> Result<u64> {
+    let types: Vec<Type> = columns
+        .iter()
+        .map(|column| column.pg_type.wire_type())
+        .collect();
+    let sink = tx
+        .copy_in(statement)
+        .await
+        .step("start COPY into the staging table")?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        let readers = columns
+            .iter()
+            .map(|column| ColumnReader::new(&batch, column))
+            .collect::<Result<Vec<_>>>()?;
+        let mut row: Vec<Cell<'_>> = Vec::with_capacity(readers.len());
+        for index in 0..batch.num_rows() {
+            row.clear();
+            for reader in &readers {
+                row.push(reader.cell(index)?);
+            }
+            writer
+                .as_mut()
+                .write_raw(row.iter())
+                .await
+                .step("COPY rows into the staging table")?;
+        }
+    }
+    writer
+        .as_mut()
+        .finish()
+        .await
+        .step("finish COPY into the staging table")
+}
+
+/// One value of a row being copied, typed as binary COPY encodes it.
+#[derive(Debug)]
+enum Cell<'a> {
+    Int64(Option<i64>),
+    Float64(Option<f64>),
+    Text(Option<&'a str>),
+    Boolean(Option<bool>),
+    Date(Option<NaiveDate>),
+    Timestamp(Option<DateTime<Utc>>),
+}
+
+/// Encodes as the inner value would; `to_sql_checked` delegates so each value is checked
+/// against the column's wire type exactly as the plain Rust type would be.
+impl ToSql for Cell<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match self {
+            Cell::Int64(value) => value.to_sql(ty, out),
+            Cell::Float64(value) => value.to_sql(ty, out),
+            Cell::Text(value) => value.to_sql(ty, out),
+            Cell::Boolean(value) => value.to_sql(ty, out),
+            Cell::Date(value) => value.to_sql(ty, out),
+            Cell::Timestamp(value) => value.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <Option<i64> as ToSql>::accepts(ty)
+            || <Option<f64> as ToSql>::accepts(ty)
+            || <Option<&str> as ToSql>::accepts(ty)
+            || <Option<bool> as ToSql>::accepts(ty)
+            || <Option<NaiveDate> as ToSql>::accepts(ty)
+            || <Option<DateTime<Utc>> as ToSql>::accepts(ty)
+    }
+
+    fn to_sql_checked(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match self {
+            Cell::Int64(value) => value.to_sql_checked(ty, out),
+            Cell::Float64(value) => value.to_sql_checked(ty, out),
+            Cell::Text(value) => value.to_sql_checked(ty, out),
+            Cell::Boolean(value) => value.to_sql_checked(ty, out),
+            Cell::Date(value) => value.to_sql_checked(ty, out),
+            Cell::Timestamp(value) => value.to_sql_checked(ty, out),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Sync + Send>;
+
+/// A typed view of one column of one batch.
+#[derive(Clone, Copy)]
+enum ColumnReader<'a> {
+    Int64(&'a Int64Array),
+    Float64(&'a Float64Array),
+    Utf8(&'a StringArray),
+    LargeUtf8(&'a LargeStringArray),
+    Utf8View(&'a StringViewArray),
+    Boolean(&'a BooleanArray),
+    Date32(&'a Date32Array, &'a str),
+    TimestampMs(&'a TimestampMillisecondArray, &'a str),
+}
+
+impl<'a> ColumnReader<'a> {
+    fn new(batch: &'a RecordBatch, column: &'a Column) -> Result<ColumnReader<'a>> {
+        let name = column.name.as_str();
+        let index = batch
+            .schema_ref()
+            .index_of(name)
+            .map_err(|_| Error::SchemaDrift(format!("a staged batch lacks the column `{name}`")))?;
+        let array: &'a dyn Array = &**batch.column(index);
+        if PgType::from_arrow(array.data_type()) != Some(column.pg_type) {
+            return Err(Error::SchemaDrift(format!(
+                "staged column `{name}` has type {} in a batch, which does not match {} in the \
+                 load's schema",
+                array.data_type(),
+                column.pg_type.sql_name()
+            )));
+        }
+        Ok(match array.data_type() {
+            DataType::Int64 => ColumnReader::Int64(downcast(array, name)?),
+            DataType::Float64 => ColumnReader::Float64(downcast(array, name)?),
+            DataType::Utf8 => ColumnReader::Utf8(downcast(array, name)?),
+            DataType::LargeUtf8 => ColumnReader::LargeUtf8(downcast(array, name)?),
+            DataType::Utf8View => ColumnReader::Utf8View(downcast(array, name)?),
+            DataType::Boolean => ColumnReader::Boolean(downcast(array, name)?),
+            DataType::Date32 => ColumnReader::Date32(downcast(array, name)?, name),
+            // `PgType::from_arrow` accepted it, so it is a UTC millisecond timestamp.
+            DataType::Timestamp(_, _) => ColumnReader::TimestampMs(downcast(array, name)?, name),
+            other => {
+                return Err(Error::SchemaDrift(format!(
+                    "staged column `{name}` has type {other}, which the postgres destination \
+                     does not support"
+                )));
+            }
+        })
+    }
+
+    /// The value at `row`. Never includes the value in an error: it may be personal data.
+    fn cell(self, row: usize) -> Result<Cell<'a>> {
+        Ok(match self {
+            ColumnReader::Int64(array) => {
+                Cell::Int64(array.is_valid(row).then(|| array.value(row)))
+            }
+            ColumnReader::Float64(array) => {
+                Cell::Float64(array.is_valid(row).then(|| array.value(row)))
+            }
+            ColumnReader::Utf8(array) => Cell::Text(array.is_valid(row).then(|| array.value(row))),
+            ColumnReader::LargeUtf8(array) => {
+                Cell::Text(array.is_valid(row).then(|| array.value(row)))
+            }
+            ColumnReader::Utf8View(array) => {
+                Cell::Text(array.is_valid(row).then(|| array.value(row)))
+            }
+            ColumnReader::Boolean(array) => {
+                Cell::Boolean(array.is_valid(row).then(|| array.value(row)))
+            }
+            ColumnReader::Date32(array, name) => Cell::Date(if array.is_valid(row) {
+                Some(
+                    array
+                        .value_as_date(row)
+                        .ok_or_else(|| out_of_range(name, row))?,
+                )
+            } else {
+                None
+            }),
+            ColumnReader::TimestampMs(array, name) => Cell::Timestamp(if array.is_valid(row) {
+                Some(
+                    DateTime::<Utc>::from_timestamp_millis(array.value(row))
+                        .ok_or_else(|| out_of_range(name, row))?,
+                )
+            } else {
+                None
+            }),
+        })
+    }
+}
+
+fn downcast<'a, T: Array + 'static>(array: &'a dyn Array, name: &str) -> Result<&'a T> {
+    array.as_any().downcast_ref::<T>().ok_or_else(|| {
+        Error::Destination(format!(
+            "staged column `{name}` has an unexpected array layout"
+        ))
+    })
+}
+
+fn out_of_range(name: &str, row: usize) -> Error {
+    Error::Destination(format!(
+        "staged column `{name}`, row {row} of its batch: the value is outside the supported range"
+    ))
+}

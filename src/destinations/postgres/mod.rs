@@ -1,0 +1,453 @@
+//! The PostgreSQL destination: binary COPY into a session staging table, then one set-based
+//! merge (delete, update, insert) in a transaction that also records the load in the ledger
+//! table `"<schema>"."_syncline_loads"`.
+//!
+//! Exactly-once comes from the ledger: the merge and its ledger row commit together, a load id
+//! already in the ledger is skipped, and two runs racing on one load id cannot both commit
+//! (the ledger's primary key stops the second). The SQL lives in `sql/postgres/*.sql`.
+
+mod copy;
+mod layout;
+mod sql;
+mod types;
+
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use tokio::sync::Mutex;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Transaction};
+use tracing::{debug, info, instrument, warn};
+
+use crate::config::DeleteMode;
+use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest, SchemaChange};
+use crate::reconcile::Fingerprint;
+use crate::{Error, Result};
+
+use layout::TableLayout;
+use sql::{MergeSql, templates};
+use types::{Alteration, plan_alterations};
+
+pub use sql::quote_ident;
+
+/// A PostgreSQL database used as a destination, with all syncline tables in one schema.
+///
+/// One connection, used by one operation at a time: a merge holds it for its whole transaction.
+pub struct PostgresDestination {
+    client: Mutex<Client>,
+    schema: String,
+}
+
+impl std::fmt::Debug for PostgresDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresDestination")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresDestination {
+    /// Connects (without TLS) and sets the session time zone to UTC. `schema` is where the
+    /// destination tables and the ledger live; it is created by [`Destination::check`].
+    ///
+    /// The URL is never repeated in errors or logs: it may hold a password. An unparsable URL
+    /// is `Error::Config`; an unreachable server is `Error::Transient`.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self> {
+        if let Some(problem) = sql::ident_problem(schema) {
+            return Err(Error::Config(format!(
+                "postgres destination schema `{schema}` {problem}"
+            )));
+        }
+        let config: tokio_postgres::Config = url.parse().map_err(|_| {
+            Error::Config(
+                "the postgres destination URL is not a valid connection string (it is not shown \
+                 because it may contain a password)"
+                    .to_owned(),
+            )
+        })?;
+        let (client, connection) = config.connect(NoTls).await.step("connect")?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                warn!(error = %err, "postgres connection ended with an error");
+            }
+        });
+        client
+            .batch_execute(templates::SESSION_SETUP)
+            .await
+            .step("set up the session")?;
+        Ok(PostgresDestination {
+            client: Mutex::new(client),
+            schema: schema.to_owned(),
+        })
+    }
+
+    /// The schema holding the destination tables and the ledger.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+#[async_trait]
+impl Destination for PostgresDestination {
+    /// Creates the schema (when missing) and the ledger table.
+    async fn check(&self) -> Result<()> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.step("begin")?;
+        ensure_schema_and_ledger(&tx, &self.schema).await?;
+        tx.commit().await.step("commit the schema and ledger")?;
+        Ok(())
+    }
+
+    /// Creates the table (and schema and ledger) when missing; otherwise adds the columns it
+    /// lacks and widens columns whose type the source widened, all in one transaction. Any
+    /// other type difference is `Error::SchemaDrift` and changes nothing.
+    #[instrument(skip_all, fields(stream = %request.stream, table = %request.table))]
+    async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange> {
+        let layout = TableLayout::from_request(request)?;
+        let wanted = layout.target_columns();
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.step("begin")?;
+        ensure_schema_and_ledger(&tx, &self.schema).await?;
+
+        let rows = tx
+            .query(templates::TABLE_COLUMNS, &[&self.schema, &layout.table])
+            .await
+            .step("read the table's columns")?;
+        let change = if rows.is_empty() {
+            tx.batch_execute(&sql::create_table(&self.schema, &layout, &wanted))
+                .await
+                .step("create the table")?;
+            info!(columns = wanted.len(), "created table");
+            SchemaChange {
+                created_table: true,
+                added_columns: Vec::new(),
+            }
+        } else {
+            let mut existing = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let name: String = row.try_get(0).step("read the table's columns")?;
+                let data_type: String = row.try_get(1).step("read the table's columns")?;
+                existing.push((name, data_type));
+            }
+            let alterations = plan_alterations(&layout.table, &wanted, &existing)?;
+            let mut added_columns = Vec::new();
+            for alteration in alterations {
+                match alteration {
+                    Alteration::Add(column) => {
+                        tx.batch_execute(&sql::add_column(&self.schema, &layout.table, &column))
+                            .await
+                            .step("add a column")?;
+                        info!(
+                            column = %column.name,
+                            pg_type = column.pg_type.sql_name(),
+                            "added column"
+                        );
+                        added_columns.push(column.name);
+                    }
+                    Alteration::Widen { column, from, to } => {
+                        tx.batch_execute(&sql::widen_column(
+                            &self.schema,
+                            &layout.table,
+                            &column,
+                            to,
+                        ))
+                        .await
+                        .step("widen a column")?;
+                        info!(column = %column, from = %from, to = to.sql_name(), "widened column");
+                    }
+                }
+            }
+            SchemaChange {
+                created_table: false,
+                added_columns,
+            }
+        };
+        tx.commit().await.step("commit the table change")?;
+        Ok(change)
+    }
+
+    /// Applies one load in one transaction (see the `destinations` module contract).
+    ///
+    /// Before anything is applied, the count and checksum of the rows received (computed by
+    /// PostgreSQL over the staging table) must equal `request.staged`; otherwise the
+    /// transaction is rolled back and the error is `Error::Reconciliation`. A concurrent run
+    /// committing the same load id first makes this merge fail and roll back.
+    #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
+    async fn merge(
+        &self,
+        request: &MergeRequest,
+        batches: BoxStream<'static, Result<RecordBatch>>,
+    ) -> Result<MergeOutcome> {
+        let layout = TableLayout::from_request(request)?;
+        let statements = MergeSql::new(&self.schema, &layout);
+        let load_id: &(dyn ToSql + Sync) = &request.load_id;
+
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.step("begin the merge")?;
+
+        let committed = tx
+            .query_opt(statements.ledger_lookup.as_str(), &[load_id])
+            .await
+            .map_err(|err| {
+                if ledger_missing(&err) {
+                    Error::Destination(format!(
+                        "the ledger table {} does not exist; run the destination check (or \
+                         ensure_table) before merging",
+                        sql::qualified(&self.schema, sql::LEDGER_TABLE)
+                    ))
+                } else {
+                    pg_error("look up the load in the ledger", &err)
+                }
+            })?;
+        if committed.is_some() {
+            tx.rollback().await.step("roll back")?;
+            info!("load already in the ledger; skipped");
+            return Ok(MergeOutcome {
+                skipped: true,
+                ..MergeOutcome::default()
+            });
+        }
+
+        tx.batch_execute(&statements.create_stage)
+            .await
+            .step("create the staging table")?;
+        let copied =
+            copy::copy_batches(&tx, &statements.copy_stage, &layout.staged, batches).await?;
+        debug!(rows = copied, "copied staged rows");
+
+        let row = tx
+            .query_one(statements.staged_fingerprint.as_str(), &[])
+            .await
+            .step("fingerprint the staged rows")?;
+        let received = fingerprint_of(&row)?;
+        if received != request.staged {
+            // Dropping the transaction rolls it back: nothing of this load is applied.
+            return Err(Error::Reconciliation(format!(
+                "load {}: postgres received {} rows with checksum {}, the staged load has {} rows \
+                 with checksum {}",
+                request.load_id,
+                received.rows,
+                received.checksum,
+                request.staged.rows,
+                request.staged.checksum
+            )));
+        }
+
+        tx.batch_execute(&statements.dedup_stage)
+            .await
+            .step("de-duplicate the staged rows")?;
+        tx.batch_execute(&statements.analyze_dedup)
+            .await
+            .step("analyze the staged rows")?;
+        let delete_params: &[&(dyn ToSql + Sync)] = match layout.deletes {
+            DeleteMode::Hard => &[],
+            DeleteMode::Soft => std::slice::from_ref(&load_id),
+        };
+        let deleted = tx
+            .execute(statements.delete.as_str(), delete_params)
+            .await
+            .step("apply deletes")?;
+        let updated = tx
+            .execute(statements.update.as_str(), &[load_id])
+            .await
+            .step("apply updates")?;
+        let inserted = tx
+            .execute(statements.insert.as_str(), &[load_id])
+            .await
+            .step("apply inserts")?;
+
+        let rows = to_bigint(received.rows)?;
+        let checksum = received.checksum.to_string();
+        let (inserted_i, updated_i, deleted_i) = (
+            to_bigint(inserted)?,
+            to_bigint(updated)?,
+            to_bigint(deleted)?,
+        );
+        let ledger_params: [&(dyn ToSql + Sync); 7] = [
+            load_id,
+            &request.stream,
+            &rows,
+            &checksum,
+            &inserted_i,
+            &updated_i,
+            &deleted_i,
+        ];
+        if let Err(err) = tx
+            .execute(statements.ledger_insert.as_str(), &ledger_params)
+            .await
+        {
+            if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                return Err(Error::Destination(format!(
+                    "load {} was committed by another run while this one was merging it; this \
+                     merge was rolled back",
+                    request.load_id
+                )));
+            }
+            return Err(pg_error("record the load in the ledger", &err));
+        }
+        tx.commit().await.step("commit the merge")?;
+
+        info!(
+            rows = received.rows,
+            inserted, updated, deleted, "merged load"
+        );
+        Ok(MergeOutcome {
+            skipped: false,
+            inserted,
+            updated,
+            deleted,
+            received,
+        })
+    }
+
+    /// `Ok(false)` also when the ledger (or schema) does not exist yet.
+    async fn is_committed(&self, load_id: &str) -> Result<bool> {
+        let client = self.client.lock().await;
+        match client
+            .query_opt(sql::ledger_lookup(&self.schema).as_str(), &[&load_id])
+            .await
+        {
+            Ok(row) => Ok(row.is_some()),
+            Err(err) if ledger_missing(&err) => Ok(false),
+            Err(err) => Err(pg_error("look up the load in the ledger", &err)),
+        }
+    }
+
+    /// `Ok(None)` also when the ledger (or schema) does not exist yet.
+    async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>> {
+        let client = self.client.lock().await;
+        match client
+            .query_opt(sql::ledger_last(&self.schema).as_str(), &[&stream])
+            .await
+        {
+            Ok(Some(row)) => ledger_entry(&row).map(Some),
+            Ok(None) => Ok(None),
+            Err(err) if ledger_missing(&err) => Ok(None),
+            Err(err) => Err(pg_error("read the ledger", &err)),
+        }
+    }
+}
+
+/// Creates the schema unless it exists (so a role without CREATE on the database can use a
+/// schema made for it) and the ledger table unless it exists.
+async fn ensure_schema_and_ledger(tx: &Transaction<'_>, schema: &str) -> Result<()> {
+    let exists = tx
+        .query_opt(templates::SCHEMA_EXISTS, &[&schema])
+        .await
+        .step("look up the schema")?;
+    if exists.is_none() {
+        tx.batch_execute(&sql::create_schema(schema))
+            .await
+            .step("create the schema")?;
+    }
+    tx.batch_execute(&sql::create_ledger(schema))
+        .await
+        .step("create the ledger table")?;
+    Ok(())
+}
+
+fn fingerprint_of(row: &Row) -> Result<Fingerprint> {
+    let rows: i64 = row
+        .try_get("row_count")
+        .step("read the staged fingerprint")?;
+    let checksum: String = row
+        .try_get("checksum")
+        .step("read the staged fingerprint")?;
+    Ok(Fingerprint {
+        rows: to_count(rows)?,
+        checksum: parse_checksum(&checksum)?,
+    })
+}
+
+fn ledger_entry(row: &Row) -> Result<LedgerEntry> {
+    let rows: i64 = row.try_get("rows").step("read the ledger")?;
+    let checksum: String = row.try_get("checksum").step("read the ledger")?;
+    Ok(LedgerEntry {
+        load_id: row.try_get("load_id").step("read the ledger")?,
+        stream: row.try_get("stream").step("read the ledger")?,
+        rows: to_count(rows)?,
+        checksum: parse_checksum(&checksum)?,
+        committed_at: row.try_get("committed_at").step("read the ledger")?,
+    })
+}
+
+fn parse_checksum(text: &str) -> Result<u64> {
+    text.parse().map_err(|_| {
+        Error::Destination(format!(
+            "postgres returned a checksum that is not a u64: {text:?}"
+        ))
+    })
+}
+
+fn to_count(value: i64) -> Result<u64> {
+    u64::try_from(value)
+        .map_err(|_| Error::Destination(format!("postgres returned a negative row count: {value}")))
+}
+
+fn to_bigint(value: u64) -> Result<i64> {
+    i64::try_from(value)
+        .map_err(|_| Error::Destination(format!("row count {value} does not fit a bigint")))
+}
+
+/// The ledger (or its schema) does not exist yet.
+fn ledger_missing(err: &tokio_postgres::Error) -> bool {
+    matches!(
+        err.code(),
+        Some(code) if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME
+    )
+}
+
+/// Converts a driver error, naming the step that failed. Connection losses, serialization
+/// failures, deadlocks and server shutdowns are `Error::Transient`; the rest `Destination`.
+///
+/// The server's DETAIL is left out on purpose: PostgreSQL puts row values there
+/// ("Key (email)=(...) already exists", "Failing row contains (...)"), and record values must
+/// not reach logs or run reports. The message, SQLSTATE and hint say what to fix.
+fn pg_error(step: &str, err: &tokio_postgres::Error) -> Error {
+    let reason = match err.as_db_error() {
+        Some(db) => {
+            let mut reason = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(hint) = db.hint() {
+                reason.push_str("; hint: ");
+                reason.push_str(hint);
+            }
+            reason
+        }
+        None => err.to_string(),
+    };
+    let message = format!("postgres: {step}: {reason}");
+    if is_transient(err) {
+        Error::Transient(message)
+    } else {
+        Error::Destination(message)
+    }
+}
+
+fn is_transient(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    match err.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08")
+                || matches!(
+                    code,
+                    "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03"
+                )
+        }
+        None => std::error::Error::source(err).is_some_and(|source| source.is::<std::io::Error>()),
+    }
+}
+
+/// Names the failed step on driver errors: `.await.step("create the table")?`.
+trait PgResultExt<T> {
+    fn step(self, step: &str) -> Result<T>;
+}
+
+impl<T> PgResultExt<T> for std::result::Result<T, tokio_postgres::Error> {
+    fn step(self, step: &str) -> Result<T> {
+        self.map_err(|err| pg_error(step, &err))
+    }
+}

@@ -1,0 +1,175 @@
+//! The built-in CRM simulator used by tests, benchmarks and the demo: a local HTTP server
+//! answering HubSpot CRM v3 requests (list, search, properties) from seeded, mutable
+//! in-memory data, with HubSpot's limits and failure modes (crm-apis.md parts B and C).
+//!
+//! [`Simulator::start`] serves on the current tokio runtime and returns a [`SimHandle`];
+//! its [`HubspotSim`] lets a test change records between syncs and inject faults.
+
+mod data;
+pub mod hubspot;
+mod ratelimit;
+mod search;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use hubspot::{HubspotSim, PropertyDef, SimRecord};
+
+/// How `shutdown` waits for open connections before abandoning them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the simulated account holds and how strict it is.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seeds the initial data and every later seeded choice. Default 42.
+    pub seed: u64,
+    /// Initial contacts, ids `1..=contacts`. Default 1000.
+    pub contacts: usize,
+    /// Initial companies, ids `1..=companies`. Default 200.
+    pub companies: usize,
+    /// Initial deals, ids `1..=deals`. Default 300.
+    pub deals: usize,
+    /// The bearer token every `/crm/` request must send. Default `sim-token`.
+    pub token: String,
+    /// HubSpot's request limits; `None` (the default) admits everything.
+    pub rate_limit: Option<RateLimit>,
+    /// A record becomes searchable only this long after its last write, like HubSpot's
+    /// eventually consistent search index. Default 0 (immediately).
+    pub search_lag_ms: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 42,
+            contacts: 1_000,
+            companies: 200,
+            deals: 300,
+            token: "sim-token".to_owned(),
+            rate_limit: None,
+            search_lag_ms: 0,
+        }
+    }
+}
+
+/// HubSpot's per-account request budget (crm-apis.md B3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Non-search requests admitted in any rolling ten seconds.
+    pub per_ten_seconds: u32,
+    /// Search requests admitted in any rolling second.
+    pub search_per_second: u32,
+    /// Requests of any kind admitted per UTC day.
+    pub daily: u32,
+}
+
+impl Default for RateLimit {
+    /// The Free/Starter plan: 100 per 10 s, search 5 per second, 250,000 a day.
+    fn default() -> Self {
+        RateLimit {
+            per_ten_seconds: 100,
+            search_per_second: 5,
+            daily: 250_000,
+        }
+    }
+}
+
+/// Starts simulator servers.
+pub struct Simulator;
+
+impl Simulator {
+    /// Binds `addr` (use `127.0.0.1:0` for a free port), spawns the server on the current
+    /// tokio runtime and returns at once.
+    ///
+    /// The server runs until [`SimHandle::shutdown`] or until the runtime stops; dropping
+    /// the handle does not stop it. Fails if the address cannot be bound.
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
+        let hubspot = HubspotSim::new(&config);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the CRM simulator to {addr}"))?;
+        let local = listener
+            .local_addr()
+            .context("reading the CRM simulator's bound address")?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = hubspot::router(hubspot.clone());
+        let server = tokio::spawn(async move {
+            let signal = async move {
+                // A dropped sender means a dropped handle, which must not stop the server.
+                if stopped.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::debug!(error = %err, "crm simulator stopped with an error");
+            }
+        });
+        tracing::debug!(%local, "crm simulator listening");
+        Ok(SimHandle {
+            base_url: format!("http://{local}"),
+            hubspot,
+            token: config.token,
+            stop,
+            server,
+        })
+    }
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    /// `http://127.0.0.1:PORT`, to use in place of `https://api.hubapi.com`.
+    pub base_url: String,
+    /// The simulated HubSpot account behind the server.
+    pub hubspot: HubspotSim,
+    token: String,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+impl SimHandle {
+    /// The bearer token the server expects.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Stops accepting connections and waits (at most a few seconds) for open ones to close.
+    pub async fn shutdown(self) {
+        let SimHandle { stop, server, .. } = self;
+        // An Err means the server task already ended; there is nothing left to stop.
+        let _ = stop.send(());
+        let abort = server.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+impl fmt::Debug for SimHandle {
+    // Hand-written so the token stays out of debug output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// For `syncline sim`: starts the simulator, prints `HUBSPOT_BASE_URL=…` and
+/// `HUBSPOT_TOKEN=…` lines to stdout (ready for `export`), and serves until ctrl-c.
+pub async fn serve_forever(config: SimConfig, addr: SocketAddr) -> anyhow::Result<()> {
+    let handle = Simulator::start(config, addr).await?;
+    println!("HUBSPOT_BASE_URL={}", handle.base_url);
+    println!("HUBSPOT_TOKEN={}", handle.token());
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    handle.shutdown().await;
+    Ok(())
+}
