@@ -1,6 +1,7 @@
 //! Benchmark: a full sync of 100,000 HubSpot contacts from the simulator (rate limit off)
 //! into a throwaway PostgreSQL, through Parquet staging. Prints rows/s and the peak memory
-//! (max RSS) of the `syncline` process; the simulator runs in this process, not in that one.
+//! (max RSS) of the `syncline run` process. The simulator runs as its own `syncline sim`
+//! process, as a CRM would, so neither its CPU nor its memory is counted as syncline's.
 //!
 //! `cargo bench --bench hubspot_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the size.
 
@@ -9,36 +10,46 @@ mod pg;
 
 use std::time::Instant;
 
-use syncline::sim::{SimConfig, Simulator};
-
 fn main() {
-    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let pg = pg::TestPostgres::start();
-    let sim = runtime
-        .block_on(Simulator::start(
-            SimConfig { contacts: rows, companies: 1, deals: 1, ..Default::default() },
-            "127.0.0.1:0".parse().unwrap(),
-        ))
-        .expect("simulator");
+    let port = free_port();
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args([
+            "sim",
+            "--companies",
+            "1",
+            "--deals",
+            "1",
+            "--token",
+            "bench-token",
+            "--contacts",
+        ])
+        .arg(rows.to_string())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn syncline sim");
+    wait_for_port(port);
+
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("bench.toml");
     std::fs::write(
         &config,
         format!(
             "[pipeline]\nname = \"bench\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{}/stage\"\n\
-             [source]\ntype = \"hubspot\"\nbase_url = \"{}\"\ntoken = \"{}\"\nstreams = [\"contacts\"]\nlag_seconds = 0\n\
+             [source]\ntype = \"hubspot\"\nbase_url = \"http://127.0.0.1:{port}\"\ntoken = \"bench-token\"\nstreams = [\"contacts\"]\nlag_seconds = 0\n\
              [destination]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"bench\"\n",
             dir.path().display(),
-            sim.base_url,
-            sim.token(),
             pg.url
         ),
     )
     .expect("write config");
 
-    // The simulator serves from this process's runtime while the child runs.
-    let _guard = runtime.enter();
     let report = dir.path().join("report.json");
     let started = Instant::now();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
@@ -48,18 +59,39 @@ fn main() {
         .arg("--report")
         .arg(&report)
         .spawn()
-        .expect("spawn syncline");
-    let (status, max_rss_kib) = runtime.block_on(tokio::task::spawn_blocking(move || wait_with_rusage(child.id() as i32))).expect("wait");
+        .expect("spawn syncline run");
+    let (status, max_rss_kib) = wait_with_rusage(child.id() as i32);
     let elapsed = started.elapsed();
+    let _ = sim.kill();
     assert_eq!(status, 0, "syncline run failed");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
     let inserted = report["streams"][0]["rows_inserted"].as_u64().unwrap_or(0);
+    assert_eq!(inserted as usize, rows, "every contact arrived");
     println!(
         "hubspot_to_postgres: {rows} contacts, {inserted} inserted in {:.2} s = {:.0} rows/s, peak RSS {:.1} MiB",
         elapsed.as_secs_f64(),
         rows as f64 / elapsed.as_secs_f64(),
         max_rss_kib as f64 / 1024.0
     );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..600 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the simulator did not start listening on {port}");
 }
 
 /// Waits for the child and returns its exit code and maximum resident set size in KiB.
@@ -69,6 +101,10 @@ fn wait_with_rusage(pid: i32) -> (i32, i64) {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4 failed");
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
     (code, usage.ru_maxrss)
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "syncline", version, about = "Move CRM data into a warehouse through Parquet staging, exactly once")]
+#[command(
+    name = "syncline",
+    version,
+    about = "Move CRM data into a warehouse through Parquet staging, exactly once"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -15,6 +19,24 @@ pub struct Cli {
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoTarget {
+    Lake,
+    Postgres,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Evaluate every model and print its rows.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Folder of `*.sql` models.
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,6 +74,40 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Run the whole job locally: simulator -> staging -> lake (or PostgreSQL), changes,
+    /// an incremental sync, the example models and a reconcile.
+    Demo {
+        /// Folder for the demo's config, staged files and lake tables.
+        #[arg(long, default_value = "syncline-demo")]
+        dir: PathBuf,
+        /// Where the demo merges to.
+        #[arg(long, value_enum, default_value_t = DemoTarget::Lake)]
+        destination: DemoTarget,
+        /// PostgreSQL URL for `--destination postgres` (or set DATABASE_URL).
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        url: Option<String>,
+        #[arg(long, default_value_t = 5000)]
+        contacts: usize,
+        #[arg(long, default_value_t = 1000)]
+        companies: usize,
+        #[arg(long, default_value_t = 1500)]
+        deals: usize,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run SQL over the lake tables of a pipeline (tables are named after streams).
+    Query {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The SQL to run.
+        sql: String,
+    },
+    /// Run the SQL models of a folder over the lake tables, in name order.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
     },
     /// Serve the built-in CRM simulator (HubSpot CRM v3) until interrupted.
     Sim {

@@ -145,6 +145,30 @@ pub struct HubspotConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum DestinationConfig {
     Postgres(PostgresConfig),
+    Lake(LakeConfig),
+}
+
+/// `[destination]` with `type = "lake"`: Delta Lake tables, one per stream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Folder (object_store URL) holding one Delta table per stream. Default
+    /// `{staging.url}/{pipeline.name}/lake`, i.e. on the staging object store.
+    pub url: Option<String>,
+}
+
+impl Config {
+    /// The root URL of the lake's Delta tables (see [`LakeConfig::url`]).
+    pub fn lake_url(&self, lake: &LakeConfig) -> String {
+        match &lake.url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!(
+                "{}/{}/lake",
+                self.staging.url.trim_end_matches('/'),
+                self.pipeline.name
+            ),
+        }
+    }
 }
 
 /// `[destination]` with `type = "postgres"`.
@@ -214,7 +238,10 @@ impl Config {
 
     /// Parses `text` (named `path` in errors) resolving `${VAR}` with `env`.
     pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
-        let doc = Document { text, path: path.to_path_buf() };
+        let doc = Document {
+            text,
+            path: path.to_path_buf(),
+        };
         let mut config: Config = toml::from_str(text).map_err(|e| doc.parse_error(&e))?;
         config.interpolate(&doc, env)?;
         config.validate(&doc)?;
@@ -256,13 +283,22 @@ impl Config {
                 resolve(&mut p.url.0, &["destination", "url"])?;
                 resolve(&mut p.schema, &["destination", "schema"])?;
             }
+            DestinationConfig::Lake(l) => {
+                if let Some(url) = &mut l.url {
+                    resolve(url, &["destination", "url"])?;
+                }
+            }
         }
         Ok(())
     }
 
     fn validate(&self, doc: &Document) -> Result<()> {
         let name = &self.pipeline.name;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(doc.key_error(
                 &["pipeline", "name"],
                 "must be non-empty and use only letters, digits, `_` and `-`",
@@ -275,18 +311,33 @@ impl Config {
             return Err(doc.key_error(&["pipeline", "file_rows"], "must be at least `batch_rows`"));
         }
         if let Err(e) = url::Url::parse(&self.staging.url) {
-            return Err(doc.key_error(&["staging", "url"], &format!("not a URL ({e}); use e.g. file:///var/lib/syncline/stage or s3://bucket/prefix")));
+            return Err(doc.key_error(
+                &["staging", "url"],
+                &format!(
+                    "not a URL ({e}); use e.g. file:///var/lib/syncline/stage or s3://bucket/prefix"
+                ),
+            ));
         }
         let streams = self.source.streams();
         if streams.is_empty() {
             return Err(doc.key_error(&["source", "streams"], "lists no streams"));
         }
         for (i, stream) in streams.iter().enumerate() {
-            if stream.is_empty() || !stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(doc.key_error(&["source", "streams"], &format!("stream name {stream:?} must use only letters, digits, `_` and `-`")));
+            if stream.is_empty()
+                || !stream
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(doc.key_error(
+                    &["source", "streams"],
+                    &format!("stream name {stream:?} must use only letters, digits, `_` and `-`"),
+                ));
             }
             if streams[..i].contains(stream) {
-                return Err(doc.key_error(&["source", "streams"], &format!("stream {stream:?} is listed twice")));
+                return Err(doc.key_error(
+                    &["source", "streams"],
+                    &format!("stream {stream:?} is listed twice"),
+                ));
             }
         }
         for stream in self.streams.keys() {
@@ -309,12 +360,27 @@ impl Config {
         }
         match &self.destination {
             DestinationConfig::Postgres(p) => {
-                if !(p.url.expose().starts_with("postgres://") || p.url.expose().starts_with("postgresql://")) {
+                if !(p.url.expose().starts_with("postgres://")
+                    || p.url.expose().starts_with("postgresql://"))
+                {
                     // Do not echo the value: it carries the password.
-                    return Err(doc.key_error(&["destination", "url"], "must start with postgres:// or postgresql://"));
+                    return Err(doc.key_error(
+                        &["destination", "url"],
+                        "must start with postgres:// or postgresql://",
+                    ));
                 }
                 if p.schema.is_empty() {
                     return Err(doc.key_error(&["destination", "schema"], "is empty"));
+                }
+            }
+            DestinationConfig::Lake(l) => {
+                if let Some(url) = &l.url {
+                    if let Err(e) = url::Url::parse(url) {
+                        return Err(doc.key_error(
+                            &["destination", "url"],
+                            &format!("not a URL ({e}); use e.g. file:///var/lib/syncline/lake"),
+                        ));
+                    }
                 }
             }
         }
@@ -323,7 +389,10 @@ impl Config {
 }
 
 /// Replaces every `${VAR}`; `$$` stays a literal `$`. Returns the name of a missing variable.
-pub fn interpolate_value(value: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+pub fn interpolate_value(
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -363,7 +432,11 @@ impl Document<'_> {
                         (line, col) = (found, 1);
                     }
                 }
-                Error::Config(format!("{}:{line}:{col}: {}", self.path.display(), err.message()))
+                Error::Config(format!(
+                    "{}:{line}:{col}: {}",
+                    self.path.display(),
+                    err.message()
+                ))
             }
             None => Error::Config(format!("{}: {}", self.path.display(), err.message())),
         }
@@ -372,7 +445,10 @@ impl Document<'_> {
     fn key_error(&self, key: &[&str], message: &str) -> Error {
         let dotted = key.join(".");
         match find_key_line(self.text, key) {
-            Some(line) => Error::Config(format!("{}:{line}: `{dotted}` {message}", self.path.display())),
+            Some(line) => Error::Config(format!(
+                "{}:{line}: `{dotted}` {message}",
+                self.path.display()
+            )),
             None => Error::Config(format!("{}: `{dotted}` {message}", self.path.display())),
         }
     }
@@ -413,18 +489,29 @@ fn find_key_line(text: &str, key: &[&str]) -> Option<usize> {
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            table = header.trim().trim_start_matches('[').split('.').map(|p| p.trim().trim_matches('"').to_string()).collect();
+            table = header
+                .trim()
+                .trim_start_matches('[')
+                .split('.')
+                .map(|p| p.trim().trim_matches('"').to_string())
+                .collect();
             if table == key {
                 return Some(i + 1);
             }
             continue;
         }
-        let Some((lhs, _)) = line.split_once('=') else { continue };
+        let Some((lhs, _)) = line.split_once('=') else {
+            continue;
+        };
         if line.starts_with('#') {
             continue;
         }
         let mut full = table.clone();
-        full.extend(lhs.trim().split('.').map(|p| p.trim().trim_matches('"').to_string()));
+        full.extend(
+            lhs.trim()
+                .split('.')
+                .map(|p| p.trim().trim_matches('"').to_string()),
+        );
         if full == key {
             return Some(i + 1);
         }
@@ -520,7 +607,13 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
 
     #[test]
     fn interpolation_handles_text_around_variables() {
-        assert_eq!(interpolate_value("a${HUBSPOT_TOKEN}b", &env).unwrap(), "apat-na1-secretb");
-        assert_eq!(interpolate_value("${MISSING}", &env).unwrap_err(), "MISSING");
+        assert_eq!(
+            interpolate_value("a${HUBSPOT_TOKEN}b", &env).unwrap(),
+            "apat-na1-secretb"
+        );
+        assert_eq!(
+            interpolate_value("${MISSING}", &env).unwrap_err(),
+            "MISSING"
+        );
     }
 }

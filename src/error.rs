@@ -9,6 +9,9 @@ pub enum Error {
     /// The user's configuration is wrong; the message names the key (and line when known).
     #[error("configuration error: {0}")]
     Config(String),
+    /// A SQL query or model is wrong; the message is the engine's, pointing at the SQL.
+    #[error("SQL error: {0}")]
+    Sql(String),
     /// The source answered in a way we cannot use (bad status, bad body).
     #[error("source error: {0}")]
     Source(String),
@@ -46,7 +49,7 @@ impl Error {
     /// 3 for reconciliation mismatches, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Sql(_) => 2,
             Error::Reconciliation(_) => 3,
             _ => 1,
         }
@@ -60,15 +63,12 @@ impl Error {
 
 impl From<tokio_postgres::Error> for Error {
     fn from(err: tokio_postgres::Error) -> Self {
-        // tokio_postgres errors never contain the connection password; the DbError detail
-        // (message, detail, hint) is what tells the user what to fix.
+        // Message and SQLSTATE only: the server's DETAIL can quote row values, and the
+        // driver's errors never contain the connection password.
         match err.as_db_error() {
-            Some(db) => Error::Destination(format!(
-                "{}: {}{}",
-                db.code().code(),
-                db.message(),
-                db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
-            )),
+            Some(db) => {
+                Error::Destination(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
+            }
             None => Error::Destination(err.to_string()),
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod destinations;
 pub mod error;
 pub mod pipeline;
@@ -17,5 +18,6 @@ pub mod sources;
 pub mod stage;
 pub mod state;
 pub mod status;
+pub mod transform;
 
 pub use error::{Error, Result};

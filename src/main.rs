@@ -6,9 +6,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use syncline::cli::{Cli, Command, LogFormat};
+use syncline::cli::{Cli, Command, DemoTarget, LogFormat, ModelsCommand};
 use syncline::config::Config;
-use syncline::{Error, pipeline, sim, status};
+use syncline::{Error, demo, pipeline, sim, status, transform};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -21,7 +21,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -44,7 +47,9 @@ fn init_logging(cli: &Cli) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -53,15 +58,27 @@ fn init_logging(cli: &Cli) {
 
 async fn execute(command: Command) -> Result<u8, Error> {
     match command {
-        Command::Run { config, streams, full_refresh, report } => {
+        Command::Run {
+            config,
+            streams,
+            full_refresh,
+            report,
+        } => {
             let config = Config::load(&config)?;
-            let options = pipeline::RunOptions { streams, full_refresh };
+            let options = pipeline::RunOptions {
+                streams,
+                full_refresh,
+            };
             let run = pipeline::run(&config, &options).await?;
             let json = serde_json::to_string_pretty(&run)?;
             match report.as_deref() {
                 Some(path) if path.as_os_str() == "-" => println!("{json}"),
-                Some(path) => std::fs::write(path, json.as_bytes())
-                    .map_err(|e| Error::Config(format!("cannot write the report to {}: {e}", path.display())))?,
+                Some(path) => std::fs::write(path, json.as_bytes()).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot write the report to {}: {e}",
+                        path.display()
+                    ))
+                })?,
                 None => {}
             }
             let mut err = std::io::stderr().lock();
@@ -77,7 +94,11 @@ async fn execute(command: Command) -> Result<u8, Error> {
                     stream.rows_deleted,
                     stream.rows_dead_lettered,
                     stream.duration_ms,
-                    stream.error.as_deref().map(|e| format!("\n             error: {e}")).unwrap_or_default(),
+                    stream
+                        .error
+                        .as_deref()
+                        .map(|e| format!("\n             error: {e}"))
+                        .unwrap_or_default(),
                 );
             }
             Ok(run.exit_code as u8)
@@ -99,7 +120,68 @@ async fn execute(command: Command) -> Result<u8, Error> {
             }
             Ok(0)
         }
-        Command::Sim { listen, seed, contacts, companies, deals, token, rate_limit } => {
+        Command::Demo {
+            dir,
+            destination,
+            url,
+            contacts,
+            companies,
+            deals,
+            json,
+        } => {
+            let destination = match destination {
+                DemoTarget::Lake => demo::DemoDestination::Lake,
+                DemoTarget::Postgres => demo::DemoDestination::Postgres {
+                    url: url.ok_or_else(|| {
+                        Error::Config("--destination postgres needs --url or DATABASE_URL".into())
+                    })?,
+                },
+            };
+            let options = demo::DemoOptions {
+                dir,
+                destination,
+                contacts,
+                companies,
+                deals,
+            };
+            let summary = demo::run(&options).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", demo::render(&summary));
+            }
+            Ok(if summary.all_matched() { 0 } else { 3 })
+        }
+        Command::Query { config, sql } => {
+            let config = Config::load(&config)?;
+            let ctx = transform::lake_session(&config).await?;
+            let batches = transform::query(&ctx, &sql).await?;
+            println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+            Ok(0)
+        }
+        Command::Models {
+            command: ModelsCommand::Run { config, models },
+        } => {
+            let config = Config::load(&config)?;
+            let ctx = transform::lake_session(&config).await?;
+            for run in transform::run_models(&ctx, &transform::models_in(&models)?).await? {
+                println!("model {} ({} rows)", run.name, run.rows);
+                println!(
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&run.batches)?
+                );
+            }
+            Ok(0)
+        }
+        Command::Sim {
+            listen,
+            seed,
+            contacts,
+            companies,
+            deals,
+            token,
+            rate_limit,
+        } => {
             let config = sim::SimConfig {
                 seed,
                 contacts,
@@ -113,7 +195,9 @@ async fn execute(command: Command) -> Result<u8, Error> {
                 }),
                 ..Default::default()
             };
-            sim::serve_forever(config, listen).await.map_err(|e| Error::Source(format!("simulator: {e}")))?;
+            sim::serve_forever(config, listen)
+                .await
+                .map_err(|e| Error::Source(format!("simulator: {e}")))?;
             Ok(0)
         }
     }

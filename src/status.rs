@@ -34,9 +34,12 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
     let mut out = Vec::new();
     for stream in config.source.streams() {
         let s = state.load(stream).await?;
-        let iso = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let iso = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        };
         let in_ledger = match (&destination, &s.last_load) {
-            (Some(d), Some(l)) => d.is_committed(&l.load_id).await.ok(),
+            (Some(d), Some(l)) => d.is_committed(stream, &l.load_id).await.ok(),
             _ => None,
         };
         out.push(StreamStatus {
@@ -44,7 +47,10 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
             cursor: s.cursor.and_then(iso),
             lag_seconds: s.cursor.map(|c| (now - c) / 1000),
             last_load_id: s.last_load.as_ref().map(|l| l.load_id.clone()),
-            last_load_at: s.last_load.as_ref().map(|l| l.committed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            last_load_at: s.last_load.as_ref().map(|l| {
+                l.committed_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            }),
             last_load_rows: s.last_load.as_ref().map(|l| l.rows),
             last_load_inserted: s.last_load.as_ref().map(|l| l.inserted),
             last_load_updated: s.last_load.as_ref().map(|l| l.updated),
@@ -57,7 +63,10 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
 }
 
 pub fn render(rows: &[StreamStatus]) -> String {
-    let mut out = format!("{:<14} {:<22} {:>8} {:<22} {:>9} {:>9} {:>9} {:>9}\n", "stream", "cursor", "lag(s)", "last load at", "rows", "inserted", "updated", "deleted");
+    let mut out = format!(
+        "{:<14} {:<22} {:>8} {:<22} {:>9} {:>9} {:>9} {:>9}\n",
+        "stream", "cursor", "lag(s)", "last load at", "rows", "inserted", "updated", "deleted"
+    );
     let dash = || "-".to_string();
     for r in rows {
         out.push_str(&format!(
@@ -67,10 +76,19 @@ pub fn render(rows: &[StreamStatus]) -> String {
             r.lag_seconds.map(|l| l.to_string()).unwrap_or_else(dash),
             r.last_load_at.clone().unwrap_or_else(dash),
             r.last_load_rows.map(|v| v.to_string()).unwrap_or_else(dash),
-            r.last_load_inserted.map(|v| v.to_string()).unwrap_or_else(dash),
-            r.last_load_updated.map(|v| v.to_string()).unwrap_or_else(dash),
-            r.last_load_deleted.map(|v| v.to_string()).unwrap_or_else(dash),
-            r.pending_load_id.as_ref().map(|p| format!("  (pending load {p})")).unwrap_or_default(),
+            r.last_load_inserted
+                .map(|v| v.to_string())
+                .unwrap_or_else(dash),
+            r.last_load_updated
+                .map(|v| v.to_string())
+                .unwrap_or_else(dash),
+            r.last_load_deleted
+                .map(|v| v.to_string())
+                .unwrap_or_else(dash),
+            r.pending_load_id
+                .as_ref()
+                .map(|p| format!("  (pending load {p})"))
+                .unwrap_or_default(),
         ));
     }
     out

@@ -10,7 +10,17 @@ use syncline::reconcile::report::Status;
 use syncline::sim::SimConfig;
 
 async fn killed_then_rerun_converges(point: &str) {
-    let h = Harness::start(SimConfig { contacts: 2000, companies: 10, deals: 10, ..Default::default() }, &["contacts"], "").await;
+    let h = Harness::start(
+        SimConfig {
+            contacts: 2000,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
     let (status, _) = h.run_binary(&[], &[]);
     assert!(status.success(), "first run: {status:?}");
     h.assert_converged("contacts", false).await;
@@ -22,12 +32,23 @@ async fn killed_then_rerun_converges(point: &str) {
     settle(&h).await;
 
     let (status, report) = h.run_binary(&[], &[("SYNCLINE_CRASH_AT", point)]);
-    assert_eq!(status.signal(), Some(9), "the run should have been killed at {point}: {status:?}");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the run should have been killed at {point}: {status:?}"
+    );
     assert!(report.is_none(), "a killed run writes no report");
     let after_crash = h.ledger_count().await;
     match point {
-        "after-stage" => assert_eq!(after_crash, ledger_before, "nothing merged before the crash"),
-        _ => assert_eq!(after_crash, ledger_before + 1, "the merge committed before the crash"),
+        "after-stage" => assert_eq!(
+            after_crash, ledger_before,
+            "nothing merged before the crash"
+        ),
+        _ => assert_eq!(
+            after_crash,
+            ledger_before + 1,
+            "the merge committed before the crash"
+        ),
     }
 
     let (status, report) = h.run_binary(&[], &[]);
@@ -39,7 +60,10 @@ async fn killed_then_rerun_converges(point: &str) {
     // Exactly one more load than before the crash: the recovered one (the re-run's own
     // incremental load finds only re-read rows and merges nothing, but still commits).
     let ledger_after = h.ledger_count().await;
-    assert!(ledger_after == ledger_before + 1 || ledger_after == ledger_before + 2, "{ledger_before} -> {ledger_after}");
+    assert!(
+        ledger_after == ledger_before + 1 || ledger_after == ledger_before + 2,
+        "{ledger_before} -> {ledger_after}"
+    );
     let last = &report.streams[0];
     if point == "after-merge" {
         // The recovered load was found in the ledger, not applied a second time.

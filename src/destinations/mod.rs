@@ -19,6 +19,7 @@ use crate::Result;
 use crate::config::DeleteMode;
 use crate::reconcile::Fingerprint;
 
+pub mod lake;
 pub mod postgres;
 
 /// What to merge and how.
@@ -82,8 +83,18 @@ pub trait Destination: Send + Sync {
         batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<MergeOutcome>;
 
-    /// Whether the load id is in the ledger (committed).
-    async fn is_committed(&self, load_id: &str) -> Result<bool>;
+    /// Whether the load id of `stream` is in the ledger (committed).
+    async fn is_committed(&self, stream: &str, load_id: &str) -> Result<bool>;
+
+    /// Count and checksum of the table's live rows, each as `(key, version, not deleted)`:
+    /// compared with the source's current state, it proves the destination converged.
+    /// `None` when the table does not exist.
+    async fn table_fingerprint(
+        &self,
+        table: &str,
+        key: &str,
+        deletes: DeleteMode,
+    ) -> Result<Option<Fingerprint>>;
 
     /// The newest ledger entry of a stream, if any.
     async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>>;

@@ -23,7 +23,9 @@ use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::report::{RunReport, Status, StreamReport};
 use crate::sources::{ExtractRequest, Extracted, Source};
-use crate::stage::{DeadLetterWriter, LoadMode, LoadWriter, Manifest, Stage, batch_fingerprint, columns_of};
+use crate::stage::{
+    DeadLetterWriter, LoadMode, LoadWriter, Manifest, Stage, batch_fingerprint, columns_of,
+};
 use crate::state::{LastLoad, PendingLoad, StateStore, StreamState};
 use crate::{Error, Result};
 
@@ -106,7 +108,11 @@ impl StreamRunner<'_> {
     async fn run(&self, stream: &str) -> StreamReport {
         let started = Instant::now();
         let mut report = StreamReport::new(stream);
-        let outcome = match self.state.lock(stream, self.config.pipeline.lock_ttl_seconds).await {
+        let outcome = match self
+            .state
+            .lock(stream, self.config.pipeline.lock_ttl_seconds)
+            .await
+        {
             Err(err) => Err(err),
             Ok(lock) => {
                 let outcome = self.sync(stream, &mut report).await;
@@ -120,7 +126,11 @@ impl StreamRunner<'_> {
         match outcome {
             Ok(()) => report.status = Status::Success,
             Err(err) => {
-                report.status = if matches!(err, Error::Reconciliation(_)) { Status::Mismatch } else { Status::Failed };
+                report.status = if matches!(err, Error::Reconciliation(_)) {
+                    Status::Mismatch
+                } else {
+                    Status::Failed
+                };
                 warn!(stream, error = %err, "stream failed");
                 report.error = Some(err.to_string());
             }
@@ -133,24 +143,42 @@ impl StreamRunner<'_> {
         let mut state = self.state.load(stream).await?;
         if let Some(pending) = state.pending.clone() {
             report.recovered = true;
-            self.finish_pending(stream, &mut state, &pending, report).await?;
+            self.finish_pending(stream, &mut state, &pending, report)
+                .await?;
         }
-        let since = if self.full_refresh { None } else { state.cursor };
+        let since = if self.full_refresh {
+            None
+        } else {
+            state.cursor
+        };
         let load_id = uuid::Uuid::now_v7().to_string();
         report.load_id = Some(load_id.clone());
-        let mode = if since.is_some() { LoadMode::Incremental } else { LoadMode::Full };
+        let mode = if since.is_some() {
+            LoadMode::Incremental
+        } else {
+            LoadMode::Full
+        };
         report.mode = Some(mode);
 
         let extraction = self
             .source
-            .extract(ExtractRequest { stream: stream.to_string(), since, batch_rows: self.config.pipeline.batch_rows })
+            .extract(ExtractRequest {
+                stream: stream.to_string(),
+                since,
+                batch_rows: self.config.pipeline.batch_rows,
+            })
             .await?;
         report.set_cursor(extraction.cursor);
         info!(stream, load_id, ?mode, "extracting");
 
         let pipeline = &self.config.pipeline.name;
         let dir = self.stage.load_dir(pipeline, stream, &load_id);
-        let mut writer = LoadWriter::new(&self.stage, dir.clone(), extraction.schema.clone(), self.config.pipeline.file_rows);
+        let mut writer = LoadWriter::new(
+            &self.stage,
+            dir.clone(),
+            extraction.schema.clone(),
+            self.config.pipeline.file_rows,
+        );
         let mut dead_letters = DeadLetterWriter::new(&self.stage, dir, &load_id);
         let mut extracted = Fingerprint::default();
         let progress = progress_bar(stream);
@@ -215,13 +243,18 @@ impl StreamRunner<'_> {
         }
 
         self.stage.write_manifest(&manifest).await?;
-        state.pending = Some(PendingLoad { load_id: load_id.clone(), mode, cursor: extraction.cursor });
+        state.pending = Some(PendingLoad {
+            load_id: load_id.clone(),
+            mode,
+            cursor: extraction.cursor,
+        });
         self.state.save(stream, &state).await?;
         crash_point("after-stage");
 
         let outcome = self.merge(&manifest, report).await?;
         crash_point("after-merge");
-        self.commit_state(stream, &mut state, &manifest, &outcome).await?;
+        self.commit_state(stream, &mut state, &manifest, &outcome)
+            .await?;
         Ok(())
     }
 
@@ -243,13 +276,17 @@ impl StreamRunner<'_> {
         if change != Default::default() {
             report.schema_change = Some(change);
         }
-        let outcome = self.destination.merge(&request, self.stage.read_load(manifest)).await?;
+        let outcome = self
+            .destination
+            .merge(&request, self.stage.read_load(manifest))
+            .await?;
         report.rows_inserted += outcome.inserted;
         report.rows_updated += outcome.updated;
         report.rows_deleted += outcome.deleted;
         if outcome.skipped {
             report.skipped_as_replay = true;
-            report.reconciliation.matched = report.reconciliation.source == report.reconciliation.stage;
+            report.reconciliation.matched =
+                report.reconciliation.source == report.reconciliation.stage;
             info!(stream = %manifest.stream, load_id = %manifest.load_id, "load already in the ledger; nothing applied");
             return Ok(outcome);
         }
@@ -259,14 +296,25 @@ impl StreamRunner<'_> {
         if outcome.received != manifest.fingerprint() {
             return Err(Error::Reconciliation(format!(
                 "stream {}: destination received {} rows (checksum {}) but load {} staged {} (checksum {})",
-                manifest.stream, outcome.received.rows, outcome.received.checksum, manifest.load_id, manifest.rows, manifest.checksum
+                manifest.stream,
+                outcome.received.rows,
+                outcome.received.checksum,
+                manifest.load_id,
+                manifest.rows,
+                manifest.checksum
             )));
         }
         info!(stream = %manifest.stream, load_id = %manifest.load_id, inserted = outcome.inserted, updated = outcome.updated, deleted = outcome.deleted, "merged");
         Ok(outcome)
     }
 
-    async fn commit_state(&self, stream: &str, state: &mut StreamState, manifest: &Manifest, outcome: &MergeOutcome) -> Result<()> {
+    async fn commit_state(
+        &self,
+        stream: &str,
+        state: &mut StreamState,
+        manifest: &Manifest,
+        outcome: &MergeOutcome,
+    ) -> Result<()> {
         state.cursor = Some(manifest.cursor.to);
         state.pending = None;
         if !outcome.skipped {
@@ -283,9 +331,19 @@ impl StreamRunner<'_> {
     }
 
     /// Completes a load an interrupted run left between staging and the state commit.
-    async fn finish_pending(&self, stream: &str, state: &mut StreamState, pending: &PendingLoad, report: &mut StreamReport) -> Result<()> {
+    async fn finish_pending(
+        &self,
+        stream: &str,
+        state: &mut StreamState,
+        pending: &PendingLoad,
+        report: &mut StreamReport,
+    ) -> Result<()> {
         let pipeline = &self.config.pipeline.name;
-        match self.stage.read_manifest(pipeline, stream, &pending.load_id).await? {
+        match self
+            .stage
+            .read_manifest(pipeline, stream, &pending.load_id)
+            .await?
+        {
             None => {
                 // Staging never completed; the cursor did not move, so the next extraction re-reads it.
                 warn!(stream, load_id = %pending.load_id, "discarding a load whose staging never completed");
@@ -296,15 +354,23 @@ impl StreamRunner<'_> {
                 info!(stream, load_id = %pending.load_id, "finishing a load left pending by an earlier run");
                 let mut recovered = StreamReport::new(stream);
                 recovered.recovered = true;
-                let outcome = if self.destination.is_committed(&pending.load_id).await? {
-                    MergeOutcome { skipped: true, ..Default::default() }
+                let outcome = if self
+                    .destination
+                    .is_committed(stream, &pending.load_id)
+                    .await?
+                {
+                    MergeOutcome {
+                        skipped: true,
+                        ..Default::default()
+                    }
                 } else {
                     self.merge(&manifest, &mut recovered).await?
                 };
                 report.rows_inserted += recovered.rows_inserted;
                 report.rows_updated += recovered.rows_updated;
                 report.rows_deleted += recovered.rows_deleted;
-                self.commit_state(stream, state, &manifest, &outcome).await?;
+                self.commit_state(stream, state, &manifest, &outcome)
+                    .await?;
             }
         }
         Ok(())

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use object_store::ObjectStoreExt;
 
-use crate::config::{Config, DestinationConfig, SourceConfig};
+use crate::config::{Config, DestinationConfig, LakeConfig, SourceConfig};
 use crate::destinations::Destination;
+use crate::destinations::lake::LakeDestination;
 use crate::destinations::postgres::PostgresDestination;
 use crate::sources::Source;
 use crate::sources::hubspot::HubspotSource;
@@ -24,8 +25,41 @@ pub fn build_source(config: &Config) -> Result<Arc<dyn Source>> {
 
 pub async fn build_destination(config: &Config) -> Result<Arc<dyn Destination>> {
     Ok(match &config.destination {
-        DestinationConfig::Postgres(p) => Arc::new(PostgresDestination::connect(p.url.expose(), &p.schema).await?),
+        DestinationConfig::Postgres(p) => {
+            Arc::new(PostgresDestination::connect(p.url.expose(), &p.schema).await?)
+        }
+        DestinationConfig::Lake(l) => Arc::new(build_lake(config, l)?),
     })
+}
+
+/// The lake destination, with the staging S3 settings when the lake is on S3.
+pub fn build_lake(config: &Config, lake: &LakeConfig) -> Result<LakeDestination> {
+    let url = config.lake_url(lake);
+    let mut options = std::collections::HashMap::new();
+    if url.starts_with("s3://") {
+        if let Some(s3) = &config.staging.s3 {
+            if let Some(endpoint) = &s3.endpoint {
+                options.insert("aws_endpoint".to_string(), endpoint.clone());
+            }
+            options.insert(
+                "aws_region".to_string(),
+                s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            );
+            if let Some(key) = &s3.access_key_id {
+                options.insert("aws_access_key_id".to_string(), key.expose().to_string());
+            }
+            if let Some(key) = &s3.secret_access_key {
+                options.insert(
+                    "aws_secret_access_key".to_string(),
+                    key.expose().to_string(),
+                );
+            }
+            if s3.allow_http {
+                options.insert("aws_allow_http".to_string(), "true".to_string());
+            }
+        }
+    }
+    LakeDestination::new(&url, options)
 }
 
 /// `syncline check`: the config parsed; now prove the stage is writable and the source and
@@ -33,13 +67,24 @@ pub async fn build_destination(config: &Config) -> Result<Arc<dyn Destination>> 
 pub async fn check(config: &Config) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     let stage = Stage::open(&config.staging)?;
-    let probe = stage.path(&[&config.pipeline.name, "_check", &uuid::Uuid::new_v4().to_string()]);
-    stage.store().put(&probe, "ok".into()).await.map_err(|e| Error::Stage(format!("staging is not writable: {e}")))?;
+    let probe = stage.path(&[
+        &config.pipeline.name,
+        "_check",
+        &uuid::Uuid::new_v4().to_string(),
+    ]);
+    stage
+        .store()
+        .put(&probe, "ok".into())
+        .await
+        .map_err(|e| Error::Stage(format!("staging is not writable: {e}")))?;
     stage.store().delete(&probe).await?;
     lines.push(format!("staging: writable ({})", stage.url()));
     let source = build_source(config)?;
     source.check().await?;
-    lines.push(format!("source: reachable, streams {:?} readable", config.source.streams()));
+    lines.push(format!(
+        "source: reachable, streams {:?} readable",
+        config.source.streams()
+    ));
     let destination = build_destination(config).await?;
     destination.check().await?;
     lines.push("destination: reachable, ledger ready".to_string());

@@ -20,7 +20,9 @@ pub struct Fingerprint {
 impl Fingerprint {
     pub fn add(&mut self, key: &str, version_ms: i64, deleted: bool) {
         self.rows += 1;
-        self.checksum = self.checksum.wrapping_add(row_hash(key, version_ms, deleted));
+        self.checksum = self
+            .checksum
+            .wrapping_add(row_hash(key, version_ms, deleted));
     }
 
     pub fn merge(&mut self, other: Fingerprint) {
@@ -64,6 +66,9 @@ mod tests {
     #[test]
     fn row_hash_matches_an_independent_md5() {
         // int(hashlib.md5(b'42|1700000000000|f').hexdigest()[:16], 16), computed with Python.
-        assert_eq!(row_hash("42", 1_700_000_000_000, false), 14357795719854844729);
+        assert_eq!(
+            row_hash("42", 1_700_000_000_000, false),
+            14357795719854844729
+        );
     }
 }

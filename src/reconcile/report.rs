@@ -83,7 +83,10 @@ impl StreamReport {
     }
 
     pub fn set_cursor(&mut self, cursor: CursorRange) {
-        let iso = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let iso = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        };
         self.cursor_from = cursor.from.and_then(iso);
         self.cursor_to = iso(cursor.to);
         self.cursor = Some(cursor);

@@ -69,7 +69,10 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint { rows: self.rows, checksum: self.checksum }
+        Fingerprint {
+            rows: self.rows,
+            checksum: self.checksum,
+        }
     }
 
     pub fn arrow_schema(&self) -> Result<SchemaRef> {
@@ -87,7 +90,11 @@ pub fn columns_of(schema: &Schema) -> Result<Vec<ColumnSpec>> {
         .fields()
         .iter()
         .map(|f| {
-            Ok(ColumnSpec { name: f.name().clone(), kind: kind_of(f.data_type())?.into(), nullable: f.is_nullable() })
+            Ok(ColumnSpec {
+                name: f.name().clone(),
+                kind: kind_of(f.data_type())?.into(),
+                nullable: f.is_nullable(),
+            })
         })
         .collect()
 }
@@ -99,7 +106,9 @@ fn kind_of(data_type: &DataType) -> Result<&'static str> {
         DataType::Utf8 => "utf8",
         DataType::Boolean => "boolean",
         DataType::Date32 => "date32",
-        DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => "timestamp_ms_utc",
+        DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => {
+            "timestamp_ms_utc"
+        }
         other => return Err(Error::Stage(format!("type {other} cannot be staged"))),
     })
 }
@@ -112,6 +121,10 @@ fn data_type_of(kind: &str) -> Result<DataType> {
         "boolean" => DataType::Boolean,
         "date32" => DataType::Date32,
         "timestamp_ms_utc" => crate::schema::timestamp_type(),
-        other => return Err(Error::Stage(format!("manifest names unknown column type {other}"))),
+        other => {
+            return Err(Error::Stage(format!(
+                "manifest names unknown column type {other}"
+            )));
+        }
     })
 }

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 // ParquetObjectReader is deprecated in parquet 59 in favour of a hand-written AsyncFileReader;
 // it remains the maintained object_store adapter, so we keep it rather than re-implement it.
 #[allow(deprecated)]
@@ -33,7 +33,9 @@ use crate::{Error, Result};
 
 mod manifest;
 
-pub use manifest::{ColumnSpec, CursorRange, DeadLetterFile, LoadMode, Manifest, StagedFile, columns_of};
+pub use manifest::{
+    ColumnSpec, CursorRange, DeadLetterFile, LoadMode, Manifest, StagedFile, columns_of,
+};
 
 /// The staging object store and the prefix syncline owns in it.
 #[derive(Clone)]
@@ -59,7 +61,10 @@ impl Stage {
             if let Some(endpoint) = &s3.endpoint {
                 options.push(("aws_endpoint".into(), endpoint.clone()));
             }
-            options.push(("aws_region".into(), s3.region.clone().unwrap_or_else(|| "us-east-1".into())));
+            options.push((
+                "aws_region".into(),
+                s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            ));
             if let Some(key) = &s3.access_key_id {
                 options.push(("aws_access_key_id".into(), key.expose().into()));
             }
@@ -73,22 +78,34 @@ impl Stage {
             options.push(("aws_virtual_hosted_style_request".into(), "false".into()));
         }
         if url.scheme() == "file" {
-            let dir = url
-                .to_file_path()
-                .map_err(|_| Error::Config(format!("staging.url {} is not a local path", config.url)))?;
+            let dir = url.to_file_path().map_err(|_| {
+                Error::Config(format!("staging.url {} is not a local path", config.url))
+            })?;
             std::fs::create_dir_all(&dir).map_err(|e| {
                 Error::Config(format!("staging.url: cannot create {}: {e}", dir.display()))
             })?;
         }
         let (store, root) = object_store::parse_url_opts(&url, options).map_err(|e| {
-            Error::Config(format!("staging.url {}: {}", url.scheme(), redact_store_error(&e)))
+            Error::Config(format!(
+                "staging.url {}: {}",
+                url.scheme(),
+                redact_store_error(&e)
+            ))
         })?;
-        Ok(Stage { store: Arc::from(store), root, url: config.url.clone() })
+        Ok(Stage {
+            store: Arc::from(store),
+            root,
+            url: config.url.clone(),
+        })
     }
 
     /// A stage over any store, for tests and embedded use.
     pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: impl Into<String>) -> Stage {
-        Stage { store, root, url: url.into() }
+        Stage {
+            store,
+            root,
+            url: url.into(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -113,8 +130,16 @@ impl Stage {
     }
 
     /// The manifest of a load, or `None` when the load never completed staging.
-    pub async fn read_manifest(&self, pipeline: &str, stream: &str, load_id: &str) -> Result<Option<Manifest>> {
-        let path = self.load_dir(pipeline, stream, load_id).clone().join("manifest.json");
+    pub async fn read_manifest(
+        &self,
+        pipeline: &str,
+        stream: &str,
+        load_id: &str,
+    ) -> Result<Option<Manifest>> {
+        let path = self
+            .load_dir(pipeline, stream, load_id)
+            .clone()
+            .join("manifest.json");
         match self.store.get(&path).await {
             Ok(got) => Ok(Some(serde_json::from_slice(&got.bytes().await?)?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -126,7 +151,8 @@ impl Stage {
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let path = self
             .load_dir(&manifest.pipeline, &manifest.stream, &manifest.load_id)
-            .clone().join("manifest.json");
+            .clone()
+            .join("manifest.json");
         let body = serde_json::to_vec_pretty(manifest)?;
         self.store.put(&path, body.into()).await?;
         Ok(())
@@ -135,13 +161,19 @@ impl Stage {
     /// Streams the staged rows of a complete load, file by file, batch by batch.
     pub fn read_load(&self, manifest: &Manifest) -> BoxStream<'static, Result<RecordBatch>> {
         let store = self.store.clone();
-        let files: Vec<Path> = manifest.files.iter().map(|f| Path::from(f.path.as_str())).collect();
+        let files: Vec<Path> = manifest
+            .files
+            .iter()
+            .map(|f| Path::from(f.path.as_str()))
+            .collect();
         stream::iter(files)
             .then(move |path| {
                 let store = store.clone();
                 async move {
                     let reader = parquet_reader(store, path);
-                    let stream = ParquetRecordBatchStreamBuilder::new(reader).await?.build()?;
+                    let stream = ParquetRecordBatchStreamBuilder::new(reader)
+                        .await?
+                        .build()?;
                     Ok::<_, Error>(stream.map_err(Error::from))
                 }
             })
@@ -183,14 +215,19 @@ pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> 
             .ok_or_else(|| Error::Stage(format!("batch lacks column {name}")))
     };
     let keys = column(key)?;
-    let versions = column(VERSION_COLUMN)?.as_primitive_opt::<TimestampMillisecondType>()
+    let versions = column(VERSION_COLUMN)?
+        .as_primitive_opt::<TimestampMillisecondType>()
         .ok_or_else(|| Error::Stage(format!("{VERSION_COLUMN} is not a millisecond timestamp")))?;
-    let deleted = column(DELETED_COLUMN)?.as_boolean_opt()
+    let deleted = column(DELETED_COLUMN)?
+        .as_boolean_opt()
         .ok_or_else(|| Error::Stage(format!("{DELETED_COLUMN} is not boolean")))?;
     let mut fingerprint = Fingerprint::default();
     for row in 0..batch.num_rows() {
         let key_text = match keys.data_type() {
-            DataType::Int64 => keys.as_primitive::<arrow::datatypes::Int64Type>().value(row).to_string(),
+            DataType::Int64 => keys
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(row)
+                .to_string(),
             DataType::Utf8 => keys.as_string::<i32>().value(row).to_string(),
             other => return Err(Error::Stage(format!("unsupported key type {other}"))),
         };
@@ -214,28 +251,51 @@ const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
+        ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()
 }
 
 impl LoadWriter {
     pub fn new(stage: &Stage, dir: Path, schema: SchemaRef, file_rows: usize) -> LoadWriter {
-        LoadWriter { stage: stage.clone(), dir, schema, file_rows, current: None, files: Vec::new() }
+        LoadWriter {
+            stage: stage.clone(),
+            dir,
+            schema,
+            file_rows,
+            current: None,
+            files: Vec::new(),
+        }
     }
 
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.current.as_ref().is_some_and(|(_, f)| f.rows >= self.file_rows as u64) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, f)| f.rows >= self.file_rows as u64)
+        {
             self.close_current().await?;
         }
         if self.current.is_none() {
-            let path = self.dir.clone().join(format!("part-{:05}.parquet", self.files.len()));
+            let path = self
+                .dir
+                .clone()
+                .join(format!("part-{:05}.parquet", self.files.len()));
             let object = BufWriter::new(self.stage.store.clone(), path.clone());
-            let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(writer_properties()))?;
-            self.current = Some((writer, StagedFile { path: path.to_string(), rows: 0 }));
+            let writer =
+                AsyncArrowWriter::try_new(object, self.schema.clone(), Some(writer_properties()))?;
+            self.current = Some((
+                writer,
+                StagedFile {
+                    path: path.to_string(),
+                    rows: 0,
+                },
+            ));
         }
         let (writer, file) = self.current.as_mut().expect("a file is open");
         writer.write(batch).await?;
@@ -278,7 +338,11 @@ pub fn dead_letter_schema() -> SchemaRef {
         Field::new("reason", DataType::Utf8, false),
         Field::new("raw", DataType::Utf8, false),
         Field::new("load_id", DataType::Utf8, false),
-        Field::new("recorded_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            "recorded_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
     ]))
 }
 
@@ -292,8 +356,17 @@ pub struct DeadLetterWriter {
 impl DeadLetterWriter {
     pub fn new(stage: &Stage, dir: Path, load_id: &str) -> DeadLetterWriter {
         // A single file: dead letters are few, and readers expect one path.
-        let writer = LoadWriter::new(stage, dir.join("dead_letter"), dead_letter_schema(), usize::MAX);
-        DeadLetterWriter { writer, load_id: load_id.to_string(), rows: 0 }
+        let writer = LoadWriter::new(
+            stage,
+            dir.join("dead_letter"),
+            dead_letter_schema(),
+            usize::MAX,
+        );
+        DeadLetterWriter {
+            writer,
+            load_id: load_id.to_string(),
+            rows: 0,
+        }
     }
 
     pub async fn write(&mut self, letters: &[DeadLetter]) -> Result<()> {
@@ -305,12 +378,24 @@ impl DeadLetterWriter {
         let batch = RecordBatch::try_new(
             dead_letter_schema(),
             vec![
-                Arc::new(StringArray::from_iter_values(letters.iter().map(|l| l.key.as_str()))),
-                Arc::new(StringArray::from_iter(letters.iter().map(|l| l.field.as_deref()))),
-                Arc::new(StringArray::from_iter_values(letters.iter().map(|l| l.reason.as_str()))),
-                Arc::new(StringArray::from_iter_values(letters.iter().map(|l| l.raw.as_str()))),
-                Arc::new(StringArray::from_iter_values(letters.iter().map(|_| self.load_id.as_str()))),
-                Arc::new(TimestampMillisecondArray::from(vec![now; letters.len()]).with_timezone("UTC")),
+                Arc::new(StringArray::from_iter_values(
+                    letters.iter().map(|l| l.key.as_str()),
+                )),
+                Arc::new(StringArray::from_iter(
+                    letters.iter().map(|l| l.field.as_deref()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    letters.iter().map(|l| l.reason.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    letters.iter().map(|l| l.raw.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    letters.iter().map(|_| self.load_id.as_str()),
+                )),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![now; letters.len()]).with_timezone("UTC"),
+                ),
             ],
         )?;
         self.writer.write(&batch).await?;
@@ -321,14 +406,21 @@ impl DeadLetterWriter {
     pub async fn finish(self) -> Result<Option<DeadLetterFile>> {
         let rows = self.rows;
         let files = self.writer.finish().await?;
-        Ok(files.into_iter().next().map(|f| DeadLetterFile { path: f.path, rows }))
+        Ok(files
+            .into_iter()
+            .next()
+            .map(|f| DeadLetterFile { path: f.path, rows }))
     }
 }
 
 /// Reads every row of a dead-letter file (small by construction), for reports and tests.
 pub async fn read_dead_letters(stage: &Stage, file: &DeadLetterFile) -> Result<Vec<DeadLetter>> {
     let reader = parquet_reader(stage.store.clone(), Path::from(file.path.as_str()));
-    let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new(reader).await?.build()?.try_collect().await?;
+    let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new(reader)
+        .await?
+        .build()?
+        .try_collect()
+        .await?;
     let mut out = Vec::new();
     for batch in batches {
         let text = |i: usize| batch.column(i).as_string::<i32>().clone();
@@ -353,7 +445,14 @@ fn parquet_reader(store: Arc<dyn ObjectStore>, path: Path) -> ParquetObjectReade
 /// object_store errors can echo request URLs with signed query strings; keep only the kind.
 fn redact_store_error(err: &object_store::Error) -> String {
     match err {
-        object_store::Error::Generic { store, .. } => format!("{store} store could not be configured"),
-        other => other.to_string().split(['?', '\n']).next().unwrap_or_default().to_string(),
+        object_store::Error::Generic { store, .. } => {
+            format!("{store} store could not be configured")
+        }
+        other => other
+            .to_string()
+            .split(['?', '\n'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }

@@ -49,16 +49,24 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn new(stage: &Stage, pipeline: &str) -> StateStore {
-        StateStore { stage: stage.clone(), pipeline: pipeline.to_string() }
+        StateStore {
+            stage: stage.clone(),
+            pipeline: pipeline.to_string(),
+        }
     }
 
     pub async fn load(&self, stream: &str) -> Result<StreamState> {
-        let path = self.stage.path(&[&self.pipeline, "_state", &format!("{stream}.json")]);
+        let path = self
+            .stage
+            .path(&[&self.pipeline, "_state", &format!("{stream}.json")]);
         match self.stage.store().get(&path).await {
             Ok(got) => {
                 let bytes = got.bytes().await?;
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Stage(format!("state of stream {stream} at {path} is corrupt: {e}")))
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Stage(format!(
+                        "state of stream {stream} at {path} is corrupt: {e}"
+                    ))
+                })
             }
             Err(object_store::Error::NotFound { .. }) => Ok(StreamState::default()),
             Err(e) => Err(e.into()),
@@ -67,8 +75,13 @@ impl StateStore {
 
     /// Replaces the state of a stream (a single PUT: object stores make it atomic).
     pub async fn save(&self, stream: &str, state: &StreamState) -> Result<()> {
-        let path = self.stage.path(&[&self.pipeline, "_state", &format!("{stream}.json")]);
-        self.stage.store().put(&path, serde_json::to_vec_pretty(state)?.into()).await?;
+        let path = self
+            .stage
+            .path(&[&self.pipeline, "_state", &format!("{stream}.json")]);
+        self.stage
+            .store()
+            .put(&path, serde_json::to_vec_pretty(state)?.into())
+            .await?;
         Ok(())
     }
 
@@ -77,12 +90,31 @@ impl StateStore {
     /// The lock is an object created only if absent. A lock left by a process on this host
     /// that no longer runs (a crash, a SIGKILL), or older than `ttl_seconds`, is taken over.
     pub async fn lock(&self, stream: &str, ttl_seconds: u64) -> Result<StreamLock> {
-        let path = self.stage.path(&[&self.pipeline, "_locks", &format!("{stream}.lock")]);
-        let mine = LockOwner { host: hostname(), pid: std::process::id(), acquired_at: Utc::now() };
+        let path = self
+            .stage
+            .path(&[&self.pipeline, "_locks", &format!("{stream}.lock")]);
+        let mine = LockOwner {
+            host: hostname(),
+            pid: std::process::id(),
+            acquired_at: Utc::now(),
+        };
         let body: PutPayload = serde_json::to_vec(&mine)?.into();
-        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.stage.store().put_opts(&path, body.clone(), create).await {
-            Ok(_) => return Ok(StreamLock { stage: self.stage.clone(), path }),
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .stage
+            .store()
+            .put_opts(&path, body.clone(), create)
+            .await
+        {
+            Ok(_) => {
+                return Ok(StreamLock {
+                    stage: self.stage.clone(),
+                    path,
+                });
+            }
             Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -105,27 +137,49 @@ impl StateStore {
         }
         // Replace only the lock we looked at: a concurrent taker makes this fail.
         let update = PutOptions {
-            mode: PutMode::Update(object_store::UpdateVersion { e_tag: meta.e_tag, version: meta.version }),
+            mode: PutMode::Update(object_store::UpdateVersion {
+                e_tag: meta.e_tag,
+                version: meta.version,
+            }),
             ..Default::default()
         };
-        match self.stage.store().put_opts(&path, body.clone(), update).await {
+        match self
+            .stage
+            .store()
+            .put_opts(&path, body.clone(), update)
+            .await
+        {
             Ok(_) => {}
             // Stores without conditional update (the local file system) fall back to delete + create.
             Err(object_store::Error::NotImplemented { .. }) => {
                 self.stage.store().delete(&path).await?;
-                let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-                self.stage.store().put_opts(&path, body, create).await.map_err(|e| match e {
-                    object_store::Error::AlreadyExists { .. } => Error::Locked(format!("stream {stream} was locked by another run")),
-                    other => other.into(),
-                })?;
+                let create = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                self.stage
+                    .store()
+                    .put_opts(&path, body, create)
+                    .await
+                    .map_err(|e| match e {
+                        object_store::Error::AlreadyExists { .. } => {
+                            Error::Locked(format!("stream {stream} was locked by another run"))
+                        }
+                        other => other.into(),
+                    })?;
             }
             Err(object_store::Error::Precondition { .. }) => {
-                return Err(Error::Locked(format!("stream {stream} was locked by another run")));
+                return Err(Error::Locked(format!(
+                    "stream {stream} was locked by another run"
+                )));
             }
             Err(e) => return Err(e.into()),
         }
         tracing::warn!(stream, "took over an abandoned lock");
-        Ok(StreamLock { stage: self.stage.clone(), path })
+        Ok(StreamLock {
+            stage: self.stage.clone(),
+            path,
+        })
     }
 }
 
@@ -158,7 +212,12 @@ fn hostname() -> String {
 
 fn process_alive(pid: u32) -> bool {
     // Signal 0 checks existence without sending anything.
-    let Ok(pid) = i32::try_from(pid) else { return false };
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     // SAFETY: kill with signal 0 has no effect on the target process.
-    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
 }

@@ -27,12 +27,22 @@ impl Harness {
     /// Starts PostgreSQL and the simulator and writes a config for `streams` with `extra`
     /// appended (e.g. `[streams.contacts]` tables).
     pub async fn start(sim: SimConfig, streams: &[&str], extra: &str) -> Harness {
-        let pg = tokio::task::spawn_blocking(TestPostgres::start).await.expect("start postgres");
+        let pg = tokio::task::spawn_blocking(TestPostgres::start)
+            .await
+            .expect("start postgres");
         let db_url = pg.url.clone();
-        let sim = Simulator::start(sim, "127.0.0.1:0".parse().unwrap()).await.expect("start simulator");
+        let sim = Simulator::start(sim, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("start simulator");
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("crm.toml");
-        let harness = Harness { pg, sim, dir, db_url, config_path };
+        let harness = Harness {
+            pg,
+            sim,
+            dir,
+            db_url,
+            config_path,
+        };
         harness.write_config(streams, extra);
         harness
     }
@@ -42,7 +52,11 @@ impl Harness {
     }
 
     pub fn write_config(&self, streams: &[&str], extra: &str) {
-        let streams = streams.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        let streams = streams
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let text = format!(
             r#"[pipeline]
 name = "crm"
@@ -70,7 +84,10 @@ schema = "crm"
     }
 
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("SIM_TOKEN", self.sim.token().to_string()), ("TEST_DATABASE_URL", self.db_url.clone())]
+        vec![
+            ("SIM_TOKEN", self.sim.token().to_string()),
+            ("TEST_DATABASE_URL", self.db_url.clone()),
+        ]
     }
 
     pub fn config(&self) -> Config {
@@ -84,15 +101,33 @@ schema = "crm"
 
     /// Runs the pipeline in this process.
     pub async fn run(&self, full_refresh: bool) -> RunReport {
-        let options = syncline::pipeline::RunOptions { streams: None, full_refresh };
-        syncline::pipeline::run(&self.config(), &options).await.expect("run starts")
+        let options = syncline::pipeline::RunOptions {
+            streams: None,
+            full_refresh,
+        };
+        syncline::pipeline::run(&self.config(), &options)
+            .await
+            .expect("run starts")
     }
 
     /// Runs the `syncline` binary with extra environment; returns its status and report.
-    pub fn run_binary(&self, args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, Option<RunReport>) {
-        let report = self.dir.path().join(format!("report-{}.json", uuid::Uuid::new_v4()));
+    pub fn run_binary(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (std::process::ExitStatus, Option<RunReport>) {
+        let report = self
+            .dir
+            .path()
+            .join(format!("report-{}.json", uuid::Uuid::new_v4()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
-        command.arg("run").arg("--config").arg(&self.config_path).arg("--report").arg(&report).args(args);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--report")
+            .arg(&report)
+            .args(args);
         for (k, v) in self.env() {
             command.env(k, v);
         }
@@ -100,20 +135,31 @@ schema = "crm"
             command.env(k, v);
         }
         let status = command.status().expect("spawn syncline");
-        let report = std::fs::read(&report).ok().map(|b| serde_json::from_slice(&b).expect("report is JSON"));
+        let report = std::fs::read(&report)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).expect("report is JSON"));
         (status, report)
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls).await.expect("connect");
+        let (client, connection) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(connection);
         client
     }
 
     /// The destination table as {id: {column: canonical text}} for the simulator's properties.
-    pub async fn table(&self, object: &str, soft: bool) -> BTreeMap<i64, BTreeMap<String, Option<String>>> {
+    pub async fn table(
+        &self,
+        object: &str,
+        soft: bool,
+    ) -> BTreeMap<i64, BTreeMap<String, Option<String>>> {
         let props = self.sim.hubspot.properties(object);
-        let mut exprs = vec!["id".to_string(), "(extract(epoch from _syncline_version) * 1000)::bigint::text".to_string()];
+        let mut exprs = vec![
+            "id".to_string(),
+            "(extract(epoch from _syncline_version) * 1000)::bigint::text".to_string(),
+        ];
         for p in &props {
             let q = format!("\"{}\"", p.name);
             exprs.push(match p.kind.as_str() {
@@ -121,9 +167,18 @@ schema = "crm"
                 _ => format!("{q}::text"),
             });
         }
-        let filter = if soft { " WHERE _syncline_deleted_at IS NULL" } else { "" };
+        let filter = if soft {
+            " WHERE _syncline_deleted_at IS NULL"
+        } else {
+            ""
+        };
         let sql = format!("SELECT {} FROM crm.\"{object}\"{filter}", exprs.join(", "));
-        let rows = self.client().await.query(&sql, &[]).await.expect("read destination table");
+        let rows = self
+            .client()
+            .await
+            .query(&sql, &[])
+            .await
+            .expect("read destination table");
         rows.iter()
             .map(|row| {
                 let id: i64 = row.get(0);
@@ -149,14 +204,16 @@ schema = "crm"
                 values.insert("_version".to_string(), Some(r.updated_ms.to_string()));
                 for p in &props {
                     let raw = r.properties.get(&p.name).cloned().flatten();
-                    let canonical = raw.filter(|v| !(v.is_empty() && p.kind != "string")).map(|v| match p.kind.as_str() {
-                        "datetime" => parse_millis(&v).expect("sim datetime").to_string(),
-                        "number" => {
-                            let n: f64 = v.parse().expect("sim number");
-                            n.to_string()
-                        }
-                        _ => v,
-                    });
+                    let canonical =
+                        raw.filter(|v| !(v.is_empty() && p.kind != "string"))
+                            .map(|v| match p.kind.as_str() {
+                                "datetime" => parse_millis(&v).expect("sim datetime").to_string(),
+                                "number" => {
+                                    let n: f64 = v.parse().expect("sim number");
+                                    n.to_string()
+                                }
+                                _ => v,
+                            });
                     values.insert(p.name.clone(), canonical);
                 }
                 (r.id, values)
@@ -170,18 +227,32 @@ schema = "crm"
         let expected = self.expected(object);
         assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
         for (id, want) in &expected {
-            let got = actual.get(id).unwrap_or_else(|| panic!("{object} {id} missing in destination"));
+            let got = actual
+                .get(id)
+                .unwrap_or_else(|| panic!("{object} {id} missing in destination"));
             assert_eq!(got, want, "{object} {id} differs");
         }
     }
 
     pub async fn ledger_count(&self) -> i64 {
-        self.client().await.query_one("SELECT count(*) FROM crm._syncline_loads", &[]).await.unwrap().get(0)
+        self.client()
+            .await
+            .query_one("SELECT count(*) FROM crm._syncline_loads", &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 }
 
-pub fn report_stream<'a>(report: &'a RunReport, stream: &str) -> &'a syncline::reconcile::report::StreamReport {
-    report.streams.iter().find(|s| s.stream == stream).unwrap_or_else(|| panic!("no report for {stream}"))
+pub fn report_stream<'a>(
+    report: &'a RunReport,
+    stream: &str,
+) -> &'a syncline::reconcile::report::StreamReport {
+    report
+        .streams
+        .iter()
+        .find(|s| s.stream == stream)
+        .unwrap_or_else(|| panic!("no report for {stream}"))
 }
 
 /// Waits until the wall clock is past every change the simulator stamped, so a run started
@@ -200,4 +271,34 @@ pub async fn settle(harness: &Harness) {
 
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// A Python with the `deltalake` and `pyarrow` packages (an independent Delta reader),
+/// installed from PyPI into a virtualenv under the temp dir on first use.
+pub fn python_with_deltalake() -> PathBuf {
+    let venv = std::env::temp_dir().join("syncline-test-venv");
+    let python = venv.join("bin/python");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", "import deltalake, pyarrow"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready() {
+        return python;
+    }
+    let created = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()
+        .expect("python3 is installed");
+    assert!(created.success(), "python3 -m venv failed");
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "deltalake", "pyarrow"])
+        .status()
+        .expect("pip runs");
+    assert!(installed.success(), "pip install deltalake pyarrow failed");
+    assert!(ready(), "deltalake does not import after installing it");
+    python
 }

@@ -302,7 +302,7 @@ impl Destination for PostgresDestination {
     }
 
     /// `Ok(false)` also when the ledger (or schema) does not exist yet.
-    async fn is_committed(&self, load_id: &str) -> Result<bool> {
+    async fn is_committed(&self, _stream: &str, load_id: &str) -> Result<bool> {
         let client = self.client.lock().await;
         match client
             .query_opt(sql::ledger_lookup(&self.schema).as_str(), &[&load_id])
@@ -311,6 +311,26 @@ impl Destination for PostgresDestination {
             Ok(row) => Ok(row.is_some()),
             Err(err) if ledger_missing(&err) => Ok(false),
             Err(err) => Err(pg_error("look up the load in the ledger", &err)),
+        }
+    }
+
+    async fn table_fingerprint(
+        &self,
+        table: &str,
+        key: &str,
+        deletes: DeleteMode,
+    ) -> Result<Option<Fingerprint>> {
+        let client = self.client.lock().await;
+        match client
+            .query_one(
+                sql::table_fingerprint(&self.schema, table, key, deletes).as_str(),
+                &[],
+            )
+            .await
+        {
+            Ok(row) => fingerprint_of(&row).map(Some),
+            Err(err) if ledger_missing(&err) => Ok(None),
+            Err(err) => Err(pg_error("fingerprint the table", &err)),
         }
     }
 

@@ -33,6 +33,30 @@ pub(crate) mod templates {
     pub const DELETE_SOFT: &str = include_str!("../../../sql/postgres/delete_soft.sql");
     pub const UPDATE: &str = include_str!("../../../sql/postgres/update.sql");
     pub const INSERT: &str = include_str!("../../../sql/postgres/insert.sql");
+    pub const TABLE_FINGERPRINT: &str = include_str!("../../../sql/postgres/table_fingerprint.sql");
+}
+
+/// Count and checksum of the live rows of a destination table (see crate::reconcile), as if
+/// each were an upsert at its current version.
+pub(crate) fn table_fingerprint(
+    schema: &str,
+    table: &str,
+    key: &str,
+    deletes: DeleteMode,
+) -> String {
+    let live = match deletes {
+        DeleteMode::Hard => "TRUE".to_string(),
+        DeleteMode::Soft => format!("{} IS NULL", quote_ident(DELETED_AT_COLUMN)),
+    };
+    render(
+        templates::TABLE_FINGERPRINT,
+        &[
+            ("key", &quote_ident(key)),
+            ("version", &quote_ident(VERSION_COLUMN)),
+            ("table", &qualified(schema, table)),
+            ("live", &live),
+        ],
+    )
 }
 
 /// The ledger table, in the destination schema.

@@ -59,7 +59,10 @@ impl HubspotClient {
         let endpoint = path.split('?').next().unwrap_or(path).to_string();
         let mut attempt = 0u32;
         loop {
-            let mut request = self.http.request(method.clone(), &url).bearer_auth(self.token.expose());
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(self.token.expose());
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -84,17 +87,27 @@ impl HubspotClient {
                         .map(Duration::from_secs);
                     if status.is_success() {
                         let bytes = response.bytes().await.map_err(|e| {
-                            Error::Transient(format!("{method} {endpoint}: reading the body: {}", without_url(&e)))
+                            Error::Transient(format!(
+                                "{method} {endpoint}: reading the body: {}",
+                                without_url(&e)
+                            ))
                         })?;
                         return serde_json::from_slice(&bytes).map_err(|e| {
-                            Error::Source(format!("{method} {endpoint}: the response is not the documented JSON: {e}"))
+                            Error::Source(format!(
+                                "{method} {endpoint}: the response is not the documented JSON: {e}"
+                            ))
                         });
                     }
                     let text = response.text().await.unwrap_or_default();
                     let error: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
-                    let message = error.message.clone().unwrap_or_else(|| text.chars().take(200).collect());
+                    let message = error
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| text.chars().take(200).collect());
                     match status {
-                        StatusCode::TOO_MANY_REQUESTS if error.policy_name.as_deref() == Some("DAILY") => {
+                        StatusCode::TOO_MANY_REQUESTS
+                            if error.policy_name.as_deref() == Some("DAILY") =>
+                        {
                             return Err(Error::Source(format!(
                                 "{method} {endpoint}: the daily HubSpot API limit is used up; the run stops with state saved and can resume after the limit resets"
                             )));
@@ -117,16 +130,26 @@ impl HubspotClient {
                                     "{method} {endpoint}: still {s} after {attempt} retries: {message}"
                                 )));
                             }
-                            tracing::debug!(endpoint, attempt, status = s.as_u16(), "retryable answer");
+                            tracing::debug!(
+                                endpoint,
+                                attempt,
+                                status = s.as_u16(),
+                                "retryable answer"
+                            );
                             header_wait
                         }
                         s => {
-                            return Err(Error::Source(format!("{method} {endpoint}: HTTP {s}: {message}")));
+                            return Err(Error::Source(format!(
+                                "{method} {endpoint}: HTTP {s}: {message}"
+                            )));
                         }
                     }
                 }
             };
-            let backoff = self.retry_base.saturating_mul(1 << attempt.min(10)).min(Duration::from_secs(30));
+            let backoff = self
+                .retry_base
+                .saturating_mul(1 << attempt.min(10))
+                .min(Duration::from_secs(30));
             // Retry-After when given (plus a margin, as HubSpot's limits are rolling windows).
             let wait = retry_after.map(|d| d + self.retry_base).unwrap_or(backoff);
             tokio::time::sleep(wait).await;
@@ -136,7 +159,10 @@ impl HubspotClient {
 }
 
 fn is_retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 423 | 429 | 477 | 500 | 502 | 503 | 504 | 524)
+    matches!(
+        status.as_u16(),
+        423 | 429 | 477 | 500 | 502 | 503 | 504 | 524
+    )
 }
 
 /// What went wrong, without reqwest's rendering of the URL.

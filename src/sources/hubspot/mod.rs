@@ -47,27 +47,46 @@ pub struct HubspotSource {
 
 /// The property incremental reads filter on (B2): contacts differ from every other object.
 pub fn modified_property(stream: &str) -> &'static str {
-    if stream == "contacts" { "lastmodifieddate" } else { "hs_lastmodifieddate" }
+    if stream == "contacts" {
+        "lastmodifieddate"
+    } else {
+        "hs_lastmodifieddate"
+    }
 }
 
 impl HubspotSource {
     pub fn new(config: &HubspotConfig) -> Result<HubspotSource> {
-        Ok(HubspotSource { client: HubspotClient::new(config)?, config: config.clone(), properties: Mutex::default() })
+        Ok(HubspotSource {
+            client: HubspotClient::new(config)?,
+            config: config.clone(),
+            properties: Mutex::default(),
+        })
     }
 
     async fn properties(&self, stream: &str) -> Result<Arc<Vec<Property>>> {
-        if let Some(found) = self.properties.lock().expect("properties cache").get(stream) {
+        if let Some(found) = self
+            .properties
+            .lock()
+            .expect("properties cache")
+            .get(stream)
+        {
             return Ok(found.clone());
         }
         #[derive(serde::Deserialize)]
         struct Properties {
             results: Vec<Property>,
         }
-        let body = self.client.get(&format!("/crm/v3/properties/{}", encode(stream))).await?;
+        let body = self
+            .client
+            .get(&format!("/crm/v3/properties/{}", encode(stream)))
+            .await?;
         let parsed: Properties = serde_json::from_value(body)
             .map_err(|e| Error::Source(format!("properties of {stream}: unexpected shape: {e}")))?;
         let props = Arc::new(parsed.results);
-        self.properties.lock().expect("properties cache").insert(stream.to_string(), props.clone());
+        self.properties
+            .lock()
+            .expect("properties cache")
+            .insert(stream.to_string(), props.clone());
         Ok(props)
     }
 }
@@ -94,7 +113,10 @@ impl Source for HubspotSource {
     async fn extract(&self, request: ExtractRequest) -> Result<Extraction> {
         let props = self.properties(&request.stream).await?;
         let schema = staged_schema(&props);
-        let names: Vec<String> = schema.fields()[1..schema.fields().len() - 2].iter().map(|f| f.name().clone()).collect();
+        let names: Vec<String> = schema.fields()[1..schema.fields().len() - 2]
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let properties_param = names.join(",");
         if properties_param.len() > MAX_PROPERTIES_PARAM {
             return Err(Error::Source(format!(
@@ -107,7 +129,10 @@ impl Source for HubspotSource {
         let now = chrono::Utc::now().timestamp_millis();
         let upper = now - (self.config.lag_seconds as i64) * 1000;
         let cursor = match request.since {
-            None => CursorRange { from: None, to: upper },
+            None => CursorRange {
+                from: None,
+                to: upper,
+            },
             Some(since) => CursorRange {
                 from: Some(since - (self.config.overlap_seconds as i64) * 1000),
                 // Never move the cursor backwards, whatever the clocks do.
@@ -132,8 +157,16 @@ impl Source for HubspotSource {
                 let _ = tx.send(Err(err)).await;
             }
         });
-        let items = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed();
-        Ok(Extraction { schema, key: KEY.to_string(), cursor, items })
+        let items = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
+        Ok(Extraction {
+            schema,
+            key: KEY.to_string(),
+            cursor,
+            items,
+        })
     }
 }
 
@@ -191,7 +224,10 @@ impl Reader {
             let mut letters = Vec::new();
             for record in results {
                 if let Some(since) = archived_since {
-                    let at = record.get("archivedAt").and_then(Value::as_str).and_then(records::parse_millis);
+                    let at = record
+                        .get("archivedAt")
+                        .and_then(Value::as_str)
+                        .and_then(records::parse_millis);
                     if at.is_some_and(|at| at < since) {
                         continue;
                     }
@@ -226,27 +262,44 @@ impl Reader {
                 "limit": SEARCH_LIMIT,
                 "after": after.to_string(),
             });
-            let page = self.client.post(&format!("/crm/v3/objects/{}/search", encode(&self.stream)), &body).await?;
+            let page = self
+                .client
+                .post(
+                    &format!("/crm/v3/objects/{}/search", encode(&self.stream)),
+                    &body,
+                )
+                .await?;
             let results = results_of(&page, &self.stream)?;
-            let page_last = results.last().and_then(|r| r.get("id")).and_then(|v| match v {
-                Value::String(s) => s.parse::<i64>().ok(),
-                Value::Number(n) => n.as_i64(),
-                _ => None,
-            });
+            let page_last = results
+                .last()
+                .and_then(|r| r.get("id"))
+                .and_then(|v| match v {
+                    Value::String(s) => s.parse::<i64>().ok(),
+                    Value::Number(n) => n.as_i64(),
+                    _ => None,
+                });
             let mut letters = Vec::new();
             for record in results {
                 self.push(record, &mut letters).await?;
             }
             self.send_letters(letters).await?;
             // Stop only when `paging.next` is absent, never on a short page (B2).
-            let Some(next) = next_after(&page) else { return Ok(()) };
-            let next: usize = next
-                .parse()
-                .map_err(|_| Error::Source(format!("search of {}: paging.next.after {next:?} is not an offset", self.stream)))?;
+            let Some(next) = next_after(&page) else {
+                return Ok(());
+            };
+            let next: usize = next.parse().map_err(|_| {
+                Error::Source(format!(
+                    "search of {}: paging.next.after {next:?} is not an offset",
+                    self.stream
+                ))
+            })?;
             if next + SEARCH_LIMIT > SEARCH_CAP {
                 // Restart the window after the last id seen rather than hit the 10,000 cap.
                 let Some(last) = page_last else {
-                    return Err(Error::Source(format!("search of {}: a page near the cap had no readable id", self.stream)));
+                    return Err(Error::Source(format!(
+                        "search of {}: a page near the cap had no readable id",
+                        self.stream
+                    )));
                 };
                 last_id = Some(last);
                 after = 0;
@@ -256,7 +309,11 @@ impl Reader {
         }
     }
 
-    async fn push(&mut self, record: &Value, letters: &mut Vec<DeadLetter>) -> std::result::Result<(), Hangup> {
+    async fn push(
+        &mut self,
+        record: &Value,
+        letters: &mut Vec<DeadLetter>,
+    ) -> std::result::Result<(), Hangup> {
         if let Err(letter) = self.builder.push(record) {
             tracing::warn!(stream = %self.stream, key = %letter.key, field = ?letter.field, "record sent to the dead-letter file");
             letters.push(letter);
@@ -272,14 +329,20 @@ impl Reader {
             return Ok(());
         }
         let batch = self.builder.finish();
-        self.tx.send(batch.map(Extracted::Batch)).await.map_err(|_| Hangup)
+        self.tx
+            .send(batch.map(Extracted::Batch))
+            .await
+            .map_err(|_| Hangup)
     }
 
     async fn send_letters(&mut self, letters: Vec<DeadLetter>) -> std::result::Result<(), Hangup> {
         if letters.is_empty() {
             return Ok(());
         }
-        self.tx.send(Ok(Extracted::DeadLetters(letters))).await.map_err(|_| Hangup)
+        self.tx
+            .send(Ok(Extracted::DeadLetters(letters)))
+            .await
+            .map_err(|_| Hangup)
     }
 }
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, NaiveDate};
@@ -48,7 +48,11 @@ pub fn staged_schema(properties: &[Property]) -> SchemaRef {
     props.sort_by(|a, b| a.name.cmp(&b.name));
     props.dedup_by(|a, b| a.name == b.name);
     let mut fields = vec![Field::new(KEY, DataType::Int64, false)];
-    fields.extend(props.iter().map(|p| Field::new(&p.name, arrow_type(p), true)));
+    fields.extend(
+        props
+            .iter()
+            .map(|p| Field::new(&p.name, arrow_type(p), true)),
+    );
     fields.push(version_field());
     fields.push(deleted_field());
     Arc::new(Schema::new(fields))
@@ -80,18 +84,35 @@ fn convert(value: Option<&Value>, data_type: &DataType) -> std::result::Result<C
     }
     match data_type {
         DataType::Utf8 => Ok(Cell::Text(text)),
-        DataType::Int64 => text.trim().replace(',', "").parse().map(Cell::Int).map_err(|_| format!("{text:?} is not an integer")),
+        DataType::Int64 => text
+            .trim()
+            .replace(',', "")
+            .parse()
+            .map(Cell::Int)
+            .map_err(|_| format!("{text:?} is not an integer")),
         DataType::Float64 => {
-            let parsed: f64 = text.trim().replace(',', "").parse().map_err(|_| format!("{text:?} is not a number"))?;
-            if parsed.is_finite() { Ok(Cell::Float(parsed)) } else { Err(format!("{text:?} is not a finite number")) }
+            let parsed: f64 = text
+                .trim()
+                .replace(',', "")
+                .parse()
+                .map_err(|_| format!("{text:?} is not a number"))?;
+            if parsed.is_finite() {
+                Ok(Cell::Float(parsed))
+            } else {
+                Err(format!("{text:?} is not a finite number"))
+            }
         }
         DataType::Boolean => match text.trim().to_ascii_lowercase().as_str() {
             "true" => Ok(Cell::Bool(true)),
             "false" => Ok(Cell::Bool(false)),
             _ => Err(format!("{text:?} is not true or false")),
         },
-        DataType::Date32 => parse_date(&text).map(Cell::Date).ok_or_else(|| format!("{text:?} is not a date (YYYY-MM-DD or epoch ms)")),
-        DataType::Timestamp(..) => parse_millis(&text).map(Cell::Millis).ok_or_else(|| format!("{text:?} is not a datetime (ISO 8601 or epoch ms)")),
+        DataType::Date32 => parse_date(&text)
+            .map(Cell::Date)
+            .ok_or_else(|| format!("{text:?} is not a date (YYYY-MM-DD or epoch ms)")),
+        DataType::Timestamp(..) => parse_millis(&text)
+            .map(Cell::Millis)
+            .ok_or_else(|| format!("{text:?} is not a datetime (ISO 8601 or epoch ms)")),
         other => Err(format!("unsupported column type {other}")),
     }
 }
@@ -102,7 +123,9 @@ pub fn parse_millis(text: &str) -> Option<i64> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
         return text.parse().ok();
     }
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 fn parse_date(text: &str) -> Option<i32> {
@@ -130,7 +153,9 @@ impl ColumnBuilder {
             DataType::Float64 => ColumnBuilder::Float(Float64Builder::new()),
             DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
             DataType::Date32 => ColumnBuilder::Date(Date32Builder::new()),
-            DataType::Timestamp(..) => ColumnBuilder::Millis(TimestampMillisecondBuilder::new().with_timezone("UTC")),
+            DataType::Timestamp(..) => {
+                ColumnBuilder::Millis(TimestampMillisecondBuilder::new().with_timezone("UTC"))
+            }
             _ => ColumnBuilder::Text(StringBuilder::new()),
         }
     }
@@ -175,8 +200,17 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(schema: SchemaRef) -> BatchBuilder {
-        let columns = schema.fields().iter().map(|f| ColumnBuilder::new(f.data_type())).collect();
-        BatchBuilder { schema, columns, rows: 0, cells: Vec::new() }
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| ColumnBuilder::new(f.data_type()))
+            .collect();
+        BatchBuilder {
+            schema,
+            columns,
+            rows: 0,
+            cells: Vec::new(),
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -201,16 +235,27 @@ impl BatchBuilder {
             return Err(dead(String::new(), Some(KEY), "record has no id".into()));
         };
         let Ok(id) = id_text.parse::<i64>() else {
-            return Err(dead(id_text.clone(), Some(KEY), format!("id {id_text:?} is not an integer")));
+            return Err(dead(
+                id_text.clone(),
+                Some(KEY),
+                format!("id {id_text:?} is not an integer"),
+            ));
         };
-        let archived = record.get("archived").and_then(Value::as_bool).unwrap_or(false);
+        let archived = record
+            .get("archived")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let version_text = if archived {
             record.get("archivedAt").or_else(|| record.get("updatedAt"))
         } else {
             record.get("updatedAt")
         };
         let Some(version) = version_text.and_then(Value::as_str).and_then(parse_millis) else {
-            return Err(dead(id_text, Some("updatedAt"), "record has no readable updatedAt/archivedAt".into()));
+            return Err(dead(
+                id_text,
+                Some("updatedAt"),
+                "record has no readable updatedAt/archivedAt".into(),
+            ));
         };
         let properties = record.get("properties").and_then(Value::as_object);
         self.cells.clear();
@@ -221,7 +266,11 @@ impl BatchBuilder {
             match convert(value, field.data_type()) {
                 Ok(cell) => self.cells.push(cell),
                 Err(reason) => {
-                    return Err(dead(id_text, Some(field.name()), format!("property {}: {reason}", field.name())));
+                    return Err(dead(
+                        id_text,
+                        Some(field.name()),
+                        format!("property {}: {reason}", field.name()),
+                    ));
                 }
             }
         }
@@ -238,7 +287,8 @@ impl BatchBuilder {
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
         self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| Error::Source(format!("building a batch: {e}")))
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| Error::Source(format!("building a batch: {e}")))
     }
 }
 
@@ -249,10 +299,20 @@ mod tests {
     use serde_json::json;
 
     fn props() -> Vec<Property> {
-        [("email", "string"), ("score", "number"), ("is_customer", "bool"), ("birth_date", "date"), ("last_contacted", "datetime"), ("hs_object_id", "number")]
-            .iter()
-            .map(|(n, k)| Property { name: n.to_string(), kind: k.to_string() })
-            .collect()
+        [
+            ("email", "string"),
+            ("score", "number"),
+            ("is_customer", "bool"),
+            ("birth_date", "date"),
+            ("last_contacted", "datetime"),
+            ("hs_object_id", "number"),
+        ]
+        .iter()
+        .map(|(n, k)| Property {
+            name: n.to_string(),
+            kind: k.to_string(),
+        })
+        .collect()
     }
 
     #[test]
@@ -282,15 +342,25 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.key, "9");
         assert_eq!(err.field.as_deref(), Some("score"));
-        assert!(err.reason.contains("\"lots\" is not a number"), "{}", err.reason);
+        assert!(
+            err.reason.contains("\"lots\" is not a number"),
+            "{}",
+            err.reason
+        );
         assert!(err.raw.contains("lots"));
         assert_eq!(builder.rows(), 0);
     }
 
     #[test]
     fn both_datetime_forms_parse() {
-        assert_eq!(parse_millis("2019-12-07T16:50:06.678Z"), Some(1575737406678));
-        assert_eq!(parse_millis("2019-12-07T17:50:06.678+01:00"), Some(1575737406678));
+        assert_eq!(
+            parse_millis("2019-12-07T16:50:06.678Z"),
+            Some(1575737406678)
+        );
+        assert_eq!(
+            parse_millis("2019-12-07T17:50:06.678+01:00"),
+            Some(1575737406678)
+        );
         assert_eq!(parse_millis("1575737406678"), Some(1575737406678));
         assert_eq!(parse_millis("yesterday"), None);
     }

@@ -1,0 +1,653 @@
+//! The lake destination: one Delta Lake table per stream under a root URL (`file://` or
+//! `s3://`), merged with delta-rs and readable by DataFusion, DuckDB, Spark and others.
+//!
+//! Exactly-once comes from the Delta log itself, not from a ledger table. Every load commits
+//! with an application transaction (`txn` action) whose app id is `syncline:{load_id}`, in the
+//! same commit as the merge's data files, so a load is either entirely in the table's history
+//! or not at all:
+//! - a load whose app id is already in the table's snapshot is skipped ([`Destination::merge`]
+//!   returns `skipped`) and [`Destination::is_committed`] reports it;
+//! - two runs racing on one load id cannot both commit: delta-rs' conflict checker rejects the
+//!   second commit because a winning commit carries the same app id;
+//! - a load that changes nothing (every row already there) still commits an empty `MERGE`
+//!   carrying its app id, so a replay is recognised.
+//!
+//! The log keeps one `txn` entry per load (checkpoints carry them forward); that is the price
+//! of a replay check that needs no other storage. Do not set the table property
+//! `delta.setTransactionRetentionDuration`: expired entries would make old loads replayable
+//! (harmless for the rows, since older never overwrites newer, but no longer skipped).
+//!
+//! The commit's `commitInfo` also carries `syncline_load_id`, `syncline_stream`, `syncline_rows`
+//! and `syncline_checksum`; [`Destination::last_load`] reads the newest one from the history.
+//! History is subject to Delta's log retention (30 days by default): a stream idle for longer
+//! reports no last load, while the replay check (which reads the snapshot, checkpoints
+//! included) keeps working.
+//!
+//! A merge: the load's batches are read into memory (a load is bounded; see
+//! `merge::StagedLoad::collect`) while their count and checksum are computed; a mismatch
+//! with the manifest stops before anything is written. DataFusion then keeps the newest row per
+//! key (a delete wins a tie) and one delta-rs MERGE applies deletes, updates and inserts with
+//! the same rules as the PostgreSQL destination (see `merge::MergeClauses`).
+//!
+//! Tables are named after their stream (`{root}/{stream}`): [`Destination::is_committed`] and
+//! [`Destination::last_load`] only get the stream name. Staged millisecond timestamps are
+//! stored as Delta `timestamp` (microseconds, UTC). Column names that Delta cannot hold without
+//! column mapping (spaces, `,;{}()=`, dots) are schema drift.
+
+mod layout;
+mod merge;
+mod s3;
+mod sql;
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::path::PathBuf;
+
+use arrow::array::AsArray;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitConflictError, CommitProperties, TableReference, TransactionError,
+};
+use deltalake::kernel::{CommitInfo, DataType as DeltaType, StructField, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use object_store::ObjectStoreExt;
+use serde_json::Value;
+use tracing::{debug, info, instrument};
+use url::Url;
+
+use crate::config::DeleteMode;
+use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest, SchemaChange};
+use crate::reconcile::Fingerprint;
+use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
+use crate::{Error, Result};
+
+use layout::{TableLayout, plan_additions, table_name_problem};
+use merge::StagedLoad;
+
+/// Commit metadata keys (in each load's `commitInfo`).
+const META_LOAD_ID: &str = "syncline_load_id";
+const META_STREAM: &str = "syncline_stream";
+const META_ROWS: &str = "syncline_rows";
+const META_CHECKSUM: &str = "syncline_checksum";
+
+/// The application transaction id recording one load in a table's log.
+fn app_id(load_id: &str) -> String {
+    format!("syncline:{load_id}")
+}
+
+/// Delta Lake tables under one root URL, one table per stream.
+///
+/// Holds no connection: every operation opens the table's latest snapshot, so several
+/// processes may use one lake (each stream is written by one run at a time, under its lock).
+pub struct LakeDestination {
+    root: Url,
+    /// Passed to deltalake and object_store; may hold secrets, so never logged or shown.
+    storage_options: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for LakeDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeDestination")
+            .field("root", &redacted(&self.root))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LakeDestination {
+    /// Tables live at `{root}/{table}`; root is a `file:///abs/path` or `s3://bucket/prefix`
+    /// URL. `storage_options` are passed to deltalake and object_store for s3 (keys like
+    /// `aws_endpoint`, `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
+    /// `aws_allow_http`).
+    ///
+    /// A `file://` root is created when missing. Any other scheme, or a root that is not a
+    /// URL, is `Error::Config`. Nothing is contacted: [`Destination::check`] does that.
+    pub fn new(root: &str, storage_options: HashMap<String, String>) -> Result<Self> {
+        let url = Url::parse(root).map_err(|err| {
+            Error::Config(format!(
+                "the lake root is not a URL ({err}); use file:///abs/path or s3://bucket/prefix"
+            ))
+        })?;
+        match url.scheme() {
+            "file" => {
+                let dir = local_dir(&url)?;
+                std::fs::create_dir_all(&dir).map_err(|err| {
+                    Error::Config(format!(
+                        "the lake root {} cannot be created: {err}",
+                        dir.display()
+                    ))
+                })?;
+            }
+            "s3" | "s3a" => s3::register_handlers(),
+            other => {
+                return Err(Error::Config(format!(
+                    "the lake destination supports file:// and s3:// roots, not {other}://"
+                )));
+            }
+        }
+        Ok(LakeDestination {
+            root: url,
+            storage_options,
+        })
+    }
+
+    /// Opens the Delta table of `table` (for `syncline query` and tests); `Ok(None)` when it
+    /// does not exist yet. An invalid table name is `Error::Config`.
+    pub async fn open_table(&self, table: &str) -> Result<Option<DeltaTable>> {
+        let mut delta = self.unloaded_table(table)?;
+        let exists = delta
+            .verify_deltatable_existence()
+            .await
+            .map_err(|err| lake_error("look for the table", err))?;
+        if !exists {
+            return Ok(None);
+        }
+        match delta.load().await {
+            Ok(()) => Ok(Some(delta)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(err) => Err(lake_error("open the table", err)),
+        }
+    }
+
+    /// The URL of `table`'s folder (`{root}/{table}`).
+    pub fn table_url(&self, table: &str) -> String {
+        self.table_location(table).to_string()
+    }
+
+    fn table_location(&self, table: &str) -> Url {
+        let mut url = self.root.clone();
+        let path = format!("{}/{}", url.path().trim_end_matches('/'), table);
+        url.set_path(&path);
+        url
+    }
+
+    /// The table's handle, not loaded (so it works before the table exists).
+    fn unloaded_table(&self, table: &str) -> Result<DeltaTable> {
+        if let Some(problem) = table_name_problem(table) {
+            return Err(Error::Config(format!(
+                "lake table name `{table}` {problem}"
+            )));
+        }
+        DeltaTableBuilder::from_url(self.table_location(table))
+            .and_then(|builder| {
+                builder
+                    .with_storage_options(self.storage_options.clone())
+                    .build()
+            })
+            .map_err(|err| lake_error("locate the table", err))
+    }
+
+    /// The table, which must exist (`ensure_table` creates it).
+    async fn existing_table(&self, table: &str) -> Result<DeltaTable> {
+        self.open_table(table).await?.ok_or_else(|| {
+            Error::Destination(format!(
+                "lake: table `{table}` does not exist; run ensure_table before merging"
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl Destination for LakeDestination {
+    /// Creates a `file://` root when missing, then writes and deletes a probe object under the
+    /// root, so a root that is unreachable or read-only fails here rather than mid-merge.
+    async fn check(&self) -> Result<()> {
+        if self.root.scheme() == "file" {
+            let dir = local_dir(&self.root)?;
+            tokio::fs::create_dir_all(&dir).await.map_err(|err| {
+                Error::Destination(format!("lake: create the root {}: {err}", dir.display()))
+            })?;
+        }
+        let options = self
+            .storage_options
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()));
+        let (store, root) = object_store::parse_url_opts(&self.root, options)
+            .map_err(|err| lake_error("open the root", err))?;
+        let probe = root
+            .join("_syncline_check")
+            .join(uuid::Uuid::new_v4().to_string());
+        store
+            .put(&probe, "ok".into())
+            .await
+            .map_err(|err| lake_error("write to the root", err))?;
+        store
+            .delete(&probe)
+            .await
+            .map_err(|err| lake_error("delete the probe object", err))?;
+        Ok(())
+    }
+
+    /// Creates the table when missing; otherwise adds the columns it lacks (one commit). A
+    /// column whose type differs incompatibly is `Error::SchemaDrift` and changes nothing.
+    #[instrument(skip_all, fields(stream = %request.stream, table = %request.table))]
+    async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange> {
+        let layout = TableLayout::from_request(request)?;
+        let wanted = layout.target_columns();
+        let Some(table) = self.open_table(&layout.table).await? else {
+            let fields: Vec<StructField> = wanted.iter().map(|c| c.struct_field()).collect();
+            self.unloaded_table(&layout.table)?
+                .create()
+                .with_columns(fields)
+                .with_save_mode(SaveMode::ErrorIfExists)
+                .await
+                .map_err(|err| lake_error("create the table", err))?;
+            info!(columns = wanted.len(), "created table");
+            return Ok(SchemaChange {
+                created_table: true,
+                added_columns: Vec::new(),
+            });
+        };
+
+        let existing: Vec<(String, DeltaType)> = table
+            .snapshot()
+            .map_err(|err| lake_error("read the table's schema", err))?
+            .schema()
+            .fields()
+            .map(|field| (field.name().clone(), field.data_type().clone()))
+            .collect();
+        let additions = plan_additions(&layout.table, &wanted, &existing)?;
+        if additions.is_empty() {
+            return Ok(SchemaChange::default());
+        }
+        let fields: Vec<StructField> = additions.iter().map(|c| c.struct_field()).collect();
+        table
+            .add_columns()
+            .with_fields(fields)
+            .await
+            .map_err(|err| lake_error("add columns", err))?;
+        for column in &additions {
+            info!(column = %column.name, delta_type = column.lake_type.name(), "added column");
+        }
+        Ok(SchemaChange {
+            created_table: false,
+            added_columns: additions.into_iter().map(|c| c.name).collect(),
+        })
+    }
+
+    /// Applies one load in one Delta commit (see the module docs).
+    ///
+    /// The count and checksum of the rows read from `batches` must equal `request.staged`;
+    /// otherwise nothing is written and the error is `Error::Reconciliation`. A concurrent run
+    /// committing the same load id first makes this merge fail without effect.
+    #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
+    async fn merge(
+        &self,
+        request: &MergeRequest,
+        batches: BoxStream<'static, Result<RecordBatch>>,
+    ) -> Result<MergeOutcome> {
+        let layout = TableLayout::from_request(request)?;
+        let table = self.existing_table(&layout.table).await?;
+        if has_transaction(&table, &app_id(&request.load_id)).await? {
+            info!("load already committed to the table; skipped");
+            return Ok(MergeOutcome {
+                skipped: true,
+                ..MergeOutcome::default()
+            });
+        }
+
+        let load = StagedLoad::collect(&layout, batches).await?;
+        let received = load.received;
+        if received != request.staged {
+            return Err(Error::Reconciliation(format!(
+                "load {}: the lake destination received {} rows with checksum {}, the staged \
+                 load has {} rows with checksum {}",
+                request.load_id,
+                received.rows,
+                received.checksum,
+                request.staged.rows,
+                request.staged.checksum
+            )));
+        }
+        debug!(rows = received.rows, "read the staged rows");
+
+        let properties = commit_properties(request, received);
+        let version_before = table.version();
+        let (table, counts) = if received.rows == 0 {
+            (table, merge::MergeCounts::default())
+        } else {
+            merge::apply(table, &layout, &request.load_id, load, properties.clone()).await?
+        };
+        if table.version() == version_before {
+            // delta-rs makes no commit when a merge changes nothing; the load id must still
+            // reach the log, or a replay could not tell this load was applied.
+            commit_load_only(&table, &request.load_id, properties).await?;
+            debug!("nothing changed; recorded the load with an empty commit");
+        }
+
+        info!(
+            rows = received.rows,
+            inserted = counts.inserted,
+            updated = counts.updated,
+            deleted = counts.deleted,
+            "merged load"
+        );
+        Ok(MergeOutcome {
+            skipped: false,
+            inserted: counts.inserted,
+            updated: counts.updated,
+            deleted: counts.deleted,
+            received,
+        })
+    }
+
+    /// Looks for the load's application transaction in the latest snapshot of the table
+    /// named `stream`; `Ok(false)` when that table does not exist.
+    async fn is_committed(&self, stream: &str, load_id: &str) -> Result<bool> {
+        match self.open_table(stream).await? {
+            Some(table) => has_transaction(&table, &app_id(load_id)).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Scans the key, version and (soft mode) delete-time columns with DataFusion and
+    /// fingerprints the live rows as the PostgreSQL destination does in SQL.
+    async fn table_fingerprint(
+        &self,
+        table: &str,
+        key: &str,
+        deletes: DeleteMode,
+    ) -> Result<Option<Fingerprint>> {
+        let Some(delta) = self.open_table(table).await? else {
+            return Ok(None);
+        };
+        let ctx = datafusion::prelude::SessionContext::new();
+        delta
+            .update_datafusion_session(&ctx.state())
+            .step("register the table's store")?;
+        let provider = delta
+            .table_provider()
+            .await
+            .step("open the table for reading")?;
+        let frame = ctx.read_table(provider).step("read the table")?;
+        let live = match deletes {
+            DeleteMode::Hard => frame,
+            DeleteMode::Soft => frame
+                .filter(
+                    datafusion::prelude::col(datafusion::common::Column::new_unqualified(
+                        DELETED_AT_COLUMN,
+                    ))
+                    .is_null(),
+                )
+                .step("filter deleted rows")?,
+        };
+        let projected = live
+            .select(vec![
+                datafusion::prelude::col(datafusion::common::Column::new_unqualified(key)),
+                datafusion::prelude::cast(
+                    datafusion::prelude::col(datafusion::common::Column::new_unqualified(
+                        VERSION_COLUMN,
+                    )),
+                    arrow::datatypes::DataType::Timestamp(
+                        arrow::datatypes::TimeUnit::Millisecond,
+                        Some("UTC".into()),
+                    ),
+                )
+                .alias(VERSION_COLUMN),
+            ])
+            .step("project the key and version")?;
+        let mut batches = projected.execute_stream().await.step("scan the table")?;
+        let mut fingerprint = Fingerprint::default();
+        while let Some(batch) = batches.try_next().await.step("scan the table")? {
+            let keys = batch.column(0);
+            let versions = batch
+                .column(1)
+                .as_primitive_opt::<arrow::datatypes::TimestampMillisecondType>()
+                .ok_or_else(|| {
+                    lake_error(
+                        "fingerprint the table",
+                        "the version column is not a timestamp",
+                    )
+                })?;
+            for row in 0..batch.num_rows() {
+                let key_text = arrow::util::display::array_value_to_string(keys, row)
+                    .map_err(|e| lake_error("fingerprint the table", e))?;
+                fingerprint.add(&key_text, versions.value(row), false);
+            }
+        }
+        Ok(Some(fingerprint))
+    }
+
+    /// The newest commit in the history of the table named `stream` that records a load;
+    /// `Ok(None)` when the table does not exist or records none (within log retention).
+    async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>> {
+        let Some(table) = self.open_table(stream).await? else {
+            return Ok(None);
+        };
+        let mut history = table.history(None);
+        while let Some(info) = history
+            .try_next()
+            .await
+            .map_err(|err| lake_error("read the table history", err))?
+        {
+            if let Some(entry) = ledger_entry(&info, stream)? {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether the table's latest snapshot holds the application transaction `app_id`.
+async fn has_transaction(table: &DeltaTable, app_id: &str) -> Result<bool> {
+    let log_store = table.log_store();
+    let version = table
+        .snapshot()
+        .map_err(|err| lake_error("read the table snapshot", err))?
+        .transaction_version(log_store.as_ref(), app_id)
+        .await
+        .map_err(|err| lake_error("look up the load in the table log", err))?;
+    Ok(version.is_some())
+}
+
+/// The load's application transaction plus the metadata `last_load` reads back.
+fn commit_properties(request: &MergeRequest, received: Fingerprint) -> CommitProperties {
+    CommitProperties::default()
+        .with_application_transaction(Transaction::new(app_id(&request.load_id), 1))
+        .with_metadata([
+            (
+                META_LOAD_ID.to_owned(),
+                Value::String(request.load_id.clone()),
+            ),
+            (
+                META_STREAM.to_owned(),
+                Value::String(request.stream.clone()),
+            ),
+            (META_ROWS.to_owned(), Value::from(received.rows)),
+            // As a string: JSON readers other than serde_json lose precision past 2^53.
+            (
+                META_CHECKSUM.to_owned(),
+                Value::String(received.checksum.to_string()),
+            ),
+        ])
+}
+
+/// Commits no data, only the load's application transaction and metadata, on top of the
+/// table's current snapshot. Recorded as a `MERGE` without a predicate, which delta-rs' conflict
+/// checker treats as having read the whole table: if another writer changed the table since
+/// that snapshot, this commit fails instead of claiming a state it did not check.
+async fn commit_load_only(
+    table: &DeltaTable,
+    load_id: &str,
+    properties: CommitProperties,
+) -> Result<()> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|err| lake_error("read the table snapshot", err))?;
+    let operation = DeltaOperation::Merge {
+        predicate: None,
+        merge_predicate: None,
+        matched_predicates: Vec::new(),
+        not_matched_predicates: Vec::new(),
+        not_matched_by_source_predicates: Vec::new(),
+    };
+    CommitBuilder::from(properties)
+        .build(
+            Some(snapshot as &dyn TableReference),
+            table.log_store(),
+            operation,
+        )
+        .await
+        .map_err(|err| commit_error("record the load", load_id, err))?;
+    Ok(())
+}
+
+/// A ledger entry from a commit that records a load, `None` for other commits.
+fn ledger_entry(info: &CommitInfo, stream: &str) -> Result<Option<LedgerEntry>> {
+    let Some(load_id) = info.info.get(META_LOAD_ID).and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let malformed = |what: &str| {
+        Error::Destination(format!(
+            "lake: the commit of load {load_id} in table `{stream}` has no valid {what}"
+        ))
+    };
+    let rows = info
+        .info
+        .get(META_ROWS)
+        .and_then(json_u64)
+        .ok_or_else(|| malformed(META_ROWS))?;
+    let checksum = info
+        .info
+        .get(META_CHECKSUM)
+        .and_then(json_u64)
+        .ok_or_else(|| malformed(META_CHECKSUM))?;
+    let millis = info
+        .timestamp
+        .or(info.in_commit_timestamp)
+        .ok_or_else(|| malformed("timestamp"))?;
+    let committed_at =
+        chrono::DateTime::from_timestamp_millis(millis).ok_or_else(|| malformed("timestamp"))?;
+    let stream = info
+        .info
+        .get(META_STREAM)
+        .and_then(Value::as_str)
+        .unwrap_or(stream);
+    Ok(Some(LedgerEntry {
+        load_id: load_id.to_owned(),
+        stream: stream.to_owned(),
+        rows,
+        checksum,
+        committed_at,
+    }))
+}
+
+fn json_u64(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(number) => number.as_u64(),
+        Value::String(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The local folder of a `file://` URL.
+fn local_dir(url: &Url) -> Result<PathBuf> {
+    url.to_file_path().map_err(|_| {
+        Error::Config(format!(
+            "the lake root {} is not a local path (use file:///abs/path)",
+            redacted(url)
+        ))
+    })
+}
+
+/// The URL without a password, for messages.
+fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("redacted"));
+    }
+    shown.to_string()
+}
+
+/// A deltalake, DataFusion or object_store failure, naming the step. These errors name
+/// paths and columns, never storage options, so they carry no secrets.
+fn lake_error(step: &str, err: impl Display) -> Error {
+    Error::Destination(format!("lake: {step}: {err}"))
+}
+
+/// A failed commit. Losing the race for the load's own application transaction means another
+/// run committed this load meanwhile; that gets a message saying so.
+fn commit_error(step: &str, load_id: &str, err: DeltaTableError) -> Error {
+    match err {
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        } => Error::Destination(format!(
+            "lake: load {load_id} was committed by another run while this one was merging it; \
+             this merge was not applied"
+        )),
+        other => lake_error(step, other),
+    }
+}
+
+/// Names the failed step on deltalake and DataFusion results: `.step("create the table")?`.
+trait StepExt<T> {
+    fn step(self, step: &str) -> Result<T>;
+}
+
+impl<T, E: Display> StepExt<T> for std::result::Result<T, E> {
+    fn step(self, step: &str) -> Result<T> {
+        self.map_err(|err| lake_error(step, err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_urls_join_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("file://{}/lake/", dir.path().display());
+        let lake = LakeDestination::new(&root, HashMap::new()).unwrap();
+        assert!(dir.path().join("lake").is_dir());
+        assert_eq!(
+            lake.table_url("contacts"),
+            format!("file://{}/lake/contacts", dir.path().display())
+        );
+    }
+
+    #[test]
+    fn s3_roots_keep_their_prefix_and_other_schemes_are_config_errors() {
+        let lake = LakeDestination::new("s3://bucket/warehouse", HashMap::new()).unwrap();
+        assert_eq!(lake.table_url("deals"), "s3://bucket/warehouse/deals");
+        let lake = LakeDestination::new("s3://bucket", HashMap::new()).unwrap();
+        assert_eq!(lake.table_url("deals"), "s3://bucket/deals");
+        let err = LakeDestination::new("gs://bucket/x", HashMap::new()).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let err = LakeDestination::new("not a url", HashMap::new()).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+    }
+
+    #[test]
+    fn debug_never_shows_storage_options() {
+        let options = HashMap::from([("aws_secret_access_key".to_owned(), "hunter2".to_owned())]);
+        let lake = LakeDestination::new("s3://bucket/x", options).unwrap();
+        assert!(!format!("{lake:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn ledger_entries_come_from_syncline_commits_only() {
+        let mut info = CommitInfo {
+            timestamp: Some(1_700_000_000_000),
+            ..CommitInfo::default()
+        };
+        assert_eq!(ledger_entry(&info, "people").unwrap(), None);
+        info.info
+            .insert(META_LOAD_ID.into(), Value::String("l1".into()));
+        info.info
+            .insert(META_STREAM.into(), Value::String("people".into()));
+        info.info.insert(META_ROWS.into(), Value::from(3u64));
+        info.info
+            .insert(META_CHECKSUM.into(), Value::String(u64::MAX.to_string()));
+        let entry = ledger_entry(&info, "people").unwrap().unwrap();
+        assert_eq!(entry.load_id, "l1");
+        assert_eq!(entry.rows, 3);
+        assert_eq!(entry.checksum, u64::MAX);
+        assert_eq!(entry.committed_at.timestamp_millis(), 1_700_000_000_000);
+        info.info.remove(META_ROWS);
+        assert!(ledger_entry(&info, "people").is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! The DataFusion SQL the lake destination runs around a merge: de-duplicating a load by key
+//! and counting the soft deletes it will apply. The statements live in `sql/*.sql` next to this
+//! file; identifiers are always double-quoted (DataFusion's SQL dialect), never interpolated raw.
+//! The merge itself is built from DataFusion expressions (see `merge.rs`), not SQL text.
+
+use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
+
+use super::layout::TableLayout;
+
+const DEDUP: &str = include_str!("sql/dedup.sql");
+const SOFT_DELETES: &str = include_str!("sql/soft_deletes.sql");
+
+/// The in-memory table holding the load's normalized batches.
+pub(crate) const STAGED_TABLE: &str = "syncline_staged";
+/// The de-duplicated load, registered as a view for the soft-delete count.
+pub(crate) const SOURCE_TABLE: &str = "syncline_source";
+/// The Delta table before the merge, registered for the soft-delete count.
+pub(crate) const TARGET_TABLE: &str = "syncline_target";
+
+/// Quotes an identifier for DataFusion SQL: wraps it in double quotes and doubles any quote.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// One row per key: the newest `_syncline_version`, a delete winning a tie.
+pub(crate) fn dedup(layout: &TableLayout) -> String {
+    let columns = layout
+        .staged
+        .iter()
+        .map(|column| quote_ident(&column.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key = quote_ident(&layout.key);
+    let version = quote_ident(VERSION_COLUMN);
+    let deleted = quote_ident(DELETED_COLUMN);
+    let staged = quote_ident(STAGED_TABLE);
+    render(
+        DEDUP,
+        &[
+            ("columns", columns.as_str()),
+            ("key", key.as_str()),
+            ("version", version.as_str()),
+            ("deleted", deleted.as_str()),
+            ("staged", staged.as_str()),
+        ],
+    )
+}
+
+/// How many rows the soft-delete clause of the merge will mark deleted: the same predicate,
+/// evaluated over the same snapshot, before the merge runs.
+pub(crate) fn soft_deletes(layout: &TableLayout) -> String {
+    let source = quote_ident(SOURCE_TABLE);
+    let target = quote_ident(TARGET_TABLE);
+    let key = quote_ident(&layout.key);
+    let version = quote_ident(VERSION_COLUMN);
+    let deleted = quote_ident(DELETED_COLUMN);
+    let deleted_at = quote_ident(DELETED_AT_COLUMN);
+    render(
+        SOFT_DELETES,
+        &[
+            ("source", source.as_str()),
+            ("target", target.as_str()),
+            ("key", key.as_str()),
+            ("version", version.as_str()),
+            ("deleted", deleted.as_str()),
+            ("deleted_at", deleted_at.as_str()),
+        ],
+    )
+}
+
+/// Replaces `{name}` placeholders (lowercase ASCII and `_`) in one pass, so a substituted value
+/// that itself contains `{...}` is never substituted again. Other braces are kept.
+///
+/// Panics when the template uses a placeholder without a value: templates are part of this
+/// crate, so that is a bug, never a data problem.
+fn render(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) if is_placeholder(&after[..end]) => {
+                let name = &after[..end];
+                let value = values
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| *value)
+                    .unwrap_or_else(|| {
+                        panic!("lake SQL template uses placeholder {{{name}}} without a value")
+                    });
+                out.push_str(value);
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_placeholder(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::config::DeleteMode;
+    use crate::destinations::MergeRequest;
+    use crate::reconcile::Fingerprint;
+    use crate::schema::{deleted_field, version_field};
+
+    fn layout() -> TableLayout {
+        TableLayout::from_request(&MergeRequest {
+            load_id: "load-1".into(),
+            stream: "contacts".into(),
+            table: "contacts".into(),
+            key: "Id".into(),
+            deletes: DeleteMode::Soft,
+            schema: Arc::new(Schema::new(vec![
+                Field::new("Id", DataType::Utf8, false),
+                Field::new(r#"Lead"Score"#, DataType::Float64, true),
+                version_field(),
+                deleted_field(),
+            ])),
+            staged: Fingerprint::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn quote_ident_doubles_quotes() {
+        assert_eq!(quote_ident("id"), r#""id""#);
+        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+        assert_eq!(quote_ident(""), r#""""#);
+    }
+
+    #[test]
+    fn dedup_quotes_every_identifier() {
+        let sql = dedup(&layout());
+        assert!(
+            sql.starts_with(
+                r#"SELECT "Id", "Lead""Score", "_syncline_version", "_syncline_deleted""#
+            ),
+            "{sql}"
+        );
+        assert!(sql.contains(r#"PARTITION BY "Id""#), "{sql}");
+        assert!(
+            sql.contains(r#"ORDER BY "_syncline_version" DESC, "_syncline_deleted" DESC"#),
+            "{sql}"
+        );
+        assert!(sql.contains(r#"FROM "syncline_staged""#), "{sql}");
+    }
+
+    #[test]
+    fn soft_deletes_joins_on_the_key() {
+        let sql = soft_deletes(&layout());
+        assert!(sql.contains(r#"ON t."Id" = s."Id""#), "{sql}");
+        assert!(sql.contains(r#"t."_syncline_deleted_at" IS NULL"#), "{sql}");
+    }
+
+    #[test]
+    fn render_keeps_other_braces() {
+        assert_eq!(render("a { b {c} {", &[("c", "C")]), "a { b C {");
+        assert_eq!(render("{c}", &[("c", "{c}")]), "{c}");
+    }
+}

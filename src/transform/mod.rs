@@ -1,0 +1,122 @@
+//! SQL over synced data with DataFusion: the lake's Delta tables registered by stream name,
+//! and SQL models run over them.
+//!
+//! A model is a file `models/NAME.sql` holding one SELECT; it becomes a view named `NAME`, so
+//! later models can select from earlier ones (models run in file-name order for now).
+
+use std::path::Path;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+
+use crate::config::{Config, DestinationConfig};
+use crate::{Error, Result};
+
+/// One SQL model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub sql: String,
+}
+
+/// The example models shipped in `models/`, compiled in so `syncline demo` runs anywhere.
+pub fn example_models() -> Vec<Model> {
+    vec![
+        Model {
+            name: "contacts_by_lifecycle".into(),
+            sql: include_str!("../../models/contacts_by_lifecycle.sql").into(),
+        },
+        Model {
+            name: "deal_pipeline".into(),
+            sql: include_str!("../../models/deal_pipeline.sql").into(),
+        },
+    ]
+}
+
+/// Every `*.sql` file of a folder, in name order.
+pub fn models_in(dir: &Path) -> Result<Vec<Model>> {
+    let mut models = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::Config(format!("cannot read models folder {}: {e}", dir.display())))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            models.push(Model {
+                name,
+                sql: std::fs::read_to_string(&path)?,
+            });
+        }
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(models)
+}
+
+/// A DataFusion session with each stream's lake table registered under the stream's name.
+/// Streams that have not synced yet are left out.
+pub async fn lake_session(config: &Config) -> Result<SessionContext> {
+    let DestinationConfig::Lake(lake) = &config.destination else {
+        return Err(Error::Config(
+            "`syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)".into(),
+        ));
+    };
+    let destination = crate::pipeline::build_lake(config, lake)?;
+    let ctx = SessionContext::new();
+    for stream in config.source.streams() {
+        if let Some(table) = destination.open_table(stream).await? {
+            table.update_datafusion_session(&ctx.state()).map_err(|e| {
+                Error::Destination(format!("lake: register the store of {stream}: {e}"))
+            })?;
+            let provider = table
+                .table_provider()
+                .await
+                .map_err(|e| Error::Destination(format!("lake: open {stream} for queries: {e}")))?;
+            ctx.register_table(stream.as_str(), provider)
+                .map_err(|e| Error::Destination(format!("lake: register {stream}: {e}")))?;
+        }
+    }
+    Ok(ctx)
+}
+
+/// Runs one SQL statement; errors are the user's SQL errors, reported as DataFusion words them.
+pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    let frame = ctx.sql(sql).await.map_err(|e| Error::Sql(e.to_string()))?;
+    frame.collect().await.map_err(|e| Error::Sql(e.to_string()))
+}
+
+/// What running one model produced.
+#[derive(Debug, Clone)]
+pub struct ModelRun {
+    pub name: String,
+    pub rows: usize,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Registers each model as a view (in order) and evaluates it.
+pub async fn run_models(ctx: &SessionContext, models: &[Model]) -> Result<Vec<ModelRun>> {
+    let mut runs = Vec::new();
+    for model in models {
+        let body = model.sql.trim().trim_end_matches(';');
+        let frame = ctx
+            .sql(body)
+            .await
+            .map_err(|e| Error::Sql(format!("model {}: {e}", model.name)))?;
+        ctx.register_table(model.name.as_str(), frame.clone().into_view())
+            .map_err(|e| Error::Sql(format!("model {}: {e}", model.name)))?;
+        let batches = frame
+            .collect()
+            .await
+            .map_err(|e| Error::Sql(format!("model {}: {e}", model.name)))?;
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        runs.push(ModelRun {
+            name: model.name.clone(),
+            rows,
+            batches,
+        });
+    }
+    Ok(runs)
+}
