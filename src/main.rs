@@ -42,7 +42,8 @@ fn main() -> ExitCode {
 
 fn init_logging(cli: &Cli) {
     let default = match cli.verbose {
-        0 => "warn",
+        // delta-rs warns about merge metrics it derives itself; that is not the user's concern.
+        0 => "warn,deltalake_core::operations::merge=error",
         1 => "info,syncline=info",
         _ => "debug",
     };
