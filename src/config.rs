@@ -103,14 +103,85 @@ pub struct S3Config {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     Hubspot(HubspotConfig),
+    Salesforce(SalesforceConfig),
 }
 
 impl SourceConfig {
     pub fn streams(&self) -> &[String] {
         match self {
             SourceConfig::Hubspot(h) => &h.streams,
+            SourceConfig::Salesforce(s) => &s.streams,
         }
     }
+}
+
+/// `[source]` with `type = "salesforce"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceConfig {
+    /// Where the OAuth token is requested: your My Domain URL (client credentials need it),
+    /// `https://login.salesforce.com` or `https://test.salesforce.com`. Every other call goes
+    /// to the `instance_url` the token endpoint returns.
+    #[serde(default = "default_salesforce_login")]
+    pub login_url: String,
+    /// Connected app consumer key.
+    pub client_id: String,
+    /// Connected app consumer secret (client-credentials flow). Use `${VAR}`.
+    pub client_secret: Secret,
+    /// REST API version. Default `62.0`.
+    #[serde(default = "default_salesforce_version")]
+    pub api_version: String,
+    /// sObjects to sync, e.g. `["Account", "Contact", "Opportunity", "Lead"]`.
+    pub streams: Vec<String>,
+    /// Full loads of objects with at least this many records go through Bulk API 2.0
+    /// (falling back to REST when a job fails); smaller ones through REST. Default 50,000.
+    #[serde(default = "default_bulk_threshold")]
+    pub bulk_threshold: u64,
+    /// Incremental windows reach back this far before the cursor (late commits). Default 600.
+    #[serde(default = "default_salesforce_overlap")]
+    pub overlap_seconds: u64,
+    /// The window's upper bound is `now - lag_seconds`. Default 60.
+    #[serde(default = "default_salesforce_lag")]
+    pub lag_seconds: u64,
+    /// Share of the daily API allocation this pipeline may use (0 < share <= 1). When
+    /// `Sforce-Limit-Info` shows usage at or above it, the run stops cleanly with state saved
+    /// and exit code 4. Default 0.8.
+    #[serde(default = "default_api_budget")]
+    pub api_budget: f64,
+    /// Retries of 5xx and throttling answers. Default 5.
+    #[serde(default = "default_salesforce_retries")]
+    pub max_retries: u32,
+    /// First back-off delay in milliseconds; doubles per retry up to 30 s. Default 1000.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Milliseconds between Bulk job status polls. Default 500.
+    #[serde(default = "default_bulk_poll_ms")]
+    pub bulk_poll_ms: u64,
+}
+
+fn default_salesforce_login() -> String {
+    "https://login.salesforce.com".into()
+}
+fn default_salesforce_version() -> String {
+    "62.0".into()
+}
+fn default_bulk_threshold() -> u64 {
+    50_000
+}
+fn default_salesforce_overlap() -> u64 {
+    600
+}
+fn default_salesforce_lag() -> u64 {
+    60
+}
+fn default_api_budget() -> f64 {
+    0.8
+}
+fn default_salesforce_retries() -> u32 {
+    5
+}
+fn default_bulk_poll_ms() -> u64 {
+    500
 }
 
 /// `[source]` with `type = "hubspot"`.
@@ -277,6 +348,11 @@ impl Config {
                 resolve(&mut h.base_url, &["source", "base_url"])?;
                 resolve(&mut h.token.0, &["source", "token"])?;
             }
+            SourceConfig::Salesforce(s) => {
+                resolve(&mut s.login_url, &["source", "login_url"])?;
+                resolve(&mut s.client_id, &["source", "client_id"])?;
+                resolve(&mut s.client_secret.0, &["source", "client_secret"])?;
+            }
         }
         match &mut self.destination {
             DestinationConfig::Postgres(p) => {
@@ -355,6 +431,20 @@ impl Config {
                 }
                 if h.token.expose().is_empty() {
                     return Err(doc.key_error(&["source", "token"], "is empty"));
+                }
+            }
+            SourceConfig::Salesforce(s) => {
+                if url::Url::parse(&s.login_url).is_err() {
+                    return Err(doc.key_error(&["source", "login_url"], "not a URL"));
+                }
+                if !(s.api_budget > 0.0 && s.api_budget <= 1.0) {
+                    return Err(doc.key_error(
+                        &["source", "api_budget"],
+                        "must be a share of the daily limit, above 0 and at most 1",
+                    ));
+                }
+                if s.client_secret.expose().is_empty() {
+                    return Err(doc.key_error(&["source", "client_secret"], "is empty"));
                 }
             }
         }
@@ -556,7 +646,9 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
     #[test]
     fn the_documented_example_parses() {
         let config = parse(EXAMPLE).unwrap();
-        let SourceConfig::Hubspot(h) = &config.source;
+        let SourceConfig::Hubspot(h) = &config.source else {
+            panic!("hubspot source")
+        };
         assert_eq!(h.token.expose(), "pat-na1-secret");
         assert_eq!(h.streams, ["contacts", "companies", "deals"]);
         assert_eq!(config.stream_settings("contacts").deletes, DeleteMode::Soft);

@@ -16,8 +16,10 @@ use crate::reconcile::report::{RunReport, Status};
 use crate::sim::{SimConfig, SimHandle, Simulator};
 use crate::{Error, Result, pipeline, transform};
 
-/// The streams the demo syncs.
+/// The HubSpot streams the demo syncs.
 pub const STREAMS: [&str; 3] = ["contacts", "companies", "deals"];
+/// The Salesforce objects the demo syncs.
+pub const SF_OBJECTS: [&str; 4] = ["Account", "Contact", "Opportunity", "Lead"];
 
 #[derive(Debug, Clone)]
 pub enum DemoDestination {
@@ -67,6 +69,9 @@ pub struct Changes {
     pub contacts_archived: usize,
     pub deals_updated: usize,
     pub companies_archived: usize,
+    pub sf_accounts_updated: usize,
+    pub sf_contacts_inserted: usize,
+    pub sf_opportunities_deleted: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,35 +114,46 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
     .await
     .map_err(|e| Error::Source(format!("cannot start the simulator: {e}")))?;
     let config_path = dir.join("crm.toml");
+    let sf_config_path = dir.join("salesforce.toml");
     std::fs::write(&config_path, demo_config(&dir, &sim, &options.destination))?;
+    std::fs::write(
+        &sf_config_path,
+        demo_salesforce_config(&dir, &sim, &options.destination),
+    )?;
     let database_url = match &options.destination {
         DemoDestination::Postgres { url } => Some(url.clone()),
         DemoDestination::Lake => None,
     };
-    let text = std::fs::read_to_string(&config_path)?;
-    let config = Config::parse(&text, &config_path, &|name| match name {
+    let env = |name: &str| match name {
         "DATABASE_URL" => database_url.clone(),
         other => std::env::var(other).ok(),
-    })?;
-
+    };
+    let config = Config::parse(&std::fs::read_to_string(&config_path)?, &config_path, &env)?;
+    let sf_config = Config::parse(
+        &std::fs::read_to_string(&sf_config_path)?,
+        &sf_config_path,
+        &env,
+    )?;
+    let full_refresh = pipeline::RunOptions {
+        full_refresh: true,
+        ..Default::default()
+    };
     let started = Instant::now();
-    let full = pipeline::run(
-        &config,
-        &pipeline::RunOptions {
-            full_refresh: true,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let full_ms = started.elapsed().as_millis() as u64;
+    let mut full = pipeline::run(&config, &full_refresh).await?;
     ensure_success(&full)?;
+    let sf_full = pipeline::run(&sf_config, &full_refresh).await?;
+    ensure_success(&sf_full)?;
+    full.streams.extend(sf_full.streams);
+    let full_ms = started.elapsed().as_millis() as u64;
 
     let hubspot = &sim.hubspot;
-    // Archive before inserting, so the summary's figures are exact: a new record that was
-    // archived at once would never reach the destination.
+    let salesforce = &sim.salesforce;
+    // Archive and delete before inserting, so the summary's figures are exact: a new record
+    // removed at once would never reach the destination.
     let contacts_archived = hubspot
         .archive("contacts", options.contacts / 100 + 1)
         .len();
+    let sf_opportunities_deleted = salesforce.delete("Opportunity", 7).len();
     let changes = Changes {
         contacts_archived,
         contacts_updated: hubspot.update("contacts", options.contacts / 10).len(),
@@ -146,17 +162,24 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
         companies_archived: hubspot
             .archive("companies", options.companies / 100 + 1)
             .len(),
+        sf_accounts_updated: salesforce.update("Account", 30).len(),
+        sf_contacts_inserted: salesforce.insert("Contact", 12).len(),
+        sf_opportunities_deleted,
     };
     wait_past_changes(&sim).await;
 
     let started = Instant::now();
-    let incremental = pipeline::run(&config, &pipeline::RunOptions::default()).await?;
-    let incremental_ms = started.elapsed().as_millis() as u64;
+    let mut incremental = pipeline::run(&config, &pipeline::RunOptions::default()).await?;
     ensure_success(&incremental)?;
+    let sf_incremental = pipeline::run(&sf_config, &pipeline::RunOptions::default()).await?;
+    ensure_success(&sf_incremental)?;
+    incremental.streams.extend(sf_incremental.streams);
+    let incremental_ms = started.elapsed().as_millis() as u64;
 
     let models = match &options.destination {
         DemoDestination::Lake => {
             let ctx = transform::lake_session(&config).await?;
+            transform::register_lake_tables(&ctx, &sf_config).await?;
             transform::run_models(&ctx, &transform::example_models())
                 .await?
                 .into_iter()
@@ -183,6 +206,22 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
             .unwrap_or_default();
         reconcile.push(ReconcileStream {
             stream: stream.to_string(),
+            source,
+            destination: found,
+            matched: source == found,
+        });
+    }
+    for object in SF_OBJECTS {
+        let mut source = Fingerprint::default();
+        for record in salesforce.live_records(object) {
+            source.add(&record.id, record.system_modstamp_ms, false);
+        }
+        let found = destination
+            .table_fingerprint(object, "Id", DeleteMode::Hard)
+            .await?
+            .unwrap_or_default();
+        reconcile.push(ReconcileStream {
+            stream: object.to_string(),
             source,
             destination: found,
             matched: source == found,
@@ -287,6 +326,41 @@ lag_seconds = 0     # the simulator indexes instantly; keep the default 30 again
     )
 }
 
+fn demo_salesforce_config(dir: &Path, sim: &SimHandle, destination: &DemoDestination) -> String {
+    let destination = match destination {
+        DemoDestination::Lake => {
+            format!("type = \"lake\"\nurl = \"file://{}/lake\"", dir.display())
+        }
+        DemoDestination::Postgres { .. } => {
+            "type = \"postgres\"\nurl = \"${DATABASE_URL}\"\nschema = \"demo\"".to_string()
+        }
+    };
+    format!(
+        r#"# Written by `syncline demo`: Salesforce (the simulator) into the same destination.
+[pipeline]
+name = "demo_salesforce"
+
+[staging]
+url = "file://{stage}"
+
+[source]
+type = "salesforce"
+login_url = "{base}"
+client_id = "sim-client"
+client_secret = "sim-secret"   # the simulator's, not a real secret
+streams = ["Account", "Contact", "Opportunity", "Lead"]
+bulk_threshold = 500           # Account and Contact load through Bulk API 2.0
+bulk_poll_ms = 20
+lag_seconds = 0
+
+[destination]
+{destination}
+"#,
+        stage = dir.join("stage").display(),
+        base = sim.base_url,
+    )
+}
+
 /// The human summary printed by `syncline demo`.
 pub fn render(summary: &DemoSummary) -> String {
     let mut out = String::new();
@@ -310,7 +384,7 @@ pub fn render(summary: &DemoSummary) -> String {
         line(
             &mut out,
             format!(
-                "  {:<10} {:>7} rows loaded    {:>6} ms",
+                "  {:<12} {:>7} rows loaded    {:>6} ms",
                 s.stream, s.inserted, s.duration_ms
             ),
         );
@@ -338,7 +412,7 @@ pub fn render(summary: &DemoSummary) -> String {
         line(
             &mut out,
             format!(
-                "  {:<10} {:>6} read  {:>6} inserted  {:>6} updated  {:>6} deleted",
+                "  {:<12} {:>6} read  {:>6} inserted  {:>6} updated  {:>6} deleted",
                 s.stream, s.extracted, s.inserted, s.updated, s.deleted
             ),
         );
@@ -362,7 +436,7 @@ pub fn render(summary: &DemoSummary) -> String {
         line(
             &mut out,
             format!(
-                "  {:<10} source {:>7} rows  destination {:>7} rows  {}",
+                "  {:<12} source {:>7} rows  destination {:>7} rows  {}",
                 r.stream,
                 r.source.rows,
                 r.destination.rows,

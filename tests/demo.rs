@@ -23,7 +23,15 @@ async fn the_demo_syncs_changes_runs_models_and_reconciles() {
         .collect();
     assert_eq!(
         full,
-        [("contacts", 800), ("companies", 150), ("deals", 200)]
+        [
+            ("contacts", 800),
+            ("companies", 150),
+            ("deals", 200),
+            ("Account", 300),
+            ("Contact", 600),
+            ("Opportunity", 400),
+            ("Lead", 200)
+        ]
     );
     let contacts = &summary.incremental[0];
     assert_eq!(
@@ -40,8 +48,28 @@ async fn the_demo_syncs_changes_runs_models_and_reconciles() {
         summary.incremental[2].updated as usize,
         summary.changes.deals_updated
     );
+    let account = &summary.incremental[3];
+    assert_eq!(
+        (account.stream.as_str(), account.updated as usize),
+        ("Account", summary.changes.sf_accounts_updated)
+    );
+    assert_eq!(
+        summary.incremental[4].inserted as usize,
+        summary.changes.sf_contacts_inserted
+    );
+    assert_eq!(
+        summary.incremental[5].deleted as usize,
+        summary.changes.sf_opportunities_deleted
+    );
     let models: Vec<&str> = summary.models.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(models, ["contacts_by_lifecycle", "deal_pipeline"]);
+    assert_eq!(
+        models,
+        [
+            "contacts_by_lifecycle",
+            "deal_pipeline",
+            "opportunities_by_stage"
+        ]
+    );
     assert!(
         summary.models.iter().all(|m| m.rows > 0),
         "{:?}",

@@ -76,12 +76,15 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
         Status::Failed
     } else if reports.iter().any(|r| r.status == Status::Mismatch) {
         Status::Mismatch
+    } else if reports.iter().any(|r| r.status == Status::Stopped) {
+        Status::Stopped
     } else {
         Status::Success
     };
     let exit_code = match status {
         Status::Success | Status::Skipped => 0,
         Status::Mismatch => 3,
+        Status::Stopped => 4,
         Status::Failed => 1,
     };
     Ok(RunReport {
@@ -123,7 +126,9 @@ impl StreamRunner<'_> {
             }
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
+        report.api_usage = self.source.api_usage();
         match outcome {
+            Ok(()) if report.stopped.is_some() => report.status = Status::Stopped,
             Ok(()) => report.status = Status::Success,
             Err(err) => {
                 report.status = if matches!(err, Error::Reconciliation(_)) {
@@ -183,8 +188,24 @@ impl StreamRunner<'_> {
         let mut extracted = Fingerprint::default();
         let progress = progress_bar(stream);
         let mut items = extraction.items;
+        let mut cursor = extraction.cursor;
+        let mut keeps_cursor = false;
         while let Some(item) = items.next().await {
             match item? {
+                Extracted::Stopped {
+                    cursor: reached,
+                    reason,
+                } => {
+                    warn!(stream, reason = %reason, "source stopped early; merging what was read");
+                    match reached {
+                        // Never move the cursor backwards: a stop inside the overlap still
+                        // covers everything up to the saved cursor.
+                        Some(reached) => cursor.to = since.map_or(reached, |s| reached.max(s)),
+                        None => keeps_cursor = true,
+                    }
+                    report.stopped = Some(reason);
+                    break;
+                }
                 Extracted::Batch(batch) => {
                     extracted.merge(batch_fingerprint(&batch, &extraction.key)?);
                     writer.write(&batch).await?;
@@ -195,6 +216,7 @@ impl StreamRunner<'_> {
                 Extracted::DeadLetters(letters) => dead_letters.write(&letters).await?,
             }
         }
+        report.set_cursor(cursor);
         if let Some(bar) = progress {
             bar.finish_and_clear();
         }
@@ -214,7 +236,8 @@ impl StreamRunner<'_> {
             created_at: chrono::Utc::now(),
             key: extraction.key.clone(),
             schema: columns_of(&extraction.schema)?,
-            cursor: extraction.cursor,
+            cursor,
+            keeps_cursor,
             rows: 0,
             checksum: 0,
             files,
@@ -235,7 +258,9 @@ impl StreamRunner<'_> {
         if staged.rows == 0 {
             // Nothing to merge: the window is covered, so the cursor may move on.
             info!(stream, "no changes");
-            state.cursor = Some(extraction.cursor.to);
+            if !keeps_cursor {
+                state.cursor = Some(cursor.to);
+            }
             self.state.save(stream, &state).await?;
             report.reconciliation.destination = Some(Fingerprint::default());
             report.reconciliation.matched = true;
@@ -246,7 +271,7 @@ impl StreamRunner<'_> {
         state.pending = Some(PendingLoad {
             load_id: load_id.clone(),
             mode,
-            cursor: extraction.cursor,
+            cursor,
         });
         self.state.save(stream, &state).await?;
         crash_point("after-stage");
@@ -315,7 +340,9 @@ impl StreamRunner<'_> {
         manifest: &Manifest,
         outcome: &MergeOutcome,
     ) -> Result<()> {
-        state.cursor = Some(manifest.cursor.to);
+        if !manifest.keeps_cursor {
+            state.cursor = Some(manifest.cursor.to);
+        }
         state.pending = None;
         if !outcome.skipped {
             state.last_load = Some(LastLoad {

@@ -15,6 +15,9 @@ pub enum Status {
     Mismatch,
     /// Not run because an earlier failure stopped the run.
     Skipped,
+    /// The source stopped early and cleanly (API quota); what was read is merged and the
+    /// cursor saved, so the next run resumes.
+    Stopped,
 }
 
 /// Count and checksum of a load at each hop.
@@ -53,6 +56,10 @@ pub struct StreamReport {
     pub duration_ms: u64,
     pub reconciliation: Reconciliation,
     pub schema_change: Option<SchemaChange>,
+    /// Why the source stopped early, when it did (status `stopped`).
+    pub stopped: Option<String>,
+    /// The source's API usage after the run, e.g. `"1834/15000"`, when it reports one.
+    pub api_usage: Option<String>,
     pub error: Option<String>,
 }
 
@@ -78,6 +85,8 @@ impl StreamReport {
             duration_ms: 0,
             reconciliation: Reconciliation::default(),
             schema_change: None,
+            stopped: None,
+            api_usage: None,
             error: None,
         }
     }

@@ -1,13 +1,17 @@
-//! The built-in CRM simulator used by tests, benchmarks and the demo: a local HTTP server
-//! answering HubSpot CRM v3 requests (list, search, properties) from seeded, mutable
-//! in-memory data, with HubSpot's limits and failure modes (crm-apis.md parts B and C).
+//! The built-in CRM simulator used by tests, benchmarks and the demo: one local HTTP server
+//! answering HubSpot CRM v3 requests (list, search, properties; under `/crm/`) and
+//! Salesforce REST and Bulk 2.0 requests (token, describe, SOQL query, query jobs, limits;
+//! under `/services/`) from seeded, mutable in-memory data, with each vendor's limits and
+//! failure modes (crm-apis.md parts A, B and C).
 //!
 //! [`Simulator::start`] serves on the current tokio runtime and returns a [`SimHandle`];
-//! its [`HubspotSim`] lets a test change records between syncs and inject faults.
+//! its [`HubspotSim`] and [`SalesforceSim`] let a test change records between syncs and
+//! inject faults.
 
 mod data;
 pub mod hubspot;
 mod ratelimit;
+pub mod salesforce;
 mod search;
 
 use std::fmt;
@@ -19,6 +23,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use hubspot::{HubspotSim, PropertyDef, SimRecord};
+pub use salesforce::{SalesforceSim, SfField, SfRecord};
 
 /// How `shutdown` waits for open connections before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -41,6 +46,29 @@ pub struct SimConfig {
     /// A record becomes searchable only this long after its last write, like HubSpot's
     /// eventually consistent search index. Default 0 (immediately).
     pub search_lag_ms: u64,
+    /// Initial Salesforce Accounts, Ids `001…1` up. Default 300.
+    pub sf_accounts: usize,
+    /// Initial Salesforce Contacts (prefix `003`). Default 600.
+    pub sf_contacts: usize,
+    /// Initial Salesforce Opportunities (prefix `006`). Default 400.
+    pub sf_opportunities: usize,
+    /// Initial Salesforce Leads (prefix `00Q`). Default 200.
+    pub sf_leads: usize,
+    /// Initial `Wide__c` records (prefix `a0W`), whose 700 text fields overflow the URI
+    /// limit when all are selected. Default 20.
+    pub sf_wide_records: usize,
+    /// The connected app's consumer key the Salesforce token endpoint accepts.
+    /// Default `sim-client`.
+    pub sf_client_id: String,
+    /// The connected app's consumer secret. Default `sim-secret`.
+    pub sf_client_secret: String,
+    /// The daily Salesforce API allocation (`Sforce-Limit-Info` max). Default 1,000,000.
+    pub sf_daily_limit: u64,
+    /// Serve every third Salesforce query page with half the batch, so connectors cannot
+    /// assume full pages. Default false.
+    pub sf_short_pages: bool,
+    /// Status polls before a Bulk query job reaches `JobComplete`. Default 2.
+    pub sf_bulk_polls: u32,
 }
 
 impl Default for SimConfig {
@@ -53,6 +81,16 @@ impl Default for SimConfig {
             token: "sim-token".to_owned(),
             rate_limit: None,
             search_lag_ms: 0,
+            sf_accounts: 300,
+            sf_contacts: 600,
+            sf_opportunities: 400,
+            sf_leads: 200,
+            sf_wide_records: 20,
+            sf_client_id: "sim-client".to_owned(),
+            sf_client_secret: "sim-secret".to_owned(),
+            sf_daily_limit: 1_000_000,
+            sf_short_pages: false,
+            sf_bulk_polls: 2,
         }
     }
 }
@@ -96,8 +134,13 @@ impl Simulator {
         let local = listener
             .local_addr()
             .context("reading the CRM simulator's bound address")?;
+        let base_url = format!("http://{local}");
+        // Salesforce hands out its instance_url at login, so it needs the bound address.
+        let salesforce = SalesforceSim::new(&config, &base_url);
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = hubspot::router(hubspot.clone());
+        // HubSpot's gate is layered on its own routes only; Salesforce routes (`/services/`)
+        // carry their own gate.
+        let app = hubspot::router(hubspot.clone()).merge(salesforce::router(salesforce.clone()));
         let server = tokio::spawn(async move {
             let signal = async move {
                 // A dropped sender means a dropped handle, which must not stop the server.
@@ -114,8 +157,9 @@ impl Simulator {
         });
         tracing::debug!(%local, "crm simulator listening");
         Ok(SimHandle {
-            base_url: format!("http://{local}"),
+            base_url,
             hubspot,
+            salesforce,
             token: config.token,
             stop,
             server,
@@ -129,6 +173,9 @@ pub struct SimHandle {
     pub base_url: String,
     /// The simulated HubSpot account behind the server.
     pub hubspot: HubspotSim,
+    /// The simulated Salesforce org behind the server; its login URL and instance URL are
+    /// both `base_url`.
+    pub salesforce: SalesforceSim,
     token: String,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
@@ -161,12 +208,20 @@ impl fmt::Debug for SimHandle {
     }
 }
 
-/// For `syncline sim`: starts the simulator, prints `HUBSPOT_BASE_URL=…` and
-/// `HUBSPOT_TOKEN=…` lines to stdout (ready for `export`), and serves until ctrl-c.
+/// For `syncline sim`: starts the simulator, prints `HUBSPOT_BASE_URL=…`,
+/// `HUBSPOT_TOKEN=…`, `SALESFORCE_LOGIN_URL=…`, `SALESFORCE_CLIENT_ID=…` and
+/// `SALESFORCE_CLIENT_SECRET=…` lines to stdout (ready for `export`), and serves until
+/// ctrl-c.
 pub async fn serve_forever(config: SimConfig, addr: SocketAddr) -> anyhow::Result<()> {
     let handle = Simulator::start(config, addr).await?;
     println!("HUBSPOT_BASE_URL={}", handle.base_url);
     println!("HUBSPOT_TOKEN={}", handle.token());
+    println!("SALESFORCE_LOGIN_URL={}", handle.base_url);
+    println!("SALESFORCE_CLIENT_ID={}", handle.salesforce.client_id());
+    println!(
+        "SALESFORCE_CLIENT_SECRET={}",
+        handle.salesforce.client_secret()
+    );
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;

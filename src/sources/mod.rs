@@ -19,6 +19,7 @@ use crate::Result;
 use crate::stage::{CursorRange, DeadLetter};
 
 pub mod hubspot;
+pub mod salesforce;
 
 /// What to extract.
 #[derive(Debug, Clone)]
@@ -34,6 +35,15 @@ pub struct ExtractRequest {
 pub enum Extracted {
     Batch(RecordBatch),
     DeadLetters(Vec<DeadLetter>),
+    /// The source stopped early and cleanly (API quota used up, budget reached). Everything
+    /// sent before covers `[from, cursor)`, so the pipeline merges it and saves `cursor`;
+    /// `None` when what was sent covers no contiguous range (an unordered bulk read), in
+    /// which case the rows are still merged but the cursor stays where it was. Must be the
+    /// last item.
+    Stopped {
+        cursor: Option<i64>,
+        reason: String,
+    },
 }
 
 /// A running extraction.
@@ -54,4 +64,9 @@ pub trait Source: Send + Sync {
     async fn discover(&self, stream: &str) -> Result<SchemaRef>;
 
     async fn extract(&self, request: ExtractRequest) -> Result<Extraction>;
+
+    /// API usage as the source last reported it, e.g. `"1834/15000"` (used/limit).
+    fn api_usage(&self) -> Option<String> {
+        None
+    }
 }

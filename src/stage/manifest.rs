@@ -60,6 +60,10 @@ pub struct Manifest {
     pub key: String,
     pub schema: Vec<ColumnSpec>,
     pub cursor: CursorRange,
+    /// The source stopped early without a contiguous range read (an unordered bulk read):
+    /// committing this load must not move the stream's cursor.
+    #[serde(default)]
+    pub keeps_cursor: bool,
     /// Count and checksum of the staged rows (see crate::reconcile).
     pub rows: u64,
     pub checksum: u64,

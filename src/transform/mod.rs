@@ -30,6 +30,10 @@ pub fn example_models() -> Vec<Model> {
             name: "deal_pipeline".into(),
             sql: include_str!("../../models/deal_pipeline.sql").into(),
         },
+        Model {
+            name: "opportunities_by_stage".into(),
+            sql: include_str!("../../models/opportunities_by_stage.sql").into(),
+        },
     ]
 }
 
@@ -59,13 +63,19 @@ pub fn models_in(dir: &Path) -> Result<Vec<Model>> {
 /// A DataFusion session with each stream's lake table registered under the stream's name.
 /// Streams that have not synced yet are left out.
 pub async fn lake_session(config: &Config) -> Result<SessionContext> {
+    let ctx = SessionContext::new();
+    register_lake_tables(&ctx, config).await?;
+    Ok(ctx)
+}
+
+/// Registers the lake tables of one pipeline in `ctx` (several pipelines can share a session).
+pub async fn register_lake_tables(ctx: &SessionContext, config: &Config) -> Result<()> {
     let DestinationConfig::Lake(lake) = &config.destination else {
         return Err(Error::Config(
             "`syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)".into(),
         ));
     };
     let destination = crate::pipeline::build_lake(config, lake)?;
-    let ctx = SessionContext::new();
     for stream in config.source.streams() {
         if let Some(table) = destination.open_table(stream).await? {
             table.update_datafusion_session(&ctx.state()).map_err(|e| {
@@ -75,11 +85,14 @@ pub async fn lake_session(config: &Config) -> Result<SessionContext> {
                 .table_provider()
                 .await
                 .map_err(|e| Error::Destination(format!("lake: open {stream} for queries: {e}")))?;
-            ctx.register_table(stream.as_str(), provider)
-                .map_err(|e| Error::Destination(format!("lake: register {stream}: {e}")))?;
+            ctx.register_table(
+                datafusion::common::TableReference::bare(stream.as_str()),
+                provider,
+            )
+            .map_err(|e| Error::Destination(format!("lake: register {stream}: {e}")))?;
         }
     }
-    Ok(ctx)
+    Ok(())
 }
 
 /// Runs one SQL statement; errors are the user's SQL errors, reported as DataFusion words them.

@@ -87,6 +87,7 @@ schema = "crm"
         vec![
             ("SIM_TOKEN", self.sim.token().to_string()),
             ("TEST_DATABASE_URL", self.db_url.clone()),
+            ("SF_SECRET", "sim-secret".to_string()),
         ]
     }
 
@@ -301,4 +302,176 @@ pub fn python_with_deltalake() -> PathBuf {
     assert!(installed.success(), "pip install deltalake pyarrow failed");
     assert!(ready(), "deltalake does not import after installing it");
     python
+}
+
+/// A Salesforce pipeline config against the simulator (client credentials from the environment).
+pub fn write_salesforce_config(
+    harness: &Harness,
+    streams: &[&str],
+    extra_source: &str,
+    extra: &str,
+) {
+    let streams = streams
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        r#"[pipeline]
+name = "sf"
+batch_rows = 1000
+[staging]
+url = "file://{stage}"
+[source]
+type = "salesforce"
+login_url = "{base}"
+client_id = "sim-client"
+client_secret = "${{SF_SECRET}}"
+streams = [{streams}]
+lag_seconds = 0
+overlap_seconds = 600
+retry_base_ms = 20
+bulk_poll_ms = 10
+{extra_source}
+[destination]
+type = "postgres"
+url = "${{TEST_DATABASE_URL}}"
+schema = "crm"
+{extra}
+"#,
+        stage = harness.stage_dir().display(),
+        base = harness.sim.base_url,
+    );
+    std::fs::write(&harness.config_path, text).expect("write config");
+}
+
+impl Harness {
+    /// The destination table of a Salesforce object as {Id: {field: canonical text}}.
+    pub async fn sf_table(
+        &self,
+        object: &str,
+    ) -> BTreeMap<String, BTreeMap<String, Option<String>>> {
+        let fields = self.sf_fields(object);
+        let mut exprs = vec![
+            "\"Id\"".to_string(),
+            "(extract(epoch from _syncline_version) * 1000)::bigint::text".to_string(),
+        ];
+        for (name, kind) in &fields {
+            let q = format!("\"{name}\"");
+            exprs.push(match kind.as_str() {
+                "datetime" => format!("(extract(epoch from {q}) * 1000)::bigint::text"),
+                _ => format!("{q}::text"),
+            });
+        }
+        let sql = format!("SELECT {} FROM crm.\"{object}\"", exprs.join(", "));
+        let rows = self
+            .client()
+            .await
+            .query(&sql, &[])
+            .await
+            .expect("read destination table");
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let mut values = BTreeMap::new();
+                values.insert("_version".to_string(), row.get::<_, Option<String>>(1));
+                for (i, (name, _)) in fields.iter().enumerate() {
+                    values.insert(name.clone(), row.get::<_, Option<String>>(i + 2));
+                }
+                (id, values)
+            })
+            .collect()
+    }
+
+    /// Non-compound, non-base64 describe fields other than Id, with their types.
+    pub fn sf_fields(&self, object: &str) -> Vec<(String, String)> {
+        self.sim
+            .salesforce
+            .describe_fields(object)
+            .into_iter()
+            .filter(|f| {
+                f.name != "Id" && !matches!(f.kind.as_str(), "address" | "location" | "base64")
+            })
+            .map(|f| (f.name, f.kind))
+            .collect()
+    }
+
+    /// The simulator's live records of an object in the same canonical form.
+    pub fn sf_expected(&self, object: &str) -> BTreeMap<String, BTreeMap<String, Option<String>>> {
+        let fields = self.sf_fields(object);
+        self.sim
+            .salesforce
+            .live_records(object)
+            .into_iter()
+            .map(|r| {
+                let mut values = BTreeMap::new();
+                values.insert(
+                    "_version".to_string(),
+                    Some(r.system_modstamp_ms.to_string()),
+                );
+                for (name, kind) in &fields {
+                    let value = r
+                        .fields
+                        .get(name)
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null);
+                    let canonical = match value {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) if kind == "datetime" => Some(
+                            chrono::DateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f%z")
+                                .expect("sim datetime")
+                                .timestamp_millis()
+                                .to_string(),
+                        ),
+                        serde_json::Value::String(s) => Some(s),
+                        serde_json::Value::Number(n) if matches!(kind.as_str(), "int" | "long") => {
+                            Some(n.to_string())
+                        }
+                        serde_json::Value::Number(n) => {
+                            Some(n.as_f64().expect("number").to_string())
+                        }
+                        serde_json::Value::Bool(b) => Some(b.to_string()),
+                        other => Some(other.to_string()),
+                    };
+                    values.insert(name.clone(), canonical);
+                }
+                (r.id, values)
+            })
+            .collect()
+    }
+
+    pub async fn assert_sf_converged(&self, object: &str) {
+        let actual = self.sf_table(object).await;
+        let expected = self.sf_expected(object);
+        assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
+        for (id, want) in &expected {
+            let got = actual
+                .get(id)
+                .unwrap_or_else(|| panic!("{object} {id} missing in destination"));
+            assert_eq!(got, want, "{object} {id} differs");
+        }
+    }
+
+    pub fn sf_env(&self) -> Vec<(&'static str, String)> {
+        self.env()
+    }
+
+    /// Runs the Salesforce pipeline (whatever config was written last) in this process.
+    pub async fn run_sf(&self, full_refresh: bool) -> RunReport {
+        self.run(full_refresh).await
+    }
+}
+
+/// Waits until the wall clock is past every Salesforce change the simulator stamped.
+pub async fn settle_sf(harness: &Harness, objects: &[&str]) {
+    let newest = objects
+        .iter()
+        .flat_map(|o| harness.sim.salesforce.live_records(o))
+        .map(|r| r.system_modstamp_ms)
+        .max()
+        .unwrap_or(0)
+        .max(harness.sim.salesforce.now_ms());
+    while chrono::Utc::now().timestamp_millis() <= newest + 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

@@ -209,17 +209,33 @@ impl Reader {
     /// Pages through the list endpoint. With `archived`, only archived records come back; with
     /// `archived_since`, those archived before it are skipped (they were delivered before).
     async fn list(&mut self, archived: bool, archived_since: Option<i64>) -> Result<()> {
-        let mut after: Option<String> = None;
-        loop {
-            let mut path = format!(
-                "/crm/v3/objects/{}?limit={LIST_LIMIT}&archived={archived}&properties={}",
-                encode(&self.stream),
-                encode(&self.properties_param)
-            );
-            if let Some(after) = &after {
+        let base = format!(
+            "/crm/v3/objects/{}?limit={LIST_LIMIT}&archived={archived}&properties={}",
+            encode(&self.stream),
+            encode(&self.properties_param)
+        );
+        let path = |after: Option<&str>| {
+            let mut path = base.clone();
+            if let Some(after) = after {
                 path.push_str(&format!("&after={}", encode(after)));
             }
-            let page = self.client.get(&path).await?;
+            path
+        };
+        // The next page is requested as soon as its cursor is known, so the server works on
+        // it while this page is converted and staged; at most one request is ahead.
+        let client = self.client.clone();
+        let fetch = |path: String| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get(&path).await })
+        };
+        let mut next_page = Some(fetch(path(None)));
+        while let Some(request) = next_page.take() {
+            let page = request.await.map_err(|e| {
+                Error::Source(format!("{}: a page request was lost: {e}", self.stream))
+            })??;
+            if let Some(next) = next_after(&page) {
+                next_page = Some(fetch(path(Some(&next))));
+            }
             let results = results_of(&page, &self.stream)?;
             let mut letters = Vec::new();
             for record in results {
@@ -235,11 +251,8 @@ impl Reader {
                 self.push(record, &mut letters).await?;
             }
             self.send_letters(letters).await?;
-            match next_after(&page) {
-                Some(next) => after = Some(next),
-                None => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     /// Searches `[from, to)` on the modified date with an id keyset (B2, recommendation).

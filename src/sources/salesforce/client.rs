@@ -1,0 +1,633 @@
+//! HTTP access to Salesforce: the OAuth client-credentials login, the session it yields, retries,
+//! and the API-usage accounting every response carries (crm-apis.md A1, A7).
+//!
+//! The client owns three policies so that callers never repeat them:
+//! - a 401 logs in again once per failing call and retries it (sessions expire mid-run);
+//! - 5xx, 406, 420, 429, connection failures and bodies cut short are retried with back-off;
+//! - the daily quota ends the run cleanly: a 403 `REQUEST_LIMIT_EXCEEDED`, or usage at or above
+//!   the configured budget before a request is sent, comes back as [`Failure::Quota`].
+//!
+//! Neither the client secret nor access tokens ever reach a log line or an error; endpoints are
+//! logged without their query string.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::{SalesforceConfig, Secret};
+use crate::{Error, Result};
+
+/// Records a page asks for (A2): the maximum; the server may still send fewer.
+const QUERY_OPTIONS: &str = "batchSize=2000";
+/// Back-off never waits longer than this between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why a call did not return a usable answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// The API quota is used up (403 `REQUEST_LIMIT_EXCEEDED`) or the configured budget is
+    /// reached. Not an error: the extraction stops cleanly and the next run resumes.
+    Quota(String),
+    /// Salesforce rejected the request with a 4xx that is not retried. Callers that have a
+    /// fallback (Bulk → REST) inspect it; everyone else turns it into [`Error::Source`].
+    Api(ApiError),
+    /// Anything else: configuration, transport after all retries, unreadable answers.
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Failure {
+        Failure::Other(err)
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Error {
+        match failure {
+            Failure::Quota(reason) => Error::Source(format!(
+                "{reason}; run again once the Salesforce API quota frees up"
+            )),
+            Failure::Api(api) => api.into(),
+            Failure::Other(err) => err,
+        }
+    }
+}
+
+/// A rejected request: method, endpoint (no query string), status and the error body.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub method: String,
+    pub endpoint: String,
+    pub status: u16,
+    /// The first `errorCode` of the body, empty when the body had none.
+    pub code: String,
+    pub message: String,
+}
+
+impl From<ApiError> for Error {
+    fn from(api: ApiError) -> Error {
+        Error::Source(format!(
+            "{} {}: HTTP {} {}: {}",
+            api.method, api.endpoint, api.status, api.code, api.message
+        ))
+    }
+}
+
+/// The parts of a Salesforce error body we use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// Reads an error body defensively (A7): the documented array `[{"message","errorCode"}]`, a
+/// single object, the OAuth form `{"error","error_description"}`, or anything else (HTML,
+/// empty), of which a short prefix becomes the message.
+pub fn parse_error_body(body: &[u8]) -> ErrorBody {
+    fn from_object(value: &Value) -> Option<ErrorBody> {
+        let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
+        let code = text("errorCode").or_else(|| text("error"));
+        let message = text("message").or_else(|| text("error_description"));
+        if code.is_none() && message.is_none() {
+            return None;
+        }
+        Some(ErrorBody {
+            code: code.unwrap_or_default(),
+            message: message.unwrap_or_default(),
+        })
+    }
+    let parsed = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => {
+            let entries: Vec<ErrorBody> = items.iter().filter_map(from_object).collect();
+            entries.first().map(|first| ErrorBody {
+                code: first.code.clone(),
+                message: entries
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .filter(|m| !m.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })
+        }
+        Ok(value @ Value::Object(_)) => from_object(&value),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        ErrorBody {
+            code: String::new(),
+            message: if text.is_empty() {
+                "(empty body)".to_string()
+            } else {
+                text.chars().take(200).collect()
+            },
+        }
+    })
+}
+
+/// Parses `Sforce-Limit-Info` (A7): `api-usage=18/5000`, possibly followed by other entries
+/// such as `; per-app-api-usage=17/250(appName=foo)`. Returns `(used, max)`.
+pub fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
+    header
+        .split([';', ','])
+        .filter_map(|part| part.trim().split_once('='))
+        .find(|(key, _)| key.trim().eq_ignore_ascii_case("api-usage"))
+        .and_then(|(_, value)| {
+            let (used, max) = value.trim().split_once('/')?;
+            let max: String = max
+                .trim()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            Some((used.trim().parse().ok()?, max.parse().ok()?))
+        })
+}
+
+/// An answer with a 2xx status: headers and the whole body (pages and CSV chunks are bounded).
+pub struct Reply {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The parsed body when JSON was asked for, `Value::Null` otherwise.
+    pub json: Value,
+}
+
+/// How the body of a successful answer must look; a JSON body that does not parse counts as
+/// cut short and is fetched again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Json,
+    Raw,
+}
+
+/// A logged-in session. The token is a secret; `instance_url` has no trailing slash.
+struct Session {
+    token: Secret,
+    instance_url: String,
+}
+
+/// A Salesforce API client. Cloning shares the connection pool, the session and the usage.
+#[derive(Clone)]
+pub struct SalesforceClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    login_url: String,
+    client_id: String,
+    client_secret: Secret,
+    /// `/services/data/v62.0`
+    version_path: String,
+    max_retries: u32,
+    retry_base: Duration,
+    api_budget: f64,
+    /// Held across the login request so that concurrent callers log in once.
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    usage: Arc<Mutex<Option<(u64, u64)>>>,
+}
+
+impl SalesforceClient {
+    pub fn new(config: &SalesforceConfig) -> Result<SalesforceClient> {
+        let version = config.api_version.trim().trim_start_matches(['v', 'V']);
+        if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return Err(Error::Config(format!(
+                "source.api_version {:?} is not an API version such as \"62.0\"",
+                config.api_version
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .connect_timeout(Duration::from_secs(30))
+            .user_agent(concat!("syncline/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Source(format!("cannot build the HTTP client: {e}")))?;
+        Ok(SalesforceClient {
+            inner: Arc::new(Inner {
+                http,
+                login_url: config.login_url.trim_end_matches('/').to_string(),
+                client_id: config.client_id.clone(),
+                client_secret: config.client_secret.clone(),
+                version_path: format!("/services/data/v{version}"),
+                max_retries: config.max_retries,
+                retry_base: Duration::from_millis(config.retry_base_ms.max(1)),
+                api_budget: config.api_budget,
+                session: tokio::sync::Mutex::new(None),
+                usage: Arc::new(Mutex::new(None)),
+            }),
+        })
+    }
+
+    /// `/services/data/vNN.0`: the prefix of every REST resource path.
+    pub fn version_path(&self) -> &str {
+        &self.inner.version_path
+    }
+
+    /// `/services/data/vNN.0/{rest}`: the path of a REST resource.
+    pub fn data_path(&self, rest: &str) -> String {
+        format!(
+            "{}/{}",
+            self.inner.version_path,
+            rest.trim_start_matches('/')
+        )
+    }
+
+    /// The instance the session talks to, logging in first when needed.
+    pub async fn instance_url(&self) -> std::result::Result<String, Failure> {
+        Ok(self.session().await?.instance_url.clone())
+    }
+
+    /// API usage as last reported by `Sforce-Limit-Info`: `(used, max)`.
+    pub fn usage(&self) -> Option<(u64, u64)> {
+        *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// GET a JSON resource; `path` starts at the instance root (`/services/data/...`).
+    pub async fn get_json(&self, path: &str) -> std::result::Result<Value, Failure> {
+        Ok(self
+            .send(Method::GET, path, None, false, Expect::Json)
+            .await?
+            .json)
+    }
+
+    /// GET a page of `query`/`queryAll` (first page or a `nextRecordsUrl`).
+    pub async fn query(&self, path: &str) -> std::result::Result<Value, Failure> {
+        Ok(self
+            .send(Method::GET, path, None, true, Expect::Json)
+            .await?
+            .json)
+    }
+
+    /// POST a JSON body and read a JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> std::result::Result<Value, Failure> {
+        Ok(self
+            .send(Method::POST, path, Some(body), false, Expect::Json)
+            .await?
+            .json)
+    }
+
+    /// GET a non-JSON resource (Bulk CSV results) with its headers.
+    pub async fn get_raw(&self, path: &str) -> std::result::Result<Reply, Failure> {
+        self.send(Method::GET, path, None, false, Expect::Raw).await
+    }
+
+    /// DELETE a resource (Bulk jobs); the body of the answer is ignored.
+    pub async fn delete(&self, path: &str) -> std::result::Result<(), Failure> {
+        self.send(Method::DELETE, path, None, false, Expect::Raw)
+            .await
+            .map(|_| ())
+    }
+
+    /// The current session, logging in when there is none yet.
+    async fn session(&self) -> std::result::Result<Arc<Session>, Failure> {
+        let mut guard = self.inner.session.lock().await;
+        if let Some(session) = guard.as_ref() {
+            return Ok(session.clone());
+        }
+        let session = Arc::new(self.login().await?);
+        *guard = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Replaces `stale` with a new session, unless another caller already did.
+    async fn relogin(&self, stale: &Arc<Session>) -> std::result::Result<(), Failure> {
+        let mut guard = self.inner.session.lock().await;
+        if let Some(current) = guard.as_ref() {
+            if !Arc::ptr_eq(current, stale) {
+                return Ok(());
+            }
+        }
+        tracing::info!("salesforce session expired or was revoked; logging in again");
+        *guard = None;
+        let session = Arc::new(self.login().await?);
+        *guard = Some(session);
+        Ok(())
+    }
+
+    /// The OAuth 2.0 client-credentials flow (A1).
+    async fn login(&self) -> std::result::Result<Session, Failure> {
+        #[derive(Deserialize)]
+        struct Token {
+            access_token: String,
+            instance_url: String,
+        }
+        let inner = &self.inner;
+        let url = format!("{}/services/oauth2/token", inner.login_url);
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", inner.client_id.as_str()),
+            ("client_secret", inner.client_secret.expose()),
+        ];
+        let endpoint = "/services/oauth2/token";
+        let mut attempt = 0u32;
+        loop {
+            let reason = match inner.http.post(&url).form(&form).send().await {
+                Err(err) => format!("POST {endpoint}: {}", without_url(&err)),
+                Ok(response) => {
+                    let status = response.status();
+                    match response.bytes().await {
+                        Err(err) => format!("POST {endpoint}: {}", without_url(&err)),
+                        Ok(body) if status.is_success() => {
+                            return match serde_json::from_slice::<Token>(&body) {
+                                Ok(token) if !token.instance_url.trim().is_empty() => Ok(Session {
+                                    token: Secret::new(token.access_token),
+                                    instance_url: token
+                                        .instance_url
+                                        .trim()
+                                        .trim_end_matches('/')
+                                        .to_string(),
+                                }),
+                                // The body holds the token: never quote it.
+                                _ => Err(Failure::Other(Error::Source(format!(
+                                    "POST {endpoint}: the token response lacks access_token or instance_url"
+                                )))),
+                            };
+                        }
+                        Ok(body)
+                            if status.is_client_error()
+                                && status != StatusCode::TOO_MANY_REQUESTS =>
+                        {
+                            let error = parse_error_body(&body);
+                            return Err(Failure::Other(Error::Config(format!(
+                                "Salesforce login at {} failed (HTTP {} {}: {}); check source.client_id and source.client_secret (and that source.login_url is your My Domain URL)",
+                                inner.login_url,
+                                status.as_u16(),
+                                error.code,
+                                error.message
+                            ))));
+                        }
+                        Ok(body) => {
+                            let error = parse_error_body(&body);
+                            format!("POST {endpoint}: HTTP {status}: {}", error.message)
+                        }
+                    }
+                }
+            };
+            if attempt >= inner.max_retries {
+                return Err(Failure::Other(Error::Transient(format!(
+                    "{reason} (after {attempt} retries)"
+                ))));
+            }
+            tracing::warn!(endpoint, attempt, error = %reason, "salesforce login failed, retrying");
+            tokio::time::sleep(self.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.inner
+            .retry_base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(MAX_BACKOFF)
+    }
+
+    /// Refuses to send once usage has reached the budget (A7): stopping before the next
+    /// request keeps the remaining allocation for other integrations.
+    fn check_budget(&self) -> std::result::Result<(), Failure> {
+        let Some((used, max)) = self.usage() else {
+            return Ok(());
+        };
+        if max > 0 && used as f64 >= self.inner.api_budget * max as f64 {
+            return Err(Failure::Quota(format!(
+                "the API budget is reached: Sforce-Limit-Info reports {used}/{max} requests used in the last 24 hours and source.api_budget = {} allows {:.0}",
+                self.inner.api_budget,
+                self.inner.api_budget * max as f64
+            )));
+        }
+        Ok(())
+    }
+
+    fn record_usage(&self, headers: &HeaderMap) {
+        let parsed = headers
+            .get("Sforce-Limit-Info")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_limit_info);
+        if let Some(usage) = parsed {
+            *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(usage);
+        }
+    }
+
+    /// Sends one call with the retry, re-login and quota policies of the module docs.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        query_options: bool,
+        expect: Expect,
+    ) -> std::result::Result<Reply, Failure> {
+        let endpoint = path.split('?').next().unwrap_or(path);
+        let mut attempt = 0u32;
+        let mut logged_in_again = false;
+        loop {
+            self.check_budget()?;
+            let session = self.session().await?;
+            let url = format!("{}{}", session.instance_url, path);
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(session.token.expose());
+            if query_options {
+                request = request.header("Sforce-Query-Options", QUERY_OPTIONS);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let reason = match request.send().await {
+                Err(err) => format!("{method} {endpoint}: {}", without_url(&err)),
+                Ok(response) => {
+                    self.record_usage(response.headers());
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    match response.bytes().await {
+                        Err(err) => format!("{method} {endpoint}: {}", without_url(&err)),
+                        Ok(bytes) if status.is_success() => {
+                            if expect == Expect::Raw {
+                                return Ok(Reply {
+                                    headers,
+                                    body: bytes,
+                                    json: Value::Null,
+                                });
+                            }
+                            match serde_json::from_slice::<Value>(&bytes) {
+                                Ok(json) => {
+                                    return Ok(Reply {
+                                        headers,
+                                        body: bytes,
+                                        json,
+                                    });
+                                }
+                                // A truncated body parses as broken JSON; Airbyte retries
+                                // these too (A7).
+                                Err(err) => format!(
+                                    "{method} {endpoint}: the answer is not complete JSON ({err})"
+                                ),
+                            }
+                        }
+                        Ok(bytes) => {
+                            let error = parse_error_body(&bytes);
+                            match status {
+                                StatusCode::UNAUTHORIZED if !logged_in_again => {
+                                    logged_in_again = true;
+                                    tracing::debug!(endpoint, code = %error.code, "401 from salesforce");
+                                    self.relogin(&session).await?;
+                                    continue;
+                                }
+                                StatusCode::UNAUTHORIZED => {
+                                    return Err(Failure::Other(Error::Source(format!(
+                                        "{method} {endpoint}: Salesforce rejected a fresh session too (401 {}: {}); check the connected app's run-as user and its API permission",
+                                        error.code, error.message
+                                    ))));
+                                }
+                                StatusCode::FORBIDDEN if error.code == "REQUEST_LIMIT_EXCEEDED" => {
+                                    return Err(Failure::Quota(format!(
+                                        "the Salesforce API request limit is used up: {method} {endpoint} was refused with REQUEST_LIMIT_EXCEEDED ({})",
+                                        error.message
+                                    )));
+                                }
+                                s if is_retryable(s) => format!(
+                                    "{method} {endpoint}: HTTP {} {}: {}",
+                                    s.as_u16(),
+                                    error.code,
+                                    error.message
+                                ),
+                                s => {
+                                    return Err(Failure::Api(ApiError {
+                                        method: method.to_string(),
+                                        endpoint: endpoint.to_string(),
+                                        status: s.as_u16(),
+                                        code: error.code,
+                                        message: error.message,
+                                    }));
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            if attempt >= self.inner.max_retries {
+                return Err(Failure::Other(Error::Transient(format!(
+                    "{reason} (after {attempt} retries)"
+                ))));
+            }
+            tracing::warn!(endpoint, attempt, error = %reason, "salesforce call failed, retrying");
+            tokio::time::sleep(self.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// 5xx and the throttling answers Airbyte retries (A7).
+fn is_retryable(status: StatusCode) -> bool {
+    status.is_server_error() || matches!(status.as_u16(), 406 | 420 | 429)
+}
+
+/// What went wrong, without reqwest's rendering of the URL (its query string holds SOQL).
+fn without_url(err: &reqwest::Error) -> &'static str {
+    if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else if err.is_body() || err.is_decode() {
+        "the body was cut short"
+    } else {
+        "request failed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_info_parses_used_and_max() {
+        assert_eq!(parse_limit_info("api-usage=18/5000"), Some((18, 5000)));
+        assert_eq!(
+            parse_limit_info("api-usage=18/5000; per-app-api-usage=17/250(appName=foo)"),
+            Some((18, 5000))
+        );
+        assert_eq!(
+            parse_limit_info("per-app-api-usage=17/250(appName=foo); api-usage=3/15000"),
+            Some((3, 15000))
+        );
+        assert_eq!(parse_limit_info(" api-usage = 7 / 100 "), Some((7, 100)));
+        assert_eq!(parse_limit_info("api-usage=lots"), None);
+        assert_eq!(parse_limit_info(""), None);
+    }
+
+    #[test]
+    fn error_bodies_parse_defensively() {
+        assert_eq!(
+            parse_error_body(
+                br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#
+            ),
+            ErrorBody {
+                code: "REQUEST_LIMIT_EXCEEDED".into(),
+                message: "TotalRequests Limit exceeded.".into()
+            }
+        );
+        assert_eq!(
+            parse_error_body(
+                br#"[{"message":"No such column 'Foo__c' on entity 'Account'","errorCode":"INVALID_FIELD","fields":["Foo__c"]},{"message":"second","errorCode":"X"}]"#
+            ),
+            ErrorBody {
+                code: "INVALID_FIELD".into(),
+                message: "No such column 'Foo__c' on entity 'Account'; second".into()
+            }
+        );
+        assert_eq!(
+            parse_error_body(
+                br#"{"error":"invalid_client_id","error_description":"client identifier invalid"}"#
+            ),
+            ErrorBody {
+                code: "invalid_client_id".into(),
+                message: "client identifier invalid".into()
+            }
+        );
+        let html = parse_error_body(b"<html>\n<body>We are setting things up</body></html>");
+        assert_eq!(html.code, "");
+        assert!(
+            html.message.contains("setting things up"),
+            "{}",
+            html.message
+        );
+        assert_eq!(parse_error_body(b"").message, "(empty body)");
+        assert_eq!(parse_error_body(b"[]").message, "[]");
+        let long = "x".repeat(1000);
+        assert_eq!(parse_error_body(long.as_bytes()).message.len(), 200);
+    }
+
+    #[test]
+    fn api_errors_name_code_and_message() {
+        let err: Error = Failure::Api(ApiError {
+            method: "GET".into(),
+            endpoint: "/services/data/v62.0/queryAll".into(),
+            status: 400,
+            code: "MALFORMED_QUERY".into(),
+            message: "unexpected token".into(),
+        })
+        .into();
+        let text = err.to_string();
+        assert!(
+            text.contains("MALFORMED_QUERY") && text.contains("unexpected token"),
+            "{text}"
+        );
+        assert!(matches!(err, Error::Source(_)));
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        for s in [500u16, 502, 503, 406, 420, 429] {
+            assert!(is_retryable(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [400u16, 401, 403, 404, 414] {
+            assert!(!is_retryable(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+}

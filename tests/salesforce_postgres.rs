@@ -1,0 +1,177 @@
+//! Salesforce → Parquet staging → PostgreSQL over HTTP against the simulator: Bulk full
+//! loads, REST incrementals, deletes, wide objects, quota stops and expiring sessions.
+
+mod common;
+
+use common::{Harness, settle_sf, write_salesforce_config};
+use syncline::reconcile::report::Status;
+use syncline::sim::SimConfig;
+
+fn sim() -> SimConfig {
+    SimConfig {
+        contacts: 1,
+        companies: 1,
+        deals: 1,
+        sf_accounts: 700,
+        sf_contacts: 900,
+        sf_opportunities: 300,
+        sf_leads: 150,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_full_load_then_rest_incremental_with_deletes_converge() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(
+        &h,
+        &["Account", "Contact", "Opportunity", "Lead"],
+        "bulk_threshold = 500",
+        "",
+    );
+
+    let first = h.run_sf(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    assert!(
+        h.sim.salesforce.bulk_jobs_created() >= 2,
+        "Account and Contact are above the bulk threshold"
+    );
+    for object in ["Account", "Contact", "Opportunity", "Lead"] {
+        h.assert_sf_converged(object).await;
+    }
+    let usage = first.streams[0]
+        .api_usage
+        .clone()
+        .expect("api usage reported");
+    assert!(usage.contains('/'), "{usage}");
+
+    let sf = &h.sim.salesforce;
+    let deleted = sf.delete("Account", 25);
+    let updated = sf.update("Account", 120);
+    let inserted = sf.insert("Contact", 60);
+    sf.update("Opportunity", 40);
+    sf.delete("Lead", 5);
+    settle_sf(&h, &["Account", "Contact", "Opportunity", "Lead"]).await;
+    let jobs_before = sf.bulk_jobs_created();
+
+    let second = h.run_sf(false).await;
+    assert_eq!(second.status, Status::Success, "{second:#?}");
+    assert_eq!(
+        sf.bulk_jobs_created(),
+        jobs_before,
+        "incremental runs use REST"
+    );
+    for object in ["Account", "Contact", "Opportunity", "Lead"] {
+        h.assert_sf_converged(object).await;
+    }
+    let account = &second.streams[0];
+    assert_eq!(account.rows_deleted, deleted.len() as u64);
+    assert_eq!(
+        account.rows_updated,
+        updated.iter().filter(|id| !deleted.contains(id)).count() as u64
+    );
+    assert_eq!(second.streams[1].rows_inserted, inserted.len() as u64);
+    assert_eq!(second.streams[3].rows_deleted, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bulk_job_falls_back_to_rest() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(&h, &["Account"], "bulk_threshold = 10", "");
+    h.sim.salesforce.fail_next_bulk_job();
+    let report = h.run_sf(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    assert_eq!(h.sim.salesforce.bulk_jobs_created(), 1);
+    h.assert_sf_converged("Account").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_object_loads_completely_through_split_queries() {
+    let h = Harness::start(
+        SimConfig {
+            sf_wide_records: 40,
+            ..sim()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    write_salesforce_config(&h, &["Wide__c"], "", "");
+    let report = h.run_sf(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    assert_eq!(report.streams[0].rows_inserted, 40);
+    h.assert_sf_converged("Wide__c").await;
+
+    h.sim.salesforce.update("Wide__c", 7);
+    settle_sf(&h, &["Wide__c"]).await;
+    let report = h.run_sf(false).await;
+    assert_eq!(report.streams[0].rows_updated, 7, "{report:#?}");
+    h.assert_sf_converged("Wide__c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_runs_out_mid_run_then_the_next_run_converges() {
+    let h = Harness::start(
+        SimConfig {
+            sf_short_pages: true,
+            ..sim()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    write_salesforce_config(&h, &["Account", "Contact"], "bulk_threshold = 100000", "");
+    // Leave room for login, describes, counts and a page or two: the quota ends mid-stream.
+    h.sim.salesforce.set_api_usage(0, 6);
+    let (status, report) = {
+        let env: Vec<(String, String)> = h
+            .sf_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        h.run_binary(&[], &env)
+    };
+    assert_eq!(status.code(), Some(4), "stopped cleanly with exit code 4");
+    let report = report.expect("a report");
+    assert_eq!(report.status, Status::Stopped);
+    let stopped: Vec<_> = report
+        .streams
+        .iter()
+        .filter_map(|s| s.stopped.as_deref())
+        .collect();
+    assert!(!stopped.is_empty(), "{report:#?}");
+    assert!(
+        stopped[0].contains("limit") || stopped[0].contains("budget"),
+        "{stopped:?}"
+    );
+
+    h.sim.salesforce.set_api_usage(0, 1_000_000);
+    let next = h.run_sf(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    h.assert_sf_converged("Account").await;
+    h.assert_sf_converged("Contact").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_expires_mid_run_is_renewed_and_the_run_continues() {
+    let h = Harness::start(
+        SimConfig {
+            sf_short_pages: true,
+            ..sim()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    write_salesforce_config(&h, &["Account", "Contact"], "bulk_threshold = 100000", "");
+    h.sim.salesforce.expire_sessions_after(4);
+    let report = h.run_sf(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    assert!(
+        h.sim.salesforce.sessions_expired() >= 1,
+        "the session really expired during the run"
+    );
+    h.assert_sf_converged("Account").await;
+    h.assert_sf_converged("Contact").await;
+}
