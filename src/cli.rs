@@ -129,5 +129,20 @@ pub enum Command {
         /// Requests per 10 s allowed on non-search endpoints (0: no limit).
         #[arg(long, default_value_t = 0)]
         rate_limit: u32,
+        /// Salesforce Accounts to generate.
+        #[arg(long, default_value_t = 300)]
+        sf_accounts: usize,
+        /// Salesforce Contacts to generate.
+        #[arg(long, default_value_t = 600)]
+        sf_contacts: usize,
+        /// Salesforce Opportunities to generate.
+        #[arg(long, default_value_t = 400)]
+        sf_opportunities: usize,
+        /// Salesforce Leads to generate.
+        #[arg(long, default_value_t = 200)]
+        sf_leads: usize,
+        /// Salesforce daily API request limit.
+        #[arg(long, default_value_t = 1_000_000)]
+        sf_daily_limit: u64,
     },
 }

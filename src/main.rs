@@ -182,6 +182,11 @@ async fn execute(command: Command) -> Result<u8, Error> {
             deals,
             token,
             rate_limit,
+            sf_accounts,
+            sf_contacts,
+            sf_opportunities,
+            sf_leads,
+            sf_daily_limit,
         } => {
             let config = sim::SimConfig {
                 seed,
@@ -189,6 +194,11 @@ async fn execute(command: Command) -> Result<u8, Error> {
                 companies,
                 deals,
                 token,
+                sf_accounts,
+                sf_contacts,
+                sf_opportunities,
+                sf_leads,
+                sf_daily_limit,
                 rate_limit: (rate_limit > 0).then_some(sim::RateLimit {
                     per_ten_seconds: rate_limit,
                     search_per_second: 5,
