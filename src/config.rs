@@ -124,10 +124,28 @@ pub struct SalesforceConfig {
     /// to the `instance_url` the token endpoint returns.
     #[serde(default = "default_salesforce_login")]
     pub login_url: String,
-    /// Connected app consumer key.
+    /// Connected app consumer key (the JWT's `iss` in the JWT bearer flow).
     pub client_id: String,
-    /// Connected app consumer secret (client-credentials flow). Use `${VAR}`.
-    pub client_secret: Secret,
+    /// Connected app consumer secret: selects the OAuth 2.0 client-credentials flow, which
+    /// logs in as the app's run-as user. Use `${VAR}`. Set either this or `username` with a
+    /// private key (JWT bearer flow), not both.
+    pub client_secret: Option<Secret>,
+    /// The Salesforce username to act as, e.g. `integration@acme.com`: selects the OAuth 2.0
+    /// JWT bearer flow (the JWT's `sub`). The user must be pre-authorized for the connected
+    /// app, whose certificate must match the private key. Needs `private_key` or
+    /// `private_key_path`.
+    pub username: Option<String>,
+    /// The RSA private key that signs the JWT bearer assertion, as PEM text
+    /// (`-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`, at least 2048
+    /// bits). Use `${VAR}`; a value on one line with literal `\n`s is accepted. Give this or
+    /// `private_key_path`, not both.
+    pub private_key: Option<Secret>,
+    /// A PEM file holding that private key, read when the run starts. `${VAR}` allowed.
+    pub private_key_path: Option<String>,
+    /// The JWT bearer assertion's `aud`: `https://login.salesforce.com` for production,
+    /// `https://test.salesforce.com` for sandboxes. Default `login_url`, so set this when
+    /// `login_url` is a My Domain URL. JWT bearer flow only.
+    pub audience: Option<String>,
     /// REST API version. Default `62.0`.
     #[serde(default = "default_salesforce_version")]
     pub api_version: String,
@@ -157,6 +175,140 @@ pub struct SalesforceConfig {
     /// Milliseconds between Bulk job status polls. Default 500.
     #[serde(default = "default_bulk_poll_ms")]
     pub bulk_poll_ms: u64,
+}
+
+/// How the Salesforce source logs in, as selected by which keys are set.
+#[derive(Debug, Clone, Copy)]
+pub enum SalesforceAuth<'a> {
+    /// `client_secret` is set: the client-credentials flow.
+    ClientCredentials { client_secret: &'a Secret },
+    /// `username` and a private key are set: the JWT bearer flow.
+    JwtBearer {
+        username: &'a str,
+        key: JwtKey<'a>,
+        /// The assertion's `aud`: `audience`, else `login_url`.
+        audience: &'a str,
+    },
+}
+
+/// Where the JWT bearer flow's private key comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum JwtKey<'a> {
+    /// `private_key`: the PEM text itself.
+    Pem(&'a Secret),
+    /// `private_key_path`: a PEM file.
+    Path(&'a str),
+}
+
+/// A Salesforce login configuration that selects no flow, two flows or an incomplete one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthKeyError {
+    /// The key to fix, under `source`.
+    pub key: &'static str,
+    /// What is wrong with it; never quotes a value.
+    pub message: &'static str,
+}
+
+impl fmt::Display for AuthKeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`source.{}` {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for AuthKeyError {}
+
+impl SalesforceConfig {
+    /// The login flow the keys select. Exactly one must be configured: `client_secret`
+    /// (client credentials), or `username` with one of `private_key` and `private_key_path`
+    /// (JWT bearer). Pure: the key file is not read here.
+    pub fn auth(&self) -> std::result::Result<SalesforceAuth<'_>, AuthKeyError> {
+        fn error<T>(
+            key: &'static str,
+            message: &'static str,
+        ) -> std::result::Result<T, AuthKeyError> {
+            Err(AuthKeyError { key, message })
+        }
+        let jwt_keys_set = self.username.is_some()
+            || self.private_key.is_some()
+            || self.private_key_path.is_some();
+        if let Some(client_secret) = &self.client_secret {
+            if jwt_keys_set {
+                return error(
+                    "client_secret",
+                    "selects the client-credentials flow, but `username`/`private_key`/`private_key_path` select the JWT bearer flow; keep one flow's keys",
+                );
+            }
+            if client_secret.expose().is_empty() {
+                return error("client_secret", "is empty");
+            }
+            if self.audience.is_some() {
+                return error(
+                    "audience",
+                    "applies only to the JWT bearer flow (`username` with `private_key` or `private_key_path`); remove it",
+                );
+            }
+            return Ok(SalesforceAuth::ClientCredentials { client_secret });
+        }
+        if !jwt_keys_set {
+            return error(
+                "client_secret",
+                "is missing: set `client_secret` (client-credentials flow) or `username` with `private_key` or `private_key_path` (JWT bearer flow)",
+            );
+        }
+        let Some(username) = self.username.as_deref() else {
+            return error(
+                "username",
+                "is missing: the JWT bearer flow (a private key is set) needs the Salesforce username to act as",
+            );
+        };
+        if username.trim().is_empty() {
+            return error("username", "is empty");
+        }
+        let key = match (&self.private_key, &self.private_key_path) {
+            (Some(_), Some(_)) => {
+                return error(
+                    "private_key_path",
+                    "and `private_key` are both set; give the key only once",
+                );
+            }
+            (None, None) => {
+                return error(
+                    "private_key",
+                    "is missing: the JWT bearer flow (`username` is set) needs `private_key` or `private_key_path`",
+                );
+            }
+            (Some(pem), None) => {
+                if pem.expose().trim().is_empty() {
+                    return error("private_key", "is empty");
+                }
+                if !pem.expose().contains("-----BEGIN") {
+                    return error(
+                        "private_key",
+                        "is not PEM text (no `BEGIN PRIVATE KEY` block); to name a file, use `private_key_path`",
+                    );
+                }
+                JwtKey::Pem(pem)
+            }
+            (None, Some(path)) => {
+                if path.trim().is_empty() {
+                    return error("private_key_path", "is empty");
+                }
+                JwtKey::Path(path.as_str())
+            }
+        };
+        let audience = self.audience.as_deref().unwrap_or(self.login_url.as_str());
+        if url::Url::parse(audience).is_err() {
+            return error(
+                "audience",
+                "not a URL; use https://login.salesforce.com or https://test.salesforce.com",
+            );
+        }
+        Ok(SalesforceAuth::JwtBearer {
+            username,
+            key,
+            audience,
+        })
+    }
 }
 
 fn default_salesforce_login() -> String {
@@ -351,7 +503,21 @@ impl Config {
             SourceConfig::Salesforce(s) => {
                 resolve(&mut s.login_url, &["source", "login_url"])?;
                 resolve(&mut s.client_id, &["source", "client_id"])?;
-                resolve(&mut s.client_secret.0, &["source", "client_secret"])?;
+                if let Some(secret) = &mut s.client_secret {
+                    resolve(&mut secret.0, &["source", "client_secret"])?;
+                }
+                if let Some(username) = &mut s.username {
+                    resolve(username, &["source", "username"])?;
+                }
+                if let Some(key) = &mut s.private_key {
+                    resolve(&mut key.0, &["source", "private_key"])?;
+                }
+                if let Some(path) = &mut s.private_key_path {
+                    resolve(path, &["source", "private_key_path"])?;
+                }
+                if let Some(audience) = &mut s.audience {
+                    resolve(audience, &["source", "audience"])?;
+                }
             }
         }
         match &mut self.destination {
@@ -443,8 +609,8 @@ impl Config {
                         "must be a share of the daily limit, above 0 and at most 1",
                     ));
                 }
-                if s.client_secret.expose().is_empty() {
-                    return Err(doc.key_error(&["source", "client_secret"], "is empty"));
+                if let Err(err) = s.auth() {
+                    return Err(doc.key_error(&["source", err.key], err.message));
                 }
             }
         }
@@ -695,6 +861,187 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
         let err = parse(&text).unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(err.contains("crm.toml:13"), "{err}");
+    }
+
+    const SALESFORCE: &str = r#"
+[pipeline]
+name = "sf"
+[staging]
+url = "file:///var/lib/syncline/stage"
+[source]
+type = "salesforce"
+login_url = "https://acme.my.salesforce.com"
+client_id = "3MVG9-consumer-key"
+client_secret = "${SF_SECRET}"
+streams = ["Account", "Lead"]
+[destination]
+type = "postgres"
+url = "${DATABASE_URL}"
+"#;
+
+    const FAKE_PEM: &str =
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQ-not-a-real-key\n-----END PRIVATE KEY-----\n";
+
+    fn sf_env(name: &str) -> Option<String> {
+        match name {
+            "SF_SECRET" => Some("shh-secret".into()),
+            "SF_USER" => Some("integration@acme.com".into()),
+            "SF_KEY_PATH" => Some("/etc/syncline/sf.pem".into()),
+            "SF_PRIVATE_KEY" => Some(FAKE_PEM.into()),
+            "DATABASE_URL" => Some("postgres://u:hunter2@localhost/db".into()),
+            _ => None,
+        }
+    }
+
+    /// The Salesforce example with its `client_secret` line replaced by `auth`.
+    fn parse_sf(auth: &str) -> Result<Config> {
+        let text = SALESFORCE.replace("client_secret = \"${SF_SECRET}\"", auth);
+        Config::parse(&text, Path::new("sf.toml"), &sf_env)
+    }
+
+    fn salesforce(config: &Config) -> &SalesforceConfig {
+        match &config.source {
+            SourceConfig::Salesforce(s) => s,
+            SourceConfig::Hubspot(_) => panic!("salesforce source"),
+        }
+    }
+
+    #[test]
+    fn client_secret_selects_client_credentials() {
+        let config = parse_sf("client_secret = \"${SF_SECRET}\"").unwrap();
+        match salesforce(&config).auth().unwrap() {
+            SalesforceAuth::ClientCredentials { client_secret } => {
+                assert_eq!(client_secret.expose(), "shh-secret");
+            }
+            other => panic!("client credentials expected, got {other:?}"),
+        }
+        assert!(!format!("{config:?}").contains("shh-secret"));
+    }
+
+    #[test]
+    fn username_and_key_path_select_jwt_bearer_with_interpolation() {
+        let config =
+            parse_sf("username = \"${SF_USER}\"\nprivate_key_path = \"${SF_KEY_PATH}\"").unwrap();
+        match salesforce(&config).auth().unwrap() {
+            SalesforceAuth::JwtBearer {
+                username,
+                key: JwtKey::Path(path),
+                audience,
+            } => {
+                assert_eq!(username, "integration@acme.com");
+                assert_eq!(path, "/etc/syncline/sf.pem");
+                assert_eq!(
+                    audience, "https://acme.my.salesforce.com",
+                    "defaults to login_url"
+                );
+            }
+            other => panic!("JWT bearer with a key file expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn username_and_key_text_select_jwt_bearer_with_an_audience() {
+        let config = parse_sf(
+            "username = \"integration@acme.com\"\nprivate_key = \"${SF_PRIVATE_KEY}\"\n\
+             audience = \"https://login.salesforce.com\"",
+        )
+        .unwrap();
+        match salesforce(&config).auth().unwrap() {
+            SalesforceAuth::JwtBearer {
+                key: JwtKey::Pem(pem),
+                audience,
+                ..
+            } => {
+                assert_eq!(pem.expose(), FAKE_PEM);
+                assert_eq!(audience, "https://login.salesforce.com");
+            }
+            other => panic!("JWT bearer with PEM text expected, got {other:?}"),
+        }
+        assert!(!format!("{config:?}").contains("not-a-real-key"));
+    }
+
+    #[test]
+    fn login_flow_mistakes_name_the_key_to_fix() {
+        let cases = [
+            // Both flows: the error points at the client_secret line.
+            (
+                "client_secret = \"${SF_SECRET}\"\nusername = \"${SF_USER}\"",
+                "`source.client_secret`",
+                Some("sf.toml:10:"),
+            ),
+            // Neither flow.
+            ("", "`source.client_secret` is missing", None),
+            (
+                "username = \"${SF_USER}\"",
+                "`source.private_key` is missing",
+                None,
+            ),
+            (
+                "private_key_path = \"${SF_KEY_PATH}\"",
+                "`source.username` is missing",
+                None,
+            ),
+            (
+                "username = \"${SF_USER}\"\nprivate_key = \"${SF_PRIVATE_KEY}\"\n\
+                 private_key_path = \"${SF_KEY_PATH}\"",
+                "`source.private_key_path`",
+                Some("sf.toml:12:"),
+            ),
+            (
+                "username = \"\"\nprivate_key_path = \"${SF_KEY_PATH}\"",
+                "`source.username` is empty",
+                Some("sf.toml:10:"),
+            ),
+            (
+                "username = \"${SF_USER}\"\nprivate_key_path = \"\"",
+                "`source.private_key_path` is empty",
+                Some("sf.toml:11:"),
+            ),
+            (
+                "client_secret = \"\"",
+                "`source.client_secret` is empty",
+                Some("sf.toml:10:"),
+            ),
+            (
+                "client_secret = \"${SF_SECRET}\"\naudience = \"https://login.salesforce.com\"",
+                "`source.audience` applies only to the JWT bearer flow",
+                Some("sf.toml:11:"),
+            ),
+            (
+                "username = \"${SF_USER}\"\nprivate_key_path = \"${SF_KEY_PATH}\"\n\
+                 audience = \"login.salesforce.com\"",
+                "`source.audience` not a URL",
+                Some("sf.toml:12:"),
+            ),
+            (
+                "username = \"${SF_USER}\"\nprivate_key = \"${SF_NO_SUCH_KEY}\"",
+                "`source.private_key` environment variable SF_NO_SUCH_KEY is not set",
+                Some("sf.toml:11:"),
+            ),
+        ];
+        for (auth, wanted, line) in cases {
+            let err = parse_sf(auth).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{auth:?}: {err}");
+            let err = err.to_string();
+            assert!(err.contains(wanted), "{auth:?}: {err}");
+            if let Some(line) = line {
+                assert!(err.contains(line), "{auth:?}: {err}");
+            }
+            assert!(!err.contains("shh-secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_key_path_in_private_key_is_refused_without_echoing_it() {
+        let err = parse_sf("username = \"${SF_USER}\"\nprivate_key = \"${SF_KEY_PATH}\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sf.toml:11: `source.private_key` is not PEM text"),
+            "{err}"
+        );
+        assert!(err.contains("private_key_path"), "{err}");
+        assert!(!err.contains("/etc/syncline/sf.pem"), "{err}");
     }
 
     #[test]

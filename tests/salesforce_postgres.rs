@@ -1,9 +1,13 @@
 //! Salesforce → Parquet staging → PostgreSQL over HTTP against the simulator: Bulk full
-//! loads, REST incrementals, deletes, wide objects, quota stops and expiring sessions.
+//! loads, REST incrementals, deletes, wide objects, quota stops, expiring sessions and the
+//! JWT bearer login.
 
 mod common;
 
-use common::{Harness, settle_sf, write_salesforce_config};
+use std::path::{Path, PathBuf};
+
+use common::{Harness, settle_sf, write_salesforce_config, write_salesforce_config_with_auth};
+use syncline::pipeline::RunOptions;
 use syncline::reconcile::report::Status;
 use syncline::sim::SimConfig;
 
@@ -174,4 +178,109 @@ async fn a_session_that_expires_mid_run_is_renewed_and_the_run_continues() {
     );
     h.assert_sf_converged("Account").await;
     h.assert_sf_converged("Contact").await;
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// `[source]` lines selecting the JWT bearer flow as the simulator's user, keyed by `key`.
+fn jwt_auth(key: &Path) -> String {
+    format!(
+        "username = \"sim-user@example.com\"\nprivate_key_path = \"{}\"",
+        key.display()
+    )
+}
+
+/// Runs the pipeline expecting it to fail, and returns every error message it produced:
+/// the run's own error, or the failed streams' errors.
+async fn failed_run(h: &Harness) -> String {
+    match syncline::pipeline::run(&h.config(), &RunOptions::default()).await {
+        Err(err) => err.to_string(),
+        Ok(report) => {
+            assert_eq!(report.status, Status::Failed, "{report:#?}");
+            let errors: Vec<String> = report
+                .streams
+                .iter()
+                .filter_map(|stream| stream.error.clone())
+                .collect();
+            assert!(!errors.is_empty(), "{report:#?}");
+            errors.join("\n")
+        }
+    }
+}
+
+/// No line of any fixture key (nor a PEM armour line) may reach an error message.
+fn assert_no_key_material(message: &str) {
+    assert!(!message.contains("-----BEGIN"), "{message}");
+    for name in [
+        "jwt-test-private.pem",
+        "jwt-test-public.pem",
+        "jwt-other-private.pem",
+    ] {
+        let text = std::fs::read_to_string(fixture(name)).expect("fixture key");
+        // Short lines (a final `IDAQAB`) could match by chance; 16 characters cannot.
+        let body = text
+            .lines()
+            .filter(|line| !line.starts_with("-----") && line.len() >= 16);
+        for line in body {
+            assert!(!message.contains(line), "{name} leaked into: {message}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_bearer_login_loads_and_a_wrong_key_is_a_config_error() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    let auth = jwt_auth(&fixture("jwt-test-private.pem"));
+    write_salesforce_config_with_auth(&h, &["Lead"], &auth, "", "");
+    let report = h.run_sf(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    h.assert_sf_converged("Lead").await;
+    let sf = &h.sim.salesforce;
+    assert!(sf.jwt_logins() >= 1, "the run logged in with an assertion");
+
+    // A session that expires mid-run is renewed with a freshly signed assertion.
+    let logins = sf.jwt_logins();
+    sf.expire_sessions_after(1);
+    let report = h.run_sf(true).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    assert!(sf.sessions_expired() >= 1, "the session really expired");
+    assert!(
+        sf.jwt_logins() >= logins + 2,
+        "a login, then a renewal: {} after {logins}",
+        sf.jwt_logins()
+    );
+    h.assert_sf_converged("Lead").await;
+
+    // A key the connected app does not hold: the token endpoint refuses the assertion.
+    let auth = jwt_auth(&fixture("jwt-other-private.pem"));
+    write_salesforce_config_with_auth(&h, &["Lead"], &auth, "", "");
+    let logins = sf.jwt_logins();
+    let message = failed_run(&h).await;
+    assert!(message.contains("invalid_grant"), "{message}");
+    assert!(message.contains("configuration error"), "{message}");
+    assert_no_key_material(&message);
+    assert_eq!(sf.jwt_logins(), logins);
+
+    // Not a private key at all (a public key, garbage): refused before any request.
+    let public_key = h.dir.path().join("public-as-private.pem");
+    std::fs::copy(fixture("jwt-test-public.pem"), &public_key).expect("copy the public key");
+    let garbage = h.dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write garbage");
+    for key in [&public_key, &garbage] {
+        write_salesforce_config_with_auth(&h, &["Lead"], &jwt_auth(key), "", "");
+        let requests = sf.token_requests();
+        let message = failed_run(&h).await;
+        assert!(message.contains("private_key"), "{message}");
+        assert!(message.contains("configuration error"), "{message}");
+        assert_no_key_material(&message);
+        assert_eq!(sf.token_requests(), requests, "no login was attempted");
+    }
 }

@@ -27,6 +27,8 @@ pub use salesforce::{SalesforceSim, SfField, SfRecord};
 
 /// How `shutdown` waits for open connections before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The public half of the test-only key pair in `tests/fixtures/`; it protects nothing.
+const TEST_JWT_PUBLIC_KEY: &str = include_str!("../../tests/fixtures/jwt-test-public.pem");
 
 /// What the simulated account holds and how strict it is.
 #[derive(Debug, Clone)]
@@ -62,6 +64,13 @@ pub struct SimConfig {
     pub sf_client_id: String,
     /// The connected app's consumer secret. Default `sim-secret`.
     pub sf_client_secret: String,
+    /// The PEM public key (`-----BEGIN PUBLIC KEY-----`) of the certificate uploaded to the
+    /// connected app: JWT bearer assertions must be signed with its private key. Default:
+    /// the test key pair's public half, `tests/fixtures/jwt-test-public.pem`.
+    pub sf_jwt_public_key_pem: String,
+    /// The user pre-authorized for the connected app, the only `sub` a JWT bearer assertion
+    /// may name. Default `sim-user@example.com`.
+    pub sf_username: String,
     /// The daily Salesforce API allocation (`Sforce-Limit-Info` max). Default 1,000,000.
     pub sf_daily_limit: u64,
     /// Serve every third Salesforce query page with half the batch, so connectors cannot
@@ -88,6 +97,8 @@ impl Default for SimConfig {
             sf_wide_records: 20,
             sf_client_id: "sim-client".to_owned(),
             sf_client_secret: "sim-secret".to_owned(),
+            sf_jwt_public_key_pem: TEST_JWT_PUBLIC_KEY.to_owned(),
+            sf_username: "sim-user@example.com".to_owned(),
             sf_daily_limit: 1_000_000,
             sf_short_pages: false,
             sf_bulk_polls: 2,
@@ -209,9 +220,9 @@ impl fmt::Debug for SimHandle {
 }
 
 /// For `syncline sim`: starts the simulator, prints `HUBSPOT_BASE_URL=…`,
-/// `HUBSPOT_TOKEN=…`, `SALESFORCE_LOGIN_URL=…`, `SALESFORCE_CLIENT_ID=…` and
-/// `SALESFORCE_CLIENT_SECRET=…` lines to stdout (ready for `export`), and serves until
-/// ctrl-c.
+/// `HUBSPOT_TOKEN=…`, `SALESFORCE_LOGIN_URL=…`, `SALESFORCE_CLIENT_ID=…`,
+/// `SALESFORCE_CLIENT_SECRET=…` and `SALESFORCE_USERNAME=…` (the JWT bearer user) lines to
+/// stdout (ready for `export`), and serves until ctrl-c.
 pub async fn serve_forever(config: SimConfig, addr: SocketAddr) -> anyhow::Result<()> {
     let handle = Simulator::start(config, addr).await?;
     println!("HUBSPOT_BASE_URL={}", handle.base_url);
@@ -222,6 +233,7 @@ pub async fn serve_forever(config: SimConfig, addr: SocketAddr) -> anyhow::Resul
         "SALESFORCE_CLIENT_SECRET={}",
         handle.salesforce.client_secret()
     );
+    println!("SALESFORCE_USERNAME={}", handle.salesforce.username());
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;

@@ -311,6 +311,24 @@ pub fn write_salesforce_config(
     extra_source: &str,
     extra: &str,
 ) {
+    write_salesforce_config_with_auth(
+        harness,
+        streams,
+        "client_secret = \"${SF_SECRET}\"",
+        extra_source,
+        extra,
+    );
+}
+
+/// Like [`write_salesforce_config`], with `auth` (TOML lines in `[source]`) in place of the
+/// client secret, e.g. `username` and `private_key_path` for the JWT bearer flow.
+pub fn write_salesforce_config_with_auth(
+    harness: &Harness,
+    streams: &[&str],
+    auth: &str,
+    extra_source: &str,
+    extra: &str,
+) {
     let streams = streams
         .iter()
         .map(|s| format!("{s:?}"))
@@ -326,7 +344,7 @@ url = "file://{stage}"
 type = "salesforce"
 login_url = "{base}"
 client_id = "sim-client"
-client_secret = "${{SF_SECRET}}"
+{auth}
 streams = [{streams}]
 lag_seconds = 0
 overlap_seconds = 600

@@ -1,9 +1,9 @@
 //! The Salesforce simulator (crm-apis.md parts A and C): an org with seeded Account,
 //! Contact, Opportunity, Lead and `Wide__c` records served over the REST and Bulk 2.0 wire
-//! shapes a connector meets: the client-credentials token endpoint, describe, SOQL
-//! `query`/`queryAll` with locator paging, Bulk query jobs with CSV results, `limits`, and
-//! the failure modes (expired sessions, the daily API limit, 414s, 503s, failed jobs,
-//! short pages, late-committing records).
+//! shapes a connector meets: the token endpoint (client credentials and JWT bearer),
+//! describe, SOQL `query`/`queryAll` with locator paging, Bulk query jobs with CSV results,
+//! `limits`, and the failure modes (expired sessions, the daily API limit, 414s, 503s,
+//! failed jobs, short pages, late-committing records).
 //!
 //! [`SalesforceSim`] is the handle tests use to change the org between syncs and to
 //! inject faults; `server.rs` holds the HTTP plumbing. Query results and Bulk job results
@@ -21,6 +21,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::http::StatusCode;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value, json};
@@ -51,6 +53,13 @@ const MUTATION_SEED_SALT: u64 = 0x7366_6d75_7461_7465;
 const QUERY_ID_PREFIX: &str = "01g";
 /// The simulated org and run-as user, for the token response's `id` URL.
 const ORG_ID: &str = "00D000000000000001";
+/// The login servers a JWT bearer assertion may name as `aud`, besides the simulator itself.
+const JWT_AUDIENCES: [&str; 2] = [
+    "https://login.salesforce.com",
+    "https://test.salesforce.com",
+];
+/// Clock skew tolerated on a JWT bearer assertion's `exp`, in seconds.
+const JWT_LEEWAY_SECONDS: u64 = 5;
 
 /// One stored record as a test sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +112,11 @@ struct Inner {
     instance_url: String,
     client_id: String,
     client_secret: String,
+    /// The only `sub` a JWT bearer assertion may name.
+    username: String,
+    /// Verifies JWT bearer assertions; `None` when the configured PEM is not an RSA public
+    /// key, which refuses every assertion.
+    jwt_key: Option<DecodingKey>,
     short_pages: bool,
     bulk_polls: u32,
     /// Indexed by [`SObject::index`]; immutable, so readable without the lock.
@@ -128,6 +142,7 @@ struct SfState {
     api_max: u64,
     request_count: u64,
     token_requests: u64,
+    jwt_logins: u64,
     injected_503: usize,
     fail_next_bulk: bool,
     cursors: BTreeMap<u64, Cursor>,
@@ -402,6 +417,16 @@ impl SalesforceSim {
             })
             .collect();
         let next_number = records.iter().map(|store| store.len() as u64 + 1).collect();
+        let jwt_key = match DecodingKey::from_rsa_pem(config.sf_jwt_public_key_pem.as_bytes()) {
+            Ok(key) => Some(key),
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    "sf_jwt_public_key_pem is not an RSA public key; JWT bearer logins will be refused"
+                );
+                None
+            }
+        };
         let last_stamp = records
             .iter()
             .flatten()
@@ -420,6 +445,7 @@ impl SalesforceSim {
             api_max: config.sf_daily_limit,
             request_count: 0,
             token_requests: 0,
+            jwt_logins: 0,
             injected_503: 0,
             fail_next_bulk: false,
             cursors: BTreeMap::new(),
@@ -433,6 +459,8 @@ impl SalesforceSim {
                 instance_url: instance_url.trim_end_matches('/').to_owned(),
                 client_id: config.sf_client_id.clone(),
                 client_secret: config.sf_client_secret.clone(),
+                username: config.sf_username.clone(),
+                jwt_key,
                 short_pages: config.sf_short_pages,
                 bulk_polls: config.sf_bulk_polls,
                 schemas,
@@ -466,6 +494,11 @@ impl SalesforceSim {
     /// The connected app's consumer secret the token endpoint accepts.
     pub fn client_secret(&self) -> &str {
         &self.inner.client_secret
+    }
+
+    /// The user a JWT bearer assertion must name as `sub`.
+    pub fn username(&self) -> &str {
+        &self.inner.username
     }
 
     /// Changes 1–2 data fields on up to `n` live records (seeded choice) and sets their
@@ -646,6 +679,11 @@ impl SalesforceSim {
         self.lock().token_requests
     }
 
+    /// Successful JWT bearer logins (sessions issued for a valid assertion).
+    pub fn jwt_logins(&self) -> u64 {
+        self.lock().jwt_logins
+    }
+
     /// The simulator clock in epoch ms: wall-clock time, but never before the latest stamp
     /// handed to a change, so `system_modstamp_ms <= now_ms()` holds for every record
     /// (except those [`touch_late`](Self::touch_late) or `update_at` put elsewhere).
@@ -690,6 +728,43 @@ impl SalesforceSim {
         if client_id != self.inner.client_id || client_secret != self.inner.client_secret {
             return None;
         }
+        Some(self.issue_session())
+    }
+
+    /// Issues a session for a JWT bearer login (crm-apis.md A1), or returns why the assertion
+    /// is refused, as the `error_description` of a 400 `invalid_grant`. The assertion must be
+    /// RS256-signed with the connected app's key, with `iss` = the consumer key, `sub` = the
+    /// pre-authorized user, `aud` = the simulator's URL or a Salesforce login server, and an
+    /// `exp` not yet past.
+    pub(crate) fn jwt_login(&self, assertion: &str) -> Result<Value, &'static str> {
+        let Some(key) = &self.inner.jwt_key else {
+            return Err("invalid assertion");
+        };
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        validation.set_issuer(&[self.inner.client_id.as_str()]);
+        let mut audiences = vec![self.inner.instance_url.as_str()];
+        audiences.extend(JWT_AUDIENCES);
+        validation.set_audience(&audiences[..]);
+        validation.sub = Some(self.inner.username.clone());
+        validation.leeway = JWT_LEEWAY_SECONDS;
+        match jsonwebtoken::decode::<Value>(assertion, key, &validation) {
+            Ok(_) => {
+                self.lock().jwt_logins += 1;
+                Ok(self.issue_session())
+            }
+            Err(err) => Err(match err.kind() {
+                ErrorKind::ExpiredSignature => "expired authorization code",
+                ErrorKind::InvalidSubject => "user hasn't approved this consumer",
+                ErrorKind::InvalidIssuer => "client identifier invalid",
+                ErrorKind::InvalidAudience => "audience is invalid",
+                _ => "invalid assertion",
+            }),
+        }
+    }
+
+    /// A new session and the token response that hands it out.
+    fn issue_session(&self) -> Value {
         let token = format!("00DSIM!{}", Uuid::new_v4().simple());
         let mut signature_bytes = Vec::with_capacity(32);
         signature_bytes.extend_from_slice(Uuid::new_v4().as_bytes());
@@ -697,7 +772,7 @@ impl SalesforceSim {
         self.lock().sessions.insert(token.clone());
         let instance_url = &self.inner.instance_url;
         let user_id = record_id(USER_PREFIX, 1);
-        Some(json!({
+        json!({
             "access_token": token,
             "instance_url": instance_url,
             "id": format!("{instance_url}/id/{ORG_ID}/{user_id}"),
@@ -705,7 +780,7 @@ impl SalesforceSim {
             "issued_at": wall_clock_ms().to_string(),
             "signature": server::base64_encode(&signature_bytes),
             "scope": "api",
-        }))
+        })
     }
 
     pub(crate) fn limits(&self) -> Value {

@@ -1,7 +1,8 @@
-//! The HTTP face of the Salesforce simulator: the OAuth token endpoint, and one handler for
-//! everything under `/services/data/` that passes the gate (injected 503, URI length,
-//! session, daily API limit — in that order), checks the API version and dispatches on
-//! the path. Every data response, errors included, carries `Sforce-Limit-Info`.
+//! The HTTP face of the Salesforce simulator: the OAuth token endpoint (client credentials
+//! and JWT bearer), and one handler for everything under `/services/data/` that passes the
+//! gate (injected 503, URI length, session, daily API limit — in that order), checks the API
+//! version and dispatches on the path. Every data response, errors included, carries
+//! `Sforce-Limit-Info`.
 //!
 //! Data paths are dispatched by hand rather than by the router: the version is a path
 //! segment whose mismatch must get Salesforce's own 404 body, and axum cannot mix a
@@ -19,6 +20,9 @@ use serde_json::{Value, json};
 use super::bulk::Chunk;
 use super::schema::API_VERSION;
 use super::{ApiError, Gate, SalesforceSim, clamp_batch};
+
+/// The `grant_type` of the OAuth 2.0 JWT bearer flow.
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 const BASE64_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -38,15 +42,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `POST /services/oauth2/token`, client-credentials flow only (crm-apis.md A1). The
-/// client may authenticate in the form body or with HTTP Basic. Not an API call: it
-/// neither needs a session nor counts against the daily limit.
+/// `POST /services/oauth2/token` (crm-apis.md A1): the client-credentials flow, where the
+/// client may authenticate in the form body or with HTTP Basic, and the JWT bearer flow
+/// (`assertion=<JWT>`), whose refused assertions get 400 `invalid_grant`. Not an API call:
+/// it neither needs a session nor counts against the daily limit.
 async fn token(State(sim): State<SalesforceSim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.note_token_request();
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    if form_value(&form, "grant_type") != Some("client_credentials") {
-        // JWT bearer, password and refresh-token grants are out of scope for the simulator.
-        return oauth_error("unsupported_grant_type", "grant type not supported");
+    match form_value(&form, "grant_type") {
+        Some("client_credentials") => {}
+        Some(JWT_BEARER_GRANT) => {
+            let assertion = form_value(&form, "assertion").unwrap_or_default();
+            return match sim.jwt_login(assertion) {
+                Ok(body) => Json(body).into_response(),
+                Err(description) => oauth_error("invalid_grant", description),
+            };
+        }
+        // Password and refresh-token grants are out of scope for the simulator.
+        _ => return oauth_error("unsupported_grant_type", "grant type not supported"),
     }
     let credentials = basic_credentials(&headers).or_else(|| {
         Some((
@@ -485,6 +498,112 @@ mod tests {
         );
         assert_eq!(handle.salesforce.token_requests(), 3);
         assert_eq!(handle.salesforce.api_usage().0, 0);
+        handle.shutdown().await;
+    }
+
+    /// An RS256 assertion signed with the PEM private key `key`.
+    fn assertion(key: &str, iss: &str, sub: &str, aud: &str, exp: i64) -> String {
+        let claims = json!({"iss": iss, "sub": sub, "aud": aud, "exp": exp});
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes()).expect("test key");
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .expect("signs")
+    }
+
+    #[tokio::test]
+    async fn token_endpoint_accepts_jwt_bearer_assertions_from_the_app_key_only() {
+        const APP_KEY: &str = include_str!("../../../tests/fixtures/jwt-test-private.pem");
+        const OTHER_KEY: &str = include_str!("../../../tests/fixtures/jwt-other-private.pem");
+        let handle = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("simulator starts");
+        let base = handle.base_url.clone();
+        let soon = chrono::Utc::now().timestamp() + 180;
+        let user = "sim-user@example.com";
+        let post = |jwt: String| {
+            let base = base.clone();
+            async move {
+                let body = format!("grant_type={}&assertion={jwt}", encode(JWT_BEARER_GRANT));
+                call(&base, "POST", "/services/oauth2/token", &[FORM], &body).await
+            }
+        };
+
+        for aud in [
+            base.as_str(),
+            "https://login.salesforce.com",
+            "https://test.salesforce.com",
+        ] {
+            let reply = post(assertion(APP_KEY, "sim-client", user, aud, soon)).await;
+            assert_eq!(reply.status, 200, "{aud}: {}", reply.body);
+            let body = reply.json();
+            assert_eq!(body["instance_url"], base.as_str());
+            assert_eq!(body["token_type"], "Bearer");
+            let token = body["access_token"].as_str().expect("token").to_owned();
+            let bearer = format!("Bearer {token}");
+            let limits = call(
+                &base,
+                "GET",
+                "/services/data/v62.0/limits",
+                &[("Authorization", bearer.as_str())],
+                "",
+            )
+            .await;
+            assert_eq!(limits.status, 200, "the session works");
+        }
+        assert_eq!(handle.salesforce.jwt_logins(), 3);
+
+        let refused = [
+            (
+                assertion(OTHER_KEY, "sim-client", user, &base, soon),
+                "invalid assertion",
+            ),
+            (
+                assertion(APP_KEY, "sim-client", "someone@example.com", &base, soon),
+                "user hasn't approved this consumer",
+            ),
+            (
+                assertion(APP_KEY, "other-client", user, &base, soon),
+                "client identifier invalid",
+            ),
+            (
+                assertion(
+                    APP_KEY,
+                    "sim-client",
+                    user,
+                    "https://evil.example.com",
+                    soon,
+                ),
+                "audience is invalid",
+            ),
+            (
+                assertion(APP_KEY, "sim-client", user, &base, soon - 600),
+                "expired authorization code",
+            ),
+            ("not.a.jwt".to_owned(), "invalid assertion"),
+        ];
+        for (jwt, description) in refused {
+            let reply = post(jwt).await;
+            assert_eq!(reply.status, 400, "{description}: {}", reply.body);
+            assert_eq!(
+                reply.json(),
+                json!({"error": "invalid_grant", "error_description": description})
+            );
+        }
+        let missing = call(
+            &base,
+            "POST",
+            "/services/oauth2/token",
+            &[FORM],
+            &format!("grant_type={}", encode(JWT_BEARER_GRANT)),
+        )
+        .await;
+        assert_eq!(missing.status, 400);
+        assert_eq!(missing.json()["error"], "invalid_grant");
+        assert_eq!(handle.salesforce.jwt_logins(), 3, "refusals are not logins");
+        assert_eq!(handle.salesforce.token_requests(), 10);
         handle.shutdown().await;
     }
 

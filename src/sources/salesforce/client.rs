@@ -1,14 +1,15 @@
-//! HTTP access to Salesforce: the OAuth client-credentials login, the session it yields, retries,
-//! and the API-usage accounting every response carries (crm-apis.md A1, A7).
+//! HTTP access to Salesforce: the OAuth login (client credentials or JWT bearer), the session it
+//! yields, retries, and the API-usage accounting every response carries (crm-apis.md A1, A7).
 //!
 //! The client owns three policies so that callers never repeat them:
-//! - a 401 logs in again once per failing call and retries it (sessions expire mid-run);
+//! - a 401 logs in again once per failing call and retries it (sessions expire mid-run); a JWT
+//!   bearer login signs a fresh assertion each time;
 //! - 5xx, 406, 420, 429, connection failures and bodies cut short are retried with back-off;
 //! - the daily quota ends the run cleanly: a 403 `REQUEST_LIMIT_EXCEEDED`, or usage at or above
 //!   the configured budget before a request is sent, comes back as [`Failure::Quota`].
 //!
-//! Neither the client secret nor access tokens ever reach a log line or an error; endpoints are
-//! logged without their query string.
+//! Neither the client secret, the private key, assertions nor access tokens ever reach a log line
+//! or an error; endpoints are logged without their query string.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +20,8 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{SalesforceConfig, Secret};
+use super::jwt::{self, JwtBearer};
+use crate::config::{SalesforceAuth, SalesforceConfig, Secret};
 use crate::{Error, Result};
 
 /// Records a page asks for (A2): the maximum; the server may still send fewer.
@@ -177,11 +179,33 @@ pub struct SalesforceClient {
     inner: Arc<Inner>,
 }
 
+/// What a token request proves the caller's identity with.
+enum Credentials {
+    /// Client credentials: the connected app's consumer secret.
+    ClientSecret(Secret),
+    /// JWT bearer: an assertion signed for each login.
+    JwtBearer(JwtBearer),
+}
+
+impl Credentials {
+    /// The keys to check when Salesforce refuses the login.
+    fn hint(&self) -> &'static str {
+        match self {
+            Credentials::ClientSecret(_) => {
+                "check source.client_id and source.client_secret (and that source.login_url is your My Domain URL)"
+            }
+            Credentials::JwtBearer(_) => {
+                "check source.client_id, source.username and the private key (source.private_key or source.private_key_path): the connected app must hold the key's certificate and pre-authorize the user, and source.audience (default source.login_url) must name the login server"
+            }
+        }
+    }
+}
+
 struct Inner {
     http: reqwest::Client,
     login_url: String,
     client_id: String,
-    client_secret: Secret,
+    credentials: Credentials,
     /// `/services/data/v62.0`
     version_path: String,
     max_retries: u32,
@@ -193,7 +217,22 @@ struct Inner {
 }
 
 impl SalesforceClient {
+    /// Builds the client; no request is sent until the first call. Fails with
+    /// [`Error::Config`] when the login keys select no flow or two, or the JWT bearer flow's
+    /// private key cannot be read or cannot sign.
     pub fn new(config: &SalesforceConfig) -> Result<SalesforceClient> {
+        let credentials = match config.auth().map_err(|e| Error::Config(e.to_string()))? {
+            SalesforceAuth::ClientCredentials { client_secret } => {
+                Credentials::ClientSecret(client_secret.clone())
+            }
+            SalesforceAuth::JwtBearer {
+                username,
+                key,
+                audience,
+            } => {
+                Credentials::JwtBearer(JwtBearer::new(&config.client_id, username, key, audience)?)
+            }
+        };
         let version = config.api_version.trim().trim_start_matches(['v', 'V']);
         if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
             return Err(Error::Config(format!(
@@ -212,7 +251,7 @@ impl SalesforceClient {
                 http,
                 login_url: config.login_url.trim_end_matches('/').to_string(),
                 client_id: config.client_id.clone(),
-                client_secret: config.client_secret.clone(),
+                credentials,
                 version_path: format!("/services/data/v{version}"),
                 max_retries: config.max_retries,
                 retry_base: Duration::from_millis(config.retry_base_ms.max(1)),
@@ -309,7 +348,7 @@ impl SalesforceClient {
         Ok(())
     }
 
-    /// The OAuth 2.0 client-credentials flow (A1).
+    /// The OAuth 2.0 client-credentials or JWT bearer flow (A1).
     async fn login(&self) -> std::result::Result<Session, Failure> {
         #[derive(Deserialize)]
         struct Token {
@@ -318,14 +357,25 @@ impl SalesforceClient {
         }
         let inner = &self.inner;
         let url = format!("{}/services/oauth2/token", inner.login_url);
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", inner.client_id.as_str()),
-            ("client_secret", inner.client_secret.expose()),
-        ];
         let endpoint = "/services/oauth2/token";
         let mut attempt = 0u32;
         loop {
+            // Signed per attempt, so retries after long back-offs never send an expired one.
+            let assertion: Secret;
+            let form: Vec<(&str, &str)> = match &inner.credentials {
+                Credentials::ClientSecret(secret) => vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", inner.client_id.as_str()),
+                    ("client_secret", secret.expose()),
+                ],
+                Credentials::JwtBearer(signer) => {
+                    assertion = signer.assertion()?;
+                    vec![
+                        ("grant_type", jwt::GRANT_TYPE),
+                        ("assertion", assertion.expose()),
+                    ]
+                }
+            };
             let reason = match inner.http.post(&url).form(&form).send().await {
                 Err(err) => format!("POST {endpoint}: {}", without_url(&err)),
                 Ok(response) => {
@@ -354,11 +404,12 @@ impl SalesforceClient {
                         {
                             let error = parse_error_body(&body);
                             return Err(Failure::Other(Error::Config(format!(
-                                "Salesforce login at {} failed (HTTP {} {}: {}); check source.client_id and source.client_secret (and that source.login_url is your My Domain URL)",
+                                "Salesforce login at {} failed (HTTP {} {}: {}); {}",
                                 inner.login_url,
                                 status.as_u16(),
                                 error.code,
-                                error.message
+                                error.message,
+                                inner.credentials.hint()
                             ))));
                         }
                         Ok(body) => {

@@ -1,6 +1,7 @@
 //! The Salesforce source (crm-apis.md PART A).
 //!
-//! - Auth: OAuth 2.0 client credentials against `login_url`; every other call goes to the
+//! - Auth: OAuth 2.0 client credentials or JWT bearer (an RS256 assertion signed with the
+//!   configured private key) against `login_url`; every other call goes to the
 //!   `instance_url` the token endpoint returns. An expired session logs in again (A1, A7).
 //! - Schema: describe drives typed Arrow columns, re-read once per run (A4, A3 rule 4).
 //! - Incremental: `queryAll` over a window bounded on both sides,
@@ -34,6 +35,7 @@ use crate::{Error, Result};
 mod bulk;
 mod client;
 pub mod describe;
+mod jwt;
 mod reader;
 pub mod records;
 mod soql;
