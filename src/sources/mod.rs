@@ -18,6 +18,7 @@ use futures::stream::BoxStream;
 use crate::Result;
 use crate::stage::{CursorRange, DeadLetter};
 
+pub mod cells;
 pub mod hubspot;
 pub mod salesforce;
 

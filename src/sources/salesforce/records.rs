@@ -6,15 +6,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMillisecondBuilder,
-};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::DataType;
 use chrono::{DateTime, NaiveDate};
 use csv::ByteRecord;
 use serde_json::{Map, Value};
 
+use crate::sources::cells::{Cell, ColumnBuilder};
 use crate::stage::DeadLetter;
 use crate::{Error, Result};
 
@@ -28,18 +26,6 @@ pub enum Raw<'a> {
     Json(&'a Value),
     /// A Bulk CSV field: every value is text, and the empty string is null (A6).
     Text(&'a str),
-}
-
-/// One converted value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    Null,
-    Int(i64),
-    Float(f64),
-    Text(String),
-    Bool(bool),
-    Date(i32),
-    Millis(i64),
 }
 
 /// Converts a wire value to the column's type; `Err` carries the reason.
@@ -157,58 +143,6 @@ pub fn parse_date(text: &str) -> Option<i32> {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
     let date = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok()?;
     i32::try_from((date - epoch).num_days()).ok()
-}
-
-enum ColumnBuilder {
-    Int(Int64Builder),
-    Float(Float64Builder),
-    Text(StringBuilder),
-    Bool(BooleanBuilder),
-    Date(Date32Builder),
-    Millis(TimestampMillisecondBuilder),
-}
-
-impl ColumnBuilder {
-    fn new(data_type: &DataType) -> ColumnBuilder {
-        match data_type {
-            DataType::Int64 => ColumnBuilder::Int(Int64Builder::new()),
-            DataType::Float64 => ColumnBuilder::Float(Float64Builder::new()),
-            DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
-            DataType::Date32 => ColumnBuilder::Date(Date32Builder::new()),
-            DataType::Timestamp(..) => {
-                ColumnBuilder::Millis(TimestampMillisecondBuilder::new().with_timezone("UTC"))
-            }
-            _ => ColumnBuilder::Text(StringBuilder::new()),
-        }
-    }
-
-    fn append(&mut self, cell: Cell) {
-        match (self, cell) {
-            (ColumnBuilder::Int(b), Cell::Int(v)) => b.append_value(v),
-            (ColumnBuilder::Float(b), Cell::Float(v)) => b.append_value(v),
-            (ColumnBuilder::Text(b), Cell::Text(v)) => b.append_value(v),
-            (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(v),
-            (ColumnBuilder::Date(b), Cell::Date(v)) => b.append_value(v),
-            (ColumnBuilder::Millis(b), Cell::Millis(v)) => b.append_value(v),
-            (ColumnBuilder::Int(b), _) => b.append_null(),
-            (ColumnBuilder::Float(b), _) => b.append_null(),
-            (ColumnBuilder::Text(b), _) => b.append_null(),
-            (ColumnBuilder::Bool(b), _) => b.append_null(),
-            (ColumnBuilder::Date(b), _) => b.append_null(),
-            (ColumnBuilder::Millis(b), _) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Int(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float(b) => Arc::new(b.finish()),
-            ColumnBuilder::Text(b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
-            ColumnBuilder::Date(b) => Arc::new(b.finish()),
-            ColumnBuilder::Millis(b) => Arc::new(b.finish()),
-        }
-    }
 }
 
 /// Where each source field sits in one Bulk CSV chunk, resolved once from its header row.
