@@ -284,3 +284,25 @@ async fn jwt_bearer_login_loads_and_a_wrong_key_is_a_config_error() {
         assert_eq!(sf.token_requests(), requests, "no login was attempted");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_exit_2_and_never_show_the_secret() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(&h, &["Lead"], "", "");
+    let (status, report) = h.run_binary(&[], &[("SF_SECRET", "not-the-secret-xyz")]);
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a rejected login is the user's to fix"
+    );
+    let report = report.expect("a report");
+    let stream = &report.streams[0];
+    assert_eq!(stream.retryable, Some(false));
+    let error = stream.error.clone().unwrap_or_default();
+    assert!(error.contains("client_secret"), "{error}");
+    assert!(
+        !serde_json::to_string(&report)
+            .unwrap()
+            .contains("not-the-secret-xyz")
+    );
+}

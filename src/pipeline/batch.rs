@@ -85,6 +85,16 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
         Status::Success | Status::Skipped => 0,
         Status::Mismatch => 3,
         Status::Stopped => 4,
+        // A configuration mistake (bad credentials, say) in every failed stream is the
+        // user's to fix, not worth an orchestrator's retry.
+        Status::Failed
+            if reports
+                .iter()
+                .filter(|r| r.status == Status::Failed)
+                .all(|r| r.error_exit_code == Some(2)) =>
+        {
+            2
+        }
         Status::Failed => 1,
     };
     Ok(RunReport {
@@ -138,6 +148,8 @@ impl StreamRunner<'_> {
                 };
                 warn!(stream, error = %err, "stream failed");
                 report.error = Some(err.to_string());
+                report.error_exit_code = Some(err.exit_code());
+                report.retryable = Some(err.is_transient());
             }
         }
         report

@@ -61,6 +61,10 @@ pub struct StreamReport {
     /// The source's API usage after the run, e.g. `"1834/15000"`, when it reports one.
     pub api_usage: Option<String>,
     pub error: Option<String>,
+    /// The exit code this stream's error alone would give (2: configuration, 3: mismatch, 1: other).
+    pub error_exit_code: Option<i32>,
+    /// Whether re-running as is may succeed (network faults, throttling after all retries).
+    pub retryable: Option<bool>,
 }
 
 impl StreamReport {
@@ -88,6 +92,8 @@ impl StreamReport {
             stopped: None,
             api_usage: None,
             error: None,
+            error_exit_code: None,
+            retryable: None,
         }
     }
 
