@@ -7,8 +7,8 @@ use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
 
 use super::layout::TableLayout;
 
-const DEDUP: &str = include_str!("sql/dedup.sql");
-const SOFT_DELETES: &str = include_str!("sql/soft_deletes.sql");
+const DEDUP: &str = include_str!("../../../sql/lake/dedup.sql");
+const SOFT_DELETES: &str = include_str!("../../../sql/lake/soft_deletes.sql");
 
 /// The in-memory table holding the load's normalized batches.
 pub(crate) const STAGED_TABLE: &str = "syncline_staged";
