@@ -21,6 +21,7 @@ use crate::reconcile::Fingerprint;
 
 pub mod lake;
 pub mod postgres;
+mod template;
 
 /// What to merge and how.
 #[derive(Debug, Clone)]

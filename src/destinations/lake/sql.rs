@@ -1,8 +1,9 @@
 //! The DataFusion SQL the lake destination runs around a merge: de-duplicating a load by key
-//! and counting the soft deletes it will apply. The statements live in `sql/*.sql` next to this
-//! file; identifiers are always double-quoted (DataFusion's SQL dialect), never interpolated raw.
+//! and counting the soft deletes it will apply. The statements live in `sql/lake/*.sql` at the crate
+//! root; identifiers are always double-quoted (DataFusion's SQL dialect), never interpolated raw.
 //! The merge itself is built from DataFusion expressions (see `merge.rs`), not SQL text.
 
+use crate::destinations::template::render;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
 
 use super::layout::TableLayout;
@@ -66,44 +67,6 @@ pub(crate) fn soft_deletes(layout: &TableLayout) -> String {
             ("deleted_at", deleted_at.as_str()),
         ],
     )
-}
-
-/// Replaces `{name}` placeholders (lowercase ASCII and `_`) in one pass, so a substituted value
-/// that itself contains `{...}` is never substituted again. Other braces are kept.
-///
-/// Panics when the template uses a placeholder without a value: templates are part of this
-/// crate, so that is a bug, never a data problem.
-fn render(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() + 64);
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        match after.find('}') {
-            Some(end) if is_placeholder(&after[..end]) => {
-                let name = &after[..end];
-                let value = values
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| *value)
-                    .unwrap_or_else(|| {
-                        panic!("lake SQL template uses placeholder {{{name}}} without a value")
-                    });
-                out.push_str(value);
-                rest = &after[end + 1..];
-            }
-            _ => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn is_placeholder(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 use crate::config::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
+pub(crate) use crate::destinations::template::render;
+
 use super::layout::TableLayout;
 use super::types::{Column, PgType};
 
@@ -99,47 +101,6 @@ pub(crate) fn ident_problem(name: &str) -> Option<&'static str> {
 /// `"schema"."name"`.
 pub(crate) fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))
-}
-
-/// Replaces each `{name}` placeholder (lowercase letters, digits, `_`) in `template` with its
-/// value from `vars`. Other braces are kept; values are inserted as is and never re-scanned, so
-/// an identifier containing `{x}` cannot inject a placeholder.
-///
-/// # Panics
-///
-/// When the template has a placeholder `vars` lacks: templates are compiled in, so that is a
-/// bug in this module, caught by the tests that render every template.
-pub(crate) fn render(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() + 128);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        match after.find('}') {
-            Some(close) if is_placeholder(&after[..close]) => {
-                let name = &after[..close];
-                let value = vars
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| *value)
-                    .unwrap_or_else(|| panic!("SQL template placeholder {{{name}}} has no value"));
-                out.push_str(value);
-                rest = &after[close + 1..];
-            }
-            _ => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn is_placeholder(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn column_defs(columns: &[Column]) -> String {
