@@ -10,10 +10,13 @@ use crate::state::StateStore;
 #[derive(Debug, Serialize)]
 pub struct StreamStatus {
     pub stream: String,
-    /// Cursor as ISO time: records changed before it are in the destination.
+    /// Cursor as ISO time (records changed before it are in the destination), or as the
+    /// source's own position (a WAL LSN for CDC streams).
     pub cursor: Option<String>,
-    /// Seconds between the cursor and now.
+    /// Seconds between the cursor and now (time cursors only).
     pub lag_seconds: Option<i64>,
+    /// The source's own lag, e.g. the WAL a replication slot still holds.
+    pub source_lag: Option<String>,
     pub last_load_id: Option<String>,
     pub last_load_at: Option<String>,
     pub last_load_rows: Option<u64>,
@@ -30,13 +33,16 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
     let stage = Stage::open(&config.staging)?;
     let state = StateStore::new(&stage, &config.pipeline.name);
     let destination = crate::pipeline::build_destination(config).await.ok();
+    let source = crate::pipeline::build_source(config)?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::new();
     for stream in config.source.streams() {
         let s = state.load(stream).await?;
-        let iso = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        let is_time = source.cursor_is_time(stream);
+        // A source that cannot be reached still leaves the rest of the status worth showing.
+        let source_lag = match source.lag(stream).await {
+            Ok(lag) => lag,
+            Err(err) => Some(format!("unknown ({err})")),
         };
         let in_ledger = match (&destination, &s.last_load) {
             (Some(d), Some(l)) => d.is_committed(stream, &l.load_id).await.ok(),
@@ -44,8 +50,9 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
         };
         out.push(StreamStatus {
             stream: stream.clone(),
-            cursor: s.cursor.and_then(iso),
-            lag_seconds: s.cursor.map(|c| (now - c) / 1000),
+            cursor: s.cursor.map(|c| source.cursor_text(stream, c)),
+            lag_seconds: s.cursor.filter(|_| is_time).map(|c| (now - c) / 1000),
+            source_lag,
             last_load_id: s.last_load.as_ref().map(|l| l.load_id.clone()),
             last_load_at: s.last_load.as_ref().map(|l| {
                 l.committed_at
@@ -90,6 +97,9 @@ pub fn render(rows: &[StreamStatus]) -> String {
                 .map(|p| format!("  (pending load {p})"))
                 .unwrap_or_default(),
         ));
+        if let Some(lag) = &r.source_lag {
+            out.push_str(&format!("{:<16} source lag: {lag}\n", ""));
+        }
     }
     out
 }

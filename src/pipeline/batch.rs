@@ -182,6 +182,11 @@ impl StreamRunner<'_> {
             .extract(ExtractRequest {
                 stream: stream.to_string(),
                 since,
+                state: if since.is_some() {
+                    state.source_state.clone()
+                } else {
+                    None
+                },
                 batch_rows: self.config.pipeline.batch_rows,
             })
             .await?;
@@ -250,6 +255,11 @@ impl StreamRunner<'_> {
             schema: columns_of(&extraction.schema)?,
             cursor,
             keeps_cursor,
+            source_state: if keeps_cursor {
+                None
+            } else {
+                extraction.state
+            },
             rows: 0,
             checksum: 0,
             files,
@@ -272,8 +282,14 @@ impl StreamRunner<'_> {
             info!(stream, "no changes");
             if !keeps_cursor {
                 state.cursor = Some(cursor.to);
+                if manifest.source_state.is_some() {
+                    state.source_state = manifest.source_state.clone();
+                }
             }
             self.state.save(stream, &state).await?;
+            self.source
+                .committed(stream, cursor.to, state.source_state.as_ref())
+                .await?;
             report.reconciliation.destination = Some(Fingerprint::default());
             report.reconciliation.matched = true;
             return Ok(());
@@ -354,6 +370,9 @@ impl StreamRunner<'_> {
     ) -> Result<()> {
         if !manifest.keeps_cursor {
             state.cursor = Some(manifest.cursor.to);
+            if manifest.source_state.is_some() {
+                state.source_state = manifest.source_state.clone();
+            }
         }
         state.pending = None;
         if !outcome.skipped {
@@ -366,7 +385,13 @@ impl StreamRunner<'_> {
                 deleted: outcome.deleted,
             });
         }
-        self.state.save(stream, state).await
+        self.state.save(stream, state).await?;
+        if let Some(cursor) = state.cursor {
+            self.source
+                .committed(stream, cursor, state.source_state.as_ref())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Completes a load an interrupted run left between staging and the state commit.

@@ -28,6 +28,9 @@ pub struct ExtractRequest {
     pub stream: String,
     /// `None` for a full load; otherwise the saved cursor (epoch ms).
     pub since: Option<i64>,
+    /// What the source saved with the cursor at the last commit (`Extraction::state`), e.g.
+    /// the files already loaded; `None` for a full load.
+    pub state: Option<serde_json::Value>,
     pub batch_rows: usize,
 }
 
@@ -53,6 +56,9 @@ pub struct Extraction {
     pub key: String,
     /// The range this extraction covers; `to` becomes the cursor once the load commits.
     pub cursor: CursorRange,
+    /// Source-specific position saved with `cursor.to` once this load commits (and handed
+    /// back in the next `ExtractRequest::state`). `None` keeps what was saved.
+    pub state: Option<serde_json::Value>,
     pub items: BoxStream<'static, Result<Extracted>>,
 }
 
@@ -69,5 +75,36 @@ pub trait Source: Send + Sync {
     /// API usage as the source last reported it, e.g. `"1834/15000"` (used/limit).
     fn api_usage(&self) -> Option<String> {
         None
+    }
+
+    /// Called after a load of `stream` committed and its cursor and state were saved: a
+    /// source that holds server-side position (a replication slot) releases what is now
+    /// safely in the destination. Never called before the destination commit.
+    async fn committed(
+        &self,
+        _stream: &str,
+        _cursor: i64,
+        _state: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether a stream's cursor is a time (epoch ms). Sources whose cursor is a log
+    /// position or a number say no, and `status` shows `cursor_text` without a time lag.
+    fn cursor_is_time(&self, _stream: &str) -> bool {
+        true
+    }
+
+    /// How `status` shows a saved cursor.
+    fn cursor_text(&self, _stream: &str, cursor: i64) -> String {
+        chrono::DateTime::from_timestamp_millis(cursor)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| cursor.to_string())
+    }
+
+    /// How far the source's own position is behind, for `status` (a replication slot's
+    /// retained WAL, say). `None` when the source has no such notion.
+    async fn lag(&self, _stream: &str) -> Result<Option<String>> {
+        Ok(None)
     }
 }

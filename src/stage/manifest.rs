@@ -42,7 +42,7 @@ pub struct DeadLetterFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnSpec {
     pub name: String,
-    /// `int64`, `float64`, `utf8`, `boolean`, `date32` or `timestamp_ms_utc`.
+    /// `int64`, `float64`, `utf8`, `boolean`, `date32`, `timestamp_ms_utc` or `timestamp_us_utc`.
     #[serde(rename = "type")]
     pub kind: String,
     pub nullable: bool,
@@ -64,6 +64,10 @@ pub struct Manifest {
     /// committing this load must not move the stream's cursor.
     #[serde(default)]
     pub keeps_cursor: bool,
+    /// The source's position to save with the cursor when this load commits
+    /// (see `sources::Extraction::state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_state: Option<serde_json::Value>,
     /// Count and checksum of the staged rows (see crate::reconcile).
     pub rows: u64,
     pub checksum: u64,
@@ -113,6 +117,9 @@ fn kind_of(data_type: &DataType) -> Result<&'static str> {
         DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => {
             "timestamp_ms_utc"
         }
+        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
+            "timestamp_us_utc"
+        }
         other => return Err(Error::Stage(format!("type {other} cannot be staged"))),
     })
 }
@@ -125,6 +132,7 @@ fn data_type_of(kind: &str) -> Result<DataType> {
         "boolean" => DataType::Boolean,
         "date32" => DataType::Date32,
         "timestamp_ms_utc" => crate::schema::timestamp_type(),
+        "timestamp_us_utc" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         other => {
             return Err(Error::Stage(format!(
                 "manifest names unknown column type {other}"

@@ -13,7 +13,9 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -215,9 +217,23 @@ pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> 
             .ok_or_else(|| Error::Stage(format!("batch lacks column {name}")))
     };
     let keys = column(key)?;
-    let versions = column(VERSION_COLUMN)?
-        .as_primitive_opt::<TimestampMillisecondType>()
-        .ok_or_else(|| Error::Stage(format!("{VERSION_COLUMN} is not a millisecond timestamp")))?;
+    // Versions are hashed as milliseconds whatever their unit, as every destination does.
+    let version_column = column(VERSION_COLUMN)?;
+    let version_ms: Box<dyn Fn(usize) -> i64> = match version_column.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            let values = version_column.as_primitive::<TimestampMillisecondType>();
+            Box::new(move |row| values.value(row))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let values = version_column.as_primitive::<TimestampMicrosecondType>();
+            Box::new(move |row| values.value(row).div_euclid(1000))
+        }
+        other => {
+            return Err(Error::Stage(format!(
+                "{VERSION_COLUMN} is {other}, not a millisecond or microsecond timestamp"
+            )));
+        }
+    };
     let deleted = column(DELETED_COLUMN)?
         .as_boolean_opt()
         .ok_or_else(|| Error::Stage(format!("{DELETED_COLUMN} is not boolean")))?;
@@ -231,7 +247,7 @@ pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> 
             DataType::Utf8 => keys.as_string::<i32>().value(row).to_string(),
             other => return Err(Error::Stage(format!("unsupported key type {other}"))),
         };
-        fingerprint.add(&key_text, versions.value(row), deleted.value(row));
+        fingerprint.add(&key_text, version_ms(row), deleted.value(row));
     }
     Ok(fingerprint)
 }

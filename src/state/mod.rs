@@ -17,6 +17,9 @@ use crate::{Error, Result};
 pub struct StreamState {
     /// Upper bound (epoch ms, exclusive) of the last committed load; `None` before the first.
     pub cursor: Option<i64>,
+    /// Source-specific position saved with the cursor (files loaded, replication LSN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_state: Option<serde_json::Value>,
     /// A staged load whose destination commit has not been confirmed here yet.
     pub pending: Option<PendingLoad>,
     /// The last load that committed.

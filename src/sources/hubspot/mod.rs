@@ -162,6 +162,7 @@ impl Source for HubspotSource {
         })
         .boxed();
         Ok(Extraction {
+            state: None,
             schema,
             key: KEY.to_string(),
             cursor,

@@ -191,6 +191,7 @@ impl Source for SalesforceSource {
         let Some(cursor_field) = plan.cursor.clone().filter(|_| plan.queryable) else {
             tracing::warn!(stream = %request.stream, "object is not queryable; nothing to extract");
             return Ok(Extraction {
+                state: None,
                 schema,
                 key: KEY.to_string(),
                 cursor,
@@ -252,6 +253,7 @@ impl Source for SalesforceSource {
         })
         .boxed();
         Ok(Extraction {
+            state: None,
             schema,
             key: KEY.to_string(),
             cursor,
