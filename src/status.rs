@@ -38,12 +38,13 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
     let mut out = Vec::new();
     for stream in config.source.streams() {
         let s = state.load(stream).await?;
-        let is_time = source.cursor_is_time(stream);
         // A source that cannot be reached still leaves the rest of the status worth showing.
         let source_lag = match source.lag(stream).await {
             Ok(lag) => lag,
             Err(err) => Some(format!("unknown ({err})")),
         };
+        // After `lag`: a source may learn there whether the cursor is a time.
+        let is_time = source.cursor_is_time(stream);
         let in_ledger = match (&destination, &s.last_load) {
             (Some(d), Some(l)) => d.is_committed(stream, &l.load_id).await.ok(),
             _ => None,

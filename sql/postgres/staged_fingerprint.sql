@@ -3,7 +3,7 @@ SELECT
     (((coalesce(sum(
         ('x' || left(md5(
             {key}::text
-            || '|' || (extract(epoch FROM {version}) * 1000)::bigint::text
+            || '|' || floor(extract(epoch FROM {version}) * 1000)::bigint::text
             || '|' || CASE WHEN {deleted} THEN 't' ELSE 'f' END
         ), 16))::bit(64)::bigint
     ), 0) % 18446744073709551616) + 18446744073709551616) % 18446744073709551616)::numeric(20, 0)::text AS checksum

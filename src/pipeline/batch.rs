@@ -255,11 +255,7 @@ impl StreamRunner<'_> {
             schema: columns_of(&extraction.schema)?,
             cursor,
             keeps_cursor,
-            source_state: if keeps_cursor {
-                None
-            } else {
-                extraction.state
-            },
+            source_state: if keeps_cursor { None } else { extraction.state },
             rows: 0,
             checksum: 0,
             files,
@@ -457,7 +453,7 @@ fn progress_bar(stream: &str) -> Option<ProgressBar> {
 
 /// Test hook for crash tests: `SYNCLINE_CRASH_AT=after-stage|after-merge` kills the process
 /// with SIGKILL at that point, as an operator's `kill -9` or an OOM kill would.
-fn crash_point(name: &str) {
+pub(crate) fn crash_point(name: &str) {
     if std::env::var("SYNCLINE_CRASH_AT").is_ok_and(|at| at == name) {
         warn!(point = name, "SYNCLINE_CRASH_AT: killing the process");
         // SAFETY: raising a signal on our own process has no memory-safety effect.

@@ -10,6 +10,7 @@ use crate::destinations::lake::LakeDestination;
 use crate::destinations::postgres::PostgresDestination;
 use crate::sources::Source;
 use crate::sources::hubspot::HubspotSource;
+use crate::sources::postgres::PostgresSource;
 use crate::sources::salesforce::SalesforceSource;
 use crate::stage::Stage;
 use crate::{Error, Result};
@@ -22,6 +23,7 @@ pub fn build_source(config: &Config) -> Result<Arc<dyn Source>> {
     Ok(match &config.source {
         SourceConfig::Hubspot(h) => Arc::new(HubspotSource::new(h)?),
         SourceConfig::Salesforce(s) => Arc::new(SalesforceSource::new(s)?),
+        SourceConfig::Postgres(p) => Arc::new(PostgresSource::new(p, &config.pipeline.name)),
     })
 }
 

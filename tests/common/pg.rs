@@ -33,6 +33,12 @@ impl TestPostgres {
     /// When the PostgreSQL server binaries cannot be found, or the cluster does not start
     /// (the server log is included in the message).
     pub fn start() -> TestPostgres {
+        TestPostgres::start_with_wal_level("logical")
+    }
+
+    /// Like [`TestPostgres::start`] with another `wal_level` (`replica` to test what a source
+    /// without logical replication does).
+    pub fn start_with_wal_level(wal_level: &str) -> TestPostgres {
         let bin = find_bin_dir();
         // SAFETY: geteuid has no preconditions and cannot fail.
         let run_as_postgres = unsafe { libc::geteuid() } == 0;
@@ -81,7 +87,7 @@ impl TestPostgres {
             let port = free_port();
             let options = format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} \
-                 -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 \
+                 -c wal_level={wal_level} -c max_replication_slots=10 -c max_wal_senders=10 \
                  -c fsync=off",
                 dir.path().display()
             );

@@ -216,12 +216,13 @@ impl TableLayout {
             Ok(field)
                 if matches!(
                     field.data_type(),
-                    DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if is_utc(tz)
+                    DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Microsecond, Some(tz))
+                        if is_utc(tz)
                 ) => {}
             _ => {
                 return Err(Error::Destination(format!(
                     "stream `{stream}`: the staged schema lacks `{VERSION_COLUMN}` as a UTC \
-                     millisecond timestamp"
+                     millisecond or microsecond timestamp"
                 )));
             }
         }
@@ -443,6 +444,20 @@ mod tests {
             assert_eq!(LakeType::from_arrow(&t.arrow_type()), Some(t));
             assert_eq!(t.delta_type().to_string(), t.name());
         }
+    }
+
+    #[test]
+    fn accepts_microsecond_versions_and_data_columns() {
+        let micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let fields = vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("changed_at", micros.clone(), true),
+            Field::new(VERSION_COLUMN, micros, false),
+            deleted_field(),
+        ];
+        let layout = TableLayout::from_request(&request(fields, "id", DeleteMode::Hard)).unwrap();
+        let changed = layout.data().find(|c| c.name == "changed_at").unwrap();
+        assert_eq!(changed.lake_type, LakeType::Timestamp);
     }
 
     #[test]

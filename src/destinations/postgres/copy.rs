@@ -7,9 +7,9 @@ use std::pin::pin;
 
 use arrow::array::{
     Array, BooleanArray, Date32Array, Float64Array, Int64Array, LargeStringArray, StringArray,
-    StringViewArray, TimestampMillisecondArray,
+    StringViewArray, TimestampMicrosecondArray, TimestampMillisecondArray,
 };
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -128,6 +128,7 @@ enum ColumnReader<'a> {
     Boolean(&'a BooleanArray),
     Date32(&'a Date32Array, &'a str),
     TimestampMs(&'a TimestampMillisecondArray, &'a str),
+    TimestampUs(&'a TimestampMicrosecondArray, &'a str),
 }
 
 impl<'a> ColumnReader<'a> {
@@ -154,8 +155,11 @@ impl<'a> ColumnReader<'a> {
             DataType::Utf8View => ColumnReader::Utf8View(downcast(array, name)?),
             DataType::Boolean => ColumnReader::Boolean(downcast(array, name)?),
             DataType::Date32 => ColumnReader::Date32(downcast(array, name)?, name),
-            // `PgType::from_arrow` accepted it, so it is a UTC millisecond timestamp.
-            DataType::Timestamp(_, _) => ColumnReader::TimestampMs(downcast(array, name)?, name),
+            // `PgType::from_arrow` accepted it, so it is a UTC timestamp in ms or µs.
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                ColumnReader::TimestampMs(downcast(array, name)?, name)
+            }
+            DataType::Timestamp(_, _) => ColumnReader::TimestampUs(downcast(array, name)?, name),
             other => {
                 return Err(Error::SchemaDrift(format!(
                     "staged column `{name}` has type {other}, which the postgres destination \
@@ -196,6 +200,14 @@ impl<'a> ColumnReader<'a> {
             ColumnReader::TimestampMs(array, name) => Cell::Timestamp(if array.is_valid(row) {
                 Some(
                     DateTime::<Utc>::from_timestamp_millis(array.value(row))
+                        .ok_or_else(|| out_of_range(name, row))?,
+                )
+            } else {
+                None
+            }),
+            ColumnReader::TimestampUs(array, name) => Cell::Timestamp(if array.is_valid(row) {
+                Some(
+                    DateTime::<Utc>::from_timestamp_micros(array.value(row))
                         .ok_or_else(|| out_of_range(name, row))?,
                 )
             } else {

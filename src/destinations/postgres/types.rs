@@ -27,7 +27,10 @@ impl PgType {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(PgType::Text),
             DataType::Boolean => Some(PgType::Boolean),
             DataType::Date32 => Some(PgType::Date),
-            DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if is_utc(tz) => {
+            // timestamptz holds microseconds, so both staged units load without loss.
+            DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Microsecond, Some(tz))
+                if is_utc(tz) =>
+            {
                 Some(PgType::Timestamptz)
             }
             _ => None,
@@ -195,6 +198,13 @@ mod tests {
             PgType::from_arrow(&crate::schema::timestamp_type()),
             Some(PgType::Timestamptz)
         );
+        assert_eq!(
+            PgType::from_arrow(&DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("UTC".into())
+            )),
+            Some(PgType::Timestamptz)
+        );
     }
 
     #[test]
@@ -205,8 +215,12 @@ mod tests {
             None
         );
         assert_eq!(
+            PgType::from_arrow(&DataType::Timestamp(TimeUnit::Microsecond, None)),
+            None
+        );
+        assert_eq!(
             PgType::from_arrow(&DataType::Timestamp(
-                TimeUnit::Microsecond,
+                TimeUnit::Nanosecond,
                 Some("UTC".into())
             )),
             None

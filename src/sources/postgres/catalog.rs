@@ -1,0 +1,313 @@
+//! What a source table looks like: its columns read from the catalog, the staged type of
+//! each, the key and the cursor column, and the staged schema built from them.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use tokio_postgres::Client;
+
+use crate::config::PostgresTableConfig;
+use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, deleted_field, is_system_column};
+use crate::{Error, Result};
+
+/// How a source column is staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// int2, int4, int8, oid → Int64.
+    Int,
+    /// float4, float8 → Float64.
+    Float,
+    Bool,
+    /// date → Date32.
+    Date,
+    /// timestamp and timestamptz → Timestamp(µs, UTC); a timestamp without time zone is
+    /// read as UTC.
+    Timestamp {
+        with_zone: bool,
+    },
+    /// Everything else (text, varchar, numeric, uuid, json, enums, ...) in its text form.
+    Text,
+}
+
+impl ValueKind {
+    /// The staged type for a column of the catalog type `typname` (`pg_type.typname`).
+    pub fn of(typname: &str) -> ValueKind {
+        match typname {
+            "int2" | "int4" | "int8" | "oid" => ValueKind::Int,
+            "float4" | "float8" => ValueKind::Float,
+            "bool" => ValueKind::Bool,
+            "date" => ValueKind::Date,
+            "timestamp" => ValueKind::Timestamp { with_zone: false },
+            "timestamptz" => ValueKind::Timestamp { with_zone: true },
+            // numeric stays text: it is exact there, and Float64 would round it.
+            _ => ValueKind::Text,
+        }
+    }
+
+    pub fn data_type(self) -> DataType {
+        match self {
+            ValueKind::Int => DataType::Int64,
+            ValueKind::Float => DataType::Float64,
+            ValueKind::Bool => DataType::Boolean,
+            ValueKind::Date => DataType::Date32,
+            ValueKind::Timestamp { .. } => micros_type(),
+            ValueKind::Text => DataType::Utf8,
+        }
+    }
+}
+
+/// Timestamp(µs, UTC): staged timestamps and CDC versions.
+pub fn micros_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// One column of the source table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceColumn {
+    pub name: String,
+    pub kind: ValueKind,
+    /// `format_type` of the column, e.g. `character varying(80)`; used in casts.
+    pub sql_type: String,
+}
+
+/// A source table as one extraction sees it.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub schema: String,
+    pub name: String,
+    /// The key column first, then the data columns, in table order.
+    pub columns: Vec<SourceColumn>,
+    /// Cursor mode: the cursor column (it may also be one of `columns`).
+    pub cursor: Option<SourceColumn>,
+}
+
+impl TableSpec {
+    pub fn key(&self) -> &SourceColumn {
+        &self.columns[0]
+    }
+
+    /// `"schema"."table"`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// The staged schema: key, data columns, `_syncline_version` (µs), `_syncline_deleted`.
+    pub fn staged_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| Field::new(&column.name, column.kind.data_type(), i != 0))
+            .collect();
+        fields.push(Field::new(VERSION_COLUMN, micros_type(), false));
+        fields.push(deleted_field());
+        Arc::new(Schema::new(fields))
+    }
+
+    pub fn index_of(&self, column: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == column)
+    }
+
+    /// Reads the table from the catalog and applies the stream's settings. Errors name the
+    /// setting to fix.
+    pub async fn read(
+        client: &Client,
+        stream: &str,
+        settings: &PostgresTableConfig,
+        wants_cursor: bool,
+    ) -> Result<TableSpec> {
+        let (schema, name) = match settings.table.as_deref().map(|t| t.split_once('.')) {
+            Some(Some((schema, name))) => (schema.to_string(), name.to_string()),
+            Some(None) => (
+                "public".to_string(),
+                settings.table.clone().unwrap_or_default(),
+            ),
+            None => ("public".to_string(), stream.to_string()),
+        };
+        let rows = client
+            .query(
+                include_str!("../../../sql/postgres/source_columns.sql"),
+                &[&schema, &name],
+            )
+            .await
+            .map_err(source_error("read the table's columns"))?;
+        if rows.is_empty() {
+            return Err(Error::Config(format!(
+                "stream `{stream}`: table {schema}.{name} does not exist or has no columns the \
+                 source user can see; set `[source.tables.{stream}] table` or grant SELECT"
+            )));
+        }
+        let all: Vec<(SourceColumn, bool)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    SourceColumn {
+                        name: row.get(0),
+                        sql_type: row.get(2),
+                        kind: ValueKind::of(row.get::<_, &str>(1)),
+                    },
+                    row.get::<_, i64>(3) > 0,
+                )
+            })
+            .collect();
+        let find = |column: &str, setting: &str| -> Result<SourceColumn> {
+            all.iter()
+                .find(|(c, _)| c.name == column)
+                .map(|(c, _)| c.clone())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "stream `{stream}`: `[source.tables.{stream}] {setting}` names column \
+                         `{column}`, which table {schema}.{name} does not have"
+                    ))
+                })
+        };
+        let key = match &settings.key {
+            Some(key) => find(key, "key")?,
+            None => {
+                let primary: Vec<&SourceColumn> =
+                    all.iter().filter(|(_, pk)| *pk).map(|(c, _)| c).collect();
+                match primary.as_slice() {
+                    [one] => (*one).clone(),
+                    [] => {
+                        return Err(Error::Config(format!(
+                            "stream `{stream}`: table {schema}.{name} has no primary key; set \
+                             `[source.tables.{stream}] key` to a unique column"
+                        )));
+                    }
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "stream `{stream}`: table {schema}.{name} has a composite primary \
+                             key; set `[source.tables.{stream}] key` to one unique column"
+                        )));
+                    }
+                }
+            }
+        };
+        if !matches!(key.kind, ValueKind::Int | ValueKind::Text) {
+            return Err(Error::Config(format!(
+                "stream `{stream}`: key column `{}` is {}; the key must be an integer or \
+                 text-like column",
+                key.name, key.sql_type
+            )));
+        }
+        let mut columns = vec![key.clone()];
+        match &settings.columns {
+            Some(wanted) => {
+                for column in wanted {
+                    if *column != key.name {
+                        columns.push(find(column, "columns")?);
+                    }
+                }
+            }
+            None => columns.extend(
+                all.iter()
+                    .filter(|(c, _)| c.name != key.name)
+                    .map(|(c, _)| c.clone()),
+            ),
+        }
+        if let Some(column) = columns.iter().find(|c| {
+            is_system_column(&c.name) || c.name == VERSION_COLUMN || c.name == DELETED_COLUMN
+        }) {
+            return Err(Error::Config(format!(
+                "stream `{stream}`: column `{}` uses the reserved prefix `_syncline_`; list the \
+                 other columns in `[source.tables.{stream}] columns`",
+                column.name
+            )));
+        }
+        let cursor = match (&settings.cursor_column, wants_cursor) {
+            (Some(column), true) => {
+                let cursor = find(column, "cursor_column")?;
+                if !matches!(cursor.kind, ValueKind::Int | ValueKind::Timestamp { .. }) {
+                    return Err(Error::Config(format!(
+                        "stream `{stream}`: cursor_column `{column}` is {}; use a timestamp, \
+                         timestamptz or integer column",
+                        cursor.sql_type
+                    )));
+                }
+                Some(cursor)
+            }
+            _ => None,
+        };
+        Ok(TableSpec {
+            schema,
+            name,
+            columns,
+            cursor,
+        })
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Maps a driver error of step `what` to a source error (message and SQLSTATE only).
+pub fn source_error(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |err| match err.as_db_error() {
+        Some(db) => Error::Source(format!(
+            "postgres source: {what}: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        )),
+        None => Error::Transient(format!("postgres source: {what}: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_catalog_types_to_staged_types() {
+        for (typname, expected) in [
+            ("int2", DataType::Int64),
+            ("int4", DataType::Int64),
+            ("int8", DataType::Int64),
+            ("oid", DataType::Int64),
+            ("float4", DataType::Float64),
+            ("float8", DataType::Float64),
+            ("numeric", DataType::Utf8),
+            ("bool", DataType::Boolean),
+            ("text", DataType::Utf8),
+            ("varchar", DataType::Utf8),
+            ("bpchar", DataType::Utf8),
+            ("uuid", DataType::Utf8),
+            ("jsonb", DataType::Utf8),
+            ("json", DataType::Utf8),
+            ("my_enum", DataType::Utf8),
+            ("date", DataType::Date32),
+            ("timestamp", micros_type()),
+            ("timestamptz", micros_type()),
+        ] {
+            assert_eq!(ValueKind::of(typname).data_type(), expected, "{typname}");
+        }
+    }
+
+    #[test]
+    fn staged_schema_puts_the_key_first_and_system_columns_last() {
+        let spec = TableSpec {
+            schema: "public".into(),
+            name: "contacts".into(),
+            columns: vec![
+                SourceColumn {
+                    name: "id".into(),
+                    kind: ValueKind::Int,
+                    sql_type: "integer".into(),
+                },
+                SourceColumn {
+                    name: "email".into(),
+                    kind: ValueKind::Text,
+                    sql_type: "text".into(),
+                },
+            ],
+            cursor: None,
+        };
+        let schema = spec.staged_schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["id", "email", VERSION_COLUMN, DELETED_COLUMN]);
+        assert!(!schema.field(0).is_nullable());
+        assert_eq!(schema.field(2).data_type(), &micros_type());
+        assert_eq!(spec.qualified(), "\"public\".\"contacts\"");
+    }
+}

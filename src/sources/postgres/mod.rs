@@ -1,0 +1,513 @@
+//! PostgreSQL as a source: logical-replication CDC (`mode = "cdc"`, see [`cdc`]) or reads by
+//! a cursor column (`mode = "cursor"`). Both read tables with binary COPY ([`copy`]).
+//!
+//! Cursors: in CDC mode the cursor is the LSN the slot may be advanced to; in cursor mode it
+//! is the largest cursor value read (epoch ms for timestamp columns, the integer itself for
+//! integer columns). Each extraction fixes its upper bound before reading, so the range it
+//! reports is exactly what it covers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use tokio_postgres::{Client, NoTls};
+use tracing::{info, warn};
+
+use crate::config::{PostgresMode, PostgresSourceConfig};
+use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
+use crate::stage::CursorRange;
+use crate::{Error, Result};
+
+pub mod catalog;
+pub mod cdc;
+pub mod copy;
+pub mod rows;
+
+use catalog::{TableSpec, ValueKind, quote_ident, source_error};
+use copy::{Versions, copy_batches, copy_statement};
+
+/// Batches in flight between the reading task and the pipeline.
+const CHANNEL_BATCHES: usize = 2;
+
+pub struct PostgresSource {
+    config: PostgresSourceConfig,
+    slot_prefix: String,
+    /// Whether each stream's cursor column is a timestamp (learnt from the catalog).
+    cursor_is_time: Mutex<HashMap<String, bool>>,
+}
+
+impl PostgresSource {
+    pub fn new(config: &PostgresSourceConfig, pipeline: &str) -> PostgresSource {
+        PostgresSource {
+            config: config.clone(),
+            slot_prefix: config
+                .slot_prefix
+                .clone()
+                .unwrap_or_else(|| format!("syncline_{pipeline}")),
+            cursor_is_time: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The replication slot and publication name of a stream: lowercase letters, digits and
+    /// `_`, at most 63 bytes.
+    pub fn slot_name(&self, stream: &str) -> String {
+        let mut name: String = format!("{}_{stream}", self.slot_prefix)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        name.truncate(63);
+        name
+    }
+
+    async fn connect(&self) -> Result<Client> {
+        let (client, connection) = tokio_postgres::connect(self.config.url.expose(), NoTls)
+            .await
+            .map_err(|e| Error::Transient(format!("postgres source: cannot connect: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                warn!(error = %err, "postgres source connection ended");
+            }
+        });
+        client
+            .batch_execute("SET DateStyle = 'ISO, MDY'; SET TimeZone = 'UTC'")
+            .await
+            .map_err(source_error("set up the session"))?;
+        Ok(client)
+    }
+
+    async fn spec(&self, client: &Client, stream: &str) -> Result<TableSpec> {
+        let wants_cursor = self.config.mode == PostgresMode::Cursor;
+        let spec =
+            TableSpec::read(client, stream, &self.config.table(stream), wants_cursor).await?;
+        if let Some(cursor) = &spec.cursor {
+            self.cursor_is_time.lock().expect("not poisoned").insert(
+                stream.to_string(),
+                matches!(cursor.kind, ValueKind::Timestamp { .. }),
+            );
+        }
+        Ok(spec)
+    }
+
+    async fn extract_cursor(&self, request: ExtractRequest) -> Result<Extraction> {
+        let client = self.connect().await?;
+        let spec = self.spec(&client, &request.stream).await?;
+        let cursor = spec
+            .cursor
+            .clone()
+            .expect("cursor mode reads the cursor column");
+        let column = quote_ident(&cursor.name);
+        let is_time = matches!(cursor.kind, ValueKind::Timestamp { .. });
+        let mut conditions = Vec::new();
+        if let Some(since) = request.since {
+            conditions.push(if is_time {
+                format!(
+                    "{column} >= 'epoch'::{} + {since} * interval '1 millisecond'",
+                    epoch_type(cursor.kind)
+                )
+            } else {
+                format!("{column} >= {since}")
+            });
+        }
+        if is_time && self.config.lag_seconds > 0 {
+            let now = match cursor.kind {
+                ValueKind::Timestamp { with_zone: false } => "(now() AT TIME ZONE 'UTC')",
+                _ => "now()",
+            };
+            conditions.push(format!(
+                "{column} <= {now} - {} * interval '1 second'",
+                self.config.lag_seconds
+            ));
+        }
+        // Fix the upper bound first, so the cursor covers exactly what is read.
+        let bound_query = format!(
+            "SELECT max({column})::text, {} FROM {}{}",
+            if is_time {
+                format!("floor(extract(epoch FROM max({column})) * 1000)::int8")
+            } else {
+                format!("max({column})::int8")
+            },
+            spec.qualified(),
+            where_clause(&conditions)
+        );
+        let bound = client
+            .query_one(&bound_query, &[])
+            .await
+            .map_err(source_error("read the cursor's upper bound"))?;
+        let upper: Option<String> = bound.get(0);
+        let upper_cursor: Option<i64> = bound.get(1);
+        let range = CursorRange {
+            from: request.since,
+            to: upper_cursor.or(request.since).unwrap_or(0),
+        };
+        let schema = spec.staged_schema();
+        let key = spec.key().name.clone();
+        info!(stream = %request.stream, from = ?range.from, to = range.to, "reading by cursor");
+        let Some(upper) = upper else {
+            return Ok(Extraction {
+                schema,
+                key,
+                cursor: range,
+                state: None,
+                items: futures::stream::empty().boxed(),
+            });
+        };
+        // The bound is the server's own text of the column's maximum, so it round-trips.
+        conditions.push(format!(
+            "{column} <= '{}'::{}",
+            upper.replace('\'', "''"),
+            cursor.sql_type
+        ));
+        let (statement, types) = copy_statement(&spec, &where_clause(&conditions)[7..]);
+        let batch_rows = request.batch_rows;
+        let items = spawn_reader(move |mut sender| async move {
+            let out = client
+                .copy_out(&statement)
+                .await
+                .map_err(source_error("start COPY out of the source table"))?;
+            copy_batches(
+                out,
+                &spec,
+                &types,
+                Versions::Cursor,
+                batch_rows,
+                &mut sender,
+            )
+            .await?;
+            Ok(sender)
+        });
+        Ok(Extraction {
+            schema,
+            key,
+            cursor: range,
+            state: None,
+            items,
+        })
+    }
+
+    async fn extract_snapshot(&self, request: ExtractRequest) -> Result<Extraction> {
+        let client = self.connect().await?;
+        cdc::check_wal_level(&client).await?;
+        let spec = self.spec(&client, &request.stream).await?;
+        let slot = self.slot_name(&request.stream);
+        cdc::ensure_publication(&client, &slot, &spec).await?;
+        let created = cdc::create_slot(&client, self.config.url.expose(), &slot, &slot).await?;
+        let consistent_point = created.consistent_point;
+        info!(stream = %request.stream, slot, lsn = %cdc::format_lsn(consistent_point), "snapshot");
+        let schema = spec.staged_schema();
+        let key = spec.key().name.clone();
+        let (statement, types) = copy_statement(&spec, "");
+        let batch_rows = request.batch_rows;
+        let url = self.config.url.clone();
+        let items = spawn_reader(move |mut sender| async move {
+            let cdc::NewSlot {
+                stream: replication,
+                snapshot,
+                ..
+            } = created;
+            let (mut reader, connection) = tokio_postgres::connect(url.expose(), NoTls)
+                .await
+                .map_err(|e| Error::Transient(format!("postgres source: cannot connect: {e}")))?;
+            tokio::spawn(connection);
+            let tx = reader
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(source_error("begin the snapshot transaction"))?;
+            tx.batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT '{}'",
+                snapshot.replace('\'', "''")
+            ))
+            .await
+            .map_err(source_error("import the slot's snapshot"))?;
+            let out = tx
+                .copy_out(&statement)
+                .await
+                .map_err(source_error("start COPY out of the source table"))?;
+            copy_batches(
+                out,
+                &spec,
+                &types,
+                Versions::Constant(consistent_point),
+                batch_rows,
+                &mut sender,
+            )
+            .await?;
+            tx.commit()
+                .await
+                .map_err(source_error("end the snapshot transaction"))?;
+            // The slot stays; the replication connection that held the snapshot goes, so the
+            // slot can be advanced once the load commits.
+            drop(replication);
+            drop(client);
+            Ok(sender)
+        });
+        Ok(Extraction {
+            schema,
+            key,
+            cursor: CursorRange {
+                from: None,
+                to: consistent_point,
+            },
+            state: None,
+            items,
+        })
+    }
+
+    async fn extract_changes(&self, request: ExtractRequest, since: i64) -> Result<Extraction> {
+        let client = self.connect().await?;
+        cdc::check_wal_level(&client).await?;
+        let spec = self.spec(&client, &request.stream).await?;
+        let slot = self.slot_name(&request.stream);
+        let info = cdc::wait_inactive(&client, &slot).await?;
+        let confirmed = match info {
+            Some(info) if info.wal_status.as_deref() != Some("lost") => info.confirmed_flush,
+            _ => return Err(cdc::slot_lost(&slot, since)),
+        };
+        if confirmed.is_some_and(|confirmed| confirmed > since) {
+            return Err(Error::Source(format!(
+                "postgres source: replication slot {slot} is at LSN {}, past the saved cursor \
+                 {}: something else consumed it, so changes in between may be missing; run \
+                 `syncline run --full-refresh --streams {}` to take a new snapshot",
+                cdc::format_lsn(confirmed.unwrap_or_default()),
+                cdc::format_lsn(since),
+                request.stream
+            )));
+        }
+        // A crash between saving the cursor and `committed` left the slot behind: catch up.
+        cdc::advance_slot(&client, &slot, since).await?;
+        let target: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(source_error("read the WAL position"))?
+            .get(0);
+        let target = cdc::parse_lsn(&target)
+            .ok_or_else(|| Error::Source(format!("postgres source: unreadable LSN {target}")))?
+            .max(since);
+        info!(stream = %request.stream, slot, from = %cdc::format_lsn(since), to = %cdc::format_lsn(target), "streaming changes");
+        let schema = spec.staged_schema();
+        let key = spec.key().name.clone();
+        let all_columns = self.config.table(&request.stream).columns.is_none();
+        let mut decoder = cdc::ChangeDecoder::new(spec, all_columns, request.batch_rows, since);
+        let url = self.config.url.clone();
+        let items = spawn_reader(move |mut sender| async move {
+            let end = cdc::stream_changes(
+                &client,
+                url.expose(),
+                &slot,
+                &slot,
+                since,
+                target,
+                &mut decoder,
+                &mut sender,
+            )
+            .await?;
+            if let Some(batch) = decoder.finish_batch(&client).await? {
+                let _ = sender.send(Ok(Extracted::Batch(batch))).await;
+            }
+            if let cdc::StreamEnd::Stopped { cursor, reason } = end {
+                let _ = sender
+                    .send(Ok(Extracted::Stopped {
+                        cursor: Some(cursor),
+                        reason,
+                    }))
+                    .await;
+            }
+            Ok(sender)
+        });
+        Ok(Extraction {
+            schema,
+            key,
+            cursor: CursorRange {
+                from: Some(since),
+                to: target,
+            },
+            state: None,
+            items,
+        })
+    }
+}
+
+/// `'epoch'` is typed like the cursor column, so the comparison needs no time zone.
+fn epoch_type(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Timestamp { with_zone: false } => "timestamp",
+        _ => "timestamptz",
+    }
+}
+
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// Runs `read` in its own task once the stream is first polled, and streams what it sends.
+/// An error from `read` is the last item.
+fn spawn_reader<F, Fut>(read: F) -> futures::stream::BoxStream<'static, Result<Extracted>>
+where
+    F: FnOnce(mpsc::Sender<Result<Extracted>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<mpsc::Sender<Result<Extracted>>>> + Send + 'static,
+{
+    futures::stream::once(async move {
+        let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
+        let mut on_error = sender.clone();
+        tokio::spawn(async move {
+            if let Err(err) = read(sender).await {
+                let _ = on_error.send(Err(err)).await;
+            }
+        });
+        receiver
+    })
+    .flatten()
+    .boxed()
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    async fn check(&self) -> Result<()> {
+        let client = self.connect().await?;
+        if self.config.mode == PostgresMode::Cdc {
+            cdc::check_wal_level(&client).await?;
+            let allowed: bool = client
+                .query_one(
+                    "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+                    &[],
+                )
+                .await
+                .map_err(source_error("read the user's attributes"))?
+                .get(0);
+            if !allowed {
+                return Err(Error::Config(
+                    "postgres source: the source user lacks the REPLICATION attribute that \
+                     mode = \"cdc\" needs: ALTER ROLE ... WITH REPLICATION, or use mode = \
+                     \"cursor\""
+                        .into(),
+                ));
+            }
+        }
+        for stream in &self.config.streams {
+            self.spec(&client, stream).await?;
+        }
+        Ok(())
+    }
+
+    async fn discover(&self, stream: &str) -> Result<arrow::datatypes::SchemaRef> {
+        let client = self.connect().await?;
+        Ok(self.spec(&client, stream).await?.staged_schema())
+    }
+
+    async fn extract(&self, request: ExtractRequest) -> Result<Extraction> {
+        match (self.config.mode, request.since) {
+            (PostgresMode::Cursor, _) => self.extract_cursor(request).await,
+            (PostgresMode::Cdc, None) => self.extract_snapshot(request).await,
+            (PostgresMode::Cdc, Some(since)) => self.extract_changes(request, since).await,
+        }
+    }
+
+    async fn committed(
+        &self,
+        stream: &str,
+        cursor: i64,
+        _state: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        if self.config.mode != PostgresMode::Cdc {
+            return Ok(());
+        }
+        // Only now, with the load in the destination, may the server drop the WAL before it.
+        let client = self.connect().await?;
+        cdc::advance_slot(&client, &self.slot_name(stream), cursor).await
+    }
+
+    fn cursor_is_time(&self, stream: &str) -> bool {
+        self.config.mode == PostgresMode::Cursor
+            && self
+                .cursor_is_time
+                .lock()
+                .expect("not poisoned")
+                .get(stream)
+                .copied()
+                .unwrap_or(false)
+    }
+
+    fn cursor_text(&self, stream: &str, cursor: i64) -> String {
+        match self.config.mode {
+            PostgresMode::Cdc => cdc::format_lsn(cursor),
+            PostgresMode::Cursor if self.cursor_is_time(stream) => {
+                chrono::DateTime::from_timestamp_millis(cursor)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_else(|| cursor.to_string())
+            }
+            PostgresMode::Cursor => cursor.to_string(),
+        }
+    }
+
+    async fn lag(&self, stream: &str) -> Result<Option<String>> {
+        let client = self.connect().await?;
+        if self.config.mode == PostgresMode::Cursor {
+            // Learn the cursor's type for `cursor_is_time`.
+            self.spec(&client, stream).await?;
+            return Ok(None);
+        }
+        let slot = self.slot_name(stream);
+        let row = client
+            .query_opt(
+                "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), \
+                 coalesce(wal_status, 'unknown') FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(source_error("read the replication slot"))?;
+        Ok(Some(match row {
+            Some(row) => format!(
+                "slot {slot}: {} of WAL retained (wal_status {})",
+                row.get::<_, Option<String>>(0)
+                    .unwrap_or_else(|| "?".into()),
+                row.get::<_, String>(1)
+            ),
+            None => format!("slot {slot}: missing (a full refresh re-creates it)"),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(prefix: Option<&str>) -> PostgresSource {
+        let config: PostgresSourceConfig = toml::from_str(&format!(
+            "url = \"postgres://u@h/db\"\nstreams = [\"Contacts-2024\"]\n{}",
+            prefix.map_or(String::new(), |p| format!("slot_prefix = \"{p}\""))
+        ))
+        .unwrap();
+        PostgresSource::new(&config, "CRM-main")
+    }
+
+    #[test]
+    fn slot_names_are_valid_replication_slot_names() {
+        assert_eq!(
+            source(None).slot_name("Contacts-2024"),
+            "syncline_crm_main_contacts_2024"
+        );
+        assert_eq!(source(Some("etl")).slot_name("deals"), "etl_deals");
+        assert_eq!(source(Some(&"x".repeat(70))).slot_name("a").len(), 63);
+    }
+
+    #[test]
+    fn cdc_cursors_show_as_lsns() {
+        let source = source(None);
+        assert!(!source.cursor_is_time("Contacts-2024"));
+        assert_eq!(source.cursor_text("Contacts-2024", 0x1_0000_00A0), "1/A0");
+    }
+}

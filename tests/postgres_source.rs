@@ -1,0 +1,492 @@
+//! The postgres source against real PostgreSQL as source and destination (two databases on
+//! one throwaway cluster), run through the `syncline` binary: CDC snapshot under concurrent
+//! writes, streaming, deletes, a column added mid-stream, unchanged TOAST values, a killed
+//! run, configuration errors, and cursor mode.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::TestPostgres;
+use syncline::reconcile::report::{RunReport, Status};
+
+/// Every compared column, as the same text expression on both sides.
+const COMPARED: &str = "id::text, email, score::text, active::text, born::text, \
+     extract(epoch FROM updated_at)::text, extract(epoch FROM seen)::text, md5(big), n::text";
+
+struct Setup {
+    pg: TestPostgres,
+    dir: tempfile::TempDir,
+    source_url: String,
+    dest_url: String,
+    config: PathBuf,
+}
+
+impl Setup {
+    async fn start(wal_level: &'static str, source_extra: &str, extra: &str) -> Setup {
+        let pg = tokio::task::spawn_blocking(move || TestPostgres::start_with_wal_level(wal_level))
+            .await
+            .unwrap();
+        let source_url = pg.create_database("source");
+        let dest_url = pg.create_database("dest");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pg.toml");
+        let text = format!(
+            r#"[pipeline]
+name = "pgsync"
+batch_rows = 500
+[staging]
+url = "file://{stage}"
+[source]
+type = "postgres"
+url = "${{SOURCE_URL}}"
+streams = ["contacts"]
+{source_extra}
+[destination]
+type = "postgres"
+url = "${{DEST_URL}}"
+schema = "crm"
+{extra}
+"#,
+            stage = dir.path().join("stage").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let setup = Setup {
+            pg,
+            dir,
+            source_url,
+            dest_url,
+            config,
+        };
+        setup
+            .source()
+            .await
+            .batch_execute(
+                "CREATE TABLE contacts (
+                    id bigint PRIMARY KEY,
+                    email text,
+                    score numeric(12, 2),
+                    active boolean,
+                    born date,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    seen timestamp,
+                    big text,
+                    n integer
+                );
+                INSERT INTO contacts (id, email, score, active, born, updated_at, seen, big, n)
+                SELECT i, 'c' || i || '@example.com', i * 1.25, i % 2 = 0,
+                       date '1980-01-01' + i, now() - (i || ' minutes')::interval,
+                       timestamp '2024-02-29 12:34:56.789012' + (i || ' seconds')::interval,
+                       CASE WHEN i % 7 = 0 THEN NULL ELSE repeat('x', i % 50) END, i
+                FROM generate_series(1, 3000) AS i;",
+            )
+            .await
+            .unwrap();
+        setup
+    }
+
+    async fn source(&self) -> tokio_postgres::Client {
+        connect(&self.source_url).await
+    }
+
+    async fn dest(&self) -> tokio_postgres::Client {
+        connect(&self.dest_url).await
+    }
+
+    /// Runs `syncline` with `args`; returns the exit status, the report and stderr.
+    fn syncline(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (std::process::ExitStatus, Option<RunReport>, String) {
+        let report = self
+            .dir
+            .path()
+            .join(format!("report-{}.json", uuid::Uuid::new_v4()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--report")
+            .arg(&report)
+            .args(args)
+            .env("SOURCE_URL", &self.source_url)
+            .env("DEST_URL", &self.dest_url);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let output = command.output().expect("run syncline");
+        let report = std::fs::read(&report)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).expect("report is JSON"));
+        (
+            output.status,
+            report,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    async fn run_ok(&self, args: &[&str]) -> RunReport {
+        let (status, report, stderr) = self.syncline(args, &[]);
+        assert!(
+            status.success(),
+            "syncline {args:?}: {status:?}\n{stderr}\n{report:#?}"
+        );
+        report.expect("report")
+    }
+
+    async fn assert_converged(&self, columns: &str) {
+        let source = rows(
+            &self.source().await,
+            &format!("SELECT {columns} FROM contacts ORDER BY id"),
+        )
+        .await;
+        let dest = rows(
+            &self.dest().await,
+            &format!("SELECT {columns} FROM crm.contacts ORDER BY id"),
+        )
+        .await;
+        assert_eq!(source.len(), dest.len(), "row counts differ");
+        for (s, d) in source.iter().zip(&dest) {
+            assert_eq!(s, d, "rows differ");
+        }
+    }
+
+    async fn ledger_count(&self) -> i64 {
+        self.dest()
+            .await
+            .query_one("SELECT count(*) FROM crm._syncline_loads", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn slot_confirmed(&self) -> Option<String> {
+        self.source()
+            .await
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = \
+                 'syncline_pgsync_contacts'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|row| row.get(0))
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+async fn rows(client: &tokio_postgres::Client, query: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .query(query, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (0..row.len()).map(|i| row.get(i)).collect())
+        .collect()
+}
+
+/// Inserts, updates and deletes rows in a loop until `stop` is set; returns how many
+/// statements committed.
+async fn keep_writing(url: String, stop: Arc<AtomicBool>) -> u64 {
+    let client = connect(&url).await;
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        let id = 10_000 + round as i64;
+        client
+            .batch_execute(&format!(
+                "BEGIN;
+                 INSERT INTO contacts (id, email, n) VALUES ({id}, 'new{round}@example.com', {round});
+                 UPDATE contacts SET email = email || '.u', score = score + 1, updated_at = now()
+                  WHERE id = {};
+                 UPDATE contacts SET n = n + 1 WHERE id = {id};
+                 DELETE FROM contacts WHERE id = {};
+                 COMMIT;",
+                1 + (round * 7) % 3000,
+                1 + (round * 13) % 3000,
+            ))
+            .await
+            .unwrap();
+    }
+    round
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_snapshot_under_writes_then_streams_until_equal() {
+    let setup = Setup::start("logical", "", "").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(keep_writing(setup.source_url.clone(), stop.clone()));
+
+    let first = tokio::task::block_in_place(|| setup.syncline(&[], &[]));
+    stop.store(true, Ordering::Relaxed);
+    let rounds = writer.await.unwrap();
+    assert!(first.0.success(), "{}\n{:#?}", first.2, first.1);
+    assert!(rounds > 0, "the writer ran during the snapshot");
+    // Streaming catches up with everything written during and after the snapshot.
+    let second = setup.run_ok(&[]).await;
+    assert_eq!(second.streams[0].status, Status::Success);
+    setup.assert_converged(COMPARED).await;
+    let confirmed = setup.slot_confirmed().await.expect("the slot exists");
+
+    // Deletes, an update of every kind of column, and a change of the key.
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "DELETE FROM contacts WHERE id BETWEEN 100 AND 149;
+             UPDATE contacts SET active = NOT active, born = NULL, seen = now()::timestamp
+              WHERE id BETWEEN 200 AND 260;
+             UPDATE contacts SET id = 99999 WHERE id = 300;
+             BEGIN; UPDATE contacts SET email = 'twice-1' WHERE id = 400;
+                    UPDATE contacts SET email = 'twice-2' WHERE id = 400;
+                    DELETE FROM contacts WHERE id = 401;
+                    INSERT INTO contacts (id, email) VALUES (401, 'reborn'); COMMIT;",
+        )
+        .await
+        .unwrap();
+    let third = setup.run_ok(&[]).await;
+    assert!(third.streams[0].rows_deleted >= 51, "{third:#?}");
+    setup.assert_converged(COMPARED).await;
+    assert_ne!(
+        setup.slot_confirmed().await.unwrap(),
+        confirmed,
+        "the slot advanced"
+    );
+
+    // A column added on the source reaches the destination.
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "ALTER TABLE contacts ADD COLUMN note text;
+             UPDATE contacts SET note = 'note ' || id WHERE id % 10 = 0;",
+        )
+        .await
+        .unwrap();
+    setup.run_ok(&[]).await;
+    setup.assert_converged(&format!("{COMPARED}, note")).await;
+
+    // An unchanged TOASTed value survives an update of another column.
+    let big: String = (0..20_000)
+        .map(|i| char::from_digit((i * 7919 % 16) as u32, 16).unwrap())
+        .collect();
+    let random_hex = "SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 700)";
+    setup
+        .source()
+        .await
+        .batch_execute(&format!(
+            "UPDATE contacts SET big = ({random_hex}) WHERE id IN (500, 501);
+             UPDATE contacts SET big = '{big}' WHERE id = 502;"
+        ))
+        .await
+        .unwrap();
+    setup.run_ok(&[]).await;
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "UPDATE contacts SET email = 'toast@example.com' WHERE id IN (500, 501, 502)",
+        )
+        .await
+        .unwrap();
+    setup.run_ok(&[]).await;
+    setup.assert_converged(&format!("{COMPARED}, note")).await;
+    let dest_big: i32 = setup
+        .dest()
+        .await
+        .query_one("SELECT length(big) FROM crm.contacts WHERE id = 500", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dest_big, 22_400, "the TOASTed value is whole");
+
+    // `status` shows the slot's retained WAL.
+    let status = Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["status", "--config"])
+        .arg(&setup.config)
+        .env("SOURCE_URL", &setup.source_url)
+        .env("DEST_URL", &setup.dest_url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("slot syncline_pgsync_contacts"), "{text}");
+    assert!(text.contains("of WAL retained"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_run_killed_mid_stream_resumes_from_the_confirmed_lsn() {
+    let setup = Setup::start("logical", "", "").await;
+    setup.run_ok(&[]).await;
+    let ledger_before = setup.ledger_count().await;
+    let confirmed_before = setup.slot_confirmed().await.unwrap();
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "UPDATE contacts SET n = n + 1000, updated_at = now();
+             DELETE FROM contacts WHERE id % 11 = 0;",
+        )
+        .await
+        .unwrap();
+
+    let (status, report, _) = setup.syncline(&[], &[("SYNCLINE_CRASH_AT", "cdc-mid-stream")]);
+    assert_eq!(status.signal(), Some(9), "killed mid-stream: {status:?}");
+    assert!(report.is_none());
+    assert_eq!(setup.ledger_count().await, ledger_before, "nothing merged");
+    assert_eq!(
+        setup.slot_confirmed().await.unwrap(),
+        confirmed_before,
+        "the slot did not move"
+    );
+
+    // Killed after the merge but before the state commit: the slot must not move either.
+    let (status, _, _) = setup.syncline(&[], &[("SYNCLINE_CRASH_AT", "after-merge")]);
+    assert_eq!(status.signal(), Some(9));
+    assert_eq!(setup.ledger_count().await, ledger_before + 1);
+    assert_eq!(setup.slot_confirmed().await.unwrap(), confirmed_before);
+
+    let report = setup.run_ok(&[]).await;
+    assert!(report.streams[0].recovered, "{report:#?}");
+    setup.assert_converged(COMPARED).await;
+    // The recovered load was not applied twice; the re-run read the same changes again and
+    // changed nothing (same versions).
+    let ledger_after = setup.ledger_count().await;
+    assert!(
+        ledger_after == ledger_before + 1 || ledger_after == ledger_before + 2,
+        "{ledger_before} -> {ledger_after}"
+    );
+    assert_eq!(report.streams[0].rows_updated, 0, "{report:#?}");
+    assert_eq!(report.streams[0].rows_inserted, 0, "{report:#?}");
+    assert_ne!(setup.slot_confirmed().await.unwrap(), confirmed_before);
+    // Every updated row carries its transaction's commit LSN, after the snapshot's.
+    let versions: i64 = setup
+        .dest()
+        .await
+        .query_one(
+            "SELECT count(DISTINCT _syncline_version) FROM crm.contacts WHERE n > 1000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        versions, 1,
+        "one transaction, one commit LSN (each key changed once)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_soft_deletes_keep_the_row_marked() {
+    let setup = Setup::start("logical", "", "[streams.contacts]\ndeletes = \"soft\"").await;
+    setup.run_ok(&[]).await;
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "DELETE FROM contacts WHERE id <= 10; UPDATE contacts SET id = 7777 WHERE id = 20;",
+        )
+        .await
+        .unwrap();
+    let report = setup.run_ok(&[]).await;
+    assert_eq!(report.streams[0].rows_deleted, 11, "{report:#?}");
+    let deleted: Vec<i64> = setup
+        .dest()
+        .await
+        .query(
+            "SELECT id FROM crm.contacts WHERE _syncline_deleted_at IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(deleted, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_level_replica_is_a_configuration_error() {
+    let setup = Setup::start("replica", "", "").await;
+    let (status, report, stderr) = setup.syncline(&[], &[]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let error = report
+        .and_then(|r| r.streams[0].error.clone())
+        .unwrap_or(stderr);
+    assert!(error.contains("wal_level = logical"), "{error}");
+    assert!(error.contains("mode = \"cursor\""), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_is_a_clear_error_and_a_full_refresh_recovers() {
+    let setup = Setup::start("logical", "", "").await;
+    setup.run_ok(&[]).await;
+    setup
+        .source()
+        .await
+        .batch_execute("SELECT pg_drop_replication_slot('syncline_pgsync_contacts')")
+        .await
+        .unwrap();
+    let (status, report, stderr) = setup.syncline(&[], &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let error = report.unwrap().streams[0].error.clone().unwrap();
+    assert!(error.contains("cannot be read"), "{error}");
+    assert!(error.contains("--full-refresh --streams"), "{error}");
+
+    setup
+        .source()
+        .await
+        .batch_execute("UPDATE contacts SET email = 'after' WHERE id < 5")
+        .await
+        .unwrap();
+    setup.run_ok(&["--full-refresh"]).await;
+    setup.run_ok(&[]).await;
+    setup.assert_converged(COMPARED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_mode_reads_incrementally_with_inclusive_dedup() {
+    let setup = Setup::start(
+        "replica",
+        "mode = \"cursor\"\n[source.tables.contacts]\ncursor_column = \"updated_at\"",
+        "",
+    )
+    .await;
+    let first = setup.run_ok(&[]).await;
+    assert_eq!(first.streams[0].rows_inserted, 3000);
+    setup.assert_converged(COMPARED).await;
+
+    // Nothing changed: the boundary rows are read again, and nothing is rewritten.
+    let again = setup.run_ok(&[]).await;
+    assert!(again.streams[0].rows_extracted >= 1, "{again:#?}");
+    assert_eq!(again.streams[0].rows_updated, 0, "{again:#?}");
+
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "UPDATE contacts SET email = 'moved', updated_at = now() + interval '1 second'
+              WHERE id <= 25;
+             INSERT INTO contacts (id, email, updated_at) VALUES (5000, 'new', now() + interval '1 second');",
+        )
+        .await
+        .unwrap();
+    let third = setup.run_ok(&[]).await;
+    assert_eq!(third.streams[0].rows_updated, 25, "{third:#?}");
+    assert_eq!(third.streams[0].rows_inserted, 1, "{third:#?}");
+    assert_eq!(third.streams[0].rows_extracted, 26, "{third:#?}");
+    setup.assert_converged(COMPARED).await;
+}
