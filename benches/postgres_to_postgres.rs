@@ -1,0 +1,155 @@
+//! Benchmark: a 1,000,000-row, 22-column contacts table moved from one PostgreSQL database to
+//! another on the same throwaway server, three ways, in one run:
+//! (a) the physical limit: `COPY (SELECT ...) TO STDOUT (FORMAT binary)` piped straight into
+//!     `COPY ... FROM STDIN (FORMAT binary)` (no staging, no merge);
+//! (b) `syncline run` in cursor mode (full load through Parquet staging and the merge);
+//! (c) `syncline run` in CDC mode (slot, exported snapshot, staging, merge).
+//! Prints seconds, the ratio to (a), and the peak memory (max RSS) of each `syncline run`.
+//!
+//! `cargo bench --bench postgres_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the size.
+
+#[path = "../tests/common/pg.rs"]
+mod pg;
+#[allow(dead_code)]
+mod support;
+
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, TryStreamExt};
+use support::wait_with_rusage;
+
+const TABLE: &str = "(
+    id bigint PRIMARY KEY,
+    first_name text, last_name text, email text, phone text, company text, job_title text,
+    city text, state text, country text, postal_code text, lifecycle_stage text,
+    lead_status text, owner_id integer, annual_revenue double precision,
+    num_employees integer, score numeric(10, 2), is_customer boolean, birth_date date,
+    created_at timestamptz, updated_at timestamptz NOT NULL, notes text
+)";
+
+fn main() {
+    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let pg = pg::TestPostgres::start();
+    let source_url = pg.create_database("source");
+    let dest_url = pg.create_database("dest");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+
+    runtime.block_on(async {
+        let source = connect(&source_url).await;
+        source
+            .batch_execute(&format!(
+                "CREATE TABLE contacts {TABLE};
+                 INSERT INTO contacts
+                 SELECT i, 'First' || i, 'Last' || (i % 5000), 'contact' || i || '@example.com',
+                        '+1-555-' || lpad((i % 10000)::text, 4, '0'), 'Company ' || (i % 20000),
+                        (ARRAY['Engineer','Manager','Director','VP','Analyst'])[1 + i % 5],
+                        'City ' || (i % 900), 'ST' || (i % 50), 'US', lpad((i % 99999)::text, 5, '0'),
+                        (ARRAY['lead','customer','opportunity'])[1 + i % 3],
+                        (ARRAY['new','open','in_progress','unqualified'])[1 + i % 4],
+                        i % 300, (i % 1000) * 1234.5, i % 5000, (i % 10000) / 100.0,
+                        i % 4 = 0, date '1960-01-01' + (i % 15000),
+                        timestamptz '2020-01-01' + i * interval '1 second',
+                        timestamptz '2024-01-01' + i * interval '1 second',
+                        CASE WHEN i % 3 = 0 THEN NULL ELSE 'note about contact ' || i END
+                 FROM generate_series(1, {rows}) AS i;"
+            ))
+            .await
+            .expect("create the source table");
+        // Separate statements: VACUUM cannot run in the implicit transaction of a batch.
+        for statement in ["VACUUM ANALYZE contacts", "CHECKPOINT"] {
+            source.batch_execute(statement).await.expect(statement);
+        }
+        connect(&dest_url)
+            .await
+            .batch_execute(&format!("CREATE TABLE contacts {TABLE}"))
+            .await
+            .expect("create the limit's target table");
+    });
+
+    let limit = runtime.block_on(copy_limit(&source_url, &dest_url));
+    println!(
+        "postgres_to_postgres: {rows} rows, 22 columns; physical limit (binary COPY out -> COPY in): {:.2} s",
+        limit.as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, source_extra) in [
+        (
+            "cursor",
+            "mode = \"cursor\"\n[source.tables.contacts]\ncursor_column = \"updated_at\"\n",
+        ),
+        ("cdc", "mode = \"cdc\"\n"),
+    ] {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[pipeline]\nname = \"bench_{name}\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{}/stage\"\n\
+                 [destination]\ntype = \"postgres\"\nurl = \"{dest_url}\"\nschema = \"{name}\"\n\
+                 [source]\ntype = \"postgres\"\nurl = \"{source_url}\"\nstreams = [\"contacts\"]\n{source_extra}",
+                dir.path().display(),
+            ),
+        )
+        .expect("write config");
+        let report = dir.path().join(format!("{name}.json"));
+        let started = Instant::now();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--report")
+            .arg(&report)
+            .spawn()
+            .expect("spawn syncline run");
+        let (status, max_rss_kib) = wait_with_rusage(child.id() as i32);
+        let elapsed = started.elapsed();
+        assert_eq!(status, 0, "syncline run ({name}) failed");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+        let inserted = report["streams"][0]["rows_inserted"].as_u64().unwrap_or(0);
+        assert_eq!(inserted as usize, rows, "every row arrived ({name})");
+        println!(
+            "postgres_to_postgres: syncline {name:<6} {:.2} s = {:.2}x the limit, {:.0} rows/s, peak RSS {:.1} MiB",
+            elapsed.as_secs_f64(),
+            elapsed.as_secs_f64() / limit.as_secs_f64(),
+            rows as f64 / elapsed.as_secs_f64(),
+            max_rss_kib as f64 / 1024.0
+        );
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Pipes the source table's binary COPY into the destination's, as fast as the server goes.
+async fn copy_limit(source_url: &str, dest_url: &str) -> Duration {
+    let source = connect(source_url).await;
+    let mut dest = connect(dest_url).await;
+    let started = Instant::now();
+    let tx = dest.transaction().await.expect("begin");
+    let out = source
+        .copy_out("COPY (SELECT * FROM contacts) TO STDOUT (FORMAT binary)")
+        .await
+        .expect("COPY out");
+    let sink = tx
+        .copy_in::<_, bytes::Bytes>("COPY contacts FROM STDIN (FORMAT binary)")
+        .await
+        .expect("COPY in");
+    let mut sink = pin!(sink);
+    let mut out = pin!(out);
+    while let Some(chunk) = out.try_next().await.expect("read COPY data") {
+        sink.send(chunk).await.expect("write COPY data");
+    }
+    sink.as_mut().finish().await.expect("finish COPY in");
+    tx.commit().await.expect("commit");
+    started.elapsed()
+}
