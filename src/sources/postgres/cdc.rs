@@ -631,6 +631,143 @@ mod tests {
         assert_eq!(parse_lsn("1/123456789"), None);
     }
 
+    fn spec() -> TableSpec {
+        use super::super::catalog::{SourceColumn, ValueKind};
+        let column = |name: &str, kind| SourceColumn {
+            name: name.into(),
+            kind,
+            sql_type: "text".into(),
+        };
+        TableSpec {
+            schema: "public".into(),
+            name: "contacts".into(),
+            columns: vec![
+                column("id", ValueKind::Int),
+                column("email", ValueKind::Text),
+                column("big", ValueKind::Text),
+            ],
+            cursor: None,
+        }
+    }
+
+    fn row(pairs: &[(&str, Option<&str>)]) -> RowData {
+        RowData::from_pairs(
+            pairs
+                .iter()
+                .map(|(name, value)| (*name, value.map_or(ColumnValue::Null, ColumnValue::text)))
+                .collect(),
+        )
+    }
+
+    fn relation(columns: &[&str]) -> ChangeEvent {
+        ChangeEvent::relation(
+            16384,
+            "public",
+            "contacts",
+            pg_walstream::ReplicaIdentity::Default,
+            columns
+                .iter()
+                .map(|name| pg_walstream::RelationColumn {
+                    name: (*name).into(),
+                    type_id: 25,
+                    type_modifier: -1,
+                    is_key: *name == "id",
+                })
+                .collect(),
+            pg_walstream::Lsn::new(0),
+        )
+    }
+
+    #[test]
+    fn changes_get_commit_lsn_versions_in_order_per_key() {
+        let lsn = pg_walstream::Lsn::new;
+        let now = chrono::Utc::now();
+        let mut decoder = ChangeDecoder::new(spec(), true, 100, 500);
+        let events = vec![
+            ChangeEvent::begin(7, lsn(1000), now, lsn(990)),
+            relation(&["id", "email", "big"]),
+            ChangeEvent::insert(
+                "public",
+                "contacts",
+                16384,
+                row(&[("id", Some("1")), ("email", Some("a")), ("big", Some("x"))]),
+                lsn(991),
+            ),
+            // `big` is absent: an unchanged TOASTed value.
+            ChangeEvent::update(
+                "public",
+                "contacts",
+                16384,
+                None,
+                row(&[("id", Some("1")), ("email", Some("b"))]),
+                pg_walstream::ReplicaIdentity::Default,
+                vec![],
+                lsn(992),
+            ),
+            // The key changed from 2 to 3.
+            ChangeEvent::update(
+                "public",
+                "contacts",
+                16384,
+                Some(row(&[("id", Some("2")), ("email", None), ("big", None)])),
+                row(&[("id", Some("3")), ("email", Some("c")), ("big", None)]),
+                pg_walstream::ReplicaIdentity::Default,
+                vec![],
+                lsn(993),
+            ),
+            ChangeEvent::delete(
+                "public",
+                "contacts",
+                16384,
+                row(&[("id", Some("1")), ("email", None), ("big", None)]),
+                pg_walstream::ReplicaIdentity::Default,
+                vec![],
+                lsn(994),
+            ),
+            ChangeEvent::commit(now, lsn(995), lsn(1000), lsn(1048)),
+        ];
+        for event in events {
+            assert_eq!(decoder.take(event).unwrap(), None);
+        }
+        let seen: Vec<(Option<&str>, i64, bool, Vec<usize>)> = decoder
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.values[0].as_deref(),
+                    r.version,
+                    r.deleted,
+                    r.unchanged.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some("1"), 1000, false, vec![]),
+                (Some("1"), 1001, false, vec![2]),
+                (Some("2"), 1000, true, vec![]),
+                (Some("3"), 1000, false, vec![]),
+                (Some("1"), 1002, true, vec![]),
+            ]
+        );
+        assert_eq!(decoder.last_commit_end, 1048);
+
+        // A column the extraction does not know stops before the transaction naming it.
+        assert_eq!(
+            decoder
+                .take(ChangeEvent::begin(8, lsn(2000), now, lsn(1990)))
+                .unwrap(),
+            None
+        );
+        let stop = decoder
+            .take(relation(&["id", "email", "big", "note"]))
+            .unwrap()
+            .expect("stops");
+        assert!(stop.contains("`note`"), "{stop}");
+        assert_eq!(decoder.last_commit_end, 1048);
+    }
+
     #[test]
     fn replication_urls_ask_for_a_database_connection() {
         assert_eq!(
