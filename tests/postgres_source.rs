@@ -134,6 +134,17 @@ streams = ["contacts"]
         )
     }
 
+    /// Runs `syncline COMMAND --config ...` (status, check).
+    fn command(&self, command: &str) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_syncline"))
+            .args([command, "--config"])
+            .arg(&self.config)
+            .env("SOURCE_URL", &self.source_url)
+            .env("DEST_URL", &self.dest_url)
+            .output()
+            .expect("run syncline")
+    }
+
     async fn run_ok(&self, args: &[&str]) -> RunReport {
         let (status, report, stderr) = self.syncline(args, &[]);
         assert!(
@@ -330,13 +341,7 @@ async fn cdc_snapshot_under_writes_then_streams_until_equal() {
     assert_eq!(dest_big, 22_400, "the TOASTed value is whole");
 
     // `status` shows the slot's retained WAL.
-    let status = Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .args(["status", "--config"])
-        .arg(&setup.config)
-        .env("SOURCE_URL", &setup.source_url)
-        .env("DEST_URL", &setup.dest_url)
-        .output()
-        .unwrap();
+    let status = setup.command("status");
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{text}");
     assert!(text.contains("slot syncline_pgsync_contacts"), "{text}");
@@ -444,11 +449,22 @@ async fn wal_level_replica_is_a_configuration_error() {
         .unwrap_or(stderr);
     assert!(error.contains("wal_level = logical"), "{error}");
     assert!(error.contains("mode = \"cursor\""), "{error}");
+
+    let check = setup.command("check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("wal_level = logical"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_slot_is_a_clear_error_and_a_full_refresh_recovers() {
     let setup = Setup::start("logical", "", "").await;
+    let check = setup.command("check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     setup.run_ok(&[]).await;
     setup
         .source()
