@@ -104,6 +104,7 @@ pub struct S3Config {
 pub enum SourceConfig {
     Hubspot(HubspotConfig),
     Salesforce(SalesforceConfig),
+    Files(crate::sources::files::FilesConfig),
 }
 
 impl SourceConfig {
@@ -111,6 +112,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Hubspot(h) => &h.streams,
             SourceConfig::Salesforce(s) => &s.streams,
+            SourceConfig::Files(f) => &f.streams,
         }
     }
 }
@@ -519,6 +521,21 @@ impl Config {
                     resolve(audience, &["source", "audience"])?;
                 }
             }
+            SourceConfig::Files(f) => {
+                f.order_declared_columns(|key| find_key_line(doc.text, key));
+                resolve(&mut f.url, &["source", "url"])?;
+                if let Some(s3) = &mut f.s3 {
+                    if let Some(endpoint) = &mut s3.endpoint {
+                        resolve(endpoint, &["source", "s3", "endpoint"])?;
+                    }
+                    if let Some(key) = &mut s3.access_key_id {
+                        resolve(&mut key.0, &["source", "s3", "access_key_id"])?;
+                    }
+                    if let Some(key) = &mut s3.secret_access_key {
+                        resolve(&mut key.0, &["source", "s3", "secret_access_key"])?;
+                    }
+                }
+            }
         }
         match &mut self.destination {
             DestinationConfig::Postgres(p) => {
@@ -611,6 +628,12 @@ impl Config {
                 }
                 if let Err(err) = s.auth() {
                     return Err(doc.key_error(&["source", err.key], err.message));
+                }
+            }
+            SourceConfig::Files(f) => {
+                if let Err(err) = f.validate() {
+                    let key: Vec<&str> = err.key.iter().map(String::as_str).collect();
+                    return Err(doc.key_error(&key, &err.message));
                 }
             }
         }
@@ -902,7 +925,7 @@ url = "${DATABASE_URL}"
     fn salesforce(config: &Config) -> &SalesforceConfig {
         match &config.source {
             SourceConfig::Salesforce(s) => s,
-            SourceConfig::Hubspot(_) => panic!("salesforce source"),
+            _ => panic!("salesforce source"),
         }
     }
 

@@ -231,6 +231,9 @@ impl StreamRunner<'_> {
                     }
                 }
                 Extracted::DeadLetters(letters) => dead_letters.write(&letters).await?,
+                Extracted::CursorReached(reached) => {
+                    cursor.to = since.map_or(reached, |s| reached.max(s));
+                }
             }
         }
         report.set_cursor(cursor);
@@ -255,11 +258,7 @@ impl StreamRunner<'_> {
             schema: columns_of(&extraction.schema)?,
             cursor,
             keeps_cursor,
-            source_state: if keeps_cursor {
-                None
-            } else {
-                extraction.state
-            },
+            source_state: if keeps_cursor { None } else { extraction.state },
             rows: 0,
             checksum: 0,
             files,

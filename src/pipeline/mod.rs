@@ -9,6 +9,7 @@ use crate::destinations::Destination;
 use crate::destinations::lake::LakeDestination;
 use crate::destinations::postgres::PostgresDestination;
 use crate::sources::Source;
+use crate::sources::files::FilesSource;
 use crate::sources::hubspot::HubspotSource;
 use crate::sources::salesforce::SalesforceSource;
 use crate::stage::Stage;
@@ -22,6 +23,7 @@ pub fn build_source(config: &Config) -> Result<Arc<dyn Source>> {
     Ok(match &config.source {
         SourceConfig::Hubspot(h) => Arc::new(HubspotSource::new(h)?),
         SourceConfig::Salesforce(s) => Arc::new(SalesforceSource::new(s)?),
+        SourceConfig::Files(f) => Arc::new(FilesSource::new(f)?),
     })
 }
 
@@ -87,6 +89,13 @@ pub async fn check(config: &Config) -> Result<Vec<String>> {
         "source: reachable, streams {:?} readable",
         config.source.streams()
     ));
+    if let SourceConfig::Files(files) = &config.source {
+        for (stream, glob, count) in FilesSource::new(files)?.matches().await? {
+            lines.push(format!(
+                "source: {stream}: glob {glob:?} matches {count} files"
+            ));
+        }
+    }
     let destination = build_destination(config).await?;
     destination.check().await?;
     lines.push("destination: reachable, ledger ready".to_string());
