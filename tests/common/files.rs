@@ -92,11 +92,12 @@ impl FilesHarness {
     }
 
     /// Every row of a destination table as text, ordered by the first column's value, with the
-    /// given columns (SQL expressions).
+    /// given columns (SQL expressions; the first must be a plain column).
     pub async fn rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
         let exprs: Vec<String> = columns.iter().map(|c| format!("({c})::text")).collect();
         let sql = format!(
-            "SELECT {} FROM files.\"{table}\" ORDER BY ({})",
+            // Qualified, so the order is the column's own, not its text's.
+            "SELECT {} FROM files.\"{table}\" AS src ORDER BY src.{}",
             exprs.join(", "),
             columns[0]
         );
