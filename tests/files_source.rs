@@ -527,3 +527,73 @@ fn config_errors_exit_2_and_name_the_key() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_on_s3_load_incrementally() {
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path;
+
+    let h = FilesHarness::start().await;
+    let moto = common::files::Moto::start("exports").await;
+    let store = moto.store("exports");
+    let put = |path: &'static str, body: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .put(&Path::from(path), body.as_bytes().to_vec().into())
+                .await
+                .expect("put export");
+        }
+    };
+    put(
+        "crm/contacts/a.jsonl",
+        "{\"id\": 1, \"email\": \"one@x\"}\n{\"id\": 2, \"email\": \"two@x\"}\n",
+    )
+    .await;
+    put("crm/deals/a.jsonl", "{\"id\": 9}\n").await;
+    put("other/contacts/a.jsonl", "{\"id\": 8}\n").await;
+    let mut text = files_config(&h.dir.path().to_path_buf(), &["contacts"], "");
+    text = text.replace(
+        &format!("url = \"file://{}/exports\"", h.dir.path().display()),
+        "url = \"s3://exports/crm\"",
+    );
+    text.push_str(&format!(
+        "[source.s3]\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true\n\
+         [source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
+        moto.endpoint
+    ));
+    std::fs::write(&h.config_path, text).unwrap();
+
+    let first = h.run(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    assert_eq!(report_stream(&first, "contacts").rows_inserted, 2);
+    let idle = h.run(false).await;
+    assert_eq!(
+        report_stream(&idle, "contacts").rows_extracted,
+        0,
+        "{idle:#?}"
+    );
+
+    // A new object and a rewritten one (a new e_tag).
+    put(
+        "crm/contacts/b.jsonl",
+        "{\"id\": 3, \"email\": \"three@x\"}\n",
+    )
+    .await;
+    put(
+        "crm/contacts/a.jsonl",
+        "{\"id\": 1, \"email\": \"one@x\"}\n{\"id\": 2, \"email\": \"TWO@x\"}\n",
+    )
+    .await;
+    let second = h.run(false).await;
+    let contacts = report_stream(&second, "contacts");
+    assert_eq!(contacts.status, Status::Success, "{second:#?}");
+    assert_eq!(contacts.rows_extracted, 3);
+    assert_eq!(
+        h.rows("contacts", &["id", "email"]).await,
+        [(1, "one@x"), (2, "TWO@x"), (3, "three@x")]
+            .iter()
+            .map(|(id, email)| vec![Some(id.to_string()), Some(email.to_string())])
+            .collect::<Vec<_>>()
+    );
+}

@@ -202,3 +202,68 @@ pub fn run_binary(
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A moto S3 server (`moto_server`, from PyPI's `moto[server]`) on a free port, with one
+/// bucket; stopped on drop.
+pub struct Moto {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl Moto {
+    /// # Panics
+    ///
+    /// When `moto_server` is not installed (`pip install 'moto[server]'`) or does not start.
+    pub async fn start(bucket: &str) -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server runs (pip install 'moto[server]')");
+        let moto = Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            // moto ignores signatures: a plain PUT creates the bucket.
+            if let Ok(answer) = client
+                .put(format!("{}/{bucket}", moto.endpoint))
+                .send()
+                .await
+            {
+                assert!(answer.status().is_success(), "create bucket: {answer:?}");
+                return moto;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("moto_server did not start on port {port}");
+    }
+
+    /// The bucket as an object store, to put export files in.
+    pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .expect("s3 store")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
