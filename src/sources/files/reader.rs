@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -22,12 +22,19 @@ use crate::sources::cells::{Cell, ColumnBuilder};
 use crate::stage::DeadLetter;
 use crate::{Error, Result};
 
-/// An object's bytes, fetched chunk by chunk as they are read.
-pub struct ObjectReader {
-    handle: Handle,
-    chunks: BoxStream<'static, object_store::Result<Bytes>>,
-    chunk: Bytes,
+/// An object's bytes as they are read: a local file directly (object_store would hop to a
+/// blocking task per 8 KiB chunk), anything else chunk by chunk from the store's stream.
+pub enum ObjectReader {
+    File(std::io::BufReader<std::fs::File>),
+    Stream {
+        handle: Handle,
+        chunks: BoxStream<'static, object_store::Result<Bytes>>,
+        chunk: Bytes,
+    },
 }
+
+/// Read buffer for local files.
+const FILE_BUFFER: usize = 1 << 20;
 
 impl ObjectReader {
     /// Opens an object for reading; call on a blocking thread.
@@ -37,7 +44,17 @@ impl ObjectReader {
         path: &Path,
     ) -> Result<ObjectReader> {
         let got = handle.block_on(store.get(path))?;
-        Ok(ObjectReader {
+        if let GetResultPayload::File(file, _) = &got.payload {
+            // A whole-object get starts at 0; the file is read to its end like the stream.
+            if got.range.start == 0 {
+                let file = file.try_clone()?;
+                return Ok(ObjectReader::File(std::io::BufReader::with_capacity(
+                    FILE_BUFFER,
+                    file,
+                )));
+            }
+        }
+        Ok(ObjectReader::Stream {
             handle: handle.clone(),
             chunks: got.into_stream(),
             chunk: Bytes::new(),
@@ -57,18 +74,32 @@ impl Read for ObjectReader {
 
 impl BufRead for ObjectReader {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        while self.chunk.is_empty() {
-            match self.handle.block_on(self.chunks.next()) {
-                None => break,
-                Some(Ok(chunk)) => self.chunk = chunk,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
+        match self {
+            ObjectReader::File(file) => file.fill_buf(),
+            ObjectReader::Stream {
+                handle,
+                chunks,
+                chunk,
+            } => {
+                while chunk.is_empty() {
+                    match handle.block_on(chunks.next()) {
+                        None => break,
+                        Some(Ok(next)) => *chunk = next,
+                        Some(Err(e)) => return Err(std::io::Error::other(e)),
+                    }
+                }
+                Ok(chunk)
             }
         }
-        Ok(&self.chunk)
     }
 
     fn consume(&mut self, amount: usize) {
-        let _ = self.chunk.split_to(amount);
+        match self {
+            ObjectReader::File(file) => file.consume(amount),
+            ObjectReader::Stream { chunk, .. } => {
+                let _ = chunk.split_to(amount);
+            }
+        }
     }
 }
 
