@@ -91,6 +91,14 @@ async fn csv_and_jsonl_load_equal_the_files_and_a_rerun_loads_nothing() {
         ),
     );
 
+    let checked = syncline::pipeline::check(&h.config()).await.expect("check");
+    for wanted in [
+        "source: contacts: 2 file(s) match glob \"contacts/*.jsonl\"",
+        "source: deals: 1 file(s) match glob \"deals/*.csv\"",
+    ] {
+        assert!(checked.iter().any(|l| l == wanted), "{checked:#?}");
+    }
+
     let first = h.run(false).await;
     assert_eq!(first.status, Status::Success, "{first:#?}");
     let contacts = report_stream(&first, "contacts");

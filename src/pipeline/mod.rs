@@ -92,7 +92,7 @@ pub async fn check(config: &Config) -> Result<Vec<String>> {
     if let SourceConfig::Files(files) = &config.source {
         for (stream, glob, count) in FilesSource::new(files)?.matches().await? {
             lines.push(format!(
-                "source: {stream}: glob {glob:?} matches {count} files"
+                "source: {stream}: {count} file(s) match glob {glob:?}"
             ));
         }
     }
