@@ -105,6 +105,7 @@ pub enum SourceConfig {
     Hubspot(HubspotConfig),
     Salesforce(SalesforceConfig),
     Postgres(PostgresSourceConfig),
+    Files(crate::sources::files::FilesConfig),
 }
 
 impl SourceConfig {
@@ -113,6 +114,7 @@ impl SourceConfig {
             SourceConfig::Hubspot(h) => &h.streams,
             SourceConfig::Salesforce(s) => &s.streams,
             SourceConfig::Postgres(p) => &p.streams,
+            SourceConfig::Files(f) => &f.streams,
         }
     }
 }
@@ -587,6 +589,21 @@ impl Config {
             SourceConfig::Postgres(p) => {
                 resolve(&mut p.url.0, &["source", "url"])?;
             }
+            SourceConfig::Files(f) => {
+                f.order_declared_columns(|key| find_key_line(doc.text, key));
+                resolve(&mut f.url, &["source", "url"])?;
+                if let Some(s3) = &mut f.s3 {
+                    if let Some(endpoint) = &mut s3.endpoint {
+                        resolve(endpoint, &["source", "s3", "endpoint"])?;
+                    }
+                    if let Some(key) = &mut s3.access_key_id {
+                        resolve(&mut key.0, &["source", "s3", "access_key_id"])?;
+                    }
+                    if let Some(key) = &mut s3.secret_access_key {
+                        resolve(&mut key.0, &["source", "s3", "secret_access_key"])?;
+                    }
+                }
+            }
         }
         match &mut self.destination {
             DestinationConfig::Postgres(p) => {
@@ -735,6 +752,12 @@ impl Config {
                             "must use only lowercase letters, digits and `_` (replication slot names)",
                         ));
                     }
+                }
+            }
+            SourceConfig::Files(f) => {
+                if let Err(err) = f.validate() {
+                    let key: Vec<&str> = err.key.iter().map(String::as_str).collect();
+                    return Err(doc.key_error(&key, &err.message));
                 }
             }
         }

@@ -231,6 +231,9 @@ impl StreamRunner<'_> {
                     }
                 }
                 Extracted::DeadLetters(letters) => dead_letters.write(&letters).await?,
+                Extracted::CursorReached(reached) => {
+                    cursor.to = since.map_or(reached, |s| reached.max(s));
+                }
             }
         }
         report.set_cursor(cursor);

@@ -9,6 +9,7 @@ use crate::destinations::Destination;
 use crate::destinations::lake::LakeDestination;
 use crate::destinations::postgres::PostgresDestination;
 use crate::sources::Source;
+use crate::sources::files::FilesSource;
 use crate::sources::hubspot::HubspotSource;
 use crate::sources::postgres::PostgresSource;
 use crate::sources::salesforce::SalesforceSource;
@@ -24,6 +25,7 @@ pub fn build_source(config: &Config) -> Result<Arc<dyn Source>> {
         SourceConfig::Hubspot(h) => Arc::new(HubspotSource::new(h)?),
         SourceConfig::Salesforce(s) => Arc::new(SalesforceSource::new(s)?),
         SourceConfig::Postgres(p) => Arc::new(PostgresSource::new(p, &config.pipeline.name)),
+        SourceConfig::Files(f) => Arc::new(FilesSource::new(f)?),
     })
 }
 
@@ -89,6 +91,13 @@ pub async fn check(config: &Config) -> Result<Vec<String>> {
         "source: reachable, streams {:?} readable",
         config.source.streams()
     ));
+    if let SourceConfig::Files(files) = &config.source {
+        for (stream, glob, count) in FilesSource::new(files)?.matches().await? {
+            lines.push(format!(
+                "source: {stream}: {count} file(s) match glob {glob:?}"
+            ));
+        }
+    }
     let destination = build_destination(config).await?;
     destination.check().await?;
     lines.push("destination: reachable, ledger ready".to_string());

@@ -64,6 +64,15 @@ impl ColumnBuilder {
         }
     }
 
+    /// Appends a copy of the cell, so a reused row buffer keeps its text allocations.
+    pub fn append_ref(&mut self, cell: &Cell) {
+        match (self, cell) {
+            (ColumnBuilder::Text(b), Cell::Text(v)) => b.append_value(v),
+            (builder, Cell::Text(_)) => builder.append(Cell::Null),
+            (builder, other) => builder.append(other.clone()),
+        }
+    }
+
     /// The column so far; the builder is empty afterwards.
     pub fn finish(&mut self) -> ArrayRef {
         match self {

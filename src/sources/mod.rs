@@ -19,6 +19,7 @@ use crate::Result;
 use crate::stage::{CursorRange, DeadLetter};
 
 pub mod cells;
+pub mod files;
 pub mod hubspot;
 pub mod postgres;
 pub mod salesforce;
@@ -40,6 +41,10 @@ pub struct ExtractRequest {
 pub enum Extracted {
     Batch(RecordBatch),
     DeadLetters(Vec<DeadLetter>),
+    /// The cursor this load reaches, when only reading tells (the largest cursor-column
+    /// value a file source saw): replaces `Extraction::cursor.to`, never moving it below
+    /// the saved cursor. Sent at most once, after the last batch.
+    CursorReached(i64),
     /// The source stopped early and cleanly (API quota used up, budget reached). Everything
     /// sent before covers `[from, cursor)`, so the pipeline merges it and saves `cursor`;
     /// `None` when what was sent covers no contiguous range (an unordered bulk read), in

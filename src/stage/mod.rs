@@ -29,7 +29,7 @@ use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, Projecti
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::config::StagingConfig;
+use crate::config::{S3Config, StagingConfig};
 use crate::reconcile::Fingerprint;
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 use crate::{Error, Result};
@@ -59,27 +59,6 @@ impl Stage {
     pub fn open(config: &StagingConfig) -> Result<Stage> {
         let url = url::Url::parse(&config.url)
             .map_err(|e| Error::Config(format!("staging.url is not a URL: {e}")))?;
-        let mut options: Vec<(String, String)> = Vec::new();
-        if let Some(s3) = &config.s3 {
-            if let Some(endpoint) = &s3.endpoint {
-                options.push(("aws_endpoint".into(), endpoint.clone()));
-            }
-            options.push((
-                "aws_region".into(),
-                s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
-            ));
-            if let Some(key) = &s3.access_key_id {
-                options.push(("aws_access_key_id".into(), key.expose().into()));
-            }
-            if let Some(key) = &s3.secret_access_key {
-                options.push(("aws_secret_access_key".into(), key.expose().into()));
-            }
-            if s3.allow_http {
-                options.push(("aws_allow_http".into(), "true".into()));
-            }
-            // MinIO and most S3-compatible servers want path-style requests.
-            options.push(("aws_virtual_hosted_style_request".into(), "false".into()));
-        }
         if url.scheme() == "file" {
             let dir = url.to_file_path().map_err(|_| {
                 Error::Config(format!("staging.url {} is not a local path", config.url))
@@ -88,15 +67,9 @@ impl Stage {
                 Error::Config(format!("staging.url: cannot create {}: {e}", dir.display()))
             })?;
         }
-        let (store, root) = object_store::parse_url_opts(&url, options).map_err(|e| {
-            Error::Config(format!(
-                "staging.url {}: {}",
-                url.scheme(),
-                redact_store_error(&e)
-            ))
-        })?;
+        let (store, root) = open_store("staging.url", &url, config.s3.as_ref())?;
         Ok(Stage {
-            store: Arc::from(store),
+            store,
             root,
             url: config.url.clone(),
         })
@@ -208,6 +181,44 @@ impl Stage {
         }
         Ok(total)
     }
+}
+
+/// The object store an URL names and the path inside it, with the S3 settings (the
+/// `[staging.s3]` keys) applied to `s3://` URLs. `key` names the setting in errors.
+pub fn open_store(
+    key: &str,
+    url: &url::Url,
+    s3: Option<&S3Config>,
+) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    let mut options: Vec<(String, String)> = Vec::new();
+    if let Some(s3) = s3 {
+        if let Some(endpoint) = &s3.endpoint {
+            options.push(("aws_endpoint".into(), endpoint.clone()));
+        }
+        options.push((
+            "aws_region".into(),
+            s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        ));
+        if let Some(key) = &s3.access_key_id {
+            options.push(("aws_access_key_id".into(), key.expose().into()));
+        }
+        if let Some(key) = &s3.secret_access_key {
+            options.push(("aws_secret_access_key".into(), key.expose().into()));
+        }
+        if s3.allow_http {
+            options.push(("aws_allow_http".into(), "true".into()));
+        }
+        // MinIO and most S3-compatible servers want path-style requests.
+        options.push(("aws_virtual_hosted_style_request".into(), "false".into()));
+    }
+    let (store, root) = object_store::parse_url_opts(url, options).map_err(|e| {
+        Error::Config(format!(
+            "{key} {}: {}",
+            url.scheme(),
+            redact_store_error(&e)
+        ))
+    })?;
+    Ok((Arc::from(store), root))
 }
 
 /// Count and checksum of a batch that has the key, `_syncline_version` and `_syncline_deleted`.

@@ -2,6 +2,7 @@
 //! pipeline config in a temp folder, and a comparison of destination tables with the simulator.
 #![allow(dead_code)]
 
+pub mod files;
 pub mod pg;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,347 @@
+//! The file source: CSV and JSONL exports on any object store (`file://`, `s3://`).
+//!
+//! - A stream is the files under `source.url` whose relative path matches its glob, read in
+//!   path order. Each file is streamed (never held whole in memory) on a blocking thread and
+//!   cut into batches of `batch_rows`.
+//! - Incremental by file: the state saved with the cursor lists every file seen (size, e_tag,
+//!   last-modified). A listed file that is unchanged is never read again; a new or changed
+//!   file is read in full, and the merge keeps the newest version of each key.
+//! - The cursor is the largest `cursor_column` value read (rows below the saved cursor are
+//!   skipped, rows at it re-read), else the newest last-modified time of the files.
+//! - Lines that do not parse or convert become dead letters naming file and line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::schema::{deleted_field, version_field};
+use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
+use crate::stage::{CursorRange, open_store};
+use crate::{Error, Result};
+
+pub mod config;
+mod layout;
+mod parse;
+mod reader;
+
+use config::ColumnType;
+pub use config::{FileStreamConfig, FilesConfig};
+use layout::Layout;
+use reader::{FileToRead, Load, LoadError, ObjectReader, infer_columns};
+
+/// The files loaded so far, saved with the cursor (`Extraction::state`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct FilesState {
+    /// Relative path → the version of the file that was loaded.
+    files: BTreeMap<String, FileVersion>,
+}
+
+/// What tells one version of a file from another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileVersion {
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e_tag: Option<String>,
+    /// Epoch milliseconds.
+    last_modified: i64,
+}
+
+/// A file that matches a stream's glob.
+#[derive(Debug, Clone)]
+struct Listed {
+    location: Path,
+    relative: String,
+    version: FileVersion,
+}
+
+pub struct FilesSource {
+    config: FilesConfig,
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    layouts: Mutex<HashMap<String, Arc<Layout>>>,
+}
+
+impl FilesSource {
+    pub fn new(config: &FilesConfig) -> Result<FilesSource> {
+        let url = url::Url::parse(&config.url)
+            .map_err(|e| Error::Config(format!("`source.url` is not a URL: {e}")))?;
+        if url.scheme() == "file" {
+            let dir = url.to_file_path().map_err(|_| {
+                Error::Config(format!("`source.url` {} is not a local path", config.url))
+            })?;
+            if !dir.is_dir() {
+                return Err(Error::Config(format!(
+                    "`source.url` {}: no such folder",
+                    config.url
+                )));
+            }
+        }
+        let (store, root) = open_store("source.url", &url, config.s3.as_ref())?;
+        Ok(FilesSource {
+            config: config.clone(),
+            store,
+            root,
+            layouts: Mutex::default(),
+        })
+    }
+
+    fn stream_config(&self, stream: &str) -> Result<&FileStreamConfig> {
+        self.config.stream(stream).ok_or_else(|| {
+            Error::Config(format!(
+                "stream {stream} has no [source.files.{stream}] table"
+            ))
+        })
+    }
+
+    /// The files matching the stream's glob, in path order.
+    async fn list(&self, stream: &str) -> Result<Vec<Listed>> {
+        let config = self.stream_config(stream)?;
+        let glob = globset::GlobBuilder::new(&config.glob)
+            // `*` stays inside a folder; `**` crosses folders.
+            .literal_separator(true)
+            .build()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "`source.files.{stream}.glob` is not a valid glob: {}",
+                    e.kind()
+                ))
+            })?
+            .compile_matcher();
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.root))
+            .try_collect()
+            .await
+            .map_err(|e| Error::Source(format!("cannot list {}: {e}", self.config.url)))?;
+        let mut listed: Vec<Listed> = objects
+            .into_iter()
+            .filter_map(|meta| {
+                let relative = meta
+                    .location
+                    .prefix_match(&self.root)?
+                    .map(|part| part.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                glob.is_match(&relative).then(|| Listed {
+                    relative,
+                    version: FileVersion {
+                        size: meta.size,
+                        e_tag: meta.e_tag.clone(),
+                        last_modified: meta.last_modified.timestamp_millis(),
+                    },
+                    location: meta.location,
+                })
+            })
+            .collect();
+        listed.sort_by(|a, b| a.relative.cmp(&b.relative));
+        Ok(listed)
+    }
+
+    /// Each stream with its glob and how many files it matches now (for `syncline check`).
+    pub async fn matches(&self) -> Result<Vec<(String, String, usize)>> {
+        let mut out = Vec::new();
+        for stream in &self.config.streams {
+            let count = self.list(stream).await?.len();
+            let glob = self.stream_config(stream)?.glob.clone();
+            out.push((stream.clone(), glob, count));
+        }
+        Ok(out)
+    }
+
+    /// The stream's layout: declared, or inferred from the first matching file with records.
+    async fn layout(&self, stream: &str, listed: &[Listed]) -> Result<Arc<Layout>> {
+        if let Some(found) = self.layouts.lock().expect("layouts").get(stream) {
+            return Ok(found.clone());
+        }
+        let config = self.stream_config(stream)?;
+        let columns = match config.declared() {
+            Some(declared) => declared,
+            None => self.infer(stream, config, listed).await?,
+        };
+        let layout = Arc::new(Layout::new(stream, config, columns)?);
+        self.layouts
+            .lock()
+            .expect("layouts")
+            .insert(stream.to_string(), layout.clone());
+        Ok(layout)
+    }
+
+    async fn infer(
+        &self,
+        stream: &str,
+        config: &FileStreamConfig,
+        listed: &[Listed],
+    ) -> Result<Vec<(String, ColumnType)>> {
+        for file in listed {
+            let (store, location, config) =
+                (self.store.clone(), file.location.clone(), config.clone());
+            let handle = Handle::current();
+            let columns = tokio::task::spawn_blocking(move || {
+                let reader = ObjectReader::open(&handle, &store, &location)?;
+                infer_columns(&config, reader, config.infer_rows)
+            })
+            .await
+            .map_err(|e| Error::Source(format!("schema inference stopped: {e}")))?
+            .map_err(|e| {
+                Error::Source(format!("inferring the schema from {}: {e}", file.relative))
+            })?;
+            if !columns.is_empty() {
+                return Ok(columns);
+            }
+        }
+        Err(Error::Config(format!(
+            "`source.files.{stream}.schema` is not declared and no file matching glob {:?} has records to infer it from; declare the columns or add a file",
+            config.glob
+        )))
+    }
+}
+
+#[async_trait]
+impl Source for FilesSource {
+    async fn check(&self) -> Result<()> {
+        for stream in &self.config.streams {
+            self.list(stream).await?;
+        }
+        Ok(())
+    }
+
+    async fn discover(&self, stream: &str) -> Result<SchemaRef> {
+        let listed = self.list(stream).await?;
+        Ok(self.layout(stream, &listed).await?.schema.clone())
+    }
+
+    async fn extract(&self, request: ExtractRequest) -> Result<Extraction> {
+        let stream = request.stream.as_str();
+        let config = self.stream_config(stream)?.clone();
+        let listed = self.list(stream).await?;
+        let loaded: FilesState = match request.state {
+            None => FilesState::default(),
+            Some(saved) => serde_json::from_value(saved).map_err(|e| {
+                Error::Source(format!(
+                    "the saved state of stream {stream} is not a file list ({e}); run it once with --full-refresh"
+                ))
+            })?,
+        };
+        let to_read: Vec<FileToRead> = listed
+            .iter()
+            .filter(|f| loaded.files.get(&f.relative) != Some(&f.version))
+            .map(|f| FileToRead {
+                location: f.location.clone(),
+                relative: f.relative.clone(),
+                last_modified_ms: f.version.last_modified,
+            })
+            .collect();
+        // Files that disappeared are forgotten: the state stays as large as the listing.
+        let state = FilesState {
+            files: listed
+                .iter()
+                .map(|f| (f.relative.clone(), f.version.clone()))
+                .collect(),
+        };
+        let since = request.since;
+        let cursor = CursorRange {
+            from: since,
+            to: match &config.cursor_column {
+                // Raised by what the files hold (Extracted::CursorReached).
+                Some(_) => since.unwrap_or(i64::MIN),
+                None => listed
+                    .iter()
+                    .map(|f| f.version.last_modified)
+                    .chain(since)
+                    .max()
+                    .unwrap_or(0),
+            },
+        };
+        let state = Some(serde_json::to_value(&state)?);
+        if to_read.is_empty() {
+            return Ok(Extraction {
+                schema: match config.declared() {
+                    Some(_) => self.layout(stream, &listed).await?.schema.clone(),
+                    None => key_only_schema(&config.key),
+                },
+                key: config.key.clone(),
+                cursor,
+                state,
+                items: futures::stream::empty().boxed(),
+            });
+        }
+        let layout = self.layout(stream, &listed).await?;
+        // Two batches in flight: one being staged, one being filled.
+        let (tx, rx) = mpsc::channel::<Result<Extracted>>(2);
+        let load = Load {
+            handle: Handle::current(),
+            store: self.store.clone(),
+            layout: layout.clone(),
+            since: config.cursor_column.as_ref().and(since),
+            config,
+            batch_rows: request.batch_rows,
+            tx: tx.clone(),
+        };
+        tokio::task::spawn_blocking(move || match load.run(to_read) {
+            Ok(()) | Err(LoadError::Hangup) => {}
+            // The receiver may be gone (the pipeline failed first); nothing more to tell then.
+            Err(LoadError::Failed(err)) => {
+                let _ = tx.blocking_send(Err(err));
+            }
+        });
+        let items = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
+        Ok(Extraction {
+            schema: layout.schema.clone(),
+            key: layout.columns[0].name.clone(),
+            cursor,
+            state,
+            items,
+        })
+    }
+
+    fn cursor_is_time(&self, stream: &str) -> bool {
+        let Some(config) = self.config.stream(stream) else {
+            return true;
+        };
+        let Some(column) = &config.cursor_column else {
+            return true;
+        };
+        let declared = config
+            .declared()
+            .and_then(|d| d.into_iter().find(|(n, _)| n == column).map(|(_, t)| t));
+        let inferred = self
+            .layouts
+            .lock()
+            .expect("layouts")
+            .get(stream)
+            .and_then(|l| l.cursor.map(|at| l.columns[at].kind));
+        declared.or(inferred) == Some(ColumnType::Timestamp)
+    }
+
+    fn cursor_text(&self, stream: &str, cursor: i64) -> String {
+        if cursor == i64::MIN {
+            return "none yet".into();
+        }
+        if self.cursor_is_time(stream) {
+            return chrono::DateTime::from_timestamp_millis(cursor)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_else(|| cursor.to_string());
+        }
+        cursor.to_string()
+    }
+}
+
+/// The schema of a load that reads no file (nothing new): the key and system columns.
+fn key_only_schema(key: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(key, arrow::datatypes::DataType::Utf8, false),
+        version_field(),
+        deleted_field(),
+    ]))
+}

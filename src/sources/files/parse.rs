@@ -1,0 +1,632 @@
+//! Turning one line (JSONL) or record (CSV) into typed cells, and inferring column types
+//! from a sample with the same converters, so an inferred type always reads its sample.
+//!
+//! JSONL lines are deserialized straight into the row buffer (no `serde_json::Value` per
+//! row); the buffer keeps its text allocations from row to row.
+
+use std::collections::HashMap;
+use std::fmt::{self, Write};
+
+use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
+use arrow::datatypes::Date32Type;
+use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::config::ColumnType;
+use super::layout::Layout;
+use crate::sources::cells::Cell;
+
+/// The cells of the row being read, one per layout column, reused from row to row.
+pub struct Row {
+    pub cells: Vec<Cell>,
+    spare: Vec<String>,
+    /// The column whose value failed to convert, for the dead letter.
+    pub failed: Option<usize>,
+}
+
+impl Row {
+    pub fn new(columns: usize) -> Row {
+        Row {
+            cells: vec![Cell::Null; columns],
+            spare: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// Empties every cell, keeping text buffers for the next row.
+    pub fn clear(&mut self) {
+        for cell in &mut self.cells {
+            if let Cell::Text(text) = std::mem::replace(cell, Cell::Null) {
+                self.spare.push(text);
+            }
+        }
+        self.failed = None;
+    }
+
+    pub fn set(&mut self, column: usize, value: Cell) {
+        if let Cell::Text(text) = std::mem::replace(&mut self.cells[column], value) {
+            self.spare.push(text);
+        }
+    }
+
+    /// The column's text buffer, emptied, for the caller to fill.
+    pub fn text_mut(&mut self, column: usize) -> &mut String {
+        let cell = &mut self.cells[column];
+        if !matches!(cell, Cell::Text(_)) {
+            *cell = Cell::Text(self.spare.pop().unwrap_or_default());
+        }
+        match cell {
+            Cell::Text(text) => {
+                text.clear();
+                text
+            }
+            _ => unreachable!("the cell was just made text"),
+        }
+    }
+
+    pub fn set_text(&mut self, column: usize, value: &str) {
+        self.text_mut(column).push_str(value);
+    }
+
+    /// The key as text for a dead letter (empty when unread).
+    pub fn key_text(&self) -> String {
+        match &self.cells[0] {
+            Cell::Int(v) => v.to_string(),
+            Cell::Text(v) => v.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Converts a text value (a CSV field, a JSON string) to a non-text column type.
+pub fn convert_text(kind: ColumnType, text: &str) -> Result<Cell, String> {
+    let trimmed = text.trim();
+    let converted = match kind {
+        ColumnType::Utf8 => Some(Cell::Text(text.to_string())),
+        ColumnType::Int64 => trimmed.parse().ok().map(Cell::Int),
+        ColumnType::Float64 => trimmed.parse().ok().map(Cell::Float),
+        ColumnType::Boolean => parse_bool(trimmed).map(Cell::Bool),
+        ColumnType::Date32 => Date32Type::parse(trimmed).map(Cell::Date),
+        ColumnType::Timestamp => parse_millis(trimmed).map(Cell::Millis),
+    };
+    converted.ok_or_else(|| format!("{} is not {}", quoted(text), kind_name(kind)))
+}
+
+/// RFC 3339 and its common variants (space separator, no offset = UTC, date only), or an
+/// integer taken as epoch milliseconds.
+pub fn parse_millis(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    string_to_datetime(&chrono::Utc, text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "1" => Some(true),
+        "false" | "f" | "no" | "n" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn kind_name(kind: ColumnType) -> &'static str {
+    match kind {
+        ColumnType::Int64 => "an integer (int64)",
+        ColumnType::Float64 => "a number (float64)",
+        ColumnType::Utf8 => "text",
+        ColumnType::Boolean => "a boolean",
+        ColumnType::Date32 => "a date (YYYY-MM-DD)",
+        ColumnType::Timestamp => "a timestamp (RFC 3339 or epoch milliseconds)",
+    }
+}
+
+/// A value quoted for an error message, cut short when long.
+fn quoted(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}...", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Reads JSONL lines of one layout into a [`Row`].
+pub struct JsonRows {
+    by_name: HashMap<String, usize>,
+    names: Vec<String>,
+    kinds: Vec<ColumnType>,
+    /// The column of the n-th field of the previous line: lines of an export repeat their
+    /// field order, so a string compare usually replaces a hash lookup.
+    order: Vec<Option<usize>>,
+}
+
+impl JsonRows {
+    pub fn new(layout: &Layout) -> JsonRows {
+        JsonRows {
+            by_name: layout
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect(),
+            names: layout.columns.iter().map(|c| c.name.clone()).collect(),
+            kinds: layout.columns.iter().map(|c| c.kind).collect(),
+            order: Vec::new(),
+        }
+    }
+
+    /// Parses one line (a JSON object) into `row`, which must be clear. Fields the layout
+    /// does not have are skipped; missing ones stay null.
+    pub fn parse(&mut self, line: &[u8], row: &mut Row) -> Result<(), String> {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let seed = RowSeed { rows: self, row };
+        seed.deserialize(&mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct RowSeed<'a> {
+    rows: &'a mut JsonRows,
+    row: &'a mut Row,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut position = 0;
+        loop {
+            let key = KeySeed {
+                rows: &mut *self.rows,
+                position,
+            };
+            let Some(column) = map.next_key_seed(key)? else {
+                break;
+            };
+            position += 1;
+            match column {
+                Some(index) => {
+                    self.row.failed = Some(index);
+                    map.next_value_seed(CellSeed {
+                        kind: self.rows.kinds[index],
+                        row: &mut *self.row,
+                        index,
+                    })?;
+                    self.row.failed = None;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a field name to its column (`None`: not in the layout).
+struct KeySeed<'a> {
+    rows: &'a mut JsonRows,
+    position: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Option<usize>, E> {
+        let rows = self.rows;
+        if let Some(Some(guess)) = rows.order.get(self.position) {
+            if rows.names[*guess] == name {
+                return Ok(Some(*guess));
+            }
+        }
+        let found = rows.by_name.get(name).copied();
+        match rows.order.get_mut(self.position) {
+            Some(slot) => *slot = found,
+            None => rows.order.push(found),
+        }
+        Ok(found)
+    }
+}
+
+/// Converts one JSON value into the row's cell of a column.
+struct CellSeed<'a> {
+    kind: ColumnType,
+    row: &'a mut Row,
+    index: usize,
+}
+
+impl CellSeed<'_> {
+    fn mismatch<E: de::Error>(&self, found: &str) -> E {
+        E::custom(format!("{found} is not {}", kind_name(self.kind)))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CellSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(kind_name(self.kind))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.row.set(self.index, Cell::Null);
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        match self.kind {
+            ColumnType::Boolean => self.row.set(self.index, Cell::Bool(v)),
+            ColumnType::Utf8 => self
+                .row
+                .set_text(self.index, if v { "true" } else { "false" }),
+            _ => return Err(self.mismatch(if v { "true" } else { "false" })),
+        }
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        let cell = match self.kind {
+            ColumnType::Int64 => Cell::Int(v),
+            ColumnType::Float64 => Cell::Float(v as f64),
+            ColumnType::Timestamp => Cell::Millis(v),
+            ColumnType::Utf8 => {
+                let _ = write!(self.row.text_mut(self.index), "{v}");
+                return Ok(());
+            }
+            _ => return Err(self.mismatch(&v.to_string())),
+        };
+        self.row.set(self.index, cell);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        match i64::try_from(v) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) if self.kind == ColumnType::Float64 => self.visit_f64(v as f64),
+            Err(_) if self.kind == ColumnType::Utf8 => {
+                let _ = write!(self.row.text_mut(self.index), "{v}");
+                Ok(())
+            }
+            Err(_) => Err(self.mismatch(&v.to_string())),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        let cell = match self.kind {
+            ColumnType::Float64 => Cell::Float(v),
+            // 3.0 is an integer; 3.5 is not.
+            ColumnType::Int64 if v.fract() == 0.0 && v.abs() < 9.0e18 => Cell::Int(v as i64),
+            ColumnType::Utf8 => {
+                let _ = write!(self.row.text_mut(self.index), "{v}");
+                return Ok(());
+            }
+            _ => return Err(self.mismatch(&v.to_string())),
+        };
+        self.row.set(self.index, cell);
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        if self.kind == ColumnType::Utf8 {
+            self.row.set_text(self.index, v);
+            return Ok(());
+        }
+        let cell = convert_text(self.kind, v).map_err(E::custom)?;
+        self.row.set(self.index, cell);
+        Ok(())
+    }
+
+    // Nested values land in text columns as their JSON text.
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        if self.kind != ColumnType::Utf8 {
+            return Err(self.mismatch("an object"));
+        }
+        let value = serde_json::Value::deserialize(MapAccessDeserializer::new(map))?;
+        let _ = write!(self.row.text_mut(self.index), "{value}");
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        if self.kind != ColumnType::Utf8 {
+            return Err(self.mismatch("an array"));
+        }
+        let value = serde_json::Value::deserialize(SeqAccessDeserializer::new(seq))?;
+        let _ = write!(self.row.text_mut(self.index), "{value}");
+        Ok(())
+    }
+}
+
+/// Column types inferred from sample values, in first-seen order.
+#[derive(Debug, Default)]
+pub struct Inference {
+    columns: Vec<(String, Option<ColumnType>)>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Inference {
+    /// Registers a column (so all-null and empty columns keep their place).
+    pub fn column(&mut self, name: &str) -> usize {
+        if let Some(&at) = self.by_name.get(name) {
+            return at;
+        }
+        self.columns.push((name.to_string(), None));
+        self.by_name
+            .insert(name.to_string(), self.columns.len() - 1);
+        self.columns.len() - 1
+    }
+
+    /// Widens a column's type to cover one more observed value.
+    pub fn observe(&mut self, column: usize, seen: ColumnType) {
+        let slot = &mut self.columns[column].1;
+        *slot = Some(match *slot {
+            None => seen,
+            Some(current) => widen(current, seen),
+        });
+    }
+
+    /// The columns; a column that was always null is text.
+    pub fn finish(self) -> Vec<(String, ColumnType)> {
+        self.columns
+            .into_iter()
+            .map(|(name, kind)| (name, kind.unwrap_or(ColumnType::Utf8)))
+            .collect()
+    }
+
+    /// Observes one JSONL line; a line that does not parse is skipped (it will be a dead
+    /// letter when loaded).
+    pub fn observe_json_line(&mut self, line: &[u8]) {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let _ = de::Deserializer::deserialize_map(&mut de, InferLine(self));
+    }
+}
+
+/// The narrowest type covering both.
+fn widen(a: ColumnType, b: ColumnType) -> ColumnType {
+    use ColumnType::*;
+    match (a, b) {
+        _ if a == b => a,
+        (Int64, Float64) | (Float64, Int64) => Float64,
+        (Date32, Timestamp) | (Timestamp, Date32) => Timestamp,
+        _ => Utf8,
+    }
+}
+
+/// The type a text value (a CSV field) reads as.
+pub fn classify_text(text: &str) -> ColumnType {
+    let text = text.trim();
+    if text.parse::<i64>().is_ok() {
+        ColumnType::Int64
+    } else if text.parse::<f64>().is_ok() && text.bytes().any(|b| b.is_ascii_digit()) {
+        ColumnType::Float64
+    } else if matches!(text.to_ascii_lowercase().as_str(), "true" | "false") {
+        ColumnType::Boolean
+    } else {
+        classify_string(text)
+    }
+}
+
+/// The type a string value reads as: a date, a timestamp, or text.
+fn classify_string(text: &str) -> ColumnType {
+    if text.len() == 10 && Date32Type::parse(text).is_some() {
+        ColumnType::Date32
+    } else if text.len() > 10 && string_to_datetime(&chrono::Utc, text).is_ok() {
+        ColumnType::Timestamp
+    } else {
+        ColumnType::Utf8
+    }
+}
+
+struct InferLine<'a>(&'a mut Inference);
+
+impl<'de> Visitor<'de> for InferLine<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let column = self.0.column(&name);
+            let value: serde_json::Value = map.next_value()?;
+            let seen = match &value {
+                serde_json::Value::Null => continue,
+                serde_json::Value::Bool(_) => ColumnType::Boolean,
+                serde_json::Value::Number(n) if n.is_i64() => ColumnType::Int64,
+                serde_json::Value::Number(_) => ColumnType::Float64,
+                serde_json::Value::String(s) => classify_string(s),
+                _ => ColumnType::Utf8,
+            };
+            self.0.observe(column, seen);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::files::config::FileStreamConfig;
+
+    fn stream(key: &str) -> FileStreamConfig {
+        toml::from_str(&format!(
+            "glob = \"*.jsonl\"\nformat = \"jsonl\"\nkey = \"{key}\"\n"
+        ))
+        .unwrap()
+    }
+
+    fn layout(columns: &[(&str, ColumnType)]) -> Layout {
+        Layout::new(
+            "contacts",
+            &stream(columns[0].0),
+            columns.iter().map(|(n, k)| (n.to_string(), *k)).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn json_lines_fill_typed_cells_in_any_field_order() {
+        let layout = layout(&[
+            ("id", ColumnType::Int64),
+            ("email", ColumnType::Utf8),
+            ("score", ColumnType::Float64),
+            ("vip", ColumnType::Boolean),
+            ("born", ColumnType::Date32),
+            ("updated_at", ColumnType::Timestamp),
+            ("tags", ColumnType::Utf8),
+        ]);
+        let mut rows = JsonRows::new(&layout);
+        let mut row = Row::new(layout.columns.len());
+        rows.parse(
+            br#"{"id": 7, "email": "a@x.io", "score": 3, "vip": true, "born": "1990-05-01", "updated_at": "2024-01-02T03:04:05.006Z", "tags": ["a", 1], "extra": {"x": 1}}"#,
+            &mut row,
+        )
+        .unwrap();
+        assert_eq!(
+            row.cells,
+            vec![
+                Cell::Int(7),
+                Cell::Text("a@x.io".into()),
+                Cell::Float(3.0),
+                Cell::Bool(true),
+                Cell::Date(7425),
+                Cell::Millis(1_704_164_645_006),
+                Cell::Text(r#"["a",1]"#.into()),
+            ]
+        );
+        row.clear();
+        // Another order, a missing field, a null, an escaped string and a numeric string.
+        rows.parse(
+            br#"{"email": "b\"@x.io", "id": "8", "vip": null, "updated_at": 1704164645007}"#,
+            &mut row,
+        )
+        .unwrap();
+        assert_eq!(row.cells[0], Cell::Int(8));
+        assert_eq!(row.cells[1], Cell::Text("b\"@x.io".into()));
+        assert_eq!(row.cells[2], Cell::Null);
+        assert_eq!(row.cells[3], Cell::Null);
+        assert_eq!(row.cells[5], Cell::Millis(1_704_164_645_007));
+    }
+
+    #[test]
+    fn json_errors_name_the_column() {
+        let layout = layout(&[("id", ColumnType::Int64), ("score", ColumnType::Float64)]);
+        let mut rows = JsonRows::new(&layout);
+        let mut row = Row::new(2);
+        let err = rows
+            .parse(br#"{"id": 1, "score": "high"}"#, &mut row)
+            .unwrap_err();
+        assert!(err.contains("\"high\" is not a number"), "{err}");
+        assert_eq!(row.failed, Some(1));
+        row.clear();
+        let err = rows.parse(br#"{"id": 1.5}"#, &mut row).unwrap_err();
+        assert!(err.contains("is not an integer"), "{err}");
+        row.clear();
+        assert!(rows.parse(br#"{"id": 1"#, &mut row).is_err());
+        row.clear();
+        assert!(rows.parse(br#"[1, 2]"#, &mut row).is_err());
+        row.clear();
+        assert!(rows.parse(br#"{"id": 1} trailing"#, &mut row).is_err());
+    }
+
+    #[test]
+    fn text_converts_to_each_type() {
+        assert_eq!(convert_text(ColumnType::Int64, " 42 "), Ok(Cell::Int(42)));
+        assert_eq!(
+            convert_text(ColumnType::Float64, "2.5"),
+            Ok(Cell::Float(2.5))
+        );
+        assert_eq!(
+            convert_text(ColumnType::Boolean, "TRUE"),
+            Ok(Cell::Bool(true))
+        );
+        assert_eq!(
+            convert_text(ColumnType::Date32, "1970-01-02"),
+            Ok(Cell::Date(1))
+        );
+        assert_eq!(
+            convert_text(ColumnType::Timestamp, "1970-01-01 00:00:01.5"),
+            Ok(Cell::Millis(1500))
+        );
+        assert_eq!(
+            convert_text(ColumnType::Timestamp, "1970-01-01T01:00:00+01:00"),
+            Ok(Cell::Millis(0))
+        );
+        assert!(convert_text(ColumnType::Int64, "4x").is_err());
+        assert!(convert_text(ColumnType::Date32, "yesterday").is_err());
+    }
+
+    #[test]
+    fn inference_widens_and_keeps_first_seen_order() {
+        let mut inference = Inference::default();
+        for line in [
+            r#"{"id": 1, "score": 1, "at": "2024-01-01T00:00:00Z", "day": "2024-01-01", "mixed": 1, "nothing": null}"#,
+            r#"{"id": 2, "score": 2.5, "at": "2024-01-01", "day": "2024-01-02", "mixed": "x", "late": true}"#,
+            "not json",
+        ] {
+            inference.observe_json_line(line.as_bytes());
+        }
+        assert_eq!(
+            inference.finish(),
+            vec![
+                ("id".to_string(), ColumnType::Int64),
+                ("score".to_string(), ColumnType::Float64),
+                ("at".to_string(), ColumnType::Timestamp),
+                ("day".to_string(), ColumnType::Date32),
+                ("mixed".to_string(), ColumnType::Utf8),
+                ("nothing".to_string(), ColumnType::Utf8),
+                ("late".to_string(), ColumnType::Boolean),
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_text_classifies() {
+        assert_eq!(classify_text("12"), ColumnType::Int64);
+        assert_eq!(classify_text("-1.5e3"), ColumnType::Float64);
+        assert_eq!(classify_text("false"), ColumnType::Boolean);
+        assert_eq!(classify_text("2024-02-29"), ColumnType::Date32);
+        assert_eq!(classify_text("2024-02-29 10:00:00"), ColumnType::Timestamp);
+        assert_eq!(classify_text("inf"), ColumnType::Utf8);
+        assert_eq!(classify_text("hello"), ColumnType::Utf8);
+    }
+}

@@ -1,0 +1,542 @@
+//! Reading files: an object's bytes as a blocking `BufRead` (so the `csv` crate and line
+//! splitting work on a stream, never the whole file), rows into Arrow batches, bad lines
+//! into dead letters. Runs on a blocking thread, beside the pipeline that stages batches.
+
+use std::io::{BufRead, Read};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::config::{ColumnType, FileStreamConfig, Format};
+use super::layout::Layout;
+use super::parse::{Inference, JsonRows, Row, classify_text, convert_text};
+use crate::sources::Extracted;
+use crate::sources::cells::{Cell, ColumnBuilder};
+use crate::stage::DeadLetter;
+use crate::{Error, Result};
+
+/// An object's bytes as they are read: a local file directly (object_store would hop to a
+/// blocking task per 8 KiB chunk), anything else chunk by chunk from the store's stream.
+pub enum ObjectReader {
+    File(std::io::BufReader<std::fs::File>),
+    Stream {
+        handle: Handle,
+        chunks: BoxStream<'static, object_store::Result<Bytes>>,
+        chunk: Bytes,
+    },
+}
+
+/// Read buffer for local files.
+const FILE_BUFFER: usize = 1 << 20;
+
+impl ObjectReader {
+    /// Opens an object for reading; call on a blocking thread.
+    pub fn open(
+        handle: &Handle,
+        store: &Arc<dyn ObjectStore>,
+        path: &Path,
+    ) -> Result<ObjectReader> {
+        let got = handle.block_on(store.get(path))?;
+        if let GetResultPayload::File(file, _) = &got.payload {
+            // A whole-object get starts at 0; the file is read to its end like the stream.
+            if got.range.start == 0 {
+                let file = file.try_clone()?;
+                return Ok(ObjectReader::File(std::io::BufReader::with_capacity(
+                    FILE_BUFFER,
+                    file,
+                )));
+            }
+        }
+        Ok(ObjectReader::Stream {
+            handle: handle.clone(),
+            chunks: got.into_stream(),
+            chunk: Bytes::new(),
+        })
+    }
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ObjectReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        match self {
+            ObjectReader::File(file) => file.fill_buf(),
+            ObjectReader::Stream {
+                handle,
+                chunks,
+                chunk,
+            } => {
+                while chunk.is_empty() {
+                    match handle.block_on(chunks.next()) {
+                        None => break,
+                        Some(Ok(next)) => *chunk = next,
+                        Some(Err(e)) => return Err(std::io::Error::other(e)),
+                    }
+                }
+                Ok(chunk)
+            }
+        }
+    }
+
+    fn consume(&mut self, amount: usize) {
+        match self {
+            ObjectReader::File(file) => file.consume(amount),
+            ObjectReader::Stream { chunk, .. } => {
+                let _ = chunk.split_to(amount);
+            }
+        }
+    }
+}
+
+/// One file to load.
+#[derive(Debug, Clone)]
+pub struct FileToRead {
+    pub location: Path,
+    /// The path relative to the source URL, as globs and dead letters name it.
+    pub relative: String,
+    /// The version of its rows when there is no version column.
+    pub last_modified_ms: i64,
+}
+
+/// What a load reads and where it sends it.
+pub struct Load {
+    pub handle: Handle,
+    pub store: Arc<dyn ObjectStore>,
+    pub layout: Arc<Layout>,
+    pub config: FileStreamConfig,
+    /// Rows whose cursor value is below this are skipped.
+    pub since: Option<i64>,
+    pub batch_rows: usize,
+    pub tx: mpsc::Sender<Result<Extracted>>,
+}
+
+/// The receiving side hung up; stop reading quietly.
+#[derive(Debug)]
+pub struct Hangup;
+
+/// Dead letters are sent in groups of this many (or with the batch they came with).
+const DEAD_LETTER_GROUP: usize = 1000;
+
+impl Load {
+    /// Reads every file in order, sending batches, dead letters and finally the largest
+    /// cursor value seen (when there is a cursor column).
+    pub fn run(self, files: Vec<FileToRead>) -> Result<(), LoadError> {
+        let mut out = Output::new(&self);
+        for file in &files {
+            let reader = ObjectReader::open(&self.handle, &self.store, &file.location)
+                .map_err(|e| LoadError::Failed(read_error(file, e)))?;
+            match self.config.format() {
+                Format::Jsonl => self.read_jsonl(file, reader, &mut out)?,
+                Format::Csv => self.read_csv(file, reader, &mut out)?,
+            }
+        }
+        out.flush()?;
+        if self.layout.cursor.is_some() {
+            if let Some(reached) = out.max_cursor {
+                out.send(Extracted::CursorReached(reached))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_jsonl(
+        &self,
+        file: &FileToRead,
+        mut reader: ObjectReader,
+        out: &mut Output,
+    ) -> Result<(), LoadError> {
+        let mut rows = JsonRows::new(&self.layout);
+        let mut line = Vec::with_capacity(4096);
+        let mut number = 0u64;
+        loop {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| LoadError::Failed(read_error(file, e.into())))?;
+            if read == 0 {
+                return Ok(());
+            }
+            number += 1;
+            let text = trim_line_end(&line);
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            out.row.clear();
+            match rows.parse(text, &mut out.row) {
+                Ok(()) => out.accept(self, file, number, || lossy(text))?,
+                Err(reason) => out.dead(file, number, reason, lossy(text))?,
+            }
+        }
+    }
+
+    fn read_csv(
+        &self,
+        file: &FileToRead,
+        reader: ObjectReader,
+        out: &mut Output,
+    ) -> Result<(), LoadError> {
+        let config = &self.config;
+        let mut csv = csv::ReaderBuilder::new()
+            .delimiter(config.delimiter())
+            .quote(config.quote())
+            // Headers and ragged records are handled here, with line numbers.
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(reader);
+        let nulls = config.null_values();
+        let mut record = csv::ByteRecord::new();
+        // File field position → layout column.
+        let mut columns: Option<Vec<Option<usize>>> = None;
+        if !config.header() {
+            let declared = config.declared().unwrap_or_default();
+            columns = Some(
+                declared
+                    .iter()
+                    .map(|(name, _)| self.layout.index_of(name))
+                    .collect(),
+            );
+        }
+        loop {
+            let more = csv
+                .read_byte_record(&mut record)
+                .map_err(|e| LoadError::Failed(Error::Source(format!("{}: {e}", file.relative))))?;
+            if !more {
+                return Ok(());
+            }
+            let number = record.position().map_or(0, |p| p.line());
+            let Some(columns) = &columns else {
+                let names = header_names(&record);
+                columns = Some(
+                    names
+                        .iter()
+                        .map(|name| self.layout.index_of(name))
+                        .collect(),
+                );
+                if !names.iter().any(|n| *n == self.layout.columns[0].name) {
+                    return Err(LoadError::Failed(Error::Source(format!(
+                        "{}: the header has no key column {:?} (columns: {})",
+                        file.relative,
+                        self.layout.columns[0].name,
+                        names.join(", ")
+                    ))));
+                }
+                continue;
+            };
+            let raw = || join_record(&record, config.delimiter());
+            out.row.clear();
+            if record.len() != columns.len() {
+                let reason = format!("expected {} fields, found {}", columns.len(), record.len());
+                out.dead(file, number, reason, raw())?;
+                continue;
+            }
+            let mut failed = None;
+            for (field, column) in record.iter().zip(columns) {
+                let Some(column) = *column else { continue };
+                let Ok(text) = std::str::from_utf8(field) else {
+                    failed = Some((column, "is not valid UTF-8".to_string()));
+                    break;
+                };
+                if nulls.iter().any(|n| n == text) {
+                    continue;
+                }
+                let kind = self.layout.columns[column].kind;
+                if kind == ColumnType::Utf8 {
+                    out.row.set_text(column, text);
+                    continue;
+                }
+                match convert_text(kind, text) {
+                    Ok(cell) => out.row.set(column, cell),
+                    Err(reason) => {
+                        failed = Some((column, reason));
+                        break;
+                    }
+                }
+            }
+            match failed {
+                Some((column, reason)) => {
+                    out.row.failed = Some(column);
+                    let name = &self.layout.columns[column].name;
+                    out.dead(file, number, format!("{name}: {reason}"), raw())?
+                }
+                None => out.accept(self, file, number, raw)?,
+            }
+        }
+    }
+}
+
+/// Why a load ended early.
+pub enum LoadError {
+    Hangup,
+    Failed(Error),
+}
+
+impl From<Hangup> for LoadError {
+    fn from(_: Hangup) -> LoadError {
+        LoadError::Hangup
+    }
+}
+
+/// The batch being filled, pending dead letters, and the row buffer.
+struct Output {
+    builders: Vec<ColumnBuilder>,
+    version: ColumnBuilder,
+    deleted: ColumnBuilder,
+    rows: usize,
+    batch_rows: usize,
+    schema: arrow::datatypes::SchemaRef,
+    dead: Vec<DeadLetter>,
+    row: Row,
+    max_cursor: Option<i64>,
+    tx: mpsc::Sender<Result<Extracted>>,
+}
+
+impl Output {
+    fn new(load: &Load) -> Output {
+        let layout = &load.layout;
+        Output {
+            builders: layout
+                .columns
+                .iter()
+                .map(|c| ColumnBuilder::new(&super::layout::data_type(c.kind)))
+                .collect(),
+            version: ColumnBuilder::new(&crate::schema::timestamp_type()),
+            deleted: ColumnBuilder::new(&arrow::datatypes::DataType::Boolean),
+            rows: 0,
+            batch_rows: load.batch_rows.max(1),
+            schema: layout.schema.clone(),
+            dead: Vec::new(),
+            row: Row::new(layout.columns.len()),
+            max_cursor: None,
+            tx: load.tx.clone(),
+        }
+    }
+
+    /// Takes the parsed row into the batch, unless it is older than the cursor or lacks
+    /// what every row needs (a key, a version).
+    fn accept(
+        &mut self,
+        load: &Load,
+        file: &FileToRead,
+        line: u64,
+        raw: impl FnOnce() -> String,
+    ) -> Result<(), LoadError> {
+        let layout = &load.layout;
+        if self.row.cells[0] == Cell::Null {
+            let key = &layout.columns[0].name;
+            self.row.failed = Some(0);
+            return self.dead(
+                file,
+                line,
+                format!("{key}: the key is missing or null"),
+                raw(),
+            );
+        }
+        if let Some(at) = layout.cursor {
+            if let Cell::Int(value) | Cell::Millis(value) = self.row.cells[at] {
+                if load.since.is_some_and(|since| value < since) {
+                    return Ok(());
+                }
+                self.max_cursor = Some(self.max_cursor.map_or(value, |m| m.max(value)));
+            }
+        }
+        let version = match layout.version {
+            None => file.last_modified_ms,
+            Some(at) => match self.row.cells[at] {
+                Cell::Int(ms) | Cell::Millis(ms) => ms,
+                _ => {
+                    let name = &layout.columns[at].name;
+                    self.row.failed = Some(at);
+                    return self.dead(
+                        file,
+                        line,
+                        format!("{name}: the version is missing or null"),
+                        raw(),
+                    );
+                }
+            },
+        };
+        let deleted = layout
+            .deleted
+            .is_some_and(|at| self.row.cells[at] == Cell::Bool(true));
+        for (builder, cell) in self.builders.iter_mut().zip(&self.row.cells) {
+            builder.append_ref(cell);
+        }
+        self.version.append(Cell::Millis(version));
+        self.deleted.append(Cell::Bool(deleted));
+        self.rows += 1;
+        if self.rows >= self.batch_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn dead(
+        &mut self,
+        file: &FileToRead,
+        line: u64,
+        reason: String,
+        raw: String,
+    ) -> Result<(), LoadError> {
+        let field = self
+            .row
+            .failed
+            .map(|at| self.schema.field(at).name().clone());
+        self.dead.push(DeadLetter {
+            key: self.row.key_text(),
+            field,
+            reason: format!("{}:{line}: {reason}", file.relative),
+            raw,
+        });
+        if self.dead.len() >= DEAD_LETTER_GROUP {
+            let letters = std::mem::take(&mut self.dead);
+            self.send(Extracted::DeadLetters(letters))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), LoadError> {
+        if self.rows > 0 {
+            let mut columns: Vec<_> = self.builders.iter_mut().map(|b| b.finish()).collect();
+            columns.push(self.version.finish());
+            columns.push(self.deleted.finish());
+            self.rows = 0;
+            let batch = RecordBatch::try_new(self.schema.clone(), columns)
+                .map_err(|e| LoadError::Failed(e.into()))?;
+            self.send(Extracted::Batch(batch))?;
+        }
+        if !self.dead.is_empty() {
+            let letters = std::mem::take(&mut self.dead);
+            self.send(Extracted::DeadLetters(letters))?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, item: Extracted) -> Result<(), Hangup> {
+        self.tx.blocking_send(Ok(item)).map_err(|_| Hangup)
+    }
+}
+
+fn read_error(file: &FileToRead, err: Error) -> Error {
+    match err {
+        Error::ObjectStore(e) => Error::Source(format!("{}: {e}", file.relative)),
+        Error::Io(e) => Error::Source(format!("{}: {e}", file.relative)),
+        other => other,
+    }
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Header names; an empty name becomes `column_N` (1-based), a UTF-8 BOM is dropped.
+fn header_names(record: &csv::ByteRecord) -> Vec<String> {
+    record
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let field = field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field);
+            let name = String::from_utf8_lossy(field).trim().to_string();
+            if name.is_empty() {
+                format!("column_{}", i + 1)
+            } else {
+                name
+            }
+        })
+        .collect()
+}
+
+/// A record's fields joined by the delimiter: the dead letter's `raw` for CSV.
+fn join_record(record: &csv::ByteRecord, delimiter: u8) -> String {
+    let mut raw = Vec::new();
+    for (i, field) in record.iter().enumerate() {
+        if i > 0 {
+            raw.push(delimiter);
+        }
+        raw.extend_from_slice(field);
+    }
+    lossy(&raw)
+}
+
+/// Infers the columns of a file from its first `rows` records. Blocking.
+pub fn infer_columns(
+    config: &FileStreamConfig,
+    reader: ObjectReader,
+    rows: usize,
+) -> Result<Vec<(String, ColumnType)>> {
+    let mut inference = Inference::default();
+    match config.format() {
+        Format::Jsonl => {
+            let mut seen = 0;
+            for line in reader.split(b'\n') {
+                let line = line?;
+                let text = trim_line_end(&line);
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                inference.observe_json_line(text);
+                seen += 1;
+                if seen >= rows {
+                    break;
+                }
+            }
+        }
+        Format::Csv => {
+            let mut csv = csv::ReaderBuilder::new()
+                .delimiter(config.delimiter())
+                .quote(config.quote())
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(reader);
+            let nulls = config.null_values();
+            let mut record = csv::ByteRecord::new();
+            if !csv
+                .read_byte_record(&mut record)
+                .map_err(|e| Error::Source(e.to_string()))?
+            {
+                return Ok(Vec::new());
+            }
+            let names = header_names(&record);
+            let columns: Vec<usize> = names.iter().map(|n| inference.column(n)).collect();
+            for _ in 0..rows {
+                if !csv
+                    .read_byte_record(&mut record)
+                    .map_err(|e| Error::Source(e.to_string()))?
+                {
+                    break;
+                }
+                if record.len() != columns.len() {
+                    continue;
+                }
+                for (field, &column) in record.iter().zip(&columns) {
+                    let Ok(text) = std::str::from_utf8(field) else {
+                        continue;
+                    };
+                    if !nulls.iter().any(|n| n == text) {
+                        inference.observe(column, classify_text(text));
+                    }
+                }
+            }
+        }
+    }
+    Ok(inference.finish())
+}

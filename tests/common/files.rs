@@ -1,0 +1,269 @@
+//! Harness for the file source: export files in a temp folder, a throwaway PostgreSQL as the
+//! destination, and helpers to read the destination and the dead letters back.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use syncline::config::Config;
+use syncline::reconcile::report::{RunReport, StreamReport};
+use syncline::stage::{DeadLetter, DeadLetterFile, Stage};
+
+use super::pg::TestPostgres;
+
+pub struct FilesHarness {
+    pub pg: TestPostgres,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl FilesHarness {
+    pub async fn start() -> FilesHarness {
+        let pg = tokio::task::spawn_blocking(TestPostgres::start)
+            .await
+            .expect("start postgres");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("exports")).expect("exports folder");
+        let config_path = dir.path().join("files.toml");
+        FilesHarness {
+            pg,
+            dir,
+            config_path,
+        }
+    }
+
+    pub fn exports(&self) -> PathBuf {
+        self.dir.path().join("exports")
+    }
+
+    /// Writes a config whose source reads the exports folder; `tables` holds the
+    /// `[source.files.NAME]` tables (and anything after them).
+    pub fn write_config(&self, streams: &[&str], tables: &str) {
+        std::fs::write(
+            &self.config_path,
+            files_config(&self.dir.path().to_path_buf(), streams, tables),
+        )
+        .expect("write config");
+    }
+
+    /// Writes an export file with the given last-modified time (epoch ms), which is the
+    /// version of its rows when there is no version column.
+    pub fn write_file(&self, relative: &str, content: &str, modified_ms: i64) {
+        let path = self.exports().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).expect("folder");
+        std::fs::write(&path, content).expect("write export");
+        let modified = std::time::UNIX_EPOCH + std::time::Duration::from_millis(modified_ms as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(modified))
+            .expect("set mtime");
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("TEST_DATABASE_URL", self.pg.url.clone())]
+    }
+
+    pub fn config(&self) -> Config {
+        let env = self.env();
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        Config::parse(&text, &self.config_path, &|name| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })
+        .expect("valid config")
+    }
+
+    pub async fn run(&self, full_refresh: bool) -> RunReport {
+        let options = syncline::pipeline::RunOptions {
+            streams: None,
+            full_refresh,
+        };
+        syncline::pipeline::run(&self.config(), &options)
+            .await
+            .expect("run starts")
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.pg.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Every row of a destination table as text, ordered by the first column's value, with the
+    /// given columns (SQL expressions; the first must be a plain column).
+    pub async fn rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+        let exprs: Vec<String> = columns.iter().map(|c| format!("({c})::text")).collect();
+        let sql = format!(
+            // Qualified, so the order is the column's own, not its text's.
+            "SELECT {} FROM files.\"{table}\" AS src ORDER BY src.{}",
+            exprs.join(", "),
+            columns[0]
+        );
+        self.client()
+            .await
+            .query(&sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|row| (0..columns.len()).map(|i| row.get(i)).collect())
+            .collect()
+    }
+
+    /// The destination column types of a table, in table order (system columns left out).
+    pub async fn column_types(&self, table: &str) -> Vec<(String, String)> {
+        self.client()
+            .await
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = 'files' AND table_name = $1 \
+                 AND column_name NOT LIKE '\\_syncline\\_%' ORDER BY ordinal_position",
+                &[&table],
+            )
+            .await
+            .expect("columns")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    pub async fn ledger_count(&self) -> i64 {
+        self.client()
+            .await
+            .query_one("SELECT count(*) FROM files._syncline_loads", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// The dead letters a stream's load wrote.
+    pub async fn dead_letters(&self, stream: &StreamReport) -> Vec<DeadLetter> {
+        let Some(path) = &stream.dead_letter_file else {
+            return Vec::new();
+        };
+        let stage = Stage::open(&self.config().staging).unwrap();
+        let file = DeadLetterFile {
+            path: path.clone(),
+            rows: stream.rows_dead_lettered,
+        };
+        syncline::stage::read_dead_letters(&stage, &file)
+            .await
+            .expect("read dead letters")
+    }
+
+    /// Runs the `syncline` binary; returns its exit code and stderr.
+    pub fn run_binary(&self, args: &[&str]) -> (i32, String) {
+        run_binary(&self.config_path, args, &self.env())
+    }
+}
+
+/// A pipeline config reading `{dir}/exports` into the `files` schema of `${TEST_DATABASE_URL}`.
+pub fn files_config(dir: &PathBuf, streams: &[&str], tables: &str) -> String {
+    let streams = streams
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"[pipeline]
+name = "files"
+batch_rows = 1000
+[staging]
+url = "file://{dir}/stage"
+[destination]
+type = "postgres"
+url = "${{TEST_DATABASE_URL}}"
+schema = "files"
+[source]
+type = "files"
+url = "file://{dir}/exports"
+streams = [{streams}]
+{tables}
+"#,
+        dir = dir.display(),
+    )
+}
+
+/// Runs `syncline run --config` with the environment; returns the exit code and stderr.
+pub fn run_binary(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&'static str, String)],
+) -> (i32, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+    command.arg("run").arg("--config").arg(config).args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().expect("spawn syncline");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A moto S3 server (`moto_server`, from PyPI's `moto[server]`) on a free port, with one
+/// bucket; stopped on drop.
+pub struct Moto {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl Moto {
+    /// # Panics
+    ///
+    /// When `moto_server` is not installed (`pip install 'moto[server]'`) or does not start.
+    pub async fn start(bucket: &str) -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server runs (pip install 'moto[server]')");
+        let moto = Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            // moto ignores signatures: a plain PUT creates the bucket.
+            if let Ok(answer) = client
+                .put(format!("{}/{bucket}", moto.endpoint))
+                .send()
+                .await
+            {
+                assert!(answer.status().is_success(), "create bucket: {answer:?}");
+                return moto;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("moto_server did not start on port {port}");
+    }
+
+    /// The bucket as an object store, to put export files in.
+    pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .expect("s3 store")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,607 @@
+//! CSV and JSONL exports → Parquet staging → a real PostgreSQL, through the file source.
+
+mod common;
+
+use common::files::{FilesHarness, files_config, run_binary};
+use common::report_stream;
+use syncline::reconcile::report::Status;
+
+/// 2024-03-01T00:00:00Z, the base of the export times below.
+const T0: i64 = 1_709_251_200_000;
+const HOUR: i64 = 3_600_000;
+
+fn contact_line(i: i64) -> String {
+    let tags = if i % 4 == 0 {
+        "null".to_string()
+    } else {
+        format!("[\"t{}\", {}]", i % 3, i % 5)
+    };
+    format!(
+        r#"{{"id": {i}, "email": "user{i}@example.com", "score": {score}, "vip": {vip}, "signed_up": "2024-01-{day:02}", "updated_at": "2024-03-01T{hour:02}:00:00.{ms:03}Z", "tags": {tags}}}"#,
+        score = i as f64 / 4.0,
+        vip = i % 3 == 0,
+        day = i % 28 + 1,
+        hour = i % 24,
+        ms = i % 1000,
+    )
+}
+
+/// What PostgreSQL shows for `contact_line(i)` in the columns `CONTACT_COLUMNS` select.
+fn contact_row(i: i64, version: i64) -> Vec<Option<String>> {
+    let tags = (i % 4 != 0).then(|| format!("[\"t{}\",{}]", i % 3, i % 5));
+    vec![
+        Some(i.to_string()),
+        Some(format!("user{i}@example.com")),
+        Some((i as f64 / 4.0).to_string()),
+        Some((i % 3 == 0).to_string()),
+        Some(format!("2024-01-{:02}", i % 28 + 1)),
+        Some((T0 + (i % 24) * HOUR + i % 1000).to_string()),
+        tags,
+        Some(version.to_string()),
+    ]
+}
+
+const CONTACT_COLUMNS: &[&str] = &[
+    "id",
+    "email",
+    "score",
+    "vip",
+    "signed_up",
+    "(extract(epoch from updated_at) * 1000)::bigint",
+    "tags",
+    "(extract(epoch from _syncline_version) * 1000)::bigint",
+];
+
+fn jsonl(ids: impl Iterator<Item = i64>) -> String {
+    ids.map(|i| contact_line(i) + "\n").collect()
+}
+
+const DEALS: &str = "deal_id;name;amount;closed;close_date\n\
+                     D-1;\"Big; deal\";1000.5;true;2024-04-01\n\
+                     D-2;Small deal;NULL;false;\n\
+                     D-3;\"Quoted \"\"name\"\"\";12;TRUE;2024-04-03\n";
+
+const DEALS_TABLE: &str = r#"
+[source.files.deals]
+glob = "deals/*.csv"
+format = "csv"
+key = "deal_id"
+delimiter = ";"
+null_values = ["", "NULL"]
+[source.files.deals.schema]
+deal_id = "utf8"
+name = "utf8"
+amount = "float64"
+closed = "boolean"
+close_date = "date32"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_jsonl_load_equal_the_files_and_a_rerun_loads_nothing() {
+    let h = FilesHarness::start().await;
+    // 2,500 contacts over two files and three batches; the schema is inferred.
+    h.write_file("contacts/part-1.jsonl", &jsonl(1..=1500), T0 + HOUR);
+    h.write_file("contacts/part-2.jsonl", &jsonl(1501..=2500), T0 + 2 * HOUR);
+    h.write_file("contacts/notes.txt", "not an export", T0);
+    h.write_file("deals/2024-04.csv", DEALS, T0 + 3 * HOUR);
+    h.write_config(
+        &["contacts", "deals"],
+        &format!(
+            "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n{DEALS_TABLE}"
+        ),
+    );
+
+    let checked = syncline::pipeline::check(&h.config()).await.expect("check");
+    for wanted in [
+        "source: contacts: 2 file(s) match glob \"contacts/*.jsonl\"",
+        "source: deals: 1 file(s) match glob \"deals/*.csv\"",
+    ] {
+        assert!(checked.iter().any(|l| l == wanted), "{checked:#?}");
+    }
+
+    let first = h.run(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    let contacts = report_stream(&first, "contacts");
+    assert_eq!(contacts.rows_inserted, 2500, "{contacts:#?}");
+    assert!(contacts.reconciliation.matched, "{contacts:#?}");
+    let expected: Vec<_> = (1..=2500)
+        .map(|i| contact_row(i, if i <= 1500 { T0 + HOUR } else { T0 + 2 * HOUR }))
+        .collect();
+    assert_eq!(h.rows("contacts", CONTACT_COLUMNS).await, expected);
+    // The cursor is the newest file's last-modified time.
+    assert_eq!(contacts.cursor.unwrap().to, T0 + 2 * HOUR);
+
+    assert_eq!(report_stream(&first, "deals").rows_inserted, 3);
+    assert_eq!(
+        h.rows(
+            "deals",
+            &["deal_id", "name", "amount", "closed", "close_date"]
+        )
+        .await,
+        vec![
+            vec![
+                Some("D-1".into()),
+                Some("Big; deal".into()),
+                Some("1000.5".into()),
+                Some("true".into()),
+                Some("2024-04-01".into())
+            ],
+            vec![
+                Some("D-2".into()),
+                Some("Small deal".into()),
+                None,
+                Some("false".into()),
+                None
+            ],
+            vec![
+                Some("D-3".into()),
+                Some("Quoted \"name\"".into()),
+                Some("12".into()),
+                Some("true".into()),
+                Some("2024-04-03".into())
+            ],
+        ]
+    );
+
+    let ledger = h.ledger_count().await;
+    let again = h.run(false).await;
+    assert_eq!(again.status, Status::Success, "{again:#?}");
+    for stream in &again.streams {
+        assert_eq!(stream.rows_extracted, 0, "{stream:#?}");
+        assert_eq!(
+            (
+                stream.rows_inserted,
+                stream.rows_updated,
+                stream.rows_deleted
+            ),
+            (0, 0, 0)
+        );
+    }
+    assert_eq!(
+        h.ledger_count().await,
+        ledger,
+        "an idle run commits no load"
+    );
+    assert_eq!(h.rows("contacts", CONTACT_COLUMNS).await, expected);
+
+    // --full-refresh reads every file again, and nothing changes.
+    let full = h.run(true).await;
+    assert_eq!(report_stream(&full, "contacts").rows_extracted, 2500);
+    assert_eq!(report_stream(&full, "contacts").rows_updated, 0);
+    assert_eq!(h.rows("contacts", CONTACT_COLUMNS).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_is_loaded_and_a_changed_file_is_loaded_again() {
+    let h = FilesHarness::start().await;
+    h.write_config(
+        &["contacts"],
+        "[source.files.contacts]\nglob = \"**/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\ndeleted_column = \"archived\"\n\
+         [source.files.contacts.schema]\nid = \"int64\"\nemail = \"utf8\"\narchived = \"boolean\"\n",
+    );
+    h.write_file(
+        "a.jsonl",
+        "{\"id\": 1, \"email\": \"one@x\"}\n{\"id\": 2, \"email\": \"two@x\"}\n{\"id\": 3, \"email\": \"three@x\", \"archived\": false}\n",
+        T0,
+    );
+    let first = h.run(false).await;
+    assert_eq!(
+        report_stream(&first, "contacts").rows_inserted,
+        3,
+        "{first:#?}"
+    );
+    let ledger = h.ledger_count().await;
+
+    // A new file in a subfolder, and a.jsonl rewritten: 2 changed, 3 archived.
+    h.write_file(
+        "2024/b.jsonl",
+        "{\"id\": 4, \"email\": \"four@x\"}\n{\"id\": 5, \"email\": \"five@x\"}\n",
+        T0 + HOUR,
+    );
+    h.write_file(
+        "a.jsonl",
+        "{\"id\": 1, \"email\": \"one@x\"}\n{\"id\": 2, \"email\": \"TWO@x\"}\n{\"id\": 3, \"email\": \"three@x\", \"archived\": true}\n",
+        T0 + 2 * HOUR,
+    );
+    let second = h.run(false).await;
+    let contacts = report_stream(&second, "contacts");
+    assert_eq!(contacts.status, Status::Success, "{contacts:#?}");
+    assert_eq!(
+        contacts.rows_extracted, 5,
+        "the changed file in full, the new one"
+    );
+    assert_eq!(
+        (
+            contacts.rows_inserted,
+            contacts.rows_updated,
+            contacts.rows_deleted
+        ),
+        // Row 1 is unchanged but newer (the file's new last-modified time): an update too.
+        (2, 2, 1)
+    );
+    assert_eq!(h.ledger_count().await, ledger + 1);
+    assert_eq!(
+        h.rows("contacts", &["id", "email"]).await,
+        [(1, "one@x"), (2, "TWO@x"), (4, "four@x"), (5, "five@x")]
+            .iter()
+            .map(|(id, email)| vec![Some(id.to_string()), Some(email.to_string())])
+            .collect::<Vec<_>>()
+    );
+
+    // Nothing changed since: nothing is read.
+    let idle = h.run(false).await;
+    assert_eq!(report_stream(&idle, "contacts").rows_extracted, 0);
+    assert_eq!(h.ledger_count().await, ledger + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_lines_go_to_dead_letters_with_line_numbers() {
+    let h = FilesHarness::start().await;
+    h.write_config(
+        &["contacts", "deals"],
+        "[source.files.contacts]\nglob = \"contacts.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
+         [source.files.contacts.schema]\nid = \"int64\"\nemail = \"utf8\"\nscore = \"float64\"\n\
+         [source.files.deals]\nglob = \"deals.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
+         [source.files.deals.schema]\nid = \"int64\"\nname = \"utf8\"\namount = \"float64\"\n",
+    );
+    h.write_file(
+        "contacts.jsonl",
+        "{\"id\": 1, \"email\": \"a@x\", \"score\": 1.5}\n\
+         {\"id\": 2, \"email\": \"b@x\", \"score\": \"high\"}\n\
+         not json at all\n\
+         \n\
+         {\"email\": \"nokey@x\"}\n\
+         {\"id\": 6, \"email\": \"f@x\", \"score\": 6}\n\
+         {\"id\": 7, \"email\": \"g@x\"",
+        T0,
+    );
+    h.write_file(
+        "deals.csv",
+        "id,name,amount\n1,one,10\n2,two\n3,three,abc\n4,\"multi\nline\",40\n5,five,50\n",
+        T0,
+    );
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    assert_eq!(report.exit_code, 0);
+
+    let contacts = report_stream(&report, "contacts");
+    assert_eq!(contacts.rows_inserted, 2);
+    assert_eq!(contacts.rows_dead_lettered, 4);
+    let letters = h.dead_letters(contacts).await;
+    let summary: Vec<(String, Option<String>, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.reason.split(": ").next().unwrap().to_string(),
+                l.field.clone(),
+                l.raw.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "contacts.jsonl:2".into(),
+                Some("score".into()),
+                "{\"id\": 2, \"email\": \"b@x\", \"score\": \"high\"}".into()
+            ),
+            ("contacts.jsonl:3".into(), None, "not json at all".into()),
+            (
+                "contacts.jsonl:5".into(),
+                Some("id".into()),
+                "{\"email\": \"nokey@x\"}".into()
+            ),
+            (
+                "contacts.jsonl:7".into(),
+                None,
+                "{\"id\": 7, \"email\": \"g@x\"".into()
+            ),
+        ]
+    );
+    assert!(
+        letters[0].reason.contains("\"high\" is not a number"),
+        "{letters:#?}"
+    );
+    assert_eq!(letters[0].key, "2");
+    assert!(letters[2].reason.contains("key is missing"), "{letters:#?}");
+    assert_eq!(
+        h.rows("contacts", &["id", "email", "score"]).await,
+        vec![
+            vec![Some("1".into()), Some("a@x".into()), Some("1.5".into())],
+            vec![Some("6".into()), Some("f@x".into()), Some("6".into())],
+        ]
+    );
+
+    let deals = report_stream(&report, "deals");
+    assert_eq!(deals.rows_inserted, 3);
+    let letters = h.dead_letters(deals).await;
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    assert!(
+        letters[0]
+            .reason
+            .starts_with("deals.csv:3: expected 3 fields, found 2"),
+        "{letters:#?}"
+    );
+    assert_eq!(letters[0].raw, "2,two");
+    assert!(
+        letters[1].reason.starts_with("deals.csv:4: amount:"),
+        "{letters:#?}"
+    );
+    assert_eq!(letters[1].field.as_deref(), Some("amount"));
+    assert_eq!(
+        h.rows("deals", &["id", "name", "amount"]).await,
+        vec![
+            vec![Some("1".into()), Some("one".into()), Some("10".into())],
+            vec![
+                Some("4".into()),
+                Some("multi\nline".into()),
+                Some("40".into())
+            ],
+            vec![Some("5".into()), Some("five".into()), Some("50".into())],
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inferred_and_declared_schemas_type_the_columns() {
+    let h = FilesHarness::start().await;
+    h.write_file(
+        "products.csv",
+        "sku,price,active,launched,updated,note,empty\n\
+         1,9.99,true,2024-01-01,2024-01-01 10:00:00,first,\n\
+         2,10,false,2024-02-01,2024-02-01T10:00:00Z,,\n",
+        T0,
+    );
+    h.write_config(
+        &["inferred", "declared"],
+        "[source.files.inferred]\nglob = \"products.csv\"\nformat = \"csv\"\nkey = \"sku\"\n\
+         [source.files.declared]\nglob = \"products.csv\"\nformat = \"csv\"\nkey = \"sku\"\n\
+         [source.files.declared.schema]\nsku = \"utf8\"\nprice = \"utf8\"\nactive = \"boolean\"\nupdated = \"timestamp\"\n",
+    );
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    let types = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(c, t)| (c.to_string(), t.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        h.column_types("inferred").await,
+        types(&[
+            ("sku", "bigint"),
+            ("price", "double precision"),
+            ("active", "boolean"),
+            ("launched", "date"),
+            ("updated", "timestamp with time zone"),
+            ("note", "text"),
+            ("empty", "text"),
+        ])
+    );
+    assert_eq!(
+        h.column_types("declared").await,
+        types(&[
+            ("sku", "text"),
+            ("price", "text"),
+            ("active", "boolean"),
+            ("updated", "timestamp with time zone"),
+        ])
+    );
+    assert_eq!(
+        h.rows(
+            "inferred",
+            &[
+                "sku",
+                "price",
+                "(extract(epoch from updated) * 1000)::bigint",
+                "note"
+            ]
+        )
+        .await,
+        vec![
+            vec![
+                Some("1".into()),
+                Some("9.99".into()),
+                Some("1704103200000".into()),
+                Some("first".into())
+            ],
+            vec![
+                Some("2".into()),
+                Some("10".into()),
+                Some("1706781600000".into()),
+                None
+            ],
+        ]
+    );
+    assert_eq!(
+        h.rows("declared", &["sku", "price"]).await,
+        vec![
+            vec![Some("1".into()), Some("9.99".into())],
+            vec![Some("2".into()), Some("10".into())],
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_column_skips_rows_below_the_saved_cursor() {
+    let h = FilesHarness::start().await;
+    h.write_config(
+        &["contacts"],
+        "[source.files.contacts]\nglob = \"*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
+         cursor_column = \"updated_at\"\nversion_column = \"updated_at\"\n\
+         [source.files.contacts.schema]\nid = \"int64\"\nemail = \"utf8\"\nupdated_at = \"timestamp\"\n",
+    );
+    let line = |id: i64, email: &str, hour: i64| {
+        format!(
+            "{{\"id\": {id}, \"email\": \"{email}\", \"updated_at\": {}}}\n",
+            T0 + hour * HOUR
+        )
+    };
+    h.write_file(
+        "day-1.jsonl",
+        &[
+            line(1, "one@x", 10),
+            line(2, "two@x", 11),
+            line(3, "three@x", 12),
+        ]
+        .concat(),
+        T0,
+    );
+    let first = h.run(false).await;
+    let contacts = report_stream(&first, "contacts");
+    assert_eq!(contacts.rows_inserted, 3, "{first:#?}");
+    assert_eq!(
+        contacts.cursor.unwrap().to,
+        T0 + 12 * HOUR,
+        "the largest value read"
+    );
+
+    // A later export repeats old rows: below the cursor they are skipped (even changed), at
+    // the cursor they are read again, above it they are new.
+    h.write_file(
+        "day-2.jsonl",
+        &[
+            line(1, "stale@x", 9),
+            line(2, "two@x", 11),
+            line(3, "THREE@x", 12),
+            line(4, "four@x", 13),
+        ]
+        .concat(),
+        T0 + HOUR,
+    );
+    let second = h.run(false).await;
+    let contacts = report_stream(&second, "contacts");
+    assert_eq!(contacts.status, Status::Success, "{contacts:#?}");
+    assert_eq!(contacts.rows_extracted, 2, "{contacts:#?}");
+    assert_eq!((contacts.rows_inserted, contacts.rows_updated), (1, 1));
+    assert_eq!(contacts.cursor.unwrap().to, T0 + 13 * HOUR);
+    assert_eq!(
+        h.rows("contacts", &["id", "email"]).await,
+        [(1, "one@x"), (2, "two@x"), (3, "THREE@x"), (4, "four@x")]
+            .iter()
+            .map(|(id, email)| vec![Some(id.to_string()), Some(email.to_string())])
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn config_errors_exit_2_and_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("exports")).unwrap();
+    let config = dir.path().join("files.toml");
+    let env = [(
+        "TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/none".to_string(),
+    )];
+    let cases = [
+        (
+            "glob = \"contacts/[a-\"\nformat = \"jsonl\"\nkey = \"id\"\n",
+            "`source.files.contacts.glob` is not a valid glob",
+        ),
+        (
+            "glob = \"*.xml\"\nformat = \"xml\"\nkey = \"id\"\n",
+            "`source.files.contacts.format` \"xml\" is not a known format",
+        ),
+        (
+            "glob = \"*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\ndelimiter = \";\"\n",
+            "`source.files.contacts.delimiter` applies only to format = \"csv\"",
+        ),
+        (
+            "glob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\n[source.files.contacts.schema]\nid = \"integer\"\n",
+            "`source.files.contacts.schema.id` type \"integer\" is not one of",
+        ),
+        (
+            "glob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\nsheet = \"x\"\n",
+            "unknown field `sheet`",
+        ),
+    ];
+    for (table, wanted) in cases {
+        std::fs::write(
+            &config,
+            files_config(
+                &dir.path().to_path_buf(),
+                &["contacts"],
+                &format!("[source.files.contacts]\n{table}"),
+            ),
+        )
+        .unwrap();
+        let (code, stderr) = run_binary(&config, &[], &env);
+        assert_eq!(code, 2, "{table}: {stderr}");
+        assert!(stderr.contains(wanted), "{table}: {stderr}");
+        assert!(
+            stderr.contains("files.toml:"),
+            "the line is named: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_on_s3_load_incrementally() {
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path;
+
+    let h = FilesHarness::start().await;
+    let moto = common::files::Moto::start("exports").await;
+    let store = moto.store("exports");
+    let put = |path: &'static str, body: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .put(&Path::from(path), body.as_bytes().to_vec().into())
+                .await
+                .expect("put export");
+        }
+    };
+    put(
+        "crm/contacts/a.jsonl",
+        "{\"id\": 1, \"email\": \"one@x\"}\n{\"id\": 2, \"email\": \"two@x\"}\n",
+    )
+    .await;
+    put("crm/deals/a.jsonl", "{\"id\": 9}\n").await;
+    put("other/contacts/a.jsonl", "{\"id\": 8}\n").await;
+    let mut text = files_config(&h.dir.path().to_path_buf(), &["contacts"], "");
+    text = text.replace(
+        &format!("url = \"file://{}/exports\"", h.dir.path().display()),
+        "url = \"s3://exports/crm\"",
+    );
+    text.push_str(&format!(
+        "[source.s3]\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true\n\
+         [source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
+        moto.endpoint
+    ));
+    std::fs::write(&h.config_path, text).unwrap();
+
+    let first = h.run(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    assert_eq!(report_stream(&first, "contacts").rows_inserted, 2);
+    let idle = h.run(false).await;
+    assert_eq!(
+        report_stream(&idle, "contacts").rows_extracted,
+        0,
+        "{idle:#?}"
+    );
+
+    // A new object and a rewritten one (a new e_tag).
+    put(
+        "crm/contacts/b.jsonl",
+        "{\"id\": 3, \"email\": \"three@x\"}\n",
+    )
+    .await;
+    put(
+        "crm/contacts/a.jsonl",
+        "{\"id\": 1, \"email\": \"one@x\"}\n{\"id\": 2, \"email\": \"TWO@x\"}\n",
+    )
+    .await;
+    let second = h.run(false).await;
+    let contacts = report_stream(&second, "contacts");
+    assert_eq!(contacts.status, Status::Success, "{second:#?}");
+    assert_eq!(contacts.rows_extracted, 3);
+    assert_eq!(
+        h.rows("contacts", &["id", "email"]).await,
+        [(1, "one@x"), (2, "TWO@x"), (3, "three@x")]
+            .iter()
+            .map(|(id, email)| vec![Some(id.to_string()), Some(email.to_string())])
+            .collect::<Vec<_>>()
+    );
+}
