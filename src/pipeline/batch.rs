@@ -255,11 +255,7 @@ impl StreamRunner<'_> {
             schema: columns_of(&extraction.schema)?,
             cursor,
             keeps_cursor,
-            source_state: if keeps_cursor {
-                None
-            } else {
-                extraction.state
-            },
+            source_state: if keeps_cursor { None } else { extraction.state },
             rows: 0,
             checksum: 0,
             files,
@@ -321,6 +317,7 @@ impl StreamRunner<'_> {
             deletes: self.config.stream_settings(&manifest.stream).deletes,
             schema: manifest.arrow_schema()?,
             staged: manifest.fingerprint(),
+            files: manifest.files.iter().map(|f| f.path.clone()).collect(),
         };
         let change = self.destination.ensure_table(&request).await?;
         if change.created_table || !change.added_columns.is_empty() {

@@ -8,6 +8,7 @@ use crate::config::{Config, DestinationConfig, LakeConfig, SourceConfig};
 use crate::destinations::Destination;
 use crate::destinations::lake::LakeDestination;
 use crate::destinations::postgres::PostgresDestination;
+use crate::destinations::snowflake::SnowflakeDestination;
 use crate::sources::Source;
 use crate::sources::hubspot::HubspotSource;
 use crate::sources::salesforce::SalesforceSource;
@@ -31,6 +32,9 @@ pub async fn build_destination(config: &Config) -> Result<Arc<dyn Destination>> 
             Arc::new(PostgresDestination::connect(p.url.expose(), &p.schema).await?)
         }
         DestinationConfig::Lake(l) => Arc::new(build_lake(config, l)?),
+        DestinationConfig::Snowflake(s) => {
+            Arc::new(SnowflakeDestination::new(s, &config.staging.url)?)
+        }
     })
 }
 
