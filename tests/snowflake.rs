@@ -282,6 +282,11 @@ async fn replaying_a_load_changes_nothing_even_after_the_session_expired() {
         (outcome.inserted, outcome.updated, outcome.deleted),
         (0, 0, 0)
     );
+    assert_eq!(
+        snowflake.refused_queries(),
+        1,
+        "the expired session was used once, then replaced"
+    );
     assert_eq!(ledger_count(&snowflake).await, 1);
     assert_eq!(
         destination

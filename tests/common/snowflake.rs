@@ -92,6 +92,8 @@ pub struct TestSnowflake {
 struct Tokens {
     seen: HashSet<String>,
     expired: HashSet<String>,
+    /// Queries answered "session expired".
+    refused: usize,
 }
 
 impl Drop for TestSnowflake {
@@ -175,6 +177,11 @@ impl TestSnowflake {
         let mut tokens = self.expired.lock().unwrap();
         let seen: Vec<String> = tokens.seen.iter().cloned().collect();
         tokens.expired.extend(seen);
+    }
+
+    /// How many queries were answered "session expired" so far.
+    pub fn refused_queries(&self) -> usize {
+        self.expired.lock().unwrap().refused
     }
 
     /// `[destination]` TOML lines for this emulator (password auth; fakesnow accepts any).
@@ -274,6 +281,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
     if let Some(token) = &token {
         let mut tokens = state.tokens.lock().unwrap();
         if is_query && tokens.expired.contains(token) {
+            tokens.refused += 1;
             return axum::Json(json!({
                 "data": null,
                 "code": "390112",
