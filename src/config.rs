@@ -993,6 +993,54 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
         assert!(!format!("{config:?}").contains("pat-na1-secret"));
     }
 
+    fn snowflake(auth: &str) -> String {
+        let destination = format!(
+            "[destination]\ntype = \"snowflake\"\naccount = \"acme-prod\"\nuser = \"SYNCLINE\"\n\
+             database = \"RAW\"\nschema = \"crm\"\n{auth}\n"
+        );
+        let start = EXAMPLE.find("[destination]").unwrap();
+        let end = EXAMPLE.find("[streams.contacts]").unwrap();
+        format!("{}{destination}{}", &EXAMPLE[..start], &EXAMPLE[end..])
+    }
+
+    #[test]
+    fn snowflake_takes_one_authentication_method() {
+        let config = parse(&snowflake("password = \"${DATABASE_URL}\"")).unwrap();
+        let DestinationConfig::Snowflake(s) = &config.destination else {
+            panic!("snowflake destination")
+        };
+        assert!(matches!(s.auth(), Ok(SnowflakeAuth::Password(_))));
+        assert_eq!(s.statement_timeout_seconds, 3600);
+        assert_eq!(s.stage_url, None);
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let key = parse(&snowflake(
+            "private_key_path = \"/etc/k.p8\"\nprivate_key_passphrase = \"${HUBSPOT_TOKEN}\"",
+        ))
+        .unwrap();
+        let DestinationConfig::Snowflake(s) = &key.destination else {
+            panic!("snowflake destination")
+        };
+        assert!(matches!(s.auth(), Ok(SnowflakeAuth::KeyFile("/etc/k.p8"))));
+
+        let none = parse(&snowflake("")).unwrap_err().to_string();
+        assert!(none.contains("destination.password"), "{none}");
+        assert!(none.contains("private_key"), "{none}");
+        let both = parse(&snowflake(
+            "password = \"x\"\nprivate_key = \"${HUBSPOT_TOKEN}\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("both set"), "{both}");
+        assert!(!both.contains("pat-na1-secret"), "{both}");
+        let stray = parse(&snowflake(
+            "password = \"x\"\nprivate_key_passphrase = \"y\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(stray.contains("private_key_passphrase"), "{stray}");
+    }
+
     #[test]
     fn unknown_key_names_key_and_line() {
         let text = EXAMPLE.replace("schema = \"crm\"", "schema = \"crm\"\nschemma = \"x\"");
