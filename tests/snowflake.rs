@@ -512,3 +512,41 @@ async fn copy_loading_fewer_rows_than_the_manifest_is_a_reconciliation_failure()
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_pair_login_signs_with_the_configured_key() {
+    let (h, snowflake) = start(10, &["contacts"], "").await;
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt-test-private.pem"
+    );
+    let with_auth = |auth: &str| {
+        let text = std::fs::read_to_string(&h.config_path)
+            .unwrap()
+            .replace("password = \"fakesnow-accepts-any\"", auth);
+        std::fs::write(&h.config_path, text).unwrap();
+    };
+
+    // The emulator accepts any credentials, so this proves the key is read and a login
+    // assertion signed with it; a real account checks it against the user's public key.
+    with_auth(&format!("private_key_path = \"{key}\""));
+    let destination = syncline::pipeline::build_destination(&h.config())
+        .await
+        .unwrap();
+    destination.check().await.unwrap();
+    assert_eq!(
+        snowflake
+            .count("SELECT COUNT(*) FROM \"crm\".\"_syncline_loads\"")
+            .await,
+        0
+    );
+
+    write_config(&h, &snowflake, &["contacts"], "");
+    with_auth("private_key = \"not-a-pem-SECRET\"");
+    let destination = syncline::pipeline::build_destination(&h.config())
+        .await
+        .unwrap();
+    let err = destination.check().await.unwrap_err();
+    assert!(matches!(err, syncline::Error::Config(_)), "{err:?}");
+    assert!(!err.to_string().contains("SECRET"), "{err}");
+}
