@@ -436,6 +436,105 @@ pub struct HubspotConfig {
 pub enum DestinationConfig {
     Postgres(PostgresConfig),
     Lake(LakeConfig),
+    Snowflake(SnowflakeConfig),
+}
+
+/// `[destination]` with `type = "snowflake"`: loads read the staged Parquet through an external
+/// stage (`COPY INTO`), then `MERGE` into one table per stream, with the `_syncline_loads` ledger.
+/// Authenticate with `password` or with a key pair (`private_key` or `private_key_path`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnowflakeConfig {
+    /// Account identifier, e.g. `myorg-myaccount`.
+    pub account: String,
+    /// Login name of the user syncline connects as.
+    pub user: String,
+    /// Role to use; default: the user's default role.
+    pub role: Option<String>,
+    /// Warehouse that runs COPY and MERGE; default: the user's default warehouse.
+    pub warehouse: Option<String>,
+    /// Database holding `schema`.
+    pub database: String,
+    /// Schema the stream tables, the ledger and syncline's stages live in (created when
+    /// missing). Default `PUBLIC`.
+    #[serde(default = "default_snowflake_schema")]
+    pub schema: String,
+    /// Password authentication. Use `${VAR}`; it is never logged.
+    pub password: Option<Secret>,
+    /// Key-pair authentication: the PKCS#8 private key PEM itself. Use `${VAR}`.
+    pub private_key: Option<Secret>,
+    /// Key-pair authentication: a file holding the PKCS#8 private key PEM.
+    pub private_key_path: Option<String>,
+    /// Passphrase of an encrypted private key. Use `${VAR}`.
+    pub private_key_passphrase: Option<Secret>,
+    /// Endpoint override, e.g. a PrivateLink URL or an emulator (`http://127.0.0.1:8080`).
+    /// Default `https://{account}.snowflakecomputing.com`.
+    pub url: Option<String>,
+    /// The staging URL as Snowflake sees it: a load staged at `{staging.url}/x` is read from
+    /// `{stage_url}/x`. Default `staging.url`. Set it when Snowflake reaches the same objects
+    /// under another name (another bucket alias, or `file://` for an emulator).
+    pub stage_url: Option<String>,
+    /// Storage integration the external stage uses (`STORAGE_INTEGRATION = ...`): how Snowflake
+    /// is allowed to read the staging bucket. Without it the bucket must be public to Snowflake.
+    pub storage_integration: Option<String>,
+    /// Longest time a statement may run, set as the session's `STATEMENT_TIMEOUT_IN_SECONDS`.
+    /// Default 3600.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_seconds: u64,
+}
+
+fn default_snowflake_schema() -> String {
+    "PUBLIC".to_string()
+}
+fn default_statement_timeout() -> u64 {
+    3600
+}
+
+/// How syncline authenticates to Snowflake, checked by [`SnowflakeConfig::auth`].
+#[derive(Debug, Clone, Copy)]
+pub enum SnowflakeAuth<'a> {
+    Password(&'a Secret),
+    /// PEM text from `private_key`.
+    KeyPem(&'a Secret),
+    /// PEM file from `private_key_path`.
+    KeyFile(&'a str),
+}
+
+impl SnowflakeConfig {
+    /// Exactly one of `password`, `private_key` and `private_key_path`; the passphrase only with
+    /// a key. Errors name the offending key.
+    pub fn auth(&self) -> std::result::Result<SnowflakeAuth<'_>, AuthKeyError> {
+        let auth = match (&self.password, &self.private_key, &self.private_key_path) {
+            (Some(password), None, None) => SnowflakeAuth::Password(password),
+            (None, Some(pem), None) => SnowflakeAuth::KeyPem(pem),
+            (None, None, Some(path)) => SnowflakeAuth::KeyFile(path),
+            (None, None, None) => {
+                return Err(AuthKeyError {
+                    key: "password",
+                    message: "is missing: set `password`, or `private_key` or `private_key_path` for key-pair authentication",
+                });
+            }
+            (Some(_), _, _) => {
+                return Err(AuthKeyError {
+                    key: "password",
+                    message: "and a private key are both set; keep one authentication method",
+                });
+            }
+            (None, Some(_), Some(_)) => {
+                return Err(AuthKeyError {
+                    key: "private_key_path",
+                    message: "and `private_key` are both set; give the key only once",
+                });
+            }
+        };
+        if self.private_key_passphrase.is_some() && matches!(auth, SnowflakeAuth::Password(_)) {
+            return Err(AuthKeyError {
+                key: "private_key_passphrase",
+                message: "applies only to key-pair authentication; remove it",
+            });
+        }
+        Ok(auth)
+    }
 }
 
 /// `[destination]` with `type = "lake"`: Delta Lake tables, one per stream.
@@ -615,6 +714,37 @@ impl Config {
                     resolve(url, &["destination", "url"])?;
                 }
             }
+            DestinationConfig::Snowflake(s) => {
+                for (value, key) in [
+                    (&mut s.account, "account"),
+                    (&mut s.user, "user"),
+                    (&mut s.database, "database"),
+                    (&mut s.schema, "schema"),
+                ] {
+                    resolve(value, &["destination", key])?;
+                }
+                for (value, key) in [
+                    (&mut s.role, "role"),
+                    (&mut s.warehouse, "warehouse"),
+                    (&mut s.private_key_path, "private_key_path"),
+                    (&mut s.url, "url"),
+                    (&mut s.stage_url, "stage_url"),
+                    (&mut s.storage_integration, "storage_integration"),
+                ] {
+                    if let Some(value) = value {
+                        resolve(value, &["destination", key])?;
+                    }
+                }
+                for (secret, key) in [
+                    (&mut s.password, "password"),
+                    (&mut s.private_key, "private_key"),
+                    (&mut s.private_key_passphrase, "private_key_passphrase"),
+                ] {
+                    if let Some(secret) = secret {
+                        resolve(&mut secret.0, &["destination", key])?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -784,6 +914,46 @@ impl Config {
                             &format!("not a URL ({e}); use e.g. file:///var/lib/syncline/lake"),
                         ));
                     }
+                }
+            }
+            DestinationConfig::Snowflake(s) => {
+                for (value, key) in [
+                    (&s.account, "account"),
+                    (&s.user, "user"),
+                    (&s.database, "database"),
+                    (&s.schema, "schema"),
+                ] {
+                    if value.is_empty() {
+                        return Err(doc.key_error(&["destination", key], "is empty"));
+                    }
+                }
+                if let Err(err) = s.auth() {
+                    return Err(doc.key_error(&["destination", err.key], err.message));
+                }
+                if let Some(url) = &s.url {
+                    match url::Url::parse(url) {
+                        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                        _ => {
+                            return Err(doc.key_error(
+                                &["destination", "url"],
+                                "must be an http(s) URL, e.g. https://myorg-myaccount.privatelink.snowflakecomputing.com",
+                            ));
+                        }
+                    }
+                }
+                if let Some(url) = &s.stage_url {
+                    if let Err(e) = url::Url::parse(url) {
+                        return Err(doc.key_error(
+                            &["destination", "stage_url"],
+                            &format!("not a URL ({e}); use e.g. s3://bucket/prefix"),
+                        ));
+                    }
+                }
+                if s.statement_timeout_seconds == 0 {
+                    return Err(doc.key_error(
+                        &["destination", "statement_timeout_seconds"],
+                        "must be at least 1",
+                    ));
                 }
             }
         }
@@ -968,6 +1138,54 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
         assert_eq!(config.stream_settings("deals").deletes, DeleteMode::Hard);
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(!format!("{config:?}").contains("pat-na1-secret"));
+    }
+
+    fn snowflake(auth: &str) -> String {
+        let destination = format!(
+            "[destination]\ntype = \"snowflake\"\naccount = \"acme-prod\"\nuser = \"SYNCLINE\"\n\
+             database = \"RAW\"\nschema = \"crm\"\n{auth}\n"
+        );
+        let start = EXAMPLE.find("[destination]").unwrap();
+        let end = EXAMPLE.find("[streams.contacts]").unwrap();
+        format!("{}{destination}{}", &EXAMPLE[..start], &EXAMPLE[end..])
+    }
+
+    #[test]
+    fn snowflake_takes_one_authentication_method() {
+        let config = parse(&snowflake("password = \"${DATABASE_URL}\"")).unwrap();
+        let DestinationConfig::Snowflake(s) = &config.destination else {
+            panic!("snowflake destination")
+        };
+        assert!(matches!(s.auth(), Ok(SnowflakeAuth::Password(_))));
+        assert_eq!(s.statement_timeout_seconds, 3600);
+        assert_eq!(s.stage_url, None);
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let key = parse(&snowflake(
+            "private_key_path = \"/etc/k.p8\"\nprivate_key_passphrase = \"${HUBSPOT_TOKEN}\"",
+        ))
+        .unwrap();
+        let DestinationConfig::Snowflake(s) = &key.destination else {
+            panic!("snowflake destination")
+        };
+        assert!(matches!(s.auth(), Ok(SnowflakeAuth::KeyFile("/etc/k.p8"))));
+
+        let none = parse(&snowflake("")).unwrap_err().to_string();
+        assert!(none.contains("destination.password"), "{none}");
+        assert!(none.contains("private_key"), "{none}");
+        let both = parse(&snowflake(
+            "password = \"x\"\nprivate_key = \"${HUBSPOT_TOKEN}\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("both set"), "{both}");
+        assert!(!both.contains("pat-na1-secret"), "{both}");
+        let stray = parse(&snowflake(
+            "password = \"x\"\nprivate_key_passphrase = \"y\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(stray.contains("private_key_passphrase"), "{stray}");
     }
 
     #[test]

@@ -115,6 +115,7 @@ async fn replaying_a_staged_load_changes_nothing() {
         deletes: Default::default(),
         schema: manifest.arrow_schema().unwrap(),
         staged: manifest.fingerprint(),
+        files: Vec::new(),
     };
     let outcome = destination
         .merge(&request, stage.read_load(&manifest))

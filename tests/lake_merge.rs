@@ -66,6 +66,7 @@ fn request(load_id: &str, deletes: DeleteMode, batch: &RecordBatch) -> MergeRequ
         deletes,
         schema: batch.schema(),
         staged: batch_fingerprint(batch, "id").unwrap(),
+        files: Vec::new(),
     }
 }
 
@@ -323,6 +324,7 @@ async fn a_new_source_column_becomes_a_new_column() {
         deletes: DeleteMode::Hard,
         schema: batch(&[], Some(&[])).schema(),
         staged: Fingerprint::default(),
+        files: Vec::new(),
     };
     let change = dest.ensure_table(&request).await.unwrap();
     assert!(!change.created_table);
@@ -418,6 +420,7 @@ async fn an_incompatible_type_change_is_schema_drift() {
         deletes: DeleteMode::Hard,
         schema,
         staged: Fingerprint::default(),
+        files: Vec::new(),
     };
     match dest.ensure_table(&request).await.unwrap_err() {
         syncline::Error::SchemaDrift(message) => {

@@ -59,6 +59,7 @@ async fn merge(
         deletes,
         schema: batch.schema(),
         staged: batch_fingerprint(&batch, "id").unwrap(),
+        files: Vec::new(),
     };
     dest.ensure_table(&request).await?;
     dest.merge(&request, futures::stream::iter(vec![Ok(batch)]).boxed())
@@ -232,6 +233,7 @@ async fn a_new_source_column_becomes_a_new_column() {
         deletes: DeleteMode::Hard,
         schema: batch(&[], Some(&[])).schema(),
         staged: Fingerprint::default(),
+        files: Vec::new(),
     };
     let change = dest.ensure_table(&request).await.unwrap();
     assert_eq!(change.added_columns, ["tier"]);
@@ -287,6 +289,7 @@ async fn a_load_that_differs_from_its_manifest_is_rolled_back() {
         deletes: DeleteMode::Hard,
         schema: rows_in.schema(),
         staged,
+        files: Vec::new(),
     };
     let err = dest
         .merge(&request, futures::stream::iter(vec![Ok(rows_in)]).boxed())

@@ -21,6 +21,7 @@ use crate::reconcile::Fingerprint;
 
 pub mod lake;
 pub mod postgres;
+pub mod snowflake;
 mod template;
 
 /// What to merge and how.
@@ -37,6 +38,10 @@ pub struct MergeRequest {
     pub schema: SchemaRef,
     /// Count and checksum written in the load's manifest.
     pub staged: Fingerprint,
+    /// Object store paths of the load's staged Parquet files, as the manifest lists them.
+    /// Destinations that read the stage themselves (Snowflake's `COPY INTO`) load exactly these;
+    /// the others take the rows from the batches passed to `merge`.
+    pub files: Vec<String>,
 }
 
 /// What a merge did.

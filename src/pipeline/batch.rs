@@ -320,6 +320,7 @@ impl StreamRunner<'_> {
             deletes: self.config.stream_settings(&manifest.stream).deletes,
             schema: manifest.arrow_schema()?,
             staged: manifest.fingerprint(),
+            files: manifest.files.iter().map(|f| f.path.clone()).collect(),
         };
         let change = self.destination.ensure_table(&request).await?;
         if change.created_table || !change.added_columns.is_empty() {

@@ -8,6 +8,7 @@ use crate::config::{Config, DestinationConfig, LakeConfig, SourceConfig};
 use crate::destinations::Destination;
 use crate::destinations::lake::LakeDestination;
 use crate::destinations::postgres::PostgresDestination;
+use crate::destinations::snowflake::SnowflakeDestination;
 use crate::sources::Source;
 use crate::sources::files::FilesSource;
 use crate::sources::hubspot::HubspotSource;
@@ -35,6 +36,9 @@ pub async fn build_destination(config: &Config) -> Result<Arc<dyn Destination>> 
             Arc::new(PostgresDestination::connect(p.url.expose(), &p.schema).await?)
         }
         DestinationConfig::Lake(l) => Arc::new(build_lake(config, l)?),
+        DestinationConfig::Snowflake(s) => {
+            Arc::new(SnowflakeDestination::new(s, &config.staging.url)?)
+        }
     })
 }
 

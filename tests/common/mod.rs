@@ -4,6 +4,7 @@
 
 pub mod files;
 pub mod pg;
+pub mod snowflake;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -396,6 +396,7 @@ mod tests {
             deletes,
             schema: batch().schema(),
             staged: Fingerprint::default(),
+            files: Vec::new(),
         })
         .unwrap()
     }

@@ -95,6 +95,7 @@ mod tests {
                 deleted_field(),
             ])),
             staged: Fingerprint::default(),
+            files: Vec::new(),
         })
         .unwrap()
     }

@@ -150,6 +150,7 @@ mod tests {
             deletes,
             schema: Arc::new(Schema::new(fields)),
             staged: Fingerprint::default(),
+            files: Vec::new(),
         }
     }
 

@@ -439,6 +439,7 @@ mod tests {
                 deleted_field(),
             ])),
             staged: Fingerprint::default(),
+            files: Vec::new(),
         }
     }
 

@@ -1,0 +1,3 @@
+CREATE OR REPLACE TRANSIENT TABLE {incoming} (
+    {column_defs}
+)

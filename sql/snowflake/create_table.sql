@@ -1,0 +1,4 @@
+CREATE TABLE IF NOT EXISTS {table} (
+    {column_defs},
+    PRIMARY KEY ({key})
+)

@@ -1,0 +1,3 @@
+WHEN MATCHED AND s.{deleted}
+    AND s.{version} >= t.{version}
+    THEN DELETE

@@ -1,0 +1,2 @@
+INSERT INTO {ledger} ("load_id", "stream", "rows", "checksum", "inserted", "updated", "deleted")
+VALUES ({load_id}, {stream}, {rows}, {checksum}, {inserted}, {updated}, {deleted})

@@ -1,0 +1,551 @@
+//! The SQL the snowflake destination sends: templates from `sql/snowflake/*.sql` (one statement
+//! per file), identifier and literal quoting, the stage URL of a load, and the statements of one
+//! merge rendered for a table layout.
+//!
+//! Identifiers are always quoted by [`quote_ident`]. The few values in statements (load id,
+//! stream, counts, the stage URL, staged file names) are syncline's own, and still go through
+//! [`quote_literal`]: the connector's binds are not used because the emulator the tests run
+//! against cannot bind inside `MERGE` and `COPY`.
+
+use crate::config::DeleteMode;
+use crate::destinations::template::render;
+use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
+use crate::{Error, Result};
+
+use super::layout::{Column, TableLayout};
+
+/// The statement templates, embedded at build time.
+pub(crate) mod templates {
+    pub const CREATE_SCHEMA: &str = include_str!("../../../sql/snowflake/create_schema.sql");
+    pub const CREATE_LEDGER: &str = include_str!("../../../sql/snowflake/create_ledger.sql");
+    pub const LEDGER_LOOKUP: &str = include_str!("../../../sql/snowflake/ledger_lookup.sql");
+    pub const LEDGER_INSERT: &str = include_str!("../../../sql/snowflake/ledger_insert.sql");
+    pub const LEDGER_LAST: &str = include_str!("../../../sql/snowflake/ledger_last.sql");
+    pub const TABLE_COLUMNS: &str = include_str!("../../../sql/snowflake/table_columns.sql");
+    pub const CREATE_TABLE: &str = include_str!("../../../sql/snowflake/create_table.sql");
+    pub const ADD_COLUMN: &str = include_str!("../../../sql/snowflake/add_column.sql");
+    pub const CREATE_STAGE: &str = include_str!("../../../sql/snowflake/create_stage.sql");
+    pub const CREATE_INCOMING: &str = include_str!("../../../sql/snowflake/create_incoming.sql");
+    pub const BEGIN: &str = include_str!("../../../sql/snowflake/begin.sql");
+    pub const COPY_INCOMING: &str = include_str!("../../../sql/snowflake/copy_incoming.sql");
+    pub const FINGERPRINT: &str = include_str!("../../../sql/snowflake/fingerprint.sql");
+    pub const MERGE: &str = include_str!("../../../sql/snowflake/merge.sql");
+    pub const DELETE_HARD: &str = include_str!("../../../sql/snowflake/delete_hard.sql");
+    pub const DELETE_SOFT: &str = include_str!("../../../sql/snowflake/delete_soft.sql");
+    pub const SOFT_DELETED_COUNT: &str =
+        include_str!("../../../sql/snowflake/soft_deleted_count.sql");
+    pub const COMMIT: &str = include_str!("../../../sql/snowflake/commit.sql");
+    pub const ROLLBACK: &str = include_str!("../../../sql/snowflake/rollback.sql");
+    pub const DROP_INCOMING: &str = include_str!("../../../sql/snowflake/drop_incoming.sql");
+}
+
+/// The ledger table, in the destination schema.
+pub(crate) const LEDGER_TABLE: &str = "_syncline_loads";
+/// Per-table names of the external stage and the transient table a load is copied into.
+const STAGE_PREFIX: &str = "_syncline_stage_";
+const INCOMING_PREFIX: &str = "_syncline_in_";
+
+/// Quotes an identifier: wraps it in double quotes and doubles embedded ones, so any name from
+/// CRM metadata is taken literally, case and all.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// A Snowflake string literal. Snowflake reads backslash escapes inside single quotes, so
+/// backslashes are doubled as well as quotes.
+pub(crate) fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `"schema"."name"`.
+pub(crate) fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+fn column_defs(columns: &[Column]) -> String {
+    columns
+        .iter()
+        .map(|column| {
+            format!(
+                "{} {}",
+                quote_ident(&column.name),
+                column.sf_type.sql_name()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n    ")
+}
+
+fn with_vars<'a>(
+    common: &[(&'a str, &'a str)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    common.iter().chain(extra).copied().collect()
+}
+
+pub(crate) fn create_schema(schema: &str) -> String {
+    render(
+        templates::CREATE_SCHEMA,
+        &[("schema", &quote_ident(schema))],
+    )
+}
+
+pub(crate) fn create_ledger(schema: &str) -> String {
+    render(
+        templates::CREATE_LEDGER,
+        &[("ledger", &qualified(schema, LEDGER_TABLE))],
+    )
+}
+
+pub(crate) fn ledger_lookup(schema: &str, load_id: &str) -> String {
+    render(
+        templates::LEDGER_LOOKUP,
+        &[
+            ("ledger", &qualified(schema, LEDGER_TABLE)),
+            ("load_id", &quote_literal(load_id)),
+        ],
+    )
+}
+
+pub(crate) fn ledger_last(schema: &str, stream: &str) -> String {
+    render(
+        templates::LEDGER_LAST,
+        &[
+            ("ledger", &qualified(schema, LEDGER_TABLE)),
+            ("stream", &quote_literal(stream)),
+        ],
+    )
+}
+
+/// What the ledger records for one committed load.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LedgerRow<'a> {
+    pub load_id: &'a str,
+    pub stream: &'a str,
+    pub rows: u64,
+    pub checksum: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+pub(crate) fn ledger_insert(schema: &str, row: LedgerRow<'_>) -> String {
+    render(
+        templates::LEDGER_INSERT,
+        &[
+            ("ledger", &qualified(schema, LEDGER_TABLE)),
+            ("load_id", &quote_literal(row.load_id)),
+            ("stream", &quote_literal(row.stream)),
+            ("rows", &row.rows.to_string()),
+            // Text, as postgres keeps it: a u64 checksum does not survive every client's numbers.
+            ("checksum", &quote_literal(&row.checksum.to_string())),
+            ("inserted", &row.inserted.to_string()),
+            ("updated", &row.updated.to_string()),
+            ("deleted", &row.deleted.to_string()),
+        ],
+    )
+}
+
+pub(crate) fn table_columns(schema: &str, table: &str) -> String {
+    render(
+        templates::TABLE_COLUMNS,
+        &[
+            ("schema", &quote_literal(schema)),
+            ("table", &quote_literal(table)),
+        ],
+    )
+}
+
+pub(crate) fn create_table(schema: &str, layout: &TableLayout, columns: &[Column]) -> String {
+    render(
+        templates::CREATE_TABLE,
+        &[
+            ("table", &qualified(schema, &layout.table)),
+            ("column_defs", &column_defs(columns)),
+            ("key", &quote_ident(&layout.key)),
+        ],
+    )
+}
+
+pub(crate) fn add_column(schema: &str, table: &str, column: &Column) -> String {
+    render(
+        templates::ADD_COLUMN,
+        &[
+            ("table", &qualified(schema, table)),
+            ("column", &quote_ident(&column.name)),
+            ("type", column.sf_type.sql_name()),
+        ],
+    )
+}
+
+/// Count and checksum of the live rows of a destination table (see crate::reconcile), as if
+/// each were an upsert at its current version. Returns `row_count`, `sum_high`, `sum_low`
+/// (see [`super::fingerprint_from_sums`]).
+pub(crate) fn table_fingerprint(
+    schema: &str,
+    table: &str,
+    key: &str,
+    deletes: DeleteMode,
+) -> String {
+    let live = match deletes {
+        DeleteMode::Hard => "TRUE".to_string(),
+        DeleteMode::Soft => format!("{} IS NULL", quote_ident(DELETED_AT_COLUMN)),
+    };
+    render(
+        templates::FINGERPRINT,
+        &[
+            ("key", &quote_ident(key)),
+            ("version", &quote_ident(VERSION_COLUMN)),
+            ("deleted_flag", "'f'"),
+            ("source", &qualified(schema, table)),
+            ("live", &live),
+        ],
+    )
+}
+
+/// Where Snowflake reads a load's staged files: the folder holding them, as a URL under
+/// `stage_url`, and the file names relative to it (`COPY ... FILES = (...)`).
+///
+/// `files` are object store paths under the staging root (the manifest's); `staging_url` is
+/// `staging.url`, and `stage_url` the same location as Snowflake names it.
+pub(crate) fn stage_location(
+    staging_url: &str,
+    stage_url: &str,
+    files: &[String],
+) -> Result<(String, Vec<String>)> {
+    let first = files.first().ok_or_else(|| {
+        Error::Destination("the load lists no staged files to copy into Snowflake".to_string())
+    })?;
+    let folder = match first.rfind('/') {
+        Some(slash) => &first[..slash],
+        None => "",
+    };
+    let mut names = Vec::with_capacity(files.len());
+    for file in files {
+        let name = file
+            .strip_prefix(folder)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|name| !name.contains('/'))
+            .ok_or_else(|| {
+                Error::Destination(format!(
+                    "staged file {file} is not in the load folder {folder}; a load's files must \
+                     share one folder"
+                ))
+            })?;
+        names.push(name.to_string());
+    }
+
+    // Object store paths are relative to the store (bucket, or `/` for files): rebuild the
+    // folder's URL from the staging URL's scheme and authority, then swap the staging prefix
+    // for the one Snowflake sees.
+    let parsed = url::Url::parse(staging_url)
+        .map_err(|e| Error::Config(format!("staging.url is not a URL: {e}")))?;
+    let authority = parsed.host_str().unwrap_or("");
+    let folder_url = format!("{}://{authority}/{folder}", parsed.scheme());
+    let staging_prefix = staging_url.trim_end_matches('/');
+    let rest = folder_url.strip_prefix(staging_prefix).ok_or_else(|| {
+        Error::Destination(format!(
+            "staged folder {folder_url} is not under staging.url {staging_prefix}"
+        ))
+    })?;
+    Ok((format!("{}{rest}/", stage_url.trim_end_matches('/')), names))
+}
+
+/// Every statement of one merge, rendered for a table layout and one load.
+#[derive(Debug, Clone)]
+pub(crate) struct MergeSql {
+    pub ledger_lookup: String,
+    pub create_stage: String,
+    pub create_incoming: String,
+    pub begin: String,
+    pub copy_incoming: String,
+    pub staged_fingerprint: String,
+    pub merge: String,
+    /// Soft deletes only: rows this load soft-deleted (MERGE counts them as updates).
+    pub soft_deleted_count: Option<String>,
+    pub commit: String,
+    pub rollback: String,
+    pub drop_incoming: String,
+}
+
+/// What a merge needs besides the table layout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MergeTarget<'a> {
+    pub schema: &'a str,
+    pub load_id: &'a str,
+    /// URL of the load's folder as Snowflake sees it (from [`stage_location`]).
+    pub stage_url: &'a str,
+    pub files: &'a [String],
+    pub storage_integration: Option<&'a str>,
+}
+
+impl MergeSql {
+    pub(crate) fn new(target: MergeTarget<'_>, layout: &TableLayout) -> MergeSql {
+        let schema = target.schema;
+        let table = qualified(schema, &layout.table);
+        let stage = qualified(schema, &format!("{STAGE_PREFIX}{}", layout.table));
+        let incoming = qualified(schema, &format!("{INCOMING_PREFIX}{}", layout.table));
+        let key = quote_ident(&layout.key);
+        let version = quote_ident(VERSION_COLUMN);
+        let deleted = quote_ident(DELETED_COLUMN);
+        let load_id = quote_ident(LOAD_ID_COLUMN);
+        let deleted_at = quote_ident(DELETED_AT_COLUMN);
+        let load_id_value = quote_literal(target.load_id);
+
+        let data: Vec<String> = layout.data().map(|c| quote_ident(&c.name)).collect();
+        let mut columns: Vec<String> = layout.carried().map(|c| quote_ident(&c.name)).collect();
+        let mut values: Vec<String> = columns.iter().map(|c| format!("s.{c}")).collect();
+        columns.push(load_id.clone());
+        values.push(load_id_value.clone());
+
+        // The update compares the whole row so an unchanged re-read writes (and counts) nothing.
+        let mut assignments: Vec<String> = data.iter().map(|c| format!("{c} = s.{c}")).collect();
+        assignments.push(format!("{version} = s.{version}"));
+        assignments.push(format!("{load_id} = {load_id_value}"));
+        let mut changed: Vec<String> = data
+            .iter()
+            .chain(std::iter::once(&version))
+            .map(|c| format!("t.{c} IS DISTINCT FROM s.{c}"))
+            .collect();
+        let (delete_template, tie_guard) = match layout.deletes {
+            DeleteMode::Hard => (templates::DELETE_HARD, String::new()),
+            DeleteMode::Soft => {
+                // An update re-creates a soft-deleted row, and that counts as a change; but a
+                // delete wins a tie, so an update at the delete's own version does not.
+                assignments.push(format!("{deleted_at} = NULL"));
+                changed.push(format!("t.{deleted_at} IS NOT NULL"));
+                columns.push(deleted_at.clone());
+                values.push("NULL".to_string());
+                (
+                    templates::DELETE_SOFT,
+                    format!("\n    AND (t.{deleted_at} IS NULL OR s.{version} > t.{version})"),
+                )
+            }
+        };
+
+        let common: [(&str, &str); 9] = [
+            ("target", &table),
+            ("stage", &stage),
+            ("incoming", &incoming),
+            ("key", &key),
+            ("version", &version),
+            ("deleted", &deleted),
+            ("load_id", &load_id),
+            ("deleted_at", &deleted_at),
+            ("load_id_value", &load_id_value),
+        ];
+        let storage_integration = target
+            .storage_integration
+            .map(|name| format!("\n    STORAGE_INTEGRATION = {}", quote_ident(name)))
+            .unwrap_or_default();
+        let files = target
+            .files
+            .iter()
+            .map(|name| quote_literal(name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let delete_clause = render(delete_template, &common);
+
+        MergeSql {
+            ledger_lookup: ledger_lookup(schema, target.load_id),
+            create_stage: render(
+                templates::CREATE_STAGE,
+                &with_vars(
+                    &common,
+                    &[
+                        ("url", &quote_literal(target.stage_url)),
+                        ("storage_integration", &storage_integration),
+                    ],
+                ),
+            ),
+            create_incoming: render(
+                templates::CREATE_INCOMING,
+                &with_vars(&common, &[("column_defs", &column_defs(&layout.staged))]),
+            ),
+            begin: templates::BEGIN.to_string(),
+            copy_incoming: render(
+                templates::COPY_INCOMING,
+                &with_vars(&common, &[("files", &files)]),
+            ),
+            staged_fingerprint: render(
+                templates::FINGERPRINT,
+                &[
+                    ("key", &key),
+                    ("version", &version),
+                    ("deleted_flag", &format!("IFF({deleted}, 't', 'f')")),
+                    ("source", &incoming),
+                    ("live", "TRUE"),
+                ],
+            ),
+            merge: render(
+                templates::MERGE,
+                &with_vars(
+                    &common,
+                    &[
+                        ("delete_clause", delete_clause.trim_end()),
+                        ("tie_guard", &tie_guard),
+                        ("changed", &changed.join("\n        OR ")),
+                        ("assignments", &assignments.join(",\n    ")),
+                        ("columns", &columns.join(", ")),
+                        ("values", &values.join(", ")),
+                    ],
+                ),
+            ),
+            soft_deleted_count: (layout.deletes == DeleteMode::Soft)
+                .then(|| render(templates::SOFT_DELETED_COUNT, &common)),
+            commit: templates::COMMIT.to_string(),
+            rollback: templates::ROLLBACK.to_string(),
+            drop_incoming: render(templates::DROP_INCOMING, &common),
+        }
+    }
+
+    /// All statements in execution order, as one script (for review and snapshots).
+    #[cfg(test)]
+    pub(crate) fn script(&self) -> String {
+        let mut statements = vec![
+            ("ledger_lookup", &self.ledger_lookup),
+            ("create_stage", &self.create_stage),
+            ("create_incoming", &self.create_incoming),
+            ("begin", &self.begin),
+            ("copy_incoming", &self.copy_incoming),
+            ("staged_fingerprint", &self.staged_fingerprint),
+            ("ledger_lookup", &self.ledger_lookup),
+            ("merge", &self.merge),
+        ];
+        if let Some(count) = &self.soft_deleted_count {
+            statements.push(("soft_deleted_count", count));
+        }
+        statements.push(("commit", &self.commit));
+        statements.push(("drop_incoming", &self.drop_incoming));
+        statements
+            .iter()
+            .map(|(name, statement)| format!("-- {name}\n{};\n", statement.trim_end()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::destinations::MergeRequest;
+    use crate::destinations::snowflake::layout::SfType;
+    use crate::reconcile::Fingerprint;
+    use crate::schema::{deleted_field, version_field};
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident(r#"Lead "Score""#), r#""Lead ""Score""""#);
+        assert_eq!(qualified("crm", "Deal Stage"), r#""crm"."Deal Stage""#);
+        assert_eq!(quote_literal(r"it's a\b"), r"'it''s a\\b'");
+        assert_eq!(
+            add_column("crm", "contacts", &Column::new("x\"; --", SfType::Float)).trim_end(),
+            r#"ALTER TABLE "crm"."contacts" ADD COLUMN IF NOT EXISTS "x""; --" FLOAT"#
+        );
+    }
+
+    #[test]
+    fn stage_location_maps_the_staging_prefix() {
+        let files = vec![
+            "stage/p/contacts/loads/L1/part-00000.parquet".to_string(),
+            "stage/p/contacts/loads/L1/part-00001.parquet".to_string(),
+        ];
+        let (url, names) = stage_location("s3://bucket/stage", "s3://alias/x", &files).unwrap();
+        assert_eq!(url, "s3://alias/x/p/contacts/loads/L1/");
+        assert_eq!(names, ["part-00000.parquet", "part-00001.parquet"]);
+
+        let local = vec!["tmp/s/p/c/loads/L/part-00000.parquet".to_string()];
+        let (url, _) = stage_location("file:///tmp/s/", "file:///tmp/s", &local).unwrap();
+        assert_eq!(url, "file:///tmp/s/p/c/loads/L/");
+
+        let outside = stage_location("s3://bucket/elsewhere", "s3://bucket/elsewhere", &files);
+        assert!(outside.is_err());
+        let split = vec![
+            "stage/a/part-0.parquet".to_string(),
+            "stage/b/part-1.parquet".to_string(),
+        ];
+        assert!(stage_location("s3://bucket/stage", "s3://bucket/stage", &split).is_err());
+    }
+
+    fn layout(deletes: DeleteMode) -> TableLayout {
+        TableLayout::from_request(&MergeRequest {
+            load_id: "load-1".into(),
+            stream: "contacts".into(),
+            table: "Contacts".into(),
+            key: "id".into(),
+            deletes,
+            schema: Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("email", DataType::Utf8, true),
+                Field::new(r#"Lead "Score""#, DataType::Float64, true),
+                Field::new("closed_on", DataType::Date32, true),
+                version_field(),
+                deleted_field(),
+            ])),
+            staged: Fingerprint::default(),
+            files: Vec::new(),
+        })
+        .unwrap()
+    }
+
+    fn merge_sql(deletes: DeleteMode) -> MergeSql {
+        let files = [
+            "part-00000.parquet".to_string(),
+            "part-00001.parquet".to_string(),
+        ];
+        MergeSql::new(
+            MergeTarget {
+                schema: "crm",
+                load_id: "load-1",
+                stage_url: "s3://bucket/stage/p/contacts/loads/load-1/",
+                files: &files,
+                storage_integration: Some("syncline_s3"),
+            },
+            &layout(deletes),
+        )
+    }
+
+    #[test]
+    fn create_table_sql() {
+        let layout = layout(DeleteMode::Soft);
+        insta::assert_snapshot!(create_table("crm", &layout, &layout.target_columns()));
+    }
+
+    #[test]
+    fn merge_sql_hard_deletes() {
+        insta::assert_snapshot!(merge_sql(DeleteMode::Hard).script());
+    }
+
+    #[test]
+    fn merge_sql_soft_deletes() {
+        insta::assert_snapshot!(merge_sql(DeleteMode::Soft).script());
+    }
+
+    #[test]
+    fn ledger_and_fingerprint_sql() {
+        let script = [
+            create_ledger("crm"),
+            ledger_insert(
+                "crm",
+                LedgerRow {
+                    load_id: "load-1",
+                    stream: "contacts",
+                    rows: 3,
+                    checksum: u64::MAX,
+                    inserted: 1,
+                    updated: 1,
+                    deleted: 1,
+                },
+            ),
+            ledger_last("crm", "contacts"),
+            table_fingerprint("crm", "Contacts", "id", DeleteMode::Soft),
+        ]
+        .map(|statement| statement.trim_end().to_string())
+        .join(";\n\n");
+        insta::assert_snapshot!(script);
+    }
+}

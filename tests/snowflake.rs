@@ -1,0 +1,552 @@
+//! HubSpot → Parquet staging → Snowflake (the fakesnow emulator behind the test proxy): the
+//! real pipeline with the simulator as source, and hand-built loads for schema changes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::TimestampMillisecondArray;
+use arrow::array::{BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use common::snowflake::{TestSnowflake, decode_base64};
+use common::{Harness, report_stream, settle};
+use futures::StreamExt;
+use syncline::config::DeleteMode;
+use syncline::destinations::MergeRequest;
+use syncline::reconcile::report::Status;
+use syncline::schema::{deleted_field, version_field};
+use syncline::sim::SimConfig;
+use syncline::stage::{LoadWriter, Stage, batch_fingerprint};
+
+fn sim(contacts: usize) -> SimConfig {
+    SimConfig {
+        contacts,
+        companies: 10,
+        deals: 10,
+        ..Default::default()
+    }
+}
+
+/// Starts the simulator, the emulator and a HubSpot → Snowflake config for `streams`.
+async fn start(contacts: usize, streams: &[&str], extra: &str) -> (Harness, TestSnowflake) {
+    let h = Harness::start(sim(contacts), streams, "").await;
+    let snowflake = TestSnowflake::start().await;
+    write_config(&h, &snowflake, streams, extra);
+    (h, snowflake)
+}
+
+fn write_config(h: &Harness, snowflake: &TestSnowflake, streams: &[&str], extra: &str) {
+    let streams = streams
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        r#"[pipeline]
+name = "crm"
+batch_rows = 1000
+file_rows = 1000
+[staging]
+url = "file://{stage}"
+[source]
+type = "hubspot"
+base_url = "{base}"
+token = "${{SIM_TOKEN}}"
+streams = [{streams}]
+lag_seconds = 0
+overlap_seconds = 300
+retry_base_ms = 20
+{destination}
+{extra}
+"#,
+        stage = h.stage_dir().display(),
+        base = h.sim.base_url,
+        destination = snowflake
+            .destination_toml(&h.stage_dir())
+            .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any"),
+    );
+    std::fs::write(&h.config_path, text).expect("write config");
+}
+
+/// The Snowflake table as {id: {column: canonical text}}, in the form `Harness::expected` uses.
+async fn table(
+    h: &Harness,
+    snowflake: &TestSnowflake,
+    object: &str,
+    soft: bool,
+) -> BTreeMap<i64, BTreeMap<String, Option<String>>> {
+    let epoch_ms = |column: &str| format!("TO_VARCHAR(DATE_PART(EPOCH_MILLISECOND, {column}))");
+    let props = h.sim.hubspot.properties(object);
+    let mut exprs = vec!["\"id\"".to_string(), epoch_ms("\"_syncline_version\"")];
+    for p in &props {
+        let q = format!("\"{}\"", p.name);
+        exprs.push(match p.kind.as_str() {
+            "datetime" => epoch_ms(&q),
+            _ => q,
+        });
+    }
+    let filter = if soft {
+        " WHERE \"_syncline_deleted_at\" IS NULL"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {} FROM \"crm\".\"{object}\"{filter}",
+        exprs.join(", ")
+    );
+    snowflake
+        .rows(&sql)
+        .await
+        .into_iter()
+        .map(|row| {
+            let id: i64 = row[0].as_deref().unwrap().parse().unwrap();
+            let mut values = BTreeMap::new();
+            values.insert("_version".to_string(), row[1].clone());
+            for (i, p) in props.iter().enumerate() {
+                values.insert(p.name.clone(), row[i + 2].clone());
+            }
+            (id, values)
+        })
+        .collect()
+}
+
+async fn assert_converged(h: &Harness, snowflake: &TestSnowflake, object: &str, soft: bool) {
+    let actual = table(h, snowflake, object, soft).await;
+    let expected = h.expected(object);
+    assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
+    for (id, want) in &expected {
+        let got = actual
+            .get(id)
+            .unwrap_or_else(|| panic!("{object} {id} missing in snowflake"));
+        assert_eq!(got, want, "{object} {id} differs");
+    }
+}
+
+async fn ledger_count(snowflake: &TestSnowflake) -> i64 {
+    snowflake
+        .count("SELECT COUNT(*) FROM \"crm\".\"_syncline_loads\"")
+        .await
+}
+
+#[test]
+fn the_proxy_decodes_base64() {
+    assert_eq!(decode_base64("aGVsbG8="), b"hello");
+    assert_eq!(decode_base64("aGk="), b"hi");
+    assert_eq!(decode_base64("YWJj"), b"abc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_load_changes_and_an_idle_run_converge() {
+    let (h, snowflake) = start(1500, &["contacts", "deals"], "").await;
+
+    let first = h.run(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    for object in ["contacts", "deals"] {
+        assert_converged(&h, &snowflake, object, false).await;
+        let stream = report_stream(&first, object);
+        assert_eq!(
+            stream.rows_inserted as usize,
+            h.sim.hubspot.live_records(object).len()
+        );
+        // The destination's own count and checksum of its table equal the source's.
+        assert!(stream.reconciliation.matched, "{stream:#?}");
+        assert_eq!(
+            stream.reconciliation.destination,
+            Some(stream.reconciliation.source)
+        );
+    }
+    assert_eq!(ledger_count(&snowflake).await, 2);
+
+    let updated = h.sim.hubspot.update("contacts", 200);
+    let inserted = h.sim.hubspot.insert("contacts", 40);
+    let archived = h.sim.hubspot.archive("contacts", 30);
+    settle(&h).await;
+    let second = h.run(false).await;
+    assert_eq!(second.status, Status::Success, "{second:#?}");
+    assert_converged(&h, &snowflake, "contacts", false).await;
+    let contacts = report_stream(&second, "contacts");
+    assert_eq!(contacts.mode, Some(syncline::stage::LoadMode::Incremental));
+    let inserted_live = inserted.iter().filter(|id| !archived.contains(id)).count() as u64;
+    assert_eq!(contacts.rows_inserted, inserted_live);
+    assert_eq!(contacts.rows_deleted, archived.len() as u64);
+    let still_live = updated
+        .iter()
+        .filter(|id| !archived.contains(id) && !inserted.contains(id))
+        .count() as u64;
+    assert_eq!(contacts.rows_updated, still_live);
+    assert!(contacts.reconciliation.matched, "{contacts:#?}");
+
+    // Nothing changed: the overlap re-reads records, but nothing is rewritten.
+    settle(&h).await;
+    let idle = h.run(false).await;
+    assert_eq!(idle.status, Status::Success, "{idle:#?}");
+    for stream in &idle.streams {
+        assert_eq!(
+            (
+                stream.rows_inserted,
+                stream.rows_updated,
+                stream.rows_deleted
+            ),
+            (0, 0, 0),
+            "{stream:#?}"
+        );
+    }
+    assert_converged(&h, &snowflake, "contacts", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deletes_keep_the_row_with_a_delete_time() {
+    let (h, snowflake) = start(
+        300,
+        &["contacts"],
+        "[streams.contacts]\ndeletes = \"soft\"\n",
+    )
+    .await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let archived = h.sim.hubspot.archive("contacts", 25);
+    settle(&h).await;
+    let report = h.run(false).await;
+    let contacts = report_stream(&report, "contacts");
+    assert_eq!(contacts.status, Status::Success, "{report:#?}");
+    assert_eq!(contacts.rows_deleted, 25);
+    assert_eq!(contacts.rows_updated, 0);
+    assert!(contacts.reconciliation.matched, "{contacts:#?}");
+    assert_converged(&h, &snowflake, "contacts", true).await;
+    let rows = snowflake
+        .rows(
+            "SELECT \"id\", DATE_PART(EPOCH_MILLISECOND, \"_syncline_deleted_at\") = \
+             DATE_PART(EPOCH_MILLISECOND, \"_syncline_version\") \
+             FROM \"crm\".\"contacts\" WHERE \"_syncline_deleted_at\" IS NOT NULL",
+        )
+        .await;
+    let mut deleted: Vec<i64> = rows
+        .iter()
+        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    deleted.sort();
+    let mut want = archived.clone();
+    want.sort();
+    assert_eq!(deleted, want);
+    // The delete time is the delete's version.
+    assert!(rows.iter().all(|row| row[1].as_deref() == Some("true")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_load_changes_nothing_even_after_the_session_expired() {
+    let (h, snowflake) = start(400, &["contacts"], "").await;
+    let first = h.run(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    let load_id = report_stream(&first, "contacts").load_id.clone().unwrap();
+
+    let config = h.config();
+    let stage = Stage::open(&config.staging).unwrap();
+    let manifest = stage
+        .read_manifest("crm", "contacts", &load_id)
+        .await
+        .unwrap()
+        .expect("manifest");
+    let destination = syncline::pipeline::build_destination(&config)
+        .await
+        .unwrap();
+    assert!(
+        destination
+            .is_committed("contacts", &load_id)
+            .await
+            .unwrap()
+    );
+    let fingerprint_before = destination
+        .table_fingerprint("contacts", "id", DeleteMode::Hard)
+        .await
+        .unwrap()
+        .expect("table exists");
+
+    // Snowflake ends idle sessions; the destination logs in again and carries on.
+    snowflake.expire_sessions();
+    let request = MergeRequest {
+        load_id: load_id.clone(),
+        stream: "contacts".into(),
+        table: "contacts".into(),
+        key: manifest.key.clone(),
+        deletes: DeleteMode::Hard,
+        schema: manifest.arrow_schema().unwrap(),
+        staged: manifest.fingerprint(),
+        files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+    };
+    let outcome = destination
+        .merge(&request, stage.read_load(&manifest))
+        .await
+        .unwrap();
+    assert!(outcome.skipped);
+    assert_eq!(
+        (outcome.inserted, outcome.updated, outcome.deleted),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        snowflake.refused_queries(),
+        1,
+        "the expired session was used once, then replaced"
+    );
+    assert_eq!(ledger_count(&snowflake).await, 1);
+    assert_eq!(
+        destination
+            .table_fingerprint("contacts", "id", DeleteMode::Hard)
+            .await
+            .unwrap(),
+        Some(fingerprint_before)
+    );
+    let last = destination.last_load("contacts").await.unwrap().unwrap();
+    assert_eq!(last.load_id, load_id);
+    assert_eq!(last.rows, manifest.rows);
+    assert_eq!(last.checksum, manifest.checksum);
+    assert_converged(&h, &snowflake, "contacts", false).await;
+}
+
+/// Stages `batch` as a complete load the way the pipeline does and returns the request.
+async fn stage_load(stage: &Stage, load_id: &str, batch: &RecordBatch) -> MergeRequest {
+    let dir = stage.load_dir("hand", "people", load_id);
+    let mut writer = LoadWriter::new(stage, dir, batch.schema(), 2);
+    writer.write(batch).await.unwrap();
+    let files = writer.finish().await.unwrap();
+    MergeRequest {
+        load_id: load_id.into(),
+        stream: "people".into(),
+        table: "people".into(),
+        key: "id".into(),
+        deletes: DeleteMode::Hard,
+        schema: batch.schema(),
+        staged: batch_fingerprint(batch, "id").unwrap(),
+        files: files.into_iter().map(|f| f.path).collect(),
+    }
+}
+
+fn people(rows: &[(i64, &str, i64)], scores: Option<&[Option<f64>]>) -> RecordBatch {
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("email", DataType::Utf8, true),
+    ];
+    let mut columns: Vec<arrow::array::ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+    ];
+    if let Some(scores) = scores {
+        fields.push(Field::new("Lead Score", DataType::Float64, true));
+        columns.push(Arc::new(Float64Array::from(scores.to_vec())));
+    }
+    fields.push(version_field());
+    fields.push(deleted_field());
+    columns.push(Arc::new(
+        TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.2)).with_timezone("UTC"),
+    ));
+    columns.push(Arc::new(BooleanArray::from(vec![false; rows.len()])));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_source_column_is_added_and_a_type_change_is_drift() {
+    let (h, snowflake) = start(10, &["contacts"], "").await;
+    let config = h.config();
+    let stage = Stage::open(&config.staging).unwrap();
+    let destination = syncline::pipeline::build_destination(&config)
+        .await
+        .unwrap();
+    destination.check().await.unwrap();
+
+    let first = people(&[(1, "a@x", 100), (2, "b@x", 100), (3, "c@x", 100)], None);
+    let request = stage_load(&stage, "l1", &first).await;
+    let change = destination.ensure_table(&request).await.unwrap();
+    assert!(change.created_table);
+    let outcome = destination
+        .merge(&request, futures::stream::empty().boxed())
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.updated), (3, 0));
+    assert_eq!(outcome.received, request.staged);
+
+    // The source grew a field: the column is added and filled for the rows this load carries.
+    let second = people(
+        &[(2, "b@x", 200), (4, "d@x", 200)],
+        Some(&[Some(7.5), None]),
+    );
+    let request = stage_load(&stage, "l2", &second).await;
+    let change = destination.ensure_table(&request).await.unwrap();
+    assert!(!change.created_table);
+    assert_eq!(change.added_columns, ["Lead Score"]);
+    let outcome = destination
+        .merge(&request, futures::stream::empty().boxed())
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.updated), (1, 1));
+    let rows = snowflake
+        .rows(
+            "SELECT \"id\", \"email\", \"Lead Score\", \"_syncline_load_id\" \
+             FROM \"crm\".\"people\" ORDER BY \"id\"",
+        )
+        .await;
+    let text = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Some("1".into()),
+                Some("a@x".into()),
+                None,
+                Some("l1".into())
+            ],
+            text(&["2", "b@x", "7.5", "l2"]),
+            vec![
+                Some("3".into()),
+                Some("c@x".into()),
+                None,
+                Some("l1".into())
+            ],
+            vec![
+                Some("4".into()),
+                Some("d@x".into()),
+                None,
+                Some("l2".into())
+            ],
+        ]
+    );
+
+    // An older version never overwrites a newer one.
+    let stale = people(&[(2, "old@x", 150)], Some(&[Some(1.0)]));
+    let request = stage_load(&stage, "l3", &stale).await;
+    let outcome = destination
+        .merge(&request, futures::stream::empty().boxed())
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.inserted, outcome.updated, outcome.deleted),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        snowflake
+            .rows("SELECT \"email\" FROM \"crm\".\"people\" WHERE \"id\" = 2")
+            .await,
+        vec![vec![Some("b@x".to_string())]]
+    );
+
+    // The source now sends `email` as a number: the stream stops, the table is unchanged.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("email", DataType::Int64, true),
+        version_field(),
+        deleted_field(),
+    ]));
+    let drifted = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![9, 10])),
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(TimestampMillisecondArray::from(vec![300, 300]).with_timezone("UTC")),
+            Arc::new(BooleanArray::from(vec![false, false])),
+        ],
+    )
+    .unwrap();
+    let request = stage_load(&stage, "l4", &drifted).await;
+    let err = destination.ensure_table(&request).await.unwrap_err();
+    assert!(
+        matches!(err, syncline::Error::SchemaDrift(ref m) if m.contains("`email`")),
+        "{err:?}"
+    );
+    assert_eq!(
+        snowflake
+            .count("SELECT COUNT(*) FROM \"crm\".\"people\"")
+            .await,
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_loading_fewer_rows_than_the_manifest_is_a_reconciliation_failure() {
+    let (h, snowflake) = start(600, &["contacts"], "").await;
+
+    // Stage a load and stop before merging it, as a crash would.
+    let (status, _) = h.run_binary(&[], &[("SYNCLINE_CRASH_AT", "after-stage")]);
+    assert!(!status.success());
+    let loads = h.stage_dir().join("crm/contacts/loads");
+    let load = std::fs::read_dir(&loads)
+        .unwrap()
+        .next()
+        .expect("a staged load")
+        .unwrap()
+        .path();
+    let file = load.join("part-00000.parquet");
+    assert!(file.exists(), "{}", load.display());
+
+    // Lose rows from a staged file behind the manifest's back.
+    let kept = {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&file).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        batch.slice(0, batch.num_rows() - 5)
+    };
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&file).unwrap(),
+        kept.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&kept).unwrap();
+    writer.close().unwrap();
+
+    // The next run finishes the pending load: COPY loads 5 rows fewer than the manifest lists.
+    let (status, report) = h.run_binary(&[], &[]);
+    assert_eq!(status.code(), Some(3), "{report:#?}");
+    let report = report.expect("a run report");
+    let contacts = report_stream(&report, "contacts");
+    assert_ne!(contacts.status, Status::Success, "{contacts:#?}");
+    let error = contacts.error.as_deref().unwrap_or_default();
+    assert!(error.contains("COPY loaded"), "{error}");
+    assert_eq!(ledger_count(&snowflake).await, 0);
+    assert_eq!(
+        snowflake
+            .count("SELECT COUNT(*) FROM \"crm\".\"contacts\"")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_pair_login_signs_with_the_configured_key() {
+    let (h, snowflake) = start(10, &["contacts"], "").await;
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt-test-private.pem"
+    );
+    let with_auth = |auth: &str| {
+        let text = std::fs::read_to_string(&h.config_path)
+            .unwrap()
+            .replace("password = \"fakesnow-accepts-any\"", auth);
+        std::fs::write(&h.config_path, text).unwrap();
+    };
+
+    // The emulator accepts any credentials, so this proves the key is read and a login
+    // assertion signed with it; a real account checks it against the user's public key.
+    with_auth(&format!("private_key_path = \"{key}\""));
+    let destination = syncline::pipeline::build_destination(&h.config())
+        .await
+        .unwrap();
+    destination.check().await.unwrap();
+    assert_eq!(
+        snowflake
+            .count("SELECT COUNT(*) FROM \"crm\".\"_syncline_loads\"")
+            .await,
+        0
+    );
+
+    write_config(&h, &snowflake, &["contacts"], "");
+    with_auth("private_key = \"not-a-pem-SECRET\"");
+    let destination = syncline::pipeline::build_destination(&h.config())
+        .await
+        .unwrap();
+    let err = destination.check().await.unwrap_err();
+    assert!(matches!(err, syncline::Error::Config(_)), "{err:?}");
+    assert!(!err.to_string().contains("SECRET"), "{err}");
+}
