@@ -1126,6 +1126,53 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
         Config::parse(text, Path::new("crm.toml"), &env)
     }
 
+    fn parse_pg(source: &str) -> Result<Config> {
+        parse(&format!(
+            "[pipeline]\nname = \"ops\"\n[staging]\nurl = \"file:///tmp/s\"\n\
+             [destination]\ntype = \"lake\"\n[source]\ntype = \"postgres\"\n\
+             url = \"postgres://u@h/db\"\nstreams = [\"contacts\"]\n{source}"
+        ))
+    }
+
+    #[test]
+    fn postgres_source_settings_are_checked() {
+        let config = parse_pg(
+            "mode = \"cursor\"\n[source.tables.contacts]\ntable = \"sales.contacts\"\n\
+             cursor_column = \"updated_at\"",
+        )
+        .unwrap();
+        let SourceConfig::Postgres(pg) = &config.source else {
+            panic!("postgres source");
+        };
+        assert_eq!(pg.mode, PostgresMode::Cursor);
+        assert_eq!(
+            pg.table("contacts").table.as_deref(),
+            Some("sales.contacts")
+        );
+
+        let message = |source: &str| parse_pg(source).unwrap_err().to_string();
+        let missing_cursor = message("mode = \"cursor\"");
+        assert!(missing_cursor.contains("cursor_column"), "{missing_cursor}");
+        let unknown_stream = message("[source.tables.deals]\nkey = \"id\"");
+        assert!(
+            unknown_stream.contains("source.streams"),
+            "{unknown_stream}"
+        );
+        let bad_table = message("[source.tables.contacts]\ntable = \"a.b.c\"");
+        assert!(bad_table.contains("schema.table"), "{bad_table}");
+        let bad_prefix = message("slot_prefix = \"My-Slots\"");
+        assert!(bad_prefix.contains("slot_prefix"), "{bad_prefix}");
+        let bad_url = parse(
+            "[pipeline]\nname = \"ops\"\n[staging]\nurl = \"file:///tmp/s\"\n\
+             [destination]\ntype = \"lake\"\n[source]\ntype = \"postgres\"\n\
+             url = \"mysql://u:hunter2@h/db\"\nstreams = [\"contacts\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad_url.contains("postgres://"), "{bad_url}");
+        assert!(!bad_url.contains("hunter2"), "{bad_url}");
+    }
+
     #[test]
     fn the_documented_example_parses() {
         let config = parse(EXAMPLE).unwrap();

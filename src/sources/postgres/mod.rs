@@ -165,7 +165,7 @@ impl PostgresSource {
             upper.replace('\'', "''"),
             cursor.sql_type
         ));
-        let (statement, types) = copy_statement(&spec, &where_clause(&conditions)[7..]);
+        let (statement, types) = copy_statement(&spec, &conditions.join(" AND "));
         let batch_rows = request.batch_rows;
         let items = spawn_reader(move |mut sender| async move {
             let out = client
