@@ -359,6 +359,30 @@ async fn inferred_and_declared_schemas_type_the_columns() {
          [source.files.declared]\nglob = \"products.csv\"\nformat = \"csv\"\nkey = \"sku\"\n\
          [source.files.declared.schema]\nsku = \"utf8\"\nprice = \"utf8\"\nactive = \"boolean\"\nupdated = \"timestamp\"\n",
     );
+    let source = syncline::pipeline::build_source(&h.config()).unwrap();
+    let discovered = source.discover("inferred").await.unwrap();
+    use arrow::datatypes::DataType;
+    let fields: Vec<(&str, DataType)> = discovered
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type().clone()))
+        .collect();
+    let timestamp = syncline::schema::timestamp_type();
+    assert_eq!(
+        fields,
+        [
+            ("sku", DataType::Int64),
+            ("price", DataType::Float64),
+            ("active", DataType::Boolean),
+            ("launched", DataType::Date32),
+            ("updated", timestamp.clone()),
+            ("note", DataType::Utf8),
+            ("empty", DataType::Utf8),
+            ("_syncline_version", timestamp),
+            ("_syncline_deleted", DataType::Boolean),
+        ]
+    );
+
     let report = h.run(false).await;
     assert_eq!(report.status, Status::Success, "{report:#?}");
     let types = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {

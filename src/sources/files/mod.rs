@@ -37,6 +37,10 @@ pub use config::{FileStreamConfig, FilesConfig};
 use layout::Layout;
 use reader::{FileToRead, Load, LoadError, ObjectReader, infer_columns};
 
+/// The cursor of a `cursor_column` stream that has read no row yet: below any value a file
+/// holds, yet far enough from `i64::MIN` that a lag computed from it cannot overflow.
+const NOTHING_READ: i64 = i64::MIN / 2;
+
 /// The files loaded so far, saved with the cursor (`Extraction::state`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct FilesState {
@@ -251,7 +255,7 @@ impl Source for FilesSource {
             from: since,
             to: match &config.cursor_column {
                 // Raised by what the files hold (Extracted::CursorReached).
-                Some(_) => since.unwrap_or(i64::MIN),
+                Some(_) => since.unwrap_or(NOTHING_READ),
                 None => listed
                     .iter()
                     .map(|f| f.version.last_modified)
@@ -325,7 +329,7 @@ impl Source for FilesSource {
     }
 
     fn cursor_text(&self, stream: &str, cursor: i64) -> String {
-        if cursor == i64::MIN {
+        if cursor == NOTHING_READ {
             return "none yet".into();
         }
         if self.cursor_is_time(stream) {
