@@ -90,11 +90,17 @@ impl SnowflakeDestination {
                 key_pair(config, pem)
             }
         };
+        if let Some(problem) = layout::ident_problem(&config.schema) {
+            return Err(Error::Config(format!(
+                "snowflake destination schema `{}` {problem}",
+                config.schema
+            )));
+        }
         let timeout = Duration::from_secs(config.statement_timeout_seconds);
         let mut session = sf::SessionConfig::new()
             .with_database(&config.database)
-            // Snowflake's wire default; set so every login sends session parameters (the
-            // emulator rejects a login without any).
+            // Explicit transactions only (see the module docs). Every login carries session
+            // parameters this way, which the emulator also insists on.
             .with_session_parameter("AUTOCOMMIT", serde_json::Value::Bool(false))
             .with_session_parameter(
                 "STATEMENT_TIMEOUT_IN_SECONDS",
@@ -121,12 +127,6 @@ impl SnowflakeDestination {
         }
         let client = sf::Client::new(client_config)
             .map_err(|e| Error::Config(format!("snowflake destination: {e}")))?;
-        if let Some(problem) = layout::ident_problem(&config.schema) {
-            return Err(Error::Config(format!(
-                "snowflake destination schema `{}` {problem}",
-                config.schema
-            )));
-        }
         Ok(SnowflakeDestination {
             client,
             session: Mutex::new(None),
