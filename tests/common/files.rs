@@ -203,8 +203,8 @@ pub fn run_binary(
     )
 }
 
-/// A moto S3 server (`moto_server`, from PyPI's `moto[server]`) on a free port, with one
-/// bucket; stopped on drop.
+/// A moto S3 server (`moto_server`, from PyPI's `moto[server]` in a test virtualenv) on a
+/// free port, with one bucket; stopped on drop.
 pub struct Moto {
     pub endpoint: String,
     child: std::process::Child,
@@ -213,19 +213,24 @@ pub struct Moto {
 impl Moto {
     /// # Panics
     ///
-    /// When `moto_server` is not installed (`pip install 'moto[server]'`) or does not start.
+    /// When moto cannot be installed or does not start.
     pub async fn start(bucket: &str) -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("moto_server")
+        let venv = tokio::task::spawn_blocking(|| {
+            super::python_venv("moto", &["moto[server]"], "import moto.server")
+        })
+        .await
+        .expect("install moto");
+        let child = Command::new(venv.join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("moto_server runs (pip install 'moto[server]')");
+            .expect("moto_server runs");
         let moto = Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             child,

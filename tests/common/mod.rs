@@ -276,34 +276,58 @@ pub fn exists(path: &Path) -> bool {
     path.exists()
 }
 
-/// A Python with the `deltalake` and `pyarrow` packages (an independent Delta reader),
-/// installed from PyPI into a virtualenv under the temp dir on first use.
-pub fn python_with_deltalake() -> PathBuf {
-    let venv = std::env::temp_dir().join("syncline-test-venv");
-    let python = venv.join("bin/python");
+/// A Python virtualenv holding `packages`, created once under `$SYNCLINE_TEST_VENVS/{name}`
+/// (default: the temp dir). Concurrent tests share it: creation happens under a file lock, and
+/// `probe` (Python code that imports what the caller needs) decides whether it is ready.
+pub fn python_venv(name: &str, packages: &[&str], probe: &str) -> PathBuf {
+    let root = std::env::var_os("SYNCLINE_TEST_VENVS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("syncline-venvs"));
+    std::fs::create_dir_all(&root).expect("create the virtualenv folder");
+    let venv = root.join(name);
     let ready = || {
-        Command::new(&python)
-            .args(["-c", "import deltalake, pyarrow"])
+        Command::new(venv.join("bin/python"))
+            .args(["-c", probe])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
     if ready() {
-        return python;
+        return venv;
     }
-    let created = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()
-        .expect("python3 is installed");
-    assert!(created.success(), "python3 -m venv failed");
-    let installed = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "deltalake", "pyarrow"])
-        .status()
-        .expect("pip runs");
-    assert!(installed.success(), "pip install deltalake pyarrow failed");
-    assert!(ready(), "deltalake does not import after installing it");
-    python
+    let lock = std::fs::File::create(root.join(format!("{name}.lock")))
+        .expect("create the virtualenv lock file");
+    lock.lock().expect("lock the virtualenv");
+    if !ready() {
+        let created = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is installed");
+        assert!(
+            created.success(),
+            "python3 -m venv failed (install python3-venv)"
+        );
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet"])
+            .args(packages)
+            .status()
+            .expect("pip runs");
+        assert!(installed.success(), "pip install {packages:?} failed");
+        assert!(ready(), "{probe:?} fails after installing {packages:?}");
+    }
+    venv
+}
+
+/// A Python with the `deltalake` and `pyarrow` packages: an independent Delta reader.
+pub fn python_with_deltalake() -> PathBuf {
+    python_venv(
+        "deltalake",
+        &["deltalake", "pyarrow"],
+        "import deltalake, pyarrow",
+    )
+    .join("bin/python")
 }
 
 /// A Salesforce pipeline config against the simulator (client credentials from the environment).

@@ -26,54 +26,15 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use snowflake_connector_rs as sf;
 
-/// The `fakesnow` executable, from a virtualenv created (once, under a file lock shared by
-/// concurrent tests) in `$SYNCLINE_FAKESNOW_VENV` or the temp dir.
+/// The `fakesnow` executable, from a test virtualenv (see `python_venv`).
 pub fn fakesnow_bin() -> PathBuf {
-    let venv = std::env::var_os("SYNCLINE_FAKESNOW_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("syncline-fakesnow-venv"));
-    let bin = venv.join("bin/fakesnow");
-    let python = venv.join("bin/python");
-    let ready = || {
-        Command::new(&python)
-            .args(["-c", "import fakesnow.server, snowflake.connector"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-            && bin.exists()
-    };
-    if ready() {
-        return bin;
-    }
-    let lock_path = venv.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).expect("create the venv lock file");
-    lock.lock().expect("lock the venv");
-    if !ready() {
-        let created = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .expect("python3 is installed");
-        assert!(
-            created.success(),
-            "python3 -m venv failed (install python3-venv)"
-        );
-        // fakesnow fails to import with snowflake-connector-python 5.
-        let installed = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "fakesnow[server]==0.12.1",
-                "snowflake-connector-python<5",
-            ])
-            .status()
-            .expect("pip runs");
-        assert!(installed.success(), "pip install fakesnow failed");
-        assert!(ready(), "fakesnow does not import after installing it");
-    }
-    bin
+    // fakesnow fails to import with snowflake-connector-python 5.
+    super::python_venv(
+        "fakesnow",
+        &["fakesnow[server]==0.12.1", "snowflake-connector-python<5"],
+        "import fakesnow.server, snowflake.connector",
+    )
+    .join("bin/fakesnow")
 }
 
 /// A running fakesnow server and the proxy in front of it; both stop when dropped.
