@@ -72,13 +72,13 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
 
 pub fn render(rows: &[StreamStatus]) -> String {
     let mut out = format!(
-        "{:<16} {:<22} {:>8} {:<22} {:>9} {:>9} {:>9} {:>9}\n",
+        "{:<16} {:<24} {:>8} {:<22} {:>9} {:>9} {:>9} {:>9}\n",
         "stream", "cursor", "lag(s)", "last load at", "rows", "inserted", "updated", "deleted"
     );
     let dash = || "-".to_string();
     for r in rows {
         out.push_str(&format!(
-            "{:<16} {:<22} {:>8} {:<22} {:>9} {:>9} {:>9} {:>9}{}\n",
+            "{:<16} {:<24} {:>8} {:<22} {:>9} {:>9} {:>9} {:>9}{}\n",
             r.stream,
             r.cursor.clone().unwrap_or_else(|| "never synced".into()),
             r.lag_seconds.map(|l| l.to_string()).unwrap_or_else(dash),

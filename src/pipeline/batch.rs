@@ -190,7 +190,7 @@ impl StreamRunner<'_> {
                 batch_rows: self.config.pipeline.batch_rows,
             })
             .await?;
-        report.set_cursor(extraction.cursor);
+        report.set_cursor(extraction.cursor, |c| self.source.cursor_text(stream, c));
         info!(stream, load_id, ?mode, "extracting");
 
         let pipeline = &self.config.pipeline.name;
@@ -236,7 +236,7 @@ impl StreamRunner<'_> {
                 }
             }
         }
-        report.set_cursor(cursor);
+        report.set_cursor(cursor, |c| self.source.cursor_text(stream, c));
         if let Some(bar) = progress {
             bar.finish_and_clear();
         }

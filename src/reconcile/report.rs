@@ -97,13 +97,10 @@ impl StreamReport {
         }
     }
 
-    pub fn set_cursor(&mut self, cursor: CursorRange) {
-        let iso = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        };
-        self.cursor_from = cursor.from.and_then(iso);
-        self.cursor_to = iso(cursor.to);
+    /// Records the cursor range, shown as `text` renders a cursor (an ISO time, an LSN, ...).
+    pub fn set_cursor(&mut self, cursor: CursorRange, text: impl Fn(i64) -> String) {
+        self.cursor_from = cursor.from.map(&text);
+        self.cursor_to = Some(text(cursor.to));
         self.cursor = Some(cursor);
     }
 }

@@ -101,10 +101,10 @@ pub trait Source: Send + Sync {
         true
     }
 
-    /// How `status` shows a saved cursor.
+    /// How `status` and the run report show a cursor.
     fn cursor_text(&self, _stream: &str, cursor: i64) -> String {
         chrono::DateTime::from_timestamp_millis(cursor)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_else(|| cursor.to_string())
     }
 
