@@ -22,6 +22,7 @@ use crate::reconcile::Fingerprint;
 pub mod lake;
 pub mod postgres;
 pub mod snowflake;
+mod staged;
 mod template;
 
 /// What to merge and how.

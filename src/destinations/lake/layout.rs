@@ -3,7 +3,6 @@
 //! (what reaches the table), the destination's bookkeeping columns, and what an existing table
 //! needs to accept a load (columns to add, or drift that must stop the stream).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -11,9 +10,9 @@ use deltalake::kernel::{DataType as DeltaType, PrimitiveType, StructField};
 
 use crate::config::DeleteMode;
 use crate::destinations::MergeRequest;
-use crate::schema::{
-    DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, is_system_column,
-};
+use crate::destinations::staged::is_utc;
+use crate::destinations::staged::{NameRules, check_staged_schema};
+use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, is_system_column};
 use crate::{Error, Result};
 
 /// Characters Parquet (and so Delta without column mapping) does not allow in column names,
@@ -112,10 +111,6 @@ impl LakeType {
     }
 }
 
-fn is_utc(tz: &str) -> bool {
-    matches!(tz, "UTC" | "+00:00" | "Etc/UTC" | "Z")
-}
-
 /// A column with its Delta type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Column {
@@ -164,75 +159,36 @@ impl TableLayout {
             )));
         }
 
-        // Delta resolves column names case-insensitively, so `Email` and `email` collide.
-        let mut seen: HashMap<String, &str> = HashMap::new();
-        let mut staged = Vec::with_capacity(request.schema.fields().len());
-        for field in request.schema.fields() {
-            let name = field.name();
-            if let Some(problem) = column_name_problem(name) {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` {problem}"
-                )));
-            }
-            if is_system_column(name) && name != VERSION_COLUMN && name != DELETED_COLUMN {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` uses the reserved prefix `_syncline_`"
-                )));
-            }
-            if let Some(other) = seen.insert(name.to_lowercase(), name.as_str()) {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: columns `{other}` and `{name}` collide in a Delta table \
-                     (column names are case-insensitive there)"
-                )));
-            }
-            let lake_type = LakeType::from_arrow(field.data_type()).ok_or_else(|| {
-                Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` has type {}, which the lake destination \
-                     does not support",
-                    field.data_type()
-                ))
-            })?;
-            staged.push(Column::new(name.clone(), lake_type));
-        }
-
-        let find = |name: &str| staged.iter().find(|column| column.name == name);
-        match find(&request.key) {
-            Some(column) if !is_system_column(&column.name) => {
-                if !matches!(column.lake_type, LakeType::Long | LakeType::String) {
-                    return Err(Error::Config(format!(
-                        "stream `{stream}`: key column `{}` must be an integer or a string",
-                        request.key
-                    )));
-                }
-            }
-            _ => {
-                return Err(Error::Config(format!(
-                    "stream `{stream}`: key column `{}` is not a data column of the staged schema",
-                    request.key
-                )));
-            }
-        }
-        match request.schema.field_with_name(VERSION_COLUMN) {
-            Ok(field)
-                if matches!(
-                    field.data_type(),
-                    DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Microsecond, Some(tz))
-                        if is_utc(tz)
-                ) => {}
-            _ => {
-                return Err(Error::Destination(format!(
-                    "stream `{stream}`: the staged schema lacks `{VERSION_COLUMN}` as a UTC \
-                     millisecond or microsecond timestamp"
-                )));
-            }
-        }
-        match find(DELETED_COLUMN) {
-            Some(column) if column.lake_type == LakeType::Boolean => {}
-            _ => {
-                return Err(Error::Destination(format!(
-                    "stream `{stream}`: the staged schema lacks `{DELETED_COLUMN}` as a boolean"
-                )));
-            }
+        check_staged_schema(
+            request,
+            &NameRules {
+                problem: &column_name_problem,
+                case_insensitive: Some("Delta resolves column names case-insensitively"),
+            },
+        )?;
+        let staged = request
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let lake_type = LakeType::from_arrow(field.data_type()).ok_or_else(|| {
+                    Error::SchemaDrift(format!(
+                        "stream `{stream}`: column `{}` has type {}, which the lake \
+                         destination does not support",
+                        field.name(),
+                        field.data_type()
+                    ))
+                })?;
+                Ok(Column::new(field.name().clone(), lake_type))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let key = staged.iter().find(|column| column.name == request.key);
+        if !matches!(key, Some(column) if matches!(column.lake_type, LakeType::Long | LakeType::String))
+        {
+            return Err(Error::Config(format!(
+                "stream `{stream}`: key column `{}` must be an integer or a string",
+                request.key
+            )));
         }
 
         Ok(TableLayout {
@@ -376,6 +332,7 @@ pub(crate) fn plan_additions(
 mod tests {
     use super::*;
     use crate::reconcile::Fingerprint;
+    use crate::schema::VERSION_COLUMN;
     use crate::schema::{deleted_field, version_field};
 
     fn request(fields: Vec<Field>, key: &str, deletes: DeleteMode) -> MergeRequest {

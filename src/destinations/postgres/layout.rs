@@ -2,17 +2,14 @@
 //! before any SQL is built: staged columns (what COPY writes), carried columns (what reaches
 //! the destination table) and the destination's own bookkeeping columns.
 
-use std::collections::HashSet;
-
 use crate::config::DeleteMode;
 use crate::destinations::MergeRequest;
-use crate::schema::{
-    DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, is_system_column,
-};
+use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, is_system_column};
 use crate::{Error, Result};
 
 use super::sql::ident_problem;
 use super::types::{Column, PgType};
+use crate::destinations::staged::{NameRules, check_staged_schema};
 
 /// How a stream's table looks in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -44,59 +41,29 @@ impl TableLayout {
             )));
         }
 
-        let mut seen = HashSet::new();
-        let mut staged = Vec::with_capacity(request.schema.fields().len());
-        for field in request.schema.fields() {
-            let name = field.name();
-            if let Some(problem) = ident_problem(name) {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` {problem}"
-                )));
-            }
-            if is_system_column(name) && name != VERSION_COLUMN && name != DELETED_COLUMN {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` uses the reserved prefix `_syncline_`"
-                )));
-            }
-            if !seen.insert(name.as_str()) {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` appears twice in the staged schema"
-                )));
-            }
-            let pg_type = PgType::from_arrow(field.data_type()).ok_or_else(|| {
-                Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` has type {}, which the postgres \
-                     destination does not support",
-                    field.data_type()
-                ))
-            })?;
-            staged.push(Column::new(name.clone(), pg_type));
-        }
-
-        let find = |name: &str| staged.iter().find(|column| column.name == name);
-        if is_system_column(&request.key) || find(&request.key).is_none() {
-            return Err(Error::Config(format!(
-                "stream `{stream}`: key column `{}` is not a data column of the staged schema",
-                request.key
-            )));
-        }
-        match find(VERSION_COLUMN) {
-            Some(column) if column.pg_type == PgType::Timestamptz => {}
-            _ => {
-                return Err(Error::Destination(format!(
-                    "stream `{stream}`: the staged schema lacks `{VERSION_COLUMN}` as a UTC \
-                     millisecond timestamp"
-                )));
-            }
-        }
-        match find(DELETED_COLUMN) {
-            Some(column) if column.pg_type == PgType::Boolean => {}
-            _ => {
-                return Err(Error::Destination(format!(
-                    "stream `{stream}`: the staged schema lacks `{DELETED_COLUMN}` as a boolean"
-                )));
-            }
-        }
+        check_staged_schema(
+            request,
+            &NameRules {
+                problem: &|name| ident_problem(name).map(str::to_owned),
+                case_insensitive: None,
+            },
+        )?;
+        let staged = request
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let pg_type = PgType::from_arrow(field.data_type()).ok_or_else(|| {
+                    Error::SchemaDrift(format!(
+                        "stream `{stream}`: column `{}` has type {}, which the postgres \
+                         destination does not support",
+                        field.name(),
+                        field.data_type()
+                    ))
+                })?;
+                Ok(Column::new(field.name().clone(), pg_type))
+            })
+            .collect::<Result<Vec<_>>>()?;
 
         Ok(TableLayout {
             table: request.table.clone(),
@@ -134,6 +101,8 @@ impl TableLayout {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use crate::schema::VERSION_COLUMN;
 
     use arrow::datatypes::{DataType, Field, Schema};
 

@@ -4,6 +4,7 @@
 use arrow::datatypes::{DataType, TimeUnit};
 use tokio_postgres::types::Type;
 
+use crate::destinations::staged::is_utc;
 use crate::{Error, Result};
 
 /// The PostgreSQL types syncline writes. Every staged Arrow type maps to exactly one of them.
@@ -86,10 +87,6 @@ impl PgType {
             PgType::Text | PgType::Boolean | PgType::Timestamptz => false,
         }
     }
-}
-
-fn is_utc(tz: &str) -> bool {
-    matches!(tz, "UTC" | "+00:00" | "Etc/UTC" | "Z")
 }
 
 /// A column with its PostgreSQL type.

@@ -14,15 +14,12 @@
 //! Timestamps are `TIMESTAMP_TZ` because staged timestamps are instants: `TIMESTAMP_NTZ` would
 //! drop the zone and make comparisons depend on the session's `TIMEZONE`.
 
-use std::collections::HashSet;
-
 use arrow::datatypes::{DataType, TimeUnit};
 
 use crate::config::DeleteMode;
 use crate::destinations::MergeRequest;
-use crate::schema::{
-    DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, is_system_column,
-};
+use crate::destinations::staged::{NameRules, check_staged_schema};
+use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, is_system_column};
 use crate::{Error, Result};
 
 /// Snowflake's identifier limit, in characters.
@@ -146,53 +143,31 @@ impl TableLayout {
             )));
         }
 
-        let mut seen = HashSet::new();
-        let mut staged = Vec::with_capacity(request.schema.fields().len());
-        for field in request.schema.fields() {
-            let name = field.name();
-            if let Some(problem) = ident_problem(name) {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` {problem}"
-                )));
-            }
-            if is_system_column(name) && name != VERSION_COLUMN && name != DELETED_COLUMN {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` uses the reserved prefix `_syncline_`"
-                )));
-            }
-            if !seen.insert(name.to_lowercase()) {
-                return Err(Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` appears twice in the staged schema \
-                     (names are matched case-insensitively when Snowflake reads the Parquet)"
-                )));
-            }
-            let sf_type = SfType::from_arrow(field.data_type()).ok_or_else(|| {
-                Error::SchemaDrift(format!(
-                    "stream `{stream}`: column `{name}` has type {}, which the snowflake \
-                     destination does not support",
-                    field.data_type()
-                ))
-            })?;
-            staged.push(Column::new(name.clone(), sf_type));
-        }
-
-        let find = |name: &str| staged.iter().find(|column| column.name == name);
-        if is_system_column(&request.key) || find(&request.key).is_none() {
-            return Err(Error::Config(format!(
-                "stream `{stream}`: key column `{}` is not a data column of the staged schema",
-                request.key
-            )));
-        }
-        if !matches!(find(VERSION_COLUMN), Some(c) if c.sf_type == SfType::TimestampTz) {
-            return Err(Error::Destination(format!(
-                "stream `{stream}`: the staged schema lacks `{VERSION_COLUMN}` as a UTC timestamp"
-            )));
-        }
-        if !matches!(find(DELETED_COLUMN), Some(c) if c.sf_type == SfType::Boolean) {
-            return Err(Error::Destination(format!(
-                "stream `{stream}`: the staged schema lacks `{DELETED_COLUMN}` as a boolean"
-            )));
-        }
+        check_staged_schema(
+            request,
+            &NameRules {
+                problem: &|name| ident_problem(name).map(str::to_owned),
+                case_insensitive: Some(
+                    "COPY matches Parquet columns to table columns case-insensitively",
+                ),
+            },
+        )?;
+        let staged = request
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let sf_type = SfType::from_arrow(field.data_type()).ok_or_else(|| {
+                    Error::SchemaDrift(format!(
+                        "stream `{stream}`: column `{}` has type {}, which the snowflake \
+                         destination does not support",
+                        field.name(),
+                        field.data_type()
+                    ))
+                })?;
+                Ok(Column::new(field.name().clone(), sf_type))
+            })
+            .collect::<Result<Vec<_>>>()?;
 
         Ok(TableLayout {
             table: request.table.clone(),
@@ -274,6 +249,8 @@ pub(crate) fn plan_additions(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use crate::schema::VERSION_COLUMN;
 
     use arrow::datatypes::{Field, Schema};
 
