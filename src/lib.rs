@@ -15,6 +15,7 @@ pub mod reconcile;
 pub mod schema;
 pub mod sim;
 pub mod sources;
+pub mod sql;
 pub mod stage;
 pub mod state;
 pub mod status;

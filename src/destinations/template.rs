@@ -36,6 +36,14 @@ pub(crate) fn render(template: &str, vars: &[(&str, &str)]) -> String {
     out
 }
 
+/// The variables every statement of a table shares, followed by one statement's own.
+pub(crate) fn with_vars<'a>(
+    common: &[(&'a str, &'a str)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    common.iter().chain(extra).copied().collect()
+}
+
 fn is_placeholder(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))

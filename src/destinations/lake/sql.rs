@@ -18,10 +18,7 @@ pub(crate) const SOURCE_TABLE: &str = "syncline_source";
 /// The Delta table before the merge, registered for the soft-delete count.
 pub(crate) const TARGET_TABLE: &str = "syncline_target";
 
-/// Quotes an identifier for DataFusion SQL: wraps it in double quotes and doubles any quote.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub(crate) use crate::sql::quote_ident;
 
 /// One row per key: the newest `_syncline_version`, a delete winning a tie.
 pub(crate) fn dedup(layout: &TableLayout) -> String {

@@ -8,6 +8,7 @@ use crate::config::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
 pub(crate) use crate::destinations::template::render;
+use crate::destinations::template::with_vars;
 
 use super::layout::TableLayout;
 use super::types::{Column, PgType};
@@ -70,20 +71,7 @@ const DEDUP_TABLE: &str = "_syncline_stage_dedup";
 /// PostgreSQL truncates longer identifiers, which would silently map two names to one column.
 const MAX_IDENT_BYTES: usize = 63;
 
-/// Quotes an identifier for PostgreSQL: wraps it in double quotes and doubles embedded ones,
-/// so any name coming from CRM metadata is taken literally, case and all.
-pub fn quote_ident(ident: &str) -> String {
-    let mut quoted = String::with_capacity(ident.len() + 2);
-    quoted.push('"');
-    for c in ident.chars() {
-        if c == '"' {
-            quoted.push('"');
-        }
-        quoted.push(c);
-    }
-    quoted.push('"');
-    quoted
-}
+pub use crate::sql::{qualified, quote_ident};
 
 /// Why `name` cannot be a PostgreSQL identifier as is, if it cannot.
 pub(crate) fn ident_problem(name: &str) -> Option<&'static str> {
@@ -98,11 +86,6 @@ pub(crate) fn ident_problem(name: &str) -> Option<&'static str> {
     }
 }
 
-/// `"schema"."name"`.
-pub(crate) fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
-}
-
 fn column_defs(columns: &[Column]) -> String {
     columns
         .iter()
@@ -115,13 +98,6 @@ fn column_defs(columns: &[Column]) -> String {
         })
         .collect::<Vec<_>>()
         .join(",\n    ")
-}
-
-fn with_vars<'a>(
-    common: &[(&'a str, &'a str)],
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    common.iter().chain(extra).copied().collect()
 }
 
 pub(crate) fn create_schema(schema: &str) -> String {

@@ -8,7 +8,7 @@
 //! against cannot bind inside `MERGE` and `COPY`.
 
 use crate::config::DeleteMode;
-use crate::destinations::template::render;
+use crate::destinations::template::{render, with_vars};
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 use crate::{Error, Result};
 
@@ -45,21 +45,12 @@ pub(crate) const LEDGER_TABLE: &str = "_syncline_loads";
 const STAGE_PREFIX: &str = "_syncline_stage_";
 const INCOMING_PREFIX: &str = "_syncline_in_";
 
-/// Quotes an identifier: wraps it in double quotes and doubles embedded ones, so any name from
-/// CRM metadata is taken literally, case and all.
-pub fn quote_ident(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
+pub use crate::sql::{qualified, quote_ident};
 
 /// A Snowflake string literal. Snowflake reads backslash escapes inside single quotes, so
 /// backslashes are doubled as well as quotes.
 pub(crate) fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// `"schema"."name"`.
-pub(crate) fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
 fn column_defs(columns: &[Column]) -> String {
@@ -74,13 +65,6 @@ fn column_defs(columns: &[Column]) -> String {
         })
         .collect::<Vec<_>>()
         .join(",\n    ")
-}
-
-fn with_vars<'a>(
-    common: &[(&'a str, &'a str)],
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    common.iter().chain(extra).copied().collect()
 }
 
 pub(crate) fn create_schema(schema: &str) -> String {

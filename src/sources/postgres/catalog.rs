@@ -237,10 +237,7 @@ impl TableSpec {
     }
 }
 
-/// `"name"` with embedded quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::sql::quote_ident;
 
 /// Maps a driver error of step `what` to a source error (message and SQLSTATE only).
 pub fn source_error(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
