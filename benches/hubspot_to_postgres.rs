@@ -9,9 +9,7 @@
 mod pg;
 mod support;
 
-use std::time::Instant;
-
-use support::{free_port, wait_for_port, wait_with_rusage};
+use support::{free_port, measure_run, wait_for_port};
 
 fn main() {
     let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
@@ -54,27 +52,14 @@ fn main() {
     .expect("write config");
 
     let report = dir.path().join("report.json");
-    let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--report")
-        .arg(&report)
-        .spawn()
-        .expect("spawn syncline run");
-    let (status, max_rss_kib) = wait_with_rusage(child.id() as i32);
-    let elapsed = started.elapsed();
+    let run = measure_run("hubspot", &config, &report);
     let _ = sim.kill();
-    assert_eq!(status, 0, "syncline run failed");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
-    let inserted = report["streams"][0]["rows_inserted"].as_u64().unwrap_or(0);
+    let inserted = run.stream["rows_inserted"].as_u64().unwrap_or(0);
     assert_eq!(inserted as usize, rows, "every contact arrived");
     println!(
         "hubspot_to_postgres: {rows} contacts, {inserted} inserted in {:.2} s = {:.0} rows/s, peak RSS {:.1} MiB",
-        elapsed.as_secs_f64(),
-        rows as f64 / elapsed.as_secs_f64(),
-        max_rss_kib as f64 / 1024.0
+        run.elapsed.as_secs_f64(),
+        rows as f64 / run.elapsed.as_secs_f64(),
+        run.peak_rss_mib
     );
 }

@@ -11,9 +11,8 @@ mod pg;
 mod support;
 
 use std::io::{BufWriter, Write};
-use std::time::Instant;
 
-use support::wait_with_rusage;
+use support::measure_run;
 
 const FILES: usize = 4;
 const FIRST_NAMES: &[&str] = &[
@@ -127,29 +126,16 @@ fn main() {
     .expect("write config");
 
     let report = dir.path().join("report.json");
-    let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--report")
-        .arg(&report)
-        .spawn()
-        .expect("spawn syncline run");
-    let (status, max_rss_kib) = wait_with_rusage(child.id() as i32);
-    let elapsed = started.elapsed();
-    assert_eq!(status, 0, "syncline run failed");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
-    let stream = &report["streams"][0];
+    let run = measure_run("jsonl", &config, &report);
+    let stream = &run.stream;
     let inserted = stream["rows_inserted"].as_u64().unwrap_or(0);
     assert_eq!(inserted as usize, rows, "every record arrived: {stream}");
     assert_eq!(stream["rows_dead_lettered"].as_u64(), Some(0), "{stream}");
     println!(
         "jsonl_to_postgres: {rows} records ({:.0} MB of JSONL in {FILES} files), {inserted} inserted in {:.2} s = {:.0} rows/s, peak RSS {:.1} MiB",
         bytes as f64 / 1e6,
-        elapsed.as_secs_f64(),
-        rows as f64 / elapsed.as_secs_f64(),
-        max_rss_kib as f64 / 1024.0
+        run.elapsed.as_secs_f64(),
+        rows as f64 / run.elapsed.as_secs_f64(),
+        run.peak_rss_mib
     );
 }

@@ -17,7 +17,7 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, TryStreamExt};
-use support::wait_with_rusage;
+use support::measure_run;
 
 const TABLE: &str = "(
     id bigint PRIMARY KEY,
@@ -109,28 +109,16 @@ fn main() {
         )
         .expect("write config");
         let report = dir.path().join(format!("{name}.json"));
-        let started = Instant::now();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--report")
-            .arg(&report)
-            .spawn()
-            .expect("spawn syncline run");
-        let (status, max_rss_kib) = wait_with_rusage(child.id() as i32);
-        let elapsed = started.elapsed();
-        assert_eq!(status, 0, "syncline run ({name}) failed");
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
-        let inserted = report["streams"][0]["rows_inserted"].as_u64().unwrap_or(0);
+        let run = measure_run(name, &config, &report);
+        let elapsed = run.elapsed;
+        let inserted = run.stream["rows_inserted"].as_u64().unwrap_or(0);
         assert_eq!(inserted as usize, rows, "every row arrived ({name})");
         println!(
             "postgres_to_postgres: syncline {name:<6} {:.2} s = {:.2}x the limit, {:.0} rows/s, peak RSS {:.1} MiB",
             elapsed.as_secs_f64(),
             elapsed.as_secs_f64() / limit.as_secs_f64(),
             rows as f64 / elapsed.as_secs_f64(),
-            max_rss_kib as f64 / 1024.0
+            run.peak_rss_mib
         );
     }
 }

@@ -10,9 +10,8 @@ mod pg;
 mod support;
 
 use std::path::Path;
-use std::time::Instant;
 
-use support::{free_port, wait_for_port, wait_with_rusage};
+use support::{free_port, measure_run, wait_for_port};
 
 fn main() {
     let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
@@ -65,26 +64,13 @@ fn main() {
 }
 
 fn run(route: &str, rows: usize, config: &Path, report: &Path) {
-    let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .arg("--report")
-        .arg(report)
-        .spawn()
-        .expect("spawn syncline run");
-    let (status, max_rss_kib) = wait_with_rusage(child.id() as i32);
-    let elapsed = started.elapsed();
-    assert_eq!(status, 0, "syncline run ({route}) failed");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report).expect("report")).expect("json");
-    let inserted = report["streams"][0]["rows_inserted"].as_u64().unwrap_or(0);
+    let run = measure_run(route, config, report);
+    let inserted = run.stream["rows_inserted"].as_u64().unwrap_or(0);
     assert_eq!(inserted as usize, rows, "every Account arrived ({route})");
     println!(
         "salesforce_to_postgres ({route}): {rows} accounts in {:.2} s = {:.0} records/s, peak RSS {:.1} MiB",
-        elapsed.as_secs_f64(),
-        rows as f64 / elapsed.as_secs_f64(),
-        max_rss_kib as f64 / 1024.0
+        run.elapsed.as_secs_f64(),
+        rows as f64 / run.elapsed.as_secs_f64(),
+        run.peak_rss_mib
     );
 }

@@ -33,3 +33,35 @@ pub fn wait_with_rusage(pid: i32) -> (i32, i64) {
     };
     (code, usage.ru_maxrss)
 }
+
+/// One `syncline run` as the benchmarks measure it.
+pub struct MeasuredRun {
+    pub elapsed: std::time::Duration,
+    pub peak_rss_mib: f64,
+    /// The first stream of the run report.
+    pub stream: serde_json::Value,
+}
+
+/// Runs `syncline run --config CONFIG --report REPORT` as its own process (so its peak memory
+/// is its own) and fails the benchmark unless it exits 0.
+pub fn measure_run(what: &str, config: &std::path::Path, report: &std::path::Path) -> MeasuredRun {
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--report")
+        .arg(report)
+        .spawn()
+        .expect("spawn syncline run");
+    let (status, max_rss_kib) = wait_with_rusage(child.id() as i32);
+    let elapsed = started.elapsed();
+    assert_eq!(status, 0, "syncline run ({what}) failed");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).expect("report")).expect("json");
+    MeasuredRun {
+        elapsed,
+        peak_rss_mib: max_rss_kib as f64 / 1024.0,
+        stream: report["streams"][0].clone(),
+    }
+}
