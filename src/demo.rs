@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{Config, DeleteMode};
+use crate::config::Config;
+use crate::load::DeleteMode;
 use crate::reconcile::Fingerprint;
 use crate::reconcile::report::{RunReport, Status};
 use crate::sim::{SimConfig, SimHandle, Simulator};
@@ -193,7 +194,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
         DemoDestination::Postgres { .. } => Vec::new(),
     };
 
-    let destination = pipeline::build_destination(&config).await?;
+    let destination = crate::destinations::build(&config).await?;
     let mut reconcile = Vec::new();
     for stream in STREAMS {
         let mut source = Fingerprint::default();

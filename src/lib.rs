@@ -10,6 +10,9 @@ pub mod config;
 pub mod demo;
 pub mod destinations;
 pub mod error;
+pub mod failpoints;
+mod layers;
+pub mod load;
 pub mod pipeline;
 pub mod reconcile;
 pub mod schema;
@@ -19,6 +22,7 @@ pub mod sql;
 pub mod stage;
 pub mod state;
 pub mod status;
+pub mod storage;
 pub mod transform;
 
 pub use error::{Error, Result};

@@ -32,8 +32,8 @@ pub struct StreamStatus {
 pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
     let stage = Stage::open(&config.staging)?;
     let state = StateStore::new(&stage, &config.pipeline.name);
-    let destination = crate::pipeline::build_destination(config).await.ok();
-    let source = crate::pipeline::build_source(config)?;
+    let destination = crate::destinations::build(config).await.ok();
+    let source = crate::sources::build(config)?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::new();
     for stream in config.source.streams() {

@@ -359,7 +359,7 @@ async fn inferred_and_declared_schemas_type_the_columns() {
          [source.files.declared]\nglob = \"products.csv\"\nformat = \"csv\"\nkey = \"sku\"\n\
          [source.files.declared.schema]\nsku = \"utf8\"\nprice = \"utf8\"\nactive = \"boolean\"\nupdated = \"timestamp\"\n",
     );
-    let source = syncline::pipeline::build_source(&h.config()).unwrap();
+    let source = syncline::sources::build(&h.config()).unwrap();
     let discovered = source.discover("inferred").await.unwrap();
     use arrow::datatypes::DataType;
     let fields: Vec<(&str, DataType)> = discovered

@@ -55,7 +55,7 @@ async fn full_load_then_changes_then_idle_run_converge() {
         h.assert_converged(object, false).await;
     }
     let contacts = report_stream(&second, "contacts");
-    assert_eq!(contacts.mode, Some(syncline::stage::LoadMode::Incremental));
+    assert_eq!(contacts.mode, Some(syncline::load::LoadMode::Incremental));
     // A record inserted and archived within one round never reaches the destination.
     let inserted_live = inserted.iter().filter(|id| !archived.contains(id)).count() as u64;
     assert_eq!(contacts.rows_inserted, inserted_live);
@@ -104,9 +104,7 @@ async fn replaying_a_staged_load_changes_nothing() {
         .await
         .unwrap()
         .expect("manifest");
-    let destination = syncline::pipeline::build_destination(&config)
-        .await
-        .unwrap();
+    let destination = syncline::destinations::build(&config).await.unwrap();
     let request = syncline::destinations::MergeRequest {
         load_id: load_id.clone(),
         stream: "contacts".into(),

@@ -15,12 +15,12 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMillisecondType};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
-use syncline::config::DeleteMode;
 use syncline::destinations::lake::LakeDestination;
 use syncline::destinations::{Destination, MergeOutcome, MergeRequest};
+use syncline::load::DeleteMode;
 use syncline::reconcile::Fingerprint;
+use syncline::reconcile::batch_fingerprint;
 use syncline::schema::{deleted_field, timestamp_type, version_field};
-use syncline::stage::batch_fingerprint;
 
 /// Rows as (id, name, version, deleted), plus an optional extra `tier` column.
 fn batch(rows: &[(i64, &str, i64, bool)], tier: Option<&[&str]>) -> RecordBatch {

@@ -11,12 +11,12 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use futures::StreamExt;
-use syncline::config::DeleteMode;
 use syncline::destinations::postgres::PostgresDestination;
 use syncline::destinations::{Destination, MergeRequest};
+use syncline::load::DeleteMode;
 use syncline::reconcile::Fingerprint;
+use syncline::reconcile::batch_fingerprint;
 use syncline::schema::{deleted_field, version_field};
-use syncline::stage::batch_fingerprint;
 
 /// Rows as (id, name, version, deleted), plus an optional extra `tier` column.
 fn batch(rows: &[(i64, &str, i64, bool)], tier: Option<&[&str]>) -> RecordBatch {

@@ -12,12 +12,13 @@ use arrow::datatypes::{DataType, Field, Schema};
 use common::snowflake::{TestSnowflake, decode_base64};
 use common::{Harness, report_stream, settle};
 use futures::StreamExt;
-use syncline::config::DeleteMode;
 use syncline::destinations::MergeRequest;
+use syncline::load::DeleteMode;
+use syncline::reconcile::batch_fingerprint;
 use syncline::reconcile::report::Status;
 use syncline::schema::{deleted_field, version_field};
 use syncline::sim::SimConfig;
-use syncline::stage::{LoadWriter, Stage, batch_fingerprint};
+use syncline::stage::{LoadWriter, Stage};
 
 fn sim(contacts: usize) -> SimConfig {
     SimConfig {
@@ -166,7 +167,7 @@ async fn full_load_changes_and_an_idle_run_converge() {
     assert_eq!(second.status, Status::Success, "{second:#?}");
     assert_converged(&h, &snowflake, "contacts", false).await;
     let contacts = report_stream(&second, "contacts");
-    assert_eq!(contacts.mode, Some(syncline::stage::LoadMode::Incremental));
+    assert_eq!(contacts.mode, Some(syncline::load::LoadMode::Incremental));
     let inserted_live = inserted.iter().filter(|id| !archived.contains(id)).count() as u64;
     assert_eq!(contacts.rows_inserted, inserted_live);
     assert_eq!(contacts.rows_deleted, archived.len() as u64);
@@ -246,9 +247,7 @@ async fn replaying_a_load_changes_nothing_even_after_the_session_expired() {
         .await
         .unwrap()
         .expect("manifest");
-    let destination = syncline::pipeline::build_destination(&config)
-        .await
-        .unwrap();
+    let destination = syncline::destinations::build(&config).await.unwrap();
     assert!(
         destination
             .is_committed("contacts", &load_id)
@@ -347,9 +346,7 @@ async fn a_new_source_column_is_added_and_a_type_change_is_drift() {
     let (h, snowflake) = start(10, &["contacts"], "").await;
     let config = h.config();
     let stage = Stage::open(&config.staging).unwrap();
-    let destination = syncline::pipeline::build_destination(&config)
-        .await
-        .unwrap();
+    let destination = syncline::destinations::build(&config).await.unwrap();
     destination.check().await.unwrap();
 
     let first = people(&[(1, "a@x", 100), (2, "b@x", 100), (3, "c@x", 100)], None);
@@ -530,9 +527,7 @@ async fn key_pair_login_signs_with_the_configured_key() {
     // The emulator accepts any credentials, so this proves the key is read and a login
     // assertion signed with it; a real account checks it against the user's public key.
     with_auth(&format!("private_key_path = \"{key}\""));
-    let destination = syncline::pipeline::build_destination(&h.config())
-        .await
-        .unwrap();
+    let destination = syncline::destinations::build(&h.config()).await.unwrap();
     destination.check().await.unwrap();
     assert_eq!(
         snowflake
@@ -543,9 +538,7 @@ async fn key_pair_login_signs_with_the_configured_key() {
 
     write_config(&h, &snowflake, &["contacts"], "");
     with_auth("private_key = \"not-a-pem-SECRET\"");
-    let destination = syncline::pipeline::build_destination(&h.config())
-        .await
-        .unwrap();
+    let destination = syncline::destinations::build(&h.config()).await.unwrap();
     let err = destination.check().await.unwrap_err();
     assert!(matches!(err, syncline::Error::Config(_)), "{err:?}");
     assert!(!err.to_string().contains("SECRET"), "{err}");

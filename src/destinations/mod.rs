@@ -15,8 +15,11 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::Result;
-use crate::config::DeleteMode;
+use crate::config::{Config, DestinationConfig};
+use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 
 pub mod lake;
@@ -24,6 +27,20 @@ pub mod postgres;
 pub mod snowflake;
 mod staged;
 mod template;
+
+/// Connects to the destination the config names.
+pub async fn build(config: &Config) -> Result<Arc<dyn Destination>> {
+    Ok(match &config.destination {
+        DestinationConfig::Postgres(p) => {
+            Arc::new(postgres::PostgresDestination::connect(p.url.expose(), &p.schema).await?)
+        }
+        DestinationConfig::Lake(l) => Arc::new(lake::LakeDestination::from_config(config, l)?),
+        DestinationConfig::Snowflake(s) => Arc::new(snowflake::SnowflakeDestination::new(
+            s,
+            &config.staging.url,
+        )?),
+    })
+}
 
 /// What to merge and how.
 #[derive(Debug, Clone)]
@@ -55,13 +72,6 @@ pub struct MergeOutcome {
     pub deleted: u64,
     /// Count and checksum of the rows the destination received, computed by the destination.
     pub received: Fingerprint,
-}
-
-/// Columns added to an existing table because the source grew new fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemaChange {
-    pub created_table: bool,
-    pub added_columns: Vec<String>,
 }
 
 /// The last load of a stream recorded in the ledger.

@@ -20,12 +20,13 @@ use tracing::{info, instrument, warn};
 
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
+use crate::failpoints::crash_point;
+use crate::load::LoadMode;
 use crate::reconcile::Fingerprint;
+use crate::reconcile::batch_fingerprint;
 use crate::reconcile::report::{RunReport, Status, StreamReport};
 use crate::sources::{ExtractRequest, Extracted, Source};
-use crate::stage::{
-    DeadLetterWriter, LoadMode, LoadWriter, Manifest, Stage, batch_fingerprint, columns_of,
-};
+use crate::stage::{DeadLetterWriter, LoadWriter, Manifest, Stage, columns_of};
 use crate::state::{LastLoad, PendingLoad, StateStore, StreamState};
 use crate::{Error, Result};
 
@@ -57,8 +58,8 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
         }
     };
     let stage = Stage::open(&config.staging)?;
-    let source = super::build_source(config)?;
-    let destination = super::build_destination(config).await?;
+    let source = crate::sources::build(config)?;
+    let destination = crate::destinations::build(config).await?;
     destination.check().await?;
     let runner = StreamRunner {
         config,
@@ -453,16 +454,4 @@ fn progress_bar(stream: &str) -> Option<ProgressBar> {
     bar.set_prefix(stream.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     Some(bar)
-}
-
-/// Test hook for crash tests: `SYNCLINE_CRASH_AT=after-stage|after-merge` kills the process
-/// with SIGKILL at that point, as an operator's `kill -9` or an OOM kill would.
-pub(crate) fn crash_point(name: &str) {
-    if std::env::var("SYNCLINE_CRASH_AT").is_ok_and(|at| at == name) {
-        warn!(point = name, "SYNCLINE_CRASH_AT: killing the process");
-        // SAFETY: raising a signal on our own process has no memory-safety effect.
-        unsafe {
-            libc::raise(libc::SIGKILL);
-        }
-    }
 }

@@ -5,8 +5,13 @@
 //! depend on order or batching. The same function is computable in SQL (see
 //! `sql/postgres/staged_fingerprint.sql`), so a destination proves what it received.
 
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
+
+use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
+use crate::{Error, Result};
 
 pub mod report;
 
@@ -42,6 +47,49 @@ pub fn row_hash(key: &str, version_ms: i64, deleted: bool) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
+}
+
+/// Count and checksum of a batch that has the key, `_syncline_version` and `_syncline_deleted`.
+pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| Error::Stage(format!("batch lacks column {name}")))
+    };
+    let keys = column(key)?;
+    // Versions are hashed as milliseconds whatever their unit, as every destination does.
+    let version_column = column(VERSION_COLUMN)?;
+    let version_ms: Box<dyn Fn(usize) -> i64> = match version_column.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            let values = version_column.as_primitive::<TimestampMillisecondType>();
+            Box::new(move |row| values.value(row))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let values = version_column.as_primitive::<TimestampMicrosecondType>();
+            Box::new(move |row| values.value(row).div_euclid(1000))
+        }
+        other => {
+            return Err(Error::Stage(format!(
+                "{VERSION_COLUMN} is {other}, not a millisecond or microsecond timestamp"
+            )));
+        }
+    };
+    let deleted = column(DELETED_COLUMN)?
+        .as_boolean_opt()
+        .ok_or_else(|| Error::Stage(format!("{DELETED_COLUMN} is not boolean")))?;
+    let mut fingerprint = Fingerprint::default();
+    for row in 0..batch.num_rows() {
+        let key_text = match keys.data_type() {
+            DataType::Int64 => keys
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(row)
+                .to_string(),
+            DataType::Utf8 => keys.as_string::<i32>().value(row).to_string(),
+            other => return Err(Error::Stage(format!("unsupported key type {other}"))),
+        };
+        fingerprint.add(&key_text, version_ms(row), deleted.value(row));
+    }
+    Ok(fingerprint)
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Fingerprint;
-use crate::destinations::SchemaChange;
-use crate::stage::{CursorRange, LoadMode};
+use crate::load::{CursorRange, LoadMode, SchemaChange};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

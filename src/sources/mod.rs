@@ -15,14 +15,29 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+use std::sync::Arc;
+
 use crate::Result;
-use crate::stage::{CursorRange, DeadLetter};
+use crate::config::{Config, SourceConfig};
+use crate::load::{CursorRange, DeadLetter};
 
 pub mod cells;
 pub mod files;
 pub mod hubspot;
 pub mod postgres;
 pub mod salesforce;
+
+/// The source the config names; pure construction, no I/O (`check` proves it answers).
+pub fn build(config: &Config) -> Result<Arc<dyn Source>> {
+    Ok(match &config.source {
+        SourceConfig::Hubspot(h) => Arc::new(hubspot::HubspotSource::new(h)?),
+        SourceConfig::Salesforce(s) => Arc::new(salesforce::SalesforceSource::new(s)?),
+        SourceConfig::Postgres(p) => {
+            Arc::new(postgres::PostgresSource::new(p, &config.pipeline.name))
+        }
+        SourceConfig::Files(f) => Arc::new(files::FilesSource::new(f)?),
+    })
+}
 
 /// What to extract.
 #[derive(Debug, Clone)]
@@ -72,6 +87,12 @@ pub struct Extraction {
 pub trait Source: Send + Sync {
     /// Verifies the credentials and that every configured stream exists.
     async fn check(&self) -> Result<()>;
+
+    /// What the source would read, one line per finding, for `syncline check` (the file
+    /// source says how many files each glob matches). Called after `check` succeeded.
+    async fn inventory(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 
     /// The staged schema of a stream.
     async fn discover(&self, stream: &str) -> Result<SchemaRef>;

@@ -5,25 +5,9 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
+use crate::load::{CursorRange, LoadMode};
 use crate::reconcile::Fingerprint;
 use crate::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LoadMode {
-    /// Every record of the stream (first run or `--full-refresh`).
-    Full,
-    /// Records changed inside the cursor range.
-    Incremental,
-}
-
-/// The source cursor range a load covers, as epoch milliseconds: `[from, to)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CursorRange {
-    /// `None` for a full load.
-    pub from: Option<i64>,
-    pub to: i64,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedFile {

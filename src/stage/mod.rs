@@ -13,10 +13,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{
-    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType,
-};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -29,16 +26,16 @@ use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, Projecti
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::config::{S3Config, StagingConfig};
-use crate::reconcile::Fingerprint;
+use crate::config::StagingConfig;
+use crate::load::DeadLetter;
+use crate::reconcile::{Fingerprint, batch_fingerprint};
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
+use crate::storage::open_store;
 use crate::{Error, Result};
 
 mod manifest;
 
-pub use manifest::{
-    ColumnSpec, CursorRange, DeadLetterFile, LoadMode, Manifest, StagedFile, columns_of,
-};
+pub use manifest::{ColumnSpec, DeadLetterFile, Manifest, StagedFile, columns_of};
 
 /// The staging object store and the prefix syncline owns in it.
 #[derive(Clone)]
@@ -183,87 +180,6 @@ impl Stage {
     }
 }
 
-/// The object store an URL names and the path inside it, with the S3 settings (the
-/// `[staging.s3]` keys) applied to `s3://` URLs. `key` names the setting in errors.
-pub fn open_store(
-    key: &str,
-    url: &url::Url,
-    s3: Option<&S3Config>,
-) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    let mut options: Vec<(String, String)> = Vec::new();
-    if let Some(s3) = s3 {
-        if let Some(endpoint) = &s3.endpoint {
-            options.push(("aws_endpoint".into(), endpoint.clone()));
-        }
-        options.push((
-            "aws_region".into(),
-            s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
-        ));
-        if let Some(key) = &s3.access_key_id {
-            options.push(("aws_access_key_id".into(), key.expose().into()));
-        }
-        if let Some(key) = &s3.secret_access_key {
-            options.push(("aws_secret_access_key".into(), key.expose().into()));
-        }
-        if s3.allow_http {
-            options.push(("aws_allow_http".into(), "true".into()));
-        }
-        // MinIO and most S3-compatible servers want path-style requests.
-        options.push(("aws_virtual_hosted_style_request".into(), "false".into()));
-    }
-    let (store, root) = object_store::parse_url_opts(url, options).map_err(|e| {
-        Error::Config(format!(
-            "{key} {}: {}",
-            url.scheme(),
-            redact_store_error(&e)
-        ))
-    })?;
-    Ok((Arc::from(store), root))
-}
-
-/// Count and checksum of a batch that has the key, `_syncline_version` and `_syncline_deleted`.
-pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> {
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::Stage(format!("batch lacks column {name}")))
-    };
-    let keys = column(key)?;
-    // Versions are hashed as milliseconds whatever their unit, as every destination does.
-    let version_column = column(VERSION_COLUMN)?;
-    let version_ms: Box<dyn Fn(usize) -> i64> = match version_column.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            let values = version_column.as_primitive::<TimestampMillisecondType>();
-            Box::new(move |row| values.value(row))
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            let values = version_column.as_primitive::<TimestampMicrosecondType>();
-            Box::new(move |row| values.value(row).div_euclid(1000))
-        }
-        other => {
-            return Err(Error::Stage(format!(
-                "{VERSION_COLUMN} is {other}, not a millisecond or microsecond timestamp"
-            )));
-        }
-    };
-    let deleted = column(DELETED_COLUMN)?
-        .as_boolean_opt()
-        .ok_or_else(|| Error::Stage(format!("{DELETED_COLUMN} is not boolean")))?;
-    let mut fingerprint = Fingerprint::default();
-    for row in 0..batch.num_rows() {
-        let key_text = match keys.data_type() {
-            DataType::Int64 => keys
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .value(row)
-                .to_string(),
-            DataType::Utf8 => keys.as_string::<i32>().value(row).to_string(),
-            other => return Err(Error::Stage(format!("unsupported key type {other}"))),
-        };
-        fingerprint.add(&key_text, version_ms(row), deleted.value(row));
-    }
-    Ok(fingerprint)
-}
-
 /// Writes one load's batches as Parquet files, starting a new file every `file_rows` rows.
 pub struct LoadWriter {
     stage: Stage,
@@ -344,18 +260,6 @@ impl LoadWriter {
         self.close_current().await?;
         Ok(self.files)
     }
-}
-
-/// One record that could not be converted, with the reason.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    /// The record's key as text (empty when the key itself was unreadable).
-    pub key: String,
-    /// The field that failed, when one did.
-    pub field: Option<String>,
-    pub reason: String,
-    /// The record exactly as the source sent it.
-    pub raw: String,
 }
 
 /// The Arrow schema of dead-letter files.
@@ -468,19 +372,4 @@ pub async fn read_dead_letters(stage: &Stage, file: &DeadLetterFile) -> Result<V
 #[allow(deprecated)]
 fn parquet_reader(store: Arc<dyn ObjectStore>, path: Path) -> ParquetObjectReader {
     ParquetObjectReader::new(store, path)
-}
-
-/// object_store errors can echo request URLs with signed query strings; keep only the kind.
-fn redact_store_error(err: &object_store::Error) -> String {
-    match err {
-        object_store::Error::Generic { store, .. } => {
-            format!("{store} store could not be configured")
-        }
-        other => other
-            .to_string()
-            .split(['?', '\n'])
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-    }
 }

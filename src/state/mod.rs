@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{CursorRange, LoadMode, Stage};
+use crate::load::{CursorRange, LoadMode};
+use crate::stage::Stage;
 use crate::{Error, Result};
 
 /// What syncline remembers about one stream between runs.

@@ -10,6 +10,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 
 use crate::config::{Config, DestinationConfig};
+use crate::destinations::lake::LakeDestination;
 use crate::{Error, Result};
 
 /// One SQL model.
@@ -75,7 +76,7 @@ pub async fn register_lake_tables(ctx: &SessionContext, config: &Config) -> Resu
             "`syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)".into(),
         ));
     };
-    let destination = crate::pipeline::build_lake(config, lake)?;
+    let destination = LakeDestination::from_config(config, lake)?;
     for stream in config.source.streams() {
         if let Some(table) = destination.open_table(stream).await? {
             table.update_datafusion_session(&ctx.state()).map_err(|e| {

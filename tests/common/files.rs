@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use syncline::config::Config;
+use syncline::load::DeadLetter;
 use syncline::reconcile::report::{RunReport, StreamReport};
-use syncline::stage::{DeadLetter, DeadLetterFile, Stage};
+use syncline::stage::{DeadLetterFile, Stage};
 
 use super::pg::TestPostgres;
 

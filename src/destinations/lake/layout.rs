@@ -8,10 +8,10 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::kernel::{DataType as DeltaType, PrimitiveType, StructField};
 
-use crate::config::DeleteMode;
 use crate::destinations::MergeRequest;
 use crate::destinations::staged::is_utc;
 use crate::destinations::staged::{NameRules, check_staged_schema};
+use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, is_system_column};
 use crate::{Error, Result};
 

@@ -16,10 +16,10 @@ use deltalake::operations::merge::{InsertBuilder, UpdateBuilder};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::config::DeleteMode;
+use crate::load::DeleteMode;
 use crate::reconcile::Fingerprint;
+use crate::reconcile::batch_fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
-use crate::stage::batch_fingerprint;
 use crate::{Error, Result};
 
 use super::StepExt;

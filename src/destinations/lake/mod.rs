@@ -34,6 +34,7 @@
 //! stored as Delta `timestamp` (microseconds, UTC). Column names that Delta cannot hold without
 //! column mapping (spaces, `,;{}()=`, dots) are schema drift.
 
+pub mod config;
 mod layout;
 mod merge;
 mod s3;
@@ -59,8 +60,9 @@ use serde_json::Value;
 use tracing::{debug, info, instrument};
 use url::Url;
 
-use crate::config::DeleteMode;
-use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest, SchemaChange};
+use crate::config::{Config, LakeConfig};
+use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
 use crate::{Error, Result};
@@ -98,6 +100,16 @@ impl std::fmt::Debug for LakeDestination {
 }
 
 impl LakeDestination {
+    /// The lake the config names, on the staging store's S3 settings when it is on S3.
+    pub fn from_config(config: &Config, lake: &LakeConfig) -> Result<Self> {
+        let url = config.lake_url(lake);
+        let options = match &config.staging.s3 {
+            Some(s3) if url.starts_with("s3") => s3.options().into_iter().collect(),
+            _ => HashMap::new(),
+        };
+        LakeDestination::new(&url, options)
+    }
+
     /// Tables live at `{root}/{table}`; root is a `file:///abs/path` or `s3://bucket/prefix`
     /// URL. `storage_options` are passed to deltalake and object_store for s3 (keys like
     /// `aws_endpoint`, `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,

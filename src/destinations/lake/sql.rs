@@ -73,8 +73,8 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
-    use crate::config::DeleteMode;
     use crate::destinations::MergeRequest;
+    use crate::load::DeleteMode;
     use crate::reconcile::Fingerprint;
     use crate::schema::{deleted_field, version_field};
 

@@ -2,8 +2,8 @@
 //! before any SQL is built: staged columns (what COPY writes), carried columns (what reaches
 //! the destination table) and the destination's own bookkeeping columns.
 
-use crate::config::DeleteMode;
 use crate::destinations::MergeRequest;
+use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, is_system_column};
 use crate::{Error, Result};
 

@@ -6,6 +6,7 @@
 //! already in the ledger is skipped, and two runs racing on one load id cannot both commit
 //! (the ledger's primary key stops the second). The SQL lives in `sql/postgres/*.sql`.
 
+pub mod config;
 mod copy;
 mod layout;
 mod sql;
@@ -20,8 +21,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Transaction};
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::DeleteMode;
-use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest, SchemaChange};
+use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::{Error, Result};
 

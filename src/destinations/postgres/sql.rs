@@ -4,7 +4,7 @@
 //! Only identifiers are ever substituted into SQL, always quoted by [`quote_ident`]; values go
 //! through COPY or bind parameters.
 
-use crate::config::DeleteMode;
+use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
 pub(crate) use crate::destinations::template::render;

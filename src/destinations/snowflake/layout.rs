@@ -16,9 +16,9 @@
 
 use arrow::datatypes::{DataType, TimeUnit};
 
-use crate::config::DeleteMode;
 use crate::destinations::MergeRequest;
 use crate::destinations::staged::{NameRules, check_staged_schema};
+use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, is_system_column};
 use crate::{Error, Result};
 

@@ -18,6 +18,7 @@
 //! A session that expired is replaced by a new one and the operation retried once; a merge is
 //! retried from its first step, which is safe because nothing of it committed.
 
+pub mod config;
 mod layout;
 mod sql;
 
@@ -33,8 +34,9 @@ use snowflake_connector_rs as sf;
 use tokio::sync::Mutex;
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::{DeleteMode, SnowflakeAuth, SnowflakeConfig};
-use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest, SchemaChange};
+use crate::config::{SnowflakeAuth, SnowflakeConfig};
+use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::{Error, Result};
 
@@ -75,10 +77,7 @@ impl SnowflakeDestination {
     ///
     /// An unreadable private key file or an invalid endpoint is `Error::Config`.
     pub fn new(config: &SnowflakeConfig, staging_url: &str) -> Result<Self> {
-        let auth = match config
-            .auth()
-            .map_err(|e| Error::Config(format!("destination.{} {}", e.key, e.message)))?
-        {
+        let auth = match config.auth().map_err(|e| Error::Config(e.to_string()))? {
             SnowflakeAuth::Password(password) => sf::AuthConfig::password(password.expose()),
             SnowflakeAuth::KeyPem(pem) => key_pair(config, pem.expose().to_string()),
             SnowflakeAuth::KeyFile(path) => {

@@ -7,8 +7,8 @@
 //! [`quote_literal`]: the connector's binds are not used because the emulator the tests run
 //! against cannot bind inside `MERGE` and `COPY`.
 
-use crate::config::DeleteMode;
 use crate::destinations::template::{render, with_vars};
+use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 use crate::{Error, Result};
 

@@ -9,8 +9,9 @@ use std::fmt;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::S3Config;
+use crate::config::KeyError;
 use crate::schema::is_system_column;
+use crate::storage::S3Config;
 
 /// `[source]` with `type = "files"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -127,14 +128,6 @@ impl ColumnType {
     }
 }
 
-/// A key to fix and what is wrong with it; never quotes a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilesKeyError {
-    /// The key's path, e.g. `["source", "files", "contacts", "glob"]`.
-    pub key: Vec<String>,
-    pub message: String,
-}
-
 impl FilesConfig {
     /// The stream's table; validation guarantees every listed stream has one.
     pub fn stream(&self, stream: &str) -> Option<&FileStreamConfig> {
@@ -155,8 +148,8 @@ impl FilesConfig {
 
     /// Checks what parsing cannot: every stream has a table, globs compile, formats and
     /// types are known, and the named columns exist with usable types.
-    pub fn validate(&self) -> Result<(), FilesKeyError> {
-        let error = |key: &[&str], message: String| FilesKeyError {
+    pub fn validate(&self) -> Result<(), KeyError> {
+        let error = |key: &[&str], message: String| KeyError {
             key: key.iter().map(|k| k.to_string()).collect(),
             message,
         };

@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::load::CursorRange;
 use crate::schema::{deleted_field, version_field};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::stage::{CursorRange, open_store};
+use crate::storage::open_store;
 use crate::{Error, Result};
 
 pub mod config;
@@ -149,17 +150,6 @@ impl FilesSource {
         Ok(listed)
     }
 
-    /// Each stream with its glob and how many files it matches now (for `syncline check`).
-    pub async fn matches(&self) -> Result<Vec<(String, String, usize)>> {
-        let mut out = Vec::new();
-        for stream in &self.config.streams {
-            let count = self.list(stream).await?.len();
-            let glob = self.stream_config(stream)?.glob.clone();
-            out.push((stream.clone(), glob, count));
-        }
-        Ok(out)
-    }
-
     /// The stream's layout: declared, or inferred from the first matching file with records.
     async fn layout(&self, stream: &str, listed: &[Listed]) -> Result<Arc<Layout>> {
         if let Some(found) = self.layouts.lock().expect("layouts").get(stream) {
@@ -215,6 +205,17 @@ impl Source for FilesSource {
             self.list(stream).await?;
         }
         Ok(())
+    }
+
+    /// How many files each stream's glob matches.
+    async fn inventory(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for stream in &self.config.streams {
+            let count = self.list(stream).await?.len();
+            let glob = &self.stream_config(stream)?.glob;
+            out.push(format!("{stream}: {count} file(s) match glob {glob:?}"));
+        }
+        Ok(out)
     }
 
     async fn discover(&self, stream: &str) -> Result<SchemaRef> {

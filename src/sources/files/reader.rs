@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use super::config::{ColumnType, FileStreamConfig, Format};
 use super::layout::Layout;
 use super::parse::{Inference, JsonRows, Row, classify_text, convert_text};
+use crate::load::DeadLetter;
 use crate::sources::Extracted;
 use crate::sources::cells::{Cell, ColumnBuilder};
-use crate::stage::DeadLetter;
 use crate::{Error, Result};
 
 /// An object's bytes as they are read: a local file directly (object_store would hop to a

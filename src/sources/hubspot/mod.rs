@@ -20,11 +20,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::HubspotConfig;
+use crate::load::{CursorRange, DeadLetter};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::stage::{CursorRange, DeadLetter};
 use crate::{Error, Result};
 
 mod client;
+pub mod config;
 pub mod records;
 
 pub use client::HubspotClient;

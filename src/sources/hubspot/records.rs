@@ -7,9 +7,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, NaiveDate};
 use serde_json::Value;
 
+use crate::load::DeadLetter;
 use crate::schema::{deleted_field, is_system_column, timestamp_type, version_field};
 use crate::sources::cells::{Cell, ColumnBuilder};
-use crate::stage::DeadLetter;
 use crate::{Error, Result};
 
 /// The key column of every HubSpot stream: the record id.

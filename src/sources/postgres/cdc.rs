@@ -606,7 +606,7 @@ pub async fn stream_changes(
                     break StreamEnd::Reached;
                 }
                 if decoder.batches == 2 {
-                    crate::pipeline::batch::crash_point("cdc-mid-stream");
+                    crate::failpoints::crash_point("cdc-mid-stream");
                 }
             }
         }

@@ -16,12 +16,13 @@ use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
 
 use crate::config::{PostgresMode, PostgresSourceConfig};
+use crate::load::CursorRange;
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::stage::CursorRange;
 use crate::{Error, Result};
 
 pub mod catalog;
 pub mod cdc;
+pub mod config;
 pub mod copy;
 pub mod rows;
 

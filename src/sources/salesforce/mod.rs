@@ -28,12 +28,13 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::SalesforceConfig;
+use crate::load::CursorRange;
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::stage::CursorRange;
 use crate::{Error, Result};
 
 mod bulk;
 mod client;
+pub mod config;
 pub mod describe;
 mod jwt;
 mod reader;

@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::load::DeadLetter;
 use crate::sources::Extracted;
-use crate::stage::DeadLetter;
 use crate::{Error, Result};
 
 use super::KEY;

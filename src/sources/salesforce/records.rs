@@ -12,8 +12,8 @@ use chrono::{DateTime, NaiveDate};
 use csv::ByteRecord;
 use serde_json::{Map, Value};
 
+use crate::load::DeadLetter;
 use crate::sources::cells::{Cell, ColumnBuilder};
-use crate::stage::DeadLetter;
 use crate::{Error, Result};
 
 use super::KEY;
