@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,101 +48,119 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sync the configured streams once (batch mode).
-    Run {
-        /// Pipeline config file (TOML).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Comma-separated streams to run (default: all in source.streams).
-        #[arg(long, value_delimiter = ',')]
-        streams: Option<Vec<String>>,
-        /// Ignore saved cursors and read every record again.
-        #[arg(long)]
-        full_refresh: bool,
-        /// Write the JSON run report to this file ("-" for stdout).
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Validate the config and check that staging, source and destination are reachable.
-    Check {
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    Check(CheckArgs),
     /// Show, per stream, the last successful load, the cursor and row counts.
-    Status {
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
     /// Run the whole job locally: simulator -> staging -> lake (or PostgreSQL), changes,
     /// an incremental sync, the example models and a reconcile.
-    Demo {
-        /// Folder for the demo's config, staged files and lake tables.
-        #[arg(long, default_value = "syncline-demo")]
-        dir: PathBuf,
-        /// Where the demo merges to.
-        #[arg(long, value_enum, default_value_t = DemoTarget::Lake)]
-        destination: DemoTarget,
-        /// PostgreSQL URL for `--destination postgres` (or set DATABASE_URL).
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        url: Option<String>,
-        #[arg(long, default_value_t = 5000)]
-        contacts: usize,
-        #[arg(long, default_value_t = 1000)]
-        companies: usize,
-        #[arg(long, default_value_t = 1500)]
-        deals: usize,
-        /// Print the summary as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Demo(DemoArgs),
     /// Run SQL over the lake tables of a pipeline (tables are named after streams).
-    Query {
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The SQL to run.
-        sql: String,
-    },
+    Query(QueryArgs),
     /// Run the SQL models of a folder over the lake tables, in name order.
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
     },
     /// Serve the built-in CRM simulator (HubSpot CRM v3) until interrupted.
-    Sim {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// Seed of the generated data.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value_t = 1000)]
-        contacts: usize,
-        #[arg(long, default_value_t = 200)]
-        companies: usize,
-        #[arg(long, default_value_t = 300)]
-        deals: usize,
-        /// Bearer token clients must send.
-        #[arg(long, default_value = "sim-token")]
-        token: String,
-        /// Requests per 10 s allowed on non-search endpoints (0: no limit).
-        #[arg(long, default_value_t = 0)]
-        rate_limit: u32,
-        /// Salesforce Accounts to generate.
-        #[arg(long, default_value_t = 300)]
-        sf_accounts: usize,
-        /// Salesforce Contacts to generate.
-        #[arg(long, default_value_t = 600)]
-        sf_contacts: usize,
-        /// Salesforce Opportunities to generate.
-        #[arg(long, default_value_t = 400)]
-        sf_opportunities: usize,
-        /// Salesforce Leads to generate.
-        #[arg(long, default_value_t = 200)]
-        sf_leads: usize,
-        /// Salesforce daily API request limit.
-        #[arg(long, default_value_t = 1_000_000)]
-        sf_daily_limit: u64,
-    },
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Comma-separated streams to run (default: all in source.streams).
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Option<Vec<String>>,
+    /// Ignore saved cursors and read every record again.
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Write the JSON run report to this file ("-" for stdout).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's config, staged files and lake tables.
+    #[arg(long, default_value = "syncline-demo")]
+    pub dir: PathBuf,
+    /// Where the demo merges to.
+    #[arg(long, value_enum, default_value_t = DemoTarget::Lake)]
+    pub destination: DemoTarget,
+    /// PostgreSQL URL for `--destination postgres` (or set DATABASE_URL).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub url: Option<String>,
+    #[arg(long, default_value_t = 5000)]
+    pub contacts: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub companies: usize,
+    #[arg(long, default_value_t = 1500)]
+    pub deals: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The SQL to run.
+    pub sql: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1000)]
+    pub contacts: usize,
+    #[arg(long, default_value_t = 200)]
+    pub companies: usize,
+    #[arg(long, default_value_t = 300)]
+    pub deals: usize,
+    /// Bearer token clients must send.
+    #[arg(long, default_value = "sim-token")]
+    pub token: String,
+    /// Requests per 10 s allowed on non-search endpoints (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit: u32,
+    /// Salesforce Accounts to generate.
+    #[arg(long, default_value_t = 300)]
+    pub sf_accounts: usize,
+    /// Salesforce Contacts to generate.
+    #[arg(long, default_value_t = 600)]
+    pub sf_contacts: usize,
+    /// Salesforce Opportunities to generate.
+    #[arg(long, default_value_t = 400)]
+    pub sf_opportunities: usize,
+    /// Salesforce Leads to generate.
+    #[arg(long, default_value_t = 200)]
+    pub sf_leads: usize,
+    /// Salesforce daily API request limit.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub sf_daily_limit: u64,
 }

@@ -95,7 +95,66 @@ impl DemoSummary {
     }
 }
 
+/// The demo, step by step: simulator and configs, a full sync, changes at the source, an
+/// incremental sync, the example models, and a reconcile of every table with the simulator.
 pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
+    let setup = set_up(options).await?;
+    let full_refresh = pipeline::RunOptions {
+        full_refresh: true,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let full = sync_both(&setup, &full_refresh).await?;
+    let full_ms = started.elapsed().as_millis() as u64;
+
+    let changes = change_sources(&setup.sim, options);
+    wait_past_changes(&setup.sim).await;
+
+    let started = Instant::now();
+    let incremental = sync_both(&setup, &pipeline::RunOptions::default()).await?;
+    let incremental_ms = started.elapsed().as_millis() as u64;
+
+    let models = match &options.destination {
+        DemoDestination::Lake => run_example_models(&setup).await?,
+        // Models read the lake through DataFusion; in PostgreSQL, query the tables directly.
+        DemoDestination::Postgres { .. } => Vec::new(),
+    };
+    let reconcile = reconcile_with_simulator(&setup).await?;
+    let Setup {
+        sim,
+        dir,
+        config_path,
+        ..
+    } = setup;
+    sim.shutdown().await;
+
+    Ok(DemoSummary {
+        dir,
+        config: config_path,
+        destination: match &options.destination {
+            DemoDestination::Lake => "lake".into(),
+            DemoDestination::Postgres { .. } => "postgres".into(),
+        },
+        full: steps(&full),
+        incremental: steps(&incremental),
+        changes,
+        models,
+        reconcile,
+        full_ms,
+        incremental_ms,
+    })
+}
+
+/// The running simulator and the two pipelines the demo wrote for it.
+struct Setup {
+    sim: SimHandle,
+    dir: PathBuf,
+    config_path: PathBuf,
+    config: Config,
+    sf_config: Config,
+}
+
+async fn set_up(options: &DemoOptions) -> Result<Setup> {
     std::fs::create_dir_all(&options.dir).map_err(|e| {
         Error::Config(format!(
             "cannot create the demo folder {}: {e}",
@@ -135,18 +194,27 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
         &sf_config_path,
         &env,
     )?;
-    let full_refresh = pipeline::RunOptions {
-        full_refresh: true,
-        ..Default::default()
-    };
-    let started = Instant::now();
-    let mut full = pipeline::run(&config, &full_refresh).await?;
-    ensure_success(&full)?;
-    let sf_full = pipeline::run(&sf_config, &full_refresh).await?;
-    ensure_success(&sf_full)?;
-    full.streams.extend(sf_full.streams);
-    let full_ms = started.elapsed().as_millis() as u64;
+    Ok(Setup {
+        sim,
+        dir,
+        config_path,
+        config,
+        sf_config,
+    })
+}
 
+/// Runs the HubSpot pipeline, then the Salesforce one; one report with both's streams.
+async fn sync_both(setup: &Setup, options: &pipeline::RunOptions) -> Result<RunReport> {
+    let mut report = pipeline::run(&setup.config, options).await?;
+    ensure_success(&report)?;
+    let salesforce = pipeline::run(&setup.sf_config, options).await?;
+    ensure_success(&salesforce)?;
+    report.streams.extend(salesforce.streams);
+    Ok(report)
+}
+
+/// Updates, inserts, archives and deletes at both simulated CRMs.
+fn change_sources(sim: &SimHandle, options: &DemoOptions) -> Changes {
     let hubspot = &sim.hubspot;
     let salesforce = &sim.salesforce;
     // Archive and delete before inserting, so the summary's figures are exact: a new record
@@ -155,7 +223,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
         .archive("contacts", options.contacts / 100 + 1)
         .len();
     let sf_opportunities_deleted = salesforce.delete("Opportunity", 7).len();
-    let changes = Changes {
+    Changes {
         contacts_archived,
         contacts_updated: hubspot.update("contacts", options.contacts / 10).len(),
         contacts_inserted: hubspot.insert("contacts", options.contacts / 50 + 1).len(),
@@ -166,35 +234,27 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
         sf_accounts_updated: salesforce.update("Account", 30).len(),
         sf_contacts_inserted: salesforce.insert("Contact", 12).len(),
         sf_opportunities_deleted,
-    };
-    wait_past_changes(&sim).await;
+    }
+}
 
-    let started = Instant::now();
-    let mut incremental = pipeline::run(&config, &pipeline::RunOptions::default()).await?;
-    ensure_success(&incremental)?;
-    let sf_incremental = pipeline::run(&sf_config, &pipeline::RunOptions::default()).await?;
-    ensure_success(&sf_incremental)?;
-    incremental.streams.extend(sf_incremental.streams);
-    let incremental_ms = started.elapsed().as_millis() as u64;
+async fn run_example_models(setup: &Setup) -> Result<Vec<ModelSummary>> {
+    let ctx = transform::lake_session(&setup.config).await?;
+    transform::register_lake_tables(&ctx, &setup.sf_config).await?;
+    Ok(transform::run_models(&ctx, &transform::example_models())
+        .await?
+        .into_iter()
+        .map(|m| ModelSummary {
+            name: m.name,
+            rows: m.rows,
+        })
+        .collect())
+}
 
-    let models = match &options.destination {
-        DemoDestination::Lake => {
-            let ctx = transform::lake_session(&config).await?;
-            transform::register_lake_tables(&ctx, &sf_config).await?;
-            transform::run_models(&ctx, &transform::example_models())
-                .await?
-                .into_iter()
-                .map(|m| ModelSummary {
-                    name: m.name,
-                    rows: m.rows,
-                })
-                .collect()
-        }
-        // Models read the lake through DataFusion; in PostgreSQL, query the tables directly.
-        DemoDestination::Postgres { .. } => Vec::new(),
-    };
-
-    let destination = crate::destinations::build(&config).await?;
+/// Count and checksum of every destination table against the simulator's live records.
+async fn reconcile_with_simulator(setup: &Setup) -> Result<Vec<ReconcileStream>> {
+    let hubspot = &setup.sim.hubspot;
+    let salesforce = &setup.sim.salesforce;
+    let destination = crate::destinations::build(&setup.config).await?;
     let mut reconcile = Vec::new();
     for stream in STREAMS {
         let mut source = Fingerprint::default();
@@ -228,23 +288,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
             matched: source == found,
         });
     }
-    sim.shutdown().await;
-
-    Ok(DemoSummary {
-        dir,
-        config: config_path,
-        destination: match &options.destination {
-            DemoDestination::Lake => "lake".into(),
-            DemoDestination::Postgres { .. } => "postgres".into(),
-        },
-        full: steps(&full),
-        incremental: steps(&incremental),
-        changes,
-        models,
-        reconcile,
-        full_ms,
-        incremental_ms,
-    })
+    Ok(reconcile)
 }
 
 fn ensure_success(report: &RunReport) -> Result<()> {

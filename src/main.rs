@@ -3,10 +3,14 @@
 //! Exit codes: 0 success, 1 failure, 2 configuration or usage error, 3 reconciliation mismatch.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use syncline::cli::{Cli, Command, DemoTarget, LogFormat, ModelsCommand};
+use syncline::cli::{
+    CheckArgs, Cli, Command, DemoArgs, DemoTarget, LogFormat, ModelsCommand, QueryArgs, RunArgs,
+    SimArgs, StatusArgs,
+};
 use syncline::config::Config;
 use syncline::{Error, demo, pipeline, sim, status, transform};
 use tracing_subscriber::EnvFilter;
@@ -57,159 +61,151 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// Runs one command; returns the process exit code (README, "Exit codes").
 async fn execute(command: Command) -> Result<u8, Error> {
     match command {
-        Command::Run {
-            config,
-            streams,
-            full_refresh,
-            report,
-        } => {
-            let config = Config::load(&config)?;
-            let options = pipeline::RunOptions {
-                streams,
-                full_refresh,
-            };
-            let run = pipeline::run(&config, &options).await?;
-            let json = serde_json::to_string_pretty(&run)?;
-            match report.as_deref() {
-                Some(path) if path.as_os_str() == "-" => println!("{json}"),
-                Some(path) => std::fs::write(path, json.as_bytes()).map_err(|e| {
-                    Error::Config(format!(
-                        "cannot write the report to {}: {e}",
-                        path.display()
-                    ))
-                })?,
-                None => {}
-            }
-            let mut err = std::io::stderr().lock();
-            for stream in &run.streams {
-                let _ = writeln!(
-                    err,
-                    "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}",
-                    stream.stream,
-                    format!("{:?}", stream.status).to_lowercase(),
-                    stream.rows_extracted,
-                    stream.rows_inserted,
-                    stream.rows_updated,
-                    stream.rows_deleted,
-                    stream.rows_dead_lettered,
-                    stream.duration_ms,
-                    stream
-                        .error
-                        .as_deref()
-                        .map(|e| format!("\n             error: {e}"))
-                        .unwrap_or_default(),
-                );
-            }
-            Ok(run.exit_code as u8)
-        }
-        Command::Check { config } => {
-            let config = Config::load(&config)?;
-            for line in pipeline::check(&config).await? {
-                println!("ok  {line}");
-            }
-            Ok(0)
-        }
-        Command::Status { config, json } => {
-            let config = Config::load(&config)?;
-            let rows = status::collect(&config).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!("{}", status::render(&rows));
-            }
-            Ok(0)
-        }
-        Command::Demo {
-            dir,
-            destination,
-            url,
-            contacts,
-            companies,
-            deals,
-            json,
-        } => {
-            let destination = match destination {
-                DemoTarget::Lake => demo::DemoDestination::Lake,
-                DemoTarget::Postgres => demo::DemoDestination::Postgres {
-                    url: url.ok_or_else(|| {
-                        Error::Config("--destination postgres needs --url or DATABASE_URL".into())
-                    })?,
-                },
-            };
-            let options = demo::DemoOptions {
-                dir,
-                destination,
-                contacts,
-                companies,
-                deals,
-            };
-            let summary = demo::run(&options).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                print!("{}", demo::render(&summary));
-            }
-            Ok(if summary.all_matched() { 0 } else { 3 })
-        }
-        Command::Query { config, sql } => {
-            let config = Config::load(&config)?;
-            let ctx = transform::lake_session(&config).await?;
-            let batches = transform::query(&ctx, &sql).await?;
-            println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
-            Ok(0)
-        }
+        Command::Run(args) => run(args).await,
+        Command::Check(args) => check(args).await,
+        Command::Status(args) => show_status(args).await,
+        Command::Demo(args) => run_demo(args).await,
+        Command::Query(args) => query(args).await,
         Command::Models {
             command: ModelsCommand::Run { config, models },
-        } => {
-            let config = Config::load(&config)?;
-            let ctx = transform::lake_session(&config).await?;
-            for run in transform::run_models(&ctx, &transform::models_in(&models)?).await? {
-                println!("model {} ({} rows)", run.name, run.rows);
-                println!(
-                    "{}",
-                    arrow::util::pretty::pretty_format_batches(&run.batches)?
-                );
-            }
-            Ok(0)
-        }
-        Command::Sim {
-            listen,
-            seed,
-            contacts,
-            companies,
-            deals,
-            token,
-            rate_limit,
-            sf_accounts,
-            sf_contacts,
-            sf_opportunities,
-            sf_leads,
-            sf_daily_limit,
-        } => {
-            let config = sim::SimConfig {
-                seed,
-                contacts,
-                companies,
-                deals,
-                token,
-                sf_accounts,
-                sf_contacts,
-                sf_opportunities,
-                sf_leads,
-                sf_daily_limit,
-                rate_limit: (rate_limit > 0).then_some(sim::RateLimit {
-                    per_ten_seconds: rate_limit,
-                    search_per_second: 5,
-                    daily: 1_000_000,
-                }),
-                ..Default::default()
-            };
-            sim::serve_forever(config, listen)
-                .await
-                .map_err(|e| Error::Source(format!("simulator: {e}")))?;
-            Ok(0)
-        }
+        } => run_models(&config, &models).await,
+        Command::Sim(args) => serve_simulator(args).await,
     }
+}
+
+/// `syncline run`: the report goes to `--report`, a line per stream to stderr, and the
+/// run's status decides the exit code.
+async fn run(args: RunArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let options = pipeline::RunOptions {
+        streams: args.streams,
+        full_refresh: args.full_refresh,
+    };
+    let run = pipeline::run(&config, &options).await?;
+    let json = serde_json::to_string_pretty(&run)?;
+    match args.report.as_deref() {
+        Some(path) if path.as_os_str() == "-" => println!("{json}"),
+        Some(path) => std::fs::write(path, json.as_bytes()).map_err(|e| {
+            Error::Config(format!(
+                "cannot write the report to {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => {}
+    }
+    let mut err = std::io::stderr().lock();
+    for stream in &run.streams {
+        let _ = writeln!(
+            err,
+            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}",
+            stream.stream,
+            format!("{:?}", stream.status).to_lowercase(),
+            stream.rows_extracted,
+            stream.rows_inserted,
+            stream.rows_updated,
+            stream.rows_deleted,
+            stream.rows_dead_lettered,
+            stream.duration_ms,
+            stream
+                .error
+                .as_deref()
+                .map(|e| format!("\n             error: {e}"))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(run.exit_code as u8)
+}
+
+async fn check(args: CheckArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    for line in pipeline::check(&config).await? {
+        println!("ok  {line}");
+    }
+    Ok(0)
+}
+
+async fn show_status(args: StatusArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let rows = status::collect(&config).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", status::render(&rows));
+    }
+    Ok(0)
+}
+
+/// `syncline demo`: exit 0 only when every table reconciles with the simulator.
+async fn run_demo(args: DemoArgs) -> Result<u8, Error> {
+    let destination = match args.destination {
+        DemoTarget::Lake => demo::DemoDestination::Lake,
+        DemoTarget::Postgres => demo::DemoDestination::Postgres {
+            url: args.url.ok_or_else(|| {
+                Error::Config("--destination postgres needs --url or DATABASE_URL".into())
+            })?,
+        },
+    };
+    let options = demo::DemoOptions {
+        dir: args.dir,
+        destination,
+        contacts: args.contacts,
+        companies: args.companies,
+        deals: args.deals,
+    };
+    let summary = demo::run(&options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", demo::render(&summary));
+    }
+    Ok(if summary.all_matched() { 0 } else { 3 })
+}
+
+async fn query(args: QueryArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let ctx = transform::lake_session(&config).await?;
+    let batches = transform::query(&ctx, &args.sql).await?;
+    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+    Ok(0)
+}
+
+async fn run_models(config: &Path, models: &Path) -> Result<u8, Error> {
+    let config = Config::load(config)?;
+    let ctx = transform::lake_session(&config).await?;
+    for run in transform::run_models(&ctx, &transform::models_in(models)?).await? {
+        println!("model {} ({} rows)", run.name, run.rows);
+        println!(
+            "{}",
+            arrow::util::pretty::pretty_format_batches(&run.batches)?
+        );
+    }
+    Ok(0)
+}
+
+async fn serve_simulator(args: SimArgs) -> Result<u8, Error> {
+    let config = sim::SimConfig {
+        seed: args.seed,
+        contacts: args.contacts,
+        companies: args.companies,
+        deals: args.deals,
+        token: args.token,
+        sf_accounts: args.sf_accounts,
+        sf_contacts: args.sf_contacts,
+        sf_opportunities: args.sf_opportunities,
+        sf_leads: args.sf_leads,
+        sf_daily_limit: args.sf_daily_limit,
+        rate_limit: (args.rate_limit > 0).then_some(sim::RateLimit {
+            per_ten_seconds: args.rate_limit,
+            search_per_second: 5,
+            daily: 1_000_000,
+        }),
+        ..Default::default()
+    };
+    sim::serve_forever(config, args.listen)
+        .await
+        .map_err(|e| Error::Source(format!("simulator: {e}")))?;
+    Ok(0)
 }

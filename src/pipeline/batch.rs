@@ -21,12 +21,14 @@ use tracing::{info, instrument, warn};
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::failpoints::crash_point;
-use crate::load::LoadMode;
+use crate::load::{CursorRange, LoadMode};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
 use crate::reconcile::report::{RunReport, Status, StreamReport};
-use crate::sources::{ExtractRequest, Extracted, Source};
-use crate::stage::{DeadLetterWriter, LoadWriter, Manifest, Stage, columns_of};
+use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
+use crate::stage::{
+    DeadLetterFile, DeadLetterWriter, LoadWriter, Manifest, Stage, StagedFile, columns_of,
+};
 use crate::state::{LastLoad, PendingLoad, StateStore, StreamState};
 use crate::{Error, Result};
 
@@ -109,6 +111,18 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
     })
 }
 
+/// What staging an extraction produced.
+struct StagedItems {
+    files: Vec<StagedFile>,
+    dead_letter: Option<DeadLetterFile>,
+    /// Count and checksum of the rows as the source sent them.
+    extracted: Fingerprint,
+    /// The range covered: the extraction's, moved by a clean stop or a reached cursor.
+    cursor: CursorRange,
+    /// A clean stop covered no contiguous range: the saved cursor must stay.
+    keeps_cursor: bool,
+}
+
 struct StreamRunner<'a> {
     config: &'a Config,
     stage: Stage,
@@ -156,6 +170,7 @@ impl StreamRunner<'_> {
         report
     }
 
+    /// One stream's load, step by step (see the module docs for why in this order).
     #[instrument(skip_all, fields(stream))]
     async fn sync(&self, stream: &str, report: &mut StreamReport) -> Result<()> {
         let mut state = self.state.load(stream).await?;
@@ -164,6 +179,44 @@ impl StreamRunner<'_> {
             self.finish_pending(stream, &mut state, &pending, report)
                 .await?;
         }
+        let manifest = self.extract_and_stage(stream, &state, report).await?;
+        if manifest.rows == 0 {
+            // Nothing to merge: the window is covered, so the cursor may move on.
+            info!(stream, "no changes");
+            report.reconciliation.destination = Some(Fingerprint::default());
+            report.reconciliation.matched = true;
+            let nothing = MergeOutcome {
+                skipped: true,
+                ..Default::default()
+            };
+            return self
+                .commit_state(stream, &mut state, &manifest, &nothing)
+                .await;
+        }
+
+        self.stage.write_manifest(&manifest).await?;
+        state.pending = Some(PendingLoad {
+            load_id: manifest.load_id.clone(),
+            mode: manifest.mode,
+            cursor: manifest.cursor,
+        });
+        self.state.save(stream, &state).await?;
+        crash_point("after-stage");
+
+        let outcome = self.merge(&manifest, report).await?;
+        crash_point("after-merge");
+        self.commit_state(stream, &mut state, &manifest, &outcome)
+            .await
+    }
+
+    /// Extracts from the saved cursor into a new staged load, and proves the staged files
+    /// hold exactly what was extracted. Returns the load's manifest, not yet written.
+    async fn extract_and_stage(
+        &self,
+        stream: &str,
+        state: &StreamState,
+        report: &mut StreamReport,
+    ) -> Result<Manifest> {
         let since = if self.full_refresh {
             None
         } else {
@@ -183,11 +236,7 @@ impl StreamRunner<'_> {
             .extract(ExtractRequest {
                 stream: stream.to_string(),
                 since,
-                state: if since.is_some() {
-                    state.source_state.clone()
-                } else {
-                    None
-                },
+                state: since.and(state.source_state.clone()),
                 batch_rows: self.config.pipeline.batch_rows,
             })
             .await?;
@@ -195,14 +244,71 @@ impl StreamRunner<'_> {
         info!(stream, load_id, ?mode, "extracting");
 
         let pipeline = &self.config.pipeline.name;
+        let schema = columns_of(&extraction.schema)?;
+        let key = extraction.key.clone();
+        let source_state = extraction.state.clone();
         let dir = self.stage.load_dir(pipeline, stream, &load_id);
+        let staged = self
+            .stage_items(stream, since, &load_id, dir, extraction, report)
+            .await?;
+        report.set_cursor(staged.cursor, |c| self.source.cursor_text(stream, c));
+
+        let mut manifest = Manifest {
+            format_version: 1,
+            pipeline: pipeline.clone(),
+            stream: stream.to_string(),
+            load_id: load_id.clone(),
+            mode,
+            created_at: chrono::Utc::now(),
+            key,
+            schema,
+            cursor: staged.cursor,
+            keeps_cursor: staged.keeps_cursor,
+            source_state: if staged.keeps_cursor {
+                None
+            } else {
+                source_state
+            },
+            rows: 0,
+            checksum: 0,
+            files: staged.files,
+            dead_letter: staged.dead_letter,
+        };
+        let read_back = self.stage.fingerprint(&manifest).await?;
+        report.rows_staged = read_back.rows;
+        report.reconciliation.stage = read_back;
+        if read_back != staged.extracted {
+            return Err(Error::Reconciliation(format!(
+                "stream {stream}: staged {} rows (checksum {}) but extracted {} (checksum {}); load {load_id} is kept unmerged",
+                read_back.rows,
+                read_back.checksum,
+                staged.extracted.rows,
+                staged.extracted.checksum
+            )));
+        }
+        manifest.rows = read_back.rows;
+        manifest.checksum = read_back.checksum;
+        Ok(manifest)
+    }
+
+    /// Writes what the extraction yields to the stage as it arrives: batches to Parquet,
+    /// dead letters to their own file, and the cursor the source reached.
+    async fn stage_items(
+        &self,
+        stream: &str,
+        since: Option<i64>,
+        load_id: &str,
+        dir: object_store::path::Path,
+        extraction: Extraction,
+        report: &mut StreamReport,
+    ) -> Result<StagedItems> {
         let mut writer = LoadWriter::new(
             &self.stage,
             dir.clone(),
             extraction.schema.clone(),
             self.config.pipeline.file_rows,
         );
-        let mut dead_letters = DeadLetterWriter::new(&self.stage, dir, &load_id);
+        let mut dead_letters = DeadLetterWriter::new(&self.stage, dir, load_id);
         let mut extracted = Fingerprint::default();
         let progress = progress_bar(stream);
         let mut items = extraction.items;
@@ -237,7 +343,6 @@ impl StreamRunner<'_> {
                 }
             }
         }
-        report.set_cursor(cursor, |c| self.source.cursor_text(stream, c));
         if let Some(bar) = progress {
             bar.finish_and_clear();
         }
@@ -247,68 +352,13 @@ impl StreamRunner<'_> {
         report.rows_dead_lettered = dead_letter.as_ref().map_or(0, |d| d.rows);
         report.dead_letter_file = dead_letter.as_ref().map(|d| d.path.clone());
         report.reconciliation.source = extracted;
-
-        let mut manifest = Manifest {
-            format_version: 1,
-            pipeline: pipeline.clone(),
-            stream: stream.to_string(),
-            load_id: load_id.clone(),
-            mode,
-            created_at: chrono::Utc::now(),
-            key: extraction.key.clone(),
-            schema: columns_of(&extraction.schema)?,
-            cursor,
-            keeps_cursor,
-            source_state: if keeps_cursor { None } else { extraction.state },
-            rows: 0,
-            checksum: 0,
+        Ok(StagedItems {
             files,
             dead_letter,
-        };
-        let staged = self.stage.fingerprint(&manifest).await?;
-        report.rows_staged = staged.rows;
-        report.reconciliation.stage = staged;
-        if staged != extracted {
-            return Err(Error::Reconciliation(format!(
-                "stream {stream}: staged {} rows (checksum {}) but extracted {} (checksum {}); load {load_id} is kept unmerged",
-                staged.rows, staged.checksum, extracted.rows, extracted.checksum
-            )));
-        }
-        manifest.rows = staged.rows;
-        manifest.checksum = staged.checksum;
-
-        if staged.rows == 0 {
-            // Nothing to merge: the window is covered, so the cursor may move on.
-            info!(stream, "no changes");
-            if !keeps_cursor {
-                state.cursor = Some(cursor.to);
-                if manifest.source_state.is_some() {
-                    state.source_state = manifest.source_state.clone();
-                }
-            }
-            self.state.save(stream, &state).await?;
-            self.source
-                .committed(stream, cursor.to, state.source_state.as_ref())
-                .await?;
-            report.reconciliation.destination = Some(Fingerprint::default());
-            report.reconciliation.matched = true;
-            return Ok(());
-        }
-
-        self.stage.write_manifest(&manifest).await?;
-        state.pending = Some(PendingLoad {
-            load_id: load_id.clone(),
-            mode,
+            extracted,
             cursor,
-        });
-        self.state.save(stream, &state).await?;
-        crash_point("after-stage");
-
-        let outcome = self.merge(&manifest, report).await?;
-        crash_point("after-merge");
-        self.commit_state(stream, &mut state, &manifest, &outcome)
-            .await?;
-        Ok(())
+            keeps_cursor,
+        })
     }
 
     /// Merges a complete staged load and checks what the destination received.
