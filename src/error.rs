@@ -1,11 +1,81 @@
-//! The crate error. Its kind decides the exit code and whether an operation may be retried.
+//! The crate error, and the one place that decides what a failure means to the process.
+//!
+//! Modules raise their own typed errors (`config::ConfigError`, `stage::StageError`,
+//! `state::StateError`, `sources::http::HttpError`, ...) with the underlying cause kept as
+//! `#[source]`, and say which [`ErrorKind`] each variant is. The kind alone decides the exit
+//! code and whether an orchestrator may retry ([`ErrorKind::exit_code`],
+//! [`ErrorKind::is_transient`]), so the same mistake gets the same answer in every connector.
 
 use thiserror::Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a failure means to the user and the orchestrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's configuration (or credentials) is wrong; the message names the key.
+    Config,
+    /// A SQL query or model is wrong; the message points at the SQL.
+    Sql,
+    /// The source answered in a way we cannot use (bad status, bad body).
+    Source,
+    /// A fault that may pass (network, 429 after all retries, 5xx); retry the run as is.
+    Transient,
+    /// The destination failed; the message says which statement or step.
+    Destination,
+    /// The source schema changed in a way that cannot be applied safely.
+    SchemaDrift,
+    /// Counts or checksums differ between hops.
+    Reconciliation,
+    /// Another run holds the stream's lock.
+    Locked,
+    /// Staging (Parquet, manifests, the object store) failed.
+    Stage,
+}
+
+impl ErrorKind {
+    /// Process exit code (documented in README): 2 for configuration and SQL mistakes, 3 for
+    /// reconciliation mismatches, 1 for everything else.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Config | ErrorKind::Sql => 2,
+            ErrorKind::Reconciliation => 3,
+            _ => 1,
+        }
+    }
+
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(self) -> bool {
+        self == ErrorKind::Transient
+    }
+}
+
+/// A module's typed error: it says its own kind.
+pub trait Classified: std::error::Error + Send + Sync + 'static {
+    fn kind(&self) -> ErrorKind;
+}
+
+/// A module's typed error behind one type, so the crate error can hold any of them.
+#[derive(Debug)]
+pub struct TypedError(Box<dyn Classified>);
+
+impl std::fmt::Display for TypedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TypedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum Error {
+    /// A module's typed error, with its cause chain.
+    #[error(transparent)]
+    Typed(TypedError),
     /// The user's configuration is wrong; the message names the key (and line when known).
     #[error("configuration error: {0}")]
     Config(String),
@@ -45,19 +115,57 @@ pub enum Error {
 }
 
 impl Error {
-    /// Process exit code for this error (documented in README): 2 for configuration and usage,
-    /// 3 for reconciliation mismatches, 1 for everything else.
-    pub fn exit_code(&self) -> i32 {
+    /// The kind of this failure; see [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config(_) | Error::Sql(_) => 2,
-            Error::Reconciliation(_) => 3,
-            _ => 1,
+            Error::Typed(typed) => typed.0.kind(),
+            Error::Config(_) => ErrorKind::Config,
+            Error::Sql(_) => ErrorKind::Sql,
+            Error::Source(_) => ErrorKind::Source,
+            Error::Transient(_) => ErrorKind::Transient,
+            Error::Destination(_) => ErrorKind::Destination,
+            Error::SchemaDrift(_) => ErrorKind::SchemaDrift,
+            Error::Reconciliation(_) => ErrorKind::Reconciliation,
+            Error::Locked(_) => ErrorKind::Locked,
+            Error::Stage(_)
+            | Error::ObjectStore(_)
+            | Error::Parquet(_)
+            | Error::Arrow(_)
+            | Error::Io(_)
+            | Error::Json(_) => ErrorKind::Stage,
         }
+    }
+
+    /// Process exit code for this error (see [`ErrorKind::exit_code`]).
+    pub fn exit_code(&self) -> i32 {
+        self.kind().exit_code()
     }
 
     /// Whether retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transient(_))
+        self.kind().is_transient()
+    }
+
+    /// The message with every cause after it (`what failed: why: why`), for the user: the
+    /// typed errors keep causes as sources, which `Display` alone does not show.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(err) = cause {
+            let message = err.to_string();
+            if !text.ends_with(&message) {
+                text.push_str(": ");
+                text.push_str(&message);
+            }
+            cause = err.source();
+        }
+        text
+    }
+}
+
+impl<E: Classified> From<E> for Error {
+    fn from(err: E) -> Self {
+        Error::Typed(TypedError(Box::new(err)))
     }
 }
 

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     match runtime.block_on(execute(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", err.report());
             ExitCode::from(err.exit_code() as u8)
         }
     }

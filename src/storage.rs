@@ -8,8 +8,9 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use serde::Deserialize;
 
+use crate::Result;
 use crate::config::Secret;
-use crate::{Error, Result};
+use crate::error::{Classified, ErrorKind};
 
 /// `[staging.s3]` and `[source.s3]`: how to reach an S3-compatible server.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +53,24 @@ impl S3Config {
     }
 }
 
+/// A store that cannot be opened. The object store's own error is not kept as the source:
+/// its message can carry a signed URL; `reason` is the redacted text.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {key} {scheme}: {reason}")]
+pub enum StorageError {
+    Open {
+        key: String,
+        scheme: String,
+        reason: String,
+    },
+}
+
+impl Classified for StorageError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Config
+    }
+}
+
 /// Opens the store a URL names, with the S3 settings for `s3://` URLs; returns the store
 /// and the path prefix inside it. `key` names the config key in errors, which never quote
 /// the URL's query or a credential.
@@ -61,13 +80,12 @@ pub fn open_store(
     s3: Option<&S3Config>,
 ) -> Result<(Arc<dyn ObjectStore>, Path)> {
     let options = s3.map(S3Config::options).unwrap_or_default();
-    let (store, root) = object_store::parse_url_opts(url, options).map_err(|e| {
-        Error::Config(format!(
-            "{key} {}: {}",
-            url.scheme(),
-            redact_store_error(&e)
-        ))
-    })?;
+    let (store, root) =
+        object_store::parse_url_opts(url, options).map_err(|e| StorageError::Open {
+            key: key.to_string(),
+            scheme: url.scheme().to_string(),
+            reason: redact_store_error(&e),
+        })?;
     Ok((Arc::from(store), root))
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::Error;
+use super::ConfigError;
 
 /// The config text, kept to point errors at lines.
 pub(super) struct Document<'a> {
@@ -23,7 +23,7 @@ impl<'a> Document<'a> {
         find_key_line(self.text, key)
     }
 
-    pub(super) fn parse_error(&self, err: &toml::de::Error) -> Error {
+    pub(super) fn parse_error(&self, err: &toml::de::Error) -> ConfigError {
         // Only the message and position: toml's own rendering quotes the source line, which
         // could hold a literal secret.
         match err.span() {
@@ -35,24 +35,27 @@ impl<'a> Document<'a> {
                         (line, col) = (found, 1);
                     }
                 }
-                Error::Config(format!(
-                    "{}:{line}:{col}: {}",
-                    self.path.display(),
-                    err.message()
-                ))
+                ConfigError::Syntax {
+                    at: format!("{}:{line}:{col}", self.path.display()),
+                    message: err.message().to_string(),
+                }
             }
-            None => Error::Config(format!("{}: {}", self.path.display(), err.message())),
+            None => ConfigError::Syntax {
+                at: self.path.display().to_string(),
+                message: err.message().to_string(),
+            },
         }
     }
 
-    pub(super) fn key_error(&self, key: &[&str], message: &str) -> Error {
-        let dotted = key.join(".");
-        match find_key_line(self.text, key) {
-            Some(line) => Error::Config(format!(
-                "{}:{line}: `{dotted}` {message}",
-                self.path.display()
-            )),
-            None => Error::Config(format!("{}: `{dotted}` {message}", self.path.display())),
+    pub(super) fn key_error(&self, key: &[&str], message: &str) -> ConfigError {
+        let at = match find_key_line(self.text, key) {
+            Some(line) => format!("{}:{line}", self.path.display()),
+            None => self.path.display().to_string(),
+        };
+        ConfigError::Key {
+            at,
+            key: key.join("."),
+            message: message.to_string(),
         }
     }
 }

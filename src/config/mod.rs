@@ -11,9 +11,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::Result;
+use crate::error::{Classified, ErrorKind};
 use crate::load::DeleteMode;
 use crate::storage::S3Config;
-use crate::{Error, Result};
 
 mod document;
 
@@ -150,8 +151,10 @@ fn default_lock_ttl() -> u64 {
 impl Config {
     /// Reads, parses, interpolates and validates a config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse(&text, path, &|name| std::env::var(name).ok())
     }
 
@@ -170,7 +173,7 @@ impl Config {
         let as_written = toml::from_str::<Config>(text).err();
         if let Some(err) = &as_written {
             if !err.message().contains("${") {
-                return Err(doc.parse_error(err));
+                return Err(doc.parse_error(err).into());
             }
         }
         for (key, value) in values.iter_mut() {
@@ -184,12 +187,10 @@ impl Config {
                     // The resolved pass's message could quote a secret; say where to look.
                     None => {
                         drop(resolved);
-                        Error::Config(format!(
-                            "{}: a value that uses ${{VAR}} is not valid once the variable is resolved; check the variables' values",
-                            path.display()
-                        ))
+                        ConfigError::Resolved(path.to_path_buf())
                     }
-                });
+                }
+                .into());
             }
         };
         if let SourceConfig::Files(files) = &mut config.source {
@@ -288,6 +289,38 @@ fn is_plain_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A config file that cannot be used. Messages never quote a value (it could be a secret).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: cannot read {}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type; `at` is `file:line:column`.
+    #[error("configuration error: {at}: {message}")]
+    Syntax { at: String, message: String },
+    /// A key whose value is not usable; `at` is `file:line` when the line is known.
+    #[error("configuration error: {at}: `{key}` {message}")]
+    Key {
+        at: String,
+        key: String,
+        message: String,
+    },
+    #[error(
+        "configuration error: {}: a value that uses ${{VAR}} is not valid once the variable is resolved; check the variables' values",
+        .0.display()
+    )]
+    Resolved(std::path::PathBuf),
+}
+
+impl Classified for ConfigError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Config
+    }
 }
 
 /// A key to fix and what is wrong with it. The message never quotes a secret value.
@@ -709,7 +742,11 @@ url = "${DATABASE_URL}"
         ];
         for (auth, wanted, line) in cases {
             let err = parse_sf(auth).unwrap_err();
-            assert!(matches!(err, Error::Config(_)), "{auth:?}: {err}");
+            assert_eq!(
+                err.kind(),
+                crate::error::ErrorKind::Config,
+                "{auth:?}: {err}"
+            );
             let err = err.to_string();
             assert!(err.contains(wanted), "{auth:?}: {err}");
             if let Some(line) = line {

@@ -20,6 +20,7 @@ use tracing::{info, instrument, warn};
 
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
+use crate::error::ErrorKind;
 use crate::failpoints::crash_point;
 use crate::load::{CursorRange, LoadMode};
 use crate::reconcile::Fingerprint;
@@ -156,13 +157,13 @@ impl StreamRunner<'_> {
             Ok(()) if report.stopped.is_some() => report.status = Status::Stopped,
             Ok(()) => report.status = Status::Success,
             Err(err) => {
-                report.status = if matches!(err, Error::Reconciliation(_)) {
+                report.status = if err.kind() == ErrorKind::Reconciliation {
                     Status::Mismatch
                 } else {
                     Status::Failed
                 };
                 warn!(stream, error = %err, "stream failed");
-                report.error = Some(err.to_string());
+                report.error = Some(err.report());
                 report.error_exit_code = Some(err.exit_code());
                 report.retryable = Some(err.is_transient());
             }

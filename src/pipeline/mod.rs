@@ -4,8 +4,8 @@
 use object_store::ObjectStoreExt;
 
 use crate::config::Config;
-use crate::stage::Stage;
-use crate::{Error, Result, destinations, sources};
+use crate::stage::{Stage, StageError};
+use crate::{Result, destinations, sources};
 
 pub mod batch;
 
@@ -25,7 +25,7 @@ pub async fn check(config: &Config) -> Result<Vec<String>> {
         .store()
         .put(&probe, "ok".into())
         .await
-        .map_err(|e| Error::Stage(format!("staging is not writable: {e}")))?;
+        .map_err(StageError::NotWritable)?;
     stage.store().delete(&probe).await?;
     lines.push(format!("staging: writable ({})", stage.url()));
     let source = sources::build(config)?;

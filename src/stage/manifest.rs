@@ -5,9 +5,10 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
+use super::StageError;
+use crate::Result;
 use crate::load::{CursorRange, LoadMode};
 use crate::reconcile::Fingerprint;
-use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedFile {
@@ -104,7 +105,7 @@ fn kind_of(data_type: &DataType) -> Result<&'static str> {
         DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => {
             "timestamp_us_utc"
         }
-        other => return Err(Error::Stage(format!("type {other} cannot be staged"))),
+        other => return Err(StageError::UnstageableType(other.clone()).into()),
     })
 }
 
@@ -117,10 +118,6 @@ fn data_type_of(kind: &str) -> Result<DataType> {
         "date32" => DataType::Date32,
         "timestamp_ms_utc" => crate::schema::timestamp_type(),
         "timestamp_us_utc" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        other => {
-            return Err(Error::Stage(format!(
-                "manifest names unknown column type {other}"
-            )));
-        }
+        other => return Err(StageError::UnknownColumnType(other.to_string()).into()),
     })
 }

@@ -27,6 +27,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::config::StagingConfig;
+use crate::error::{Classified, ErrorKind};
 use crate::load::DeadLetter;
 use crate::reconcile::{Fingerprint, batch_fingerprint};
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
@@ -34,6 +35,41 @@ use crate::storage::open_store;
 use crate::{Error, Result};
 
 mod manifest;
+
+/// What can go wrong with the stage itself (object store and Parquet failures pass through
+/// as the crate error's own variants).
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("configuration error: `staging.url` is not a URL")]
+    NotAUrl(#[source] url::ParseError),
+    #[error("configuration error: `staging.url` {0} is not a local path")]
+    NotALocalPath(String),
+    #[error("configuration error: `staging.url`: cannot create {}", dir.display())]
+    CreateFolder {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("staging error: staging is not writable")]
+    NotWritable(#[source] object_store::Error),
+    #[error("staging error: staged file {file} lacks column {column}")]
+    MissingColumn { file: String, column: String },
+    #[error("staging error: type {0} cannot be staged")]
+    UnstageableType(DataType),
+    #[error("staging error: the manifest names unknown column type {0}")]
+    UnknownColumnType(String),
+}
+
+impl Classified for StageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StageError::NotAUrl(_)
+            | StageError::NotALocalPath(_)
+            | StageError::CreateFolder { .. } => ErrorKind::Config,
+            _ => ErrorKind::Stage,
+        }
+    }
+}
 
 pub use manifest::{ColumnSpec, DeadLetterFile, Manifest, StagedFile, columns_of};
 
@@ -54,15 +90,13 @@ impl std::fmt::Debug for Stage {
 impl Stage {
     /// Opens the store named by the staging URL. `file://` folders are created when missing.
     pub fn open(config: &StagingConfig) -> Result<Stage> {
-        let url = url::Url::parse(&config.url)
-            .map_err(|e| Error::Config(format!("staging.url is not a URL: {e}")))?;
+        let url = url::Url::parse(&config.url).map_err(StageError::NotAUrl)?;
         if url.scheme() == "file" {
-            let dir = url.to_file_path().map_err(|_| {
-                Error::Config(format!("staging.url {} is not a local path", config.url))
-            })?;
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::Config(format!("staging.url: cannot create {}: {e}", dir.display()))
-            })?;
+            let dir = url
+                .to_file_path()
+                .map_err(|_| StageError::NotALocalPath(config.url.clone()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| StageError::CreateFolder { dir, source })?;
         }
         let (store, root) = open_store("staging.url", &url, config.s3.as_ref())?;
         Ok(Stage {
@@ -166,7 +200,10 @@ impl Stage {
                 .iter()
                 .map(|name| {
                     arrow_schema.index_of(name).map_err(|_| {
-                        Error::Stage(format!("staged file {} lacks column {name}", file.path))
+                        Error::from(StageError::MissingColumn {
+                            file: file.path.clone(),
+                            column: name.to_string(),
+                        })
                     })
                 })
                 .collect::<Result<_>>()?;

@@ -9,9 +9,43 @@ use chrono::{DateTime, Utc};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Classified, ErrorKind};
 use crate::load::{CursorRange, LoadMode};
 use crate::stage::Stage;
 use crate::{Error, Result};
+
+/// What can go wrong with a stream's state and lock.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("staging error: state of stream {stream} at {path} is corrupt")]
+    Corrupt {
+        stream: String,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "stream is locked: stream {stream} is being synced by pid {pid} on {host} since {since}; if that run is gone, delete {path}"
+    )]
+    Held {
+        stream: String,
+        pid: u32,
+        host: String,
+        since: DateTime<Utc>,
+        path: String,
+    },
+    #[error("stream is locked: stream {stream} was locked by another run")]
+    TakenOver { stream: String },
+}
+
+impl Classified for StateError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StateError::Corrupt { .. } => ErrorKind::Stage,
+            StateError::Held { .. } | StateError::TakenOver { .. } => ErrorKind::Locked,
+        }
+    }
+}
 
 /// What syncline remembers about one stream between runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,10 +100,13 @@ impl StateStore {
         match self.stage.store().get(&path).await {
             Ok(got) => {
                 let bytes = got.bytes().await?;
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    Error::Stage(format!(
-                        "state of stream {stream} at {path} is corrupt: {e}"
-                    ))
+                serde_json::from_slice(&bytes).map_err(|source| {
+                    StateError::Corrupt {
+                        stream: stream.to_string(),
+                        path: path.to_string(),
+                        source,
+                    }
+                    .into()
                 })
             }
             Err(object_store::Error::NotFound { .. }) => Ok(StreamState::default()),
@@ -134,10 +171,14 @@ impl StateStore {
         };
         if !abandoned {
             let h = holder.expect("a live lock has an owner");
-            return Err(Error::Locked(format!(
-                "stream {stream} is being synced by pid {} on {} since {}; if that run is gone, delete {path}",
-                h.pid, h.host, h.acquired_at
-            )));
+            return Err(StateError::Held {
+                stream: stream.to_string(),
+                pid: h.pid,
+                host: h.host,
+                since: h.acquired_at,
+                path: path.to_string(),
+            }
+            .into());
         }
         // Replace only the lock we looked at: a concurrent taker makes this fail.
         let update = PutOptions {
@@ -167,15 +208,18 @@ impl StateStore {
                     .await
                     .map_err(|e| match e {
                         object_store::Error::AlreadyExists { .. } => {
-                            Error::Locked(format!("stream {stream} was locked by another run"))
+                            Error::from(StateError::TakenOver {
+                                stream: stream.to_string(),
+                            })
                         }
-                        other => other.into(),
+                        other => Error::from(other),
                     })?;
             }
             Err(object_store::Error::Precondition { .. }) => {
-                return Err(Error::Locked(format!(
-                    "stream {stream} was locked by another run"
-                )));
+                return Err(StateError::TakenOver {
+                    stream: stream.to_string(),
+                }
+                .into());
             }
             Err(e) => return Err(e.into()),
         }

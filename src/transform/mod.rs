@@ -9,9 +9,10 @@ use std::path::Path;
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 
+use crate::Result;
 use crate::config::{Config, DestinationConfig};
 use crate::destinations::lake::LakeDestination;
-use crate::{Error, Result};
+use crate::error::{Classified, ErrorKind};
 
 /// One SQL model.
 #[derive(Debug, Clone)]
@@ -38,11 +39,59 @@ pub fn example_models() -> Vec<Model> {
     ]
 }
 
+/// What can go wrong running SQL over the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("configuration error: cannot read the models folder {}", dir.display())]
+    ModelsFolder {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "configuration error: `syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)"
+    )]
+    NotALake,
+    #[error("destination error: lake: register the store of {stream}")]
+    Lake {
+        stream: String,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    #[error("destination error: lake: open {stream} for queries")]
+    Register {
+        stream: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    /// The user's SQL; DataFusion's message (the cause) points at the problem.
+    #[error("SQL error")]
+    Query(#[source] datafusion::error::DataFusionError),
+    #[error("SQL error: model {model}")]
+    Model {
+        model: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+}
+
+impl Classified for TransformError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            TransformError::ModelsFolder { .. } | TransformError::NotALake => ErrorKind::Config,
+            TransformError::Lake { .. } | TransformError::Register { .. } => ErrorKind::Destination,
+            TransformError::Query(_) | TransformError::Model { .. } => ErrorKind::Sql,
+        }
+    }
+}
+
 /// Every `*.sql` file of a folder, in name order.
 pub fn models_in(dir: &Path) -> Result<Vec<Model>> {
     let mut models = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::Config(format!("cannot read models folder {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(|source| TransformError::ModelsFolder {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     for entry in entries {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "sql") {
@@ -72,25 +121,27 @@ pub async fn lake_session(config: &Config) -> Result<SessionContext> {
 /// Registers the lake tables of one pipeline in `ctx` (several pipelines can share a session).
 pub async fn register_lake_tables(ctx: &SessionContext, config: &Config) -> Result<()> {
     let DestinationConfig::Lake(lake) = &config.destination else {
-        return Err(Error::Config(
-            "`syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)".into(),
-        ));
+        return Err(TransformError::NotALake.into());
     };
     let destination = LakeDestination::from_config(config, lake)?;
     for stream in config.source.streams() {
         if let Some(table) = destination.open_table(stream).await? {
-            table.update_datafusion_session(&ctx.state()).map_err(|e| {
-                Error::Destination(format!("lake: register the store of {stream}: {e}"))
-            })?;
-            let provider = table
-                .table_provider()
-                .await
-                .map_err(|e| Error::Destination(format!("lake: open {stream} for queries: {e}")))?;
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|source| TransformError::Lake {
+                    stream: stream.clone(),
+                    source,
+                })?;
+            let register = |source| TransformError::Register {
+                stream: stream.clone(),
+                source,
+            };
+            let provider = table.table_provider().await.map_err(register)?;
             ctx.register_table(
                 datafusion::common::TableReference::bare(stream.as_str()),
                 provider,
             )
-            .map_err(|e| Error::Destination(format!("lake: register {stream}: {e}")))?;
+            .map_err(register)?;
         }
     }
     Ok(())
@@ -98,8 +149,8 @@ pub async fn register_lake_tables(ctx: &SessionContext, config: &Config) -> Resu
 
 /// Runs one SQL statement; errors are the user's SQL errors, reported as DataFusion words them.
 pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    let frame = ctx.sql(sql).await.map_err(|e| Error::Sql(e.to_string()))?;
-    frame.collect().await.map_err(|e| Error::Sql(e.to_string()))
+    let frame = ctx.sql(sql).await.map_err(TransformError::Query)?;
+    Ok(frame.collect().await.map_err(TransformError::Query)?)
 }
 
 /// What running one model produced.
@@ -115,16 +166,14 @@ pub async fn run_models(ctx: &SessionContext, models: &[Model]) -> Result<Vec<Mo
     let mut runs = Vec::new();
     for model in models {
         let body = model.sql.trim().trim_end_matches(';');
-        let frame = ctx
-            .sql(body)
-            .await
-            .map_err(|e| Error::Sql(format!("model {}: {e}", model.name)))?;
+        let model_error = |source| TransformError::Model {
+            model: model.name.clone(),
+            source,
+        };
+        let frame = ctx.sql(body).await.map_err(model_error)?;
         ctx.register_table(model.name.as_str(), frame.clone().into_view())
-            .map_err(|e| Error::Sql(format!("model {}: {e}", model.name)))?;
-        let batches = frame
-            .collect()
-            .await
-            .map_err(|e| Error::Sql(format!("model {}: {e}", model.name)))?;
+            .map_err(model_error)?;
+        let batches = frame.collect().await.map_err(model_error)?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         runs.push(ModelRun {
             name: model.name.clone(),

@@ -470,7 +470,7 @@ mod tests {
         ];
         for (tables, wanted) in cases {
             let err = parse(&tables).unwrap_err();
-            assert!(matches!(err, crate::Error::Config(_)), "{err}");
+            assert_eq!(err.kind(), crate::error::ErrorKind::Config, "{err}");
             assert!(err.to_string().contains(wanted), "{tables}\n{err}");
         }
     }
