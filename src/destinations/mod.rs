@@ -20,6 +20,8 @@ use crate::config::DeleteMode;
 use crate::reconcile::Fingerprint;
 
 pub mod lake;
+mod layout;
+mod plan;
 pub mod postgres;
 pub mod snowflake;
 mod staged;

@@ -34,10 +34,10 @@
 //! stored as Delta `timestamp` (microseconds, UTC). Column names that Delta cannot hold without
 //! column mapping (spaces, `,;{}()=`, dots) are schema drift.
 
-mod layout;
 mod merge;
 mod s3;
 mod sql;
+mod types;
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -60,13 +60,14 @@ use tracing::{debug, info, instrument};
 use url::Url;
 
 use crate::config::DeleteMode;
+use crate::destinations::layout::ColumnType;
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
 use crate::{Error, Result};
 
-use layout::{TableLayout, plan_additions, table_name_problem};
 use merge::StagedLoad;
+use types::{table_layout, table_name_problem};
 
 /// Commit metadata keys (in each load's `commitInfo`).
 const META_LOAD_ID: &str = "syncline_load_id";
@@ -225,7 +226,7 @@ impl Destination for LakeDestination {
     /// column whose type differs incompatibly is `Error::SchemaDrift` and changes nothing.
     #[instrument(skip_all, fields(stream = %request.stream, table = %request.table))]
     async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange> {
-        let layout = TableLayout::from_request(request)?;
+        let layout = table_layout(request)?;
         let wanted = layout.target_columns();
         let Some(table) = self.open_table(&layout.table).await? else {
             let fields: Vec<StructField> = wanted.iter().map(|c| c.struct_field()).collect();
@@ -249,7 +250,8 @@ impl Destination for LakeDestination {
             .fields()
             .map(|field| (field.name().clone(), field.data_type().clone()))
             .collect();
-        let additions = plan_additions(&layout.table, &wanted, &existing)?;
+        // Delta types never widen (see `LakeType::fit`): a table only ever gains columns.
+        let additions = layout.alterations(&existing)?.add;
         if additions.is_empty() {
             return Ok(SchemaChange::default());
         }
@@ -260,7 +262,7 @@ impl Destination for LakeDestination {
             .await
             .map_err(|err| lake_error("add columns", err))?;
         for column in &additions {
-            info!(column = %column.name, delta_type = column.lake_type.name(), "added column");
+            info!(column = %column.name, delta_type = column.ty.name(), "added column");
         }
         Ok(SchemaChange {
             created_table: false,
@@ -279,7 +281,7 @@ impl Destination for LakeDestination {
         request: &MergeRequest,
         batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<MergeOutcome> {
-        let layout = TableLayout::from_request(request)?;
+        let layout = table_layout(request)?;
         let table = self.existing_table(&layout.table).await?;
         if has_transaction(&table, &app_id(&request.load_id)).await? {
             info!("load already committed to the table; skipped");

@@ -6,7 +6,7 @@
 use crate::destinations::template::render;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
 
-use super::layout::TableLayout;
+use super::types::TableLayout;
 
 const DEDUP: &str = include_str!("../../../sql/lake/dedup.sql");
 const SOFT_DELETES: &str = include_str!("../../../sql/lake/soft_deletes.sql");
@@ -79,7 +79,7 @@ mod tests {
     use crate::schema::{deleted_field, version_field};
 
     fn layout() -> TableLayout {
-        TableLayout::from_request(&MergeRequest {
+        super::super::types::table_layout(&MergeRequest {
             load_id: "load-1".into(),
             stream: "contacts".into(),
             table: "contacts".into(),
