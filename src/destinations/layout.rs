@@ -413,6 +413,43 @@ mod tests {
     }
 
     #[test]
+    fn each_destination_maps_every_staged_kind() {
+        use crate::destinations::lake::types::LakeType;
+        use crate::destinations::postgres::types::PgType;
+        use crate::destinations::snowflake::types::SfType;
+
+        let mappings = [
+            (StagedType::Integer, "bigint", "NUMBER(38, 0)", "long"),
+            (StagedType::Float, "double precision", "FLOAT", "double"),
+            (StagedType::Text, "text", "VARCHAR", "string"),
+            (StagedType::Boolean, "boolean", "BOOLEAN", "boolean"),
+            (StagedType::Date, "date", "DATE", "date"),
+            (
+                StagedType::Timestamp,
+                "timestamp with time zone",
+                "TIMESTAMP_TZ",
+                "timestamp",
+            ),
+        ];
+        for (kind, postgres, snowflake, lake) in mappings {
+            assert_eq!(
+                (
+                    PgType::of(kind).name(),
+                    SfType::of(kind).name(),
+                    LakeType::of(kind).name()
+                ),
+                (postgres, snowflake, lake),
+                "{kind:?}"
+            );
+        }
+        // Unsupported staged types stay unsupported everywhere.
+        let decimal = DataType::Decimal128(10, 2);
+        assert_eq!(PgType::from_arrow(&decimal), None);
+        assert_eq!(SfType::from_arrow(&decimal), None);
+        assert_eq!(LakeType::from_arrow(&decimal), None);
+    }
+
+    #[test]
     fn splits_staged_carried_data_and_target_columns() {
         let soft = layout(DeleteMode::Soft);
         assert_eq!(

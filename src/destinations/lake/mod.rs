@@ -37,7 +37,7 @@
 mod merge;
 mod s3;
 mod sql;
-mod types;
+pub(super) mod types;
 
 use std::collections::HashMap;
 use std::fmt::Display;

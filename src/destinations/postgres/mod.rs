@@ -8,7 +8,7 @@
 
 mod copy;
 mod sql;
-mod types;
+pub(super) mod types;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;

@@ -115,32 +115,9 @@ impl PgType {
 
 #[cfg(test)]
 mod tests {
-    use arrow::datatypes::{DataType, TimeUnit};
+    use arrow::datatypes::DataType;
 
     use super::*;
-
-    #[test]
-    fn maps_the_staged_kinds() {
-        let cases = [
-            (DataType::Int64, "bigint"),
-            (DataType::Float64, "double precision"),
-            (DataType::Utf8View, "text"),
-            (DataType::Boolean, "boolean"),
-            (DataType::Date32, "date"),
-            (
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                "timestamp with time zone",
-            ),
-        ];
-        for (arrow, postgres) in cases {
-            assert_eq!(
-                PgType::from_arrow(&arrow).map(PgType::name),
-                Some(postgres),
-                "{arrow}"
-            );
-        }
-        assert_eq!(PgType::from_arrow(&DataType::Decimal128(10, 2)), None);
-    }
 
     #[test]
     fn fits_widens_or_drifts() {

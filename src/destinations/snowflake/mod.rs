@@ -19,7 +19,7 @@
 //! retried from its first step, which is safe because nothing of it committed.
 
 mod sql;
-mod types;
+pub(super) mod types;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -125,7 +125,7 @@ pub(crate) fn ident_problem(name: &str) -> Option<&'static str> {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
     use crate::Error;
@@ -133,28 +133,6 @@ mod tests {
     use crate::destinations::MergeRequest;
     use crate::reconcile::Fingerprint;
     use crate::schema::{deleted_field, version_field};
-
-    #[test]
-    fn maps_the_staged_kinds() {
-        let cases = [
-            (DataType::Int64, "NUMBER(38, 0)"),
-            (DataType::Float64, "FLOAT"),
-            (DataType::Utf8, "VARCHAR"),
-            (DataType::Boolean, "BOOLEAN"),
-            (DataType::Date32, "DATE"),
-            (
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                "TIMESTAMP_TZ",
-            ),
-        ];
-        for (arrow, snowflake) in cases {
-            assert_eq!(
-                SfType::from_arrow(&arrow).map(SfType::name),
-                Some(snowflake),
-                "{arrow}"
-            );
-        }
-    }
 
     #[test]
     fn takes_matching_columns_and_never_widens() {
