@@ -316,14 +316,54 @@ pub(crate) fn add_column<T: ColumnType>(
     )
 }
 
+/// A merge request of `fields` into `table` (stream of the same name), for tests.
+#[cfg(test)]
+pub(crate) fn test_request(
+    table: &str,
+    key: &str,
+    deletes: DeleteMode,
+    fields: Vec<arrow::datatypes::Field>,
+) -> MergeRequest {
+    MergeRequest {
+        load_id: "load-1".into(),
+        stream: table.into(),
+        table: table.into(),
+        key: key.into(),
+        deletes,
+        schema: std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        staged: crate::reconcile::Fingerprint::default(),
+        files: Vec::new(),
+    }
+}
+
+/// The request the SQL snapshot tests render: a table whose name needs quoting for its case,
+/// and a column whose name holds a double quote.
+#[cfg(test)]
+pub(crate) fn snapshot_request(deletes: DeleteMode) -> MergeRequest {
+    use arrow::datatypes::Field;
+
+    use crate::schema::{deleted_field, version_field};
+
+    test_request(
+        "Contacts",
+        "id",
+        deletes,
+        vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("email", DataType::Utf8, true),
+            Field::new(r#"Lead "Score""#, DataType::Float64, true),
+            Field::new("closed_on", DataType::Date32, true),
+            version_field(),
+            deleted_field(),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::Field;
 
     use super::*;
-    use crate::reconcile::Fingerprint;
     use crate::schema::{deleted_field, version_field};
 
     /// A destination of four types: an integer load fits a float column, and a float load
@@ -376,16 +416,7 @@ mod tests {
     }
 
     fn request(fields: Vec<Field>, key: &str, deletes: DeleteMode) -> MergeRequest {
-        MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "contacts".into(),
-            key: key.into(),
-            deletes,
-            schema: Arc::new(Schema::new(fields)),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        }
+        test_request("contacts", key, deletes, fields)
     }
 
     fn fields() -> Vec<Field> {

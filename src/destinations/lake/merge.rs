@@ -373,21 +373,18 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
-    use crate::destinations::MergeRequest;
+    use crate::destinations::lake::types::table_layout;
+    use crate::destinations::layout::test_request;
     use crate::schema::{LOAD_ID_COLUMN, deleted_field, version_field};
 
     fn layout(deletes: DeleteMode) -> TableLayout {
-        super::super::types::table_layout(&MergeRequest {
-            load_id: "load-1".into(),
-            stream: "people".into(),
-            table: "people".into(),
-            key: "id".into(),
-            deletes,
-            schema: batch().schema(),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        })
-        .unwrap()
+        let fields = batch()
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        table_layout(&test_request("people", "id", deletes, fields)).unwrap()
     }
 
     fn batch() -> RecordBatch {

@@ -208,22 +208,13 @@ fn column_name_problem(name: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::DeleteMode;
-    use crate::reconcile::Fingerprint;
+    use crate::destinations::layout::test_request;
     use crate::schema::{
         DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, deleted_field, version_field,
     };
 
     fn request(fields: Vec<Field>, key: &str) -> MergeRequest {
-        MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "contacts".into(),
-            key: key.into(),
-            deletes: DeleteMode::Hard,
-            schema: Arc::new(Schema::new(fields)),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        }
+        test_request("contacts", key, DeleteMode::Hard, fields)
     }
 
     fn fields() -> Vec<Field> {

@@ -264,7 +264,7 @@ impl MergeSql {
     /// All statements in execution order, as one script (for review and snapshots).
     #[cfg(test)]
     pub(crate) fn script(&self) -> String {
-        [
+        crate::destinations::template::script(&[
             ("ledger_lookup", &self.ledger_lookup),
             ("create_stage", &self.create_stage),
             ("copy_stage", &self.copy_stage),
@@ -275,24 +275,14 @@ impl MergeSql {
             ("update", &self.update),
             ("insert", &self.insert),
             ("ledger_insert", &self.ledger_insert),
-        ]
-        .iter()
-        .map(|(name, statement)| format!("-- {name}\n{};\n", statement.trim_end()))
-        .collect::<Vec<_>>()
-        .join("\n")
+        ])
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{DataType, Field, Schema};
-
     use super::*;
-    use crate::destinations::MergeRequest;
-    use crate::reconcile::Fingerprint;
-    use crate::schema::{deleted_field, version_field};
+    use crate::destinations::layout::snapshot_request;
 
     #[test]
     fn quote_ident_wraps_and_doubles_quotes() {
@@ -365,28 +355,8 @@ mod tests {
         assert!(ledger_last("crm").contains(r#"FROM "crm"."_syncline_loads""#));
     }
 
-    fn request(deletes: DeleteMode) -> MergeRequest {
-        MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "Contacts".into(),
-            key: "id".into(),
-            deletes,
-            schema: Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Int64, false),
-                Field::new("email", DataType::Utf8, true),
-                Field::new(r#"Lead "Score""#, DataType::Float64, true),
-                Field::new("closed_on", DataType::Date32, true),
-                version_field(),
-                deleted_field(),
-            ])),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        }
-    }
-
     fn layout(deletes: DeleteMode) -> TableLayout {
-        TableLayout::from_request(&request(deletes)).unwrap()
+        TableLayout::from_request(&snapshot_request(deletes)).unwrap()
     }
 
     #[test]

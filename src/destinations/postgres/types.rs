@@ -136,31 +136,24 @@ mod tests {
 
     #[test]
     fn names_longer_than_postgres_keeps_are_drift() {
-        use std::sync::Arc;
-
-        use arrow::datatypes::{Field, Schema};
+        use arrow::datatypes::Field;
 
         use crate::Error;
         use crate::config::DeleteMode;
-        use crate::destinations::MergeRequest;
-        use crate::reconcile::Fingerprint;
+        use crate::destinations::layout::test_request;
         use crate::schema::{deleted_field, version_field};
 
-        let request = MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "contacts".into(),
-            key: "id".into(),
-            deletes: DeleteMode::Hard,
-            schema: Arc::new(Schema::new(vec![
+        let request = test_request(
+            "contacts",
+            "id",
+            DeleteMode::Hard,
+            vec![
                 Field::new("id", DataType::Int64, false),
                 Field::new("x".repeat(64), DataType::Utf8, true),
                 version_field(),
                 deleted_field(),
-            ])),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        };
+            ],
+        );
         let err = TableLayout::from_request(&request).unwrap_err();
         assert!(
             matches!(err, Error::SchemaDrift(ref m) if m.contains("63-byte")),

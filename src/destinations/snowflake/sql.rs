@@ -380,25 +380,15 @@ impl MergeSql {
         }
         statements.push(("commit", &self.commit));
         statements.push(("drop_incoming", &self.drop_incoming));
-        statements
-            .iter()
-            .map(|(name, statement)| format!("-- {name}\n{};\n", statement.trim_end()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        crate::destinations::template::script(&statements)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{DataType, Field, Schema};
-
     use super::*;
-    use crate::destinations::MergeRequest;
+    use crate::destinations::layout::snapshot_request;
     use crate::destinations::snowflake::types::SfType;
-    use crate::reconcile::Fingerprint;
-    use crate::schema::{deleted_field, version_field};
 
     #[test]
     fn quoting() {
@@ -435,24 +425,7 @@ mod tests {
     }
 
     fn layout(deletes: DeleteMode) -> TableLayout {
-        TableLayout::from_request(&MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "Contacts".into(),
-            key: "id".into(),
-            deletes,
-            schema: Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Int64, false),
-                Field::new("email", DataType::Utf8, true),
-                Field::new(r#"Lead "Score""#, DataType::Float64, true),
-                Field::new("closed_on", DataType::Date32, true),
-                version_field(),
-                deleted_field(),
-            ])),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        })
-        .unwrap()
+        TableLayout::from_request(&snapshot_request(deletes)).unwrap()
     }
 
     fn merge_sql(deletes: DeleteMode) -> MergeSql {

@@ -123,15 +123,12 @@ pub(crate) fn ident_problem(name: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::{DataType, Field};
 
     use super::*;
     use crate::Error;
     use crate::config::DeleteMode;
-    use crate::destinations::MergeRequest;
-    use crate::reconcile::Fingerprint;
+    use crate::destinations::layout::test_request;
     use crate::schema::{deleted_field, version_field};
 
     #[test]
@@ -152,22 +149,18 @@ mod tests {
 
     #[test]
     fn names_equal_but_for_case_are_drift() {
-        let request = MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "contacts".into(),
-            key: "id".into(),
-            deletes: DeleteMode::Hard,
-            schema: Arc::new(Schema::new(vec![
+        let request = test_request(
+            "contacts",
+            "id",
+            DeleteMode::Hard,
+            vec![
                 Field::new("id", DataType::Int64, false),
                 Field::new("email", DataType::Utf8, true),
                 Field::new("Email", DataType::Utf8, true),
                 version_field(),
                 deleted_field(),
-            ])),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        };
+            ],
+        );
         let err = TableLayout::from_request(&request).unwrap_err();
         assert!(
             matches!(err, Error::SchemaDrift(ref m) if m.contains("Email") && m.contains("COPY")),
