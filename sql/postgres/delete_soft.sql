@@ -1,7 +1,5 @@
 UPDATE {target} AS t
-SET {deleted_at} = s.{version},
-    {version} = s.{version},
-    {load_id} = $1::text
+SET {assignments}
 FROM {dedup} AS s
 WHERE t.{key} = s.{key}
   AND s.{deleted}

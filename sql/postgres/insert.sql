@@ -1,5 +1,5 @@
-INSERT INTO {target} ({columns}, {load_id})
-SELECT {staged_columns}, $1::text
+INSERT INTO {target} ({columns})
+SELECT {values}
 FROM {dedup} AS s
 WHERE NOT s.{deleted}
   AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{key} = s.{key})

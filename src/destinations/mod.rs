@@ -23,6 +23,8 @@ use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 
 pub mod lake;
+mod layout;
+mod plan;
 pub mod postgres;
 pub mod snowflake;
 mod staged;

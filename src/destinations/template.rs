@@ -44,6 +44,17 @@ pub(crate) fn with_vars<'a>(
     common.iter().chain(extra).copied().collect()
 }
 
+/// Statements as one script in execution order, each headed by its name: how tests review
+/// and snapshot the SQL of a merge.
+#[cfg(test)]
+pub(crate) fn script(statements: &[(&str, &String)]) -> String {
+    statements
+        .iter()
+        .map(|(name, statement)| format!("-- {name}\n{};\n", statement.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn is_placeholder(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))

@@ -16,15 +16,16 @@ use deltalake::operations::merge::{InsertBuilder, UpdateBuilder};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use crate::destinations::plan::{Compare, Value};
 use crate::load::DeleteMode;
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
-use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
+use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
 use crate::{Error, Result};
 
 use super::StepExt;
-use super::layout::TableLayout;
 use super::sql;
+use super::types::TableLayout;
 
 /// The merge source and target aliases used in every clause.
 const SOURCE_ALIAS: &str = "source";
@@ -278,36 +279,38 @@ pub(crate) struct MergeClauses {
 
 impl MergeClauses {
     pub(crate) fn new(layout: &TableLayout, load_id: &str) -> MergeClauses {
-        let key = &layout.key;
-        let data: Vec<&str> = layout.data().map(|column| column.name.as_str()).collect();
+        let plan = layout.merge_plan();
+        let value = |value: &Value<'_>| match value {
+            Value::Incoming(column) => source(column),
+            Value::LoadId => lit(load_id.to_owned()),
+            // Typed as the column it clears, `_syncline_deleted_at`, so the merge need not cast.
+            Value::Null => lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into()))),
+        };
+        let set = |set: &[(&str, Value<'_>)]| -> Vec<(String, Expr)> {
+            set.iter()
+                .map(|(column, v)| ((*column).to_owned(), value(v)))
+                .collect()
+        };
         let version_is_newer_or_same = source(VERSION_COLUMN).gt_eq(target(VERSION_COLUMN));
         let is_delete = source(DELETED_COLUMN);
         let is_live = Expr::Not(Box::new(source(DELETED_COLUMN)));
-
-        let mut changed: Vec<Expr> = data
+        let changed = any(plan
+            .compared
             .iter()
-            .map(|name| distinct(target(name), source(name)))
-            .collect();
-        changed.push(distinct(target(VERSION_COLUMN), source(VERSION_COLUMN)));
+            .map(|term| match term {
+                Compare::Column(column) => distinct(target(column), source(column)),
+                Compare::SoftDeleted => target(DELETED_AT_COLUMN).is_not_null(),
+            })
+            .collect());
 
-        let mut live_set: Vec<(String, Expr)> = data
-            .iter()
-            .map(|name| ((*name).to_owned(), source(name)))
-            .collect();
-        live_set.push((VERSION_COLUMN.to_owned(), source(VERSION_COLUMN)));
-        live_set.push((LOAD_ID_COLUMN.to_owned(), lit(load_id.to_owned())));
-
-        let matched = match layout.deletes {
+        let matched = match plan.deletes {
             DeleteMode::Hard => vec![
                 Matched::Delete {
                     predicate: is_delete.and(version_is_newer_or_same.clone()),
                 },
                 Matched::Update {
-                    predicate: is_live
-                        .clone()
-                        .and(version_is_newer_or_same)
-                        .and(any(changed)),
-                    set: live_set,
+                    predicate: is_live.clone().and(version_is_newer_or_same).and(changed),
+                    set: set(&plan.update),
                 },
             ],
             DeleteMode::Soft => {
@@ -315,45 +318,31 @@ impl MergeClauses {
                 let not_deleted_at_same_version = target(DELETED_AT_COLUMN)
                     .is_null()
                     .or(source(VERSION_COLUMN).gt(target(VERSION_COLUMN)));
-                changed.push(target(DELETED_AT_COLUMN).is_not_null());
-                live_set.push((
-                    DELETED_AT_COLUMN.to_owned(),
-                    lit(ScalarValue::TimestampMicrosecond(None, Some("UTC".into()))),
-                ));
                 vec![
                     Matched::Update {
                         predicate: is_delete
                             .and(version_is_newer_or_same.clone())
                             .and(not_deleted_at_same_version.clone()),
-                        set: vec![
-                            (DELETED_AT_COLUMN.to_owned(), source(VERSION_COLUMN)),
-                            (VERSION_COLUMN.to_owned(), source(VERSION_COLUMN)),
-                            (LOAD_ID_COLUMN.to_owned(), lit(load_id.to_owned())),
-                        ],
+                        set: set(&plan.soft_delete),
                     },
                     Matched::Update {
                         predicate: is_live
                             .clone()
                             .and(version_is_newer_or_same)
                             .and(not_deleted_at_same_version)
-                            .and(any(changed)),
-                        set: live_set,
+                            .and(changed),
+                        set: set(&plan.update),
                     },
                 ]
             }
         };
 
-        let mut insert_set: Vec<(String, Expr)> = vec![(key.clone(), source(key))];
-        insert_set.extend(data.iter().map(|name| ((*name).to_owned(), source(name))));
-        insert_set.push((VERSION_COLUMN.to_owned(), source(VERSION_COLUMN)));
-        insert_set.push((LOAD_ID_COLUMN.to_owned(), lit(load_id.to_owned())));
-
         MergeClauses {
-            on: target(key).eq(source(key)),
+            on: target(plan.key).eq(source(plan.key)),
             matched,
             insert: Insert {
                 predicate: is_live,
-                set: insert_set,
+                set: set(&plan.insert),
             },
         }
     }
@@ -384,21 +373,18 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
-    use crate::destinations::MergeRequest;
-    use crate::schema::{deleted_field, version_field};
+    use crate::destinations::lake::types::table_layout;
+    use crate::destinations::layout::test_request;
+    use crate::schema::{LOAD_ID_COLUMN, deleted_field, version_field};
 
     fn layout(deletes: DeleteMode) -> TableLayout {
-        TableLayout::from_request(&MergeRequest {
-            load_id: "load-1".into(),
-            stream: "people".into(),
-            table: "people".into(),
-            key: "id".into(),
-            deletes,
-            schema: batch().schema(),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        })
-        .unwrap()
+        let fields = batch()
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        table_layout(&test_request("people", "id", deletes, fields)).unwrap()
     }
 
     fn batch() -> RecordBatch {

@@ -35,10 +35,10 @@
 //! column mapping (spaces, `,;{}()=`, dots) are schema drift.
 
 pub mod config;
-mod layout;
 mod merge;
 mod s3;
 mod sql;
+pub(super) mod types;
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -61,14 +61,15 @@ use tracing::{debug, info, instrument};
 use url::Url;
 
 use crate::config::{Config, LakeConfig};
+use crate::destinations::layout::ColumnType;
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
 use crate::{Error, Result};
 
-use layout::{TableLayout, plan_additions, table_name_problem};
 use merge::StagedLoad;
+use types::{table_layout, table_name_problem};
 
 /// Commit metadata keys (in each load's `commitInfo`).
 const META_LOAD_ID: &str = "syncline_load_id";
@@ -237,7 +238,7 @@ impl Destination for LakeDestination {
     /// column whose type differs incompatibly is `Error::SchemaDrift` and changes nothing.
     #[instrument(skip_all, fields(stream = %request.stream, table = %request.table))]
     async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange> {
-        let layout = TableLayout::from_request(request)?;
+        let layout = table_layout(request)?;
         let wanted = layout.target_columns();
         let Some(table) = self.open_table(&layout.table).await? else {
             let fields: Vec<StructField> = wanted.iter().map(|c| c.struct_field()).collect();
@@ -261,7 +262,8 @@ impl Destination for LakeDestination {
             .fields()
             .map(|field| (field.name().clone(), field.data_type().clone()))
             .collect();
-        let additions = plan_additions(&layout.table, &wanted, &existing)?;
+        // Delta types never widen (see `LakeType::fit`): a table only ever gains columns.
+        let additions = layout.alterations(&existing)?.add;
         if additions.is_empty() {
             return Ok(SchemaChange::default());
         }
@@ -272,7 +274,7 @@ impl Destination for LakeDestination {
             .await
             .map_err(|err| lake_error("add columns", err))?;
         for column in &additions {
-            info!(column = %column.name, delta_type = column.lake_type.name(), "added column");
+            info!(column = %column.name, delta_type = column.ty.name(), "added column");
         }
         Ok(SchemaChange {
             created_table: false,
@@ -291,7 +293,7 @@ impl Destination for LakeDestination {
         request: &MergeRequest,
         batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<MergeOutcome> {
-        let layout = TableLayout::from_request(request)?;
+        let layout = table_layout(request)?;
         let table = self.existing_table(&layout.table).await?;
         if has_transaction(&table, &app_id(&request.load_id)).await? {
             info!("load already committed to the table; skipped");

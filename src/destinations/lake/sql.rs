@@ -6,7 +6,7 @@
 use crate::destinations::template::render;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
 
-use super::layout::TableLayout;
+use super::types::TableLayout;
 
 const DEDUP: &str = include_str!("../../../sql/lake/dedup.sql");
 const SOFT_DELETES: &str = include_str!("../../../sql/lake/soft_deletes.sql");
@@ -68,32 +68,26 @@ pub(crate) fn soft_deletes(layout: &TableLayout) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::{DataType, Field};
 
     use super::*;
-    use crate::destinations::MergeRequest;
+    use crate::destinations::lake::types::table_layout;
+    use crate::destinations::layout::test_request;
     use crate::load::DeleteMode;
-    use crate::reconcile::Fingerprint;
     use crate::schema::{deleted_field, version_field};
 
     fn layout() -> TableLayout {
-        TableLayout::from_request(&MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "contacts".into(),
-            key: "Id".into(),
-            deletes: DeleteMode::Soft,
-            schema: Arc::new(Schema::new(vec![
+        table_layout(&test_request(
+            "contacts",
+            "Id",
+            DeleteMode::Soft,
+            vec![
                 Field::new("Id", DataType::Utf8, false),
                 Field::new(r#"Lead"Score"#, DataType::Float64, true),
                 version_field(),
                 deleted_field(),
-            ])),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        })
+            ],
+        ))
         .unwrap()
     }
 

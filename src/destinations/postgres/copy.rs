@@ -23,6 +23,7 @@ use crate::{Error, Result};
 
 use super::PgResultExt;
 use super::types::{Column, PgType};
+use crate::destinations::layout::ColumnType;
 
 /// Copies every batch of `batches` into the staging table with `statement`
 /// (`COPY ... (columns) FROM STDIN (FORMAT binary)`, columns in the order of `columns`).
@@ -34,10 +35,7 @@ pub(super) async fn copy_batches(
     columns: &[Column],
     mut batches: BoxStream<'static, Result<RecordBatch>>,
 ) -> Result<u64> {
-    let types: Vec<Type> = columns
-        .iter()
-        .map(|column| column.pg_type.wire_type())
-        .collect();
+    let types: Vec<Type> = columns.iter().map(|column| column.ty.wire_type()).collect();
     let sink = tx
         .copy_in(statement)
         .await
@@ -139,12 +137,12 @@ impl<'a> ColumnReader<'a> {
             .index_of(name)
             .map_err(|_| Error::SchemaDrift(format!("a staged batch lacks the column `{name}`")))?;
         let array: &'a dyn Array = &**batch.column(index);
-        if PgType::from_arrow(array.data_type()) != Some(column.pg_type) {
+        if PgType::from_arrow(array.data_type()) != Some(column.ty) {
             return Err(Error::SchemaDrift(format!(
                 "staged column `{name}` has type {} in a batch, which does not match {} in the \
                  load's schema",
                 array.data_type(),
-                column.pg_type.sql_name()
+                column.ty.name()
             )));
         }
         Ok(match array.data_type() {

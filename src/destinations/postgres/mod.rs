@@ -8,9 +8,8 @@
 
 pub mod config;
 mod copy;
-mod layout;
 mod sql;
-mod types;
+pub(super) mod types;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -21,14 +20,14 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Transaction};
 use tracing::{debug, info, instrument, warn};
 
+use crate::destinations::layout::{ColumnType, Widening};
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::{Error, Result};
 
-use layout::TableLayout;
 use sql::{MergeSql, templates};
-use types::{Alteration, plan_alterations};
+use types::TableLayout;
 
 pub use sql::quote_ident;
 
@@ -131,33 +130,20 @@ impl Destination for PostgresDestination {
                 let data_type: String = row.try_get(1).step("read the table's columns")?;
                 existing.push((name, data_type));
             }
-            let alterations = plan_alterations(&layout.table, &wanted, &existing)?;
+            let alterations = layout.alterations(&existing)?;
             let mut added_columns = Vec::new();
-            for alteration in alterations {
-                match alteration {
-                    Alteration::Add(column) => {
-                        tx.batch_execute(&sql::add_column(&self.schema, &layout.table, &column))
-                            .await
-                            .step("add a column")?;
-                        info!(
-                            column = %column.name,
-                            pg_type = column.pg_type.sql_name(),
-                            "added column"
-                        );
-                        added_columns.push(column.name);
-                    }
-                    Alteration::Widen { column, from, to } => {
-                        tx.batch_execute(&sql::widen_column(
-                            &self.schema,
-                            &layout.table,
-                            &column,
-                            to,
-                        ))
-                        .await
-                        .step("widen a column")?;
-                        info!(column = %column, from = %from, to = to.sql_name(), "widened column");
-                    }
-                }
+            for column in alterations.add {
+                tx.batch_execute(&sql::add_column(&self.schema, &layout.table, &column))
+                    .await
+                    .step("add a column")?;
+                info!(column = %column.name, pg_type = column.ty.name(), "added column");
+                added_columns.push(column.name);
+            }
+            for Widening { column, from, to } in alterations.widen {
+                tx.batch_execute(&sql::widen_column(&self.schema, &layout.table, &column, to))
+                    .await
+                    .step("widen a column")?;
+                info!(column = %column, from = %from, to = to.name(), "widened column");
             }
             SchemaChange {
                 created_table: false,

@@ -4,14 +4,15 @@
 //! Only identifiers are ever substituted into SQL, always quoted by [`quote_ident`]; values go
 //! through COPY or bind parameters.
 
+use crate::destinations::layout::{self, ColumnType, column_defs};
+use crate::destinations::plan::{Compare, assignments, insert_lists};
 use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
 pub(crate) use crate::destinations::template::render;
 use crate::destinations::template::with_vars;
 
-use super::layout::TableLayout;
-use super::types::{Column, PgType};
+use super::types::{Column, PgType, TableLayout};
 
 /// The statement templates, embedded at build time.
 pub(crate) mod templates {
@@ -86,20 +87,6 @@ pub(crate) fn ident_problem(name: &str) -> Option<&'static str> {
     }
 }
 
-fn column_defs(columns: &[Column]) -> String {
-    columns
-        .iter()
-        .map(|column| {
-            format!(
-                "{} {}",
-                quote_ident(&column.name),
-                column.pg_type.sql_name()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",\n    ")
-}
-
 pub(crate) fn create_schema(schema: &str) -> String {
     render(
         templates::CREATE_SCHEMA,
@@ -137,25 +124,11 @@ pub(crate) fn ledger_last(schema: &str) -> String {
 
 /// `CREATE TABLE IF NOT EXISTS` with `columns`, keyed on the layout's key.
 pub(crate) fn create_table(schema: &str, layout: &TableLayout, columns: &[Column]) -> String {
-    render(
-        templates::CREATE_TABLE,
-        &[
-            ("table", qualified(schema, &layout.table).as_str()),
-            ("column_defs", column_defs(columns).as_str()),
-            ("key", quote_ident(&layout.key).as_str()),
-        ],
-    )
+    layout::create_table(templates::CREATE_TABLE, schema, layout, columns)
 }
 
 pub(crate) fn add_column(schema: &str, table: &str, column: &Column) -> String {
-    render(
-        templates::ADD_COLUMN,
-        &[
-            ("table", qualified(schema, table).as_str()),
-            ("column", quote_ident(&column.name).as_str()),
-            ("type", column.pg_type.sql_name()),
-        ],
-    )
+    layout::add_column(templates::ADD_COLUMN, schema, table, column)
 }
 
 pub(crate) fn widen_column(schema: &str, table: &str, column: &str, to: PgType) -> String {
@@ -164,7 +137,7 @@ pub(crate) fn widen_column(schema: &str, table: &str, column: &str, to: PgType) 
         &[
             ("table", qualified(schema, table).as_str()),
             ("column", quote_ident(column).as_str()),
-            ("type", to.sql_name()),
+            ("type", to.name()),
         ],
     )
 }
@@ -187,50 +160,37 @@ pub(crate) struct MergeSql {
 
 impl MergeSql {
     pub(crate) fn new(schema: &str, layout: &TableLayout) -> MergeSql {
-        let target = qualified(schema, &layout.table);
+        let plan = layout.merge_plan();
+        let target = qualified(schema, plan.table);
         let stage = quote_ident(STAGE_TABLE);
         let dedup = quote_ident(DEDUP_TABLE);
-        let key = quote_ident(&layout.key);
+        let key = quote_ident(plan.key);
         let version = quote_ident(VERSION_COLUMN);
         let deleted = quote_ident(DELETED_COLUMN);
         let load_id = quote_ident(LOAD_ID_COLUMN);
         let deleted_at = quote_ident(DELETED_AT_COLUMN);
+        const LOAD_ID: &str = "$1::text";
 
-        let staged_names: Vec<String> = layout
-            .staged
+        // Row constructors compare every term at once (`IS DISTINCT FROM` treats nulls as
+        // equal); a soft-deleted target row differs from every live incoming row.
+        let (target_row, staged_row): (Vec<String>, Vec<String>) = plan
+            .compared
             .iter()
-            .map(|column| quote_ident(&column.name))
-            .collect();
-        let carried: Vec<String> = layout
-            .carried()
-            .map(|column| quote_ident(&column.name))
-            .collect();
-        let data: Vec<String> = layout
-            .data()
-            .map(|column| quote_ident(&column.name))
-            .collect();
-
-        // The update compares the whole row so an unchanged re-read writes (and counts) nothing.
-        let mut assignments: Vec<String> = data.iter().map(|c| format!("{c} = s.{c}")).collect();
-        assignments.push(format!("{version} = s.{version}"));
-        assignments.push(format!("{load_id} = $1::text"));
-        let mut target_row: Vec<String> = data.iter().map(|c| format!("t.{c}")).collect();
-        let mut staged_row: Vec<String> = data.iter().map(|c| format!("s.{c}")).collect();
-        target_row.push(format!("t.{version}"));
-        staged_row.push(format!("s.{version}"));
-        let (delete_template, tie_guard) = match layout.deletes {
+            .map(|term| match term {
+                Compare::Column(column) => {
+                    let column = quote_ident(column);
+                    (format!("t.{column}"), format!("s.{column}"))
+                }
+                Compare::SoftDeleted => (format!("t.{deleted_at} IS NOT NULL"), "false".to_owned()),
+            })
+            .unzip();
+        let (delete_template, tie_guard) = match plan.deletes {
             DeleteMode::Hard => (templates::DELETE_HARD, String::new()),
-            DeleteMode::Soft => {
-                // An update re-creates a soft-deleted row, and that counts as a change; but a
-                // delete wins a tie, so an update at the delete's own version does not.
-                assignments.push(format!("{deleted_at} = NULL"));
-                target_row.push(format!("t.{deleted_at} IS NOT NULL"));
-                staged_row.push("false".to_owned());
-                (
-                    templates::DELETE_SOFT,
-                    format!("\n  AND (t.{deleted_at} IS NULL OR s.{version} > t.{version})"),
-                )
-            }
+            // A delete wins a tie: an update at the delete's own version does not revive it.
+            DeleteMode::Soft => (
+                templates::DELETE_SOFT,
+                format!("\n  AND (t.{deleted_at} IS NULL OR s.{version} > t.{version})"),
+            ),
         };
 
         let common: [(&str, &str); 8] = [
@@ -244,16 +204,19 @@ impl MergeSql {
             ("deleted_at", deleted_at.as_str()),
         ];
         let stage_defs = column_defs(&layout.staged);
-        let staged_list = staged_names.join(", ");
-        let assignments = assignments.join(",\n    ");
-        let target_row = target_row.join(", ");
-        let staged_row = staged_row.join(", ");
-        let carried_list = carried.join(", ");
-        let carried_from_stage = carried
+        let staged_list = plan
+            .staged
             .iter()
-            .map(|c| format!("s.{c}"))
+            .map(|column| quote_ident(column))
             .collect::<Vec<_>>()
             .join(", ");
+        let update_set = assignments(&plan.update, LOAD_ID).join(",\n    ");
+        let soft_delete_set = assignments(&plan.soft_delete, LOAD_ID).join(",\n    ");
+        let target_row = target_row.join(", ");
+        let staged_row = staged_row.join(", ");
+        let (insert_columns, insert_values) = insert_lists(&plan.insert, LOAD_ID);
+        let insert_columns = insert_columns.join(", ");
+        let insert_values = insert_values.join(", ");
 
         MergeSql {
             ledger_lookup: ledger_lookup(schema),
@@ -268,13 +231,16 @@ impl MergeSql {
             staged_fingerprint: render(templates::STAGED_FINGERPRINT, &common),
             dedup_stage: render(templates::DEDUP_STAGE, &common),
             analyze_dedup: render(templates::ANALYZE_DEDUP, &common),
-            delete: render(delete_template, &common),
+            delete: render(
+                delete_template,
+                &with_vars(&common, &[("assignments", soft_delete_set.as_str())]),
+            ),
             update: render(
                 templates::UPDATE,
                 &with_vars(
                     &common,
                     &[
-                        ("assignments", assignments.as_str()),
+                        ("assignments", update_set.as_str()),
                         ("tie_guard", tie_guard.as_str()),
                         ("target_row", target_row.as_str()),
                         ("staged_row", staged_row.as_str()),
@@ -286,8 +252,8 @@ impl MergeSql {
                 &with_vars(
                     &common,
                     &[
-                        ("columns", carried_list.as_str()),
-                        ("staged_columns", carried_from_stage.as_str()),
+                        ("columns", insert_columns.as_str()),
+                        ("values", insert_values.as_str()),
                     ],
                 ),
             ),
@@ -298,7 +264,7 @@ impl MergeSql {
     /// All statements in execution order, as one script (for review and snapshots).
     #[cfg(test)]
     pub(crate) fn script(&self) -> String {
-        [
+        crate::destinations::template::script(&[
             ("ledger_lookup", &self.ledger_lookup),
             ("create_stage", &self.create_stage),
             ("copy_stage", &self.copy_stage),
@@ -309,24 +275,14 @@ impl MergeSql {
             ("update", &self.update),
             ("insert", &self.insert),
             ("ledger_insert", &self.ledger_insert),
-        ]
-        .iter()
-        .map(|(name, statement)| format!("-- {name}\n{};\n", statement.trim_end()))
-        .collect::<Vec<_>>()
-        .join("\n")
+        ])
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{DataType, Field, Schema};
-
     use super::*;
-    use crate::destinations::MergeRequest;
-    use crate::reconcile::Fingerprint;
-    use crate::schema::{deleted_field, version_field};
+    use crate::destinations::layout::snapshot_request;
 
     #[test]
     fn quote_ident_wraps_and_doubles_quotes() {
@@ -384,7 +340,7 @@ mod tests {
             add_column(
                 "crm",
                 "contacts",
-                &Column::new("Lead Score", PgType::DoublePrecision)
+                &Column::new("Lead Score", PgType::DoublePrecision),
             )
             .trim_end(),
             r#"ALTER TABLE "crm"."contacts" ADD COLUMN IF NOT EXISTS "Lead Score" double precision"#
@@ -399,28 +355,8 @@ mod tests {
         assert!(ledger_last("crm").contains(r#"FROM "crm"."_syncline_loads""#));
     }
 
-    fn request(deletes: DeleteMode) -> MergeRequest {
-        MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "Contacts".into(),
-            key: "id".into(),
-            deletes,
-            schema: Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Int64, false),
-                Field::new("email", DataType::Utf8, true),
-                Field::new(r#"Lead "Score""#, DataType::Float64, true),
-                Field::new("closed_on", DataType::Date32, true),
-                version_field(),
-                deleted_field(),
-            ])),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        }
-    }
-
     fn layout(deletes: DeleteMode) -> TableLayout {
-        TableLayout::from_request(&request(deletes)).unwrap()
+        TableLayout::from_request(&snapshot_request(deletes)).unwrap()
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! Arrow → PostgreSQL type mapping, and what an existing table needs to accept a staged load:
-//! columns to add, columns to widen, or drift that must stop the stream.
+//! The PostgreSQL side of a stream's table: which PostgreSQL type holds each staged kind of
+//! value, which existing column types take it (as is, or once widened), and how PostgreSQL
+//! names tables and columns. The layout itself is the shared [`crate::destinations::layout`].
 
-use arrow::datatypes::{DataType, TimeUnit};
 use tokio_postgres::types::Type;
 
-use crate::destinations::staged::is_utc;
-use crate::{Error, Result};
+use crate::destinations::layout::{self, ColumnType, Fit};
+use crate::destinations::staged::{Naming, StagedType};
 
-/// The PostgreSQL types syncline writes. Every staged Arrow type maps to exactly one of them.
+use super::sql::ident_problem;
+
+/// How a stream's table looks in PostgreSQL.
+pub(crate) type TableLayout = layout::TableLayout<PgType>;
+/// A column with its PostgreSQL type.
+pub(crate) type Column = layout::Column<PgType>;
+
+/// The PostgreSQL types syncline writes. Every staged kind maps to exactly one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PgType {
     Bigint,
@@ -18,29 +25,34 @@ pub(crate) enum PgType {
     Timestamptz,
 }
 
-impl PgType {
-    /// The PostgreSQL type for a staged Arrow type, or `None` when syncline does not load it.
-    pub(crate) fn from_arrow(data_type: &DataType) -> Option<PgType> {
-        match data_type {
-            DataType::Int64 => Some(PgType::Bigint),
-            DataType::Float64 => Some(PgType::DoublePrecision),
-            // Parquet readers and DataFusion may hand strings back as large or view arrays.
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(PgType::Text),
-            DataType::Boolean => Some(PgType::Boolean),
-            DataType::Date32 => Some(PgType::Date),
+impl ColumnType for PgType {
+    /// `information_schema.columns.data_type`.
+    type Existing = String;
+
+    const NAMING: Naming = Naming {
+        destination: "postgres",
+        table_problem: |name| ident_problem(name).map(str::to_owned),
+        column_problem: |name| ident_problem(name).map(str::to_owned),
+        // Identifiers are always quoted, so case is kept and compared.
+        staged_case_insensitive: None,
+        table_case_insensitive: None,
+    };
+
+    fn of(staged: StagedType) -> PgType {
+        match staged {
+            StagedType::Integer => PgType::Bigint,
+            StagedType::Float => PgType::DoublePrecision,
+            StagedType::Text => PgType::Text,
+            StagedType::Boolean => PgType::Boolean,
+            StagedType::Date => PgType::Date,
             // timestamptz holds microseconds, so both staged units load without loss.
-            DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Microsecond, Some(tz))
-                if is_utc(tz) =>
-            {
-                Some(PgType::Timestamptz)
-            }
-            _ => None,
+            StagedType::Timestamp => PgType::Timestamptz,
         }
     }
 
     /// The type as written in DDL; also exactly what `information_schema.columns.data_type`
     /// reports for it, so the two can be compared as strings.
-    pub(crate) fn sql_name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             PgType::Bigint => "bigint",
             PgType::DoublePrecision => "double precision",
@@ -51,6 +63,18 @@ impl PgType {
         }
     }
 
+    fn fit(self, existing: &String) -> Fit {
+        if existing == self.name() || self.fits_in(existing) {
+            Fit::Fits
+        } else if self.widens(existing) {
+            Fit::Widens
+        } else {
+            Fit::Drifts
+        }
+    }
+}
+
+impl PgType {
     /// The type binary COPY encodes values as.
     pub(crate) fn wire_type(self) -> Type {
         match self {
@@ -89,221 +113,51 @@ impl PgType {
     }
 }
 
-/// A column with its PostgreSQL type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Column {
-    pub name: String,
-    pub pg_type: PgType,
-}
-
-impl Column {
-    pub(crate) fn new(name: impl Into<String>, pg_type: PgType) -> Column {
-        Column {
-            name: name.into(),
-            pg_type,
-        }
-    }
-}
-
-/// One change an existing destination table needs before a load can be merged into it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Alteration {
-    /// The source grew a field.
-    Add(Column),
-    /// The source widened a field's type; the existing values convert without loss.
-    Widen {
-        column: String,
-        from: String,
-        to: PgType,
-    },
-}
-
-/// Compares the columns a load needs with the table's existing columns (`(name, data_type)` as
-/// `information_schema.columns` reports them). Pure, so the decision is testable without a server.
-///
-/// Fails with `Error::SchemaDrift` naming every incompatible column; in that case nothing is
-/// altered, so the table stays as it was and the staged data can be merged once resolved.
-/// Existing columns the load does not carry are left alone (a field the source dropped).
-pub(crate) fn plan_alterations(
-    table: &str,
-    wanted: &[Column],
-    existing: &[(String, String)],
-) -> Result<Vec<Alteration>> {
-    let mut alterations = Vec::new();
-    let mut drift = Vec::new();
-    for column in wanted {
-        let Some((_, current)) = existing.iter().find(|(name, _)| *name == column.name) else {
-            alterations.push(Alteration::Add(column.clone()));
-            continue;
-        };
-        let target = column.pg_type;
-        if current == target.sql_name() || target.fits_in(current) {
-            continue;
-        }
-        if target.widens(current) {
-            alterations.push(Alteration::Widen {
-                column: column.name.clone(),
-                from: current.clone(),
-                to: target,
-            });
-        } else {
-            drift.push(format!(
-                "column `{}` is {} in the table but the source now sends {}",
-                column.name,
-                current,
-                target.sql_name()
-            ));
-        }
-    }
-    if drift.is_empty() {
-        Ok(alterations)
-    } else {
-        Err(Error::SchemaDrift(format!(
-            "postgres table `{table}`: {}; change the column or the source field by hand, then \
-             re-run (the staged load is kept)",
-            drift.join("; ")
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use arrow::datatypes::DataType;
+
     use super::*;
 
-    fn existing(columns: &[(&str, &str)]) -> Vec<(String, String)> {
-        columns
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
-            .collect()
+    #[test]
+    fn fits_widens_or_drifts() {
+        let fit = |ty: PgType, existing: &str| ty.fit(&existing.to_owned());
+        assert_eq!(fit(PgType::Text, "text"), Fit::Fits);
+        assert_eq!(fit(PgType::Bigint, "double precision"), Fit::Fits);
+        assert_eq!(fit(PgType::Bigint, "numeric"), Fit::Fits);
+        assert_eq!(fit(PgType::Date, "timestamp with time zone"), Fit::Fits);
+        assert_eq!(fit(PgType::Bigint, "integer"), Fit::Widens);
+        assert_eq!(fit(PgType::DoublePrecision, "bigint"), Fit::Widens);
+        assert_eq!(fit(PgType::Text, "character varying"), Fit::Widens);
+        assert_eq!(fit(PgType::Timestamptz, "date"), Fit::Widens);
+        assert_eq!(fit(PgType::Text, "bigint"), Fit::Drifts);
+        assert_eq!(fit(PgType::Boolean, "text"), Fit::Drifts);
     }
 
     #[test]
-    fn maps_the_supported_arrow_types() {
-        assert_eq!(PgType::from_arrow(&DataType::Int64), Some(PgType::Bigint));
-        assert_eq!(
-            PgType::from_arrow(&DataType::Float64),
-            Some(PgType::DoublePrecision)
-        );
-        assert_eq!(PgType::from_arrow(&DataType::Utf8), Some(PgType::Text));
-        assert_eq!(PgType::from_arrow(&DataType::Utf8View), Some(PgType::Text));
-        assert_eq!(
-            PgType::from_arrow(&DataType::Boolean),
-            Some(PgType::Boolean)
-        );
-        assert_eq!(PgType::from_arrow(&DataType::Date32), Some(PgType::Date));
-        assert_eq!(
-            PgType::from_arrow(&crate::schema::timestamp_type()),
-            Some(PgType::Timestamptz)
-        );
-        assert_eq!(
-            PgType::from_arrow(&DataType::Timestamp(
-                TimeUnit::Microsecond,
-                Some("UTC".into())
-            )),
-            Some(PgType::Timestamptz)
-        );
-    }
+    fn names_longer_than_postgres_keeps_are_drift() {
+        use arrow::datatypes::Field;
 
-    #[test]
-    fn rejects_unsupported_arrow_types() {
-        assert_eq!(PgType::from_arrow(&DataType::Int32), None);
-        assert_eq!(
-            PgType::from_arrow(&DataType::Timestamp(TimeUnit::Millisecond, None)),
-            None
-        );
-        assert_eq!(
-            PgType::from_arrow(&DataType::Timestamp(TimeUnit::Microsecond, None)),
-            None
-        );
-        assert_eq!(
-            PgType::from_arrow(&DataType::Timestamp(
-                TimeUnit::Nanosecond,
-                Some("UTC".into())
-            )),
-            None
-        );
-        assert_eq!(PgType::from_arrow(&DataType::Decimal128(10, 2)), None);
-    }
+        use crate::Error;
+        use crate::destinations::layout::test_request;
+        use crate::load::DeleteMode;
+        use crate::schema::{deleted_field, version_field};
 
-    #[test]
-    fn adds_missing_columns_and_keeps_matching_ones() {
-        let wanted = vec![
-            Column::new("id", PgType::Bigint),
-            Column::new("email", PgType::Text),
-            Column::new("score", PgType::DoublePrecision),
-        ];
-        let plan = plan_alterations(
+        let request = test_request(
             "contacts",
-            &wanted,
-            &existing(&[("id", "bigint"), ("email", "text")]),
-        )
-        .unwrap();
-        assert_eq!(
-            plan,
-            vec![Alteration::Add(Column::new(
-                "score",
-                PgType::DoublePrecision
-            ))]
-        );
-    }
-
-    #[test]
-    fn widens_safe_type_changes() {
-        let wanted = vec![
-            Column::new("amount", PgType::DoublePrecision),
-            Column::new("closed", PgType::Timestamptz),
-        ];
-        let plan = plan_alterations(
-            "deals",
-            &wanted,
-            &existing(&[("amount", "bigint"), ("closed", "date")]),
-        )
-        .unwrap();
-        assert_eq!(
-            plan,
+            "id",
+            DeleteMode::Hard,
             vec![
-                Alteration::Widen {
-                    column: "amount".into(),
-                    from: "bigint".into(),
-                    to: PgType::DoublePrecision
-                },
-                Alteration::Widen {
-                    column: "closed".into(),
-                    from: "date".into(),
-                    to: PgType::Timestamptz
-                },
-            ]
+                Field::new("id", DataType::Int64, false),
+                Field::new("x".repeat(64), DataType::Utf8, true),
+                version_field(),
+                deleted_field(),
+            ],
         );
-    }
-
-    #[test]
-    fn keeps_a_column_that_is_already_wider() {
-        let wanted = vec![Column::new("amount", PgType::Bigint)];
-        let plan = plan_alterations(
-            "deals",
-            &wanted,
-            &existing(&[("amount", "double precision")]),
-        )
-        .unwrap();
-        assert!(plan.is_empty());
-    }
-
-    #[test]
-    fn incompatible_change_is_drift_naming_table_column_and_types() {
-        let wanted = vec![
-            Column::new("amount", PgType::Text),
-            Column::new("new", PgType::Text),
-        ];
-        let err =
-            plan_alterations("deals", &wanted, &existing(&[("amount", "bigint")])).unwrap_err();
-        match err {
-            Error::SchemaDrift(message) => {
-                assert!(message.contains("`deals`"), "{message}");
-                assert!(message.contains("`amount`"), "{message}");
-                assert!(message.contains("bigint"), "{message}");
-                assert!(message.contains("text"), "{message}");
-            }
-            other => panic!("expected schema drift, got {other:?}"),
-        }
+        let err = TableLayout::from_request(&request).unwrap_err();
+        assert!(
+            matches!(err, Error::SchemaDrift(ref m) if m.contains("63-byte")),
+            "{err:?}"
+        );
     }
 }

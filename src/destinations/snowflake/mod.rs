@@ -19,8 +19,8 @@
 //! retried from its first step, which is safe because nothing of it committed.
 
 pub mod config;
-mod layout;
 mod sql;
+pub(super) mod types;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,13 +35,14 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{SnowflakeAuth, SnowflakeConfig};
+use crate::destinations::layout::ColumnType;
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::{Error, Result};
 
-use layout::{ExistingColumn, TableLayout, plan_additions};
 use sql::{LedgerRow, MergeSql, MergeTarget};
+use types::{ExistingType, TableLayout};
 
 pub use sql::quote_ident;
 
@@ -89,7 +90,7 @@ impl SnowflakeDestination {
                 key_pair(config, pem)
             }
         };
-        if let Some(problem) = layout::ident_problem(&config.schema) {
+        if let Some(problem) = types::ident_problem(&config.schema) {
             return Err(Error::Config(format!(
                 "snowflake destination schema `{}` {problem}",
                 config.schema
@@ -217,22 +218,23 @@ impl SnowflakeDestination {
         let existing = rows
             .iter()
             .map(|row| {
-                Ok(ExistingColumn {
-                    name: text(row, "name")?,
+                let existing = ExistingType {
                     data_type: text(row, "data_type")?,
                     scale: optional_count(row, "scale")?,
-                })
+                };
+                Ok((text(row, "name")?, existing))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut added_columns = Vec::new();
-        for column in plan_additions(&layout.table, &wanted, &existing)? {
+        // Snowflake types never widen (see `SfType::fit`): a table only ever gains columns.
+        for column in layout.alterations(&existing)?.add {
             run(
                 session,
                 "add a column",
                 sql::add_column(&self.schema, &layout.table, &column),
             )
             .await?;
-            info!(column = %column.name, sf_type = column.sf_type.sql_name(), "added column");
+            info!(column = %column.name, sf_type = column.ty.name(), "added column");
             added_columns.push(column.name);
         }
         Ok(SchemaChange {

@@ -7,12 +7,14 @@
 //! [`quote_literal`]: the connector's binds are not used because the emulator the tests run
 //! against cannot bind inside `MERGE` and `COPY`.
 
+use crate::destinations::layout::{self, column_defs};
+use crate::destinations::plan::{Compare, Value, assignments, insert_lists};
 use crate::destinations::template::{render, with_vars};
 use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 use crate::{Error, Result};
 
-use super::layout::{Column, TableLayout};
+use super::types::{Column, TableLayout};
 
 /// The statement templates, embedded at build time.
 pub(crate) mod templates {
@@ -51,20 +53,6 @@ pub use crate::sql::{qualified, quote_ident};
 /// backslashes are doubled as well as quotes.
 pub(crate) fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn column_defs(columns: &[Column]) -> String {
-    columns
-        .iter()
-        .map(|column| {
-            format!(
-                "{} {}",
-                quote_ident(&column.name),
-                column.sf_type.sql_name()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",\n    ")
 }
 
 pub(crate) fn create_schema(schema: &str) -> String {
@@ -141,25 +129,11 @@ pub(crate) fn table_columns(schema: &str, table: &str) -> String {
 }
 
 pub(crate) fn create_table(schema: &str, layout: &TableLayout, columns: &[Column]) -> String {
-    render(
-        templates::CREATE_TABLE,
-        &[
-            ("table", &qualified(schema, &layout.table)),
-            ("column_defs", &column_defs(columns)),
-            ("key", &quote_ident(&layout.key)),
-        ],
-    )
+    layout::create_table(templates::CREATE_TABLE, schema, layout, columns)
 }
 
 pub(crate) fn add_column(schema: &str, table: &str, column: &Column) -> String {
-    render(
-        templates::ADD_COLUMN,
-        &[
-            ("table", &qualified(schema, table)),
-            ("column", &quote_ident(&column.name)),
-            ("type", column.sf_type.sql_name()),
-        ],
-    )
+    layout::add_column(templates::ADD_COLUMN, schema, table, column)
 }
 
 /// Count and checksum of the live rows of a destination table (see crate::reconcile), as if
@@ -265,47 +239,46 @@ pub(crate) struct MergeTarget<'a> {
 
 impl MergeSql {
     pub(crate) fn new(target: MergeTarget<'_>, layout: &TableLayout) -> MergeSql {
+        let plan = layout.merge_plan();
         let schema = target.schema;
-        let table = qualified(schema, &layout.table);
-        let stage = qualified(schema, &format!("{STAGE_PREFIX}{}", layout.table));
-        let incoming = qualified(schema, &format!("{INCOMING_PREFIX}{}", layout.table));
-        let key = quote_ident(&layout.key);
+        let table = qualified(schema, plan.table);
+        let stage = qualified(schema, &format!("{STAGE_PREFIX}{}", plan.table));
+        let incoming = qualified(schema, &format!("{INCOMING_PREFIX}{}", plan.table));
+        let key = quote_ident(plan.key);
         let version = quote_ident(VERSION_COLUMN);
         let deleted = quote_ident(DELETED_COLUMN);
         let load_id = quote_ident(LOAD_ID_COLUMN);
         let deleted_at = quote_ident(DELETED_AT_COLUMN);
         let load_id_value = quote_literal(target.load_id);
 
-        let data: Vec<String> = layout.data().map(|c| quote_ident(&c.name)).collect();
-        let mut columns: Vec<String> = layout.carried().map(|c| quote_ident(&c.name)).collect();
-        let mut values: Vec<String> = columns.iter().map(|c| format!("s.{c}")).collect();
-        columns.push(load_id.clone());
-        values.push(load_id_value.clone());
-
-        // The update compares the whole row so an unchanged re-read writes (and counts) nothing.
-        let mut assignments: Vec<String> = data.iter().map(|c| format!("{c} = s.{c}")).collect();
-        assignments.push(format!("{version} = s.{version}"));
-        assignments.push(format!("{load_id} = {load_id_value}"));
-        let mut changed: Vec<String> = data
+        let changed: Vec<String> = plan
+            .compared
             .iter()
-            .chain(std::iter::once(&version))
-            .map(|c| format!("t.{c} IS DISTINCT FROM s.{c}"))
+            .map(|term| match term {
+                Compare::Column(column) => {
+                    let column = quote_ident(column);
+                    format!("t.{column} IS DISTINCT FROM s.{column}")
+                }
+                Compare::SoftDeleted => format!("t.{deleted_at} IS NOT NULL"),
+            })
             .collect();
-        let (delete_template, tie_guard) = match layout.deletes {
+        let mut insert = plan.insert.clone();
+        let (delete_template, tie_guard) = match plan.deletes {
             DeleteMode::Hard => (templates::DELETE_HARD, String::new()),
             DeleteMode::Soft => {
-                // An update re-creates a soft-deleted row, and that counts as a change; but a
-                // delete wins a tie, so an update at the delete's own version does not.
-                assignments.push(format!("{deleted_at} = NULL"));
-                changed.push(format!("t.{deleted_at} IS NOT NULL"));
-                columns.push(deleted_at.clone());
-                values.push("NULL".to_string());
+                // Spelled out although it is the column's default: the statement then says
+                // every column a new row gets.
+                insert.push((DELETED_AT_COLUMN, Value::Null));
+                // A delete wins a tie: an update at the delete's own version does not revive it.
                 (
                     templates::DELETE_SOFT,
                     format!("\n    AND (t.{deleted_at} IS NULL OR s.{version} > t.{version})"),
                 )
             }
         };
+        let (columns, values) = insert_lists(&insert, &load_id_value);
+        let update_set = assignments(&plan.update, &load_id_value);
+        let soft_delete_set = assignments(&plan.soft_delete, &load_id_value);
 
         let common: [(&str, &str); 9] = [
             ("target", &table),
@@ -328,7 +301,13 @@ impl MergeSql {
             .map(|name| quote_literal(name))
             .collect::<Vec<_>>()
             .join(", ");
-        let delete_clause = render(delete_template, &common);
+        let delete_clause = render(
+            delete_template,
+            &with_vars(
+                &common,
+                &[("assignments", &soft_delete_set.join(",\n    "))],
+            ),
+        );
 
         MergeSql {
             ledger_lookup: ledger_lookup(schema, target.load_id),
@@ -369,13 +348,13 @@ impl MergeSql {
                         ("delete_clause", delete_clause.trim_end()),
                         ("tie_guard", &tie_guard),
                         ("changed", &changed.join("\n        OR ")),
-                        ("assignments", &assignments.join(",\n    ")),
+                        ("assignments", &update_set.join(",\n    ")),
                         ("columns", &columns.join(", ")),
                         ("values", &values.join(", ")),
                     ],
                 ),
             ),
-            soft_deleted_count: (layout.deletes == DeleteMode::Soft)
+            soft_deleted_count: (plan.deletes == DeleteMode::Soft)
                 .then(|| render(templates::SOFT_DELETED_COUNT, &common)),
             commit: templates::COMMIT.to_string(),
             rollback: templates::ROLLBACK.to_string(),
@@ -401,25 +380,15 @@ impl MergeSql {
         }
         statements.push(("commit", &self.commit));
         statements.push(("drop_incoming", &self.drop_incoming));
-        statements
-            .iter()
-            .map(|(name, statement)| format!("-- {name}\n{};\n", statement.trim_end()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        crate::destinations::template::script(&statements)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{DataType, Field, Schema};
-
     use super::*;
-    use crate::destinations::MergeRequest;
-    use crate::destinations::snowflake::layout::SfType;
-    use crate::reconcile::Fingerprint;
-    use crate::schema::{deleted_field, version_field};
+    use crate::destinations::layout::snapshot_request;
+    use crate::destinations::snowflake::types::SfType;
 
     #[test]
     fn quoting() {
@@ -456,24 +425,7 @@ mod tests {
     }
 
     fn layout(deletes: DeleteMode) -> TableLayout {
-        TableLayout::from_request(&MergeRequest {
-            load_id: "load-1".into(),
-            stream: "contacts".into(),
-            table: "Contacts".into(),
-            key: "id".into(),
-            deletes,
-            schema: Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Int64, false),
-                Field::new("email", DataType::Utf8, true),
-                Field::new(r#"Lead "Score""#, DataType::Float64, true),
-                Field::new("closed_on", DataType::Date32, true),
-                version_field(),
-                deleted_field(),
-            ])),
-            staged: Fingerprint::default(),
-            files: Vec::new(),
-        })
-        .unwrap()
+        TableLayout::from_request(&snapshot_request(deletes)).unwrap()
     }
 
     fn merge_sql(deletes: DeleteMode) -> MergeSql {

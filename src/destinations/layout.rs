@@ -1,0 +1,721 @@
+//! The column layout of one stream's table, the same in every destination: the staged columns
+//! (what a load carries), the carried columns (what reaches the table), the bookkeeping columns
+//! the destination adds, and what an existing table needs before a load can be merged into it
+//! (columns to add, columns to widen, or drift that must stop the stream).
+//!
+//! Each destination only says, through [`ColumnType`], which of its types holds each staged
+//! kind of value, how an existing column's type takes it, and how it names things.
+
+use std::fmt;
+
+use arrow::datatypes::DataType;
+
+use super::MergeRequest;
+use super::plan::{Compare, MergePlan, Value};
+use super::staged::{Naming, StagedType, check_staged_schema};
+use super::template::render;
+use crate::load::DeleteMode;
+use crate::schema::{
+    DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, is_system_column,
+};
+use crate::sql::{qualified, quote_ident};
+use crate::{Error, Result};
+
+/// A destination's column type.
+pub(crate) trait ColumnType: Copy + Eq + fmt::Debug {
+    /// An existing column's type as the destination's catalog describes it; its `Display` is
+    /// how drift messages name it.
+    type Existing: fmt::Display;
+
+    /// How the destination names tables and columns.
+    const NAMING: Naming;
+
+    /// The type that holds every value of a staged kind.
+    fn of(staged: StagedType) -> Self;
+
+    /// The type as the destination spells it (DDL, logs, drift messages).
+    fn name(self) -> &'static str;
+
+    /// What an existing column of type `existing` needs to take this type's values.
+    fn fit(self, existing: &Self::Existing) -> Fit;
+
+    /// The type for a staged Arrow type, or `None` when syncline does not load it.
+    fn from_arrow(data_type: &DataType) -> Option<Self> {
+        StagedType::from_arrow(data_type).map(Self::of)
+    }
+}
+
+/// How an existing column takes the values of the type a load sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fit {
+    /// As it is: the same type, or one that holds and compares every value (the source
+    /// narrowed a field, or it always was narrower than the column).
+    Fits,
+    /// After it is altered to the load's type, which loses none of the values it holds (the
+    /// source widened the field). Only destinations that can alter a type in place say so.
+    Widens,
+    /// Not at all: someone must change the column or the source field.
+    Drifts,
+}
+
+/// A column with its destination type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Column<T> {
+    pub name: String,
+    pub ty: T,
+}
+
+impl<T> Column<T> {
+    pub(crate) fn new(name: impl Into<String>, ty: T) -> Column<T> {
+        Column {
+            name: name.into(),
+            ty,
+        }
+    }
+}
+
+/// How a stream's table looks in a destination.
+#[derive(Debug, Clone)]
+pub(crate) struct TableLayout<T> {
+    /// Destination table name, unquoted.
+    pub table: String,
+    /// Key column name, unquoted.
+    pub key: String,
+    /// Every staged column in the staged schema's order, system columns included.
+    pub staged: Vec<Column<T>>,
+    pub deletes: DeleteMode,
+}
+
+/// What an existing table needs before a load can be merged into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Alterations<T> {
+    /// Columns the table lacks (the source grew fields), in the table layout's order.
+    pub add: Vec<Column<T>>,
+    /// Columns whose type the source widened; the values they hold convert without loss.
+    pub widen: Vec<Widening<T>>,
+}
+
+/// One column to alter to a wider type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Widening<T> {
+    pub column: String,
+    /// The column's type now, as the destination's catalog names it.
+    pub from: String,
+    pub to: T,
+}
+
+impl<T: ColumnType> TableLayout<T> {
+    /// Validates the request's names and types. A bad table name or a key missing from the
+    /// staged schema is `Error::Config`; unsupported types and reserved or unusable column
+    /// names are `Error::SchemaDrift` (see [`check_staged_schema`]).
+    pub(crate) fn from_request(request: &MergeRequest) -> Result<TableLayout<T>> {
+        let naming = T::NAMING;
+        let stream = &request.stream;
+        let table_problem = (naming.table_problem)(&request.table).or_else(|| {
+            is_system_column(&request.table)
+                .then(|| "uses the reserved prefix `_syncline_`".to_owned())
+        });
+        if let Some(problem) = table_problem {
+            return Err(Error::Config(format!(
+                "stream `{stream}`: {} table name `{}` {problem}",
+                naming.destination, request.table
+            )));
+        }
+
+        check_staged_schema(request, &naming)?;
+        let staged = request
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let ty = T::from_arrow(field.data_type()).ok_or_else(|| {
+                    Error::SchemaDrift(format!(
+                        "stream `{stream}`: column `{}` has type {}, which the {} \
+                         destination does not support",
+                        field.name(),
+                        field.data_type(),
+                        naming.destination
+                    ))
+                })?;
+                Ok(Column::new(field.name().clone(), ty))
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        Ok(TableLayout {
+            table: request.table.clone(),
+            key: request.key.clone(),
+            staged,
+            deletes: request.deletes,
+        })
+    }
+
+    /// Staged columns that reach the destination table: all but `_syncline_deleted`.
+    pub(crate) fn carried(&self) -> impl Iterator<Item = &Column<T>> {
+        self.staged
+            .iter()
+            .filter(|column| column.name != DELETED_COLUMN)
+    }
+
+    /// Data columns: neither the key nor a system column.
+    pub(crate) fn data(&self) -> impl Iterator<Item = &Column<T>> {
+        self.staged
+            .iter()
+            .filter(|column| column.name != self.key && !is_system_column(&column.name))
+    }
+
+    /// Every column the destination table must have: the carried columns, the load id, and
+    /// the delete time in soft-delete mode.
+    pub(crate) fn target_columns(&self) -> Vec<Column<T>> {
+        let mut columns: Vec<Column<T>> = self.carried().cloned().collect();
+        columns.push(Column::new(LOAD_ID_COLUMN, T::of(StagedType::Text)));
+        if self.deletes == DeleteMode::Soft {
+            columns.push(Column::new(DELETED_AT_COLUMN, T::of(StagedType::Timestamp)));
+        }
+        columns
+    }
+
+    /// Compares the table's columns with the existing ones (`(name, type)` as the
+    /// destination's catalog reports them). Pure, so the decision is testable without a server.
+    ///
+    /// Fails with `Error::SchemaDrift` naming every incompatible column with both types; then
+    /// nothing is to be altered, so the table stays as it was and the staged load can be merged
+    /// once resolved. Existing columns the load does not carry are left alone (a field the
+    /// source dropped).
+    pub(crate) fn alterations(&self, existing: &[(String, T::Existing)]) -> Result<Alterations<T>> {
+        let mut alterations = Alterations {
+            add: Vec::new(),
+            widen: Vec::new(),
+        };
+        let mut drift = Vec::new();
+        for column in self.target_columns() {
+            let same_name = existing.iter().find(|(name, _)| *name == column.name);
+            let other_case = || {
+                let why = T::NAMING.table_case_insensitive?;
+                let (name, _) = existing
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(&column.name))?;
+                Some((name, why))
+            };
+            if let Some((_, current)) = same_name {
+                match column.ty.fit(current) {
+                    Fit::Fits => {}
+                    Fit::Widens => alterations.widen.push(Widening {
+                        column: column.name,
+                        from: current.to_string(),
+                        to: column.ty,
+                    }),
+                    Fit::Drifts => drift.push(format!(
+                        "column `{}` is {current} in the table but the source now sends {}",
+                        column.name,
+                        column.ty.name()
+                    )),
+                }
+            } else if let Some((name, why)) = other_case() {
+                drift.push(format!(
+                    "column `{}` differs only in case from the table's column `{name}` ({why})",
+                    column.name
+                ));
+            } else {
+                alterations.add.push(column);
+            }
+        }
+        if drift.is_empty() {
+            Ok(alterations)
+        } else {
+            Err(Error::SchemaDrift(format!(
+                "{} table `{}`: {}; change the column or the source field by hand, then \
+                 re-run (the staged load is kept)",
+                T::NAMING.destination,
+                self.table,
+                drift.join("; ")
+            )))
+        }
+    }
+
+    /// What a merge into this table writes, in no dialect.
+    pub(crate) fn merge_plan(&self) -> MergePlan<'_> {
+        let data: Vec<&str> = self.data().map(|column| column.name.as_str()).collect();
+
+        // A live row rewrites a table row only if something differs, so re-reading an overlap
+        // merges nothing; bringing back a soft-deleted row is a difference.
+        let mut compared: Vec<Compare<'_>> = data.iter().map(|c| Compare::Column(c)).collect();
+        compared.push(Compare::Column(VERSION_COLUMN));
+        let mut update: Vec<(&str, Value<'_>)> =
+            data.iter().map(|c| (*c, Value::Incoming(c))).collect();
+        update.push((VERSION_COLUMN, Value::Incoming(VERSION_COLUMN)));
+        update.push((LOAD_ID_COLUMN, Value::LoadId));
+        if self.deletes == DeleteMode::Soft {
+            compared.push(Compare::SoftDeleted);
+            update.push((DELETED_AT_COLUMN, Value::Null));
+        }
+
+        let mut insert: Vec<(&str, Value<'_>)> = self
+            .carried()
+            .map(|column| (column.name.as_str(), Value::Incoming(&column.name)))
+            .collect();
+        insert.push((LOAD_ID_COLUMN, Value::LoadId));
+
+        MergePlan {
+            table: &self.table,
+            key: &self.key,
+            deletes: self.deletes,
+            staged: self.staged.iter().map(|c| c.name.as_str()).collect(),
+            compared,
+            update,
+            insert,
+            soft_delete: vec![
+                (DELETED_AT_COLUMN, Value::Incoming(VERSION_COLUMN)),
+                (VERSION_COLUMN, Value::Incoming(VERSION_COLUMN)),
+                (LOAD_ID_COLUMN, Value::LoadId),
+            ],
+        }
+    }
+}
+
+/// Column definitions for SQL DDL (`"name" type`, one a line), in the given order.
+pub(crate) fn column_defs<T: ColumnType>(columns: &[Column<T>]) -> String {
+    columns
+        .iter()
+        .map(|column| format!("{} {}", quote_ident(&column.name), column.ty.name()))
+        .collect::<Vec<_>>()
+        .join(",\n    ")
+}
+
+/// A SQL destination's `CREATE TABLE` template (`{table}`, `{column_defs}`, `{key}`) rendered
+/// with `columns`, keyed on the layout's key.
+pub(crate) fn create_table<T: ColumnType>(
+    template: &str,
+    schema: &str,
+    layout: &TableLayout<T>,
+    columns: &[Column<T>],
+) -> String {
+    render(
+        template,
+        &[
+            ("table", &qualified(schema, &layout.table)),
+            ("column_defs", &column_defs(columns)),
+            ("key", &quote_ident(&layout.key)),
+        ],
+    )
+}
+
+/// A SQL destination's `ADD COLUMN` template (`{table}`, `{column}`, `{type}`) rendered.
+pub(crate) fn add_column<T: ColumnType>(
+    template: &str,
+    schema: &str,
+    table: &str,
+    column: &Column<T>,
+) -> String {
+    render(
+        template,
+        &[
+            ("table", &qualified(schema, table)),
+            ("column", &quote_ident(&column.name)),
+            ("type", column.ty.name()),
+        ],
+    )
+}
+
+/// A merge request of `fields` into `table` (stream of the same name), for tests.
+#[cfg(test)]
+pub(crate) fn test_request(
+    table: &str,
+    key: &str,
+    deletes: DeleteMode,
+    fields: Vec<arrow::datatypes::Field>,
+) -> MergeRequest {
+    MergeRequest {
+        load_id: "load-1".into(),
+        stream: table.into(),
+        table: table.into(),
+        key: key.into(),
+        deletes,
+        schema: std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        staged: crate::reconcile::Fingerprint::default(),
+        files: Vec::new(),
+    }
+}
+
+/// The request the SQL snapshot tests render: a table whose name needs quoting for its case,
+/// and a column whose name holds a double quote.
+#[cfg(test)]
+pub(crate) fn snapshot_request(deletes: DeleteMode) -> MergeRequest {
+    use arrow::datatypes::Field;
+
+    use crate::schema::{deleted_field, version_field};
+
+    test_request(
+        "Contacts",
+        "id",
+        deletes,
+        vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("email", DataType::Utf8, true),
+            Field::new(r#"Lead "Score""#, DataType::Float64, true),
+            Field::new("closed_on", DataType::Date32, true),
+            version_field(),
+            deleted_field(),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::Field;
+
+    use super::*;
+    use crate::schema::{deleted_field, version_field};
+
+    /// A destination of four types: an integer load fits a float column, and a float load
+    /// widens an integer column.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Toy {
+        Int,
+        Float,
+        Text,
+        Time,
+    }
+
+    impl ColumnType for Toy {
+        type Existing = String;
+
+        const NAMING: Naming = Naming {
+            destination: "toy",
+            table_problem: |name| name.contains('/').then(|| "contains `/`".to_owned()),
+            column_problem: |name| name.is_empty().then(|| "has an empty name".to_owned()),
+            staged_case_insensitive: None,
+            table_case_insensitive: None,
+        };
+
+        fn of(staged: StagedType) -> Toy {
+            match staged {
+                StagedType::Integer | StagedType::Boolean => Toy::Int,
+                StagedType::Float => Toy::Float,
+                StagedType::Text => Toy::Text,
+                StagedType::Date | StagedType::Timestamp => Toy::Time,
+            }
+        }
+
+        fn name(self) -> &'static str {
+            match self {
+                Toy::Int => "int",
+                Toy::Float => "float",
+                Toy::Text => "text",
+                Toy::Time => "time",
+            }
+        }
+
+        fn fit(self, existing: &String) -> Fit {
+            match (self, existing.as_str()) {
+                (ty, existing) if ty.name() == existing => Fit::Fits,
+                (Toy::Int, "float") => Fit::Fits,
+                (Toy::Float, "int") => Fit::Widens,
+                _ => Fit::Drifts,
+            }
+        }
+    }
+
+    fn request(fields: Vec<Field>, key: &str, deletes: DeleteMode) -> MergeRequest {
+        test_request("contacts", key, deletes, fields)
+    }
+
+    fn fields() -> Vec<Field> {
+        vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("email", DataType::Utf8, true),
+            version_field(),
+            deleted_field(),
+        ]
+    }
+
+    fn layout(deletes: DeleteMode) -> TableLayout<Toy> {
+        TableLayout::from_request(&request(fields(), "id", deletes)).unwrap()
+    }
+
+    fn names<'a>(columns: impl IntoIterator<Item = &'a Column<Toy>>) -> Vec<&'a str> {
+        columns.into_iter().map(|c| c.name.as_str()).collect()
+    }
+
+    fn existing(columns: &[(&str, &str)]) -> Vec<(String, String)> {
+        columns
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn each_destination_maps_every_staged_kind() {
+        use crate::destinations::lake::types::LakeType;
+        use crate::destinations::postgres::types::PgType;
+        use crate::destinations::snowflake::types::SfType;
+
+        let mappings = [
+            (StagedType::Integer, "bigint", "NUMBER(38, 0)", "long"),
+            (StagedType::Float, "double precision", "FLOAT", "double"),
+            (StagedType::Text, "text", "VARCHAR", "string"),
+            (StagedType::Boolean, "boolean", "BOOLEAN", "boolean"),
+            (StagedType::Date, "date", "DATE", "date"),
+            (
+                StagedType::Timestamp,
+                "timestamp with time zone",
+                "TIMESTAMP_TZ",
+                "timestamp",
+            ),
+        ];
+        for (kind, postgres, snowflake, lake) in mappings {
+            assert_eq!(
+                (
+                    PgType::of(kind).name(),
+                    SfType::of(kind).name(),
+                    LakeType::of(kind).name()
+                ),
+                (postgres, snowflake, lake),
+                "{kind:?}"
+            );
+        }
+        // Unsupported staged types stay unsupported everywhere.
+        let decimal = DataType::Decimal128(10, 2);
+        assert_eq!(PgType::from_arrow(&decimal), None);
+        assert_eq!(SfType::from_arrow(&decimal), None);
+        assert_eq!(LakeType::from_arrow(&decimal), None);
+    }
+
+    #[test]
+    fn splits_staged_carried_data_and_target_columns() {
+        let soft = layout(DeleteMode::Soft);
+        assert_eq!(
+            names(&soft.staged),
+            ["id", "email", VERSION_COLUMN, DELETED_COLUMN]
+        );
+        assert_eq!(names(soft.carried()), ["id", "email", VERSION_COLUMN]);
+        assert_eq!(names(soft.data()), ["email"]);
+        let target = soft.target_columns();
+        assert_eq!(
+            names(&target),
+            [
+                "id",
+                "email",
+                VERSION_COLUMN,
+                LOAD_ID_COLUMN,
+                DELETED_AT_COLUMN
+            ]
+        );
+        // The bookkeeping columns take the destination's text and timestamp types.
+        assert_eq!(target[3].ty, Toy::Text);
+        assert_eq!(target[4].ty, Toy::Time);
+
+        let hard = layout(DeleteMode::Hard);
+        assert_eq!(
+            names(&hard.target_columns()),
+            ["id", "email", VERSION_COLUMN, LOAD_ID_COLUMN]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_table_names_keys_and_types() {
+        let mut bad_table = request(fields(), "id", DeleteMode::Hard);
+        bad_table.table = "a/b".into();
+        let err = TableLayout::<Toy>::from_request(&bad_table).unwrap_err();
+        assert!(
+            matches!(err, Error::Config(ref m) if m.contains("toy table name `a/b` contains `/`")),
+            "{err:?}"
+        );
+        bad_table.table = "_syncline_x".into();
+        let err = TableLayout::<Toy>::from_request(&bad_table).unwrap_err();
+        assert!(
+            matches!(err, Error::Config(ref m) if m.contains("reserved prefix")),
+            "{err:?}"
+        );
+
+        let err = TableLayout::<Toy>::from_request(&request(fields(), "Id", DeleteMode::Hard))
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+
+        let mut f = fields();
+        f.push(Field::new("amount", DataType::Decimal128(12, 2), true));
+        let err =
+            TableLayout::<Toy>::from_request(&request(f, "id", DeleteMode::Hard)).unwrap_err();
+        assert!(
+            matches!(err, Error::SchemaDrift(ref m)
+                if m.contains("`amount`") && m.contains("the toy destination does not support")),
+            "{err:?}"
+        );
+
+        let mut f = fields();
+        f.push(Field::new(LOAD_ID_COLUMN, DataType::Utf8, true));
+        let err =
+            TableLayout::<Toy>::from_request(&request(f, "id", DeleteMode::Hard)).unwrap_err();
+        assert!(matches!(err, Error::SchemaDrift(_)), "{err:?}");
+    }
+
+    #[test]
+    fn adds_missing_columns_and_keeps_matching_and_wider_ones() {
+        let layout = layout(DeleteMode::Soft);
+        let plan = layout
+            .alterations(&existing(&[
+                ("id", "float"),
+                ("email", "text"),
+                (VERSION_COLUMN, "time"),
+                ("dropped", "text"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            plan,
+            Alterations {
+                add: vec![
+                    Column::new(LOAD_ID_COLUMN, Toy::Text),
+                    Column::new(DELETED_AT_COLUMN, Toy::Time),
+                ],
+                widen: Vec::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn widens_a_column_the_source_widened() {
+        let mut f = fields();
+        f.push(Field::new("score", DataType::Float64, true));
+        let layout = TableLayout::<Toy>::from_request(&request(f, "id", DeleteMode::Hard)).unwrap();
+        let plan = layout
+            .alterations(&existing(&[
+                ("id", "int"),
+                ("email", "text"),
+                ("score", "int"),
+                (VERSION_COLUMN, "time"),
+                (LOAD_ID_COLUMN, "text"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            plan,
+            Alterations {
+                add: Vec::new(),
+                widen: vec![Widening {
+                    column: "score".into(),
+                    from: "int".into(),
+                    to: Toy::Float,
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn drift_names_the_table_every_column_and_both_types() {
+        let layout = layout(DeleteMode::Hard);
+        let err = layout
+            .alterations(&existing(&[("id", "text"), ("email", "int")]))
+            .unwrap_err();
+        match err {
+            Error::SchemaDrift(message) => {
+                assert!(message.starts_with("toy table `contacts`: "), "{message}");
+                assert!(
+                    message
+                        .contains("column `id` is text in the table but the source now sends int"),
+                    "{message}"
+                );
+                assert!(
+                    message.contains(
+                        "column `email` is int in the table but the source now sends text"
+                    ),
+                    "{message}"
+                );
+                assert!(message.contains("the staged load is kept"), "{message}");
+            }
+            other => panic!("expected schema drift, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_case_insensitive_table_refuses_a_column_differing_only_by_case() {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        struct Folding(Toy);
+        impl ColumnType for Folding {
+            type Existing = String;
+            const NAMING: Naming = Naming {
+                table_case_insensitive: Some("names fold"),
+                ..Toy::NAMING
+            };
+            fn of(staged: StagedType) -> Folding {
+                Folding(Toy::of(staged))
+            }
+            fn name(self) -> &'static str {
+                self.0.name()
+            }
+            fn fit(self, existing: &String) -> Fit {
+                self.0.fit(existing)
+            }
+        }
+
+        let existing = existing(&[("ID", "int"), ("email", "text")]);
+        let folding =
+            TableLayout::<Folding>::from_request(&request(fields(), "id", DeleteMode::Hard))
+                .unwrap();
+        match folding.alterations(&existing).unwrap_err() {
+            Error::SchemaDrift(message) => assert!(
+                message.contains(
+                    "column `id` differs only in case from the table's column `ID` (names fold)"
+                ),
+                "{message}"
+            ),
+            other => panic!("expected schema drift, got {other:?}"),
+        }
+        // Where names keep their case, it is a new column.
+        let plan = layout(DeleteMode::Hard).alterations(&existing).unwrap();
+        assert_eq!(names(&plan.add), ["id", VERSION_COLUMN, LOAD_ID_COLUMN]);
+    }
+
+    fn set_columns<'a>(set: &[(&'a str, Value<'a>)]) -> Vec<&'a str> {
+        set.iter().map(|(column, _)| *column).collect()
+    }
+
+    #[test]
+    fn merge_plan_lists_what_each_clause_writes() {
+        // The key need not come first.
+        let staged = vec![
+            Field::new("email", DataType::Utf8, true),
+            Field::new("id", DataType::Int64, false),
+            version_field(),
+            deleted_field(),
+        ];
+        let hard =
+            TableLayout::<Toy>::from_request(&request(staged.clone(), "id", DeleteMode::Hard))
+                .unwrap();
+        let plan = hard.merge_plan();
+        assert_eq!((plan.table, plan.key), ("contacts", "id"));
+        assert_eq!(plan.staged, ["email", "id", VERSION_COLUMN, DELETED_COLUMN]);
+        assert_eq!(
+            plan.compared,
+            [Compare::Column("email"), Compare::Column(VERSION_COLUMN)]
+        );
+        assert_eq!(
+            plan.update,
+            [
+                ("email", Value::Incoming("email")),
+                (VERSION_COLUMN, Value::Incoming(VERSION_COLUMN)),
+                (LOAD_ID_COLUMN, Value::LoadId),
+            ]
+        );
+        assert_eq!(
+            set_columns(&plan.insert),
+            ["email", "id", VERSION_COLUMN, LOAD_ID_COLUMN]
+        );
+
+        let soft =
+            TableLayout::<Toy>::from_request(&request(staged, "id", DeleteMode::Soft)).unwrap();
+        let plan = soft.merge_plan();
+        assert_eq!(plan.compared.last(), Some(&Compare::SoftDeleted));
+        assert_eq!(plan.update.last(), Some(&(DELETED_AT_COLUMN, Value::Null)));
+        // A row inserted live has no delete time: the column's default.
+        assert_eq!(
+            set_columns(&plan.insert),
+            ["email", "id", VERSION_COLUMN, LOAD_ID_COLUMN]
+        );
+        assert_eq!(
+            plan.soft_delete,
+            [
+                (DELETED_AT_COLUMN, Value::Incoming(VERSION_COLUMN)),
+                (VERSION_COLUMN, Value::Incoming(VERSION_COLUMN)),
+                (LOAD_ID_COLUMN, Value::LoadId),
+            ]
+        );
+    }
+}

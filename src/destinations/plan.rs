@@ -1,0 +1,111 @@
+//! What one merge writes, in no dialect: the columns a load holds, what makes an incoming row
+//! differ from the table's, and what the update, insert and soft-delete clauses write. Every
+//! destination renders the same plan, PostgreSQL and Snowflake into their own SQL templates
+//! (`sql/postgres/*.sql`, `sql/snowflake/*.sql`), the lake into delta-rs MERGE clauses; so the
+//! three agree on the merge semantics of the `destinations` module contract by construction.
+//!
+//! Every plan merges the incoming (de-duplicated) rows, aliased `s` in SQL, into the table,
+//! aliased `t`, on the key.
+
+use crate::load::DeleteMode;
+use crate::sql::quote_ident;
+
+/// Where a value a merge writes comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Value<'a> {
+    /// The incoming row's column.
+    Incoming(&'a str),
+    /// The id of the load being merged.
+    LoadId,
+    /// No value: the only column ever set to it is `_syncline_deleted_at`.
+    Null,
+}
+
+/// One term of the comparison that decides whether a live incoming row changes a table row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compare<'a> {
+    /// The column differs between the table row and the incoming row (nulls compare equal).
+    Column(&'a str),
+    /// The table row is soft-deleted, so a live row brings it back.
+    SoftDeleted,
+}
+
+/// The merge of one load into one table (see [`super::layout::TableLayout::merge_plan`]).
+#[derive(Debug, Clone)]
+pub(crate) struct MergePlan<'a> {
+    /// Destination table name, unquoted.
+    pub table: &'a str,
+    /// Key column name, unquoted.
+    pub key: &'a str,
+    pub deletes: DeleteMode,
+    /// Every staged column in the staged schema's order: what the load's rows hold.
+    pub staged: Vec<&'a str>,
+    /// A live incoming row at least as new as the table row updates it only if one of these
+    /// holds: the data columns, the version, and in soft-delete mode a deleted table row.
+    pub compared: Vec<Compare<'a>>,
+    /// What updating a table row with a live incoming row writes.
+    pub update: Vec<(&'a str, Value<'a>)>,
+    /// What inserting a live incoming row whose key is new writes.
+    pub insert: Vec<(&'a str, Value<'a>)>,
+    /// Soft deletes: what marking a table row deleted writes (the delete time is the delete's
+    /// version).
+    pub soft_delete: Vec<(&'a str, Value<'a>)>,
+}
+
+impl Value<'_> {
+    /// The value as SQL over the incoming rows aliased `s`; `load_id` is how the statement
+    /// spells the load id (a bind parameter or a literal).
+    pub(crate) fn sql(&self, load_id: &str) -> String {
+        match self {
+            Value::Incoming(column) => format!("s.{}", quote_ident(column)),
+            Value::LoadId => load_id.to_owned(),
+            Value::Null => "NULL".to_owned(),
+        }
+    }
+}
+
+/// `"column" = value` for each column of `set`, as SQL (see [`Value::sql`]).
+pub(crate) fn assignments(set: &[(&str, Value<'_>)], load_id: &str) -> Vec<String> {
+    set.iter()
+        .map(|(column, value)| format!("{} = {}", quote_ident(column), value.sql(load_id)))
+        .collect()
+}
+
+/// The quoted columns of `set`, and their values as SQL, for an `INSERT (...) VALUES (...)`.
+pub(crate) fn insert_lists(set: &[(&str, Value<'_>)], load_id: &str) -> (Vec<String>, Vec<String>) {
+    set.iter()
+        .map(|(column, value)| (quote_ident(column), value.sql(load_id)))
+        .unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_values_over_the_incoming_rows() {
+        let set = [
+            ("Lead \"Score\"", Value::Incoming("Lead \"Score\"")),
+            ("_syncline_load_id", Value::LoadId),
+            ("_syncline_deleted_at", Value::Null),
+        ];
+        assert_eq!(
+            assignments(&set, "$1::text"),
+            [
+                r#""Lead ""Score""" = s."Lead ""Score""""#,
+                r#""_syncline_load_id" = $1::text"#,
+                r#""_syncline_deleted_at" = NULL"#,
+            ]
+        );
+        let (columns, values) = insert_lists(&set, "'load-1'");
+        assert_eq!(
+            columns,
+            [
+                r#""Lead ""Score""""#,
+                r#""_syncline_load_id""#,
+                r#""_syncline_deleted_at""#
+            ]
+        );
+        assert_eq!(values, [r#"s."Lead ""Score""""#, "'load-1'", "NULL"]);
+    }
+}
