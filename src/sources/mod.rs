@@ -20,6 +20,7 @@ use crate::stage::{CursorRange, DeadLetter};
 
 pub mod cells;
 pub mod files;
+mod http;
 pub mod hubspot;
 pub mod postgres;
 pub mod salesforce;
