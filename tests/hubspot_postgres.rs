@@ -246,7 +246,11 @@ async fn soft_deletes_keep_the_row_with_a_delete_time() {
 async fn a_rejected_token_exits_2_and_never_shows_the_token() {
     let h = Harness::start(sim(10, 10, 10), &["contacts"], "").await;
     let (status, report) = h.run_binary(&[], &[("SIM_TOKEN", "not-the-token-xyz")]);
-    assert_eq!(status.code(), Some(2), "a rejected token is the user's to fix");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a rejected token is the user's to fix"
+    );
     let report = report.expect("a report");
     let stream = &report.streams[0];
     assert_eq!(stream.retryable, Some(false));

@@ -23,7 +23,7 @@ pub mod lake;
 pub mod postgres;
 pub mod snowflake;
 mod staged;
-mod template;
+pub(crate) mod template;
 
 /// What to merge and how.
 #[derive(Debug, Clone)]
