@@ -26,7 +26,7 @@ pub mod copy;
 pub mod rows;
 mod sql;
 
-use catalog::{TableSpec, ValueKind, quote_ident, source_error};
+use catalog::{TableSpec, ValueKind, source_error};
 use copy::{Versions, copy_batches, copy_statement};
 
 /// Batches in flight between the reading task and the pipeline.
@@ -108,28 +108,13 @@ impl PostgresSource {
             .cursor
             .clone()
             .expect("cursor mode reads the cursor column");
-        let column = quote_ident(&cursor.name);
         let is_time = matches!(cursor.kind, ValueKind::Timestamp { .. });
         let mut conditions = Vec::new();
         if let Some(since) = request.since {
-            conditions.push(if is_time {
-                format!(
-                    "{column} >= 'epoch'::{} + {since} * interval '1 millisecond'",
-                    epoch_type(cursor.kind)
-                )
-            } else {
-                format!("{column} >= {since}")
-            });
+            conditions.push(sql::cursor_from(&cursor, since));
         }
         if is_time && self.config.lag_seconds > 0 {
-            let now = match cursor.kind {
-                ValueKind::Timestamp { with_zone: false } => "(now() AT TIME ZONE 'UTC')",
-                _ => "now()",
-            };
-            conditions.push(format!(
-                "{column} <= {now} - {} * interval '1 second'",
-                self.config.lag_seconds
-            ));
+            conditions.push(sql::cursor_lag(&cursor, self.config.lag_seconds));
         }
         // Fix the upper bound first, so the cursor covers exactly what is read.
         let bound_query = sql::cursor_bound(&spec, &cursor, &conditions);
@@ -156,11 +141,7 @@ impl PostgresSource {
             });
         };
         // The bound is the server's own text of the column's maximum, so it round-trips.
-        conditions.push(format!(
-            "{column} <= {}::{}",
-            sql::literal(&upper),
-            cursor.sql_type
-        ));
+        conditions.push(sql::cursor_upto(&cursor, &upper));
         let (statement, types) = copy_statement(&spec, &conditions.join(" AND "));
         let batch_rows = request.batch_rows;
         let items = spawn_reader(move |mut sender| async move {
@@ -327,14 +308,6 @@ impl PostgresSource {
             state: None,
             items,
         })
-    }
-}
-
-/// `'epoch'` is typed like the cursor column, so the comparison needs no time zone.
-fn epoch_type(kind: ValueKind) -> &'static str {
-    match kind {
-        ValueKind::Timestamp { with_zone: false } => "timestamp",
-        _ => "timestamptz",
     }
 }
 

@@ -54,6 +54,45 @@ fn statement(template: &str, vars: &[(&str, &str)]) -> String {
     text
 }
 
+/// Rows at or after the saved cursor `since` (ms since the epoch for a time, else the integer).
+pub fn cursor_from(cursor: &SourceColumn, since: i64) -> String {
+    let column = quote_ident(&cursor.name);
+    match cursor.kind {
+        // `'epoch'` is typed like the column, so the comparison needs no time zone.
+        ValueKind::Timestamp { with_zone } => {
+            let epoch = if with_zone {
+                "timestamptz"
+            } else {
+                "timestamp"
+            };
+            format!("{column} >= 'epoch'::{epoch} + {since} * interval '1 millisecond'")
+        }
+        _ => format!("{column} >= {since}"),
+    }
+}
+
+/// Rows at least `lag_seconds` old by a time cursor; a timestamp without time zone holds UTC.
+pub fn cursor_lag(cursor: &SourceColumn, lag_seconds: u64) -> String {
+    let now = match cursor.kind {
+        ValueKind::Timestamp { with_zone: false } => "(now() AT TIME ZONE 'UTC')",
+        _ => "now()",
+    };
+    format!(
+        "{} <= {now} - {lag_seconds} * interval '1 second'",
+        quote_ident(&cursor.name)
+    )
+}
+
+/// Rows up to `upper`, the server's own text of the cursor's maximum, so it round-trips.
+pub fn cursor_upto(cursor: &SourceColumn, upper: &str) -> String {
+    format!(
+        "{} <= {}::{}",
+        quote_ident(&cursor.name),
+        literal(upper),
+        cursor.sql_type
+    )
+}
+
 fn where_clause(conditions: &[String]) -> String {
     if conditions.is_empty() {
         String::new()
@@ -182,6 +221,39 @@ mod tests {
         assert_eq!(
             toast_values(&spec, &[1, 2]),
             "SELECT \"id\"::text, \"Notes\"::text, \"body\"::text\nFROM \"sales\".\"Con\"\"tacts\"\nWHERE \"id\" = ANY($1::text[]::integer[])"
+        );
+    }
+
+    #[test]
+    fn cursor_conditions_follow_the_column_type() {
+        let spec = spec();
+        let zoned = spec.cursor.clone().unwrap();
+        assert_eq!(
+            cursor_from(&zoned, 1500),
+            "\"updated_at\" >= 'epoch'::timestamptz + 1500 * interval '1 millisecond'"
+        );
+        assert_eq!(
+            cursor_lag(&zoned, 30),
+            "\"updated_at\" <= now() - 30 * interval '1 second'"
+        );
+        let local = column(
+            "seen",
+            ValueKind::Timestamp { with_zone: false },
+            "timestamp without time zone",
+        );
+        assert_eq!(
+            cursor_from(&local, 0),
+            "\"seen\" >= 'epoch'::timestamp + 0 * interval '1 millisecond'"
+        );
+        assert_eq!(
+            cursor_lag(&local, 5),
+            "\"seen\" <= (now() AT TIME ZONE 'UTC') - 5 * interval '1 second'"
+        );
+        let counter = column("seq", ValueKind::Int, "bigint");
+        assert_eq!(cursor_from(&counter, 42), "\"seq\" >= 42");
+        assert_eq!(
+            cursor_upto(&zoned, "2024-05-01 10:00:00+00"),
+            "\"updated_at\" <= '2024-05-01 10:00:00+00'::timestamp with time zone"
         );
     }
 
