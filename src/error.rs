@@ -34,6 +34,21 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// How messages of this kind start, so the user sees the class before the detail.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "configuration error",
+            ErrorKind::Sql => "SQL error",
+            ErrorKind::Source => "source error",
+            ErrorKind::Transient => "transient error",
+            ErrorKind::Destination => "destination error",
+            ErrorKind::SchemaDrift => "schema change not applied",
+            ErrorKind::Reconciliation => "reconciliation mismatch",
+            ErrorKind::Locked => "stream is locked",
+            ErrorKind::Stage => "staging error",
+        }
+    }
+
     /// Process exit code (documented in README): 2 for configuration and SQL mistakes, 3 for
     /// reconciliation mismatches, 1 for everything else.
     pub fn exit_code(self) -> i32 {
@@ -61,7 +76,7 @@ pub struct TypedError(Box<dyn Classified>);
 
 impl std::fmt::Display for TypedError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        write!(f, "{}: {}", self.0.kind().label(), self.0)
     }
 }
 
@@ -153,7 +168,8 @@ impl Error {
         let mut cause = std::error::Error::source(self);
         while let Some(err) = cause {
             let message = err.to_string();
-            if !text.ends_with(&message) {
+            // A message may already carry its cause's words (a retry's last failure).
+            if !text.contains(&message) {
                 text.push_str(": ");
                 text.push_str(&message);
             }

@@ -56,7 +56,7 @@ impl S3Config {
 /// A store that cannot be opened. The object store's own error is not kept as the source:
 /// its message can carry a signed URL; `reason` is the redacted text.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration error: {key} {scheme}: {reason}")]
+#[error("{key} {scheme}: {reason}")]
 pub enum StorageError {
     Open {
         key: String,

@@ -239,3 +239,25 @@ async fn soft_deletes_keep_the_row_with_a_delete_time() {
         .get(0);
     assert_eq!(deleted as usize, archived.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_exits_2_and_never_shows_the_token() {
+    let h = Harness::start(sim(10, 10, 10), &["contacts"], "").await;
+    let (status, report) = h.run_binary(&[], &[("SIM_TOKEN", "not-the-token-xyz")]);
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a rejected token is the user's to fix"
+    );
+    let report = report.expect("a report");
+    let stream = &report.streams[0];
+    assert_eq!(stream.retryable, Some(false));
+    let error = stream.error.clone().unwrap_or_default();
+    assert!(error.contains("configuration error"), "{error}");
+    assert!(error.contains("source.token"), "{error}");
+    assert!(
+        !serde_json::to_string(&report)
+            .unwrap()
+            .contains("not-the-token-xyz")
+    );
+}

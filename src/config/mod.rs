@@ -294,24 +294,23 @@ fn is_plain_name(name: &str) -> bool {
 /// A config file that cannot be used. Messages never quote a value (it could be a secret).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration error: cannot read {}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// Not TOML, an unknown key, or a value of the wrong type; `at` is `file:line:column`.
-    #[error("configuration error: {at}: {message}")]
+    #[error("{at}: {message}")]
     Syntax { at: String, message: String },
     /// A key whose value is not usable; `at` is `file:line` when the line is known.
-    #[error("configuration error: {at}: `{key}` {message}")]
+    #[error("{at}: `{key}` {message}")]
     Key {
         at: String,
         key: String,
         message: String,
     },
-    #[error(
-        "configuration error: {}: a value that uses ${{VAR}} is not valid once the variable is resolved; check the variables' values",
+    #[error("{}: a value that uses ${{VAR}} is not valid once the variable is resolved; check the variables' values",
         .0.display()
     )]
     Resolved(std::path::PathBuf),

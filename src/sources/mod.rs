@@ -23,6 +23,7 @@ use crate::load::{CursorRange, DeadLetter};
 
 pub mod cells;
 pub mod files;
+mod http;
 pub mod hubspot;
 pub mod postgres;
 pub mod salesforce;

@@ -40,23 +40,23 @@ mod manifest;
 /// as the crate error's own variants).
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    #[error("configuration error: `staging.url` is not a URL")]
+    #[error("`staging.url` is not a URL")]
     NotAUrl(#[source] url::ParseError),
-    #[error("configuration error: `staging.url` {0} is not a local path")]
+    #[error("`staging.url` {0} is not a local path")]
     NotALocalPath(String),
-    #[error("configuration error: `staging.url`: cannot create {}", dir.display())]
+    #[error("`staging.url`: cannot create {}", dir.display())]
     CreateFolder {
         dir: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("staging error: staging is not writable")]
+    #[error("staging is not writable")]
     NotWritable(#[source] object_store::Error),
-    #[error("staging error: staged file {file} lacks column {column}")]
+    #[error("staged file {file} lacks column {column}")]
     MissingColumn { file: String, column: String },
-    #[error("staging error: type {0} cannot be staged")]
+    #[error("type {0} cannot be staged")]
     UnstageableType(DataType),
-    #[error("staging error: the manifest names unknown column type {0}")]
+    #[error("the manifest names unknown column type {0}")]
     UnknownColumnType(String),
 }
 

@@ -17,7 +17,7 @@ use crate::{Error, Result};
 /// What can go wrong with a stream's state and lock.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("staging error: state of stream {stream} at {path} is corrupt")]
+    #[error("state of stream {stream} at {path} is corrupt")]
     Corrupt {
         stream: String,
         path: String,
@@ -25,7 +25,7 @@ pub enum StateError {
         source: serde_json::Error,
     },
     #[error(
-        "stream is locked: stream {stream} is being synced by pid {pid} on {host} since {since}; if that run is gone, delete {path}"
+        "stream {stream} is being synced by pid {pid} on {host} since {since}; if that run is gone, delete {path}"
     )]
     Held {
         stream: String,
@@ -34,7 +34,7 @@ pub enum StateError {
         since: DateTime<Utc>,
         path: String,
     },
-    #[error("stream is locked: stream {stream} was locked by another run")]
+    #[error("stream {stream} was locked by another run")]
     TakenOver { stream: String },
 }
 

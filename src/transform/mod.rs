@@ -42,32 +42,32 @@ pub fn example_models() -> Vec<Model> {
 /// What can go wrong running SQL over the lake.
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
-    #[error("configuration error: cannot read the models folder {}", dir.display())]
+    #[error("cannot read the models folder {}", dir.display())]
     ModelsFolder {
         dir: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error(
-        "configuration error: `syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)"
+        "`syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)"
     )]
     NotALake,
-    #[error("destination error: lake: register the store of {stream}")]
+    #[error("lake: register the store of {stream}")]
     Lake {
         stream: String,
         #[source]
         source: deltalake::DeltaTableError,
     },
-    #[error("destination error: lake: open {stream} for queries")]
+    #[error("lake: open {stream} for queries")]
     Register {
         stream: String,
         #[source]
         source: datafusion::error::DataFusionError,
     },
     /// The user's SQL; DataFusion's message (the cause) points at the problem.
-    #[error("SQL error")]
+    #[error("the query failed")]
     Query(#[source] datafusion::error::DataFusionError),
-    #[error("SQL error: model {model}")]
+    #[error("model {model}")]
     Model {
         model: String,
         #[source]

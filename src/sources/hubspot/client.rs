@@ -1,12 +1,14 @@
-//! HTTP access to HubSpot CRM v3: bearer auth, retries with back-off on 429 and 5xx.
+//! HTTP access to HubSpot CRM v3: bearer auth, and what HubSpot's answers mean. Retries,
+//! `Retry-After` and error hiding are the shared [`crate::sources::http`] behaviour.
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{HubspotConfig, Secret};
+use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step};
 use crate::{Error, Result};
 
 /// A HubSpot API client. Cloning shares the connection pool.
@@ -15,8 +17,7 @@ pub struct HubspotClient {
     http: reqwest::Client,
     base_url: String,
     token: Secret,
-    max_retries: u32,
-    retry_base: Duration,
+    retry: RetryPolicy,
 }
 
 /// The documented error body; every field optional.
@@ -34,13 +35,12 @@ impl HubspotClient {
             .timeout(Duration::from_secs(120))
             .user_agent(concat!("syncline/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Source(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(HttpError::Client)?;
         Ok(HubspotClient {
             http,
             base_url: config.base_url.trim_end_matches('/').to_string(),
             token: config.token.clone(),
-            max_retries: config.max_retries,
-            retry_base: Duration::from_millis(config.retry_base_ms),
+            retry: RetryPolicy::new(config.retry_base_ms, config.max_retries),
         })
     }
 
@@ -55,105 +55,96 @@ impl HubspotClient {
     /// Sends a request, retrying what HubSpot documents as retryable. The error names the
     /// endpoint path, never the token.
     async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let url = format!("{}{}", self.base_url, path);
-        let endpoint = path.split('?').next().unwrap_or(path).to_string();
-        let mut attempt = 0u32;
-        loop {
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(self.token.expose());
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let outcome = request.send().await;
-            let retry_after = match outcome {
-                Err(err) => {
-                    // Connection resets and timeouts are transient; report without the URL's query.
-                    let reason = format!("{method} {endpoint}: {}", without_url(&err));
-                    if attempt >= self.max_retries {
-                        return Err(Error::Transient(reason));
-                    }
-                    tracing::warn!(endpoint, attempt, error = %reason, "request failed, retrying");
-                    None
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let header_wait = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    if status.is_success() {
-                        let bytes = response.bytes().await.map_err(|e| {
-                            Error::Transient(format!(
-                                "{method} {endpoint}: reading the body: {}",
-                                without_url(&e)
-                            ))
-                        })?;
-                        return serde_json::from_slice(&bytes).map_err(|e| {
-                            Error::Source(format!(
-                                "{method} {endpoint}: the response is not the documented JSON: {e}"
-                            ))
-                        });
-                    }
-                    let text = response.text().await.unwrap_or_default();
-                    let error: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
-                    let message = error
-                        .message
-                        .clone()
-                        .unwrap_or_else(|| text.chars().take(200).collect());
-                    match status {
-                        StatusCode::TOO_MANY_REQUESTS
-                            if error.policy_name.as_deref() == Some("DAILY") =>
-                        {
-                            return Err(Error::Source(format!(
-                                "{method} {endpoint}: the daily HubSpot API limit is used up; the run stops with state saved and can resume after the limit resets"
-                            )));
-                        }
-                        StatusCode::UNAUTHORIZED => {
-                            return Err(Error::Source(format!(
-                                "{method} {endpoint}: HubSpot rejected the token (401 {}); check source.token",
-                                error.category.unwrap_or_default()
-                            )));
-                        }
-                        StatusCode::FORBIDDEN => {
-                            return Err(Error::Source(format!(
-                                "{method} {endpoint}: the token lacks a scope (403 {}): {message}",
-                                error.category.unwrap_or_default()
-                            )));
-                        }
-                        s if is_retryable(s) => {
-                            if attempt >= self.max_retries {
-                                return Err(Error::Transient(format!(
-                                    "{method} {endpoint}: still {s} after {attempt} retries: {message}"
-                                )));
-                            }
-                            tracing::debug!(
-                                endpoint,
-                                attempt,
-                                status = s.as_u16(),
-                                "retryable answer"
-                            );
-                            header_wait
-                        }
-                        s => {
-                            return Err(Error::Source(format!(
-                                "{method} {endpoint}: HTTP {s}: {message}"
-                            )));
-                        }
-                    }
-                }
+        self.retry
+            .send(HubspotCall {
+                client: self,
+                call: Call::new(method, path),
+                url: format!("{}{}", self.base_url, path),
+                body,
+            })
+            .await
+    }
+}
+
+/// One HubSpot request.
+struct HubspotCall<'a> {
+    client: &'a HubspotClient,
+    call: Call,
+    url: String,
+    body: Option<&'a Value>,
+}
+
+impl Exchange for HubspotCall<'_> {
+    type Output = Value;
+    type Error = Error;
+
+    fn call(&self) -> &Call {
+        &self.call
+    }
+
+    async fn request(&mut self) -> Result<RequestBuilder> {
+        let request = self
+            .client
+            .http
+            .request(self.call.method().clone(), &self.url)
+            .bearer_auth(self.client.token.expose());
+        Ok(match self.body {
+            Some(body) => request.json(body),
+            None => request,
+        })
+    }
+
+    async fn decide(&mut self, answer: Answer) -> Step<Value, Error> {
+        let call = self.call.clone();
+        if answer.status.is_success() {
+            return match serde_json::from_slice(&answer.body) {
+                Ok(value) => Step::Done(value),
+                Err(source) => Step::Fail(HttpError::Json { call, source }.into()),
             };
-            let backoff = self
-                .retry_base
-                .saturating_mul(1 << attempt.min(10))
-                .min(Duration::from_secs(30));
-            // Retry-After when given (plus a margin, as HubSpot's limits are rolling windows).
-            let wait = retry_after.map(|d| d + self.retry_base).unwrap_or(backoff);
-            tokio::time::sleep(wait).await;
-            attempt += 1;
+        }
+        let error: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let message = error.message.unwrap_or_else(|| {
+            String::from_utf8_lossy(&answer.body)
+                .chars()
+                .take(200)
+                .collect()
+        });
+        let code = error.category.unwrap_or_default();
+        let status = answer.status;
+        let refused = |fix: &str| HttpError::Credentials {
+            who: "HubSpot".into(),
+            call: call.clone(),
+            status,
+            code: code.clone(),
+            message: message.clone(),
+            fix: fix.into(),
+        };
+        match status {
+            StatusCode::TOO_MANY_REQUESTS if error.policy_name.as_deref() == Some("DAILY") => {
+                Step::Fail(Error::Source(format!(
+                    "{call}: the daily HubSpot API limit is used up; the run stops with state saved and can resume after the limit resets"
+                )))
+            }
+            StatusCode::UNAUTHORIZED => Step::Fail(refused("check source.token").into()),
+            StatusCode::FORBIDDEN => Step::Fail(
+                refused("the token lacks a scope this stream needs: check source.token and the private app's scopes")
+                    .into(),
+            ),
+            s if is_retryable(s) => Step::Retry(HttpError::Status {
+                call,
+                status,
+                code,
+                message,
+            }),
+            _ => Step::Fail(
+                HttpError::Status {
+                    call,
+                    status,
+                    code,
+                    message,
+                }
+                .into(),
+            ),
         }
     }
 }
@@ -163,17 +154,4 @@ fn is_retryable(status: StatusCode) -> bool {
         status.as_u16(),
         423 | 429 | 477 | 500 | 502 | 503 | 504 | 524
     )
-}
-
-/// What went wrong, without reqwest's rendering of the URL.
-fn without_url(err: &reqwest::Error) -> &'static str {
-    if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "could not connect"
-    } else if err.is_body() || err.is_decode() {
-        "the body was cut short"
-    } else {
-        "request failed"
-    }
 }

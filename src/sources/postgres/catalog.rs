@@ -88,7 +88,7 @@ impl TableSpec {
 
     /// `"schema"."table"`.
     pub fn qualified(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+        crate::sql::qualified(&self.schema, &self.name)
     }
 
     /// The staged schema: key, data columns, `_syncline_version` (µs), `_syncline_deleted`.
@@ -125,10 +125,7 @@ impl TableSpec {
             None => ("public".to_string(), stream.to_string()),
         };
         let rows = client
-            .query(
-                include_str!("../../../sql/postgres/source_columns.sql"),
-                &[&schema, &name],
-            )
+            .query(super::sql::templates::TABLE_COLUMNS, &[&schema, &name])
             .await
             .map_err(source_error("read the table's columns"))?;
         if rows.is_empty() {

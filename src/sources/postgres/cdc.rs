@@ -27,8 +27,9 @@ use tokio_postgres::Client;
 
 use tracing::{info, warn};
 
-use super::catalog::{TableSpec, quote_ident, source_error};
+use super::catalog::{TableSpec, source_error};
 use super::rows::ColumnValues;
+use super::sql::{self, templates};
 use crate::sources::Extracted;
 use crate::{Error, Result};
 
@@ -57,7 +58,7 @@ pub fn parse_lsn(text: &str) -> Option<i64> {
 /// Fails with a configuration error unless the server runs with `wal_level = logical`.
 pub async fn check_wal_level(client: &Client) -> Result<()> {
     let row = client
-        .query_one("SHOW wal_level", &[])
+        .query_one(templates::SHOW_WAL_LEVEL, &[])
         .await
         .map_err(source_error("read wal_level"))?;
     let level: String = row.get(0);
@@ -69,7 +70,7 @@ pub async fn check_wal_level(client: &Client) -> Result<()> {
         )));
     }
     let row = client
-        .query_one("SHOW DateStyle", &[])
+        .query_one(templates::SHOW_DATESTYLE, &[])
         .await
         .map_err(source_error("read DateStyle"))?;
     let style: String = row.get(0);
@@ -92,11 +93,7 @@ pub struct SlotInfo {
 
 pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>> {
     let row = client
-        .query_opt(
-            "SELECT active, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots \
-             WHERE slot_name = $1",
-            &[&slot],
-        )
+        .query_opt(templates::SLOT_INFO, &[&slot])
         .await
         .map_err(source_error("read the replication slot"))?;
     Ok(row.map(|row| SlotInfo {
@@ -124,18 +121,14 @@ pub async fn wait_inactive(client: &Client, slot: &str) -> Result<Option<SlotInf
 /// Creates the stream's publication (`FOR TABLE`) when it is missing.
 pub async fn ensure_publication(client: &Client, name: &str, spec: &TableSpec) -> Result<()> {
     let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .query_opt(templates::PUBLICATION_EXISTS, &[&name])
         .await
         .map_err(source_error("look up the publication"))?
         .is_some();
     if !exists {
         info!(publication = name, "creating the publication");
         client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {}",
-                quote_ident(name),
-                spec.qualified()
-            ))
+            .batch_execute(&sql::create_publication(name, spec))
             .await
             .map_err(source_error("create the publication"))?;
     }
@@ -154,10 +147,7 @@ pub async fn advance_slot(client: &Client, slot: &str, lsn: i64) -> Result<()> {
         return Ok(());
     }
     client
-        .query_one(
-            "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)",
-            &[&slot, &format_lsn(lsn)],
-        )
+        .query_one(templates::ADVANCE_SLOT, &[&slot, &format_lsn(lsn)])
         .await
         .map_err(source_error("advance the replication slot"))?;
     Ok(())
@@ -200,7 +190,7 @@ pub async fn create_slot(
     if wait_inactive(client, slot).await?.is_some() {
         info!(slot, "dropping the replication slot for a full load");
         client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .execute(templates::DROP_SLOT, &[&slot])
             .await
             .map_err(source_error("drop the replication slot"))?;
     }
@@ -514,19 +504,7 @@ impl ChangeDecoder {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let key = self.spec.key();
-        let select: Vec<String> = needed
-            .iter()
-            .map(|&i| format!("{}::text", quote_ident(&self.spec.columns[i].name)))
-            .collect();
-        let statement = format!(
-            "SELECT {}::text, {} FROM {} WHERE {} = ANY($1::text[]::{}[])",
-            quote_ident(&key.name),
-            select.join(", "),
-            self.spec.qualified(),
-            quote_ident(&key.name),
-            key.sql_type
-        );
+        let statement = sql::toast_values(&self.spec, &needed);
         let current: HashMap<String, Vec<Option<String>>> = client
             .query(&statement, &[&keys])
             .await

@@ -47,19 +47,12 @@ pub fn copy_statement(spec: &TableSpec, filter: &str) -> (String, Vec<Type>) {
         select.push(expression);
         types.push(wire);
     }
-    let filter = if filter.is_empty() {
-        String::new()
+    let conditions: &[String] = if filter.is_empty() {
+        &[]
     } else {
-        format!(" WHERE {filter}")
+        &[filter.to_string()]
     };
-    (
-        format!(
-            "COPY (SELECT {} FROM {}{filter}) TO STDOUT (FORMAT binary)",
-            select.join(", "),
-            spec.qualified()
-        ),
-        types,
-    )
+    (super::sql::copy_out(spec, &select, conditions), types)
 }
 
 /// The select expression of a column cast to the type its staged type decodes from.

@@ -25,8 +25,9 @@ pub mod cdc;
 pub mod config;
 pub mod copy;
 pub mod rows;
+mod sql;
 
-use catalog::{TableSpec, ValueKind, quote_ident, source_error};
+use catalog::{TableSpec, ValueKind, source_error};
 use copy::{Versions, copy_batches, copy_statement};
 
 /// Batches in flight between the reading task and the pipeline.
@@ -78,7 +79,11 @@ impl PostgresSource {
             }
         });
         client
-            .batch_execute("SET DateStyle = 'ISO, MDY'; SET TimeZone = 'UTC'")
+            .batch_execute(sql::templates::SET_DATESTYLE)
+            .await
+            .map_err(source_error("set up the session"))?;
+        client
+            .batch_execute(sql::templates::SET_TIMEZONE)
             .await
             .map_err(source_error("set up the session"))?;
         Ok(client)
@@ -104,40 +109,16 @@ impl PostgresSource {
             .cursor
             .clone()
             .expect("cursor mode reads the cursor column");
-        let column = quote_ident(&cursor.name);
         let is_time = matches!(cursor.kind, ValueKind::Timestamp { .. });
         let mut conditions = Vec::new();
         if let Some(since) = request.since {
-            conditions.push(if is_time {
-                format!(
-                    "{column} >= 'epoch'::{} + {since} * interval '1 millisecond'",
-                    epoch_type(cursor.kind)
-                )
-            } else {
-                format!("{column} >= {since}")
-            });
+            conditions.push(sql::cursor_from(&cursor, since));
         }
         if is_time && self.config.lag_seconds > 0 {
-            let now = match cursor.kind {
-                ValueKind::Timestamp { with_zone: false } => "(now() AT TIME ZONE 'UTC')",
-                _ => "now()",
-            };
-            conditions.push(format!(
-                "{column} <= {now} - {} * interval '1 second'",
-                self.config.lag_seconds
-            ));
+            conditions.push(sql::cursor_lag(&cursor, self.config.lag_seconds));
         }
         // Fix the upper bound first, so the cursor covers exactly what is read.
-        let bound_query = format!(
-            "SELECT max({column})::text, {} FROM {}{}",
-            if is_time {
-                format!("floor(extract(epoch FROM max({column})) * 1000)::int8")
-            } else {
-                format!("max({column})::int8")
-            },
-            spec.qualified(),
-            where_clause(&conditions)
-        );
+        let bound_query = sql::cursor_bound(&spec, &cursor, &conditions);
         let bound = client
             .query_one(&bound_query, &[])
             .await
@@ -161,11 +142,7 @@ impl PostgresSource {
             });
         };
         // The bound is the server's own text of the column's maximum, so it round-trips.
-        conditions.push(format!(
-            "{column} <= '{}'::{}",
-            upper.replace('\'', "''"),
-            cursor.sql_type
-        ));
+        conditions.push(sql::cursor_upto(&cursor, &upper));
         let (statement, types) = copy_statement(&spec, &conditions.join(" AND "));
         let batch_rows = request.batch_rows;
         let items = spawn_reader(move |mut sender| async move {
@@ -224,12 +201,9 @@ impl PostgresSource {
                 .start()
                 .await
                 .map_err(source_error("begin the snapshot transaction"))?;
-            tx.batch_execute(&format!(
-                "SET TRANSACTION SNAPSHOT '{}'",
-                snapshot.replace('\'', "''")
-            ))
-            .await
-            .map_err(source_error("import the slot's snapshot"))?;
+            tx.batch_execute(&sql::import_snapshot(&snapshot))
+                .await
+                .map_err(source_error("import the slot's snapshot"))?;
             let out = tx
                 .copy_out(&statement)
                 .await
@@ -287,7 +261,7 @@ impl PostgresSource {
         // A crash between saving the cursor and `committed` left the slot behind: catch up.
         cdc::advance_slot(&client, &slot, since).await?;
         let target: String = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one(sql::templates::CURRENT_WAL_LSN, &[])
             .await
             .map_err(source_error("read the WAL position"))?
             .get(0);
@@ -338,22 +312,6 @@ impl PostgresSource {
     }
 }
 
-/// `'epoch'` is typed like the cursor column, so the comparison needs no time zone.
-fn epoch_type(kind: ValueKind) -> &'static str {
-    match kind {
-        ValueKind::Timestamp { with_zone: false } => "timestamp",
-        _ => "timestamptz",
-    }
-}
-
-fn where_clause(conditions: &[String]) -> String {
-    if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    }
-}
-
 /// Runs `read` in its own task once the stream is first polled, and streams what it sends.
 /// An error from `read` is the last item.
 fn spawn_reader<F, Fut>(read: F) -> futures::stream::BoxStream<'static, Result<Extracted>>
@@ -382,10 +340,7 @@ impl Source for PostgresSource {
         if self.config.mode == PostgresMode::Cdc {
             cdc::check_wal_level(&client).await?;
             let allowed: bool = client
-                .query_one(
-                    "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
-                    &[],
-                )
+                .query_one(sql::templates::CAN_REPLICATE, &[])
                 .await
                 .map_err(source_error("read the user's attributes"))?
                 .get(0);
@@ -463,11 +418,7 @@ impl Source for PostgresSource {
         }
         let slot = self.slot_name(stream);
         let row = client
-            .query_opt(
-                "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), \
-                 coalesce(wal_status, 'unknown') FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
+            .query_opt(sql::templates::SLOT_LAG, &[&slot])
             .await
             .map_err(source_error("read the replication slot"))?;
         Ok(Some(match row {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 
-use super::client::{ApiError, Failure, Reply};
+use super::client::{ApiError, Failure};
 use super::reader::{Halt, Reader};
 use super::records::CsvLayout;
 use super::soql;
@@ -47,6 +47,27 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
+}
+
+/// Accepts a results chunk unless it holds fewer rows than `Sforce-NumberOfRecords` announces:
+/// a body cut short at a line boundary still parses, so only the count shows it.
+fn complete_chunk(headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+    let Some(announced) =
+        header(headers, "Sforce-NumberOfRecords").and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let found = count_rows(body);
+    if found.is_some_and(|found| found >= announced) {
+        if found != Some(announced) {
+            tracing::debug!(announced, found = ?found, "bulk chunk holds more rows than announced");
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "a Bulk results chunk announced {announced} rows but held {}",
+        found.map_or("unreadable CSV".to_string(), |n| n.to_string())
+    ))
 }
 
 /// The number of data rows in a CSV chunk, `None` when it does not parse.
@@ -142,7 +163,7 @@ impl Reader {
                 path.push_str("&locator=");
                 path.push_str(&soql::encode(locator));
             }
-            let reply = self.fetch_chunk(&path).await?;
+            let reply = self.client.get_raw(&path, complete_chunk).await?;
             let next = header(&reply.headers, "Sforce-Locator").map(str::to_string);
             self.push_csv_chunk(reply.body).await?;
             // The last chunk carries the literal string `null` (A6).
@@ -150,42 +171,6 @@ impl Reader {
                 Some(next) if !next.is_empty() && next != "null" => locator = Some(next),
                 _ => return Ok(BulkOutcome::Done),
             }
-        }
-    }
-
-    /// Fetches one results chunk, fetching it again when it holds fewer rows than
-    /// `Sforce-NumberOfRecords` announces (a body cut short at a line boundary).
-    async fn fetch_chunk(&self, path: &str) -> Result<Reply, Halt> {
-        let mut attempt = 0u32;
-        loop {
-            let reply = self.client.get_raw(path).await?;
-            let announced = header(&reply.headers, "Sforce-NumberOfRecords")
-                .and_then(|v| v.parse::<u64>().ok());
-            let Some(announced) = announced else {
-                return Ok(reply);
-            };
-            let found = count_rows(&reply.body);
-            if found.is_some_and(|found| found >= announced) {
-                if found != Some(announced) {
-                    tracing::debug!(stream = %self.plan.object, announced, found = ?found, "bulk chunk holds more rows than announced");
-                }
-                return Ok(reply);
-            }
-            if attempt >= self.settings.max_retries {
-                return Err(Halt::Failed(Error::Transient(format!(
-                    "Bulk results of {}: a chunk announced {announced} rows but held {} after {attempt} retries",
-                    self.plan.object,
-                    found.map_or("unreadable CSV".to_string(), |n| n.to_string())
-                ))));
-            }
-            tracing::warn!(stream = %self.plan.object, announced, found = ?found, attempt, "bulk chunk cut short, fetching it again");
-            let wait = self
-                .settings
-                .retry_base
-                .saturating_mul(1u32 << attempt.min(16))
-                .min(std::time::Duration::from_secs(30));
-            tokio::time::sleep(wait).await;
-            attempt += 1;
         }
     }
 

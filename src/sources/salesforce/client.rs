@@ -1,10 +1,11 @@
 //! HTTP access to Salesforce: the OAuth login (client credentials or JWT bearer), the session it
-//! yields, retries, and the API-usage accounting every response carries (crm-apis.md A1, A7).
+//! yields, and the API-usage accounting every response carries (crm-apis.md A1, A7).
 //!
-//! The client owns three policies so that callers never repeat them:
-//! - a 401 logs in again once per failing call and retries it (sessions expire mid-run); a JWT
-//!   bearer login signs a fresh assertion each time;
-//! - 5xx, 406, 420, 429, connection failures and bodies cut short are retried with back-off;
+//! Retries, `Retry-After` and keeping URLs out of errors are the shared
+//! [`crate::sources::http`] behaviour; this client adds Salesforce's own rules to each answer:
+//! - a 401 logs in again once per failing call and sends it again (sessions expire mid-run); a
+//!   JWT bearer login signs a fresh assertion each time;
+//! - 5xx, 406, 420, 429 and bodies cut short are retried with back-off;
 //! - the daily quota ends the run cleanly: a 403 `REQUEST_LIMIT_EXCEEDED`, or usage at or above
 //!   the configured budget before a request is sent, comes back as [`Failure::Quota`].
 //!
@@ -16,18 +17,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::jwt::{self, JwtBearer};
 use crate::config::{SalesforceAuth, SalesforceConfig, Secret};
+use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step};
 use crate::{Error, Result};
 
 /// Records a page asks for (A2): the maximum; the server may still send fewer.
 const QUERY_OPTIONS: &str = "batchSize=2000";
-/// Back-off never waits longer than this between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Why a call did not return a usable answer.
 #[derive(Debug)]
@@ -45,6 +45,12 @@ pub enum Failure {
 impl From<Error> for Failure {
     fn from(err: Error) -> Failure {
         Failure::Other(err)
+    }
+}
+
+impl From<HttpError> for Failure {
+    fn from(err: HttpError) -> Failure {
+        Failure::Other(err.into())
     }
 }
 
@@ -159,12 +165,19 @@ pub struct Reply {
     pub json: Value,
 }
 
-/// How the body of a successful answer must look; a JSON body that does not parse counts as
-/// cut short and is fetched again.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// How the body of a successful answer must look. A body that fails the check counts as cut
+/// short and is fetched again.
+#[derive(Clone, Copy)]
 enum Expect {
+    /// JSON: a truncated body does not parse.
     Json,
-    Raw,
+    /// Anything the check accepts; the error names what is missing.
+    Raw(fn(&HeaderMap, &[u8]) -> std::result::Result<(), String>),
+}
+
+/// The check of [`Expect::Raw`] for answers whose body is not inspected.
+fn any_body(_: &HeaderMap, _: &[u8]) -> std::result::Result<(), String> {
+    Ok(())
 }
 
 /// A logged-in session. The token is a secret; `instance_url` has no trailing slash.
@@ -208,8 +221,7 @@ struct Inner {
     credentials: Credentials,
     /// `/services/data/v62.0`
     version_path: String,
-    max_retries: u32,
-    retry_base: Duration,
+    retry: RetryPolicy,
     api_budget: f64,
     /// Held across the login request so that concurrent callers log in once.
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
@@ -245,7 +257,7 @@ impl SalesforceClient {
             .connect_timeout(Duration::from_secs(30))
             .user_agent(concat!("syncline/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Source(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(HttpError::Client)?;
         Ok(SalesforceClient {
             inner: Arc::new(Inner {
                 http,
@@ -253,8 +265,7 @@ impl SalesforceClient {
                 client_id: config.client_id.clone(),
                 credentials,
                 version_path: format!("/services/data/v{version}"),
-                max_retries: config.max_retries,
-                retry_base: Duration::from_millis(config.retry_base_ms.max(1)),
+                retry: RetryPolicy::new(config.retry_base_ms, config.max_retries),
                 api_budget: config.api_budget,
                 session: tokio::sync::Mutex::new(None),
                 usage: Arc::new(Mutex::new(None)),
@@ -310,14 +321,21 @@ impl SalesforceClient {
             .json)
     }
 
-    /// GET a non-JSON resource (Bulk CSV results) with its headers.
-    pub async fn get_raw(&self, path: &str) -> std::result::Result<Reply, Failure> {
-        self.send(Method::GET, path, None, false, Expect::Raw).await
+    /// GET a non-JSON resource (Bulk CSV results) with its headers. `complete` judges a 2xx
+    /// answer: when it names something missing, the answer was cut short and is fetched again
+    /// like any transient failure.
+    pub async fn get_raw(
+        &self,
+        path: &str,
+        complete: fn(&HeaderMap, &[u8]) -> std::result::Result<(), String>,
+    ) -> std::result::Result<Reply, Failure> {
+        self.send(Method::GET, path, None, false, Expect::Raw(complete))
+            .await
     }
 
     /// DELETE a resource (Bulk jobs); the body of the answer is ignored.
     pub async fn delete(&self, path: &str) -> std::result::Result<(), Failure> {
-        self.send(Method::DELETE, path, None, false, Expect::Raw)
+        self.send(Method::DELETE, path, None, false, Expect::Raw(any_body))
             .await
             .map(|_| ())
     }
@@ -350,91 +368,15 @@ impl SalesforceClient {
 
     /// The OAuth 2.0 client-credentials or JWT bearer flow (A1).
     async fn login(&self) -> std::result::Result<Session, Failure> {
-        #[derive(Deserialize)]
-        struct Token {
-            access_token: String,
-            instance_url: String,
-        }
-        let inner = &self.inner;
-        let url = format!("{}/services/oauth2/token", inner.login_url);
-        let endpoint = "/services/oauth2/token";
-        let mut attempt = 0u32;
-        loop {
-            // Signed per attempt, so retries after long back-offs never send an expired one.
-            let assertion: Secret;
-            let form: Vec<(&str, &str)> = match &inner.credentials {
-                Credentials::ClientSecret(secret) => vec![
-                    ("grant_type", "client_credentials"),
-                    ("client_id", inner.client_id.as_str()),
-                    ("client_secret", secret.expose()),
-                ],
-                Credentials::JwtBearer(signer) => {
-                    assertion = signer.assertion()?;
-                    vec![
-                        ("grant_type", jwt::GRANT_TYPE),
-                        ("assertion", assertion.expose()),
-                    ]
-                }
-            };
-            let reason = match inner.http.post(&url).form(&form).send().await {
-                Err(err) => format!("POST {endpoint}: {}", without_url(&err)),
-                Ok(response) => {
-                    let status = response.status();
-                    match response.bytes().await {
-                        Err(err) => format!("POST {endpoint}: {}", without_url(&err)),
-                        Ok(body) if status.is_success() => {
-                            return match serde_json::from_slice::<Token>(&body) {
-                                Ok(token) if !token.instance_url.trim().is_empty() => Ok(Session {
-                                    token: Secret::new(token.access_token),
-                                    instance_url: token
-                                        .instance_url
-                                        .trim()
-                                        .trim_end_matches('/')
-                                        .to_string(),
-                                }),
-                                // The body holds the token: never quote it.
-                                _ => Err(Failure::Other(Error::Source(format!(
-                                    "POST {endpoint}: the token response lacks access_token or instance_url"
-                                )))),
-                            };
-                        }
-                        Ok(body)
-                            if status.is_client_error()
-                                && status != StatusCode::TOO_MANY_REQUESTS =>
-                        {
-                            let error = parse_error_body(&body);
-                            return Err(Failure::Other(Error::Config(format!(
-                                "Salesforce login at {} failed (HTTP {} {}: {}); {}",
-                                inner.login_url,
-                                status.as_u16(),
-                                error.code,
-                                error.message,
-                                inner.credentials.hint()
-                            ))));
-                        }
-                        Ok(body) => {
-                            let error = parse_error_body(&body);
-                            format!("POST {endpoint}: HTTP {status}: {}", error.message)
-                        }
-                    }
-                }
-            };
-            if attempt >= inner.max_retries {
-                return Err(Failure::Other(Error::Transient(format!(
-                    "{reason} (after {attempt} retries)"
-                ))));
-            }
-            tracing::warn!(endpoint, attempt, error = %reason, "salesforce login failed, retrying");
-            tokio::time::sleep(self.backoff(attempt)).await;
-            attempt += 1;
-        }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
+        let path = "/services/oauth2/token";
         self.inner
-            .retry_base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(MAX_BACKOFF)
+            .retry
+            .send(Login {
+                client: self,
+                call: Call::new(Method::POST, path),
+                url: format!("{}{path}", self.inner.login_url),
+            })
+            .await
     }
 
     /// Refuses to send once usage has reached the budget (A7): stopping before the next
@@ -472,104 +414,210 @@ impl SalesforceClient {
         query_options: bool,
         expect: Expect,
     ) -> std::result::Result<Reply, Failure> {
-        let endpoint = path.split('?').next().unwrap_or(path);
-        let mut attempt = 0u32;
-        let mut logged_in_again = false;
-        loop {
-            self.check_budget()?;
-            let session = self.session().await?;
-            let url = format!("{}{}", session.instance_url, path);
-            let mut request = self
-                .inner
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(session.token.expose());
-            if query_options {
-                request = request.header("Sforce-Query-Options", QUERY_OPTIONS);
+        self.inner
+            .retry
+            .send(DataCall {
+                client: self,
+                call: Call::new(method, path),
+                path,
+                body,
+                query_options,
+                expect,
+                session: None,
+                logged_in_again: false,
+            })
+            .await
+    }
+}
+
+/// A token request.
+struct Login<'a> {
+    client: &'a SalesforceClient,
+    call: Call,
+    url: String,
+}
+
+impl Exchange for Login<'_> {
+    type Output = Session;
+    type Error = Failure;
+
+    fn call(&self) -> &Call {
+        &self.call
+    }
+
+    async fn request(&mut self) -> std::result::Result<RequestBuilder, Failure> {
+        let inner = &self.client.inner;
+        let request = inner.http.post(&self.url);
+        Ok(match &inner.credentials {
+            Credentials::ClientSecret(secret) => request.form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", inner.client_id.as_str()),
+                ("client_secret", secret.expose()),
+            ]),
+            // Signed per attempt, so retries after long back-offs never send an expired one.
+            Credentials::JwtBearer(signer) => {
+                let assertion = signer.assertion()?;
+                request.form(&[
+                    ("grant_type", jwt::GRANT_TYPE),
+                    ("assertion", assertion.expose()),
+                ])
             }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let reason = match request.send().await {
-                Err(err) => format!("{method} {endpoint}: {}", without_url(&err)),
-                Ok(response) => {
-                    self.record_usage(response.headers());
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Err(err) => format!("{method} {endpoint}: {}", without_url(&err)),
-                        Ok(bytes) if status.is_success() => {
-                            if expect == Expect::Raw {
-                                return Ok(Reply {
-                                    headers,
-                                    body: bytes,
-                                    json: Value::Null,
-                                });
-                            }
-                            match serde_json::from_slice::<Value>(&bytes) {
-                                Ok(json) => {
-                                    return Ok(Reply {
-                                        headers,
-                                        body: bytes,
-                                        json,
-                                    });
-                                }
-                                // A truncated body parses as broken JSON; Airbyte retries
-                                // these too (A7).
-                                Err(err) => format!(
-                                    "{method} {endpoint}: the answer is not complete JSON ({err})"
-                                ),
-                            }
-                        }
-                        Ok(bytes) => {
-                            let error = parse_error_body(&bytes);
-                            match status {
-                                StatusCode::UNAUTHORIZED if !logged_in_again => {
-                                    logged_in_again = true;
-                                    tracing::debug!(endpoint, code = %error.code, "401 from salesforce");
-                                    self.relogin(&session).await?;
-                                    continue;
-                                }
-                                StatusCode::UNAUTHORIZED => {
-                                    return Err(Failure::Other(Error::Source(format!(
-                                        "{method} {endpoint}: Salesforce rejected a fresh session too (401 {}: {}); check the connected app's run-as user and its API permission",
-                                        error.code, error.message
-                                    ))));
-                                }
-                                StatusCode::FORBIDDEN if error.code == "REQUEST_LIMIT_EXCEEDED" => {
-                                    return Err(Failure::Quota(format!(
-                                        "the Salesforce API request limit is used up: {method} {endpoint} was refused with REQUEST_LIMIT_EXCEEDED ({})",
-                                        error.message
-                                    )));
-                                }
-                                s if is_retryable(s) => format!(
-                                    "{method} {endpoint}: HTTP {} {}: {}",
-                                    s.as_u16(),
-                                    error.code,
-                                    error.message
-                                ),
-                                s => {
-                                    return Err(Failure::Api(ApiError {
-                                        method: method.to_string(),
-                                        endpoint: endpoint.to_string(),
-                                        status: s.as_u16(),
-                                        code: error.code,
-                                        message: error.message,
-                                    }));
-                                }
-                            }
-                        }
+        })
+    }
+
+    async fn decide(&mut self, answer: Answer) -> Step<Session, Failure> {
+        #[derive(Deserialize)]
+        struct Token {
+            access_token: String,
+            instance_url: String,
+        }
+        let call = self.call.clone();
+        let status = answer.status;
+        if status.is_success() {
+            return match serde_json::from_slice::<Token>(&answer.body) {
+                Ok(token) if !token.instance_url.trim().is_empty() => Step::Done(Session {
+                    token: Secret::new(token.access_token),
+                    instance_url: token.instance_url.trim().trim_end_matches('/').to_string(),
+                }),
+                // The body holds the token: never quote it.
+                _ => Step::Fail(Failure::Other(Error::Source(format!(
+                    "{call}: the token response lacks access_token or instance_url"
+                )))),
+            };
+        }
+        let error = parse_error_body(&answer.body);
+        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            let inner = &self.client.inner;
+            return Step::Fail(
+                HttpError::Credentials {
+                    who: format!("the Salesforce login at {}", inner.login_url),
+                    call,
+                    status,
+                    code: error.code,
+                    message: error.message,
+                    fix: inner.credentials.hint().to_string(),
+                }
+                .into(),
+            );
+        }
+        Step::Retry(HttpError::Status {
+            call,
+            status,
+            code: error.code,
+            message: error.message,
+        })
+    }
+}
+
+/// A call to the instance with the session.
+struct DataCall<'a> {
+    client: &'a SalesforceClient,
+    call: Call,
+    path: &'a str,
+    body: Option<&'a Value>,
+    query_options: bool,
+    expect: Expect,
+    /// The session the last attempt was sent with: a 401 replaces exactly this one.
+    session: Option<Arc<Session>>,
+    logged_in_again: bool,
+}
+
+impl Exchange for DataCall<'_> {
+    type Output = Reply;
+    type Error = Failure;
+
+    fn call(&self) -> &Call {
+        &self.call
+    }
+
+    async fn request(&mut self) -> std::result::Result<RequestBuilder, Failure> {
+        self.client.check_budget()?;
+        let session = self.client.session().await?;
+        let url = format!("{}{}", session.instance_url, self.path);
+        let mut request = self
+            .client
+            .inner
+            .http
+            .request(self.call.method().clone(), &url)
+            .bearer_auth(session.token.expose());
+        if self.query_options {
+            request = request.header("Sforce-Query-Options", QUERY_OPTIONS);
+        }
+        if let Some(body) = self.body {
+            request = request.json(body);
+        }
+        self.session = Some(session);
+        Ok(request)
+    }
+
+    async fn decide(&mut self, answer: Answer) -> Step<Reply, Failure> {
+        self.client.record_usage(&answer.headers);
+        let call = self.call.clone();
+        let status = answer.status;
+        if status.is_success() {
+            let Answer { headers, body, .. } = answer;
+            return match self.expect {
+                Expect::Raw(complete) => match complete(&headers, &body) {
+                    Ok(()) => Step::Done(Reply {
+                        headers,
+                        body,
+                        json: Value::Null,
+                    }),
+                    Err(detail) => Step::Retry(HttpError::Incomplete { call, detail }),
+                },
+                // A truncated body parses as broken JSON; Airbyte retries these too (A7).
+                Expect::Json => match serde_json::from_slice::<Value>(&body) {
+                    Ok(json) => Step::Done(Reply {
+                        headers,
+                        body,
+                        json,
+                    }),
+                    Err(source) => Step::Retry(HttpError::Json { call, source }),
+                },
+            };
+        }
+        let error = parse_error_body(&answer.body);
+        match status {
+            StatusCode::UNAUTHORIZED if !self.logged_in_again => {
+                self.logged_in_again = true;
+                tracing::debug!(%call, code = %error.code, "401 from salesforce");
+                if let Some(stale) = self.session.take() {
+                    if let Err(failure) = self.client.relogin(&stale).await {
+                        return Step::Fail(failure);
                     }
                 }
-            };
-            if attempt >= self.inner.max_retries {
-                return Err(Failure::Other(Error::Transient(format!(
-                    "{reason} (after {attempt} retries)"
-                ))));
+                Step::Again
             }
-            tracing::warn!(endpoint, attempt, error = %reason, "salesforce call failed, retrying");
-            tokio::time::sleep(self.backoff(attempt)).await;
-            attempt += 1;
+            StatusCode::UNAUTHORIZED => Step::Fail(
+                HttpError::Credentials {
+                    who: "Salesforce".into(),
+                    call,
+                    status,
+                    code: error.code,
+                    message: format!("a fresh session was refused too: {}", error.message),
+                    fix: "check the connected app's run-as user and its API permission".into(),
+                }
+                .into(),
+            ),
+            StatusCode::FORBIDDEN if error.code == "REQUEST_LIMIT_EXCEEDED" => {
+                Step::Fail(Failure::Quota(format!(
+                    "the Salesforce API request limit is used up: {call} was refused with REQUEST_LIMIT_EXCEEDED ({})",
+                    error.message
+                )))
+            }
+            s if is_retryable(s) => Step::Retry(HttpError::Status {
+                call,
+                status,
+                code: error.code,
+                message: error.message,
+            }),
+            s => Step::Fail(Failure::Api(ApiError {
+                method: call.method().to_string(),
+                endpoint: call.endpoint().to_string(),
+                status: s.as_u16(),
+                code: error.code,
+                message: error.message,
+            })),
         }
     }
 }
@@ -577,19 +625,6 @@ impl SalesforceClient {
 /// 5xx and the throttling answers Airbyte retries (A7).
 fn is_retryable(status: StatusCode) -> bool {
     status.is_server_error() || matches!(status.as_u16(), 406 | 420 | 429)
-}
-
-/// What went wrong, without reqwest's rendering of the URL (its query string holds SOQL).
-fn without_url(err: &reqwest::Error) -> &'static str {
-    if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "could not connect"
-    } else if err.is_body() || err.is_decode() {
-        "the body was cut short"
-    } else {
-        "request failed"
-    }
 }
 
 #[cfg(test)]

@@ -106,8 +106,6 @@ impl SalesforceSource {
         Settings {
             bulk_threshold: self.config.bulk_threshold,
             bulk_poll: Duration::from_millis(self.config.bulk_poll_ms.max(1)),
-            max_retries: self.config.max_retries,
-            retry_base: Duration::from_millis(self.config.retry_base_ms.max(1)),
         }
     }
 }

@@ -44,8 +44,6 @@ pub(super) enum Route {
 pub(super) struct Settings {
     pub bulk_threshold: u64,
     pub bulk_poll: Duration,
-    pub max_retries: u32,
-    pub retry_base: Duration,
 }
 
 /// Why a read ended early.

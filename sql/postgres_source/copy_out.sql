@@ -1,0 +1,1 @@
+COPY (SELECT {columns} FROM {table}{filter}) TO STDOUT (FORMAT binary)

@@ -1,0 +1,2 @@
+SELECT max({cursor})::text, max({cursor})::int8
+FROM {table}{filter}

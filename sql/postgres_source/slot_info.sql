@@ -1,0 +1,3 @@
+SELECT active, confirmed_flush_lsn::text, wal_status
+FROM pg_replication_slots
+WHERE slot_name = $1
