@@ -12,7 +12,7 @@ use syncline::sim::SimConfig;
 use syncline::stage::Stage;
 
 use crate::support::snowflake::TestSnowflake;
-use crate::support::{DeleteMode, Harness, report_stream, settle};
+use crate::support::{DeleteMode, Harness, assert_same_rows, report_stream, settle};
 
 fn sim(contacts: usize) -> SimConfig {
     SimConfig {
@@ -81,15 +81,11 @@ async fn table(
 }
 
 async fn assert_converged(h: &Harness, snowflake: &TestSnowflake, object: &str, soft: bool) {
-    let actual = table(h, snowflake, object, soft).await;
-    let expected = h.expected(object);
-    assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
-    for (id, want) in &expected {
-        let got = actual
-            .get(id)
-            .unwrap_or_else(|| panic!("{object} {id} missing in snowflake"));
-        assert_eq!(got, want, "{object} {id} differs");
-    }
+    assert_same_rows(
+        object,
+        &table(h, snowflake, object, soft).await,
+        &h.expected(object),
+    );
 }
 
 async fn ledger_count(snowflake: &TestSnowflake) -> i64 {

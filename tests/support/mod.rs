@@ -222,15 +222,11 @@ retry_base_ms = 20"#,
 
     /// Asserts the destination table equals the simulator's live records, row for row.
     pub async fn assert_converged(&self, object: &str, soft: bool) {
-        let actual = self.table(object, soft).await;
-        let expected = self.expected(object);
-        assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
-        for (id, want) in &expected {
-            let got = actual
-                .get(id)
-                .unwrap_or_else(|| panic!("{object} {id} missing in destination"));
-            assert_eq!(got, want, "{object} {id} differs");
-        }
+        assert_same_rows(
+            object,
+            &self.table(object, soft).await,
+            &self.expected(object),
+        );
     }
 
     pub async fn ledger_count(&self) -> i64 {
@@ -240,6 +236,21 @@ retry_base_ms = 20"#,
             .await
             .unwrap()
             .get(0)
+    }
+}
+
+/// Asserts a destination table (`actual`, by key) holds exactly the `expected` rows.
+pub fn assert_same_rows<K: Ord + std::fmt::Display, V: PartialEq + std::fmt::Debug>(
+    object: &str,
+    actual: &BTreeMap<K, V>,
+    expected: &BTreeMap<K, V>,
+) {
+    assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
+    for (key, want) in expected {
+        let got = actual
+            .get(key)
+            .unwrap_or_else(|| panic!("{object} {key} missing in destination"));
+        assert_eq!(got, want, "{object} {key} differs");
     }
 }
 
@@ -468,15 +479,11 @@ impl Harness {
     }
 
     pub async fn assert_sf_converged(&self, object: &str) {
-        let actual = self.sf_table(object).await;
-        let expected = self.sf_expected(object);
-        assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
-        for (id, want) in &expected {
-            let got = actual
-                .get(id)
-                .unwrap_or_else(|| panic!("{object} {id} missing in destination"));
-            assert_eq!(got, want, "{object} {id} differs");
-        }
+        assert_same_rows(
+            object,
+            &self.sf_table(object).await,
+            &self.sf_expected(object),
+        );
     }
 }
 
