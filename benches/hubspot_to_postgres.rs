@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench hubspot_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the size.
 
-#[path = "../tests/common/pg.rs"]
+#[path = "../tests/support/pg.rs"]
 mod pg;
 mod support;
 

@@ -8,7 +8,7 @@
 //!
 //! `cargo bench --bench postgres_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the size.
 
-#[path = "../tests/common/pg.rs"]
+#[path = "../tests/support/pg.rs"]
 mod pg;
 #[allow(dead_code)]
 mod support;

@@ -2,7 +2,7 @@
 //! destination, and helpers to read the destination and the dead letters back.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use syncline::config::Config;
@@ -42,7 +42,7 @@ impl FilesHarness {
     pub fn write_config(&self, streams: &[&str], tables: &str) {
         std::fs::write(
             &self.config_path,
-            files_config(&self.dir.path().to_path_buf(), streams, tables),
+            files_config(self.dir.path(), streams, tables),
         )
         .expect("write config");
     }
@@ -66,30 +66,15 @@ impl FilesHarness {
     }
 
     pub fn config(&self) -> Config {
-        let env = self.env();
-        let text = std::fs::read_to_string(&self.config_path).unwrap();
-        Config::parse(&text, &self.config_path, &|name| {
-            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
-        })
-        .expect("valid config")
+        super::parse_config(&self.config_path, &self.env())
     }
 
     pub async fn run(&self, full_refresh: bool) -> RunReport {
-        let options = syncline::pipeline::RunOptions {
-            streams: None,
-            full_refresh,
-        };
-        syncline::pipeline::run(&self.config(), &options)
-            .await
-            .expect("run starts")
+        super::run_pipeline(&self.config(), full_refresh).await
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.pg.url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(connection);
-        client
+        super::connect(&self.pg.url).await
     }
 
     /// Every row of a destination table as text, ordered by the first column's value, with the
@@ -159,30 +144,20 @@ impl FilesHarness {
     }
 }
 
-/// A pipeline config reading `{dir}/exports` into the `files` schema of `${TEST_DATABASE_URL}`.
-pub fn files_config(dir: &PathBuf, streams: &[&str], tables: &str) -> String {
-    let streams = streams
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"[pipeline]
-name = "files"
-batch_rows = 1000
-[staging]
-url = "file://{dir}/stage"
-[destination]
-type = "postgres"
-url = "${{TEST_DATABASE_URL}}"
-schema = "files"
-[source]
-type = "files"
-url = "file://{dir}/exports"
-streams = [{streams}]
-{tables}
-"#,
+/// A pipeline config reading `{dir}/exports` into the `files` schema of `${TEST_DATABASE_URL}`;
+/// `tables` holds the `[source.files.NAME]` tables (and anything after them).
+pub fn files_config(dir: &Path, streams: &[&str], tables: &str) -> String {
+    let source = format!(
+        "[source]\ntype = \"files\"\nurl = \"file://{dir}/exports\"\nstreams = {streams}",
         dir = dir.display(),
+        streams = super::toml_list(streams),
+    );
+    super::config_toml(
+        "name = \"files\"\nbatch_rows = 1000",
+        &dir.join("stage"),
+        &source,
+        &super::postgres_destination("files"),
+        tables,
     )
 }
 

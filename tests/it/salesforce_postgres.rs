@@ -2,14 +2,15 @@
 //! loads, REST incrementals, deletes, wide objects, quota stops, expiring sessions and the
 //! JWT bearer login.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Harness, settle_sf, write_salesforce_config, write_salesforce_config_with_auth};
 use syncline::pipeline::RunOptions;
 use syncline::reconcile::report::Status;
 use syncline::sim::SimConfig;
+
+use crate::support::{
+    Harness, settle_sf, write_salesforce_config, write_salesforce_config_with_auth,
+};
 
 fn sim() -> SimConfig {
     SimConfig {
@@ -34,7 +35,7 @@ async fn bulk_full_load_then_rest_incremental_with_deletes_converge() {
         "",
     );
 
-    let first = h.run_sf(false).await;
+    let first = h.run(false).await;
     assert_eq!(first.status, Status::Success, "{first:#?}");
     assert!(
         h.sim.salesforce.bulk_jobs_created() >= 2,
@@ -58,7 +59,7 @@ async fn bulk_full_load_then_rest_incremental_with_deletes_converge() {
     settle_sf(&h, &["Account", "Contact", "Opportunity", "Lead"]).await;
     let jobs_before = sf.bulk_jobs_created();
 
-    let second = h.run_sf(false).await;
+    let second = h.run(false).await;
     assert_eq!(second.status, Status::Success, "{second:#?}");
     assert_eq!(
         sf.bulk_jobs_created(),
@@ -83,7 +84,7 @@ async fn a_failed_bulk_job_falls_back_to_rest() {
     let h = Harness::start(sim(), &["contacts"], "").await;
     write_salesforce_config(&h, &["Account"], "bulk_threshold = 10", "");
     h.sim.salesforce.fail_next_bulk_job();
-    let report = h.run_sf(false).await;
+    let report = h.run(false).await;
     assert_eq!(report.status, Status::Success, "{report:#?}");
     assert_eq!(h.sim.salesforce.bulk_jobs_created(), 1);
     h.assert_sf_converged("Account").await;
@@ -101,14 +102,14 @@ async fn a_wide_object_loads_completely_through_split_queries() {
     )
     .await;
     write_salesforce_config(&h, &["Wide__c"], "", "");
-    let report = h.run_sf(false).await;
+    let report = h.run(false).await;
     assert_eq!(report.status, Status::Success, "{report:#?}");
     assert_eq!(report.streams[0].rows_inserted, 40);
     h.assert_sf_converged("Wide__c").await;
 
     h.sim.salesforce.update("Wide__c", 7);
     settle_sf(&h, &["Wide__c"]).await;
-    let report = h.run_sf(false).await;
+    let report = h.run(false).await;
     assert_eq!(report.streams[0].rows_updated, 7, "{report:#?}");
     h.assert_sf_converged("Wide__c").await;
 }
@@ -129,7 +130,7 @@ async fn the_quota_runs_out_mid_run_then_the_next_run_converges() {
     h.sim.salesforce.set_api_usage(0, 6);
     let (status, report) = {
         let env: Vec<(String, String)> = h
-            .sf_env()
+            .env()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
@@ -151,7 +152,7 @@ async fn the_quota_runs_out_mid_run_then_the_next_run_converges() {
     );
 
     h.sim.salesforce.set_api_usage(0, 1_000_000);
-    let next = h.run_sf(false).await;
+    let next = h.run(false).await;
     assert_eq!(next.status, Status::Success, "{next:#?}");
     h.assert_sf_converged("Account").await;
     h.assert_sf_converged("Contact").await;
@@ -170,7 +171,7 @@ async fn a_session_that_expires_mid_run_is_renewed_and_the_run_continues() {
     .await;
     write_salesforce_config(&h, &["Account", "Contact"], "bulk_threshold = 100000", "");
     h.sim.salesforce.expire_sessions_after(4);
-    let report = h.run_sf(false).await;
+    let report = h.run(false).await;
     assert_eq!(report.status, Status::Success, "{report:#?}");
     assert!(
         h.sim.salesforce.sessions_expired() >= 1,
@@ -236,7 +237,7 @@ async fn jwt_bearer_login_loads_and_a_wrong_key_is_a_config_error() {
     let h = Harness::start(sim(), &["contacts"], "").await;
     let auth = jwt_auth(&fixture("jwt-test-private.pem"));
     write_salesforce_config_with_auth(&h, &["Lead"], &auth, "", "");
-    let report = h.run_sf(false).await;
+    let report = h.run(false).await;
     assert_eq!(report.status, Status::Success, "{report:#?}");
     h.assert_sf_converged("Lead").await;
     let sf = &h.sim.salesforce;
@@ -245,7 +246,7 @@ async fn jwt_bearer_login_loads_and_a_wrong_key_is_a_config_error() {
     // A session that expires mid-run is renewed with a freshly signed assertion.
     let logins = sf.jwt_logins();
     sf.expire_sessions_after(1);
-    let report = h.run_sf(true).await;
+    let report = h.run(true).await;
     assert_eq!(report.status, Status::Success, "{report:#?}");
     assert!(sf.sessions_expired() >= 1, "the session really expired");
     assert!(

@@ -1,10 +1,9 @@
 //! CSV and JSONL exports → Parquet staging → a real PostgreSQL, through the file source.
 
-mod common;
-
-use common::files::{FilesHarness, files_config, run_binary};
-use common::report_stream;
 use syncline::reconcile::report::Status;
+
+use crate::support::files::{FilesHarness, files_config, run_binary};
+use crate::support::report_stream;
 
 /// 2024-03-01T00:00:00Z, the base of the export times below.
 const T0: i64 = 1_709_251_200_000;
@@ -544,7 +543,7 @@ fn config_errors_exit_2_and_name_the_key() {
         std::fs::write(
             &config,
             files_config(
-                &dir.path().to_path_buf(),
+                dir.path(),
                 &["contacts"],
                 &format!("[source.files.contacts]\n{table}"),
             ),
@@ -566,7 +565,7 @@ async fn exports_on_s3_load_incrementally() {
     use object_store::path::Path;
 
     let h = FilesHarness::start().await;
-    let moto = common::files::Moto::start("exports").await;
+    let moto = crate::support::files::Moto::start("exports").await;
     let store = moto.store("exports");
     let put = |path: &'static str, body: &'static str| {
         let store = &store;
@@ -584,7 +583,7 @@ async fn exports_on_s3_load_incrementally() {
     .await;
     put("crm/deals/a.jsonl", "{\"id\": 9}\n").await;
     put("other/contacts/a.jsonl", "{\"id\": 8}\n").await;
-    let mut text = files_config(&h.dir.path().to_path_buf(), &["contacts"], "");
+    let mut text = files_config(h.dir.path(), &["contacts"], "");
     text = text.replace(
         &format!("url = \"file://{}/exports\"", h.dir.path().display()),
         "url = \"s3://exports/crm\"",

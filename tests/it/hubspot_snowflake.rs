@@ -1,24 +1,18 @@
 //! HubSpot → Parquet staging → Snowflake (the fakesnow emulator behind the test proxy): the
-//! real pipeline with the simulator as source, and hand-built loads for schema changes.
-
-mod common;
+//! real pipeline with the simulator as source, and what only Snowflake has (expiring sessions,
+//! key-pair login, `COPY INTO` from the stage). The merge cases shared with the other
+//! destinations are in `merge`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use arrow::array::TimestampMillisecondArray;
-use arrow::array::{BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use common::snowflake::{TestSnowflake, decode_base64};
-use common::{Harness, report_stream, settle};
-use futures::StreamExt;
+use arrow::array::RecordBatch;
 use syncline::destinations::MergeRequest;
-use syncline::load::DeleteMode;
-use syncline::reconcile::batch_fingerprint;
 use syncline::reconcile::report::Status;
-use syncline::schema::{deleted_field, version_field};
 use syncline::sim::SimConfig;
-use syncline::stage::{LoadWriter, Stage};
+use syncline::stage::Stage;
+
+use crate::support::snowflake::TestSnowflake;
+use crate::support::{DeleteMode, Harness, assert_same_rows, report_stream, settle};
 
 fn sim(contacts: usize) -> SimConfig {
     SimConfig {
@@ -38,36 +32,10 @@ async fn start(contacts: usize, streams: &[&str], extra: &str) -> (Harness, Test
 }
 
 fn write_config(h: &Harness, snowflake: &TestSnowflake, streams: &[&str], extra: &str) {
-    let streams = streams
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let text = format!(
-        r#"[pipeline]
-name = "crm"
-batch_rows = 1000
-file_rows = 1000
-[staging]
-url = "file://{stage}"
-[source]
-type = "hubspot"
-base_url = "{base}"
-token = "${{SIM_TOKEN}}"
-streams = [{streams}]
-lag_seconds = 0
-overlap_seconds = 300
-retry_base_ms = 20
-{destination}
-{extra}
-"#,
-        stage = h.stage_dir().display(),
-        base = h.sim.base_url,
-        destination = snowflake
-            .destination_toml(&h.stage_dir())
-            .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any"),
-    );
-    std::fs::write(&h.config_path, text).expect("write config");
+    let destination = snowflake
+        .destination_toml(&h.stage_dir())
+        .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any");
+    h.write_hubspot_config(streams, "file_rows = 1000", &destination, extra);
 }
 
 /// The Snowflake table as {id: {column: canonical text}}, in the form `Harness::expected` uses.
@@ -113,28 +81,17 @@ async fn table(
 }
 
 async fn assert_converged(h: &Harness, snowflake: &TestSnowflake, object: &str, soft: bool) {
-    let actual = table(h, snowflake, object, soft).await;
-    let expected = h.expected(object);
-    assert_eq!(actual.len(), expected.len(), "{object}: row count differs");
-    for (id, want) in &expected {
-        let got = actual
-            .get(id)
-            .unwrap_or_else(|| panic!("{object} {id} missing in snowflake"));
-        assert_eq!(got, want, "{object} {id} differs");
-    }
+    assert_same_rows(
+        object,
+        &table(h, snowflake, object, soft).await,
+        &h.expected(object),
+    );
 }
 
 async fn ledger_count(snowflake: &TestSnowflake) -> i64 {
     snowflake
         .count("SELECT COUNT(*) FROM \"crm\".\"_syncline_loads\"")
         .await
-}
-
-#[test]
-fn the_proxy_decodes_base64() {
-    assert_eq!(decode_base64("aGVsbG8="), b"hello");
-    assert_eq!(decode_base64("aGk="), b"hi");
-    assert_eq!(decode_base64("YWJj"), b"abc");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,160 +256,6 @@ async fn replaying_a_load_changes_nothing_even_after_the_session_expired() {
     assert_eq!(last.rows, manifest.rows);
     assert_eq!(last.checksum, manifest.checksum);
     assert_converged(&h, &snowflake, "contacts", false).await;
-}
-
-/// Stages `batch` as a complete load the way the pipeline does and returns the request.
-async fn stage_load(stage: &Stage, load_id: &str, batch: &RecordBatch) -> MergeRequest {
-    let dir = stage.load_dir("hand", "people", load_id);
-    let mut writer = LoadWriter::new(stage, dir, batch.schema(), 2);
-    writer.write(batch).await.unwrap();
-    let files = writer.finish().await.unwrap();
-    MergeRequest {
-        load_id: load_id.into(),
-        stream: "people".into(),
-        table: "people".into(),
-        key: "id".into(),
-        deletes: DeleteMode::Hard,
-        schema: batch.schema(),
-        staged: batch_fingerprint(batch, "id").unwrap(),
-        files: files.into_iter().map(|f| f.path).collect(),
-    }
-}
-
-fn people(rows: &[(i64, &str, i64)], scores: Option<&[Option<f64>]>) -> RecordBatch {
-    let mut fields = vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("email", DataType::Utf8, true),
-    ];
-    let mut columns: Vec<arrow::array::ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-    ];
-    if let Some(scores) = scores {
-        fields.push(Field::new("Lead Score", DataType::Float64, true));
-        columns.push(Arc::new(Float64Array::from(scores.to_vec())));
-    }
-    fields.push(version_field());
-    fields.push(deleted_field());
-    columns.push(Arc::new(
-        TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.2)).with_timezone("UTC"),
-    ));
-    columns.push(Arc::new(BooleanArray::from(vec![false; rows.len()])));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_source_column_is_added_and_a_type_change_is_drift() {
-    let (h, snowflake) = start(10, &["contacts"], "").await;
-    let config = h.config();
-    let stage = Stage::open(&config.staging).unwrap();
-    let destination = syncline::destinations::build(&config).await.unwrap();
-    destination.check().await.unwrap();
-
-    let first = people(&[(1, "a@x", 100), (2, "b@x", 100), (3, "c@x", 100)], None);
-    let request = stage_load(&stage, "l1", &first).await;
-    let change = destination.ensure_table(&request).await.unwrap();
-    assert!(change.created_table);
-    let outcome = destination
-        .merge(&request, futures::stream::empty().boxed())
-        .await
-        .unwrap();
-    assert_eq!((outcome.inserted, outcome.updated), (3, 0));
-    assert_eq!(outcome.received, request.staged);
-
-    // The source grew a field: the column is added and filled for the rows this load carries.
-    let second = people(
-        &[(2, "b@x", 200), (4, "d@x", 200)],
-        Some(&[Some(7.5), None]),
-    );
-    let request = stage_load(&stage, "l2", &second).await;
-    let change = destination.ensure_table(&request).await.unwrap();
-    assert!(!change.created_table);
-    assert_eq!(change.added_columns, ["Lead Score"]);
-    let outcome = destination
-        .merge(&request, futures::stream::empty().boxed())
-        .await
-        .unwrap();
-    assert_eq!((outcome.inserted, outcome.updated), (1, 1));
-    let rows = snowflake
-        .rows(
-            "SELECT \"id\", \"email\", \"Lead Score\", \"_syncline_load_id\" \
-             FROM \"crm\".\"people\" ORDER BY \"id\"",
-        )
-        .await;
-    let text = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
-    assert_eq!(
-        rows,
-        vec![
-            vec![
-                Some("1".into()),
-                Some("a@x".into()),
-                None,
-                Some("l1".into())
-            ],
-            text(&["2", "b@x", "7.5", "l2"]),
-            vec![
-                Some("3".into()),
-                Some("c@x".into()),
-                None,
-                Some("l1".into())
-            ],
-            vec![
-                Some("4".into()),
-                Some("d@x".into()),
-                None,
-                Some("l2".into())
-            ],
-        ]
-    );
-
-    // An older version never overwrites a newer one.
-    let stale = people(&[(2, "old@x", 150)], Some(&[Some(1.0)]));
-    let request = stage_load(&stage, "l3", &stale).await;
-    let outcome = destination
-        .merge(&request, futures::stream::empty().boxed())
-        .await
-        .unwrap();
-    assert_eq!(
-        (outcome.inserted, outcome.updated, outcome.deleted),
-        (0, 0, 0)
-    );
-    assert_eq!(
-        snowflake
-            .rows("SELECT \"email\" FROM \"crm\".\"people\" WHERE \"id\" = 2")
-            .await,
-        vec![vec![Some("b@x".to_string())]]
-    );
-
-    // The source now sends `email` as a number: the stream stops, the table is unchanged.
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("email", DataType::Int64, true),
-        version_field(),
-        deleted_field(),
-    ]));
-    let drifted = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(vec![9, 10])),
-            Arc::new(Int64Array::from(vec![1, 2])),
-            Arc::new(TimestampMillisecondArray::from(vec![300, 300]).with_timezone("UTC")),
-            Arc::new(BooleanArray::from(vec![false, false])),
-        ],
-    )
-    .unwrap();
-    let request = stage_load(&stage, "l4", &drifted).await;
-    let err = destination.ensure_table(&request).await.unwrap_err();
-    assert!(
-        matches!(err, syncline::Error::SchemaDrift(ref m) if m.contains("`email`")),
-        "{err:?}"
-    );
-    assert_eq!(
-        snowflake
-            .count("SELECT COUNT(*) FROM \"crm\".\"people\"")
-            .await,
-        4
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,9 @@
 //! HubSpot → Parquet staging → PostgreSQL, over real HTTP (the simulator) and a real PostgreSQL.
 
-mod common;
-
-use common::{Harness, report_stream, settle};
 use syncline::reconcile::report::Status;
 use syncline::sim::SimConfig;
+
+use crate::support::{Harness, report_stream, settle};
 
 fn sim(contacts: usize, companies: usize, deals: usize) -> SimConfig {
     SimConfig {

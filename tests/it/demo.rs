@@ -1,7 +1,5 @@
 //! `syncline demo` end to end, and the lake it writes read back by an independent reader.
 
-mod common;
-
 use syncline::demo::{DemoDestination, DemoOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +120,7 @@ fn the_demo_binary_prints_a_summary_and_its_lake_reads_with_python_deltalake() {
         .unwrap();
 
     // An independent reader: delta-rs's Python package, not this crate's code.
-    let python = common::python_with_deltalake();
+    let python = crate::support::python_with_deltalake();
     let script = r#"
 import sys
 from deltalake import DeltaTable

@@ -3,16 +3,15 @@
 //! writes, streaming, deletes, a column added mid-stream, unchanged TOAST values, a killed
 //! run, configuration errors, and cursor mode.
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::TestPostgres;
 use syncline::reconcile::report::{RunReport, Status};
+
+use crate::support::{TestPostgres, config_toml, connect};
 
 /// Every compared column, as the same text expression on both sides.
 const COMPARED: &str = "id::text, email, score::text, active::text, born::text, \
@@ -36,26 +35,20 @@ impl Setup {
         let dest_url = pg.create_database("dest");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("pg.toml");
-        let text = format!(
-            r#"[pipeline]
-name = "pgsync"
-batch_rows = 500
-[staging]
-url = "file://{stage}"
-[source]
-type = "postgres"
-url = "${{SOURCE_URL}}"
-streams = ["contacts"]
-{source_extra}
-{destination}
-{extra}
-"#,
-            stage = dir.path().join("stage").display(),
-            destination = if extra.contains("[destination]") {
-                ""
-            } else {
-                "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\""
-            },
+        let source = format!(
+            "[source]\ntype = \"postgres\"\nurl = \"${{SOURCE_URL}}\"\nstreams = [\"contacts\"]\n{source_extra}"
+        );
+        let destination = if extra.contains("[destination]") {
+            ""
+        } else {
+            "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\""
+        };
+        let text = config_toml(
+            "name = \"pgsync\"\nbatch_rows = 500",
+            &dir.path().join("stage"),
+            &source,
+            destination,
+            extra,
         );
         std::fs::write(&config, text).unwrap();
         let setup = Setup {
@@ -192,14 +185,6 @@ streams = ["contacts"]
             .unwrap()
             .map(|row| row.get(0))
     }
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    client
 }
 
 async fn rows(client: &tokio_postgres::Client, query: &str) -> Vec<Vec<Option<String>>> {

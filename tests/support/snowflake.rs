@@ -148,11 +148,23 @@ impl TestSnowflake {
     /// `[destination]` TOML lines for this emulator (password auth; fakesnow accepts any).
     pub fn destination_toml(&self, stage_dir: &std::path::Path) -> String {
         format!(
-            r#"[destination]
-type = "snowflake"
-account = "syncline-test"
+            "[destination]\ntype = \"snowflake\"\n{}",
+            self.destination_keys(stage_dir, "${SNOWFLAKE_PASSWORD}")
+        )
+    }
+
+    /// The destination's config for this emulator, loading from the local stage `stage_dir`.
+    pub fn config(&self, stage_dir: &std::path::Path) -> syncline::config::SnowflakeConfig {
+        toml::from_str(&self.destination_keys(stage_dir, "fakesnow-accepts-any"))
+            .expect("a valid snowflake destination")
+    }
+
+    /// The keys of the `[destination]` table, without `type`.
+    fn destination_keys(&self, stage_dir: &std::path::Path, password: &str) -> String {
+        format!(
+            r#"account = "syncline-test"
 user = "syncline"
-password = "${{SNOWFLAKE_PASSWORD}}"
+password = "{password}"
 database = "{database}"
 schema = "crm"
 url = "{url}"
@@ -413,7 +425,7 @@ fn column_cells(array: &dyn Array, rowtype: &Value) -> Vec<Value> {
 }
 
 /// Standard base64 (with padding), as fakesnow's `b64encode` writes it.
-pub fn decode_base64(text: &str) -> Vec<u8> {
+fn decode_base64(text: &str) -> Vec<u8> {
     let value = |c: u8| -> u32 {
         match c {
             b'A'..=b'Z' => u32::from(c - b'A'),
@@ -437,4 +449,11 @@ pub fn decode_base64(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+#[test]
+fn the_proxy_decodes_base64() {
+    assert_eq!(decode_base64("aGVsbG8="), b"hello");
+    assert_eq!(decode_base64("aGk="), b"hi");
+    assert_eq!(decode_base64("YWJj"), b"abc");
 }

@@ -1,13 +1,12 @@
 //! Crash tests: the `syncline` process is killed with SIGKILL between staging, merge and the
 //! state commit; the next run must converge with no row lost and none applied twice.
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 
-use common::{Harness, settle};
 use syncline::reconcile::report::Status;
 use syncline::sim::SimConfig;
+
+use crate::support::{Harness, settle};
 
 async fn killed_then_rerun_converges(point: &str) {
     let h = Harness::start(

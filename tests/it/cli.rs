@@ -1,9 +1,8 @@
 //! The `syncline` binary as an orchestrator sees it: exit codes, the report, status, check.
 
-mod common;
-
-use common::{Harness, settle};
 use syncline::sim::SimConfig;
+
+use crate::support::{Harness, settle};
 
 fn syncline() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))

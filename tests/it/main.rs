@@ -1,0 +1,17 @@
+//! The integration tests, in one binary so DataFusion and delta-rs are linked once: the
+//! `syncline` binary and the pipeline against real servers each test starts for itself
+//! (throwaway PostgreSQL clusters, the CRM simulator, the Snowflake emulator, moto), and the
+//! merge contract run against every destination.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod crash;
+mod demo;
+mod files_source;
+mod hubspot_postgres;
+mod hubspot_snowflake;
+mod merge;
+mod postgres_source;
+mod salesforce_postgres;

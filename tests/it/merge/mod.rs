@@ -1,0 +1,461 @@
+//! The merge contract of `syncline::destinations::Destination`, written once and run against
+//! every destination: PostgreSQL (a throwaway cluster), the lake (a Delta table in a temp
+//! folder) and Snowflake (the fakesnow emulator). Each case drives the destination directly with
+//! hand-built loads, staged as the pipeline stages them, and reads the table back in the
+//! destination's own SQL: newest version wins, older never overwrites newer, deletes (hard and
+//! soft), same-version re-sends and replays change nothing, new columns, type drift, a load that
+//! differs from its manifest, empty loads, and the ledger (`is_committed`, `last_load`).
+//!
+//! [`every_case!`] expands each case into one test per destination module
+//! (`merge::postgres::soft_deletes_and_undeletes`, ...), as vector's sink compliance tests do.
+
+mod lake;
+mod postgres;
+mod snowflake;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::TimestampMillisecondArray;
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use futures::StreamExt;
+use syncline::config::StagingConfig;
+use syncline::destinations::{Destination, MergeOutcome, MergeRequest};
+use syncline::reconcile::Fingerprint;
+use syncline::schema::{deleted_field, version_field};
+use syncline::stage::{LoadWriter, Stage};
+
+use crate::support::{DeleteMode, batch_fingerprint};
+
+/// One destination as the cases drive it.
+pub(super) trait DestinationUnderTest: Sized {
+    /// How the destination names a text and a 64-bit integer column in a schema drift message.
+    const TYPE_NAMES: (&'static str, &'static str);
+
+    /// The column the source grows in [`a_new_source_column_becomes_a_new_column`]: a name that
+    /// needs quoting where the destination can hold one.
+    const NEW_COLUMN: &'static str;
+
+    /// Whether a load of no rows (no staged files) is merged and recorded. The pipeline never
+    /// merges one; a destination that reads the staged files itself refuses it instead.
+    const MERGES_EMPTY_LOADS: bool = true;
+
+    /// Starts a fresh destination. Loads are staged under the local folder `stage` (Snowflake
+    /// reads them from there; the others take the batches handed to `merge`).
+    async fn start(stage: &Path) -> Self;
+
+    fn destination(&self) -> &dyn Destination;
+
+    /// Every row of the `people` table, each as its `columns` in text (NULL as `null`), then
+    /// `_syncline_version` in epoch milliseconds, then with `soft` `t` or `f` for whether the
+    /// row is marked deleted, all joined with `|`. Any order.
+    async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String>;
+}
+
+/// A destination under test and the stage its loads are written to.
+struct Target<D> {
+    dut: D,
+    stage: Stage,
+    _dir: tempfile::TempDir,
+}
+
+impl<D: DestinationUnderTest> Target<D> {
+    /// Starts the destination and checks it is usable.
+    async fn start() -> Target<D> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stage_dir = dir.path().join("stage");
+        std::fs::create_dir_all(&stage_dir).expect("stage folder");
+        let stage = Stage::open(&StagingConfig {
+            url: format!("file://{}", stage_dir.display()),
+            s3: None,
+        })
+        .expect("open the stage");
+        let dut = D::start(&stage_dir).await;
+        dut.destination().check().await.expect("check");
+        Target {
+            dut,
+            stage,
+            _dir: dir,
+        }
+    }
+
+    fn dest(&self) -> &dyn Destination {
+        self.dut.destination()
+    }
+
+    /// Stages `batch` as load `load_id` of the `people` stream, two rows a file so a load spans
+    /// several files, and returns the request the pipeline would make for it.
+    async fn stage(&self, load_id: &str, deletes: DeleteMode, batch: &RecordBatch) -> MergeRequest {
+        let dir = self.stage.load_dir("merge", "people", load_id);
+        let mut writer = LoadWriter::new(&self.stage, dir, batch.schema(), 2);
+        for start in (0..batch.num_rows()).step_by(2) {
+            let rows = 2.min(batch.num_rows() - start);
+            writer.write(&batch.slice(start, rows)).await.unwrap();
+        }
+        let files = writer.finish().await.unwrap();
+        MergeRequest {
+            load_id: load_id.into(),
+            stream: "people".into(),
+            table: "people".into(),
+            key: "id".into(),
+            deletes,
+            schema: batch.schema(),
+            staged: batch_fingerprint(batch, "id").unwrap(),
+            files: files.into_iter().map(|f| f.path).collect(),
+        }
+    }
+
+    /// Merges the already staged `request` with `batch` as its rows.
+    async fn merge_staged(
+        &self,
+        request: &MergeRequest,
+        batch: RecordBatch,
+    ) -> syncline::Result<MergeOutcome> {
+        self.dest()
+            .merge(request, futures::stream::iter(vec![Ok(batch)]).boxed())
+            .await
+    }
+
+    /// Stages `batch`, makes sure the table fits it and merges it, as the pipeline does.
+    async fn merge(
+        &self,
+        load_id: &str,
+        deletes: DeleteMode,
+        batch: RecordBatch,
+    ) -> syncline::Result<MergeOutcome> {
+        let request = self.stage(load_id, deletes, &batch).await;
+        self.dest().ensure_table(&request).await?;
+        self.merge_staged(&request, batch).await
+    }
+
+    /// `id|name|version_ms` (with `soft`, plus `|t` or `|f` for deleted), sorted.
+    async fn people(&self, soft: bool) -> Vec<String> {
+        self.rows(&["id", "name"], soft).await
+    }
+
+    /// [`DestinationUnderTest::rows`], sorted.
+    async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String> {
+        let mut rows = self.dut.rows(columns, soft).await;
+        rows.sort();
+        rows
+    }
+}
+
+/// Rows as (id, name, version, deleted), plus an optional extra column named `new_column`.
+fn batch(rows: &[(i64, &str, i64, bool)], extra: Option<(&str, &[Option<&str>])>) -> RecordBatch {
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+    ];
+    if let Some((name, values)) = extra {
+        fields.push(Field::new(name, DataType::Utf8, true));
+        columns.push(Arc::new(StringArray::from(values.to_vec())));
+    }
+    fields.push(version_field());
+    fields.push(deleted_field());
+    columns.push(Arc::new(
+        TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.2)).with_timezone("UTC"),
+    ));
+    columns.push(Arc::new(BooleanArray::from_iter(
+        rows.iter().map(|r| Some(r.3)),
+    )));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+fn counts(outcome: &MergeOutcome) -> (u64, u64, u64) {
+    (outcome.inserted, outcome.updated, outcome.deleted)
+}
+
+async fn newest_version_wins_and_older_never_overwrites_newer<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    assert!(t.dest().last_load("people").await.unwrap().is_none());
+    assert!(!t.dest().is_committed("people", "l1").await.unwrap());
+
+    let first = t
+        .merge(
+            "l1",
+            DeleteMode::Hard,
+            batch(
+                &[
+                    (1, "a", 100, false),
+                    (2, "b", 100, false),
+                    (3, "c", 100, false),
+                ],
+                None,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&first), (3, 0, 0));
+    assert!(!first.skipped);
+
+    // Within one load the same key twice: the newest version wins, whatever the order.
+    // Older versions of 1 never overwrite it; 2 is deleted by a newer delete.
+    let second = t
+        .merge(
+            "l2",
+            DeleteMode::Hard,
+            batch(
+                &[
+                    (4, "d-new", 300, false),
+                    (1, "a-old", 50, false),
+                    (4, "d-old", 200, false),
+                    (2, "b", 150, true),
+                    (3, "c", 100, false),
+                ],
+                None,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&second), (1, 0, 1), "{second:?}");
+    assert_eq!(t.people(false).await, ["1|a|100", "3|c|100", "4|d-new|300"]);
+
+    // A delete older than the row does not remove it; a same-version re-send changes nothing.
+    // Nothing changes, yet the load is recorded.
+    let third_rows = batch(&[(4, "d-new", 250, true), (3, "c", 100, false)], None);
+    let third_fingerprint = batch_fingerprint(&third_rows, "id").unwrap();
+    let third = t.merge("l3", DeleteMode::Hard, third_rows).await.unwrap();
+    assert_eq!(counts(&third), (0, 0, 0), "{third:?}");
+    assert_eq!(third.received, third_fingerprint);
+    assert!(t.dest().is_committed("people", "l3").await.unwrap());
+    let last = t
+        .dest()
+        .last_load("people")
+        .await
+        .unwrap()
+        .expect("a last load");
+    assert_eq!(
+        (last.load_id.as_str(), last.stream.as_str()),
+        ("l3", "people")
+    );
+    assert_eq!(
+        (last.rows, last.checksum),
+        (third_fingerprint.rows, third_fingerprint.checksum)
+    );
+
+    // A replayed load id is skipped, and so is a replay of the load that changed nothing.
+    let replay = t
+        .merge(
+            "l1",
+            DeleteMode::Hard,
+            batch(&[(1, "zzz", 999, false)], None),
+        )
+        .await
+        .unwrap();
+    assert!(replay.skipped);
+    let replay = t
+        .merge(
+            "l3",
+            DeleteMode::Hard,
+            batch(&[(3, "zzz", 999, false)], None),
+        )
+        .await
+        .unwrap();
+    assert!(replay.skipped);
+    assert_eq!(t.people(false).await, ["1|a|100", "3|c|100", "4|d-new|300"]);
+    assert_eq!(
+        t.dest().last_load("people").await.unwrap().unwrap().load_id,
+        "l3"
+    );
+}
+
+async fn soft_deletes_and_undeletes<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge(
+        "l1",
+        DeleteMode::Soft,
+        batch(&[(1, "a", 100, false), (2, "b", 100, false)], None),
+    )
+    .await
+    .unwrap();
+    let deleted = t
+        .merge("l2", DeleteMode::Soft, batch(&[(1, "a", 200, true)], None))
+        .await
+        .unwrap();
+    assert_eq!(counts(&deleted), (0, 0, 1), "{deleted:?}");
+    assert_eq!(t.people(true).await, ["1|a|200|t", "2|b|100|f"]);
+
+    // A live row of the same version as the delete does not bring it back; a newer one does.
+    let tie = t
+        .merge("l3", DeleteMode::Soft, batch(&[(1, "a", 200, false)], None))
+        .await
+        .unwrap();
+    assert_eq!(counts(&tie), (0, 0, 0), "{tie:?}");
+    let back = t
+        .merge(
+            "l4",
+            DeleteMode::Soft,
+            batch(&[(1, "a2", 300, false)], None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&back), (0, 1, 0), "{back:?}");
+    assert_eq!(t.people(true).await, ["1|a2|300|f", "2|b|100|f"]);
+}
+
+async fn a_new_source_column_becomes_a_new_column<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge(
+        "l1",
+        DeleteMode::Hard,
+        batch(&[(1, "a", 100, false), (3, "c", 100, false)], None),
+    )
+    .await
+    .unwrap();
+    let grown = batch(
+        &[(1, "a", 200, false), (2, "b", 200, false)],
+        Some((D::NEW_COLUMN, &[Some("gold"), None])),
+    );
+    let request = t.stage("l2", DeleteMode::Hard, &grown).await;
+    let change = t.dest().ensure_table(&request).await.unwrap();
+    assert!(!change.created_table);
+    assert_eq!(change.added_columns, [D::NEW_COLUMN]);
+    let again = t.dest().ensure_table(&request).await.unwrap();
+    assert!(again.added_columns.is_empty(), "{again:?}");
+
+    // The column is filled for the rows this load carries; the others keep NULL.
+    let outcome = t.merge_staged(&request, grown).await.unwrap();
+    assert_eq!(counts(&outcome), (1, 1, 0), "{outcome:?}");
+    assert_eq!(
+        t.rows(&["id", D::NEW_COLUMN, "_syncline_load_id"], false)
+            .await,
+        ["1|gold|l2|200", "2|null|l2|200", "3|null|l1|100"]
+    );
+
+    // An older version never overwrites a newer one, in the new column either.
+    let stale = t
+        .merge(
+            "l3",
+            DeleteMode::Hard,
+            batch(
+                &[(2, "old", 150, false)],
+                Some((D::NEW_COLUMN, &[Some("x")])),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&stale), (0, 0, 0), "{stale:?}");
+    assert_eq!(
+        t.rows(&["id", "name", D::NEW_COLUMN], false).await,
+        ["1|a|gold|200", "2|b|null|200", "3|c|null|100"]
+    );
+}
+
+async fn a_load_that_differs_from_its_manifest_changes_nothing<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge("l1", DeleteMode::Hard, batch(&[(1, "a", 100, false)], None))
+        .await
+        .unwrap();
+    let rows_in = batch(&[(1, "a", 200, false), (2, "b", 200, false)], None);
+    let mut request = t.stage("l2", DeleteMode::Hard, &rows_in).await;
+    request.staged.rows += 1; // the manifest claims a row the destination never receives
+    let err = t.merge_staged(&request, rows_in).await.unwrap_err();
+    assert!(matches!(err, syncline::Error::Reconciliation(_)), "{err}");
+    assert_eq!(err.exit_code(), 3);
+    assert!(!t.dest().is_committed("people", "l2").await.unwrap());
+    assert_eq!(t.people(false).await, ["1|a|100"]);
+    assert_eq!(
+        t.dest().last_load("people").await.unwrap().unwrap().load_id,
+        "l1"
+    );
+}
+
+async fn an_incompatible_type_change_is_schema_drift<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge("l1", DeleteMode::Hard, batch(&[(1, "a", 100, false)], None))
+        .await
+        .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Int64, true),
+        version_field(),
+        deleted_field(),
+    ]));
+    let request = MergeRequest {
+        load_id: "l2".into(),
+        stream: "people".into(),
+        table: "people".into(),
+        key: "id".into(),
+        deletes: DeleteMode::Hard,
+        schema,
+        staged: Fingerprint::default(),
+        files: Vec::new(),
+    };
+    let (was, now) = D::TYPE_NAMES;
+    match t.dest().ensure_table(&request).await.unwrap_err() {
+        syncline::Error::SchemaDrift(message) => {
+            assert!(message.contains("`people`"), "{message}");
+            assert!(message.contains("`name`"), "{message}");
+            assert!(message.contains(was), "{message}");
+            assert!(message.contains(now), "{message}");
+        }
+        other => panic!("expected schema drift, got {other:?}"),
+    }
+    assert_eq!(t.people(false).await, ["1|a|100"]);
+}
+
+/// Snowflake loads from the staged files and an empty load has none: it refuses the load (an
+/// error, nothing recorded) where the others record it. Either way the table is unchanged.
+async fn an_empty_load_is_recorded<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge("l1", DeleteMode::Hard, batch(&[(1, "a", 100, false)], None))
+        .await
+        .unwrap();
+    let empty = t.merge("l2", DeleteMode::Hard, batch(&[], None)).await;
+    if D::MERGES_EMPTY_LOADS {
+        let empty = empty.unwrap();
+        assert_eq!(
+            (
+                empty.inserted,
+                empty.updated,
+                empty.deleted,
+                empty.received.rows
+            ),
+            (0, 0, 0, 0)
+        );
+        assert!(t.dest().is_committed("people", "l2").await.unwrap());
+        assert!(
+            t.merge("l2", DeleteMode::Hard, batch(&[], None))
+                .await
+                .unwrap()
+                .skipped
+        );
+    } else {
+        let err = empty.unwrap_err();
+        assert!(
+            matches!(err, syncline::Error::Destination(ref m) if m.contains("no staged files")),
+            "{err:?}"
+        );
+        assert!(!t.dest().is_committed("people", "l2").await.unwrap());
+    }
+    assert_eq!(t.people(false).await, ["1|a|100"]);
+}
+
+/// One `#[tokio::test]` per merge case for the destination `$dut`, named after the case.
+macro_rules! every_case {
+    ($dut:ty) => {
+        $crate::merge::every_case!(@each $dut:
+            newest_version_wins_and_older_never_overwrites_newer,
+            soft_deletes_and_undeletes,
+            a_new_source_column_becomes_a_new_column,
+            a_load_that_differs_from_its_manifest_changes_nothing,
+            an_incompatible_type_change_is_schema_drift,
+            an_empty_load_is_recorded,
+        );
+    };
+    (@each $dut:ty: $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::merge::$case::<$dut>().await;
+            }
+        )*
+    };
+}
+pub(crate) use every_case;
