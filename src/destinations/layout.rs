@@ -13,11 +13,11 @@ use arrow::datatypes::DataType;
 use super::MergeRequest;
 use super::plan::{Compare, MergePlan, Value};
 use super::staged::{Naming, StagedType, check_staged_schema};
-use super::template::render;
 use crate::load::DeleteMode;
 use crate::schema::{
     DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, is_system_column,
 };
+use crate::sql::render;
 use crate::sql::{qualified, quote_ident};
 use crate::{Error, Result};
 

@@ -28,7 +28,6 @@ mod plan;
 pub mod postgres;
 pub mod snowflake;
 mod staged;
-pub(crate) mod template;
 
 /// Connects to the destination the config names.
 pub async fn build(config: &Config) -> Result<Arc<dyn Destination>> {

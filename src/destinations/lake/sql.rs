@@ -3,8 +3,8 @@
 //! root; identifiers are always double-quoted (DataFusion's SQL dialect), never interpolated raw.
 //! The merge itself is built from DataFusion expressions (see `merge.rs`), not SQL text.
 
-use crate::destinations::template::render;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
+use crate::sql::render;
 
 use super::types::TableLayout;
 

@@ -9,8 +9,8 @@ use crate::destinations::plan::{Compare, assignments, insert_lists};
 use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
-pub(crate) use crate::destinations::template::render;
-use crate::destinations::template::with_vars;
+pub(crate) use crate::sql::render;
+use crate::sql::with_vars;
 
 use super::types::{Column, PgType, TableLayout};
 
@@ -264,7 +264,7 @@ impl MergeSql {
     /// All statements in execution order, as one script (for review and snapshots).
     #[cfg(test)]
     pub(crate) fn script(&self) -> String {
-        crate::destinations::template::script(&[
+        crate::sql::script(&[
             ("ledger_lookup", &self.ledger_lookup),
             ("create_stage", &self.create_stage),
             ("copy_stage", &self.copy_stage),

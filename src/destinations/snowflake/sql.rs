@@ -9,9 +9,9 @@
 
 use crate::destinations::layout::{self, column_defs};
 use crate::destinations::plan::{Compare, Value, assignments, insert_lists};
-use crate::destinations::template::{render, with_vars};
 use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
+use crate::sql::{render, with_vars};
 use crate::{Error, Result};
 
 use super::types::{Column, TableLayout};
@@ -380,7 +380,7 @@ impl MergeSql {
         }
         statements.push(("commit", &self.commit));
         statements.push(("drop_incoming", &self.drop_incoming));
-        crate::destinations::template::script(&statements)
+        crate::sql::script(&statements)
     }
 }
 

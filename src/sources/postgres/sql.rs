@@ -5,8 +5,8 @@
 //! cannot be bind parameters (COPY takes none, nor does `SET TRANSACTION SNAPSHOT`) go through
 //! [`literal`]. Catalog queries keep their bind parameters and are sent as they are.
 
-use crate::destinations::template::render;
 pub use crate::sql::quote_ident;
+use crate::sql::render;
 
 use super::catalog::{SourceColumn, TableSpec, ValueKind};
 

@@ -1,5 +1,12 @@
 //! SQL text shared by everything that writes SQL (PostgreSQL, Snowflake and DataFusion all
-//! quote identifiers the same way): identifier quoting and qualified names.
+//! quote identifiers the same way): identifier quoting, qualified names, and the renderer of
+//! the `{name}` templates under `sql/`.
+
+mod template;
+
+#[cfg(test)]
+pub(crate) use template::script;
+pub(crate) use template::{render, with_vars};
 
 /// Quotes an identifier: wraps it in double quotes and doubles embedded ones, so any name from
 /// CRM metadata or a source catalog is taken literally, case and all.

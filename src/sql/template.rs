@@ -1,5 +1,5 @@
 //! SQL templates: `{name}` placeholders in the statements under `sql/`, filled with quoted
-//! identifiers by each destination. Shared so every destination renders the same way.
+//! identifiers by each destination and by the PostgreSQL source, all rendered the same way.
 
 /// Replaces each `{name}` placeholder (lowercase letters, digits, `_`) in `template` with its
 /// value from `vars`. Other braces are kept; values are inserted as is and never re-scanned, so
