@@ -11,11 +11,12 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::error::{Classified, ErrorKind};
 use crate::load::DeleteMode;
 use crate::reconcile::Fingerprint;
 use crate::reconcile::report::{RunReport, Status};
 use crate::sim::{SimConfig, SimHandle, Simulator};
-use crate::{Error, Result, pipeline, transform};
+use crate::{Result, pipeline, transform};
 
 /// The HubSpot streams the demo syncs.
 pub const STREAMS: [&str; 3] = ["contacts", "companies", "deals"];
@@ -95,6 +96,33 @@ impl DemoSummary {
     }
 }
 
+/// What stops the demo before its summary.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot create the demo folder {}", dir.display())]
+    Folder {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the simulator")]
+    Simulator(#[source] anyhow::Error),
+    /// A sync failed; `errors` are the failed streams' own messages.
+    #[error("the demo sync failed: {errors}")]
+    SyncFailed { mismatch: bool, errors: String },
+}
+
+impl Classified for DemoError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            DemoError::Folder { .. } => ErrorKind::Config,
+            DemoError::Simulator(_) => ErrorKind::Source,
+            DemoError::SyncFailed { mismatch: true, .. } => ErrorKind::Reconciliation,
+            DemoError::SyncFailed { .. } => ErrorKind::Destination,
+        }
+    }
+}
+
 /// The demo, step by step: simulator and configs, a full sync, changes at the source, an
 /// incremental sync, the example models, and a reconcile of every table with the simulator.
 pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
@@ -155,11 +183,9 @@ struct Setup {
 }
 
 async fn set_up(options: &DemoOptions) -> Result<Setup> {
-    std::fs::create_dir_all(&options.dir).map_err(|e| {
-        Error::Config(format!(
-            "cannot create the demo folder {}: {e}",
-            options.dir.display()
-        ))
+    std::fs::create_dir_all(&options.dir).map_err(|source| DemoError::Folder {
+        dir: options.dir.clone(),
+        source,
     })?;
     let dir = options.dir.canonicalize()?;
     let sim = Simulator::start(
@@ -172,7 +198,7 @@ async fn set_up(options: &DemoOptions) -> Result<Setup> {
         "127.0.0.1:0".parse().expect("a socket address"),
     )
     .await
-    .map_err(|e| Error::Source(format!("cannot start the simulator: {e}")))?;
+    .map_err(DemoError::Simulator)?;
     let config_path = dir.join("crm.toml");
     let sf_config_path = dir.join("salesforce.toml");
     std::fs::write(&config_path, demo_config(&dir, &sim, &options.destination))?;
@@ -300,12 +326,11 @@ fn ensure_success(report: &RunReport) -> Result<()> {
         .iter()
         .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.stream)))
         .collect();
-    let message = format!("the demo sync failed: {}", errors.join("; "));
-    Err(if report.status == Status::Mismatch {
-        Error::Reconciliation(message)
-    } else {
-        Error::Destination(message)
-    })
+    Err(DemoError::SyncFailed {
+        mismatch: report.status == Status::Mismatch,
+        errors: errors.join("; "),
+    }
+    .into())
 }
 
 fn steps(report: &RunReport) -> Vec<StepStream> {

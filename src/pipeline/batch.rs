@@ -18,9 +18,10 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, instrument, warn};
 
+use crate::Result;
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
-use crate::error::ErrorKind;
+use crate::error::{Classified, ErrorKind};
 use crate::failpoints::crash_point;
 use crate::load::{CursorRange, LoadMode};
 use crate::reconcile::Fingerprint;
@@ -31,7 +32,47 @@ use crate::stage::{
     DeadLetterFile, DeadLetterWriter, LoadWriter, Manifest, Stage, StagedFile, columns_of,
 };
 use crate::state::{LastLoad, PendingLoad, StateStore, StreamState};
-use crate::{Error, Result};
+
+/// What stops a run or a stream in the pipeline itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("--streams names {stream:?}, which is not in source.streams {configured:?}")]
+    UnknownStream {
+        stream: String,
+        configured: Vec<String>,
+    },
+    #[error(
+        "stream {stream}: staged {} rows (checksum {}) but extracted {} (checksum {}); load {load_id} is kept unmerged",
+        staged.rows, staged.checksum, extracted.rows, extracted.checksum
+    )]
+    StagedDiffers {
+        stream: String,
+        load_id: String,
+        staged: Fingerprint,
+        extracted: Fingerprint,
+    },
+    #[error(
+        "stream {stream}: destination received {} rows (checksum {}) but load {load_id} staged {} (checksum {})",
+        received.rows, received.checksum, staged.rows, staged.checksum
+    )]
+    ReceivedDiffers {
+        stream: String,
+        load_id: String,
+        received: Fingerprint,
+        staged: Fingerprint,
+    },
+}
+
+impl Classified for RunError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::UnknownStream { .. } => ErrorKind::Config,
+            RunError::StagedDiffers { .. } | RunError::ReceivedDiffers { .. } => {
+                ErrorKind::Reconciliation
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -52,9 +93,11 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
         Some(wanted) => {
             for stream in wanted {
                 if !configured.contains(stream) {
-                    return Err(Error::Config(format!(
-                        "--streams names {stream:?}, which is not in source.streams {configured:?}"
-                    )));
+                    return Err(RunError::UnknownStream {
+                        stream: stream.clone(),
+                        configured: configured.to_vec(),
+                    }
+                    .into());
                 }
             }
             wanted.clone()
@@ -279,13 +322,13 @@ impl StreamRunner<'_> {
         report.rows_staged = read_back.rows;
         report.reconciliation.stage = read_back;
         if read_back != staged.extracted {
-            return Err(Error::Reconciliation(format!(
-                "stream {stream}: staged {} rows (checksum {}) but extracted {} (checksum {}); load {load_id} is kept unmerged",
-                read_back.rows,
-                read_back.checksum,
-                staged.extracted.rows,
-                staged.extracted.checksum
-            )));
+            return Err(RunError::StagedDiffers {
+                stream: stream.to_string(),
+                load_id,
+                staged: read_back,
+                extracted: staged.extracted,
+            }
+            .into());
         }
         manifest.rows = read_back.rows;
         manifest.checksum = read_back.checksum;
@@ -399,15 +442,13 @@ impl StreamRunner<'_> {
         report.reconciliation.matched = outcome.received == manifest.fingerprint()
             && (report.recovered || report.reconciliation.source == manifest.fingerprint());
         if outcome.received != manifest.fingerprint() {
-            return Err(Error::Reconciliation(format!(
-                "stream {}: destination received {} rows (checksum {}) but load {} staged {} (checksum {})",
-                manifest.stream,
-                outcome.received.rows,
-                outcome.received.checksum,
-                manifest.load_id,
-                manifest.rows,
-                manifest.checksum
-            )));
+            return Err(RunError::ReceivedDiffers {
+                stream: manifest.stream.clone(),
+                load_id: manifest.load_id.clone(),
+                received: outcome.received,
+                staged: manifest.fingerprint(),
+            }
+            .into());
         }
         info!(stream = %manifest.stream, load_id = %manifest.load_id, inserted = outcome.inserted, updated = outcome.updated, deleted = outcome.deleted, "merged");
         Ok(outcome)

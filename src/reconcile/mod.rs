@@ -10,8 +10,9 @@ use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType, TimestampMi
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
+use crate::Result;
+use crate::error::{Classified, ErrorKind};
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
-use crate::{Error, Result};
 
 pub mod report;
 
@@ -49,12 +50,32 @@ pub fn row_hash(key: &str, version_ms: i64, deleted: bool) -> u64 {
     u64::from_be_bytes(first)
 }
 
+/// A batch without the shape every staged batch has; a bug upstream, not bad data (records
+/// that cannot be converted become dead letters before this point).
+#[derive(Debug, thiserror::Error)]
+pub enum FingerprintError {
+    #[error("batch lacks column {0}")]
+    MissingColumn(String),
+    #[error("{VERSION_COLUMN} is {0}, not a millisecond or microsecond timestamp")]
+    VersionType(DataType),
+    #[error("{DELETED_COLUMN} is not boolean")]
+    DeletedType,
+    #[error("unsupported key type {0}")]
+    KeyType(DataType),
+}
+
+impl Classified for FingerprintError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Stage
+    }
+}
+
 /// Count and checksum of a batch that has the key, `_syncline_version` and `_syncline_deleted`.
 pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> {
     let column = |name: &str| {
         batch
             .column_by_name(name)
-            .ok_or_else(|| Error::Stage(format!("batch lacks column {name}")))
+            .ok_or_else(|| FingerprintError::MissingColumn(name.to_string()))
     };
     let keys = column(key)?;
     // Versions are hashed as milliseconds whatever their unit, as every destination does.
@@ -68,15 +89,11 @@ pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> 
             let values = version_column.as_primitive::<TimestampMicrosecondType>();
             Box::new(move |row| values.value(row).div_euclid(1000))
         }
-        other => {
-            return Err(Error::Stage(format!(
-                "{VERSION_COLUMN} is {other}, not a millisecond or microsecond timestamp"
-            )));
-        }
+        other => return Err(FingerprintError::VersionType(other.clone()).into()),
     };
     let deleted = column(DELETED_COLUMN)?
         .as_boolean_opt()
-        .ok_or_else(|| Error::Stage(format!("{DELETED_COLUMN} is not boolean")))?;
+        .ok_or(FingerprintError::DeletedType)?;
     let mut fingerprint = Fingerprint::default();
     for row in 0..batch.num_rows() {
         let key_text = match keys.data_type() {
@@ -85,7 +102,7 @@ pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> 
                 .value(row)
                 .to_string(),
             DataType::Utf8 => keys.as_string::<i32>().value(row).to_string(),
-            other => return Err(Error::Stage(format!("unsupported key type {other}"))),
+            other => return Err(FingerprintError::KeyType(other.clone()).into()),
         };
         fingerprint.add(&key_text, version_ms(row), deleted.value(row));
     }
