@@ -49,6 +49,18 @@ pub struct DeadLetter {
     pub raw: String,
 }
 
+/// A staged load that failed to merge for a reason retrying will not cure (a value the
+/// destination rejects, schema drift, a staged file that no longer matches its manifest),
+/// set aside so the stream goes on. Its files stay in the stage; the cursor never moved past
+/// it, so the next extraction reads its range again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAside {
+    pub load_id: String,
+    /// Why it could not merge (the error as the failed run reported it).
+    pub reason: String,
+    pub set_aside_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// What `ensure_table` changed before a merge: a table created, or columns added because
 /// the source grew new fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::config::Config;
+use crate::load::SetAside;
 use crate::stage::Stage;
 use crate::state::StateStore;
 
@@ -27,6 +28,9 @@ pub struct StreamStatus {
     pub pending_load_id: Option<String>,
     /// Whether the destination ledger has the last load (None when it was not asked).
     pub in_ledger: Option<bool>,
+    /// Staged loads that could never merge, set aside so the stream went on (kept in the
+    /// stage under their load id).
+    pub set_aside: Vec<SetAside>,
 }
 
 pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
@@ -65,6 +69,7 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
             last_load_deleted: s.last_load.as_ref().map(|l| l.deleted),
             pending_load_id: s.pending.map(|p| p.load_id),
             in_ledger,
+            set_aside: s.set_aside,
         });
     }
     Ok(out)
@@ -100,6 +105,16 @@ pub fn render(rows: &[StreamStatus]) -> String {
         ));
         if let Some(lag) = &r.source_lag {
             out.push_str(&format!("{:<16} source lag: {lag}\n", ""));
+        }
+        for load in &r.set_aside {
+            out.push_str(&format!(
+                "{:<16} set aside: load {} at {}: {}\n",
+                "",
+                load.load_id,
+                load.set_aside_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                load.reason
+            ));
         }
     }
     out

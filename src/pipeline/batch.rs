@@ -18,12 +18,11 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, instrument, warn};
 
-use crate::Result;
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::error::{Classified, ErrorKind};
 use crate::failpoints::crash_point;
-use crate::load::{CursorRange, LoadMode};
+use crate::load::{CursorRange, LoadMode, SetAside};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
 use crate::reconcile::report::{RunReport, Status, StreamReport};
@@ -32,6 +31,7 @@ use crate::stage::{
     DeadLetterFile, DeadLetterWriter, LoadWriter, Manifest, Stage, StagedFile, columns_of,
 };
 use crate::state::{LastLoad, PendingLoad, StateStore, StreamState};
+use crate::{Error, Result};
 
 /// What stops a run or a stream in the pipeline itself.
 #[derive(Debug, thiserror::Error)]
@@ -243,11 +243,15 @@ impl StreamRunner<'_> {
             load_id: manifest.load_id.clone(),
             mode: manifest.mode,
             cursor: manifest.cursor,
+            failure: None,
         });
         self.state.save(stream, &state).await?;
         crash_point("after-stage");
 
-        let outcome = self.merge(&manifest, report).await?;
+        let outcome = match self.merge(&manifest, report).await {
+            Ok(outcome) => outcome,
+            Err(err) => return Err(self.record_failure(stream, &mut state, err).await),
+        };
         crash_point("after-merge");
         self.commit_state(stream, &mut state, &manifest, &outcome)
             .await
@@ -487,6 +491,42 @@ impl StreamRunner<'_> {
         Ok(())
     }
 
+    /// Notes on the pending load why its merge failed, when retrying will not cure it, so
+    /// the next run sets it aside instead of failing on it forever. Returns the error.
+    async fn record_failure(&self, stream: &str, state: &mut StreamState, err: Error) -> Error {
+        if let Some(pending) = state.pending.as_mut().filter(|_| sets_aside(&err)) {
+            pending.failure = Some(err.report());
+            if let Err(save) = self.state.save(stream, state).await {
+                warn!(stream, error = %save, "could not record why the pending load failed");
+            }
+        }
+        err
+    }
+
+    /// Gives up on the pending load (it stays in the stage, listed by `status`) and lets the
+    /// stream go on: the cursor did not move past it, so the next extraction covers its range.
+    async fn set_aside(
+        &self,
+        stream: &str,
+        state: &mut StreamState,
+        reason: &str,
+        report: &mut StreamReport,
+    ) -> Result<()> {
+        let Some(pending) = state.pending.take() else {
+            return Ok(());
+        };
+        warn!(stream, load_id = %pending.load_id, reason, "setting aside a staged load that cannot merge; its range is read again");
+        let set_aside = SetAside {
+            load_id: pending.load_id,
+            reason: reason.to_string(),
+            set_aside_at: chrono::Utc::now(),
+        };
+        state.set_aside.push(set_aside.clone());
+        self.state.save(stream, state).await?;
+        report.set_aside.push(set_aside);
+        Ok(())
+    }
+
     /// Completes a load an interrupted run left between staging and the state commit.
     async fn finish_pending(
         &self,
@@ -520,8 +560,20 @@ impl StreamRunner<'_> {
                         skipped: true,
                         ..Default::default()
                     }
+                } else if let Some(failure) = &pending.failure {
+                    // It failed before for a reason retrying will not cure: merging it
+                    // again would fail again, forever.
+                    return self.set_aside(stream, state, failure, report).await;
                 } else {
-                    self.merge(&manifest, &mut recovered).await?
+                    match self.merge(&manifest, &mut recovered).await {
+                        Ok(outcome) => outcome,
+                        // A full refresh reads the whole range again: it never waits for a
+                        // load that cannot merge.
+                        Err(err) if self.full_refresh && sets_aside(&err) => {
+                            return self.set_aside(stream, state, &err.report(), report).await;
+                        }
+                        Err(err) => return Err(self.record_failure(stream, state, err).await),
+                    }
                 };
                 report.rows_inserted += recovered.rows_inserted;
                 report.rows_updated += recovered.rows_updated;
@@ -532,6 +584,19 @@ impl StreamRunner<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a merge failure condemns the load rather than the moment: the destination
+/// rejected its rows or schema, or its staged files no longer match the manifest. Network,
+/// lock and configuration failures leave the load as good as it was.
+fn sets_aside(err: &Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Destination
+            | ErrorKind::SchemaDrift
+            | ErrorKind::Reconciliation
+            | ErrorKind::Stage
+    )
 }
 
 fn progress_bar(stream: &str) -> Option<ProgressBar> {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Fingerprint;
-use crate::load::{CursorRange, LoadMode, SchemaChange};
+use crate::load::{CursorRange, LoadMode, SchemaChange, SetAside};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +55,9 @@ pub struct StreamReport {
     pub duration_ms: u64,
     pub reconciliation: Reconciliation,
     pub schema_change: Option<SchemaChange>,
+    /// Loads of earlier runs that could never merge and were set aside by this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_aside: Vec<SetAside>,
     /// Why the source stopped early, when it did (status `stopped`).
     pub stopped: Option<String>,
     /// The source's API usage after the run, e.g. `"1834/15000"`, when it reports one.
@@ -88,6 +91,7 @@ impl StreamReport {
             duration_ms: 0,
             reconciliation: Reconciliation::default(),
             schema_change: None,
+            set_aside: Vec::new(),
             stopped: None,
             api_usage: None,
             error: None,

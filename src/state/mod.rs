@@ -10,7 +10,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Classified, ErrorKind};
-use crate::load::{CursorRange, LoadMode};
+use crate::load::{CursorRange, LoadMode, SetAside};
 use crate::stage::Stage;
 use crate::{Error, Result};
 
@@ -59,6 +59,9 @@ pub struct StreamState {
     pub pending: Option<PendingLoad>,
     /// The last load that committed.
     pub last_load: Option<LastLoad>,
+    /// Staged loads that could never merge, newest last (kept in the stage; see `SetAside`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_aside: Vec<SetAside>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +69,10 @@ pub struct PendingLoad {
     pub load_id: String,
     pub mode: LoadMode,
     pub cursor: CursorRange,
+    /// Why merging it failed in a way retrying will not cure; the next run sets it aside
+    /// instead of failing on it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

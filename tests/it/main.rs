@@ -15,3 +15,4 @@ mod hubspot_snowflake;
 mod merge;
 mod postgres_source;
 mod salesforce_postgres;
+mod stuck_loads;

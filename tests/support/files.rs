@@ -142,6 +142,13 @@ impl FilesHarness {
     pub fn run_binary(&self, args: &[&str]) -> (i32, String) {
         run_binary(&self.config_path, args, &self.env())
     }
+
+    /// Runs the `syncline` binary with extra environment variables (crash points, say).
+    pub fn run_binary_env(&self, args: &[&str], extra: &[(&'static str, &str)]) -> (i32, String) {
+        let mut env = self.env();
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        run_binary(&self.config_path, args, &env)
+    }
 }
 
 /// A pipeline config reading `{dir}/exports` into the `files` schema of `${TEST_DATABASE_URL}`;
