@@ -5,7 +5,7 @@
 //! layer wherever it lives, because the root config composes it:
 //!
 //! ```text
-//! 0 foundation   error, config (and every `*::config`), load, schema, sql, storage, failpoints
+//! 0 foundation   error, config (and every `*::config`), load, schema, sql, storage, tls, failpoints
 //! 1 measures     reconcile, sim
 //! 2 movers       sources, stage
 //! 3 memory       state

@@ -23,6 +23,7 @@ pub mod stage;
 pub mod state;
 pub mod status;
 pub mod storage;
+pub mod tls;
 pub mod transform;
 
 pub use error::{Error, Result};
