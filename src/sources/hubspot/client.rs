@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::config::{HubspotConfig, Secret};
 use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step};
+use crate::sources::hubspot::HubspotError;
 use crate::{Error, Result};
 
 /// A HubSpot API client. Cloning shares the connection pool.
@@ -121,9 +122,7 @@ impl Exchange for HubspotCall<'_> {
         };
         match status {
             StatusCode::TOO_MANY_REQUESTS if error.policy_name.as_deref() == Some("DAILY") => {
-                Step::Fail(Error::Source(format!(
-                    "{call}: the daily HubSpot API limit is used up; the run stops with state saved and can resume after the limit resets"
-                )))
+                Step::Fail(HubspotError::DailyLimit { call }.into())
             }
             StatusCode::UNAUTHORIZED => Step::Fail(refused("check source.token").into()),
             StatusCode::FORBIDDEN => Step::Fail(

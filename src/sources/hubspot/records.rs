@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::load::DeadLetter;
 use crate::schema::{deleted_field, is_system_column, timestamp_type, version_field};
 use crate::sources::cells::{Cell, ColumnBuilder};
-use crate::{Error, Result};
+use crate::Result;
+use crate::sources::hubspot::HubspotError;
 
 /// The key column of every HubSpot stream: the record id.
 pub const KEY: &str = "id";
@@ -222,7 +223,7 @@ impl BatchBuilder {
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| Error::Source(format!("building a batch: {e}")))
+            .map_err(|e| HubspotError::Batch(e).into())
     }
 }
 
