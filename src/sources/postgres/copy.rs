@@ -18,7 +18,8 @@ use tokio_postgres::types::{FromSql, Type};
 use super::catalog::{SourceColumn, TableSpec, ValueKind, quote_ident, source_error};
 use super::rows::{ColumnValues, binary_i64, pg_micros_to_unix};
 use crate::sources::Extracted;
-use crate::{Error, Result};
+use super::PostgresSourceError;
+use crate::Result;
 
 /// Where each row's `_syncline_version` comes from.
 #[derive(Debug, Clone, Copy)]
@@ -181,11 +182,14 @@ fn finish_batch(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-fn bad_value(spec: &TableSpec, column: &str, why: &str) -> Error {
-    Error::Source(format!(
-        "postgres source: table {}.{}, column `{column}`: {why}",
-        spec.schema, spec.name
-    ))
+fn bad_value(spec: &TableSpec, column: &str, why: &'static str) -> PostgresSourceError {
+    PostgresSourceError::BadValue {
+        reading: "source",
+        schema: spec.schema.clone(),
+        table: spec.name.clone(),
+        column: column.to_string(),
+        why,
+    }
 }
 
 #[cfg(test)]

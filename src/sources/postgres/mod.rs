@@ -18,16 +18,18 @@ use tracing::{info, warn};
 use crate::config::{PostgresMode, PostgresSourceConfig};
 use crate::load::CursorRange;
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::{Error, Result};
+use crate::Result;
 
 pub mod catalog;
 pub mod cdc;
 pub mod config;
 pub mod copy;
+mod error;
 pub mod rows;
 mod sql;
 
 use catalog::{TableSpec, ValueKind, source_error};
+pub use error::PostgresSourceError;
 use copy::{Versions, copy_batches, copy_statement};
 
 /// Batches in flight between the reading task and the pipeline.
@@ -72,7 +74,7 @@ impl PostgresSource {
     async fn connect(&self) -> Result<Client> {
         let (client, connection) = tokio_postgres::connect(self.config.url.expose(), NoTls)
             .await
-            .map_err(|e| Error::Transient(format!("postgres source: cannot connect: {e}")))?;
+            .map_err(PostgresSourceError::Connect)?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 warn!(error = %err, "postgres source connection ended");
@@ -192,7 +194,7 @@ impl PostgresSource {
             } = created;
             let (mut reader, connection) = tokio_postgres::connect(url.expose(), NoTls)
                 .await
-                .map_err(|e| Error::Transient(format!("postgres source: cannot connect: {e}")))?;
+                .map_err(PostgresSourceError::Connect)?;
             tokio::spawn(connection);
             let tx = reader
                 .build_transaction()
@@ -249,14 +251,13 @@ impl PostgresSource {
             _ => return Err(cdc::slot_lost(&slot, since)),
         };
         if confirmed.is_some_and(|confirmed| confirmed > since) {
-            return Err(Error::Source(format!(
-                "postgres source: replication slot {slot} is at LSN {}, past the saved cursor \
-                 {}: something else consumed it, so changes in between may be missing; run \
-                 `syncline run --full-refresh --streams {}` to take a new snapshot",
-                cdc::format_lsn(confirmed.unwrap_or_default()),
-                cdc::format_lsn(since),
-                request.stream
-            )));
+            return Err(PostgresSourceError::SlotAhead {
+                slot,
+                at: cdc::format_lsn(confirmed.unwrap_or_default()),
+                saved: cdc::format_lsn(since),
+                stream: request.stream,
+            }
+            .into());
         }
         // A crash between saving the cursor and `committed` left the slot behind: catch up.
         cdc::advance_slot(&client, &slot, since).await?;
@@ -266,7 +267,7 @@ impl PostgresSource {
             .map_err(source_error("read the WAL position"))?
             .get(0);
         let target = cdc::parse_lsn(&target)
-            .ok_or_else(|| Error::Source(format!("postgres source: unreadable LSN {target}")))?
+            .ok_or_else(|| PostgresSourceError::UnreadableLsn(target.clone()))?
             .max(since);
         info!(stream = %request.stream, slot, from = %cdc::format_lsn(since), to = %cdc::format_lsn(target), "streaming changes");
         let schema = spec.staged_schema();
@@ -345,12 +346,7 @@ impl Source for PostgresSource {
                 .map_err(source_error("read the user's attributes"))?
                 .get(0);
             if !allowed {
-                return Err(Error::Config(
-                    "postgres source: the source user lacks the REPLICATION attribute that \
-                     mode = \"cdc\" needs: ALTER ROLE ... WITH REPLICATION, or use mode = \
-                     \"cursor\""
-                        .into(),
-                ));
+                return Err(PostgresSourceError::NoReplicationAttribute.into());
             }
         }
         for stream in &self.config.streams {
