@@ -459,10 +459,10 @@ impl ChangeDecoder {
             rows.iter().map(|r| Some(r.deleted)),
         )));
         self.batches += 1;
-        Ok(Some(RecordBatch::try_new(
-            self.spec.staged_schema(),
-            columns,
-        )?))
+        Ok(Some(
+            RecordBatch::try_new(self.spec.staged_schema(), columns)
+                .map_err(PostgresSourceError::Batch)?,
+        ))
     }
 
     /// Fetches the current value of unchanged TOASTed columns by key, one query per batch.

@@ -179,7 +179,7 @@ fn finish_batch(
         TimestampMicrosecondArray::from(std::mem::take(versions)).with_timezone("UTC"),
     ));
     columns.push(std::sync::Arc::new(BooleanArray::from(vec![false; rows])));
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    Ok(RecordBatch::try_new(schema.clone(), columns).map_err(PostgresSourceError::Batch)?)
 }
 
 fn bad_value(spec: &TableSpec, column: &str, why: &'static str) -> PostgresSourceError {

@@ -144,6 +144,8 @@ pub enum PostgresSourceError {
         column: String,
         why: &'static str,
     },
+    #[error("building a batch")]
+    Batch(#[source] arrow::error::ArrowError),
 }
 
 impl Classified for PostgresSourceError {
@@ -170,7 +172,8 @@ impl Classified for PostgresSourceError {
             | NoConfirmedPosition(_)
             | NoKeyValue { .. }
             | NullKey { .. }
-            | BadValue { .. } => ErrorKind::Source,
+            | BadValue { .. }
+            | Batch(_) => ErrorKind::Source,
         }
     }
 }
