@@ -14,6 +14,9 @@ pub enum HubspotError {
         #[source]
         source: serde_json::Error,
     },
+    /// A configured stream names no object type; `detail` is what the API said.
+    #[error("source.streams: HubSpot has no object type named {stream:?}{detail}")]
+    NoSuchObject { stream: String, detail: String },
     /// Incremental reads filter on the modified-date property; without it there is no cursor.
     #[error("stream {stream} has no {property} property, so it cannot be read incrementally")]
     NoModifiedProperty { stream: String, property: String },
@@ -52,6 +55,9 @@ pub enum HubspotError {
 
 impl Classified for HubspotError {
     fn kind(&self) -> ErrorKind {
-        ErrorKind::Source
+        match self {
+            HubspotError::NoSuchObject { .. } => ErrorKind::Config,
+            _ => ErrorKind::Source,
+        }
     }
 }

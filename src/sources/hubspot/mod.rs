@@ -80,10 +80,7 @@ impl HubspotSource {
         struct Properties {
             results: Vec<Property>,
         }
-        let body = self
-            .client
-            .get(&format!("/crm/v3/properties/{}", encode(stream)))
-            .await?;
+        let body = self.client.properties(stream).await?;
         let parsed: Properties = serde_json::from_value(body)
             .map_err(|source| HubspotError::PropertiesShape {
                 stream: stream.to_string(),
