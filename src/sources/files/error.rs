@@ -100,3 +100,33 @@ impl Classified for FilesError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn a_read_failure_names_the_file_and_keeps_its_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied");
+        let err = Error::from(FilesError::Read {
+            file: "contacts/a.csv".into(),
+            source: ReadError::Io(io),
+        });
+        assert_eq!(err.kind(), ErrorKind::Source);
+        assert_eq!(
+            err.report(),
+            "source error: reading contacts/a.csv: permission denied"
+        );
+    }
+
+    #[test]
+    fn a_stream_without_files_settings_is_a_configuration_error() {
+        let err = Error::from(FilesError::NoSuchStream("contacts".into()));
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(
+            err.to_string(),
+            "configuration error: stream contacts has no [source.files.contacts] table"
+        );
+    }
+}

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::config::{ColumnType, FileStreamConfig};
-use crate::schema::{deleted_field, timestamp_type, version_field};
 use super::FilesError;
+use super::config::{ColumnType, FileStreamConfig};
 use crate::config::KeyError;
+use crate::schema::{deleted_field, timestamp_type, version_field};
 use crate::{Error, Result};
 
 /// One data column.

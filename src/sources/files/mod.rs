@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::Result;
 use crate::load::CursorRange;
 use crate::schema::{deleted_field, version_field};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
 use crate::storage::open_store;
-use crate::Result;
 
 pub mod config;
 mod error;
@@ -78,8 +78,7 @@ pub struct FilesSource {
 
 impl FilesSource {
     pub fn new(config: &FilesConfig) -> Result<FilesSource> {
-        let url = url::Url::parse(&config.url)
-            .map_err(FilesError::NotAUrl)?;
+        let url = url::Url::parse(&config.url).map_err(FilesError::NotAUrl)?;
         if url.scheme() == "file" {
             let dir = url
                 .to_file_path()

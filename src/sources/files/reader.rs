@@ -15,12 +15,12 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::config::{ColumnType, FileStreamConfig, Format};
+use super::error::{FilesError, ReadError};
 use super::layout::Layout;
 use super::parse::{Inference, JsonRows, Row, classify_text, convert_text};
 use crate::load::DeadLetter;
 use crate::sources::Extracted;
 use crate::sources::cells::{Cell, ColumnBuilder};
-use super::error::{FilesError, ReadError};
 use crate::{Error, Result};
 
 /// An object's bytes as they are read: a local file directly (object_store would hop to a
@@ -422,8 +422,8 @@ impl Output {
             columns.push(self.version.finish());
             columns.push(self.deleted.finish());
             self.rows = 0;
-            let batch = RecordBatch::try_new(self.schema.clone(), columns)
-                .map_err(FilesError::Batch)?;
+            let batch =
+                RecordBatch::try_new(self.schema.clone(), columns).map_err(FilesError::Batch)?;
             self.send(Extracted::Batch(batch))?;
         }
         if !self.dead.is_empty() {
@@ -515,19 +515,13 @@ pub fn infer_columns(
                 .from_reader(reader);
             let nulls = config.null_values();
             let mut record = csv::ByteRecord::new();
-            if !csv
-                .read_byte_record(&mut record)
-?
-            {
+            if !csv.read_byte_record(&mut record)? {
                 return Ok(Vec::new());
             }
             let names = header_names(&record);
             let columns: Vec<usize> = names.iter().map(|n| inference.column(n)).collect();
             for _ in 0..rows {
-                if !csv
-                    .read_byte_record(&mut record)
-    ?
-                {
+                if !csv.read_byte_record(&mut record)? {
                     break;
                 }
                 if record.len() != columns.len() {

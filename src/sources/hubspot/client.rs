@@ -143,7 +143,11 @@ impl Exchange for HubspotCall<'_> {
             return Step::Fail(
                 HubspotError::NoSuchObject {
                     stream: object.to_string(),
-                    detail: format!(" (HTTP {}{}: {message})", status.as_u16(), with_space(&code)),
+                    detail: format!(
+                        " (HTTP {}{}: {message})",
+                        status.as_u16(),
+                        with_space(&code)
+                    ),
                 }
                 .into(),
             );

@@ -81,8 +81,8 @@ impl HubspotSource {
             results: Vec<Property>,
         }
         let body = self.client.properties(stream).await?;
-        let parsed: Properties = serde_json::from_value(body)
-            .map_err(|source| HubspotError::PropertiesShape {
+        let parsed: Properties =
+            serde_json::from_value(body).map_err(|source| HubspotError::PropertiesShape {
                 stream: stream.to_string(),
                 source,
             })?;
@@ -387,4 +387,34 @@ fn next_after(page: &Value) -> Option<String> {
 
 fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::sim::{SimConfig, Simulator};
+
+    #[tokio::test]
+    async fn an_unknown_object_type_is_a_configuration_error_naming_the_stream() {
+        let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let config: HubspotConfig = serde_json::from_value(json!({
+            "base_url": sim.base_url,
+            "token": sim.token(),
+            "streams": ["widgets"],
+            "max_retries": 0,
+        }))
+        .unwrap();
+        let source = HubspotSource::new(&config).unwrap();
+        let err = source.discover("widgets").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let text = err.report();
+        assert!(text.contains("source.streams"), "{text}");
+        assert!(text.contains("\"widgets\""), "{text}");
+        // A known object type still reads.
+        assert!(source.discover("contacts").await.is_ok());
+        sim.shutdown().await;
+    }
 }

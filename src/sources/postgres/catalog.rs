@@ -6,10 +6,10 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use tokio_postgres::Client;
 
-use crate::config::PostgresTableConfig;
-use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, deleted_field, is_system_column};
 use super::PostgresSourceError;
 use crate::Result;
+use crate::config::PostgresTableConfig;
+use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, deleted_field, is_system_column};
 
 /// How a source column is staged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

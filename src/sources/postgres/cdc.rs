@@ -27,11 +27,11 @@ use tokio_postgres::Client;
 
 use tracing::{info, warn};
 
+use super::PostgresSourceError;
 use super::catalog::{TableSpec, source_error};
 use super::rows::ColumnValues;
 use super::sql::{self, templates};
 use crate::sources::Extracted;
-use super::PostgresSourceError;
 use crate::{Error, Result};
 
 /// How long a streaming read waits for the next message before it gives up on reaching the

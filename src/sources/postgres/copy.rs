@@ -15,11 +15,11 @@ use tokio_postgres::CopyOutStream;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::{FromSql, Type};
 
+use super::PostgresSourceError;
 use super::catalog::{SourceColumn, TableSpec, ValueKind, quote_ident, source_error};
 use super::rows::{ColumnValues, binary_i64, pg_micros_to_unix};
-use crate::sources::Extracted;
-use super::PostgresSourceError;
 use crate::Result;
+use crate::sources::Extracted;
 
 /// Where each row's `_syncline_version` comes from.
 #[derive(Debug, Clone, Copy)]

@@ -177,3 +177,30 @@ impl Classified for PostgresSourceError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn kinds_follow_whose_mistake_it_is() {
+        let missing = Error::from(PostgresSourceError::NoSuchTable {
+            stream: "contacts".into(),
+            schema: "public".into(),
+            table: "contacts".into(),
+        });
+        assert_eq!(missing.kind(), ErrorKind::Config, "{missing}");
+        let lost = Error::from(PostgresSourceError::SlotLost {
+            slot: "s".into(),
+            since: "0/10".into(),
+        });
+        assert_eq!(lost.kind(), ErrorKind::Source, "{lost}");
+        assert!(
+            lost.to_string().contains("--full-refresh --streams"),
+            "{lost}"
+        );
+        let busy = Error::from(PostgresSourceError::SlotInUse("s".into()));
+        assert!(busy.is_transient(), "{busy}");
+    }
+}

@@ -15,10 +15,10 @@ use futures::{SinkExt, StreamExt};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
 
+use crate::Result;
 use crate::config::{PostgresMode, PostgresSourceConfig};
 use crate::load::CursorRange;
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::Result;
 
 pub mod catalog;
 pub mod cdc;
@@ -29,8 +29,8 @@ pub mod rows;
 mod sql;
 
 use catalog::{TableSpec, ValueKind, source_error};
-pub use error::PostgresSourceError;
 use copy::{Versions, copy_batches, copy_statement};
+pub use error::PostgresSourceError;
 
 /// Batches in flight between the reading task and the pipeline.
 const CHANNEL_BATCHES: usize = 2;

@@ -21,11 +21,11 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::SalesforceError;
 use super::jwt::{self, JwtBearer};
 use crate::config::{SalesforceAuth, SalesforceConfig, Secret};
-use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step};
-use super::SalesforceError;
 use crate::error::{Classified, ErrorKind};
+use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step};
 use crate::{Error, Result};
 
 /// Records a page asks for (A2): the maximum; the server may still send fewer.

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
-use crate::schema::{deleted_field, is_system_column, timestamp_type, version_field};
 use super::SalesforceError;
 use crate::Result;
+use crate::schema::{deleted_field, is_system_column, timestamp_type, version_field};
 
 use super::KEY;
 

@@ -13,8 +13,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
-use crate::config::{JwtKey, Secret};
 use super::SalesforceError;
+use crate::config::{JwtKey, Secret};
 use crate::{Error, Result};
 
 /// The `grant_type` of the JWT bearer flow.

@@ -27,10 +27,10 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::Result;
 use crate::config::SalesforceConfig;
 use crate::load::CursorRange;
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::Result;
 
 mod bulk;
 mod client;
@@ -43,9 +43,9 @@ pub mod records;
 mod soql;
 
 use client::Failure;
-pub use error::SalesforceError;
 pub use client::SalesforceClient;
 use describe::{Describe, ObjectPlan};
+pub use error::SalesforceError;
 use reader::{Reader, Route, Settings};
 
 /// The key column of every Salesforce stream: the 18-character record Id.
@@ -95,8 +95,8 @@ impl SalesforceSource {
             }
             Err(other) => return Err(other.into()),
         };
-        let describe: Describe = serde_json::from_value(body)
-            .map_err(|source| SalesforceError::DescribeShape {
+        let describe: Describe =
+            serde_json::from_value(body).map_err(|source| SalesforceError::DescribeShape {
                 stream: stream.to_string(),
                 source,
             })?;

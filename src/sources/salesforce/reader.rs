@@ -17,9 +17,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use super::SalesforceError;
 use crate::load::DeadLetter;
 use crate::sources::Extracted;
-use super::SalesforceError;
 use crate::{Error, Result};
 
 use super::KEY;
@@ -388,9 +388,7 @@ impl ChunkPages {
             .front()
             .and_then(|r| r.get(KEY))
             .and_then(Value::as_str)
-            .ok_or_else(|| {
-                SalesforceError::RecordWithoutId(object.to_string()).into()
-            })
+            .ok_or_else(|| SalesforceError::RecordWithoutId(object.to_string()).into())
     }
 }
 

@@ -12,10 +12,10 @@ use chrono::{DateTime, NaiveDate};
 use csv::ByteRecord;
 use serde_json::{Map, Value};
 
-use crate::load::DeadLetter;
-use crate::sources::cells::{Cell, ColumnBuilder};
 use super::SalesforceError;
 use crate::Result;
+use crate::load::DeadLetter;
+use crate::sources::cells::{Cell, ColumnBuilder};
 
 use super::KEY;
 use super::describe::ObjectPlan;
