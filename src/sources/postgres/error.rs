@@ -6,6 +6,10 @@ use crate::error::{Classified, ErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresSourceError {
+    #[error(
+        "`source.url` is not a valid postgres connection string (it is not shown because it may contain a password)"
+    )]
+    BadUrl,
     /// The driver's error is kept as the cause: connection errors never contain the password.
     #[error("postgres source: cannot connect")]
     Connect(#[source] tokio_postgres::Error),
@@ -161,7 +165,8 @@ impl Classified for PostgresSourceError {
             | CursorType { .. }
             | WalLevel(_)
             | DateStyle(_)
-            | NoReplicationAttribute => ErrorKind::Config,
+            | NoReplicationAttribute
+            | BadUrl => ErrorKind::Config,
             Connect(_) | Driver { .. } | SlotInUse(_) => ErrorKind::Transient,
             Query { .. }
             | SlotLost { .. }
@@ -199,6 +204,10 @@ mod tests {
         assert!(
             lost.to_string().contains("--full-refresh --streams"),
             "{lost}"
+        );
+        assert_eq!(
+            Error::from(PostgresSourceError::BadUrl).kind(),
+            ErrorKind::Config
         );
         let busy = Error::from(PostgresSourceError::SlotInUse("s".into()));
         assert!(busy.is_transient(), "{busy}");

@@ -72,7 +72,16 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let (client, connection) = tokio_postgres::connect(self.config.url.expose(), NoTls)
+        // An unparsable URL is the user's to fix, not a fault that passes; the parser's
+        // message is not kept, as it can quote the URL and its password.
+        let config: tokio_postgres::Config = self
+            .config
+            .url
+            .expose()
+            .parse()
+            .map_err(|_| PostgresSourceError::BadUrl)?;
+        let (client, connection) = config
+            .connect(NoTls)
             .await
             .map_err(PostgresSourceError::Connect)?;
         tokio::spawn(async move {

@@ -38,7 +38,7 @@ pub enum Failure {
     /// reached. Not an error: the extraction stops cleanly and the next run resumes.
     Quota(String),
     /// Salesforce rejected the request with a 4xx that is not retried. Callers that have a
-    /// fallback (Bulk → REST) inspect it; everyone else turns it into [`Error::Source`].
+    /// fallback (Bulk → REST) inspect it; everyone else returns it as a source error.
     Api(ApiError),
     /// Anything else: configuration, transport after all retries, unreadable answers.
     Other(Error),
@@ -227,8 +227,8 @@ struct Inner {
 }
 
 impl SalesforceClient {
-    /// Builds the client; no request is sent until the first call. Fails with
-    /// [`Error::Config`] when the login keys select no flow or two, or the JWT bearer flow's
+    /// Builds the client; no request is sent until the first call. Fails with a
+    /// configuration error when the login keys select no flow or two, or the JWT bearer flow's
     /// private key cannot be read or cannot sign.
     pub fn new(config: &SalesforceConfig) -> Result<SalesforceClient> {
         let credentials = match config.auth().map_err(SalesforceError::Auth)? {

@@ -44,8 +44,8 @@ struct Claims<'a> {
 
 impl JwtBearer {
     /// Loads the key (reading `private_key_path` when that is where it is) and signs one
-    /// throwaway assertion to prove it works. Fails with [`Error::Config`] naming the key when
-    /// the file cannot be read or holds no usable RSA private key.
+    /// throwaway assertion to prove it works. Fails with a configuration error naming the key
+    /// when the file cannot be read or holds no usable RSA private key.
     pub fn new(
         client_id: &str,
         username: &str,
