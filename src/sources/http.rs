@@ -288,7 +288,7 @@ fn transport_kind(err: &reqwest::Error) -> &'static str {
     }
 }
 
-fn with_space(code: &str) -> String {
+pub(crate) fn with_space(code: &str) -> String {
     if code.is_empty() {
         String::new()
     } else {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use super::FilesError;
 use super::config::{ColumnType, FileStreamConfig};
+use crate::config::KeyError;
 use crate::schema::{deleted_field, timestamp_type, version_field};
 use crate::{Error, Result};
 
@@ -37,8 +39,8 @@ impl Layout {
         config: &FileStreamConfig,
         file_columns: Vec<(String, ColumnType)>,
     ) -> Result<Layout> {
-        let key_error = |name: &str, message: String| {
-            Error::Config(format!("`source.files.{stream}.{name}` {message}"))
+        let key_error = |name: &str, message: String| -> Error {
+            FilesError::Key(KeyError::new(&["source", "files", stream, name], &message)).into()
         };
         let Some(key_at) = file_columns.iter().position(|(n, _)| *n == config.key) else {
             return Err(key_error(

@@ -22,19 +22,21 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::Result;
 use crate::load::CursorRange;
 use crate::schema::{deleted_field, version_field};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
 use crate::storage::open_store;
-use crate::{Error, Result};
 
 pub mod config;
+mod error;
 mod layout;
 mod parse;
 mod reader;
 
 use config::ColumnType;
 pub use config::{FileStreamConfig, FilesConfig};
+pub use error::FilesError;
 use layout::Layout;
 use reader::{FileToRead, Load, LoadError, ObjectReader, infer_columns};
 
@@ -76,17 +78,13 @@ pub struct FilesSource {
 
 impl FilesSource {
     pub fn new(config: &FilesConfig) -> Result<FilesSource> {
-        let url = url::Url::parse(&config.url)
-            .map_err(|e| Error::Config(format!("`source.url` is not a URL: {e}")))?;
+        let url = url::Url::parse(&config.url).map_err(FilesError::NotAUrl)?;
         if url.scheme() == "file" {
-            let dir = url.to_file_path().map_err(|_| {
-                Error::Config(format!("`source.url` {} is not a local path", config.url))
-            })?;
+            let dir = url
+                .to_file_path()
+                .map_err(|_| FilesError::NotALocalPath(config.url.clone()))?;
             if !dir.is_dir() {
-                return Err(Error::Config(format!(
-                    "`source.url` {}: no such folder",
-                    config.url
-                )));
+                return Err(FilesError::NoSuchFolder(config.url.clone()).into());
             }
         }
         let (store, root) = open_store("source.url", &url, config.s3.as_ref())?;
@@ -99,11 +97,9 @@ impl FilesSource {
     }
 
     fn stream_config(&self, stream: &str) -> Result<&FileStreamConfig> {
-        self.config.stream(stream).ok_or_else(|| {
-            Error::Config(format!(
-                "stream {stream} has no [source.files.{stream}] table"
-            ))
-        })
+        self.config
+            .stream(stream)
+            .ok_or_else(|| FilesError::NoSuchStream(stream.to_string()).into())
     }
 
     /// The files matching the stream's glob, in path order.
@@ -113,11 +109,9 @@ impl FilesSource {
             // `*` stays inside a folder; `**` crosses folders.
             .literal_separator(true)
             .build()
-            .map_err(|e| {
-                Error::Config(format!(
-                    "`source.files.{stream}.glob` is not a valid glob: {}",
-                    e.kind()
-                ))
+            .map_err(|source| FilesError::BadGlob {
+                stream: stream.to_string(),
+                source,
             })?
             .compile_matcher();
         let objects: Vec<object_store::ObjectMeta> = self
@@ -125,7 +119,10 @@ impl FilesSource {
             .list(Some(&self.root))
             .try_collect()
             .await
-            .map_err(|e| Error::Source(format!("cannot list {}: {e}", self.config.url)))?;
+            .map_err(|source| FilesError::List {
+                url: self.config.url.clone(),
+                source,
+            })?;
         let mut listed: Vec<Listed> = objects
             .into_iter()
             .filter_map(|meta| {
@@ -183,18 +180,20 @@ impl FilesSource {
                 infer_columns(&config, reader, config.infer_rows)
             })
             .await
-            .map_err(|e| Error::Source(format!("schema inference stopped: {e}")))?
-            .map_err(|e| {
-                Error::Source(format!("inferring the schema from {}: {e}", file.relative))
+            .map_err(FilesError::InferenceStopped)?
+            .map_err(|source| FilesError::Infer {
+                file: file.relative.clone(),
+                source,
             })?;
             if !columns.is_empty() {
                 return Ok(columns);
             }
         }
-        Err(Error::Config(format!(
-            "`source.files.{stream}.schema` is not declared and no file matching glob {:?} has records to infer it from; declare the columns or add a file",
-            config.glob
-        )))
+        Err(FilesError::NothingToInfer {
+            stream: stream.to_string(),
+            glob: config.glob.clone(),
+        }
+        .into())
     }
 }
 
@@ -229,11 +228,12 @@ impl Source for FilesSource {
         let listed = self.list(stream).await?;
         let loaded: FilesState = match request.state {
             None => FilesState::default(),
-            Some(saved) => serde_json::from_value(saved).map_err(|e| {
-                Error::Source(format!(
-                    "the saved state of stream {stream} is not a file list ({e}); run it once with --full-refresh"
-                ))
-            })?,
+            Some(saved) => {
+                serde_json::from_value(saved).map_err(|source| FilesError::BadState {
+                    stream: stream.to_string(),
+                    source,
+                })?
+            }
         };
         let to_read: Vec<FileToRead> = listed
             .iter()

@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::config::{ColumnType, FileStreamConfig, Format};
+use super::error::{FilesError, ReadError};
 use super::layout::Layout;
 use super::parse::{Inference, JsonRows, Row, classify_text, convert_text};
 use crate::load::DeadLetter;
@@ -42,7 +43,7 @@ impl ObjectReader {
         handle: &Handle,
         store: &Arc<dyn ObjectStore>,
         path: &Path,
-    ) -> Result<ObjectReader> {
+    ) -> Result<ObjectReader, ReadError> {
         let got = handle.block_on(store.get(path))?;
         if let GetResultPayload::File(file, _) = &got.payload {
             // A whole-object get starts at 0; the file is read to its end like the stream.
@@ -139,7 +140,7 @@ impl Load {
         let mut out = Output::new(&self);
         for file in &files {
             let reader = ObjectReader::open(&self.handle, &self.store, &file.location)
-                .map_err(|e| LoadError::Failed(read_error(file, e)))?;
+                .map_err(|e| read_error(file, e))?;
             match self.config.format() {
                 Format::Jsonl => self.read_jsonl(file, reader, &mut out)?,
                 Format::Csv => self.read_csv(file, reader, &mut out)?,
@@ -167,7 +168,7 @@ impl Load {
             line.clear();
             let read = reader
                 .read_until(b'\n', &mut line)
-                .map_err(|e| LoadError::Failed(read_error(file, e.into())))?;
+                .map_err(|e| read_error(file, e.into()))?;
             if read == 0 {
                 return Ok(());
             }
@@ -214,7 +215,7 @@ impl Load {
         loop {
             let more = csv
                 .read_byte_record(&mut record)
-                .map_err(|e| LoadError::Failed(Error::Source(format!("{}: {e}", file.relative))))?;
+                .map_err(|e| read_error(file, e.into()))?;
             if !more {
                 return Ok(());
             }
@@ -228,12 +229,12 @@ impl Load {
                         .collect(),
                 );
                 if !names.iter().any(|n| *n == self.layout.columns[0].name) {
-                    return Err(LoadError::Failed(Error::Source(format!(
-                        "{}: the header has no key column {:?} (columns: {})",
-                        file.relative,
-                        self.layout.columns[0].name,
-                        names.join(", ")
-                    ))));
+                    return Err(FilesError::NoKeyColumn {
+                        file: file.relative.clone(),
+                        key: self.layout.columns[0].name.clone(),
+                        columns: names.join(", "),
+                    }
+                    .into());
                 }
                 continue;
             };
@@ -288,6 +289,12 @@ pub enum LoadError {
 impl From<Hangup> for LoadError {
     fn from(_: Hangup) -> LoadError {
         LoadError::Hangup
+    }
+}
+
+impl From<FilesError> for LoadError {
+    fn from(err: FilesError) -> LoadError {
+        LoadError::Failed(err.into())
     }
 }
 
@@ -415,8 +422,8 @@ impl Output {
             columns.push(self.version.finish());
             columns.push(self.deleted.finish());
             self.rows = 0;
-            let batch = RecordBatch::try_new(self.schema.clone(), columns)
-                .map_err(|e| LoadError::Failed(e.into()))?;
+            let batch =
+                RecordBatch::try_new(self.schema.clone(), columns).map_err(FilesError::Batch)?;
             self.send(Extracted::Batch(batch))?;
         }
         if !self.dead.is_empty() {
@@ -431,11 +438,10 @@ impl Output {
     }
 }
 
-fn read_error(file: &FileToRead, err: Error) -> Error {
-    match err {
-        Error::ObjectStore(e) => Error::Source(format!("{}: {e}", file.relative)),
-        Error::Io(e) => Error::Source(format!("{}: {e}", file.relative)),
-        other => other,
+fn read_error(file: &FileToRead, source: ReadError) -> FilesError {
+    FilesError::Read {
+        file: file.relative.clone(),
+        source,
     }
 }
 
@@ -482,7 +488,7 @@ pub fn infer_columns(
     config: &FileStreamConfig,
     reader: ObjectReader,
     rows: usize,
-) -> Result<Vec<(String, ColumnType)>> {
+) -> Result<Vec<(String, ColumnType)>, ReadError> {
     let mut inference = Inference::default();
     match config.format() {
         Format::Jsonl => {
@@ -509,19 +515,13 @@ pub fn infer_columns(
                 .from_reader(reader);
             let nulls = config.null_values();
             let mut record = csv::ByteRecord::new();
-            if !csv
-                .read_byte_record(&mut record)
-                .map_err(|e| Error::Source(e.to_string()))?
-            {
+            if !csv.read_byte_record(&mut record)? {
                 return Ok(Vec::new());
             }
             let names = header_names(&record);
             let columns: Vec<usize> = names.iter().map(|n| inference.column(n)).collect();
             for _ in 0..rows {
-                if !csv
-                    .read_byte_record(&mut record)
-                    .map_err(|e| Error::Source(e.to_string()))?
-                {
+                if !csv.read_byte_record(&mut record)? {
                     break;
                 }
                 if record.len() != columns.len() {

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::{HubspotConfig, Secret};
-use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step};
+use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step, with_space};
+use crate::sources::hubspot::HubspotError;
 use crate::{Error, Result};
 
 /// A HubSpot API client. Cloning shares the connection pool.
@@ -45,22 +46,37 @@ impl HubspotClient {
     }
 
     pub async fn get(&self, path_and_query: &str) -> Result<Value> {
-        self.send(Method::GET, path_and_query, None).await
+        self.send(Method::GET, path_and_query, None, None).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        self.send(Method::POST, path, Some(body)).await
+        self.send(Method::POST, path, Some(body), None).await
+    }
+
+    /// The property definitions of object type `object` (B4). HubSpot rejects an object
+    /// type it does not know (400 "Unable to infer object type", or 404): that is the
+    /// configured stream's mistake, so it comes back as [`HubspotError::NoSuchObject`].
+    pub async fn properties(&self, object: &str) -> Result<Value> {
+        let path = format!("/crm/v3/properties/{}", super::encode(object));
+        self.send(Method::GET, &path, None, Some(object)).await
     }
 
     /// Sends a request, retrying what HubSpot documents as retryable. The error names the
     /// endpoint path, never the token.
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        object: Option<&str>,
+    ) -> Result<Value> {
         self.retry
             .send(HubspotCall {
                 client: self,
                 call: Call::new(method, path),
                 url: format!("{}{}", self.base_url, path),
                 body,
+                object,
             })
             .await
     }
@@ -72,6 +88,8 @@ struct HubspotCall<'a> {
     call: Call,
     url: String,
     body: Option<&'a Value>,
+    /// The object type the path names, when a 400 or 404 can only mean it does not exist.
+    object: Option<&'a str>,
 }
 
 impl Exchange for HubspotCall<'_> {
@@ -119,11 +137,24 @@ impl Exchange for HubspotCall<'_> {
             message: message.clone(),
             fix: fix.into(),
         };
+        if let Some(object) = self.object
+            && matches!(status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND)
+        {
+            return Step::Fail(
+                HubspotError::NoSuchObject {
+                    stream: object.to_string(),
+                    detail: format!(
+                        " (HTTP {}{}: {message})",
+                        status.as_u16(),
+                        with_space(&code)
+                    ),
+                }
+                .into(),
+            );
+        }
         match status {
             StatusCode::TOO_MANY_REQUESTS if error.policy_name.as_deref() == Some("DAILY") => {
-                Step::Fail(Error::Source(format!(
-                    "{call}: the daily HubSpot API limit is used up; the run stops with state saved and can resume after the limit resets"
-                )))
+                Step::Fail(HubspotError::DailyLimit { call }.into())
             }
             StatusCode::UNAUTHORIZED => Step::Fail(refused("check source.token").into()),
             StatusCode::FORBIDDEN => Step::Fail(

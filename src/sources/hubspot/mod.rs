@@ -24,8 +24,11 @@ use crate::load::{CursorRange, DeadLetter};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
 use crate::{Error, Result};
 
+pub use error::HubspotError;
+
 mod client;
 pub mod config;
+mod error;
 pub mod records;
 
 pub use client::HubspotClient;
@@ -77,12 +80,12 @@ impl HubspotSource {
         struct Properties {
             results: Vec<Property>,
         }
-        let body = self
-            .client
-            .get(&format!("/crm/v3/properties/{}", encode(stream)))
-            .await?;
-        let parsed: Properties = serde_json::from_value(body)
-            .map_err(|e| Error::Source(format!("properties of {stream}: unexpected shape: {e}")))?;
+        let body = self.client.properties(stream).await?;
+        let parsed: Properties =
+            serde_json::from_value(body).map_err(|source| HubspotError::PropertiesShape {
+                stream: stream.to_string(),
+                source,
+            })?;
         let props = Arc::new(parsed.results);
         self.properties
             .lock()
@@ -99,9 +102,11 @@ impl Source for HubspotSource {
             let props = self.properties(stream).await?;
             let modified = modified_property(stream);
             if !props.iter().any(|p| p.name == modified) {
-                return Err(Error::Source(format!(
-                    "stream {stream} has no {modified} property, so it cannot be read incrementally"
-                )));
+                return Err(HubspotError::NoModifiedProperty {
+                    stream: stream.clone(),
+                    property: modified.to_string(),
+                }
+                .into());
             }
         }
         Ok(())
@@ -120,12 +125,12 @@ impl Source for HubspotSource {
             .collect();
         let properties_param = names.join(",");
         if properties_param.len() > MAX_PROPERTIES_PARAM {
-            return Err(Error::Source(format!(
-                "stream {} has {} properties ({} characters); requests split across property chunks are not supported yet",
-                request.stream,
-                names.len(),
-                properties_param.len()
-            )));
+            return Err(HubspotError::TooManyProperties {
+                stream: request.stream,
+                properties: names.len(),
+                characters: properties_param.len(),
+            }
+            .into());
         }
         let now = chrono::Utc::now().timestamp_millis();
         let upper = now - (self.config.lag_seconds as i64) * 1000;
@@ -188,7 +193,7 @@ struct Hangup;
 
 impl From<Hangup> for Error {
     fn from(_: Hangup) -> Error {
-        Error::Source("extraction cancelled".into())
+        HubspotError::Cancelled.into()
     }
 }
 
@@ -232,8 +237,9 @@ impl Reader {
         };
         let mut next_page = Some(fetch(path(None)));
         while let Some(request) = next_page.take() {
-            let page = request.await.map_err(|e| {
-                Error::Source(format!("{}: a page request was lost: {e}", self.stream))
+            let page = request.await.map_err(|source| HubspotError::PageLost {
+                stream: self.stream.clone(),
+                source,
             })??;
             if let Some(next) = next_after(&page) {
                 next_page = Some(fetch(path(Some(&next))));
@@ -302,19 +308,17 @@ impl Reader {
             let Some(next) = next_after(&page) else {
                 return Ok(());
             };
-            let next: usize = next.parse().map_err(|_| {
-                Error::Source(format!(
-                    "search of {}: paging.next.after {next:?} is not an offset",
-                    self.stream
-                ))
+            let next: usize = next.parse().map_err(|_| HubspotError::BadOffset {
+                stream: self.stream.clone(),
+                after: next.clone(),
             })?;
             if next + SEARCH_LIMIT > SEARCH_CAP {
                 // Restart the window after the last id seen rather than hit the 10,000 cap.
                 let Some(last) = page_last else {
-                    return Err(Error::Source(format!(
-                        "search of {}: a page near the cap had no readable id",
-                        self.stream
-                    )));
+                    return Err(HubspotError::NoLastId {
+                        stream: self.stream.clone(),
+                    }
+                    .into());
                 };
                 last_id = Some(last);
                 after = 0;
@@ -364,7 +368,12 @@ impl Reader {
 fn results_of<'a>(page: &'a Value, stream: &str) -> Result<&'a Vec<Value>> {
     page.get("results")
         .and_then(Value::as_array)
-        .ok_or_else(|| Error::Source(format!("{stream}: the response has no results array")))
+        .ok_or_else(|| {
+            HubspotError::NoResults {
+                stream: stream.to_string(),
+            }
+            .into()
+        })
 }
 
 fn next_after(page: &Value) -> Option<String> {
@@ -378,4 +387,34 @@ fn next_after(page: &Value) -> Option<String> {
 
 fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::sim::{SimConfig, Simulator};
+
+    #[tokio::test]
+    async fn an_unknown_object_type_is_a_configuration_error_naming_the_stream() {
+        let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let config: HubspotConfig = serde_json::from_value(json!({
+            "base_url": sim.base_url,
+            "token": sim.token(),
+            "streams": ["widgets"],
+            "max_retries": 0,
+        }))
+        .unwrap();
+        let source = HubspotSource::new(&config).unwrap();
+        let err = source.discover("widgets").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let text = err.report();
+        assert!(text.contains("source.streams"), "{text}");
+        assert!(text.contains("\"widgets\""), "{text}");
+        // A known object type still reads.
+        assert!(source.discover("contacts").await.is_ok());
+        sim.shutdown().await;
+    }
 }

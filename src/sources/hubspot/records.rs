@@ -7,10 +7,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, NaiveDate};
 use serde_json::Value;
 
+use crate::Result;
 use crate::load::DeadLetter;
 use crate::schema::{deleted_field, is_system_column, timestamp_type, version_field};
 use crate::sources::cells::{Cell, ColumnBuilder};
-use crate::{Error, Result};
+use crate::sources::hubspot::HubspotError;
 
 /// The key column of every HubSpot stream: the record id.
 pub const KEY: &str = "id";
@@ -221,8 +222,7 @@ impl BatchBuilder {
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
         self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| Error::Source(format!("building a batch: {e}")))
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| HubspotError::Batch(e).into())
     }
 }
 

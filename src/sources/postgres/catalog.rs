@@ -6,9 +6,10 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use tokio_postgres::Client;
 
+use super::PostgresSourceError;
+use crate::Result;
 use crate::config::PostgresTableConfig;
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, deleted_field, is_system_column};
-use crate::{Error, Result};
 
 /// How a source column is staged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,10 +130,12 @@ impl TableSpec {
             .await
             .map_err(source_error("read the table's columns"))?;
         if rows.is_empty() {
-            return Err(Error::Config(format!(
-                "stream `{stream}`: table {schema}.{name} does not exist or has no columns the \
-                 source user can see; set `[source.tables.{stream}] table` or grant SELECT"
-            )));
+            return Err(PostgresSourceError::NoSuchTable {
+                stream: stream.to_string(),
+                schema,
+                table: name,
+            }
+            .into());
         }
         let all: Vec<(SourceColumn, bool)> = rows
             .iter()
@@ -147,15 +150,19 @@ impl TableSpec {
                 )
             })
             .collect();
-        let find = |column: &str, setting: &str| -> Result<SourceColumn> {
+        let find = |column: &str, setting: &'static str| -> Result<SourceColumn> {
             all.iter()
                 .find(|(c, _)| c.name == column)
                 .map(|(c, _)| c.clone())
                 .ok_or_else(|| {
-                    Error::Config(format!(
-                        "stream `{stream}`: `[source.tables.{stream}] {setting}` names column \
-                         `{column}`, which table {schema}.{name} does not have"
-                    ))
+                    PostgresSourceError::NoSuchColumn {
+                        stream: stream.to_string(),
+                        setting,
+                        column: column.to_string(),
+                        schema: schema.clone(),
+                        table: name.clone(),
+                    }
+                    .into()
                 })
         };
         let key = match &settings.key {
@@ -166,26 +173,31 @@ impl TableSpec {
                 match primary.as_slice() {
                     [one] => (*one).clone(),
                     [] => {
-                        return Err(Error::Config(format!(
-                            "stream `{stream}`: table {schema}.{name} has no primary key; set \
-                             `[source.tables.{stream}] key` to a unique column"
-                        )));
+                        return Err(PostgresSourceError::NoPrimaryKey {
+                            stream: stream.to_string(),
+                            schema,
+                            table: name,
+                        }
+                        .into());
                     }
                     _ => {
-                        return Err(Error::Config(format!(
-                            "stream `{stream}`: table {schema}.{name} has a composite primary \
-                             key; set `[source.tables.{stream}] key` to one unique column"
-                        )));
+                        return Err(PostgresSourceError::CompositeKey {
+                            stream: stream.to_string(),
+                            schema,
+                            table: name,
+                        }
+                        .into());
                     }
                 }
             }
         };
         if !matches!(key.kind, ValueKind::Int | ValueKind::Text) {
-            return Err(Error::Config(format!(
-                "stream `{stream}`: key column `{}` is {}; the key must be an integer or \
-                 text-like column",
-                key.name, key.sql_type
-            )));
+            return Err(PostgresSourceError::KeyType {
+                stream: stream.to_string(),
+                column: key.name,
+                sql_type: key.sql_type,
+            }
+            .into());
         }
         let mut columns = vec![key.clone()];
         match &settings.columns {
@@ -205,21 +217,22 @@ impl TableSpec {
         if let Some(column) = columns.iter().find(|c| {
             is_system_column(&c.name) || c.name == VERSION_COLUMN || c.name == DELETED_COLUMN
         }) {
-            return Err(Error::Config(format!(
-                "stream `{stream}`: column `{}` uses the reserved prefix `_syncline_`; list the \
-                 other columns in `[source.tables.{stream}] columns`",
-                column.name
-            )));
+            return Err(PostgresSourceError::ReservedColumn {
+                stream: stream.to_string(),
+                column: column.name.clone(),
+            }
+            .into());
         }
         let cursor = match (&settings.cursor_column, wants_cursor) {
             (Some(column), true) => {
                 let cursor = find(column, "cursor_column")?;
                 if !matches!(cursor.kind, ValueKind::Int | ValueKind::Timestamp { .. }) {
-                    return Err(Error::Config(format!(
-                        "stream `{stream}`: cursor_column `{column}` is {}; use a timestamp, \
-                         timestamptz or integer column",
-                        cursor.sql_type
-                    )));
+                    return Err(PostgresSourceError::CursorType {
+                        stream: stream.to_string(),
+                        column: column.clone(),
+                        sql_type: cursor.sql_type,
+                    }
+                    .into());
                 }
                 Some(cursor)
             }
@@ -236,15 +249,16 @@ impl TableSpec {
 
 pub use crate::sql::quote_ident;
 
-/// Maps a driver error of step `what` to a source error (message and SQLSTATE only).
-pub fn source_error(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
-    move |err| match err.as_db_error() {
-        Some(db) => Error::Source(format!(
-            "postgres source: {what}: {} (SQLSTATE {})",
-            db.message(),
-            db.code().code()
-        )),
-        None => Error::Transient(format!("postgres source: {what}: {err}")),
+/// The error of step `what`: a server refusal by message and SQLSTATE only (its DETAIL can
+/// quote row values), else the driver's error (a broken connection) as the cause.
+pub fn source_error(what: &'static str) -> impl Fn(tokio_postgres::Error) -> PostgresSourceError {
+    move |source| match source.as_db_error() {
+        Some(db) => PostgresSourceError::Query {
+            what,
+            message: db.message().to_string(),
+            sqlstate: db.code().code().to_string(),
+        },
+        None => PostgresSourceError::Driver { what, source },
     }
 }
 

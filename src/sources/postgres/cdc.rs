@@ -27,6 +27,7 @@ use tokio_postgres::Client;
 
 use tracing::{info, warn};
 
+use super::PostgresSourceError;
 use super::catalog::{TableSpec, source_error};
 use super::rows::ColumnValues;
 use super::sql::{self, templates};
@@ -63,11 +64,7 @@ pub async fn check_wal_level(client: &Client) -> Result<()> {
         .map_err(source_error("read wal_level"))?;
     let level: String = row.get(0);
     if level != "logical" {
-        return Err(Error::Config(format!(
-            "postgres source: the server runs with wal_level = {level}, but mode = \"cdc\" \
-             needs logical replication: set wal_level = logical in postgresql.conf and restart \
-             the server, or use mode = \"cursor\""
-        )));
+        return Err(PostgresSourceError::WalLevel(level).into());
     }
     let row = client
         .query_one(templates::SHOW_DATESTYLE, &[])
@@ -75,10 +72,7 @@ pub async fn check_wal_level(client: &Client) -> Result<()> {
         .map_err(source_error("read DateStyle"))?;
     let style: String = row.get(0);
     if !style.starts_with("ISO") {
-        return Err(Error::Config(format!(
-            "postgres source: DateStyle is {style}; CDC reads dates in ISO form: set DateStyle \
-             = 'ISO, MDY' for the database or the source user"
-        )));
+        return Err(PostgresSourceError::DateStyle(style).into());
     }
     Ok(())
 }
@@ -112,10 +106,7 @@ pub async fn wait_inactive(client: &Client, slot: &str) -> Result<Option<SlotInf
             other => return Ok(other),
         }
     }
-    Err(Error::Transient(format!(
-        "postgres source: replication slot {slot} is in use by another connection (is another \
-         syncline run or a subscriber using it?)"
-    )))
+    Err(PostgresSourceError::SlotInUse(slot.to_string()).into())
 }
 
 /// Creates the stream's publication (`FOR TABLE`) when it is missing.
@@ -154,12 +145,11 @@ pub async fn advance_slot(client: &Client, slot: &str, lsn: i64) -> Result<()> {
 }
 
 pub fn slot_lost(slot: &str, since: i64) -> Error {
-    Error::Source(format!(
-        "postgres source: replication slot {slot} is missing or lost (its WAL was removed), so \
-         the changes after LSN {} cannot be read; run `syncline run --full-refresh --streams \
-         STREAM` to take a new snapshot",
-        format_lsn(since)
-    ))
+    PostgresSourceError::SlotLost {
+        slot: slot.to_string(),
+        since: format_lsn(since),
+    }
+    .into()
 }
 
 /// `url` with `replication=database`, as a replication connection needs.
@@ -168,8 +158,8 @@ pub fn replication_url(url: &str) -> String {
     format!("{url}{separator}replication=database")
 }
 
-fn replication_error(what: &'static str) -> impl Fn(ReplicationError) -> Error {
-    move |err| Error::Source(format!("postgres replication: {what}: {err}"))
+fn replication_error(what: &'static str) -> impl Fn(ReplicationError) -> PostgresSourceError {
+    move |source| PostgresSourceError::Replication { what, source }
 }
 
 /// A created slot whose exported snapshot is still held by the replication connection.
@@ -209,21 +199,13 @@ pub async fn create_slot(
         .map_err(replication_error("create the replication slot"))?;
     let snapshot = stream
         .exported_snapshot_name()
-        .ok_or_else(|| {
-            Error::Source(format!(
-                "postgres replication: slot {slot} was created without an exported snapshot"
-            ))
-        })?
+        .ok_or_else(|| PostgresSourceError::NoSnapshot(slot.to_string()))?
         .to_string();
     // The consistent point is the new slot's confirmed position.
     let consistent_point = slot_info(client, slot)
         .await?
         .and_then(|info| info.confirmed_flush)
-        .ok_or_else(|| {
-            Error::Source(format!(
-                "postgres replication: slot {slot} has no confirmed position after creation"
-            ))
-        })?;
+        .ok_or_else(|| PostgresSourceError::NoConfirmedPosition(slot.to_string()))?;
     Ok(NewSlot {
         stream,
         snapshot,
@@ -364,13 +346,12 @@ impl ChangeDecoder {
     fn key_of(&self, data: &RowData) -> Result<String> {
         match data.get(&self.spec.key().name) {
             Some(ColumnValue::Text(bytes)) => Ok(String::from_utf8_lossy(bytes).into_owned()),
-            _ => Err(Error::Source(format!(
-                "postgres replication: a change of {}.{} carries no value for key column `{}`; \
-                 the key must be the primary key or the table needs REPLICA IDENTITY FULL",
-                self.spec.schema,
-                self.spec.name,
-                self.spec.key().name
-            ))),
+            _ => Err(PostgresSourceError::NoKeyValue {
+                schema: self.spec.schema.clone(),
+                table: self.spec.name.clone(),
+                key: self.spec.key().name.clone(),
+            }
+            .into()),
         }
     }
 
@@ -403,12 +384,12 @@ impl ChangeDecoder {
             values.push(value);
         }
         if values[0].is_none() {
-            return Err(Error::Source(format!(
-                "postgres replication: a change of {}.{} has a NULL key `{}`",
-                self.spec.schema,
-                self.spec.name,
-                self.spec.key().name
-            )));
+            return Err(PostgresSourceError::NullKey {
+                schema: self.spec.schema.clone(),
+                table: self.spec.name.clone(),
+                key: self.spec.key().name.clone(),
+            }
+            .into());
         }
         Ok(ChangeRow {
             values,
@@ -460,11 +441,12 @@ impl ChangeDecoder {
             {
                 builder
                     .append_text(value.as_deref(), column.kind)
-                    .map_err(|bad| {
-                        Error::Source(format!(
-                            "postgres replication: table {}.{}, column `{}`: {}",
-                            self.spec.schema, self.spec.name, column.name, bad.0
-                        ))
+                    .map_err(|bad| PostgresSourceError::BadValue {
+                        reading: "replication",
+                        schema: self.spec.schema.clone(),
+                        table: self.spec.name.clone(),
+                        column: column.name.clone(),
+                        why: bad.0,
                     })?;
             }
         }
@@ -477,10 +459,10 @@ impl ChangeDecoder {
             rows.iter().map(|r| Some(r.deleted)),
         )));
         self.batches += 1;
-        Ok(Some(RecordBatch::try_new(
-            self.spec.staged_schema(),
-            columns,
-        )?))
+        Ok(Some(
+            RecordBatch::try_new(self.spec.staged_schema(), columns)
+                .map_err(PostgresSourceError::Batch)?,
+        ))
     }
 
     /// Fetches the current value of unchanged TOASTed columns by key, one query per batch.
@@ -569,7 +551,7 @@ pub async fn stream_changes(
                 };
             }
             Ok(Err(ReplicationError::StreamStopped(_))) => break StreamEnd::Reached,
-            Ok(Err(err)) => return Err(replication_error("read changes")(err)),
+            Ok(Err(err)) => return Err(replication_error("read changes")(err).into()),
             Ok(Ok(event)) => event,
         };
         if let Some(reason) = decoder.take(event)? {

@@ -15,10 +15,11 @@ use tokio_postgres::CopyOutStream;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::{FromSql, Type};
 
+use super::PostgresSourceError;
 use super::catalog::{SourceColumn, TableSpec, ValueKind, quote_ident, source_error};
 use super::rows::{ColumnValues, binary_i64, pg_micros_to_unix};
+use crate::Result;
 use crate::sources::Extracted;
-use crate::{Error, Result};
 
 /// Where each row's `_syncline_version` comes from.
 #[derive(Debug, Clone, Copy)]
@@ -178,14 +179,17 @@ fn finish_batch(
         TimestampMicrosecondArray::from(std::mem::take(versions)).with_timezone("UTC"),
     ));
     columns.push(std::sync::Arc::new(BooleanArray::from(vec![false; rows])));
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    Ok(RecordBatch::try_new(schema.clone(), columns).map_err(PostgresSourceError::Batch)?)
 }
 
-fn bad_value(spec: &TableSpec, column: &str, why: &str) -> Error {
-    Error::Source(format!(
-        "postgres source: table {}.{}, column `{column}`: {why}",
-        spec.schema, spec.name
-    ))
+fn bad_value(spec: &TableSpec, column: &str, why: &'static str) -> PostgresSourceError {
+    PostgresSourceError::BadValue {
+        reading: "source",
+        schema: spec.schema.clone(),
+        table: spec.name.clone(),
+        column: column.to_string(),
+        why,
+    }
 }
 
 #[cfg(test)]

@@ -15,20 +15,22 @@ use futures::{SinkExt, StreamExt};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
 
+use crate::Result;
 use crate::config::{PostgresMode, PostgresSourceConfig};
 use crate::load::CursorRange;
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::{Error, Result};
 
 pub mod catalog;
 pub mod cdc;
 pub mod config;
 pub mod copy;
+mod error;
 pub mod rows;
 mod sql;
 
 use catalog::{TableSpec, ValueKind, source_error};
 use copy::{Versions, copy_batches, copy_statement};
+pub use error::PostgresSourceError;
 
 /// Batches in flight between the reading task and the pipeline.
 const CHANNEL_BATCHES: usize = 2;
@@ -70,9 +72,18 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let (client, connection) = tokio_postgres::connect(self.config.url.expose(), NoTls)
+        // An unparsable URL is the user's to fix, not a fault that passes; the parser's
+        // message is not kept, as it can quote the URL and its password.
+        let config: tokio_postgres::Config = self
+            .config
+            .url
+            .expose()
+            .parse()
+            .map_err(|_| PostgresSourceError::BadUrl)?;
+        let (client, connection) = config
+            .connect(NoTls)
             .await
-            .map_err(|e| Error::Transient(format!("postgres source: cannot connect: {e}")))?;
+            .map_err(PostgresSourceError::Connect)?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 warn!(error = %err, "postgres source connection ended");
@@ -192,7 +203,7 @@ impl PostgresSource {
             } = created;
             let (mut reader, connection) = tokio_postgres::connect(url.expose(), NoTls)
                 .await
-                .map_err(|e| Error::Transient(format!("postgres source: cannot connect: {e}")))?;
+                .map_err(PostgresSourceError::Connect)?;
             tokio::spawn(connection);
             let tx = reader
                 .build_transaction()
@@ -249,14 +260,13 @@ impl PostgresSource {
             _ => return Err(cdc::slot_lost(&slot, since)),
         };
         if confirmed.is_some_and(|confirmed| confirmed > since) {
-            return Err(Error::Source(format!(
-                "postgres source: replication slot {slot} is at LSN {}, past the saved cursor \
-                 {}: something else consumed it, so changes in between may be missing; run \
-                 `syncline run --full-refresh --streams {}` to take a new snapshot",
-                cdc::format_lsn(confirmed.unwrap_or_default()),
-                cdc::format_lsn(since),
-                request.stream
-            )));
+            return Err(PostgresSourceError::SlotAhead {
+                slot,
+                at: cdc::format_lsn(confirmed.unwrap_or_default()),
+                saved: cdc::format_lsn(since),
+                stream: request.stream,
+            }
+            .into());
         }
         // A crash between saving the cursor and `committed` left the slot behind: catch up.
         cdc::advance_slot(&client, &slot, since).await?;
@@ -266,7 +276,7 @@ impl PostgresSource {
             .map_err(source_error("read the WAL position"))?
             .get(0);
         let target = cdc::parse_lsn(&target)
-            .ok_or_else(|| Error::Source(format!("postgres source: unreadable LSN {target}")))?
+            .ok_or_else(|| PostgresSourceError::UnreadableLsn(target.clone()))?
             .max(since);
         info!(stream = %request.stream, slot, from = %cdc::format_lsn(since), to = %cdc::format_lsn(target), "streaming changes");
         let schema = spec.staged_schema();
@@ -345,12 +355,7 @@ impl Source for PostgresSource {
                 .map_err(source_error("read the user's attributes"))?
                 .get(0);
             if !allowed {
-                return Err(Error::Config(
-                    "postgres source: the source user lacks the REPLICATION attribute that \
-                     mode = \"cdc\" needs: ALTER ROLE ... WITH REPLICATION, or use mode = \
-                     \"cursor\""
-                        .into(),
-                ));
+                return Err(PostgresSourceError::NoReplicationAttribute.into());
             }
         }
         for stream in &self.config.streams {

@@ -14,6 +14,7 @@ use csv::ByteRecord;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use super::SalesforceError;
 use crate::Error;
 
 use super::client::{ApiError, Failure};
@@ -108,12 +109,7 @@ impl Reader {
             .get("id")
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
-            .ok_or_else(|| {
-                Error::Source(format!(
-                    "Bulk job for {}: the creation answer has no usable id",
-                    self.plan.object
-                ))
-            })?
+            .ok_or_else(|| SalesforceError::NoJobId(self.plan.object.clone()))?
             .to_string();
         let job_path = self.client.data_path(&format!("jobs/query/{id}"));
         tracing::debug!(stream = %self.plan.object, job = %id, "bulk query job created");
@@ -149,10 +145,13 @@ impl Reader {
                 }
                 Some(_) => {}
                 None => {
-                    return Err(Halt::Failed(Error::Source(format!(
-                        "Bulk job {id} of {}: the status answer has no state",
-                        self.plan.object
-                    ))));
+                    return Err(Halt::Failed(
+                        SalesforceError::NoJobState {
+                            job: id.to_string(),
+                            object: self.plan.object.clone(),
+                        }
+                        .into(),
+                    ));
                 }
             }
         }
@@ -190,11 +189,9 @@ impl Reader {
             .from_reader(data);
         let header = reader
             .byte_headers()
-            .map_err(|e| {
-                Error::Source(format!(
-                    "Bulk results of {}: unreadable CSV header: {e}",
-                    self.plan.object
-                ))
+            .map_err(|source| SalesforceError::CsvHeader {
+                object: self.plan.object.clone(),
+                source,
             })?
             .clone();
         if header.is_empty() {
@@ -208,10 +205,13 @@ impl Reader {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    return Err(Halt::Failed(Error::Source(format!(
-                        "Bulk results of {}: unreadable CSV: {e}",
-                        self.plan.object
-                    ))));
+                    return Err(Halt::Failed(
+                        SalesforceError::Csv {
+                            object: self.plan.object.clone(),
+                            source: e,
+                        }
+                        .into(),
+                    ));
                 }
             }
             if let Err(letter) = self.builder.push_csv(&layout, &row) {

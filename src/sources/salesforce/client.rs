@@ -21,8 +21,10 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::SalesforceError;
 use super::jwt::{self, JwtBearer};
 use crate::config::{SalesforceAuth, SalesforceConfig, Secret};
+use crate::error::{Classified, ErrorKind};
 use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step};
 use crate::{Error, Result};
 
@@ -36,7 +38,7 @@ pub enum Failure {
     /// reached. Not an error: the extraction stops cleanly and the next run resumes.
     Quota(String),
     /// Salesforce rejected the request with a 4xx that is not retried. Callers that have a
-    /// fallback (Bulk → REST) inspect it; everyone else turns it into [`Error::Source`].
+    /// fallback (Bulk → REST) inspect it; everyone else returns it as a source error.
     Api(ApiError),
     /// Anything else: configuration, transport after all retries, unreadable answers.
     Other(Error),
@@ -57,9 +59,7 @@ impl From<HttpError> for Failure {
 impl From<Failure> for Error {
     fn from(failure: Failure) -> Error {
         match failure {
-            Failure::Quota(reason) => Error::Source(format!(
-                "{reason}; run again once the Salesforce API quota frees up"
-            )),
+            Failure::Quota(reason) => SalesforceError::Quota(reason).into(),
             Failure::Api(api) => api.into(),
             Failure::Other(err) => err,
         }
@@ -67,7 +67,8 @@ impl From<Failure> for Error {
 }
 
 /// A rejected request: method, endpoint (no query string), status and the error body.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{method} {endpoint}: HTTP {status} {code}: {message}")]
 pub struct ApiError {
     pub method: String,
     pub endpoint: String,
@@ -77,12 +78,9 @@ pub struct ApiError {
     pub message: String,
 }
 
-impl From<ApiError> for Error {
-    fn from(api: ApiError) -> Error {
-        Error::Source(format!(
-            "{} {}: HTTP {} {}: {}",
-            api.method, api.endpoint, api.status, api.code, api.message
-        ))
+impl Classified for ApiError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Source
     }
 }
 
@@ -229,11 +227,11 @@ struct Inner {
 }
 
 impl SalesforceClient {
-    /// Builds the client; no request is sent until the first call. Fails with
-    /// [`Error::Config`] when the login keys select no flow or two, or the JWT bearer flow's
+    /// Builds the client; no request is sent until the first call. Fails with a
+    /// configuration error when the login keys select no flow or two, or the JWT bearer flow's
     /// private key cannot be read or cannot sign.
     pub fn new(config: &SalesforceConfig) -> Result<SalesforceClient> {
-        let credentials = match config.auth().map_err(|e| Error::Config(e.to_string()))? {
+        let credentials = match config.auth().map_err(SalesforceError::Auth)? {
             SalesforceAuth::ClientCredentials { client_secret } => {
                 Credentials::ClientSecret(client_secret.clone())
             }
@@ -247,10 +245,7 @@ impl SalesforceClient {
         };
         let version = config.api_version.trim().trim_start_matches(['v', 'V']);
         if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            return Err(Error::Config(format!(
-                "source.api_version {:?} is not an API version such as \"62.0\"",
-                config.api_version
-            )));
+            return Err(SalesforceError::ApiVersion(config.api_version.clone()).into());
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(300))
@@ -480,9 +475,7 @@ impl Exchange for Login<'_> {
                     instance_url: token.instance_url.trim().trim_end_matches('/').to_string(),
                 }),
                 // The body holds the token: never quote it.
-                _ => Step::Fail(Failure::Other(Error::Source(format!(
-                    "{call}: the token response lacks access_token or instance_url"
-                )))),
+                _ => Step::Fail(Failure::Other(SalesforceError::TokenShape(call).into())),
             };
         }
         let error = parse_error_body(&answer.body);
@@ -704,7 +697,7 @@ mod tests {
             text.contains("MALFORMED_QUERY") && text.contains("unexpected token"),
             "{text}"
         );
-        assert!(matches!(err, Error::Source(_)));
+        assert_eq!(err.kind(), ErrorKind::Source);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
+use super::SalesforceError;
+use crate::Result;
 use crate::schema::{deleted_field, is_system_column, timestamp_type, version_field};
-use crate::{Error, Result};
 
 use super::KEY;
 
@@ -94,9 +95,7 @@ impl ObjectPlan {
     pub fn from_describe(describe: &Describe) -> Result<ObjectPlan> {
         let object = describe.name.clone();
         if !describe.fields.iter().any(|f| f.name == KEY) {
-            return Err(Error::Source(format!(
-                "Salesforce object {object} has no Id field, so its records cannot be keyed"
-            )));
+            return Err(SalesforceError::NoIdField(object).into());
         }
         let mut data: Vec<(&str, DataType)> = Vec::new();
         for field in &describe.fields {
@@ -122,9 +121,7 @@ impl ObjectPlan {
             .find(|name| has(name))
             .map(|name| name.to_string());
         if cursor.is_none() && describe.queryable {
-            return Err(Error::Source(format!(
-                "Salesforce object {object} has neither SystemModstamp nor LastModifiedDate as a datetime field, so it cannot be read incrementally"
-            )));
+            return Err(SalesforceError::NoCursorField(object).into());
         }
         let deleted = data
             .iter()

@@ -13,6 +13,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
+use super::SalesforceError;
 use crate::config::{JwtKey, Secret};
 use crate::{Error, Result};
 
@@ -43,8 +44,8 @@ struct Claims<'a> {
 
 impl JwtBearer {
     /// Loads the key (reading `private_key_path` when that is where it is) and signs one
-    /// throwaway assertion to prove it works. Fails with [`Error::Config`] naming the key when
-    /// the file cannot be read or holds no usable RSA private key.
+    /// throwaway assertion to prove it works. Fails with a configuration error naming the key
+    /// when the file cannot be read or holds no usable RSA private key.
     pub fn new(
         client_id: &str,
         username: &str,
@@ -57,19 +58,15 @@ impl JwtBearer {
                 "source.private_key",
             ),
             JwtKey::Path(path) => {
-                let bytes = std::fs::read(path).map_err(|e| {
-                    Error::Config(format!(
-                        "source.private_key_path: cannot read the key file {path}: {e}"
-                    ))
+                let bytes = std::fs::read(path).map_err(|source| SalesforceError::KeyFile {
+                    path: path.to_string(),
+                    source,
                 })?;
                 (bytes, "source.private_key_path")
             }
         };
         if contains(&pem, b"PUBLIC KEY-----") || contains(&pem, b"CERTIFICATE-----") {
-            return Err(Error::Config(format!(
-                "{key_name} holds a public key or certificate; give the private key whose \
-                 certificate is uploaded to the connected app"
-            )));
+            return Err(SalesforceError::PublicKey { key_name }.into());
         }
         let key = EncodingKey::from_rsa_pem(&pem).map_err(|e| key_error(key_name, &e))?;
         let signer = JwtBearer {
@@ -105,7 +102,7 @@ impl JwtBearer {
 
 /// A configuration error naming the key, saying what kind of failure it was but never
 /// quoting the library's message (PEM decoding errors can cite bytes of the input).
-fn key_error(key_name: &str, err: &jsonwebtoken::errors::Error) -> Error {
+fn key_error(key_name: &'static str, err: &jsonwebtoken::errors::Error) -> Error {
     let reason = match err.kind() {
         ErrorKind::InvalidKeyFormat => "is not an unencrypted RSA private key",
         ErrorKind::InvalidRsaKey(_) | ErrorKind::RsaFailedSigning | ErrorKind::Signing(_) => {
@@ -113,10 +110,7 @@ fn key_error(key_name: &str, err: &jsonwebtoken::errors::Error) -> Error {
         }
         _ => "is not a readable PEM key",
     };
-    Error::Config(format!(
-        "{key_name} {reason}; expected PEM text with a `BEGIN PRIVATE KEY` or \
-         `BEGIN RSA PRIVATE KEY` block"
-    ))
+    SalesforceError::UnusableKey { key_name, reason }.into()
 }
 
 /// PEM text from an environment variable often arrives on one line with literal `\n`s.
@@ -194,7 +188,7 @@ mod tests {
             let Err(err) = JwtBearer::new("c", "u", JwtKey::Pem(secret), "https://x.test") else {
                 panic!("a bad key was accepted");
             };
-            assert!(matches!(err, Error::Config(_)), "{err}");
+            assert_eq!(err.kind(), crate::error::ErrorKind::Config, "{err}");
             let text = err.to_string();
             assert!(text.contains("source.private_key "), "{text}");
             assert!(!text.contains("bm90IGEga2V5"), "{text}");

@@ -27,15 +27,16 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::Result;
 use crate::config::SalesforceConfig;
 use crate::load::CursorRange;
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
-use crate::{Error, Result};
 
 mod bulk;
 mod client;
 pub mod config;
 pub mod describe;
+mod error;
 mod jwt;
 mod reader;
 pub mod records;
@@ -44,6 +45,7 @@ mod soql;
 use client::Failure;
 pub use client::SalesforceClient;
 use describe::{Describe, ObjectPlan};
+pub use error::SalesforceError;
 use reader::{Reader, Route, Settings};
 
 /// The key column of every Salesforce stream: the 18-character record Id.
@@ -85,15 +87,19 @@ impl SalesforceSource {
             Err(Failure::Api(api))
                 if api.status == 404 || api.code == "NOT_FOUND" || api.code == "INVALID_TYPE" =>
             {
-                return Err(Error::Config(format!(
-                    "source.streams: Salesforce has no object named {stream:?} ({}: {})",
-                    api.code, api.message
-                )));
+                return Err(SalesforceError::NoSuchObject {
+                    stream: stream.to_string(),
+                    detail: format!(" ({}: {})", api.code, api.message),
+                }
+                .into());
             }
             Err(other) => return Err(other.into()),
         };
-        let describe: Describe = serde_json::from_value(body)
-            .map_err(|e| Error::Source(format!("describe of {stream}: unexpected shape: {e}")))?;
+        let describe: Describe =
+            serde_json::from_value(body).map_err(|source| SalesforceError::DescribeShape {
+                stream: stream.to_string(),
+                source,
+            })?;
         let plan = Arc::new(ObjectPlan::from_describe(&describe)?);
         self.plans
             .lock()
@@ -146,9 +152,7 @@ impl Source for SalesforceSource {
         let objects = body
             .get("sobjects")
             .and_then(Value::as_array)
-            .ok_or_else(|| {
-                Error::Source("global describe: the answer has no sobjects list".into())
-            })?;
+            .ok_or(SalesforceError::NoObjectList)?;
         let name_of = |o: &Value| o.get("name").and_then(Value::as_str).map(str::to_string);
         for stream in &self.config.streams {
             let found = objects
@@ -161,9 +165,11 @@ impl Source for SalesforceSource {
                     .find(|name| name.eq_ignore_ascii_case(stream))
                     .map(|name| format!(" (did you mean {name:?}? use the API name exactly)"))
                     .unwrap_or_default();
-                return Err(Error::Config(format!(
-                    "source.streams: Salesforce has no object named {stream:?}{hint}"
-                )));
+                return Err(SalesforceError::NoSuchObject {
+                    stream: stream.clone(),
+                    detail: hint,
+                }
+                .into());
             };
             if found.get("queryable").and_then(Value::as_bool) == Some(false) {
                 tracing::warn!(stream = %stream, "object is not queryable; it will be skipped");
@@ -203,11 +209,9 @@ impl Source for SalesforceSource {
             &plan.anchor_fields(),
             soql::field_list_budget(&instance_url),
         )
-        .ok_or_else(|| {
-            Error::Source(format!(
-                "{}: not even Id and {cursor_field} fit in one query URI for this instance",
-                plan.object
-            ))
+        .ok_or_else(|| SalesforceError::UriTooShort {
+            object: plan.object.clone(),
+            cursor: cursor_field.clone(),
         })?;
         let filter = soql::window_filter(&cursor_field, cursor.from, cursor.to);
         let route = if chunks.len() > 1 {

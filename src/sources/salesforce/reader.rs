@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use super::SalesforceError;
 use crate::load::DeadLetter;
 use crate::sources::Extracted;
 use crate::{Error, Result};
@@ -67,6 +68,12 @@ impl From<Failure> for Halt {
 impl From<Error> for Halt {
     fn from(err: Error) -> Halt {
         Halt::Failed(err)
+    }
+}
+
+impl From<SalesforceError> for Halt {
+    fn from(err: SalesforceError) -> Halt {
+        Halt::Failed(err.into())
     }
 }
 
@@ -176,10 +183,7 @@ impl Reader {
         page.get("totalSize")
             .and_then(Value::as_u64)
             .ok_or_else(|| {
-                Halt::Failed(Error::Source(format!(
-                    "COUNT() of {}: the answer has no totalSize",
-                    self.plan.object
-                )))
+                Halt::Failed(SalesforceError::NoTotalSize(self.plan.object.clone()).into())
             })
     }
 
@@ -384,17 +388,19 @@ impl ChunkPages {
             .front()
             .and_then(|r| r.get(KEY))
             .and_then(Value::as_str)
-            .ok_or_else(|| {
-                Error::Source(format!(
-                    "a record of {object} has no Id, so field chunks cannot be merged"
-                ))
-            })
+            .ok_or_else(|| SalesforceError::RecordWithoutId(object.to_string()).into())
     }
 }
 
 /// The records of a query page and the path of the next one (`None` when `done`).
 pub(super) fn page_parts(page: Value, object: &str) -> Result<(Vec<Value>, Option<String>)> {
-    let shape = |what: &str| Error::Source(format!("query of {object}: the page {what}"));
+    let shape = |what: &'static str| -> Error {
+        SalesforceError::PageShape {
+            object: object.to_string(),
+            what,
+        }
+        .into()
+    };
     let Value::Object(mut page) = page else {
         return Err(shape("is not a JSON object"));
     };

@@ -12,9 +12,10 @@ use chrono::{DateTime, NaiveDate};
 use csv::ByteRecord;
 use serde_json::{Map, Value};
 
+use super::SalesforceError;
+use crate::Result;
 use crate::load::DeadLetter;
 use crate::sources::cells::{Cell, ColumnBuilder};
-use crate::{Error, Result};
 
 use super::KEY;
 use super::describe::ObjectPlan;
@@ -163,10 +164,11 @@ impl CsvLayout {
         let cursor_name = plan.cursor.as_deref().unwrap_or_default();
         let (Some(_), Some(cursor)) = (fields.first().copied().flatten(), position(cursor_name))
         else {
-            return Err(Error::Source(format!(
-                "Bulk results of {} lack the Id or {cursor_name} column",
-                plan.object
-            )));
+            return Err(SalesforceError::CsvColumns {
+                object: plan.object.clone(),
+                cursor: cursor_name.to_string(),
+            }
+            .into());
         };
         Ok(CsvLayout {
             fields,
@@ -358,7 +360,7 @@ impl BatchBuilder {
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
         self.rows = 0;
         RecordBatch::try_new(self.plan.schema.clone(), arrays)
-            .map_err(|e| Error::Source(format!("building a batch: {e}")))
+            .map_err(|e| SalesforceError::Batch(e).into())
     }
 }
 
