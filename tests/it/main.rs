@@ -16,3 +16,4 @@ mod merge;
 mod postgres_source;
 mod salesforce_postgres;
 mod stuck_loads;
+mod tls;

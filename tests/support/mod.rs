@@ -6,6 +6,7 @@
 //! in one place.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod files;
 pub mod pg;
 pub mod snowflake;

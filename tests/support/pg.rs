@@ -39,6 +39,16 @@ impl TestPostgres {
     /// Like [`TestPostgres::start`] with another `wal_level` (`replica` to test what a source
     /// without logical replication does).
     pub fn start_with_wal_level(wal_level: &str) -> TestPostgres {
+        TestPostgres::start_with(wal_level, None)
+    }
+
+    /// Like [`TestPostgres::start`] with `ssl = on`, serving the given PEM certificate and key
+    /// (for TCP clients; `trust` still authenticates, so only the TLS layer is under test).
+    pub fn start_with_ssl(cert: &Path, key: &Path) -> TestPostgres {
+        TestPostgres::start_with("logical", Some((cert, key)))
+    }
+
+    fn start_with(wal_level: &str, ssl: Option<(&Path, &Path)>) -> TestPostgres {
         let bin = find_bin_dir();
         // SAFETY: geteuid has no preconditions and cannot fail.
         let run_as_postgres = unsafe { libc::geteuid() } == 0;
@@ -82,13 +92,35 @@ impl TestPostgres {
             .expect("run initdb");
         check(&initdb, "initdb");
 
+        let mut ssl_options = String::new();
+        if let Some((cert, key)) = ssl {
+            // The server reads them as its own user, and refuses a key others may read.
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = dir.path().join(name);
+                std::fs::copy(from, &to).expect("copy the server certificate");
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                    .expect("restrict the server key");
+                if run_as_postgres {
+                    let status = Command::new("chown")
+                        .arg("postgres:")
+                        .arg(&to)
+                        .status()
+                        .expect("run chown");
+                    assert!(status.success(), "chown of {}", to.display());
+                }
+            }
+            ssl_options = format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+                dir = dir.path().display()
+            );
+        }
         let mut failures = Vec::new();
         for _ in 0..3 {
             let port = free_port();
             let options = format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} \
                  -c wal_level={wal_level} -c max_replication_slots=10 -c max_wal_senders=10 \
-                 -c fsync=off",
+                 -c fsync=off{ssl_options}",
                 dir.path().display()
             );
             let started = pg_command(run_as_postgres, &bin.join("pg_ctl"))

@@ -17,8 +17,8 @@ use futures::stream::BoxStream;
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Transaction};
-use tracing::{debug, info, instrument, warn};
+use tokio_postgres::{Client, Row, Transaction};
+use tracing::{debug, info, instrument};
 
 use crate::destinations::layout::{ColumnType, Widening};
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
@@ -59,19 +59,8 @@ impl PostgresDestination {
                 "postgres destination schema `{schema}` {problem}"
             )));
         }
-        let config: tokio_postgres::Config = url.parse().map_err(|_| {
-            Error::Config(
-                "the postgres destination URL is not a valid connection string (it is not shown \
-                 because it may contain a password)"
-                    .to_owned(),
-            )
-        })?;
-        let (client, connection) = config.connect(NoTls).await.step("connect")?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                warn!(error = %err, "postgres connection ended with an error");
-            }
-        });
+        // TLS as the URL's sslmode asks; errors never quote the URL (it carries the password).
+        let client = crate::tls::connect(url, "destination.url").await?;
         client
             .batch_execute(templates::SESSION_SETUP)
             .await

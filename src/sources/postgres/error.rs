@@ -6,13 +6,6 @@ use crate::error::{Classified, ErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresSourceError {
-    #[error(
-        "`source.url` is not a valid postgres connection string (it is not shown because it may contain a password)"
-    )]
-    BadUrl,
-    /// The driver's error is kept as the cause: connection errors never contain the password.
-    #[error("postgres source: cannot connect")]
-    Connect(#[source] tokio_postgres::Error),
     /// The server refused a statement. Message and SQLSTATE only, and no cause kept: the
     /// server's DETAIL can quote row values.
     #[error("postgres source: {what}: {message} (SQLSTATE {sqlstate})")]
@@ -165,9 +158,8 @@ impl Classified for PostgresSourceError {
             | CursorType { .. }
             | WalLevel(_)
             | DateStyle(_)
-            | NoReplicationAttribute
-            | BadUrl => ErrorKind::Config,
-            Connect(_) | Driver { .. } | SlotInUse(_) => ErrorKind::Transient,
+            | NoReplicationAttribute => ErrorKind::Config,
+            Driver { .. } | SlotInUse(_) => ErrorKind::Transient,
             Query { .. }
             | SlotLost { .. }
             | SlotAhead { .. }
@@ -204,10 +196,6 @@ mod tests {
         assert!(
             lost.to_string().contains("--full-refresh --streams"),
             "{lost}"
-        );
-        assert_eq!(
-            Error::from(PostgresSourceError::BadUrl).kind(),
-            ErrorKind::Config
         );
         let busy = Error::from(PostgresSourceError::SlotInUse("s".into()));
         assert!(busy.is_transient(), "{busy}");

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
-use tokio_postgres::{Client, NoTls};
-use tracing::{info, warn};
+use tokio_postgres::Client;
+use tracing::info;
 
 use crate::Result;
 use crate::config::{PostgresMode, PostgresSourceConfig};
@@ -72,23 +72,9 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client> {
-        // An unparsable URL is the user's to fix, not a fault that passes; the parser's
-        // message is not kept, as it can quote the URL and its password.
-        let config: tokio_postgres::Config = self
-            .config
-            .url
-            .expose()
-            .parse()
-            .map_err(|_| PostgresSourceError::BadUrl)?;
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(PostgresSourceError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                warn!(error = %err, "postgres source connection ended");
-            }
-        });
+        // TLS as the URL's sslmode asks; an unparsable URL is a configuration error whose
+        // message never quotes the URL (it carries the password).
+        let client = crate::tls::connect(self.config.url.expose(), "source.url").await?;
         client
             .batch_execute(sql::templates::SET_DATESTYLE)
             .await
@@ -201,10 +187,7 @@ impl PostgresSource {
                 snapshot,
                 ..
             } = created;
-            let (mut reader, connection) = tokio_postgres::connect(url.expose(), NoTls)
-                .await
-                .map_err(PostgresSourceError::Connect)?;
-            tokio::spawn(connection);
+            let mut reader = crate::tls::connect(url.expose(), "source.url").await?;
             let tx = reader
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
