@@ -30,6 +30,8 @@ pub mod snowflake;
 mod staged;
 pub(crate) mod template;
 
+pub use layout::{ColumnDrift, LayoutError};
+
 /// Connects to the destination the config names.
 pub async fn build(config: &Config) -> Result<Arc<dyn Destination>> {
     Ok(match &config.destination {

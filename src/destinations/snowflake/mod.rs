@@ -36,6 +36,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::config::{SnowflakeAuth, SnowflakeConfig};
 use crate::destinations::layout::ColumnType;
+use crate::error::Classified;
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
@@ -575,6 +576,12 @@ type Outcome<T> = std::result::Result<T, Failure>;
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Failure::Syncline(error)
+    }
+}
+
+impl<E: Classified> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Syncline(error.into())
     }
 }
 
