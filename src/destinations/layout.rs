@@ -14,11 +14,11 @@ use super::MergeRequest;
 use super::plan::{Compare, MergePlan, Value};
 use super::staged::{Naming, StagedType, check_staged_schema};
 use super::template::render;
+use crate::error::{Classified, ErrorKind};
 use crate::load::DeleteMode;
 use crate::schema::{
     DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, is_system_column,
 };
-use crate::error::{Classified, ErrorKind};
 use crate::sql::{qualified, quote_ident};
 
 /// Why a merge request's table and columns cannot be laid out in a destination, or an
@@ -660,7 +660,8 @@ mod tests {
         let err = TableLayout::<Toy>::from_request(&bad_table).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
         assert!(
-            err.to_string().contains("toy table name `a/b` contains `/`"),
+            err.to_string()
+                .contains("toy table name `a/b` contains `/`"),
             "{err}"
         );
         bad_table.table = "_syncline_x".into();
@@ -679,7 +680,8 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
         let message = err.to_string();
         assert!(
-            message.contains("`amount`") && message.contains("the toy destination does not support"),
+            message.contains("`amount`")
+                && message.contains("the toy destination does not support"),
             "{message}"
         );
 

@@ -16,12 +16,12 @@ use deltalake::operations::merge::{InsertBuilder, UpdateBuilder};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use crate::Result;
 use crate::destinations::plan::{Compare, Value};
 use crate::load::DeleteMode;
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
-use crate::Result;
 
 use super::LakeError;
 use super::error::StepExt;

@@ -60,13 +60,13 @@ use serde_json::Value;
 use tracing::{debug, info, instrument};
 use url::Url;
 
+use crate::Result;
 use crate::config::{Config, LakeConfig};
 use crate::destinations::layout::ColumnType;
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
-use crate::Result;
 
 pub use error::LakeError;
 use error::{StepExt, StepFailure};
@@ -186,9 +186,12 @@ impl LakeDestination {
 
     /// The table, which must exist (`ensure_table` creates it).
     async fn existing_table(&self, table: &str) -> Result<DeltaTable> {
-        Ok(self.open_table(table).await?.ok_or_else(|| LakeError::NoTable {
-            table: table.to_owned(),
-        })?)
+        Ok(self
+            .open_table(table)
+            .await?
+            .ok_or_else(|| LakeError::NoTable {
+                table: table.to_owned(),
+            })?)
     }
 }
 
@@ -216,10 +219,7 @@ impl Destination for LakeDestination {
             .put(&probe, "ok".into())
             .await
             .step("write to the root")?;
-        store
-            .delete(&probe)
-            .await
-            .step("delete the probe object")?;
+        store.delete(&probe).await.step("delete the probe object")?;
         Ok(())
     }
 
@@ -414,11 +414,7 @@ impl Destination for LakeDestination {
             return Ok(None);
         };
         let mut history = table.history(None);
-        while let Some(info) = history
-            .try_next()
-            .await
-            .step("read the table history")?
-        {
+        while let Some(info) = history.try_next().await.step("read the table history")? {
             if let Some(entry) = ledger_entry(&info, stream)? {
                 return Ok(Some(entry));
             }

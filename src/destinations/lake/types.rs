@@ -8,11 +8,11 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::kernel::{DataType as DeltaType, PrimitiveType, StructField};
 
+use crate::Result;
 use crate::destinations::MergeRequest;
 use crate::destinations::layout::{self, ColumnType, Fit};
 use crate::destinations::staged::{Naming, StagedType};
 use crate::schema::is_system_column;
-use crate::Result;
 
 use super::LakeError;
 

@@ -36,8 +36,8 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::config::{SnowflakeAuth, SnowflakeConfig};
 use crate::destinations::layout::ColumnType;
-use crate::error::Classified;
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::error::Classified;
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::{Error, Result};
