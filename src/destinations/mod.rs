@@ -94,7 +94,7 @@ pub trait Destination: Send + Sync {
     async fn check(&self) -> Result<()>;
 
     /// Creates the table from the staged schema, or adds columns the table lacks.
-    /// An incompatible type change is `Error::SchemaDrift`.
+    /// An incompatible type change is schema drift (`ErrorKind::SchemaDrift`).
     async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange>;
 
     /// Applies one staged load (see the module contract).

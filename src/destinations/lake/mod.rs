@@ -589,6 +589,15 @@ mod tests {
         assert_eq!(err.kind(), crate::error::ErrorKind::Config, "{err:?}");
         let err = LakeDestination::new("not a url", HashMap::new()).unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::Config, "{err:?}");
+        // The parser's reason is kept as the cause.
+        assert!(
+            err.report().ends_with(
+                "is not a URL; use file:///abs/path or s3://bucket/prefix: \
+                 relative URL without a base"
+            ),
+            "{}",
+            err.report()
+        );
     }
 
     #[test]

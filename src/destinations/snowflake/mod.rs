@@ -5,7 +5,7 @@
 //! Flow of one load: ledger lookup (skip when committed) → `CREATE OR REPLACE STAGE` on the
 //! load's folder and `CREATE OR REPLACE TRANSIENT TABLE` (DDL, outside the transaction) →
 //! `BEGIN` → `COPY INTO` exactly the manifest's files → rows loaded and the received count and
-//! checksum compared with the manifest (a difference rolls back: `Error::Reconciliation`) →
+//! checksum compared with the manifest (a difference rolls back: a reconciliation mismatch) →
 //! ledger lookup again → `MERGE` → ledger insert → `COMMIT`.
 //!
 //! Sessions run with `AUTOCOMMIT = FALSE` and an explicit `BEGIN`/`COMMIT` around each load.
