@@ -13,13 +13,152 @@ use arrow::datatypes::DataType;
 use super::MergeRequest;
 use super::plan::{Compare, MergePlan, Value};
 use super::staged::{Naming, StagedType, check_staged_schema};
+use crate::error::{Classified, ErrorKind};
 use crate::load::DeleteMode;
 use crate::schema::{
     DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, is_system_column,
 };
 use crate::sql::render;
 use crate::sql::{qualified, quote_ident};
-use crate::{Error, Result};
+
+/// Why a merge request's table and columns cannot be laid out in a destination, or an
+/// existing table cannot take them. Names the stream or table and the columns, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// A table name the destination cannot use: the user's to fix in the stream's config.
+    #[error("stream `{stream}`: {destination} table name `{table}` {problem}")]
+    BadTableName {
+        stream: String,
+        destination: &'static str,
+        table: String,
+        problem: String,
+    },
+    /// The key the config names is not a data column of what the source sends.
+    #[error("stream `{stream}`: key column `{key}` is not a data column of the staged schema")]
+    KeyNotStaged { stream: String, key: String },
+    #[error("stream `{stream}`: column `{column}` {problem}")]
+    UnusableColumn {
+        stream: String,
+        column: String,
+        problem: String,
+    },
+    #[error("stream `{stream}`: column `{column}` uses the reserved prefix `_syncline_`")]
+    ReservedColumn { stream: String, column: String },
+    #[error(
+        "stream `{stream}`: columns `{first}` and `{second}` differ only by case, which the \
+         destination cannot tell apart ({why})"
+    )]
+    ColumnsDifferByCase {
+        stream: String,
+        first: String,
+        second: String,
+        why: &'static str,
+    },
+    #[error("stream `{stream}`: column `{column}` appears twice in the staged schema")]
+    DuplicateColumn { stream: String, column: String },
+    #[error(
+        "stream `{stream}`: column `{column}` has type {data_type}, which the {destination} \
+         destination does not support"
+    )]
+    UnsupportedType {
+        stream: String,
+        column: String,
+        data_type: DataType,
+        destination: &'static str,
+    },
+    /// Existing columns that cannot take what the source now sends; nothing was altered.
+    #[error(
+        "{destination} table `{table}`: {}; change the column or the source field by hand, then \
+         re-run (the staged load is kept)",
+        drift_list(columns)
+    )]
+    Drift {
+        destination: &'static str,
+        table: String,
+        columns: Vec<ColumnDrift>,
+    },
+    /// Staging wrote a schema without proper system columns: a bug in staging, not the source.
+    #[error(
+        "stream `{stream}`: the staged schema lacks `{VERSION_COLUMN}` as a UTC millisecond or \
+         microsecond timestamp"
+    )]
+    NoVersionColumn { stream: String },
+    #[error("stream `{stream}`: the staged schema lacks `{DELETED_COLUMN}` as a boolean")]
+    NoDeletedColumn { stream: String },
+}
+
+/// Names the config or SQL gets wrong are configuration errors; what the source changed is
+/// schema drift; a broken staged schema is the destination's.
+impl Classified for LayoutError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LayoutError::BadTableName { .. } | LayoutError::KeyNotStaged { .. } => {
+                ErrorKind::Config
+            }
+            LayoutError::UnusableColumn { .. }
+            | LayoutError::ReservedColumn { .. }
+            | LayoutError::ColumnsDifferByCase { .. }
+            | LayoutError::DuplicateColumn { .. }
+            | LayoutError::UnsupportedType { .. }
+            | LayoutError::Drift { .. } => ErrorKind::SchemaDrift,
+            LayoutError::NoVersionColumn { .. } | LayoutError::NoDeletedColumn { .. } => {
+                ErrorKind::Destination
+            }
+        }
+    }
+}
+
+/// One existing column that cannot take what a load sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnDrift {
+    /// The column's type cannot hold the source's values.
+    Type {
+        column: String,
+        /// As the destination's catalog names it.
+        table_type: String,
+        source_type: &'static str,
+    },
+    /// A new column whose name differs only in case from an existing one, in a destination
+    /// that folds names.
+    Case {
+        column: String,
+        existing: String,
+        why: &'static str,
+    },
+}
+
+impl fmt::Display for ColumnDrift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnDrift::Type {
+                column,
+                table_type,
+                source_type,
+            } => write!(
+                f,
+                "column `{column}` is {table_type} in the table but the source now sends \
+                 {source_type}"
+            ),
+            ColumnDrift::Case {
+                column,
+                existing,
+                why,
+            } => write!(
+                f,
+                "column `{column}` differs only in case from the table's column `{existing}` \
+                 ({why})"
+            ),
+        }
+    }
+}
+
+fn drift_list(columns: &[ColumnDrift]) -> String {
+    columns
+        .iter()
+        .map(ColumnDrift::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// A destination's column type.
 pub(crate) trait ColumnType: Copy + Eq + fmt::Debug {
@@ -106,9 +245,9 @@ pub(crate) struct Widening<T> {
 
 impl<T: ColumnType> TableLayout<T> {
     /// Validates the request's names and types. A bad table name or a key missing from the
-    /// staged schema is `Error::Config`; unsupported types and reserved or unusable column
-    /// names are `Error::SchemaDrift` (see [`check_staged_schema`]).
-    pub(crate) fn from_request(request: &MergeRequest) -> Result<TableLayout<T>> {
+    /// staged schema is a configuration error; unsupported types and reserved or unusable
+    /// column names are schema drift (see [`check_staged_schema`] and [`LayoutError`]).
+    pub(crate) fn from_request(request: &MergeRequest) -> Result<TableLayout<T>, LayoutError> {
         let naming = T::NAMING;
         let stream = &request.stream;
         let table_problem = (naming.table_problem)(&request.table).or_else(|| {
@@ -116,10 +255,12 @@ impl<T: ColumnType> TableLayout<T> {
                 .then(|| "uses the reserved prefix `_syncline_`".to_owned())
         });
         if let Some(problem) = table_problem {
-            return Err(Error::Config(format!(
-                "stream `{stream}`: {} table name `{}` {problem}",
-                naming.destination, request.table
-            )));
+            return Err(LayoutError::BadTableName {
+                stream: stream.clone(),
+                destination: naming.destination,
+                table: request.table.clone(),
+                problem,
+            });
         }
 
         check_staged_schema(request, &naming)?;
@@ -129,17 +270,16 @@ impl<T: ColumnType> TableLayout<T> {
             .iter()
             .map(|field| {
                 let ty = T::from_arrow(field.data_type()).ok_or_else(|| {
-                    Error::SchemaDrift(format!(
-                        "stream `{stream}`: column `{}` has type {}, which the {} \
-                         destination does not support",
-                        field.name(),
-                        field.data_type(),
-                        naming.destination
-                    ))
+                    LayoutError::UnsupportedType {
+                        stream: stream.clone(),
+                        column: field.name().clone(),
+                        data_type: field.data_type().clone(),
+                        destination: naming.destination,
+                    }
                 })?;
                 Ok(Column::new(field.name().clone(), ty))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, LayoutError>>()?;
 
         Ok(TableLayout {
             table: request.table.clone(),
@@ -177,11 +317,14 @@ impl<T: ColumnType> TableLayout<T> {
     /// Compares the table's columns with the existing ones (`(name, type)` as the
     /// destination's catalog reports them). Pure, so the decision is testable without a server.
     ///
-    /// Fails with `Error::SchemaDrift` naming every incompatible column with both types; then
+    /// Fails with [`LayoutError::Drift`] naming every incompatible column with both types; then
     /// nothing is to be altered, so the table stays as it was and the staged load can be merged
     /// once resolved. Existing columns the load does not carry are left alone (a field the
     /// source dropped).
-    pub(crate) fn alterations(&self, existing: &[(String, T::Existing)]) -> Result<Alterations<T>> {
+    pub(crate) fn alterations(
+        &self,
+        existing: &[(String, T::Existing)],
+    ) -> Result<Alterations<T>, LayoutError> {
         let mut alterations = Alterations {
             add: Vec::new(),
             widen: Vec::new(),
@@ -204,17 +347,18 @@ impl<T: ColumnType> TableLayout<T> {
                         from: current.to_string(),
                         to: column.ty,
                     }),
-                    Fit::Drifts => drift.push(format!(
-                        "column `{}` is {current} in the table but the source now sends {}",
-                        column.name,
-                        column.ty.name()
-                    )),
+                    Fit::Drifts => drift.push(ColumnDrift::Type {
+                        column: column.name,
+                        table_type: current.to_string(),
+                        source_type: column.ty.name(),
+                    }),
                 }
             } else if let Some((name, why)) = other_case() {
-                drift.push(format!(
-                    "column `{}` differs only in case from the table's column `{name}` ({why})",
-                    column.name
-                ));
+                drift.push(ColumnDrift::Case {
+                    column: column.name,
+                    existing: name.clone(),
+                    why,
+                });
             } else {
                 alterations.add.push(column);
             }
@@ -222,13 +366,11 @@ impl<T: ColumnType> TableLayout<T> {
         if drift.is_empty() {
             Ok(alterations)
         } else {
-            Err(Error::SchemaDrift(format!(
-                "{} table `{}`: {}; change the column or the source field by hand, then \
-                 re-run (the staged load is kept)",
-                T::NAMING.destination,
-                self.table,
-                drift.join("; ")
-            )))
+            Err(LayoutError::Drift {
+                destination: T::NAMING.destination,
+                table: self.table.clone(),
+                columns: drift,
+            })
         }
     }
 
@@ -516,36 +658,38 @@ mod tests {
         let mut bad_table = request(fields(), "id", DeleteMode::Hard);
         bad_table.table = "a/b".into();
         let err = TableLayout::<Toy>::from_request(&bad_table).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
         assert!(
-            matches!(err, Error::Config(ref m) if m.contains("toy table name `a/b` contains `/`")),
-            "{err:?}"
+            err.to_string()
+                .contains("toy table name `a/b` contains `/`"),
+            "{err}"
         );
         bad_table.table = "_syncline_x".into();
         let err = TableLayout::<Toy>::from_request(&bad_table).unwrap_err();
-        assert!(
-            matches!(err, Error::Config(ref m) if m.contains("reserved prefix")),
-            "{err:?}"
-        );
+        assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+        assert!(err.to_string().contains("reserved prefix"), "{err}");
 
         let err = TableLayout::<Toy>::from_request(&request(fields(), "Id", DeleteMode::Hard))
             .unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
 
         let mut f = fields();
         f.push(Field::new("amount", DataType::Decimal128(12, 2), true));
         let err =
             TableLayout::<Toy>::from_request(&request(f, "id", DeleteMode::Hard)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
+        let message = err.to_string();
         assert!(
-            matches!(err, Error::SchemaDrift(ref m)
-                if m.contains("`amount`") && m.contains("the toy destination does not support")),
-            "{err:?}"
+            message.contains("`amount`")
+                && message.contains("the toy destination does not support"),
+            "{message}"
         );
 
         let mut f = fields();
         f.push(Field::new(LOAD_ID_COLUMN, DataType::Utf8, true));
         let err =
             TableLayout::<Toy>::from_request(&request(f, "id", DeleteMode::Hard)).unwrap_err();
-        assert!(matches!(err, Error::SchemaDrift(_)), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
     }
 
     #[test]
@@ -604,8 +748,11 @@ mod tests {
         let err = layout
             .alterations(&existing(&[("id", "text"), ("email", "int")]))
             .unwrap_err();
-        match err {
-            Error::SchemaDrift(message) => {
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
+        match &err {
+            LayoutError::Drift { columns, .. } => {
+                assert_eq!(columns.len(), 2, "{columns:?}");
+                let message = err.to_string();
                 assert!(message.starts_with("toy table `contacts`: "), "{message}");
                 assert!(
                     message
@@ -649,15 +796,14 @@ mod tests {
         let folding =
             TableLayout::<Folding>::from_request(&request(fields(), "id", DeleteMode::Hard))
                 .unwrap();
-        match folding.alterations(&existing).unwrap_err() {
-            Error::SchemaDrift(message) => assert!(
-                message.contains(
-                    "column `id` differs only in case from the table's column `ID` (names fold)"
-                ),
-                "{message}"
+        let err = folding.alterations(&existing).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
+        assert!(
+            err.to_string().contains(
+                "column `id` differs only in case from the table's column `ID` (names fold)"
             ),
-            other => panic!("expected schema drift, got {other:?}"),
-        }
+            "{err}"
+        );
         // Where names keep their case, it is a new column.
         let plan = layout(DeleteMode::Hard).alterations(&existing).unwrap();
         assert_eq!(names(&plan.add), ["id", VERSION_COLUMN, LOAD_ID_COLUMN]);

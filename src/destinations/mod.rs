@@ -29,6 +29,8 @@ pub mod postgres;
 pub mod snowflake;
 mod staged;
 
+pub use layout::{ColumnDrift, LayoutError};
+
 /// Connects to the destination the config names.
 pub async fn build(config: &Config) -> Result<Arc<dyn Destination>> {
     Ok(match &config.destination {
@@ -91,7 +93,7 @@ pub trait Destination: Send + Sync {
     async fn check(&self) -> Result<()>;
 
     /// Creates the table from the staged schema, or adds columns the table lacks.
-    /// An incompatible type change is `Error::SchemaDrift`.
+    /// An incompatible type change is schema drift (`ErrorKind::SchemaDrift`).
     async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange>;
 
     /// Applies one staged load (see the module contract).

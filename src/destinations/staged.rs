@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use arrow::datatypes::{DataType, TimeUnit};
 
 use super::MergeRequest;
+use super::layout::LayoutError;
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, is_system_column};
-use crate::{Error, Result};
 
 /// The kinds of value a staged column holds. Several Arrow types carry one kind (Parquet
 /// readers and DataFusion may hand strings back as large or view arrays; timestamps come in
@@ -60,61 +60,66 @@ pub(crate) struct Naming {
     pub table_case_insensitive: Option<&'static str>,
 }
 
-/// Unusable or reserved column names and colliding names are `Error::SchemaDrift` (the source
-/// changed shape); a key that is not a staged data column is `Error::Config`; a staged schema
-/// without proper system columns is `Error::Destination` (staging is broken, not the source).
-pub(crate) fn check_staged_schema(request: &MergeRequest, names: &Naming) -> Result<()> {
-    let stream = &request.stream;
+/// Unusable or reserved column names and colliding names are schema drift (the source changed
+/// shape); a key that is not a staged data column is a configuration error; a staged schema
+/// without proper system columns is a destination error (staging is broken, not the source).
+/// See [`LayoutError`].
+pub(crate) fn check_staged_schema(
+    request: &MergeRequest,
+    names: &Naming,
+) -> Result<(), LayoutError> {
+    let stream = || request.stream.clone();
     let mut seen: HashMap<String, &str> = HashMap::new();
     for field in request.schema.fields() {
         let name = field.name();
         if let Some(problem) = (names.column_problem)(name) {
-            return Err(Error::SchemaDrift(format!(
-                "stream `{stream}`: column `{name}` {problem}"
-            )));
+            return Err(LayoutError::UnusableColumn {
+                stream: stream(),
+                column: name.clone(),
+                problem,
+            });
         }
         if is_system_column(name) && name != VERSION_COLUMN && name != DELETED_COLUMN {
-            return Err(Error::SchemaDrift(format!(
-                "stream `{stream}`: column `{name}` uses the reserved prefix `_syncline_`"
-            )));
+            return Err(LayoutError::ReservedColumn {
+                stream: stream(),
+                column: name.clone(),
+            });
         }
         let folded = match names.staged_case_insensitive {
             Some(_) => name.to_lowercase(),
             None => name.clone(),
         };
         if let Some(other) = seen.insert(folded, name.as_str()) {
-            return Err(Error::SchemaDrift(match names.staged_case_insensitive {
-                Some(why) => format!(
-                    "stream `{stream}`: columns `{other}` and `{name}` differ only by case, \
-                     which the destination cannot tell apart ({why})"
-                ),
-                None => {
-                    format!("stream `{stream}`: column `{name}` appears twice in the staged schema")
-                }
-            }));
+            return Err(match names.staged_case_insensitive {
+                Some(why) => LayoutError::ColumnsDifferByCase {
+                    stream: stream(),
+                    first: other.to_owned(),
+                    second: name.clone(),
+                    why,
+                },
+                None => LayoutError::DuplicateColumn {
+                    stream: stream(),
+                    column: name.clone(),
+                },
+            });
         }
     }
 
     if is_system_column(&request.key) || request.schema.field_with_name(&request.key).is_err() {
-        return Err(Error::Config(format!(
-            "stream `{stream}`: key column `{}` is not a data column of the staged schema",
-            request.key
-        )));
+        return Err(LayoutError::KeyNotStaged {
+            stream: stream(),
+            key: request.key.clone(),
+        });
     }
     let utc_timestamp =
         |data_type: &DataType| StagedType::from_arrow(data_type) == Some(StagedType::Timestamp);
     if !matches!(request.schema.field_with_name(VERSION_COLUMN), Ok(f) if utc_timestamp(f.data_type()))
     {
-        return Err(Error::Destination(format!(
-            "stream `{stream}`: the staged schema lacks `{VERSION_COLUMN}` as a UTC millisecond \
-             or microsecond timestamp"
-        )));
+        return Err(LayoutError::NoVersionColumn { stream: stream() });
     }
     if !matches!(request.schema.field_with_name(DELETED_COLUMN), Ok(f) if f.data_type() == &DataType::Boolean)
     {
-        return Err(Error::Destination(format!(
-            "stream `{stream}`: the staged schema lacks `{DELETED_COLUMN}` as a boolean"
-        )));
+        return Err(LayoutError::NoDeletedColumn { stream: stream() });
     }
     Ok(())
 }

@@ -16,14 +16,15 @@ use deltalake::operations::merge::{InsertBuilder, UpdateBuilder};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use crate::Result;
 use crate::destinations::plan::{Compare, Value};
 use crate::load::DeleteMode;
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
-use crate::{Error, Result};
 
-use super::StepExt;
+use super::LakeError;
+use super::error::StepExt;
 use super::sql;
 use super::types::TableLayout;
 
@@ -83,19 +84,19 @@ fn normalize(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .iter()
         .find(|field| schema.field_with_name(field.name()).is_err())
     {
-        return Err(Error::Destination(format!(
-            "lake: a staged batch has column `{}`, which the load's schema lacks",
-            extra.name()
-        )));
+        return Err(LakeError::UnexpectedColumn {
+            column: extra.name().clone(),
+        }
+        .into());
     }
     let mut columns = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let column = batch.column_by_name(field.name()).ok_or_else(|| {
-            Error::Destination(format!(
-                "lake: a staged batch lacks column `{}` of the load's schema",
-                field.name()
-            ))
-        })?;
+        let column =
+            batch
+                .column_by_name(field.name())
+                .ok_or_else(|| LakeError::MissingColumn {
+                    column: field.name().clone(),
+                })?;
         let column = if column.data_type() == field.data_type() {
             Arc::clone(column)
         } else {
@@ -219,9 +220,7 @@ async fn count_soft_deletes(
             }
         })
         .unwrap_or(0);
-    u64::try_from(count).map_err(|_| {
-        Error::Destination(format!("lake: count soft deletes: negative count {count}"))
-    })
+    Ok(u64::try_from(count).map_err(|_| LakeError::NegativeCount(count))?)
 }
 
 fn with_updates(mut update: UpdateBuilder, set: Vec<(String, Expr)>) -> UpdateBuilder {

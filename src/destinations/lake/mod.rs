@@ -35,13 +35,13 @@
 //! column mapping (spaces, `,;{}()=`, dots) are schema drift.
 
 pub mod config;
+mod error;
 mod merge;
 mod s3;
 mod sql;
 pub(super) mod types;
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::path::PathBuf;
 
 use arrow::array::AsArray;
@@ -60,14 +60,16 @@ use serde_json::Value;
 use tracing::{debug, info, instrument};
 use url::Url;
 
+use crate::Result;
 use crate::config::{Config, LakeConfig};
 use crate::destinations::layout::ColumnType;
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
-use crate::{Error, Result};
 
+pub use error::LakeError;
+use error::{StepExt, StepFailure};
 use merge::StagedLoad;
 use types::{table_layout, table_name_problem};
 
@@ -117,29 +119,17 @@ impl LakeDestination {
     /// `aws_allow_http`).
     ///
     /// A `file://` root is created when missing. Any other scheme, or a root that is not a
-    /// URL, is `Error::Config`. Nothing is contacted: [`Destination::check`] does that.
+    /// URL, is a configuration error. Nothing is contacted: [`Destination::check`] does that.
     pub fn new(root: &str, storage_options: HashMap<String, String>) -> Result<Self> {
-        let url = Url::parse(root).map_err(|err| {
-            Error::Config(format!(
-                "the lake root is not a URL ({err}); use file:///abs/path or s3://bucket/prefix"
-            ))
-        })?;
+        let url = Url::parse(root).map_err(LakeError::RootNotAUrl)?;
         match url.scheme() {
             "file" => {
                 let dir = local_dir(&url)?;
-                std::fs::create_dir_all(&dir).map_err(|err| {
-                    Error::Config(format!(
-                        "the lake root {} cannot be created: {err}",
-                        dir.display()
-                    ))
-                })?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|source| LakeError::RootNotCreatable { dir, source })?;
             }
             "s3" | "s3a" => s3::register_handlers(),
-            other => {
-                return Err(Error::Config(format!(
-                    "the lake destination supports file:// and s3:// roots, not {other}://"
-                )));
-            }
+            other => return Err(LakeError::UnsupportedScheme(other.to_owned()).into()),
         }
         Ok(LakeDestination {
             root: url,
@@ -148,20 +138,20 @@ impl LakeDestination {
     }
 
     /// Opens the Delta table of `table` (for `syncline query` and tests); `Ok(None)` when it
-    /// does not exist yet. An invalid table name is `Error::Config`.
+    /// does not exist yet. An invalid table name is a configuration error.
     pub async fn open_table(&self, table: &str) -> Result<Option<DeltaTable>> {
         let mut delta = self.unloaded_table(table)?;
         let exists = delta
             .verify_deltatable_existence()
             .await
-            .map_err(|err| lake_error("look for the table", err))?;
+            .step("look for the table")?;
         if !exists {
             return Ok(None);
         }
         match delta.load().await {
             Ok(()) => Ok(Some(delta)),
             Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(err) => Err(lake_error("open the table", err)),
+            Err(err) => Err(err.at("open the table").into()),
         }
     }
 
@@ -178,11 +168,12 @@ impl LakeDestination {
     }
 
     /// The table's handle, not loaded (so it works before the table exists).
-    fn unloaded_table(&self, table: &str) -> Result<DeltaTable> {
+    fn unloaded_table(&self, table: &str) -> Result<DeltaTable, LakeError> {
         if let Some(problem) = table_name_problem(table) {
-            return Err(Error::Config(format!(
-                "lake table name `{table}` {problem}"
-            )));
+            return Err(LakeError::BadTableName {
+                table: table.to_owned(),
+                problem,
+            });
         }
         DeltaTableBuilder::from_url(self.table_location(table))
             .and_then(|builder| {
@@ -190,16 +181,17 @@ impl LakeDestination {
                     .with_storage_options(self.storage_options.clone())
                     .build()
             })
-            .map_err(|err| lake_error("locate the table", err))
+            .step("locate the table")
     }
 
     /// The table, which must exist (`ensure_table` creates it).
     async fn existing_table(&self, table: &str) -> Result<DeltaTable> {
-        self.open_table(table).await?.ok_or_else(|| {
-            Error::Destination(format!(
-                "lake: table `{table}` does not exist; run ensure_table before merging"
-            ))
-        })
+        Ok(self
+            .open_table(table)
+            .await?
+            .ok_or_else(|| LakeError::NoTable {
+                table: table.to_owned(),
+            })?)
     }
 }
 
@@ -210,32 +202,29 @@ impl Destination for LakeDestination {
     async fn check(&self) -> Result<()> {
         if self.root.scheme() == "file" {
             let dir = local_dir(&self.root)?;
-            tokio::fs::create_dir_all(&dir).await.map_err(|err| {
-                Error::Destination(format!("lake: create the root {}: {err}", dir.display()))
-            })?;
+            if let Err(source) = tokio::fs::create_dir_all(&dir).await {
+                return Err(LakeError::CreateRoot { dir, source }.into());
+            }
         }
         let options = self
             .storage_options
             .iter()
             .map(|(key, value)| (key.clone(), value.clone()));
-        let (store, root) = object_store::parse_url_opts(&self.root, options)
-            .map_err(|err| lake_error("open the root", err))?;
+        let (store, root) =
+            object_store::parse_url_opts(&self.root, options).step("open the root")?;
         let probe = root
             .join("_syncline_check")
             .join(uuid::Uuid::new_v4().to_string());
         store
             .put(&probe, "ok".into())
             .await
-            .map_err(|err| lake_error("write to the root", err))?;
-        store
-            .delete(&probe)
-            .await
-            .map_err(|err| lake_error("delete the probe object", err))?;
+            .step("write to the root")?;
+        store.delete(&probe).await.step("delete the probe object")?;
         Ok(())
     }
 
     /// Creates the table when missing; otherwise adds the columns it lacks (one commit). A
-    /// column whose type differs incompatibly is `Error::SchemaDrift` and changes nothing.
+    /// column whose type differs incompatibly is schema drift and changes nothing.
     #[instrument(skip_all, fields(stream = %request.stream, table = %request.table))]
     async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange> {
         let layout = table_layout(request)?;
@@ -247,7 +236,7 @@ impl Destination for LakeDestination {
                 .with_columns(fields)
                 .with_save_mode(SaveMode::ErrorIfExists)
                 .await
-                .map_err(|err| lake_error("create the table", err))?;
+                .step("create the table")?;
             info!(columns = wanted.len(), "created table");
             return Ok(SchemaChange {
                 created_table: true,
@@ -257,7 +246,7 @@ impl Destination for LakeDestination {
 
         let existing: Vec<(String, DeltaType)> = table
             .snapshot()
-            .map_err(|err| lake_error("read the table's schema", err))?
+            .step("read the table's schema")?
             .schema()
             .fields()
             .map(|field| (field.name().clone(), field.data_type().clone()))
@@ -272,7 +261,7 @@ impl Destination for LakeDestination {
             .add_columns()
             .with_fields(fields)
             .await
-            .map_err(|err| lake_error("add columns", err))?;
+            .step("add columns")?;
         for column in &additions {
             info!(column = %column.name, delta_type = column.ty.name(), "added column");
         }
@@ -285,7 +274,8 @@ impl Destination for LakeDestination {
     /// Applies one load in one Delta commit (see the module docs).
     ///
     /// The count and checksum of the rows read from `batches` must equal `request.staged`;
-    /// otherwise nothing is written and the error is `Error::Reconciliation`. A concurrent run
+    /// otherwise nothing is written and the error is [`LakeError::Mismatch`] (a reconciliation
+    /// mismatch). A concurrent run
     /// committing the same load id first makes this merge fail without effect.
     #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
     async fn merge(
@@ -306,15 +296,12 @@ impl Destination for LakeDestination {
         let load = StagedLoad::collect(&layout, batches).await?;
         let received = load.received;
         if received != request.staged {
-            return Err(Error::Reconciliation(format!(
-                "load {}: the lake destination received {} rows with checksum {}, the staged \
-                 load has {} rows with checksum {}",
-                request.load_id,
-                received.rows,
-                received.checksum,
-                request.staged.rows,
-                request.staged.checksum
-            )));
+            return Err(LakeError::Mismatch {
+                load_id: request.load_id.clone(),
+                received,
+                staged: request.staged,
+            }
+            .into());
         }
         debug!(rows = received.rows, "read the staged rows");
 
@@ -410,15 +397,10 @@ impl Destination for LakeDestination {
             let versions = batch
                 .column(1)
                 .as_primitive_opt::<arrow::datatypes::TimestampMillisecondType>()
-                .ok_or_else(|| {
-                    lake_error(
-                        "fingerprint the table",
-                        "the version column is not a timestamp",
-                    )
-                })?;
+                .ok_or(LakeError::VersionNotATimestamp)?;
             for row in 0..batch.num_rows() {
                 let key_text = arrow::util::display::array_value_to_string(keys, row)
-                    .map_err(|e| lake_error("fingerprint the table", e))?;
+                    .step("fingerprint the table")?;
                 fingerprint.add(&key_text, versions.value(row), false);
             }
         }
@@ -432,11 +414,7 @@ impl Destination for LakeDestination {
             return Ok(None);
         };
         let mut history = table.history(None);
-        while let Some(info) = history
-            .try_next()
-            .await
-            .map_err(|err| lake_error("read the table history", err))?
-        {
+        while let Some(info) = history.try_next().await.step("read the table history")? {
             if let Some(entry) = ledger_entry(&info, stream)? {
                 return Ok(Some(entry));
             }
@@ -450,10 +428,10 @@ async fn has_transaction(table: &DeltaTable, app_id: &str) -> Result<bool> {
     let log_store = table.log_store();
     let version = table
         .snapshot()
-        .map_err(|err| lake_error("read the table snapshot", err))?
+        .step("read the table snapshot")?
         .transaction_version(log_store.as_ref(), app_id)
         .await
-        .map_err(|err| lake_error("look up the load in the table log", err))?;
+        .step("look up the load in the table log")?;
     Ok(version.is_some())
 }
 
@@ -488,9 +466,7 @@ async fn commit_load_only(
     load_id: &str,
     properties: CommitProperties,
 ) -> Result<()> {
-    let snapshot = table
-        .snapshot()
-        .map_err(|err| lake_error("read the table snapshot", err))?;
+    let snapshot = table.snapshot().step("read the table snapshot")?;
     let operation = DeltaOperation::Merge {
         predicate: None,
         merge_predicate: None,
@@ -510,14 +486,14 @@ async fn commit_load_only(
 }
 
 /// A ledger entry from a commit that records a load, `None` for other commits.
-fn ledger_entry(info: &CommitInfo, stream: &str) -> Result<Option<LedgerEntry>> {
+fn ledger_entry(info: &CommitInfo, stream: &str) -> Result<Option<LedgerEntry>, LakeError> {
     let Some(load_id) = info.info.get(META_LOAD_ID).and_then(Value::as_str) else {
         return Ok(None);
     };
-    let malformed = |what: &str| {
-        Error::Destination(format!(
-            "lake: the commit of load {load_id} in table `{stream}` has no valid {what}"
-        ))
+    let malformed = |what: &'static str| LakeError::MalformedCommit {
+        load_id: load_id.to_owned(),
+        table: stream.to_owned(),
+        what,
     };
     let rows = info
         .info
@@ -558,13 +534,11 @@ fn json_u64(value: &Value) -> Option<u64> {
 }
 
 /// The local folder of a `file://` URL.
-fn local_dir(url: &Url) -> Result<PathBuf> {
-    url.to_file_path().map_err(|_| {
-        Error::Config(format!(
-            "the lake root {} is not a local path (use file:///abs/path)",
-            redacted(url)
-        ))
-    })
+fn local_dir(url: &Url) -> Result<PathBuf, LakeError> {
+    url.to_file_path()
+        .map_err(|()| LakeError::RootNotALocalPath {
+            root: redacted(url),
+        })
 }
 
 /// The URL without a password, for messages.
@@ -576,34 +550,16 @@ fn redacted(url: &Url) -> String {
     shown.to_string()
 }
 
-/// A deltalake, DataFusion or object_store failure, naming the step. These errors name
-/// paths and columns, never storage options, so they carry no secrets.
-fn lake_error(step: &str, err: impl Display) -> Error {
-    Error::Destination(format!("lake: {step}: {err}"))
-}
-
 /// A failed commit. Losing the race for the load's own application transaction means another
 /// run committed this load meanwhile; that gets a message saying so.
-fn commit_error(step: &str, load_id: &str, err: DeltaTableError) -> Error {
+fn commit_error(step: &'static str, load_id: &str, err: DeltaTableError) -> LakeError {
     match err {
         DeltaTableError::Transaction {
             source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-        } => Error::Destination(format!(
-            "lake: load {load_id} was committed by another run while this one was merging it; \
-             this merge was not applied"
-        )),
-        other => lake_error(step, other),
-    }
-}
-
-/// Names the failed step on deltalake and DataFusion results: `.step("create the table")?`.
-trait StepExt<T> {
-    fn step(self, step: &str) -> Result<T>;
-}
-
-impl<T, E: Display> StepExt<T> for std::result::Result<T, E> {
-    fn step(self, step: &str) -> Result<T> {
-        self.map_err(|err| lake_error(step, err))
+        } => LakeError::CommittedMeanwhile {
+            load_id: load_id.to_owned(),
+        },
+        other => other.at(step),
     }
 }
 
@@ -630,9 +586,18 @@ mod tests {
         let lake = LakeDestination::new("s3://bucket", HashMap::new()).unwrap();
         assert_eq!(lake.table_url("deals"), "s3://bucket/deals");
         let err = LakeDestination::new("gs://bucket/x", HashMap::new()).unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert_eq!(err.kind(), crate::error::ErrorKind::Config, "{err:?}");
         let err = LakeDestination::new("not a url", HashMap::new()).unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert_eq!(err.kind(), crate::error::ErrorKind::Config, "{err:?}");
+        // The parser's reason is kept as the cause.
+        assert!(
+            err.report().ends_with(
+                "is not a URL; use file:///abs/path or s3://bucket/prefix: \
+                 relative URL without a base"
+            ),
+            "{}",
+            err.report()
+        );
     }
 
     #[test]

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::kernel::{DataType as DeltaType, PrimitiveType, StructField};
 
+use crate::Result;
 use crate::destinations::MergeRequest;
 use crate::destinations::layout::{self, ColumnType, Fit};
 use crate::destinations::staged::{Naming, StagedType};
 use crate::schema::is_system_column;
-use crate::{Error, Result};
+
+use super::LakeError;
 
 /// How a stream's table looks in the lake.
 pub(crate) type TableLayout = layout::TableLayout<LakeType>;
@@ -141,10 +143,11 @@ pub(crate) fn table_layout(request: &MergeRequest) -> Result<TableLayout> {
         .iter()
         .find(|column| column.name == layout.key);
     if !matches!(key, Some(column) if matches!(column.ty, LakeType::Long | LakeType::String)) {
-        return Err(Error::Config(format!(
-            "stream `{}`: key column `{}` must be an integer or a string",
-            request.stream, request.key
-        )));
+        return Err(LakeError::KeyNotJoinable {
+            stream: request.stream.clone(),
+            key: request.key.clone(),
+        }
+        .into());
     }
     Ok(layout)
 }
@@ -208,6 +211,7 @@ fn column_name_problem(name: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::destinations::layout::test_request;
+    use crate::error::{Classified, ErrorKind};
     use crate::load::DeleteMode;
     use crate::schema::{
         DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, deleted_field, version_field,
@@ -260,18 +264,14 @@ mod tests {
             ("id".to_owned(), DeltaType::LONG),
             ("EMAIL".to_owned(), DeltaType::STRING),
         ];
-        match layout.alterations(&existing).unwrap_err() {
-            Error::SchemaDrift(message) => {
-                assert!(message.starts_with("lake table `contacts`"), "{message}");
-                assert!(
-                    message.contains(
-                        "column `email` differs only in case from the table's column `EMAIL`"
-                    ),
-                    "{message}"
-                );
-            }
-            other => panic!("expected schema drift, got {other:?}"),
-        }
+        let err = layout.alterations(&existing).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
+        let message = err.to_string();
+        assert!(message.starts_with("lake table `contacts`"), "{message}");
+        assert!(
+            message.contains("column `email` differs only in case from the table's column `EMAIL`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -291,34 +291,27 @@ mod tests {
         let mut f = fields();
         f.push(Field::new("Lead Score", DataType::Float64, true));
         let err = table_layout(&request(f, "id")).unwrap_err();
-        assert!(
-            matches!(err, Error::SchemaDrift(ref m) if m.contains("Lead Score")),
-            "{err:?}"
-        );
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
+        assert!(err.to_string().contains("Lead Score"), "{err}");
 
         let mut f = fields();
         f.push(Field::new("EMAIL", DataType::Utf8, true));
         let err = table_layout(&request(f, "id")).unwrap_err();
-        assert!(
-            matches!(err, Error::SchemaDrift(ref m) if m.contains("EMAIL")),
-            "{err:?}"
-        );
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
+        assert!(err.to_string().contains("EMAIL"), "{err}");
 
         let err = table_layout(&request(fields(), "closed_on")).unwrap_err();
-        assert!(
-            matches!(err, Error::Config(ref m) if m.contains("integer or a string")),
-            "{err:?}"
-        );
+        assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+        assert!(err.to_string().contains("integer or a string"), "{err}");
 
         let mut r = request(fields(), "id");
         r.table = "../etc".into();
-        assert!(matches!(table_layout(&r), Err(Error::Config(_))));
+        let err = table_layout(&r).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
         let mut f = fields();
         f.push(Field::new(LOAD_ID_COLUMN, DataType::Utf8, true));
-        assert!(matches!(
-            table_layout(&request(f, "id")),
-            Err(Error::SchemaDrift(_))
-        ));
+        let err = table_layout(&request(f, "id")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
     }
 
     #[test]

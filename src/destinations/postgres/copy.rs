@@ -19,10 +19,10 @@ use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
-use crate::{Error, Result};
+use crate::Result;
 
-use super::PgResultExt;
 use super::types::{Column, PgType};
+use super::{PgResultExt, PostgresError};
 use crate::destinations::layout::ColumnType;
 
 /// Copies every batch of `batches` into the staging table with `statement`
@@ -46,7 +46,7 @@ pub(super) async fn copy_batches(
         let readers = columns
             .iter()
             .map(|column| ColumnReader::new(&batch, column))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let mut row: Vec<Cell<'_>> = Vec::with_capacity(readers.len());
         for index in 0..batch.num_rows() {
             row.clear();
@@ -60,11 +60,11 @@ pub(super) async fn copy_batches(
                 .step("COPY rows into the staging table")?;
         }
     }
-    writer
+    Ok(writer
         .as_mut()
         .finish()
         .await
-        .step("finish COPY into the staging table")
+        .step("finish COPY into the staging table")?)
 }
 
 /// One value of a row being copied, typed as binary COPY encodes it.
@@ -130,20 +130,22 @@ enum ColumnReader<'a> {
 }
 
 impl<'a> ColumnReader<'a> {
-    fn new(batch: &'a RecordBatch, column: &'a Column) -> Result<ColumnReader<'a>> {
+    fn new(batch: &'a RecordBatch, column: &'a Column) -> Result<ColumnReader<'a>, PostgresError> {
         let name = column.name.as_str();
-        let index = batch
-            .schema_ref()
-            .index_of(name)
-            .map_err(|_| Error::SchemaDrift(format!("a staged batch lacks the column `{name}`")))?;
+        let index =
+            batch
+                .schema_ref()
+                .index_of(name)
+                .map_err(|_| PostgresError::BatchLacksColumn {
+                    column: name.to_owned(),
+                })?;
         let array: &'a dyn Array = &**batch.column(index);
         if PgType::from_arrow(array.data_type()) != Some(column.ty) {
-            return Err(Error::SchemaDrift(format!(
-                "staged column `{name}` has type {} in a batch, which does not match {} in the \
-                 load's schema",
-                array.data_type(),
-                column.ty.name()
-            )));
+            return Err(PostgresError::BatchColumnType {
+                column: name.to_owned(),
+                batch_type: array.data_type().clone(),
+                load_type: column.ty.name(),
+            });
         }
         Ok(match array.data_type() {
             DataType::Int64 => ColumnReader::Int64(downcast(array, name)?),
@@ -159,16 +161,16 @@ impl<'a> ColumnReader<'a> {
             }
             DataType::Timestamp(_, _) => ColumnReader::TimestampUs(downcast(array, name)?, name),
             other => {
-                return Err(Error::SchemaDrift(format!(
-                    "staged column `{name}` has type {other}, which the postgres destination \
-                     does not support"
-                )));
+                return Err(PostgresError::UnsupportedType {
+                    column: name.to_owned(),
+                    data_type: other.clone(),
+                });
             }
         })
     }
 
     /// The value at `row`. Never includes the value in an error: it may be personal data.
-    fn cell(self, row: usize) -> Result<Cell<'a>> {
+    fn cell(self, row: usize) -> Result<Cell<'a>, PostgresError> {
         Ok(match self {
             ColumnReader::Int64(array) => {
                 Cell::Int64(array.is_valid(row).then(|| array.value(row)))
@@ -215,16 +217,21 @@ impl<'a> ColumnReader<'a> {
     }
 }
 
-fn downcast<'a, T: Array + 'static>(array: &'a dyn Array, name: &str) -> Result<&'a T> {
-    array.as_any().downcast_ref::<T>().ok_or_else(|| {
-        Error::Destination(format!(
-            "staged column `{name}` has an unexpected array layout"
-        ))
-    })
+fn downcast<'a, T: Array + 'static>(
+    array: &'a dyn Array,
+    name: &str,
+) -> Result<&'a T, PostgresError> {
+    array
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| PostgresError::ArrayLayout {
+            column: name.to_owned(),
+        })
 }
 
-fn out_of_range(name: &str, row: usize) -> Error {
-    Error::Destination(format!(
-        "staged column `{name}`, row {row} of its batch: the value is outside the supported range"
-    ))
+fn out_of_range(name: &str, row: usize) -> PostgresError {
+    PostgresError::OutOfRange {
+        column: name.to_owned(),
+        row,
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod copy;
+mod error;
 mod sql;
 pub(super) mod types;
 
@@ -20,12 +21,13 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Transaction};
 use tracing::{debug, info, instrument};
 
+use crate::Result;
 use crate::destinations::layout::{ColumnType, Widening};
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
-use crate::{Error, Result};
 
+pub use error::{DriverError, PostgresError};
 use sql::{MergeSql, templates};
 use types::TableLayout;
 
@@ -52,12 +54,14 @@ impl PostgresDestination {
     /// destination tables and the ledger live; it is created by [`Destination::check`].
     ///
     /// The URL is never repeated in errors or logs: it may hold a password. An unparsable URL
-    /// is `Error::Config`; an unreachable server is `Error::Transient`.
+    /// is a configuration error; an unreachable server is transient.
     pub async fn connect(url: &str, schema: &str) -> Result<Self> {
         if let Some(problem) = sql::ident_problem(schema) {
-            return Err(Error::Config(format!(
-                "postgres destination schema `{schema}` {problem}"
-            )));
+            return Err(PostgresError::BadSchemaName {
+                schema: schema.to_owned(),
+                problem: problem.to_owned(),
+            }
+            .into());
         }
         // TLS as the URL's sslmode asks; errors never quote the URL (it carries the password).
         let client = crate::tls::connect(url, "destination.url").await?;
@@ -90,7 +94,7 @@ impl Destination for PostgresDestination {
 
     /// Creates the table (and schema and ledger) when missing; otherwise adds the columns it
     /// lacks and widens columns whose type the source widened, all in one transaction. Any
-    /// other type difference is `Error::SchemaDrift` and changes nothing.
+    /// other type difference is schema drift and changes nothing.
     #[instrument(skip_all, fields(stream = %request.stream, table = %request.table))]
     async fn ensure_table(&self, request: &MergeRequest) -> Result<SchemaChange> {
         let layout = TableLayout::from_request(request)?;
@@ -147,7 +151,8 @@ impl Destination for PostgresDestination {
     ///
     /// Before anything is applied, the count and checksum of the rows received (computed by
     /// PostgreSQL over the staging table) must equal `request.staged`; otherwise the
-    /// transaction is rolled back and the error is `Error::Reconciliation`. A concurrent run
+    /// transaction is rolled back and the error is [`PostgresError::Mismatch`] (a reconciliation
+    /// mismatch). A concurrent run
     /// committing the same load id first makes this merge fail and roll back.
     #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
     async fn merge(
@@ -167,13 +172,11 @@ impl Destination for PostgresDestination {
             .await
             .map_err(|err| {
                 if ledger_missing(&err) {
-                    Error::Destination(format!(
-                        "the ledger table {} does not exist; run the destination check (or \
-                         ensure_table) before merging",
-                        sql::qualified(&self.schema, sql::LEDGER_TABLE)
-                    ))
+                    PostgresError::NoLedger {
+                        ledger: sql::qualified(&self.schema, sql::LEDGER_TABLE),
+                    }
                 } else {
-                    pg_error("look up the load in the ledger", &err)
+                    pg_error("look up the load in the ledger", err)
                 }
             })?;
         if committed.is_some() {
@@ -199,15 +202,12 @@ impl Destination for PostgresDestination {
         let received = fingerprint_of(&row)?;
         if received != request.staged {
             // Dropping the transaction rolls it back: nothing of this load is applied.
-            return Err(Error::Reconciliation(format!(
-                "load {}: postgres received {} rows with checksum {}, the staged load has {} rows \
-                 with checksum {}",
-                request.load_id,
-                received.rows,
-                received.checksum,
-                request.staged.rows,
-                request.staged.checksum
-            )));
+            return Err(PostgresError::Mismatch {
+                load_id: request.load_id.clone(),
+                received,
+                staged: request.staged,
+            }
+            .into());
         }
 
         tx.batch_execute(&statements.dedup_stage)
@@ -254,13 +254,12 @@ impl Destination for PostgresDestination {
             .await
         {
             if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                return Err(Error::Destination(format!(
-                    "load {} was committed by another run while this one was merging it; this \
-                     merge was rolled back",
-                    request.load_id
-                )));
+                return Err(PostgresError::CommittedMeanwhile {
+                    load_id: request.load_id.clone(),
+                }
+                .into());
             }
-            return Err(pg_error("record the load in the ledger", &err));
+            return Err(pg_error("record the load in the ledger", err).into());
         }
         tx.commit().await.step("commit the merge")?;
 
@@ -286,7 +285,7 @@ impl Destination for PostgresDestination {
         {
             Ok(row) => Ok(row.is_some()),
             Err(err) if ledger_missing(&err) => Ok(false),
-            Err(err) => Err(pg_error("look up the load in the ledger", &err)),
+            Err(err) => Err(pg_error("look up the load in the ledger", err).into()),
         }
     }
 
@@ -306,7 +305,7 @@ impl Destination for PostgresDestination {
         {
             Ok(row) => fingerprint_of(&row).map(Some),
             Err(err) if ledger_missing(&err) => Ok(None),
-            Err(err) => Err(pg_error("fingerprint the table", &err)),
+            Err(err) => Err(pg_error("fingerprint the table", err).into()),
         }
     }
 
@@ -320,7 +319,7 @@ impl Destination for PostgresDestination {
             Ok(Some(row)) => ledger_entry(&row).map(Some),
             Ok(None) => Ok(None),
             Err(err) if ledger_missing(&err) => Ok(None),
-            Err(err) => Err(pg_error("read the ledger", &err)),
+            Err(err) => Err(pg_error("read the ledger", err).into()),
         }
     }
 }
@@ -368,22 +367,17 @@ fn ledger_entry(row: &Row) -> Result<LedgerEntry> {
     })
 }
 
-fn parse_checksum(text: &str) -> Result<u64> {
-    text.parse().map_err(|_| {
-        Error::Destination(format!(
-            "postgres returned a checksum that is not a u64: {text:?}"
-        ))
-    })
+fn parse_checksum(text: &str) -> Result<u64, PostgresError> {
+    text.parse()
+        .map_err(|_| PostgresError::BadChecksum(text.to_owned()))
 }
 
-fn to_count(value: i64) -> Result<u64> {
-    u64::try_from(value)
-        .map_err(|_| Error::Destination(format!("postgres returned a negative row count: {value}")))
+fn to_count(value: i64) -> Result<u64, PostgresError> {
+    u64::try_from(value).map_err(|_| PostgresError::NegativeCount(value))
 }
 
-fn to_bigint(value: u64) -> Result<i64> {
-    i64::try_from(value)
-        .map_err(|_| Error::Destination(format!("row count {value} does not fit a bigint")))
+fn to_bigint(value: u64) -> Result<i64, PostgresError> {
+    i64::try_from(value).map_err(|_| PostgresError::CountTooLarge(value))
 }
 
 /// The ledger (or its schema) does not exist yet.
@@ -394,56 +388,22 @@ fn ledger_missing(err: &tokio_postgres::Error) -> bool {
     )
 }
 
-/// Converts a driver error, naming the step that failed. Connection losses, serialization
-/// failures, deadlocks and server shutdowns are `Error::Transient`; the rest `Destination`.
-///
-/// The server's DETAIL is left out on purpose: PostgreSQL puts row values there
-/// ("Key (email)=(...) already exists", "Failing row contains (...)"), and record values must
-/// not reach logs or run reports. The message, SQLSTATE and hint say what to fix.
-fn pg_error(step: &str, err: &tokio_postgres::Error) -> Error {
-    let reason = match err.as_db_error() {
-        Some(db) => {
-            let mut reason = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(hint) = db.hint() {
-                reason.push_str("; hint: ");
-                reason.push_str(hint);
-            }
-            reason
-        }
-        None => err.to_string(),
-    };
-    let message = format!("postgres: {step}: {reason}");
-    if is_transient(err) {
-        Error::Transient(message)
-    } else {
-        Error::Destination(message)
-    }
-}
-
-fn is_transient(err: &tokio_postgres::Error) -> bool {
-    if err.is_closed() {
-        return true;
-    }
-    match err.code() {
-        Some(code) => {
-            let code = code.code();
-            code.starts_with("08")
-                || matches!(
-                    code,
-                    "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03"
-                )
-        }
-        None => std::error::Error::source(err).is_some_and(|source| source.is::<std::io::Error>()),
+/// A driver error, naming the step that failed; [`PostgresError`] decides whether it is
+/// transient, and [`DriverError`] leaves the server's DETAIL out.
+fn pg_error(step: &'static str, err: tokio_postgres::Error) -> PostgresError {
+    PostgresError::Statement {
+        step,
+        source: DriverError::new(err),
     }
 }
 
 /// Names the failed step on driver errors: `.await.step("create the table")?`.
 trait PgResultExt<T> {
-    fn step(self, step: &str) -> Result<T>;
+    fn step(self, step: &'static str) -> Result<T, PostgresError>;
 }
 
 impl<T> PgResultExt<T> for std::result::Result<T, tokio_postgres::Error> {
-    fn step(self, step: &str) -> Result<T> {
-        self.map_err(|err| pg_error(step, &err))
+    fn step(self, step: &'static str) -> Result<T, PostgresError> {
+        self.map_err(|err| pg_error(step, err))
     }
 }

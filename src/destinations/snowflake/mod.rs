@@ -5,7 +5,7 @@
 //! Flow of one load: ledger lookup (skip when committed) → `CREATE OR REPLACE STAGE` on the
 //! load's folder and `CREATE OR REPLACE TRANSIENT TABLE` (DDL, outside the transaction) →
 //! `BEGIN` → `COPY INTO` exactly the manifest's files → rows loaded and the received count and
-//! checksum compared with the manifest (a difference rolls back: `Error::Reconciliation`) →
+//! checksum compared with the manifest (a difference rolls back: a reconciliation mismatch) →
 //! ledger lookup again → `MERGE` → ledger insert → `COMMIT`.
 //!
 //! Sessions run with `AUTOCOMMIT = FALSE` and an explicit `BEGIN`/`COMMIT` around each load.
@@ -19,6 +19,7 @@
 //! retried from its first step, which is safe because nothing of it committed.
 
 pub mod config;
+mod error;
 mod sql;
 pub(super) mod types;
 
@@ -37,10 +38,12 @@ use tracing::{debug, info, instrument, warn};
 use crate::config::{SnowflakeAuth, SnowflakeConfig};
 use crate::destinations::layout::ColumnType;
 use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::error::Classified;
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::{Error, Result};
 
+pub use error::{ConnectorError, SnowflakeError};
 use sql::{LedgerRow, MergeSql, MergeTarget};
 use types::{ExistingType, TableLayout};
 
@@ -76,25 +79,26 @@ impl SnowflakeDestination {
     /// operation. `staging_url` is `staging.url`: loads are read from there, or from
     /// `stage_url` when Snowflake sees the staged objects under another URL.
     ///
-    /// An unreadable private key file or an invalid endpoint is `Error::Config`.
+    /// An unreadable private key file or an invalid endpoint is a configuration error.
     pub fn new(config: &SnowflakeConfig, staging_url: &str) -> Result<Self> {
-        let auth = match config.auth().map_err(|e| Error::Config(e.to_string()))? {
+        let auth = match config.auth().map_err(SnowflakeError::Credentials)? {
             SnowflakeAuth::Password(password) => sf::AuthConfig::password(password.expose()),
             SnowflakeAuth::KeyPem(pem) => key_pair(config, pem.expose().to_string()),
             SnowflakeAuth::KeyFile(path) => {
-                let pem = std::fs::read_to_string(path).map_err(|e| {
-                    Error::Config(format!(
-                        "destination.private_key_path: cannot read {path}: {e}"
-                    ))
-                })?;
+                let pem =
+                    std::fs::read_to_string(path).map_err(|source| SnowflakeError::KeyFile {
+                        path: path.to_owned(),
+                        source,
+                    })?;
                 key_pair(config, pem)
             }
         };
         if let Some(problem) = types::ident_problem(&config.schema) {
-            return Err(Error::Config(format!(
-                "snowflake destination schema `{}` {problem}",
-                config.schema
-            )));
+            return Err(SnowflakeError::BadSchemaName {
+                schema: config.schema.clone(),
+                problem,
+            }
+            .into());
         }
         let timeout = Duration::from_secs(config.statement_timeout_seconds);
         let mut session = sf::SessionConfig::new()
@@ -121,12 +125,14 @@ impl SnowflakeDestination {
             .with_session(session)
             .with_query(query);
         if let Some(url) = &config.url {
-            let url = url::Url::parse(url)
-                .map_err(|e| Error::Config(format!("destination.url is not a URL: {e}")))?;
+            let url = url::Url::parse(url).map_err(|source| SnowflakeError::NotAUrl {
+                key: "destination.url",
+                source,
+            })?;
             client_config = client_config.with_endpoint(sf::EndpointConfig::custom_base_url(url));
         }
         let client = sf::Client::new(client_config)
-            .map_err(|e| Error::Config(format!("snowflake destination: {e}")))?;
+            .map_err(|e| SnowflakeError::Client(ConnectorError::new(e)))?;
         Ok(SnowflakeDestination {
             client,
             session: Mutex::new(None),
@@ -156,7 +162,7 @@ impl SnowflakeDestination {
                         self.client
                             .create_session()
                             .await
-                            .map_err(|e| sf_error("open a session", &e))?,
+                            .map_err(|e| sf_error("open a session", e))?,
                     );
                     *slot = Some(session.clone());
                     session
@@ -325,24 +331,22 @@ impl SnowflakeDestination {
         for row in &copied {
             let status = text(row, "status")?;
             if status != "LOADED" {
-                return Err(Error::Reconciliation(format!(
-                    "load {}: Snowflake's COPY reported file {} as {status}, not LOADED; nothing \
-                     was merged",
-                    request.load_id,
-                    text(row, "file")?
-                ))
+                return Err(SnowflakeError::FileNotLoaded {
+                    load_id: request.load_id.clone(),
+                    file: text(row, "file")?,
+                    status,
+                }
                 .into());
             }
             loaded += count(row, "rows_loaded")?;
         }
         if loaded != request.staged.rows {
-            return Err(Error::Reconciliation(format!(
-                "load {}: Snowflake's COPY loaded {loaded} rows from {} files, the manifest lists \
-                 {} rows; nothing was merged",
-                request.load_id,
-                copied.len(),
-                request.staged.rows
-            ))
+            return Err(SnowflakeError::CopyCount {
+                load_id: request.load_id.clone(),
+                loaded,
+                files: copied.len(),
+                staged_rows: request.staged.rows,
+            }
             .into());
         }
         debug!(rows = loaded, "copied staged rows");
@@ -358,15 +362,11 @@ impl SnowflakeDestination {
         )?;
         let received = fingerprint_of(&row)?;
         if received != request.staged {
-            return Err(Error::Reconciliation(format!(
-                "load {}: snowflake received {} rows with checksum {}, the staged load has {} \
-                 rows with checksum {}; nothing was merged",
-                request.load_id,
-                received.rows,
-                received.checksum,
-                request.staged.rows,
-                request.staged.checksum
-            ))
+            return Err(SnowflakeError::Mismatch {
+                load_id: request.load_id.clone(),
+                received,
+                staged: request.staged,
+            }
             .into());
         }
 
@@ -377,11 +377,9 @@ impl SnowflakeDestination {
         )
         .await?;
         if !committed.is_empty() {
-            return Err(Error::Destination(format!(
-                "load {} was committed by another run while this one was merging it; this merge \
-                 was rolled back",
-                request.load_id
-            ))
+            return Err(SnowflakeError::CommittedMeanwhile {
+                load_id: request.load_id.clone(),
+            }
             .into());
         }
 
@@ -398,10 +396,11 @@ impl SnowflakeDestination {
             )?;
             deleted = count(&row, "deleted")?;
             updated = updated.checked_sub(deleted).ok_or_else(|| {
-                Error::Destination(format!(
-                    "load {}: snowflake reported {updated} updated rows but {deleted} soft deletes",
-                    request.load_id
-                ))
+                SnowflakeError::SoftDeletesExceedUpdates {
+                    load_id: request.load_id.clone(),
+                    updated,
+                    deleted,
+                }
             })?;
         }
 
@@ -456,7 +455,7 @@ impl Destination for SnowflakeDestination {
     }
 
     /// Creates the table (and schema and ledger) when missing; otherwise adds the columns it
-    /// lacks. A column whose type cannot take the staged values is `Error::SchemaDrift` and
+    /// lacks. A column whose type cannot take the staged values is schema drift and
     /// changes nothing. (DDL commits on its own in Snowflake: columns added before a failure
     /// stay, which is harmless, since they are added again the next time anyway.)
     #[instrument(skip_all, fields(stream = %request.stream, table = %request.table))]
@@ -479,11 +478,10 @@ impl Destination for SnowflakeDestination {
     ) -> Result<MergeOutcome> {
         let layout = TableLayout::from_request(request)?;
         if request.files.is_empty() {
-            return Err(Error::Destination(format!(
-                "load {}: the merge request names no staged files; the snowflake destination \
-                 loads from the stage",
-                request.load_id
-            )));
+            return Err(SnowflakeError::NoFilesInRequest {
+                load_id: request.load_id.clone(),
+            }
+            .into());
         }
         self.with_session(|session| {
             let layout = &layout;
@@ -550,11 +548,9 @@ impl Destination for SnowflakeDestination {
                     load_id: text(row, "load_id")?,
                     stream: text(row, "stream")?,
                     rows: count(row, "rows")?,
-                    checksum: checksum.parse().map_err(|_| {
-                        Error::Destination(format!(
-                            "snowflake returned a ledger checksum that is not a u64: {checksum:?}"
-                        ))
-                    })?,
+                    checksum: checksum
+                        .parse()
+                        .map_err(|_| SnowflakeError::BadLedgerChecksum(checksum.clone()))?,
                     committed_at: timestamp(row, "committed_at")?,
                 }))
             }
@@ -566,7 +562,10 @@ impl Destination for SnowflakeDestination {
 /// Why a step failed: a Snowflake error (kept whole, so session expiry can be told apart) or
 /// one of syncline's own.
 enum Failure {
-    Snowflake { step: String, error: sf::Error },
+    Snowflake {
+        step: &'static str,
+        error: sf::Error,
+    },
     Syncline(Error),
 }
 
@@ -575,6 +574,12 @@ type Outcome<T> = std::result::Result<T, Failure>;
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Failure::Syncline(error)
+    }
+}
+
+impl<E: Classified> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Syncline(error.into())
     }
 }
 
@@ -590,26 +595,25 @@ impl Failure {
     /// A missing ledger becomes an error that says what to run first.
     fn ledger_missing(self, schema: &str) -> Failure {
         if self.object_missing() {
-            Failure::Syncline(Error::Destination(format!(
-                "the ledger table {} does not exist; run the destination check (or \
-                 ensure_table) before merging",
-                sql::qualified(schema, sql::LEDGER_TABLE)
-            )))
+            Failure::Syncline(
+                SnowflakeError::NoLedger {
+                    ledger: sql::qualified(schema, sql::LEDGER_TABLE),
+                }
+                .into(),
+            )
         } else {
             self
         }
     }
 
-    fn describe(&self) -> String {
-        match self {
-            Failure::Snowflake { step, error } => sf_error(step, error).to_string(),
-            Failure::Syncline(error) => error.to_string(),
-        }
+    /// The failure with its causes, for a warning.
+    fn describe(self) -> String {
+        self.into_error().report()
     }
 
     fn into_error(self) -> Error {
         match self {
-            Failure::Snowflake { step, error } => sf_error(&step, &error),
+            Failure::Snowflake { step, error } => sf_error(step, error).into(),
             Failure::Syncline(error) => error,
         }
     }
@@ -618,49 +622,39 @@ impl Failure {
 /// Runs one statement and collects its rows, naming `step` in any error.
 async fn run(
     session: &sf::Session,
-    step: &str,
+    step: &'static str,
     statement: impl Into<String>,
 ) -> Outcome<Vec<DynamicRow>> {
     let statement: String = statement.into();
-    let failed = |error: sf::Error| Failure::Snowflake {
-        step: step.to_string(),
-        error,
-    };
+    let failed = |error: sf::Error| Failure::Snowflake { step, error };
     let cursor = session.query(statement).await.map_err(failed)?;
     cursor.collect::<Vec<DynamicRow>>().await.map_err(failed)
 }
 
-/// Converts a connector error, naming the step. Network faults, timeouts and expired sessions
-/// are `Error::Transient`; the rest `Destination`. Snowflake's message and code say what to fix;
-/// the statement text is not repeated.
-fn sf_error(step: &str, error: &sf::Error) -> Error {
-    let reason = match (error.snowflake_message(), error.snowflake_code()) {
-        (Some(message), Some(code)) => format!("{message} (code {code})"),
-        (Some(message), None) => message.to_string(),
-        _ => error.to_string(),
-    };
-    let message = format!("snowflake: {step}: {reason}");
-    match error.kind() {
-        sf::ErrorKind::Network | sf::ErrorKind::Timeout | sf::ErrorKind::SessionExpired => {
-            Error::Transient(message)
-        }
-        sf::ErrorKind::Auth | sf::ErrorKind::Config => Error::Config(message),
-        _ => Error::Destination(message),
+/// A connector error, naming the step; [`SnowflakeError`] decides its kind (network faults,
+/// timeouts and expired sessions are transient).
+fn sf_error(step: &'static str, error: sf::Error) -> SnowflakeError {
+    SnowflakeError::Statement {
+        step,
+        source: ConnectorError::new(error),
     }
 }
 
-fn first_row(rows: Vec<DynamicRow>, step: &str) -> Result<DynamicRow> {
+fn first_row(rows: Vec<DynamicRow>, step: &'static str) -> Result<DynamicRow, SnowflakeError> {
     rows.into_iter()
         .next()
-        .ok_or_else(|| Error::Destination(format!("snowflake: {step}: no result row")))
+        .ok_or(SnowflakeError::NoResultRow { step })
 }
 
-fn cell<'a>(row: &'a DynamicRow, column: &str) -> Result<&'a CellValue> {
+fn cell<'a>(row: &'a DynamicRow, column: &str) -> Result<&'a CellValue, SnowflakeError> {
     row.value(column)
-        .map_err(|e| Error::Destination(format!("snowflake result lacks column `{column}`: {e}")))
+        .map_err(|source| SnowflakeError::MissingColumn {
+            column: column.to_owned(),
+            source,
+        })
 }
 
-fn text(row: &DynamicRow, column: &str) -> Result<String> {
+fn text(row: &DynamicRow, column: &str) -> Result<String, SnowflakeError> {
     match cell(row, column)? {
         CellValue::String(value) => Ok(value.clone()),
         other => Err(unexpected(column, "text", other)),
@@ -669,7 +663,7 @@ fn text(row: &DynamicRow, column: &str) -> Result<String> {
 
 /// A non-negative whole number, or `None` for NULL or a column the result lacks (MERGE reports
 /// only the actions its clauses can take).
-fn optional_count(row: &DynamicRow, column: &str) -> Result<Option<u64>> {
+fn optional_count(row: &DynamicRow, column: &str) -> Result<Option<u64>, SnowflakeError> {
     let Ok(value) = row.value(column) else {
         return Ok(None);
     };
@@ -685,12 +679,16 @@ fn optional_count(row: &DynamicRow, column: &str) -> Result<Option<u64>> {
         .ok_or_else(|| unexpected(column, "a count", value))
 }
 
-fn count(row: &DynamicRow, column: &str) -> Result<u64> {
-    optional_count(row, column)?
-        .ok_or_else(|| Error::Destination(format!("snowflake returned no `{column}`")))
+fn count(row: &DynamicRow, column: &str) -> Result<u64, SnowflakeError> {
+    optional_count(row, column)?.ok_or_else(|| SnowflakeError::NoValue {
+        column: column.to_owned(),
+    })
 }
 
-fn timestamp(row: &DynamicRow, column: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+fn timestamp(
+    row: &DynamicRow,
+    column: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, SnowflakeError> {
     match cell(row, column)? {
         CellValue::TimestampTz(value) => Ok(value.with_timezone(&chrono::Utc)),
         CellValue::TimestampLtz(value) => Ok(*value),
@@ -699,7 +697,7 @@ fn timestamp(row: &DynamicRow, column: &str) -> Result<chrono::DateTime<chrono::
     }
 }
 
-fn unexpected(column: &str, wanted: &str, got: &CellValue) -> Error {
+fn unexpected(column: &str, wanted: &'static str, got: &CellValue) -> SnowflakeError {
     let kind = match got {
         CellValue::Null => "NULL",
         CellValue::Boolean(_) => "a boolean",
@@ -707,23 +705,24 @@ fn unexpected(column: &str, wanted: &str, got: &CellValue) -> Error {
         CellValue::String(_) => "text",
         _ => "another type",
     };
-    Error::Destination(format!(
-        "snowflake returned {kind} for `{column}`, expected {wanted}"
-    ))
+    SnowflakeError::UnexpectedValue {
+        column: column.to_owned(),
+        wanted,
+        got: kind,
+    }
 }
 
 /// Count and checksum from the fingerprint query's `row_count`, `sum_high` and `sum_low`: the
 /// sums of the high and low 32 bits of every row hash. Adding the halves separately keeps every
 /// SQL value an exact integer on any engine; the wrapping 64-bit sum is
 /// `sum_high * 2^32 + sum_low (mod 2^64)`.
-fn fingerprint_of(row: &DynamicRow) -> Result<Fingerprint> {
+fn fingerprint_of(row: &DynamicRow) -> Result<Fingerprint, SnowflakeError> {
     let rows = count(row, "row_count")?;
-    let sum = |column: &str| -> Result<u128> {
+    let sum = |column: &str| -> Result<u128, SnowflakeError> {
         let value = text(row, column)?;
-        value.parse().map_err(|_| {
-            Error::Destination(format!(
-                "snowflake returned `{column}` that is not a whole number: {value:?}"
-            ))
+        value.parse().map_err(|_| SnowflakeError::NotAWholeNumber {
+            column: column.to_owned(),
+            value,
         })
     };
     Ok(Fingerprint {

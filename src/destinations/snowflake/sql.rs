@@ -7,13 +7,14 @@
 //! [`quote_literal`]: the connector's binds are not used because the emulator the tests run
 //! against cannot bind inside `MERGE` and `COPY`.
 
+use crate::Result;
 use crate::destinations::layout::{self, column_defs};
 use crate::destinations::plan::{Compare, Value, assignments, insert_lists};
 use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 use crate::sql::{render, with_vars};
-use crate::{Error, Result};
 
+use super::SnowflakeError;
 use super::types::{Column, TableLayout};
 
 /// The statement templates, embedded at build time.
@@ -170,10 +171,8 @@ pub(crate) fn stage_location(
     staging_url: &str,
     stage_url: &str,
     files: &[String],
-) -> Result<(String, Vec<String>)> {
-    let first = files.first().ok_or_else(|| {
-        Error::Destination("the load lists no staged files to copy into Snowflake".to_string())
-    })?;
+) -> Result<(String, Vec<String>), SnowflakeError> {
+    let first = files.first().ok_or(SnowflakeError::NoStagedFiles)?;
     let folder = match first.rfind('/') {
         Some(slash) => &first[..slash],
         None => "",
@@ -184,11 +183,9 @@ pub(crate) fn stage_location(
             .strip_prefix(folder)
             .and_then(|rest| rest.strip_prefix('/'))
             .filter(|name| !name.contains('/'))
-            .ok_or_else(|| {
-                Error::Destination(format!(
-                    "staged file {file} is not in the load folder {folder}; a load's files must \
-                     share one folder"
-                ))
+            .ok_or_else(|| SnowflakeError::FileOutsideFolder {
+                file: file.clone(),
+                folder: folder.to_owned(),
             })?;
         names.push(name.to_string());
     }
@@ -196,15 +193,18 @@ pub(crate) fn stage_location(
     // Object store paths are relative to the store (bucket, or `/` for files): rebuild the
     // folder's URL from the staging URL's scheme and authority, then swap the staging prefix
     // for the one Snowflake sees.
-    let parsed = url::Url::parse(staging_url)
-        .map_err(|e| Error::Config(format!("staging.url is not a URL: {e}")))?;
+    let parsed = url::Url::parse(staging_url).map_err(|source| SnowflakeError::NotAUrl {
+        key: "staging.url",
+        source,
+    })?;
     let authority = parsed.host_str().unwrap_or("");
     let folder_url = format!("{}://{authority}/{folder}", parsed.scheme());
     let staging_prefix = staging_url.trim_end_matches('/');
     let rest = folder_url.strip_prefix(staging_prefix).ok_or_else(|| {
-        Error::Destination(format!(
-            "staged folder {folder_url} is not under staging.url {staging_prefix}"
-        ))
+        SnowflakeError::FolderOutsideStaging {
+            folder_url: folder_url.clone(),
+            staging_prefix: staging_prefix.to_owned(),
+        }
     })?;
     Ok((format!("{}{rest}/", stage_url.trim_end_matches('/')), names))
 }
