@@ -91,32 +91,6 @@ pub enum Error {
     /// A module's typed error, with its cause chain.
     #[error(transparent)]
     Typed(TypedError),
-    /// The user's configuration is wrong; the message names the key (and line when known).
-    #[error("configuration error: {0}")]
-    Config(String),
-    /// A SQL query or model is wrong; the message is the engine's, pointing at the SQL.
-    #[error("SQL error: {0}")]
-    Sql(String),
-    /// The source answered in a way we cannot use (bad status, bad body).
-    #[error("source error: {0}")]
-    Source(String),
-    /// A transient fault (network, 429 after all retries, 5xx); the run can be retried as is.
-    #[error("transient error: {0}")]
-    Transient(String),
-    /// The destination failed; the message says which statement or step.
-    #[error("destination error: {0}")]
-    Destination(String),
-    /// The source schema changed in a way that cannot be applied safely; the staged data is kept.
-    #[error("schema change not applied: {0}")]
-    SchemaDrift(String),
-    /// Counts or checksums differ between hops.
-    #[error("reconciliation mismatch: {0}")]
-    Reconciliation(String),
-    /// Another run holds the lock of this stream.
-    #[error("stream is locked: {0}")]
-    Locked(String),
-    #[error("staging error: {0}")]
-    Stage(String),
     #[error(transparent)]
     ObjectStore(#[from] object_store::Error),
     #[error(transparent)]
@@ -134,16 +108,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Typed(typed) => typed.0.kind(),
-            Error::Config(_) => ErrorKind::Config,
-            Error::Sql(_) => ErrorKind::Sql,
-            Error::Source(_) => ErrorKind::Source,
-            Error::Transient(_) => ErrorKind::Transient,
-            Error::Destination(_) => ErrorKind::Destination,
-            Error::SchemaDrift(_) => ErrorKind::SchemaDrift,
-            Error::Reconciliation(_) => ErrorKind::Reconciliation,
-            Error::Locked(_) => ErrorKind::Locked,
-            Error::Stage(_)
-            | Error::ObjectStore(_)
+            Error::ObjectStore(_)
             | Error::Parquet(_)
             | Error::Arrow(_)
             | Error::Io(_)
@@ -182,18 +147,5 @@ impl Error {
 impl<E: Classified> From<E> for Error {
     fn from(err: E) -> Self {
         Error::Typed(TypedError(Box::new(err)))
-    }
-}
-
-impl From<tokio_postgres::Error> for Error {
-    fn from(err: tokio_postgres::Error) -> Self {
-        // Message and SQLSTATE only: the server's DETAIL can quote row values, and the
-        // driver's errors never contain the connection password.
-        match err.as_db_error() {
-            Some(db) => {
-                Error::Destination(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
-            }
-            None => Error::Destination(err.to_string()),
-        }
     }
 }

@@ -12,6 +12,7 @@ use syncline::cli::{
     SimArgs, StatusArgs,
 };
 use syncline::config::Config;
+use syncline::error::{Classified, ErrorKind};
 use syncline::{Error, demo, pipeline, sim, status, transform};
 use tracing_subscriber::EnvFilter;
 
@@ -61,6 +62,30 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// What a command itself can fail at, beside the library's errors.
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    #[error("cannot write the report to {}", path.display())]
+    Report {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--destination postgres needs --url or DATABASE_URL")]
+    DemoUrl,
+    #[error("the simulator stopped")]
+    Simulator(#[source] anyhow::Error),
+}
+
+impl Classified for CommandError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CommandError::Report { .. } | CommandError::DemoUrl => ErrorKind::Config,
+            CommandError::Simulator(_) => ErrorKind::Source,
+        }
+    }
+}
+
 /// Runs one command; returns the process exit code (README, "Exit codes").
 async fn execute(command: Command) -> Result<u8, Error> {
     match command {
@@ -88,12 +113,12 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
     let json = serde_json::to_string_pretty(&run)?;
     match args.report.as_deref() {
         Some(path) if path.as_os_str() == "-" => println!("{json}"),
-        Some(path) => std::fs::write(path, json.as_bytes()).map_err(|e| {
-            Error::Config(format!(
-                "cannot write the report to {}: {e}",
-                path.display()
-            ))
-        })?,
+        Some(path) => {
+            std::fs::write(path, json.as_bytes()).map_err(|source| CommandError::Report {
+                path: path.to_path_buf(),
+                source,
+            })?
+        }
         None => {}
     }
     let mut err = std::io::stderr().lock();
@@ -143,9 +168,7 @@ async fn run_demo(args: DemoArgs) -> Result<u8, Error> {
     let destination = match args.destination {
         DemoTarget::Lake => demo::DemoDestination::Lake,
         DemoTarget::Postgres => demo::DemoDestination::Postgres {
-            url: args.url.ok_or_else(|| {
-                Error::Config("--destination postgres needs --url or DATABASE_URL".into())
-            })?,
+            url: args.url.ok_or(CommandError::DemoUrl)?,
         },
     };
     let options = demo::DemoOptions {
@@ -206,6 +229,6 @@ async fn serve_simulator(args: SimArgs) -> Result<u8, Error> {
     };
     sim::serve_forever(config, args.listen)
         .await
-        .map_err(|e| Error::Source(format!("simulator: {e}")))?;
+        .map_err(CommandError::Simulator)?;
     Ok(0)
 }
