@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::Result;
 use crate::config::{Config, DestinationConfig};
+use crate::error::{Classified, ErrorKind};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 
@@ -43,6 +44,43 @@ pub async fn build(config: &Config) -> Result<Arc<dyn Destination>> {
             &config.staging.url,
         )?),
     })
+}
+
+/// A breach of the merge contract that every destination detects the same way.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    /// What the destination received differs from the load's manifest: nothing of the load
+    /// was applied.
+    #[error(
+        "load {load_id}: {destination} received {} rows with checksum {}, the staged load has {} rows \
+         with checksum {}; nothing of it was applied",
+        received.rows,
+        received.checksum,
+        staged.rows,
+        staged.checksum
+    )]
+    ReceivedDiffers {
+        destination: &'static str,
+        load_id: String,
+        received: Fingerprint,
+        staged: Fingerprint,
+    },
+    /// Another run committed the load while this one was merging it; this merge was rolled
+    /// back (or not applied), so the load counts once.
+    #[error(
+        "load {load_id} was committed by another run while this one was merging it; this merge \
+         was not applied"
+    )]
+    CommittedMeanwhile { load_id: String },
+}
+
+impl Classified for ContractError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContractError::ReceivedDiffers { .. } => ErrorKind::Reconciliation,
+            ContractError::CommittedMeanwhile { .. } => ErrorKind::Destination,
+        }
+    }
 }
 
 /// What to merge and how.

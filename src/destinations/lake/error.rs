@@ -8,7 +8,6 @@ use datafusion::error::DataFusionError;
 use deltalake::DeltaTableError;
 
 use crate::error::{Classified, ErrorKind};
-use crate::reconcile::Fingerprint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -70,26 +69,6 @@ pub enum LakeError {
     MissingColumn { column: String },
     #[error("lake: count soft deletes: negative count {0}")]
     NegativeCount(i64),
-    /// What the destination read differs from the load's manifest: nothing was written.
-    #[error(
-        "load {load_id}: the lake destination received {} rows with checksum {}, the staged \
-         load has {} rows with checksum {}",
-        received.rows,
-        received.checksum,
-        staged.rows,
-        staged.checksum
-    )]
-    Mismatch {
-        load_id: String,
-        received: Fingerprint,
-        staged: Fingerprint,
-    },
-    /// Another run won the race to commit this load's application transaction.
-    #[error(
-        "lake: load {load_id} was committed by another run while this one was merging it; this \
-         merge was not applied"
-    )]
-    CommittedMeanwhile { load_id: String },
     #[error("lake: the commit of load {load_id} in table `{table}` has no valid {what}")]
     MalformedCommit {
         load_id: String,
@@ -107,7 +86,6 @@ impl Classified for LakeError {
             | LakeError::RootNotCreatable { .. }
             | LakeError::BadTableName { .. }
             | LakeError::KeyNotJoinable { .. } => ErrorKind::Config,
-            LakeError::Mismatch { .. } => ErrorKind::Reconciliation,
             LakeError::CreateRoot { .. }
             | LakeError::Delta { .. }
             | LakeError::DataFusion { .. }
@@ -118,7 +96,6 @@ impl Classified for LakeError {
             | LakeError::UnexpectedColumn { .. }
             | LakeError::MissingColumn { .. }
             | LakeError::NegativeCount(_)
-            | LakeError::CommittedMeanwhile { .. }
             | LakeError::MalformedCommit { .. } => ErrorKind::Destination,
         }
     }

@@ -63,7 +63,7 @@ use url::Url;
 use crate::Result;
 use crate::config::{Config, LakeConfig};
 use crate::destinations::layout::ColumnType;
-use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
@@ -274,7 +274,7 @@ impl Destination for LakeDestination {
     /// Applies one load in one Delta commit (see the module docs).
     ///
     /// The count and checksum of the rows read from `batches` must equal `request.staged`;
-    /// otherwise nothing is written and the error is [`LakeError::Mismatch`] (a reconciliation
+    /// otherwise nothing is written and the error is [`ContractError::ReceivedDiffers`] (a reconciliation
     /// mismatch). A concurrent run
     /// committing the same load id first makes this merge fail without effect.
     #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
@@ -296,7 +296,8 @@ impl Destination for LakeDestination {
         let load = StagedLoad::collect(&layout, batches).await?;
         let received = load.received;
         if received != request.staged {
-            return Err(LakeError::Mismatch {
+            return Err(ContractError::ReceivedDiffers {
+                destination: "the lake destination",
                 load_id: request.load_id.clone(),
                 received,
                 staged: request.staged,
@@ -552,14 +553,15 @@ fn redacted(url: &Url) -> String {
 
 /// A failed commit. Losing the race for the load's own application transaction means another
 /// run committed this load meanwhile; that gets a message saying so.
-fn commit_error(step: &'static str, load_id: &str, err: DeltaTableError) -> LakeError {
+fn commit_error(step: &'static str, load_id: &str, err: DeltaTableError) -> crate::Error {
     match err {
         DeltaTableError::Transaction {
             source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
-        } => LakeError::CommittedMeanwhile {
+        } => ContractError::CommittedMeanwhile {
             load_id: load_id.to_owned(),
-        },
-        other => other.at(step),
+        }
+        .into(),
+        other => other.at(step).into(),
     }
 }
 

@@ -6,7 +6,6 @@ use std::fmt;
 use arrow::datatypes::DataType;
 
 use crate::error::{Classified, ErrorKind};
-use crate::reconcile::Fingerprint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
@@ -24,25 +23,6 @@ pub enum PostgresError {
          before merging"
     )]
     NoLedger { ledger: String },
-    /// What PostgreSQL received differs from the load's manifest: the merge was rolled back.
-    #[error(
-        "load {load_id}: postgres received {} rows with checksum {}, the staged load has {} rows \
-         with checksum {}",
-        received.rows,
-        received.checksum,
-        staged.rows,
-        staged.checksum
-    )]
-    Mismatch {
-        load_id: String,
-        received: Fingerprint,
-        staged: Fingerprint,
-    },
-    #[error(
-        "load {load_id} was committed by another run while this one was merging it; this merge \
-         was rolled back"
-    )]
-    CommittedMeanwhile { load_id: String },
     #[error("postgres returned a checksum that is not a u64: {0:?}")]
     BadChecksum(String),
     #[error("postgres returned a negative row count: {0}")]
@@ -85,13 +65,11 @@ impl Classified for PostgresError {
             PostgresError::Statement { source, .. } if source.is_transient() => {
                 ErrorKind::Transient
             }
-            PostgresError::Mismatch { .. } => ErrorKind::Reconciliation,
             PostgresError::BatchLacksColumn { .. }
             | PostgresError::BatchColumnType { .. }
             | PostgresError::UnsupportedType { .. } => ErrorKind::SchemaDrift,
             PostgresError::Statement { .. }
             | PostgresError::NoLedger { .. }
-            | PostgresError::CommittedMeanwhile { .. }
             | PostgresError::BadChecksum(_)
             | PostgresError::NegativeCount(_)
             | PostgresError::CountTooLarge(_)

@@ -23,7 +23,7 @@ use tracing::{debug, info, instrument};
 
 use crate::Result;
 use crate::destinations::layout::{ColumnType, Widening};
-use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 
@@ -151,7 +151,7 @@ impl Destination for PostgresDestination {
     ///
     /// Before anything is applied, the count and checksum of the rows received (computed by
     /// PostgreSQL over the staging table) must equal `request.staged`; otherwise the
-    /// transaction is rolled back and the error is [`PostgresError::Mismatch`] (a reconciliation
+    /// transaction is rolled back and the error is [`ContractError::ReceivedDiffers`] (a reconciliation
     /// mismatch). A concurrent run
     /// committing the same load id first makes this merge fail and roll back.
     #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
@@ -202,7 +202,8 @@ impl Destination for PostgresDestination {
         let received = fingerprint_of(&row)?;
         if received != request.staged {
             // Dropping the transaction rolls it back: nothing of this load is applied.
-            return Err(PostgresError::Mismatch {
+            return Err(ContractError::ReceivedDiffers {
+                destination: "postgres",
                 load_id: request.load_id.clone(),
                 received,
                 staged: request.staged,
@@ -254,7 +255,7 @@ impl Destination for PostgresDestination {
             .await
         {
             if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                return Err(PostgresError::CommittedMeanwhile {
+                return Err(ContractError::CommittedMeanwhile {
                     load_id: request.load_id.clone(),
                 }
                 .into());

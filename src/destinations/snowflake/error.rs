@@ -7,7 +7,6 @@ use snowflake_connector_rs as sf;
 
 use crate::config::KeyError;
 use crate::error::{Classified, ErrorKind};
-use crate::reconcile::Fingerprint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnowflakeError {
@@ -85,25 +84,6 @@ pub enum SnowflakeError {
         files: usize,
         staged_rows: u64,
     },
-    /// What Snowflake received differs from the load's manifest: nothing was merged.
-    #[error(
-        "load {load_id}: snowflake received {} rows with checksum {}, the staged load has {} rows \
-         with checksum {}; nothing was merged",
-        received.rows,
-        received.checksum,
-        staged.rows,
-        staged.checksum
-    )]
-    Mismatch {
-        load_id: String,
-        received: Fingerprint,
-        staged: Fingerprint,
-    },
-    #[error(
-        "load {load_id} was committed by another run while this one was merging it; this merge \
-         was rolled back"
-    )]
-    CommittedMeanwhile { load_id: String },
     #[error("load {load_id}: snowflake reported {updated} updated rows but {deleted} soft deletes")]
     SoftDeletesExceedUpdates {
         load_id: String,
@@ -145,15 +125,14 @@ impl Classified for SnowflakeError {
             | SnowflakeError::NotAUrl { .. }
             | SnowflakeError::Client(_) => ErrorKind::Config,
             SnowflakeError::Statement { source, .. } => source.kind(),
-            SnowflakeError::FileNotLoaded { .. }
-            | SnowflakeError::CopyCount { .. }
-            | SnowflakeError::Mismatch { .. } => ErrorKind::Reconciliation,
+            SnowflakeError::FileNotLoaded { .. } | SnowflakeError::CopyCount { .. } => {
+                ErrorKind::Reconciliation
+            }
             SnowflakeError::NoLedger { .. }
             | SnowflakeError::NoFilesInRequest { .. }
             | SnowflakeError::NoStagedFiles
             | SnowflakeError::FileOutsideFolder { .. }
             | SnowflakeError::FolderOutsideStaging { .. }
-            | SnowflakeError::CommittedMeanwhile { .. }
             | SnowflakeError::SoftDeletesExceedUpdates { .. }
             | SnowflakeError::NoResultRow { .. }
             | SnowflakeError::MissingColumn { .. }

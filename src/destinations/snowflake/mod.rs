@@ -37,7 +37,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::config::{SnowflakeAuth, SnowflakeConfig};
 use crate::destinations::layout::ColumnType;
-use crate::destinations::{Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::error::Classified;
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
@@ -362,7 +362,8 @@ impl SnowflakeDestination {
         )?;
         let received = fingerprint_of(&row)?;
         if received != request.staged {
-            return Err(SnowflakeError::Mismatch {
+            return Err(ContractError::ReceivedDiffers {
+                destination: "snowflake",
                 load_id: request.load_id.clone(),
                 received,
                 staged: request.staged,
@@ -377,7 +378,7 @@ impl SnowflakeDestination {
         )
         .await?;
         if !committed.is_empty() {
-            return Err(SnowflakeError::CommittedMeanwhile {
+            return Err(ContractError::CommittedMeanwhile {
                 load_id: request.load_id.clone(),
             }
             .into());
