@@ -14,6 +14,17 @@ const HOUR: i64 = 3_600_000;
 const CONTACTS: &str = "[source.files.contacts]\nglob = \"*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
                         [source.files.contacts.schema]\nid = \"int64\"\nemail = \"utf8\"\n";
 
+/// A rule on the warehouse table, added by hand, that rows with a bounced email break.
+async fn add_bounce_rule(h: &FilesHarness) {
+    h.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE files.contacts ADD CONSTRAINT no_bounces CHECK (email NOT LIKE '%bounce%')",
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_the_destination_rejects_is_set_aside_and_the_stream_goes_on() {
     let h = FilesHarness::start().await;
@@ -27,13 +38,7 @@ async fn a_load_the_destination_rejects_is_set_aside_and_the_stream_goes_on() {
     assert_eq!(report_stream(&first, "contacts").status, Status::Success);
 
     // Someone adds a rule to the warehouse table that the next export breaks.
-    h.client()
-        .await
-        .batch_execute(
-            "ALTER TABLE files.contacts ADD CONSTRAINT no_bounces CHECK (email NOT LIKE '%bounce%')",
-        )
-        .await
-        .unwrap();
+    add_bounce_rule(&h).await;
     h.write_file(
         "a.jsonl",
         "{\"id\": 1, \"email\": \"one@x\"}\n{\"id\": 2, \"email\": \"bounce@x\"}\n",
@@ -105,13 +110,7 @@ async fn a_full_refresh_sets_aside_a_pending_load_that_cannot_merge() {
         report_stream(&h.run(false).await, "contacts").status,
         Status::Success
     );
-    h.client()
-        .await
-        .batch_execute(
-            "ALTER TABLE files.contacts ADD CONSTRAINT no_bounces CHECK (email NOT LIKE '%bounce%')",
-        )
-        .await
-        .unwrap();
+    add_bounce_rule(&h).await;
     // The rejected load is left pending by a run killed before it could note why.
     h.write_file(
         "a.jsonl",
