@@ -405,7 +405,10 @@ async fn records_longer_than_the_cap_are_dead_letters_and_the_rest_loads() {
         "{deals:#?}"
     );
     let letters = h.dead_letters(deals).await;
-    assert_eq!(letters[0].reason, "deals.csv:4: record longer than 1024 bytes");
+    assert_eq!(
+        letters[0].reason,
+        "deals.csv:4: record longer than 1024 bytes"
+    );
     assert!(letters[0].raw.len() <= 1024, "{}", letters[0].raw.len());
     assert_eq!(
         h.rows("deals", &["id", "name", "amount"]).await,

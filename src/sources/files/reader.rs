@@ -646,7 +646,9 @@ impl<R: Read> Read for Budgeted<R> {
             self.spent = true;
             return Ok(0);
         }
-        let wanted = buf.len().min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let wanted = buf
+            .len()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
         let read = self.inner.read(&mut buf[..wanted])?;
         self.delivered += read as u64;
         Ok(read)
@@ -688,7 +690,7 @@ pub fn infer_columns(
             let nulls = config.null_values();
             let mut record = csv::ByteRecord::new();
             let next = |csv: &mut csv::Reader<Budgeted<ObjectReader>>,
-                            record: &mut csv::ByteRecord|
+                        record: &mut csv::ByteRecord|
              -> Result<Option<Record>, ReadError> {
                 if !csv.read_byte_record(record)? {
                     return Ok(None);
@@ -723,4 +725,92 @@ pub fn infer_columns(
         }
     }
     Ok(inference.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufReader, Cursor};
+
+    use super::*;
+
+    /// Every line `read_line_capped` reads from `input` through a reader of `buffer` bytes,
+    /// as what it kept and whether it was too long.
+    fn lines(input: &str, max: usize, buffer: usize) -> Vec<(String, Line)> {
+        let mut reader = BufReader::with_capacity(buffer, Cursor::new(input.as_bytes()));
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_line_capped(&mut reader, &mut line, max).unwrap() {
+                Line::End => return out,
+                read => out.push((lossy(&line), read)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_cut_and_the_next_line_read_whole() {
+        let input = format!("{{\"a\":1}}\n{}\n{{\"b\":2}}", "x".repeat(100));
+        for buffer in [1, 3, 64, 4096] {
+            assert_eq!(
+                lines(&input, 10, buffer),
+                [
+                    ("{\"a\":1}\n".to_string(), Line::Read),
+                    ("x".repeat(10), Line::TooLong),
+                    ("{\"b\":2}".to_string(), Line::Read),
+                ],
+                "buffer {buffer}"
+            );
+        }
+        // The newline counts: a line of exactly the cap fits without it, not with it.
+        assert_eq!(lines("abcd", 4, 2), [("abcd".to_string(), Line::Read)]);
+        assert_eq!(lines("abcd\n", 4, 2), [("abcd".to_string(), Line::TooLong)]);
+    }
+
+    /// Every record of `input` read through [`Budgeted`] as its first field and how it
+    /// compared with the cap; stops after a record that ends the file.
+    fn records(input: &str, max: usize) -> Vec<(String, Record)> {
+        let budgeted = Budgeted::new(Cursor::new(input.as_bytes().to_vec()), max);
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(CSV_BUFFER)
+            .from_reader(budgeted);
+        let mut record = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        while csv.read_byte_record(&mut record).unwrap() {
+            let start = record.position().unwrap().byte();
+            let end = csv.position().byte();
+            let fit = csv.get_mut().record_read(start, end);
+            let stop = fit == Record::RestOfFile;
+            out.push((lossy(&record[0]), fit));
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_closed_long_csv_record_is_skipped_and_an_unclosed_quote_ends_the_file() {
+        let long = "y".repeat(2000);
+        let closed = format!("1,a\n2,\"{long}\"\n3,c\n");
+        assert_eq!(
+            records(&closed, 100),
+            [
+                ("1".to_string(), Record::Fits),
+                ("2".to_string(), Record::TooLong),
+                ("3".to_string(), Record::Fits),
+            ]
+        );
+        // Far longer than the cap and the parser's buffer: cut off, never read to the end.
+        let rest: String = (4..10_000).map(|i| format!("{i},x\n")).collect();
+        let unclosed = format!("1,a\n2,\"open\n{rest}");
+        assert_eq!(
+            records(&unclosed, 100),
+            [
+                ("1".to_string(), Record::Fits),
+                ("2".to_string(), Record::RestOfFile),
+            ]
+        );
+    }
 }

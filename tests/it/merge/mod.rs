@@ -17,9 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::TimestampMillisecondArray;
-use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-};
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use futures::StreamExt;
 use syncline::config::StagingConfig;
