@@ -342,6 +342,83 @@ async fn malformed_lines_go_to_dead_letters_with_line_numbers() {
     );
 }
 
+/// A record longer than `max_record_bytes` is a dead letter, never read whole: a JSONL line
+/// without its newline is skipped to the next newline and the lines after it load; a CSV quote
+/// that never closes makes the rest of the file one broken record, dead-lettered, and nothing of
+/// it is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_longer_than_the_cap_are_dead_letters_and_the_rest_loads() {
+    let h = FilesHarness::start().await;
+    h.write_config(
+        &["contacts", "deals"],
+        "[source.files.contacts]\nglob = \"contacts.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
+         max_record_bytes = 1024\n\
+         [source.files.contacts.schema]\nid = \"int64\"\nemail = \"utf8\"\n\
+         [source.files.deals]\nglob = \"deals.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
+         max_record_bytes = 1024\n\
+         [source.files.deals.schema]\nid = \"int64\"\nname = \"utf8\"\namount = \"float64\"\n",
+    );
+    let huge = "x".repeat(64 * 1024);
+    h.write_file(
+        "contacts.jsonl",
+        &format!(
+            "{{\"id\": 1, \"email\": \"a@x\"}}\n\
+             {{\"id\": 2, \"email\": \"{huge}\"}}\n\
+             {{\"id\": 3, \"email\": \"c@x\"}}\n"
+        ),
+        T0,
+    );
+    // Enough after the open quote that the broken record is far longer than the cap.
+    let rest: String = (5..2000).map(|i| format!("{i},name {i},{i}\n")).collect();
+    h.write_file(
+        "deals.csv",
+        &format!("id,name,amount\n1,one,10\n2,two,20\n3,\"unclosed,30\n{rest}"),
+        T0,
+    );
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+
+    let contacts = report_stream(&report, "contacts");
+    assert_eq!(
+        (contacts.rows_inserted, contacts.rows_dead_lettered),
+        (2, 1),
+        "{contacts:#?}"
+    );
+    let letters = h.dead_letters(contacts).await;
+    assert_eq!(
+        letters[0].reason,
+        "contacts.jsonl:2: record longer than 1024 bytes"
+    );
+    assert!(letters[0].raw.len() <= 1024, "{}", letters[0].raw.len());
+    assert_eq!(
+        h.rows("contacts", &["id", "email"]).await,
+        vec![
+            vec![Some("1".into()), Some("a@x".into())],
+            vec![Some("3".into()), Some("c@x".into())],
+        ]
+    );
+
+    let deals = report_stream(&report, "deals");
+    assert_eq!(
+        (deals.rows_inserted, deals.rows_dead_lettered),
+        (2, 1),
+        "{deals:#?}"
+    );
+    let letters = h.dead_letters(deals).await;
+    assert_eq!(
+        letters[0].reason,
+        "deals.csv:4: record longer than 1024 bytes"
+    );
+    assert!(letters[0].raw.len() <= 1024, "{}", letters[0].raw.len());
+    assert_eq!(
+        h.rows("deals", &["id", "name", "amount"]).await,
+        vec![
+            vec![Some("1".into()), Some("one".into()), Some("10".into())],
+            vec![Some("2".into()), Some("two".into()), Some("20".into())],
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inferred_and_declared_schemas_type_the_columns() {
     let h = FilesHarness::start().await;
@@ -537,6 +614,10 @@ fn config_errors_exit_2_and_name_the_key() {
         (
             "glob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\nsheet = \"x\"\n",
             "unknown field `sheet`",
+        ),
+        (
+            "glob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\nmax_record_bytes = 0\n",
+            "`source.files.contacts.max_record_bytes` must be at least 1",
         ),
     ];
     for (table, wanted) in cases {

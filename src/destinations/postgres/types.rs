@@ -89,12 +89,18 @@ impl PgType {
 
     /// Whether a column of type `existing` may be altered to this type without losing values
     /// the column already holds (the source widened the field).
+    ///
+    /// Not `bigint` to `double precision`: a double keeps 53 bits, so every integer above 2^53
+    /// the column holds would round. Nor `bigint` to `numeric`, which keeps the integers but
+    /// takes doubles through PostgreSQL's float-to-numeric cast, which keeps 15 significant
+    /// digits: every later float load would round instead. So an integer column the source now
+    /// sends floats for is schema drift, as in Snowflake and the lake, which cannot alter a
+    /// column's type at all; whoever fixes it chooses which loss, if any, they accept.
     fn widens(self, existing: &str) -> bool {
         match self {
             PgType::Bigint => matches!(existing, "smallint" | "integer"),
-            PgType::DoublePrecision => {
-                matches!(existing, "smallint" | "integer" | "bigint" | "real")
-            }
+            // integer and smallint fit in a double's 53 bits; real is a narrower double.
+            PgType::DoublePrecision => matches!(existing, "smallint" | "integer" | "real"),
             PgType::Text => matches!(existing, "character varying" | "character"),
             PgType::Timestamptz => existing == "date",
             PgType::Boolean | PgType::Date => false,
@@ -127,7 +133,9 @@ mod tests {
         assert_eq!(fit(PgType::Bigint, "numeric"), Fit::Fits);
         assert_eq!(fit(PgType::Date, "timestamp with time zone"), Fit::Fits);
         assert_eq!(fit(PgType::Bigint, "integer"), Fit::Widens);
-        assert_eq!(fit(PgType::DoublePrecision, "bigint"), Fit::Widens);
+        assert_eq!(fit(PgType::DoublePrecision, "integer"), Fit::Widens);
+        // A double would round a bigint above 2^53.
+        assert_eq!(fit(PgType::DoublePrecision, "bigint"), Fit::Drifts);
         assert_eq!(fit(PgType::Text, "character varying"), Fit::Widens);
         assert_eq!(fit(PgType::Timestamptz, "date"), Fit::Widens);
         assert_eq!(fit(PgType::Text, "bigint"), Fit::Drifts);

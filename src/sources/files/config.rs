@@ -63,10 +63,20 @@ pub struct FileStreamConfig {
     pub header: Option<bool>,
     /// CSV: field values read as null. Default `[""]`.
     pub null_values: Option<Vec<String>>,
+    /// The longest record read, in bytes (a JSONL line without its newline; a CSV record,
+    /// quoted line breaks included). A longer one is a dead letter, skipped without being
+    /// held in memory: JSONL goes on at the next line; a CSV record this long is taken for an
+    /// unclosed quote, so the rest of the file is that one dead letter. Default 16 MiB.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
 }
 
 fn default_infer_rows() -> usize {
     1000
+}
+
+fn default_max_record_bytes() -> usize {
+    16 << 20
 }
 
 /// Declared columns, in the order the config lists them once
@@ -282,6 +292,9 @@ impl FileStreamConfig {
         }
         if self.infer_rows == 0 {
             return Err((Field("infer_rows"), "must be at least 1".into()));
+        }
+        if self.max_record_bytes == 0 {
+            return Err((Field("max_record_bytes"), "must be at least 1".into()));
         }
         if self.key.is_empty() {
             return Err((Field("key"), "is empty".into()));

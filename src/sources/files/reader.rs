@@ -162,17 +162,22 @@ impl Load {
         out: &mut Output,
     ) -> Result<(), LoadError> {
         let mut rows = JsonRows::new(&self.layout);
+        let max = self.config.max_record_bytes;
         let mut line = Vec::with_capacity(4096);
         let mut number = 0u64;
         loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
+            let read = read_line_capped(&mut reader, &mut line, max)
                 .map_err(|e| read_error(file, e.into()))?;
-            if read == 0 {
-                return Ok(());
-            }
             number += 1;
+            match read {
+                Line::End => return Ok(()),
+                Line::TooLong => {
+                    out.row.clear();
+                    out.dead(file, number, too_long(max), capped_raw(&line))?;
+                    continue;
+                }
+                Line::Read => {}
+            }
             let text = trim_line_end(&line);
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -192,13 +197,8 @@ impl Load {
         out: &mut Output,
     ) -> Result<(), LoadError> {
         let config = &self.config;
-        let mut csv = csv::ReaderBuilder::new()
-            .delimiter(config.delimiter())
-            .quote(config.quote())
-            // Headers and ragged records are handled here, with line numbers.
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(reader);
+        let max = config.max_record_bytes;
+        let mut csv = csv_reader(config).from_reader(Budgeted::new(reader, max));
         let nulls = config.null_values();
         let mut record = csv::ByteRecord::new();
         // File field position → layout column.
@@ -220,6 +220,22 @@ impl Load {
                 return Ok(());
             }
             let number = record.position().map_or(0, |p| p.line());
+            let start = record.position().map_or(0, |p| p.byte());
+            let end = csv.position().byte();
+            match csv.get_mut().record_read(start, end) {
+                Record::Fits => {}
+                Record::TooLong => {
+                    out.row.clear();
+                    let raw = capped_raw(&record_bytes(&record, config.delimiter()));
+                    out.dead(file, number, too_long(max), raw)?;
+                    continue;
+                }
+                Record::RestOfFile => {
+                    out.row.clear();
+                    let raw = capped_raw(&record_bytes(&record, config.delimiter()));
+                    return out.dead(file, number, too_long(max), raw);
+                }
+            }
             let Some(columns) = &columns else {
                 let names = header_names(&record);
                 columns = Some(
@@ -473,6 +489,10 @@ fn header_names(record: &csv::ByteRecord) -> Vec<String> {
 
 /// A record's fields joined by the delimiter: the dead letter's `raw` for CSV.
 fn join_record(record: &csv::ByteRecord, delimiter: u8) -> String {
+    lossy(&record_bytes(record, delimiter))
+}
+
+fn record_bytes(record: &csv::ByteRecord, delimiter: u8) -> Vec<u8> {
     let mut raw = Vec::new();
     for (i, field) in record.iter().enumerate() {
         if i > 0 {
@@ -480,21 +500,180 @@ fn join_record(record: &csv::ByteRecord, delimiter: u8) -> String {
         }
         raw.extend_from_slice(field);
     }
-    lossy(&raw)
+    raw
+}
+
+/// How much of a record longer than `max_record_bytes` its dead letter keeps: enough to find
+/// it in the file; dead letters are held in groups, so a whole record each could be gigabytes.
+const OVERSIZED_RAW: usize = 1024;
+
+fn too_long(max: usize) -> String {
+    format!("record longer than {max} bytes")
+}
+
+fn capped_raw(bytes: &[u8]) -> String {
+    let mut end = bytes.len().min(OVERSIZED_RAW);
+    // Cut at a character boundary, so a cut character does not become U+FFFD.
+    while end > 0 && end < bytes.len() && (bytes[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    lossy(&bytes[..end])
+}
+
+/// What [`read_line_capped`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// The input had ended.
+    End,
+    /// A line, its newline included when it had one.
+    Read,
+    /// A line longer than the cap, consumed to its newline; only its first bytes were kept.
+    TooLong,
+}
+
+/// Reads one line into `line` (cleared first) like `read_until(b'\n')`, but keeps at most
+/// `max` bytes: a longer line (newline included) is consumed to its newline chunk by chunk
+/// and only its first `max` bytes stay in `line`, so a file without newlines never lands in
+/// memory whole.
+fn read_line_capped(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    let mut total = 0usize;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(newline) => (newline + 1, true),
+            None => (available.len(), false),
+        };
+        total = total.saturating_add(taken);
+        let room = max.saturating_sub(line.len()).min(taken);
+        line.extend_from_slice(&available[..room]);
+        reader.consume(taken);
+        if done {
+            break;
+        }
+    }
+    Ok(match total {
+        0 => Line::End,
+        total if total > max => Line::TooLong,
+        _ => Line::Read,
+    })
+}
+
+/// The CSV reader's buffer. [`Budgeted`] lets a record run this much past the cap, because
+/// the parser may hold that much read but not yet parsed.
+const CSV_BUFFER: usize = 8 * 1024;
+
+/// A CSV reader (without headers, flexible) for a stream's delimiter and quote.
+fn csv_reader(config: &FileStreamConfig) -> csv::ReaderBuilder {
+    let mut builder = csv::ReaderBuilder::new();
+    builder
+        .delimiter(config.delimiter())
+        .quote(config.quote())
+        // Headers and ragged records are handled by the callers, with line numbers.
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(CSV_BUFFER);
+    builder
+}
+
+/// The bytes under a CSV reader, on a budget per record: once the record being parsed has
+/// run more than `max` bytes past its start (plus the parser's buffer), the input ends as if
+/// the file did. The `csv` crate grows a record until it ends, so an unclosed quote would
+/// otherwise pull the rest of the file into memory; nothing tells where such a record would
+/// end without parsing all of it, so the rest of the file is that one broken record.
+struct Budgeted<R> {
+    inner: R,
+    max: usize,
+    /// Bytes handed to the parser so far.
+    delivered: u64,
+    /// Where the record being parsed starts.
+    record_start: u64,
+    /// Whether the input was ended early.
+    spent: bool,
+}
+
+/// How a record [`Budgeted`] let through compares with the cap.
+#[derive(Debug, PartialEq, Eq)]
+enum Record {
+    Fits,
+    /// Longer than the cap but complete: reading goes on after it.
+    TooLong,
+    /// Cut off by the budget: the rest of the file is this record.
+    RestOfFile,
+}
+
+impl<R> Budgeted<R> {
+    fn new(inner: R, max: usize) -> Budgeted<R> {
+        Budgeted {
+            inner,
+            max,
+            delivered: 0,
+            record_start: 0,
+            spent: false,
+        }
+    }
+
+    /// Takes note that the parser returned the record from byte `start` to `end` (where the
+    /// next one starts), and says how it compares with the cap.
+    fn record_read(&mut self, start: u64, end: u64) -> Record {
+        self.record_start = end;
+        if self.spent {
+            Record::RestOfFile
+        } else if end.saturating_sub(start) > self.max as u64 {
+            Record::TooLong
+        } else {
+            Record::Fits
+        }
+    }
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let limit = self.record_start + (self.max + CSV_BUFFER) as u64;
+        let allowed = limit.saturating_sub(self.delivered);
+        if allowed == 0 {
+            self.spent = true;
+            return Ok(0);
+        }
+        let wanted = buf
+            .len()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..wanted])?;
+        self.delivered += read as u64;
+        Ok(read)
+    }
 }
 
 /// Infers the columns of a file from its first `rows` records. Blocking.
 pub fn infer_columns(
     config: &FileStreamConfig,
-    reader: ObjectReader,
+    mut reader: ObjectReader,
     rows: usize,
 ) -> Result<Vec<(String, ColumnType)>, ReadError> {
+    let max = config.max_record_bytes;
     let mut inference = Inference::default();
     match config.format() {
         Format::Jsonl => {
             let mut seen = 0;
-            for line in reader.split(b'\n') {
-                let line = line?;
+            let mut line = Vec::new();
+            // Lines over the cap are left out of the sample, as the load dead-letters them.
+            loop {
+                match read_line_capped(&mut reader, &mut line, max)? {
+                    Line::End => break,
+                    Line::TooLong => continue,
+                    Line::Read => {}
+                }
                 let text = trim_line_end(&line);
                 if text.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -507,22 +686,29 @@ pub fn infer_columns(
             }
         }
         Format::Csv => {
-            let mut csv = csv::ReaderBuilder::new()
-                .delimiter(config.delimiter())
-                .quote(config.quote())
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(reader);
+            let mut csv = csv_reader(config).from_reader(Budgeted::new(reader, max));
             let nulls = config.null_values();
             let mut record = csv::ByteRecord::new();
-            if !csv.read_byte_record(&mut record)? {
+            let next = |csv: &mut csv::Reader<Budgeted<ObjectReader>>,
+                        record: &mut csv::ByteRecord|
+             -> Result<Option<Record>, ReadError> {
+                if !csv.read_byte_record(record)? {
+                    return Ok(None);
+                }
+                let start = record.position().map_or(0, |p| p.byte());
+                let end = csv.position().byte();
+                Ok(Some(csv.get_mut().record_read(start, end)))
+            };
+            if next(&mut csv, &mut record)? != Some(Record::Fits) {
                 return Ok(Vec::new());
             }
             let names = header_names(&record);
             let columns: Vec<usize> = names.iter().map(|n| inference.column(n)).collect();
             for _ in 0..rows {
-                if !csv.read_byte_record(&mut record)? {
-                    break;
+                match next(&mut csv, &mut record)? {
+                    None | Some(Record::RestOfFile) => break,
+                    Some(Record::TooLong) => continue,
+                    Some(Record::Fits) => {}
                 }
                 if record.len() != columns.len() {
                     continue;
@@ -539,4 +725,92 @@ pub fn infer_columns(
         }
     }
     Ok(inference.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufReader, Cursor};
+
+    use super::*;
+
+    /// Every line `read_line_capped` reads from `input` through a reader of `buffer` bytes,
+    /// as what it kept and whether it was too long.
+    fn lines(input: &str, max: usize, buffer: usize) -> Vec<(String, Line)> {
+        let mut reader = BufReader::with_capacity(buffer, Cursor::new(input.as_bytes()));
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_line_capped(&mut reader, &mut line, max).unwrap() {
+                Line::End => return out,
+                read => out.push((lossy(&line), read)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_cut_and_the_next_line_read_whole() {
+        let input = format!("{{\"a\":1}}\n{}\n{{\"b\":2}}", "x".repeat(100));
+        for buffer in [1, 3, 64, 4096] {
+            assert_eq!(
+                lines(&input, 10, buffer),
+                [
+                    ("{\"a\":1}\n".to_string(), Line::Read),
+                    ("x".repeat(10), Line::TooLong),
+                    ("{\"b\":2}".to_string(), Line::Read),
+                ],
+                "buffer {buffer}"
+            );
+        }
+        // The newline counts: a line of exactly the cap fits without it, not with it.
+        assert_eq!(lines("abcd", 4, 2), [("abcd".to_string(), Line::Read)]);
+        assert_eq!(lines("abcd\n", 4, 2), [("abcd".to_string(), Line::TooLong)]);
+    }
+
+    /// Every record of `input` read through [`Budgeted`] as its first field and how it
+    /// compared with the cap; stops after a record that ends the file.
+    fn records(input: &str, max: usize) -> Vec<(String, Record)> {
+        let budgeted = Budgeted::new(Cursor::new(input.as_bytes().to_vec()), max);
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(CSV_BUFFER)
+            .from_reader(budgeted);
+        let mut record = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        while csv.read_byte_record(&mut record).unwrap() {
+            let start = record.position().unwrap().byte();
+            let end = csv.position().byte();
+            let fit = csv.get_mut().record_read(start, end);
+            let stop = fit == Record::RestOfFile;
+            out.push((lossy(&record[0]), fit));
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_closed_long_csv_record_is_skipped_and_an_unclosed_quote_ends_the_file() {
+        let long = "y".repeat(2000);
+        let closed = format!("1,a\n2,\"{long}\"\n3,c\n");
+        assert_eq!(
+            records(&closed, 100),
+            [
+                ("1".to_string(), Record::Fits),
+                ("2".to_string(), Record::TooLong),
+                ("3".to_string(), Record::Fits),
+            ]
+        );
+        // Far longer than the cap and the parser's buffer: cut off, never read to the end.
+        let rest: String = (4..10_000).map(|i| format!("{i},x\n")).collect();
+        let unclosed = format!("1,a\n2,\"open\n{rest}");
+        assert_eq!(
+            records(&unclosed, 100),
+            [
+                ("1".to_string(), Record::Fits),
+                ("2".to_string(), Record::RestOfFile),
+            ]
+        );
+    }
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::TimestampMillisecondArray;
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use futures::StreamExt;
 use syncline::config::StagingConfig;
@@ -399,6 +399,48 @@ async fn an_incompatible_type_change_is_schema_drift<D: DestinationUnderTest>() 
     assert_eq!(t.people(false).await, ["1|a|100"]);
 }
 
+/// 2^53 + 1: the smallest integer a double cannot hold.
+const BEYOND_DOUBLE: i64 = 9_007_199_254_740_993;
+
+/// The people batch with an `amount` column of the given values and Arrow type.
+fn with_amount(rows: &[(i64, i64)], amount: ArrayRef) -> RecordBatch {
+    let fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("amount", amount.data_type().clone(), true),
+        version_field(),
+        deleted_field(),
+    ];
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        amount,
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|_| Some(false)))),
+    ];
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+/// An integer field the source now sends as a float: no destination may round the integers
+/// the column holds (a double keeps 53 bits). Every destination refuses it as schema drift,
+/// before anything is altered or merged.
+async fn a_float_load_into_an_integer_column_never_rounds_it<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    let ints = with_amount(&[(1, 100)], Arc::new(Int64Array::from(vec![BEYOND_DOUBLE])));
+    t.merge("l1", DeleteMode::Hard, ints).await.unwrap();
+    let exact = [format!("1|{BEYOND_DOUBLE}|100")];
+    assert_eq!(t.rows(&["id", "amount"], false).await, exact);
+
+    let floats = with_amount(&[(2, 200)], Arc::new(Float64Array::from(vec![0.5])));
+    let err = t.merge("l2", DeleteMode::Hard, floats).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("`amount`"), "{message}");
+    assert!(!t.dest().is_committed("people", "l2").await.unwrap());
+    assert_eq!(t.rows(&["id", "amount"], false).await, exact);
+}
+
 /// Snowflake loads from the staged files and an empty load has none: it refuses the load (an
 /// error, nothing recorded) where the others record it. Either way the table is unchanged.
 async fn an_empty_load_is_recorded<D: DestinationUnderTest>() {
@@ -443,6 +485,7 @@ macro_rules! every_case {
             a_new_source_column_becomes_a_new_column,
             a_load_that_differs_from_its_manifest_changes_nothing,
             an_incompatible_type_change_is_schema_drift,
+            a_float_load_into_an_integer_column_never_rounds_it,
             an_empty_load_is_recorded,
         );
     };
