@@ -65,6 +65,25 @@ struct SimState {
     injected_429: usize,
     request_count: u64,
     limiter: Option<Limiter>,
+    /// Changes waiting for a search page to be served (see [`HubspotSim::after_search_pages`]).
+    search_hooks: Vec<SearchHook>,
+}
+
+/// A change to one record that a test schedules for the middle of a paged read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimChange {
+    /// Change 1–2 data properties and stamp a new modified date, as [`HubspotSim::update`].
+    Modify(i64),
+    /// Soft-delete the record, as [`HubspotSim::archive`].
+    Archive(i64),
+}
+
+/// Changes applied right after the `pages`-th search page for `kind` is computed.
+struct SearchHook {
+    kind: ObjectKind,
+    /// Search pages for `kind` still to serve before the changes apply.
+    pages: u64,
+    changes: Vec<SimChange>,
 }
 
 struct ObjectStore {
@@ -94,6 +113,41 @@ impl SimState {
         let stamp = data::wall_clock_ms().max(self.last_stamp + 1);
         self.last_stamp = stamp;
         stamp
+    }
+
+    /// Counts one served search page for `kind` and applies the changes whose page it was.
+    fn search_page_served(&mut self, kind: ObjectKind) {
+        let mut due = Vec::new();
+        self.search_hooks.retain_mut(|hook| {
+            if hook.kind != kind {
+                return true;
+            }
+            hook.pages = hook.pages.saturating_sub(1);
+            if hook.pages > 0 {
+                return true;
+            }
+            due.append(&mut hook.changes);
+            false
+        });
+        if due.is_empty() {
+            return;
+        }
+        let stamp = self.next_stamp();
+        let SimState { stores, rng, .. } = self;
+        let store = &mut stores[kind.index()];
+        for change in due {
+            let (SimChange::Modify(id) | SimChange::Archive(id)) = change;
+            let Some(record) = store.find_mut(id) else {
+                panic!("no {} record with id {id} to change", kind.as_str());
+            };
+            if let SimChange::Archive(_) = change {
+                record.archived = true;
+                record.archived_ms = Some(stamp);
+            } else {
+                data::mutate(kind, record, rng);
+            }
+            stamp_modified(kind, record, stamp);
+        }
     }
 
     fn update_records(&mut self, kind: ObjectKind, n: usize, stamp: i64) -> Vec<i64> {
@@ -181,6 +235,7 @@ impl HubspotSim {
             injected_429: 0,
             request_count: 0,
             limiter: config.rate_limit.map(Limiter::new),
+            search_hooks: Vec::new(),
         };
         HubspotSim {
             inner: Arc::new(Inner {
@@ -274,6 +329,23 @@ impl HubspotSim {
         record
             .properties
             .insert(name.to_owned(), value.map(str::to_owned));
+    }
+
+    /// Applies `changes` to `object` records right after the `pages`-th search page for
+    /// `object` from now on is computed, before it is sent: the next page's request already
+    /// sees them. Real search computes its results per request (B2), so a record modified or
+    /// archived mid-read leaves the result set between two pages; this puts that at an exact
+    /// page boundary. All changes share one new clock value. `pages` of 0 counts as 1.
+    ///
+    /// # Panics
+    /// If the object type is unknown; when applied, if no record has one of the ids.
+    pub fn after_search_pages(&self, object: &str, pages: u64, changes: Vec<SimChange>) {
+        let kind = expect_kind(object);
+        self.lock().search_hooks.push(SearchHook {
+            kind,
+            pages: pages.max(1),
+            changes,
+        });
     }
 
     /// Makes the next `n` API requests, whatever the endpoint, answer 429 with the
@@ -385,10 +457,21 @@ impl HubspotSim {
     }
 
     fn search(&self, kind: ObjectKind, body: &[u8]) -> Result<Value, SearchError> {
-        let state = self.lock();
+        let mut state = self.lock();
+        let page = Self::search_page(&state, kind, body, self.inner.search_lag_ms)?;
+        state.search_page_served(kind);
+        Ok(page)
+    }
+
+    fn search_page(
+        state: &SimState,
+        kind: ObjectKind,
+        body: &[u8],
+        search_lag_ms: u64,
+    ) -> Result<Value, SearchError> {
         let store = &state.stores[kind.index()];
         let query = search::parse(body, &store.defs)?;
-        let lag = i64::try_from(self.inner.search_lag_ms).unwrap_or(i64::MAX);
+        let lag = i64::try_from(search_lag_ms).unwrap_or(i64::MAX);
         let visible_until = (lag > 0).then(|| data::wall_clock_ms().saturating_sub(lag));
         let hits: Vec<&SimRecord> = store
             .records
