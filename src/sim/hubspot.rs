@@ -872,6 +872,34 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_changes_apply_right_after_their_search_page() {
+        let sim = small(7);
+        let body = br#"{"sorts":["hs_object_id"],"limit":10}"#;
+        let before = record(&sim, "contacts", 3).updated_ms;
+        sim.after_search_pages(
+            "contacts",
+            2,
+            vec![SimChange::Modify(3), SimChange::Archive(5)],
+        );
+        // Pages of another object do not count.
+        sim.search(ObjectKind::Deals, body).unwrap();
+        let first = sim.search(ObjectKind::Contacts, body).unwrap();
+        assert_eq!(first["total"], 30);
+        assert_eq!(record(&sim, "contacts", 3).updated_ms, before);
+        // The page that triggers the changes was computed before them.
+        let second = sim.search(ObjectKind::Contacts, body).unwrap();
+        assert_eq!(second["total"], 30);
+        let modified = record(&sim, "contacts", 3);
+        assert!(modified.updated_ms > before);
+        assert!(record(&sim, "contacts", 5).archived);
+        assert_eq!(sim.archived_ids("contacts"), vec![5]);
+        // The next request sees them: the archived record left the result set.
+        let third = sim.search(ObjectKind::Contacts, body).unwrap();
+        assert_eq!(third["total"], 29);
+        assert!(sim.lock().search_hooks.is_empty());
+    }
+
+    #[test]
     fn same_seed_gives_same_data_and_same_change_sequence() {
         let (a, b) = (small(9), small(9));
         assert_eq!(a.live_records("contacts"), b.live_records("contacts"));
