@@ -65,8 +65,8 @@ struct SimState {
     injected_429: usize,
     request_count: u64,
     limiter: Option<Limiter>,
-    /// Changes waiting for a search page to be served (see [`HubspotSim::after_search_pages`]).
-    search_hooks: Vec<SearchHook>,
+    /// Changes waiting for a page to be served (see [`HubspotSim::after_search_pages`]).
+    page_hooks: Vec<PageHook>,
 }
 
 /// A change to one record that a test schedules for the middle of a paged read.
@@ -78,10 +78,18 @@ pub enum SimChange {
     Archive(i64),
 }
 
-/// Changes applied right after the `pages`-th search page for `kind` is computed.
-struct SearchHook {
+/// The paged endpoints a change can be scheduled after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paged {
+    List,
+    Search,
+}
+
+/// Changes applied right after the `pages`-th `endpoint` page for `kind` is computed.
+struct PageHook {
     kind: ObjectKind,
-    /// Search pages for `kind` still to serve before the changes apply.
+    endpoint: Paged,
+    /// Pages for `kind` still to serve before the changes apply.
     pages: u64,
     changes: Vec<SimChange>,
 }
@@ -115,11 +123,11 @@ impl SimState {
         stamp
     }
 
-    /// Counts one served search page for `kind` and applies the changes whose page it was.
-    fn search_page_served(&mut self, kind: ObjectKind) {
+    /// Counts one served `endpoint` page for `kind` and applies the changes whose page it was.
+    fn page_served(&mut self, kind: ObjectKind, endpoint: Paged) {
         let mut due = Vec::new();
-        self.search_hooks.retain_mut(|hook| {
-            if hook.kind != kind {
+        self.page_hooks.retain_mut(|hook| {
+            if hook.kind != kind || hook.endpoint != endpoint {
                 return true;
             }
             hook.pages = hook.pages.saturating_sub(1);
@@ -235,7 +243,7 @@ impl HubspotSim {
             injected_429: 0,
             request_count: 0,
             limiter: config.rate_limit.map(Limiter::new),
-            search_hooks: Vec::new(),
+            page_hooks: Vec::new(),
         };
         HubspotSim {
             inner: Arc::new(Inner {
@@ -341,8 +349,21 @@ impl HubspotSim {
     /// If the object type is unknown; when applied, if no record has one of the ids.
     pub fn after_search_pages(&self, object: &str, pages: u64, changes: Vec<SimChange>) {
         let kind = expect_kind(object);
-        self.lock().search_hooks.push(SearchHook {
+        self.lock().page_hooks.push(PageHook {
             kind,
+            endpoint: Paged::Search,
+            pages: pages.max(1),
+            changes,
+        });
+    }
+
+    /// Like [`after_search_pages`](Self::after_search_pages), for pages of the list endpoint
+    /// (live and archived listings alike).
+    pub fn after_list_pages(&self, object: &str, pages: u64, changes: Vec<SimChange>) {
+        let kind = expect_kind(object);
+        self.lock().page_hooks.push(PageHook {
+            kind,
+            endpoint: Paged::List,
             pages: pages.max(1),
             changes,
         });
@@ -431,7 +452,17 @@ impl HubspotSim {
     }
 
     fn list_page(&self, kind: ObjectKind, params: &ListParams) -> (Vec<Value>, Option<i64>) {
-        let state = self.lock();
+        let mut state = self.lock();
+        let page = Self::list_records(&state, kind, params);
+        state.page_served(kind, Paged::List);
+        page
+    }
+
+    fn list_records(
+        state: &SimState,
+        kind: ObjectKind,
+        params: &ListParams,
+    ) -> (Vec<Value>, Option<i64>) {
         let store = &state.stores[kind.index()];
         let names = selected_names(kind, &params.properties);
         let start = store
@@ -459,7 +490,7 @@ impl HubspotSim {
     fn search(&self, kind: ObjectKind, body: &[u8]) -> Result<Value, SearchError> {
         let mut state = self.lock();
         let page = Self::search_page(&state, kind, body, self.inner.search_lag_ms)?;
-        state.search_page_served(kind);
+        state.page_served(kind, Paged::Search);
         Ok(page)
     }
 
@@ -896,7 +927,7 @@ mod tests {
         // The next request sees them: the archived record left the result set.
         let third = sim.search(ObjectKind::Contacts, body).unwrap();
         assert_eq!(third["total"], 29);
-        assert!(sim.lock().search_hooks.is_empty());
+        assert!(sim.lock().page_hooks.is_empty());
     }
 
     #[test]

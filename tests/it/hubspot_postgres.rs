@@ -314,3 +314,32 @@ async fn records_changed_between_search_pages_lose_no_other_record() {
         h.assert_converged(object, false).await;
     }
 }
+
+/// The list endpoint's `after` is a cursor on the id, not an offset, so a record archived or
+/// modified while a full load pages through it shifts no other record past a page boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_changed_between_list_pages_lose_no_other_record() {
+    let h = Harness::start(sim(1500, 10, 10), &["contacts"], "").await;
+    let want_before = h.expected("contacts");
+    // Both are on the first page of 100; they change once it has been served.
+    let (modified, archived) = (10, 20);
+    h.sim.hubspot.after_list_pages(
+        "contacts",
+        1,
+        vec![SimChange::Modify(modified), SimChange::Archive(archived)],
+    );
+
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    let stream = report_stream(&report, "contacts");
+    // Every live record once, plus the archive read as a delete.
+    assert_eq!(stream.rows_extracted, 1_501, "{stream:#?}");
+    let mut want = want_before;
+    want.remove(&archived);
+    crate::support::assert_same_rows("contacts", &h.table("contacts", false).await, &want);
+
+    settle(&h).await;
+    let next = h.run(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    h.assert_converged("contacts", false).await;
+}
