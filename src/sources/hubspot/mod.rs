@@ -214,6 +214,10 @@ impl Reader {
 
     /// Pages through the list endpoint. With `archived`, only archived records come back; with
     /// `archived_since`, those archived before it are skipped (they were delivered before).
+    ///
+    /// The list is ordered by id and `after` is taken as given, never computed: HubSpot's
+    /// cursor names the next id, so a record archived or modified mid-read shifts no other
+    /// record past a page boundary (unlike search's offset, see [`Reader::search`]).
     async fn list(&mut self, archived: bool, archived_since: Option<i64>) -> Result<()> {
         let base = format!(
             "/crm/v3/objects/{}?limit={LIST_LIMIT}&archived={archived}&properties={}",
