@@ -65,6 +65,33 @@ struct SimState {
     injected_429: usize,
     request_count: u64,
     limiter: Option<Limiter>,
+    /// Changes waiting for a page to be served (see [`HubspotSim::after_search_pages`]).
+    page_hooks: Vec<PageHook>,
+}
+
+/// A change to one record that a test schedules for the middle of a paged read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimChange {
+    /// Change 1–2 data properties and stamp a new modified date, as [`HubspotSim::update`].
+    Modify(i64),
+    /// Soft-delete the record, as [`HubspotSim::archive`].
+    Archive(i64),
+}
+
+/// The paged endpoints a change can be scheduled after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paged {
+    List,
+    Search,
+}
+
+/// Changes applied right after the `pages`-th `endpoint` page for `kind` is computed.
+struct PageHook {
+    kind: ObjectKind,
+    endpoint: Paged,
+    /// Pages for `kind` still to serve before the changes apply.
+    pages: u64,
+    changes: Vec<SimChange>,
 }
 
 struct ObjectStore {
@@ -94,6 +121,41 @@ impl SimState {
         let stamp = data::wall_clock_ms().max(self.last_stamp + 1);
         self.last_stamp = stamp;
         stamp
+    }
+
+    /// Counts one served `endpoint` page for `kind` and applies the changes whose page it was.
+    fn page_served(&mut self, kind: ObjectKind, endpoint: Paged) {
+        let mut due = Vec::new();
+        self.page_hooks.retain_mut(|hook| {
+            if hook.kind != kind || hook.endpoint != endpoint {
+                return true;
+            }
+            hook.pages = hook.pages.saturating_sub(1);
+            if hook.pages > 0 {
+                return true;
+            }
+            due.append(&mut hook.changes);
+            false
+        });
+        if due.is_empty() {
+            return;
+        }
+        let stamp = self.next_stamp();
+        let SimState { stores, rng, .. } = self;
+        let store = &mut stores[kind.index()];
+        for change in due {
+            let (SimChange::Modify(id) | SimChange::Archive(id)) = change;
+            let Some(record) = store.find_mut(id) else {
+                panic!("no {} record with id {id} to change", kind.as_str());
+            };
+            if let SimChange::Archive(_) = change {
+                record.archived = true;
+                record.archived_ms = Some(stamp);
+            } else {
+                data::mutate(kind, record, rng);
+            }
+            stamp_modified(kind, record, stamp);
+        }
     }
 
     fn update_records(&mut self, kind: ObjectKind, n: usize, stamp: i64) -> Vec<i64> {
@@ -181,6 +243,7 @@ impl HubspotSim {
             injected_429: 0,
             request_count: 0,
             limiter: config.rate_limit.map(Limiter::new),
+            page_hooks: Vec::new(),
         };
         HubspotSim {
             inner: Arc::new(Inner {
@@ -276,6 +339,36 @@ impl HubspotSim {
             .insert(name.to_owned(), value.map(str::to_owned));
     }
 
+    /// Applies `changes` to `object` records right after the `pages`-th search page for
+    /// `object` from now on is computed, before it is sent: the next page's request already
+    /// sees them. Real search computes its results per request (B2), so a record modified or
+    /// archived mid-read leaves the result set between two pages; this puts that at an exact
+    /// page boundary. All changes share one new clock value. `pages` of 0 counts as 1.
+    ///
+    /// # Panics
+    /// If the object type is unknown; when applied, if no record has one of the ids.
+    pub fn after_search_pages(&self, object: &str, pages: u64, changes: Vec<SimChange>) {
+        let kind = expect_kind(object);
+        self.lock().page_hooks.push(PageHook {
+            kind,
+            endpoint: Paged::Search,
+            pages: pages.max(1),
+            changes,
+        });
+    }
+
+    /// Like [`after_search_pages`](Self::after_search_pages), for pages of the list endpoint
+    /// (live and archived listings alike).
+    pub fn after_list_pages(&self, object: &str, pages: u64, changes: Vec<SimChange>) {
+        let kind = expect_kind(object);
+        self.lock().page_hooks.push(PageHook {
+            kind,
+            endpoint: Paged::List,
+            pages: pages.max(1),
+            changes,
+        });
+    }
+
     /// Makes the next `n` API requests, whatever the endpoint, answer 429 with the
     /// TEN_SECONDLY_ROLLING body and no `Retry-After`, whether or not rate limiting is on.
     pub fn inject_429(&self, n: usize) {
@@ -359,7 +452,17 @@ impl HubspotSim {
     }
 
     fn list_page(&self, kind: ObjectKind, params: &ListParams) -> (Vec<Value>, Option<i64>) {
-        let state = self.lock();
+        let mut state = self.lock();
+        let page = Self::list_records(&state, kind, params);
+        state.page_served(kind, Paged::List);
+        page
+    }
+
+    fn list_records(
+        state: &SimState,
+        kind: ObjectKind,
+        params: &ListParams,
+    ) -> (Vec<Value>, Option<i64>) {
         let store = &state.stores[kind.index()];
         let names = selected_names(kind, &params.properties);
         let start = store
@@ -385,10 +488,21 @@ impl HubspotSim {
     }
 
     fn search(&self, kind: ObjectKind, body: &[u8]) -> Result<Value, SearchError> {
-        let state = self.lock();
+        let mut state = self.lock();
+        let page = Self::search_page(&state, kind, body, self.inner.search_lag_ms)?;
+        state.page_served(kind, Paged::Search);
+        Ok(page)
+    }
+
+    fn search_page(
+        state: &SimState,
+        kind: ObjectKind,
+        body: &[u8],
+        search_lag_ms: u64,
+    ) -> Result<Value, SearchError> {
         let store = &state.stores[kind.index()];
         let query = search::parse(body, &store.defs)?;
-        let lag = i64::try_from(self.inner.search_lag_ms).unwrap_or(i64::MAX);
+        let lag = i64::try_from(search_lag_ms).unwrap_or(i64::MAX);
         let visible_until = (lag > 0).then(|| data::wall_clock_ms().saturating_sub(lag));
         let hits: Vec<&SimRecord> = store
             .records
@@ -786,6 +900,34 @@ mod tests {
             .find(|record| record.id == id)
             .cloned()
             .unwrap_or_else(|| panic!("{object} {id} exists"))
+    }
+
+    #[test]
+    fn scheduled_changes_apply_right_after_their_search_page() {
+        let sim = small(7);
+        let body = br#"{"sorts":["hs_object_id"],"limit":10}"#;
+        let before = record(&sim, "contacts", 3).updated_ms;
+        sim.after_search_pages(
+            "contacts",
+            2,
+            vec![SimChange::Modify(3), SimChange::Archive(5)],
+        );
+        // Pages of another object do not count.
+        sim.search(ObjectKind::Deals, body).unwrap();
+        let first = sim.search(ObjectKind::Contacts, body).unwrap();
+        assert_eq!(first["total"], 30);
+        assert_eq!(record(&sim, "contacts", 3).updated_ms, before);
+        // The page that triggers the changes was computed before them.
+        let second = sim.search(ObjectKind::Contacts, body).unwrap();
+        assert_eq!(second["total"], 30);
+        let modified = record(&sim, "contacts", 3);
+        assert!(modified.updated_ms > before);
+        assert!(record(&sim, "contacts", 5).archived);
+        assert_eq!(sim.archived_ids("contacts"), vec![5]);
+        // The next request sees them: the archived record left the result set.
+        let third = sim.search(ObjectKind::Contacts, body).unwrap();
+        assert_eq!(third["total"], 29);
+        assert!(sim.lock().page_hooks.is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use hubspot::{HubspotSim, PropertyDef, SimRecord};
+pub use hubspot::{HubspotSim, PropertyDef, SimChange, SimRecord};
 pub use salesforce::{SalesforceSim, SfField, SfRecord};
 
 /// How `shutdown` waits for open connections before abandoning them.

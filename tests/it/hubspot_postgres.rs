@@ -1,7 +1,7 @@
 //! HubSpot → Parquet staging → PostgreSQL, over real HTTP (the simulator) and a real PostgreSQL.
 
 use syncline::reconcile::report::Status;
-use syncline::sim::SimConfig;
+use syncline::sim::{SimChange, SimConfig};
 
 use crate::support::{Harness, report_stream, settle};
 
@@ -259,4 +259,87 @@ async fn a_rejected_token_exits_2_and_never_shows_the_token() {
             .unwrap()
             .contains("not-the-token-xyz")
     );
+}
+
+/// Search results are computed per request (B2), so a record modified or archived while a run
+/// pages through them leaves the result set between two pages. An offset (`after`) then skips
+/// the record at the next page boundary; paging by key never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_changed_between_search_pages_lose_no_other_record() {
+    let objects = ["contacts", "deals"];
+    let h = Harness::start(sim(3000, 10, 2000), &objects, "").await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+
+    let mut before = Vec::new();
+    for object in objects {
+        let changed = h.sim.hubspot.update(object, 1_500);
+        assert_eq!(changed.len(), 1_500);
+        // Both are on the first page (sorted by id); they change once it has been served.
+        let (modified, archived) = (changed[10], changed[20]);
+        h.sim.hubspot.after_search_pages(
+            object,
+            1,
+            vec![SimChange::Modify(modified), SimChange::Archive(archived)],
+        );
+        before.push((object, modified, archived));
+    }
+    settle(&h).await;
+    let snapshots: Vec<_> = objects.iter().map(|o| h.expected(o)).collect();
+
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    for ((object, modified, archived), mut want) in before.into_iter().zip(snapshots) {
+        let stream = report_stream(&report, object);
+        // Every changed record once, plus the archive read as a delete.
+        assert_eq!(stream.rows_extracted, 1_501, "{object}: {stream:#?}");
+        assert_eq!(stream.rows_deleted, 1, "{object}: {stream:#?}");
+        assert!(h.sim.hubspot.archived_ids(object).contains(&archived));
+        // Every record unchanged during the run is at its version; the one modified again
+        // keeps the version the first page read, and the archived one is gone.
+        want.remove(&archived);
+        let got = h.table(object, false).await;
+        assert_ne!(
+            h.expected(object)[&modified]["_version"],
+            want[&modified]["_version"],
+            "{object} {modified} changed during the run"
+        );
+        crate::support::assert_same_rows(object, &got, &want);
+    }
+
+    // The next run picks up the change made during the previous one.
+    settle(&h).await;
+    let next = h.run(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    for object in objects {
+        h.assert_converged(object, false).await;
+    }
+}
+
+/// The list endpoint's `after` is a cursor on the id, not an offset, so a record archived or
+/// modified while a full load pages through it shifts no other record past a page boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_changed_between_list_pages_lose_no_other_record() {
+    let h = Harness::start(sim(1500, 10, 10), &["contacts"], "").await;
+    let want_before = h.expected("contacts");
+    // Both are on the first page of 100; they change once it has been served.
+    let (modified, archived) = (10, 20);
+    h.sim.hubspot.after_list_pages(
+        "contacts",
+        1,
+        vec![SimChange::Modify(modified), SimChange::Archive(archived)],
+    );
+
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    let stream = report_stream(&report, "contacts");
+    // Every live record once, plus the archive read as a delete.
+    assert_eq!(stream.rows_extracted, 1_501, "{stream:#?}");
+    let mut want = want_before;
+    want.remove(&archived);
+    crate::support::assert_same_rows("contacts", &h.table("contacts", false).await, &want);
+
+    settle(&h).await;
+    let next = h.run(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    h.assert_converged("contacts", false).await;
 }

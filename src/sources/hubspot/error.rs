@@ -43,10 +43,17 @@ pub enum HubspotError {
         #[source]
         source: tokio::task::JoinError,
     },
-    #[error("search of {stream}: paging.next.after {after:?} is not an offset")]
-    BadOffset { stream: String, after: String },
-    #[error("search of {stream}: a page near the cap had no readable id")]
+    #[error("search of {stream}: a page with more to follow had no readable id")]
     NoLastId { stream: String },
+    /// Search ignored the `hs_object_id > last` filter; reading on would never end.
+    #[error(
+        "search of {stream}: a page ended at id {last}, not after the previous page's {previous}"
+    )]
+    KeyNotAdvancing {
+        stream: String,
+        previous: i64,
+        last: i64,
+    },
     #[error("{stream}: the response has no results array")]
     NoResults { stream: String },
     #[error("building a batch")]

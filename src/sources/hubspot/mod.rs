@@ -3,9 +3,10 @@
 //! - Schema: the properties API (B4) drives typed Arrow columns.
 //! - Full load: the list endpoint (B1), 100 records a page, then `archived=true` for deletes.
 //! - Incremental: the search endpoint (B2) over a fixed window `[since - overlap, now - lag)`
-//!   on the modified-date property, sorted by `hs_object_id` with an `hs_object_id > last`
-//!   keyset. Before the 10,000-result cap is reached the query restarts after the last id
-//!   seen, so any number of changes, even all with one timestamp, is read. Deletes come from
+//!   on the modified-date property, sorted by `hs_object_id`, every page a fresh query for
+//!   `hs_object_id > last id read`. Results are computed per request, so an offset would skip
+//!   a record whenever one leaves the set mid-read; a key does not, and never meets the
+//!   10,000-result cap, so any number of changes, even all with one timestamp, is read. Deletes come from
 //!   `archived=true` (search never returns archived records), filtered on `archivedAt`.
 //! - Pages are converted and forwarded as they arrive through a bounded channel, so memory
 //!   holds at most a few batches whatever the stream's size.
@@ -38,8 +39,6 @@ use records::{BatchBuilder, KEY, Property, staged_schema};
 const LIST_LIMIT: usize = 100;
 /// Search pages hold at most 200 records (B2).
 const SEARCH_LIMIT: usize = 200;
-/// Search answers 400 once `after + limit` passes this (B2).
-const SEARCH_CAP: usize = 10_000;
 /// HubSpot answers 414 past about 16,300 characters; Airbyte chunks at 15,000 (B1).
 const MAX_PROPERTIES_PARAM: usize = 15_000;
 
@@ -215,6 +214,10 @@ impl Reader {
 
     /// Pages through the list endpoint. With `archived`, only archived records come back; with
     /// `archived_since`, those archived before it are skipped (they were delivered before).
+    ///
+    /// The list is ordered by id and `after` is taken as given, never computed: HubSpot's
+    /// cursor names the next id, so a record archived or modified mid-read shifts no other
+    /// record past a page boundary (unlike search's offset, see [`Reader::search`]).
     async fn list(&mut self, archived: bool, archived_since: Option<i64>) -> Result<()> {
         let base = format!(
             "/crm/v3/objects/{}?limit={LIST_LIMIT}&archived={archived}&properties={}",
@@ -263,11 +266,16 @@ impl Reader {
         Ok(())
     }
 
-    /// Searches `[from, to)` on the modified date with an id keyset (B2, recommendation).
+    /// Searches `[from, to)` on the modified date by key (B2, recommendation): every page is a
+    /// fresh query for ids above the last one read, sorted by id, from `after` 0.
+    ///
+    /// Search computes its results per request, so a record modified or archived mid-read
+    /// leaves the result set between two pages. A numeric offset would then skip the record
+    /// at the next page boundary, lost unless it changes again within the overlap; a key
+    /// cannot skip. It also never nears the 10,000-result cap, however many records changed.
     async fn search(&mut self, from: i64, to: i64) -> Result<()> {
         let modified = modified_property(&self.stream);
         let mut last_id: Option<i64> = None;
-        let mut after: usize = 0;
         loop {
             let mut filters = vec![
                 json!({"propertyName": modified, "operator": "GTE", "value": from.to_string()}),
@@ -281,7 +289,7 @@ impl Reader {
                 "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
                 "properties": self.properties,
                 "limit": SEARCH_LIMIT,
-                "after": after.to_string(),
+                "after": "0",
             });
             let page = self
                 .client
@@ -305,26 +313,25 @@ impl Reader {
             }
             self.send_letters(letters).await?;
             // Stop only when `paging.next` is absent, never on a short page (B2).
-            let Some(next) = next_after(&page) else {
+            if next_after(&page).is_none() {
                 return Ok(());
-            };
-            let next: usize = next.parse().map_err(|_| HubspotError::BadOffset {
-                stream: self.stream.clone(),
-                after: next.clone(),
-            })?;
-            if next + SEARCH_LIMIT > SEARCH_CAP {
-                // Restart the window after the last id seen rather than hit the 10,000 cap.
-                let Some(last) = page_last else {
-                    return Err(HubspotError::NoLastId {
-                        stream: self.stream.clone(),
-                    }
-                    .into());
-                };
-                last_id = Some(last);
-                after = 0;
-            } else {
-                after = next;
             }
+            let Some(last) = page_last else {
+                return Err(HubspotError::NoLastId {
+                    stream: self.stream.clone(),
+                }
+                .into());
+            };
+            // A key that does not grow would read the same page forever.
+            if let Some(previous) = last_id.filter(|&previous| last <= previous) {
+                return Err(HubspotError::KeyNotAdvancing {
+                    stream: self.stream.clone(),
+                    previous,
+                    last,
+                }
+                .into());
+            }
+            last_id = Some(last);
         }
     }
 
