@@ -6,8 +6,9 @@
 //! - a 401 logs in again once per failing call and sends it again (sessions expire mid-run); a
 //!   JWT bearer login signs a fresh assertion each time;
 //! - 5xx, 406, 420, 429 and bodies cut short are retried with back-off;
-//! - the daily quota ends the run cleanly: a 403 `REQUEST_LIMIT_EXCEEDED`, or usage at or above
-//!   the configured budget before a request is sent, comes back as [`Failure::Quota`].
+//! - the daily quota ends the run cleanly: a 403 `REQUEST_LIMIT_EXCEEDED` (from any call, the
+//!   login included), or usage at or above the configured budget before a request is sent, comes
+//!   back as [`Failure::Quota`].
 //!
 //! Neither the client secret, the private key, assertions nor access tokens ever reach a log line
 //! or an error; endpoints are logged without their query string.
@@ -479,6 +480,13 @@ impl Exchange for Login<'_> {
             };
         }
         let error = parse_error_body(&answer.body);
+        // The credentials are fine; the org's allocation is spent, which no key change fixes.
+        if error.code == "REQUEST_LIMIT_EXCEEDED" {
+            return Step::Fail(Failure::Quota(format!(
+                "the Salesforce API request limit is used up: {call} was refused with REQUEST_LIMIT_EXCEEDED ({})",
+                error.message
+            )));
+        }
         if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
             let inner = &self.client.inner;
             return Step::Fail(
