@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "schema",
         "sql",
         "storage",
+        "tls",
         "failpoints",
         "Error",
         "Result",
