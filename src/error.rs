@@ -155,3 +155,14 @@ impl<E: Classified> From<E> for Error {
         Error::Typed(TypedError(Box::new(err)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_used_up_quota_is_a_clean_stop_not_a_retry() {
+        assert_eq!(ErrorKind::Quota.exit_code(), 4);
+        assert!(!ErrorKind::Quota.is_transient());
+    }
+}

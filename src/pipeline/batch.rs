@@ -9,6 +9,10 @@
 //! 6. advance the cursor and clear `pending`.
 //! A crash before 4 loses only staging work; between 4 and 6 the next run finds the pending load
 //! and either sees it in the ledger or merges it again from the stage.
+//!
+//! A used-up API quota (`ErrorKind::Quota`, or `Extracted::Stopped` with `StopCause::Quota`)
+//! is a clean stop wherever the source meets it: what was read is merged, that stream and every
+//! later one are reported `stopped`, and the later ones never ask the source (the run exits 4).
 
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};

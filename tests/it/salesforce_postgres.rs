@@ -150,6 +150,15 @@ async fn the_quota_runs_out_mid_run_then_the_next_run_converges() {
         stopped[0].contains("limit") || stopped[0].contains("budget"),
         "{stopped:?}"
     );
+    // The stream being read and every later one stop; none fails on the quota.
+    assert!(
+        report
+            .streams
+            .iter()
+            .all(|s| s.error.is_none() && matches!(s.status, Status::Success | Status::Stopped)),
+        "{report:#?}"
+    );
+    assert_eq!(report.streams[1].status, Status::Stopped, "{report:#?}");
 
     h.sim.salesforce.set_api_usage(0, 1_000_000);
     let next = h.run(false).await;
