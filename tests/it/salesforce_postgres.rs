@@ -252,6 +252,33 @@ async fn a_quota_used_up_before_the_run_stops_every_stream_without_asking_again(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_met_at_the_count_or_the_bulk_job_stops_cleanly() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(&h, &["Account", "Contact"], "bulk_threshold = 10", "");
+    // Account's describe, then its count, then the creation of its Bulk job.
+    for (admitted, refused) in [(1, "queryAll"), (2, "jobs/query")] {
+        h.sim.salesforce.set_api_usage(0, 1_000_000);
+        h.sim.salesforce.exhaust_api_after(admitted);
+        let (code, report) = run_binary(&h);
+        assert_eq!(code, Some(4), "{report:#?}");
+        for stream in &report.streams {
+            assert_eq!(stream.status, Status::Stopped, "{stream:#?}");
+            assert_eq!(stream.error, None, "{stream:#?}");
+        }
+        let reason = report.streams[0].stopped.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("REQUEST_LIMIT_EXCEEDED") && reason.contains(refused),
+            "{reason}"
+        );
+    }
+    h.sim.salesforce.set_api_usage(0, 1_000_000);
+    let next = h.run(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    h.assert_sf_converged("Account").await;
+    h.assert_sf_converged("Contact").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_expires_mid_run_is_renewed_and_the_run_continues() {
     let h = Harness::start(
         SimConfig {
