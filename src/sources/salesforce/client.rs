@@ -648,6 +648,37 @@ mod tests {
         assert_eq!(parse_limit_info(""), None);
     }
 
+    #[tokio::test]
+    async fn a_login_refused_for_the_request_limit_is_a_quota_stop_not_a_credentials_error() {
+        let config: SalesforceConfig = toml::from_str(
+            r#"
+            client_id = "abc"
+            client_secret = "shh"
+            streams = ["Account"]
+            "#,
+        )
+        .unwrap();
+        let client = SalesforceClient::new(&config).unwrap();
+        let mut login = Login {
+            client: &client,
+            call: Call::new(Method::POST, "/services/oauth2/token"),
+            url: "https://login.example/services/oauth2/token".into(),
+        };
+        let answer = Answer {
+            status: StatusCode::FORBIDDEN,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(
+                br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#,
+            ),
+        };
+        match login.decide(answer).await {
+            Step::Fail(Failure::Quota(reason)) => {
+                assert!(reason.contains("REQUEST_LIMIT_EXCEEDED"), "{reason}")
+            }
+            _ => panic!("expected a quota stop"),
+        }
+    }
+
     #[test]
     fn error_bodies_parse_defensively() {
         assert_eq!(
