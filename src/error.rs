@@ -31,6 +31,10 @@ pub enum ErrorKind {
     Locked,
     /// Staging (Parquet, manifests, the object store) failed.
     Stage,
+    /// The source's API quota (or the configured share of it) is used up. Nothing is wrong:
+    /// the run stops cleanly and the next one, once the quota frees up, resumes. Not
+    /// transient: the quota does not come back within the run.
+    Quota,
 }
 
 impl ErrorKind {
@@ -46,15 +50,17 @@ impl ErrorKind {
             ErrorKind::Reconciliation => "reconciliation mismatch",
             ErrorKind::Locked => "stream is locked",
             ErrorKind::Stage => "staging error",
+            ErrorKind::Quota => "API quota used up",
         }
     }
 
     /// Process exit code (documented in README): 2 for configuration and SQL mistakes, 3 for
-    /// reconciliation mismatches, 1 for everything else.
+    /// reconciliation mismatches, 4 for a clean stop on a used-up quota, 1 for everything else.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::Config | ErrorKind::Sql => 2,
             ErrorKind::Reconciliation => 3,
+            ErrorKind::Quota => 4,
             _ => 1,
         }
     }
@@ -147,5 +153,16 @@ impl Error {
 impl<E: Classified> From<E> for Error {
     fn from(err: E) -> Self {
         Error::Typed(TypedError(Box::new(err)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_used_up_quota_is_a_clean_stop_not_a_retry() {
+        assert_eq!(ErrorKind::Quota.exit_code(), 4);
+        assert!(!ErrorKind::Quota.is_transient());
     }
 }

@@ -125,7 +125,7 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
     for stream in &run.streams {
         let _ = writeln!(
             err,
-            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}",
+            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}{}",
             stream.stream,
             format!("{:?}", stream.status).to_lowercase(),
             stream.rows_extracted,
@@ -134,6 +134,11 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
             stream.rows_deleted,
             stream.rows_dead_lettered,
             stream.duration_ms,
+            stream
+                .stopped
+                .as_deref()
+                .map(|reason| format!("\n             stopped: {reason}"))
+                .unwrap_or_default(),
             stream
                 .error
                 .as_deref()

@@ -9,9 +9,13 @@
 //! 6. advance the cursor and clear `pending`.
 //! A crash before 4 loses only staging work; between 4 and 6 the next run finds the pending load
 //! and either sees it in the ledger or merges it again from the stage.
+//!
+//! A used-up API quota (`ErrorKind::Quota`, or `Extracted::Stopped` with `StopCause::Quota`)
+//! is a clean stop wherever the source meets it: what was read is merged, that stream and every
+//! later one are reported `stopped`, and the later ones never ask the source (the run exits 4).
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -26,7 +30,7 @@ use crate::load::{CursorRange, LoadMode, SetAside};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
 use crate::reconcile::report::{RunReport, Status, StreamReport};
-use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
+use crate::sources::{ExtractRequest, Extracted, Extraction, Source, StopCause};
 use crate::stage::{
     DeadLetterFile, DeadLetterWriter, LoadWriter, Manifest, Stage, StagedFile, columns_of,
 };
@@ -114,6 +118,7 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
         source,
         destination,
         full_refresh: options.full_refresh,
+        quota: OnceLock::new(),
     };
     let mut reports = Vec::new();
     for stream in &selected {
@@ -130,8 +135,8 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
     };
     let exit_code = match status {
         Status::Success | Status::Skipped => 0,
-        Status::Mismatch => 3,
-        Status::Stopped => 4,
+        Status::Mismatch => ErrorKind::Reconciliation.exit_code(),
+        Status::Stopped => ErrorKind::Quota.exit_code(),
         // A configuration mistake (bad credentials, say) in every failed stream is the
         // user's to fix, not worth an orchestrator's retry.
         Status::Failed
@@ -174,6 +179,9 @@ struct StreamRunner<'a> {
     source: Arc<dyn Source>,
     destination: Arc<dyn Destination>,
     full_refresh: bool,
+    /// Why the source's API quota ran out, once it did in this run: it does not come back
+    /// within the run, so every later stream stops without asking the source.
+    quota: OnceLock<String>,
 }
 
 impl StreamRunner<'_> {
@@ -199,6 +207,15 @@ impl StreamRunner<'_> {
         match outcome {
             Ok(()) if report.stopped.is_some() => report.status = Status::Stopped,
             Ok(()) => report.status = Status::Success,
+            // Met at login, a describe or the extraction's first call: nothing was read, and
+            // nothing is wrong but the quota.
+            Err(err) if err.kind() == ErrorKind::Quota => {
+                warn!(stream, reason = %err, "API quota used up; the run stops cleanly");
+                let reason = err.report();
+                let _ = self.quota.set(reason.clone());
+                report.stopped = Some(reason);
+                report.status = Status::Stopped;
+            }
             Err(err) => {
                 report.status = if err.kind() == ErrorKind::Reconciliation {
                     Status::Mismatch
@@ -222,6 +239,14 @@ impl StreamRunner<'_> {
             report.recovered = true;
             self.finish_pending(stream, &mut state, &pending, report)
                 .await?;
+        }
+        // A load left pending needs only the stage and the destination; a new one needs the
+        // source, whose quota is gone for this run.
+        if let Some(reason) = self.quota.get() {
+            report.stopped = Some(format!(
+                "not read: the API quota ran out earlier in this run ({reason})"
+            ));
+            return Ok(());
         }
         let manifest = self.extract_and_stage(stream, &state, report).await?;
         if manifest.rows == 0 {
@@ -363,12 +388,26 @@ impl StreamRunner<'_> {
         let mut cursor = extraction.cursor;
         let mut keeps_cursor = false;
         while let Some(item) = items.next().await {
-            match item? {
+            let item = match item {
+                // A source that cannot say how far it got: what it sent is merged, and the
+                // cursor stays where it was.
+                Err(err) if err.kind() == ErrorKind::Quota => Extracted::Stopped {
+                    cursor: None,
+                    reason: err.report(),
+                    cause: StopCause::Quota,
+                },
+                item => item?,
+            };
+            match item {
                 Extracted::Stopped {
                     cursor: reached,
                     reason,
+                    cause,
                 } => {
                     warn!(stream, reason = %reason, "source stopped early; merging what was read");
+                    if cause == StopCause::Quota {
+                        let _ = self.quota.set(reason.clone());
+                    }
                     match reached {
                         // Never move the cursor backwards: a stop inside the overlap still
                         // covers everything up to the saved cursor.

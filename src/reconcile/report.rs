@@ -15,7 +15,8 @@ pub enum Status {
     /// Not run because an earlier failure stopped the run.
     Skipped,
     /// The source stopped early and cleanly (API quota); what was read is merged and the
-    /// cursor saved, so the next run resumes.
+    /// cursor saved, so the next run resumes. Also a stream not read at all because the
+    /// quota ran out earlier in the run.
     Stopped,
 }
 
@@ -58,7 +59,7 @@ pub struct StreamReport {
     /// Loads of earlier runs that could never merge and were set aside by this run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set_aside: Vec<SetAside>,
-    /// Why the source stopped early, when it did (status `stopped`).
+    /// Why the source stopped early, or why the stream was not read (status `stopped`).
     pub stopped: Option<String>,
     /// The source's API usage after the run, e.g. `"1834/15000"`, when it reports one.
     pub api_usage: Option<String>,

@@ -375,6 +375,14 @@ impl HubspotSim {
         self.lock().injected_429 += n;
     }
 
+    /// Sets the daily request limit of the rate limiter (from now, counting what was already
+    /// used today), as a plan change or a new day would; no-op without rate limiting.
+    pub fn set_daily_limit(&self, daily: u32) {
+        if let Some(limiter) = self.lock().limiter.as_mut() {
+            limiter.set_daily(daily);
+        }
+    }
+
     /// Non-archived records, sorted by id.
     pub fn live_records(&self, object: &str) -> Vec<SimRecord> {
         let kind = expect_kind(object);

@@ -85,6 +85,11 @@ impl Limiter {
         }
     }
 
+    /// Changes the daily limit; what was used today still counts.
+    pub(crate) fn set_daily(&mut self, daily: u32) {
+        self.config.daily = daily;
+    }
+
     /// Admits or refuses one request at `now`; `day` is the UTC day number, whose change
     /// resets the daily counter as HubSpot does at the account's midnight.
     pub(crate) fn check(&mut self, now: Instant, day: i64, search: bool) -> Verdict {

@@ -65,11 +65,24 @@ pub enum Extracted {
     /// sent before covers `[from, cursor)`, so the pipeline merges it and saves `cursor`;
     /// `None` when what was sent covers no contiguous range (an unordered bulk read), in
     /// which case the rows are still merged but the cursor stays where it was. Must be the
-    /// last item.
+    /// last item. A source may instead end with an error of kind `ErrorKind::Quota`: the
+    /// pipeline then merges what was sent and keeps the cursor, as for `cursor: None`.
     Stopped {
         cursor: Option<i64>,
         reason: String,
+        cause: StopCause,
     },
+}
+
+/// Why a source stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// The API quota or the configured budget is used up. It does not come back within the
+    /// run, so the pipeline stops every later stream of the run without asking the source.
+    Quota,
+    /// Something about this stream alone (a replication stream gone quiet); later streams
+    /// run as usual.
+    Stream,
 }
 
 /// A running extraction.

@@ -1,7 +1,7 @@
 //! HubSpot → Parquet staging → PostgreSQL, over real HTTP (the simulator) and a real PostgreSQL.
 
 use syncline::reconcile::report::Status;
-use syncline::sim::{SimChange, SimConfig};
+use syncline::sim::{RateLimit, SimChange, SimConfig};
 
 use crate::support::{Harness, report_stream, settle};
 
@@ -342,4 +342,52 @@ async fn records_changed_between_list_pages_lose_no_other_record() {
     let next = h.run(false).await;
     assert_eq!(next.status, Status::Success, "{next:#?}");
     h.assert_converged("contacts", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_limit_stops_the_run_cleanly_and_the_next_run_converges() {
+    let h = Harness::start(
+        SimConfig {
+            rate_limit: Some(RateLimit {
+                per_ten_seconds: 10_000,
+                search_per_second: 10_000,
+                // The properties call and four list pages of contacts: the limit is met mid-read.
+                daily: 5,
+            }),
+            ..sim(1000, 200, 10)
+        },
+        &["contacts", "companies"],
+        "",
+    )
+    .await;
+    let (status, report) = h.run_binary(&[], &[]);
+    let report = report.expect("a report");
+    assert_eq!(status.code(), Some(4), "{report:#?}");
+    assert_eq!(report.status, Status::Stopped);
+    let contacts = report_stream(&report, "contacts");
+    assert_eq!(contacts.status, Status::Stopped, "{contacts:#?}");
+    assert!(
+        contacts
+            .stopped
+            .as_deref()
+            .unwrap_or_default()
+            .contains("daily"),
+        "{contacts:#?}"
+    );
+    assert_eq!(contacts.error, None);
+    // What was read before the stop is merged; the cursor stays, so nothing is skipped.
+    assert!(contacts.rows_inserted > 0, "{contacts:#?}");
+    let companies = report_stream(&report, "companies");
+    assert_eq!(companies.status, Status::Stopped, "{companies:#?}");
+    assert_eq!(
+        h.sim.hubspot.request_count(),
+        6,
+        "nothing asked after the refusal"
+    );
+
+    h.sim.hubspot.set_daily_limit(1_000_000);
+    let next = h.run(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    h.assert_converged("contacts", false).await;
+    h.assert_converged("companies", false).await;
 }

@@ -150,7 +150,127 @@ async fn the_quota_runs_out_mid_run_then_the_next_run_converges() {
         stopped[0].contains("limit") || stopped[0].contains("budget"),
         "{stopped:?}"
     );
+    // The stream being read and every later one stop; none fails on the quota.
+    assert!(
+        report
+            .streams
+            .iter()
+            .all(|s| s.error.is_none() && matches!(s.status, Status::Success | Status::Stopped)),
+        "{report:#?}"
+    );
+    assert_eq!(report.streams[1].status, Status::Stopped, "{report:#?}");
 
+    h.sim.salesforce.set_api_usage(0, 1_000_000);
+    let next = h.run(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    h.assert_sf_converged("Account").await;
+    h.assert_sf_converged("Contact").await;
+}
+
+/// Runs the binary against the harness; returns the exit code and the report.
+fn run_binary(h: &Harness) -> (Option<i32>, syncline::reconcile::report::RunReport) {
+    let (status, report) = h.run_binary(&[], &[]);
+    (status.code(), report.expect("a report"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_runs_out_at_a_later_streams_describe_which_stops_cleanly() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(&h, &["Account", "Contact"], "bulk_threshold = 100000", "");
+    // Account's full load takes its describe, a count and one page of 700 records; other
+    // integrations of the org use up the rest right after, so Contact's describe is refused.
+    h.sim.salesforce.exhaust_api_after(3);
+    let (code, report) = run_binary(&h);
+    assert_eq!(code, Some(4), "{report:#?}");
+    assert_eq!(report.status, Status::Stopped);
+    let (account, contact) = (&report.streams[0], &report.streams[1]);
+    assert_eq!(account.status, Status::Success, "{account:#?}");
+    assert_eq!(account.rows_inserted, 700);
+    assert_eq!(contact.status, Status::Stopped, "{contact:#?}");
+    let reason = contact.stopped.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("REQUEST_LIMIT_EXCEEDED") && reason.contains("Contact/describe"),
+        "{reason}"
+    );
+    assert_eq!(contact.error, None);
+    assert!(contact.api_usage.is_some(), "{contact:#?}");
+    h.assert_sf_converged("Account").await;
+
+    h.sim.salesforce.set_api_usage(0, 1_000_000);
+    let next = h.run(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    h.assert_sf_converged("Account").await;
+    h.assert_sf_converged("Contact").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_used_up_before_the_run_stops_every_stream_without_asking_again() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(
+        &h,
+        &["Account", "Contact", "Opportunity"],
+        "bulk_threshold = 100000",
+        "",
+    );
+    h.sim.salesforce.exhaust_api_after(0);
+    let (code, report) = run_binary(&h);
+    assert_eq!(code, Some(4), "{report:#?}");
+    assert_eq!(report.status, Status::Stopped);
+    for stream in &report.streams {
+        assert_eq!(stream.status, Status::Stopped, "{stream:#?}");
+        assert_eq!(stream.error, None, "{stream:#?}");
+        let reason = stream.stopped.as_deref().unwrap_or_default();
+        assert!(reason.contains("REQUEST_LIMIT_EXCEEDED"), "{reason}");
+    }
+    assert_eq!(
+        h.sim.salesforce.request_count(),
+        1,
+        "a quota does not come back within the run: later streams never ask"
+    );
+
+    // The configured budget is met the same way: at the first call, before any stream reads.
+    h.sim.salesforce.set_api_usage(90, 100);
+    write_salesforce_config(
+        &h,
+        &["Account", "Contact", "Opportunity"],
+        "bulk_threshold = 100000\napi_budget = 0.5",
+        "",
+    );
+    let (code, report) = run_binary(&h);
+    assert_eq!(code, Some(4), "{report:#?}");
+    assert!(
+        report.streams.iter().all(|s| s.status == Status::Stopped),
+        "{report:#?}"
+    );
+
+    h.sim.salesforce.set_api_usage(0, 1_000_000);
+    let next = h.run(false).await;
+    assert_eq!(next.status, Status::Success, "{next:#?}");
+    for object in ["Account", "Contact", "Opportunity"] {
+        h.assert_sf_converged(object).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_met_at_the_count_or_the_bulk_job_stops_cleanly() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(&h, &["Account", "Contact"], "bulk_threshold = 10", "");
+    // Account's describe, then its count, then the creation of its Bulk job.
+    for (admitted, refused) in [(1, "queryAll"), (2, "jobs/query")] {
+        h.sim.salesforce.set_api_usage(0, 1_000_000);
+        h.sim.salesforce.exhaust_api_after(admitted);
+        let (code, report) = run_binary(&h);
+        assert_eq!(code, Some(4), "{report:#?}");
+        for stream in &report.streams {
+            assert_eq!(stream.status, Status::Stopped, "{stream:#?}");
+            assert_eq!(stream.error, None, "{stream:#?}");
+        }
+        let reason = report.streams[0].stopped.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("REQUEST_LIMIT_EXCEEDED") && reason.contains(refused),
+            "{reason}"
+        );
+    }
     h.sim.salesforce.set_api_usage(0, 1_000_000);
     let next = h.run(false).await;
     assert_eq!(next.status, Status::Success, "{next:#?}");

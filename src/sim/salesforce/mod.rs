@@ -140,6 +140,9 @@ struct SfState {
     sessions_expired: u64,
     api_used: u64,
     api_max: u64,
+    /// Requests still admitted before other integrations use up the rest of the daily
+    /// allocation, when scheduled.
+    exhaust_countdown: Option<u64>,
     request_count: u64,
     token_requests: u64,
     jwt_logins: u64,
@@ -443,6 +446,7 @@ impl SalesforceSim {
             sessions_expired: 0,
             api_used: 0,
             api_max: config.sf_daily_limit,
+            exhaust_countdown: None,
             request_count: 0,
             token_requests: 0,
             jwt_logins: 0,
@@ -645,6 +649,18 @@ impl SalesforceSim {
         state.api_max = max;
     }
 
+    /// Admits the next `n` data requests as usual, then spends the rest of the daily
+    /// allocation as other integrations of the org would: the request after them is refused
+    /// with 403 `REQUEST_LIMIT_EXCEEDED` although the last `Sforce-Limit-Info` showed room.
+    pub fn exhaust_api_after(&self, n: u64) {
+        let mut state = self.lock();
+        if n == 0 {
+            state.api_used = state.api_max;
+        } else {
+            state.exhaust_countdown = Some(n);
+        }
+    }
+
     /// `(used, max)` of the daily API allocation, as `Sforce-Limit-Info` reports it.
     pub fn api_usage(&self) -> (u64, u64) {
         let state = self.lock();
@@ -716,7 +732,18 @@ impl SalesforceSim {
             state.api_used += 1;
             Gate::Proceed
         };
-        (gate, state.api_used, state.api_max)
+        let reported = (gate, state.api_used, state.api_max);
+        if reported.0 == Gate::Proceed {
+            if let Some(left) = state.exhaust_countdown {
+                let left = left.saturating_sub(1);
+                state.exhaust_countdown = (left > 0).then_some(left);
+                if left == 0 {
+                    // Spent by others after this answer was counted and reported.
+                    state.api_used = state.api_used.max(state.api_max);
+                }
+            }
+        }
+        reported
     }
 
     pub(crate) fn note_token_request(&self) {

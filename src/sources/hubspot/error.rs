@@ -64,6 +64,7 @@ impl Classified for HubspotError {
     fn kind(&self) -> ErrorKind {
         match self {
             HubspotError::NoSuchObject { .. } => ErrorKind::Config,
+            HubspotError::DailyLimit { .. } => ErrorKind::Quota,
             _ => ErrorKind::Source,
         }
     }

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::HubspotConfig;
+use crate::error::ErrorKind;
 use crate::load::{CursorRange, DeadLetter};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
 use crate::{Error, Result};
@@ -156,8 +157,14 @@ impl Source for HubspotSource {
             tx,
         };
         tokio::spawn(async move {
+            let mut reader = reader;
             let tx = reader.tx.clone();
             if let Err(err) = reader.run(cursor).await {
+                // Rows read before the daily limit are good: the pipeline merges them (and
+                // keeps the cursor) when the quota error follows them.
+                if err.kind() == ErrorKind::Quota && reader.flush().await.is_err() {
+                    return;
+                }
                 // The receiver may be gone (the pipeline failed first); nothing more to tell then.
                 let _ = tx.send(Err(err)).await;
             }
@@ -197,7 +204,7 @@ impl From<Hangup> for Error {
 }
 
 impl Reader {
-    async fn run(mut self, cursor: CursorRange) -> Result<()> {
+    async fn run(&mut self, cursor: CursorRange) -> Result<()> {
         match cursor.from {
             None => {
                 self.list(false, None).await?;

@@ -18,7 +18,7 @@ use tracing::info;
 use crate::Result;
 use crate::config::{PostgresMode, PostgresSourceConfig};
 use crate::load::CursorRange;
-use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
+use crate::sources::{ExtractRequest, Extracted, Extraction, Source, StopCause};
 
 pub mod catalog;
 pub mod cdc;
@@ -287,6 +287,7 @@ impl PostgresSource {
                     .send(Ok(Extracted::Stopped {
                         cursor: Some(cursor),
                         reason,
+                        cause: StopCause::Stream,
                     }))
                     .await;
             }

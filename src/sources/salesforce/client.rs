@@ -6,8 +6,9 @@
 //! - a 401 logs in again once per failing call and sends it again (sessions expire mid-run); a
 //!   JWT bearer login signs a fresh assertion each time;
 //! - 5xx, 406, 420, 429 and bodies cut short are retried with back-off;
-//! - the daily quota ends the run cleanly: a 403 `REQUEST_LIMIT_EXCEEDED`, or usage at or above
-//!   the configured budget before a request is sent, comes back as [`Failure::Quota`].
+//! - the daily quota ends the run cleanly: a 403 `REQUEST_LIMIT_EXCEEDED` (from any call, the
+//!   login included), or usage at or above the configured budget before a request is sent, comes
+//!   back as [`Failure::Quota`].
 //!
 //! Neither the client secret, the private key, assertions nor access tokens ever reach a log line
 //! or an error; endpoints are logged without their query string.
@@ -479,6 +480,13 @@ impl Exchange for Login<'_> {
             };
         }
         let error = parse_error_body(&answer.body);
+        // The credentials are fine; the org's allocation is spent, which no key change fixes.
+        if error.code == "REQUEST_LIMIT_EXCEEDED" {
+            return Step::Fail(Failure::Quota(format!(
+                "the Salesforce API request limit is used up: {call} was refused with REQUEST_LIMIT_EXCEEDED ({})",
+                error.message
+            )));
+        }
         if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
             let inner = &self.client.inner;
             return Step::Fail(
@@ -638,6 +646,37 @@ mod tests {
         assert_eq!(parse_limit_info(" api-usage = 7 / 100 "), Some((7, 100)));
         assert_eq!(parse_limit_info("api-usage=lots"), None);
         assert_eq!(parse_limit_info(""), None);
+    }
+
+    #[tokio::test]
+    async fn a_login_refused_for_the_request_limit_is_a_quota_stop_not_a_credentials_error() {
+        let config: SalesforceConfig = toml::from_str(
+            r#"
+            client_id = "abc"
+            client_secret = "shh"
+            streams = ["Account"]
+            "#,
+        )
+        .unwrap();
+        let client = SalesforceClient::new(&config).unwrap();
+        let mut login = Login {
+            client: &client,
+            call: Call::new(Method::POST, "/services/oauth2/token"),
+            url: "https://login.example/services/oauth2/token".into(),
+        };
+        let answer = Answer {
+            status: StatusCode::FORBIDDEN,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(
+                br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#,
+            ),
+        };
+        match login.decide(answer).await {
+            Step::Fail(Failure::Quota(reason)) => {
+                assert!(reason.contains("REQUEST_LIMIT_EXCEEDED"), "{reason}")
+            }
+            _ => panic!("expected a quota stop"),
+        }
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub enum SalesforceError {
     /// it is never quoted.
     #[error("{0}: the token response lacks access_token or instance_url")]
     TokenShape(Call),
-    /// The API quota (or the configured share of it) ran out in a call that cannot stop cleanly.
+    /// The API quota (or the configured share of it) ran out outside a read (login, describe):
+    /// the pipeline stops the stream and the rest of the run cleanly.
     #[error("{0}; run again once the Salesforce API quota frees up")]
     Quota(String),
     #[error("describe of {stream}: unexpected shape")]
@@ -96,6 +97,7 @@ impl Classified for SalesforceError {
             | SalesforceError::PublicKey { .. }
             | SalesforceError::UnusableKey { .. }
             | SalesforceError::NoSuchObject { .. } => ErrorKind::Config,
+            SalesforceError::Quota(_) => ErrorKind::Quota,
             _ => ErrorKind::Source,
         }
     }

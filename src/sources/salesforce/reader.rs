@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::SalesforceError;
 use crate::load::DeadLetter;
-use crate::sources::Extracted;
+use crate::sources::{Extracted, StopCause};
 use crate::{Error, Result};
 
 use super::KEY;
@@ -149,7 +149,11 @@ impl Reader {
                 tracing::warn!(stream = %self.plan.object, records = self.records, cursor = ?cursor, "salesforce extraction stopped early: {reason}");
                 let _ = self
                     .tx
-                    .send(Ok(Extracted::Stopped { cursor, reason }))
+                    .send(Ok(Extracted::Stopped {
+                        cursor,
+                        reason,
+                        cause: StopCause::Quota,
+                    }))
                     .await;
             }
         }
