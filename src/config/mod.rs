@@ -271,7 +271,10 @@ impl Config {
         match &self.source {
             SourceConfig::Hubspot(h) => h.validate()?,
             SourceConfig::Salesforce(s) => s.validate()?,
-            SourceConfig::Postgres(p) => p.validate()?,
+            SourceConfig::Postgres(p) => {
+                p.validate()?;
+                p.validate_slot_names(&self.pipeline.name)?;
+            }
             SourceConfig::Files(f) => f.validate()?,
         }
         match &self.destination {
@@ -479,6 +482,35 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
         .to_string();
         assert!(bad_url.contains("postgres://"), "{bad_url}");
         assert!(!bad_url.contains("hunter2"), "{bad_url}");
+    }
+
+    #[test]
+    fn cdc_streams_whose_slot_names_collide_are_refused() {
+        let with_streams = |streams: &str, extra: &str| {
+            parse(&format!(
+                "[pipeline]\nname = \"ops\"\n[staging]\nurl = \"file:///tmp/s\"\n\
+                 [destination]\ntype = \"lake\"\n[source]\ntype = \"postgres\"\n\
+                 url = \"postgres://u@h/db\"\nstreams = {streams}\n{extra}"
+            ))
+        };
+        // Case and punctuation fold into the same slot name.
+        let err = with_streams("[\"contacts\", \"Contacts\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`source.streams`"), "{err}");
+        assert!(err.contains("syncline_ops_contacts"), "{err}");
+        assert!(with_streams("[\"a-b\", \"a_b\"]", "").is_err());
+        // Names that differ only past 63 bytes collide once cut.
+        let long = "x".repeat(60);
+        let err = with_streams(&format!("[\"{long}1\", \"{long}2\"]"), "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("63 bytes"), "{err}");
+        // Cursor mode uses no slots; distinct names are fine in CDC.
+        let cursor = "mode = \"cursor\"\n[source.tables.contacts]\ncursor_column = \"u\"\n\
+                      [source.tables.Contacts]\ncursor_column = \"u\"";
+        assert!(with_streams("[\"contacts\", \"Contacts\"]", cursor).is_ok());
+        assert!(with_streams("[\"contacts\", \"deals\"]", "").is_ok());
     }
 
     #[test]

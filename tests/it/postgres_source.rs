@@ -291,7 +291,9 @@ async fn cdc_snapshot_under_writes_then_streams_until_equal() {
     setup.run_ok(&[]).await;
     setup.assert_converged(&format!("{COMPARED}, note")).await;
 
-    // An unchanged TOASTed value survives an update of another column.
+    // An unchanged TOASTed value survives an update of another column. The rows are made
+    // sure of first: the writer of the first phase deletes ids all over 1..3000, depending on
+    // how many rounds it ran.
     let big: String = (0..20_000)
         .map(|i| char::from_digit((i * 7919 % 16) as u32, 16).unwrap())
         .collect();
@@ -300,7 +302,9 @@ async fn cdc_snapshot_under_writes_then_streams_until_equal() {
         .source()
         .await
         .batch_execute(&format!(
-            "UPDATE contacts SET big = ({random_hex}) WHERE id IN (500, 501);
+            "INSERT INTO contacts (id, email) VALUES (500, 'a'), (501, 'b'), (502, 'c')
+               ON CONFLICT (id) DO NOTHING;
+             UPDATE contacts SET big = ({random_hex}) WHERE id IN (500, 501);
              UPDATE contacts SET big = '{big}' WHERE id = 502;"
         ))
         .await

@@ -70,6 +70,51 @@ impl PostgresSourceConfig {
 }
 
 impl PostgresSourceConfig {
+    /// The replication slot and publication name of a stream (CDC): `{slot_prefix}_{stream}`
+    /// with the prefix defaulting to `syncline_{pipeline}`, lowercase letters, digits and `_`,
+    /// at most 63 bytes (PostgreSQL's limit).
+    pub fn slot_name(&self, pipeline: &str, stream: &str) -> String {
+        let prefix = match &self.slot_prefix {
+            Some(prefix) => prefix.clone(),
+            None => format!("syncline_{pipeline}"),
+        };
+        let mut name: String = format!("{prefix}_{stream}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        name.truncate(63);
+        name
+    }
+
+    /// CDC: two streams whose slot names come out the same would take each other's slot and
+    /// publication, each reading the other's changes or none; refuse that before any run.
+    pub fn validate_slot_names(&self, pipeline: &str) -> Result<(), KeyError> {
+        if self.mode != PostgresMode::Cdc {
+            return Ok(());
+        }
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for stream in &self.streams {
+            let slot = self.slot_name(pipeline, stream);
+            if let Some(first) = seen.insert(slot.clone(), stream) {
+                return Err(KeyError::new(
+                    &["source", "streams"],
+                    &format!(
+                        "streams {first:?} and {stream:?} would share the replication slot and \
+                         publication {slot:?} (names are lowercased, other characters become `_`, \
+                         and cut at 63 bytes); rename one, or shorten `slot_prefix`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what parsing cannot; errors name the key under `source`.
     pub fn validate(&self) -> Result<(), KeyError> {
         let url = self.url.expose();

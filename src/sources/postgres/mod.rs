@@ -37,7 +37,7 @@ const CHANNEL_BATCHES: usize = 2;
 
 pub struct PostgresSource {
     config: PostgresSourceConfig,
-    slot_prefix: String,
+    pipeline: String,
     /// Whether each stream's cursor column is a timestamp (learnt from the catalog).
     cursor_is_time: Mutex<HashMap<String, bool>>,
 }
@@ -46,10 +46,7 @@ impl PostgresSource {
     pub fn new(config: &PostgresSourceConfig, pipeline: &str) -> PostgresSource {
         PostgresSource {
             config: config.clone(),
-            slot_prefix: config
-                .slot_prefix
-                .clone()
-                .unwrap_or_else(|| format!("syncline_{pipeline}")),
+            pipeline: pipeline.to_string(),
             cursor_is_time: Mutex::new(HashMap::new()),
         }
     }
@@ -57,18 +54,7 @@ impl PostgresSource {
     /// The replication slot and publication name of a stream: lowercase letters, digits and
     /// `_`, at most 63 bytes.
     pub fn slot_name(&self, stream: &str) -> String {
-        let mut name: String = format!("{}_{stream}", self.slot_prefix)
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        name.truncate(63);
-        name
+        self.config.slot_name(&self.pipeline, stream)
     }
 
     async fn connect(&self) -> Result<Client> {
