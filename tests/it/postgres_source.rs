@@ -573,3 +573,61 @@ async fn cdc_into_the_lake_keeps_microseconds_and_converges() {
         assert_eq!(s, l, "rows differ");
     }
 }
+
+/// A stream's `table` changed in the config: the publication still covers the old table, so
+/// streaming from the slot would read nothing of the new one, silently. The run says so
+/// (exit 2); a full refresh repairs the publication, and the stream then follows the new table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_that_covers_another_table_is_caught_and_repaired() {
+    let setup = Setup::start("logical", "", "").await;
+    setup.run_ok(&[]).await;
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "CREATE TABLE people (LIKE contacts INCLUDING ALL);
+             INSERT INTO people SELECT * FROM contacts WHERE id <= 100;
+             UPDATE people SET email = 'p' || id;",
+        )
+        .await
+        .unwrap();
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config.push_str("\n[source.tables.contacts]\ntable = \"people\"\n");
+    std::fs::write(&setup.config, config).unwrap();
+    setup
+        .source()
+        .await
+        .batch_execute("UPDATE people SET email = 'changed' WHERE id = 7")
+        .await
+        .unwrap();
+
+    let (status, report, stderr) = setup.syncline(&[], &[]);
+    assert_eq!(status.code(), Some(2), "{stderr}\n{report:#?}");
+    assert!(stderr.contains("publication"), "{stderr}");
+    assert!(
+        stderr.contains("--full-refresh --streams contacts"),
+        "{stderr}"
+    );
+
+    setup.run_ok(&["--full-refresh"]).await;
+    setup
+        .source()
+        .await
+        .batch_execute("UPDATE people SET email = 'streamed' WHERE id = 8")
+        .await
+        .unwrap();
+    setup.run_ok(&[]).await;
+    let dest = setup.dest().await;
+    let email = |id: i64| {
+        let dest = &dest;
+        async move {
+            dest.query_one("SELECT email FROM crm.contacts WHERE id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(email(7).await, "changed");
+    assert_eq!(email(8).await, "streamed");
+    assert_eq!(email(9).await, "p9");
+}

@@ -109,7 +109,10 @@ pub async fn wait_inactive(client: &Client, slot: &str) -> Result<Option<SlotInf
     Err(PostgresSourceError::SlotInUse(slot.to_string()).into())
 }
 
-/// Creates the stream's publication (`FOR TABLE`) when it is missing.
+/// Creates the stream's publication (`FOR TABLE`) when it is missing, and points an
+/// existing one at exactly the stream's table: a full load (snapshot) starts the stream
+/// anew, so whatever the publication covered before (another table, after `table` changed
+/// in the config) is repaired here.
 pub async fn ensure_publication(client: &Client, name: &str, spec: &TableSpec) -> Result<()> {
     let exists = client
         .query_opt(templates::PUBLICATION_EXISTS, &[&name])
@@ -122,8 +125,52 @@ pub async fn ensure_publication(client: &Client, name: &str, spec: &TableSpec) -
             .batch_execute(&sql::create_publication(name, spec))
             .await
             .map_err(source_error("create the publication"))?;
+        return Ok(());
+    }
+    let covered = publication_tables(client, name).await?;
+    if covered != [(spec.schema.clone(), spec.name.clone())] {
+        info!(publication = name, ?covered, table = %spec.qualified(), "repairing the publication's tables");
+        client
+            .batch_execute(&sql::set_publication_table(name, spec))
+            .await
+            .map_err(source_error("repair the publication"))?;
     }
     Ok(())
+}
+
+/// Before streaming from the slot: the publication must cover exactly the stream's table,
+/// or the slot would stream another table's changes, or none, without a word.
+pub async fn verify_publication(
+    client: &Client,
+    name: &str,
+    stream: &str,
+    spec: &TableSpec,
+) -> Result<()> {
+    let covered = publication_tables(client, name).await?;
+    if covered == [(spec.schema.clone(), spec.name.clone())] {
+        return Ok(());
+    }
+    Err(PostgresSourceError::PublicationMismatch {
+        publication: name.to_string(),
+        covered: covered
+            .iter()
+            .map(|(schema, table)| format!("{schema}.{table}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        table: format!("{}.{}", spec.schema, spec.name),
+        stream: stream.to_string(),
+    }
+    .into())
+}
+
+async fn publication_tables(client: &Client, name: &str) -> Result<Vec<(String, String)>> {
+    Ok(client
+        .query(templates::PUBLICATION_TABLES, &[&name])
+        .await
+        .map_err(source_error("list the publication's tables"))?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }
 
 /// Moves the slot's confirmed position to `lsn` when it is behind (idempotent).

@@ -96,6 +96,17 @@ pub enum PostgresSourceError {
         "postgres source: replication slot {slot} is missing or lost (its WAL was removed), so the changes after LSN {since} cannot be read; run `syncline run --full-refresh --streams STREAM` to take a new snapshot"
     )]
     SlotLost { slot: String, since: String },
+    /// The publication covers other tables than the stream's (its `table` changed in the
+    /// config, or someone altered the publication): streaming would read the wrong changes.
+    #[error(
+        "postgres source: publication {publication} covers [{covered}], but stream {stream} reads {table}; a full load repairs the publication and takes a new snapshot: run `syncline run --full-refresh --streams {stream}`"
+    )]
+    PublicationMismatch {
+        publication: String,
+        covered: String,
+        table: String,
+        stream: String,
+    },
     #[error(
         "postgres source: replication slot {slot} is at LSN {at}, past the saved cursor {saved}: something else consumed it, so changes in between may be missing; run `syncline run --full-refresh --streams {stream}` to take a new snapshot"
     )]
@@ -158,7 +169,8 @@ impl Classified for PostgresSourceError {
             | CursorType { .. }
             | WalLevel(_)
             | DateStyle(_)
-            | NoReplicationAttribute => ErrorKind::Config,
+            | NoReplicationAttribute
+            | PublicationMismatch { .. } => ErrorKind::Config,
             Driver { .. } | SlotInUse(_) => ErrorKind::Transient,
             Query { .. }
             | SlotLost { .. }

@@ -223,6 +223,7 @@ impl PostgresSource {
         cdc::check_wal_level(&client).await?;
         let spec = self.spec(&client, &request.stream).await?;
         let slot = self.slot_name(&request.stream);
+        cdc::verify_publication(&client, &slot, &request.stream, &spec).await?;
         let info = cdc::wait_inactive(&client, &slot).await?;
         let confirmed = match info {
             Some(info) if info.wal_status.as_deref() != Some("lost") => info.confirmed_flush,

@@ -30,6 +30,10 @@ pub mod templates {
         include_str!("../../../sql/postgres_source/publication_exists.sql");
     pub(super) const CREATE_PUBLICATION: &str =
         include_str!("../../../sql/postgres_source/create_publication.sql");
+    pub const PUBLICATION_TABLES: &str =
+        include_str!("../../../sql/postgres_source/publication_tables.sql");
+    pub(super) const SET_PUBLICATION_TABLE: &str =
+        include_str!("../../../sql/postgres_source/set_publication_table.sql");
     pub(super) const IMPORT_SNAPSHOT: &str =
         include_str!("../../../sql/postgres_source/import_snapshot.sql");
     pub(super) const CURSOR_BOUND_TIME: &str =
@@ -104,6 +108,16 @@ fn where_clause(conditions: &[String]) -> String {
 pub fn create_publication(name: &str, spec: &TableSpec) -> String {
     statement(
         templates::CREATE_PUBLICATION,
+        &[
+            ("publication", &quote_ident(name)),
+            ("table", &spec.qualified()),
+        ],
+    )
+}
+
+pub fn set_publication_table(name: &str, spec: &TableSpec) -> String {
+    statement(
+        templates::SET_PUBLICATION_TABLE,
         &[
             ("publication", &quote_ident(name)),
             ("table", &spec.qualified()),
