@@ -631,3 +631,44 @@ async fn a_publication_that_covers_another_table_is_caught_and_repaired() {
     assert_eq!(email(8).await, "streamed");
     assert_eq!(email(9).await, "p9");
 }
+
+/// A table whose deletes carry no key (REPLICA IDENTITY NOTHING) cannot be followed by CDC,
+/// and once a publication covers it PostgreSQL refuses the application's deletes on it. It is
+/// a configuration error at `check` and at `run`, before any publication is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_replica_identity_is_refused_before_a_publication_exists() {
+    let setup = Setup::start("logical", "", "").await;
+    let source = setup.source().await;
+    source
+        .batch_execute("ALTER TABLE contacts REPLICA IDENTITY NOTHING")
+        .await
+        .unwrap();
+
+    let check = setup.command("check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("REPLICA IDENTITY FULL"), "{stderr}");
+    let (status, _, stderr) = setup.syncline(&[], &[]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("replica identity"), "{stderr}");
+    let publications: i64 = source
+        .query_one("SELECT count(*) FROM pg_publication", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        publications, 0,
+        "no publication, so the application's deletes still work"
+    );
+    source
+        .batch_execute("DELETE FROM contacts WHERE id = 1")
+        .await
+        .unwrap();
+
+    source
+        .batch_execute("ALTER TABLE contacts REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    setup.run_ok(&[]).await;
+    setup.assert_converged(COMPARED).await;
+}

@@ -138,6 +138,26 @@ pub async fn ensure_publication(client: &Client, name: &str, spec: &TableSpec) -
     Ok(())
 }
 
+/// CDC needs every delete to carry the key: a table without a replica identity (NOTHING, or
+/// DEFAULT without a primary key) is refused before a publication would cover it (after
+/// which PostgreSQL refuses the application's deletes on it).
+pub async fn check_replica_identity(client: &Client, stream: &str, spec: &TableSpec) -> Result<()> {
+    let row = client
+        .query_one(templates::REPLICA_IDENTITY, &[&spec.schema, &spec.name])
+        .await
+        .map_err(source_error("read the table's replica identity"))?;
+    let (identity, has_primary_key): (String, bool) = (row.get(0), row.get(1));
+    let keyless = identity == "n" || (identity == "d" && !has_primary_key);
+    if keyless {
+        return Err(PostgresSourceError::NoReplicaIdentity {
+            table: spec.qualified(),
+            stream: stream.to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Before streaming from the slot: the publication must cover exactly the stream's table,
 /// or the slot would stream another table's changes, or none, without a word.
 pub async fn verify_publication(

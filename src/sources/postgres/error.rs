@@ -96,6 +96,13 @@ pub enum PostgresSourceError {
         "postgres source: replication slot {slot} is missing or lost (its WAL was removed), so the changes after LSN {since} cannot be read; run `syncline run --full-refresh --streams STREAM` to take a new snapshot"
     )]
     SlotLost { slot: String, since: String },
+    /// Without a replica identity a delete carries no key: it could never reach the
+    /// destination, and PostgreSQL refuses deletes on such a table once a publication
+    /// covers it.
+    #[error(
+        "postgres source: table {table} of stream {stream} has no replica identity (REPLICA IDENTITY NOTHING, or DEFAULT without a primary key), so its deletes carry no key; run `ALTER TABLE {table} REPLICA IDENTITY FULL` (or give it a primary key), or use mode = \"cursor\""
+    )]
+    NoReplicaIdentity { table: String, stream: String },
     /// The publication covers other tables than the stream's (its `table` changed in the
     /// config, or someone altered the publication): streaming would read the wrong changes.
     #[error(
@@ -170,7 +177,8 @@ impl Classified for PostgresSourceError {
             | WalLevel(_)
             | DateStyle(_)
             | NoReplicationAttribute
-            | PublicationMismatch { .. } => ErrorKind::Config,
+            | PublicationMismatch { .. }
+            | NoReplicaIdentity { .. } => ErrorKind::Config,
             Driver { .. } | SlotInUse(_) => ErrorKind::Transient,
             Query { .. }
             | SlotLost { .. }

@@ -158,6 +158,7 @@ impl PostgresSource {
         cdc::check_wal_level(&client).await?;
         let spec = self.spec(&client, &request.stream).await?;
         let slot = self.slot_name(&request.stream);
+        cdc::check_replica_identity(&client, &request.stream, &spec).await?;
         cdc::ensure_publication(&client, &slot, &spec).await?;
         let created = cdc::create_slot(&client, self.config.url.expose(), &slot, &slot).await?;
         let consistent_point = created.consistent_point;
@@ -223,6 +224,7 @@ impl PostgresSource {
         cdc::check_wal_level(&client).await?;
         let spec = self.spec(&client, &request.stream).await?;
         let slot = self.slot_name(&request.stream);
+        cdc::check_replica_identity(&client, &request.stream, &spec).await?;
         cdc::verify_publication(&client, &slot, &request.stream, &spec).await?;
         let info = cdc::wait_inactive(&client, &slot).await?;
         let confirmed = match info {
@@ -330,7 +332,10 @@ impl Source for PostgresSource {
             }
         }
         for stream in &self.config.streams {
-            self.spec(&client, stream).await?;
+            let spec = self.spec(&client, stream).await?;
+            if self.config.mode == PostgresMode::Cdc {
+                cdc::check_replica_identity(&client, stream, &spec).await?;
+            }
         }
         Ok(())
     }

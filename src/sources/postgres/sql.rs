@@ -30,6 +30,8 @@ pub mod templates {
         include_str!("../../../sql/postgres_source/publication_exists.sql");
     pub(super) const CREATE_PUBLICATION: &str =
         include_str!("../../../sql/postgres_source/create_publication.sql");
+    pub const REPLICA_IDENTITY: &str =
+        include_str!("../../../sql/postgres_source/replica_identity.sql");
     pub const PUBLICATION_TABLES: &str =
         include_str!("../../../sql/postgres_source/publication_tables.sql");
     pub(super) const SET_PUBLICATION_TABLE: &str =
