@@ -5,7 +5,7 @@
 //! layer wherever it lives, because the root config composes it:
 //!
 //! ```text
-//! 0 foundation   error, config (and every `*::config`), load, schema, sql, storage, tls, failpoints
+//! 0 foundation   error, config (and every `*::config`), load, schema, sql, storage, tls, values, failpoints
 //! 1 measures     reconcile, sim
 //! 2 movers       sources, stage
 //! 3 memory       state
@@ -30,6 +30,7 @@ const LAYERS: &[&[&str]] = &[
         "sql",
         "storage",
         "tls",
+        "values",
         "failpoints",
         "Error",
         "Result",

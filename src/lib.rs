@@ -25,5 +25,6 @@ pub mod status;
 pub mod storage;
 pub mod tls;
 pub mod transform;
+pub mod values;
 
 pub use error::{Error, Result};

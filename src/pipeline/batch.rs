@@ -418,6 +418,15 @@ impl StreamRunner<'_> {
                     break;
                 }
                 Extracted::Batch(batch) => {
+                    let (batch, replaced) = crate::values::without_nul(batch)?;
+                    if replaced > 0 {
+                        warn!(
+                            stream,
+                            values = replaced,
+                            "replaced NUL characters in text values (U+0000 becomes U+FFFD)"
+                        );
+                        report.values_replaced += replaced;
+                    }
                     extracted.merge(batch_fingerprint(&batch, &extraction.key)?);
                     writer.write(&batch).await?;
                     if let Some(bar) = &progress {

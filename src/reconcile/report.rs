@@ -49,6 +49,10 @@ pub struct StreamReport {
     pub rows_updated: u64,
     pub rows_deleted: u64,
     pub rows_dead_lettered: u64,
+    /// Text values changed on the way to the destination by the one rule every destination
+    /// shares (`crate::values`: NUL becomes U+FFFD).
+    #[serde(default)]
+    pub values_replaced: u64,
     pub dead_letter_file: Option<String>,
     pub cursor: Option<CursorRange>,
     pub cursor_from: Option<String>,
@@ -85,6 +89,7 @@ impl StreamReport {
             rows_updated: 0,
             rows_deleted: 0,
             rows_dead_lettered: 0,
+            values_replaced: 0,
             dead_letter_file: None,
             cursor: None,
             cursor_from: None,

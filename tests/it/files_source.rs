@@ -709,3 +709,31 @@ async fn exports_on_s3_load_incrementally() {
             .collect::<Vec<_>>()
     );
 }
+
+/// PostgreSQL cannot store NUL in text: one such value used to fail the whole merge, on every
+/// retry. Every destination now gets U+FFFD in its place, and the report counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_text_is_replaced_and_counted_instead_of_failing_the_merge() {
+    let h = FilesHarness::start().await;
+    h.write_config(
+        &["contacts"],
+        "[source.files.contacts]\nglob = \"*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
+         [source.files.contacts.schema]\nid = \"int64\"\nemail = \"utf8\"\n",
+    );
+    h.write_file(
+        "a.jsonl",
+        "{\"id\": 1, \"email\": \"one\\u0000@x\"}\n{\"id\": 2, \"email\": \"two@x\"}\n",
+        T0,
+    );
+    let report = h.run(false).await;
+    let contacts = report_stream(&report, "contacts");
+    assert_eq!(contacts.status, Status::Success, "{contacts:#?}");
+    assert_eq!(contacts.values_replaced, 1, "{contacts:#?}");
+    assert_eq!(
+        h.rows("contacts", &["id", "email"]).await,
+        vec![
+            vec![Some("1".to_string()), Some("one\u{FFFD}@x".to_string())],
+            vec![Some("2".to_string()), Some("two@x".to_string())],
+        ]
+    );
+}
