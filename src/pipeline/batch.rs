@@ -418,14 +418,26 @@ impl StreamRunner<'_> {
                     break;
                 }
                 Extracted::Batch(batch) => {
-                    let (batch, replaced) = crate::values::without_nul(batch)?;
-                    if replaced > 0 {
+                    let checked = crate::values::apply(batch, &extraction.key)?;
+                    if checked.replaced > 0 {
                         warn!(
                             stream,
-                            values = replaced,
+                            values = checked.replaced,
                             "replaced NUL characters in text values (U+0000 becomes U+FFFD)"
                         );
-                        report.values_replaced += replaced;
+                        report.values_replaced += checked.replaced;
+                    }
+                    if !checked.rejected.is_empty() {
+                        warn!(
+                            stream,
+                            records = checked.rejected.len(),
+                            "records with a value no destination can store go to the dead letters"
+                        );
+                        dead_letters.write(&checked.rejected).await?;
+                    }
+                    let batch = checked.batch;
+                    if batch.num_rows() == 0 {
+                        continue;
                     }
                     extracted.merge(batch_fingerprint(&batch, &extraction.key)?);
                     writer.write(&batch).await?;

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod demo;
 mod files_source;
+mod hostile_values;
 mod hubspot_postgres;
 mod hubspot_snowflake;
 mod merge;

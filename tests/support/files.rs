@@ -47,9 +47,32 @@ impl FilesHarness {
         .expect("write config");
     }
 
+    /// Writes a config like [`FilesHarness::write_config`] whose destination is the lake (Delta
+    /// tables under the stage) instead of PostgreSQL.
+    pub fn write_lake_config(&self, streams: &[&str], tables: &str) {
+        let source = format!(
+            "[source]\ntype = \"files\"\nurl = \"file://{dir}/exports\"\nstreams = {streams}",
+            dir = self.dir.path().display(),
+            streams = super::toml_list(streams),
+        );
+        let text = super::config_toml(
+            "name = \"files\"\nbatch_rows = 1000",
+            &self.dir.path().join("stage"),
+            &source,
+            "[destination]\ntype = \"lake\"",
+            tables,
+        );
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
     /// Writes an export file with the given last-modified time (epoch ms), which is the
     /// version of its rows when there is no version column.
     pub fn write_file(&self, relative: &str, content: &str, modified_ms: i64) {
+        self.write_bytes(relative, content.as_bytes(), modified_ms);
+    }
+
+    /// [`FilesHarness::write_file`] for content that need not be UTF-8.
+    pub fn write_bytes(&self, relative: &str, content: &[u8], modified_ms: i64) {
         let path = self.exports().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).expect("folder");
         std::fs::write(&path, content).expect("write export");

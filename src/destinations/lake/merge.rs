@@ -100,7 +100,16 @@ fn normalize(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         let column = if column.data_type() == field.data_type() {
             Arc::clone(column)
         } else {
-            arrow::compute::cast(column, field.data_type())?
+            // Not the default safe cast, which turns a value that does not fit (a millisecond
+            // timestamp past what microseconds hold, say) into NULL without a word. The value
+            // rule (`crate::values`) keeps such values out of the stage; one that got past it
+            // fails the merge instead of vanishing.
+            let strict = arrow::compute::CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            arrow::compute::cast_with_options(column, field.data_type(), &strict)
+                .step("cast a staged column to the table's type")?
         };
         columns.push(column);
     }

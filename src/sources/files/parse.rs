@@ -13,9 +13,12 @@ use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use serde_json::value::RawValue;
+
 use super::config::ColumnType;
 use super::layout::Layout;
 use crate::sources::cells::Cell;
+use crate::values::{self, Problem};
 
 /// The cells of the row being read, one per layout column, reused from row to row.
 pub struct Row {
@@ -79,18 +82,44 @@ impl Row {
     }
 }
 
-/// Converts a text value (a CSV field, a JSON string) to a non-text column type.
+/// Converts a text value (a CSV field, a JSON string) to a non-text column type. A value of
+/// the right form that no destination can store (an integer past int64, a date outside the
+/// years 0001–9999) fails with the value rule's reason, which does not show the value.
 pub fn convert_text(kind: ColumnType, text: &str) -> Result<Cell, String> {
     let trimmed = text.trim();
     let converted = match kind {
         ColumnType::Utf8 => Some(Cell::Text(text.to_string())),
-        ColumnType::Int64 => trimmed.parse().ok().map(Cell::Int),
+        ColumnType::Int64 => match trimmed.parse() {
+            Ok(value) => Some(Cell::Int(value)),
+            Err(_) if is_integer(trimmed) => return Err(Problem::IntegerOutOfRange.to_string()),
+            Err(_) => None,
+        },
         ColumnType::Float64 => trimmed.parse().ok().map(Cell::Float),
         ColumnType::Boolean => parse_bool(trimmed).map(Cell::Bool),
-        ColumnType::Date32 => Date32Type::parse(trimmed).map(Cell::Date),
-        ColumnType::Timestamp => parse_millis(trimmed).map(Cell::Millis),
+        ColumnType::Date32 => match Date32Type::parse(trimmed) {
+            Some(days) => Some(Cell::Date(
+                values::check_days(days).map_err(|p| p.to_string())?,
+            )),
+            None => None,
+        },
+        ColumnType::Timestamp => match parse_millis(trimmed) {
+            Some(ms) => Some(Cell::Millis(
+                values::check_millis(ms).map_err(|p| p.to_string())?,
+            )),
+            // Epoch milliseconds past int64 are past year 9999 too.
+            None if is_integer(trimmed) => {
+                return Err(Problem::TimestampOutOfRange.to_string());
+            }
+            None => None,
+        },
     };
     converted.ok_or_else(|| format!("{} is not {}", quoted(text), kind_name(kind)))
+}
+
+/// Whether `text` is an integer literal (an optional sign, then digits), whatever its size.
+fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// RFC 3339 and its common variants (space separator, no offset = UTC, date only), or an
@@ -158,13 +187,31 @@ impl JsonRows {
     }
 
     /// Parses one line (a JSON object) into `row`, which must be clear. Fields the layout
-    /// does not have are skipped; missing ones stay null.
+    /// does not have are skipped; missing ones stay null. The reason of a failure starts with
+    /// the column whose value failed, when one did.
     pub fn parse(&mut self, line: &[u8], row: &mut Row) -> Result<(), String> {
         let mut de = serde_json::Deserializer::from_slice(line);
-        let seed = RowSeed { rows: self, row };
-        seed.deserialize(&mut de)
-            .and_then(|()| de.end())
-            .map_err(|e| e.to_string())
+        let seed = RowSeed {
+            rows: &mut *self,
+            row: &mut *row,
+        };
+        let Err(err) = seed.deserialize(&mut de).and_then(|()| de.end()) else {
+            return Ok(());
+        };
+        // serde_json's own words for bytes that are not UTF-8 ("invalid unicode code point")
+        // do not say so; the value rule's do, with where. Only failed lines pay for the scan.
+        let reason = match std::str::from_utf8(line) {
+            Err(bad) => Problem::NotUtf8 {
+                byte: bad.valid_up_to(),
+                within: "line",
+            }
+            .to_string(),
+            Ok(_) => err.to_string(),
+        };
+        Err(match row.failed {
+            Some(column) => format!("{}: {reason}", self.names[column]),
+            None => reason,
+        })
     }
 }
 
@@ -256,6 +303,9 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 }
 
+/// 2^63 as a double: int64 holds the integral doubles in `[-2^63, 2^63)`.
+const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+
 /// Converts one JSON value into the row's cell of a column.
 struct CellSeed<'a> {
     kind: ColumnType,
@@ -272,7 +322,36 @@ impl CellSeed<'_> {
 impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.kind == ColumnType::Utf8 {
+            // A text column takes a number exactly as written: serde_json reads an integer
+            // past u64 as a double, which would turn 99999999999999999999 into 1e20.
+            let raw = <&RawValue>::deserialize(deserializer)?;
+            return self.set_raw_text(raw.get()).map_err(de::Error::custom);
+        }
         deserializer.deserialize_any(self)
+    }
+}
+
+impl CellSeed<'_> {
+    /// Sets a text column from one JSON value's text: a string unescaped, a number, `true`
+    /// or `false` as written, nested values as compact JSON.
+    fn set_raw_text(self, raw: &str) -> Result<(), serde_json::Error> {
+        match raw.as_bytes().first() {
+            Some(b'n') => self.row.set(self.index, Cell::Null),
+            Some(b'"') if !raw.contains('\\') => {
+                self.row.set_text(self.index, &raw[1..raw.len() - 1]);
+            }
+            Some(b'"') => {
+                let text: String = serde_json::from_str(raw)?;
+                self.row.set_text(self.index, &text);
+            }
+            Some(b'{' | b'[') => {
+                let value: serde_json::Value = serde_json::from_str(raw)?;
+                let _ = write!(self.row.text_mut(self.index), "{value}");
+            }
+            _ => self.row.set_text(self.index, raw),
+        }
+        Ok(())
     }
 }
 
@@ -307,7 +386,7 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
         let cell = match self.kind {
             ColumnType::Int64 => Cell::Int(v),
             ColumnType::Float64 => Cell::Float(v as f64),
-            ColumnType::Timestamp => Cell::Millis(v),
+            ColumnType::Timestamp => Cell::Millis(values::check_millis(v).map_err(E::custom)?),
             ColumnType::Utf8 => {
                 let _ = write!(self.row.text_mut(self.index), "{v}");
                 return Ok(());
@@ -326,6 +405,10 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
                 let _ = write!(self.row.text_mut(self.index), "{v}");
                 Ok(())
             }
+            Err(_) if self.kind == ColumnType::Int64 => Err(E::custom(Problem::IntegerOutOfRange)),
+            Err(_) if self.kind == ColumnType::Timestamp => {
+                Err(E::custom(Problem::TimestampOutOfRange))
+            }
             Err(_) => Err(self.mismatch(&v.to_string())),
         }
     }
@@ -333,8 +416,14 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         let cell = match self.kind {
             ColumnType::Float64 => Cell::Float(v),
-            // 3.0 is an integer; 3.5 is not.
-            ColumnType::Int64 if v.fract() == 0.0 && v.abs() < 9.0e18 => Cell::Int(v as i64),
+            // 3.0 is an integer; 3.5 is not. [-2^63, 2^63) converts exactly.
+            ColumnType::Int64 if v.fract() == 0.0 && (-I64_BOUND..I64_BOUND).contains(&v) => {
+                Cell::Int(v as i64)
+            }
+            // An integer literal past u64 reaches here as a double.
+            ColumnType::Int64 if v.fract() == 0.0 => {
+                return Err(E::custom(Problem::IntegerOutOfRange));
+            }
             ColumnType::Utf8 => {
                 let _ = write!(self.row.text_mut(self.index), "{v}");
                 return Ok(());
@@ -430,11 +519,14 @@ fn widen(a: ColumnType, b: ColumnType) -> ColumnType {
     }
 }
 
-/// The type a text value (a CSV field) reads as.
+/// The type a text value (a CSV field) reads as. An integer past int64 makes its column text,
+/// which keeps it exactly (a float64 column would round it).
 pub fn classify_text(text: &str) -> ColumnType {
     let text = text.trim();
     if text.parse::<i64>().is_ok() {
         ColumnType::Int64
+    } else if is_integer(text) {
+        ColumnType::Utf8
     } else if text.parse::<f64>().is_ok() && text.bytes().any(|b| b.is_ascii_digit()) {
         ColumnType::Float64
     } else if matches!(text.to_ascii_lowercase().as_str(), "true" | "false") {
@@ -467,14 +559,28 @@ impl<'de> Visitor<'de> for InferLine<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let column = self.0.column(&name);
-            let value: serde_json::Value = map.next_value()?;
-            let seen = match &value {
-                serde_json::Value::Null => continue,
-                serde_json::Value::Bool(_) => ColumnType::Boolean,
-                serde_json::Value::Number(n) if n.is_i64() => ColumnType::Int64,
-                serde_json::Value::Number(_) => ColumnType::Float64,
-                serde_json::Value::String(s) => classify_string(s),
-                _ => ColumnType::Utf8,
+            // The value's text, so a number is classified as written (serde_json would read an
+            // integer past u64 as a double).
+            let raw: &'de RawValue = map.next_value()?;
+            let raw = raw.get();
+            let seen = match raw.as_bytes().first() {
+                Some(b'n') => continue,
+                Some(b't' | b'f') => ColumnType::Boolean,
+                Some(b'"') => {
+                    let text: std::borrow::Cow<'_, str> = if raw.contains('\\') {
+                        serde_json::from_str::<String>(raw)
+                            .map_err(de::Error::custom)?
+                            .into()
+                    } else {
+                        raw[1..raw.len() - 1].into()
+                    };
+                    classify_string(&text)
+                }
+                Some(b'{' | b'[') => ColumnType::Utf8,
+                // A number: past int64, an integer is text so that it is kept exactly.
+                _ if raw.parse::<i64>().is_ok() => ColumnType::Int64,
+                _ if is_integer(raw) => ColumnType::Utf8,
+                _ => ColumnType::Float64,
             };
             self.0.observe(column, seen);
         }

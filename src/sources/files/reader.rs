@@ -264,9 +264,16 @@ impl Load {
             let mut failed = None;
             for (field, column) in record.iter().zip(columns) {
                 let Some(column) = *column else { continue };
-                let Ok(text) = std::str::from_utf8(field) else {
-                    failed = Some((column, "is not valid UTF-8".to_string()));
-                    break;
+                let text = match std::str::from_utf8(field) {
+                    Ok(text) => text,
+                    Err(bad) => {
+                        let problem = crate::values::Problem::NotUtf8 {
+                            byte: bad.valid_up_to(),
+                            within: "field",
+                        };
+                        failed = Some((column, problem.to_string()));
+                        break;
+                    }
                 };
                 if nulls.iter().any(|n| n == text) {
                     continue;
