@@ -55,8 +55,8 @@ pub enum Problem {
     DateOutOfRange,
     #[error("integer outside int64 (-2^63..2^63-1)")]
     IntegerOutOfRange,
-    /// At `byte` (0-based) of the `within` (a CSV field, a JSONL line).
-    #[error("not valid UTF-8 (byte {byte} of the {within})")]
+    /// At byte offset `byte` (counted from 0) of the `within` (a CSV field, a JSONL line).
+    #[error("not valid UTF-8 (at byte offset {byte} of the {within})")]
     NotUtf8 { byte: usize, within: &'static str },
 }
 

@@ -434,6 +434,26 @@ mod tests {
         );
     }
 
+    /// A millisecond timestamp past what microseconds hold fails the merge: the default
+    /// (safe) cast would have staged NULL in its place.
+    #[tokio::test]
+    async fn a_timestamp_the_lake_cannot_hold_is_an_error_never_a_null() {
+        let layout = layout(DeleteMode::Hard);
+        let original = batch();
+        let mut columns = original.columns().to_vec();
+        columns[2] = Arc::new(
+            TimestampMillisecondArray::from(vec![1_000, 9_300_000_000_000_000])
+                .with_timezone("UTC"),
+        );
+        let overflowing = RecordBatch::try_new(original.schema(), columns).unwrap();
+        let stream = futures::stream::iter(vec![Ok(overflowing)]).boxed();
+        let err = StagedLoad::collect(&layout, stream)
+            .await
+            .err()
+            .expect("the cast fails");
+        assert_eq!(err.kind(), crate::error::ErrorKind::Destination, "{err}");
+    }
+
     #[test]
     fn clauses_follow_the_delete_mode() {
         let hard = MergeClauses::new(&layout(DeleteMode::Hard), "load-1");

@@ -726,6 +726,122 @@ mod tests {
     }
 
     #[test]
+    fn values_no_destination_can_store_fail_with_the_rule_s_reason_not_the_value() {
+        let reason = |kind, text| convert_text(kind, text).unwrap_err();
+        assert_eq!(
+            convert_text(ColumnType::Int64, "-9223372036854775808"),
+            Ok(Cell::Int(i64::MIN))
+        );
+        assert_eq!(
+            reason(ColumnType::Int64, "9223372036854775808"),
+            Problem::IntegerOutOfRange.to_string()
+        );
+        assert_eq!(
+            reason(ColumnType::Int64, "-99999999999999999999"),
+            Problem::IntegerOutOfRange.to_string()
+        );
+        assert_eq!(
+            convert_text(ColumnType::Date32, "0001-01-01"),
+            Ok(Cell::Date(values::MIN_DAYS))
+        );
+        assert_eq!(
+            convert_text(ColumnType::Date32, "9999-12-31"),
+            Ok(Cell::Date(values::MAX_DAYS))
+        );
+        assert_eq!(
+            reason(ColumnType::Date32, "0000-12-31"),
+            Problem::DateOutOfRange.to_string()
+        );
+        assert_eq!(
+            convert_text(ColumnType::Timestamp, "0001-01-01T00:00:00Z"),
+            Ok(Cell::Millis(values::MIN_MILLIS))
+        );
+        assert_eq!(
+            convert_text(ColumnType::Timestamp, "9999-12-31 23:59:59.999"),
+            Ok(Cell::Millis(values::MAX_MILLIS))
+        );
+        for text in [
+            "0000-12-31T23:59:59.999Z",
+            "253402300800000",
+            "-62135596800001",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                reason(ColumnType::Timestamp, text),
+                Problem::TimestampOutOfRange.to_string(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_numbers_past_int64_are_dead_letters_in_integer_columns_and_exact_in_text() {
+        let layout = layout(&[
+            ("id", ColumnType::Int64),
+            ("code", ColumnType::Utf8),
+            ("at", ColumnType::Timestamp),
+        ]);
+        let mut rows = JsonRows::new(&layout);
+        let mut row = Row::new(3);
+        rows.parse(
+            br#"{"id": 1, "code": 99999999999999999999, "at": 253402300799999}"#,
+            &mut row,
+        )
+        .unwrap();
+        assert_eq!(row.cells[1], Cell::Text("99999999999999999999".into()));
+        assert_eq!(row.cells[2], Cell::Millis(values::MAX_MILLIS));
+        for (line, column) in [
+            (&br#"{"id": 9223372036854775808}"#[..], "id"),
+            (br#"{"id": -99999999999999999999}"#, "id"),
+            (br#"{"id": 1, "at": 253402300800000}"#, "at"),
+            (br#"{"id": 1, "at": 18446744073709551615}"#, "at"),
+        ] {
+            row.clear();
+            let err = rows.parse(line, &mut row).unwrap_err();
+            assert!(err.starts_with(&format!("{column}: ")), "{err}");
+            assert!(!err.contains("99999") && !err.contains("2534023"), "{err}");
+        }
+        row.clear();
+        let err = rows
+            .parse(b"{\"id\": 1, \"code\": \"a\xffb\"}", &mut row)
+            .unwrap_err();
+        assert_eq!(err, "code: not valid UTF-8 (at byte offset 20 of the line)");
+        // Strings are unescaped, numbers and nested values kept as before.
+        row.clear();
+        rows.parse(br#"{"id": 2, "code": "a\"b"}"#, &mut row)
+            .unwrap();
+        assert_eq!(row.cells[1], Cell::Text("a\"b".into()));
+        row.clear();
+        rows.parse(br#"{"id": 2, "code": {"x": [1, 2.50]}}"#, &mut row)
+            .unwrap();
+        assert_eq!(row.cells[1], Cell::Text(r#"{"x":[1,2.5]}"#.into()));
+    }
+
+    #[test]
+    fn an_integer_past_int64_makes_its_inferred_column_text() {
+        assert_eq!(classify_text("99999999999999999999"), ColumnType::Utf8);
+        assert_eq!(classify_text("-9223372036854775809"), ColumnType::Utf8);
+        assert_eq!(classify_text("9223372036854775807"), ColumnType::Int64);
+        let mut inference = Inference::default();
+        for line in [
+            r#"{"big": 99999999999999999999, "small": 1, "float": 1.5, "exp": 1e3, "s": "x"y"}"#,
+            r#"{"big": 2, "small": 2, "float": 2, "exp": 2, "s": "z"}"#,
+        ] {
+            inference.observe_json_line(line.as_bytes());
+        }
+        assert_eq!(
+            inference.finish(),
+            vec![
+                ("big".to_string(), ColumnType::Utf8),
+                ("small".to_string(), ColumnType::Int64),
+                ("float".to_string(), ColumnType::Float64),
+                ("exp".to_string(), ColumnType::Float64),
+                ("s".to_string(), ColumnType::Utf8),
+            ]
+        );
+    }
+
+    #[test]
     fn csv_text_classifies() {
         assert_eq!(classify_text("12"), ColumnType::Int64);
         assert_eq!(classify_text("-1.5e3"), ColumnType::Float64);
