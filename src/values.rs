@@ -60,6 +60,13 @@ pub enum Problem {
     NotUtf8 { byte: usize, within: &'static str },
 }
 
+/// Whether `text` is an integer literal (an optional sign, then digits), whatever its size:
+/// a converter that cannot read one as int64 says [`Problem::IntegerOutOfRange`].
+pub fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Whether an epoch-millisecond timestamp is inside the years 0001–9999.
 pub fn check_millis(millis: i64) -> Result<i64, Problem> {
     if (MIN_MILLIS..=MAX_MILLIS).contains(&millis) {

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use super::config::ColumnType;
 use super::layout::Layout;
 use crate::sources::cells::Cell;
-use crate::values::{self, Problem};
+use crate::values::{self, Problem, is_integer};
 
 /// The cells of the row being read, one per layout column, reused from row to row.
 pub struct Row {
@@ -114,12 +114,6 @@ pub fn convert_text(kind: ColumnType, text: &str) -> Result<Cell, String> {
         },
     };
     converted.ok_or_else(|| format!("{} is not {}", quoted(text), kind_name(kind)))
-}
-
-/// Whether `text` is an integer literal (an optional sign, then digits), whatever its size.
-fn is_integer(text: &str) -> bool {
-    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// RFC 3339 and its common variants (space separator, no offset = UTC, date only), or an

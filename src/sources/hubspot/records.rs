@@ -71,12 +71,16 @@ fn convert(value: Option<&Value>, data_type: &DataType) -> std::result::Result<C
     }
     match data_type {
         DataType::Utf8 => Ok(Cell::Text(text)),
-        DataType::Int64 => text
-            .trim()
-            .replace(',', "")
-            .parse()
-            .map(Cell::Int)
-            .map_err(|_| format!("{text:?} is not an integer")),
+        DataType::Int64 => {
+            let digits = text.trim().replace(',', "");
+            match digits.parse() {
+                Ok(value) => Ok(Cell::Int(value)),
+                Err(_) if crate::values::is_integer(&digits) => {
+                    Err(crate::values::Problem::IntegerOutOfRange.to_string())
+                }
+                Err(_) => Err(format!("{text:?} is not an integer")),
+            }
+        }
         DataType::Float64 => {
             let parsed: f64 = text
                 .trim()
@@ -170,11 +174,12 @@ impl BatchBuilder {
             return Err(dead(String::new(), Some(KEY), "record has no id".into()));
         };
         let Ok(id) = id_text.parse::<i64>() else {
-            return Err(dead(
-                id_text.clone(),
-                Some(KEY),
-                format!("id {id_text:?} is not an integer"),
-            ));
+            let reason = if crate::values::is_integer(&id_text) {
+                format!("id: {}", crate::values::Problem::IntegerOutOfRange)
+            } else {
+                format!("id {id_text:?} is not an integer")
+            };
+            return Err(dead(id_text.clone(), Some(KEY), reason));
         };
         let archived = record
             .get("archived")
@@ -266,6 +271,25 @@ mod tests {
         | 8  | 2019-10-31 |         |              | false       |                      |       | 2024-02-01T00:00:00Z     | true              |
         +----+------------+---------+--------------+-------------+----------------------+-------+--------------------------+-------------------+
         ");
+    }
+
+    #[test]
+    fn integers_past_int64_fail_without_showing_the_value() {
+        let past = crate::values::Problem::IntegerOutOfRange.to_string();
+        assert_eq!(
+            convert(Some(&json!("99999999999999999999")), &DataType::Int64),
+            Err(past)
+        );
+        assert_eq!(
+            convert(Some(&json!("-9223372036854775808")), &DataType::Int64),
+            Ok(Cell::Int(i64::MIN))
+        );
+        let mut builder = BatchBuilder::new(staged_schema(&props()));
+        let letter = builder
+            .push(&json!({"id": "9223372036854775808", "updatedAt": "2024-01-02T00:00:00Z"}))
+            .unwrap_err();
+        assert_eq!(letter.field.as_deref(), Some("id"));
+        assert!(!letter.reason.contains("922337"), "{}", letter.reason);
     }
 
     #[test]

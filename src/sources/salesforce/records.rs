@@ -92,6 +92,10 @@ fn from_text(text: &str, data_type: &DataType) -> std::result::Result<Cell, Stri
 fn integral(value: Option<f64>, text: &str) -> std::result::Result<Cell, String> {
     match value {
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Cell::Int(f as i64)),
+        // Past int64: the value rule's reason, which does not show the value.
+        _ if crate::values::is_integer(text.trim()) => {
+            Err(crate::values::Problem::IntegerOutOfRange.to_string())
+        }
         _ => Err(format!("{text:?} is not an integer")),
     }
 }
@@ -479,6 +483,23 @@ mod tests {
             Ok(Cell::Millis(1_714_557_600_000))
         );
         assert!(convert(Raw::Json(&json!({"city": "SF"})), &DataType::Float64).is_err());
+    }
+
+    #[test]
+    fn integers_past_int64_fail_without_showing_the_value() {
+        let past = crate::values::Problem::IntegerOutOfRange.to_string();
+        assert_eq!(
+            convert(Raw::Json(&json!(9223372036854775808u64)), &DataType::Int64),
+            Err(past.clone())
+        );
+        assert_eq!(
+            convert(Raw::Text("-99999999999999999999"), &DataType::Int64),
+            Err(past)
+        );
+        assert_eq!(
+            convert(Raw::Text("9223372036854775807"), &DataType::Int64),
+            Ok(Cell::Int(i64::MAX))
+        );
     }
 
     #[test]
