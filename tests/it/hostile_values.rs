@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use syncline::reconcile::report::{RunReport, Status};
 
 use crate::support::files::FilesHarness;
-use crate::support::{Harness, report_stream, settle};
+use crate::support::{Harness, TestPostgres, report_stream, settle};
 
 /// 2024-03-01T00:00:00Z.
 const T0: i64 = 1_709_251_200_000;
@@ -381,4 +381,81 @@ async fn a_hubspot_datetime_out_of_range_is_a_dead_letter_and_the_run_succeeds()
         .unwrap()
         .get(0);
     assert_eq!(nulls, 0);
+}
+
+/// The same rule for the PostgreSQL source, whose dates and timestamps reach years PostgreSQL
+/// stores but other destinations do not (BC, past 9999): such a record is a dead letter in
+/// every destination alike, and the rest arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_source_dates_outside_years_1_to_9999_are_dead_letters() {
+    let pg = tokio::task::spawn_blocking(TestPostgres::start)
+        .await
+        .unwrap();
+    let source_url = pg.create_database("source");
+    let dest_url = pg.create_database("dest");
+    crate::support::connect(&source_url)
+        .await
+        .batch_execute(
+            "CREATE TABLE people (id bigint PRIMARY KEY, born date, seen timestamptz,
+                                  updated_at timestamptz NOT NULL);
+             INSERT INTO people VALUES
+               (1, '0001-01-01', '0001-01-01 00:00:00+00', '2024-01-01 00:00:00+00'),
+               (2, '0044-03-15 BC', '2024-01-01 00:00:00+00', '2024-01-01 00:00:01+00'),
+               (3, '2024-01-01', '10000-01-01 00:00:00+00', '2024-01-01 00:00:02+00'),
+               (4, '9999-12-31', '9999-12-31 23:59:59.999999+00', '2024-01-01 00:00:03+00');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pg.toml");
+    std::fs::write(
+        &config,
+        crate::support::config_toml(
+            "name = \"pgsync\"",
+            &dir.path().join("stage"),
+            "[source]\ntype = \"postgres\"\nurl = \"${SOURCE_URL}\"\nstreams = [\"people\"]\n\
+             mode = \"cursor\"\n[source.tables.people]\ncursor_column = \"updated_at\"",
+            "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"",
+            "",
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("SOURCE_URL", source_url.clone()),
+        ("DEST_URL", dest_url.clone()),
+    ];
+    let parsed = crate::support::parse_config(&config, &env);
+    let report = crate::support::run_pipeline(&parsed, false).await;
+    let people = report_stream(&report, "people");
+    assert_eq!(people.status, Status::Success, "{people:#?}");
+    assert_eq!(report.exit_code, 0);
+    assert!(people.reconciliation.matched, "{people:#?}");
+    assert_eq!(people.rows_dead_lettered, 2, "{people:#?}");
+    let rows: Vec<(String, String, String)> = crate::support::connect(&dest_url)
+        .await
+        .query(
+            "SELECT id::text, born::text, (extract(epoch FROM seen) * 1000000)::bigint::text \
+             FROM crm.people ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "1".to_string(),
+                "0001-01-01".to_string(),
+                "-62135596800000000".to_string()
+            ),
+            (
+                "4".to_string(),
+                "9999-12-31".to_string(),
+                "253402300799999999".to_string()
+            ),
+        ]
+    );
 }
