@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use syncline::reconcile::report::{RunReport, Status};
 
 use crate::support::files::FilesHarness;
+use crate::support::snowflake::TestSnowflake;
 use crate::support::{Harness, TestPostgres, report_stream, settle};
 
 /// 2024-03-01T00:00:00Z.
@@ -314,19 +315,19 @@ async fn hostile_values_from_files_are_dead_letters_and_the_rest_arrives_in_the_
     assert_eq!(people.last(), Some(&late_row()), "{people:?}");
 }
 
-/// The same rule for an API source: a HubSpot datetime the destination cannot store is a dead
-/// letter, the record keeps its earlier version, and the run succeeds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hubspot_datetime_out_of_range_is_a_dead_letter_and_the_run_succeeds() {
-    let sim = syncline::sim::SimConfig {
+fn hubspot_sim() -> syncline::sim::SimConfig {
+    syncline::sim::SimConfig {
         contacts: 300,
         companies: 10,
         deals: 10,
         ..Default::default()
-    };
-    let h = Harness::start(sim, &["contacts"], "").await;
-    assert_eq!(h.run(false).await.status, Status::Success);
+    }
+}
 
+/// Gives two contacts a `createdate` no destination can store, changes a few more, runs, and
+/// checks that the run succeeded with exactly those two records as dead letters.
+async fn run_with_hubspot_dates_out_of_range(h: &Harness) {
+    assert_eq!(h.run(false).await.status, Status::Success);
     // +275760-09-13 as epoch milliseconds, and year 0.
     h.sim
         .hubspot
@@ -335,7 +336,7 @@ async fn a_hubspot_datetime_out_of_range_is_a_dead_letter_and_the_run_succeeds()
         .hubspot
         .set_raw_property("contacts", 18, "createdate", Some("0000-06-01T00:00:00Z"));
     h.sim.hubspot.update("contacts", 20);
-    settle(&h).await;
+    settle(h).await;
     let report = h.run(false).await;
     let contacts = report_stream(&report, "contacts");
     assert_eq!(contacts.status, Status::Success, "{contacts:#?}");
@@ -369,6 +370,14 @@ async fn a_hubspot_datetime_out_of_range_is_a_dead_letter_and_the_run_succeeds()
         assert!(!letter.reason.contains("8640000000000000"), "{letter:?}");
         assert!(letter.raw.contains("createdate"), "{letter:?}");
     }
+}
+
+/// The same rule for an API source: a HubSpot datetime the destination cannot store is a dead
+/// letter, the record keeps its earlier version, and the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_datetime_out_of_range_is_a_dead_letter_and_the_run_succeeds() {
+    let h = Harness::start(hubspot_sim(), &["contacts"], "").await;
+    run_with_hubspot_dates_out_of_range(&h).await;
     // The two records keep the version loaded before, never a NULL.
     let nulls: i64 = h
         .client()
@@ -380,6 +389,23 @@ async fn a_hubspot_datetime_out_of_range_is_a_dead_letter_and_the_run_succeeds()
         .await
         .unwrap()
         .get(0);
+    assert_eq!(nulls, 0);
+}
+
+/// And into Snowflake (the fakesnow emulator): the rule runs before staging, so Snowflake's
+/// `COPY INTO` never sees the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_datetime_out_of_range_is_a_dead_letter_in_snowflake_too() {
+    let h = Harness::start(hubspot_sim(), &["contacts"], "").await;
+    let snowflake = TestSnowflake::start().await;
+    let destination = snowflake
+        .destination_toml(&h.stage_dir())
+        .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any");
+    h.write_hubspot_config(&["contacts"], "file_rows = 1000", &destination, "");
+    run_with_hubspot_dates_out_of_range(&h).await;
+    let nulls = snowflake
+        .count("SELECT COUNT(*) FROM \"crm\".\"contacts\" WHERE \"createdate\" IS NULL")
+        .await;
     assert_eq!(nulls, 0);
 }
 
