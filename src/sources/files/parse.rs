@@ -106,7 +106,7 @@ pub fn convert_text(kind: ColumnType, text: &str) -> Result<Cell, String> {
             Some(ms) => Some(Cell::Millis(
                 values::check_millis(ms).map_err(|p| p.to_string())?,
             )),
-            // Epoch milliseconds past int64 are past year 9999 too.
+            // Epoch milliseconds past int64 are outside the years 0001–9999 too.
             None if is_integer(trimmed) => {
                 return Err(Problem::TimestampOutOfRange.to_string());
             }
