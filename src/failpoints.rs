@@ -6,11 +6,21 @@
 //! `after-merge` (destination committed, state not yet saved) and `cdc-mid-stream` (the CDC
 //! reader has decoded part of the WAL). The variable is documented in the README; nothing
 //! happens when it is unset.
+//!
+//! `SYNCLINE_STOP_AT=<point>` stops the process (SIGSTOP) there instead, as a long pause or a
+//! suspended machine would: a test lets its lease expire, then continues it with SIGCONT.
 
 use tracing::warn;
 
 /// Kills the process here when `SYNCLINE_CRASH_AT` names `point`.
 pub fn crash_point(point: &str) {
+    if std::env::var("SYNCLINE_STOP_AT").is_ok_and(|at| at == point) {
+        warn!(point, "SYNCLINE_STOP_AT: stopping the process");
+        // SAFETY: raising a signal on our own process has no memory-safety effect.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+    }
     if std::env::var("SYNCLINE_CRASH_AT").is_ok_and(|at| at == point) {
         warn!(point, "SYNCLINE_CRASH_AT: killing the process");
         // SAFETY: raising a signal on our own process has no memory-safety effect.

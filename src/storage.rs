@@ -1,6 +1,11 @@
 //! Object storage: the one place that turns a URL plus `[*.s3]` settings into an
 //! `object_store` client. Staging (and the state and locks in it), the file source and the
 //! lake destination all open their stores here, so an S3 setting means the same thing to each.
+//!
+//! Cloud stores start from their builder's `from_env()`, so credentials that are not in the
+//! config come from the standard environment (`AWS_ACCESS_KEY_ID`, `AWS_SESSION_TOKEN`,
+//! `AWS_REGION`, web identity and container/instance credentials; `GOOGLE_*`; `AZURE_*`), and
+//! what the config says wins over the environment.
 
 use std::sync::Arc;
 
@@ -18,13 +23,21 @@ use crate::error::{Classified, ErrorKind};
 pub struct S3Config {
     /// Endpoint URL of an S3-compatible server, e.g. `http://127.0.0.1:9000` for MinIO.
     pub endpoint: Option<String>,
-    /// Region; default `us-east-1`.
+    /// Region; when absent, `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
     pub region: Option<String>,
+    /// Credentials; when absent, the standard AWS environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), web identity, or container and
+    /// instance credentials. `~/.aws` profiles are not read.
     pub access_key_id: Option<Secret>,
     pub secret_access_key: Option<Secret>,
     /// Allow plain `http://` endpoints (local MinIO). Default false.
     #[serde(default)]
     pub allow_http: bool,
+    /// Address buckets as `https://bucket.endpoint/key` (AWS's virtual-hosted style) instead
+    /// of `https://endpoint/bucket/key` (path style, what MinIO and most S3-compatible servers
+    /// want). Default false.
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
 }
 
 impl S3Config {
@@ -34,10 +47,10 @@ impl S3Config {
         if let Some(endpoint) = &self.endpoint {
             options.push(("aws_endpoint".into(), endpoint.clone()));
         }
-        options.push((
-            "aws_region".into(),
-            self.region.clone().unwrap_or_else(|| "us-east-1".into()),
-        ));
+        // Absent, the environment's region (or object_store's us-east-1) applies.
+        if let Some(region) = &self.region {
+            options.push(("aws_region".into(), region.clone()));
+        }
         if let Some(key) = &self.access_key_id {
             options.push(("aws_access_key_id".into(), key.expose().into()));
         }
@@ -47,8 +60,10 @@ impl S3Config {
         if self.allow_http {
             options.push(("aws_allow_http".into(), "true".into()));
         }
-        // MinIO and most S3-compatible servers want path-style requests.
-        options.push(("aws_virtual_hosted_style_request".into(), "false".into()));
+        options.push((
+            "aws_virtual_hosted_style_request".into(),
+            self.virtual_hosted_style.to_string(),
+        ));
         options
     }
 }
@@ -80,13 +95,68 @@ pub fn open_store(
     s3: Option<&S3Config>,
 ) -> Result<(Arc<dyn ObjectStore>, Path)> {
     let options = s3.map(S3Config::options).unwrap_or_default();
-    let (store, root) =
-        object_store::parse_url_opts(url, options).map_err(|e| StorageError::Open {
-            key: key.to_string(),
-            scheme: url.scheme().to_string(),
-            reason: redact_store_error(&e),
-        })?;
+    let (store, root) = build_store(url, options).map_err(|e| StorageError::Open {
+        key: key.to_string(),
+        scheme: url.scheme().to_string(),
+        reason: redact_store_error(&e),
+    })?;
     Ok((Arc::from(store), root))
+}
+
+/// Builds the store a URL names from `object_store` option keys (`aws_endpoint`,
+/// `google_service_account`, `azure_storage_account_key`, ...; unknown keys are ignored).
+/// `s3://`, `gs://` and `az://` (and their https forms) start from the environment's
+/// settings; anything else goes to `object_store::parse_url_opts`. The lake's delta-rs
+/// factory builds its stores here too.
+pub fn build_store(
+    url: &url::Url,
+    options: impl IntoIterator<Item = (String, String)>,
+) -> object_store::Result<(Box<dyn ObjectStore>, Path)> {
+    use object_store::ObjectStoreScheme;
+    use object_store::aws::AmazonS3Builder;
+    use object_store::azure::MicrosoftAzureBuilder;
+    use object_store::gcp::GoogleCloudStorageBuilder;
+
+    let (scheme, root) = ObjectStoreScheme::parse(url)?;
+    let options: Vec<(String, String)> = options.into_iter().collect();
+    // Keys are matched the way object_store's own URL parser matches them.
+    let keys = options
+        .iter()
+        .map(|(key, value)| (key.to_ascii_lowercase(), value.clone()));
+    let store: Box<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::AmazonS3 => Box::new(
+            keys.fold(
+                AmazonS3Builder::from_env().with_url(url.as_str()),
+                |builder, (key, value)| match key.parse() {
+                    Ok(key) => builder.with_config(key, value),
+                    Err(_) => builder,
+                },
+            )
+            .build()?,
+        ),
+        ObjectStoreScheme::GoogleCloudStorage => Box::new(
+            keys.fold(
+                GoogleCloudStorageBuilder::from_env().with_url(url.as_str()),
+                |builder, (key, value)| match key.parse() {
+                    Ok(key) => builder.with_config(key, value),
+                    Err(_) => builder,
+                },
+            )
+            .build()?,
+        ),
+        ObjectStoreScheme::MicrosoftAzure => Box::new(
+            keys.fold(
+                MicrosoftAzureBuilder::from_env().with_url(url.as_str()),
+                |builder, (key, value)| match key.parse() {
+                    Ok(key) => builder.with_config(key, value),
+                    Err(_) => builder,
+                },
+            )
+            .build()?,
+        ),
+        _ => return object_store::parse_url_opts(url, options),
+    };
+    Ok((store, root))
 }
 
 /// An object store error without what could carry credentials: a builder error names only

@@ -481,6 +481,8 @@ impl StreamRunner<'_> {
             staged: manifest.fingerprint(),
             files: manifest.files.iter().map(|f| f.path.clone()).collect(),
         };
+        // A run that lost its stream's lease must not merge: another run owns the stream now.
+        self.state.check_lease(&manifest.stream).await?;
         let change = self.destination.ensure_table(&request).await?;
         if change.created_table || !change.added_columns.is_empty() {
             info!(stream = %manifest.stream, created = change.created_table, added = ?change.added_columns, "table schema changed");

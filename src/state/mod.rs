@@ -1,18 +1,29 @@
-//! Per-stream state in the staging object store: the cursor, the load in flight, and the run lock.
+//! Per-stream state in the staging object store: the cursor, the load in flight, and the
+//! stream's lease (`lease`), without which no state is written.
 //!
 //! The cursor advances only after the destination committed the load that reached it. A
 //! load that was staged but whose commit was not yet recorded here is kept as `pending`: the
 //! next run asks the destination's ledger whether it committed, merges it again from the
 //! stage if not (the ledger makes that idempotent), and only then moves the cursor.
 
+mod lease;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
+pub use lease::{Fence, Lease};
+
+use crate::Result;
 use crate::error::{Classified, ErrorKind};
 use crate::load::{CursorRange, LoadMode, SetAside};
 use crate::stage::Stage;
-use crate::{Error, Result};
+
+/// The leases this process holds, by stream: `save` proves the stream's is still ours.
+type Leases = Arc<Mutex<HashMap<String, Fence>>>;
 
 /// What can go wrong with a stream's state and lock.
 #[derive(Debug, thiserror::Error)]
@@ -25,24 +36,31 @@ pub enum StateError {
         source: serde_json::Error,
     },
     #[error(
-        "stream {stream} is being synced by pid {pid} on {host} since {since}; if that run is gone, delete {path}"
+        "stream {stream} is being synced by pid {pid} on {host} since {since}; its lease (in {path}) expires at {until} unless that run renews it"
     )]
     Held {
         stream: String,
         pid: u32,
         host: String,
         since: DateTime<Utc>,
+        until: DateTime<Utc>,
         path: String,
     },
-    #[error("stream {stream} was locked by another run")]
+    #[error(
+        "stream {stream}: this run lost its lease to another run (it was not renewed in time); stopped before writing state or merging"
+    )]
     TakenOver { stream: String },
+    #[error("stream {stream}: state written without holding the stream's lease (a bug)")]
+    NotLocked { stream: String },
 }
 
 impl Classified for StateError {
     fn kind(&self) -> ErrorKind {
         match self {
             StateError::Corrupt { .. } => ErrorKind::Stage,
-            StateError::Held { .. } | StateError::TakenOver { .. } => ErrorKind::Locked,
+            StateError::Held { .. } | StateError::TakenOver { .. } | StateError::NotLocked { .. } => {
+                ErrorKind::Locked
+            }
         }
     }
 }
@@ -90,6 +108,7 @@ pub struct LastLoad {
 pub struct StateStore {
     stage: Stage,
     pipeline: String,
+    leases: Leases,
 }
 
 impl StateStore {
@@ -97,6 +116,7 @@ impl StateStore {
         StateStore {
             stage: stage.clone(),
             pipeline: pipeline.to_string(),
+            leases: Leases::default(),
         }
     }
 
@@ -121,8 +141,10 @@ impl StateStore {
         }
     }
 
-    /// Replaces the state of a stream (a single PUT: object stores make it atomic).
+    /// Replaces the state of a stream (a single PUT: object stores make it atomic), once the
+    /// stream's lease proved to be still ours: a run that lost it writes nothing.
     pub async fn save(&self, stream: &str, state: &StreamState) -> Result<()> {
+        self.check_lease(stream).await?;
         let path = self
             .stage
             .path(&[&self.pipeline, "_state", &format!("{stream}.json")]);
@@ -133,146 +155,63 @@ impl StateStore {
         Ok(())
     }
 
-    /// Takes the run lock of a stream, so two runs never overlap on it.
-    ///
-    /// The lock is an object created only if absent. A lock left by a process on this host
-    /// that no longer runs (a crash, a SIGKILL), or older than `ttl_seconds`, is taken over.
+    /// Takes the lease of a stream, so two runs never overlap on it (see `lease`): it is
+    /// renewed in the background until released, taken over by another run only after
+    /// `ttl_seconds` without renewal, and every `save` of this stream's state proves it is
+    /// still ours first.
     pub async fn lock(&self, stream: &str, ttl_seconds: u64) -> Result<StreamLock> {
-        let path = self
-            .stage
-            .path(&[&self.pipeline, "_locks", &format!("{stream}.lock")]);
-        let mine = LockOwner {
-            host: hostname(),
-            pid: std::process::id(),
-            acquired_at: Utc::now(),
-        };
-        let body: PutPayload = serde_json::to_vec(&mine)?.into();
-        let create = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .stage
-            .store()
-            .put_opts(&path, body.clone(), create)
-            .await
-        {
-            Ok(_) => {
-                return Ok(StreamLock {
-                    stage: self.stage.clone(),
-                    path,
-                });
-            }
-            Err(object_store::Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let existing = self.stage.store().get(&path).await?;
-        let meta = existing.meta.clone();
-        let holder: Option<LockOwner> = serde_json::from_slice(&existing.bytes().await?).ok();
-        let abandoned = match &holder {
-            Some(h) => {
-                (h.host == mine.host && !process_alive(h.pid))
-                    || (Utc::now() - h.acquired_at).num_seconds() > ttl_seconds as i64
-            }
-            None => true,
-        };
-        if !abandoned {
-            let h = holder.expect("a live lock has an owner");
-            return Err(StateError::Held {
-                stream: stream.to_string(),
-                pid: h.pid,
-                host: h.host,
-                since: h.acquired_at,
-                path: path.to_string(),
-            }
-            .into());
-        }
-        // Replace only the lock we looked at: a concurrent taker makes this fail.
-        let update = PutOptions {
-            mode: PutMode::Update(object_store::UpdateVersion {
-                e_tag: meta.e_tag,
-                version: meta.version,
-            }),
-            ..Default::default()
-        };
-        match self
-            .stage
-            .store()
-            .put_opts(&path, body.clone(), update)
-            .await
-        {
-            Ok(_) => {}
-            // Stores without conditional update (the local file system) fall back to delete + create.
-            Err(object_store::Error::NotImplemented { .. }) => {
-                self.stage.store().delete(&path).await?;
-                let create = PutOptions {
-                    mode: PutMode::Create,
-                    ..Default::default()
-                };
-                self.stage
-                    .store()
-                    .put_opts(&path, body, create)
-                    .await
-                    .map_err(|e| match e {
-                        object_store::Error::AlreadyExists { .. } => {
-                            Error::from(StateError::TakenOver {
-                                stream: stream.to_string(),
-                            })
-                        }
-                        other => Error::from(other),
-                    })?;
-            }
-            Err(object_store::Error::Precondition { .. }) => {
-                return Err(StateError::TakenOver {
-                    stream: stream.to_string(),
-                }
-                .into());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tracing::warn!(stream, "took over an abandoned lock");
+        let dir = self.stage.path(&[&self.pipeline, "_locks", stream]);
+        let lease = Lease::acquire(
+            self.stage.store().clone(),
+            dir,
+            stream,
+            std::time::Duration::from_secs(ttl_seconds),
+        )
+        .await?;
+        self.leases
+            .lock()
+            .expect("lease registry is not poisoned")
+            .insert(stream.to_string(), lease.fence());
         Ok(StreamLock {
-            stage: self.stage.clone(),
-            path,
+            lease,
+            leases: self.leases.clone(),
+            stream: stream.to_string(),
         })
+    }
+
+    /// Fails unless this run still holds the stream's lease (and extends it): call before a
+    /// write only the holder may make, such as a merge.
+    pub async fn check_lease(&self, stream: &str) -> Result<()> {
+        let fence = self
+            .leases
+            .lock()
+            .expect("lease registry is not poisoned")
+            .get(stream)
+            .cloned();
+        match fence {
+            Some(fence) => fence.check().await,
+            None => Err(StateError::NotLocked {
+                stream: stream.to_string(),
+            }
+            .into()),
+        }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LockOwner {
-    host: String,
-    pid: u32,
-    acquired_at: DateTime<Utc>,
-}
-
-/// A held stream lock; `release` it when the run of the stream ends.
+/// A held stream lease; `release` it when the run of the stream ends.
 #[derive(Debug)]
 pub struct StreamLock {
-    stage: Stage,
-    path: object_store::path::Path,
+    lease: Lease,
+    leases: Leases,
+    stream: String,
 }
 
 impl StreamLock {
     pub async fn release(self) -> Result<()> {
-        self.stage.store().delete(&self.path).await?;
-        Ok(())
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn process_alive(pid: u32) -> bool {
-    // Signal 0 checks existence without sending anything.
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 has no effect on the target process.
-    unsafe {
-        libc::kill(pid, 0) == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        self.leases
+            .lock()
+            .expect("lease registry is not poisoned")
+            .remove(&self.stream);
+        self.lease.release().await
     }
 }

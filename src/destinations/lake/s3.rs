@@ -35,7 +35,7 @@ impl ObjectStoreFactory for S3StoreFactory {
         let options = config
             .raw()
             .map(|(key, value)| (key.clone(), value.clone()));
-        let (store, path) = object_store::parse_url_opts(url, options)?;
+        let (store, path) = crate::storage::build_store(url, options)?;
         Ok((Arc::from(store), path))
     }
 }
