@@ -6,7 +6,7 @@
 //! {pipeline}/{stream}/loads/{load_id}/dead_letter/part-00000.parquet  records that could not be converted
 //! {pipeline}/{stream}/loads/{load_id}/manifest.json        written last: the load is complete
 //! {pipeline}/_state/{stream}.json                           cursor and pending load (crate::state)
-//! {pipeline}/_locks/{stream}.lock                           run lock (crate::state)
+//! {pipeline}/_locks/{stream}/{generation}.json             the stream's lease (crate::state)
 //! ```
 //! A load folder without a manifest is an interrupted load and is never merged.
 

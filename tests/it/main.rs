@@ -14,6 +14,7 @@ mod hostile_values;
 mod hubspot_postgres;
 mod hubspot_snowflake;
 mod merge;
+mod object_storage;
 mod postgres_source;
 mod salesforce_postgres;
 mod stuck_loads;

@@ -1,0 +1,377 @@
+//! Staging and state on `s3://` against a real S3-compatible server (moto, started by the
+//! test), and the stream lease: two runs started together, a run that outlives its lease, a
+//! lease left by a killed run.
+//!
+//! moto checks `If-None-Match` but does not serialise concurrent writers (see
+//! shared test-services notes), so the test that starts two runs at once stages on the local
+//! file system, whose create-if-absent is atomic; the lease tests on moto move one run at a time.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use syncline::reconcile::report::Status;
+use syncline::sim::SimConfig;
+use syncline::state::StreamState;
+
+use crate::support::files::Moto;
+use crate::support::{Harness, postgres_destination, settle};
+
+const ROOT: &str = "syncline";
+
+/// Rewrites the harness's config to stage (and keep state and leases) in `s3://stage/syncline`
+/// on moto, with `pipeline` lines added to `[pipeline]`.
+fn stage_on_s3(h: &Harness, moto: &Moto, streams: &[&str], pipeline: &str) {
+    h.write_hubspot_config(streams, pipeline, &postgres_destination("crm"), "");
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let local = format!("url = \"file://{}\"", h.stage_dir().display());
+    assert!(text.contains(&local), "{text}");
+    let s3 = format!(
+        "url = \"s3://stage/{ROOT}\"\n[staging.s3]\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true",
+        moto.endpoint
+    );
+    std::fs::write(&h.config_path, text.replace(&local, &s3)).unwrap();
+}
+
+fn bucket(moto: &Moto) -> Arc<dyn ObjectStore> {
+    Arc::new(moto.store("stage"))
+}
+
+async fn state_in(store: &dyn ObjectStore, stream: &str) -> (Vec<u8>, StreamState) {
+    let path = Path::from(format!("{ROOT}/crm/_state/{stream}.json"));
+    let bytes = store
+        .get(&path)
+        .await
+        .expect("state is in the bucket")
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let state = serde_json::from_slice(&bytes).expect("state is JSON");
+    (bytes, state)
+}
+
+async fn keys_under(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    let listed: Vec<_> = store
+        .list(Some(&Path::from(prefix)))
+        .try_collect()
+        .await
+        .unwrap();
+    listed.iter().map(|m| m.location.to_string()).collect()
+}
+
+/// `syncline run` in the background, its stderr in a file.
+struct Background {
+    child: Child,
+    stderr: std::path::PathBuf,
+}
+
+impl Background {
+    fn spawn(h: &Harness, env: &[(&str, &str)]) -> Background {
+        let stderr = h
+            .dir
+            .path()
+            .join(format!("stderr-{}.txt", uuid::Uuid::new_v4()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&h.config_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (k, v) in h.env() {
+            command.env(k, v);
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Background {
+            child: command.spawn().expect("spawn syncline"),
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Whether the process stopped itself (SIGSTOP at `SYNCLINE_STOP_AT`).
+    fn is_stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|stat| {
+                let after = stat.rsplit_once(") ")?.1.to_string();
+                after.chars().next()
+            })
+            == Some('T')
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
+    fn cont(&self) {
+        // SAFETY: sending SIGCONT to our own child.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGCONT);
+        }
+    }
+
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().expect("wait");
+        (status, std::fs::read_to_string(&self.stderr).unwrap())
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+}
+
+/// Waits until `run` stopped itself; panics with its stderr if it exits instead.
+async fn until_stopped(run: &mut Background) {
+    while !run.is_stopped() {
+        if let Some(status) = run.exited() {
+            panic!("the run exited ({status:?}) instead of stopping: {}", run.stderr());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `syncline run` until it is no longer refused a held lease; returns the last exit
+/// code and stderr. Each refusal must be the documented one.
+fn run_until_lease_is_free(h: &Harness) -> (i32, String) {
+    loop {
+        let (code, stderr) = crate::support::files::run_binary(&h.config_path, &[], &h.env());
+        if code == 1 && stderr.contains("is being synced by pid") {
+            assert!(stderr.contains("expires at"), "{stderr}");
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        return (code, stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_to_postgres_with_staging_and_state_on_s3() {
+    let moto = Moto::start("stage").await;
+    let streams = ["contacts", "companies"];
+    let h = Harness::start(
+        SimConfig {
+            contacts: 1500,
+            companies: 200,
+            deals: 10,
+            ..Default::default()
+        },
+        &streams,
+        "",
+    )
+    .await;
+    stage_on_s3(&h, &moto, &streams, "");
+    let store = bucket(&moto);
+
+    let (status, report) = h.run_binary(&[], &[]);
+    let report = report.expect("report");
+    assert!(status.success(), "{report:#?}");
+    for stream in streams {
+        h.assert_converged(stream, false).await;
+    }
+    let (_, state) = state_in(store.as_ref(), "contacts").await;
+    assert!(state.cursor.is_some() && state.pending.is_none(), "{state:#?}");
+    let staged = keys_under(store.as_ref(), &format!("{ROOT}/crm/contacts/loads")).await;
+    assert!(
+        staged.iter().any(|k| k.ends_with(".parquet"))
+            && staged.iter().any(|k| k.ends_with("manifest.json")),
+        "{staged:?}"
+    );
+    assert!(
+        !h.stage_dir().exists(),
+        "nothing was staged on the local disk"
+    );
+
+    // Incremental runs read only what changed, from the cursor saved in the bucket.
+    for round in 0..2 {
+        h.sim.hubspot.update("contacts", 100);
+        h.sim.hubspot.insert("contacts", 30);
+        h.sim.hubspot.archive("contacts", 10);
+        h.sim.hubspot.update("companies", 20);
+        settle(&h).await;
+        let report = h.run(false).await;
+        assert_eq!(report.status, Status::Success, "round {round}: {report:#?}");
+        let contacts = &report.streams[0];
+        assert_eq!(
+            contacts.mode,
+            Some(syncline::load::LoadMode::Incremental),
+            "round {round}: {contacts:#?}"
+        );
+        for stream in streams {
+            h.assert_converged(stream, false).await;
+        }
+    }
+    let (_, after) = state_in(store.as_ref(), "contacts").await;
+    assert!(after.cursor > state.cursor, "{state:#?} -> {after:#?}");
+    // Each run released its lease: the chain's head says so, and the next run took it at once.
+    let lease = keys_under(store.as_ref(), &format!("{ROOT}/crm/_locks/contacts")).await;
+    assert_eq!(lease.len(), 1, "{lease:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_one_stream_started_together_one_proceeds_one_is_refused() {
+    let h = Harness::start(
+        SimConfig {
+            contacts: 500,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    // The run that takes the lease stops itself once its load is staged, holding the lease,
+    // so the other always meets it, however the two are scheduled.
+    let stop = [("SYNCLINE_STOP_AT", "after-stage")];
+    let mut first = Background::spawn(&h, &stop);
+    let mut second = Background::spawn(&h, &stop);
+    let (holder, refused) = loop {
+        if let Some(status) = first.exited() {
+            until_stopped(&mut second).await;
+            break (second, (status, first.stderr()));
+        }
+        if let Some(status) = second.exited() {
+            until_stopped(&mut first).await;
+            break (first, (status, second.stderr()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (status, stderr) = refused;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stream contacts is being synced by pid")
+            && stderr.contains(&format!("pid {}", holder.pid()))
+            && stderr.contains("expires at"),
+        "{stderr}"
+    );
+    assert!(holder.is_stopped());
+    assert_eq!(h.ledger_count().await, 0, "the refused run merged nothing");
+
+    holder.cont();
+    let (status, stderr) = holder.wait();
+    assert!(status.success(), "{stderr}");
+    h.assert_converged("contacts", false).await;
+}
+
+/// A run stopped (as a paused VM would be) past its lease's TTL is taken over; when it
+/// continues it finds the lease lost and stops before merging or writing state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lease_was_taken_over_writes_no_state() {
+    let moto = Moto::start("stage").await;
+    let h = Harness::start(
+        SimConfig {
+            contacts: 300,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    stage_on_s3(&h, &moto, &["contacts"], "lock_ttl_seconds = 1");
+    let store = bucket(&moto);
+
+    let mut paused = Background::spawn(&h, &[("SYNCLINE_STOP_AT", "after-stage")]);
+    until_stopped(&mut paused).await;
+    let (_, left) = state_in(store.as_ref(), "contacts").await;
+    let pending = left.pending.clone().expect("the paused run staged a load");
+
+    // Another run is refused until the paused run's lease expires, then takes over and
+    // finishes the staged load as its own recovery.
+    let (code, stderr) = run_until_lease_is_free(&h);
+    assert_eq!(code, 0, "{stderr}");
+    h.assert_converged("contacts", false).await;
+    let (written, state) = state_in(store.as_ref(), "contacts").await;
+    assert!(state.pending.is_none() && state.cursor.is_some(), "{state:#?}");
+    let ledger = h.ledger_count().await;
+    assert!(ledger >= 1);
+
+    paused.cont();
+    let (status, stderr) = paused.wait();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("this run lost its lease to another run"),
+        "{stderr}"
+    );
+    let (after, _) = state_in(store.as_ref(), "contacts").await;
+    assert_eq!(
+        String::from_utf8_lossy(&after),
+        String::from_utf8_lossy(&written),
+        "the run that lost its lease wrote state"
+    );
+    assert_eq!(h.ledger_count().await, ledger, "the run that lost its lease merged");
+    let committed: i64 = h
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM crm._syncline_loads WHERE load_id = $1",
+            &[&pending.load_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(committed, 1, "the staged load merged exactly once");
+    h.assert_converged("contacts", false).await;
+}
+
+/// A SIGKILLed run's lease stays behind. Written by a process of this host that is gone, it
+/// is free at once; written on another machine, it is taken over only after its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_by_a_killed_run_is_taken_over_after_it_expires() {
+    let moto = Moto::start("stage").await;
+    let h = Harness::start(
+        SimConfig {
+            contacts: 300,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    stage_on_s3(&h, &moto, &["contacts"], "lock_ttl_seconds = 2");
+    let store = bucket(&moto);
+
+    let (status, _) = h.run_binary(&[], &[("SYNCLINE_CRASH_AT", "after-stage")]);
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let lease_dir = format!("{ROOT}/crm/_locks/contacts");
+    let mut left = keys_under(store.as_ref(), &lease_dir).await;
+    left.sort();
+    let head = Path::from(left.last().expect("the killed run left its lease").as_str());
+    // Make it a lease from a run on another machine, freshly renewed.
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&store.get(&head).await.unwrap().bytes().await.unwrap()).unwrap();
+    assert_eq!(record["released"], serde_json::json!(false), "{record}");
+    record["host"] = "another-machine".into();
+    record["written_at"] = chrono::Utc::now().to_rfc3339().into();
+    store
+        .put(&head, serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+
+    let (code, stderr) = crate::support::files::run_binary(&h.config_path, &[], &h.env());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("stream contacts is being synced by pid")
+            && stderr.contains("on another-machine"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_until_lease_is_free(&h);
+    assert_eq!(code, 0, "{stderr}");
+    h.assert_converged("contacts", false).await;
+    let (_, state) = state_in(store.as_ref(), "contacts").await;
+    assert!(state.pending.is_none(), "{state:#?}");
+}
