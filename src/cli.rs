@@ -65,6 +65,57 @@ pub enum Command {
     },
     /// Serve the built-in CRM simulator (HubSpot CRM v3) until interrupted.
     Sim(SimArgs),
+    /// List staged loads with their manifest figures and whether each is merged.
+    Loads(LoadsArgs),
+    /// Merge staged loads again without calling the source.
+    Replay(ReplayArgs),
+    /// Delete staged loads that are merged and past retention.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadsArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Only this stream's loads.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["load_id", "since"])))]
+pub struct ReplayArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub stream: String,
+    /// The load to merge again (see `syncline loads`).
+    #[arg(long)]
+    pub load_id: Option<String>,
+    /// Every load staged at or after this time (RFC 3339, or a date for its midnight UTC).
+    #[arg(long, value_parser = |v: &str| crate::pipeline::loads::parse_time(v).map_err(|e| e.to_string()))]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Apply loads that are already merged again (older never overwrites newer).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Retention: loads staged more recently than this are kept (30d, 12h, 90m, 45s).
+    #[arg(long, value_parser = |v: &str| crate::pipeline::loads::parse_age(v).map_err(|e| e.to_string()))]
+    pub older_than: std::time::Duration,
+    /// Say what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete the loads' dead-letter files too (kept by default).
+    #[arg(long)]
+    pub dead_letters: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use syncline::cli::{
-    CheckArgs, Cli, Command, DemoArgs, DemoTarget, LogFormat, ModelsCommand, QueryArgs, RunArgs,
-    SimArgs, StatusArgs,
+    CheckArgs, Cli, Command, DemoArgs, DemoTarget, GcArgs, LoadsArgs, LogFormat, ModelsCommand,
+    QueryArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
@@ -98,7 +98,56 @@ async fn execute(command: Command) -> Result<u8, Error> {
             command: ModelsCommand::Run { config, models },
         } => run_models(&config, &models).await,
         Command::Sim(args) => serve_simulator(args).await,
+        Command::Loads(args) => list_loads(args).await,
+        Command::Replay(args) => replay(args).await,
+        Command::Gc(args) => gc(args).await,
     }
+}
+
+async fn list_loads(args: LoadsArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let rows = pipeline::loads::list(&config, args.stream.as_deref()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", pipeline::loads::render(&rows));
+    }
+    Ok(0)
+}
+
+async fn replay(args: ReplayArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let selection = match (args.load_id, args.since) {
+        (Some(id), _) => pipeline::loads::ReplaySelection::LoadId(id),
+        (None, Some(since)) => pipeline::loads::ReplaySelection::Since(since),
+        (None, None) => unreachable!("clap requires --load-id or --since"),
+    };
+    let done = pipeline::loads::replay(&config, &args.stream, &selection, args.force).await?;
+    for r in &done {
+        println!(
+            "{} {:<15} inserted {:>8}  updated {:>8}  deleted {:>6}",
+            r.load_id, r.action, r.inserted, r.updated, r.deleted
+        );
+    }
+    if done.is_empty() {
+        println!("no staged load matched");
+    }
+    Ok(0)
+}
+
+async fn gc(args: GcArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let decisions =
+        pipeline::loads::gc(&config, args.older_than, args.dry_run, args.dead_letters).await?;
+    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    for d in &decisions {
+        if d.deleted {
+            println!("{verb} {} {} ({} bytes; {})", d.stream, d.load_id, d.bytes, d.reason);
+        } else {
+            println!("kept   {} {} ({})", d.stream, d.load_id, d.reason);
+        }
+    }
+    Ok(0)
 }
 
 /// `syncline run`: the report goes to `--report`, a line per stream to stderr, and the

@@ -107,19 +107,7 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
             wanted.clone()
         }
     };
-    let stage = Stage::open(&config.staging)?;
-    let source = crate::sources::build(config)?;
-    let destination = crate::destinations::build(config).await?;
-    destination.check().await?;
-    let runner = StreamRunner {
-        config,
-        state: StateStore::new(&stage, &config.pipeline.name),
-        stage,
-        source,
-        destination,
-        full_refresh: options.full_refresh,
-        quota: OnceLock::new(),
-    };
+    let runner = StreamRunner::open(config, options.full_refresh).await?;
     let mut reports = Vec::new();
     for stream in &selected {
         reports.push(runner.run(stream).await);
@@ -172,19 +160,36 @@ struct StagedItems {
     keeps_cursor: bool,
 }
 
-struct StreamRunner<'a> {
+pub(super) struct StreamRunner<'a> {
     config: &'a Config,
-    stage: Stage,
-    state: StateStore,
+    pub(super) stage: Stage,
+    pub(super) state: StateStore,
     source: Arc<dyn Source>,
-    destination: Arc<dyn Destination>,
+    pub(super) destination: Arc<dyn Destination>,
     full_refresh: bool,
     /// Why the source's API quota ran out, once it did in this run: it does not come back
     /// within the run, so every later stream stops without asking the source.
     quota: OnceLock<String>,
 }
 
-impl StreamRunner<'_> {
+impl<'a> StreamRunner<'a> {
+    /// Opens the stage, builds the source (without calling it) and checks the destination.
+    pub(super) async fn open(config: &'a Config, full_refresh: bool) -> Result<StreamRunner<'a>> {
+        let stage = Stage::open(&config.staging)?;
+        let source = crate::sources::build(config)?;
+        let destination = crate::destinations::build(config).await?;
+        destination.check().await?;
+        Ok(StreamRunner {
+            config,
+            state: StateStore::new(&stage, &config.pipeline.name),
+            stage,
+            source,
+            destination,
+            full_refresh,
+            quota: OnceLock::new(),
+        })
+    }
+
     async fn run(&self, stream: &str) -> StreamReport {
         let started = Instant::now();
         let mut report = StreamReport::new(stream);
@@ -469,8 +474,9 @@ impl StreamRunner<'_> {
         })
     }
 
-    /// Merges a complete staged load and checks what the destination received.
-    async fn merge(&self, manifest: &Manifest, report: &mut StreamReport) -> Result<MergeOutcome> {
+    /// Merges a complete staged load and checks what the destination received. `replay`
+    /// merges through here too: there is one merge path.
+    pub(super) async fn merge(&self, manifest: &Manifest, report: &mut StreamReport) -> Result<MergeOutcome> {
         let request = MergeRequest {
             load_id: manifest.load_id.clone(),
             stream: manifest.stream.clone(),

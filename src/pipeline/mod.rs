@@ -8,6 +8,7 @@ use crate::stage::{Stage, StageError};
 use crate::{Result, destinations, sources};
 
 pub mod batch;
+pub mod loads;
 
 pub use batch::{RunOptions, run};
 

@@ -34,6 +34,7 @@ use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 use crate::storage::open_store;
 use crate::{Error, Result};
 
+mod loads;
 mod manifest;
 
 /// What can go wrong with the stage itself (object store and Parquet failures pass through
@@ -71,6 +72,7 @@ impl Classified for StageError {
     }
 }
 
+pub use loads::StagedLoad;
 pub use manifest::{ColumnSpec, DeadLetterFile, Manifest, StagedFile, columns_of};
 
 /// The staging object store and the prefix syncline owns in it.

@@ -17,5 +17,6 @@ mod merge;
 mod object_storage;
 mod postgres_source;
 mod salesforce_postgres;
+mod staged_loads;
 mod stuck_loads;
 mod tls;
