@@ -139,10 +139,17 @@ async fn gc(args: GcArgs) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
     let decisions =
         pipeline::loads::gc(&config, args.older_than, args.dry_run, args.dead_letters).await?;
-    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
     for d in &decisions {
         if d.deleted {
-            println!("{verb} {} {} ({} bytes; {})", d.stream, d.load_id, d.bytes, d.reason);
+            println!(
+                "{verb} {} {} ({} bytes; {})",
+                d.stream, d.load_id, d.bytes, d.reason
+            );
         } else {
             println!("kept   {} {} ({})", d.stream, d.load_id, d.reason);
         }

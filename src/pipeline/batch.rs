@@ -476,7 +476,11 @@ impl<'a> StreamRunner<'a> {
 
     /// Merges a complete staged load and checks what the destination received. `replay`
     /// merges through here too: there is one merge path.
-    pub(super) async fn merge(&self, manifest: &Manifest, report: &mut StreamReport) -> Result<MergeOutcome> {
+    pub(super) async fn merge(
+        &self,
+        manifest: &Manifest,
+        report: &mut StreamReport,
+    ) -> Result<MergeOutcome> {
         let request = MergeRequest {
             load_id: manifest.load_id.clone(),
             stream: manifest.stream.clone(),

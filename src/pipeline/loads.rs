@@ -30,7 +30,9 @@ pub enum LoadsError {
     NoSuchLoad { stream: String, load_id: String },
     #[error("{value:?} is not an age: write a number and a unit, e.g. 30d, 12h, 90m or 45s")]
     NotAnAge { value: String },
-    #[error("{value:?} is not a time: write RFC 3339 (2026-12-01T00:00:00Z) or a date (2026-12-01)")]
+    #[error(
+        "{value:?} is not a time: write RFC 3339 (2026-12-01T00:00:00Z) or a date (2026-12-01)"
+    )]
     NotATime { value: String },
 }
 
@@ -56,7 +58,9 @@ pub fn parse_age(value: &str) -> std::result::Result<Duration, LoadsError> {
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    Ok(Duration::from_secs(number.checked_mul(seconds).ok_or_else(bad)?))
+    Ok(Duration::from_secs(
+        number.checked_mul(seconds).ok_or_else(bad)?,
+    ))
 }
 
 /// An RFC 3339 time, or a date meaning its midnight UTC.
@@ -152,7 +156,15 @@ pub fn render(rows: &[LoadRow]) -> String {
     let dash = || "-".to_string();
     let mut out = format!(
         "{:<12} {:<36} {:<20} {:<11} {:>8} {:>20} {:>10} {:<7} {}\n",
-        "stream", "load id", "created", "mode", "rows", "checksum", "bytes", "merged", "cursor range"
+        "stream",
+        "load id",
+        "created",
+        "mode",
+        "rows",
+        "checksum",
+        "bytes",
+        "merged",
+        "cursor range"
     );
     for r in rows {
         out.push_str(&format!(
@@ -318,8 +330,8 @@ pub async fn gc(
     let state = StateStore::new(&stage, &config.pipeline.name);
     let destination = crate::destinations::build(config).await?;
     destination.check().await?;
-    let cutoff = Utc::now()
-        - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
     let mut out = Vec::new();
     for stream in config.source.streams() {
         let saved = state.load(stream).await?;
@@ -340,7 +352,12 @@ pub async fn gc(
                 _ if load.dead_letters_only => Some("collected; dead letters kept".to_string()),
                 None => Some("not merged (staging incomplete)".to_string()),
                 Some(_) if !merged => Some("not merged".to_string()),
-                Some(_) if saved.pending.as_ref().is_some_and(|p| p.load_id == load.load_id) => {
+                Some(_)
+                    if saved
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| p.load_id == load.load_id) =>
+                {
                     Some("pending".to_string())
                 }
                 Some(_) if latest.as_deref() == Some(load.load_id.as_str()) => {

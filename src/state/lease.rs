@@ -255,7 +255,9 @@ async fn renew_in_background(inner: Arc<Inner>, ttl: Duration) {
                 warn!(stream = %inner.stream, error = %err, "lost the stream lease");
                 return;
             }
-            Err(err) => warn!(stream = %inner.stream, error = %err, "could not renew the stream lease"),
+            Err(err) => {
+                warn!(stream = %inner.stream, error = %err, "could not renew the stream lease")
+            }
         }
     }
 }
@@ -284,9 +286,9 @@ async fn create(
         .await
     {
         Ok(_) => Ok(true),
-        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-            Ok(false)
-        }
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -295,7 +297,13 @@ async fn generations(store: &dyn ObjectStore, dir: &Path) -> Result<Vec<u64>> {
     let listed: Vec<_> = store.list(Some(dir)).try_collect().await?;
     Ok(listed
         .iter()
-        .filter_map(|meta| meta.location.filename()?.strip_suffix(".json")?.parse().ok())
+        .filter_map(|meta| {
+            meta.location
+                .filename()?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
         .collect())
 }
 
@@ -391,7 +399,13 @@ mod tests {
             .await
             .unwrap();
         // Release left only the released head behind; the new holder built on it.
-        assert_eq!(generations(store.as_ref(), &lease_dir()).await.unwrap().len(), 2);
+        assert_eq!(
+            generations(store.as_ref(), &lease_dir())
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
         second.release().await.unwrap();
     }
 
@@ -412,11 +426,7 @@ mod tests {
         .await
         .unwrap();
         let err = old.check().await.unwrap_err();
-        assert!(
-            err.report().contains("lost its lease"),
-            "{}",
-            err.report()
-        );
+        assert!(err.report().contains("lost its lease"), "{}", err.report());
         assert!(old.is_lost());
         new.check().await.unwrap();
         // The loser's release leaves the winner's lease alone.
@@ -463,7 +473,8 @@ mod tests {
 
         let marker = dir.path().join("holder");
         let holders = Arc::new(AtomicUsize::new(0));
-        let store2 = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()) as Arc<dyn ObjectStore>;
+        let store2 =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()) as Arc<dyn ObjectStore>;
         let mut takers = Vec::new();
         for _ in 0..2 {
             let store = store2.clone();

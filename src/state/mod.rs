@@ -58,9 +58,9 @@ impl Classified for StateError {
     fn kind(&self) -> ErrorKind {
         match self {
             StateError::Corrupt { .. } => ErrorKind::Stage,
-            StateError::Held { .. } | StateError::TakenOver { .. } | StateError::NotLocked { .. } => {
-                ErrorKind::Locked
-            }
+            StateError::Held { .. }
+            | StateError::TakenOver { .. }
+            | StateError::NotLocked { .. } => ErrorKind::Locked,
         }
     }
 }

@@ -135,7 +135,10 @@ impl Background {
 async fn until_stopped(run: &mut Background) {
     while !run.is_stopped() {
         if let Some(status) = run.exited() {
-            panic!("the run exited ({status:?}) instead of stopping: {}", run.stderr());
+            panic!(
+                "the run exited ({status:?}) instead of stopping: {}",
+                run.stderr()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -180,7 +183,10 @@ async fn hubspot_to_postgres_with_staging_and_state_on_s3() {
         h.assert_converged(stream, false).await;
     }
     let (_, state) = state_in(store.as_ref(), "contacts").await;
-    assert!(state.cursor.is_some() && state.pending.is_none(), "{state:#?}");
+    assert!(
+        state.cursor.is_some() && state.pending.is_none(),
+        "{state:#?}"
+    );
     let staged = keys_under(store.as_ref(), &format!("{ROOT}/crm/contacts/loads")).await;
     assert!(
         staged.iter().any(|k| k.ends_with(".parquet"))
@@ -294,7 +300,10 @@ async fn a_run_whose_lease_was_taken_over_writes_no_state() {
     assert_eq!(code, 0, "{stderr}");
     h.assert_converged("contacts", false).await;
     let (written, state) = state_in(store.as_ref(), "contacts").await;
-    assert!(state.pending.is_none() && state.cursor.is_some(), "{state:#?}");
+    assert!(
+        state.pending.is_none() && state.cursor.is_some(),
+        "{state:#?}"
+    );
     let ledger = h.ledger_count().await;
     assert!(ledger >= 1);
 
@@ -311,7 +320,11 @@ async fn a_run_whose_lease_was_taken_over_writes_no_state() {
         String::from_utf8_lossy(&written),
         "the run that lost its lease wrote state"
     );
-    assert_eq!(h.ledger_count().await, ledger, "the run that lost its lease merged");
+    assert_eq!(
+        h.ledger_count().await,
+        ledger,
+        "the run that lost its lease merged"
+    );
     let committed: i64 = h
         .client()
         .await
@@ -374,4 +387,97 @@ async fn a_lease_left_by_a_killed_run_is_taken_over_after_it_expires() {
     h.assert_converged("contacts", false).await;
     let (_, state) = state_in(store.as_ref(), "contacts").await;
     assert!(state.pending.is_none(), "{state:#?}");
+}
+
+/// A PostgreSQL CDC pipeline (logical replication) staging and keeping its state, including
+/// the replication position, on `s3://`: a snapshot, then changes streamed run after run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cdc_with_staging_and_state_on_s3() {
+    let moto = Moto::start("stage").await;
+    let pg = tokio::task::spawn_blocking(|| {
+        crate::support::TestPostgres::start_with_wal_level("logical")
+    })
+    .await
+    .unwrap();
+    let source_url = pg.create_database("source");
+    let dest_url = pg.create_database("dest");
+    let source = crate::support::connect(&source_url).await;
+    source
+        .batch_execute(
+            "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, score integer);
+             INSERT INTO contacts SELECT i, 'c' || i || '@example.com', i FROM generate_series(1, 2000) AS i;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cdc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nname = \"cdc\"\nbatch_rows = 500\n\
+             [staging]\nurl = \"s3://stage/{ROOT}\"\n\
+             [staging.s3]\nendpoint = \"{endpoint}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true\n\
+             [source]\ntype = \"postgres\"\nurl = \"${{SOURCE_URL}}\"\nstreams = [\"contacts\"]\n\
+             {destination}\n",
+            endpoint = moto.endpoint,
+            destination = postgres_destination("crm").replace("TEST_DATABASE_URL", "DEST_URL"),
+        ),
+    )
+    .unwrap();
+    let env = vec![
+        ("SOURCE_URL", source_url.clone()),
+        ("DEST_URL", dest_url.clone()),
+    ];
+    let dest = crate::support::connect(&dest_url).await;
+    let compare =
+        "SELECT id::text || ':' || coalesce(email, '') || ':' || score::text FROM {} ORDER BY id";
+    let converged = || async {
+        let want: Vec<String> = source
+            .query(&compare.replace("{}", "contacts"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let got: Vec<String> = dest
+            .query(&compare.replace("{}", "crm.contacts"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(want.len(), got.len(), "row counts differ");
+        assert!(want == got, "rows differ");
+    };
+
+    let (code, stderr) = crate::support::files::run_binary(&config, &[], &env);
+    assert_eq!(code, 0, "{stderr}");
+    converged().await;
+    let store = bucket(&moto);
+    let path = Path::from(format!("{ROOT}/cdc/_state/contacts.json"));
+    let first: StreamState =
+        serde_json::from_slice(&store.get(&path).await.unwrap().bytes().await.unwrap()).unwrap();
+    // The CDC cursor is the confirmed replication position (LSN).
+    assert!(first.cursor.is_some(), "{first:#?}");
+
+    for round in 0..2 {
+        source
+            .batch_execute(&format!(
+                "UPDATE contacts SET score = score + 1000 WHERE id % 10 = {round};
+                 DELETE FROM contacts WHERE id % 97 = {round};
+                 INSERT INTO contacts SELECT i, NULL, -i FROM generate_series(5000 + {round} * 100, 5049 + {round} * 100) AS i;"
+            ))
+            .await
+            .unwrap();
+        let (code, stderr) = crate::support::files::run_binary(&config, &[], &env);
+        assert_eq!(code, 0, "round {round}: {stderr}");
+        converged().await;
+    }
+    let last: StreamState =
+        serde_json::from_slice(&store.get(&path).await.unwrap().bytes().await.unwrap()).unwrap();
+    assert!(
+        last.cursor > first.cursor,
+        "the replication position moved: {first:#?} -> {last:#?}"
+    );
+    assert!(last.pending.is_none(), "{last:#?}");
 }

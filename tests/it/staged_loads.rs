@@ -73,11 +73,17 @@ async fn replay_restores_an_emptied_table_from_the_stage_without_the_source() {
     assert_eq!(second["mode"], "incremental");
     for load in &listed {
         assert_eq!(load["merged"], true, "{load:#}");
-        assert!(load["checksum"].is_u64() && load["bytes"].as_u64() > Some(0), "{load:#}");
+        assert!(
+            load["checksum"].is_u64() && load["bytes"].as_u64() > Some(0),
+            "{load:#}"
+        );
         assert!(load["cursor_to"].is_string(), "{load:#}");
     }
     let (_, table, _) = syncline(&h, &["loads"]);
-    assert!(table.contains(first["load_id"].as_str().unwrap()), "{table}");
+    assert!(
+        table.contains(first["load_id"].as_str().unwrap()),
+        "{table}"
+    );
 
     h.client()
         .await
@@ -88,7 +94,10 @@ async fn replay_restores_an_emptied_table_from_the_stage_without_the_source() {
     let first_id = first["load_id"].as_str().unwrap();
 
     // Merged loads are a no-op without --force.
-    let (code, out, err) = syncline(&h, &["replay", "--stream", "contacts", "--load-id", first_id]);
+    let (code, out, err) = syncline(
+        &h,
+        &["replay", "--stream", "contacts", "--load-id", first_id],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("already merged"), "{out}");
     assert_eq!(count(&h).await, 0);
@@ -96,15 +105,31 @@ async fn replay_restores_an_emptied_table_from_the_stage_without_the_source() {
     // --force applies every load since a time again, oldest first: the table is back.
     let (code, out, err) = syncline(
         &h,
-        &["replay", "--stream", "contacts", "--since", "2000-01-01", "--force"],
+        &[
+            "replay",
+            "--stream",
+            "contacts",
+            "--since",
+            "2000-01-01",
+            "--force",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.matches("re-applied").count(), 2, "{out}");
     h.assert_converged("contacts", false).await;
 
     // Replaying the older load over newer rows changes nothing: older never over newer.
-    let (code, out, err) =
-        syncline(&h, &["replay", "--stream", "contacts", "--load-id", first_id, "--force"]);
+    let (code, out, err) = syncline(
+        &h,
+        &[
+            "replay",
+            "--stream",
+            "contacts",
+            "--load-id",
+            first_id,
+            "--force",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("re-applied"), "{out}");
     h.assert_converged("contacts", false).await;
@@ -186,11 +211,16 @@ async fn gc_deletes_only_merged_loads_past_retention_never_the_latest_or_an_unme
         .unwrap()
         .replace(&merged[0], &unmerged);
     std::fs::write(&manifest, text).unwrap();
-    let dead_letter = loads_dir.join(&merged[0]).join("dead_letter/part-00000.parquet");
+    let dead_letter = loads_dir
+        .join(&merged[0])
+        .join("dead_letter/part-00000.parquet");
     std::fs::create_dir_all(dead_letter.parent().unwrap()).unwrap();
     std::fs::write(&dead_letter, b"kept").unwrap();
     let listed = loads(&h);
-    let planted = listed.iter().find(|l| l["load_id"] == unmerged.as_str()).unwrap();
+    let planted = listed
+        .iter()
+        .find(|l| l["load_id"] == unmerged.as_str())
+        .unwrap();
     assert_eq!(planted["merged"], false, "{planted:#}");
 
     // Within retention nothing goes.
@@ -205,8 +235,17 @@ async fn gc_deletes_only_merged_loads_past_retention_never_the_latest_or_an_unme
 
     let (code, out, err) = syncline(&h, &["gc", "--older-than", "0s"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("kept   contacts {unmerged} (not merged)")), "{out}");
-    assert!(out.contains(&format!("kept   contacts {} (latest merged load)", merged[2])), "{out}");
+    assert!(
+        out.contains(&format!("kept   contacts {unmerged} (not merged)")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "kept   contacts {} (latest merged load)",
+            merged[2]
+        )),
+        "{out}"
+    );
     for old in &merged[..2] {
         assert!(out.contains(&format!("deleted contacts {old}")), "{out}");
         assert!(!loads_dir.join(old).join("manifest.json").exists());
@@ -216,8 +255,14 @@ async fn gc_deletes_only_merged_loads_past_retention_never_the_latest_or_an_unme
     assert!(loads_dir.join(&merged[2]).join("manifest.json").exists());
     assert!(loads_dir.join(&unmerged).join("manifest.json").exists());
     let listed = loads(&h);
-    let collected = listed.iter().find(|l| l["load_id"] == merged[0].as_str()).unwrap();
-    assert_eq!(collected["note"], "collected; dead letters kept", "{collected:#}");
+    let collected = listed
+        .iter()
+        .find(|l| l["load_id"] == merged[0].as_str())
+        .unwrap();
+    assert_eq!(
+        collected["note"], "collected; dead letters kept",
+        "{collected:#}"
+    );
 
     let (code, _, err) = syncline(&h, &["gc", "--older-than", "0s", "--dead-letters"]);
     assert_eq!(code, 0, "{err}");
@@ -230,7 +275,10 @@ async fn gc_deletes_only_merged_loads_past_retention_never_the_latest_or_an_unme
     h.assert_converged("contacts", false).await;
     let (code, out, err) = syncline(&h, &["gc", "--older-than", "0s"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("deleted contacts {}", merged[2])), "{out}");
+    assert!(
+        out.contains(&format!("deleted contacts {}", merged[2])),
+        "{out}"
+    );
     assert!(loads_dir.join(&unmerged).join("manifest.json").exists());
 
     let (code, _, err) = syncline(&h, &["gc", "--older-than", "30x"]);
