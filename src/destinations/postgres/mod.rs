@@ -328,6 +328,11 @@ impl Destination for PostgresDestination {
 /// Creates the schema unless it exists (so a role without CREATE on the database can use a
 /// schema made for it) and the ledger table unless it exists.
 async fn ensure_schema_and_ledger(tx: &Transaction<'_>, schema: &str) -> Result<()> {
+    // `IF NOT EXISTS` is not safe against a concurrent creator (the second fails on a unique
+    // index of the catalog): runs started together take turns here, until this commit.
+    tx.execute(templates::LOCK_LEDGER_SETUP, &[&schema])
+        .await
+        .step("wait for the ledger setup of another run")?;
     let exists = tx
         .query_opt(templates::SCHEMA_EXISTS, &[&schema])
         .await

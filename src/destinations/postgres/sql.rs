@@ -17,6 +17,7 @@ use super::types::{Column, PgType, TableLayout};
 /// The statement templates, embedded at build time.
 pub(crate) mod templates {
     pub const SESSION_SETUP: &str = include_str!("../../../sql/postgres/session_setup.sql");
+    pub const LOCK_LEDGER_SETUP: &str = include_str!("../../../sql/postgres/lock_ledger_setup.sql");
     pub const SCHEMA_EXISTS: &str = include_str!("../../../sql/postgres/schema_exists.sql");
     pub const CREATE_SCHEMA: &str = include_str!("../../../sql/postgres/create_schema.sql");
     pub const CREATE_LEDGER: &str = include_str!("../../../sql/postgres/create_ledger.sql");
