@@ -39,6 +39,7 @@ mod error;
 mod merge;
 mod s3;
 mod sql;
+mod tombstones;
 pub(super) mod types;
 
 use std::collections::HashMap;
@@ -140,19 +141,28 @@ impl LakeDestination {
     /// Opens the Delta table of `table` (for `syncline query` and tests); `Ok(None)` when it
     /// does not exist yet. An invalid table name is a configuration error.
     pub async fn open_table(&self, table: &str) -> Result<Option<DeltaTable>> {
-        let mut delta = self.unloaded_table(table)?;
-        let exists = delta
-            .verify_deltatable_existence()
-            .await
-            .step("look for the table")?;
-        if !exists {
-            return Ok(None);
-        }
-        match delta.load().await {
-            Ok(()) => Ok(Some(delta)),
-            Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(err) => Err(err.at("open the table").into()),
-        }
+        open_existing(self.unloaded_table(table)?).await
+    }
+
+    /// The side table of `table`'s tombstones (see `tombstones`), opened when it exists.
+    async fn tombstone_table(&self, table: &str) -> Result<merge::TombstoneTable> {
+        let mut url = self.root.clone();
+        let path = format!(
+            "{}/{}/{}",
+            url.path().trim_end_matches('/'),
+            tombstones::TOMBSTONES_FOLDER,
+            table
+        );
+        url.set_path(&path);
+        let unloaded = DeltaTableBuilder::from_url(url)
+            .and_then(|builder| {
+                builder
+                    .with_storage_options(self.storage_options.clone())
+                    .build()
+            })
+            .step("locate the tombstone table")?;
+        let existing = open_existing(unloaded.clone()).await?;
+        Ok(merge::TombstoneTable { unloaded, existing })
     }
 
     /// The URL of `table`'s folder (`{root}/{table}`).
@@ -311,7 +321,16 @@ impl Destination for LakeDestination {
         let (table, counts) = if received.rows == 0 {
             (table, merge::MergeCounts::default())
         } else {
-            merge::apply(table, &layout, &request.load_id, load, properties.clone()).await?
+            let tombstones = self.tombstone_table(&layout.table).await?;
+            merge::apply(
+                table,
+                tombstones,
+                &layout,
+                &request.load_id,
+                load,
+                properties.clone(),
+            )
+            .await?
         };
         if table.version() == version_before {
             // delta-rs makes no commit when a merge changes nothing; the load id must still
@@ -421,6 +440,22 @@ impl Destination for LakeDestination {
             }
         }
         Ok(None)
+    }
+}
+
+/// The table at `delta`'s location, loaded; `Ok(None)` when there is none.
+async fn open_existing(mut delta: DeltaTable) -> Result<Option<DeltaTable>> {
+    let exists = delta
+        .verify_deltatable_existence()
+        .await
+        .step("look for the table")?;
+    if !exists {
+        return Ok(None);
+    }
+    match delta.load().await {
+        Ok(()) => Ok(Some(delta)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(err) => Err(err.at("open the table").into()),
     }
 }
 

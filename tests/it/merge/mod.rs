@@ -476,6 +476,134 @@ async fn an_empty_load_is_recorded<D: DestinationUnderTest>() {
     assert_eq!(t.people(false).await, ["1|a|100"]);
 }
 
+/// A hard delete leaves a tombstone: a later load re-sending an older version of the key, or
+/// the same version as the delete (a delete wins a tie), does not bring the row back; only a
+/// newer version does.
+async fn a_hard_deleted_row_stays_deleted_against_older_resends<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge(
+        "l1",
+        DeleteMode::Hard,
+        batch(&[(1, "a", 100, false), (2, "b", 100, false)], None),
+    )
+    .await
+    .unwrap();
+    let deleted = t
+        .merge("l2", DeleteMode::Hard, batch(&[(1, "a", 200, true)], None))
+        .await
+        .unwrap();
+    assert_eq!(counts(&deleted), (0, 0, 1), "{deleted:?}");
+    assert_eq!(t.people(false).await, ["2|b|100"]);
+
+    // The older file read again, then the delete's own version as a live row.
+    for (load, version) in [("l3", 150), ("l4", 100), ("l5", 200)] {
+        let resend = t
+            .merge(
+                load,
+                DeleteMode::Hard,
+                batch(&[(1, "a-old", version, false)], None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(counts(&resend), (0, 0, 0), "{load}: {resend:?}");
+        assert_eq!(t.people(false).await, ["2|b|100"], "after {load}");
+    }
+
+    let back = t
+        .merge(
+            "l6",
+            DeleteMode::Hard,
+            batch(&[(1, "a-new", 300, false)], None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&back), (1, 0, 0), "{back:?}");
+    assert_eq!(t.people(false).await, ["1|a-new|300", "2|b|100"]);
+}
+
+/// A delete of a key the table never held is remembered: hard mode keeps a tombstone, soft
+/// mode a row marked deleted (key and version, other columns NULL). An older or same-version
+/// live row arriving in a later load stays out; a newer one comes in.
+async fn a_delete_of_an_unseen_key_holds_against_older_versions<D: DestinationUnderTest>() {
+    for deletes in [DeleteMode::Hard, DeleteMode::Soft] {
+        let t = Target::<D>::start().await;
+        let soft = deletes == DeleteMode::Soft;
+        t.merge("l1", deletes, batch(&[(2, "b", 100, false)], None))
+            .await
+            .unwrap();
+        let unseen = t
+            .merge("l2", deletes, batch(&[(5, "e", 200, true)], None))
+            .await
+            .unwrap();
+        // Soft mode writes a row marked deleted; hard mode removes no row.
+        let expected_deleted = u64::from(soft);
+        assert_eq!(
+            counts(&unseen),
+            (0, 0, expected_deleted),
+            "{deletes:?}: {unseen:?}"
+        );
+        let after_delete: Vec<&str> = if soft {
+            vec!["2|b|100|f", "5|null|200|t"]
+        } else {
+            vec!["2|b|100"]
+        };
+        assert_eq!(t.people(soft).await, after_delete, "{deletes:?}");
+
+        for (load, version) in [("l3", 150), ("l4", 200)] {
+            let older = t
+                .merge(load, deletes, batch(&[(5, "e-old", version, false)], None))
+                .await
+                .unwrap();
+            assert_eq!(counts(&older), (0, 0, 0), "{deletes:?} {load}: {older:?}");
+            assert_eq!(t.people(soft).await, after_delete, "{deletes:?} after {load}");
+        }
+
+        let newer = t
+            .merge("l5", deletes, batch(&[(5, "e-new", 300, false)], None))
+            .await
+            .unwrap();
+        let expected: Vec<&str> = if soft {
+            assert_eq!(counts(&newer), (0, 1, 0), "{deletes:?}: {newer:?}");
+            vec!["2|b|100|f", "5|e-new|300|f"]
+        } else {
+            assert_eq!(counts(&newer), (1, 0, 0), "{deletes:?}: {newer:?}");
+            vec!["2|b|100", "5|e-new|300"]
+        };
+        assert_eq!(t.people(soft).await, expected, "{deletes:?}");
+    }
+}
+
+/// A delete and a live row of the same version in separate loads: the delete wins, in either
+/// order and either mode.
+async fn a_delete_wins_a_tie_across_loads<D: DestinationUnderTest>() {
+    for deletes in [DeleteMode::Hard, DeleteMode::Soft] {
+        let soft = deletes == DeleteMode::Soft;
+        let t = Target::<D>::start().await;
+        // Key 1: live first, then the delete of the same version.
+        // Key 2: the delete first, then the live row of the same version.
+        t.merge(
+            "l1",
+            deletes,
+            batch(&[(1, "a", 100, false), (2, "b", 100, true)], None),
+        )
+        .await
+        .unwrap();
+        t.merge(
+            "l2",
+            deletes,
+            batch(&[(1, "a", 100, true), (2, "b", 100, false)], None),
+        )
+        .await
+        .unwrap();
+        let expected: Vec<&str> = if soft {
+            vec!["1|a|100|t", "2|null|100|t"]
+        } else {
+            vec![]
+        };
+        assert_eq!(t.people(soft).await, expected, "{deletes:?}");
+    }
+}
+
 /// One `#[tokio::test]` per merge case for the destination `$dut`, named after the case.
 macro_rules! every_case {
     ($dut:ty) => {
@@ -487,6 +615,9 @@ macro_rules! every_case {
             an_incompatible_type_change_is_schema_drift,
             a_float_load_into_an_integer_column_never_rounds_it,
             an_empty_load_is_recorded,
+            a_hard_deleted_row_stays_deleted_against_older_resends,
+            a_delete_of_an_unseen_key_holds_against_older_versions,
+            a_delete_wins_a_tie_across_loads,
         );
     };
     (@each $dut:ty: $($case:ident),* $(,)?) => {
