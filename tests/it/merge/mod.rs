@@ -10,6 +10,7 @@
 //! (`merge::postgres::soft_deletes_and_undeletes`, ...), as vector's sink compliance tests do.
 
 mod lake;
+mod model;
 mod postgres;
 mod snowflake;
 
@@ -28,6 +29,7 @@ use syncline::schema::{deleted_field, version_field};
 use syncline::stage::{LoadWriter, Stage};
 
 use crate::support::{DeleteMode, batch_fingerprint};
+use model::merge_equals_the_model_in_any_load_split;
 
 /// One destination as the cases drive it.
 pub(super) trait DestinationUnderTest: Sized {
@@ -48,10 +50,14 @@ pub(super) trait DestinationUnderTest: Sized {
 
     fn destination(&self) -> &dyn Destination;
 
-    /// Every row of the `people` table, each as its `columns` in text (NULL as `null`), then
+    /// How many random cases [`merge_equals_the_model_in_any_load_split`] runs when
+    /// `PROPTEST_CASES` does not say.
+    const PROPERTY_CASES: u32 = 24;
+
+    /// Every row of `table`, each as its `columns` in text (NULL as `null`), then
     /// `_syncline_version` in epoch milliseconds, then with `soft` `t` or `f` for whether the
     /// row is marked deleted, all joined with `|`. Any order.
-    async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String>;
+    async fn rows(&self, table: &str, columns: &[&str], soft: bool) -> Vec<String>;
 }
 
 /// A destination under test and the stage its loads are written to.
@@ -88,7 +94,18 @@ impl<D: DestinationUnderTest> Target<D> {
     /// Stages `batch` as load `load_id` of the `people` stream, two rows a file so a load spans
     /// several files, and returns the request the pipeline would make for it.
     async fn stage(&self, load_id: &str, deletes: DeleteMode, batch: &RecordBatch) -> MergeRequest {
-        let dir = self.stage.load_dir("merge", "people", load_id);
+        self.stage_in("people", load_id, deletes, batch).await
+    }
+
+    /// [`Target::stage`] into `table` (the stream of the same name).
+    async fn stage_in(
+        &self,
+        table: &str,
+        load_id: &str,
+        deletes: DeleteMode,
+        batch: &RecordBatch,
+    ) -> MergeRequest {
+        let dir = self.stage.load_dir("merge", table, load_id);
         let mut writer = LoadWriter::new(&self.stage, dir, batch.schema(), 2);
         for start in (0..batch.num_rows()).step_by(2) {
             let rows = 2.min(batch.num_rows() - start);
@@ -97,8 +114,8 @@ impl<D: DestinationUnderTest> Target<D> {
         let files = writer.finish().await.unwrap();
         MergeRequest {
             load_id: load_id.into(),
-            stream: "people".into(),
-            table: "people".into(),
+            stream: table.into(),
+            table: table.into(),
             key: "id".into(),
             deletes,
             schema: batch.schema(),
@@ -125,7 +142,18 @@ impl<D: DestinationUnderTest> Target<D> {
         deletes: DeleteMode,
         batch: RecordBatch,
     ) -> syncline::Result<MergeOutcome> {
-        let request = self.stage(load_id, deletes, &batch).await;
+        self.merge_in("people", load_id, deletes, batch).await
+    }
+
+    /// [`Target::merge`] into `table` (the stream of the same name).
+    async fn merge_in(
+        &self,
+        table: &str,
+        load_id: &str,
+        deletes: DeleteMode,
+        batch: RecordBatch,
+    ) -> syncline::Result<MergeOutcome> {
+        let request = self.stage_in(table, load_id, deletes, &batch).await;
         self.dest().ensure_table(&request).await?;
         self.merge_staged(&request, batch).await
     }
@@ -137,7 +165,12 @@ impl<D: DestinationUnderTest> Target<D> {
 
     /// [`DestinationUnderTest::rows`], sorted.
     async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String> {
-        let mut rows = self.dut.rows(columns, soft).await;
+        self.rows_in("people", columns, soft).await
+    }
+
+    /// [`DestinationUnderTest::rows`] of `table`, sorted.
+    async fn rows_in(&self, table: &str, columns: &[&str], soft: bool) -> Vec<String> {
+        let mut rows = self.dut.rows(table, columns, soft).await;
         rows.sort();
         rows
     }
@@ -618,6 +651,7 @@ macro_rules! every_case {
             a_hard_deleted_row_stays_deleted_against_older_resends,
             a_delete_of_an_unseen_key_holds_against_older_versions,
             a_delete_wins_a_tie_across_loads,
+            merge_equals_the_model_in_any_load_split,
         );
     };
     (@each $dut:ty: $($case:ident),* $(,)?) => {
