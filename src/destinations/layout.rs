@@ -879,7 +879,12 @@ mod tests {
         assert!(!plan.tombstones);
         assert_eq!(
             plan.insert_deleted.as_deref().map(set_columns),
-            Some(vec!["id", VERSION_COLUMN, DELETED_AT_COLUMN, LOAD_ID_COLUMN])
+            Some(vec![
+                "id",
+                VERSION_COLUMN,
+                DELETED_AT_COLUMN,
+                LOAD_ID_COLUMN
+            ])
         );
     }
 }

@@ -399,7 +399,12 @@ impl SnowflakeDestination {
         let mut remembered = 0;
         if let Some(insert_deleted) = &statements.insert_deleted {
             let row = first_row(
-                run(session, "remember deletes of keys the table lacks", insert_deleted).await?,
+                run(
+                    session,
+                    "remember deletes of keys the table lacks",
+                    insert_deleted,
+                )
+                .await?,
                 "remember deletes of keys the table lacks",
             )?;
             remembered = optional_count(&row, "number of rows inserted")?.unwrap_or(0);

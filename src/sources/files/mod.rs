@@ -6,11 +6,19 @@
 //! - Incremental by file: the state saved with the cursor lists every file seen (size, e_tag,
 //!   last-modified). A listed file that is unchanged is never read again; a new or changed
 //!   file is read in full, and the merge keeps the newest version of each key.
+//! - Row versions come from the data (`version_column`) where the stream has one; otherwise
+//!   they are the file's last-modified time, which a touch or a copy moves without changing a
+//!   byte. So that such a re-read never puts older rows over newer ones, a stream without a
+//!   version column remembers each file's content (an MD5 of its bytes, computed before the
+//!   file is read): a new or changed file whose bytes are those of a file already loaded (the
+//!   same path touched, or a copy under another name) is not read again, only remembered
+//!   under its new metadata.
 //! - The cursor is the largest `cursor_column` value read (rows below the saved cursor are
 //!   skipped, rows at it re-read), else the newest last-modified time of the files.
 //! - Lines that do not parse or convert become dead letters naming file and line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -21,6 +29,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tracing::info;
 
 use crate::Result;
 use crate::load::CursorRange;
@@ -37,7 +46,9 @@ mod reader;
 use config::ColumnType;
 pub use config::{FileStreamConfig, FilesConfig};
 pub use error::FilesError;
+use error::ReadError;
 use layout::Layout;
+use md5::{Digest, Md5};
 use reader::{FileToRead, Load, LoadError, ObjectReader, infer_columns};
 
 /// The cursor of a `cursor_column` stream that has read no row yet: below any value a file
@@ -48,7 +59,18 @@ const NOTHING_READ: i64 = i64::MIN / 2;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct FilesState {
     /// Relative path → the version of the file that was loaded.
-    files: BTreeMap<String, FileVersion>,
+    files: BTreeMap<String, LoadedFile>,
+}
+
+/// A file as it was when it was loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LoadedFile {
+    #[serde(flatten)]
+    version: FileVersion,
+    /// The MD5 of its bytes (hex), for streams whose row versions are file times; absent for
+    /// streams with a version column and in states saved before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
 }
 
 /// What tells one version of a file from another.
@@ -147,6 +169,35 @@ impl FilesSource {
         Ok(listed)
     }
 
+    /// The MD5 of a file's bytes (hex), read as a stream on a blocking thread: memory holds a
+    /// buffer, not the file.
+    async fn content_of(&self, file: &Listed) -> Result<String> {
+        let (store, location) = (self.store.clone(), file.location.clone());
+        let handle = Handle::current();
+        let digest = tokio::task::spawn_blocking(move || -> Result<String, ReadError> {
+            let mut reader = ObjectReader::open(&handle, &store, &location)?;
+            let mut hasher = Md5::new();
+            let mut buffer = vec![0u8; 1 << 16];
+            loop {
+                let n = reader.read(&mut buffer)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+            }
+            Ok(format!("{:x}", hasher.finalize()))
+        })
+        .await
+        .map_err(FilesError::ChecksumStopped)?;
+        digest.map_err(|source| {
+            FilesError::Read {
+                file: file.relative.clone(),
+                source,
+            }
+            .into()
+        })
+    }
+
     /// The stream's layout: declared, or inferred from the first matching file with records.
     async fn layout(&self, stream: &str, listed: &[Listed]) -> Result<Arc<Layout>> {
         if let Some(found) = self.layouts.lock().expect("layouts").get(stream) {
@@ -235,22 +286,65 @@ impl Source for FilesSource {
                 })?
             }
         };
-        let to_read: Vec<FileToRead> = listed
-            .iter()
-            .filter(|f| loaded.files.get(&f.relative) != Some(&f.version))
-            .map(|f| FileToRead {
+        // Contents already loaded, by the files listed when they were: a file's time is the
+        // version of its rows only when the stream has no version column, and then bytes
+        // loaded before must not be read again under a newer time.
+        let by_content = config.version_column.is_none();
+        let mut known: HashSet<String> = loaded
+            .files
+            .values()
+            .filter_map(|f| f.content.clone())
+            .collect();
+        let mut to_read = Vec::new();
+        let mut files = BTreeMap::new();
+        let mut already_loaded = 0usize;
+        for f in &listed {
+            if let Some(saved) = loaded.files.get(&f.relative) {
+                if saved.version == f.version {
+                    files.insert(f.relative.clone(), saved.clone());
+                    continue;
+                }
+            }
+            let content = if by_content {
+                let content = self.content_of(f).await?;
+                // `insert` is false for bytes loaded before, or read earlier in this load.
+                if !known.insert(content.clone()) {
+                    already_loaded += 1;
+                    files.insert(
+                        f.relative.clone(),
+                        LoadedFile {
+                            version: f.version.clone(),
+                            content: Some(content),
+                        },
+                    );
+                    continue;
+                }
+                Some(content)
+            } else {
+                None
+            };
+            to_read.push(FileToRead {
                 location: f.location.clone(),
                 relative: f.relative.clone(),
                 last_modified_ms: f.version.last_modified,
-            })
-            .collect();
+            });
+            files.insert(
+                f.relative.clone(),
+                LoadedFile {
+                    version: f.version.clone(),
+                    content,
+                },
+            );
+        }
+        if already_loaded > 0 {
+            info!(
+                stream,
+                files = already_loaded,
+                "not reading files whose content was loaded before (touched or copied)"
+            );
+        }
         // Files that disappeared are forgotten: the state stays as large as the listing.
-        let state = FilesState {
-            files: listed
-                .iter()
-                .map(|f| (f.relative.clone(), f.version.clone()))
-                .collect(),
-        };
+        let state = FilesState { files };
         let since = request.since;
         let cursor = CursorRange {
             from: since,
@@ -349,4 +443,50 @@ fn key_only_schema(key: &str) -> SchemaRef {
         version_field(),
         deleted_field(),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_saved_before_contents_were_kept_still_reads() {
+        let saved = serde_json::json!({
+            "files": {"a.jsonl": {"size": 10, "e_tag": "x", "last_modified": 5}}
+        });
+        let state: FilesState = serde_json::from_value(saved).unwrap();
+        let a = &state.files["a.jsonl"];
+        assert_eq!(
+            a.version,
+            FileVersion {
+                size: 10,
+                e_tag: Some("x".into()),
+                last_modified: 5
+            }
+        );
+        assert_eq!(a.content, None);
+
+        // The content sits beside the metadata, and round-trips.
+        let mut files = BTreeMap::new();
+        files.insert(
+            "b.csv".to_owned(),
+            LoadedFile {
+                version: FileVersion {
+                    size: 3,
+                    e_tag: None,
+                    last_modified: 7,
+                },
+                content: Some("9e107d9d372bb6826bd81d3542a419d6".into()),
+            },
+        );
+        let state = FilesState { files };
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"files": {"b.csv": {
+                "size": 3, "last_modified": 7, "content": "9e107d9d372bb6826bd81d3542a419d6"
+            }}})
+        );
+        assert_eq!(serde_json::from_value::<FilesState>(json).unwrap(), state);
+    }
 }

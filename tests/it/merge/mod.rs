@@ -588,7 +588,11 @@ async fn a_delete_of_an_unseen_key_holds_against_older_versions<D: DestinationUn
                 .await
                 .unwrap();
             assert_eq!(counts(&older), (0, 0, 0), "{deletes:?} {load}: {older:?}");
-            assert_eq!(t.people(soft).await, after_delete, "{deletes:?} after {load}");
+            assert_eq!(
+                t.people(soft).await,
+                after_delete,
+                "{deletes:?} after {load}"
+            );
         }
 
         let newer = t
