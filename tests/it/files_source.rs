@@ -792,6 +792,11 @@ async fn a_touched_or_copied_older_file_never_overwrites_newer_rows() {
     assert_eq!(copied.rows_extracted, 0, "{copied:#?}");
     assert_eq!(emails().await, ["1|new@x", "2|two@x"]);
 
+    // A full refresh reads every content once, at the version it was first given.
+    let (code, stderr) = h.run_binary(&["--full-refresh", "--report", report]);
+    assert_eq!(code, 0, "full refresh: {stderr}");
+    assert_eq!(emails().await, ["1|new@x", "2|two@x"]);
+
     // New bytes are read: the file's time is their version.
     h.write_file(
         "a.jsonl",

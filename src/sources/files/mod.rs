@@ -10,9 +10,11 @@
 //!   they are the file's last-modified time, which a touch or a copy moves without changing a
 //!   byte. So that such a re-read never puts older rows over newer ones, a stream without a
 //!   version column remembers each file's content (an MD5 of its bytes, computed before the
-//!   file is read): a new or changed file whose bytes are those of a file already loaded (the
-//!   same path touched, or a copy under another name) is not read again, only remembered
-//!   under its new metadata.
+//!   file is read) and the version its rows were first given: a new or changed file whose
+//!   bytes are those of a file already loaded (the same path touched, or a copy under another
+//!   name) is not read again, only remembered under its new metadata, and a full load
+//!   (`--full-refresh`, which also gets the saved state) reads every content once at the
+//!   version it was first given.
 //! - The cursor is the largest `cursor_column` value read (rows below the saved cursor are
 //!   skipped, rows at it re-read), else the newest last-modified time of the files.
 //! - Lines that do not parse or convert become dead letters naming file and line.
@@ -29,7 +31,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::Result;
 use crate::load::CursorRange;
@@ -71,6 +73,16 @@ struct LoadedFile {
     /// streams with a version column and in states saved before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     content: Option<String>,
+    /// The version its rows were given, when not its last-modified time: the time of the
+    /// file whose identical content was loaded first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rows_version: Option<i64>,
+}
+
+impl LoadedFile {
+    fn rows_version(&self) -> i64 {
+        self.rows_version.unwrap_or(self.version.last_modified)
+    }
 }
 
 /// What tells one version of a file from another.
@@ -277,64 +289,95 @@ impl Source for FilesSource {
         let stream = request.stream.as_str();
         let config = self.stream_config(stream)?.clone();
         let listed = self.list(stream).await?;
-        let loaded: FilesState = match request.state {
+        let full = request.since.is_none();
+        let loaded: FilesState = match request.state.map(serde_json::from_value) {
             None => FilesState::default(),
-            Some(saved) => {
-                serde_json::from_value(saved).map_err(|source| FilesError::BadState {
+            Some(Ok(saved)) => saved,
+            // A full load is how a broken state is repaired: it starts from no state.
+            Some(Err(err)) if full => {
+                warn!(stream, error = %err, "the saved file list is unreadable; a full load starts without it");
+                FilesState::default()
+            }
+            Some(Err(source)) => {
+                return Err(FilesError::BadState {
                     stream: stream.to_string(),
                     source,
-                })?
+                }
+                .into());
             }
         };
-        // Contents already loaded, by the files listed when they were: a file's time is the
-        // version of its rows only when the stream has no version column, and then bytes
-        // loaded before must not be read again under a newer time.
+        // A file's time is the version of its rows only when the stream has no version
+        // column; then bytes loaded before keep the version they were first given, so a touch
+        // or a copy never makes them newer than what was loaded since.
         let by_content = config.version_column.is_none();
-        let mut known: HashSet<String> = loaded
-            .files
-            .values()
-            .filter_map(|f| f.content.clone())
-            .collect();
+        let mut versions: HashMap<String, i64> = HashMap::new();
+        for saved in loaded.files.values() {
+            if let Some(content) = &saved.content {
+                let version = saved.rows_version();
+                versions
+                    .entry(content.clone())
+                    .and_modify(|v| *v = (*v).min(version))
+                    .or_insert(version);
+            }
+        }
+        let mut read_now: HashSet<String> = HashSet::new();
         let mut to_read = Vec::new();
         let mut files = BTreeMap::new();
         let mut already_loaded = 0usize;
         for f in &listed {
-            if let Some(saved) = loaded.files.get(&f.relative) {
-                if saved.version == f.version {
-                    files.insert(f.relative.clone(), saved.clone());
-                    continue;
-                }
+            let saved = loaded
+                .files
+                .get(&f.relative)
+                .filter(|saved| saved.version == f.version);
+            if let (Some(saved), false) = (saved, full) {
+                files.insert(f.relative.clone(), saved.clone());
+                continue;
             }
-            let content = if by_content {
-                let content = self.content_of(f).await?;
-                // `insert` is false for bytes loaded before, or read earlier in this load.
-                if !known.insert(content.clone()) {
-                    already_loaded += 1;
-                    files.insert(
-                        f.relative.clone(),
-                        LoadedFile {
-                            version: f.version.clone(),
-                            content: Some(content),
-                        },
-                    );
-                    continue;
-                }
-                Some(content)
-            } else {
-                None
-            };
-            to_read.push(FileToRead {
+            let mut file = FileToRead {
                 location: f.location.clone(),
                 relative: f.relative.clone(),
-                last_modified_ms: f.version.last_modified,
-            });
+                version_ms: f.version.last_modified,
+            };
+            if !by_content {
+                to_read.push(file);
+                files.insert(
+                    f.relative.clone(),
+                    LoadedFile {
+                        version: f.version.clone(),
+                        content: None,
+                        rows_version: None,
+                    },
+                );
+                continue;
+            }
+            let content = match saved.and_then(|saved| saved.content.clone()) {
+                Some(content) => content,
+                None => self.content_of(f).await?,
+            };
+            let known = versions.get(&content).copied();
+            file.version_ms = known.unwrap_or(f.version.last_modified);
             files.insert(
                 f.relative.clone(),
                 LoadedFile {
                     version: f.version.clone(),
-                    content,
+                    content: Some(content.clone()),
+                    rows_version: (file.version_ms != f.version.last_modified)
+                        .then_some(file.version_ms),
                 },
             );
+            // An incremental load does not read bytes loaded before; a full load reads every
+            // content once, at the version it was first given.
+            let read_before = if full {
+                !read_now.insert(content.clone())
+            } else {
+                known.is_some()
+            };
+            if read_before {
+                already_loaded += 1;
+                continue;
+            }
+            versions.entry(content).or_insert(file.version_ms);
+            to_read.push(file);
         }
         if already_loaded > 0 {
             info!(
@@ -465,6 +508,7 @@ mod tests {
             }
         );
         assert_eq!(a.content, None);
+        assert_eq!(a.rows_version(), 5);
 
         // The content sits beside the metadata, and round-trips.
         let mut files = BTreeMap::new();
@@ -477,6 +521,7 @@ mod tests {
                     last_modified: 7,
                 },
                 content: Some("9e107d9d372bb6826bd81d3542a419d6".into()),
+                rows_version: Some(2),
             },
         );
         let state = FilesState { files };
@@ -484,7 +529,8 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"files": {"b.csv": {
-                "size": 3, "last_modified": 7, "content": "9e107d9d372bb6826bd81d3542a419d6"
+                "size": 3, "last_modified": 7, "content": "9e107d9d372bb6826bd81d3542a419d6",
+                "rows_version": 2
             }}})
         );
         assert_eq!(serde_json::from_value::<FilesState>(json).unwrap(), state);
