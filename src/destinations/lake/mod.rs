@@ -27,7 +27,9 @@
 //! `merge::StagedLoad::collect`) while their count and checksum are computed; a mismatch
 //! with the manifest stops before anything is written. DataFusion then keeps the newest row per
 //! key (a delete wins a tie) and one delta-rs MERGE applies deletes, updates and inserts with
-//! the same rules as the PostgreSQL destination (see `merge::MergeClauses`).
+//! the same rules as the PostgreSQL destination (see `merge::MergeClauses`). Hard deletes'
+//! tombstones live in a side Delta table, recorded in a commit of its own just before the
+//! table's (see `tombstones` for why that order survives a crash between the two).
 //!
 //! Tables are named after their stream (`{root}/{stream}`): [`Destination::is_committed`] and
 //! [`Destination::last_load`] only get the stream name. Staged millisecond timestamps are

@@ -1,6 +1,7 @@
 //! The PostgreSQL destination: binary COPY into a session staging table, then one set-based
-//! merge (delete, update, insert) in a transaction that also records the load in the ledger
-//! table `"<schema>"."_syncline_loads"`.
+//! merge (delete, update, insert, then the deletes remembered: tombstones in
+//! `"<schema>"."_syncline_tombstones"`, or rows marked deleted for keys the table lacks) in a
+//! transaction that also records the load in the ledger table `"<schema>"."_syncline_loads"`.
 //!
 //! Exactly-once comes from the ledger: the merge and its ledger row commit together, a load id
 //! already in the ledger is skipped, and two runs racing on one load id cannot both commit

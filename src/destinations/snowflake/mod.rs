@@ -6,7 +6,9 @@
 //! load's folder and `CREATE OR REPLACE TRANSIENT TABLE` (DDL, outside the transaction) →
 //! `BEGIN` → `COPY INTO` exactly the manifest's files → rows loaded and the received count and
 //! checksum compared with the manifest (a difference rolls back: a reconciliation mismatch) →
-//! ledger lookup again → `MERGE` → ledger insert → `COMMIT`.
+//! ledger lookup again → `MERGE` (each key's tombstone joined in) → the deletes remembered
+//! (hard: tombstones merged into `"<schema>"."_syncline_tombstones"`; soft: rows marked deleted
+//! for keys the table lacks, then counted) → ledger insert → `COMMIT`.
 //!
 //! Sessions run with `AUTOCOMMIT = FALSE` and an explicit `BEGIN`/`COMMIT` around each load.
 //! With Snowflake that is the same as autocommit plus `BEGIN`; the emulator the tests use
