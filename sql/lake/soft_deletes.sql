@@ -5,6 +5,6 @@ FROM {source} AS s
 LEFT JOIN {target} AS t ON t.{key} = s.{key}
 WHERE s.{deleted}
   AND (
-    t.{key} IS NULL
+    (t.{key} IS NULL{tombstone_guard})
     OR (s.{version} >= t.{version} AND (t.{deleted_at} IS NULL OR s.{version} > t.{version}))
   )

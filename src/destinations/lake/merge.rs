@@ -187,7 +187,7 @@ pub(crate) async fn apply(
     // count both first, over the same snapshot and with the same predicates as the merge
     // clauses, so the outcome can tell them apart.
     let soft = if layout.deletes == DeleteMode::Soft && load.any_deleted {
-        count_soft_deletes(&ctx, &table, layout, source.clone()).await?
+        count_soft_deletes(&ctx, &table, layout, guarded, source.clone()).await?
     } else {
         SoftDeletes::default()
     };
@@ -250,6 +250,7 @@ async fn count_soft_deletes(
     ctx: &SessionContext,
     table: &DeltaTable,
     layout: &TableLayout,
+    guarded: bool,
     source: DataFrame,
 ) -> Result<SoftDeletes> {
     let target = table
@@ -261,7 +262,7 @@ async fn count_soft_deletes(
     ctx.register_table(sql::SOURCE_TABLE, source.into_view())
         .step("register the de-duplicated load")?;
     let batches = ctx
-        .sql(&sql::soft_deletes(layout))
+        .sql(&sql::soft_deletes(layout, guarded))
         .await
         .step("count soft deletes")?
         .collect()
@@ -413,12 +414,14 @@ impl MergeClauses {
             lit(true)
         };
         let mut insert = vec![Insert {
-            predicate: is_live.and(newer_than_tombstone),
+            predicate: is_live.and(newer_than_tombstone.clone()),
             set: set(&plan.insert),
         }];
         if let Some(insert_deleted) = &plan.insert_deleted {
+            // A tombstone at least as new already holds the delete (a stream that moved from
+            // hard to soft deletes).
             insert.push(Insert {
-                predicate: source(DELETED_COLUMN),
+                predicate: source(DELETED_COLUMN).and(newer_than_tombstone),
                 set: set(insert_deleted),
             });
         }

@@ -72,17 +72,25 @@ pub(crate) fn with_tombstones(layout: &TableLayout) -> String {
 
 /// How many rows the soft-delete clauses of the merge will mark deleted (`marked`) and insert
 /// already deleted for keys the table lacks (`remembered`): the same predicates, evaluated over
-/// the same snapshot, before the merge runs.
-pub(crate) fn soft_deletes(layout: &TableLayout) -> String {
+/// the same snapshot, before the merge runs. `guarded` when the source rows carry each key's
+/// tombstone (see [`with_tombstones`]).
+pub(crate) fn soft_deletes(layout: &TableLayout, guarded: bool) -> String {
     let source = quote_ident(SOURCE_TABLE);
     let target = quote_ident(TARGET_TABLE);
     let key = quote_ident(&layout.key);
     let version = quote_ident(VERSION_COLUMN);
     let deleted = quote_ident(DELETED_COLUMN);
     let deleted_at = quote_ident(DELETED_AT_COLUMN);
+    let tombstone_guard = if guarded {
+        let tombstone = quote_ident(TOMBSTONE_COLUMN);
+        format!(" AND (s.{tombstone} IS NULL OR s.{version} > s.{tombstone})")
+    } else {
+        String::new()
+    };
     render(
         SOFT_DELETES,
         &[
+            ("tombstone_guard", tombstone_guard.as_str()),
             ("source", source.as_str()),
             ("target", target.as_str()),
             ("key", key.as_str()),
@@ -144,9 +152,15 @@ mod tests {
 
     #[test]
     fn soft_deletes_joins_on_the_key() {
-        let sql = soft_deletes(&layout());
+        let sql = soft_deletes(&layout(), false);
         assert!(sql.contains(r#"ON t."Id" = s."Id""#), "{sql}");
         assert!(sql.contains(r#"t."_syncline_deleted_at" IS NULL"#), "{sql}");
+        assert!(!sql.contains("_syncline_tombstone"), "{sql}");
+        let guarded = soft_deletes(&layout(), true);
+        assert!(
+            guarded.contains(r#"(t."Id" IS NULL AND (s."_syncline_tombstone" IS NULL OR"#),
+            "{guarded}"
+        );
     }
 
     #[test]

@@ -242,7 +242,7 @@ impl Destination for PostgresDestination {
         let mut deleted = deleted;
         if let Some(insert_deleted) = &statements.insert_deleted {
             deleted += tx
-                .execute(insert_deleted.as_str(), &[load_id])
+                .execute(insert_deleted.as_str(), &with_table)
                 .await
                 .step("remember deletes of keys the table lacks")?;
         }

@@ -155,8 +155,8 @@ pub(crate) fn widen_column(schema: &str, table: &str, column: &str, to: PgType) 
 }
 
 /// Every statement of one merge, rendered for a table layout. Statements that take the load id
-/// bind it as `$1`; `delete` does so only for soft deletes. `insert` and `record_tombstones`
-/// also bind the table's name as `$2` (the tombstones' `table_name`).
+/// bind it as `$1`; `delete` does so only for soft deletes. `insert`, `insert_deleted` and
+/// `record_tombstones` also bind the table's name as `$2` (the tombstones' `table_name`).
 #[derive(Debug, Clone)]
 pub(crate) struct MergeSql {
     pub ledger_lookup: String,
@@ -249,6 +249,7 @@ impl MergeSql {
                     &[
                         ("columns", columns.join(", ").as_str()),
                         ("values", values.join(", ").as_str()),
+                        ("tombstone_guard", tombstone_guard.as_str()),
                     ],
                 ),
             )
@@ -429,13 +430,13 @@ mod tests {
         assert!(!hard.delete.contains("$1"));
         let soft = MergeSql::new("crm", &layout(DeleteMode::Soft));
         let insert_deleted = soft.insert_deleted.as_ref().expect("soft mode");
-        for statement in [&soft.delete, &soft.update, insert_deleted, &hard.update] {
+        for statement in [&soft.delete, &soft.update, &hard.update] {
             assert!(statement.contains("$1::text"), "{statement}");
             assert!(!statement.contains("$2"), "{statement}");
         }
         // The table's tombstones are named by the table name, bound as $2.
         let record = hard.record_tombstones.as_ref().expect("hard mode");
-        for statement in [&hard.insert, &soft.insert, record] {
+        for statement in [&hard.insert, &soft.insert, insert_deleted, record] {
             assert!(statement.contains("$1::text"), "{statement}");
             assert!(statement.contains("$2::text"), "{statement}");
             assert!(!statement.contains("$3"), "{statement}");

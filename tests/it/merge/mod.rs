@@ -641,6 +641,41 @@ async fn a_delete_wins_a_tie_across_loads<D: DestinationUnderTest>() {
     }
 }
 
+/// A stream that moves from hard to soft deletes keeps its tombstones: an older delete and an
+/// older live row of a hard-deleted key leave it deleted; a newer row brings it back.
+async fn tombstones_keep_holding_after_a_move_to_soft_deletes<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge(
+        "l1",
+        DeleteMode::Hard,
+        batch(&[(1, "a", 100, false), (2, "b", 100, false)], None),
+    )
+    .await
+    .unwrap();
+    t.merge("l2", DeleteMode::Hard, batch(&[(1, "a", 300, true)], None))
+        .await
+        .unwrap();
+    for (load, rows) in [
+        ("l3", [(1, "a", 200, true)]),
+        ("l4", [(1, "a-old", 250, false)]),
+    ] {
+        let outcome = t
+            .merge(load, DeleteMode::Soft, batch(&rows, None))
+            .await
+            .unwrap();
+        assert_eq!(counts(&outcome), (0, 0, 0), "{load}: {outcome:?}");
+        assert_eq!(t.people(true).await, ["2|b|100|f"], "after {load}");
+    }
+    t.merge(
+        "l5",
+        DeleteMode::Soft,
+        batch(&[(1, "a-new", 400, false)], None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.people(true).await, ["1|a-new|400|f", "2|b|100|f"]);
+}
+
 /// One `#[tokio::test]` per merge case for the destination `$dut`, named after the case.
 macro_rules! every_case {
     ($dut:ty) => {
@@ -655,6 +690,7 @@ macro_rules! every_case {
             a_hard_deleted_row_stays_deleted_against_older_resends,
             a_delete_of_an_unseen_key_holds_against_older_versions,
             a_delete_wins_a_tie_across_loads,
+            tombstones_keep_holding_after_a_move_to_soft_deletes,
             merge_equals_the_model_in_any_load_split,
         );
     };
