@@ -144,6 +144,17 @@ async fn compare<D: DestinationUnderTest>(
     rows
 }
 
+/// The changes of one load as the batch the source would stage.
+fn load_batch(changes: &[Change]) -> arrow::array::RecordBatch {
+    let names: Vec<String> = changes.iter().map(Change::name).collect();
+    let rows: Vec<(i64, &str, i64, bool)> = changes
+        .iter()
+        .zip(&names)
+        .map(|(c, name)| (c.key, name.as_str(), c.version, c.deleted))
+        .collect();
+    batch(&rows, None)
+}
+
 async fn run_case<D: DestinationUnderTest>(
     t: &Target<D>,
     number: u32,
@@ -154,16 +165,8 @@ async fn run_case<D: DestinationUnderTest>(
     let mut previous: Option<(String, &[Change])> = None;
     for (index, load) in case.loads().into_iter().enumerate() {
         let load_id = format!("{table}-l{index}");
-        let rows: Vec<(i64, String, i64, bool)> = load
-            .iter()
-            .map(|c| (c.key, c.name(), c.version, c.deleted))
-            .collect();
-        let rows: Vec<(i64, &str, i64, bool)> = rows
-            .iter()
-            .map(|(k, n, v, d)| (*k, n.as_str(), *v, *d))
-            .collect();
         let outcome = t
-            .merge_in(&table, &load_id, case.deletes, batch(&rows, None))
+            .merge_in(&table, &load_id, case.deletes, load_batch(load))
             .await
             .map_err(|err| TestCaseError::fail(format!("{load_id}: {}", err.report())))?;
         prop_assert!(!outcome.skipped, "{load_id} was skipped");
@@ -177,16 +180,8 @@ async fn run_case<D: DestinationUnderTest>(
 
         // The previous load delivered again under its own id: skipped, nothing changes.
         if let Some((replay_id, replay)) = previous.take().filter(|_| case.replays[index % 8]) {
-            let rows: Vec<(i64, String, i64, bool)> = replay
-                .iter()
-                .map(|c| (c.key, c.name(), c.version, c.deleted))
-                .collect();
-            let rows: Vec<(i64, &str, i64, bool)> = rows
-                .iter()
-                .map(|(k, n, v, d)| (*k, n.as_str(), *v, *d))
-                .collect();
             let again = t
-                .merge_in(&table, &replay_id, case.deletes, batch(&rows, None))
+                .merge_in(&table, &replay_id, case.deletes, load_batch(replay))
                 .await
                 .map_err(|err| TestCaseError::fail(format!("{replay_id}: {}", err.report())))?;
             prop_assert!(again.skipped, "the replay of {} was applied", replay_id);
