@@ -7,6 +7,9 @@
 //! - A merge never replaces a row with an older version of it (`_syncline_version`), and a row
 //!   that did not change is not rewritten (so a re-read overlap merges nothing).
 //! - Incoming rows may repeat a key; the newest version wins (a delete wins a tie).
+//! - A delete is remembered where no row is left to carry it (hard deletes: a tombstone in a
+//!   side table; soft deletes: a row marked deleted, also for a key the table never held), so
+//!   an older version arriving in a later load never brings the key back (see `plan`).
 //! - State (cursors) may advance only after `merge` returned Ok.
 
 use arrow::datatypes::SchemaRef;

@@ -309,7 +309,8 @@ impl StreamRunner<'_> {
             .extract(ExtractRequest {
                 stream: stream.to_string(),
                 since,
-                state: since.and(state.source_state.clone()),
+                // A full load gets it too (see `ExtractRequest::state`).
+                state: state.source_state.clone(),
                 batch_rows: self.config.pipeline.batch_rows,
             })
             .await?;

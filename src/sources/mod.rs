@@ -47,7 +47,9 @@ pub struct ExtractRequest {
     /// `None` for a full load; otherwise the saved cursor (epoch ms).
     pub since: Option<i64>,
     /// What the source saved with the cursor at the last commit (`Extraction::state`), e.g.
-    /// the files already loaded; `None` for a full load.
+    /// the files already loaded. A full load (`since` is `None`) gets it too: it must still
+    /// read everything, but keeps what the state says about versions it assigned (the file
+    /// source gives bytes it loaded before the version they were first given).
     pub state: Option<serde_json::Value>,
     pub batch_rows: usize,
 }

@@ -27,7 +27,9 @@
 //! `merge::StagedLoad::collect`) while their count and checksum are computed; a mismatch
 //! with the manifest stops before anything is written. DataFusion then keeps the newest row per
 //! key (a delete wins a tie) and one delta-rs MERGE applies deletes, updates and inserts with
-//! the same rules as the PostgreSQL destination (see `merge::MergeClauses`).
+//! the same rules as the PostgreSQL destination (see `merge::MergeClauses`). Hard deletes'
+//! tombstones live in a side Delta table, recorded in a commit of its own just before the
+//! table's (see `tombstones` for why that order survives a crash between the two).
 //!
 //! Tables are named after their stream (`{root}/{stream}`): [`Destination::is_committed`] and
 //! [`Destination::last_load`] only get the stream name. Staged millisecond timestamps are
@@ -39,6 +41,7 @@ mod error;
 mod merge;
 mod s3;
 mod sql;
+mod tombstones;
 pub(super) mod types;
 
 use std::collections::HashMap;
@@ -140,19 +143,28 @@ impl LakeDestination {
     /// Opens the Delta table of `table` (for `syncline query` and tests); `Ok(None)` when it
     /// does not exist yet. An invalid table name is a configuration error.
     pub async fn open_table(&self, table: &str) -> Result<Option<DeltaTable>> {
-        let mut delta = self.unloaded_table(table)?;
-        let exists = delta
-            .verify_deltatable_existence()
-            .await
-            .step("look for the table")?;
-        if !exists {
-            return Ok(None);
-        }
-        match delta.load().await {
-            Ok(()) => Ok(Some(delta)),
-            Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(err) => Err(err.at("open the table").into()),
-        }
+        open_existing(self.unloaded_table(table)?).await
+    }
+
+    /// The side table of `table`'s tombstones (see `tombstones`), opened when it exists.
+    async fn tombstone_table(&self, table: &str) -> Result<merge::TombstoneTable> {
+        let mut url = self.root.clone();
+        let path = format!(
+            "{}/{}/{}",
+            url.path().trim_end_matches('/'),
+            tombstones::TOMBSTONES_FOLDER,
+            table
+        );
+        url.set_path(&path);
+        let unloaded = DeltaTableBuilder::from_url(url)
+            .and_then(|builder| {
+                builder
+                    .with_storage_options(self.storage_options.clone())
+                    .build()
+            })
+            .step("locate the tombstone table")?;
+        let existing = open_existing(unloaded.clone()).await?;
+        Ok(merge::TombstoneTable { unloaded, existing })
     }
 
     /// The URL of `table`'s folder (`{root}/{table}`).
@@ -311,7 +323,16 @@ impl Destination for LakeDestination {
         let (table, counts) = if received.rows == 0 {
             (table, merge::MergeCounts::default())
         } else {
-            merge::apply(table, &layout, &request.load_id, load, properties.clone()).await?
+            let tombstones = self.tombstone_table(&layout.table).await?;
+            merge::apply(
+                table,
+                tombstones,
+                &layout,
+                &request.load_id,
+                load,
+                properties.clone(),
+            )
+            .await?
         };
         if table.version() == version_before {
             // delta-rs makes no commit when a merge changes nothing; the load id must still
@@ -421,6 +442,22 @@ impl Destination for LakeDestination {
             }
         }
         Ok(None)
+    }
+}
+
+/// The table at `delta`'s location, loaded; `Ok(None)` when there is none.
+async fn open_existing(mut delta: DeltaTable) -> Result<Option<DeltaTable>> {
+    let exists = delta
+        .verify_deltatable_existence()
+        .await
+        .step("look for the table")?;
+    if !exists {
+        return Ok(None);
+    }
+    match delta.load().await {
+        Ok(()) => Ok(Some(delta)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(err) => Err(err.at("open the table").into()),
     }
 }
 

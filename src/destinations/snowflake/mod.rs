@@ -6,7 +6,9 @@
 //! load's folder and `CREATE OR REPLACE TRANSIENT TABLE` (DDL, outside the transaction) →
 //! `BEGIN` → `COPY INTO` exactly the manifest's files → rows loaded and the received count and
 //! checksum compared with the manifest (a difference rolls back: a reconciliation mismatch) →
-//! ledger lookup again → `MERGE` → ledger insert → `COMMIT`.
+//! ledger lookup again → `MERGE` (each key's tombstone joined in) → the deletes remembered
+//! (hard: tombstones merged into `"<schema>"."_syncline_tombstones"`; soft: rows marked deleted
+//! for keys the table lacks, then counted) → ledger insert → `COMMIT`.
 //!
 //! Sessions run with `AUTOCOMMIT = FALSE` and an explicit `BEGIN`/`COMMIT` around each load.
 //! With Snowflake that is the same as autocommit plus `BEGIN`; the emulator the tests use
@@ -190,6 +192,12 @@ impl SnowflakeDestination {
             session,
             "create the ledger table",
             sql::create_ledger(&self.schema),
+        )
+        .await?;
+        run(
+            session,
+            "create the tombstone table",
+            sql::create_tombstones(&self.schema),
         )
         .await?;
         Ok(())
@@ -388,19 +396,38 @@ impl SnowflakeDestination {
         let inserted = optional_count(&merged, "number of rows inserted")?.unwrap_or(0);
         let mut updated = optional_count(&merged, "number of rows updated")?.unwrap_or(0);
         let mut deleted = optional_count(&merged, "number of rows deleted")?.unwrap_or(0);
+        // A delete of a key the table lacks is remembered (soft: a row marked deleted, counted
+        // as a delete; hard: the tombstone every delete records, which removes no row).
+        let mut remembered = 0;
+        if let Some(insert_deleted) = &statements.insert_deleted {
+            let row = first_row(
+                run(
+                    session,
+                    "remember deletes of keys the table lacks",
+                    insert_deleted,
+                )
+                .await?,
+                "remember deletes of keys the table lacks",
+            )?;
+            remembered = optional_count(&row, "number of rows inserted")?.unwrap_or(0);
+        }
+        if let Some(record_tombstones) = &statements.record_tombstones {
+            run(session, "record tombstones", record_tombstones).await?;
+        }
         if let Some(count_sql) = &statements.soft_deleted_count {
-            // MERGE counts a soft delete as an update; the rows this load marked deleted say
-            // which of them were deletes.
+            // MERGE counts a soft delete as an update; the rows this load marked deleted,
+            // less those it inserted already deleted, say which of them were deletes.
             let row = first_row(
                 run(session, "count soft deletes", count_sql).await?,
                 "count soft deletes",
             )?;
             deleted = count(&row, "deleted")?;
-            updated = updated.checked_sub(deleted).ok_or_else(|| {
+            let soft_deleted = deleted.saturating_sub(remembered);
+            updated = updated.checked_sub(soft_deleted).ok_or_else(|| {
                 SnowflakeError::SoftDeletesExceedUpdates {
                     load_id: request.load_id.clone(),
                     updated,
-                    deleted,
+                    deleted: soft_deleted,
                 }
             })?;
         }

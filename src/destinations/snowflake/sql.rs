@@ -9,7 +9,9 @@
 
 use crate::Result;
 use crate::destinations::layout::{self, column_defs};
-use crate::destinations::plan::{Compare, Value, assignments, insert_lists};
+use crate::destinations::plan::{
+    Compare, TOMBSTONE_COLUMN, TOMBSTONE_TABLE, Value, assignments, insert_lists,
+};
 use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 use crate::sql::{render, with_vars};
@@ -40,6 +42,11 @@ pub(crate) mod templates {
     pub const COMMIT: &str = include_str!("../../../sql/snowflake/commit.sql");
     pub const ROLLBACK: &str = include_str!("../../../sql/snowflake/rollback.sql");
     pub const DROP_INCOMING: &str = include_str!("../../../sql/snowflake/drop_incoming.sql");
+    pub const CREATE_TOMBSTONES: &str =
+        include_str!("../../../sql/snowflake/create_tombstones.sql");
+    pub const INSERT_DELETED: &str = include_str!("../../../sql/snowflake/insert_deleted.sql");
+    pub const RECORD_TOMBSTONES: &str =
+        include_str!("../../../sql/snowflake/record_tombstones.sql");
 }
 
 /// The ledger table, in the destination schema.
@@ -67,6 +74,14 @@ pub(crate) fn create_ledger(schema: &str) -> String {
     render(
         templates::CREATE_LEDGER,
         &[("ledger", &qualified(schema, LEDGER_TABLE))],
+    )
+}
+
+/// The side table of hard deletes' tombstones (see `destinations::plan`).
+pub(crate) fn create_tombstones(schema: &str) -> String {
+    render(
+        templates::CREATE_TOMBSTONES,
+        &[("tombstones", &qualified(schema, TOMBSTONE_TABLE))],
     )
 }
 
@@ -219,7 +234,12 @@ pub(crate) struct MergeSql {
     pub copy_incoming: String,
     pub staged_fingerprint: String,
     pub merge: String,
-    /// Soft deletes only: rows this load soft-deleted (MERGE counts them as updates).
+    /// Soft deletes only: a row marked deleted for each delete of a key the table lacks.
+    pub insert_deleted: Option<String>,
+    /// Hard deletes only: a tombstone for each delete, raised to the newest delete's version.
+    pub record_tombstones: Option<String>,
+    /// Soft deletes only: rows this load marked deleted, run after `insert_deleted` (MERGE
+    /// counts the soft deletes among its updates).
     pub soft_deleted_count: Option<String>,
     pub commit: String,
     pub rollback: String,
@@ -280,8 +300,14 @@ impl MergeSql {
         let update_set = assignments(&plan.update, &load_id_value);
         let soft_delete_set = assignments(&plan.soft_delete, &load_id_value);
 
-        let common: [(&str, &str); 9] = [
+        let tombstones = qualified(schema, TOMBSTONE_TABLE);
+        let tombstone = quote_ident(TOMBSTONE_COLUMN);
+        let table_name = quote_literal(plan.table);
+        let common: [(&str, &str); 12] = [
             ("target", &table),
+            ("tombstones", &tombstones),
+            ("tombstone", &tombstone),
+            ("table_name", &table_name),
             ("stage", &stage),
             ("incoming", &incoming),
             ("key", &key),
@@ -354,6 +380,22 @@ impl MergeSql {
                     ],
                 ),
             ),
+            insert_deleted: plan.insert_deleted.as_ref().map(|set| {
+                let (columns, values) = insert_lists(set, &load_id_value);
+                render(
+                    templates::INSERT_DELETED,
+                    &with_vars(
+                        &common,
+                        &[
+                            ("columns", &columns.join(", ")),
+                            ("values", &values.join(", ")),
+                        ],
+                    ),
+                )
+            }),
+            record_tombstones: plan
+                .tombstones
+                .then(|| render(templates::RECORD_TOMBSTONES, &common)),
             soft_deleted_count: (plan.deletes == DeleteMode::Soft)
                 .then(|| render(templates::SOFT_DELETED_COUNT, &common)),
             commit: templates::COMMIT.to_string(),
@@ -375,6 +417,12 @@ impl MergeSql {
             ("ledger_lookup", &self.ledger_lookup),
             ("merge", &self.merge),
         ];
+        if let Some(insert_deleted) = &self.insert_deleted {
+            statements.push(("insert_deleted", insert_deleted));
+        }
+        if let Some(record_tombstones) = &self.record_tombstones {
+            statements.push(("record_tombstones", record_tombstones));
+        }
         if let Some(count) = &self.soft_deleted_count {
             statements.push(("soft_deleted_count", count));
         }

@@ -38,6 +38,9 @@ pub enum FilesError {
     /// The blocking task inferring the schema panicked or was aborted.
     #[error("schema inference stopped")]
     InferenceStopped(#[source] tokio::task::JoinError),
+    /// The blocking task computing a file's content checksum panicked or was aborted.
+    #[error("computing the content checksum of a file stopped")]
+    ChecksumStopped(#[source] tokio::task::JoinError),
     #[error("inferring the schema from {file}")]
     Infer {
         file: String,
@@ -92,6 +95,7 @@ impl Classified for FilesError {
             | FilesError::NothingToInfer { .. } => ErrorKind::Config,
             FilesError::List { .. }
             | FilesError::InferenceStopped(_)
+            | FilesError::ChecksumStopped(_)
             | FilesError::Infer { .. }
             | FilesError::Read { .. }
             | FilesError::NoKeyColumn { .. }
