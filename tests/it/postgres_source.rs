@@ -717,20 +717,29 @@ async fn cdc_a_key_changed_many_times_in_one_huge_transaction_ends_at_its_last_v
 }
 
 /// A big transaction on a table the stream does not follow sends no change at all, only
-/// keepalives while the server reads past it. The run still reaches the WAL end it saw at
-/// the start, loads the change after the backlog, and the slot moves past the backlog, so
-/// the next run does not read it again.
+/// keepalives while the server reads past it. Spilled to disk in small pieces (a small
+/// `logical_decoding_work_mem`), a million rows keep the server busy for a minute or more.
+/// The run still reaches the WAL end it saw at the start, loads the change after the backlog,
+/// and the slot moves past the backlog, so the next run does not read it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_a_backlog_of_unrelated_wal_is_read_past_and_confirmed() {
     let setup = Setup::start("logical", "", "").await;
     setup.run_ok(&[]).await;
     let source = setup.source().await;
     source
+        .batch_execute("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
+        .await
+        .unwrap();
+    source
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    source
         .batch_execute(
             "CREATE TABLE unrelated (id bigint PRIMARY KEY, payload text);
              UPDATE contacts SET email = 'before' WHERE id = 1;
              INSERT INTO unrelated
-             SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 1500000) AS i;
+             SELECT i, md5(i::text) FROM generate_series(1, 1000000) AS i;
              UPDATE contacts SET email = 'after' WHERE id = 2;",
         )
         .await
@@ -862,4 +871,48 @@ async fn odd_session_defaults(setup: &Setup) -> tokio_postgres::Client {
         .await
         .unwrap();
     setup.source().await
+}
+
+/// The server needs minutes to read past a backlog that holds nothing for the stream: it
+/// sends only keepalives all that time (a million-row transaction elsewhere, then one with
+/// 50,000 subtransactions, decoded with a small `logical_decoding_work_mem`). The run waits
+/// for it, since keepalives are progress, and loads the change after the backlog. Ignored by
+/// default because it takes minutes: `cargo nextest run --run-ignored all -E 'test(minutes)'`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes minutes"]
+async fn cdc_a_backlog_that_takes_minutes_to_read_does_not_stop_the_run() {
+    let setup = Setup::start("logical", "", "").await;
+    setup.run_ok(&[]).await;
+    let source = setup.source().await;
+    source
+        .batch_execute(
+            "CREATE TABLE unrelated (id bigint PRIMARY KEY, payload text);
+             INSERT INTO unrelated
+             SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 1500000) AS i;",
+        )
+        .await
+        .unwrap();
+    setup.run_ok(&[]).await;
+    source
+        .batch_execute("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
+        .await
+        .unwrap();
+    source
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    let mut backlog = String::from("BEGIN;\n");
+    for i in 0..50_000 {
+        backlog.push_str(&format!(
+            "SAVEPOINT s{i}; INSERT INTO unrelated VALUES ({}, 'x'); RELEASE SAVEPOINT s{i};\n",
+            2_000_000 + i
+        ));
+    }
+    backlog.push_str("COMMIT;\nUPDATE contacts SET email = 'after' WHERE id = 2;");
+    source.batch_execute(&backlog).await.unwrap();
+
+    let report = setup.run_ok(&[]).await;
+    assert_eq!(report.streams[0].stopped, None, "{report:#?}");
+    assert_eq!(report.streams[0].status, Status::Success, "{report:#?}");
+    setup.assert_converged(COMPARED).await;
 }

@@ -709,34 +709,33 @@ pub async fn stream_changes(
             break StreamEnd::Reached;
         }
         // Reading a frame is cancel-safe: a partial frame stays in the connection's buffer.
-        let frame = match tokio::time::timeout(HEARTBEAT, connection.get_copy_data_async(&cancel))
-            .await
-        {
-            Err(_) => {
-                if last_heard.elapsed() >= silence {
-                    break StreamEnd::Stopped {
-                        cursor: decoder.read_to,
-                        reason: format!(
-                            "the server sent nothing for {}s before reaching LSN {}",
-                            silence.as_secs(),
-                            format_lsn(decoder.target)
-                        ),
-                    };
+        let frame =
+            match tokio::time::timeout(HEARTBEAT, connection.get_copy_data_async(&cancel)).await {
+                Err(_) => {
+                    if last_heard.elapsed() >= silence {
+                        break StreamEnd::Stopped {
+                            cursor: decoder.read_to,
+                            reason: format!(
+                                "the server sent nothing for {}s before reaching LSN {}",
+                                silence.as_secs(),
+                                format_lsn(decoder.target)
+                            ),
+                        };
+                    }
+                    connection
+                        .send_standby_status_update(heard_to, since as u64, since as u64, true)
+                        .await
+                        .map_err(replication_error("send a status update"))?;
+                    continue;
                 }
-                connection
-                    .send_standby_status_update(heard_to, since as u64, since as u64, true)
-                    .await
-                    .map_err(replication_error("send a status update"))?;
-                continue;
-            }
-            Ok(Err(err)) => return Err(replication_error("read changes")(err).into()),
-            Ok(Ok(frame)) => frame,
-        };
+                Ok(Err(err)) => return Err(replication_error("read changes")(err).into()),
+                Ok(Ok(frame)) => frame,
+            };
         last_heard = tokio::time::Instant::now();
         match frame.first() {
             Some(b'k') => {
-                let keepalive =
-                    parse_keepalive_message(&frame).map_err(replication_error("read a keepalive"))?;
+                let keepalive = parse_keepalive_message(&frame)
+                    .map_err(replication_error("read a keepalive"))?;
                 heard_to = heard_to.max(keepalive.wal_end);
                 decoder.server_read_to(keepalive.wal_end as i64);
                 if keepalive.reply_requested {
@@ -972,7 +971,9 @@ mod tests {
             )
         };
         for change in 0..40u64 {
-            decoder.take(update(1000 + change * 72, format!("v{change}"))).unwrap();
+            decoder
+                .take(update(1000 + change * 72, format!("v{change}")))
+                .unwrap();
         }
         let versions: Vec<i64> = decoder.rows.iter().map(|r| r.version).collect();
         assert_eq!(versions.len(), 40);
@@ -1005,7 +1006,10 @@ mod tests {
         let now = chrono::Utc::now();
         let mut decoder = ChangeDecoder::new(spec(), true, 100, 500, 9000);
         decoder.server_read_to(4000);
-        assert_eq!(decoder.read_to, 4000, "WAL that held nothing for the stream");
+        assert_eq!(
+            decoder.read_to, 4000,
+            "WAL that held nothing for the stream"
+        );
         assert!(!decoder.reached());
         decoder
             .take(ChangeEvent::begin(7, lsn(6000), now, lsn(5000)))

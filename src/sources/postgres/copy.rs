@@ -208,7 +208,12 @@ pub async fn copy_batches(
 
 /// A row set aside because the value of column `index` cannot be staged: the record is the
 /// row's decoded values as JSON (the refused one as NULL), the reason names the column.
-pub fn dead_letter(spec: &TableSpec, values: &[Value<'_>], index: usize, bad: BadValue) -> DeadLetter {
+pub fn dead_letter(
+    spec: &TableSpec,
+    values: &[Value<'_>],
+    index: usize,
+    bad: BadValue,
+) -> DeadLetter {
     let key = match values.first() {
         Some(Value::Int(v)) => v.to_string(),
         Some(Value::Text(v)) => (*v).to_string(),

@@ -436,7 +436,10 @@ mod tests {
             parse_timestamp("1850-06-01 07:03:58-04:56:02", true),
             Ok(noon_utc)
         );
-        assert_eq!(parse_timestamp("1850-06-01 12:00:00+00", true), Ok(noon_utc));
+        assert_eq!(
+            parse_timestamp("1850-06-01 12:00:00+00", true),
+            Ok(noon_utc)
+        );
         assert!(parse_timestamp("1850-06-01 12:00:00+5", true).is_err());
         assert!(parse_timestamp("1850-06-01 12:00:00+05:53:28:01", true).is_err());
         assert!(parse_timestamp("1850-06-01 12:00:00", true).is_err());
