@@ -61,14 +61,7 @@ impl PostgresSource {
         // TLS as the URL's sslmode asks; an unparsable URL is a configuration error whose
         // message never quotes the URL (it carries the password).
         let client = crate::tls::connect(self.config.url.expose(), "source.url").await?;
-        client
-            .batch_execute(sql::templates::SET_DATESTYLE)
-            .await
-            .map_err(source_error("set up the session"))?;
-        client
-            .batch_execute(sql::templates::SET_TIMEZONE)
-            .await
-            .map_err(source_error("set up the session"))?;
+        set_up_session(&client).await?;
         Ok(client)
     }
 
@@ -162,6 +155,7 @@ impl PostgresSource {
         cdc::ensure_publication(&client, &slot, &spec).await?;
         let created = cdc::create_slot(&client, self.config.url.expose(), &slot, &slot).await?;
         let consistent_point = created.consistent_point;
+        let snapshot_version = created.snapshot_version;
         info!(stream = %request.stream, slot, lsn = %cdc::format_lsn(consistent_point), "snapshot");
         let schema = spec.staged_schema();
         let key = spec.key().name.clone();
@@ -175,6 +169,8 @@ impl PostgresSource {
                 ..
             } = created;
             let mut reader = crate::tls::connect(url.expose(), "source.url").await?;
+            // Values cast to text in the COPY must read as the changes streamed later do.
+            set_up_session(&reader).await?;
             let tx = reader
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -193,7 +189,7 @@ impl PostgresSource {
                 out,
                 &spec,
                 &types,
-                Versions::Constant(consistent_point),
+                Versions::Constant(snapshot_version),
                 batch_rows,
                 &mut sender,
             )
@@ -254,7 +250,9 @@ impl PostgresSource {
         let schema = spec.staged_schema();
         let key = spec.key().name.clone();
         let all_columns = self.config.table(&request.stream).columns.is_none();
-        let mut decoder = cdc::ChangeDecoder::new(spec, all_columns, request.batch_rows, since);
+        let mut decoder =
+            cdc::ChangeDecoder::new(spec, all_columns, request.batch_rows, since, target);
+        let silence = cdc::silence_limit(&client).await?;
         let url = self.config.url.clone();
         let items = spawn_reader(move |mut sender| async move {
             let end = cdc::stream_changes(
@@ -263,14 +261,13 @@ impl PostgresSource {
                 &slot,
                 &slot,
                 since,
-                target,
+                silence,
                 &mut decoder,
                 &mut sender,
             )
             .await?;
-            if let Some(batch) = decoder.finish_batch(&client).await? {
-                let _ = sender.send(Ok(Extracted::Batch(batch))).await;
-            }
+            let (batch, dead) = decoder.finish_batch(&client).await?;
+            cdc::send(&mut sender, batch, dead).await;
             if let cdc::StreamEnd::Stopped { cursor, reason } = end {
                 let _ = sender
                     .send(Ok(Extracted::Stopped {
@@ -293,6 +290,17 @@ impl PostgresSource {
             items,
         })
     }
+}
+
+/// Gives a session the settings every value read as text depends on (DateStyle ISO,
+/// TimeZone UTC, IntervalStyle postgres, all float digits), whatever the database's or the
+/// role's defaults are. The replication session gets the same (`cdc::stream_changes`).
+async fn set_up_session(client: &Client) -> Result<()> {
+    client
+        .batch_execute(sql::templates::SESSION_SETTINGS)
+        .await
+        .map_err(source_error("set up the session"))?;
+    Ok(())
 }
 
 /// Runs `read` in its own task once the stream is first polled, and streams what it sends.

@@ -12,12 +12,12 @@ use super::catalog::{SourceColumn, TableSpec, ValueKind};
 
 /// The statement templates, embedded at build time.
 pub mod templates {
-    pub const SET_DATESTYLE: &str = include_str!("../../../sql/postgres_source/set_datestyle.sql");
-    pub const SET_TIMEZONE: &str = include_str!("../../../sql/postgres_source/set_timezone.sql");
+    pub const SESSION_SETTINGS: &str =
+        include_str!("../../../sql/postgres_source/session_settings.sql");
+    pub const WAL_SENDER_TIMEOUT: &str =
+        include_str!("../../../sql/postgres_source/wal_sender_timeout.sql");
     pub const SHOW_WAL_LEVEL: &str =
         include_str!("../../../sql/postgres_source/show_wal_level.sql");
-    pub const SHOW_DATESTYLE: &str =
-        include_str!("../../../sql/postgres_source/show_datestyle.sql");
     pub const CAN_REPLICATE: &str = include_str!("../../../sql/postgres_source/can_replicate.sql");
     pub const TABLE_COLUMNS: &str = include_str!("../../../sql/postgres_source/table_columns.sql");
     pub const CURRENT_WAL_LSN: &str =
@@ -276,10 +276,9 @@ mod tests {
     #[test]
     fn static_statements_need_no_rendering() {
         for template in [
-            templates::SET_DATESTYLE,
-            templates::SET_TIMEZONE,
+            templates::SESSION_SETTINGS,
+            templates::WAL_SENDER_TIMEOUT,
             templates::SHOW_WAL_LEVEL,
-            templates::SHOW_DATESTYLE,
             templates::CAN_REPLICATE,
             templates::TABLE_COLUMNS,
             templates::CURRENT_WAL_LSN,
