@@ -22,6 +22,7 @@ use crate::config::{Config, DestinationConfig};
 use crate::error::{Classified, ErrorKind};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{DriftError, ListRequest, Listing};
 
 pub mod lake;
 mod layout;
@@ -156,4 +157,17 @@ pub trait Destination: Send + Sync {
 
     /// The newest ledger entry of a stream, if any.
     async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>>;
+
+    /// `syncline reconcile`: the live rows of a table as (key, version, and the content hash
+    /// when `request.compare` asks for one), sorted by key as `reconcile::drift` says, in
+    /// bounded chunks. An empty listing when the table does not exist. Destinations that
+    /// cannot list say so (a configuration error).
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        Err(DriftError::Unsupported {
+            side: "destination",
+            what: "type (only postgres and lake list keys)".to_string(),
+            stream: request.table.clone(),
+        }
+        .into())
+    }
 }

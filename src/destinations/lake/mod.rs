@@ -53,7 +53,7 @@ use deltalake::kernel::transaction::{
 use deltalake::kernel::{CommitInfo, DataType as DeltaType, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use futures::stream::BoxStream;
 use object_store::ObjectStoreExt;
 use serde_json::Value;
@@ -66,6 +66,7 @@ use crate::destinations::layout::ColumnType;
 use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{Compare, DriftError, Key, ListRequest, Listed, Listing};
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
 
 pub use error::LakeError;
@@ -406,6 +407,83 @@ impl Destination for LakeDestination {
             }
         }
         Ok(Some(fingerprint))
+    }
+
+    /// Key and version (µs) of the live rows, sorted by DataFusion (integers numerically,
+    /// text by bytes). Comparing by content hash is not supported here yet: a CDC stream
+    /// reconciles against the PostgreSQL destination only.
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        use datafusion::common::Column;
+        use datafusion::prelude::{cast, col};
+        if let Compare::Hash(_) = request.compare {
+            return Err(DriftError::Unsupported {
+                side: "destination",
+                what: "lake with a stream compared by content hash (CDC)".to_string(),
+                stream: request.table.clone(),
+            }
+            .into());
+        }
+        let Some(delta) = self.open_table(&request.table).await? else {
+            return Ok(futures::stream::empty().boxed());
+        };
+        let ctx = datafusion::prelude::SessionContext::new();
+        delta
+            .update_datafusion_session(&ctx.state())
+            .step("register the table's store")?;
+        let provider = delta
+            .table_provider()
+            .await
+            .step("open the table for reading")?;
+        let frame = ctx.read_table(provider).step("read the table")?;
+        let live = match request.deletes {
+            DeleteMode::Hard => frame,
+            DeleteMode::Soft => frame
+                .filter(col(Column::new_unqualified(DELETED_AT_COLUMN)).is_null())
+                .step("filter deleted rows")?,
+        };
+        let key_type = if request.int_key {
+            arrow::datatypes::DataType::Int64
+        } else {
+            arrow::datatypes::DataType::Utf8
+        };
+        let micros = arrow::datatypes::DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        );
+        let sorted = live
+            .select(vec![
+                cast(col(Column::new_unqualified(&request.key)), key_type).alias("key"),
+                cast(col(Column::new_unqualified(VERSION_COLUMN)), micros).alias("version"),
+            ])
+            .step("project the key and version")?
+            .sort(vec![col("key").sort(true, false)])
+            .step("sort by key")?;
+        let batches = sorted.execute_stream().await.step("scan the table")?;
+        let int_key = request.int_key;
+        Ok(batches
+            .map(move |batch| {
+                let batch = batch.step("scan the table")?;
+                let versions = batch
+                    .column(1)
+                    .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
+                    .ok_or(LakeError::VersionNotATimestamp)?;
+                let keys = batch.column(0);
+                let mut listed = Vec::with_capacity(batch.num_rows());
+                for row in 0..batch.num_rows() {
+                    let key = if int_key {
+                        Key::Int(keys.as_primitive::<arrow::datatypes::Int64Type>().value(row))
+                    } else {
+                        Key::Text(keys.as_string::<i32>().value(row).to_string())
+                    };
+                    listed.push(Listed {
+                        key,
+                        version: Some(versions.value(row)),
+                        hash: None,
+                    });
+                }
+                Ok(listed)
+            })
+            .boxed())
     }
 
     /// The newest commit in the history of the table named `stream` that records a load;

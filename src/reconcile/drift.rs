@@ -1,0 +1,422 @@
+//! Drift between a source and a destination (`syncline reconcile`): both sides as streams of
+//! (key, version or content hash) sorted by key, merged in one pass, every difference put in
+//! one class. Memory holds a chunk of each side and the keys to repair, never a whole table.
+//!
+//! Order: integer keys ascend numerically, text keys by their UTF-8 bytes (what PostgreSQL's
+//! `COLLATE "C"` and DataFusion both sort by). A side that breaks the order is an error, not
+//! drift: comparing it would classify everything wrongly.
+//!
+//! The content hash, for streams whose versions cannot be compared across the two sides (CDC
+//! versions are LSNs), is one definition computed in SQL on both: `md5` of the row's columns,
+//! each as [`HashKind`]'s canonical text, `quote_nullable`d and joined by `,`.
+
+use std::cmp::Ordering;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::error::{Classified, ErrorKind};
+
+/// At most this many example keys per class in a report.
+pub const EXAMPLES: usize = 100;
+
+/// A record key, as both sides list it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Key {
+    Int(i64),
+    Text(String),
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Int(value) => write!(f, "{value}"),
+            Key::Text(value) => f.write_str(value),
+        }
+    }
+}
+
+/// One listed record: its key, its version (µs since the epoch, or the source's own integer
+/// position) and, for hash comparison, its content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: Key,
+    pub version: Option<i64>,
+    pub hash: Option<String>,
+}
+
+/// How a column appears in the content hash: its canonical text, the same on every side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashKind {
+    /// Decimal digits of the 64-bit integer.
+    Int,
+    /// PostgreSQL's shortest exact text of the float8.
+    Float,
+    /// `true` / `false`.
+    Bool,
+    /// Days since 1970-01-01.
+    Date,
+    /// Microseconds since the epoch (a time without zone counted as UTC).
+    Timestamp,
+    Text,
+}
+
+/// How a stream's two sides are compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// By version: the destination's `_syncline_version` against the source's.
+    Version,
+    /// By content hash over these columns (name, kind), key first.
+    Hash(Vec<(String, HashKind)>),
+}
+
+impl Compare {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Compare::Version => "version",
+            Compare::Hash(_) => "content hash",
+        }
+    }
+}
+
+/// A sorted listing of one side, in chunks.
+pub type Listing = BoxStream<'static, Result<Vec<Listed>>>;
+
+/// What a source lists for a stream.
+pub struct SourceListing {
+    /// The key column.
+    pub key: String,
+    /// Whether the key is an integer (else text): the destination sorts and decodes it alike.
+    pub int_key: bool,
+    pub compare: Compare,
+    pub items: Listing,
+}
+
+/// What a destination lists: the key column, its type, the deletes mode and how to compare.
+#[derive(Debug, Clone)]
+pub struct ListRequest {
+    pub table: String,
+    pub key: String,
+    pub int_key: bool,
+    pub deletes: crate::load::DeleteMode,
+    pub compare: Compare,
+}
+
+/// The classes of drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// In the source, not in the destination.
+    Missing,
+    /// The destination holds an older version (or, by hash, other values).
+    Stale,
+    /// The destination holds a newer version than the source: someone wrote to it.
+    Ahead,
+    /// In the destination, gone from the source.
+    Orphaned,
+}
+
+impl Class {
+    pub const ALL: [Class; 4] = [Class::Missing, Class::Stale, Class::Ahead, Class::Orphaned];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Missing => "missing",
+            Class::Stale => "stale",
+            Class::Ahead => "ahead",
+            Class::Orphaned => "orphaned",
+        }
+    }
+}
+
+/// The count of a class and its first keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassCount {
+    pub count: u64,
+    /// Up to [`EXAMPLES`] keys, in key order.
+    pub examples: Vec<Key>,
+}
+
+/// The outcome of comparing one stream's two sides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub source_rows: u64,
+    pub destination_rows: u64,
+    /// Differences left out because the source changed them after the last load (or inside
+    /// the lag window): the next ordinary run brings them.
+    pub in_flight: u64,
+    pub missing: ClassCount,
+    pub stale: ClassCount,
+    pub ahead: ClassCount,
+    pub orphaned: ClassCount,
+}
+
+impl Drift {
+    pub fn class(&self, class: Class) -> &ClassCount {
+        match class {
+            Class::Missing => &self.missing,
+            Class::Stale => &self.stale,
+            Class::Ahead => &self.ahead,
+            Class::Orphaned => &self.orphaned,
+        }
+    }
+
+    fn class_mut(&mut self, class: Class) -> &mut ClassCount {
+        match class {
+            Class::Missing => &mut self.missing,
+            Class::Stale => &mut self.stale,
+            Class::Ahead => &mut self.ahead,
+            Class::Orphaned => &mut self.orphaned,
+        }
+    }
+
+    /// Whether the destination matches the source.
+    pub fn is_clean(&self) -> bool {
+        Class::ALL.iter().all(|&c| self.class(c).count == 0)
+    }
+
+    fn note(&mut self, class: Class, key: &Key) {
+        let entry = self.class_mut(class);
+        entry.count += 1;
+        if entry.examples.len() < EXAMPLES {
+            entry.examples.push(key.clone());
+        }
+    }
+}
+
+/// What a repair needs: every key to fetch again and every orphan with its destination
+/// version (the delete must be at least as new to win the merge).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairKeys {
+    pub fetch: Vec<Key>,
+    pub orphans: Vec<(Key, i64)>,
+}
+
+/// A listing broke the order both sides promise.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    #[error(
+        "the {side} listing of stream {stream} is not sorted by key ({previous} came before {next}); \
+         nothing was compared"
+    )]
+    OutOfOrder {
+        side: &'static str,
+        stream: String,
+        previous: String,
+        next: String,
+    },
+    #[error(
+        "reconcile does not support the {side} {what} yet (stream {stream}); supported: the postgres \
+         and hubspot sources into the postgres and lake destinations"
+    )]
+    Unsupported {
+        side: &'static str,
+        what: String,
+        stream: String,
+    },
+}
+
+impl Classified for DriftError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            DriftError::OutOfOrder { .. } => ErrorKind::Reconciliation,
+            DriftError::Unsupported { .. } => ErrorKind::Config,
+        }
+    }
+}
+
+/// One side's listing read a record at a time, checking the order.
+struct Side {
+    name: &'static str,
+    stream: String,
+    items: Listing,
+    chunk: std::vec::IntoIter<Listed>,
+    head: Option<Listed>,
+    rows: u64,
+}
+
+impl Side {
+    async fn new(name: &'static str, stream: &str, items: Listing) -> Result<Side> {
+        let mut side = Side {
+            name,
+            stream: stream.to_string(),
+            items,
+            chunk: Vec::new().into_iter(),
+            head: None,
+            rows: 0,
+        };
+        side.head = side.pull().await?;
+        Ok(side)
+    }
+
+    async fn pull(&mut self) -> Result<Option<Listed>> {
+        loop {
+            if let Some(next) = self.chunk.next() {
+                return Ok(Some(next));
+            }
+            match self.items.next().await {
+                Some(chunk) => self.chunk = chunk?.into_iter(),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Takes the head and reads the next one, which must sort strictly after it.
+    async fn advance(&mut self) -> Result<Listed> {
+        let current = self.head.take().expect("advance only with a head");
+        self.rows += 1;
+        self.head = self.pull().await?;
+        if let Some(next) = &self.head
+            && next.key <= current.key
+        {
+            return Err(DriftError::OutOfOrder {
+                side: self.name,
+                stream: self.stream.clone(),
+                previous: current.key.to_string(),
+                next: next.key.to_string(),
+            }
+            .into());
+        }
+        Ok(current)
+    }
+}
+
+/// Compares the two sorted listings of `stream`. A difference whose source version is at or
+/// after `settled_until` is in flight, not drift (the next ordinary run brings it).
+pub async fn compare(
+    stream: &str,
+    source: Listing,
+    destination: Listing,
+    settled_until: Option<i64>,
+) -> Result<(Drift, RepairKeys)> {
+    let mut drift = Drift::default();
+    let mut repair = RepairKeys::default();
+    let mut src = Side::new("source", stream, source).await?;
+    let mut dst = Side::new("destination", stream, destination).await?;
+    let in_flight = |record: &Listed| {
+        matches!((record.version, settled_until), (Some(v), Some(until)) if v >= until)
+    };
+    loop {
+        let order = match (&src.head, &dst.head) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(s), Some(d)) => s.key.cmp(&d.key),
+        };
+        match order {
+            Ordering::Less => {
+                let record = src.advance().await?;
+                if in_flight(&record) {
+                    drift.in_flight += 1;
+                } else {
+                    drift.note(Class::Missing, &record.key);
+                    repair.fetch.push(record.key);
+                }
+            }
+            Ordering::Greater => {
+                let record = dst.advance().await?;
+                drift.note(Class::Orphaned, &record.key);
+                repair
+                    .orphans
+                    .push((record.key, record.version.unwrap_or_default()));
+            }
+            Ordering::Equal => {
+                let s = src.advance().await?;
+                let d = dst.advance().await?;
+                let class = match (&s.hash, &d.hash) {
+                    (Some(a), Some(b)) => (a != b).then_some(Class::Stale),
+                    _ => match s.version.cmp(&d.version) {
+                        Ordering::Equal => None,
+                        Ordering::Greater => Some(Class::Stale),
+                        Ordering::Less => Some(Class::Ahead),
+                    },
+                };
+                match class {
+                    None => {}
+                    Some(Class::Stale) if in_flight(&s) => drift.in_flight += 1,
+                    Some(class) => {
+                        drift.note(class, &s.key);
+                        if class == Class::Stale {
+                            repair.fetch.push(s.key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drift.source_rows = src.rows;
+    drift.destination_rows = dst.rows;
+    Ok((drift, repair))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(rows: Vec<(i64, i64)>) -> Listing {
+        let rows: Vec<Listed> = rows
+            .into_iter()
+            .map(|(key, version)| Listed {
+                key: Key::Int(key),
+                version: Some(version),
+                hash: None,
+            })
+            .collect();
+        // Two chunks, so the compare crosses a chunk boundary.
+        let (a, b) = rows.split_at(rows.len() / 2);
+        futures::stream::iter(vec![Ok(a.to_vec()), Ok(b.to_vec())]).boxed()
+    }
+
+    #[tokio::test]
+    async fn every_difference_gets_its_class() {
+        let source = listing(vec![(1, 10), (2, 20), (3, 30), (4, 40), (6, 60)]);
+        let destination = listing(vec![(1, 10), (3, 25), (4, 45), (5, 50), (6, 60)]);
+        let (drift, repair) = compare("s", source, destination, None).await.unwrap();
+        assert_eq!(drift.missing.examples, [Key::Int(2)]);
+        assert_eq!(drift.stale.examples, [Key::Int(3)]);
+        assert_eq!(drift.ahead.examples, [Key::Int(4)]);
+        assert_eq!(drift.orphaned.examples, [Key::Int(5)]);
+        assert_eq!((drift.source_rows, drift.destination_rows), (5, 5));
+        assert_eq!(repair.fetch, [Key::Int(2), Key::Int(3)]);
+        assert_eq!(repair.orphans, [(Key::Int(5), 50)]);
+        assert!(!drift.is_clean());
+    }
+
+    #[tokio::test]
+    async fn changes_after_the_last_load_are_in_flight_not_drift() {
+        let source = listing(vec![(1, 10), (2, 100), (3, 120)]);
+        let destination = listing(vec![(1, 10), (3, 30)]);
+        let (drift, repair) = compare("s", source, destination, Some(100)).await.unwrap();
+        assert!(drift.is_clean(), "{drift:?}");
+        assert_eq!(drift.in_flight, 2);
+        assert!(repair.fetch.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unsorted_side_is_an_error_not_drift() {
+        let source = listing(vec![(1, 10), (3, 30), (2, 20), (4, 40)]);
+        let destination = listing(vec![(1, 10)]);
+        let err = compare("s", source, destination, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Reconciliation);
+        assert!(err.to_string().contains("not sorted"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn hashes_decide_when_both_sides_have_one() {
+        let row = |key: &str, hash: &str| Listed {
+            key: Key::Text(key.into()),
+            version: Some(1),
+            hash: Some(hash.into()),
+        };
+        let source = futures::stream::iter(vec![Ok(vec![row("a", "x"), row("b", "y")])]).boxed();
+        let destination =
+            futures::stream::iter(vec![Ok(vec![row("a", "x"), row("b", "z")])]).boxed();
+        let (drift, _) = compare("s", source, destination, None).await.unwrap();
+        assert_eq!(drift.stale.examples, [Key::Text("b".into())]);
+        assert_eq!(drift.stale.count, 1);
+    }
+}
