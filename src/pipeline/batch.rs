@@ -593,7 +593,9 @@ impl StreamRunner<'_> {
             });
         }
         self.state.save(stream, state).await?;
-        if let Some(cursor) = state.cursor {
+        // A repair read no new position: nothing for the source to release (and a CDC slot
+        // may be gone, which is why the repair ran).
+        if let Some(cursor) = state.cursor.filter(|_| manifest.mode != LoadMode::Repair) {
             self.source
                 .committed(stream, cursor, state.source_state.as_ref())
                 .await?;

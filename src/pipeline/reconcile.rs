@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::destinations::Destination;
 use crate::error::ErrorKind;
-use crate::reconcile::drift::{self, Drift, Key, ListRequest, RepairKeys};
+use crate::reconcile::drift::{self, Compared, Drift, Key, ListRequest, RepairKeys};
 use crate::reconcile::report::{Status, StreamReport};
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 use crate::sources::{Extracted, Source};
@@ -58,6 +58,8 @@ pub struct StreamDrift {
     pub repair: Option<StreamReport>,
     /// Drift the repair does not fix (`ahead` rows), or all of it when not repaired.
     pub unrepaired: u64,
+    /// Why the stream stopped early and cleanly (the source's API quota ran out).
+    pub stopped: Option<String>,
     pub error: Option<String>,
     pub error_exit_code: Option<i32>,
 }
@@ -113,6 +115,7 @@ pub async fn reconcile(
             drift: None,
             repair: None,
             unrepaired: 0,
+            stopped: None,
             error: None,
             error_exit_code: None,
         };
@@ -127,20 +130,35 @@ pub async fn reconcile(
             progress,
         )
         .await;
-        if let Err(err) = outcome {
-            warn!(stream, error = %err, "reconcile failed");
-            report.error = Some(err.report());
-            report.error_exit_code = Some(err.exit_code());
+        match outcome {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::Quota => {
+                warn!(stream, reason = %err, "API quota used up; reconcile stops cleanly");
+                report.stopped = Some(err.report());
+            }
+            Err(err) => {
+                warn!(stream, error = %err, "reconcile failed");
+                report.error = Some(err.report());
+                report.error_exit_code = Some(err.exit_code());
+            }
         }
         streams.push(report);
     }
-    let failed: Vec<i32> = streams.iter().filter_map(|s| s.error_exit_code).collect();
+    let quota = ErrorKind::Quota.exit_code();
+    let failed: Vec<i32> = streams
+        .iter()
+        .filter_map(|s| s.error_exit_code)
+        .filter(|&code| code != quota)
+        .collect();
     let exit_code = if !failed.is_empty() {
         if failed.iter().all(|&code| code == 2) {
             2
         } else {
             1
         }
+    } else if streams.iter().any(|s| s.stopped.is_some()) {
+        // The quota ran out: what was repaired is merged; the next reconcile finds the rest.
+        quota
     } else if streams.iter().any(|s| s.unrepaired > 0) {
         ErrorKind::Reconciliation.exit_code()
     } else {
@@ -193,6 +211,7 @@ async fn reconcile_stream(
         return Ok(());
     }
 
+    // Under the lock no run merges mid-compare, and a CDC slot can be peeked.
     let lock = state
         .lock(stream, config.pipeline.lock_ttl_seconds)
         .await?;
@@ -200,7 +219,9 @@ async fn reconcile_stream(
     if let Err(err) = lock.release().await {
         warn!(stream, error = %err, "could not release the stream lock");
     }
-    let (compared_by, drift, keys) = compared?;
+    let (compared_by, compared) = compared?;
+    let drift = compared.drift();
+    let keys = compared.repair_keys();
     report.compared_by = Some(compared_by);
     report.unrepaired = drift::Class::ALL
         .iter()
@@ -231,7 +252,13 @@ async fn reconcile_stream(
     let failed = matches!(load.status, Status::Failed | Status::Mismatch);
     let load_error = load.error.clone();
     let load_exit = load.error_exit_code;
+    let stopped = load.stopped.clone();
     report.repair = Some(load);
+    if stopped.is_some() {
+        // Part of the repair is merged; the drift stands until the next reconcile.
+        report.stopped = stopped;
+        return Ok(());
+    }
     if failed {
         report.error = load_error;
         report.error_exit_code = load_exit.or(Some(1));
@@ -250,7 +277,7 @@ async fn compare_stream(
     destination: &Arc<dyn Destination>,
     stream: &str,
     deletes: crate::load::DeleteMode,
-) -> Result<(String, Drift, RepairKeys)> {
+) -> Result<(String, Compared)> {
     let saved = state.load(stream).await?;
     let listing = source
         .list_keys(stream, config.pipeline.batch_rows)
@@ -264,9 +291,15 @@ async fn compare_stream(
     };
     let destination_items = destination.list_keys(&request).await?;
     let settled_until = source.settled_until(stream, saved.cursor);
-    let (drift, keys) =
+    let mut compared =
         drift::compare(stream, listing.items, destination_items, settled_until).await?;
-    Ok((listing.compare.label().to_string(), drift, keys))
+    // Checked after the compare, so a change committed while it ran is seen too.
+    if !compared.differences.is_empty()
+        && let Some(in_flight) = source.in_flight_keys(stream).await?
+    {
+        compared.settle(|key| in_flight.contains(key));
+    }
+    Ok((listing.compare.label().to_string(), compared))
 }
 
 /// The source's records for the missing and stale keys, then a delete for every orphaned key
@@ -347,6 +380,7 @@ pub fn render(report: &ReconcileReport) -> String {
     for stream in &report.streams {
         let result = match (&stream.error, &stream.repair, stream.unrepaired) {
             (Some(_), _, _) => "failed".to_string(),
+            _ if stream.stopped.is_some() => "stopped: API quota used up".to_string(),
             _ if report.dry_run => "estimate only".to_string(),
             (None, Some(load), 0) => format!(
                 "repaired ({} inserted, {} updated, {} deleted)",

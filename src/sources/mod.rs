@@ -15,6 +15,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::Result;
@@ -162,6 +163,13 @@ pub trait Source: Send + Sync {
     /// when versions say nothing about it (everything is compared).
     fn settled_until(&self, _stream: &str, _cursor: Option<i64>) -> Option<i64> {
         None
+    }
+
+    /// Keys of `stream` the source changed but has not delivered yet (a CDC slot's pending
+    /// changes): their differences are in flight, not drift. `None` when the source holds no
+    /// such backlog. Called under the stream lock.
+    async fn in_flight_keys(&self, _stream: &str) -> Result<Option<HashSet<Key>>> {
+        Ok(None)
     }
 
     /// `syncline reconcile --repair`: the current records of `stream` with these keys, as an

@@ -297,6 +297,43 @@ async fn cdc_stream_is_compared_by_content_hash_and_repaired() {
     run(&setup.config, &env);
     let (code, _, text) = reconcile(&setup.config, &env, &[]);
     assert_eq!(code, 0, "{text}");
+
+    // Changes still in the slot are in flight, not drift: the next run brings them.
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "UPDATE contacts SET email = 'pending' WHERE id = 11;
+             DELETE FROM contacts WHERE id = 12;
+             INSERT INTO contacts (id, email, updated_at) VALUES (6000, 'new', now());",
+        )
+        .await
+        .unwrap();
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    let pending = drift(report.as_ref().unwrap());
+    assert!(pending.is_clean(), "{pending:#?}");
+    assert_eq!(pending.in_flight, 3, "{pending:#?}");
+    run(&setup.config, &env);
+
+    // A delete made while the slot was gone never arrives through CDC; reconcile finds it.
+    let source = setup.source().await;
+    source
+        .batch_execute(
+            "SELECT pg_drop_replication_slot('syncline_recon_contacts');
+             DELETE FROM contacts WHERE id = 15;",
+        )
+        .await
+        .unwrap();
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 3, "{text}");
+    let found = drift(report.as_ref().unwrap());
+    assert_eq!(examples(found, Class::Orphaned), ints(&[15]), "{found:#?}");
+    assert_eq!(found.missing.count + found.stale.count, 0, "{found:#?}");
+    let (code, _, text) = reconcile(&setup.config, &env, &["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, _, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

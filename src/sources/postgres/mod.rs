@@ -26,6 +26,7 @@ pub mod cdc;
 pub mod config;
 pub mod copy;
 mod error;
+mod peek;
 pub mod rows;
 mod sql;
 
@@ -421,6 +422,21 @@ impl Source for PostgresSource {
             },
             items,
         })
+    }
+
+    /// CDC: the keys the stream's slot holds changes for, peeked without consuming them.
+    /// `None` in cursor mode, or when the slot does not exist (the stream never loaded).
+    async fn in_flight_keys(&self, stream: &str) -> Result<Option<std::collections::HashSet<Key>>> {
+        if self.config.mode != PostgresMode::Cdc {
+            return Ok(None);
+        }
+        let client = self.connect().await?;
+        let spec = self.spec(&client, stream).await?;
+        let slot = self.slot_name(stream);
+        if cdc::wait_inactive(&client, &slot).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(peek::pending_keys(&client, &slot, &slot, &spec).await?))
     }
 
     /// Cursor mode: a version past the saved cursor is newer than the last load read (the

@@ -48,6 +48,8 @@ pub mod templates {
     pub(super) const TOAST_VALUES: &str =
         include_str!("../../../sql/postgres_source/toast_values.sql");
     pub(super) const LIST_KEYS: &str = include_str!("../../../sql/postgres_source/list_keys.sql");
+    pub(crate) const PEEK_CHANGES: &str =
+        include_str!("../../../sql/postgres_source/peek_changes.sql");
 }
 
 /// A string literal: single quotes, embedded ones doubled (standard_conforming_strings is on
