@@ -165,7 +165,7 @@ pub trait Destination: Send + Sync {
     async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
         Err(DriftError::Unsupported {
             side: "destination",
-            what: "type (only postgres and lake list keys)".to_string(),
+            what: "type (postgres, lake and snowflake list keys)".to_string(),
             stream: request.table.clone(),
         }
         .into())

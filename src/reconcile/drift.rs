@@ -270,8 +270,9 @@ pub enum DriftError {
         next: String,
     },
     #[error(
-        "reconcile does not support the {side} {what} yet (stream {stream}); supported: the postgres \
-         and hubspot sources into the postgres and lake destinations"
+        "reconcile does not support the {side} {what} yet (stream {stream}); supported: the postgres, \
+         hubspot and salesforce sources into the postgres, lake and snowflake destinations, and CDC \
+         streams (compared by content hash) into postgres"
     )]
     Unsupported {
         side: &'static str,

@@ -198,7 +198,7 @@ pub trait Source: Send + Sync {
 fn unsupported(stream: &str) -> crate::Error {
     DriftError::Unsupported {
         side: "source",
-        what: "type (only postgres and hubspot list keys)".to_string(),
+        what: "type (postgres, hubspot and salesforce list keys)".to_string(),
         stream: stream.to_string(),
     }
     .into()
