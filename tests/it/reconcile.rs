@@ -88,6 +88,16 @@ struct PgSetup {
 
 impl PgSetup {
     async fn start(wal_level: &'static str, source_extra: &str, destination: &str) -> PgSetup {
+        PgSetup::start_with(wal_level, source_extra, destination, "").await
+    }
+
+    /// Like `start`, with `extra` (e.g. `[streams.contacts]` settings) appended to the config.
+    async fn start_with(
+        wal_level: &'static str,
+        source_extra: &str,
+        destination: &str,
+        extra: &str,
+    ) -> PgSetup {
         let pg = tokio::task::spawn_blocking(move || TestPostgres::start_with_wal_level(wal_level))
             .await
             .unwrap();
@@ -107,7 +117,7 @@ impl PgSetup {
                 "[source]\ntype = \"postgres\"\nurl = \"${{SOURCE_URL}}\"\nstreams = [\"contacts\"]\n{source_extra}"
             ),
             &destination,
-            "",
+            extra,
         );
         std::fs::write(&config, text).unwrap();
         let setup = PgSetup {
@@ -609,4 +619,48 @@ async fn hubspot_drift_in_snowflake_is_found_and_repaired() {
     let left = drift(report.as_ref().unwrap());
     assert_eq!(examples(left, Class::Ahead), ints(&[6]));
     assert_eq!(left.missing.count + left.stale.count + left.orphaned.count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_delete_stream_is_repaired_with_soft_deletes() {
+    let setup = PgSetup::start_with(
+        "replica",
+        CURSOR,
+        "",
+        "[streams.contacts]\ndeletes = \"soft\"",
+    )
+    .await;
+    let env = setup.env();
+    run(&setup.config, &env);
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "DELETE FROM contacts WHERE id IN (30, 31);
+             INSERT INTO contacts (id, email, updated_at) VALUES (4000, 'late', now() - interval '2 days');",
+        )
+        .await
+        .unwrap();
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 3, "{text}");
+    let found = drift(report.as_ref().unwrap());
+    assert_eq!(examples(found, Class::Orphaned), ints(&[30, 31]));
+    assert_eq!(examples(found, Class::Missing), ints(&[4000]));
+
+    let (code, _, text) = reconcile(&setup.config, &env, &["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    let kept: i64 = setup
+        .dest()
+        .await
+        .query_one(
+            "SELECT count(*) FROM crm.contacts WHERE id IN (30, 31) AND _syncline_deleted_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 2, "soft deletes keep the rows with a delete time");
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(drift(report.as_ref().unwrap()).destination_rows, 299);
 }
