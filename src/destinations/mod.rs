@@ -162,6 +162,13 @@ pub trait Destination: Send + Sync {
     /// when `request.compare` asks for one), sorted by key as `reconcile::drift` says, in
     /// bounded chunks. An empty listing when the table does not exist. Destinations that
     /// cannot list say so (a configuration error).
+    /// Whether this destination computes content hashes from Arrow rows
+    /// (`drift::arrow_row_hashes`) rather than in SQL (`reconcile::listing`); the source
+    /// computes them the same way.
+    fn hashes_rows_as_arrow(&self) -> bool {
+        false
+    }
+
     async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
         Err(DriftError::Unsupported {
             side: "destination",

@@ -293,8 +293,15 @@ impl StreamRunner<'_> {
                     },
                     ..extraction
                 };
-                self.stage_extraction(stream, state.cursor, load_id, LoadMode::Repair, extraction, report)
-                    .await?
+                self.stage_extraction(
+                    stream,
+                    state.cursor,
+                    load_id,
+                    LoadMode::Repair,
+                    extraction,
+                    report,
+                )
+                .await?
             }
         };
         if manifest.rows == 0 {

@@ -24,8 +24,8 @@ use crate::reconcile::drift::{self, Compared, Drift, Key, ListRequest, RepairKey
 use crate::reconcile::report::{Status, StreamReport};
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 use crate::sources::{Extracted, Source};
-use crate::state::StateStore;
 use crate::stage::Stage;
+use crate::state::StateStore;
 use crate::{Result, destinations, sources};
 
 use super::batch::RunError;
@@ -212,9 +212,7 @@ async fn reconcile_stream(
     }
 
     // Under the lock no run merges mid-compare, and a CDC slot can be peeked.
-    let lock = state
-        .lock(stream, config.pipeline.lock_ttl_seconds)
-        .await?;
+    let lock = state.lock(stream, config.pipeline.lock_ttl_seconds).await?;
     let compared = compare_stream(config, state, source, destination, stream, deletes).await;
     if let Err(err) = lock.release().await {
         warn!(stream, error = %err, "could not release the stream lock");
@@ -227,7 +225,15 @@ async fn reconcile_stream(
         .iter()
         .map(|&c| drift.class(c).count)
         .sum();
-    info!(stream, missing = drift.missing.count, stale = drift.stale.count, ahead = drift.ahead.count, orphaned = drift.orphaned.count, in_flight = drift.in_flight, "compared");
+    info!(
+        stream,
+        missing = drift.missing.count,
+        stale = drift.stale.count,
+        ahead = drift.ahead.count,
+        orphaned = drift.orphaned.count,
+        in_flight = drift.in_flight,
+        "compared"
+    );
     let fetch = keys.fetch.len() as u64;
     report.estimated_repair_calls = Some(source.fetch_cost(fetch));
     report.drift = Some(drift);
@@ -280,7 +286,11 @@ async fn compare_stream(
 ) -> Result<(String, Compared)> {
     let saved = state.load(stream).await?;
     let listing = source
-        .list_keys(stream, config.pipeline.batch_rows)
+        .list_keys(
+            stream,
+            config.pipeline.batch_rows,
+            destination.hashes_rows_as_arrow(),
+        )
         .await?;
     let request = ListRequest {
         table: stream.to_string(),

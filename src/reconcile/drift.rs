@@ -12,8 +12,13 @@
 
 use std::cmp::Ordering;
 
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -63,6 +68,102 @@ pub enum HashKind {
     /// Microseconds since the epoch (a time without zone counted as UTC).
     Timestamp,
     Text,
+}
+
+/// The content hash of each row of `batch` over `columns`, computed from Arrow values (for
+/// destinations that read rows as Arrow, such as the lake, and the source rows compared with
+/// them). Each column is first cast to its kind's Arrow type, so equal values hash equal
+/// whatever width or unit a side stores; then every value is written as `n,` (null) or
+/// `v{len}:{text},` with the text: integers and dates (days) as digits, floats as the hex of
+/// their bits, booleans `t`/`f`, timestamps as µs since the epoch, text as is; md5, as hex.
+pub fn arrow_row_hashes(
+    batch: &RecordBatch,
+    columns: &[(String, HashKind)],
+) -> Result<Vec<String>> {
+    let mut texts: Vec<Vec<Option<String>>> = Vec::with_capacity(columns.len());
+    for (name, kind) in columns {
+        let column = batch
+            .column_by_name(name)
+            .ok_or_else(|| crate::reconcile::FingerprintError::MissingColumn(name.clone()))?;
+        let target = match kind {
+            HashKind::Int => DataType::Int64,
+            HashKind::Float => DataType::Float64,
+            HashKind::Bool => DataType::Boolean,
+            HashKind::Date => DataType::Date32,
+            HashKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            HashKind::Text => DataType::Utf8,
+        };
+        let column = arrow::compute::cast(column, &target)?;
+        let values: Vec<Option<String>> = (0..column.len())
+            .map(|row| {
+                if column.is_null(row) {
+                    return None;
+                }
+                Some(match kind {
+                    HashKind::Int => column.as_primitive::<Int64Type>().value(row).to_string(),
+                    HashKind::Float => format!(
+                        "{:016x}",
+                        column.as_primitive::<Float64Type>().value(row).to_bits()
+                    ),
+                    HashKind::Bool => if column.as_boolean().value(row) {
+                        "t"
+                    } else {
+                        "f"
+                    }
+                    .to_string(),
+                    HashKind::Date => column.as_primitive::<Date32Type>().value(row).to_string(),
+                    HashKind::Timestamp => column
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .value(row)
+                        .to_string(),
+                    HashKind::Text => column.as_string::<i32>().value(row).to_string(),
+                })
+            })
+            .collect();
+        texts.push(values);
+    }
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            let mut hasher = Md5::new();
+            for values in &texts {
+                match &values[row] {
+                    None => hasher.update(b"n,"),
+                    Some(text) => {
+                        hasher.update(format!("v{}:", text.len()).as_bytes());
+                        hasher.update(text.as_bytes());
+                        hasher.update(b",");
+                    }
+                }
+            }
+            hasher
+                .finalize()
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect()
+        })
+        .collect())
+}
+
+/// The key of each row of `batch`'s column `key` (Int64 or text).
+pub fn arrow_keys(batch: &RecordBatch, key: &str) -> Result<Vec<Key>> {
+    let column = batch
+        .column_by_name(key)
+        .ok_or_else(|| crate::reconcile::FingerprintError::MissingColumn(key.to_string()))?;
+    Ok(match column.data_type() {
+        DataType::Int64 => column
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .map(|&value| Key::Int(value))
+            .collect(),
+        _ => {
+            let text = arrow::compute::cast(column, &DataType::Utf8)?;
+            let text = text.as_string::<i32>();
+            (0..text.len())
+                .map(|row| Key::Text(text.value(row).to_string()))
+                .collect()
+        }
+    })
 }
 
 /// How a stream's two sides are compared.
@@ -357,9 +458,7 @@ pub async fn compare(
     let mut compared = Compared::default();
     let mut src = Side::new("source", stream, source).await?;
     let mut dst = Side::new("destination", stream, destination).await?;
-    let in_flight = |record: &Listed| {
-        matches!((record.version, settled_until), (Some(v), Some(until)) if v >= until)
-    };
+    let in_flight = |record: &Listed| matches!((record.version, settled_until), (Some(v), Some(until)) if v >= until);
     loop {
         let order = match (&src.head, &dst.head) {
             (None, None) => break,
@@ -460,6 +559,49 @@ mod tests {
         let err = compare("s", source, destination, None).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Reconciliation);
         assert!(err.to_string().contains("not sorted"), "{err}");
+    }
+
+    #[test]
+    fn arrow_hashes_ignore_width_and_unit_but_not_values() {
+        use arrow::array::{Float32Array, Float64Array, Int32Array, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let columns = vec![
+            ("n".to_string(), HashKind::Int),
+            ("f".to_string(), HashKind::Float),
+            ("s".to_string(), HashKind::Text),
+        ];
+        let narrow = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("n", DataType::Int32, true),
+                Field::new("f", DataType::Float32, true),
+                Field::new("s", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int32Array::from(vec![Some(1), None])),
+                Arc::new(Float32Array::from(vec![Some(0.5), Some(2.0)])),
+                Arc::new(StringArray::from(vec![Some("NULL"), None])),
+            ],
+        )
+        .unwrap();
+        let wide = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("n", DataType::Int64, true),
+                Field::new("f", DataType::Float64, true),
+                Field::new("s", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(arrow::array::Int64Array::from(vec![Some(1), None])),
+                Arc::new(Float64Array::from(vec![Some(0.5), Some(2.0000001)])),
+                Arc::new(StringArray::from(vec![Some("NULL"), None])),
+            ],
+        )
+        .unwrap();
+        let a = arrow_row_hashes(&narrow, &columns).unwrap();
+        let b = arrow_row_hashes(&wide, &columns).unwrap();
+        assert_eq!(a[0], b[0]);
+        assert_ne!(a[1], b[1]);
+        assert_eq!(a[0].len(), 32);
     }
 
     #[tokio::test]

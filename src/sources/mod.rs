@@ -154,7 +154,14 @@ pub trait Source: Send + Sync {
     /// `syncline reconcile`: every current record of `stream` as (key, version or content
     /// hash), sorted by key (`reconcile::drift` says the order), read as cheaply as the source
     /// allows and in bounded chunks. Sources that cannot list say so (a configuration error).
-    async fn list_keys(&self, stream: &str, _batch_rows: usize) -> Result<SourceListing> {
+    /// A source that compares by content hash computes it as the destination does: in SQL
+    /// (`reconcile::listing`), or from Arrow rows when `arrow_hash` (`drift::arrow_row_hashes`).
+    async fn list_keys(
+        &self,
+        stream: &str,
+        _batch_rows: usize,
+        _arrow_hash: bool,
+    ) -> Result<SourceListing> {
         Err(unsupported(stream))
     }
 

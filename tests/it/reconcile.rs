@@ -106,7 +106,8 @@ impl PgSetup {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("pg.toml");
         let destination = if destination.is_empty() {
-            "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"".to_string()
+            "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\""
+                .to_string()
         } else {
             destination.replace("{dir}", &dir.path().display().to_string())
         };
@@ -135,11 +136,18 @@ impl PgSetup {
                     email text,
                     score double precision,
                     born date,
-                    updated_at timestamptz NOT NULL
+                    updated_at timestamptz NOT NULL,
+                    seen timestamp,
+                    n integer,
+                    amount numeric(12, 2),
+                    active boolean
                 );
-                INSERT INTO contacts (id, email, score, born, updated_at)
-                SELECT i, 'c' || i || '@example.com', i / 3.0, date '1980-01-01' + i,
-                       now() - interval '1 day' + (i || ' seconds')::interval
+                INSERT INTO contacts (id, email, score, born, updated_at, seen, n, amount, active)
+                SELECT i, CASE WHEN i % 11 = 0 THEN NULL ELSE 'c' || i || '@example.com' END,
+                       i / 3.0, date '1980-01-01' + i,
+                       now() - interval '1 day' + (i || ' seconds')::interval,
+                       timestamp '2024-02-29 12:34:56.789012' + (i || ' seconds')::interval,
+                       i, i * 1.25, i % 2 = 0
                 FROM generate_series(1, 300) AS i;",
             )
             .await
@@ -239,7 +247,10 @@ async fn cursor_stream_drift_planted_in_the_destination_is_classified_and_repair
     assert_eq!(code, 3, "{text}");
     let left = drift(report.as_ref().unwrap());
     assert_eq!(examples(left, Class::Ahead), ints(&[30]));
-    assert_eq!(left.missing.count + left.stale.count + left.orphaned.count, 0);
+    assert_eq!(
+        left.missing.count + left.stale.count + left.orphaned.count,
+        0
+    );
 
     // Undo the hand edit; a change the source made after the last run is in flight, not drift.
     dest.batch_execute(
@@ -265,10 +276,24 @@ async fn cdc_stream_is_compared_by_content_hash_and_repaired() {
     let setup = PgSetup::start("logical", "", "").await;
     let env = setup.env();
     run(&setup.config, &env);
+    // Streamed changes too, decoded from pgoutput's text rather than COPY's binary.
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "UPDATE contacts SET score = score * 7, seen = seen + interval '0.000001 seconds',
+                    amount = amount + 0.01, email = NULL, active = NOT active WHERE id % 5 = 0",
+        )
+        .await
+        .unwrap();
+    run(&setup.config, &env);
     let (code, report, text) = reconcile(&setup.config, &env, &[]);
     assert_eq!(code, 0, "{text}");
     let report = report.unwrap();
-    assert_eq!(report.streams[0].compared_by.as_deref(), Some("content hash"));
+    assert_eq!(
+        report.streams[0].compared_by.as_deref(),
+        Some("content hash")
+    );
     assert!(drift(&report).is_clean(), "{report:#?}");
 
     setup
@@ -427,7 +452,10 @@ async fn hubspot_drift_is_repaired_through_batch_read_within_the_estimate() {
     assert!(text.contains("estimate"), "{text}");
     let estimate = report.unwrap().streams[0].estimated_list_calls;
     assert_eq!(estimate, 5, "450 rows at 100 a page");
-    assert!(harness.sim.hubspot.request_count() - requests <= 1, "only the schema is read");
+    assert!(
+        harness.sim.hubspot.request_count() - requests <= 1,
+        "only the schema is read"
+    );
 
     let (code, report, text) = reconcile(&harness.config_path, &env, &[]);
     assert_eq!(code, 3, "{text}");
@@ -450,7 +478,10 @@ async fn hubspot_drift_is_repaired_through_batch_read_within_the_estimate() {
     let estimated = stream.estimated_list_calls + stream.estimated_repair_calls.unwrap();
     let made = harness.sim.hubspot.request_count() - requests;
     assert_eq!(estimated, 6, "{stream:#?}");
-    assert!(made <= estimated + 1 && made >= estimated, "made {made}, estimated {estimated}");
+    assert!(
+        made <= estimated + 1 && made >= estimated,
+        "made {made}, estimated {estimated}"
+    );
     let (code, report, text) = reconcile(&harness.config_path, &env, &[]);
     assert_eq!(code, 0, "{text}");
     assert!(drift(report.as_ref().unwrap()).is_clean());
@@ -462,7 +493,11 @@ async fn a_pair_that_cannot_be_compared_is_a_configuration_error() {
     // The files source lists no keys yet.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("exports/deals")).unwrap();
-    std::fs::write(dir.path().join("exports/deals/a.csv"), "deal_id,name\nD-1,x\n").unwrap();
+    std::fs::write(
+        dir.path().join("exports/deals/a.csv"),
+        "deal_id,name\nD-1,x\n",
+    )
+    .unwrap();
     let config = dir.path().join("files.toml");
     std::fs::write(
         &config,
@@ -487,20 +522,6 @@ async fn a_pair_that_cannot_be_compared_is_a_configuration_error() {
     assert_eq!(code, 2, "{text}");
     let error = report.unwrap().streams[0].error.clone().unwrap();
     assert!(error.contains("does not support the source"), "{error}");
-
-    // A CDC stream compares by content hash, which the lake does not compute yet.
-    let setup = PgSetup::start(
-        "logical",
-        "",
-        "[destination]\ntype = \"lake\"\nurl = \"file://{dir}/lake\"",
-    )
-    .await;
-    let env = setup.env();
-    run(&setup.config, &env);
-    let (code, report, text) = reconcile(&setup.config, &env, &[]);
-    assert_eq!(code, 2, "{text}");
-    let error = report.unwrap().streams[0].error.clone().unwrap();
-    assert!(error.contains("content hash"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,7 +543,11 @@ async fn salesforce_drift_including_a_late_stamp_is_found_and_repaired() {
     assert!(drift(report.as_ref().unwrap()).is_clean());
 
     let sf = &harness.sim.salesforce;
-    let live: Vec<String> = sf.live_records("Account").iter().map(|r| r.id.clone()).collect();
+    let live: Vec<String> = sf
+        .live_records("Account")
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
     let dest = harness.client().await;
     dest.execute("DELETE FROM crm.\"Account\" WHERE \"Id\" = $1", &[&live[0]])
         .await
@@ -543,7 +568,11 @@ async fn salesforce_drift_including_a_late_stamp_is_found_and_repaired() {
     .unwrap();
     // A late commit: changed with a stamp behind the saved cursor, so incremental runs miss it.
     // Older than the 600 s overlap, so the next incremental window starts after it.
-    let late = sf.touch_late("Account", 2, chrono::Utc::now().timestamp_millis() - 1_800_000);
+    let late = sf.touch_late(
+        "Account",
+        2,
+        chrono::Utc::now().timestamp_millis() - 1_800_000,
+    );
     run(&harness.config_path, &env);
 
     let (code, report, text) = reconcile(&harness.config_path, &env, &[]);
@@ -554,12 +583,19 @@ async fn salesforce_drift_including_a_late_stamp_is_found_and_repaired() {
         keys.sort();
         keys
     };
-    assert_eq!(text_keys(examples(found, Class::Missing)), [live[0].clone()]);
+    assert_eq!(
+        text_keys(examples(found, Class::Missing)),
+        [live[0].clone()]
+    );
     let mut stale = vec![live[1].clone()];
     stale.extend(late.iter().filter(|id| **id != live[0]).cloned());
     stale.sort();
     stale.dedup();
-    assert_eq!(text_keys(examples(found, Class::Stale)), stale, "{found:#?}");
+    assert_eq!(
+        text_keys(examples(found, Class::Stale)),
+        stale,
+        "{found:#?}"
+    );
     assert_eq!(
         text_keys(examples(found, Class::Orphaned)),
         ["001zzzzzzzzzzzzzzz"]
@@ -618,7 +654,10 @@ async fn hubspot_drift_in_snowflake_is_found_and_repaired() {
     assert_eq!(code, 3, "{text}");
     let left = drift(report.as_ref().unwrap());
     assert_eq!(examples(left, Class::Ahead), ints(&[6]));
-    assert_eq!(left.missing.count + left.stale.count + left.orphaned.count, 0);
+    assert_eq!(
+        left.missing.count + left.stale.count + left.orphaned.count,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,4 +702,60 @@ async fn a_soft_delete_stream_is_repaired_with_soft_deletes() {
     let (code, report, text) = reconcile(&setup.config, &env, &[]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(drift(report.as_ref().unwrap()).destination_rows, 299);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_stream_into_the_lake_is_compared_by_content_hash_and_repaired() {
+    let setup = PgSetup::start(
+        "logical",
+        "",
+        "[destination]\ntype = \"lake\"\nurl = \"file://{dir}/lake\"",
+    )
+    .await;
+    let env = setup.env();
+    run(&setup.config, &env);
+    // Streamed changes too, decoded from pgoutput's text rather than COPY's binary.
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "UPDATE contacts SET score = score * 7, seen = seen + interval '0.000001 seconds',
+                    amount = amount + 0.01, email = NULL WHERE id % 5 = 0",
+        )
+        .await
+        .unwrap();
+    run(&setup.config, &env);
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    let report = report.unwrap();
+    assert_eq!(
+        report.streams[0].compared_by.as_deref(),
+        Some("content hash")
+    );
+    assert!(drift(&report).is_clean(), "{report:#?}");
+
+    // Changes made while the slot was gone never arrive through CDC; reconcile finds them.
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "SELECT pg_drop_replication_slot('syncline_recon_contacts');
+             UPDATE contacts SET email = 'moved' WHERE id = 20;
+             DELETE FROM contacts WHERE id = 21;
+             INSERT INTO contacts (id, email, updated_at) VALUES (7000, 'new', now());",
+        )
+        .await
+        .unwrap();
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 3, "{text}");
+    let found = drift(report.as_ref().unwrap());
+    assert_eq!(examples(found, Class::Missing), ints(&[7000]));
+    assert_eq!(examples(found, Class::Stale), ints(&[20]));
+    assert_eq!(examples(found, Class::Orphaned), ints(&[21]));
+
+    let (code, _, text) = reconcile(&setup.config, &env, &["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(drift(report.as_ref().unwrap()).is_clean());
 }

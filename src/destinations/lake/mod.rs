@@ -53,8 +53,8 @@ use deltalake::kernel::transaction::{
 use deltalake::kernel::{CommitInfo, DataType as DeltaType, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use futures::{StreamExt, TryStreamExt};
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use serde_json::Value;
 use tracing::{debug, info, instrument};
@@ -66,10 +66,15 @@ use crate::destinations::layout::ColumnType;
 use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
-use crate::reconcile::drift::{Compare, DriftError, Key, ListRequest, Listed, Listing};
+use crate::reconcile::drift::{self, Compare, ListRequest, Listed, Listing};
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
 
 pub use error::LakeError;
+
+/// Names of the key and version in a reconcile listing; reserved names, so no data column
+/// hashed beside them can clash.
+const LIST_KEY: &str = "_syncline_list_key";
+const LIST_VERSION: &str = "_syncline_list_version";
 use error::{StepExt, StepFailure};
 use merge::StagedLoad;
 use types::{table_layout, table_name_problem};
@@ -410,19 +415,11 @@ impl Destination for LakeDestination {
     }
 
     /// Key and version (µs) of the live rows, sorted by DataFusion (integers numerically,
-    /// text by bytes). Comparing by content hash is not supported here yet: a CDC stream
-    /// reconciles against the PostgreSQL destination only.
+    /// text by bytes); compared by content, the hashed columns too, hashed here from Arrow
+    /// (`drift::arrow_row_hashes`), as the source hashes what it would stage.
     async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
         use datafusion::common::Column;
         use datafusion::prelude::{cast, col};
-        if let Compare::Hash(_) = request.compare {
-            return Err(DriftError::Unsupported {
-                side: "destination",
-                what: "lake with a stream compared by content hash (CDC)".to_string(),
-                stream: request.table.clone(),
-            }
-            .into());
-        }
         let Some(delta) = self.open_table(&request.table).await? else {
             return Ok(futures::stream::empty().boxed());
         };
@@ -450,16 +447,27 @@ impl Destination for LakeDestination {
             arrow::datatypes::TimeUnit::Microsecond,
             Some("UTC".into()),
         );
+        let mut projection = vec![
+            cast(col(Column::new_unqualified(&request.key)), key_type).alias(LIST_KEY),
+            cast(col(Column::new_unqualified(VERSION_COLUMN)), micros).alias(LIST_VERSION),
+        ];
+        let hashed = match &request.compare {
+            Compare::Hash(columns) => {
+                projection.extend(
+                    columns
+                        .iter()
+                        .map(|(name, _)| col(Column::new_unqualified(name))),
+                );
+                Some(columns.clone())
+            }
+            Compare::Version => None,
+        };
         let sorted = live
-            .select(vec![
-                cast(col(Column::new_unqualified(&request.key)), key_type).alias("key"),
-                cast(col(Column::new_unqualified(VERSION_COLUMN)), micros).alias("version"),
-            ])
+            .select(projection)
             .step("project the key and version")?
-            .sort(vec![col("key").sort(true, false)])
+            .sort(vec![col(LIST_KEY).sort(true, false)])
             .step("sort by key")?;
         let batches = sorted.execute_stream().await.step("scan the table")?;
-        let int_key = request.int_key;
         Ok(batches
             .map(move |batch| {
                 let batch = batch.step("scan the table")?;
@@ -467,23 +475,30 @@ impl Destination for LakeDestination {
                     .column(1)
                     .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
                     .ok_or(LakeError::VersionNotATimestamp)?;
-                let keys = batch.column(0);
-                let mut listed = Vec::with_capacity(batch.num_rows());
-                for row in 0..batch.num_rows() {
-                    let key = if int_key {
-                        Key::Int(keys.as_primitive::<arrow::datatypes::Int64Type>().value(row))
-                    } else {
-                        Key::Text(keys.as_string::<i32>().value(row).to_string())
-                    };
-                    listed.push(Listed {
+                let keys = drift::arrow_keys(&batch, LIST_KEY)?;
+                let hashes = match &hashed {
+                    Some(columns) => drift::arrow_row_hashes(&batch, columns)?
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
+                    None => vec![None; batch.num_rows()],
+                };
+                Ok(keys
+                    .into_iter()
+                    .zip(hashes)
+                    .enumerate()
+                    .map(|(row, (key, hash))| Listed {
                         key,
                         version: Some(versions.value(row)),
-                        hash: None,
-                    });
-                }
-                Ok(listed)
+                        hash,
+                    })
+                    .collect())
             })
             .boxed())
+    }
+
+    fn hashes_rows_as_arrow(&self) -> bool {
+        true
     }
 
     /// The newest commit in the history of the table named `stream` that records a load;

@@ -82,7 +82,10 @@ pub(crate) fn list_keys(schema: &str, request: &ListRequest) -> String {
         templates::LIST_KEYS,
         &[
             ("key", &key),
-            ("version", &listing::micros_sql(&quote_ident(VERSION_COLUMN))),
+            (
+                "version",
+                &listing::micros_sql(&quote_ident(VERSION_COLUMN)),
+            ),
             ("hash", &hash),
             ("table", &qualified(schema, &request.table)),
             ("live", &live),

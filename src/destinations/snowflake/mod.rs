@@ -546,12 +546,13 @@ impl Destination for SnowflakeDestination {
             }
             .into());
         }
-        let session = self.with_session(|session| async move { Ok(session) }).await?;
+        let session = self
+            .with_session(|session| async move { Ok(session) })
+            .await?;
         let schema = self.schema.clone();
         let request = request.clone();
-        Ok(futures::stream::try_unfold(
-            Some(None::<Key>),
-            move |after: Option<Option<Key>>| {
+        Ok(
+            futures::stream::try_unfold(Some(None::<Key>), move |after: Option<Option<Key>>| {
                 let session = session.clone();
                 let statement = after
                     .as_ref()
@@ -583,13 +584,13 @@ impl Destination for SnowflakeDestination {
                             hash: None,
                         });
                     }
-                    let next = (rows.len() == LIST_PAGE)
-                        .then(|| listed.last().map(|l| l.key.clone()));
+                    let next =
+                        (rows.len() == LIST_PAGE).then(|| listed.last().map(|l| l.key.clone()));
                     Ok(Some((listed, next)))
                 }
-            },
+            })
+            .boxed(),
         )
-        .boxed())
     }
 
     /// `Ok(None)` also when the ledger (or schema) does not exist yet.

@@ -181,7 +181,10 @@ pub(crate) fn list_keys(
     let after = match after {
         None => String::new(),
         Some(Key::Int(value)) => format!(" AND {key} > {value}"),
-        Some(Key::Text(value)) => format!(" AND {key} > '{}'", value.replace('\\', "\\\\").replace('\'', "''")),
+        Some(Key::Text(value)) => format!(
+            " AND {key} > '{}'",
+            value.replace('\\', "\\\\").replace('\'', "''")
+        ),
     };
     render(
         templates::LIST_KEYS,

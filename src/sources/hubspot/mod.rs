@@ -120,21 +120,27 @@ impl Source for HubspotSource {
     }
 
     /// The list endpoint, ordered by id, with only the modified stamp asked for, 100 a page.
-    async fn list_keys(&self, stream: &str, _batch_rows: usize) -> Result<SourceListing> {
+    async fn list_keys(
+        &self,
+        stream: &str,
+        _batch_rows: usize,
+        _arrow_hash: bool,
+    ) -> Result<SourceListing> {
         let client = self.client.clone();
         let stream_name = stream.to_string();
-        let items = futures::stream::try_unfold(Some(None), move |after: Option<Option<String>>| {
-            let client = client.clone();
-            let stream = stream_name.clone();
-            async move {
-                let Some(after) = after else {
-                    return Ok(None);
-                };
-                let (listed, next) = key_page(&client, &stream, after.as_deref()).await?;
-                Ok(Some((listed, next.map(Some))))
-            }
-        })
-        .boxed();
+        let items =
+            futures::stream::try_unfold(Some(None), move |after: Option<Option<String>>| {
+                let client = client.clone();
+                let stream = stream_name.clone();
+                async move {
+                    let Some(after) = after else {
+                        return Ok(None);
+                    };
+                    let (listed, next) = key_page(&client, &stream, after.as_deref()).await?;
+                    Ok(Some((listed, next.map(Some))))
+                }
+            })
+            .boxed();
         Ok(SourceListing {
             key: KEY.to_string(),
             int_key: true,

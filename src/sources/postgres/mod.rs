@@ -18,7 +18,7 @@ use tracing::info;
 use crate::Result;
 use crate::config::{PostgresMode, PostgresSourceConfig};
 use crate::load::CursorRange;
-use crate::reconcile::drift::{Compare, Key, SourceListing};
+use crate::reconcile::drift::{self, Compare, Key, Listed, SourceListing};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source, StopCause};
 
 pub mod catalog;
@@ -300,6 +300,63 @@ impl PostgresSource {
     }
 }
 
+/// The rows of `spec`'s table in key order, staged as a load stages them and hashed with
+/// `drift::arrow_row_hashes`.
+fn list_rows_hashed(client: Client, spec: TableSpec, batch_rows: usize) -> SourceListing {
+    let columns = sql::hash_columns(&spec);
+    let key = spec.key().name.clone();
+    let int_key = spec.key().kind == ValueKind::Int;
+    let (statement, types) = copy::ordered_copy_statement(&spec);
+    let reader_spec = spec.clone();
+    let extracted = spawn_reader(move |mut sender| async move {
+        let out = client
+            .copy_out(&statement)
+            .await
+            .map_err(source_error("start the row listing"))?;
+        copy_batches(
+            out,
+            &reader_spec,
+            &types,
+            Versions::Constant(0),
+            batch_rows,
+            &mut sender,
+        )
+        .await?;
+        Ok(sender)
+    });
+    let hash_columns = columns.clone();
+    let key_column = key.clone();
+    let items = extracted
+        .filter_map(move |item| {
+            let listed = match item {
+                Ok(Extracted::Batch(batch)) => {
+                    Some(drift::arrow_keys(&batch, &key_column).and_then(|keys| {
+                        let hashes = drift::arrow_row_hashes(&batch, &hash_columns)?;
+                        Ok(keys
+                            .into_iter()
+                            .zip(hashes)
+                            .map(|(key, hash)| Listed {
+                                key,
+                                version: None,
+                                hash: Some(hash),
+                            })
+                            .collect())
+                    }))
+                }
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
+            };
+            futures::future::ready(listed)
+        })
+        .boxed();
+    SourceListing {
+        key,
+        int_key,
+        compare: Compare::Hash(columns),
+        items,
+    }
+}
+
 /// Runs `read` in its own task once the stream is first polled, and streams what it sends.
 /// An error from `read` is the last item.
 fn spawn_reader<F, Fut>(read: F) -> futures::stream::BoxStream<'static, Result<Extracted>>
@@ -395,12 +452,22 @@ impl Source for PostgresSource {
         }
     }
 
-    /// One ordered binary COPY of key and cursor (cursor mode) or key and content hash (CDC).
-    async fn list_keys(&self, stream: &str, batch_rows: usize) -> Result<SourceListing> {
+    /// One ordered binary COPY of key and cursor (cursor mode) or key and content hash (CDC);
+    /// for a destination that hashes Arrow rows, one ordered COPY of the rows as a load stages
+    /// them, hashed here.
+    async fn list_keys(
+        &self,
+        stream: &str,
+        batch_rows: usize,
+        arrow_hash: bool,
+    ) -> Result<SourceListing> {
         let client = self.connect().await?;
         let spec = self.spec(&client, stream).await?;
         let by_hash = self.config.mode == PostgresMode::Cdc;
         let int_key = spec.key().kind == ValueKind::Int;
+        if by_hash && arrow_hash {
+            return Ok(list_rows_hashed(client, spec, batch_rows));
+        }
         let statement = sql::list_keys(&spec, by_hash);
         let out = client
             .copy_out(&statement)
@@ -436,7 +503,9 @@ impl Source for PostgresSource {
         if cdc::wait_inactive(&client, &slot).await?.is_none() {
             return Ok(None);
         }
-        Ok(Some(peek::pending_keys(&client, &slot, &slot, &spec).await?))
+        Ok(Some(
+            peek::pending_keys(&client, &slot, &slot, &spec).await?,
+        ))
     }
 
     /// Cursor mode: a version past the saved cursor is newer than the last load read (the

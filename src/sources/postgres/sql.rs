@@ -48,6 +48,7 @@ pub mod templates {
     pub(super) const TOAST_VALUES: &str =
         include_str!("../../../sql/postgres_source/toast_values.sql");
     pub(super) const LIST_KEYS: &str = include_str!("../../../sql/postgres_source/list_keys.sql");
+    pub(super) const LIST_ROWS: &str = include_str!("../../../sql/postgres_source/list_rows.sql");
     pub(crate) const PEEK_CHANGES: &str =
         include_str!("../../../sql/postgres_source/peek_changes.sql");
 }
@@ -235,6 +236,20 @@ pub fn list_keys(spec: &TableSpec, by_hash: bool) -> String {
             ("key", &select_key),
             ("version", &version),
             ("hash", &hash),
+            ("table", &spec.qualified()),
+            ("order", &order),
+        ],
+    )
+}
+
+/// `COPY` of the select expressions `columns` in key order (`reconcile::drift`'s order).
+pub fn list_rows(spec: &TableSpec, columns: &[String]) -> String {
+    let key = spec.key();
+    let (_, order) = listing::key_sql(&key.name, key.kind == ValueKind::Int);
+    statement(
+        templates::LIST_ROWS,
+        &[
+            ("columns", &columns.join(", ")),
             ("table", &spec.qualified()),
             ("order", &order),
         ],

@@ -272,7 +272,12 @@ impl Source for SalesforceSource {
 
     /// `SELECT Id, <cursor> FROM O WHERE IsDeleted = false ORDER BY Id` through REST, no
     /// other field: one call per 2,000 records.
-    async fn list_keys(&self, stream: &str, _batch_rows: usize) -> Result<SourceListing> {
+    async fn list_keys(
+        &self,
+        stream: &str,
+        _batch_rows: usize,
+        _arrow_hash: bool,
+    ) -> Result<SourceListing> {
         let plan = self.plan(stream).await?;
         let Some(cursor_field) = plan.cursor.clone().filter(|_| plan.queryable) else {
             return Ok(SourceListing {
@@ -348,7 +353,12 @@ impl Source for SalesforceSource {
             .map(|chunk| {
                 let ids: Vec<String> = chunk
                     .iter()
-                    .map(|key| format!("'{}'", key.to_string().replace('\\', "\\\\").replace('\'', "\\'")))
+                    .map(|key| {
+                        format!(
+                            "'{}'",
+                            key.to_string().replace('\\', "\\\\").replace('\'', "\\'")
+                        )
+                    })
                     .collect();
                 soql::select(
                     &plan.fields,
@@ -366,9 +376,15 @@ impl Source for SalesforceSource {
                 if tx.is_closed() {
                     return;
                 }
-                Reader::new(client.clone(), plan.clone(), settings.clone(), batch_rows, tx.clone())
-                    .run(Route::Ordered { soql })
-                    .await;
+                Reader::new(
+                    client.clone(),
+                    plan.clone(),
+                    settings.clone(),
+                    batch_rows,
+                    tx.clone(),
+                )
+                .run(Route::Ordered { soql })
+                .await;
             }
         });
         let items = futures::stream::unfold(rx, |mut rx| async move {
