@@ -75,6 +75,8 @@ pub use error::LakeError;
 /// hashed beside them can clash.
 const LIST_KEY: &str = "_syncline_list_key";
 const LIST_VERSION: &str = "_syncline_list_version";
+/// Memory a reconcile listing's sort may use before it spills to disk.
+const LIST_SORT_MEMORY: usize = 128 * 1024 * 1024;
 use error::{StepExt, StepFailure};
 use merge::StagedLoad;
 use types::{table_layout, table_name_problem};
@@ -423,7 +425,15 @@ impl Destination for LakeDestination {
         let Some(delta) = self.open_table(&request.table).await? else {
             return Ok(futures::stream::empty().boxed());
         };
-        let ctx = datafusion::prelude::SessionContext::new();
+        // The sort spills to disk past this, so a listing never holds the table.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(LIST_SORT_MEMORY, 1.0)
+            .build_arc()
+            .step("limit the sort's memory")?;
+        let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
+            datafusion::prelude::SessionConfig::new(),
+            runtime,
+        );
         delta
             .update_datafusion_session(&ctx.state())
             .step("register the table's store")?;
