@@ -759,3 +759,49 @@ async fn cdc_stream_into_the_lake_is_compared_by_content_hash_and_repaired() {
     assert_eq!(code, 0, "{text}");
     assert!(drift(report.as_ref().unwrap()).is_clean());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_that_runs_out_of_api_quota_stops_cleanly_and_the_next_one_finishes() {
+    let harness = Harness::start(
+        SimConfig {
+            sf_accounts: 450,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    crate::support::write_salesforce_config(&harness, &["Account"], "", "");
+    let env = harness.env();
+    run(&harness.config_path, &env);
+    let dest = harness.client().await;
+    dest.batch_execute(
+        "DELETE FROM crm.\"Account\" WHERE \"Id\" IN (SELECT \"Id\" FROM crm.\"Account\" ORDER BY \"Id\" LIMIT 300)",
+    )
+    .await
+    .unwrap();
+
+    // Describe, one listing page and the first of two fetches (200 ids each) are admitted.
+    let sf = &harness.sim.salesforce;
+    sf.exhaust_api_after(3);
+    let (code, report, text) = reconcile(&harness.config_path, &env, &["--repair"]);
+    assert_eq!(code, 4, "{text}");
+    let stream = &report.unwrap().streams[0];
+    assert!(stream.stopped.is_some(), "{stream:#?}");
+    assert_eq!(stream.estimated_repair_calls, Some(2));
+    assert_eq!(
+        stream.repair.as_ref().unwrap().rows_inserted,
+        200,
+        "{stream:#?}"
+    );
+
+    // The quota is back: the next call repairs the rest.
+    let (_, max) = sf.api_usage();
+    sf.set_api_usage(0, max);
+    let (code, report, text) = reconcile(&harness.config_path, &env, &["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(drift(report.as_ref().unwrap()).missing.count, 100);
+    let (code, _, text) = reconcile(&harness.config_path, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    harness.assert_sf_converged("Account").await;
+}
