@@ -190,14 +190,24 @@ async fn reconcile_stream(
     // The staged schema's first column is the key (the `sources` contract).
     let schema = source.discover(stream).await?;
     let key = schema.field(0).name().clone();
-    let rows = destination
-        .table_fingerprint(stream, &key, deletes)
-        .await?
-        .map_or(0, |f| f.rows);
+    // The row count costs a scan of the destination: only worth it when listing costs calls.
+    let rows = if source.list_cost(1_000_000) > 0 {
+        destination
+            .table_fingerprint(stream, &key, deletes)
+            .await?
+            .map_or(0, |f| f.rows)
+    } else {
+        0
+    };
     report.estimated_list_calls = source.list_cost(rows);
     progress(format!(
-        "{stream}: estimate {} API calls to list the source (~{rows} rows){}",
+        "{stream}: estimate {} API calls to list the source{}{}",
         report.estimated_list_calls,
+        if rows > 0 {
+            format!(" (~{rows} rows)")
+        } else {
+            String::new()
+        },
         if options.repair {
             format!(
                 ", then {} per 100 records to repair",
