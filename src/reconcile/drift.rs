@@ -372,8 +372,8 @@ pub enum DriftError {
     },
     #[error(
         "reconcile does not support the {side} {what} yet (stream {stream}); supported: the postgres, \
-         hubspot and salesforce sources into the postgres, lake and snowflake destinations, and CDC \
-         streams (compared by content hash) into postgres and the lake"
+         hubspot, salesforce and files sources into the postgres, lake and snowflake destinations, \
+         and CDC streams (compared by content hash) into postgres and the lake"
     )]
     Unsupported {
         side: &'static str,

@@ -205,7 +205,7 @@ pub trait Source: Send + Sync {
 fn unsupported(stream: &str) -> crate::Error {
     DriftError::Unsupported {
         side: "source",
-        what: "type (postgres, hubspot and salesforce list keys)".to_string(),
+        what: "type".to_string(),
         stream: stream.to_string(),
     }
     .into()
