@@ -15,6 +15,7 @@ mod hubspot_postgres;
 mod hubspot_snowflake;
 mod merge;
 mod postgres_source;
+mod reconcile;
 mod salesforce_postgres;
 mod stuck_loads;
 mod tls;

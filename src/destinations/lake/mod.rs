@@ -56,8 +56,8 @@ use deltalake::kernel::transaction::{
 use deltalake::kernel::{CommitInfo, DataType as DeltaType, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use futures::TryStreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use serde_json::Value;
 use tracing::{debug, info, instrument};
@@ -69,9 +69,17 @@ use crate::destinations::layout::ColumnType;
 use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{self, Compare, ListRequest, Listed, Listing};
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
 
 pub use error::LakeError;
+
+/// Names of the key and version in a reconcile listing; reserved names, so no data column
+/// hashed beside them can clash.
+const LIST_KEY: &str = "_syncline_list_key";
+const LIST_VERSION: &str = "_syncline_list_version";
+/// Memory a reconcile listing's sort may use before it spills to disk.
+const LIST_SORT_MEMORY: usize = 128 * 1024 * 1024;
 use error::{StepExt, StepFailure};
 use merge::StagedLoad;
 use types::{table_layout, table_name_problem};
@@ -427,6 +435,101 @@ impl Destination for LakeDestination {
             }
         }
         Ok(Some(fingerprint))
+    }
+
+    /// Key and version (µs) of the live rows, sorted by DataFusion (integers numerically,
+    /// text by bytes); compared by content, the hashed columns too, hashed here from Arrow
+    /// (`drift::arrow_row_hashes`), as the source hashes what it would stage.
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        use datafusion::common::Column;
+        use datafusion::prelude::{cast, col};
+        let Some(delta) = self.open_table(&request.table).await? else {
+            return Ok(futures::stream::empty().boxed());
+        };
+        // The sort spills to disk past this, so a listing never holds the table.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(LIST_SORT_MEMORY, 1.0)
+            .build_arc()
+            .step("limit the sort's memory")?;
+        let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
+            datafusion::prelude::SessionConfig::new(),
+            runtime,
+        );
+        delta
+            .update_datafusion_session(&ctx.state())
+            .step("register the table's store")?;
+        let provider = delta
+            .table_provider()
+            .await
+            .step("open the table for reading")?;
+        let frame = ctx.read_table(provider).step("read the table")?;
+        let live = match request.deletes {
+            DeleteMode::Hard => frame,
+            DeleteMode::Soft => frame
+                .filter(col(Column::new_unqualified(DELETED_AT_COLUMN)).is_null())
+                .step("filter deleted rows")?,
+        };
+        let key_type = if request.int_key {
+            arrow::datatypes::DataType::Int64
+        } else {
+            arrow::datatypes::DataType::Utf8
+        };
+        let micros = arrow::datatypes::DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        );
+        let mut projection = vec![
+            cast(col(Column::new_unqualified(&request.key)), key_type).alias(LIST_KEY),
+            cast(col(Column::new_unqualified(VERSION_COLUMN)), micros).alias(LIST_VERSION),
+        ];
+        let hashed = match &request.compare {
+            Compare::Hash(columns) => {
+                projection.extend(
+                    columns
+                        .iter()
+                        .map(|(name, _)| col(Column::new_unqualified(name))),
+                );
+                Some(columns.clone())
+            }
+            Compare::Version => None,
+        };
+        let sorted = live
+            .select(projection)
+            .step("project the key and version")?
+            .sort(vec![col(LIST_KEY).sort(true, false)])
+            .step("sort by key")?;
+        let batches = sorted.execute_stream().await.step("scan the table")?;
+        Ok(batches
+            .map(move |batch| {
+                let batch = batch.step("scan the table")?;
+                let versions = batch
+                    .column(1)
+                    .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
+                    .ok_or(LakeError::VersionNotATimestamp)?;
+                let keys = drift::arrow_keys(&batch, LIST_KEY)?;
+                let hashes = match &hashed {
+                    Some(columns) => drift::arrow_row_hashes(&batch, columns)?
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
+                    None => vec![None; batch.num_rows()],
+                };
+                Ok(keys
+                    .into_iter()
+                    .zip(hashes)
+                    .enumerate()
+                    .map(|(row, (key, hash))| Listed {
+                        key,
+                        version: Some(versions.value(row)),
+                        hash,
+                    })
+                    .collect())
+            })
+            .boxed())
+    }
+
+    fn hashes_rows_as_arrow(&self) -> bool {
+        true
     }
 
     /// The newest commit in the history of the table named `stream` that records a load;

@@ -15,6 +15,7 @@ pub(super) mod types;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
@@ -27,12 +28,16 @@ use crate::destinations::layout::{ColumnType, Widening};
 use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{ListRequest, Listing};
 
 pub use error::{DriverError, PostgresError};
 use sql::{MergeSql, templates};
 use types::TableLayout;
 
 pub use sql::quote_ident;
+
+/// Records per chunk of a reconcile listing.
+const LIST_CHUNK: usize = 10_000;
 
 /// A PostgreSQL database used as a destination, with all syncline tables in one schema.
 ///
@@ -325,6 +330,23 @@ impl Destination for PostgresDestination {
             Ok(row) => fingerprint_of(&row).map(Some),
             Err(err) if ledger_missing(&err) => Ok(None),
             Err(err) => Err(pg_error("fingerprint the table", err).into()),
+        }
+    }
+
+    /// One ordered binary COPY; an empty listing when the table (or schema) does not exist.
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        let client = self.client.lock().await;
+        let statement = sql::list_keys(&self.schema, request);
+        match client.copy_out(statement.as_str()).await {
+            // The COPY runs on the shared connection; the next statement waits for it.
+            Ok(out) => Ok(crate::reconcile::listing::decode(
+                out,
+                request.int_key,
+                LIST_CHUNK,
+                "destination",
+            )),
+            Err(err) if ledger_missing(&err) => Ok(futures::stream::empty().boxed()),
+            Err(err) => Err(pg_error("list the table's keys", err).into()),
         }
     }
 

@@ -7,6 +7,8 @@
 use crate::destinations::layout::{self, ColumnType, column_defs};
 use crate::destinations::plan::{Compare, TOMBSTONE_TABLE, assignments, insert_lists};
 use crate::load::DeleteMode;
+use crate::reconcile::drift::{self, ListRequest};
+use crate::reconcile::listing;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
 pub(crate) use crate::sql::render;
@@ -42,6 +44,7 @@ pub(crate) mod templates {
     pub const TOMBSTONE_GUARD: &str = include_str!("../../../sql/postgres/tombstone_guard.sql");
     pub const RECORD_TOMBSTONES: &str = include_str!("../../../sql/postgres/record_tombstones.sql");
     pub const TABLE_FINGERPRINT: &str = include_str!("../../../sql/postgres/table_fingerprint.sql");
+    pub const LIST_KEYS: &str = include_str!("../../../sql/postgres/list_keys.sql");
 }
 
 /// Count and checksum of the live rows of a destination table (see crate::reconcile), as if
@@ -63,6 +66,34 @@ pub(crate) fn table_fingerprint(
             ("version", &quote_ident(VERSION_COLUMN)),
             ("table", &qualified(schema, table)),
             ("live", &live),
+        ],
+    )
+}
+
+/// `syncline reconcile`'s listing of a table's live rows, sorted by key: the key, the version
+/// (µs) and, when comparing by content, the hash both sides compute (`reconcile::listing`).
+pub(crate) fn list_keys(schema: &str, request: &ListRequest) -> String {
+    let live = match request.deletes {
+        DeleteMode::Hard => "TRUE".to_string(),
+        DeleteMode::Soft => format!("{} IS NULL", quote_ident(DELETED_AT_COLUMN)),
+    };
+    let (key, order) = listing::key_sql(&request.key, request.int_key);
+    let hash = match &request.compare {
+        drift::Compare::Hash(columns) => listing::row_hash_sql(columns),
+        drift::Compare::Version => "NULL::text".to_string(),
+    };
+    render(
+        templates::LIST_KEYS,
+        &[
+            ("key", &key),
+            (
+                "version",
+                &listing::micros_sql(&quote_ident(VERSION_COLUMN)),
+            ),
+            ("hash", &hash),
+            ("table", &qualified(schema, &request.table)),
+            ("live", &live),
+            ("order", &order),
         ],
     )
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use sf::{CellValue, DynamicRow};
 use snowflake_connector_rs as sf;
@@ -43,6 +44,7 @@ use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome,
 use crate::error::Classified;
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{Compare, DriftError, Key, ListRequest, Listed, Listing};
 use crate::{Error, Result};
 
 pub use error::{ConnectorError, SnowflakeError};
@@ -50,6 +52,9 @@ use sql::{LedgerRow, MergeSql, MergeTarget};
 use types::{ExistingType, TableLayout};
 
 pub use sql::quote_ident;
+
+/// Keys per page of a reconcile listing.
+const LIST_PAGE: usize = 10_000;
 
 /// Snowflake's error code for "Object does not exist or not authorized".
 const OBJECT_MISSING: &str = "002003";
@@ -555,6 +560,64 @@ impl Destination for SnowflakeDestination {
             }
         })
         .await
+    }
+
+    /// Keyset pages of 10,000 keys with their versions, on one session; an empty listing
+    /// when the table does not exist. Comparing by content hash is not supported here.
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        if let Compare::Hash(_) = request.compare {
+            return Err(DriftError::Unsupported {
+                side: "destination",
+                what: "snowflake with a stream compared by content hash (CDC)".to_string(),
+                stream: request.table.clone(),
+            }
+            .into());
+        }
+        let session = self
+            .with_session(|session| async move { Ok(session) })
+            .await?;
+        let schema = self.schema.clone();
+        let request = request.clone();
+        Ok(
+            futures::stream::try_unfold(Some(None::<Key>), move |after: Option<Option<Key>>| {
+                let session = session.clone();
+                let statement = after
+                    .as_ref()
+                    .map(|after| sql::list_keys(&schema, &request, after.as_ref(), LIST_PAGE));
+                let int_key = request.int_key;
+                async move {
+                    let Some(statement) = statement else {
+                        return Ok(None);
+                    };
+                    let rows = match run(&session, "list the table's keys", statement).await {
+                        Ok(rows) => rows,
+                        Err(failure) if failure.object_missing() => return Ok(None),
+                        Err(failure) => return Err(failure.into_error()),
+                    };
+                    let mut listed = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let key_text = text(row, "k")?;
+                        let key = if int_key {
+                            Key::Int(key_text.parse().map_err(|_| SnowflakeError::NoValue {
+                                column: "k".to_owned(),
+                            })?)
+                        } else {
+                            Key::Text(key_text)
+                        };
+                        let version = text(row, "v")?.parse().ok();
+                        listed.push(Listed {
+                            key,
+                            version,
+                            hash: None,
+                        });
+                    }
+                    let next =
+                        (rows.len() == LIST_PAGE).then(|| listed.last().map(|l| l.key.clone()));
+                    Ok(Some((listed, next)))
+                }
+            })
+            .boxed(),
+        )
     }
 
     /// `Ok(None)` also when the ledger (or schema) does not exist yet.

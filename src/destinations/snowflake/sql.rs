@@ -13,6 +13,7 @@ use crate::destinations::plan::{
     Compare, TOMBSTONE_COLUMN, TOMBSTONE_TABLE, Value, assignments, insert_lists,
 };
 use crate::load::DeleteMode;
+use crate::reconcile::drift::{Key, ListRequest};
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 use crate::sql::{render, with_vars};
 
@@ -34,6 +35,7 @@ pub(crate) mod templates {
     pub const BEGIN: &str = include_str!("../../../sql/snowflake/begin.sql");
     pub const COPY_INCOMING: &str = include_str!("../../../sql/snowflake/copy_incoming.sql");
     pub const FINGERPRINT: &str = include_str!("../../../sql/snowflake/fingerprint.sql");
+    pub const LIST_KEYS: &str = include_str!("../../../sql/snowflake/list_keys.sql");
     pub const MERGE: &str = include_str!("../../../sql/snowflake/merge.sql");
     pub const DELETE_HARD: &str = include_str!("../../../sql/snowflake/delete_hard.sql");
     pub const DELETE_SOFT: &str = include_str!("../../../sql/snowflake/delete_soft.sql");
@@ -173,6 +175,41 @@ pub(crate) fn table_fingerprint(
             ("deleted_flag", "'f'"),
             ("source", &qualified(schema, table)),
             ("live", &live),
+        ],
+    )
+}
+
+/// One page of `syncline reconcile`'s listing of a table's live rows, sorted by key: the key
+/// and the version (µs) as text, after the key `after` (the last one of the page before).
+/// Keyset pages, so each query is small and the listing never holds the table.
+pub(crate) fn list_keys(
+    schema: &str,
+    request: &ListRequest,
+    after: Option<&Key>,
+    limit: usize,
+) -> String {
+    let key = quote_ident(&request.key);
+    let live = match request.deletes {
+        DeleteMode::Hard => "TRUE".to_string(),
+        DeleteMode::Soft => format!("{} IS NULL", quote_ident(DELETED_AT_COLUMN)),
+    };
+    let after = match after {
+        None => String::new(),
+        Some(Key::Int(value)) => format!(" AND {key} > {value}"),
+        Some(Key::Text(value)) => format!(
+            " AND {key} > '{}'",
+            value.replace('\\', "\\\\").replace('\'', "''")
+        ),
+    };
+    render(
+        templates::LIST_KEYS,
+        &[
+            ("key", &key),
+            ("version", &quote_ident(VERSION_COLUMN)),
+            ("table", &qualified(schema, &request.table)),
+            ("live", &live),
+            ("after", &after),
+            ("limit", &limit.to_string()),
         ],
     )
 }

@@ -69,6 +69,12 @@ pub enum FilesError {
     },
     #[error("building a batch")]
     Batch(#[source] ArrowError),
+    /// Keeping each key's newest row and sorting the keys for `syncline reconcile` failed.
+    #[error("sorting the current records by key")]
+    Listing {
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
 }
 
 /// Why a file's bytes could not be read; the cause of [`FilesError::Read`] and
@@ -100,7 +106,8 @@ impl Classified for FilesError {
             | FilesError::Read { .. }
             | FilesError::NoKeyColumn { .. }
             | FilesError::BadState { .. }
-            | FilesError::Batch(_) => ErrorKind::Source,
+            | FilesError::Batch(_)
+            | FilesError::Listing { .. } => ErrorKind::Source,
         }
     }
 }

@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::Result;
 use crate::load::CursorRange;
+use crate::reconcile::drift::{Compare, Key, SourceListing};
 use crate::schema::{deleted_field, version_field};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
 use crate::storage::open_store;
@@ -42,6 +43,7 @@ use crate::storage::open_store;
 pub mod config;
 mod error;
 mod layout;
+mod listing;
 mod parse;
 mod reader;
 
@@ -447,6 +449,70 @@ impl Source for FilesSource {
         })
     }
 
+    /// Reads every current file (as a full load would), keeps each key's newest version and
+    /// sorts by key in DataFusion, spilling to disk past a memory limit.
+    async fn list_keys(
+        &self,
+        stream: &str,
+        batch_rows: usize,
+        _arrow_hash: bool,
+    ) -> Result<SourceListing> {
+        let extraction = self.extract(full_read(stream, batch_rows)).await?;
+        let int_key = extraction
+            .schema
+            .field_with_name(&extraction.key)
+            .map(|f| f.data_type() == &arrow::datatypes::DataType::Int64)
+            .unwrap_or(false);
+        let items =
+            listing::sorted_keys(extraction.schema, &extraction.key, extraction.items).await?;
+        Ok(SourceListing {
+            key: extraction.key,
+            int_key,
+            compare: Compare::Version,
+            items,
+        })
+    }
+
+    /// Without a cursor or version column, a row's version is its file's modification time
+    /// and the cursor the newest one loaded: a file changed since is newer.
+    fn settled_until(&self, stream: &str, cursor: Option<i64>) -> Option<i64> {
+        let config = self.config.stream(stream)?;
+        if config.cursor_column.is_some() || config.version_column.is_some() {
+            return None;
+        }
+        cursor.map(|ms| (ms + 1) * 1000)
+    }
+
+    /// Reads every current file and keeps the rows with these keys (the merge keeps each
+    /// key's newest).
+    async fn fetch_keys(
+        &self,
+        stream: &str,
+        keys: Vec<Key>,
+        batch_rows: usize,
+    ) -> Result<Extraction> {
+        let extraction = self.extract(full_read(stream, batch_rows)).await?;
+        let key = extraction.key.clone();
+        let keys: std::collections::HashSet<Key> = keys.into_iter().collect();
+        let items = extraction
+            .items
+            .filter_map(move |item| {
+                futures::future::ready(match item {
+                    Ok(Extracted::Batch(batch)) => {
+                        Some(listing::with_keys(&batch, &key, &keys).map(Extracted::Batch))
+                    }
+                    // A repair neither re-files dead letters nor moves the cursor.
+                    Ok(_) => None,
+                    Err(err) => Some(Err(err)),
+                })
+            })
+            .boxed();
+        Ok(Extraction {
+            items,
+            ..extraction
+        })
+    }
+
     fn cursor_is_time(&self, stream: &str) -> bool {
         let Some(config) = self.config.stream(stream) else {
             return true;
@@ -476,6 +542,16 @@ impl Source for FilesSource {
                 .unwrap_or_else(|| cursor.to_string());
         }
         cursor.to_string()
+    }
+}
+
+/// A read of every current file.
+fn full_read(stream: &str, batch_rows: usize) -> ExtractRequest {
+    ExtractRequest {
+        stream: stream.to_string(),
+        since: None,
+        state: None,
+        batch_rows,
     }
 }
 

@@ -59,6 +59,14 @@ pub fn copy_statement(spec: &TableSpec, filter: &str) -> (String, Vec<Type>) {
     (super::sql::copy_out(spec, &select, conditions), types)
 }
 
+/// `COPY (SELECT ... FROM table ORDER BY key) TO STDOUT (FORMAT binary)` of the staged
+/// columns (no cursor) in `reconcile::drift`'s key order, and the wire types of its fields.
+pub fn ordered_copy_statement(spec: &TableSpec) -> (String, Vec<Type>) {
+    let (select, types): (Vec<String>, Vec<Type>) =
+        spec.columns.iter().map(wire_expression).unzip();
+    (super::sql::list_rows(spec, &select), types)
+}
+
 /// The select expression of a column cast to the type its staged type decodes from.
 fn wire_expression(column: &SourceColumn) -> (String, Type) {
     let name = quote_ident(&column.name);

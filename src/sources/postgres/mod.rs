@@ -18,6 +18,7 @@ use tracing::info;
 use crate::Result;
 use crate::config::{PostgresMode, PostgresSourceConfig};
 use crate::load::CursorRange;
+use crate::reconcile::drift::{self, Compare, Key, Listed, SourceListing};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source, StopCause};
 
 pub mod catalog;
@@ -25,6 +26,7 @@ pub mod cdc;
 pub mod config;
 pub mod copy;
 mod error;
+mod peek;
 pub mod rows;
 mod sql;
 
@@ -34,6 +36,9 @@ pub use error::PostgresSourceError;
 
 /// Batches in flight between the reading task and the pipeline.
 const CHANNEL_BATCHES: usize = 2;
+
+/// Keys per COPY when a repair fetches records by key.
+const FETCH_KEYS: usize = 1000;
 
 pub struct PostgresSource {
     config: PostgresSourceConfig,
@@ -303,6 +308,63 @@ async fn set_up_session(client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// The rows of `spec`'s table in key order, staged as a load stages them and hashed with
+/// `drift::arrow_row_hashes`.
+fn list_rows_hashed(client: Client, spec: TableSpec, batch_rows: usize) -> SourceListing {
+    let columns = sql::hash_columns(&spec);
+    let key = spec.key().name.clone();
+    let int_key = spec.key().kind == ValueKind::Int;
+    let (statement, types) = copy::ordered_copy_statement(&spec);
+    let reader_spec = spec.clone();
+    let extracted = spawn_reader(move |mut sender| async move {
+        let out = client
+            .copy_out(&statement)
+            .await
+            .map_err(source_error("start the row listing"))?;
+        copy_batches(
+            out,
+            &reader_spec,
+            &types,
+            Versions::Constant(0),
+            batch_rows,
+            &mut sender,
+        )
+        .await?;
+        Ok(sender)
+    });
+    let hash_columns = columns.clone();
+    let key_column = key.clone();
+    let items = extracted
+        .filter_map(move |item| {
+            let listed = match item {
+                Ok(Extracted::Batch(batch)) => {
+                    Some(drift::arrow_keys(&batch, &key_column).and_then(|keys| {
+                        let hashes = drift::arrow_row_hashes(&batch, &hash_columns)?;
+                        Ok(keys
+                            .into_iter()
+                            .zip(hashes)
+                            .map(|(key, hash)| Listed {
+                                key,
+                                version: None,
+                                hash: Some(hash),
+                            })
+                            .collect())
+                    }))
+                }
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
+            };
+            futures::future::ready(listed)
+        })
+        .boxed();
+    SourceListing {
+        key,
+        int_key,
+        compare: Compare::Hash(columns),
+        items,
+    }
+}
+
 /// Runs `read` in its own task once the stream is first polled, and streams what it sends.
 /// An error from `read` is the last item.
 fn spawn_reader<F, Fut>(read: F) -> futures::stream::BoxStream<'static, Result<Extracted>>
@@ -396,6 +458,119 @@ impl Source for PostgresSource {
             }
             PostgresMode::Cursor => cursor.to_string(),
         }
+    }
+
+    /// One ordered binary COPY of key and cursor (cursor mode) or key and content hash (CDC);
+    /// for a destination that hashes Arrow rows, one ordered COPY of the rows as a load stages
+    /// them, hashed here.
+    async fn list_keys(
+        &self,
+        stream: &str,
+        batch_rows: usize,
+        arrow_hash: bool,
+    ) -> Result<SourceListing> {
+        let client = self.connect().await?;
+        let spec = self.spec(&client, stream).await?;
+        let by_hash = self.config.mode == PostgresMode::Cdc;
+        let int_key = spec.key().kind == ValueKind::Int;
+        if by_hash && arrow_hash {
+            return Ok(list_rows_hashed(client, spec, batch_rows));
+        }
+        let statement = sql::list_keys(&spec, by_hash);
+        let out = client
+            .copy_out(&statement)
+            .await
+            .map_err(source_error("start the key listing"))?;
+        // The connection must outlive the COPY it serves.
+        let items = crate::reconcile::listing::decode(out, int_key, batch_rows, "source")
+            .inspect(move |_| {
+                let _ = &client;
+            })
+            .boxed();
+        Ok(SourceListing {
+            key: spec.key().name.clone(),
+            int_key,
+            compare: if by_hash {
+                Compare::Hash(sql::hash_columns(&spec))
+            } else {
+                Compare::Version
+            },
+            items,
+        })
+    }
+
+    /// CDC: the keys the stream's slot holds changes for, peeked without consuming them.
+    /// `None` in cursor mode, or when the slot does not exist (the stream never loaded).
+    async fn in_flight_keys(&self, stream: &str) -> Result<Option<std::collections::HashSet<Key>>> {
+        if self.config.mode != PostgresMode::Cdc {
+            return Ok(None);
+        }
+        let client = self.connect().await?;
+        let spec = self.spec(&client, stream).await?;
+        let slot = self.slot_name(stream);
+        if cdc::wait_inactive(&client, &slot).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            peek::pending_keys(&client, &slot, &slot, &spec).await?,
+        ))
+    }
+
+    /// Cursor mode: a version past the saved cursor is newer than the last load read (the
+    /// lag window is inside it: the cursor never passes `now - lag_seconds`).
+    fn settled_until(&self, stream: &str, cursor: Option<i64>) -> Option<i64> {
+        let cursor = cursor?;
+        match self.config.mode {
+            PostgresMode::Cdc => None,
+            PostgresMode::Cursor if self.cursor_is_time(stream) => Some(cursor * 1000),
+            PostgresMode::Cursor => Some(cursor + 1),
+        }
+    }
+
+    /// COPYs of the rows with these keys, a thousand keys each. In CDC mode every row gets
+    /// the WAL position read before the first COPY as its version: newer than anything the
+    /// destination holds, older than any change the slot still has to deliver.
+    async fn fetch_keys(
+        &self,
+        stream: &str,
+        keys: Vec<Key>,
+        batch_rows: usize,
+    ) -> Result<Extraction> {
+        let client = self.connect().await?;
+        let spec = self.spec(&client, stream).await?;
+        let versions = match self.config.mode {
+            PostgresMode::Cursor => Versions::Cursor,
+            PostgresMode::Cdc => {
+                let lsn: String = client
+                    .query_one(sql::templates::CURRENT_WAL_LSN, &[])
+                    .await
+                    .map_err(source_error("read the WAL position"))?
+                    .get(0);
+                Versions::Constant(
+                    cdc::parse_lsn(&lsn).ok_or(PostgresSourceError::UnreadableLsn(lsn))?,
+                )
+            }
+        };
+        let schema = spec.staged_schema();
+        let key = spec.key().name.clone();
+        let items = spawn_reader(move |mut sender| async move {
+            for chunk in keys.chunks(FETCH_KEYS) {
+                let (statement, types) = copy_statement(&spec, &sql::key_in(&spec, chunk));
+                let out = client
+                    .copy_out(&statement)
+                    .await
+                    .map_err(source_error("start COPY out of the source table"))?;
+                copy_batches(out, &spec, &types, versions, batch_rows, &mut sender).await?;
+            }
+            Ok(sender)
+        });
+        Ok(Extraction {
+            schema,
+            key,
+            cursor: CursorRange { from: None, to: 0 },
+            state: None,
+            items,
+        })
     }
 
     async fn lag(&self, stream: &str) -> Result<Option<String>> {
