@@ -12,8 +12,9 @@
 //! the keepalive). WAL that holds nothing for the stream (other tables, a big transaction
 //! elsewhere, a backlog) sends no change at all, only keepalives: each one is progress, and
 //! between transactions it moves the position the read may stop at, so a run that must stop
-//! early (the server went silent for [`silence_limit`], a column appeared) still saves a
-//! cursor past the WAL it read, and the next run does not read it again. The replication
+//! early (the connection went silent and let go of the slot, see [`silence_limit`]; a column
+//! appeared) still saves a cursor past the WAL it read, and the next run does not read it
+//! again. The replication
 //! session never confirms anything itself: its status updates report the saved cursor.
 //!
 //! Versions: a streamed change's `_syncline_version` is the LSN of the change's own WAL
@@ -653,9 +654,11 @@ impl ChangeDecoder {
 }
 
 /// How long a streaming read waits without hearing anything from the server (neither a
-/// change nor a keepalive) before it stops where it safely is. The server sends a keepalive
-/// at least every half `wal_sender_timeout` while it works, and answers the heartbeat this
-/// read sends every [`HEARTBEAT`], so silence this long means the connection is gone.
+/// change nor a keepalive) before it looks whether its walsender still holds the slot. The
+/// server sends a keepalive at least every half `wal_sender_timeout` while it reads WAL and
+/// answers the heartbeat this read sends every [`HEARTBEAT`], but one WAL record can keep it
+/// silent for minutes (the replay of a huge transaction spilled to disk): while the slot is
+/// held the read goes on waiting, and it stops (where it safely is) only once it is not.
 pub async fn silence_limit(client: &Client) -> Result<Duration> {
     let millis: i64 = client
         .query_one(templates::WAL_SENDER_TIMEOUT, &[])
@@ -713,14 +716,28 @@ pub async fn stream_changes(
             match tokio::time::timeout(HEARTBEAT, connection.get_copy_data_async(&cancel)).await {
                 Err(_) => {
                     if last_heard.elapsed() >= silence {
-                        break StreamEnd::Stopped {
-                            cursor: decoder.read_to,
-                            reason: format!(
-                                "the server sent nothing for {}s before reaching LSN {}",
-                                silence.as_secs(),
-                                format_lsn(decoder.target)
-                            ),
-                        };
+                        // One WAL record can keep the server busy for minutes without a
+                        // word (the commit of a huge transaction spilled to disk is replayed
+                        // whole). While our walsender holds the slot it is still working.
+                        let holding = slot_info(client, slot)
+                            .await?
+                            .is_some_and(|info| info.active);
+                        if !holding {
+                            break StreamEnd::Stopped {
+                                cursor: decoder.read_to,
+                                reason: format!(
+                                    "the replication connection went silent for {}s and let \
+                                     go of the slot before reaching LSN {}",
+                                    silence.as_secs(),
+                                    format_lsn(decoder.target)
+                                ),
+                            };
+                        }
+                        info!(
+                            slot,
+                            "the server is still reading WAL for the slot; waiting for it"
+                        );
+                        last_heard = tokio::time::Instant::now();
                     }
                     connection
                         .send_standby_status_update(heard_to, since as u64, since as u64, true)
