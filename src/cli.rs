@@ -51,6 +51,9 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the config and check that staging, source and destination are reachable.
     Check(CheckArgs),
+    /// Compare the destination with the source, key by key, and with --repair fix the
+    /// drift (exit 0 clean, 3 drift remains).
+    Reconcile(ReconcileArgs),
     /// Show, per stream, the last successful load, the cursor and row counts.
     Status(StatusArgs),
     /// Run the whole job locally: simulator -> staging -> lake (or PostgreSQL), changes,
@@ -130,6 +133,26 @@ pub struct RunArgs {
     #[arg(long)]
     pub full_refresh: bool,
     /// Write the JSON run report to this file ("-" for stdout).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Pipeline config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Comma-separated streams to compare (default: all in source.streams).
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Option<Vec<String>>,
+    /// Fetch the missing and stale records by key and delete the orphaned ones, as an
+    /// ordinary load.
+    #[arg(long)]
+    pub repair: bool,
+    /// Print the API-call estimate only; compare nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the JSON report to this file ("-" for stdout, instead of the table).
     #[arg(long)]
     pub report: Option<PathBuf>,
 }

@@ -25,7 +25,8 @@ pub enum ErrorKind {
     Destination,
     /// The source schema changed in a way that cannot be applied safely.
     SchemaDrift,
-    /// Counts or checksums differ between hops.
+    /// The destination does not match the source: counts or checksums differ between hops,
+    /// or `syncline reconcile` found drift it did not repair.
     Reconciliation,
     /// Another run holds the stream's lock.
     Locked,
@@ -54,8 +55,8 @@ impl ErrorKind {
         }
     }
 
-    /// Process exit code (documented in README): 2 for configuration and SQL mistakes, 3 for
-    /// reconciliation mismatches, 4 for a clean stop on a used-up quota, 1 for everything else.
+    /// Process exit code (documented in README): 2 for configuration and SQL mistakes, 3 when
+    /// the destination does not match the source, 4 for a clean stop on a used-up quota, 1 for everything else.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::Config | ErrorKind::Sql => 2,

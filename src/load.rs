@@ -14,6 +14,9 @@ pub enum LoadMode {
     Full,
     /// Records changed inside the cursor range.
     Incremental,
+    /// Records `syncline reconcile --repair` fetched by key, and deletes of orphaned keys;
+    /// the cursor does not move.
+    Repair,
 }
 
 /// The source cursor range a load covers, as epoch milliseconds (or the source's own

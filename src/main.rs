@@ -1,6 +1,7 @@
 //! The `syncline` binary: parse arguments, call the library, map the outcome to an exit code.
 //!
-//! Exit codes: 0 success, 1 failure, 2 configuration or usage error, 3 reconciliation mismatch.
+//! Exit codes: 0 success, 1 failure, 2 configuration or usage error, 3 the destination does
+//! not match the source, 4 a clean stop on a used-up API quota.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use syncline::cli::{
     CheckArgs, Cli, Command, DemoArgs, DemoTarget, GcArgs, LoadsArgs, LogFormat, ModelsCommand,
-    QueryArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
+    QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
@@ -91,6 +92,7 @@ async fn execute(command: Command) -> Result<u8, Error> {
     match command {
         Command::Run(args) => run(args).await,
         Command::Check(args) => check(args).await,
+        Command::Reconcile(args) => reconcile(args).await,
         Command::Status(args) => show_status(args).await,
         Command::Demo(args) => run_demo(args).await,
         Command::Query(args) => query(args).await,
@@ -203,6 +205,32 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
         );
     }
     Ok(run.exit_code as u8)
+}
+
+/// `syncline reconcile`: the estimate on stderr first, then the summary table on stdout (or
+/// the JSON report with `--report -`); the report's exit code is the process's.
+async fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let options = pipeline::ReconcileOptions {
+        streams: args.streams,
+        repair: args.repair,
+        dry_run: args.dry_run,
+    };
+    let mut progress = |line: String| eprintln!("{line}");
+    let report = pipeline::reconcile(&config, &options, &mut progress).await?;
+    let json = serde_json::to_string_pretty(&report)?;
+    match args.report.as_deref() {
+        Some(path) if path.as_os_str() == "-" => println!("{json}"),
+        Some(path) => {
+            std::fs::write(path, json.as_bytes()).map_err(|source| CommandError::Report {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            print!("{}", pipeline::reconcile::render(&report));
+        }
+        None => print!("{}", pipeline::reconcile::render(&report)),
+    }
+    Ok(report.exit_code as u8)
 }
 
 async fn check(args: CheckArgs) -> Result<u8, Error> {

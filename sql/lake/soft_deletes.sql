@@ -1,6 +1,10 @@
-SELECT count(*) AS deletes
+SELECT
+    count(t.{key}) AS marked,
+    count(s.{key}) - count(t.{key}) AS remembered
 FROM {source} AS s
-JOIN {target} AS t ON t.{key} = s.{key}
+LEFT JOIN {target} AS t ON t.{key} = s.{key}
 WHERE s.{deleted}
-  AND s.{version} >= t.{version}
-  AND (t.{deleted_at} IS NULL OR s.{version} > t.{version})
+  AND (
+    (t.{key} IS NULL{tombstone_guard})
+    OR (s.{version} >= t.{version} AND (t.{deleted_at} IS NULL OR s.{version} > t.{version}))
+  )

@@ -1,8 +1,10 @@
 MERGE INTO {target} AS t
 USING (
-    SELECT *
-    FROM {incoming}
-    QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {version} DESC, {deleted} DESC) = 1
+    SELECT i.*, x."version" AS {tombstone}
+    FROM {incoming} AS i
+    LEFT JOIN {tombstones} AS x
+        ON x."table_name" = {table_name} AND x."key" = TO_VARCHAR(i.{key})
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY i.{key} ORDER BY i.{version} DESC, i.{deleted} DESC) = 1
 ) AS s
 ON t.{key} = s.{key}
 {delete_clause}
@@ -12,5 +14,6 @@ WHEN MATCHED AND NOT s.{deleted}
     THEN UPDATE SET
     {assignments}
 WHEN NOT MATCHED AND NOT s.{deleted}
+    AND (s.{tombstone} IS NULL OR s.{version} > s.{tombstone})
     THEN INSERT ({columns})
     VALUES ({values})

@@ -410,6 +410,16 @@ impl<T: ColumnType> TableLayout<T> {
                 (VERSION_COLUMN, Value::Incoming(VERSION_COLUMN)),
                 (LOAD_ID_COLUMN, Value::LoadId),
             ],
+            // Only what says which key was deleted when: the row's data is unknown.
+            insert_deleted: (self.deletes == DeleteMode::Soft).then(|| {
+                vec![
+                    (self.key.as_str(), Value::Incoming(&self.key)),
+                    (VERSION_COLUMN, Value::Incoming(VERSION_COLUMN)),
+                    (DELETED_AT_COLUMN, Value::Incoming(VERSION_COLUMN)),
+                    (LOAD_ID_COLUMN, Value::LoadId),
+                ]
+            }),
+            tombstones: self.deletes == DeleteMode::Hard,
         }
     }
 }
@@ -844,6 +854,8 @@ mod tests {
             set_columns(&plan.insert),
             ["email", "id", VERSION_COLUMN, LOAD_ID_COLUMN]
         );
+        assert!(plan.tombstones);
+        assert!(plan.insert_deleted.is_none());
 
         let soft =
             TableLayout::<Toy>::from_request(&request(staged, "id", DeleteMode::Soft)).unwrap();
@@ -862,6 +874,17 @@ mod tests {
                 (VERSION_COLUMN, Value::Incoming(VERSION_COLUMN)),
                 (LOAD_ID_COLUMN, Value::LoadId),
             ]
+        );
+        // A delete of a key the table lacks is remembered as a row marked deleted.
+        assert!(!plan.tombstones);
+        assert_eq!(
+            plan.insert_deleted.as_deref().map(set_columns),
+            Some(vec![
+                "id",
+                VERSION_COLUMN,
+                DELETED_AT_COLUMN,
+                LOAD_ID_COLUMN
+            ])
         );
     }
 }

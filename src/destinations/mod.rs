@@ -7,6 +7,9 @@
 //! - A merge never replaces a row with an older version of it (`_syncline_version`), and a row
 //!   that did not change is not rewritten (so a re-read overlap merges nothing).
 //! - Incoming rows may repeat a key; the newest version wins (a delete wins a tie).
+//! - A delete is remembered where no row is left to carry it (hard deletes: a tombstone in a
+//!   side table; soft deletes: a row marked deleted, also for a key the table never held), so
+//!   an older version arriving in a later load never brings the key back (see `plan`).
 //! - State (cursors) may advance only after `merge` returned Ok.
 
 use arrow::datatypes::SchemaRef;
@@ -22,6 +25,7 @@ use crate::config::{Config, DestinationConfig};
 use crate::error::{Classified, ErrorKind};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{DriftError, ListRequest, Listing};
 
 pub mod lake;
 mod layout;
@@ -156,4 +160,24 @@ pub trait Destination: Send + Sync {
 
     /// The newest ledger entry of a stream, if any.
     async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>>;
+
+    /// `syncline reconcile`: the live rows of a table as (key, version, and the content hash
+    /// when `request.compare` asks for one), sorted by key as `reconcile::drift` says, in
+    /// bounded chunks. An empty listing when the table does not exist. Destinations that
+    /// cannot list say so (a configuration error).
+    /// Whether this destination computes content hashes from Arrow rows
+    /// (`drift::arrow_row_hashes`) rather than in SQL (`reconcile::listing`); the source
+    /// computes them the same way.
+    fn hashes_rows_as_arrow(&self) -> bool {
+        false
+    }
+
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        Err(DriftError::Unsupported {
+            side: "destination",
+            what: "type (postgres, lake and snowflake list keys)".to_string(),
+            stream: request.table.clone(),
+        }
+        .into())
+    }
 }

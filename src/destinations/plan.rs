@@ -6,9 +6,33 @@
 //!
 //! Every plan merges the incoming (de-duplicated) rows, aliased `s` in SQL, into the table,
 //! aliased `t`, on the key.
+//!
+//! A delete is remembered even where no row is left to carry it, so that an older version of
+//! the key arriving later (a re-read file, a late re-send, an overlap) cannot bring it back:
+//! - soft deletes: a delete of a key the table lacks inserts a row marked deleted (the key,
+//!   the version, the delete time, the load id; every other column NULL), which the ordinary
+//!   update rules then treat like any soft-deleted row;
+//! - hard deletes: every delete records a tombstone, the key (as text) and the newest delete
+//!   version any load carried for it, in a side table ([`TOMBSTONE_TABLE`] in SQL destinations,
+//!   a side Delta table in the lake). A live row whose key the table lacks is inserted only when
+//!   it is newer than the key's tombstone (a delete wins a tie); that check is made in soft mode
+//!   too, so the tombstones of a stream that moved from hard to soft deletes keep holding.
+//!   Tombstones are never removed:
+//!   a tombstone older than a live row is inert (rows the table holds are compared with the row,
+//!   never with the tombstone). Because a tombstone depends only on the loads' deletes and not
+//!   on the table, recording it is idempotent and may happen before the table's merge commits.
 
 use crate::load::DeleteMode;
 use crate::sql::quote_ident;
+
+/// Hard deletes' tombstones in a SQL destination: one table per schema, keyed by destination
+/// table and key text, columns `table_name`, `key`, `version` (the newest delete's version) and
+/// `load_id` (the load that recorded it).
+pub(crate) const TOMBSTONE_TABLE: &str = "_syncline_tombstones";
+
+/// The key's tombstone version, joined to the incoming rows where a destination's insert clause
+/// can only see the incoming rows (Snowflake's and delta-rs' MERGE); NULL for no tombstone.
+pub(crate) const TOMBSTONE_COLUMN: &str = "_syncline_tombstone";
 
 /// Where a value a merge writes comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +74,13 @@ pub(crate) struct MergePlan<'a> {
     /// Soft deletes: what marking a table row deleted writes (the delete time is the delete's
     /// version).
     pub soft_delete: Vec<(&'a str, Value<'a>)>,
+    /// Soft deletes: what a delete of a key the table lacks inserts, a row marked deleted;
+    /// `None` in hard-delete mode.
+    pub insert_deleted: Option<Vec<(&'a str, Value<'a>)>>,
+    /// Hard deletes: every incoming delete records a tombstone (module docs). Whatever the
+    /// mode, a live row whose key the table lacks is inserted only when newer than the key's
+    /// tombstone.
+    pub tombstones: bool,
 }
 
 impl Value<'_> {

@@ -110,7 +110,7 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
     let runner = StreamRunner::open(config, options.full_refresh).await?;
     let mut reports = Vec::new();
     for stream in &selected {
-        reports.push(runner.run(stream).await);
+        reports.push(runner.run(stream, None).await);
     }
     let status = if reports.iter().any(|r| r.status == Status::Failed) {
         Status::Failed
@@ -146,6 +146,30 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
         exit_code,
         streams: reports,
     })
+}
+
+/// `syncline reconcile --repair`: merges the records a reconcile fetched by key (and the
+/// deletes of orphaned keys) into `stream` as an ordinary load: locked, staged, read back,
+/// recorded in the ledger with the merge, exactly once. The cursor stays where it was. A
+/// failure is in the report, as for `run`.
+pub async fn repair(
+    config: &Config,
+    source: Arc<dyn Source>,
+    destination: Arc<dyn Destination>,
+    stream: &str,
+    extraction: Extraction,
+) -> Result<StreamReport> {
+    let stage = Stage::open(&config.staging)?;
+    let runner = StreamRunner {
+        config,
+        state: StateStore::new(&stage, &config.pipeline.name),
+        stage,
+        source,
+        destination,
+        full_refresh: false,
+        quota: OnceLock::new(),
+    };
+    Ok(runner.run(stream, Some(extraction)).await)
 }
 
 /// What staging an extraction produced.
@@ -190,7 +214,8 @@ impl<'a> StreamRunner<'a> {
         })
     }
 
-    async fn run(&self, stream: &str) -> StreamReport {
+    /// One stream's load: an ordinary one, or with `repair`, the records a reconcile fetched.
+    async fn run(&self, stream: &str, repair: Option<Extraction>) -> StreamReport {
         let started = Instant::now();
         let mut report = StreamReport::new(stream);
         let outcome = match self
@@ -200,7 +225,7 @@ impl<'a> StreamRunner<'a> {
         {
             Err(err) => Err(err),
             Ok(lock) => {
-                let outcome = self.sync(stream, &mut report).await;
+                let outcome = self.sync(stream, &mut report, repair).await;
                 if let Err(err) = lock.release().await {
                     warn!(stream, error = %err, "could not release the stream lock");
                 }
@@ -238,7 +263,12 @@ impl<'a> StreamRunner<'a> {
 
     /// One stream's load, step by step (see the module docs for why in this order).
     #[instrument(skip_all, fields(stream))]
-    async fn sync(&self, stream: &str, report: &mut StreamReport) -> Result<()> {
+    async fn sync(
+        &self,
+        stream: &str,
+        report: &mut StreamReport,
+        repair: Option<Extraction>,
+    ) -> Result<()> {
         let mut state = self.state.load(stream).await?;
         if let Some(pending) = state.pending.clone() {
             report.recovered = true;
@@ -253,7 +283,32 @@ impl<'a> StreamRunner<'a> {
             ));
             return Ok(());
         }
-        let manifest = self.extract_and_stage(stream, &state, report).await?;
+        let manifest = match repair {
+            None => self.extract_and_stage(stream, &state, report).await?,
+            Some(extraction) => {
+                let load_id = uuid::Uuid::now_v7().to_string();
+                report.load_id = Some(load_id.clone());
+                report.mode = Some(LoadMode::Repair);
+                info!(stream, load_id, "staging a repair");
+                // The range stays the saved cursor's: a repair never moves it.
+                let extraction = Extraction {
+                    cursor: CursorRange {
+                        from: state.cursor,
+                        to: state.cursor.unwrap_or_default(),
+                    },
+                    ..extraction
+                };
+                self.stage_extraction(
+                    stream,
+                    state.cursor,
+                    load_id,
+                    LoadMode::Repair,
+                    extraction,
+                    report,
+                )
+                .await?
+            }
+        };
         if manifest.rows == 0 {
             // Nothing to merge: the window is covered, so the cursor may move on.
             info!(stream, "no changes");
@@ -314,13 +369,28 @@ impl<'a> StreamRunner<'a> {
             .extract(ExtractRequest {
                 stream: stream.to_string(),
                 since,
-                state: since.and(state.source_state.clone()),
+                // A full load gets it too (see `ExtractRequest::state`).
+                state: state.source_state.clone(),
                 batch_rows: self.config.pipeline.batch_rows,
             })
             .await?;
-        report.set_cursor(extraction.cursor, |c| self.source.cursor_text(stream, c));
         info!(stream, load_id, ?mode, "extracting");
+        self.stage_extraction(stream, since, load_id, mode, extraction, report)
+            .await
+    }
 
+    /// Stages what `extraction` yields as load `load_id` and proves the staged files hold
+    /// exactly that. Returns the load's manifest, not yet written. A repair keeps the cursor.
+    async fn stage_extraction(
+        &self,
+        stream: &str,
+        since: Option<i64>,
+        load_id: String,
+        mode: LoadMode,
+        extraction: Extraction,
+        report: &mut StreamReport,
+    ) -> Result<Manifest> {
+        report.set_cursor(extraction.cursor, |c| self.source.cursor_text(stream, c));
         let pipeline = &self.config.pipeline.name;
         let schema = columns_of(&extraction.schema)?;
         let key = extraction.key.clone();
@@ -341,8 +411,8 @@ impl<'a> StreamRunner<'a> {
             key,
             schema,
             cursor: staged.cursor,
-            keeps_cursor: staged.keeps_cursor,
-            source_state: if staged.keeps_cursor {
+            keeps_cursor: staged.keeps_cursor || mode == LoadMode::Repair,
+            source_state: if staged.keeps_cursor || mode == LoadMode::Repair {
                 None
             } else {
                 source_state
@@ -555,7 +625,9 @@ impl<'a> StreamRunner<'a> {
             });
         }
         self.state.save(stream, state).await?;
-        if let Some(cursor) = state.cursor {
+        // A repair read no new position: nothing for the source to release (and a CDC slot
+        // may be gone, which is why the repair ran).
+        if let Some(cursor) = state.cursor.filter(|_| manifest.mode != LoadMode::Repair) {
             self.source
                 .committed(stream, cursor, state.source_state.as_ref())
                 .await?;

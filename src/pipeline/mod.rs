@@ -9,8 +9,10 @@ use crate::{Result, destinations, sources};
 
 pub mod batch;
 pub mod loads;
+pub mod reconcile;
 
 pub use batch::{RunOptions, run};
+pub use reconcile::{ReconcileOptions, ReconcileReport, reconcile};
 
 /// `syncline check`: the config parsed; now prove the stage is writable and the source and
 /// destination answer. Returns one line per check.

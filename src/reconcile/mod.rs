@@ -14,6 +14,8 @@ use crate::Result;
 use crate::error::{Classified, ErrorKind};
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 
+pub mod drift;
+pub mod listing;
 pub mod report;
 
 /// Row count plus order-independent checksum of a set of rows.

@@ -606,6 +606,10 @@ pub(crate) fn router(sim: HubspotSim) -> Router {
     Router::new()
         .route("/crm/v3/objects/{object_type}", get(list_objects))
         .route("/crm/v3/objects/{object_type}/search", post(search_objects))
+        .route(
+            "/crm/v3/objects/{object_type}/batch/read",
+            post(batch_read_objects),
+        )
         .route("/crm/v3/properties/{object_type}", get(list_properties))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(sim.clone(), gate))
@@ -683,6 +687,82 @@ async fn search_objects(
         Ok(value) => Json(value).into_response(),
         Err(SearchError(message)) => validation_error(message),
     }
+}
+
+/// Batch read (crm-apis.md B5): up to 100 ids; ids not found (or archived, unless
+/// `?archived=true`) are left out of `results` and named in `errors` with status 207.
+async fn batch_read_objects(
+    State(sim): State<HubspotSim>,
+    Path(object_type): Path<String>,
+    RawQuery(raw_query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let Some(kind) = ObjectKind::parse(&object_type) else {
+        return unknown_object_type(&object_type);
+    };
+    let archived = raw_query.is_some_and(|q| q.split('&').any(|p| p == "archived=true"));
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return validation_error("Invalid input JSON on line 1");
+    };
+    let Some(inputs) = request.get("inputs").and_then(Value::as_array) else {
+        return validation_error("inputs is required");
+    };
+    if inputs.len() > 100 {
+        return validation_error("Batch input limit is 100");
+    }
+    let properties: Vec<String> = request
+        .get("properties")
+        .and_then(Value::as_array)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let state = sim.lock();
+    let store = &state.stores[kind.index()];
+    let names = selected_names(kind, &properties);
+    let mut results = Vec::new();
+    let mut not_found = Vec::new();
+    for input in inputs {
+        let id = input.get("id").and_then(|v| match v {
+            Value::String(s) => s.parse::<i64>().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        });
+        let found = id.and_then(|id| {
+            store
+                .records
+                .binary_search_by_key(&id, |record| record.id)
+                .ok()
+                .map(|at| &store.records[at])
+                .filter(|record| record.archived == archived)
+        });
+        match found {
+            Some(record) => results.push(render_record(record, &names, &store.defs)),
+            None => not_found.push(input.get("id").cloned().unwrap_or(Value::Null)),
+        }
+    }
+    let now = data::iso_millis(data::wall_clock_ms());
+    let mut body = json!({
+        "status": "COMPLETE",
+        "results": results,
+        "requestedAt": now,
+        "startedAt": now,
+        "completedAt": now,
+    });
+    if not_found.is_empty() {
+        return Json(body).into_response();
+    }
+    body["numErrors"] = json!(1);
+    body["errors"] = json!([{
+        "status": "error",
+        "category": "OBJECT_NOT_FOUND",
+        "message": "Could not get some objects, they may be deleted or not exist.",
+        "context": {"ids": not_found},
+    }]);
+    (StatusCode::MULTI_STATUS, Json(body)).into_response()
 }
 
 async fn list_properties(

@@ -15,11 +15,13 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::Result;
 use crate::config::{Config, SourceConfig};
 use crate::load::{CursorRange, DeadLetter};
+use crate::reconcile::drift::{DriftError, Key, SourceListing};
 
 pub mod cells;
 pub mod files;
@@ -47,7 +49,9 @@ pub struct ExtractRequest {
     /// `None` for a full load; otherwise the saved cursor (epoch ms).
     pub since: Option<i64>,
     /// What the source saved with the cursor at the last commit (`Extraction::state`), e.g.
-    /// the files already loaded; `None` for a full load.
+    /// the files already loaded. A full load (`since` is `None`) gets it too: it must still
+    /// read everything, but keeps what the state says about versions it assigned (the file
+    /// source gives bytes it loaded before the version they were first given).
     pub state: Option<serde_json::Value>,
     pub batch_rows: usize,
 }
@@ -148,4 +152,63 @@ pub trait Source: Send + Sync {
     async fn lag(&self, _stream: &str) -> Result<Option<String>> {
         Ok(None)
     }
+
+    /// `syncline reconcile`: every current record of `stream` as (key, version or content
+    /// hash), sorted by key (`reconcile::drift` says the order), read as cheaply as the source
+    /// allows and in bounded chunks. Sources that cannot list say so (a configuration error).
+    /// A source that compares by content hash computes it as the destination does: in SQL
+    /// (`reconcile::listing`), or from Arrow rows when `arrow_hash` (`drift::arrow_row_hashes`).
+    async fn list_keys(
+        &self,
+        stream: &str,
+        _batch_rows: usize,
+        _arrow_hash: bool,
+    ) -> Result<SourceListing> {
+        Err(unsupported(stream))
+    }
+
+    /// The version from which a listed record may be newer than what the last load read,
+    /// given the stream's saved cursor: such a difference is in flight, not drift. `None`
+    /// when versions say nothing about it (everything is compared).
+    fn settled_until(&self, _stream: &str, _cursor: Option<i64>) -> Option<i64> {
+        None
+    }
+
+    /// Keys of `stream` the source changed but has not delivered yet (a CDC slot's pending
+    /// changes): their differences are in flight, not drift. `None` when the source holds no
+    /// such backlog. Called under the stream lock.
+    async fn in_flight_keys(&self, _stream: &str) -> Result<Option<HashSet<Key>>> {
+        Ok(None)
+    }
+
+    /// `syncline reconcile --repair`: the current records of `stream` with these keys, as an
+    /// extraction like any other (keys no longer in the source are left out). Its cursor
+    /// range is not used: a repair never moves the cursor.
+    async fn fetch_keys(
+        &self,
+        stream: &str,
+        _keys: Vec<Key>,
+        _batch_rows: usize,
+    ) -> Result<Extraction> {
+        Err(unsupported(stream))
+    }
+
+    /// API calls `list_keys` costs for a stream of about `rows` records.
+    fn list_cost(&self, _rows: u64) -> u64 {
+        0
+    }
+
+    /// API calls `fetch_keys` costs for `keys` keys.
+    fn fetch_cost(&self, _keys: u64) -> u64 {
+        0
+    }
+}
+
+fn unsupported(stream: &str) -> crate::Error {
+    DriftError::Unsupported {
+        side: "source",
+        what: "type".to_string(),
+        stream: stream.to_string(),
+    }
+    .into()
 }

@@ -16,6 +16,7 @@ mod hubspot_snowflake;
 mod merge;
 mod object_storage;
 mod postgres_source;
+mod reconcile;
 mod salesforce_postgres;
 mod staged_loads;
 mod stuck_loads;

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::Result;
-use crate::destinations::plan::{Compare, Value};
+use crate::destinations::plan::{Compare, TOMBSTONE_COLUMN, Value};
 use crate::load::DeleteMode;
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
@@ -124,11 +124,25 @@ pub(crate) struct MergeCounts {
     pub deleted: u64,
 }
 
+/// The side table of a stream table's tombstones (see [`super::tombstones`]).
+pub(crate) struct TombstoneTable {
+    /// Its handle, not loaded (it may not exist yet).
+    pub unloaded: DeltaTable,
+    /// The table, when it exists.
+    pub existing: Option<DeltaTable>,
+}
+
 /// Applies the load to `table` in one MERGE committed with `properties` (which carry the load's
 /// application transaction). Returns the table as of the merge commit; when nothing changed,
 /// delta-rs makes no commit and the returned table has the version it had before.
+///
+/// In hard-delete mode the load's deletes are first recorded in `tombstones`, a commit of its
+/// own made before the table's (see [`super::tombstones`] for why that order is safe). Whatever
+/// the mode, a live row whose key the table lacks is inserted only when newer than the key's
+/// tombstone.
 pub(crate) async fn apply(
     table: DeltaTable,
+    tombstones: TombstoneTable,
     layout: &TableLayout,
     load_id: &str,
     load: StagedLoad,
@@ -139,20 +153,55 @@ pub(crate) async fn apply(
         .step("hold the load in memory")?;
     ctx.register_table(sql::STAGED_TABLE, Arc::new(staged))
         .step("register the load")?;
-    let source = ctx
+    let deduplicated = ctx
         .sql(&sql::dedup(layout))
         .await
         .step("de-duplicate the load")?;
 
-    // delta-rs reports soft deletes as updates; count them first, over the same snapshot and
-    // with the same predicate as the merge clause, so the outcome can tell them apart.
-    let soft_deletes = if layout.deletes == DeleteMode::Soft && load.any_deleted {
-        count_soft_deletes(&ctx, &table, layout, source.clone()).await?
+    let TombstoneTable { unloaded, existing } = tombstones;
+    let tombstones = if layout.deletes == DeleteMode::Hard && load.any_deleted {
+        Some(
+            super::tombstones::record(
+                unloaded,
+                existing,
+                layout,
+                load_id,
+                &ctx,
+                deduplicated.clone(),
+            )
+            .await?,
+        )
     } else {
-        0
+        existing
+    };
+    let guarded = tombstones.is_some();
+    let source = match tombstones {
+        Some(tombstones) => {
+            let provider = tombstones
+                .table_provider()
+                .await
+                .step("read the tombstones")?;
+            ctx.register_table(sql::TOMBSTONES_TABLE, provider)
+                .step("register the tombstones")?;
+            ctx.register_table(sql::DEDUP_TABLE, deduplicated.into_view())
+                .step("register the de-duplicated load")?;
+            ctx.sql(&sql::with_tombstones(layout))
+                .await
+                .step("join the tombstones")?
+        }
+        None => deduplicated,
     };
 
-    let clauses = MergeClauses::new(layout, load_id);
+    // delta-rs reports soft deletes as updates, and rows inserted already deleted as inserts;
+    // count both first, over the same snapshot and with the same predicates as the merge
+    // clauses, so the outcome can tell them apart.
+    let soft = if layout.deletes == DeleteMode::Soft && load.any_deleted {
+        count_soft_deletes(&ctx, &table, layout, guarded, source.clone()).await?
+    } else {
+        SoftDeletes::default()
+    };
+
+    let clauses = MergeClauses::new(layout, load_id, guarded);
     let mut builder = table
         .merge(source, clauses.on)
         .with_source_alias(SOURCE_ALIAS)
@@ -170,10 +219,11 @@ pub(crate) async fn apply(
         }
         .step("plan the merge")?;
     }
-    let Insert { predicate, set } = clauses.insert;
-    builder = builder
-        .when_not_matched_insert(|insert| with_inserts(insert.predicate(predicate), set))
-        .step("plan the merge")?;
+    for Insert { predicate, set } in clauses.insert {
+        builder = builder
+            .when_not_matched_insert(|insert| with_inserts(insert.predicate(predicate), set))
+            .step("plan the merge")?;
+    }
 
     let (table, metrics) = builder
         .await
@@ -188,20 +238,30 @@ pub(crate) async fn apply(
             deleted: metrics.num_target_rows_deleted as u64,
         },
         DeleteMode::Soft => MergeCounts {
-            inserted,
-            updated: updated.saturating_sub(soft_deletes),
-            deleted: soft_deletes,
+            inserted: inserted.saturating_sub(soft.remembered),
+            updated: updated.saturating_sub(soft.marked),
+            deleted: soft.marked + soft.remembered,
         },
     };
     Ok((table, counts))
+}
+
+/// What the soft-delete clauses of a merge will do.
+#[derive(Debug, Clone, Copy, Default)]
+struct SoftDeletes {
+    /// Table rows marked deleted (delta-rs counts them as updates).
+    marked: u64,
+    /// Rows inserted already deleted, for keys the table lacks (counted as inserts).
+    remembered: u64,
 }
 
 async fn count_soft_deletes(
     ctx: &SessionContext,
     table: &DeltaTable,
     layout: &TableLayout,
+    guarded: bool,
     source: DataFrame,
-) -> Result<u64> {
+) -> Result<SoftDeletes> {
     let target = table
         .table_provider()
         .await
@@ -211,25 +271,31 @@ async fn count_soft_deletes(
     ctx.register_table(sql::SOURCE_TABLE, source.into_view())
         .step("register the de-duplicated load")?;
     let batches = ctx
-        .sql(&sql::soft_deletes(layout))
+        .sql(&sql::soft_deletes(layout, guarded))
         .await
         .step("count soft deletes")?
         .collect()
         .await
         .step("count soft deletes")?;
-    let count = batches
-        .iter()
-        .find(|batch| batch.num_rows() > 0)
-        .and_then(|batch| batch.column(0).as_primitive_opt::<Int64Type>())
-        .map(|counts| {
-            if counts.is_null(0) {
-                0
-            } else {
-                counts.value(0)
-            }
-        })
-        .unwrap_or(0);
-    Ok(u64::try_from(count).map_err(|_| LakeError::NegativeCount(count))?)
+    let count = |column: usize| -> Result<u64> {
+        let count = batches
+            .iter()
+            .find(|batch| batch.num_rows() > 0)
+            .and_then(|batch| batch.column(column).as_primitive_opt::<Int64Type>())
+            .map(|counts| {
+                if counts.is_null(0) {
+                    0
+                } else {
+                    counts.value(0)
+                }
+            })
+            .unwrap_or(0);
+        Ok(u64::try_from(count).map_err(|_| LakeError::NegativeCount(count))?)
+    };
+    Ok(SoftDeletes {
+        marked: count(0)?,
+        remembered: count(1)?,
+    })
 }
 
 fn with_updates(mut update: UpdateBuilder, set: Vec<(String, Expr)>) -> UpdateBuilder {
@@ -277,16 +343,20 @@ pub(crate) struct Insert {
 /// - a live row at least as new as the target row rewrites it only if something differs (any
 ///   data column, the version, or a soft-deleted row coming back), so re-reading an overlap
 ///   merges nothing; in soft mode a live row never undeletes a delete of the same version;
-/// - a live row whose key is new is inserted; a delete for an unknown key is dropped.
+/// - a live row whose key is new is inserted, unless the key has a tombstone at least as new
+///   (`guarded`: the source rows then carry it as `_syncline_tombstone`);
+/// - soft deletes: a delete for a key the table lacks inserts a row marked deleted (hard
+///   deletes record a tombstone instead, before this merge).
 #[derive(Debug)]
 pub(crate) struct MergeClauses {
     pub on: Expr,
     pub matched: Vec<Matched>,
-    pub insert: Insert,
+    /// Tried in order, like the matched clauses.
+    pub insert: Vec<Insert>,
 }
 
 impl MergeClauses {
-    pub(crate) fn new(layout: &TableLayout, load_id: &str) -> MergeClauses {
+    pub(crate) fn new(layout: &TableLayout, load_id: &str, guarded: bool) -> MergeClauses {
         let plan = layout.merge_plan();
         let value = |value: &Value<'_>| match value {
             Value::Incoming(column) => source(column),
@@ -345,13 +415,30 @@ impl MergeClauses {
             }
         };
 
+        let newer_than_tombstone = if guarded {
+            source(TOMBSTONE_COLUMN)
+                .is_null()
+                .or(source(VERSION_COLUMN).gt(source(TOMBSTONE_COLUMN)))
+        } else {
+            lit(true)
+        };
+        let mut insert = vec![Insert {
+            predicate: is_live.and(newer_than_tombstone.clone()),
+            set: set(&plan.insert),
+        }];
+        if let Some(insert_deleted) = &plan.insert_deleted {
+            // A tombstone at least as new already holds the delete (a stream that moved from
+            // hard to soft deletes).
+            insert.push(Insert {
+                predicate: source(DELETED_COLUMN).and(newer_than_tombstone),
+                set: set(insert_deleted),
+            });
+        }
+
         MergeClauses {
             on: target(plan.key).eq(source(plan.key)),
             matched,
-            insert: Insert {
-                predicate: is_live,
-                set: set(&plan.insert),
-            },
+            insert,
         }
     }
 }
@@ -456,12 +543,13 @@ mod tests {
 
     #[test]
     fn clauses_follow_the_delete_mode() {
-        let hard = MergeClauses::new(&layout(DeleteMode::Hard), "load-1");
+        let hard = MergeClauses::new(&layout(DeleteMode::Hard), "load-1", true);
         assert!(matches!(
             hard.matched.as_slice(),
             [Matched::Delete { .. }, Matched::Update { .. }]
         ));
-        let soft = MergeClauses::new(&layout(DeleteMode::Soft), "load-1");
+        assert_eq!(hard.insert.len(), 1);
+        let soft = MergeClauses::new(&layout(DeleteMode::Soft), "load-1", false);
         match soft.matched.as_slice() {
             [
                 Matched::Update {
@@ -483,7 +571,18 @@ mod tests {
             }
             other => panic!("unexpected soft clauses {other:?}"),
         }
-        let inserted: Vec<&str> = soft.insert.set.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(inserted, ["id", "name", VERSION_COLUMN, LOAD_ID_COLUMN]);
+        let inserted: Vec<Vec<&str>> = soft
+            .insert
+            .iter()
+            .map(|insert| insert.set.iter().map(|(n, _)| n.as_str()).collect())
+            .collect();
+        // Live rows, then deletes of keys the table lacks as rows marked deleted.
+        assert_eq!(
+            inserted,
+            [
+                vec!["id", "name", VERSION_COLUMN, LOAD_ID_COLUMN],
+                vec!["id", VERSION_COLUMN, DELETED_AT_COLUMN, LOAD_ID_COLUMN],
+            ]
+        );
     }
 }

@@ -27,7 +27,9 @@
 //! `merge::StagedLoad::collect`) while their count and checksum are computed; a mismatch
 //! with the manifest stops before anything is written. DataFusion then keeps the newest row per
 //! key (a delete wins a tie) and one delta-rs MERGE applies deletes, updates and inserts with
-//! the same rules as the PostgreSQL destination (see `merge::MergeClauses`).
+//! the same rules as the PostgreSQL destination (see `merge::MergeClauses`). Hard deletes'
+//! tombstones live in a side Delta table, recorded in a commit of its own just before the
+//! table's (see `tombstones` for why that order survives a crash between the two).
 //!
 //! Tables are named after their stream (`{root}/{stream}`): [`Destination::is_committed`] and
 //! [`Destination::last_load`] only get the stream name. Staged millisecond timestamps are
@@ -39,6 +41,7 @@ mod error;
 mod merge;
 mod s3;
 mod sql;
+mod tombstones;
 pub(super) mod types;
 
 use std::collections::HashMap;
@@ -53,8 +56,8 @@ use deltalake::kernel::transaction::{
 use deltalake::kernel::{CommitInfo, DataType as DeltaType, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use futures::TryStreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use serde_json::Value;
 use tracing::{debug, info, instrument};
@@ -66,9 +69,17 @@ use crate::destinations::layout::ColumnType;
 use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{self, Compare, ListRequest, Listed, Listing};
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
 
 pub use error::LakeError;
+
+/// Names of the key and version in a reconcile listing; reserved names, so no data column
+/// hashed beside them can clash.
+const LIST_KEY: &str = "_syncline_list_key";
+const LIST_VERSION: &str = "_syncline_list_version";
+/// Memory a reconcile listing's sort may use before it spills to disk.
+const LIST_SORT_MEMORY: usize = 128 * 1024 * 1024;
 use error::{StepExt, StepFailure};
 use merge::StagedLoad;
 use types::{table_layout, table_name_problem};
@@ -140,19 +151,28 @@ impl LakeDestination {
     /// Opens the Delta table of `table` (for `syncline query` and tests); `Ok(None)` when it
     /// does not exist yet. An invalid table name is a configuration error.
     pub async fn open_table(&self, table: &str) -> Result<Option<DeltaTable>> {
-        let mut delta = self.unloaded_table(table)?;
-        let exists = delta
-            .verify_deltatable_existence()
-            .await
-            .step("look for the table")?;
-        if !exists {
-            return Ok(None);
-        }
-        match delta.load().await {
-            Ok(()) => Ok(Some(delta)),
-            Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(err) => Err(err.at("open the table").into()),
-        }
+        open_existing(self.unloaded_table(table)?).await
+    }
+
+    /// The side table of `table`'s tombstones (see `tombstones`), opened when it exists.
+    async fn tombstone_table(&self, table: &str) -> Result<merge::TombstoneTable> {
+        let mut url = self.root.clone();
+        let path = format!(
+            "{}/{}/{}",
+            url.path().trim_end_matches('/'),
+            tombstones::TOMBSTONES_FOLDER,
+            table
+        );
+        url.set_path(&path);
+        let unloaded = DeltaTableBuilder::from_url(url)
+            .and_then(|builder| {
+                builder
+                    .with_storage_options(self.storage_options.clone())
+                    .build()
+            })
+            .step("locate the tombstone table")?;
+        let existing = open_existing(unloaded.clone()).await?;
+        Ok(merge::TombstoneTable { unloaded, existing })
     }
 
     /// The URL of `table`'s folder (`{root}/{table}`).
@@ -311,7 +331,16 @@ impl Destination for LakeDestination {
         let (table, counts) = if received.rows == 0 {
             (table, merge::MergeCounts::default())
         } else {
-            merge::apply(table, &layout, &request.load_id, load, properties.clone()).await?
+            let tombstones = self.tombstone_table(&layout.table).await?;
+            merge::apply(
+                table,
+                tombstones,
+                &layout,
+                &request.load_id,
+                load,
+                properties.clone(),
+            )
+            .await?
         };
         if table.version() == version_before {
             // delta-rs makes no commit when a merge changes nothing; the load id must still
@@ -408,6 +437,101 @@ impl Destination for LakeDestination {
         Ok(Some(fingerprint))
     }
 
+    /// Key and version (µs) of the live rows, sorted by DataFusion (integers numerically,
+    /// text by bytes); compared by content, the hashed columns too, hashed here from Arrow
+    /// (`drift::arrow_row_hashes`), as the source hashes what it would stage.
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        use datafusion::common::Column;
+        use datafusion::prelude::{cast, col};
+        let Some(delta) = self.open_table(&request.table).await? else {
+            return Ok(futures::stream::empty().boxed());
+        };
+        // The sort spills to disk past this, so a listing never holds the table.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(LIST_SORT_MEMORY, 1.0)
+            .build_arc()
+            .step("limit the sort's memory")?;
+        let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
+            datafusion::prelude::SessionConfig::new(),
+            runtime,
+        );
+        delta
+            .update_datafusion_session(&ctx.state())
+            .step("register the table's store")?;
+        let provider = delta
+            .table_provider()
+            .await
+            .step("open the table for reading")?;
+        let frame = ctx.read_table(provider).step("read the table")?;
+        let live = match request.deletes {
+            DeleteMode::Hard => frame,
+            DeleteMode::Soft => frame
+                .filter(col(Column::new_unqualified(DELETED_AT_COLUMN)).is_null())
+                .step("filter deleted rows")?,
+        };
+        let key_type = if request.int_key {
+            arrow::datatypes::DataType::Int64
+        } else {
+            arrow::datatypes::DataType::Utf8
+        };
+        let micros = arrow::datatypes::DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        );
+        let mut projection = vec![
+            cast(col(Column::new_unqualified(&request.key)), key_type).alias(LIST_KEY),
+            cast(col(Column::new_unqualified(VERSION_COLUMN)), micros).alias(LIST_VERSION),
+        ];
+        let hashed = match &request.compare {
+            Compare::Hash(columns) => {
+                projection.extend(
+                    columns
+                        .iter()
+                        .map(|(name, _)| col(Column::new_unqualified(name))),
+                );
+                Some(columns.clone())
+            }
+            Compare::Version => None,
+        };
+        let sorted = live
+            .select(projection)
+            .step("project the key and version")?
+            .sort(vec![col(LIST_KEY).sort(true, false)])
+            .step("sort by key")?;
+        let batches = sorted.execute_stream().await.step("scan the table")?;
+        Ok(batches
+            .map(move |batch| {
+                let batch = batch.step("scan the table")?;
+                let versions = batch
+                    .column(1)
+                    .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
+                    .ok_or(LakeError::VersionNotATimestamp)?;
+                let keys = drift::arrow_keys(&batch, LIST_KEY)?;
+                let hashes = match &hashed {
+                    Some(columns) => drift::arrow_row_hashes(&batch, columns)?
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
+                    None => vec![None; batch.num_rows()],
+                };
+                Ok(keys
+                    .into_iter()
+                    .zip(hashes)
+                    .enumerate()
+                    .map(|(row, (key, hash))| Listed {
+                        key,
+                        version: Some(versions.value(row)),
+                        hash,
+                    })
+                    .collect())
+            })
+            .boxed())
+    }
+
+    fn hashes_rows_as_arrow(&self) -> bool {
+        true
+    }
+
     /// The newest commit in the history of the table named `stream` that records a load;
     /// `Ok(None)` when the table does not exist or records none (within log retention).
     async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>> {
@@ -421,6 +545,22 @@ impl Destination for LakeDestination {
             }
         }
         Ok(None)
+    }
+}
+
+/// The table at `delta`'s location, loaded; `Ok(None)` when there is none.
+async fn open_existing(mut delta: DeltaTable) -> Result<Option<DeltaTable>> {
+    let exists = delta
+        .verify_deltatable_existence()
+        .await
+        .step("look for the table")?;
+    if !exists {
+        return Ok(None);
+    }
+    match delta.load().await {
+        Ok(()) => Ok(Some(delta)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(err) => Err(err.at("open the table").into()),
     }
 }
 

@@ -1,8 +1,9 @@
-//! The DataFusion SQL the lake destination runs around a merge: de-duplicating a load by key
-//! and counting the soft deletes it will apply. The statements live in `sql/lake/*.sql` at the crate
+//! The DataFusion SQL the lake destination runs around a merge: de-duplicating a load by key,
+//! joining each key's tombstone, and counting the soft deletes it will apply. The statements live in `sql/lake/*.sql` at the crate
 //! root; identifiers are always double-quoted (DataFusion's SQL dialect), never interpolated raw.
 //! The merge itself is built from DataFusion expressions (see `merge.rs`), not SQL text.
 
+use crate::destinations::plan::TOMBSTONE_COLUMN;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
 use crate::sql::render;
 
@@ -10,6 +11,7 @@ use super::types::TableLayout;
 
 const DEDUP: &str = include_str!("../../../sql/lake/dedup.sql");
 const SOFT_DELETES: &str = include_str!("../../../sql/lake/soft_deletes.sql");
+const WITH_TOMBSTONES: &str = include_str!("../../../sql/lake/with_tombstones.sql");
 
 /// The in-memory table holding the load's normalized batches.
 pub(crate) const STAGED_TABLE: &str = "syncline_staged";
@@ -17,6 +19,10 @@ pub(crate) const STAGED_TABLE: &str = "syncline_staged";
 pub(crate) const SOURCE_TABLE: &str = "syncline_source";
 /// The Delta table before the merge, registered for the soft-delete count.
 pub(crate) const TARGET_TABLE: &str = "syncline_target";
+/// The de-duplicated load, registered as a view for the tombstone join.
+pub(crate) const DEDUP_TABLE: &str = "syncline_dedup";
+/// The table's tombstones, registered for the tombstone join.
+pub(crate) const TOMBSTONES_TABLE: &str = "syncline_tombstones";
 
 pub(crate) use crate::sql::quote_ident;
 
@@ -44,18 +50,47 @@ pub(crate) fn dedup(layout: &TableLayout) -> String {
     )
 }
 
-/// How many rows the soft-delete clause of the merge will mark deleted: the same predicate,
-/// evaluated over the same snapshot, before the merge runs.
-pub(crate) fn soft_deletes(layout: &TableLayout) -> String {
+/// The de-duplicated load with each key's tombstone version as `_syncline_tombstone` (NULL
+/// for none).
+pub(crate) fn with_tombstones(layout: &TableLayout) -> String {
+    let key = quote_ident(&layout.key);
+    let version = quote_ident(VERSION_COLUMN);
+    let tombstone = quote_ident(TOMBSTONE_COLUMN);
+    let dedup = quote_ident(DEDUP_TABLE);
+    let tombstones = quote_ident(TOMBSTONES_TABLE);
+    render(
+        WITH_TOMBSTONES,
+        &[
+            ("key", key.as_str()),
+            ("version", version.as_str()),
+            ("tombstone", tombstone.as_str()),
+            ("dedup", dedup.as_str()),
+            ("tombstones", tombstones.as_str()),
+        ],
+    )
+}
+
+/// How many rows the soft-delete clauses of the merge will mark deleted (`marked`) and insert
+/// already deleted for keys the table lacks (`remembered`): the same predicates, evaluated over
+/// the same snapshot, before the merge runs. `guarded` when the source rows carry each key's
+/// tombstone (see [`with_tombstones`]).
+pub(crate) fn soft_deletes(layout: &TableLayout, guarded: bool) -> String {
     let source = quote_ident(SOURCE_TABLE);
     let target = quote_ident(TARGET_TABLE);
     let key = quote_ident(&layout.key);
     let version = quote_ident(VERSION_COLUMN);
     let deleted = quote_ident(DELETED_COLUMN);
     let deleted_at = quote_ident(DELETED_AT_COLUMN);
+    let tombstone_guard = if guarded {
+        let tombstone = quote_ident(TOMBSTONE_COLUMN);
+        format!(" AND (s.{tombstone} IS NULL OR s.{version} > s.{tombstone})")
+    } else {
+        String::new()
+    };
     render(
         SOFT_DELETES,
         &[
+            ("tombstone_guard", tombstone_guard.as_str()),
             ("source", source.as_str()),
             ("target", target.as_str()),
             ("key", key.as_str()),
@@ -117,9 +152,25 @@ mod tests {
 
     #[test]
     fn soft_deletes_joins_on_the_key() {
-        let sql = soft_deletes(&layout());
+        let sql = soft_deletes(&layout(), false);
         assert!(sql.contains(r#"ON t."Id" = s."Id""#), "{sql}");
         assert!(sql.contains(r#"t."_syncline_deleted_at" IS NULL"#), "{sql}");
+        assert!(!sql.contains("_syncline_tombstone"), "{sql}");
+        let guarded = soft_deletes(&layout(), true);
+        assert!(
+            guarded.contains(r#"(t."Id" IS NULL AND (s."_syncline_tombstone" IS NULL OR"#),
+            "{guarded}"
+        );
+    }
+
+    #[test]
+    fn with_tombstones_joins_on_the_key() {
+        let sql = with_tombstones(&layout());
+        assert!(sql.contains(r#"ON x."Id" = s."Id""#), "{sql}");
+        assert!(
+            sql.contains(r#"x."_syncline_version" AS "_syncline_tombstone""#),
+            "{sql}"
+        );
     }
 
     #[test]

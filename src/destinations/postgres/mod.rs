@@ -1,6 +1,7 @@
 //! The PostgreSQL destination: binary COPY into a session staging table, then one set-based
-//! merge (delete, update, insert) in a transaction that also records the load in the ledger
-//! table `"<schema>"."_syncline_loads"`.
+//! merge (delete, update, insert, then the deletes remembered: tombstones in
+//! `"<schema>"."_syncline_tombstones"`, or rows marked deleted for keys the table lacks) in a
+//! transaction that also records the load in the ledger table `"<schema>"."_syncline_loads"`.
 //!
 //! Exactly-once comes from the ledger: the merge and its ledger row commit together, a load id
 //! already in the ledger is skipped, and two runs racing on one load id cannot both commit
@@ -14,6 +15,7 @@ pub(super) mod types;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
@@ -26,12 +28,16 @@ use crate::destinations::layout::{ColumnType, Widening};
 use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{ListRequest, Listing};
 
 pub use error::{DriverError, PostgresError};
 use sql::{MergeSql, templates};
 use types::TableLayout;
 
 pub use sql::quote_ident;
+
+/// Records per chunk of a reconcile listing.
+const LIST_CHUNK: usize = 10_000;
 
 /// A PostgreSQL database used as a destination, with all syncline tables in one schema.
 ///
@@ -229,10 +235,27 @@ impl Destination for PostgresDestination {
             .execute(statements.update.as_str(), &[load_id])
             .await
             .step("apply updates")?;
+        // The insert and the recording of tombstones name the table's tombstones (`$2`).
+        let table: &(dyn ToSql + Sync) = &request.table;
+        let with_table = [load_id, table];
         let inserted = tx
-            .execute(statements.insert.as_str(), &[load_id])
+            .execute(statements.insert.as_str(), &with_table)
             .await
             .step("apply inserts")?;
+        // A delete of a key the table lacks is remembered (soft: a row marked deleted, counted
+        // as a delete; hard: the tombstone every delete records, which removes no row).
+        let mut deleted = deleted;
+        if let Some(insert_deleted) = &statements.insert_deleted {
+            deleted += tx
+                .execute(insert_deleted.as_str(), &with_table)
+                .await
+                .step("remember deletes of keys the table lacks")?;
+        }
+        if let Some(record_tombstones) = &statements.record_tombstones {
+            tx.execute(record_tombstones.as_str(), &with_table)
+                .await
+                .step("record tombstones")?;
+        }
 
         let rows = to_bigint(received.rows)?;
         let checksum = received.checksum.to_string();
@@ -310,6 +333,23 @@ impl Destination for PostgresDestination {
         }
     }
 
+    /// One ordered binary COPY; an empty listing when the table (or schema) does not exist.
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        let client = self.client.lock().await;
+        let statement = sql::list_keys(&self.schema, request);
+        match client.copy_out(statement.as_str()).await {
+            // The COPY runs on the shared connection; the next statement waits for it.
+            Ok(out) => Ok(crate::reconcile::listing::decode(
+                out,
+                request.int_key,
+                LIST_CHUNK,
+                "destination",
+            )),
+            Err(err) if ledger_missing(&err) => Ok(futures::stream::empty().boxed()),
+            Err(err) => Err(pg_error("list the table's keys", err).into()),
+        }
+    }
+
     /// `Ok(None)` also when the ledger (or schema) does not exist yet.
     async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>> {
         let client = self.client.lock().await;
@@ -345,6 +385,9 @@ async fn ensure_schema_and_ledger(tx: &Transaction<'_>, schema: &str) -> Result<
     tx.batch_execute(&sql::create_ledger(schema))
         .await
         .step("create the ledger table")?;
+    tx.batch_execute(&sql::create_tombstones(schema))
+        .await
+        .step("create the tombstone table")?;
     Ok(())
 }
 

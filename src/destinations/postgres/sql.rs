@@ -5,8 +5,10 @@
 //! through COPY or bind parameters.
 
 use crate::destinations::layout::{self, ColumnType, column_defs};
-use crate::destinations::plan::{Compare, assignments, insert_lists};
+use crate::destinations::plan::{Compare, TOMBSTONE_TABLE, assignments, insert_lists};
 use crate::load::DeleteMode;
+use crate::reconcile::drift::{self, ListRequest};
+use crate::reconcile::listing;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
 pub(crate) use crate::sql::render;
@@ -38,7 +40,12 @@ pub(crate) mod templates {
     pub const DELETE_SOFT: &str = include_str!("../../../sql/postgres/delete_soft.sql");
     pub const UPDATE: &str = include_str!("../../../sql/postgres/update.sql");
     pub const INSERT: &str = include_str!("../../../sql/postgres/insert.sql");
+    pub const INSERT_DELETED: &str = include_str!("../../../sql/postgres/insert_deleted.sql");
+    pub const CREATE_TOMBSTONES: &str = include_str!("../../../sql/postgres/create_tombstones.sql");
+    pub const TOMBSTONE_GUARD: &str = include_str!("../../../sql/postgres/tombstone_guard.sql");
+    pub const RECORD_TOMBSTONES: &str = include_str!("../../../sql/postgres/record_tombstones.sql");
     pub const TABLE_FINGERPRINT: &str = include_str!("../../../sql/postgres/table_fingerprint.sql");
+    pub const LIST_KEYS: &str = include_str!("../../../sql/postgres/list_keys.sql");
 }
 
 /// Count and checksum of the live rows of a destination table (see crate::reconcile), as if
@@ -60,6 +67,34 @@ pub(crate) fn table_fingerprint(
             ("version", &quote_ident(VERSION_COLUMN)),
             ("table", &qualified(schema, table)),
             ("live", &live),
+        ],
+    )
+}
+
+/// `syncline reconcile`'s listing of a table's live rows, sorted by key: the key, the version
+/// (µs) and, when comparing by content, the hash both sides compute (`reconcile::listing`).
+pub(crate) fn list_keys(schema: &str, request: &ListRequest) -> String {
+    let live = match request.deletes {
+        DeleteMode::Hard => "TRUE".to_string(),
+        DeleteMode::Soft => format!("{} IS NULL", quote_ident(DELETED_AT_COLUMN)),
+    };
+    let (key, order) = listing::key_sql(&request.key, request.int_key);
+    let hash = match &request.compare {
+        drift::Compare::Hash(columns) => listing::row_hash_sql(columns),
+        drift::Compare::Version => "NULL::text".to_string(),
+    };
+    render(
+        templates::LIST_KEYS,
+        &[
+            ("key", &key),
+            (
+                "version",
+                &listing::micros_sql(&quote_ident(VERSION_COLUMN)),
+            ),
+            ("hash", &hash),
+            ("table", &qualified(schema, &request.table)),
+            ("live", &live),
+            ("order", &order),
         ],
     )
 }
@@ -99,6 +134,14 @@ pub(crate) fn create_ledger(schema: &str) -> String {
     render(
         templates::CREATE_LEDGER,
         &[("ledger", qualified(schema, LEDGER_TABLE).as_str())],
+    )
+}
+
+/// The side table of hard deletes' tombstones (see `destinations::plan`).
+pub(crate) fn create_tombstones(schema: &str) -> String {
+    render(
+        templates::CREATE_TOMBSTONES,
+        &[("tombstones", qualified(schema, TOMBSTONE_TABLE).as_str())],
     )
 }
 
@@ -144,7 +187,8 @@ pub(crate) fn widen_column(schema: &str, table: &str, column: &str, to: PgType) 
 }
 
 /// Every statement of one merge, rendered for a table layout. Statements that take the load id
-/// bind it as `$1`; `delete` does so only for soft deletes.
+/// bind it as `$1`; `delete` does so only for soft deletes. `insert`, `insert_deleted` and
+/// `record_tombstones` also bind the table's name as `$2` (the tombstones' `table_name`).
 #[derive(Debug, Clone)]
 pub(crate) struct MergeSql {
     pub ledger_lookup: String,
@@ -156,6 +200,10 @@ pub(crate) struct MergeSql {
     pub delete: String,
     pub update: String,
     pub insert: String,
+    /// Soft deletes: a row marked deleted for each delete of a key the table lacks.
+    pub insert_deleted: Option<String>,
+    /// Hard deletes: a tombstone for each delete, raised to the newest delete's version.
+    pub record_tombstones: Option<String>,
     pub ledger_insert: String,
 }
 
@@ -194,8 +242,10 @@ impl MergeSql {
             ),
         };
 
-        let common: [(&str, &str); 8] = [
+        let tombstones = qualified(schema, TOMBSTONE_TABLE);
+        let common: [(&str, &str); 9] = [
             ("target", target.as_str()),
+            ("tombstones", tombstones.as_str()),
             ("stage", stage.as_str()),
             ("dedup", dedup.as_str()),
             ("key", key.as_str()),
@@ -218,6 +268,24 @@ impl MergeSql {
         let (insert_columns, insert_values) = insert_lists(&plan.insert, LOAD_ID);
         let insert_columns = insert_columns.join(", ");
         let insert_values = insert_values.join(", ");
+        let tombstone_guard = format!(
+            "\n  {}",
+            render(templates::TOMBSTONE_GUARD, &common).trim_end()
+        );
+        let insert_deleted = plan.insert_deleted.as_ref().map(|set| {
+            let (columns, values) = insert_lists(set, LOAD_ID);
+            render(
+                templates::INSERT_DELETED,
+                &with_vars(
+                    &common,
+                    &[
+                        ("columns", columns.join(", ").as_str()),
+                        ("values", values.join(", ").as_str()),
+                        ("tombstone_guard", tombstone_guard.as_str()),
+                    ],
+                ),
+            )
+        });
 
         MergeSql {
             ledger_lookup: ledger_lookup(schema),
@@ -255,9 +323,14 @@ impl MergeSql {
                     &[
                         ("columns", insert_columns.as_str()),
                         ("values", insert_values.as_str()),
+                        ("tombstone_guard", tombstone_guard.as_str()),
                     ],
                 ),
             ),
+            insert_deleted,
+            record_tombstones: plan
+                .tombstones
+                .then(|| render(templates::RECORD_TOMBSTONES, &common)),
             ledger_insert: ledger_insert(schema),
         }
     }
@@ -265,7 +338,7 @@ impl MergeSql {
     /// All statements in execution order, as one script (for review and snapshots).
     #[cfg(test)]
     pub(crate) fn script(&self) -> String {
-        crate::sql::script(&[
+        let mut statements = vec![
             ("ledger_lookup", &self.ledger_lookup),
             ("create_stage", &self.create_stage),
             ("copy_stage", &self.copy_stage),
@@ -275,8 +348,15 @@ impl MergeSql {
             ("delete", &self.delete),
             ("update", &self.update),
             ("insert", &self.insert),
-            ("ledger_insert", &self.ledger_insert),
-        ])
+        ];
+        if let Some(insert_deleted) = &self.insert_deleted {
+            statements.push(("insert_deleted", insert_deleted));
+        }
+        if let Some(record_tombstones) = &self.record_tombstones {
+            statements.push(("record_tombstones", record_tombstones));
+        }
+        statements.push(("ledger_insert", &self.ledger_insert));
+        crate::sql::script(&statements)
     }
 }
 
@@ -381,15 +461,18 @@ mod tests {
         let hard = MergeSql::new("crm", &layout(DeleteMode::Hard));
         assert!(!hard.delete.contains("$1"));
         let soft = MergeSql::new("crm", &layout(DeleteMode::Soft));
-        for statement in [
-            &soft.delete,
-            &soft.update,
-            &soft.insert,
-            &hard.update,
-            &hard.insert,
-        ] {
+        let insert_deleted = soft.insert_deleted.as_ref().expect("soft mode");
+        for statement in [&soft.delete, &soft.update, &hard.update] {
             assert!(statement.contains("$1::text"), "{statement}");
             assert!(!statement.contains("$2"), "{statement}");
         }
+        // The table's tombstones are named by the table name, bound as $2.
+        let record = hard.record_tombstones.as_ref().expect("hard mode");
+        for statement in [&hard.insert, &soft.insert, insert_deleted, record] {
+            assert!(statement.contains("$1::text"), "{statement}");
+            assert!(statement.contains("$2::text"), "{statement}");
+            assert!(!statement.contains("$3"), "{statement}");
+        }
+        assert!(soft.record_tombstones.is_none() && hard.insert_deleted.is_none());
     }
 }

@@ -6,7 +6,9 @@
 //! load's folder and `CREATE OR REPLACE TRANSIENT TABLE` (DDL, outside the transaction) →
 //! `BEGIN` → `COPY INTO` exactly the manifest's files → rows loaded and the received count and
 //! checksum compared with the manifest (a difference rolls back: a reconciliation mismatch) →
-//! ledger lookup again → `MERGE` → ledger insert → `COMMIT`.
+//! ledger lookup again → `MERGE` (each key's tombstone joined in) → the deletes remembered
+//! (hard: tombstones merged into `"<schema>"."_syncline_tombstones"`; soft: rows marked deleted
+//! for keys the table lacks, then counted) → ledger insert → `COMMIT`.
 //!
 //! Sessions run with `AUTOCOMMIT = FALSE` and an explicit `BEGIN`/`COMMIT` around each load.
 //! With Snowflake that is the same as autocommit plus `BEGIN`; the emulator the tests use
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use sf::{CellValue, DynamicRow};
 use snowflake_connector_rs as sf;
@@ -41,6 +44,7 @@ use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome,
 use crate::error::Classified;
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
+use crate::reconcile::drift::{Compare, DriftError, Key, ListRequest, Listed, Listing};
 use crate::{Error, Result};
 
 pub use error::{ConnectorError, SnowflakeError};
@@ -48,6 +52,9 @@ use sql::{LedgerRow, MergeSql, MergeTarget};
 use types::{ExistingType, TableLayout};
 
 pub use sql::quote_ident;
+
+/// Keys per page of a reconcile listing.
+const LIST_PAGE: usize = 10_000;
 
 /// Snowflake's error code for "Object does not exist or not authorized".
 const OBJECT_MISSING: &str = "002003";
@@ -190,6 +197,12 @@ impl SnowflakeDestination {
             session,
             "create the ledger table",
             sql::create_ledger(&self.schema),
+        )
+        .await?;
+        run(
+            session,
+            "create the tombstone table",
+            sql::create_tombstones(&self.schema),
         )
         .await?;
         Ok(())
@@ -388,19 +401,38 @@ impl SnowflakeDestination {
         let inserted = optional_count(&merged, "number of rows inserted")?.unwrap_or(0);
         let mut updated = optional_count(&merged, "number of rows updated")?.unwrap_or(0);
         let mut deleted = optional_count(&merged, "number of rows deleted")?.unwrap_or(0);
+        // A delete of a key the table lacks is remembered (soft: a row marked deleted, counted
+        // as a delete; hard: the tombstone every delete records, which removes no row).
+        let mut remembered = 0;
+        if let Some(insert_deleted) = &statements.insert_deleted {
+            let row = first_row(
+                run(
+                    session,
+                    "remember deletes of keys the table lacks",
+                    insert_deleted,
+                )
+                .await?,
+                "remember deletes of keys the table lacks",
+            )?;
+            remembered = optional_count(&row, "number of rows inserted")?.unwrap_or(0);
+        }
+        if let Some(record_tombstones) = &statements.record_tombstones {
+            run(session, "record tombstones", record_tombstones).await?;
+        }
         if let Some(count_sql) = &statements.soft_deleted_count {
-            // MERGE counts a soft delete as an update; the rows this load marked deleted say
-            // which of them were deletes.
+            // MERGE counts a soft delete as an update; the rows this load marked deleted,
+            // less those it inserted already deleted, say which of them were deletes.
             let row = first_row(
                 run(session, "count soft deletes", count_sql).await?,
                 "count soft deletes",
             )?;
             deleted = count(&row, "deleted")?;
-            updated = updated.checked_sub(deleted).ok_or_else(|| {
+            let soft_deleted = deleted.saturating_sub(remembered);
+            updated = updated.checked_sub(soft_deleted).ok_or_else(|| {
                 SnowflakeError::SoftDeletesExceedUpdates {
                     load_id: request.load_id.clone(),
                     updated,
-                    deleted,
+                    deleted: soft_deleted,
                 }
             })?;
         }
@@ -528,6 +560,64 @@ impl Destination for SnowflakeDestination {
             }
         })
         .await
+    }
+
+    /// Keyset pages of 10,000 keys with their versions, on one session; an empty listing
+    /// when the table does not exist. Comparing by content hash is not supported here.
+    async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {
+        if let Compare::Hash(_) = request.compare {
+            return Err(DriftError::Unsupported {
+                side: "destination",
+                what: "snowflake with a stream compared by content hash (CDC)".to_string(),
+                stream: request.table.clone(),
+            }
+            .into());
+        }
+        let session = self
+            .with_session(|session| async move { Ok(session) })
+            .await?;
+        let schema = self.schema.clone();
+        let request = request.clone();
+        Ok(
+            futures::stream::try_unfold(Some(None::<Key>), move |after: Option<Option<Key>>| {
+                let session = session.clone();
+                let statement = after
+                    .as_ref()
+                    .map(|after| sql::list_keys(&schema, &request, after.as_ref(), LIST_PAGE));
+                let int_key = request.int_key;
+                async move {
+                    let Some(statement) = statement else {
+                        return Ok(None);
+                    };
+                    let rows = match run(&session, "list the table's keys", statement).await {
+                        Ok(rows) => rows,
+                        Err(failure) if failure.object_missing() => return Ok(None),
+                        Err(failure) => return Err(failure.into_error()),
+                    };
+                    let mut listed = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let key_text = text(row, "k")?;
+                        let key = if int_key {
+                            Key::Int(key_text.parse().map_err(|_| SnowflakeError::NoValue {
+                                column: "k".to_owned(),
+                            })?)
+                        } else {
+                            Key::Text(key_text)
+                        };
+                        let version = text(row, "v")?.parse().ok();
+                        listed.push(Listed {
+                            key,
+                            version,
+                            hash: None,
+                        });
+                    }
+                    let next =
+                        (rows.len() == LIST_PAGE).then(|| listed.last().map(|l| l.key.clone()));
+                    Ok(Some((listed, next)))
+                }
+            })
+            .boxed(),
+        )
     }
 
     /// `Ok(None)` also when the ledger (or schema) does not exist yet.

@@ -9,8 +9,11 @@
 
 use crate::Result;
 use crate::destinations::layout::{self, column_defs};
-use crate::destinations::plan::{Compare, Value, assignments, insert_lists};
+use crate::destinations::plan::{
+    Compare, TOMBSTONE_COLUMN, TOMBSTONE_TABLE, Value, assignments, insert_lists,
+};
 use crate::load::DeleteMode;
+use crate::reconcile::drift::{Key, ListRequest};
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 use crate::sql::{render, with_vars};
 
@@ -32,6 +35,7 @@ pub(crate) mod templates {
     pub const BEGIN: &str = include_str!("../../../sql/snowflake/begin.sql");
     pub const COPY_INCOMING: &str = include_str!("../../../sql/snowflake/copy_incoming.sql");
     pub const FINGERPRINT: &str = include_str!("../../../sql/snowflake/fingerprint.sql");
+    pub const LIST_KEYS: &str = include_str!("../../../sql/snowflake/list_keys.sql");
     pub const MERGE: &str = include_str!("../../../sql/snowflake/merge.sql");
     pub const DELETE_HARD: &str = include_str!("../../../sql/snowflake/delete_hard.sql");
     pub const DELETE_SOFT: &str = include_str!("../../../sql/snowflake/delete_soft.sql");
@@ -40,6 +44,11 @@ pub(crate) mod templates {
     pub const COMMIT: &str = include_str!("../../../sql/snowflake/commit.sql");
     pub const ROLLBACK: &str = include_str!("../../../sql/snowflake/rollback.sql");
     pub const DROP_INCOMING: &str = include_str!("../../../sql/snowflake/drop_incoming.sql");
+    pub const CREATE_TOMBSTONES: &str =
+        include_str!("../../../sql/snowflake/create_tombstones.sql");
+    pub const INSERT_DELETED: &str = include_str!("../../../sql/snowflake/insert_deleted.sql");
+    pub const RECORD_TOMBSTONES: &str =
+        include_str!("../../../sql/snowflake/record_tombstones.sql");
 }
 
 /// The ledger table, in the destination schema.
@@ -67,6 +76,14 @@ pub(crate) fn create_ledger(schema: &str) -> String {
     render(
         templates::CREATE_LEDGER,
         &[("ledger", &qualified(schema, LEDGER_TABLE))],
+    )
+}
+
+/// The side table of hard deletes' tombstones (see `destinations::plan`).
+pub(crate) fn create_tombstones(schema: &str) -> String {
+    render(
+        templates::CREATE_TOMBSTONES,
+        &[("tombstones", &qualified(schema, TOMBSTONE_TABLE))],
     )
 }
 
@@ -162,6 +179,41 @@ pub(crate) fn table_fingerprint(
     )
 }
 
+/// One page of `syncline reconcile`'s listing of a table's live rows, sorted by key: the key
+/// and the version (µs) as text, after the key `after` (the last one of the page before).
+/// Keyset pages, so each query is small and the listing never holds the table.
+pub(crate) fn list_keys(
+    schema: &str,
+    request: &ListRequest,
+    after: Option<&Key>,
+    limit: usize,
+) -> String {
+    let key = quote_ident(&request.key);
+    let live = match request.deletes {
+        DeleteMode::Hard => "TRUE".to_string(),
+        DeleteMode::Soft => format!("{} IS NULL", quote_ident(DELETED_AT_COLUMN)),
+    };
+    let after = match after {
+        None => String::new(),
+        Some(Key::Int(value)) => format!(" AND {key} > {value}"),
+        Some(Key::Text(value)) => format!(
+            " AND {key} > '{}'",
+            value.replace('\\', "\\\\").replace('\'', "''")
+        ),
+    };
+    render(
+        templates::LIST_KEYS,
+        &[
+            ("key", &key),
+            ("version", &quote_ident(VERSION_COLUMN)),
+            ("table", &qualified(schema, &request.table)),
+            ("live", &live),
+            ("after", &after),
+            ("limit", &limit.to_string()),
+        ],
+    )
+}
+
 /// Where Snowflake reads a load's staged files: the folder holding them, as a URL under
 /// `stage_url`, and the file names relative to it (`COPY ... FILES = (...)`).
 ///
@@ -219,7 +271,12 @@ pub(crate) struct MergeSql {
     pub copy_incoming: String,
     pub staged_fingerprint: String,
     pub merge: String,
-    /// Soft deletes only: rows this load soft-deleted (MERGE counts them as updates).
+    /// Soft deletes only: a row marked deleted for each delete of a key the table lacks.
+    pub insert_deleted: Option<String>,
+    /// Hard deletes only: a tombstone for each delete, raised to the newest delete's version.
+    pub record_tombstones: Option<String>,
+    /// Soft deletes only: rows this load marked deleted, run after `insert_deleted` (MERGE
+    /// counts the soft deletes among its updates).
     pub soft_deleted_count: Option<String>,
     pub commit: String,
     pub rollback: String,
@@ -280,8 +337,14 @@ impl MergeSql {
         let update_set = assignments(&plan.update, &load_id_value);
         let soft_delete_set = assignments(&plan.soft_delete, &load_id_value);
 
-        let common: [(&str, &str); 9] = [
+        let tombstones = qualified(schema, TOMBSTONE_TABLE);
+        let tombstone = quote_ident(TOMBSTONE_COLUMN);
+        let table_name = quote_literal(plan.table);
+        let common: [(&str, &str); 12] = [
             ("target", &table),
+            ("tombstones", &tombstones),
+            ("tombstone", &tombstone),
+            ("table_name", &table_name),
             ("stage", &stage),
             ("incoming", &incoming),
             ("key", &key),
@@ -354,6 +417,22 @@ impl MergeSql {
                     ],
                 ),
             ),
+            insert_deleted: plan.insert_deleted.as_ref().map(|set| {
+                let (columns, values) = insert_lists(set, &load_id_value);
+                render(
+                    templates::INSERT_DELETED,
+                    &with_vars(
+                        &common,
+                        &[
+                            ("columns", &columns.join(", ")),
+                            ("values", &values.join(", ")),
+                        ],
+                    ),
+                )
+            }),
+            record_tombstones: plan
+                .tombstones
+                .then(|| render(templates::RECORD_TOMBSTONES, &common)),
             soft_deleted_count: (plan.deletes == DeleteMode::Soft)
                 .then(|| render(templates::SOFT_DELETED_COUNT, &common)),
             commit: templates::COMMIT.to_string(),
@@ -375,6 +454,12 @@ impl MergeSql {
             ("ledger_lookup", &self.ledger_lookup),
             ("merge", &self.merge),
         ];
+        if let Some(insert_deleted) = &self.insert_deleted {
+            statements.push(("insert_deleted", insert_deleted));
+        }
+        if let Some(record_tombstones) = &self.record_tombstones {
+            statements.push(("record_tombstones", record_tombstones));
+        }
         if let Some(count) = &self.soft_deleted_count {
             statements.push(("soft_deleted_count", count));
         }

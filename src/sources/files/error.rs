@@ -38,6 +38,9 @@ pub enum FilesError {
     /// The blocking task inferring the schema panicked or was aborted.
     #[error("schema inference stopped")]
     InferenceStopped(#[source] tokio::task::JoinError),
+    /// The blocking task computing a file's content checksum panicked or was aborted.
+    #[error("computing the content checksum of a file stopped")]
+    ChecksumStopped(#[source] tokio::task::JoinError),
     #[error("inferring the schema from {file}")]
     Infer {
         file: String,
@@ -66,6 +69,12 @@ pub enum FilesError {
     },
     #[error("building a batch")]
     Batch(#[source] ArrowError),
+    /// Keeping each key's newest row and sorting the keys for `syncline reconcile` failed.
+    #[error("sorting the current records by key")]
+    Listing {
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
 }
 
 /// Why a file's bytes could not be read; the cause of [`FilesError::Read`] and
@@ -92,11 +101,13 @@ impl Classified for FilesError {
             | FilesError::NothingToInfer { .. } => ErrorKind::Config,
             FilesError::List { .. }
             | FilesError::InferenceStopped(_)
+            | FilesError::ChecksumStopped(_)
             | FilesError::Infer { .. }
             | FilesError::Read { .. }
             | FilesError::NoKeyColumn { .. }
             | FilesError::BadState { .. }
-            | FilesError::Batch(_) => ErrorKind::Source,
+            | FilesError::Batch(_)
+            | FilesError::Listing { .. } => ErrorKind::Source,
         }
     }
 }

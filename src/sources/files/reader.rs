@@ -110,8 +110,9 @@ pub struct FileToRead {
     pub location: Path,
     /// The path relative to the source URL, as globs and dead letters name it.
     pub relative: String,
-    /// The version of its rows when there is no version column.
-    pub last_modified_ms: i64,
+    /// The version of its rows when there is no version column: the file's last-modified
+    /// time when its content was first loaded.
+    pub version_ms: i64,
 }
 
 /// What a load reads and where it sends it.
@@ -385,7 +386,7 @@ impl Output {
             }
         }
         let version = match layout.version {
-            None => file.last_modified_ms,
+            None => file.version_ms,
             Some(at) => match self.row.cells[at] {
                 Cell::Int(ms) | Cell::Millis(ms) => ms,
                 _ => {

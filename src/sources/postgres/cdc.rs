@@ -6,10 +6,37 @@
 //! read when the extraction starts. The slot is advanced (`committed`) only after the
 //! destination committed, so an interrupted run re-reads from the saved cursor.
 //!
-//! Versions: a streamed change's `_syncline_version` is its transaction's commit LSN plus
-//! the change's sequence number for its key within the transaction (capped at 15; the commit
-//! record is longer than that, so no other transaction's LSN is reached). Snapshot rows carry
-//! the consistent point, which every streamed commit is at or after.
+//! How a read ends: when a transaction committing at or after `target` has been read, or when
+//! the server, between two transactions, says it has read its WAL up to `target` (a keepalive
+//! carries the walsender's read position; everything that committed below it was sent before
+//! the keepalive). WAL that holds nothing for the stream (other tables, a big transaction
+//! elsewhere, a backlog) sends no change at all, only keepalives: each one is progress, and
+//! between transactions it moves the position the read may stop at, so a run that must stop
+//! early (the connection went silent and let go of the slot, see [`silence_limit`]; a column
+//! appeared) still saves a cursor past the WAL it read, and the next run does not read it
+//! again. The replication
+//! session never confirms anything itself: its status updates report the saved cursor.
+//!
+//! Versions: a streamed change's `_syncline_version` is the LSN of the change's own WAL
+//! record: pgoutput stamps each change message with it (`change_cb_wrapper` in logical.c
+//! sets the write location to `change->lsn`), so no state is kept per key and a
+//! transaction's size does not matter. It orders every key's changes:
+//! - within a transaction changes arrive in WAL order and each is its own record, so two
+//!   changes of one key never share an LSN (rows of one multi-row insert share a record but
+//!   are different keys; a key change yields a delete of the old key and a row of the new one
+//!   at one LSN, again two keys);
+//! - between transactions, two writers of one key wait for each other (the row lock, the
+//!   unique index of the key), so the later writer's change is written after the earlier
+//!   writer committed. This needs the key to be unique by an index checked at once: the
+//!   primary key, or a unique column whose constraint is not `DEFERRABLE`.
+//!
+//! Snapshot rows carry the slot's `restart_lsn` as it was when the slot was created: decoding
+//! starts reading WAL there, so every change the slot will ever stream is at or after it. The
+//! consistent point would not do: a transaction that began before it and commits after is
+//! streamed whole, and its early changes have LSNs below the consistent point, so they would
+//! lose to the older snapshot value. Changes read through an earlier slot (before a full
+//! refresh) were in the WAL before the new slot reserved its start, so the full load wins over
+//! them. A tie with a snapshot row can only be with a later load, and a later load wins ties.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,8 +47,9 @@ use arrow::record_batch::RecordBatch;
 use futures::SinkExt;
 use futures::channel::mpsc::Sender;
 use pg_walstream::{
-    CancellationToken, ChangeEvent, ColumnValue, EventType, LogicalReplicationStream,
-    ReplicationError, ReplicationSlotOptions, ReplicationStreamConfig, RowData,
+    CancellationToken, ChangeEvent, ColumnValue, EventType, LogicalReplicationStream, Lsn,
+    PgOutputDecoder, PgReplicationConnection, ReplicationError, ReplicationSlotOptions,
+    ReplicationStreamConfig, RowData, parse_keepalive_message,
 };
 use tokio_postgres::Client;
 
@@ -29,17 +57,19 @@ use tracing::{info, warn};
 
 use super::PostgresSourceError;
 use super::catalog::{TableSpec, source_error};
-use super::rows::ColumnValues;
+use super::copy::dead_letter;
+use super::rows::{ColumnValues, Value};
 use super::sql::{self, templates};
+use crate::load::DeadLetter;
 use crate::sources::Extracted;
 use crate::{Error, Result};
 
-/// How long a streaming read waits for the next message before it gives up on reaching the
-/// target position and stops where it safely is.
-const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// How often a streaming read that hears nothing asks the server for a keepalive.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// Highest per-key sequence number added to a commit LSN.
-const MAX_SEQUENCE: i64 = 15;
+/// The pgoutput protocol version the stream asks for (no streaming of open transactions:
+/// the server sends a transaction when it commits).
+const PROTOCOL_VERSION: u32 = 1;
 
 /// `X/Y`, as PostgreSQL writes LSNs.
 pub fn format_lsn(lsn: i64) -> String {
@@ -66,14 +96,6 @@ pub async fn check_wal_level(client: &Client) -> Result<()> {
     if level != "logical" {
         return Err(PostgresSourceError::WalLevel(level).into());
     }
-    let row = client
-        .query_one(templates::SHOW_DATESTYLE, &[])
-        .await
-        .map_err(source_error("read DateStyle"))?;
-    let style: String = row.get(0);
-    if !style.starts_with("ISO") {
-        return Err(PostgresSourceError::DateStyle(style).into());
-    }
     Ok(())
 }
 
@@ -83,6 +105,8 @@ pub struct SlotInfo {
     pub active: bool,
     pub confirmed_flush: Option<i64>,
     pub wal_status: Option<String>,
+    /// Where decoding starts reading WAL: no change the slot streams is before it.
+    pub restart: Option<i64>,
 }
 
 pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>> {
@@ -94,6 +118,7 @@ pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>> 
         active: row.get(0),
         confirmed_flush: row.get::<_, Option<String>>(1).and_then(|t| parse_lsn(&t)),
         wal_status: row.get(2),
+        restart: row.get::<_, Option<String>>(3).and_then(|t| parse_lsn(&t)),
     }))
 }
 
@@ -234,6 +259,9 @@ pub struct NewSlot {
     pub stream: LogicalReplicationStream,
     pub snapshot: String,
     pub consistent_point: i64,
+    /// The version of the snapshot's rows: the slot's `restart_lsn`, below every change the
+    /// slot streams (see the module comment).
+    pub snapshot_version: i64,
 }
 
 /// Creates `slot` with an exported snapshot (dropping an old slot of that name first: a full
@@ -269,14 +297,18 @@ pub async fn create_slot(
         .ok_or_else(|| PostgresSourceError::NoSnapshot(slot.to_string()))?
         .to_string();
     // The consistent point is the new slot's confirmed position.
-    let consistent_point = slot_info(client, slot)
-        .await?
-        .and_then(|info| info.confirmed_flush)
-        .ok_or_else(|| PostgresSourceError::NoConfirmedPosition(slot.to_string()))?;
+    let info = slot_info(client, slot).await?;
+    let (Some(consistent_point), Some(restart)) = (
+        info.as_ref().and_then(|info| info.confirmed_flush),
+        info.as_ref().and_then(|info| info.restart),
+    ) else {
+        return Err(PostgresSourceError::NoConfirmedPosition(slot.to_string()).into());
+    };
     Ok(NewSlot {
         stream,
         snapshot,
         consistent_point,
+        snapshot_version: restart.min(consistent_point),
     })
 }
 
@@ -306,28 +338,50 @@ pub struct ChangeDecoder {
     batch_rows: usize,
     /// Column names of the table as the newest Relation message describes it.
     relation: HashSet<String>,
-    commit_lsn: i64,
-    sequence: HashMap<String, i64>,
     rows: Vec<ChangeRow>,
-    /// The end of the last complete transaction.
-    pub last_commit_end: i64,
+    /// Where the read ends: a transaction committing at or after it ends the read.
+    target: i64,
+    /// Between a Begin and its Commit.
+    in_transaction: bool,
+    /// Everything before it has been read: the end of the last complete transaction, or the
+    /// server's read position in a keepalive between transactions.
+    pub read_to: i64,
     pub batches: u64,
 }
 
 impl ChangeDecoder {
-    pub fn new(spec: TableSpec, all_columns: bool, batch_rows: usize, since: i64) -> Self {
+    pub fn new(
+        spec: TableSpec,
+        all_columns: bool,
+        batch_rows: usize,
+        since: i64,
+        target: i64,
+    ) -> Self {
         let relation = spec.columns.iter().map(|c| c.name.clone()).collect();
         ChangeDecoder {
             spec,
             all_columns,
             batch_rows,
             relation,
-            commit_lsn: since,
-            sequence: HashMap::new(),
             rows: Vec::new(),
-            last_commit_end: since,
+            target,
+            in_transaction: false,
+            read_to: since,
             batches: 0,
         }
+    }
+
+    /// The server has read its WAL up to `wal_end` (a keepalive). Between transactions,
+    /// nothing before it is still to come: the read may stop there.
+    pub fn server_read_to(&mut self, wal_end: i64) {
+        if !self.in_transaction {
+            self.read_to = self.read_to.max(wal_end);
+        }
+    }
+
+    /// Whether everything before the target has been read.
+    pub fn reached(&self) -> bool {
+        !self.in_transaction && self.read_to >= self.target
     }
 
     fn is_ours(&self, schema: &str, table: &str) -> bool {
@@ -336,13 +390,14 @@ impl ChangeDecoder {
 
     /// Takes one event; `Some(reason)` when the read must stop before this transaction.
     fn take(&mut self, event: ChangeEvent) -> Result<Option<String>> {
+        let lsn = event.lsn.value() as i64;
         match event.event_type {
-            EventType::Begin { final_lsn, .. } => {
-                self.commit_lsn = final_lsn.value() as i64;
-                self.sequence.clear();
+            EventType::Begin { .. } => {
+                self.in_transaction = true;
             }
             EventType::Commit { end_lsn, .. } => {
-                self.last_commit_end = end_lsn.value() as i64;
+                self.in_transaction = false;
+                self.read_to = self.read_to.max(end_lsn.value() as i64);
             }
             EventType::Relation {
                 namespace,
@@ -369,7 +424,7 @@ impl ChangeDecoder {
                 ..
             } if self.is_ours(&schema, &table) => {
                 let row = self.live_row(&data, None)?;
-                self.push(row);
+                self.push(row, lsn);
             }
             EventType::Update {
                 schema,
@@ -384,10 +439,10 @@ impl ChangeDecoder {
                     if row.values[0].as_deref() != Some(old_key.as_str()) {
                         // The key changed: the old key is gone.
                         let delete = self.delete_row(old_key);
-                        self.push(delete);
+                        self.push(delete, lsn);
                     }
                 }
-                self.push(row);
+                self.push(row, lsn);
             }
             EventType::Delete {
                 schema,
@@ -397,7 +452,7 @@ impl ChangeDecoder {
             } if self.is_ours(&schema, &table) => {
                 let key = self.key_of(&old_data)?;
                 let row = self.delete_row(key);
-                self.push(row);
+                self.push(row, lsn);
             }
             EventType::Truncate { tables, .. } => {
                 warn!(
@@ -477,11 +532,9 @@ impl ChangeDecoder {
         }
     }
 
-    fn push(&mut self, mut row: ChangeRow) {
-        let key = row.values[0].clone().unwrap_or_default();
-        let sequence = self.sequence.entry(key).or_insert(0);
-        row.version = self.commit_lsn + (*sequence).min(MAX_SEQUENCE);
-        *sequence += 1;
+    /// Buffers a change made by the WAL record at `lsn`, which is its version.
+    fn push(&mut self, mut row: ChangeRow, lsn: i64) {
+        row.version = lsn;
         self.rows.push(row);
     }
 
@@ -489,10 +542,14 @@ impl ChangeDecoder {
         self.rows.len() >= self.batch_rows
     }
 
-    /// The buffered rows as a staged batch (unchanged TOAST values fetched first).
-    pub async fn finish_batch(&mut self, client: &Client) -> Result<Option<RecordBatch>> {
+    /// The buffered rows as a staged batch (unchanged TOAST values fetched first), and the
+    /// rows set aside because a value cannot be staged.
+    pub async fn finish_batch(
+        &mut self,
+        client: &Client,
+    ) -> Result<(Option<RecordBatch>, Vec<DeadLetter>)> {
         if self.rows.is_empty() {
-            return Ok(None);
+            return Ok((None, Vec::new()));
         }
         self.fill_unchanged(client).await?;
         let rows = std::mem::take(&mut self.rows);
@@ -502,34 +559,47 @@ impl ChangeDecoder {
             .iter()
             .map(|c| ColumnValues::new(c.kind, rows.len()))
             .collect();
+        let mut dead = Vec::new();
+        let mut staged: Vec<&ChangeRow> = Vec::with_capacity(rows.len());
         for row in &rows {
-            for ((builder, value), column) in
-                builders.iter_mut().zip(&row.values).zip(&self.spec.columns)
-            {
-                builder
-                    .append_text(value.as_deref(), column.kind)
-                    .map_err(|bad| PostgresSourceError::BadValue {
-                        reading: "replication",
-                        schema: self.spec.schema.clone(),
-                        table: self.spec.name.clone(),
-                        column: column.name.clone(),
-                        why: bad.0,
-                    })?;
+            let mut values: Vec<Value<'_>> = Vec::with_capacity(row.values.len());
+            let mut refused = None;
+            for (index, (value, column)) in row.values.iter().zip(&self.spec.columns).enumerate() {
+                match ColumnValues::decode_text(column.kind, value.as_deref()) {
+                    Ok(value) => values.push(value),
+                    Err(bad) => {
+                        refused.get_or_insert((index, bad));
+                        values.push(match value {
+                            Some(text) => Value::Text(text),
+                            None => Value::Null,
+                        });
+                    }
+                }
             }
+            if let Some((index, bad)) = refused {
+                dead.push(dead_letter(&self.spec, &values, index, bad));
+                continue;
+            }
+            for (builder, value) in builders.iter_mut().zip(values) {
+                builder.append(value);
+            }
+            staged.push(row);
+        }
+        if staged.is_empty() {
+            return Ok((None, dead));
         }
         let mut columns: Vec<ArrayRef> = builders.iter_mut().map(|b| b.finish()).collect();
         columns.push(Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.version))
+            TimestampMicrosecondArray::from_iter_values(staged.iter().map(|r| r.version))
                 .with_timezone("UTC"),
         ));
         columns.push(Arc::new(BooleanArray::from_iter(
-            rows.iter().map(|r| Some(r.deleted)),
+            staged.iter().map(|r| Some(r.deleted)),
         )));
         self.batches += 1;
-        Ok(Some(
-            RecordBatch::try_new(self.spec.staged_schema(), columns)
-                .map_err(PostgresSourceError::Batch)?,
-        ))
+        let batch = RecordBatch::try_new(self.spec.staged_schema(), columns)
+            .map_err(PostgresSourceError::Batch)?;
+        Ok((Some(batch), dead))
     }
 
     /// Fetches the current value of unchanged TOASTed columns by key, one query per batch.
@@ -583,64 +653,166 @@ impl ChangeDecoder {
     }
 }
 
-/// Streams changes from `since` until the WAL position `target`, sending staged batches.
-/// The replication connection is closed before this returns.
+/// How long a streaming read waits without hearing anything from the server (neither a
+/// change nor a keepalive) before it looks whether its walsender still holds the slot. The
+/// server sends a keepalive at least every half `wal_sender_timeout` while it reads WAL and
+/// answers the heartbeat this read sends every [`HEARTBEAT`], but one WAL record can keep it
+/// silent for minutes (the replay of a huge transaction spilled to disk): while the slot is
+/// held the read goes on waiting, and it stops (where it safely is) only once it is not.
+pub async fn silence_limit(client: &Client) -> Result<Duration> {
+    let millis: i64 = client
+        .query_one(templates::WAL_SENDER_TIMEOUT, &[])
+        .await
+        .map_err(source_error("read wal_sender_timeout"))?
+        .get(0);
+    let timeout = Duration::from_millis(millis.max(0) as u64);
+    Ok(timeout.max(Duration::from_secs(60)) * 2)
+}
+
+/// Streams changes from `since` until the WAL position `target`, sending staged batches
+/// and dead letters. The replication connection is closed before this returns.
+#[allow(clippy::too_many_arguments)]
 pub async fn stream_changes(
     client: &Client,
     url: &str,
     slot: &str,
     publication: &str,
     since: i64,
-    target: i64,
+    silence: Duration,
     decoder: &mut ChangeDecoder,
     sender: &mut Sender<Result<Extracted>>,
 ) -> Result<StreamEnd> {
-    let config = ReplicationStreamConfig::builder(slot, publication)
-        .with_stop_at_lsn(pg_walstream::Lsn::new(target as u64));
-    let mut stream = LogicalReplicationStream::new(&replication_url(url), config)
-        .await
+    let mut connection = PgReplicationConnection::connect(&replication_url(url))
         .map_err(replication_error("connect"))?;
-    stream
-        .start(Some(since as u64))
-        .await
+    // The walsender formats the values it sends with its own session settings, which come
+    // from the database's and the role's defaults unless set here.
+    connection
+        .exec(templates::SESSION_SETTINGS)
+        .map_err(replication_error("set up the replication session"))?;
+    let publications = format!("\"{publication}\"");
+    let protocol = PROTOCOL_VERSION.to_string();
+    connection
+        .start_replication(
+            slot,
+            since as u64,
+            &[
+                ("proto_version", protocol.as_str()),
+                ("publication_names", publications.as_str()),
+            ],
+        )
         .map_err(replication_error("start replication"))?;
+    let mut wal = PgOutputDecoder::with_protocol_version(PROTOCOL_VERSION);
     let cancel = CancellationToken::new();
+    // The server's position as last heard, reported back in status updates (never as
+    // flushed: the slot moves only after the destination commit).
+    let mut heard_to = since as u64;
+    let mut last_heard = tokio::time::Instant::now();
     let end = loop {
-        let event = match tokio::time::timeout(IDLE_LIMIT, stream.next_event(&cancel)).await {
-            Err(_) => {
-                break StreamEnd::Stopped {
-                    cursor: decoder.last_commit_end,
-                    reason: format!(
-                        "no replication message for {}s before reaching LSN {}",
-                        IDLE_LIMIT.as_secs(),
-                        format_lsn(target)
-                    ),
-                };
-            }
-            Ok(Err(ReplicationError::StreamStopped(_))) => break StreamEnd::Reached,
-            Ok(Err(err)) => return Err(replication_error("read changes")(err).into()),
-            Ok(Ok(event)) => event,
-        };
-        if let Some(reason) = decoder.take(event)? {
-            break StreamEnd::Stopped {
-                cursor: decoder.last_commit_end,
-                reason,
-            };
+        if decoder.reached() {
+            break StreamEnd::Reached;
         }
-        if decoder.full() {
-            if let Some(batch) = decoder.finish_batch(client).await? {
-                if sender.send(Ok(Extracted::Batch(batch))).await.is_err() {
-                    break StreamEnd::Reached;
+        // Reading a frame is cancel-safe: a partial frame stays in the connection's buffer.
+        let frame =
+            match tokio::time::timeout(HEARTBEAT, connection.get_copy_data_async(&cancel)).await {
+                Err(_) => {
+                    if last_heard.elapsed() >= silence {
+                        // One WAL record can keep the server busy for minutes without a
+                        // word (the commit of a huge transaction spilled to disk is replayed
+                        // whole). While our walsender holds the slot it is still working.
+                        let holding = slot_info(client, slot)
+                            .await?
+                            .is_some_and(|info| info.active);
+                        if !holding {
+                            break StreamEnd::Stopped {
+                                cursor: decoder.read_to,
+                                reason: format!(
+                                    "the replication connection went silent for {}s and let \
+                                     go of the slot before reaching LSN {}",
+                                    silence.as_secs(),
+                                    format_lsn(decoder.target)
+                                ),
+                            };
+                        }
+                        info!(
+                            slot,
+                            "the server is still reading WAL for the slot; waiting for it"
+                        );
+                        last_heard = tokio::time::Instant::now();
+                    }
+                    connection
+                        .send_standby_status_update(heard_to, since as u64, since as u64, true)
+                        .await
+                        .map_err(replication_error("send a status update"))?;
+                    continue;
                 }
-                if decoder.batches == 2 {
-                    crate::failpoints::crash_point("cdc-mid-stream");
+                Ok(Err(err)) => return Err(replication_error("read changes")(err).into()),
+                Ok(Ok(frame)) => frame,
+            };
+        last_heard = tokio::time::Instant::now();
+        match frame.first() {
+            Some(b'k') => {
+                let keepalive = parse_keepalive_message(&frame)
+                    .map_err(replication_error("read a keepalive"))?;
+                heard_to = heard_to.max(keepalive.wal_end);
+                decoder.server_read_to(keepalive.wal_end as i64);
+                if keepalive.reply_requested {
+                    connection
+                        .send_standby_status_update(heard_to, since as u64, since as u64, false)
+                        .await
+                        .map_err(replication_error("send a status update"))?;
                 }
             }
+            Some(b'w') if frame.len() >= 25 => {
+                let start = u64::from_be_bytes(frame[1..9].try_into().expect("8 bytes"));
+                let wal_end = u64::from_be_bytes(frame[9..17].try_into().expect("8 bytes"));
+                heard_to = heard_to.max(wal_end);
+                let body = frame.slice(25..);
+                if body.is_empty() {
+                    continue;
+                }
+                let Some(event) = wal
+                    .decode_message(body, Lsn::new(start))
+                    .map_err(replication_error("decode a change"))?
+                else {
+                    continue;
+                };
+                if let Some(reason) = decoder.take(event)? {
+                    break StreamEnd::Stopped {
+                        cursor: decoder.read_to,
+                        reason,
+                    };
+                }
+                if decoder.full() {
+                    let (batch, dead) = decoder.finish_batch(client).await?;
+                    if !send(sender, batch, dead).await {
+                        break StreamEnd::Reached;
+                    }
+                    if decoder.batches == 2 {
+                        crate::failpoints::crash_point("cdc-mid-stream");
+                    }
+                }
+            }
+            _ => warn!("unexpected replication message"),
         }
     };
     // Only a slot no connection uses can be advanced later.
-    drop(stream);
+    drop(connection);
     Ok(end)
+}
+
+/// Sends a finished batch and its dead letters; false when the receiver is gone.
+pub async fn send(
+    sender: &mut Sender<Result<Extracted>>,
+    batch: Option<RecordBatch>,
+    dead: Vec<DeadLetter>,
+) -> bool {
+    if !dead.is_empty() && sender.send(Ok(Extracted::DeadLetters(dead))).await.is_err() {
+        return false;
+    }
+    match batch {
+        Some(batch) => sender.send(Ok(Extracted::Batch(batch))).await.is_ok(),
+        None => true,
+    }
 }
 
 #[cfg(test)]
@@ -706,10 +878,10 @@ mod tests {
     }
 
     #[test]
-    fn changes_get_commit_lsn_versions_in_order_per_key() {
+    fn changes_are_versioned_by_their_own_wal_position() {
         let lsn = pg_walstream::Lsn::new;
         let now = chrono::Utc::now();
-        let mut decoder = ChangeDecoder::new(spec(), true, 100, 500);
+        let mut decoder = ChangeDecoder::new(spec(), true, 100, 500, 5000);
         let events = vec![
             ChangeEvent::begin(7, lsn(1000), now, lsn(990)),
             relation(&["id", "email", "big"]),
@@ -771,14 +943,14 @@ mod tests {
         assert_eq!(
             seen,
             [
-                (Some("1"), 1000, false, vec![]),
-                (Some("1"), 1001, false, vec![2]),
-                (Some("2"), 1000, true, vec![]),
-                (Some("3"), 1000, false, vec![]),
-                (Some("1"), 1002, true, vec![]),
+                (Some("1"), 991, false, vec![]),
+                (Some("1"), 992, false, vec![2]),
+                (Some("2"), 993, true, vec![]),
+                (Some("3"), 993, false, vec![]),
+                (Some("1"), 994, true, vec![]),
             ]
         );
-        assert_eq!(decoder.last_commit_end, 1048);
+        assert_eq!(decoder.read_to, 1048);
 
         // A column the extraction does not know stops before the transaction naming it.
         assert_eq!(
@@ -792,7 +964,84 @@ mod tests {
             .unwrap()
             .expect("stops");
         assert!(stop.contains("`note`"), "{stop}");
-        assert_eq!(decoder.last_commit_end, 1048);
+        assert_eq!(decoder.read_to, 1048);
+    }
+
+    #[test]
+    fn a_key_changed_many_times_never_ties_and_nothing_is_kept_per_key() {
+        let lsn = pg_walstream::Lsn::new;
+        let now = chrono::Utc::now();
+        let mut decoder = ChangeDecoder::new(spec(), true, 10_000, 500, 1_000_000);
+        decoder
+            .take(ChangeEvent::begin(7, lsn(900_000), now, lsn(600)))
+            .unwrap();
+        let update = |at: u64, email: String| {
+            ChangeEvent::update(
+                "public",
+                "contacts",
+                16384,
+                None,
+                row(&[("id", Some("1")), ("email", Some(&email)), ("big", None)]),
+                pg_walstream::ReplicaIdentity::Default,
+                vec![],
+                lsn(at),
+            )
+        };
+        for change in 0..40u64 {
+            decoder
+                .take(update(1000 + change * 72, format!("v{change}")))
+                .unwrap();
+        }
+        let versions: Vec<i64> = decoder.rows.iter().map(|r| r.version).collect();
+        assert_eq!(versions.len(), 40);
+        assert!(
+            versions.windows(2).all(|pair| pair[0] < pair[1]),
+            "every change of the key is newer than the one before: {versions:?}"
+        );
+        // A version depends on the change alone: the same change after 10k changes of other
+        // keys in the same transaction gets the same version (nothing is kept per key).
+        let mut fresh = ChangeDecoder::new(spec(), true, 100_000, 500, 1_000_000);
+        for key in 0..10_000u64 {
+            let id = (key + 10).to_string();
+            fresh
+                .take(ChangeEvent::insert(
+                    "public",
+                    "contacts",
+                    16384,
+                    row(&[("id", Some(&id)), ("email", None), ("big", None)]),
+                    lsn(100 + key * 8),
+                ))
+                .unwrap();
+        }
+        fresh.take(update(1000 + 39 * 72, "v39".into())).unwrap();
+        assert_eq!(fresh.rows.last().unwrap().version, versions[39]);
+    }
+
+    #[test]
+    fn keepalives_between_transactions_move_the_read_position() {
+        let lsn = pg_walstream::Lsn::new;
+        let now = chrono::Utc::now();
+        let mut decoder = ChangeDecoder::new(spec(), true, 100, 500, 9000);
+        decoder.server_read_to(4000);
+        assert_eq!(
+            decoder.read_to, 4000,
+            "WAL that held nothing for the stream"
+        );
+        assert!(!decoder.reached());
+        decoder
+            .take(ChangeEvent::begin(7, lsn(6000), now, lsn(5000)))
+            .unwrap();
+        // Inside a transaction the server's position is before its commit: no stop there.
+        decoder.server_read_to(9500);
+        assert_eq!(decoder.read_to, 4000);
+        assert!(!decoder.reached());
+        decoder
+            .take(ChangeEvent::commit(now, lsn(6000), lsn(6048), lsn(6048)))
+            .unwrap();
+        assert_eq!(decoder.read_to, 6048);
+        assert!(!decoder.reached());
+        decoder.server_read_to(9000);
+        assert!(decoder.reached());
     }
 
     #[test]

@@ -17,8 +17,9 @@ use tokio_postgres::types::{FromSql, Type};
 
 use super::PostgresSourceError;
 use super::catalog::{SourceColumn, TableSpec, ValueKind, quote_ident, source_error};
-use super::rows::{ColumnValues, binary_i64, pg_micros_to_unix};
+use super::rows::{BadValue, ColumnValues, Value, binary_i64, pg_micros_to_unix};
 use crate::Result;
+use crate::load::DeadLetter;
 use crate::sources::Extracted;
 
 /// Where each row's `_syncline_version` comes from.
@@ -36,6 +37,8 @@ pub struct CopySummary {
     pub rows: u64,
     /// The largest cursor value read, as the version (µs for timestamps, the integer else).
     pub max_version: Option<i64>,
+    /// Rows set aside as dead letters (a value no destination can hold).
+    pub dead: u64,
 }
 
 /// The `COPY (SELECT ...) TO STDOUT` statement for `spec` with `filter` (a SQL condition,
@@ -54,6 +57,14 @@ pub fn copy_statement(spec: &TableSpec, filter: &str) -> (String, Vec<Type>) {
         &[filter.to_string()]
     };
     (super::sql::copy_out(spec, &select, conditions), types)
+}
+
+/// `COPY (SELECT ... FROM table ORDER BY key) TO STDOUT (FORMAT binary)` of the staged
+/// columns (no cursor) in `reconcile::drift`'s key order, and the wire types of its fields.
+pub fn ordered_copy_statement(spec: &TableSpec) -> (String, Vec<Type>) {
+    let (select, types): (Vec<String>, Vec<Type>) =
+        spec.columns.iter().map(wire_expression).unzip();
+    (super::sql::list_rows(spec, &select), types)
 }
 
 /// The select expression of a column cast to the type its staged type decodes from.
@@ -114,18 +125,40 @@ pub async fn copy_batches(
     );
 
     let mut rows = pin!(BinaryCopyOutStream::new(out, types));
+    let mut dead: Vec<DeadLetter> = Vec::new();
     while let Some(row) = rows
         .try_next()
         .await
         .map_err(source_error("read COPY rows"))?
     {
-        for (index, builder) in builders.iter_mut().enumerate() {
-            let value: Option<Raw<'_>> = row
-                .try_get(index)
-                .map_err(source_error("decode a COPY field"))?;
-            builder
-                .append_binary(value.map(|raw| raw.0))
-                .map_err(|bad| bad_value(spec, &spec.columns[index].name, bad.0))?;
+        // Decode the whole row first: a value no destination can hold sets the row aside as
+        // a dead letter, and nothing of it reaches the builders.
+        let mut raw_values: Vec<Option<Raw<'_>>> = Vec::with_capacity(data_columns);
+        for index in 0..data_columns {
+            raw_values.push(
+                row.try_get(index)
+                    .map_err(source_error("decode a COPY field"))?,
+            );
+        }
+        let mut values: Vec<Value<'_>> = Vec::with_capacity(data_columns);
+        let mut refused = None;
+        for (index, raw) in raw_values.iter().enumerate() {
+            let kind = spec.columns[index].kind;
+            match ColumnValues::decode_binary(kind, raw.as_ref().map(|raw| raw.0)) {
+                Ok(value) => values.push(value),
+                Err(bad) => {
+                    refused.get_or_insert((index, bad));
+                    values.push(Value::Null);
+                }
+            }
+        }
+        if let Some((index, bad)) = refused {
+            dead.push(dead_letter(spec, &values, index, bad));
+            summary.dead += 1;
+            continue;
+        }
+        for (builder, value) in builders.iter_mut().zip(values.drain(..)) {
+            builder.append(value);
         }
         let version = match versions {
             Versions::Constant(version) => version,
@@ -154,18 +187,61 @@ pub async fn copy_batches(
         };
         version_values.push(version);
         summary.rows += 1;
-        if version_values.len() >= batch_rows {
-            let batch = finish_batch(&schema, &mut builders, &mut version_values)?;
-            if sender.send(Ok(Extracted::Batch(batch))).await.is_err() {
+        if version_values.len() >= batch_rows || dead.len() >= batch_rows {
+            if !dead.is_empty()
+                && sender
+                    .send(Ok(Extracted::DeadLetters(std::mem::take(&mut dead))))
+                    .await
+                    .is_err()
+            {
                 return Ok(summary);
             }
+            if !version_values.is_empty() {
+                let batch = finish_batch(&schema, &mut builders, &mut version_values)?;
+                if sender.send(Ok(Extracted::Batch(batch))).await.is_err() {
+                    return Ok(summary);
+                }
+            }
         }
+    }
+    if !dead.is_empty() {
+        let _ = sender.send(Ok(Extracted::DeadLetters(dead))).await;
     }
     if !version_values.is_empty() {
         let batch = finish_batch(&schema, &mut builders, &mut version_values)?;
         let _ = sender.send(Ok(Extracted::Batch(batch))).await;
     }
     Ok(summary)
+}
+
+/// A row set aside because the value of column `index` cannot be staged: the record is the
+/// row's decoded values as JSON (the refused one as NULL), the reason names the column.
+pub fn dead_letter(
+    spec: &TableSpec,
+    values: &[Value<'_>],
+    index: usize,
+    bad: BadValue,
+) -> DeadLetter {
+    let key = match values.first() {
+        Some(Value::Int(v)) => v.to_string(),
+        Some(Value::Text(v)) => (*v).to_string(),
+        _ => String::new(),
+    };
+    let record: serde_json::Map<String, serde_json::Value> = spec
+        .columns
+        .iter()
+        .zip(values)
+        .map(|(column, value)| (column.name.clone(), value.to_json()))
+        .collect();
+    DeadLetter {
+        key,
+        field: Some(spec.columns[index].name.clone()),
+        reason: format!(
+            "table {}.{}, column `{}`: {}",
+            spec.schema, spec.name, spec.columns[index].name, bad.0
+        ),
+        raw: serde_json::Value::Object(record).to_string(),
+    }
 }
 
 fn finish_batch(

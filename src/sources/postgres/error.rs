@@ -80,10 +80,6 @@ pub enum PostgresSourceError {
     )]
     WalLevel(String),
     #[error(
-        "postgres source: DateStyle is {0}; CDC reads dates in ISO form: set DateStyle = 'ISO, MDY' for the database or the source user"
-    )]
-    DateStyle(String),
-    #[error(
         "postgres source: the source user lacks the REPLICATION attribute that mode = \"cdc\" needs: ALTER ROLE ... WITH REPLICATION, or use mode = \"cursor\""
     )]
     NoReplicationAttribute,
@@ -175,7 +171,6 @@ impl Classified for PostgresSourceError {
             | ReservedColumn { .. }
             | CursorType { .. }
             | WalLevel(_)
-            | DateStyle(_)
             | NoReplicationAttribute
             | PublicationMismatch { .. }
             | NoReplicaIdentity { .. } => ErrorKind::Config,

@@ -18,6 +18,7 @@ use tracing::info;
 use crate::Result;
 use crate::config::{PostgresMode, PostgresSourceConfig};
 use crate::load::CursorRange;
+use crate::reconcile::drift::{self, Compare, Key, Listed, SourceListing};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source, StopCause};
 
 pub mod catalog;
@@ -25,6 +26,7 @@ pub mod cdc;
 pub mod config;
 pub mod copy;
 mod error;
+mod peek;
 pub mod rows;
 mod sql;
 
@@ -34,6 +36,9 @@ pub use error::PostgresSourceError;
 
 /// Batches in flight between the reading task and the pipeline.
 const CHANNEL_BATCHES: usize = 2;
+
+/// Keys per COPY when a repair fetches records by key.
+const FETCH_KEYS: usize = 1000;
 
 pub struct PostgresSource {
     config: PostgresSourceConfig,
@@ -61,14 +66,7 @@ impl PostgresSource {
         // TLS as the URL's sslmode asks; an unparsable URL is a configuration error whose
         // message never quotes the URL (it carries the password).
         let client = crate::tls::connect(self.config.url.expose(), "source.url").await?;
-        client
-            .batch_execute(sql::templates::SET_DATESTYLE)
-            .await
-            .map_err(source_error("set up the session"))?;
-        client
-            .batch_execute(sql::templates::SET_TIMEZONE)
-            .await
-            .map_err(source_error("set up the session"))?;
+        set_up_session(&client).await?;
         Ok(client)
     }
 
@@ -162,6 +160,7 @@ impl PostgresSource {
         cdc::ensure_publication(&client, &slot, &spec).await?;
         let created = cdc::create_slot(&client, self.config.url.expose(), &slot, &slot).await?;
         let consistent_point = created.consistent_point;
+        let snapshot_version = created.snapshot_version;
         info!(stream = %request.stream, slot, lsn = %cdc::format_lsn(consistent_point), "snapshot");
         let schema = spec.staged_schema();
         let key = spec.key().name.clone();
@@ -175,6 +174,8 @@ impl PostgresSource {
                 ..
             } = created;
             let mut reader = crate::tls::connect(url.expose(), "source.url").await?;
+            // Values cast to text in the COPY must read as the changes streamed later do.
+            set_up_session(&reader).await?;
             let tx = reader
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -193,7 +194,7 @@ impl PostgresSource {
                 out,
                 &spec,
                 &types,
-                Versions::Constant(consistent_point),
+                Versions::Constant(snapshot_version),
                 batch_rows,
                 &mut sender,
             )
@@ -254,7 +255,9 @@ impl PostgresSource {
         let schema = spec.staged_schema();
         let key = spec.key().name.clone();
         let all_columns = self.config.table(&request.stream).columns.is_none();
-        let mut decoder = cdc::ChangeDecoder::new(spec, all_columns, request.batch_rows, since);
+        let mut decoder =
+            cdc::ChangeDecoder::new(spec, all_columns, request.batch_rows, since, target);
+        let silence = cdc::silence_limit(&client).await?;
         let url = self.config.url.clone();
         let items = spawn_reader(move |mut sender| async move {
             let end = cdc::stream_changes(
@@ -263,14 +266,13 @@ impl PostgresSource {
                 &slot,
                 &slot,
                 since,
-                target,
+                silence,
                 &mut decoder,
                 &mut sender,
             )
             .await?;
-            if let Some(batch) = decoder.finish_batch(&client).await? {
-                let _ = sender.send(Ok(Extracted::Batch(batch))).await;
-            }
+            let (batch, dead) = decoder.finish_batch(&client).await?;
+            cdc::send(&mut sender, batch, dead).await;
             if let cdc::StreamEnd::Stopped { cursor, reason } = end {
                 let _ = sender
                     .send(Ok(Extracted::Stopped {
@@ -292,6 +294,74 @@ impl PostgresSource {
             state: None,
             items,
         })
+    }
+}
+
+/// Gives a session the settings every value read as text depends on (DateStyle ISO,
+/// TimeZone UTC, IntervalStyle postgres, all float digits), whatever the database's or the
+/// role's defaults are. The replication session gets the same (`cdc::stream_changes`).
+async fn set_up_session(client: &Client) -> Result<()> {
+    client
+        .batch_execute(sql::templates::SESSION_SETTINGS)
+        .await
+        .map_err(source_error("set up the session"))?;
+    Ok(())
+}
+
+/// The rows of `spec`'s table in key order, staged as a load stages them and hashed with
+/// `drift::arrow_row_hashes`.
+fn list_rows_hashed(client: Client, spec: TableSpec, batch_rows: usize) -> SourceListing {
+    let columns = sql::hash_columns(&spec);
+    let key = spec.key().name.clone();
+    let int_key = spec.key().kind == ValueKind::Int;
+    let (statement, types) = copy::ordered_copy_statement(&spec);
+    let reader_spec = spec.clone();
+    let extracted = spawn_reader(move |mut sender| async move {
+        let out = client
+            .copy_out(&statement)
+            .await
+            .map_err(source_error("start the row listing"))?;
+        copy_batches(
+            out,
+            &reader_spec,
+            &types,
+            Versions::Constant(0),
+            batch_rows,
+            &mut sender,
+        )
+        .await?;
+        Ok(sender)
+    });
+    let hash_columns = columns.clone();
+    let key_column = key.clone();
+    let items = extracted
+        .filter_map(move |item| {
+            let listed = match item {
+                Ok(Extracted::Batch(batch)) => {
+                    Some(drift::arrow_keys(&batch, &key_column).and_then(|keys| {
+                        let hashes = drift::arrow_row_hashes(&batch, &hash_columns)?;
+                        Ok(keys
+                            .into_iter()
+                            .zip(hashes)
+                            .map(|(key, hash)| Listed {
+                                key,
+                                version: None,
+                                hash: Some(hash),
+                            })
+                            .collect())
+                    }))
+                }
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
+            };
+            futures::future::ready(listed)
+        })
+        .boxed();
+    SourceListing {
+        key,
+        int_key,
+        compare: Compare::Hash(columns),
+        items,
     }
 }
 
@@ -388,6 +458,119 @@ impl Source for PostgresSource {
             }
             PostgresMode::Cursor => cursor.to_string(),
         }
+    }
+
+    /// One ordered binary COPY of key and cursor (cursor mode) or key and content hash (CDC);
+    /// for a destination that hashes Arrow rows, one ordered COPY of the rows as a load stages
+    /// them, hashed here.
+    async fn list_keys(
+        &self,
+        stream: &str,
+        batch_rows: usize,
+        arrow_hash: bool,
+    ) -> Result<SourceListing> {
+        let client = self.connect().await?;
+        let spec = self.spec(&client, stream).await?;
+        let by_hash = self.config.mode == PostgresMode::Cdc;
+        let int_key = spec.key().kind == ValueKind::Int;
+        if by_hash && arrow_hash {
+            return Ok(list_rows_hashed(client, spec, batch_rows));
+        }
+        let statement = sql::list_keys(&spec, by_hash);
+        let out = client
+            .copy_out(&statement)
+            .await
+            .map_err(source_error("start the key listing"))?;
+        // The connection must outlive the COPY it serves.
+        let items = crate::reconcile::listing::decode(out, int_key, batch_rows, "source")
+            .inspect(move |_| {
+                let _ = &client;
+            })
+            .boxed();
+        Ok(SourceListing {
+            key: spec.key().name.clone(),
+            int_key,
+            compare: if by_hash {
+                Compare::Hash(sql::hash_columns(&spec))
+            } else {
+                Compare::Version
+            },
+            items,
+        })
+    }
+
+    /// CDC: the keys the stream's slot holds changes for, peeked without consuming them.
+    /// `None` in cursor mode, or when the slot does not exist (the stream never loaded).
+    async fn in_flight_keys(&self, stream: &str) -> Result<Option<std::collections::HashSet<Key>>> {
+        if self.config.mode != PostgresMode::Cdc {
+            return Ok(None);
+        }
+        let client = self.connect().await?;
+        let spec = self.spec(&client, stream).await?;
+        let slot = self.slot_name(stream);
+        if cdc::wait_inactive(&client, &slot).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            peek::pending_keys(&client, &slot, &slot, &spec).await?,
+        ))
+    }
+
+    /// Cursor mode: a version past the saved cursor is newer than the last load read (the
+    /// lag window is inside it: the cursor never passes `now - lag_seconds`).
+    fn settled_until(&self, stream: &str, cursor: Option<i64>) -> Option<i64> {
+        let cursor = cursor?;
+        match self.config.mode {
+            PostgresMode::Cdc => None,
+            PostgresMode::Cursor if self.cursor_is_time(stream) => Some(cursor * 1000),
+            PostgresMode::Cursor => Some(cursor + 1),
+        }
+    }
+
+    /// COPYs of the rows with these keys, a thousand keys each. In CDC mode every row gets
+    /// the WAL position read before the first COPY as its version: newer than anything the
+    /// destination holds, older than any change the slot still has to deliver.
+    async fn fetch_keys(
+        &self,
+        stream: &str,
+        keys: Vec<Key>,
+        batch_rows: usize,
+    ) -> Result<Extraction> {
+        let client = self.connect().await?;
+        let spec = self.spec(&client, stream).await?;
+        let versions = match self.config.mode {
+            PostgresMode::Cursor => Versions::Cursor,
+            PostgresMode::Cdc => {
+                let lsn: String = client
+                    .query_one(sql::templates::CURRENT_WAL_LSN, &[])
+                    .await
+                    .map_err(source_error("read the WAL position"))?
+                    .get(0);
+                Versions::Constant(
+                    cdc::parse_lsn(&lsn).ok_or(PostgresSourceError::UnreadableLsn(lsn))?,
+                )
+            }
+        };
+        let schema = spec.staged_schema();
+        let key = spec.key().name.clone();
+        let items = spawn_reader(move |mut sender| async move {
+            for chunk in keys.chunks(FETCH_KEYS) {
+                let (statement, types) = copy_statement(&spec, &sql::key_in(&spec, chunk));
+                let out = client
+                    .copy_out(&statement)
+                    .await
+                    .map_err(source_error("start COPY out of the source table"))?;
+                copy_batches(out, &spec, &types, versions, batch_rows, &mut sender).await?;
+            }
+            Ok(sender)
+        });
+        Ok(Extraction {
+            schema,
+            key,
+            cursor: CursorRange { from: None, to: 0 },
+            state: None,
+            items,
+        })
     }
 
     async fn lag(&self, stream: &str) -> Result<Option<String>> {

@@ -3,6 +3,16 @@
 //!
 //! Binary COPY values arrive in the types the read query casts to (int8, float8, text, bool,
 //! date, timestamp[tz]), so decoding is a fixed-width read; no per-cell `String` is made.
+//! Text values come from a session set up by `session_settings.sql` (DateStyle ISO, TimeZone
+//! UTC), whatever the database's or the role's defaults: dates read `2024-05-01`, years past
+//! 9999 and before Christ included (`0044-03-15 BC`), and a zone offset may carry seconds
+//! (`+05:53:28`, the local mean time of zones before 1900), so every text value round-trips.
+//!
+//! A value is decoded whole before anything is appended ([`ColumnValues::decode_binary`],
+//! [`ColumnValues::decode_text`], then [`ColumnValues::append`]), so a row with one value that
+//! cannot be staged is set aside as a dead letter by the caller, and the builders stay aligned.
+//! `infinity` and `-infinity` dates and timestamps are such values: no destination type holds
+//! them, and turning them into NULL would be a silent loss.
 
 use std::sync::Arc;
 
@@ -10,7 +20,7 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 
 use super::catalog::ValueKind;
 
@@ -18,6 +28,9 @@ use super::catalog::ValueKind;
 const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Why an infinite date or timestamp is not staged.
+const INFINITE: BadValue = BadValue("infinity has no value a destination can store");
 
 /// One column's builder.
 pub enum ColumnValues {
@@ -27,6 +40,20 @@ pub enum ColumnValues {
     Date(Date32Builder),
     Micros(TimestampMicrosecondBuilder),
     Text(StringBuilder),
+}
+
+/// One decoded value, ready to append to its column's builder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// µs since 1970-01-01 UTC.
+    Micros(i64),
+    Text(&'a str),
 }
 
 /// Why a value could not be converted; never includes the value (it may be personal data).
@@ -60,66 +87,92 @@ impl ColumnValues {
         }
     }
 
-    /// Appends a binary COPY value (`None` is NULL).
-    pub fn append_binary(&mut self, value: Option<&[u8]>) -> Result<(), BadValue> {
+    /// Decodes a binary COPY value (`None` is NULL) of a column of `kind`.
+    pub fn decode_binary(kind: ValueKind, value: Option<&[u8]>) -> Result<Value<'_>, BadValue> {
         let Some(bytes) = value else {
-            self.append_null();
-            return Ok(());
+            return Ok(Value::Null);
         };
-        match self {
-            ColumnValues::Int(b) => b.append_value(i64::from_be_bytes(fixed(bytes)?)),
-            ColumnValues::Float(b) => b.append_value(f64::from_be_bytes(fixed(bytes)?)),
-            ColumnValues::Bool(b) => b.append_value(fixed::<1>(bytes)?[0] != 0),
-            ColumnValues::Date(b) => match i32::from_be_bytes(fixed(bytes)?) {
-                // ±infinity have no Date32 value.
-                i32::MAX | i32::MIN => b.append_null(),
-                days => b.append_value(days.saturating_add(PG_EPOCH_DAYS)),
+        Ok(match kind {
+            ValueKind::Int => Value::Int(i64::from_be_bytes(fixed(bytes)?)),
+            ValueKind::Float => Value::Float(f64::from_be_bytes(fixed(bytes)?)),
+            ValueKind::Bool => Value::Bool(fixed::<1>(bytes)?[0] != 0),
+            ValueKind::Date => match i32::from_be_bytes(fixed(bytes)?) {
+                i32::MAX | i32::MIN => return Err(INFINITE),
+                days => Value::Date(days.saturating_add(PG_EPOCH_DAYS)),
             },
-            ColumnValues::Micros(b) => match i64::from_be_bytes(fixed(bytes)?) {
-                i64::MAX | i64::MIN => b.append_null(),
-                micros => b.append_value(micros.saturating_add(PG_EPOCH_MICROS)),
+            ValueKind::Timestamp { .. } => match i64::from_be_bytes(fixed(bytes)?) {
+                i64::MAX | i64::MIN => return Err(INFINITE),
+                micros => Value::Micros(micros.saturating_add(PG_EPOCH_MICROS)),
             },
-            ColumnValues::Text(b) => b.append_value(
+            ValueKind::Text => Value::Text(
                 std::str::from_utf8(bytes).map_err(|_| BadValue("text is not valid UTF-8"))?,
             ),
-        }
-        Ok(())
+        })
     }
 
-    /// Appends a value in PostgreSQL's text output form (DateStyle ISO).
-    pub fn append_text(&mut self, value: Option<&str>, kind: ValueKind) -> Result<(), BadValue> {
+    /// Decodes a value in PostgreSQL's text output form (DateStyle ISO) of a column of `kind`.
+    pub fn decode_text(kind: ValueKind, value: Option<&str>) -> Result<Value<'_>, BadValue> {
         let Some(text) = value else {
-            self.append_null();
-            return Ok(());
+            return Ok(Value::Null);
         };
-        match self {
-            ColumnValues::Int(b) => b.append_value(
+        Ok(match kind {
+            ValueKind::Int => Value::Int(
                 text.parse()
                     .map_err(|_| BadValue("not an integer in text form"))?,
             ),
-            ColumnValues::Float(b) => b.append_value(
+            ValueKind::Float => Value::Float(
                 text.parse()
                     .map_err(|_| BadValue("not a float in text form"))?,
             ),
-            ColumnValues::Bool(b) => b.append_value(match text {
+            ValueKind::Bool => Value::Bool(match text {
                 "t" => true,
                 "f" => false,
                 _ => return Err(BadValue("not a boolean in text form")),
             }),
-            ColumnValues::Date(b) => match parse_date(text)? {
-                Some(days) => b.append_value(days),
-                None => b.append_null(),
-            },
-            ColumnValues::Micros(b) => {
-                let with_zone = matches!(kind, ValueKind::Timestamp { with_zone: true });
-                match parse_timestamp(text, with_zone)? {
-                    Some(micros) => b.append_value(micros),
-                    None => b.append_null(),
-                }
-            }
-            ColumnValues::Text(b) => b.append_value(text),
+            ValueKind::Date => Value::Date(parse_date(text)?),
+            ValueKind::Timestamp { with_zone } => Value::Micros(parse_timestamp(text, with_zone)?),
+            ValueKind::Text => Value::Text(text),
+        })
+    }
+
+    /// Appends a decoded value; a value of another kind than the column's is a bug.
+    pub fn append(&mut self, value: Value<'_>) {
+        match (self, value) {
+            (builder, Value::Null) => builder.append_null(),
+            (ColumnValues::Int(b), Value::Int(v)) => b.append_value(v),
+            (ColumnValues::Float(b), Value::Float(v)) => b.append_value(v),
+            (ColumnValues::Bool(b), Value::Bool(v)) => b.append_value(v),
+            (ColumnValues::Date(b), Value::Date(v)) => b.append_value(v),
+            (ColumnValues::Micros(b), Value::Micros(v)) => b.append_value(v),
+            (ColumnValues::Text(b), Value::Text(v)) => b.append_value(v),
+            (_, value) => unreachable!("a {value:?} decoded for a column of another kind"),
         }
+    }
+
+    /// Decodes and appends a binary COPY value (`None` is NULL).
+    pub fn append_binary(&mut self, value: Option<&[u8]>) -> Result<(), BadValue> {
+        let value = ColumnValues::decode_binary(self.kind(), value)?;
+        self.append(value);
         Ok(())
+    }
+
+    /// Decodes and appends a value in PostgreSQL's text output form (DateStyle ISO).
+    pub fn append_text(&mut self, value: Option<&str>, kind: ValueKind) -> Result<(), BadValue> {
+        let value = ColumnValues::decode_text(kind, value)?;
+        self.append(value);
+        Ok(())
+    }
+
+    /// The kind this builder holds (timestamps as with a zone: binary values do not differ).
+    fn kind(&self) -> ValueKind {
+        match self {
+            ColumnValues::Int(_) => ValueKind::Int,
+            ColumnValues::Float(_) => ValueKind::Float,
+            ColumnValues::Bool(_) => ValueKind::Bool,
+            ColumnValues::Date(_) => ValueKind::Date,
+            ColumnValues::Micros(_) => ValueKind::Timestamp { with_zone: true },
+            ColumnValues::Text(_) => ValueKind::Text,
+        }
     }
 
     /// The column so far; the builder is empty afterwards.
@@ -131,6 +184,27 @@ impl ColumnValues {
             ColumnValues::Date(b) => Arc::new(b.finish()),
             ColumnValues::Micros(b) => Arc::new(b.finish()),
             ColumnValues::Text(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+impl Value<'_> {
+    /// The value as JSON, for a dead letter's record.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Int(v) => v.into(),
+            Value::Float(v) => serde_json::Number::from_f64(v)
+                .map_or_else(|| v.to_string().into(), serde_json::Value::Number),
+            Value::Bool(v) => v.into(),
+            Value::Date(days) => NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(days.into())))
+                .map_or_else(|| days.to_string(), |d| d.to_string())
+                .into(),
+            Value::Micros(micros) => chrono::DateTime::from_timestamp_micros(micros)
+                .map_or_else(|| micros.to_string(), |t| t.to_rfc3339())
+                .into(),
+            Value::Text(v) => v.into(),
         }
     }
 }
@@ -151,34 +225,93 @@ pub fn pg_micros_to_unix(micros: i64) -> i64 {
     micros.saturating_add(PG_EPOCH_MICROS)
 }
 
-/// `YYYY-MM-DD` → days since 1970-01-01; `None` for ±infinity.
-pub fn parse_date(text: &str) -> Result<Option<i32>, BadValue> {
-    if text == "infinity" || text == "-infinity" {
-        return Ok(None);
+/// `text` without a trailing ` BC`, and whether it had one.
+fn era(text: &str) -> (&str, bool) {
+    match text.strip_suffix(" BC") {
+        Some(rest) => (rest, true),
+        None => (text, false),
     }
-    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| BadValue("not an ISO date (DateStyle must be ISO)"))?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date");
-    Ok(Some((date - epoch).num_days() as i32))
 }
 
-/// An ISO timestamp (`2024-05-01 12:00:00.5+02` with a zone, or without one, read as UTC)
-/// → µs since 1970-01-01 UTC; `None` for ±infinity.
-pub fn parse_timestamp(text: &str, with_zone: bool) -> Result<Option<i64>, BadValue> {
-    if text == "infinity" || text == "-infinity" {
-        return Ok(None);
-    }
-    let micros = if with_zone {
-        DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
-            .map_err(|_| BadValue("not an ISO timestamptz (DateStyle must be ISO)"))?
-            .timestamp_micros()
-    } else {
-        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-            .map_err(|_| BadValue("not an ISO timestamp (DateStyle must be ISO)"))?
-            .and_utc()
-            .timestamp_micros()
+/// `YYYY-MM-DD` (four or more year digits, ` BC` after) as a date. PostgreSQL's year 1 BC
+/// is the proleptic year 0, 2 BC is -1, and so on.
+fn date_part(text: &str, before_christ: bool) -> Result<NaiveDate, BadValue> {
+    const NOT_A_DATE: BadValue = BadValue("not an ISO date");
+    let mut parts = text.splitn(3, '-');
+    let (Some(year), Some(month), Some(day)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NOT_A_DATE);
     };
-    Ok(Some(micros))
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(year) && year.len() >= 4 && digits(month) && digits(day)) {
+        return Err(NOT_A_DATE);
+    }
+    let year: i32 = year.parse().map_err(|_| NOT_A_DATE)?;
+    let year = if before_christ { 1 - year } else { year };
+    let month: u32 = month.parse().map_err(|_| NOT_A_DATE)?;
+    let day: u32 = day.parse().map_err(|_| NOT_A_DATE)?;
+    NaiveDate::from_ymd_opt(year, month, day).ok_or(NOT_A_DATE)
+}
+
+/// An ISO date (`2024-05-01`, `0044-03-15 BC`) → days since 1970-01-01.
+pub fn parse_date(text: &str) -> Result<i32, BadValue> {
+    if text == "infinity" || text == "-infinity" {
+        return Err(INFINITE);
+    }
+    let (text, before_christ) = era(text);
+    let date = date_part(text, before_christ)?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date");
+    i32::try_from((date - epoch).num_days()).map_err(|_| BadValue("date out of range"))
+}
+
+/// An ISO timestamp (`2024-05-01 12:00:00.5+02`, `1850-06-01 12:00:00+05:53:28`,
+/// `0044-03-15 12:00:00+00 BC`; without a zone, read as UTC) → µs since 1970-01-01 UTC.
+pub fn parse_timestamp(text: &str, with_zone: bool) -> Result<i64, BadValue> {
+    const NOT_A_TIMESTAMP: BadValue = BadValue("not an ISO timestamp");
+    if text == "infinity" || text == "-infinity" {
+        return Err(INFINITE);
+    }
+    let (text, before_christ) = era(text);
+    let (date, rest) = text.split_once(' ').ok_or(NOT_A_TIMESTAMP)?;
+    let date = date_part(date, before_christ).map_err(|_| NOT_A_TIMESTAMP)?;
+    // The offset starts at the first sign after the time (times never hold one).
+    let (time, offset) = match rest.find(['+', '-']) {
+        Some(at) if with_zone => (&rest[..at], Some(&rest[at..])),
+        Some(_) => return Err(NOT_A_TIMESTAMP),
+        None if with_zone => return Err(NOT_A_TIMESTAMP),
+        None => (rest, None),
+    };
+    let time = NaiveTime::parse_from_str(time, "%H:%M:%S%.f").map_err(|_| NOT_A_TIMESTAMP)?;
+    let local = NaiveDateTime::new(date, time);
+    let utc = match offset {
+        None => local.and_utc(),
+        Some(offset) => {
+            let seconds = offset_seconds(offset).ok_or(NOT_A_TIMESTAMP)?;
+            FixedOffset::east_opt(seconds)
+                .and_then(|zone| zone.from_local_datetime(&local).single())
+                .ok_or(NOT_A_TIMESTAMP)?
+                .to_utc()
+        }
+    };
+    Ok(utc.timestamp_micros())
+}
+
+/// `+HH`, `+HH:MM` or `+HH:MM:SS` (or `-`) → seconds east of UTC.
+fn offset_seconds(text: &str) -> Option<i32> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let mut total = 0i32;
+    let mut parts = 0;
+    for (part, scale) in rest.split(':').zip([3600, 60, 1]) {
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        total += part.parse::<i32>().ok()? * scale;
+        parts += 1;
+    }
+    (parts == rest.split(':').count()).then_some(sign * total)
 }
 
 #[cfg(test)]
@@ -204,13 +337,17 @@ mod tests {
         times
             .append_binary(Some(&1_500_000i64.to_be_bytes()))
             .unwrap();
-        times.append_binary(Some(&i64::MAX.to_be_bytes())).unwrap();
+        assert_eq!(
+            times.append_binary(Some(&i64::MAX.to_be_bytes())),
+            Err(INFINITE),
+            "infinity has no staged value"
+        );
         let times = times.finish();
+        assert_eq!(times.len(), 1, "nothing appended for the refused value");
         assert_eq!(
             times.as_primitive::<TimestampMicrosecondType>().value(0),
             946_684_801_500_000
         );
-        assert!(times.is_null(1), "infinity has no staged value");
 
         let mut text = ColumnValues::new(ValueKind::Text, 1);
         assert_eq!(
@@ -223,27 +360,90 @@ mod tests {
     fn text_values_parse_like_their_binary_twins() {
         assert_eq!(
             parse_timestamp("2000-01-01 00:00:01.5+00", true),
-            Ok(Some(946_684_801_500_000))
+            Ok(946_684_801_500_000)
         );
         assert_eq!(
             parse_timestamp("2000-01-01 02:00:01.5+02", true),
-            Ok(Some(946_684_801_500_000))
+            Ok(946_684_801_500_000)
         );
         assert_eq!(
             parse_timestamp("2000-01-01 05:30:01.5+05:30", true),
-            Ok(Some(946_684_801_500_000))
+            Ok(946_684_801_500_000)
         );
         assert_eq!(
             parse_timestamp("2000-01-01 00:00:01.5", false),
-            Ok(Some(946_684_801_500_000))
+            Ok(946_684_801_500_000)
         );
         assert_eq!(
             parse_timestamp("2000-01-01 00:00:01", false),
-            Ok(Some(946_684_801_000_000))
+            Ok(946_684_801_000_000)
         );
-        assert_eq!(parse_timestamp("infinity", true), Ok(None));
-        assert_eq!(parse_date("2000-01-02"), Ok(Some(10_958)));
+        assert_eq!(parse_timestamp("infinity", true), Err(INFINITE));
+        assert_eq!(parse_date("-infinity"), Err(INFINITE));
+        assert_eq!(parse_date("2000-01-02"), Ok(10_958));
         assert!(parse_date("01/02/2000").is_err());
+        assert!(parse_date("02.01.2000").is_err());
+    }
+
+    #[test]
+    fn dates_before_christ_and_after_9999_parse() {
+        let days = |y, m, d| {
+            (NaiveDate::from_ymd_opt(y, m, d).unwrap()
+                - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap())
+            .num_days() as i32
+        };
+        // 1 BC is the proleptic year 0.
+        assert_eq!(parse_date("0001-01-01 BC"), Ok(days(0, 1, 1)));
+        assert_eq!(parse_date("0044-03-15 BC"), Ok(days(-43, 3, 15)));
+        assert_eq!(parse_date("4713-01-01 BC"), Ok(days(-4712, 1, 1)));
+        assert_eq!(parse_date("12000-01-01"), Ok(days(12_000, 1, 1)));
+        let micros = |y, m, d, h, min, s| {
+            NaiveDate::from_ymd_opt(y, m, d)
+                .unwrap()
+                .and_hms_opt(h, min, s)
+                .unwrap()
+                .and_utc()
+                .timestamp_micros()
+        };
+        assert_eq!(
+            parse_timestamp("0044-03-15 12:00:00+00 BC", true),
+            Ok(micros(-43, 3, 15, 12, 0, 0))
+        );
+        assert_eq!(
+            parse_timestamp("0100-01-01 10:00:00 BC", false),
+            Ok(micros(-99, 1, 1, 10, 0, 0))
+        );
+        assert_eq!(
+            parse_timestamp("12000-01-01 00:00:00+00", true),
+            Ok(micros(12_000, 1, 1, 0, 0, 0))
+        );
+    }
+
+    #[test]
+    fn zone_offsets_with_seconds_parse() {
+        // Asia/Kolkata's local mean time before 1900, as PostgreSQL prints it.
+        let noon_utc = NaiveDate::from_ymd_opt(1850, 6, 1)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros();
+        assert_eq!(
+            parse_timestamp("1850-06-01 17:53:28+05:53:28", true),
+            Ok(noon_utc)
+        );
+        assert_eq!(
+            parse_timestamp("1850-06-01 07:03:58-04:56:02", true),
+            Ok(noon_utc)
+        );
+        assert_eq!(
+            parse_timestamp("1850-06-01 12:00:00+00", true),
+            Ok(noon_utc)
+        );
+        assert!(parse_timestamp("1850-06-01 12:00:00+5", true).is_err());
+        assert!(parse_timestamp("1850-06-01 12:00:00+05:53:28:01", true).is_err());
+        assert!(parse_timestamp("1850-06-01 12:00:00", true).is_err());
+        assert!(parse_timestamp("1850-06-01 12:00:00+00", false).is_err());
 
         let mut floats = ColumnValues::new(ValueKind::Float, 3);
         floats.append_text(Some("1.5"), ValueKind::Float).unwrap();

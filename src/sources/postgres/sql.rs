@@ -9,15 +9,17 @@ pub use crate::sql::quote_ident;
 use crate::sql::render;
 
 use super::catalog::{SourceColumn, TableSpec, ValueKind};
+use crate::reconcile::drift::{HashKind, Key};
+use crate::reconcile::listing;
 
 /// The statement templates, embedded at build time.
 pub mod templates {
-    pub const SET_DATESTYLE: &str = include_str!("../../../sql/postgres_source/set_datestyle.sql");
-    pub const SET_TIMEZONE: &str = include_str!("../../../sql/postgres_source/set_timezone.sql");
+    pub const SESSION_SETTINGS: &str =
+        include_str!("../../../sql/postgres_source/session_settings.sql");
+    pub const WAL_SENDER_TIMEOUT: &str =
+        include_str!("../../../sql/postgres_source/wal_sender_timeout.sql");
     pub const SHOW_WAL_LEVEL: &str =
         include_str!("../../../sql/postgres_source/show_wal_level.sql");
-    pub const SHOW_DATESTYLE: &str =
-        include_str!("../../../sql/postgres_source/show_datestyle.sql");
     pub const CAN_REPLICATE: &str = include_str!("../../../sql/postgres_source/can_replicate.sql");
     pub const TABLE_COLUMNS: &str = include_str!("../../../sql/postgres_source/table_columns.sql");
     pub const CURRENT_WAL_LSN: &str =
@@ -45,6 +47,10 @@ pub mod templates {
     pub(super) const COPY_OUT: &str = include_str!("../../../sql/postgres_source/copy_out.sql");
     pub(super) const TOAST_VALUES: &str =
         include_str!("../../../sql/postgres_source/toast_values.sql");
+    pub(super) const LIST_KEYS: &str = include_str!("../../../sql/postgres_source/list_keys.sql");
+    pub(super) const LIST_ROWS: &str = include_str!("../../../sql/postgres_source/list_rows.sql");
+    pub(crate) const PEEK_CHANGES: &str =
+        include_str!("../../../sql/postgres_source/peek_changes.sql");
 }
 
 /// A string literal: single quotes, embedded ones doubled (standard_conforming_strings is on
@@ -184,6 +190,91 @@ pub fn toast_values(spec: &TableSpec, columns: &[usize]) -> String {
     )
 }
 
+/// The hash kind of each column: the canonical text both sides compute (`reconcile::listing`).
+pub fn hash_columns(spec: &TableSpec) -> Vec<(String, HashKind)> {
+    spec.columns
+        .iter()
+        .map(|column| {
+            let kind = match column.kind {
+                ValueKind::Int => HashKind::Int,
+                ValueKind::Float => HashKind::Float,
+                ValueKind::Bool => HashKind::Bool,
+                ValueKind::Date => HashKind::Date,
+                ValueKind::Timestamp { .. } => HashKind::Timestamp,
+                ValueKind::Text => HashKind::Text,
+            };
+            (column.name.clone(), kind)
+        })
+        .collect()
+}
+
+/// `syncline reconcile`'s listing of the table, sorted by key: in cursor mode the key and the
+/// cursor as the version (a row without one is version 0, as a load stages it); in CDC mode the
+/// key and the content hash (the versions are LSNs, which the destination cannot match).
+pub fn list_keys(spec: &TableSpec, by_hash: bool) -> String {
+    let key = spec.key();
+    let (select_key, order) = listing::key_sql(&key.name, key.kind == ValueKind::Int);
+    let version = match (&spec.cursor, by_hash) {
+        (Some(cursor), false) => {
+            let column = quote_ident(&cursor.name);
+            let value = match cursor.kind {
+                ValueKind::Timestamp { .. } => listing::micros_sql(&column),
+                _ => format!("{column}::int8"),
+            };
+            format!("coalesce({value}, 0)")
+        }
+        _ => "NULL::int8".to_string(),
+    };
+    let hash = if by_hash {
+        listing::row_hash_sql(&hash_columns(spec))
+    } else {
+        "NULL::text".to_string()
+    };
+    statement(
+        templates::LIST_KEYS,
+        &[
+            ("key", &select_key),
+            ("version", &version),
+            ("hash", &hash),
+            ("table", &spec.qualified()),
+            ("order", &order),
+        ],
+    )
+}
+
+/// `COPY` of the select expressions `columns` in key order (`reconcile::drift`'s order).
+pub fn list_rows(spec: &TableSpec, columns: &[String]) -> String {
+    let key = spec.key();
+    let (_, order) = listing::key_sql(&key.name, key.kind == ValueKind::Int);
+    statement(
+        templates::LIST_ROWS,
+        &[
+            ("columns", &columns.join(", ")),
+            ("table", &spec.qualified()),
+            ("order", &order),
+        ],
+    )
+}
+
+/// The condition that selects the rows whose key is one of `keys` (a repair's fetch).
+pub fn key_in(spec: &TableSpec, keys: &[Key]) -> String {
+    let key = spec.key();
+    let values: Vec<String> = keys
+        .iter()
+        .map(|k| match k {
+            Key::Int(value) => value.to_string(),
+            Key::Text(value) => literal(value),
+        })
+        .collect();
+    let array = if key.kind == ValueKind::Int {
+        format!("ARRAY[{}]::int8[]", values.join(", "))
+    } else {
+        // format_type's output: a type name PostgreSQL already quoted where needed.
+        format!("ARRAY[{}]::text[]::{}[]", values.join(", "), key.sql_type)
+    };
+    format!("{} = ANY({array})", quote_ident(&key.name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,10 +367,9 @@ mod tests {
     #[test]
     fn static_statements_need_no_rendering() {
         for template in [
-            templates::SET_DATESTYLE,
-            templates::SET_TIMEZONE,
+            templates::SESSION_SETTINGS,
+            templates::WAL_SENDER_TIMEOUT,
             templates::SHOW_WAL_LEVEL,
-            templates::SHOW_DATESTYLE,
             templates::CAN_REPLICATE,
             templates::TABLE_COLUMNS,
             templates::CURRENT_WAL_LSN,

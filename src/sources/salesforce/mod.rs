@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use crate::Result;
 use crate::config::SalesforceConfig;
 use crate::load::CursorRange;
+use crate::reconcile::drift::{Compare, Key, Listed, SourceListing};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
 
 mod bulk;
@@ -50,6 +51,11 @@ use reader::{Reader, Route, Settings};
 
 /// The key column of every Salesforce stream: the 18-character record Id.
 pub const KEY: &str = "Id";
+
+/// REST query pages hold up to 2,000 records (A2).
+const QUERY_PAGE: u64 = 2_000;
+/// Ids per `WHERE Id IN (...)` of a repair: 200 keep the URI far below its limit.
+const FETCH_IDS: usize = 200;
 
 /// Reads the configured sObjects. One instance lives for one run: describes are cached per
 /// instance, so every run sees fields added since the last one.
@@ -262,6 +268,144 @@ impl Source for SalesforceSource {
             cursor,
             items,
         })
+    }
+
+    /// `SELECT Id, <cursor> FROM O WHERE IsDeleted = false ORDER BY Id` through REST, no
+    /// other field: one call per 2,000 records.
+    async fn list_keys(
+        &self,
+        stream: &str,
+        _batch_rows: usize,
+        _arrow_hash: bool,
+    ) -> Result<SourceListing> {
+        let plan = self.plan(stream).await?;
+        let Some(cursor_field) = plan.cursor.clone().filter(|_| plan.queryable) else {
+            return Ok(SourceListing {
+                key: KEY.to_string(),
+                int_key: false,
+                compare: Compare::Version,
+                items: futures::stream::empty().boxed(),
+            });
+        };
+        let soql = soql::select(
+            &[KEY.to_string(), cursor_field.clone()],
+            &plan.object,
+            Some("IsDeleted = false"),
+            Some(soql::ID_ORDER),
+        );
+        let first = soql::query_all_path(self.client.version_path(), &soql);
+        let client = self.client.clone();
+        let object = plan.object.clone();
+        let items = futures::stream::try_unfold(Some(first), move |path: Option<String>| {
+            let client = client.clone();
+            let object = object.clone();
+            let cursor_field = cursor_field.clone();
+            async move {
+                let Some(path) = path else {
+                    return Ok(None);
+                };
+                let page = client.query(&path).await?;
+                let (records, next) = reader::page_parts(page, &object)?;
+                let listed = records
+                    .iter()
+                    .filter_map(|record| {
+                        let id = record.get(KEY).and_then(Value::as_str)?;
+                        let version = record
+                            .get(&cursor_field)
+                            .and_then(Value::as_str)
+                            .and_then(records::parse_millis);
+                        Some(Listed {
+                            key: Key::Text(id.to_string()),
+                            version: version.map(|ms| ms * 1000),
+                            hash: None,
+                        })
+                    })
+                    .collect::<Vec<_>>();
+                Ok::<_, crate::Error>(Some((listed, next)))
+            }
+        })
+        .boxed();
+        Ok(SourceListing {
+            key: KEY.to_string(),
+            int_key: false,
+            compare: Compare::Version,
+            items,
+        })
+    }
+
+    /// A record modified at or after the saved cursor (which never passes `now - lag`) is
+    /// newer than the last load read.
+    fn settled_until(&self, _stream: &str, cursor: Option<i64>) -> Option<i64> {
+        cursor.map(|ms| ms * 1000)
+    }
+
+    /// `queryAll` of every staged field `WHERE Id IN (...)`, 200 ids a query.
+    async fn fetch_keys(
+        &self,
+        stream: &str,
+        keys: Vec<Key>,
+        batch_rows: usize,
+    ) -> Result<Extraction> {
+        let plan = self.plan(stream).await?;
+        let schema = plan.schema.clone();
+        let queries: Vec<String> = keys
+            .chunks(FETCH_IDS)
+            .map(|chunk| {
+                let ids: Vec<String> = chunk
+                    .iter()
+                    .map(|key| {
+                        format!(
+                            "'{}'",
+                            key.to_string().replace('\\', "\\\\").replace('\'', "\\'")
+                        )
+                    })
+                    .collect();
+                soql::select(
+                    &plan.fields,
+                    &plan.object,
+                    Some(&format!("Id IN ({})", ids.join(","))),
+                    Some(soql::ID_ORDER),
+                )
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel::<Result<Extracted>>(2);
+        let client = self.client.clone();
+        let settings = self.settings();
+        tokio::spawn(async move {
+            for soql in queries {
+                if tx.is_closed() {
+                    return;
+                }
+                Reader::new(
+                    client.clone(),
+                    plan.clone(),
+                    settings.clone(),
+                    batch_rows,
+                    tx.clone(),
+                )
+                .run(Route::Ordered { soql })
+                .await;
+            }
+        });
+        let items = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
+        Ok(Extraction {
+            state: None,
+            schema,
+            key: KEY.to_string(),
+            cursor: CursorRange { from: None, to: 0 },
+            items,
+        })
+    }
+
+    fn list_cost(&self, rows: u64) -> u64 {
+        rows / QUERY_PAGE + 1
+    }
+
+    fn fetch_cost(&self, keys: u64) -> u64 {
+        keys.div_ceil(FETCH_IDS as u64)
     }
 
     fn api_usage(&self) -> Option<String> {

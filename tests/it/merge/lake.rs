@@ -25,6 +25,8 @@ impl DestinationUnderTest for Lake {
     const TYPE_NAMES: (&'static str, &'static str) = ("string", "long");
     /// Delta column names (without column mapping) cannot hold spaces, so no quoting is needed.
     const NEW_COLUMN: &'static str = "tier";
+    /// Each load is two Delta commits (tombstones, then the table).
+    const PROPERTY_CASES: u32 = 16;
 
     async fn start(_stage: &Path) -> Lake {
         let dir = tempfile::tempdir().unwrap();
@@ -37,15 +39,15 @@ impl DestinationUnderTest for Lake {
         &self.dest
     }
 
-    async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String> {
-        let table = self
+    async fn rows(&self, table: &str, columns: &[&str], soft: bool) -> Vec<String> {
+        let delta = self
             .dest
-            .open_table("people")
+            .open_table(table)
             .await
             .unwrap()
-            .expect("the people table exists");
+            .unwrap_or_else(|| panic!("the {table} table exists"));
         let ctx = SessionContext::new();
-        ctx.register_table("people", table.table_provider().await.unwrap())
+        ctx.register_table("people", delta.table_provider().await.unwrap())
             .unwrap();
         let mut exprs: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
         exprs.push("_syncline_version".into());

@@ -10,6 +10,7 @@
 //! (`merge::postgres::soft_deletes_and_undeletes`, ...), as vector's sink compliance tests do.
 
 mod lake;
+mod model;
 mod postgres;
 mod snowflake;
 
@@ -28,6 +29,7 @@ use syncline::schema::{deleted_field, version_field};
 use syncline::stage::{LoadWriter, Stage};
 
 use crate::support::{DeleteMode, batch_fingerprint};
+use model::merge_equals_the_model_in_any_load_split;
 
 /// One destination as the cases drive it.
 pub(super) trait DestinationUnderTest: Sized {
@@ -48,10 +50,14 @@ pub(super) trait DestinationUnderTest: Sized {
 
     fn destination(&self) -> &dyn Destination;
 
-    /// Every row of the `people` table, each as its `columns` in text (NULL as `null`), then
+    /// How many random cases [`merge_equals_the_model_in_any_load_split`] runs when
+    /// `PROPTEST_CASES` does not say.
+    const PROPERTY_CASES: u32 = 24;
+
+    /// Every row of `table`, each as its `columns` in text (NULL as `null`), then
     /// `_syncline_version` in epoch milliseconds, then with `soft` `t` or `f` for whether the
     /// row is marked deleted, all joined with `|`. Any order.
-    async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String>;
+    async fn rows(&self, table: &str, columns: &[&str], soft: bool) -> Vec<String>;
 }
 
 /// A destination under test and the stage its loads are written to.
@@ -88,7 +94,18 @@ impl<D: DestinationUnderTest> Target<D> {
     /// Stages `batch` as load `load_id` of the `people` stream, two rows a file so a load spans
     /// several files, and returns the request the pipeline would make for it.
     async fn stage(&self, load_id: &str, deletes: DeleteMode, batch: &RecordBatch) -> MergeRequest {
-        let dir = self.stage.load_dir("merge", "people", load_id);
+        self.stage_in("people", load_id, deletes, batch).await
+    }
+
+    /// [`Target::stage`] into `table` (the stream of the same name).
+    async fn stage_in(
+        &self,
+        table: &str,
+        load_id: &str,
+        deletes: DeleteMode,
+        batch: &RecordBatch,
+    ) -> MergeRequest {
+        let dir = self.stage.load_dir("merge", table, load_id);
         let mut writer = LoadWriter::new(&self.stage, dir, batch.schema(), 2);
         for start in (0..batch.num_rows()).step_by(2) {
             let rows = 2.min(batch.num_rows() - start);
@@ -97,8 +114,8 @@ impl<D: DestinationUnderTest> Target<D> {
         let files = writer.finish().await.unwrap();
         MergeRequest {
             load_id: load_id.into(),
-            stream: "people".into(),
-            table: "people".into(),
+            stream: table.into(),
+            table: table.into(),
             key: "id".into(),
             deletes,
             schema: batch.schema(),
@@ -125,7 +142,18 @@ impl<D: DestinationUnderTest> Target<D> {
         deletes: DeleteMode,
         batch: RecordBatch,
     ) -> syncline::Result<MergeOutcome> {
-        let request = self.stage(load_id, deletes, &batch).await;
+        self.merge_in("people", load_id, deletes, batch).await
+    }
+
+    /// [`Target::merge`] into `table` (the stream of the same name).
+    async fn merge_in(
+        &self,
+        table: &str,
+        load_id: &str,
+        deletes: DeleteMode,
+        batch: RecordBatch,
+    ) -> syncline::Result<MergeOutcome> {
+        let request = self.stage_in(table, load_id, deletes, &batch).await;
         self.dest().ensure_table(&request).await?;
         self.merge_staged(&request, batch).await
     }
@@ -137,7 +165,12 @@ impl<D: DestinationUnderTest> Target<D> {
 
     /// [`DestinationUnderTest::rows`], sorted.
     async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String> {
-        let mut rows = self.dut.rows(columns, soft).await;
+        self.rows_in("people", columns, soft).await
+    }
+
+    /// [`DestinationUnderTest::rows`] of `table`, sorted.
+    async fn rows_in(&self, table: &str, columns: &[&str], soft: bool) -> Vec<String> {
+        let mut rows = self.dut.rows(table, columns, soft).await;
         rows.sort();
         rows
     }
@@ -476,6 +509,173 @@ async fn an_empty_load_is_recorded<D: DestinationUnderTest>() {
     assert_eq!(t.people(false).await, ["1|a|100"]);
 }
 
+/// A hard delete leaves a tombstone: a later load re-sending an older version of the key, or
+/// the same version as the delete (a delete wins a tie), does not bring the row back; only a
+/// newer version does.
+async fn a_hard_deleted_row_stays_deleted_against_older_resends<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge(
+        "l1",
+        DeleteMode::Hard,
+        batch(&[(1, "a", 100, false), (2, "b", 100, false)], None),
+    )
+    .await
+    .unwrap();
+    let deleted = t
+        .merge("l2", DeleteMode::Hard, batch(&[(1, "a", 200, true)], None))
+        .await
+        .unwrap();
+    assert_eq!(counts(&deleted), (0, 0, 1), "{deleted:?}");
+    assert_eq!(t.people(false).await, ["2|b|100"]);
+
+    // The older file read again, then the delete's own version as a live row.
+    for (load, version) in [("l3", 150), ("l4", 100), ("l5", 200)] {
+        let resend = t
+            .merge(
+                load,
+                DeleteMode::Hard,
+                batch(&[(1, "a-old", version, false)], None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(counts(&resend), (0, 0, 0), "{load}: {resend:?}");
+        assert_eq!(t.people(false).await, ["2|b|100"], "after {load}");
+    }
+
+    let back = t
+        .merge(
+            "l6",
+            DeleteMode::Hard,
+            batch(&[(1, "a-new", 300, false)], None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&back), (1, 0, 0), "{back:?}");
+    assert_eq!(t.people(false).await, ["1|a-new|300", "2|b|100"]);
+}
+
+/// A delete of a key the table never held is remembered: hard mode keeps a tombstone, soft
+/// mode a row marked deleted (key and version, other columns NULL). An older or same-version
+/// live row arriving in a later load stays out; a newer one comes in.
+async fn a_delete_of_an_unseen_key_holds_against_older_versions<D: DestinationUnderTest>() {
+    for deletes in [DeleteMode::Hard, DeleteMode::Soft] {
+        let t = Target::<D>::start().await;
+        let soft = deletes == DeleteMode::Soft;
+        t.merge("l1", deletes, batch(&[(2, "b", 100, false)], None))
+            .await
+            .unwrap();
+        let unseen = t
+            .merge("l2", deletes, batch(&[(5, "e", 200, true)], None))
+            .await
+            .unwrap();
+        // Soft mode writes a row marked deleted; hard mode removes no row.
+        let expected_deleted = u64::from(soft);
+        assert_eq!(
+            counts(&unseen),
+            (0, 0, expected_deleted),
+            "{deletes:?}: {unseen:?}"
+        );
+        let after_delete: Vec<&str> = if soft {
+            vec!["2|b|100|f", "5|null|200|t"]
+        } else {
+            vec!["2|b|100"]
+        };
+        assert_eq!(t.people(soft).await, after_delete, "{deletes:?}");
+
+        for (load, version) in [("l3", 150), ("l4", 200)] {
+            let older = t
+                .merge(load, deletes, batch(&[(5, "e-old", version, false)], None))
+                .await
+                .unwrap();
+            assert_eq!(counts(&older), (0, 0, 0), "{deletes:?} {load}: {older:?}");
+            assert_eq!(
+                t.people(soft).await,
+                after_delete,
+                "{deletes:?} after {load}"
+            );
+        }
+
+        let newer = t
+            .merge("l5", deletes, batch(&[(5, "e-new", 300, false)], None))
+            .await
+            .unwrap();
+        let expected: Vec<&str> = if soft {
+            assert_eq!(counts(&newer), (0, 1, 0), "{deletes:?}: {newer:?}");
+            vec!["2|b|100|f", "5|e-new|300|f"]
+        } else {
+            assert_eq!(counts(&newer), (1, 0, 0), "{deletes:?}: {newer:?}");
+            vec!["2|b|100", "5|e-new|300"]
+        };
+        assert_eq!(t.people(soft).await, expected, "{deletes:?}");
+    }
+}
+
+/// A delete and a live row of the same version in separate loads: the delete wins, in either
+/// order and either mode.
+async fn a_delete_wins_a_tie_across_loads<D: DestinationUnderTest>() {
+    for deletes in [DeleteMode::Hard, DeleteMode::Soft] {
+        let soft = deletes == DeleteMode::Soft;
+        let t = Target::<D>::start().await;
+        // Key 1: live first, then the delete of the same version.
+        // Key 2: the delete first, then the live row of the same version.
+        t.merge(
+            "l1",
+            deletes,
+            batch(&[(1, "a", 100, false), (2, "b", 100, true)], None),
+        )
+        .await
+        .unwrap();
+        t.merge(
+            "l2",
+            deletes,
+            batch(&[(1, "a", 100, true), (2, "b", 100, false)], None),
+        )
+        .await
+        .unwrap();
+        let expected: Vec<&str> = if soft {
+            vec!["1|a|100|t", "2|null|100|t"]
+        } else {
+            vec![]
+        };
+        assert_eq!(t.people(soft).await, expected, "{deletes:?}");
+    }
+}
+
+/// A stream that moves from hard to soft deletes keeps its tombstones: an older delete and an
+/// older live row of a hard-deleted key leave it deleted; a newer row brings it back.
+async fn tombstones_keep_holding_after_a_move_to_soft_deletes<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    t.merge(
+        "l1",
+        DeleteMode::Hard,
+        batch(&[(1, "a", 100, false), (2, "b", 100, false)], None),
+    )
+    .await
+    .unwrap();
+    t.merge("l2", DeleteMode::Hard, batch(&[(1, "a", 300, true)], None))
+        .await
+        .unwrap();
+    for (load, rows) in [
+        ("l3", [(1, "a", 200, true)]),
+        ("l4", [(1, "a-old", 250, false)]),
+    ] {
+        let outcome = t
+            .merge(load, DeleteMode::Soft, batch(&rows, None))
+            .await
+            .unwrap();
+        assert_eq!(counts(&outcome), (0, 0, 0), "{load}: {outcome:?}");
+        assert_eq!(t.people(true).await, ["2|b|100|f"], "after {load}");
+    }
+    t.merge(
+        "l5",
+        DeleteMode::Soft,
+        batch(&[(1, "a-new", 400, false)], None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.people(true).await, ["1|a-new|400|f", "2|b|100|f"]);
+}
+
 /// One `#[tokio::test]` per merge case for the destination `$dut`, named after the case.
 macro_rules! every_case {
     ($dut:ty) => {
@@ -487,6 +687,11 @@ macro_rules! every_case {
             an_incompatible_type_change_is_schema_drift,
             a_float_load_into_an_integer_column_never_rounds_it,
             an_empty_load_is_recorded,
+            a_hard_deleted_row_stays_deleted_against_older_resends,
+            a_delete_of_an_unseen_key_holds_against_older_versions,
+            a_delete_wins_a_tie_across_loads,
+            tombstones_keep_holding_after_a_move_to_soft_deletes,
+            merge_equals_the_model_in_any_load_split,
         );
     };
     (@each $dut:ty: $($case:ident),* $(,)?) => {

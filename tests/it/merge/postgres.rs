@@ -30,7 +30,7 @@ impl DestinationUnderTest for Postgres {
         &self.dest
     }
 
-    async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String> {
+    async fn rows(&self, table: &str, columns: &[&str], soft: bool) -> Vec<String> {
         let mut exprs: Vec<String> = columns
             .iter()
             .map(|c| format!("coalesce(\"{c}\"::text, 'null')"))
@@ -39,7 +39,10 @@ impl DestinationUnderTest for Postgres {
         if soft {
             exprs.push("CASE WHEN _syncline_deleted_at IS NULL THEN 'f' ELSE 't' END".into());
         }
-        let sql = format!("SELECT concat_ws('|', {}) FROM t.people", exprs.join(", "));
+        let sql = format!(
+            "SELECT concat_ws('|', {}) FROM t.\"{table}\"",
+            exprs.join(", ")
+        );
         connect(&self.pg.url)
             .await
             .query(&sql, &[])

@@ -18,6 +18,8 @@ impl DestinationUnderTest for Snowflake {
     const TYPE_NAMES: (&'static str, &'static str) = ("TEXT", "NUMBER");
     const NEW_COLUMN: &'static str = "Lead Score";
     const MERGES_EMPTY_LOADS: bool = false;
+    /// The emulator takes about a second a load.
+    const PROPERTY_CASES: u32 = 12;
 
     async fn start(stage: &Path) -> Snowflake {
         let emulator = TestSnowflake::start().await;
@@ -31,13 +33,13 @@ impl DestinationUnderTest for Snowflake {
         &self.dest
     }
 
-    async fn rows(&self, columns: &[&str], soft: bool) -> Vec<String> {
+    async fn rows(&self, table: &str, columns: &[&str], soft: bool) -> Vec<String> {
         let mut exprs: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
         exprs.push("TO_VARCHAR(DATE_PART(EPOCH_MILLISECOND, \"_syncline_version\"))".into());
         if soft {
             exprs.push("CASE WHEN \"_syncline_deleted_at\" IS NULL THEN 'f' ELSE 't' END".into());
         }
-        let sql = format!("SELECT {} FROM \"crm\".\"people\"", exprs.join(", "));
+        let sql = format!("SELECT {} FROM \"crm\".\"{table}\"", exprs.join(", "));
         self.emulator
             .rows(&sql)
             .await

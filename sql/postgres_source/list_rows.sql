@@ -1,0 +1,1 @@
+COPY (SELECT {columns} FROM {table} ORDER BY {order}) TO STDOUT (FORMAT binary)

@@ -1,1 +1,0 @@
-SET DateStyle = 'ISO, MDY'

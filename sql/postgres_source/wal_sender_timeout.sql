@@ -1,0 +1,1 @@
+SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'
