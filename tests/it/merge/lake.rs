@@ -26,7 +26,7 @@ impl DestinationUnderTest for Lake {
     /// Delta column names (without column mapping) cannot hold spaces, so no quoting is needed.
     const NEW_COLUMN: &'static str = "tier";
     /// Each load is two Delta commits (tombstones, then the table).
-    const PROPERTY_CASES: u32 = 16;
+    const PROPERTY_CASES: u32 = 12;
 
     async fn start(_stage: &Path) -> Lake {
         let dir = tempfile::tempdir().unwrap();
