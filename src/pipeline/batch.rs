@@ -359,6 +359,7 @@ impl StreamRunner<'_> {
         };
         report.mode = Some(mode);
 
+        let started = chrono::Utc::now();
         let extraction = self
             .source
             .extract(ExtractRequest {
@@ -370,8 +371,19 @@ impl StreamRunner<'_> {
             })
             .await?;
         info!(stream, load_id, ?mode, "extracting");
-        self.stage_extraction(stream, since, load_id, mode, extraction, report)
-            .await
+        let mut manifest = self
+            .stage_extraction(stream, since, load_id, mode, extraction, report)
+            .await?;
+        // Only a full load that read everything proves the rows it lacks are gone: one that
+        // stopped early did not see them, and a dead-lettered record is still at the source.
+        if mode == LoadMode::Full
+            && report.stopped.is_none()
+            && manifest.dead_letter.is_none()
+            && !manifest.keeps_cursor
+        {
+            manifest.complete_as_of = Some(started);
+        }
+        Ok(manifest)
     }
 
     /// Stages what `extraction` yields as load `load_id` and proves the staged files hold
@@ -416,6 +428,7 @@ impl StreamRunner<'_> {
             checksum: 0,
             files: staged.files,
             dead_letter: staged.dead_letter,
+            complete_as_of: None,
         };
         let read_back = self.stage.fingerprint(&manifest).await?;
         report.rows_staged = read_back.rows;
@@ -550,6 +563,7 @@ impl StreamRunner<'_> {
             schema: manifest.arrow_schema()?,
             staged: manifest.fingerprint(),
             files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+            complete: manifest.complete_as_of,
         };
         let change = self.destination.ensure_table(&request).await?;
         if change.created_table || !change.added_columns.is_empty() {
