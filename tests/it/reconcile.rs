@@ -1088,3 +1088,48 @@ async fn a_hubspot_full_refresh_deletes_purged_records_in_snowflake() {
     assert!(after.is_clean(), "{after:#?}");
     assert_eq!(after.destination_rows, 117);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_full_refresh_marks_purged_records_deleted_in_snowflake() {
+    let harness = Harness::start(
+        SimConfig {
+            contacts: 120,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let snowflake = crate::support::snowflake::TestSnowflake::start().await;
+    let destination = snowflake
+        .destination_toml(&harness.stage_dir())
+        .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any");
+    harness.write_hubspot_config(
+        &["contacts"],
+        "",
+        &destination,
+        "[streams.contacts]\ndeletes = \"soft\"",
+    );
+    let env = harness.env();
+    run(&harness.config_path, &env);
+    let sim = &harness.sim.hubspot;
+    let archived = sim.archive("contacts", 3);
+    assert_eq!(sim.purge_archived("contacts"), archived);
+
+    let (code, report) = run_args(&harness.config_path, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(report.streams[0].rows_deleted, 3, "{report:#?}");
+    let marked = snowflake
+        .rows(
+            "SELECT \"id\" FROM \"crm\".\"contacts\" WHERE \"_syncline_deleted_at\" IS NOT NULL ORDER BY 1",
+        )
+        .await;
+    let expected: Vec<Vec<Option<String>>> = archived
+        .iter()
+        .map(|id| vec![Some(id.to_string())])
+        .collect();
+    assert_eq!(marked, expected);
+    let (code, report, text) = reconcile(&harness.config_path, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(drift(report.as_ref().unwrap()).destination_rows, 117);
+}
