@@ -1133,3 +1133,37 @@ async fn a_hubspot_full_refresh_marks_purged_records_deleted_in_snowflake() {
     assert_eq!(code, 0, "{text}");
     assert_eq!(drift(report.as_ref().unwrap()).destination_rows, 117);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_float4_column_stages_one_value_from_the_snapshot_and_the_stream() {
+    let setup = PgSetup::start("logical", "", "").await;
+    setup
+        .source()
+        .await
+        .batch_execute("ALTER TABLE contacts ADD COLUMN ratio real; UPDATE contacts SET ratio = 1.1")
+        .await
+        .unwrap();
+    let env = setup.env();
+    run(&setup.config, &env);
+    // The same float4 value again, now decoded from pgoutput's text rather than COPY's binary.
+    setup
+        .source()
+        .await
+        .batch_execute("UPDATE contacts SET ratio = 1.1, email = 'streamed' WHERE id % 5 = 0")
+        .await
+        .unwrap();
+    run(&setup.config, &env);
+    let ratios: Vec<f64> = setup
+        .dest()
+        .await
+        .query("SELECT DISTINCT ratio FROM crm.contacts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ratios, [f64::from(1.1f32)]);
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(drift(report.as_ref().unwrap()).is_clean(), "{report:#?}");
+}
