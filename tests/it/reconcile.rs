@@ -975,8 +975,15 @@ async fn a_full_refresh_marks_the_rows_the_source_no_longer_has_deleted_in_soft_
         "SELECT id FROM crm.contacts WHERE _syncline_deleted_at IS NOT NULL ORDER BY id",
     )
     .await;
-    assert_eq!(marked, [30, 31], "soft deletes keep the rows with a delete time");
-    assert_eq!(ids_of(&dest, "SELECT count(*) FROM crm.contacts").await, [300]);
+    assert_eq!(
+        marked,
+        [30, 31],
+        "soft deletes keep the rows with a delete time"
+    );
+    assert_eq!(
+        ids_of(&dest, "SELECT count(*) FROM crm.contacts").await,
+        [300]
+    );
     let (code, report, text) = reconcile(&setup.config, &env, &[]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(drift(report.as_ref().unwrap()).destination_rows, 298);
@@ -1047,7 +1054,10 @@ async fn a_hubspot_full_refresh_deletes_purged_records_unless_the_quota_stops_it
     let stream = &report.streams[0];
     assert!(stream.stopped.is_some(), "{stream:#?}");
     assert_eq!(stream.rows_deleted, 0, "{stream:#?}");
-    assert_eq!(ids_of(&dest, "SELECT count(*) FROM crm.contacts").await, [450]);
+    assert_eq!(
+        ids_of(&dest, "SELECT count(*) FROM crm.contacts").await,
+        [450]
+    );
 
     sim.set_daily_limit(1_000_000);
     let (code, report) = run_args(&harness.config_path, &env, &["--full-refresh"]);
@@ -1140,7 +1150,9 @@ async fn a_float4_column_stages_one_value_from_the_snapshot_and_the_stream() {
     setup
         .source()
         .await
-        .batch_execute("ALTER TABLE contacts ADD COLUMN ratio real; UPDATE contacts SET ratio = 1.1")
+        .batch_execute(
+            "ALTER TABLE contacts ADD COLUMN ratio real; UPDATE contacts SET ratio = 1.1",
+        )
         .await
         .unwrap();
     let env = setup.env();

@@ -165,9 +165,9 @@ pub(crate) async fn apply(
         Some(_) => Some(find_orphans(&ctx, &table, layout, load_id, deduplicated.clone()).await?),
         None => None,
     };
-    let orphan_count = orphans
-        .as_ref()
-        .map_or(0, |batches| batches.iter().map(|b| b.num_rows() as u64).sum());
+    let orphan_count = orphans.as_ref().map_or(0, |batches| {
+        batches.iter().map(|b| b.num_rows() as u64).sum()
+    });
 
     let TombstoneTable { unloaded, existing } = tombstones;
     let mut tombstones = existing;
@@ -184,11 +184,12 @@ pub(crate) async fn apply(
             .await?,
         );
     }
-    if let Some(orphans) = orphans.filter(|_| layout.deletes == DeleteMode::Hard && orphan_count > 0) {
+    if let Some(orphans) =
+        orphans.filter(|_| layout.deletes == DeleteMode::Hard && orphan_count > 0)
+    {
         let orphans = ctx.read_batches(orphans).step("hold the orphans")?;
         tombstones = Some(
-            super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans)
-                .await?,
+            super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans).await?,
         );
     }
     let guarded = tombstones.is_some();

@@ -272,7 +272,10 @@ impl Destination for PostgresDestination {
                 .await
                 .step("delete the rows the source no longer has")?;
             if orphans > 0 {
-                info!(rows = orphans, "deleted rows the full load no longer carries");
+                info!(
+                    rows = orphans,
+                    "deleted rows the full load no longer carries"
+                );
             }
             deleted += orphans;
         }

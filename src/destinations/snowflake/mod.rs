@@ -449,7 +449,10 @@ impl SnowflakeDestination {
             };
             let orphans = optional_count(&row, column)?.unwrap_or(0);
             if orphans > 0 {
-                info!(rows = orphans, "deleted rows the full load no longer carries");
+                info!(
+                    rows = orphans,
+                    "deleted rows the full load no longer carries"
+                );
             }
             deleted += orphans;
         }

@@ -454,7 +454,12 @@ impl MergeSql {
             orphans: plan.orphans.map(|orphans| {
                 let as_of = format!(
                     "CAST({} AS TIMESTAMP_TZ)",
-                    quote_literal(&orphans.as_of.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string())
+                    quote_literal(
+                        &orphans
+                            .as_of
+                            .format("%Y-%m-%d %H:%M:%S%.6f+00:00")
+                            .to_string()
+                    )
                 );
                 OrphanSql {
                     tombstones: plan

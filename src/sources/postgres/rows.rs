@@ -97,9 +97,7 @@ impl ColumnValues {
         Ok(match kind {
             ValueKind::Int => Value::Int(i64::from_be_bytes(fixed(bytes)?)),
             // Read as float8: the COPY query casts float4 up, which keeps its exact value.
-            ValueKind::Float | ValueKind::Float4 => {
-                Value::Float(f64::from_be_bytes(fixed(bytes)?))
-            }
+            ValueKind::Float | ValueKind::Float4 => Value::Float(f64::from_be_bytes(fixed(bytes)?)),
             ValueKind::Bool => Value::Bool(fixed::<1>(bytes)?[0] != 0),
             ValueKind::Date => match i32::from_be_bytes(fixed(bytes)?) {
                 i32::MAX | i32::MIN => return Err(INFINITE),
