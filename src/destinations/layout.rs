@@ -11,7 +11,7 @@ use std::fmt;
 use arrow::datatypes::DataType;
 
 use super::MergeRequest;
-use super::plan::{Compare, MergePlan, Value};
+use super::plan::{Compare, MergePlan, Orphans, Value};
 use super::staged::{Naming, StagedType, check_staged_schema};
 use crate::error::{Classified, ErrorKind};
 use crate::load::DeleteMode;
@@ -223,6 +223,8 @@ pub(crate) struct TableLayout<T> {
     /// Every staged column in the staged schema's order, system columns included.
     pub staged: Vec<Column<T>>,
     pub deletes: DeleteMode,
+    /// A complete full load's orphans (see [`MergeRequest::complete`]).
+    pub orphans: Option<Orphans>,
 }
 
 /// What an existing table needs before a load can be merged into it.
@@ -286,6 +288,7 @@ impl<T: ColumnType> TableLayout<T> {
             key: request.key.clone(),
             staged,
             deletes: request.deletes,
+            orphans: request.complete.map(|as_of| Orphans { as_of }),
         })
     }
 
@@ -420,6 +423,7 @@ impl<T: ColumnType> TableLayout<T> {
                 ]
             }),
             tombstones: self.deletes == DeleteMode::Hard,
+            orphans: self.orphans,
         }
     }
 }
@@ -485,6 +489,7 @@ pub(crate) fn test_request(
         schema: std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
         staged: crate::reconcile::Fingerprint::default(),
         files: Vec::new(),
+        complete: None,
     }
 }
 

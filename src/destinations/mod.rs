@@ -10,6 +10,10 @@
 //! - A delete is remembered where no row is left to carry it (hard deletes: a tombstone in a
 //!   side table; soft deletes: a row marked deleted, also for a key the table never held), so
 //!   an older version arriving in a later load never brings the key back (see `plan`).
+//! - A complete full load ([`MergeRequest::complete`]) leaves the table equal to the source:
+//!   in the same transaction, every live row whose key the load lacks is deleted (hard: with
+//!   a tombstone at the row's version; soft: marked deleted), unless a load that started after
+//!   this one wrote it (see `plan::Orphans`).
 //! - State (cursors) may advance only after `merge` returned Ok.
 
 use arrow::datatypes::SchemaRef;
@@ -105,6 +109,11 @@ pub struct MergeRequest {
     /// Destinations that read the stage themselves (Snowflake's `COPY INTO`) load exactly these;
     /// the others take the rows from the batches passed to `merge`.
     pub files: Vec<String>,
+    /// `Some(when)` for a complete full load: it holds every record the source had when its
+    /// extraction started at `when` (no early stop, no dead letter), so the table's rows it
+    /// lacks are gone from the source and the merge deletes them (module contract). `None`
+    /// for every other load, which never deletes a row it does not carry.
+    pub complete: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a merge did.
@@ -114,6 +123,7 @@ pub struct MergeOutcome {
     pub skipped: bool,
     pub inserted: u64,
     pub updated: u64,
+    /// Deletes applied, a complete full load's orphans included.
     pub deleted: u64,
     /// Count and checksum of the rows the destination received, computed by the destination.
     pub received: Fingerprint,

@@ -21,6 +21,9 @@
 //!   a tombstone older than a live row is inert (rows the table holds are compared with the row,
 //!   never with the tombstone). Because a tombstone depends only on the loads' deletes and not
 //!   on the table, recording it is idempotent and may happen before the table's merge commits.
+//!
+//! A complete full load also deletes the table's live rows whose key it lacks, the orphans:
+//! they are gone from the source (see [`Orphans`]).
 
 use crate::load::DeleteMode;
 use crate::sql::quote_ident;
@@ -33,6 +36,20 @@ pub(crate) const TOMBSTONE_TABLE: &str = "_syncline_tombstones";
 /// The key's tombstone version, joined to the incoming rows where a destination's insert clause
 /// can only see the incoming rows (Snowflake's and delta-rs' MERGE); NULL for no tombstone.
 pub(crate) const TOMBSTONE_COLUMN: &str = "_syncline_tombstone";
+
+/// The orphans a complete full load deletes: the table's live rows whose key the load lacks
+/// and that no later load wrote. Load ids are UUIDv7, which sort by the time the load started,
+/// so "no later load" is `_syncline_load_id` sorting before the full load's id (or NULL): a row
+/// written by a load that started after the full load's extraction may hold a record the full
+/// load could not see yet, and is kept. Hard deletes remove an orphan and record a tombstone at
+/// the row's version (so a late re-send of that version cannot bring it back); soft deletes set
+/// its `_syncline_deleted_at` to [`Orphans::as_of`] and its load id, keeping its version and
+/// data. Either way the delete counts among the merge's deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Orphans {
+    /// When the full load's extraction started: when the source was seen without the row.
+    pub as_of: chrono::DateTime<chrono::Utc>,
+}
 
 /// Where a value a merge writes comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +98,8 @@ pub(crate) struct MergePlan<'a> {
     /// mode, a live row whose key the table lacks is inserted only when newer than the key's
     /// tombstone.
     pub tombstones: bool,
+    /// A complete full load: what it deletes besides the rows it carries; `None` otherwise.
+    pub orphans: Option<Orphans>,
 }
 
 impl Value<'_> {

@@ -364,6 +364,7 @@ impl<'a> StreamRunner<'a> {
         };
         report.mode = Some(mode);
 
+        let started = chrono::Utc::now();
         let extraction = self
             .source
             .extract(ExtractRequest {
@@ -375,8 +376,19 @@ impl<'a> StreamRunner<'a> {
             })
             .await?;
         info!(stream, load_id, ?mode, "extracting");
-        self.stage_extraction(stream, since, load_id, mode, extraction, report)
-            .await
+        let mut manifest = self
+            .stage_extraction(stream, since, load_id, mode, extraction, report)
+            .await?;
+        // Only a full load that read everything proves the rows it lacks are gone: one that
+        // stopped early did not see them, and a dead-lettered record is still at the source.
+        if mode == LoadMode::Full
+            && report.stopped.is_none()
+            && manifest.dead_letter.is_none()
+            && !manifest.keeps_cursor
+        {
+            manifest.complete_as_of = Some(started);
+        }
+        Ok(manifest)
     }
 
     /// Stages what `extraction` yields as load `load_id` and proves the staged files hold
@@ -421,6 +433,7 @@ impl<'a> StreamRunner<'a> {
             checksum: 0,
             files: staged.files,
             dead_letter: staged.dead_letter,
+            complete_as_of: None,
         };
         let read_back = self.stage.fingerprint(&manifest).await?;
         report.rows_staged = read_back.rows;
@@ -560,6 +573,7 @@ impl<'a> StreamRunner<'a> {
             schema: manifest.arrow_schema()?,
             staged: manifest.fingerprint(),
             files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+            complete: manifest.complete_as_of,
         };
         // A run that lost its stream's lease must not merge: another run owns the stream now.
         self.state.check_lease(&manifest.stream).await?;

@@ -320,6 +320,23 @@ impl HubspotSim {
         ids
     }
 
+    /// Purges every archived record, as HubSpot does once they pass its retention: they are no
+    /// longer listed, archived or not. Returns their ids, ascending.
+    pub fn purge_archived(&self, object: &str) -> Vec<i64> {
+        let kind = expect_kind(object);
+        let mut state = self.lock();
+        let store = &mut state.stores[kind.index()];
+        let mut ids: Vec<i64> = store
+            .records
+            .iter()
+            .filter(|record| record.archived)
+            .map(|record| record.id)
+            .collect();
+        store.records.retain(|record| !record.archived);
+        ids.sort_unstable();
+        ids
+    }
+
     /// Writes a raw value (or null) into one property of record `id`, bypassing type rules
     /// (for example `"not-a-number"` in a number property), and bumps its modified date.
     /// A write to the modified-date property itself wins over the bump.

@@ -58,6 +58,10 @@ pub struct Manifest {
     pub checksum: u64,
     pub files: Vec<StagedFile>,
     pub dead_letter: Option<DeadLetterFile>,
+    /// A complete full load (no early stop, no dead letter): when its extraction started.
+    /// Merging it deletes the destination rows it lacks (`destinations::MergeRequest::complete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete_as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Manifest {

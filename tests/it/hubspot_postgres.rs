@@ -113,6 +113,7 @@ async fn replaying_a_staged_load_changes_nothing() {
         schema: manifest.arrow_schema().unwrap(),
         staged: manifest.fingerprint(),
         files: Vec::new(),
+        complete: None,
     };
     let outcome = destination
         .merge(&request, stage.read_load(&manifest))

@@ -228,6 +228,7 @@ async fn replaying_a_load_changes_nothing_even_after_the_session_expired() {
         schema: manifest.arrow_schema().unwrap(),
         staged: manifest.fingerprint(),
         files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+        complete: None,
     };
     let outcome = destination
         .merge(&request, stage.read_load(&manifest))

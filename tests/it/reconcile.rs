@@ -864,3 +864,318 @@ async fn a_repair_that_runs_out_of_api_quota_stops_cleanly_and_the_next_one_fini
     assert_eq!(code, 0, "{text}");
     harness.assert_sf_converged("Account").await;
 }
+
+/// Runs `syncline run ARGS`; returns the exit code and the run report.
+fn run_args(
+    config: &Path,
+    env: &[(&str, String)],
+    args: &[&str],
+) -> (i32, syncline::reconcile::report::RunReport) {
+    let report = config
+        .parent()
+        .unwrap()
+        .join(format!("run-{}.json", uuid::Uuid::new_v4()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .arg("--report")
+        .arg(&report)
+        .args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().expect("run syncline");
+    let report = std::fs::read(&report).unwrap_or_else(|_| {
+        panic!(
+            "no report: {:?}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (
+        output.status.code().unwrap_or(-1),
+        serde_json::from_slice(&report).expect("report is JSON"),
+    )
+}
+
+async fn ids_of(client: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refresh_deletes_the_rows_the_source_no_longer_has() {
+    let setup = PgSetup::start("replica", CURSOR, "").await;
+    let env = setup.env();
+    run(&setup.config, &env);
+    setup
+        .source()
+        .await
+        .batch_execute("DELETE FROM contacts WHERE id IN (8, 9, 250)")
+        .await
+        .unwrap();
+    // Cursor mode does not see deletes in an incremental run.
+    run(&setup.config, &env);
+    let dest = setup.dest().await;
+    let count = "SELECT count(*) FROM crm.contacts";
+    assert_eq!(ids_of(&dest, count).await, [300]);
+
+    let (code, report) = run_args(&setup.config, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    let stream = &report.streams[0];
+    assert_eq!(stream.rows_deleted, 3, "{stream:#?}");
+    assert!(stream.reconciliation.matched, "{stream:#?}");
+    assert_eq!(ids_of(&dest, count).await, [297]);
+    // Hard deletes leave a tombstone at the row's version.
+    let tombstones = ids_of(
+        &dest,
+        "SELECT key::bigint FROM crm._syncline_tombstones WHERE table_name = 'contacts' ORDER BY 1",
+    )
+    .await;
+    assert_eq!(tombstones, [8, 9, 250]);
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(drift(report.as_ref().unwrap()).destination_rows, 297);
+
+    // A full refresh of an unchanged source deletes nothing more.
+    let (code, report) = run_args(&setup.config, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(report.streams[0].rows_deleted, 0, "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refresh_marks_the_rows_the_source_no_longer_has_deleted_in_soft_mode() {
+    let setup = PgSetup::start_with(
+        "replica",
+        CURSOR,
+        "",
+        "[streams.contacts]\ndeletes = \"soft\"",
+    )
+    .await;
+    let env = setup.env();
+    run(&setup.config, &env);
+    setup
+        .source()
+        .await
+        .batch_execute("DELETE FROM contacts WHERE id IN (30, 31)")
+        .await
+        .unwrap();
+    let (code, report) = run_args(&setup.config, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(report.streams[0].rows_deleted, 2, "{report:#?}");
+    let dest = setup.dest().await;
+    let marked = ids_of(
+        &dest,
+        "SELECT id FROM crm.contacts WHERE _syncline_deleted_at IS NOT NULL ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        marked,
+        [30, 31],
+        "soft deletes keep the rows with a delete time"
+    );
+    assert_eq!(
+        ids_of(&dest, "SELECT count(*) FROM crm.contacts").await,
+        [300]
+    );
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(drift(report.as_ref().unwrap()).destination_rows, 298);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refresh_deletes_the_rows_the_source_no_longer_has_in_the_lake() {
+    let setup = PgSetup::start(
+        "replica",
+        CURSOR,
+        "[destination]\ntype = \"lake\"\nurl = \"file://{dir}/lake\"",
+    )
+    .await;
+    let env = setup.env();
+    run(&setup.config, &env);
+    setup
+        .source()
+        .await
+        .batch_execute("DELETE FROM contacts WHERE id IN (8, 9)")
+        .await
+        .unwrap();
+    let (code, report) = run_args(&setup.config, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(report.streams[0].rows_deleted, 2, "{report:#?}");
+    assert!(report.streams[0].reconciliation.matched, "{report:#?}");
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    let after = drift(report.as_ref().unwrap());
+    assert!(after.is_clean(), "{after:#?}");
+    assert_eq!(after.destination_rows, 298);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_full_refresh_deletes_purged_records_unless_the_quota_stops_it() {
+    let harness = Harness::start(
+        SimConfig {
+            contacts: 450,
+            rate_limit: Some(syncline::sim::RateLimit {
+                per_ten_seconds: 100_000,
+                search_per_second: 100_000,
+                daily: 1_000_000,
+            }),
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let env: Vec<(&str, String)> = harness.env();
+    run(&harness.config_path, &env);
+    let sim = &harness.sim.hubspot;
+    let archived = sim.archive("contacts", 4);
+    assert_eq!(sim.purge_archived("contacts"), archived);
+    let dest = harness.client().await;
+    let purged_left = format!(
+        "SELECT count(*) FROM crm.contacts WHERE id IN ({})",
+        archived
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // The daily limit is met mid-read: what was read merges, and nothing it did not see goes.
+    sim.set_daily_limit(sim.request_count() as u32 + 3);
+    let (code, report) = run_args(&harness.config_path, &env, &["--full-refresh"]);
+    assert_eq!(code, 4, "{report:#?}");
+    let stream = &report.streams[0];
+    assert!(stream.stopped.is_some(), "{stream:#?}");
+    assert_eq!(stream.rows_deleted, 0, "{stream:#?}");
+    assert_eq!(
+        ids_of(&dest, "SELECT count(*) FROM crm.contacts").await,
+        [450]
+    );
+
+    sim.set_daily_limit(1_000_000);
+    let (code, report) = run_args(&harness.config_path, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(report.streams[0].rows_deleted, 4, "{report:#?}");
+    assert_eq!(ids_of(&dest, &purged_left).await, [0]);
+    harness.assert_converged("contacts", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_full_refresh_deletes_purged_records_in_snowflake() {
+    let harness = Harness::start(
+        SimConfig {
+            contacts: 120,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let snowflake = crate::support::snowflake::TestSnowflake::start().await;
+    let destination = snowflake
+        .destination_toml(&harness.stage_dir())
+        .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any");
+    harness.write_hubspot_config(&["contacts"], "", &destination, "");
+    let env = harness.env();
+    run(&harness.config_path, &env);
+    let sim = &harness.sim.hubspot;
+    let archived = sim.archive("contacts", 3);
+    assert_eq!(sim.purge_archived("contacts"), archived);
+
+    let (code, report) = run_args(&harness.config_path, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(report.streams[0].rows_deleted, 3, "{report:#?}");
+    let (code, report, text) = reconcile(&harness.config_path, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    let after = drift(report.as_ref().unwrap());
+    assert!(after.is_clean(), "{after:#?}");
+    assert_eq!(after.destination_rows, 117);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_full_refresh_marks_purged_records_deleted_in_snowflake() {
+    let harness = Harness::start(
+        SimConfig {
+            contacts: 120,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let snowflake = crate::support::snowflake::TestSnowflake::start().await;
+    let destination = snowflake
+        .destination_toml(&harness.stage_dir())
+        .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any");
+    harness.write_hubspot_config(
+        &["contacts"],
+        "",
+        &destination,
+        "[streams.contacts]\ndeletes = \"soft\"",
+    );
+    let env = harness.env();
+    run(&harness.config_path, &env);
+    let sim = &harness.sim.hubspot;
+    let archived = sim.archive("contacts", 3);
+    assert_eq!(sim.purge_archived("contacts"), archived);
+
+    let (code, report) = run_args(&harness.config_path, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(report.streams[0].rows_deleted, 3, "{report:#?}");
+    let marked = snowflake
+        .rows(
+            "SELECT \"id\" FROM \"crm\".\"contacts\" WHERE \"_syncline_deleted_at\" IS NOT NULL ORDER BY 1",
+        )
+        .await;
+    let expected: Vec<Vec<Option<String>>> = archived
+        .iter()
+        .map(|id| vec![Some(id.to_string())])
+        .collect();
+    assert_eq!(marked, expected);
+    let (code, report, text) = reconcile(&harness.config_path, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(drift(report.as_ref().unwrap()).destination_rows, 117);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_float4_column_stages_one_value_from_the_snapshot_and_the_stream() {
+    let setup = PgSetup::start("logical", "", "").await;
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "ALTER TABLE contacts ADD COLUMN ratio real; UPDATE contacts SET ratio = 1.1",
+        )
+        .await
+        .unwrap();
+    let env = setup.env();
+    run(&setup.config, &env);
+    // The same float4 value again, now decoded from pgoutput's text rather than COPY's binary.
+    setup
+        .source()
+        .await
+        .batch_execute("UPDATE contacts SET ratio = 1.1, email = 'streamed' WHERE id % 5 = 0")
+        .await
+        .unwrap();
+    run(&setup.config, &env);
+    let ratios: Vec<f64> = setup
+        .dest()
+        .await
+        .query("SELECT DISTINCT ratio FROM crm.contacts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ratios, [f64::from(1.1f32)]);
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(drift(report.as_ref().unwrap()).is_clean(), "{report:#?}");
+}

@@ -21,7 +21,7 @@ use crate::destinations::plan::{Compare, TOMBSTONE_COLUMN, Value};
 use crate::load::DeleteMode;
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
-use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, VERSION_COLUMN};
+use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
 use super::LakeError;
 use super::error::StepExt;
@@ -158,22 +158,40 @@ pub(crate) async fn apply(
         .await
         .step("de-duplicate the load")?;
 
+    // A complete full load's orphans, found over the table before the merge (`plan::Orphans`):
+    // counted for the outcome and, with hard deletes, recorded as tombstones before the merge
+    // (the order `super::tombstones` explains).
+    let orphans = match layout.orphans {
+        Some(_) => Some(find_orphans(&ctx, &table, layout, load_id, deduplicated.clone()).await?),
+        None => None,
+    };
+    let orphan_count = orphans.as_ref().map_or(0, |batches| {
+        batches.iter().map(|b| b.num_rows() as u64).sum()
+    });
+
     let TombstoneTable { unloaded, existing } = tombstones;
-    let tombstones = if layout.deletes == DeleteMode::Hard && load.any_deleted {
-        Some(
+    let mut tombstones = existing;
+    if layout.deletes == DeleteMode::Hard && load.any_deleted {
+        tombstones = Some(
             super::tombstones::record(
-                unloaded,
-                existing,
+                unloaded.clone(),
+                tombstones,
                 layout,
                 load_id,
                 &ctx,
                 deduplicated.clone(),
             )
             .await?,
-        )
-    } else {
-        existing
-    };
+        );
+    }
+    if let Some(orphans) =
+        orphans.filter(|_| layout.deletes == DeleteMode::Hard && orphan_count > 0)
+    {
+        let orphans = ctx.read_batches(orphans).step("hold the orphans")?;
+        tombstones = Some(
+            super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans).await?,
+        );
+    }
     let guarded = tombstones.is_some();
     let source = match tombstones {
         Some(tombstones) => {
@@ -224,6 +242,17 @@ pub(crate) async fn apply(
             .when_not_matched_insert(|insert| with_inserts(insert.predicate(predicate), set))
             .step("plan the merge")?;
     }
+    builder = match clauses.orphans {
+        None => builder,
+        Some(Matched::Delete { predicate }) => builder
+            .when_not_matched_by_source_delete(|delete| delete.predicate(predicate))
+            .step("plan the merge")?,
+        Some(Matched::Update { predicate, set }) => builder
+            .when_not_matched_by_source_update(|update| {
+                with_updates(update.predicate(predicate), set)
+            })
+            .step("plan the merge")?,
+    };
 
     let (table, metrics) = builder
         .await
@@ -232,6 +261,7 @@ pub(crate) async fn apply(
     let inserted = metrics.num_target_rows_inserted as u64;
     let updated = metrics.num_target_rows_updated as u64;
     let counts = match layout.deletes {
+        // Orphans removed are among delta-rs' deletes; orphans marked deleted among its updates.
         DeleteMode::Hard => MergeCounts {
             inserted,
             updated,
@@ -239,11 +269,38 @@ pub(crate) async fn apply(
         },
         DeleteMode::Soft => MergeCounts {
             inserted: inserted.saturating_sub(soft.remembered),
-            updated: updated.saturating_sub(soft.marked),
-            deleted: soft.marked + soft.remembered,
+            updated: updated.saturating_sub(soft.marked + orphan_count),
+            deleted: soft.marked + soft.remembered + orphan_count,
         },
     };
     Ok((table, counts))
+}
+
+/// The orphans of a complete full load: `(key, version, true)` for each live row of `table`
+/// whose key `deduplicated` lacks and that a load started before this one wrote.
+async fn find_orphans(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    layout: &TableLayout,
+    load_id: &str,
+    deduplicated: DataFrame,
+) -> Result<Vec<RecordBatch>> {
+    let target = table
+        .table_provider()
+        .await
+        .step("read the table before the merge")?;
+    ctx.register_table(sql::ORPHAN_TARGET_TABLE, target)
+        .step("register the table")?;
+    ctx.register_table(sql::ORPHAN_LOAD_TABLE, deduplicated.into_view())
+        .step("register the de-duplicated load")?;
+    let batches = ctx
+        .sql(&sql::orphans(layout, load_id))
+        .await
+        .step("find the rows the full load lacks")?
+        .collect()
+        .await
+        .step("find the rows the full load lacks")?;
+    Ok(batches)
 }
 
 /// What the soft-delete clauses of a merge will do.
@@ -353,6 +410,9 @@ pub(crate) struct MergeClauses {
     pub matched: Vec<Matched>,
     /// Tried in order, like the matched clauses.
     pub insert: Vec<Insert>,
+    /// A complete full load: what happens to a target row whose key the load lacks (the
+    /// orphans of `plan::Orphans`).
+    pub orphans: Option<Matched>,
 }
 
 impl MergeClauses {
@@ -435,10 +495,36 @@ impl MergeClauses {
             });
         }
 
+        // Written by a load that started before this one (load ids are UUIDv7).
+        let older_load = || {
+            target(LOAD_ID_COLUMN)
+                .is_null()
+                .or(target(LOAD_ID_COLUMN).lt(lit(load_id.to_owned())))
+        };
+        let orphans = plan.orphans.map(|orphans| match plan.deletes {
+            DeleteMode::Hard => Matched::Delete {
+                predicate: older_load(),
+            },
+            DeleteMode::Soft => Matched::Update {
+                predicate: target(DELETED_AT_COLUMN).is_null().and(older_load()),
+                set: vec![
+                    (
+                        DELETED_AT_COLUMN.to_owned(),
+                        lit(ScalarValue::TimestampMicrosecond(
+                            Some(orphans.as_of.timestamp_micros()),
+                            Some("UTC".into()),
+                        )),
+                    ),
+                    (LOAD_ID_COLUMN.to_owned(), lit(load_id.to_owned())),
+                ],
+            },
+        });
+
         MergeClauses {
             on: target(plan.key).eq(source(plan.key)),
             matched,
             insert,
+            orphans,
         }
     }
 }

@@ -12,6 +12,7 @@ use super::types::TableLayout;
 const DEDUP: &str = include_str!("../../../sql/lake/dedup.sql");
 const SOFT_DELETES: &str = include_str!("../../../sql/lake/soft_deletes.sql");
 const WITH_TOMBSTONES: &str = include_str!("../../../sql/lake/with_tombstones.sql");
+const ORPHANS: &str = include_str!("../../../sql/lake/orphans.sql");
 
 /// The in-memory table holding the load's normalized batches.
 pub(crate) const STAGED_TABLE: &str = "syncline_staged";
@@ -23,6 +24,10 @@ pub(crate) const TARGET_TABLE: &str = "syncline_target";
 pub(crate) const DEDUP_TABLE: &str = "syncline_dedup";
 /// The table's tombstones, registered for the tombstone join.
 pub(crate) const TOMBSTONES_TABLE: &str = "syncline_tombstones";
+/// The Delta table before the merge, registered to find a complete full load's orphans.
+pub(crate) const ORPHAN_TARGET_TABLE: &str = "syncline_orphan_target";
+/// The de-duplicated load, registered to find a complete full load's orphans.
+pub(crate) const ORPHAN_LOAD_TABLE: &str = "syncline_orphan_load";
 
 pub(crate) use crate::sql::quote_ident;
 
@@ -97,6 +102,31 @@ pub(crate) fn soft_deletes(layout: &TableLayout, guarded: bool) -> String {
             ("version", version.as_str()),
             ("deleted", deleted.as_str()),
             ("deleted_at", deleted_at.as_str()),
+        ],
+    )
+}
+
+/// A complete full load's orphans (see `destinations::plan::Orphans`) as `(key, version,
+/// true AS _syncline_deleted)`, the shape the tombstones are recorded from: the live rows of the
+/// table before the merge whose key the load lacks, written by a load that started before
+/// `load_id`.
+pub(crate) fn orphans(layout: &TableLayout, load_id: &str) -> String {
+    let live = match layout.deletes {
+        crate::load::DeleteMode::Hard => "TRUE".to_owned(),
+        crate::load::DeleteMode::Soft => format!("t.{} IS NULL", quote_ident(DELETED_AT_COLUMN)),
+    };
+    let load_id_value = format!("'{}'", load_id.replace('\'', "''"));
+    render(
+        ORPHANS,
+        &[
+            ("key", &quote_ident(&layout.key)),
+            ("version", &quote_ident(VERSION_COLUMN)),
+            ("deleted", &quote_ident(DELETED_COLUMN)),
+            ("target", &quote_ident(ORPHAN_TARGET_TABLE)),
+            ("load", &quote_ident(ORPHAN_LOAD_TABLE)),
+            ("live", &live),
+            ("load_id", &quote_ident(crate::schema::LOAD_ID_COLUMN)),
+            ("load_id_value", &load_id_value),
         ],
     )
 }

@@ -256,6 +256,29 @@ impl Destination for PostgresDestination {
                 .await
                 .step("record tombstones")?;
         }
+        // A complete full load's orphans: rows whose key it lacks, written before it started.
+        if let (Some(orphans), Some(as_of)) = (&statements.orphans, &request.complete) {
+            if let Some(tombstones) = &orphans.tombstones {
+                tx.execute(tombstones.as_str(), &with_table)
+                    .await
+                    .step("record the orphans' tombstones")?;
+            }
+            let params: &[&(dyn ToSql + Sync)] = match layout.deletes {
+                DeleteMode::Hard => std::slice::from_ref(&load_id),
+                DeleteMode::Soft => &[load_id, as_of],
+            };
+            let orphans = tx
+                .execute(orphans.delete.as_str(), params)
+                .await
+                .step("delete the rows the source no longer has")?;
+            if orphans > 0 {
+                info!(
+                    rows = orphans,
+                    "deleted rows the full load no longer carries"
+                );
+            }
+            deleted += orphans;
+        }
 
         let rows = to_bigint(received.rows)?;
         let checksum = received.checksum.to_string();

@@ -44,6 +44,11 @@ pub(crate) mod templates {
     pub const CREATE_TOMBSTONES: &str = include_str!("../../../sql/postgres/create_tombstones.sql");
     pub const TOMBSTONE_GUARD: &str = include_str!("../../../sql/postgres/tombstone_guard.sql");
     pub const RECORD_TOMBSTONES: &str = include_str!("../../../sql/postgres/record_tombstones.sql");
+    pub const ORPHAN_TOMBSTONES: &str = include_str!("../../../sql/postgres/orphan_tombstones.sql");
+    pub const DELETE_ORPHANS_HARD: &str =
+        include_str!("../../../sql/postgres/delete_orphans_hard.sql");
+    pub const DELETE_ORPHANS_SOFT: &str =
+        include_str!("../../../sql/postgres/delete_orphans_soft.sql");
     pub const TABLE_FINGERPRINT: &str = include_str!("../../../sql/postgres/table_fingerprint.sql");
     pub const LIST_KEYS: &str = include_str!("../../../sql/postgres/list_keys.sql");
 }
@@ -204,7 +209,18 @@ pub(crate) struct MergeSql {
     pub insert_deleted: Option<String>,
     /// Hard deletes: a tombstone for each delete, raised to the newest delete's version.
     pub record_tombstones: Option<String>,
+    /// A complete full load: the orphans' tombstones (hard deletes; `$1` the load id, `$2` the
+    /// table), then their delete (`$1` the load id; soft deletes also `$2`, the delete time).
+    /// See `plan::Orphans`.
+    pub orphans: Option<OrphanSql>,
     pub ledger_insert: String,
+}
+
+/// The statements that delete a complete full load's orphans.
+#[derive(Debug, Clone)]
+pub(crate) struct OrphanSql {
+    pub tombstones: Option<String>,
+    pub delete: String,
 }
 
 impl MergeSql {
@@ -331,6 +347,18 @@ impl MergeSql {
             record_tombstones: plan
                 .tombstones
                 .then(|| render(templates::RECORD_TOMBSTONES, &common)),
+            orphans: plan.orphans.map(|_| OrphanSql {
+                tombstones: plan
+                    .tombstones
+                    .then(|| render(templates::ORPHAN_TOMBSTONES, &common)),
+                delete: render(
+                    match plan.deletes {
+                        DeleteMode::Hard => templates::DELETE_ORPHANS_HARD,
+                        DeleteMode::Soft => templates::DELETE_ORPHANS_SOFT,
+                    },
+                    &common,
+                ),
+            }),
             ledger_insert: ledger_insert(schema),
         }
     }
@@ -354,6 +382,12 @@ impl MergeSql {
         }
         if let Some(record_tombstones) = &self.record_tombstones {
             statements.push(("record_tombstones", record_tombstones));
+        }
+        if let Some(orphans) = &self.orphans {
+            if let Some(tombstones) = &orphans.tombstones {
+                statements.push(("orphan_tombstones", tombstones));
+            }
+            statements.push(("delete_orphans", &orphans.delete));
         }
         statements.push(("ledger_insert", &self.ledger_insert));
         crate::sql::script(&statements)

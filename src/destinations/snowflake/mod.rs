@@ -437,6 +437,26 @@ impl SnowflakeDestination {
             })?;
         }
 
+        if let Some(orphans) = &statements.orphans {
+            if let Some(tombstones) = &orphans.tombstones {
+                run(session, "record the orphans' tombstones", tombstones).await?;
+            }
+            let step = "delete the rows the source no longer has";
+            let row = first_row(run(session, step, &orphans.delete).await?, step)?;
+            let column = match request.deletes {
+                DeleteMode::Hard => "number of rows deleted",
+                DeleteMode::Soft => "number of rows updated",
+            };
+            let orphans = optional_count(&row, column)?.unwrap_or(0);
+            if orphans > 0 {
+                info!(
+                    rows = orphans,
+                    "deleted rows the full load no longer carries"
+                );
+            }
+            deleted += orphans;
+        }
+
         run(
             session,
             "record the load in the ledger",

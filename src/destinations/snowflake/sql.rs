@@ -46,6 +46,12 @@ pub(crate) mod templates {
     pub const DROP_INCOMING: &str = include_str!("../../../sql/snowflake/drop_incoming.sql");
     pub const CREATE_TOMBSTONES: &str =
         include_str!("../../../sql/snowflake/create_tombstones.sql");
+    pub const ORPHAN_TOMBSTONES: &str =
+        include_str!("../../../sql/snowflake/orphan_tombstones.sql");
+    pub const DELETE_ORPHANS_HARD: &str =
+        include_str!("../../../sql/snowflake/delete_orphans_hard.sql");
+    pub const DELETE_ORPHANS_SOFT: &str =
+        include_str!("../../../sql/snowflake/delete_orphans_soft.sql");
     pub const INSERT_DELETED: &str = include_str!("../../../sql/snowflake/insert_deleted.sql");
     pub const RECORD_TOMBSTONES: &str =
         include_str!("../../../sql/snowflake/record_tombstones.sql");
@@ -278,9 +284,19 @@ pub(crate) struct MergeSql {
     /// Soft deletes only: rows this load marked deleted, run after `insert_deleted` (MERGE
     /// counts the soft deletes among its updates).
     pub soft_deleted_count: Option<String>,
+    /// A complete full load: the orphans' tombstones (hard deletes), then their delete (see
+    /// `plan::Orphans`); run after `soft_deleted_count`, which must not count them.
+    pub orphans: Option<OrphanSql>,
     pub commit: String,
     pub rollback: String,
     pub drop_incoming: String,
+}
+
+/// The statements that delete a complete full load's orphans.
+#[derive(Debug, Clone)]
+pub(crate) struct OrphanSql {
+    pub tombstones: Option<String>,
+    pub delete: String,
 }
 
 /// What a merge needs besides the table layout.
@@ -435,6 +451,29 @@ impl MergeSql {
                 .then(|| render(templates::RECORD_TOMBSTONES, &common)),
             soft_deleted_count: (plan.deletes == DeleteMode::Soft)
                 .then(|| render(templates::SOFT_DELETED_COUNT, &common)),
+            orphans: plan.orphans.map(|orphans| {
+                let as_of = format!(
+                    "CAST({} AS TIMESTAMP_TZ)",
+                    quote_literal(
+                        &orphans
+                            .as_of
+                            .format("%Y-%m-%d %H:%M:%S%.6f+00:00")
+                            .to_string()
+                    )
+                );
+                OrphanSql {
+                    tombstones: plan
+                        .tombstones
+                        .then(|| render(templates::ORPHAN_TOMBSTONES, &common)),
+                    delete: match plan.deletes {
+                        DeleteMode::Hard => render(templates::DELETE_ORPHANS_HARD, &common),
+                        DeleteMode::Soft => render(
+                            templates::DELETE_ORPHANS_SOFT,
+                            &with_vars(&common, &[("as_of", &as_of)]),
+                        ),
+                    },
+                }
+            }),
             commit: templates::COMMIT.to_string(),
             rollback: templates::ROLLBACK.to_string(),
             drop_incoming: render(templates::DROP_INCOMING, &common),
@@ -462,6 +501,12 @@ impl MergeSql {
         }
         if let Some(count) = &self.soft_deleted_count {
             statements.push(("soft_deleted_count", count));
+        }
+        if let Some(orphans) = &self.orphans {
+            if let Some(tombstones) = &orphans.tombstones {
+                statements.push(("orphan_tombstones", tombstones));
+            }
+            statements.push(("delete_orphans", &orphans.delete));
         }
         statements.push(("commit", &self.commit));
         statements.push(("drop_incoming", &self.drop_incoming));

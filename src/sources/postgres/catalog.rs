@@ -16,8 +16,13 @@ use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, deleted_field, is_system_col
 pub enum ValueKind {
     /// int2, int4, int8, oid → Int64.
     Int,
-    /// float4, float8 → Float64.
+    /// float8 → Float64.
     Float,
+    /// float4 → Float64: the float4's exact value widened, as binary COPY (which casts to
+    /// float8) reads it. Its text form, the shortest that reads back as the same float4, is
+    /// parsed as a float4 and widened too, so a snapshot and a streamed change of one value
+    /// stage the same number (and a content-hash reconcile sees no difference).
+    Float4,
     Bool,
     /// date → Date32.
     Date,
@@ -35,7 +40,8 @@ impl ValueKind {
     pub fn of(typname: &str) -> ValueKind {
         match typname {
             "int2" | "int4" | "int8" | "oid" => ValueKind::Int,
-            "float4" | "float8" => ValueKind::Float,
+            "float4" => ValueKind::Float4,
+            "float8" => ValueKind::Float,
             "bool" => ValueKind::Bool,
             "date" => ValueKind::Date,
             "timestamp" => ValueKind::Timestamp { with_zone: false },
@@ -48,7 +54,7 @@ impl ValueKind {
     pub fn data_type(self) -> DataType {
         match self {
             ValueKind::Int => DataType::Int64,
-            ValueKind::Float => DataType::Float64,
+            ValueKind::Float | ValueKind::Float4 => DataType::Float64,
             ValueKind::Bool => DataType::Boolean,
             ValueKind::Date => DataType::Date32,
             ValueKind::Timestamp { .. } => micros_type(),

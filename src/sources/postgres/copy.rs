@@ -72,7 +72,7 @@ fn wire_expression(column: &SourceColumn) -> (String, Type) {
     let name = quote_ident(&column.name);
     match column.kind {
         ValueKind::Int => (format!("{name}::int8"), Type::INT8),
-        ValueKind::Float => (format!("{name}::float8"), Type::FLOAT8),
+        ValueKind::Float | ValueKind::Float4 => (format!("{name}::float8"), Type::FLOAT8),
         ValueKind::Bool => (name, Type::BOOL),
         ValueKind::Date => (name, Type::DATE),
         // Never cast between the two: that would apply the session time zone. A timestamp

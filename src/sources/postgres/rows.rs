@@ -64,7 +64,9 @@ impl ColumnValues {
     pub fn new(kind: ValueKind, capacity: usize) -> ColumnValues {
         match kind {
             ValueKind::Int => ColumnValues::Int(Int64Builder::with_capacity(capacity)),
-            ValueKind::Float => ColumnValues::Float(Float64Builder::with_capacity(capacity)),
+            ValueKind::Float | ValueKind::Float4 => {
+                ColumnValues::Float(Float64Builder::with_capacity(capacity))
+            }
             ValueKind::Bool => ColumnValues::Bool(BooleanBuilder::with_capacity(capacity)),
             ValueKind::Date => ColumnValues::Date(Date32Builder::with_capacity(capacity)),
             ValueKind::Timestamp { .. } => ColumnValues::Micros(
@@ -94,7 +96,8 @@ impl ColumnValues {
         };
         Ok(match kind {
             ValueKind::Int => Value::Int(i64::from_be_bytes(fixed(bytes)?)),
-            ValueKind::Float => Value::Float(f64::from_be_bytes(fixed(bytes)?)),
+            // Read as float8: the COPY query casts float4 up, which keeps its exact value.
+            ValueKind::Float | ValueKind::Float4 => Value::Float(f64::from_be_bytes(fixed(bytes)?)),
             ValueKind::Bool => Value::Bool(fixed::<1>(bytes)?[0] != 0),
             ValueKind::Date => match i32::from_be_bytes(fixed(bytes)?) {
                 i32::MAX | i32::MIN => return Err(INFINITE),
@@ -124,6 +127,11 @@ impl ColumnValues {
                 text.parse()
                     .map_err(|_| BadValue("not a float in text form"))?,
             ),
+            // The float4 the text names, widened exactly as binary COPY widens it.
+            ValueKind::Float4 => Value::Float(f64::from(
+                text.parse::<f32>()
+                    .map_err(|_| BadValue("not a float in text form"))?,
+            )),
             ValueKind::Bool => Value::Bool(match text {
                 "t" => true,
                 "f" => false,
@@ -456,6 +464,17 @@ mod tests {
         assert_eq!(floats.value(0), 1.5);
         assert!(floats.value(1).is_nan());
         assert_eq!(floats.value(2), f64::NEG_INFINITY);
+
+        // A float4's text form stages the float4's value widened, as binary COPY reads it.
+        let mut single = ColumnValues::new(ValueKind::Float4, 2);
+        single.append_text(Some("1.1"), ValueKind::Float4).unwrap();
+        single
+            .append_binary(Some(&f64::from(1.1f32).to_be_bytes()))
+            .unwrap();
+        let single = single.finish();
+        let single = single.as_primitive::<arrow::datatypes::Float64Type>();
+        assert_eq!(single.value(0), 1.100000023841858);
+        assert_eq!(single.value(0), single.value(1));
 
         let mut bools = ColumnValues::new(ValueKind::Bool, 1);
         assert!(bools.append_text(Some("yes"), ValueKind::Bool).is_err());

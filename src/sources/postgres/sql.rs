@@ -197,7 +197,7 @@ pub fn hash_columns(spec: &TableSpec) -> Vec<(String, HashKind)> {
         .map(|column| {
             let kind = match column.kind {
                 ValueKind::Int => HashKind::Int,
-                ValueKind::Float => HashKind::Float,
+                ValueKind::Float | ValueKind::Float4 => HashKind::Float,
                 ValueKind::Bool => HashKind::Bool,
                 ValueKind::Date => HashKind::Date,
                 ValueKind::Timestamp { .. } => HashKind::Timestamp,

@@ -121,6 +121,7 @@ impl<D: DestinationUnderTest> Target<D> {
             schema: batch.schema(),
             staged: batch_fingerprint(batch, "id").unwrap(),
             files: files.into_iter().map(|f| f.path).collect(),
+            complete: None,
         }
     }
 
@@ -420,6 +421,7 @@ async fn an_incompatible_type_change_is_schema_drift<D: DestinationUnderTest>() 
         schema,
         staged: Fingerprint::default(),
         files: Vec::new(),
+        complete: None,
     };
     let (was, now) = D::TYPE_NAMES;
     let err = t.dest().ensure_table(&request).await.unwrap_err();
