@@ -277,9 +277,7 @@ pub(crate) async fn apply(
             .await
             .step("de-duplicate the load")?
     } else {
-        ctx.table(sql::STAGED_TABLE)
-            .await
-            .step("read the load")?
+        ctx.table(sql::STAGED_TABLE).await.step("read the load")?
     };
 
     let TombstoneTable { unloaded, existing } = tombstones;
@@ -398,7 +396,11 @@ async fn write_new(
         let Some(ty) = LakeType::from_delta(field.data_type()) else {
             return Ok(None);
         };
-        let value = match plan.insert.iter().find(|(column, _)| *column == field.name().as_str()) {
+        let value = match plan
+            .insert
+            .iter()
+            .find(|(column, _)| *column == field.name().as_str())
+        {
             Some((_, Value::Incoming(column))) => col(Column::new_unqualified(*column)),
             Some((_, Value::LoadId)) => lit(load_id.to_owned()),
             // Columns the insert leaves out (`_syncline_deleted_at`, or one a former schema
