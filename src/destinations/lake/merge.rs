@@ -1,6 +1,8 @@
-//! One load applied to a Delta table: the staged batches are fingerprinted and normalized,
-//! de-duplicated by key with DataFusion, and applied with a single delta-rs MERGE whose clauses
-//! mirror the PostgreSQL destination's delete, update and insert statements.
+//! One load applied to a Delta table: the staged batches are fingerprinted, normalized and
+//! spooled to local Parquet one at a time, then, scanned from the spool, de-duplicated by key
+//! with DataFusion and applied with a single delta-rs MERGE whose clauses mirror the PostgreSQL
+//! destination's delete, update and insert statements; or appended, when the table is empty and
+//! the MERGE could only insert.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,7 +41,8 @@ const TARGET_ALIAS: &str = "target";
 
 /// A load read from its stream, checked, and spooled to local Parquet for the merge to scan.
 pub(crate) struct StagedLoad {
-    /// The batches in the normalized source schema (see [`TableLayout::source_schema`]).
+    /// The batches in the normalized source schema (see [`TableLayout::source_schema`]), in a
+    /// local Parquet file the merge scans.
     spool: Spool,
     /// Count and checksum of every row read, computed on the batches as staged.
     pub received: Fingerprint,
