@@ -22,6 +22,7 @@ use futures::stream::BoxStream;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use tracing::warn;
 
 use crate::Result;
 use crate::destinations::plan::{Compare, TOMBSTONE_COLUMN, Value};
@@ -257,7 +258,16 @@ pub(crate) async fn apply(
 ) -> Result<(DeltaTable, MergeCounts)> {
     let ctx: SessionContext = deltalake::delta_datafusion::create_session().into_inner();
     load.register(&ctx, &layout.source_schema()).await?;
-    let repeats_keys = load.repeats_keys(layout).await?;
+    let repeats_keys = match load.repeats_keys(layout).await {
+        Ok(repeats) => repeats,
+        // The check only chooses the cheaper path; when it cannot run (it ran out of its
+        // memory or spill space, say), the general MERGE with de-duplication is right whatever
+        // the load holds.
+        Err(err) => {
+            warn!(error = %err.report(), "could not look for repeated keys; merging with de-duplication");
+            true
+        }
+    };
     if !repeats_keys
         && !load.any_deleted
         && tombstones.existing.is_none()
