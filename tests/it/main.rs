@@ -13,6 +13,7 @@ mod files_source;
 mod hostile_values;
 mod hubspot_postgres;
 mod hubspot_snowflake;
+mod lake_memory;
 mod merge;
 mod object_storage;
 mod postgres_source;

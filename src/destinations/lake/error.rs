@@ -59,6 +59,20 @@ pub enum LakeError {
         #[source]
         source: arrow::error::ArrowError,
     },
+    #[error("lake: {step}")]
+    Parquet {
+        step: &'static str,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// The local folder a load is spooled to before the merge scans it (under `TMPDIR`).
+    #[error("lake: {step} in {}", dir.display())]
+    Spool {
+        step: &'static str,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("lake: table `{table}` does not exist; run ensure_table before merging")]
     NoTable { table: String },
     #[error("lake: fingerprint the table: the version column is not a timestamp")]
@@ -91,6 +105,8 @@ impl Classified for LakeError {
             | LakeError::DataFusion { .. }
             | LakeError::Store { .. }
             | LakeError::Arrow { .. }
+            | LakeError::Parquet { .. }
+            | LakeError::Spool { .. }
             | LakeError::NoTable { .. }
             | LakeError::VersionNotATimestamp
             | LakeError::UnexpectedColumn { .. }
@@ -130,7 +146,13 @@ impl StepFailure for arrow::error::ArrowError {
     }
 }
 
-/// Names the failed step on deltalake, DataFusion, object_store and Arrow results:
+impl StepFailure for parquet::errors::ParquetError {
+    fn at(self, step: &'static str) -> LakeError {
+        LakeError::Parquet { step, source: self }
+    }
+}
+
+/// Names the failed step on deltalake, DataFusion, object_store, Arrow and Parquet results:
 /// `.step("create the table")?`.
 pub(super) trait StepExt<T> {
     fn step(self, step: &'static str) -> Result<T, LakeError>;

@@ -1,20 +1,28 @@
-//! One load applied to a Delta table: the staged batches are fingerprinted and normalized,
-//! de-duplicated by key with DataFusion, and applied with a single delta-rs MERGE whose clauses
-//! mirror the PostgreSQL destination's delete, update and insert statements.
+//! One load applied to a Delta table: the staged batches are fingerprinted, normalized and
+//! spooled to local Parquet one at a time, then, scanned from the spool, de-duplicated by key
+//! with DataFusion and applied with a single delta-rs MERGE whose clauses mirror the PostgreSQL
+//! destination's delete, update and insert statements; or appended, when the table is empty and
+//! the MERGE could only insert.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::common::{Column, ScalarValue, TableReference};
-use datafusion::datasource::MemTable;
-use datafusion::logical_expr::{Expr, Operator, binary_expr, lit};
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, Operator, binary_expr, cast, col, lit};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::merge::{InsertBuilder, UpdateBuilder};
+use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use tracing::warn;
 
 use crate::Result;
 use crate::destinations::plan::{Compare, TOMBSTONE_COLUMN, Value};
@@ -26,53 +34,149 @@ use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_C
 use super::LakeError;
 use super::error::StepExt;
 use super::sql;
-use super::types::TableLayout;
+use super::types::{LakeType, TableLayout};
 
 /// The merge source and target aliases used in every clause.
 const SOURCE_ALIAS: &str = "source";
 const TARGET_ALIAS: &str = "target";
 
-/// A load read from its stream, checked and ready to merge.
+/// A load read from its stream, checked, and spooled to local Parquet for the merge to scan.
 pub(crate) struct StagedLoad {
-    /// The batches in the normalized source schema (see [`TableLayout::source_schema`]).
-    pub batches: Vec<RecordBatch>,
+    /// The batches in the normalized source schema (see [`TableLayout::source_schema`]), in a
+    /// local Parquet file the merge scans.
+    spool: Spool,
     /// Count and checksum of every row read, computed on the batches as staged.
     pub received: Fingerprint,
     /// Whether any staged row is a delete (before de-duplication).
     pub any_deleted: bool,
 }
 
+/// Rows per row group of the spool: what its writer buffers, and what a scan of it reads at once.
+const SPOOL_ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Memory the check for repeated keys may use before its aggregation spills to disk.
+const REPEATED_KEYS_MEMORY: usize = 64 * 1024 * 1024;
+
 impl StagedLoad {
-    /// Reads the whole load into memory, fingerprinting each batch as staged and casting it to
-    /// the source schema (millisecond timestamps become Delta's microseconds).
+    /// Reads the load from its stream batch by batch, fingerprinting each batch as staged,
+    /// casting it to the source schema (millisecond timestamps become Delta's microseconds) and
+    /// writing it to a local Parquet spool.
     ///
-    /// Memory: the load is held in memory until the merge is done, so memory grows with the
-    /// size of one load (a full load of a large stream is the worst case), not with the table.
-    /// Known gap against the bounded-memory guarantee: the fix is to give delta-rs the staged
-    /// Parquet files themselves as the MERGE source (it reads the source twice: file pruning,
-    /// then the join) and to fingerprint them with a separate scan before merging.
-    pub(crate) async fn collect(
+    /// Memory: one batch and one row group of the spool at a time, whatever the load's size. The
+    /// spool exists because the merge reads its source more than once (delta-rs scans it for the
+    /// keys' range before the join; tombstones and soft-delete counts scan it again) and a stream
+    /// can be read only once; the staged files themselves are not used because the rows merged
+    /// must be the rows fingerprinted here, which the stream hands over.
+    pub(crate) async fn spool(
         layout: &TableLayout,
         mut batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<StagedLoad> {
         let schema = layout.source_schema();
-        let mut load = StagedLoad {
-            batches: Vec::new(),
-            received: Fingerprint::default(),
-            any_deleted: false,
-        };
+        let spool = Spool::create()?;
+        let path = spool.file();
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|source| LakeError::Spool {
+                step: "create the spool file",
+                dir: spool.dir.clone(),
+                source,
+            })?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
+            ))
+            .set_max_row_group_row_count(Some(SPOOL_ROW_GROUP_ROWS))
+            .build();
+        let mut writer = AsyncArrowWriter::try_new(file, Arc::clone(&schema), Some(properties))
+            .step("spool the load")?;
+        let mut received = Fingerprint::default();
+        let mut any_deleted = false;
         while let Some(batch) = batches.next().await {
             let batch = batch?;
-            load.received.merge(batch_fingerprint(&batch, &layout.key)?);
-            load.any_deleted |= batch
+            received.merge(batch_fingerprint(&batch, &layout.key)?);
+            any_deleted |= batch
                 .column_by_name(DELETED_COLUMN)
                 .and_then(|column| column.as_boolean_opt())
                 .is_some_and(|deleted| deleted.true_count() > 0);
             if batch.num_rows() > 0 {
-                load.batches.push(normalize(&batch, &schema)?);
+                writer
+                    .write(&normalize(&batch, &schema)?)
+                    .await
+                    .step("spool the load")?;
             }
         }
-        Ok(load)
+        writer.close().await.step("spool the load")?;
+        Ok(StagedLoad {
+            spool,
+            received,
+            any_deleted,
+        })
+    }
+
+    /// Registers the spooled rows in `ctx` as [`sql::STAGED_TABLE`], a scan of the spool file.
+    async fn register(&self, ctx: &SessionContext, schema: &SchemaRef) -> Result<()> {
+        let path = self.spool.file();
+        let path = path.to_str().ok_or_else(|| LakeError::Spool {
+            step: "name the spool file",
+            dir: self.spool.dir.clone(),
+            source: std::io::Error::other("the path is not UTF-8"),
+        })?;
+        ctx.register_parquet(
+            sql::STAGED_TABLE,
+            path,
+            ParquetReadOptions::default().schema(schema),
+        )
+        .await
+        .step("register the load")?;
+        Ok(())
+    }
+
+    /// Whether some key occurs more than once in the load. Its aggregation spills to disk past
+    /// [`REPEATED_KEYS_MEMORY`], so the check holds no more than that, at any load size.
+    async fn repeats_keys(&self, layout: &TableLayout) -> Result<bool> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(REPEATED_KEYS_MEMORY, 1.0)
+            .build_arc()
+            .step("limit the key check's memory")?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        self.register(&ctx, &layout.source_schema()).await?;
+        let repeated = ctx
+            .sql(&sql::repeated_keys(layout))
+            .await
+            .step("look for repeated keys")?
+            .collect()
+            .await
+            .step("look for repeated keys")?;
+        Ok(repeated.iter().any(|batch| batch.num_rows() > 0))
+    }
+}
+
+/// A folder under the system's temporary folder (`TMPDIR`) holding one load's normalized rows
+/// for the length of its merge; removed when dropped.
+struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    fn create() -> Result<Spool> {
+        let dir = std::env::temp_dir().join(format!("syncline-lake-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(|source| LakeError::Spool {
+            step: "create the spool folder",
+            dir: dir.clone(),
+            source,
+        })?;
+        Ok(Spool { dir })
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("load.parquet")
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Best effort: a leftover folder in the temporary folder is harmless.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -140,6 +244,10 @@ pub(crate) struct TombstoneTable {
 /// own made before the table's (see [`super::tombstones`] for why that order is safe). Whatever
 /// the mode, a live row whose key the table lacks is inserted only when newer than the key's
 /// tombstone.
+///
+/// When that MERGE could only insert every row (an empty table without tombstones, a load
+/// without deletes or repeated keys), the load is appended instead ([`write_new`]), with the
+/// same commit properties: no join against a table that has no rows, and no de-duplication.
 pub(crate) async fn apply(
     table: DeltaTable,
     tombstones: TombstoneTable,
@@ -149,14 +257,41 @@ pub(crate) async fn apply(
     properties: CommitProperties,
 ) -> Result<(DeltaTable, MergeCounts)> {
     let ctx: SessionContext = deltalake::delta_datafusion::create_session().into_inner();
-    let staged = MemTable::try_new(layout.source_schema(), vec![load.batches])
-        .step("hold the load in memory")?;
-    ctx.register_table(sql::STAGED_TABLE, Arc::new(staged))
-        .step("register the load")?;
-    let deduplicated = ctx
-        .sql(&sql::dedup(layout))
-        .await
-        .step("de-duplicate the load")?;
+    load.register(&ctx, &layout.source_schema()).await?;
+    let repeats_keys = match load.repeats_keys(layout).await {
+        Ok(repeats) => repeats,
+        // The check only chooses the cheaper path; when it cannot run (it ran out of its
+        // memory or spill space, say), the general MERGE with de-duplication is right whatever
+        // the load holds.
+        Err(err) => {
+            warn!(error = %err.report(), "could not look for repeated keys; merging with de-duplication");
+            true
+        }
+    };
+    if !repeats_keys
+        && !load.any_deleted
+        && tombstones.existing.is_none()
+        && is_empty(&table)?
+        && let Some(written) = write_new(
+            &table,
+            &ctx,
+            layout,
+            load_id,
+            load.received.rows,
+            properties.clone(),
+        )
+        .await?
+    {
+        return Ok(written);
+    }
+    // Without a repeated key the load is its own de-duplication: no sort of the whole load.
+    let deduplicated = if repeats_keys {
+        ctx.sql(&sql::dedup(layout))
+            .await
+            .step("de-duplicate the load")?
+    } else {
+        ctx.table(sql::STAGED_TABLE).await.step("read the load")?
+    };
 
     // A complete full load's orphans, found over the table before the merge (`plan::Orphans`):
     // counted for the outcome and, with hard deletes, recorded as tombstones before the merge
@@ -301,6 +436,70 @@ async fn find_orphans(
         .await
         .step("find the rows the full load lacks")?;
     Ok(batches)
+}
+
+/// Whether the table holds no data file: created by this load, or never given a row.
+fn is_empty(table: &DeltaTable) -> Result<bool> {
+    let snapshot = table.snapshot().step("read the table snapshot")?;
+    Ok(snapshot.log_data().num_files() == 0)
+}
+
+/// Appends the load to the empty `table` in one commit carrying `properties`, as the merge's
+/// insert clause would have written each row, streaming the spool into delta-rs's writer (one
+/// row group at a time) instead of joining it with a table that has no rows.
+///
+/// The caller has checked that this is the merge's outcome: the table and its tombstones are
+/// empty, and the load has no delete and no repeated key, so every row is an insert. `None`
+/// when the table has a column of a type syncline never writes; the general merge handles that.
+async fn write_new(
+    table: &DeltaTable,
+    ctx: &SessionContext,
+    layout: &TableLayout,
+    load_id: &str,
+    rows: u64,
+    properties: CommitProperties,
+) -> Result<Option<(DeltaTable, MergeCounts)>> {
+    let plan = layout.merge_plan();
+    let snapshot = table.snapshot().step("read the table's schema")?;
+    let mut projection = Vec::new();
+    for field in snapshot.schema().fields() {
+        let Some(ty) = LakeType::from_delta(field.data_type()) else {
+            return Ok(None);
+        };
+        let value = match plan
+            .insert
+            .iter()
+            .find(|(column, _)| *column == field.name().as_str())
+        {
+            Some((_, Value::Incoming(column))) => col(Column::new_unqualified(*column)),
+            Some((_, Value::LoadId)) => lit(load_id.to_owned()),
+            // Columns the insert leaves out (`_syncline_deleted_at`, or one a former schema
+            // added) are NULL, as in a merged insert.
+            Some((_, Value::Null)) | None => lit(ScalarValue::Null),
+        };
+        // DataFusion's cast is strict, like `normalize`: a value the column cannot hold fails.
+        projection.push(cast(value, ty.arrow_type()).alias(field.name()));
+    }
+    let source = ctx
+        .table(sql::STAGED_TABLE)
+        .await
+        .step("read the load")?
+        .select(projection)
+        .step("shape the load as the table")?;
+    let table = table
+        .clone()
+        .write(Vec::new())
+        .with_input_plan(source.into_unoptimized_plan())
+        .with_session_state(Arc::new(ctx.state()))
+        .with_save_mode(SaveMode::Append)
+        .with_commit_properties(properties)
+        .await
+        .map_err(|err| super::commit_error("write", load_id, err))?;
+    let counts = MergeCounts {
+        inserted: rows,
+        ..MergeCounts::default()
+    };
+    Ok(Some((table, counts)))
 }
 
 /// What the soft-delete clauses of a merge will do.
@@ -588,13 +787,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn collect_fingerprints_and_normalizes() {
+    async fn spool_fingerprints_and_normalizes() {
         let layout = layout(DeleteMode::Hard);
         let stream = futures::stream::iter(vec![Ok(batch())]).boxed();
-        let load = StagedLoad::collect(&layout, stream).await.unwrap();
+        let load = StagedLoad::spool(&layout, stream).await.unwrap();
         assert_eq!(load.received, batch_fingerprint(&batch(), "id").unwrap());
         assert!(load.any_deleted);
-        let versions = load.batches[0].column_by_name(VERSION_COLUMN).unwrap();
+        assert!(!load.repeats_keys(&layout).await.unwrap());
+        let ctx = SessionContext::new();
+        load.register(&ctx, &layout.source_schema()).await.unwrap();
+        let spooled = ctx
+            .table(sql::STAGED_TABLE)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let versions = spooled[0].column_by_name(VERSION_COLUMN).unwrap();
         assert_eq!(
             versions.data_type(),
             &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -620,7 +829,7 @@ mod tests {
         );
         let overflowing = RecordBatch::try_new(original.schema(), columns).unwrap();
         let stream = futures::stream::iter(vec![Ok(overflowing)]).boxed();
-        let err = StagedLoad::collect(&layout, stream)
+        let err = StagedLoad::spool(&layout, stream)
             .await
             .err()
             .expect("the cast fails");

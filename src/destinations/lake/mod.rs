@@ -23,11 +23,15 @@
 //! reports no last load, while the replay check (which reads the snapshot, checkpoints
 //! included) keeps working.
 //!
-//! A merge: the load's batches are read into memory (a load is bounded; see
-//! `merge::StagedLoad::collect`) while their count and checksum are computed; a mismatch
-//! with the manifest stops before anything is written. DataFusion then keeps the newest row per
-//! key (a delete wins a tie) and one delta-rs MERGE applies deletes, updates and inserts with
-//! the same rules as the PostgreSQL destination (see `merge::MergeClauses`). Hard deletes'
+//! A merge: the load's batches are read one at a time while their count and checksum are
+//! computed, cast to the table's types and spooled to a local Parquet file (see
+//! `merge::StagedLoad::spool`); a mismatch with the manifest stops before anything is written.
+//! The merge then scans the spool as a stream. A load into an empty table (no data files, no
+//! tombstone table) with no delete and no repeated key is a plain append of new files, its
+//! memory bounded by row groups. Otherwise DataFusion keeps the newest row per key (a delete
+//! wins a tie; skipped when no key repeats) and one delta-rs MERGE applies deletes, updates and
+//! inserts with the same rules as the PostgreSQL destination (see `merge::MergeClauses`); its
+//! join still holds one side in memory (DataFusion's hash join does not spill). Hard deletes'
 //! tombstones live in a side Delta table, recorded in a commit of its own just before the
 //! table's (see `tombstones` for why that order survives a crash between the two).
 //!
@@ -313,7 +317,7 @@ impl Destination for LakeDestination {
             });
         }
 
-        let load = StagedLoad::collect(&layout, batches).await?;
+        let load = StagedLoad::spool(&layout, batches).await?;
         let received = load.received;
         if received != request.staged {
             return Err(ContractError::ReceivedDiffers {

@@ -13,8 +13,9 @@ const DEDUP: &str = include_str!("../../../sql/lake/dedup.sql");
 const SOFT_DELETES: &str = include_str!("../../../sql/lake/soft_deletes.sql");
 const WITH_TOMBSTONES: &str = include_str!("../../../sql/lake/with_tombstones.sql");
 const ORPHANS: &str = include_str!("../../../sql/lake/orphans.sql");
+const REPEATED_KEYS: &str = include_str!("../../../sql/lake/repeated_keys.sql");
 
-/// The in-memory table holding the load's normalized batches.
+/// The load's normalized rows, scanned from the local Parquet files they are spooled to.
 pub(crate) const STAGED_TABLE: &str = "syncline_staged";
 /// The de-duplicated load, registered as a view for the soft-delete count.
 pub(crate) const SOURCE_TABLE: &str = "syncline_source";
@@ -52,6 +53,16 @@ pub(crate) fn dedup(layout: &TableLayout) -> String {
             ("deleted", deleted.as_str()),
             ("staged", staged.as_str()),
         ],
+    )
+}
+
+/// One key the load carries more than once, or no row when every key is unique.
+pub(crate) fn repeated_keys(layout: &TableLayout) -> String {
+    let key = quote_ident(&layout.key);
+    let staged = quote_ident(STAGED_TABLE);
+    render(
+        REPEATED_KEYS,
+        &[("key", key.as_str()), ("staged", staged.as_str())],
     )
 }
 

@@ -1,0 +1,5 @@
+SELECT {key}
+FROM {staged}
+GROUP BY {key}
+HAVING count(*) > 1
+LIMIT 1
