@@ -49,7 +49,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Sync the configured streams once (batch mode).
     Run(RunArgs),
-    /// Validate the config and check that staging, source and destination are reachable.
+    /// Validate the config, then check staging, every stream at the source and the
+    /// destination, each on one line (✓/✗); exit with the worst failure's code.
     Check(CheckArgs),
     /// Compare the destination with the source, key by key, and with --repair fix the
     /// drift (exit 0 clean, 3 drift remains).
@@ -110,6 +111,9 @@ pub struct ReconcileArgs {
 pub struct CheckArgs {
     #[arg(long, short)]
     pub config: PathBuf,
+    /// Seconds each component may take before it is reported as not answering.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

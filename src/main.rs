@@ -177,12 +177,18 @@ async fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
     Ok(report.exit_code as u8)
 }
 
+/// `syncline check`: one line per component on stdout, every component tried; the exit code
+/// is the highest of the failures'.
 async fn check(args: CheckArgs) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
-    for line in pipeline::check(&config).await? {
-        println!("ok  {line}");
+    let options = pipeline::CheckOptions {
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+    };
+    let checks = pipeline::check(&config, &options).await;
+    for checked in &checks {
+        println!("{}", checked.line());
     }
-    Ok(0)
+    Ok(pipeline::check::exit_code(&checks) as u8)
 }
 
 async fn show_status(args: StatusArgs) -> Result<u8, Error> {
