@@ -69,6 +69,58 @@ pub enum Command {
     },
     /// Serve the built-in CRM simulator (HubSpot CRM v3) until interrupted.
     Sim(SimArgs),
+    /// Write a commented pipeline config for a source and a destination, every key with its
+    /// default, and print the environment variables it reads.
+    Init(InitArgs),
+    /// The config file's JSON Schema, or a config as syncline resolves it.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitSource {
+    Hubspot,
+    Salesforce,
+    Postgres,
+    Files,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitDestination {
+    Postgres,
+    Snowflake,
+    Lake,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[arg(long, value_enum)]
+    pub source: InitSource,
+    #[arg(long, value_enum)]
+    pub destination: InitDestination,
+    /// Staging URL (`file:///path`, `s3://bucket/prefix`). Default
+    /// file:///var/lib/syncline/stage.
+    #[arg(long)]
+    pub staging: Option<String>,
+    /// File to write ("-" for stdout).
+    #[arg(long, short, default_value = "syncline.toml")]
+    pub output: PathBuf,
+    /// Overwrite the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of the pipeline config (for editors' TOML plugins).
+    Schema,
+    /// Print the config as syncline resolves it: defaults filled in, secrets masked.
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -249,3 +249,175 @@ async fn check_reports_every_component_and_exits_with_the_worst() {
         "{stdout}"
     );
 }
+
+/// Example values for the variables `init` files read, shaped as the loader wants them.
+fn init_env(name: &str) -> Option<String> {
+    Some(
+        match name {
+            "DATABASE_URL" | "SOURCE_DATABASE_URL" => "postgres://app:pg-secret-pw@localhost/db",
+            "HUBSPOT_TOKEN" => "pat-na1-hubspot-secret",
+            "SALESFORCE_CLIENT_SECRET" => "sf-secret-value",
+            "SNOWFLAKE_PASSWORD" => "snow-secret-pw",
+            "AWS_SECRET_ACCESS_KEY" => "aws-secret-key",
+            "SALESFORCE_CLIENT_ID" => "3MVG9-consumer-key",
+            "SNOWFLAKE_ACCOUNT" => "myorg-myaccount",
+            "SNOWFLAKE_USER" => "SYNCLINE",
+            "SNOWFLAKE_DATABASE" => "RAW",
+            "AWS_ACCESS_KEY_ID" => "AKIAEXAMPLE",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+#[test]
+fn init_writes_a_config_for_every_pair_that_loads_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    for source in ["hubspot", "salesforce", "postgres", "files"] {
+        for destination in ["postgres", "snowflake", "lake"] {
+            let path = dir.path().join(format!("{source}-{destination}.toml"));
+            let out = syncline()
+                .args(["init", "--source", source, "--destination", destination])
+                .args(["--staging", "s3://acme/stage", "--output"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{source}/{destination}: {stdout}");
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Every variable the file reads is named in the instructions.
+            for var in text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split("${").nth(1))
+                .filter_map(|rest| rest.split('}').next())
+            {
+                assert!(
+                    stdout.contains(&format!("export {var}=")),
+                    "{source}/{destination}: {var} not listed\n{stdout}"
+                );
+            }
+            let config = syncline::config::Config::parse(&text, &path, &init_env);
+            assert!(
+                config.is_ok(),
+                "{source}/{destination}: {}\n{text}",
+                config.unwrap_err()
+            );
+        }
+    }
+
+    let path = dir.path().join("hubspot-postgres.toml");
+    std::fs::write(&path, "# mine\n").unwrap();
+    let again = syncline()
+        .args([
+            "init",
+            "--source",
+            "hubspot",
+            "--destination",
+            "lake",
+            "--output",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+    let forced = syncline()
+        .args([
+            "init",
+            "--source",
+            "hubspot",
+            "--destination",
+            "lake",
+            "--force",
+            "--output",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("type = \"lake\"")
+    );
+}
+
+#[test]
+fn config_schema_is_json_and_show_fills_defaults_without_secrets() {
+    let schema = syncline().args(["config", "schema"]).output().unwrap();
+    assert!(schema.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).unwrap();
+    assert!(schema["$defs"]["HubspotConfig"]["properties"]["token"].is_object());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.toml");
+    for (source, destination, secrets) in [
+        (
+            "hubspot",
+            "postgres",
+            &["pat-na1-hubspot-secret", "pg-secret-pw", "aws-secret-key"][..],
+        ),
+        (
+            "salesforce",
+            "snowflake",
+            &["sf-secret-value", "snow-secret-pw"][..],
+        ),
+        ("postgres", "lake", &["pg-secret-pw"][..]),
+    ] {
+        let init = syncline()
+            .args([
+                "init",
+                "--source",
+                source,
+                "--destination",
+                destination,
+                "--force",
+            ])
+            .args(["--staging", "s3://acme/stage", "--output"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(init.status.success());
+        let mut show = syncline();
+        show.args(["config", "show", "--config"]).arg(&path);
+        for name in [
+            "DATABASE_URL",
+            "SOURCE_DATABASE_URL",
+            "HUBSPOT_TOKEN",
+            "SALESFORCE_CLIENT_ID",
+            "SALESFORCE_CLIENT_SECRET",
+            "SNOWFLAKE_ACCOUNT",
+            "SNOWFLAKE_USER",
+            "SNOWFLAKE_DATABASE",
+            "SNOWFLAKE_PASSWORD",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            show.env(name, init_env(name).unwrap());
+        }
+        let out = show.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("batch_rows: 10000"),
+            "defaults are filled in:\n{text}"
+        );
+        assert!(text.contains("***"), "{text}");
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "{source}/{destination} shows a secret:\n{text}"
+            );
+        }
+    }
+}
