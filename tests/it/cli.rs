@@ -353,7 +353,8 @@ fn config_schema_is_json_and_show_fills_defaults_without_secrets() {
     let schema = syncline().args(["config", "schema"]).output().unwrap();
     assert!(schema.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).unwrap();
-    assert!(schema["$defs"]["HubspotConfig"]["properties"]["token"].is_object());
+    assert!(schema["$defs"]["PipelineConfig"]["properties"]["batch_rows"].is_object());
+    assert!(schema.to_string().contains("\"retry_base_ms\""));
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crm.toml");
