@@ -49,7 +49,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Sync the configured streams once (batch mode).
     Run(RunArgs),
-    /// Validate the config and check that staging, source and destination are reachable.
+    /// Validate the config, then check staging, every stream at the source and the
+    /// destination, each on one line (✓/✗); exit with the worst failure's code.
     Check(CheckArgs),
     /// Compare the destination with the source, key by key, and with --repair fix the
     /// drift (exit 0 clean, 3 drift remains).
@@ -74,6 +75,14 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Delete staged loads that are merged and past retention.
     Gc(GcArgs),
+    /// Write a commented pipeline config for a source and a destination, every key with its
+    /// default, and print the environment variables it reads.
+    Init(InitArgs),
+    /// The config file's JSON Schema, or a config as syncline resolves it.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +115,39 @@ pub struct ReplayArgs {
     pub force: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitSource {
+    Hubspot,
+    Salesforce,
+    Postgres,
+    Files,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitDestination {
+    Postgres,
+    Snowflake,
+    Lake,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[arg(long, value_enum)]
+    pub source: InitSource,
+    #[arg(long, value_enum)]
+    pub destination: InitDestination,
+    /// Staging URL (`file:///path`, `s3://bucket/prefix`). Default
+    /// file:///var/lib/syncline/stage.
+    #[arg(long)]
+    pub staging: Option<String>,
+    /// File to write ("-" for stdout).
+    #[arg(long, short, default_value = "syncline.toml")]
+    pub output: PathBuf,
+    /// Overwrite the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct GcArgs {
     #[arg(long, short)]
@@ -119,6 +161,17 @@ pub struct GcArgs {
     /// Delete the loads' dead-letter files too (kept by default).
     #[arg(long)]
     pub dead_letters: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of the pipeline config (for editors' TOML plugins).
+    Schema,
+    /// Print the config as syncline resolves it: defaults filled in, secrets masked.
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +214,9 @@ pub struct ReconcileArgs {
 pub struct CheckArgs {
     #[arg(long, short)]
     pub config: PathBuf,
+    /// Seconds each component may take before it is reported as not answering.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod destinations;
 pub mod error;
 pub mod failpoints;
+pub mod init;
 mod layers;
 pub mod load;
 pub mod pipeline;

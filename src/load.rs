@@ -29,7 +29,9 @@ pub struct CursorRange {
 }
 
 /// How a delete at the source reaches the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeleteMode {
     /// The row is removed.

@@ -9,12 +9,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use syncline::cli::{
-    CheckArgs, Cli, Command, DemoArgs, DemoTarget, GcArgs, LoadsArgs, LogFormat, ModelsCommand,
-    QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
+    CheckArgs, Cli, Command, ConfigCommand, DemoArgs, DemoTarget, GcArgs, InitArgs,
+    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsCommand, QueryArgs, ReconcileArgs,
+    ReplayArgs, RunArgs, SimArgs, StatusArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
-use syncline::{Error, demo, pipeline, sim, status, transform};
+use syncline::{Error, demo, init, pipeline, sim, status, transform};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -76,12 +77,23 @@ enum CommandError {
     DemoUrl,
     #[error("the simulator stopped")]
     Simulator(#[source] anyhow::Error),
+    #[error("{} exists; pass --force to overwrite it", .0.display())]
+    Exists(std::path::PathBuf),
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Classified for CommandError {
     fn kind(&self) -> ErrorKind {
         match self {
-            CommandError::Report { .. } | CommandError::DemoUrl => ErrorKind::Config,
+            CommandError::Report { .. }
+            | CommandError::DemoUrl
+            | CommandError::Exists(_)
+            | CommandError::Write { .. } => ErrorKind::Config,
             CommandError::Simulator(_) => ErrorKind::Source,
         }
     }
@@ -103,6 +115,8 @@ async fn execute(command: Command) -> Result<u8, Error> {
         Command::Loads(args) => list_loads(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Gc(args) => gc(args).await,
+        Command::Init(args) => init(args),
+        Command::Config { command } => config_command(command),
     }
 }
 
@@ -233,12 +247,18 @@ async fn reconcile(args: ReconcileArgs) -> Result<u8, Error> {
     Ok(report.exit_code as u8)
 }
 
+/// `syncline check`: one line per component on stdout, every component tried; the exit code
+/// is the highest of the failures'.
 async fn check(args: CheckArgs) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
-    for line in pipeline::check(&config).await? {
-        println!("ok  {line}");
+    let options = pipeline::CheckOptions {
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+    };
+    let checks = pipeline::check(&config, &options).await;
+    for checked in &checks {
+        println!("{}", checked.line());
     }
-    Ok(0)
+    Ok(pipeline::check::exit_code(&checks) as u8)
 }
 
 async fn show_status(args: StatusArgs) -> Result<u8, Error> {
@@ -319,5 +339,71 @@ async fn serve_simulator(args: SimArgs) -> Result<u8, Error> {
     sim::serve_forever(config, args.listen)
         .await
         .map_err(CommandError::Simulator)?;
+    Ok(0)
+}
+
+/// `syncline init`: the file, then what to set and run next (on stderr when the file went to
+/// stdout).
+fn init(args: InitArgs) -> Result<u8, Error> {
+    let source = match args.source {
+        InitSource::Hubspot => init::SourceKind::Hubspot,
+        InitSource::Salesforce => init::SourceKind::Salesforce,
+        InitSource::Postgres => init::SourceKind::Postgres,
+        InitSource::Files => init::SourceKind::Files,
+    };
+    let destination = match args.destination {
+        InitDestination::Postgres => init::DestinationKind::Postgres,
+        InitDestination::Snowflake => init::DestinationKind::Snowflake,
+        InitDestination::Lake => init::DestinationKind::Lake,
+    };
+    let staging = args.staging.as_deref().unwrap_or(init::DEFAULT_STAGING);
+    let template = init::template(source, destination, staging);
+    if args.output.as_os_str() == "-" {
+        print!("{}", template.text);
+        eprint!("{}", init::next_steps(&template, "FILE"));
+        return Ok(0);
+    }
+    let path = &args.output;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if args.force {
+        options.create(true).truncate(true);
+    } else {
+        // create_new: an existing file is never touched, even if it appears meanwhile.
+        options.create_new(true);
+    }
+    let write = options
+        .open(path)
+        .and_then(|mut file| file.write_all(template.text.as_bytes()));
+    match write {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CommandError::Exists(path.clone()).into());
+        }
+        Err(source) => {
+            return Err(CommandError::Write {
+                path: path.clone(),
+                source,
+            }
+            .into());
+        }
+    }
+    print!(
+        "{}",
+        init::next_steps(&template, &path.display().to_string())
+    );
+    Ok(0)
+}
+
+fn config_command(command: ConfigCommand) -> Result<u8, Error> {
+    match command {
+        ConfigCommand::Schema => {
+            println!("{}", serde_json::to_string_pretty(&Config::json_schema())?);
+        }
+        ConfigCommand::Show { config } => {
+            let config = Config::load(&config)?;
+            print!("{}", config.show());
+        }
+    }
     Ok(0)
 }

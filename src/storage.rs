@@ -18,7 +18,7 @@ use crate::config::Secret;
 use crate::error::{Classified, ErrorKind};
 
 /// `[staging.s3]` and `[source.s3]`: how to reach an S3-compatible server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// Endpoint URL of an S3-compatible server, e.g. `http://127.0.0.1:9000` for MinIO.

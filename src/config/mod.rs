@@ -30,7 +30,7 @@ pub use crate::sources::salesforce::config::{JwtKey, SalesforceAuth, SalesforceC
 use document::Document;
 
 /// A value that must never appear in logs, reports or errors.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -57,7 +57,7 @@ impl fmt::Display for Secret {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub pipeline: PipelineConfig,
@@ -70,7 +70,7 @@ pub struct Config {
 }
 
 /// `[pipeline]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Names the pipeline; staged files, state and locks live under this name. Letters,
@@ -88,7 +88,7 @@ pub struct PipelineConfig {
 }
 
 /// `[staging]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StagingConfig {
     /// Where Parquet files, manifests, state and locks are written: any object_store URL
@@ -100,7 +100,7 @@ pub struct StagingConfig {
 }
 
 /// `[source]`, selected by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     Hubspot(HubspotConfig),
@@ -121,7 +121,7 @@ impl SourceConfig {
 }
 
 /// `[destination]`, selected by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum DestinationConfig {
     Postgres(PostgresConfig),
@@ -130,7 +130,7 @@ pub enum DestinationConfig {
 }
 
 /// `[streams.NAME]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSettings {
     /// `"hard"` (default) removes deleted records; `"soft"` keeps them with `_syncline_deleted_at` set.
@@ -200,6 +200,23 @@ impl Config {
             .validate()
             .map_err(|err| doc.key_error(&err.key_path(), &err.message))?;
         Ok(config)
+    }
+
+    /// The JSON Schema of the config file, generated from these types (and their `///`
+    /// comments), for editors and `syncline config schema`.
+    pub fn json_schema() -> serde_json::Value {
+        let schema = schemars::schema_for!(Config);
+        let mut value = schema.to_value();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("title".into(), "syncline pipeline configuration".into());
+        }
+        value
+    }
+
+    /// The resolved config for people to read (`syncline config show`): every default
+    /// filled in, `${VAR}`s resolved, and secrets shown as `***` by [`Secret`]'s `Debug`.
+    pub fn show(&self) -> String {
+        format!("{self:#?}\n")
     }
 
     /// Settings of one stream (defaults when it has no `[streams.NAME]` table).

@@ -65,9 +65,10 @@ async fn run_report_status_and_check_through_the_binary() {
     assert_eq!(
         String::from_utf8_lossy(&check.stdout)
             .lines()
-            .filter(|l| l.starts_with("ok"))
+            .filter(|l| l.starts_with('✓'))
             .count(),
-        3
+        5,
+        "staging, three streams and the destination"
     );
 
     let (status, report) = h.run_binary(&["--streams", "contacts,deals"], &[]);
@@ -160,4 +161,264 @@ async fn a_tampered_staged_load_is_a_reconciliation_failure_with_exit_3() {
     )
     .unwrap();
     assert_eq!(after["pending"]["load_id"], load_id);
+}
+
+/// A PostgreSQL role `app` that must log in with the password `right` over TCP (the test
+/// cluster trusts everyone else), for a destination URL whose password is wrong.
+async fn require_password(pg: &crate::support::TestPostgres) -> String {
+    let admin = crate::support::connect(&pg.url).await;
+    admin
+        .batch_execute("CREATE ROLE app LOGIN PASSWORD 'right'")
+        .await
+        .unwrap();
+    let hba: String = admin.query_one("SHOW hba_file", &[]).await.unwrap().get(0);
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all app 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .unwrap();
+    admin.execute("SELECT pg_reload_conf()", &[]).await.unwrap();
+    let wrong = pg
+        .url
+        .replace("postgres://postgres@", "postgres://app:wrong@");
+    // The server applies the new rules on its own time; wait until it refuses.
+    while tokio_postgres::connect(&wrong, tokio_postgres::NoTls)
+        .await
+        .is_ok()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    wrong
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_every_component_and_exits_with_the_worst() {
+    let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
+        .await
+        .unwrap();
+    let wrong_url = require_password(&pg).await;
+    // A HubSpot that cannot be reached: a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.toml");
+    let source = format!(
+        "[source]\ntype = \"hubspot\"\nbase_url = \"http://127.0.0.1:{port}\"\n\
+         token = \"${{HUBSPOT_TOKEN}}\"\nstreams = [\"contacts\", \"deals\"]\n\
+         max_retries = 8\nretry_base_ms = 1000"
+    );
+    let text = crate::support::config_toml(
+        "name = \"crm\"",
+        &dir.path().join("stage"),
+        &source,
+        "[destination]\ntype = \"postgres\"\nurl = \"${DATABASE_URL}\"",
+        "",
+    );
+    std::fs::write(&path, text).unwrap();
+
+    let out = syncline()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("HUBSPOT_TOKEN", "pat-secret-token")
+        .env("DATABASE_URL", &wrong_url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[0].starts_with("✓ staging: writable"), "{stdout}");
+    for (line, stream) in lines[1..3].iter().zip(["contacts", "deals"]) {
+        assert!(
+            line.starts_with(&format!("✗ source stream {stream}: ")),
+            "{stdout}"
+        );
+        // One retry, not the configured eight (which would take minutes of back-off).
+        assert!(line.contains("(after 1 retries)"), "{stdout}");
+    }
+    assert!(lines[3].starts_with("✗ destination postgres: "), "{stdout}");
+    assert!(lines[3].contains("destination.url"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refused credentials (2) outrank an unreachable API (1): {stdout}"
+    );
+    assert!(
+        !stdout.contains("wrong") && !stdout.contains("pat-secret-token"),
+        "{stdout}"
+    );
+}
+
+/// Example values for the variables `init` files read, shaped as the loader wants them.
+fn init_env(name: &str) -> Option<String> {
+    Some(
+        match name {
+            "DATABASE_URL" | "SOURCE_DATABASE_URL" => "postgres://app:pg-secret-pw@localhost/db",
+            "HUBSPOT_TOKEN" => "pat-na1-hubspot-secret",
+            "SALESFORCE_CLIENT_SECRET" => "sf-secret-value",
+            "SNOWFLAKE_PASSWORD" => "snow-secret-pw",
+            "AWS_SECRET_ACCESS_KEY" => "aws-secret-key",
+            "SALESFORCE_CLIENT_ID" => "3MVG9-consumer-key",
+            "SNOWFLAKE_ACCOUNT" => "myorg-myaccount",
+            "SNOWFLAKE_USER" => "SYNCLINE",
+            "SNOWFLAKE_DATABASE" => "RAW",
+            "AWS_ACCESS_KEY_ID" => "AKIAEXAMPLE",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+#[test]
+fn init_writes_a_config_for_every_pair_that_loads_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    for source in ["hubspot", "salesforce", "postgres", "files"] {
+        for destination in ["postgres", "snowflake", "lake"] {
+            let path = dir.path().join(format!("{source}-{destination}.toml"));
+            let out = syncline()
+                .args(["init", "--source", source, "--destination", destination])
+                .args(["--staging", "s3://acme/stage", "--output"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{source}/{destination}: {stdout}");
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Every variable the file reads is named in the instructions.
+            for var in text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .filter_map(|l| l.split("${").nth(1))
+                .filter_map(|rest| rest.split('}').next())
+            {
+                assert!(
+                    stdout.contains(&format!("export {var}=")),
+                    "{source}/{destination}: {var} not listed\n{stdout}"
+                );
+            }
+            let config = syncline::config::Config::parse(&text, &path, &init_env);
+            assert!(
+                config.is_ok(),
+                "{source}/{destination}: {}\n{text}",
+                config.unwrap_err()
+            );
+        }
+    }
+
+    let path = dir.path().join("hubspot-postgres.toml");
+    std::fs::write(&path, "# mine\n").unwrap();
+    let again = syncline()
+        .args([
+            "init",
+            "--source",
+            "hubspot",
+            "--destination",
+            "lake",
+            "--output",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+    let forced = syncline()
+        .args([
+            "init",
+            "--source",
+            "hubspot",
+            "--destination",
+            "lake",
+            "--force",
+            "--output",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("type = \"lake\"")
+    );
+}
+
+#[test]
+fn config_schema_is_json_and_show_fills_defaults_without_secrets() {
+    let schema = syncline().args(["config", "schema"]).output().unwrap();
+    assert!(schema.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).unwrap();
+    assert!(schema["$defs"]["PipelineConfig"]["properties"]["batch_rows"].is_object());
+    assert!(schema.to_string().contains("\"retry_base_ms\""));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.toml");
+    for (source, destination, secrets) in [
+        (
+            "hubspot",
+            "postgres",
+            &["pat-na1-hubspot-secret", "pg-secret-pw", "aws-secret-key"][..],
+        ),
+        (
+            "salesforce",
+            "snowflake",
+            &["sf-secret-value", "snow-secret-pw"][..],
+        ),
+        ("postgres", "lake", &["pg-secret-pw"][..]),
+    ] {
+        let init = syncline()
+            .args([
+                "init",
+                "--source",
+                source,
+                "--destination",
+                destination,
+                "--force",
+            ])
+            .args(["--staging", "s3://acme/stage", "--output"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(init.status.success());
+        let mut show = syncline();
+        show.args(["config", "show", "--config"]).arg(&path);
+        for name in [
+            "DATABASE_URL",
+            "SOURCE_DATABASE_URL",
+            "HUBSPOT_TOKEN",
+            "SALESFORCE_CLIENT_ID",
+            "SALESFORCE_CLIENT_SECRET",
+            "SNOWFLAKE_ACCOUNT",
+            "SNOWFLAKE_USER",
+            "SNOWFLAKE_DATABASE",
+            "SNOWFLAKE_PASSWORD",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            show.env(name, init_env(name).unwrap());
+        }
+        let out = show.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("batch_rows: 10000"),
+            "defaults are filled in:\n{text}"
+        );
+        assert!(text.contains("***"), "{text}");
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "{source}/{destination} shows a secret:\n{text}"
+            );
+        }
+    }
 }

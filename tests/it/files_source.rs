@@ -90,10 +90,14 @@ async fn csv_and_jsonl_load_equal_the_files_and_a_rerun_loads_nothing() {
         ),
     );
 
-    let checked = syncline::pipeline::check(&h.config()).await.expect("check");
+    let checked: Vec<String> = syncline::pipeline::check(&h.config(), &Default::default())
+        .await
+        .iter()
+        .map(|c| c.line())
+        .collect();
     for wanted in [
-        "source: contacts: 2 file(s) match glob \"contacts/*.jsonl\"",
-        "source: deals: 1 file(s) match glob \"deals/*.csv\"",
+        "✓ source stream contacts: readable; 2 file(s) match glob \"contacts/*.jsonl\"",
+        "✓ source stream deals: readable; 1 file(s) match glob \"deals/*.csv\"",
     ] {
         assert!(checked.iter().any(|l| l == wanted), "{checked:#?}");
     }

@@ -445,9 +445,9 @@ async fn wal_level_replica_is_a_configuration_error() {
     assert!(error.contains("mode = \"cursor\""), "{error}");
 
     let check = setup.command("check");
-    let stderr = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("wal_level = logical"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("wal_level = logical"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,9 +650,9 @@ async fn a_table_without_replica_identity_is_refused_before_a_publication_exists
         .unwrap();
 
     let check = setup.command("check");
-    let stderr = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("REPLICA IDENTITY FULL"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("REPLICA IDENTITY FULL"), "{stdout}");
     let (status, _, stderr) = setup.syncline(&[], &[]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("replica identity"), "{stderr}");

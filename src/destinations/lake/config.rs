@@ -5,7 +5,7 @@ use serde::Deserialize;
 use crate::config::KeyError;
 
 /// `[destination]` with `type = "lake"`: Delta Lake tables, one per stream.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
     /// Folder (object_store URL) holding one Delta table per stream. Default

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use crate::config::{KeyError, Secret};
 
 /// `[destination]` with `type = "postgres"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// `postgres://user:password@host:port/db`. Use `${VAR}`; it is never logged.

@@ -8,7 +8,7 @@ use crate::config::{KeyError, Secret};
 /// `[destination]` with `type = "snowflake"`: loads read the staged Parquet through an external
 /// stage (`COPY INTO`), then `MERGE` into one table per stream, with the `_syncline_loads` ledger.
 /// Authenticate with `password` or with a key pair (`private_key` or `private_key_path`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnowflakeConfig {
     /// Account identifier, e.g. `myorg-myaccount`.

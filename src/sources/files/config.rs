@@ -14,7 +14,7 @@ use crate::schema::is_system_column;
 use crate::storage::S3Config;
 
 /// `[source]` with `type = "files"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {
     /// The folder the exports are in: any object_store URL (`file:///data/exports`,
@@ -31,7 +31,7 @@ pub struct FilesConfig {
 }
 
 /// `[source.files.NAME]`: which files make up a stream and how to read them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileStreamConfig {
     /// Glob over paths relative to `source.url`, e.g. `contacts/*.jsonl` or `**/deals-*.csv`.
@@ -54,6 +54,7 @@ pub struct FileStreamConfig {
     pub infer_rows: usize,
     /// Declared columns, in file order: name → `int64`, `float64`, `utf8`, `boolean`,
     /// `date32` or `timestamp`. Inferred from a sample when absent.
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub schema: Option<DeclaredSchema>,
     /// CSV: the field delimiter, one character. Default `,`.
     pub delimiter: Option<String>,

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use crate::config::{KeyError, Secret};
 
 /// `[source]` with `type = "hubspot"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HubspotConfig {
     /// API base URL. Default `https://api.hubapi.com`.

@@ -8,7 +8,7 @@ use crate::config::{KeyError, Secret};
 
 /// `[source]` with `type = "postgres"`: tables of a PostgreSQL database, by logical
 /// replication (`mode = "cdc"`) or by a cursor column (`mode = "cursor"`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSourceConfig {
     /// `postgres://user:password@host:port/db`. Use `${VAR}`; it is never logged. CDC needs a
@@ -37,7 +37,7 @@ pub struct PostgresSourceConfig {
 }
 
 /// How the postgres source reads changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PostgresMode {
     #[default]
@@ -46,7 +46,7 @@ pub enum PostgresMode {
 }
 
 /// `[source.tables.NAME]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresTableConfig {
     /// The source table, optionally schema-qualified (`sales.contacts`). Default: the

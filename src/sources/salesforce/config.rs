@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::config::{KeyError, Secret};
 
 /// `[source]` with `type = "salesforce"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SalesforceConfig {
     /// Where the OAuth token is requested: your My Domain URL (client credentials need it),
