@@ -136,7 +136,8 @@ fn staging_section(staging: &str) -> String {
              secret_access_key = \"${AWS_SECRET_ACCESS_KEY}\"\n\
              # region = \"us-east-1\"\n\
              # endpoint = \"http://127.0.0.1:9000\"   # an S3-compatible server (MinIO); default AWS\n\
-             # allow_http = false                   # allow http:// endpoints (local MinIO)\n",
+             # allow_http = false                   # allow http:// endpoints (local MinIO)\n\
+             # virtual_hosted_style = false         # bucket.host URLs instead of host/bucket paths\n",
         );
     } else {
         text.push_str(
@@ -145,7 +146,8 @@ fn staging_section(staging: &str) -> String {
              # secret_access_key = \"${AWS_SECRET_ACCESS_KEY}\"\n\
              # region = \"us-east-1\"\n\
              # endpoint = \"http://127.0.0.1:9000\"   # an S3-compatible server (MinIO); default AWS\n\
-             # allow_http = false                   # allow http:// endpoints (local MinIO)\n",
+             # allow_http = false                   # allow http:// endpoints (local MinIO)\n\
+             # virtual_hosted_style = false         # bucket.host URLs instead of host/bucket paths\n",
         );
     }
     text
@@ -213,6 +215,7 @@ streams = ["contacts"]
 # access_key_id = "${AWS_ACCESS_KEY_ID}"
 # secret_access_key = "${AWS_SECRET_ACCESS_KEY}"
 # allow_http = false
+# virtual_hosted_style = false
 
 [source.files.contacts]
 glob = "contacts/*.csv"              # relative to source.url

@@ -2,8 +2,8 @@
 //! proves before a run that all three answer (`syncline check`).
 
 pub mod batch;
-pub mod loads;
 pub mod check;
+pub mod loads;
 pub mod reconcile;
 
 pub use batch::{RunOptions, run};
