@@ -245,6 +245,14 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        // A lease that expires as it is taken excludes nobody: two runs of a stream would both
+        // hold it.
+        if self.pipeline.lock_ttl_seconds == 0 {
+            return Err(KeyError::new(
+                &["pipeline", "lock_ttl_seconds"],
+                "must be at least 1 (a lease of 0 seconds is expired as soon as it is taken)",
+            ));
+        }
         if self.pipeline.file_rows < self.pipeline.batch_rows {
             return Err(KeyError::new(
                 &["pipeline", "file_rows"],
@@ -460,6 +468,21 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
              [destination]\ntype = \"lake\"\n[source]\ntype = \"postgres\"\n\
              url = \"postgres://u@h/db\"\nstreams = [\"contacts\"]\n{source}"
         ))
+    }
+
+    #[test]
+    fn a_lease_of_zero_seconds_is_refused() {
+        let text = EXAMPLE.replace("name = \"crm\"", "name = \"crm\"\nlock_ttl_seconds = 0");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Config);
+        assert!(
+            err.to_string().contains("pipeline.lock_ttl_seconds"),
+            "{err}"
+        );
+        assert!(
+            parse(&EXAMPLE.replace("name = \"crm\"", "name = \"crm\"\nlock_ttl_seconds = 1"))
+                .is_ok()
+        );
     }
 
     #[test]
