@@ -212,3 +212,11 @@ fn unsupported(stream: &str) -> crate::Error {
     }
     .into()
 }
+
+/// `Source::settled_until` for an API whose cursor is a modified stamp in epoch milliseconds
+/// and whose listed versions are that stamp in microseconds (HubSpot, Salesforce): a record
+/// modified at or after the saved cursor (which never passes `now - lag`) is newer than the
+/// last load read.
+pub(crate) fn settled_at_modified_cursor(cursor: Option<i64>) -> Option<i64> {
+    cursor.map(|ms| ms * 1000)
+}

@@ -333,10 +333,8 @@ impl Source for SalesforceSource {
         })
     }
 
-    /// A record modified at or after the saved cursor (which never passes `now - lag`) is
-    /// newer than the last load read.
     fn settled_until(&self, _stream: &str, cursor: Option<i64>) -> Option<i64> {
-        cursor.map(|ms| ms * 1000)
+        crate::sources::settled_at_modified_cursor(cursor)
     }
 
     /// `queryAll` of every staged field `WHERE Id IN (...)`, 200 ids a query.
