@@ -534,6 +534,11 @@ impl<'a> StreamRunner<'a> {
                     }
                 }
                 Extracted::DeadLetters(letters) => dead_letters.write(&letters).await?,
+                Extracted::Estimate(total) => {
+                    if let Some(bar) = &progress {
+                        show_total(bar, total);
+                    }
+                }
                 Extracted::CursorReached(reached) => {
                     cursor.to = since.map_or(reached, |s| reached.max(s));
                 }
@@ -757,6 +762,9 @@ fn sets_aside(err: &Error) -> bool {
     )
 }
 
+/// A spinner counting rows, on a terminal only (a log file or an orchestrator's capture gets
+/// the one-line summary instead). It becomes a bar with a percentage and ETA once the source
+/// says how many records to expect.
 fn progress_bar(stream: &str) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
@@ -769,4 +777,17 @@ fn progress_bar(stream: &str) -> Option<ProgressBar> {
     bar.set_prefix(stream.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     Some(bar)
+}
+
+/// Turns the spinner into a bar once a total is known. The total is an estimate: a bar that
+/// overshoots it keeps counting (indicatif caps the percentage, the row count stays true).
+fn show_total(bar: &ProgressBar, total: u64) {
+    bar.set_length(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix}: [{bar:30}] {percent:>3}% {human_pos}/{human_len} rows ({per_sec}, ETA {eta})",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
+    );
 }

@@ -427,3 +427,51 @@ async fn rejected_credentials_exit_2_and_never_show_the_secret() {
             .contains("not-the-secret-xyz")
     );
 }
+
+/// On a terminal, a full load whose source counts its records first shows a bar with the
+/// total and a percentage; piped (as an orchestrator captures it), stderr has no progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_shows_a_progress_bar_with_the_counted_total() {
+    let h = Harness::start(
+        SimConfig {
+            sf_accounts: 6000,
+            ..sim()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    write_salesforce_config(&h, &["Account"], "", "");
+    // `script` gives the child a pseudo-terminal as stderr, as a person's shell would.
+    let command = format!(
+        "{} run --config {}",
+        env!("CARGO_BIN_EXE_syncline"),
+        h.config_path.display()
+    );
+    let mut script = std::process::Command::new("script");
+    script.args(["-qefc", &command, "/dev/null"]);
+    for (k, v) in h.env() {
+        script.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || script.output().expect("script runs"))
+        .await
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("/6,000 rows") && screen.contains('%'),
+        "a bar against the COUNT() total: {screen}"
+    );
+
+    let (status, _) = h.run_binary(&["--full-refresh"], &[]);
+    assert!(status.success());
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["run", "--full-refresh", "--config"])
+        .arg(&h.config_path)
+        .envs(h.env())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("rows ("), "no progress when piped: {stderr}");
+}
