@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::destinations::Destination;
 use crate::error::ErrorKind;
 use crate::reconcile::drift::{self, Compared, Drift, Key, ListRequest, RepairKeys};
-use crate::reconcile::report::{Status, StreamReport};
+use crate::reconcile::report::{ReconcileOutcome, ReconcileResult, Status, StreamReport};
 use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 use crate::sources::{Extracted, Source};
 use crate::stage::Stage;
@@ -107,42 +107,18 @@ pub async fn reconcile(
     destination.check().await?;
     let mut streams = Vec::new();
     for stream in &selected {
-        let mut report = StreamDrift {
-            stream: stream.clone(),
-            compared_by: None,
-            estimated_list_calls: 0,
-            estimated_repair_calls: None,
-            drift: None,
-            repair: None,
-            unrepaired: 0,
-            stopped: None,
-            error: None,
-            error_exit_code: None,
-        };
-        let outcome = reconcile_stream(
-            config,
-            &state,
-            &source,
-            &destination,
-            stream,
-            options,
-            &mut report,
-            progress,
-        )
-        .await;
-        match outcome {
-            Ok(()) => {}
-            Err(err) if err.kind() == ErrorKind::Quota => {
-                warn!(stream, reason = %err, "API quota used up; reconcile stops cleanly");
-                report.stopped = Some(err.report());
-            }
-            Err(err) => {
-                warn!(stream, error = %err, "reconcile failed");
-                report.error = Some(err.report());
-                report.error_exit_code = Some(err.exit_code());
-            }
-        }
-        streams.push(report);
+        streams.push(
+            reconcile_one(
+                config,
+                &state,
+                &source,
+                &destination,
+                stream,
+                options,
+                progress,
+            )
+            .await,
+        );
     }
     let quota = ErrorKind::Quota.exit_code();
     let failed: Vec<i32> = streams
@@ -173,6 +149,181 @@ pub async fn reconcile(
         exit_code,
         streams,
     })
+}
+
+/// Reconciles one stream (with `options.repair`, repairs it) and, unless `dry_run`, records
+/// the outcome in the stream's state for `status` and the schedule. A failure is in the
+/// report, never returned.
+pub(super) async fn reconcile_one(
+    config: &Config,
+    state: &StateStore,
+    source: &Arc<dyn Source>,
+    destination: &Arc<dyn Destination>,
+    stream: &str,
+    options: &ReconcileOptions,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> StreamDrift {
+    let mut report = StreamDrift {
+        stream: stream.to_string(),
+        compared_by: None,
+        estimated_list_calls: 0,
+        estimated_repair_calls: None,
+        drift: None,
+        repair: None,
+        unrepaired: 0,
+        stopped: None,
+        error: None,
+        error_exit_code: None,
+    };
+    let outcome = reconcile_stream(
+        config,
+        state,
+        source,
+        destination,
+        stream,
+        options,
+        &mut report,
+        progress,
+    )
+    .await;
+    match outcome {
+        Ok(()) => {}
+        Err(err) if err.kind() == ErrorKind::Quota => {
+            warn!(stream, reason = %err, "API quota used up; reconcile stops cleanly");
+            report.stopped = Some(err.report());
+        }
+        Err(err) => {
+            warn!(stream, error = %err, "reconcile failed");
+            report.error = Some(err.report());
+            report.error_exit_code = Some(err.exit_code());
+        }
+    }
+    if !options.dry_run {
+        record(config, state, stream, report.outcome(chrono::Utc::now())).await;
+    }
+    report
+}
+
+/// `syncline run` with `[reconcile]`: reconciles `stream` (after its load committed) when its
+/// last reconcile is older than `every`, or it never had one. `None` when not due.
+pub(super) async fn scheduled(
+    config: &Config,
+    state: &StateStore,
+    source: &Arc<dyn Source>,
+    destination: &Arc<dyn Destination>,
+    stream: &str,
+) -> Option<ReconcileOutcome> {
+    let schedule = config.reconcile.as_ref()?;
+    let last = match state.load(stream).await {
+        Ok(saved) => saved.last_reconcile,
+        Err(err) => {
+            return Some(failed_outcome(stream, &err));
+        }
+    };
+    let due = match &last {
+        None => true,
+        Some(last) => {
+            let every =
+                chrono::Duration::from_std(schedule.interval()).unwrap_or(chrono::Duration::MAX);
+            last.at
+                .checked_add_signed(every)
+                .is_none_or(|next| next <= chrono::Utc::now())
+        }
+    };
+    if !due {
+        return None;
+    }
+    info!(
+        stream,
+        repair = schedule.repair,
+        "scheduled reconcile is due"
+    );
+    let options = ReconcileOptions {
+        streams: None,
+        repair: schedule.repair,
+        dry_run: false,
+    };
+    let report = reconcile_one(
+        config,
+        state,
+        source,
+        destination,
+        stream,
+        &options,
+        &mut |line| info!("{line}"),
+    )
+    .await;
+    Some(report.outcome(chrono::Utc::now()))
+}
+
+fn failed_outcome(stream: &str, err: &crate::Error) -> ReconcileOutcome {
+    warn!(stream, error = %err, "scheduled reconcile could not start");
+    ReconcileOutcome {
+        at: chrono::Utc::now(),
+        result: ReconcileResult::Failed,
+        missing: 0,
+        stale: 0,
+        ahead: 0,
+        orphaned: 0,
+        in_flight: 0,
+        repaired_rows: 0,
+        error: Some(err.report()),
+    }
+}
+
+/// Saves `outcome` as the stream's last reconcile, under the stream's lease (state writes
+/// prove it). A reconcile's result is worth less than a run's progress: a lease another run
+/// holds, or a failed write, is logged and the outcome not kept.
+async fn record(config: &Config, state: &StateStore, stream: &str, outcome: ReconcileOutcome) {
+    let saved = async {
+        let lock = state.lock(stream, config.pipeline.lock_ttl_seconds).await?;
+        let written = async {
+            let mut current = state.load(stream).await?;
+            current.last_reconcile = Some(outcome);
+            state.save(stream, &current).await
+        }
+        .await;
+        if let Err(err) = lock.release().await {
+            warn!(stream, error = %err, "could not release the stream lock");
+        }
+        written
+    }
+    .await;
+    if let Err(err) = saved {
+        warn!(stream, error = %err, "could not save the reconcile's result in the stream state");
+    }
+}
+
+impl StreamDrift {
+    /// The reconcile in short, as the stream's state keeps it.
+    pub fn outcome(&self, at: chrono::DateTime<chrono::Utc>) -> ReconcileOutcome {
+        let drift = self.drift.clone().unwrap_or_default();
+        let result = if self.error.is_some() {
+            ReconcileResult::Failed
+        } else if self.stopped.is_some() {
+            ReconcileResult::Stopped
+        } else if self.unrepaired > 0 {
+            ReconcileResult::Drift
+        } else if self.repair.is_some() {
+            ReconcileResult::Repaired
+        } else {
+            ReconcileResult::Clean
+        };
+        ReconcileOutcome {
+            at,
+            result,
+            missing: drift.missing.count,
+            stale: drift.stale.count,
+            ahead: drift.ahead.count,
+            orphaned: drift.orphaned.count,
+            in_flight: drift.in_flight,
+            repaired_rows: self
+                .repair
+                .as_ref()
+                .map_or(0, |l| l.rows_inserted + l.rows_updated + l.rows_deleted),
+            error: self.error.clone(),
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
