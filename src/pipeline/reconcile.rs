@@ -205,7 +205,8 @@ pub(super) async fn reconcile_one(
 }
 
 /// `syncline run` with `[reconcile]`: reconciles `stream` (after its load committed) when its
-/// last reconcile is older than `every`, or it never had one. `None` when not due.
+/// last reconcile is older than `every`, failed or stopped on the quota, or it never had one.
+/// `None` when not due.
 pub(super) async fn scheduled(
     config: &Config,
     state: &StateStore,
@@ -222,6 +223,15 @@ pub(super) async fn scheduled(
     };
     let due = match &last {
         None => true,
+        // One that could not finish is tried again by the next run.
+        Some(last)
+            if matches!(
+                last.result,
+                ReconcileResult::Failed | ReconcileResult::Stopped
+            ) =>
+        {
+            true
+        }
         Some(last) => {
             let every =
                 chrono::Duration::from_std(schedule.interval()).unwrap_or(chrono::Duration::MAX);
