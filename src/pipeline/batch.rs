@@ -119,6 +119,7 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
                 &runner.source,
                 &runner.destination,
                 stream,
+                report.reconcile_recommended,
             )
             .await;
             if let Some(stopped) = report
@@ -574,6 +575,11 @@ impl<'a> StreamRunner<'a> {
                     }
                 }
                 Extracted::DeadLetters(letters) => dead_letters.write(&letters).await?,
+                Extracted::Warning { message, reconcile } => {
+                    warn!(stream, warning = %message, "source warning");
+                    report.warnings.push(message);
+                    report.reconcile_recommended |= reconcile;
+                }
                 Extracted::CursorReached(reached) => {
                     cursor.to = since.map_or(reached, |s| reached.max(s));
                 }

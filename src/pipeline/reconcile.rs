@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -20,9 +18,8 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::destinations::Destination;
 use crate::error::ErrorKind;
-use crate::reconcile::drift::{self, Compared, Drift, Key, ListRequest, RepairKeys};
+use crate::reconcile::drift::{self, Compared, Drift, ListRequest, RepairKeys};
 use crate::reconcile::report::{ReconcileOutcome, ReconcileResult, Status, StreamReport};
-use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 use crate::sources::{Extracted, Source};
 use crate::stage::Stage;
 use crate::state::StateStore;
@@ -205,14 +202,15 @@ pub(super) async fn reconcile_one(
 }
 
 /// `syncline run` with `[reconcile]`: reconciles `stream` (after its load committed) when its
-/// last reconcile is older than `every`, failed or stopped on the quota, or it never had one.
-/// `None` when not due.
+/// last reconcile is older than `every`, failed or stopped on the quota, or it never had one,
+/// or the load's source recommended one (`recommended`). `None` when not due.
 pub(super) async fn scheduled(
     config: &Config,
     state: &StateStore,
     source: &Arc<dyn Source>,
     destination: &Arc<dyn Destination>,
     stream: &str,
+    recommended: bool,
 ) -> Option<ReconcileOutcome> {
     let schedule = config.reconcile.as_ref()?;
     let last = match state.load(stream).await {
@@ -222,6 +220,7 @@ pub(super) async fn scheduled(
         }
     };
     let due = match &last {
+        _ if recommended => true,
         None => true,
         // One that could not finish is tried again by the next run.
         Some(last)
@@ -495,52 +494,13 @@ async fn repair_extraction(
     let schema = extraction.schema.clone();
     let mut deletes = Vec::new();
     for chunk in keys.orphans.chunks(DELETE_BATCH) {
-        deletes.push(delete_batch(&schema, chunk).map(Extracted::Batch));
+        deletes.push(drift::deletes_batch(&schema, chunk).map(Extracted::Batch));
     }
     extraction.items = extraction
         .items
         .chain(futures::stream::iter(deletes))
         .boxed();
     Ok(extraction)
-}
-
-/// Deleted rows of the staged schema: the key, nulls, the version, deleted = true.
-fn delete_batch(schema: &SchemaRef, orphans: &[(Key, i64)]) -> Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| -> Result<ArrayRef> {
-            Ok(if i == 0 {
-                match field.data_type() {
-                    DataType::Int64 => Arc::new(Int64Array::from_iter_values(orphans.iter().map(
-                        |(key, _)| match key {
-                            Key::Int(v) => *v,
-                            Key::Text(t) => t.parse().unwrap_or_default(),
-                        },
-                    ))),
-                    _ => Arc::new(StringArray::from_iter_values(
-                        orphans.iter().map(|(key, _)| key.to_string()),
-                    )),
-                }
-            } else if field.name() == VERSION_COLUMN {
-                let micros = arrow::array::TimestampMicrosecondArray::from_iter_values(
-                    orphans.iter().map(|(_, version)| *version),
-                )
-                .with_timezone("UTC");
-                let target = match field.data_type() {
-                    DataType::Timestamp(unit, _) => DataType::Timestamp(*unit, Some("UTC".into())),
-                    _ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                };
-                arrow::compute::cast(&micros, &target)?
-            } else if field.name() == DELETED_COLUMN {
-                Arc::new(BooleanArray::from(vec![true; orphans.len()]))
-            } else {
-                arrow::array::new_null_array(field.data_type(), orphans.len())
-            })
-        })
-        .collect::<Result<Vec<ArrayRef>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// The summary table `syncline reconcile` prints.

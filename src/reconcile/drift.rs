@@ -12,9 +12,9 @@
 
 use std::cmp::Ordering;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{
-    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::error::{Classified, ErrorKind};
+use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 
 /// At most this many example keys per class in a report.
 pub const EXAMPLES: usize = 100;
@@ -505,6 +506,47 @@ pub async fn compare(
     compared.source_rows = src.rows;
     compared.destination_rows = dst.rows;
     Ok(compared)
+}
+
+/// Deleted rows of the staged schema: the key, nulls, the version (µs since the epoch),
+/// deleted = true. A reconcile's orphans and a source's own delete log (Salesforce
+/// `getDeleted`) become deletes this way.
+pub fn deletes_batch(schema: &SchemaRef, orphans: &[(Key, i64)]) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| -> Result<ArrayRef> {
+            Ok(if i == 0 {
+                match field.data_type() {
+                    DataType::Int64 => std::sync::Arc::new(Int64Array::from_iter_values(
+                        orphans.iter().map(|(key, _)| match key {
+                            Key::Int(v) => *v,
+                            Key::Text(t) => t.parse().unwrap_or_default(),
+                        }),
+                    )),
+                    _ => std::sync::Arc::new(StringArray::from_iter_values(
+                        orphans.iter().map(|(key, _)| key.to_string()),
+                    )),
+                }
+            } else if field.name() == VERSION_COLUMN {
+                let micros = arrow::array::TimestampMicrosecondArray::from_iter_values(
+                    orphans.iter().map(|(_, version)| *version),
+                )
+                .with_timezone("UTC");
+                let target = match field.data_type() {
+                    DataType::Timestamp(unit, _) => DataType::Timestamp(*unit, Some("UTC".into())),
+                    _ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                };
+                arrow::compute::cast(&micros, &target)?
+            } else if field.name() == DELETED_COLUMN {
+                std::sync::Arc::new(BooleanArray::from(vec![true; orphans.len()]))
+            } else {
+                arrow::array::new_null_array(field.data_type(), orphans.len())
+            })
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 #[cfg(test)]

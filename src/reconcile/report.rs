@@ -72,6 +72,13 @@ pub struct StreamReport {
     pub error_exit_code: Option<i32>,
     /// Whether re-running as is may succeed (network faults, throttling after all retries).
     pub retryable: Option<bool>,
+    /// What the source warned about this load (deletes that may have been missed, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// A reconcile of the stream is recommended (`warnings` say why); a `[reconcile]`
+    /// schedule runs one in this run, whatever `every` says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconcile_recommended: bool,
     /// The scheduled reconcile (`[reconcile] every`) this run ran after the stream's load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileOutcome>,
@@ -106,6 +113,8 @@ impl StreamReport {
             error: None,
             error_exit_code: None,
             retryable: None,
+            warnings: Vec::new(),
+            reconcile_recommended: false,
             reconcile: None,
         }
     }
