@@ -29,6 +29,8 @@ use super::batch::RunError;
 
 /// Orphan deletes per staged batch.
 const DELETE_BATCH: usize = 10_000;
+/// Keys (to fetch or delete) per repair load: a repair's memory holds one batch of keys.
+const REPAIR_BATCH: usize = drift::SPILL_AT;
 
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileOptions {
@@ -389,7 +391,6 @@ async fn reconcile_stream(
     }
     let (compared_by, compared) = compared?;
     let drift = compared.drift();
-    let keys = compared.repair_keys();
     report.compared_by = Some(compared_by);
     report.unrepaired = drift::Class::ALL
         .iter()
@@ -404,45 +405,68 @@ async fn reconcile_stream(
         in_flight = drift.in_flight,
         "compared"
     );
-    let fetch = keys.fetch.len() as u64;
+    let fetch = drift.missing.count + drift.stale.count;
+    let orphaned = drift.orphaned.count;
     report.estimated_repair_calls = Some(source.fetch_cost(fetch));
     report.drift = Some(drift);
-    if !options.repair || (keys.fetch.is_empty() && keys.orphans.is_empty()) {
+    if !options.repair || (fetch == 0 && orphaned == 0) {
         return Ok(());
     }
 
     progress(format!(
-        "{stream}: repairing {fetch} records (estimate {} API calls) and deleting {} orphaned",
+        "{stream}: repairing {fetch} records (estimate {} API calls) and deleting {orphaned} orphaned",
         source.fetch_cost(fetch),
-        keys.orphans.len()
     ));
-    let extraction = repair_extraction(source, stream, keys, config.pipeline.batch_rows).await?;
-    let load = super::batch::repair(
-        config,
-        source.clone(),
-        destination.clone(),
-        stream,
-        extraction,
-    )
-    .await?;
-    let failed = matches!(load.status, Status::Failed | Status::Mismatch);
-    let load_error = load.error.clone();
-    let load_exit = load.error_exit_code;
-    let stopped = load.stopped.clone();
-    report.repair = Some(load);
-    if stopped.is_some() {
-        // Part of the repair is merged; the drift stands until the next reconcile.
-        report.stopped = stopped;
-        return Ok(());
-    }
-    if failed {
-        report.error = load_error;
-        report.error_exit_code = load_exit.or(Some(1));
-        return Ok(());
+    // One ordinary load per batch of keys, so memory holds a batch whatever the drift.
+    let mut batches = compared.into_repair_batches(REPAIR_BATCH)?;
+    while let Some(keys) = batches.next_batch()? {
+        let extraction =
+            repair_extraction(source, stream, keys, config.pipeline.batch_rows).await?;
+        let load = super::batch::repair(
+            config,
+            source.clone(),
+            destination.clone(),
+            stream,
+            extraction,
+        )
+        .await?;
+        let failed = matches!(load.status, Status::Failed | Status::Mismatch);
+        let load_error = load.error.clone();
+        let load_exit = load.error_exit_code;
+        let stopped = load.stopped.clone();
+        report.repair = Some(match report.repair.take() {
+            None => load,
+            Some(earlier) => combine(earlier, load),
+        });
+        if stopped.is_some() {
+            // Part of the repair is merged; the drift stands until the next reconcile.
+            report.stopped = stopped;
+            return Ok(());
+        }
+        if failed {
+            report.error = load_error;
+            report.error_exit_code = load_exit.or(Some(1));
+            return Ok(());
+        }
     }
     // What a repair cannot fix: a destination newer than the source.
     report.unrepaired = report.drift.as_ref().map_or(0, |d| d.ahead.count);
     Ok(())
+}
+
+/// The repair loads of one reconcile as one report: counts summed, the latest load's id,
+/// status and reconciliation (every earlier one succeeded, or the repair stopped there).
+fn combine(earlier: StreamReport, mut later: StreamReport) -> StreamReport {
+    later.rows_extracted += earlier.rows_extracted;
+    later.rows_staged += earlier.rows_staged;
+    later.rows_inserted += earlier.rows_inserted;
+    later.rows_updated += earlier.rows_updated;
+    later.rows_deleted += earlier.rows_deleted;
+    later.rows_dead_lettered += earlier.rows_dead_lettered;
+    later.values_replaced += earlier.values_replaced;
+    later.duration_ms += earlier.duration_ms;
+    later.reconciliation.matched &= earlier.reconciliation.matched;
+    later
 }
 
 /// Lists both sides under the stream lock and compares them.
@@ -474,10 +498,10 @@ async fn compare_stream(
     let mut compared =
         drift::compare(stream, listing.items, destination_items, settled_until).await?;
     // Checked after the compare, so a change committed while it ran is seen too.
-    if !compared.differences.is_empty()
+    if compared.has_differences()
         && let Some(in_flight) = source.in_flight_keys(stream).await?
     {
-        compared.settle(|key| in_flight.contains(key));
+        compared.settle(|key| in_flight.contains(key))?;
     }
     Ok((listing.compare.label().to_string(), compared))
 }
