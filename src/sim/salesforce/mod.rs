@@ -1205,6 +1205,61 @@ mod tests {
     }
 
     #[test]
+    fn get_deleted_lists_purged_records_within_its_window() {
+        let iso = records::rest_datetime;
+        let minute = |ms: i64| ms - ms.rem_euclid(60_000);
+        let sim = small(3);
+        let before = minute(sim.now_ms()) - 60_000;
+        let deleted = sim.delete("Account", 2);
+        assert_eq!(sim.purge("Account"), deleted);
+        assert!(sim.deleted_ids("Account").is_empty(), "gone from queryAll");
+        let end = minute(sim.now_ms()) + 120_000;
+        let listed = sim
+            .get_deleted("Account", Some(&iso(before)), Some(&iso(end)))
+            .unwrap();
+        let ids: Vec<&str> = listed["deletedRecords"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, deleted);
+        assert!(listed["deletedRecords"][0]["deletedDate"].is_string());
+        // Other objects' deletes are not listed; a start past 30 days is refused.
+        let contacts = sim.get_deleted("Contact", Some(&iso(before)), Some(&iso(end)));
+        assert_eq!(contacts.unwrap()["deletedRecords"], json!([]));
+        let old = sim.now_ms() - 31 * 86_400_000;
+        let refused = sim.get_deleted("Account", Some(&iso(old)), Some(&iso(end)));
+        assert_eq!(refused.unwrap_err().code, "INVALID_REPLICATION_DATE");
+        // A trimmed log no longer lists them and says from when it is complete.
+        sim.trim_delete_log(sim.now_ms() + 1);
+        let trimmed = sim
+            .get_deleted("Account", Some(&iso(before)), Some(&iso(end)))
+            .unwrap();
+        assert_eq!(trimmed["deletedRecords"], json!([]));
+        let earliest = records::parse_datetime(trimmed["earliestDateAvailable"].as_str().unwrap());
+        assert!(earliest.unwrap() > before);
+    }
+
+    #[test]
+    fn the_recycle_bin_empties_itself_after_the_configured_time() {
+        let sim = SalesforceSim::new(
+            &SimConfig {
+                sf_accounts: 5,
+                sf_purge_after_ms: Some(0),
+                ..SimConfig::default()
+            },
+            "http://127.0.0.1:1/",
+        );
+        let deleted = sim.delete("Account", 1);
+        assert_eq!(sim.deleted_ids("Account"), deleted);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        sim.admit(None, 10);
+        assert!(sim.deleted_ids("Account").is_empty());
+        assert_eq!(sim.live_records("Account").len(), 4);
+    }
+
+    #[test]
     fn ties_and_late_commits_use_the_given_stamp() {
         let sim = small(2);
         let clock = sim.now_ms();
