@@ -1305,3 +1305,29 @@ async fn a_scheduled_reconcile_with_repair_repairs_drift_in_run() {
     assert_eq!(code, 0, "{text}");
     assert!(drift(report.as_ref().unwrap()).is_clean());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_emptied_is_emptied_in_the_destination_only_by_an_explicit_repair() {
+    let setup = PgSetup::start("replica", CURSOR, "").await;
+    let env = setup.env();
+    run(&setup.config, &env);
+    setup
+        .source()
+        .await
+        .batch_execute("DELETE FROM contacts")
+        .await
+        .unwrap();
+    let dest = setup.dest().await;
+    let count = "SELECT count(*) FROM crm.contacts";
+    // A full refresh that reads nothing merges nothing: an empty answer alone wipes no table.
+    let (code, report) = run_args(&setup.config, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(ids_of(&dest, count).await, [300]);
+    // Reconcile says every row is orphaned; --repair deletes them.
+    let (code, report, text) = reconcile(&setup.config, &env, &["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(drift(report.as_ref().unwrap()).orphaned.count, 300);
+    assert_eq!(ids_of(&dest, count).await, [0]);
+    let (code, _, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+}
