@@ -228,7 +228,7 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
     for stream in &run.streams {
         let _ = writeln!(
             err,
-            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}{}",
+            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}{}{}",
             stream.stream,
             format!("{:?}", stream.status).to_lowercase(),
             stream.rows_extracted,
@@ -246,6 +246,11 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
                 .error
                 .as_deref()
                 .map(|e| format!("\n             error: {e}"))
+                .unwrap_or_default(),
+            stream
+                .reconcile
+                .as_ref()
+                .map(|r| format!("\n             reconcile: {}", r.summary()))
                 .unwrap_or_default(),
         );
     }

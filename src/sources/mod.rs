@@ -80,6 +80,13 @@ pub enum Extracted {
         reason: String,
         cause: StopCause,
     },
+    /// Something the run report should tell about this load without failing it (deletes
+    /// the source can no longer vouch for, say). `reconcile`: a reconcile of the stream
+    /// finds what the warning says may be missing, so a `[reconcile]` schedule runs one now.
+    Warning {
+        message: String,
+        reconcile: bool,
+    },
 }
 
 /// Why a source stopped early.
