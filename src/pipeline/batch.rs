@@ -486,12 +486,15 @@ impl<'a> StreamRunner<'a> {
         extraction: Extraction,
         report: &mut StreamReport,
     ) -> Result<StagedItems> {
+        // Parquet is encoded in a task of its own, overlapping the value rule and the
+        // fingerprint of the next batch (the source reads ahead in its own task too).
         let mut writer = LoadWriter::new(
             &self.stage,
             dir.clone(),
             extraction.schema.clone(),
             self.config.pipeline.file_rows,
-        );
+        )
+        .spawn();
         let mut dead_letters = DeadLetterWriter::new(&self.stage, dir, load_id);
         let mut extracted = Fingerprint::default();
         let progress = progress_bar(stream);
@@ -561,9 +564,8 @@ impl<'a> StreamRunner<'a> {
                     }
                     extracted.merge(batch_fingerprint(&batch, &extraction.key)?);
                     convert += converting.elapsed();
-                    let writing = Instant::now();
-                    writer.write(&batch).await?;
-                    write += writing.elapsed();
+                    // Counted in the writer's own time (below), not while waiting for it.
+                    writer.write(batch).await?;
                     if let Some(bar) = &progress {
                         bar.set_position(extracted.rows);
                     }
@@ -581,10 +583,10 @@ impl<'a> StreamRunner<'a> {
         if let Some(bar) = progress {
             bar.finish_and_clear();
         }
+        let (files, encoding) = writer.finish().await?;
         let writing = Instant::now();
-        let files = writer.finish().await?;
         let dead_letter = dead_letters.finish().await?;
-        write += writing.elapsed();
+        write += writing.elapsed() + encoding;
         report.phases.extract_ms += millis(extract);
         report.phases.convert_ms += millis(convert);
         report.phases.parquet_write_ms += millis(write);
