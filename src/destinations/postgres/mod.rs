@@ -128,10 +128,10 @@ impl PostgresDestination {
             Rows::Once(batches) => batches,
             Rows::Reopenable(open) => match direct(&tx, request, &layout, &statements, open).await?
             {
-                DirectOutcome::Copied(received) => {
-                    let merging = Instant::now();
+                DirectOutcome::Copied { received, copied } => {
+                    let merging = copied;
                     let timings = MergeTimings {
-                        load_ms: millis(loading.elapsed()),
+                        load_ms: millis(copied.duration_since(loading)),
                         direct_copy: true,
                         ..MergeTimings::default()
                     };
@@ -520,8 +520,12 @@ struct Counts {
 
 /// How the direct path ended.
 enum DirectOutcome {
-    /// The rows are in the table, and what the table received matches the manifest.
-    Copied(Fingerprint),
+    /// The rows are in the table (since `copied`), and what the table received matches the
+    /// manifest.
+    Copied {
+        received: Fingerprint,
+        copied: Instant,
+    },
     /// Nothing of it is left (rolled back to its savepoint, or never tried): take the general
     /// path.
     NotTaken,
@@ -562,6 +566,7 @@ async fn direct(
     {
         Direct::Copied(rows) => {
             debug!(rows, "copied the load straight into the empty table");
+            let copied = Instant::now();
             let row = tx
                 .query_one(sql.fingerprint.as_str(), &[])
                 .await
@@ -577,7 +582,7 @@ async fn direct(
                 }
                 .into());
             }
-            return Ok(DirectOutcome::Copied(received));
+            return Ok(DirectOutcome::Copied { received, copied });
         }
         Direct::CarriesDeletes => "the load carries deletes",
         Direct::KeyRepeats => "a key repeats in the load",
