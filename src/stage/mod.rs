@@ -227,12 +227,12 @@ impl Stage {
     }
 }
 
-/// Batches decoded ahead of their consumer by [`Stage::read_load`]; memory holds at most these
+/// Batches decoded ahead of their consumer by [`Stage::read_load`]; memory holds at most this
 /// plus the one being decoded and the one being consumed.
-pub const READ_AHEAD_BATCHES: usize = 2;
+pub const READ_AHEAD_BATCHES: usize = 1;
 
 /// Batches waiting for the writer's task in [`LoadWriter::spawn`].
-pub const WRITE_BEHIND_BATCHES: usize = 2;
+pub const WRITE_BEHIND_BATCHES: usize = 1;
 
 /// Polls `batches` in a task of its own, keeping at most `ahead` batches ready. The task ends
 /// at the stream's end, at its first error (the last item), or when the consumer drops the
