@@ -1,1 +1,1 @@
-ANALYZE {dedup}
+ANALYZE {dedup} ({key}, {version}, {deleted})

@@ -127,6 +127,24 @@ pub struct MergeOutcome {
     pub deleted: u64,
     /// Count and checksum of the rows the destination received, computed by the destination.
     pub received: Fingerprint,
+    /// Where the merge's time went (zero where a destination does not tell the phases apart).
+    #[serde(default)]
+    pub timings: MergeTimings,
+}
+
+/// Milliseconds a merge spent per phase (see `reconcile::report::PhaseTimings`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeTimings {
+    /// Sending the staged rows, reading them from the stage included.
+    pub load_ms: u64,
+    /// The merge statements, the check of what was received included.
+    pub merge_ms: u64,
+    /// The commit.
+    pub commit_ms: u64,
+    /// The rows were copied straight into an empty table: no staging table, no merge
+    /// statements (PostgreSQL; see its `DirectSql`).
+    #[serde(default)]
+    pub direct_copy: bool,
 }
 
 /// The last load of a stream recorded in the ledger.
@@ -138,6 +156,9 @@ pub struct LedgerEntry {
     pub checksum: u64,
     pub committed_at: chrono::DateTime<chrono::Utc>,
 }
+
+/// Reads a staged load's rows from the start; see [`Destination::merge_staged`].
+pub type OpenBatches<'a> = dyn Fn() -> BoxStream<'static, Result<RecordBatch>> + Send + Sync + 'a;
 
 #[async_trait]
 pub trait Destination: Send + Sync {
@@ -154,6 +175,18 @@ pub trait Destination: Send + Sync {
         request: &MergeRequest,
         batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<MergeOutcome>;
+
+    /// Applies one staged load whose rows `open` reads from the start each time it is called
+    /// (the pipeline's path: the rows are the staged files). A destination with a faster path
+    /// that may have to give up and read the rows again (PostgreSQL's copy into an empty table)
+    /// overrides this; the contract is `merge`'s.
+    async fn merge_staged(
+        &self,
+        request: &MergeRequest,
+        open: &OpenBatches<'_>,
+    ) -> Result<MergeOutcome> {
+        self.merge(request, open()).await
+    }
 
     /// Whether the load id of `stream` is in the ledger (committed).
     async fn is_committed(&self, stream: &str, load_id: &str) -> Result<bool>;

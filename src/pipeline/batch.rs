@@ -16,7 +16,7 @@
 
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,7 +29,7 @@ use crate::failpoints::crash_point;
 use crate::load::{CursorRange, LoadMode, SetAside};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
-use crate::reconcile::report::{ReconcileResult, RunReport, Status, StreamReport};
+use crate::reconcile::report::{ReconcileResult, RunReport, Status, StreamReport, millis};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source, StopCause};
 use crate::stage::{
     DeadLetterFile, DeadLetterWriter, LoadWriter, Manifest, Stage, StagedFile, columns_of,
@@ -275,6 +275,22 @@ impl<'a> StreamRunner<'a> {
         };
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.api_usage = self.source.api_usage();
+        let p = &report.phases;
+        info!(
+            stream,
+            extract_ms = p.extract_ms,
+            convert_ms = p.convert_ms,
+            parquet_write_ms = p.parquet_write_ms,
+            read_back_ms = p.read_back_ms,
+            manifest_ms = p.manifest_ms,
+            ensure_table_ms = p.ensure_table_ms,
+            load_ms = p.load_ms,
+            merge_ms = p.merge_ms,
+            commit_ms = p.commit_ms,
+            state_ms = p.state_ms,
+            total_ms = report.duration_ms,
+            "phase timings"
+        );
         match outcome {
             Ok(()) if report.stopped.is_some() => report.status = Status::Stopped,
             Ok(()) => report.status = Status::Success,
@@ -364,6 +380,7 @@ impl<'a> StreamRunner<'a> {
                 .await;
         }
 
+        let manifest_started = Instant::now();
         self.stage.write_manifest(&manifest).await?;
         state.pending = Some(PendingLoad {
             load_id: manifest.load_id.clone(),
@@ -372,6 +389,7 @@ impl<'a> StreamRunner<'a> {
             failure: None,
         });
         self.state.save(stream, &state).await?;
+        report.phases.manifest_ms += millis(manifest_started.elapsed());
         crash_point("after-stage");
 
         let outcome = match self.merge(&manifest, report).await {
@@ -379,8 +397,11 @@ impl<'a> StreamRunner<'a> {
             Err(err) => return Err(self.record_failure(stream, &mut state, err).await),
         };
         crash_point("after-merge");
+        let state_started = Instant::now();
         self.commit_state(stream, &mut state, &manifest, &outcome)
-            .await
+            .await?;
+        report.phases.state_ms += millis(state_started.elapsed());
+        Ok(())
     }
 
     /// Extracts from the saved cursor into a new staged load, and proves the staged files
@@ -476,7 +497,9 @@ impl<'a> StreamRunner<'a> {
             dead_letter: staged.dead_letter,
             complete_as_of: None,
         };
+        let read_back_started = Instant::now();
         let read_back = self.stage.fingerprint(&manifest).await?;
+        report.phases.read_back_ms += millis(read_back_started.elapsed());
         report.rows_staged = read_back.rows;
         report.reconciliation.stage = read_back;
         if read_back != staged.extracted {
@@ -504,19 +527,29 @@ impl<'a> StreamRunner<'a> {
         extraction: Extraction,
         report: &mut StreamReport,
     ) -> Result<StagedItems> {
+        // Parquet is encoded in a task of its own, overlapping the value rule and the
+        // fingerprint of the next batch (the source reads ahead in its own task too).
         let mut writer = LoadWriter::new(
             &self.stage,
             dir.clone(),
             extraction.schema.clone(),
             self.config.pipeline.file_rows,
-        );
+        )
+        .spawn();
         let mut dead_letters = DeadLetterWriter::new(&self.stage, dir, load_id);
         let mut extracted = Fingerprint::default();
         let progress = progress_bar(stream);
         let mut items = extraction.items;
         let mut cursor = extraction.cursor;
         let mut keeps_cursor = false;
-        while let Some(item) = items.next().await {
+        let (mut extract, mut convert, mut write) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        loop {
+            let waited = Instant::now();
+            let Some(item) = items.next().await else {
+                break;
+            };
+            extract += waited.elapsed();
             let item = match item {
                 // A source that cannot say how far it got: what it sent is merged, and the
                 // cursor stays where it was.
@@ -547,6 +580,7 @@ impl<'a> StreamRunner<'a> {
                     break;
                 }
                 Extracted::Batch(batch) => {
+                    let converting = Instant::now();
                     let checked = crate::values::apply(batch, &extraction.key)?;
                     if checked.replaced > 0 {
                         warn!(
@@ -566,15 +600,22 @@ impl<'a> StreamRunner<'a> {
                     }
                     let batch = checked.batch;
                     if batch.num_rows() == 0 {
+                        convert += converting.elapsed();
                         continue;
                     }
                     extracted.merge(batch_fingerprint(&batch, &extraction.key)?);
-                    writer.write(&batch).await?;
+                    convert += converting.elapsed();
+                    // Counted in the writer's own time (below), not while waiting for it.
+                    writer.write(batch).await?;
                     if let Some(bar) = &progress {
                         bar.set_position(extracted.rows);
                     }
                 }
-                Extracted::DeadLetters(letters) => dead_letters.write(&letters).await?,
+                Extracted::DeadLetters(letters) => {
+                    let writing = Instant::now();
+                    dead_letters.write(&letters).await?;
+                    write += writing.elapsed();
+                }
                 Extracted::Estimate(total) => {
                     if let Some(bar) = &progress {
                         show_total(bar, total);
@@ -593,8 +634,13 @@ impl<'a> StreamRunner<'a> {
         if let Some(bar) = progress {
             bar.finish_and_clear();
         }
-        let files = writer.finish().await?;
+        let (files, encoding) = writer.finish().await?;
+        let writing = Instant::now();
         let dead_letter = dead_letters.finish().await?;
+        write += writing.elapsed() + encoding;
+        report.phases.extract_ms += millis(extract);
+        report.phases.convert_ms += millis(convert);
+        report.phases.parquet_write_ms += millis(write);
         report.rows_extracted = extracted.rows;
         report.rows_dead_lettered = dead_letter.as_ref().map_or(0, |d| d.rows);
         report.dead_letter_file = dead_letter.as_ref().map(|d| d.path.clone());
@@ -628,20 +674,24 @@ impl<'a> StreamRunner<'a> {
         };
         // A run that lost its stream's lease must not merge: another run owns the stream now.
         self.state.check_lease(&manifest.stream).await?;
+        let ensuring = Instant::now();
         let change = self.destination.ensure_table(&request).await?;
+        report.phases.ensure_table_ms += millis(ensuring.elapsed());
         if change.created_table || !change.added_columns.is_empty() {
             info!(stream = %manifest.stream, created = change.created_table, added = ?change.added_columns, "table schema changed");
         }
         if change != Default::default() {
             report.schema_change = Some(change);
         }
-        let outcome = self
-            .destination
-            .merge(&request, self.stage.read_load(manifest))
-            .await?;
+        let open = || self.stage.read_load(manifest);
+        let outcome = self.destination.merge_staged(&request, &open).await?;
         report.rows_inserted += outcome.inserted;
         report.rows_updated += outcome.updated;
         report.rows_deleted += outcome.deleted;
+        report.phases.load_ms += outcome.timings.load_ms;
+        report.phases.merge_ms += outcome.timings.merge_ms;
+        report.phases.commit_ms += outcome.timings.commit_ms;
+        report.phases.direct_copy |= outcome.timings.direct_copy;
         if outcome.skipped {
             report.skipped_as_replay = true;
             report.reconciliation.matched =
@@ -787,8 +837,16 @@ impl<'a> StreamRunner<'a> {
                 report.rows_inserted += recovered.rows_inserted;
                 report.rows_updated += recovered.rows_updated;
                 report.rows_deleted += recovered.rows_deleted;
+                let p = &recovered.phases;
+                report.phases.ensure_table_ms += p.ensure_table_ms;
+                report.phases.load_ms += p.load_ms;
+                report.phases.merge_ms += p.merge_ms;
+                report.phases.commit_ms += p.commit_ms;
+                report.phases.direct_copy |= p.direct_copy;
+                let state_started = Instant::now();
                 self.commit_state(stream, state, &manifest, &outcome)
                     .await?;
+                report.phases.state_ms += millis(state_started.elapsed());
             }
         }
         Ok(())

@@ -41,12 +41,25 @@ impl Fingerprint {
 
 /// The fingerprint of one row. Keep in sync with `sql/postgres/staged_fingerprint.sql`.
 pub fn row_hash(key: &str, version_ms: i64, deleted: bool) -> u64 {
-    let mut hasher = Md5::new();
-    hasher.update(key.as_bytes());
-    hasher.update(b"|");
-    hasher.update(version_ms.to_string().as_bytes());
-    hasher.update(if deleted { b"|t" } else { b"|f" });
-    let digest = hasher.finalize();
+    let mut text = String::with_capacity(key.len() + 24);
+    row_text(&mut text, key, version_ms, deleted);
+    hash_text(&text)
+}
+
+/// Appends what [`row_hash`] hashes to `text`: `{key}|{version_ms}|{t|f}`.
+fn row_text(text: &mut String, key: impl std::fmt::Display, version_ms: i64, deleted: bool) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(
+        text,
+        "{key}|{version_ms}|{}",
+        if deleted { 't' } else { 'f' }
+    );
+}
+
+/// The first 8 bytes of the md5 of `text`, big-endian.
+fn hash_text(text: &str) -> u64 {
+    let digest = Md5::digest(text.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
@@ -97,16 +110,39 @@ pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> 
         .as_boolean_opt()
         .ok_or(FingerprintError::DeletedType)?;
     let mut fingerprint = Fingerprint::default();
-    for row in 0..batch.num_rows() {
-        let key_text = match keys.data_type() {
-            DataType::Int64 => keys
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .value(row)
-                .to_string(),
-            DataType::Utf8 => keys.as_string::<i32>().value(row).to_string(),
-            other => return Err(FingerprintError::KeyType(other.clone()).into()),
-        };
-        fingerprint.add(&key_text, version_ms(row), deleted.value(row));
+    // One buffer for every row's text: no allocation per row.
+    let mut text = String::with_capacity(64);
+    let mut add = |text: &mut String| {
+        fingerprint.rows += 1;
+        fingerprint.checksum = fingerprint.checksum.wrapping_add(hash_text(text));
+        text.clear();
+    };
+    match keys.data_type() {
+        DataType::Int64 => {
+            let keys = keys.as_primitive::<arrow::datatypes::Int64Type>();
+            for row in 0..batch.num_rows() {
+                row_text(
+                    &mut text,
+                    keys.value(row),
+                    version_ms(row),
+                    deleted.value(row),
+                );
+                add(&mut text);
+            }
+        }
+        DataType::Utf8 => {
+            let keys = keys.as_string::<i32>();
+            for row in 0..batch.num_rows() {
+                row_text(
+                    &mut text,
+                    keys.value(row),
+                    version_ms(row),
+                    deleted.value(row),
+                );
+                add(&mut text);
+            }
+        }
+        other => return Err(FingerprintError::KeyType(other.clone()).into()),
     }
     Ok(fingerprint)
 }
@@ -128,6 +164,29 @@ mod tests {
         c.add("2", 21, true);
         c.add("1", 10, false);
         assert_ne!(a.checksum, c.checksum);
+    }
+
+    #[test]
+    fn a_batch_fingerprint_is_the_sum_of_its_row_hashes() {
+        use arrow::array::{BooleanArray, Int64Array, StringArray, TimestampMillisecondArray};
+        use std::sync::Arc;
+        let versions = TimestampMillisecondArray::from(vec![1_700_000_000_000, -5]);
+        let deleted = BooleanArray::from(vec![false, true]);
+        for keys in [
+            Arc::new(Int64Array::from(vec![42, -7])) as arrow::array::ArrayRef,
+            Arc::new(StringArray::from(vec!["42", "-7"])),
+        ] {
+            let batch = RecordBatch::try_from_iter([
+                ("id", keys),
+                (VERSION_COLUMN, Arc::new(versions.clone()) as _),
+                (DELETED_COLUMN, Arc::new(deleted.clone()) as _),
+            ])
+            .unwrap();
+            let mut expected = Fingerprint::default();
+            expected.add("42", 1_700_000_000_000, false);
+            expected.add("-7", -5, true);
+            assert_eq!(batch_fingerprint(&batch, "id").unwrap(), expected);
+        }
     }
 
     #[test]

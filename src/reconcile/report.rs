@@ -33,6 +33,43 @@ pub struct Reconciliation {
     pub matched: bool,
 }
 
+/// Where one stream's time went, in milliseconds per phase, summed over the loads of the run
+/// (a load finished for an earlier run included). Phases that overlap in time (a source that
+/// reads ahead while a batch is written) are each counted in full, so the sum may exceed the
+/// stream's `duration_ms`; a phase that did not run is 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTimings {
+    /// Waiting for the source's next batch: its queries or API calls and their decoding.
+    pub extract_ms: u64,
+    /// The value rule (`values::apply`) and the extraction's count and checksum.
+    pub convert_ms: u64,
+    /// Encoding the batches (and dead letters) as Parquet and writing them to the stage.
+    pub parquet_write_ms: u64,
+    /// Reading the staged files back and proving they hold what was extracted.
+    pub read_back_ms: u64,
+    /// Writing the manifest and recording the load as pending.
+    pub manifest_ms: u64,
+    /// Creating or altering the destination table.
+    pub ensure_table_ms: u64,
+    /// Sending the staged rows to the destination, reading them from the stage included
+    /// (PostgreSQL's COPY, Snowflake's COPY INTO, the lake's spool).
+    pub load_ms: u64,
+    /// The merge's statements, checking what the destination received included.
+    pub merge_ms: u64,
+    /// The destination's commit of the merge and its ledger row.
+    pub commit_ms: u64,
+    /// Saving the advanced cursor and telling the source.
+    pub state_ms: u64,
+    /// The load went straight into an empty table (PostgreSQL: one COPY, no staging table,
+    /// no merge statements).
+    pub direct_copy: bool,
+}
+
+/// Milliseconds of a duration, for the report.
+pub fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamReport {
     pub stream: String,
@@ -59,6 +96,9 @@ pub struct StreamReport {
     pub cursor_to: Option<String>,
     pub duration_ms: u64,
     pub reconciliation: Reconciliation,
+    /// Where the stream's time went, phase by phase.
+    #[serde(default)]
+    pub phases: PhaseTimings,
     pub schema_change: Option<SchemaChange>,
     /// Loads of earlier runs that could never merge and were set aside by this run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -106,6 +146,7 @@ impl StreamReport {
             cursor_to: None,
             duration_ms: 0,
             reconciliation: Reconciliation::default(),
+            phases: PhaseTimings::default(),
             schema_change: None,
             set_aside: Vec::new(),
             stopped: None,

@@ -11,6 +11,7 @@
 //! A load folder without a manifest is an interrupted load and is never merged.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -167,8 +168,15 @@ impl Stage {
         Ok(())
     }
 
-    /// Streams the staged rows of a complete load, file by file, batch by batch.
+    /// Streams the staged rows of a complete load, file by file, batch by batch. The files are
+    /// decoded in a task of their own, at most [`READ_AHEAD_BATCHES`] ahead of the consumer,
+    /// so decoding overlaps with what the consumer does (a COPY's encoding, say).
     pub fn read_load(&self, manifest: &Manifest) -> BoxStream<'static, Result<RecordBatch>> {
+        read_ahead(self.read_load_here(manifest), READ_AHEAD_BATCHES)
+    }
+
+    /// [`Stage::read_load`], decoded in the consumer's task.
+    fn read_load_here(&self, manifest: &Manifest) -> BoxStream<'static, Result<RecordBatch>> {
         let store = self.store.clone();
         let files: Vec<Path> = manifest
             .files
@@ -216,6 +224,91 @@ impl Stage {
             }
         }
         Ok(total)
+    }
+}
+
+/// Batches decoded ahead of their consumer by [`Stage::read_load`]; memory holds at most this
+/// plus the one being decoded and the one being consumed.
+pub const READ_AHEAD_BATCHES: usize = 1;
+
+/// Batches waiting for the writer's task in [`LoadWriter::spawn`].
+pub const WRITE_BEHIND_BATCHES: usize = 1;
+
+/// Polls `batches` in a task of its own, keeping at most `ahead` batches ready. The task ends
+/// at the stream's end, at its first error (the last item), or when the consumer drops the
+/// returned stream.
+fn read_ahead(
+    batches: BoxStream<'static, Result<RecordBatch>>,
+    ahead: usize,
+) -> BoxStream<'static, Result<RecordBatch>> {
+    stream::once(async move {
+        let (sender, receiver) = tokio::sync::mpsc::channel(ahead);
+        tokio::spawn(async move {
+            let mut batches = batches;
+            while let Some(item) = batches.next().await {
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        tokio_stream_of(receiver)
+    })
+    .flatten()
+    .boxed()
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> BoxStream<'static, T> {
+    stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
+}
+
+/// A [`LoadWriter`] working in a task of its own (see [`LoadWriter::spawn`]).
+pub struct SpawnedWriter {
+    sender: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
+    task: Option<tokio::task::JoinHandle<Result<(Vec<StagedFile>, Duration)>>>,
+}
+
+impl SpawnedWriter {
+    /// Queues `batch` for the writer, waiting while [`WRITE_BEHIND_BATCHES`] already wait. A
+    /// writer that failed returns its error here.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let sender = self.sender.as_ref().expect("the writer is not finished");
+        if sender.send(batch).await.is_ok() {
+            return Ok(());
+        }
+        // The task ended before the load did: only an error ends it early.
+        self.sender = None;
+        match self.join().await {
+            Err(err) => Err(err),
+            Ok(_) => unreachable!("the writer's task ends early only on an error"),
+        }
+    }
+
+    /// Waits for the queued batches to be written and the last file closed. Returns the
+    /// files and the time the writer spent encoding and writing.
+    pub async fn finish(mut self) -> Result<(Vec<StagedFile>, Duration)> {
+        self.sender = None;
+        self.join().await
+    }
+
+    async fn join(&mut self) -> Result<(Vec<StagedFile>, Duration)> {
+        let task = self.task.take().expect("the writer's task is joined once");
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+}
+
+impl Drop for SpawnedWriter {
+    /// A load abandoned midway (an error upstream) stops its writer; its files are never
+    /// listed in a manifest.
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -298,6 +391,29 @@ impl LoadWriter {
     pub async fn finish(mut self) -> Result<Vec<StagedFile>> {
         self.close_current().await?;
         Ok(self.files)
+    }
+
+    /// Moves the writer to a task of its own, so that encoding Parquet overlaps with whatever
+    /// produces the batches; at most [`WRITE_BEHIND_BATCHES`] batches wait for it.
+    pub fn spawn(mut self) -> SpawnedWriter {
+        let (sender, mut receiver) =
+            tokio::sync::mpsc::channel::<RecordBatch>(WRITE_BEHIND_BATCHES);
+        let task = tokio::spawn(async move {
+            let mut busy = Duration::ZERO;
+            while let Some(batch) = receiver.recv().await {
+                let writing = Instant::now();
+                self.write(&batch).await?;
+                busy += writing.elapsed();
+            }
+            let closing = Instant::now();
+            let files = self.finish().await?;
+            busy += closing.elapsed();
+            Ok((files, busy))
+        });
+        SpawnedWriter {
+            sender: Some(sender),
+            task: Some(task),
+        }
     }
 }
 

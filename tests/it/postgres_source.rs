@@ -956,3 +956,62 @@ async fn cdc_a_backlog_that_keeps_the_server_silent_for_minutes_does_not_stop_th
 fn lsn(text: &str) -> i64 {
     syncline::sources::postgres::cdc::parse_lsn(text).expect("an LSN")
 }
+
+/// The run report breaks each stream's time down by phase (every phase present, in whole
+/// milliseconds), and `-v` logs the same breakdown. A first load goes straight into the empty
+/// table; the next one, into a table with rows, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_and_the_log_break_a_stream_down_by_phase() {
+    let setup = Setup::start(
+        "replica",
+        "mode = \"cursor\"\n[source.tables.contacts]\ncursor_column = \"updated_at\"",
+        "",
+    )
+    .await;
+    // The report as written, not as `RunReport` would read it back (with defaults).
+    let phases = |args: &[&str]| {
+        let report = setup.dir.path().join("phases.json");
+        let output = Command::new(env!("CARGO_BIN_EXE_syncline"))
+            .arg("run")
+            .arg("--config")
+            .arg(&setup.config)
+            .arg("--report")
+            .arg(&report)
+            .args(args)
+            .env("SOURCE_URL", &setup.source_url)
+            .env("DEST_URL", &setup.dest_url)
+            .output()
+            .expect("run syncline");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{:?}\n{stderr}", output.status);
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        (report["streams"][0]["phases"].clone(), stderr)
+    };
+    let names = [
+        "extract_ms",
+        "convert_ms",
+        "parquet_write_ms",
+        "read_back_ms",
+        "manifest_ms",
+        "ensure_table_ms",
+        "load_ms",
+        "merge_ms",
+        "commit_ms",
+        "state_ms",
+    ];
+    let (first, stderr) = phases(&["-v"]);
+    for name in names {
+        assert!(first[name].as_u64().is_some(), "{name} in {first}");
+        assert!(stderr.contains(name), "{name} not logged:\n{stderr}");
+    }
+    assert!(stderr.contains("phase timings"), "{stderr}");
+    assert_eq!(first["direct_copy"], true, "{first}");
+    setup.assert_converged(COMPARED).await;
+
+    let (second, _) = phases(&[]);
+    for name in names {
+        assert!(second[name].as_u64().is_some(), "{name} in {second}");
+    }
+    assert_eq!(second["direct_copy"], false, "{second}");
+}

@@ -474,6 +474,7 @@ async fn a_terminal_shows_a_progress_bar_with_the_counted_total() {
     assert!(piped.status.success());
     let stderr = String::from_utf8_lossy(&piped.stderr);
     assert!(!stderr.contains("rows ("), "no progress when piped: {stderr}");
+}
 
 /// Ids of `object` the destination holds, of `ids`.
 async fn held(h: &Harness, object: &str, ids: &[String]) -> Vec<String> {

@@ -50,6 +50,7 @@ pub(super) mod types;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
@@ -70,10 +71,13 @@ use url::Url;
 use crate::Result;
 use crate::config::{Config, LakeConfig};
 use crate::destinations::layout::ColumnType;
-use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::destinations::{
+    ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest, MergeTimings,
+};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::drift::{self, Compare, ListRequest, Listed, Listing};
+use crate::reconcile::report::millis;
 use crate::schema::{DELETED_AT_COLUMN, VERSION_COLUMN};
 
 pub use error::LakeError;
@@ -317,7 +321,10 @@ impl Destination for LakeDestination {
             });
         }
 
+        let spooling = Instant::now();
         let load = StagedLoad::spool(&layout, batches).await?;
+        let load_ms = millis(spooling.elapsed());
+        let merging = Instant::now();
         let received = load.received;
         if received != request.staged {
             return Err(ContractError::ReceivedDiffers {
@@ -352,6 +359,13 @@ impl Destination for LakeDestination {
             commit_load_only(&table, &request.load_id, properties).await?;
             debug!("nothing changed; recorded the load with an empty commit");
         }
+        // delta-rs commits inside its merge: the commit is counted with the merge.
+        let timings = MergeTimings {
+            load_ms,
+            merge_ms: millis(merging.elapsed()),
+            commit_ms: 0,
+            direct_copy: false,
+        };
 
         info!(
             rows = received.rows,
@@ -366,6 +380,7 @@ impl Destination for LakeDestination {
             updated: counts.updated,
             deleted: counts.deleted,
             received,
+            timings,
         })
     }
 

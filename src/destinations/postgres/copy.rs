@@ -22,8 +22,10 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use crate::Result;
 
 use super::types::{Column, PgType};
-use super::{PgResultExt, PostgresError};
+use super::{PostgresError, pg_error};
 use crate::destinations::layout::ColumnType;
+use crate::schema::DELETED_COLUMN;
+use tokio_postgres::error::SqlState;
 
 /// Copies every batch of `batches` into the staging table with `statement`
 /// (`COPY ... (columns) FROM STDIN (FORMAT binary)`, columns in the order of `columns`).
@@ -33,38 +35,141 @@ pub(super) async fn copy_batches(
     tx: &Transaction<'_>,
     statement: &str,
     columns: &[Column],
-    mut batches: BoxStream<'static, Result<RecordBatch>>,
+    batches: BoxStream<'static, Result<RecordBatch>>,
 ) -> Result<u64> {
-    let types: Vec<Type> = columns.iter().map(|column| column.ty.wire_type()).collect();
+    let steps = [
+        "start COPY into the staging table",
+        "COPY rows into the staging table",
+        "finish COPY into the staging table",
+    ];
+    match copy_rows(tx, statement, columns, None, steps, batches).await {
+        Ok(rows) => Ok(rows),
+        Err(Stop::Driver(step, err)) => Err(pg_error(step, err).into()),
+        Err(Stop::Other(err)) => Err(err),
+        // Only a copy with a load id refuses deletes.
+        Err(Stop::Deletes) => unreachable!("a staging copy takes deletes"),
+    }
+}
+
+/// How a copy straight into an empty table ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direct {
+    Copied(u64),
+    /// A row is a delete, which the general path must apply; the copy was abandoned.
+    CarriesDeletes,
+    /// A key repeats, which the table's unique key refused; the copy failed.
+    KeyRepeats,
+}
+
+/// Copies the carried columns of every batch, then `load_id`, straight into the table with
+/// `statement` (see `sql::DirectSql`). Gives up at the first delete, and reports a key the
+/// unique index refused; either way the caller rolls back to its savepoint.
+pub(super) async fn copy_into_empty(
+    tx: &Transaction<'_>,
+    statement: &str,
+    carried: &[Column],
+    load_id: &str,
+    batches: BoxStream<'static, Result<RecordBatch>>,
+) -> Result<Direct> {
+    let steps = [
+        "start COPY into the empty table",
+        "COPY rows into the empty table",
+        "finish COPY into the empty table",
+    ];
+    match copy_rows(tx, statement, carried, Some(load_id), steps, batches).await {
+        Ok(rows) => Ok(Direct::Copied(rows)),
+        Err(Stop::Deletes) => Ok(Direct::CarriesDeletes),
+        Err(Stop::Driver(_, err)) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Ok(Direct::KeyRepeats)
+        }
+        Err(Stop::Driver(step, err)) => Err(pg_error(step, err).into()),
+        Err(Stop::Other(err)) => Err(err),
+    }
+}
+
+/// Why a copy stopped.
+enum Stop {
+    Driver(&'static str, tokio_postgres::Error),
+    Other(crate::Error),
+    /// A copy with a load id met a delete.
+    Deletes,
+}
+
+impl From<crate::Error> for Stop {
+    fn from(err: crate::Error) -> Stop {
+        Stop::Other(err)
+    }
+}
+
+impl From<PostgresError> for Stop {
+    fn from(err: PostgresError) -> Stop {
+        Stop::Other(err.into())
+    }
+}
+
+/// Encodes each row of `batches` as `columns` (and `load_id` last, when given). With a load
+/// id, a batch holding a delete stops the copy before any of its rows is sent; dropping the
+/// unfinished writer makes the server abort the COPY.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    statement: &str,
+    columns: &[Column],
+    load_id: Option<&str>,
+    [start, rows, finish]: [&'static str; 3],
+    mut batches: BoxStream<'static, Result<RecordBatch>>,
+) -> Result<u64, Stop> {
+    let mut types: Vec<Type> = columns.iter().map(|column| column.ty.wire_type()).collect();
+    if load_id.is_some() {
+        types.push(Type::TEXT);
+    }
     let sink = tx
         .copy_in(statement)
         .await
-        .step("start COPY into the staging table")?;
+        .map_err(|err| Stop::Driver(start, err))?;
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
     while let Some(batch) = batches.next().await {
         let batch = batch?;
+        if load_id.is_some() && carries_deletes(&batch)? {
+            return Err(Stop::Deletes);
+        }
         let readers = columns
             .iter()
             .map(|column| ColumnReader::new(&batch, column))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut row: Vec<Cell<'_>> = Vec::with_capacity(readers.len());
+        let mut row: Vec<Cell<'_>> = Vec::with_capacity(readers.len() + 1);
         for index in 0..batch.num_rows() {
             row.clear();
             for reader in &readers {
                 row.push(reader.cell(index)?);
             }
+            if let Some(load_id) = load_id {
+                row.push(Cell::Text(Some(load_id)));
+            }
             writer
                 .as_mut()
                 .write_raw(row.iter())
                 .await
-                .step("COPY rows into the staging table")?;
+                .map_err(|err| Stop::Driver(rows, err))?;
         }
     }
-    Ok(writer
+    writer
         .as_mut()
         .finish()
         .await
-        .step("finish COPY into the staging table")?)
+        .map_err(|err| Stop::Driver(finish, err))
+}
+
+/// Whether any row of `batch` is a delete (`_syncline_deleted`; a NULL counts as one, so the
+/// general path decides what it means).
+fn carries_deletes(batch: &RecordBatch) -> Result<bool, PostgresError> {
+    let column =
+        batch
+            .column_by_name(DELETED_COLUMN)
+            .ok_or_else(|| PostgresError::BatchLacksColumn {
+                column: DELETED_COLUMN.to_owned(),
+            })?;
+    let deleted: &BooleanArray = downcast(column.as_ref(), DELETED_COLUMN)?;
+    Ok(deleted.true_count() > 0 || deleted.null_count() > 0)
 }
 
 /// One value of a row being copied, typed as binary COPY encodes it.

@@ -13,6 +13,8 @@ mod error;
 mod sql;
 pub(super) mod types;
 
+use std::time::Instant;
+
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -25,11 +27,15 @@ use tracing::{debug, info, instrument};
 
 use crate::Result;
 use crate::destinations::layout::{ColumnType, Widening};
-use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::destinations::{
+    ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest, MergeTimings, OpenBatches,
+};
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::drift::{ListRequest, Listing};
+use crate::reconcile::report::millis;
 
+use copy::Direct;
 pub use error::{DriverError, PostgresError};
 use sql::{MergeSql, templates};
 use types::TableLayout;
@@ -84,6 +90,167 @@ impl PostgresDestination {
     /// The schema holding the destination tables and the ledger.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// Applies one load in one transaction: the direct path when `rows` can be read again and
+    /// the table is empty, otherwise the general one (stage, de-duplicate, merge).
+    async fn apply(&self, request: &MergeRequest, rows: Rows<'_>) -> Result<MergeOutcome> {
+        let layout = TableLayout::from_request(request)?;
+        let statements = MergeSql::new(&self.schema, &layout);
+        let load_id: &(dyn ToSql + Sync) = &request.load_id;
+
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.step("begin the merge")?;
+
+        let committed = tx
+            .query_opt(statements.ledger_lookup.as_str(), &[load_id])
+            .await
+            .map_err(|err| {
+                if ledger_missing(&err) {
+                    PostgresError::NoLedger {
+                        ledger: sql::qualified(&self.schema, sql::LEDGER_TABLE),
+                    }
+                } else {
+                    pg_error("look up the load in the ledger", err)
+                }
+            })?;
+        if committed.is_some() {
+            tx.rollback().await.step("roll back")?;
+            info!("load already in the ledger; skipped");
+            return Ok(MergeOutcome {
+                skipped: true,
+                ..MergeOutcome::default()
+            });
+        }
+
+        let loading = Instant::now();
+        let batches = match rows {
+            Rows::Once(batches) => batches,
+            Rows::Reopenable(open) => match direct(&tx, request, &layout, &statements, open).await?
+            {
+                DirectOutcome::Copied { received, copied } => {
+                    let merging = copied;
+                    let timings = MergeTimings {
+                        load_ms: millis(copied.duration_since(loading)),
+                        direct_copy: true,
+                        ..MergeTimings::default()
+                    };
+                    let counts = Counts {
+                        inserted: received.rows,
+                        ..Counts::default()
+                    };
+                    return record_and_commit(
+                        tx,
+                        &statements,
+                        request,
+                        received,
+                        counts,
+                        merging,
+                        timings,
+                    )
+                    .await;
+                }
+                DirectOutcome::NotTaken => open(),
+            },
+        };
+
+        tx.batch_execute(&statements.create_stage)
+            .await
+            .step("create the staging table")?;
+        let copied =
+            copy::copy_batches(&tx, &statements.copy_stage, &layout.staged, batches).await?;
+        debug!(rows = copied, "copied staged rows");
+        let load_ms = millis(loading.elapsed());
+        let merging = Instant::now();
+
+        let row = tx
+            .query_one(statements.staged_fingerprint.as_str(), &[])
+            .await
+            .step("fingerprint the staged rows")?;
+        let received = fingerprint_of(&row)?;
+        if received != request.staged {
+            // Dropping the transaction rolls it back: nothing of this load is applied.
+            return Err(ContractError::ReceivedDiffers {
+                destination: "postgres",
+                load_id: request.load_id.clone(),
+                received,
+                staged: request.staged,
+            }
+            .into());
+        }
+        tx.batch_execute(&statements.dedup_stage)
+            .await
+            .step("de-duplicate the staged rows")?;
+        tx.batch_execute(&statements.analyze_dedup)
+            .await
+            .step("analyze the staged rows")?;
+        let delete_params: &[&(dyn ToSql + Sync)] = match layout.deletes {
+            DeleteMode::Hard => &[],
+            DeleteMode::Soft => std::slice::from_ref(&load_id),
+        };
+        let deleted = tx
+            .execute(statements.delete.as_str(), delete_params)
+            .await
+            .step("apply deletes")?;
+        let updated = tx
+            .execute(statements.update.as_str(), &[load_id])
+            .await
+            .step("apply updates")?;
+        // The insert and the recording of tombstones name the table's tombstones (`$2`).
+        let table: &(dyn ToSql + Sync) = &request.table;
+        let with_table = [load_id, table];
+        let inserted = tx
+            .execute(statements.insert.as_str(), &with_table)
+            .await
+            .step("apply inserts")?;
+        // A delete of a key the table lacks is remembered (soft: a row marked deleted, counted
+        // as a delete; hard: the tombstone every delete records, which removes no row).
+        let mut deleted = deleted;
+        if let Some(insert_deleted) = &statements.insert_deleted {
+            deleted += tx
+                .execute(insert_deleted.as_str(), &with_table)
+                .await
+                .step("remember deletes of keys the table lacks")?;
+        }
+        if let Some(record_tombstones) = &statements.record_tombstones {
+            tx.execute(record_tombstones.as_str(), &with_table)
+                .await
+                .step("record tombstones")?;
+        }
+        // A complete full load's orphans: rows whose key it lacks, written before it started.
+        if let (Some(orphans), Some(as_of)) = (&statements.orphans, &request.complete) {
+            if let Some(tombstones) = &orphans.tombstones {
+                tx.execute(tombstones.as_str(), &with_table)
+                    .await
+                    .step("record the orphans' tombstones")?;
+            }
+            let params: &[&(dyn ToSql + Sync)] = match layout.deletes {
+                DeleteMode::Hard => std::slice::from_ref(&load_id),
+                DeleteMode::Soft => &[load_id, as_of],
+            };
+            let orphans = tx
+                .execute(orphans.delete.as_str(), params)
+                .await
+                .step("delete the rows the source no longer has")?;
+            if orphans > 0 {
+                info!(
+                    rows = orphans,
+                    "deleted rows the full load no longer carries"
+                );
+            }
+            deleted += orphans;
+        }
+
+        let counts = Counts {
+            inserted,
+            updated,
+            deleted,
+        };
+        let timings = MergeTimings {
+            load_ms,
+            ..MergeTimings::default()
+        };
+        record_and_commit(tx, &statements, request, received, counts, merging, timings).await
     }
 }
 
@@ -166,161 +333,18 @@ impl Destination for PostgresDestination {
         request: &MergeRequest,
         batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<MergeOutcome> {
-        let layout = TableLayout::from_request(request)?;
-        let statements = MergeSql::new(&self.schema, &layout);
-        let load_id: &(dyn ToSql + Sync) = &request.load_id;
+        self.apply(request, Rows::Once(batches)).await
+    }
 
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await.step("begin the merge")?;
-
-        let committed = tx
-            .query_opt(statements.ledger_lookup.as_str(), &[load_id])
-            .await
-            .map_err(|err| {
-                if ledger_missing(&err) {
-                    PostgresError::NoLedger {
-                        ledger: sql::qualified(&self.schema, sql::LEDGER_TABLE),
-                    }
-                } else {
-                    pg_error("look up the load in the ledger", err)
-                }
-            })?;
-        if committed.is_some() {
-            tx.rollback().await.step("roll back")?;
-            info!("load already in the ledger; skipped");
-            return Ok(MergeOutcome {
-                skipped: true,
-                ..MergeOutcome::default()
-            });
-        }
-
-        tx.batch_execute(&statements.create_stage)
-            .await
-            .step("create the staging table")?;
-        let copied =
-            copy::copy_batches(&tx, &statements.copy_stage, &layout.staged, batches).await?;
-        debug!(rows = copied, "copied staged rows");
-
-        let row = tx
-            .query_one(statements.staged_fingerprint.as_str(), &[])
-            .await
-            .step("fingerprint the staged rows")?;
-        let received = fingerprint_of(&row)?;
-        if received != request.staged {
-            // Dropping the transaction rolls it back: nothing of this load is applied.
-            return Err(ContractError::ReceivedDiffers {
-                destination: "postgres",
-                load_id: request.load_id.clone(),
-                received,
-                staged: request.staged,
-            }
-            .into());
-        }
-
-        tx.batch_execute(&statements.dedup_stage)
-            .await
-            .step("de-duplicate the staged rows")?;
-        tx.batch_execute(&statements.analyze_dedup)
-            .await
-            .step("analyze the staged rows")?;
-        let delete_params: &[&(dyn ToSql + Sync)] = match layout.deletes {
-            DeleteMode::Hard => &[],
-            DeleteMode::Soft => std::slice::from_ref(&load_id),
-        };
-        let deleted = tx
-            .execute(statements.delete.as_str(), delete_params)
-            .await
-            .step("apply deletes")?;
-        let updated = tx
-            .execute(statements.update.as_str(), &[load_id])
-            .await
-            .step("apply updates")?;
-        // The insert and the recording of tombstones name the table's tombstones (`$2`).
-        let table: &(dyn ToSql + Sync) = &request.table;
-        let with_table = [load_id, table];
-        let inserted = tx
-            .execute(statements.insert.as_str(), &with_table)
-            .await
-            .step("apply inserts")?;
-        // A delete of a key the table lacks is remembered (soft: a row marked deleted, counted
-        // as a delete; hard: the tombstone every delete records, which removes no row).
-        let mut deleted = deleted;
-        if let Some(insert_deleted) = &statements.insert_deleted {
-            deleted += tx
-                .execute(insert_deleted.as_str(), &with_table)
-                .await
-                .step("remember deletes of keys the table lacks")?;
-        }
-        if let Some(record_tombstones) = &statements.record_tombstones {
-            tx.execute(record_tombstones.as_str(), &with_table)
-                .await
-                .step("record tombstones")?;
-        }
-        // A complete full load's orphans: rows whose key it lacks, written before it started.
-        if let (Some(orphans), Some(as_of)) = (&statements.orphans, &request.complete) {
-            if let Some(tombstones) = &orphans.tombstones {
-                tx.execute(tombstones.as_str(), &with_table)
-                    .await
-                    .step("record the orphans' tombstones")?;
-            }
-            let params: &[&(dyn ToSql + Sync)] = match layout.deletes {
-                DeleteMode::Hard => std::slice::from_ref(&load_id),
-                DeleteMode::Soft => &[load_id, as_of],
-            };
-            let orphans = tx
-                .execute(orphans.delete.as_str(), params)
-                .await
-                .step("delete the rows the source no longer has")?;
-            if orphans > 0 {
-                info!(
-                    rows = orphans,
-                    "deleted rows the full load no longer carries"
-                );
-            }
-            deleted += orphans;
-        }
-
-        let rows = to_bigint(received.rows)?;
-        let checksum = received.checksum.to_string();
-        let (inserted_i, updated_i, deleted_i) = (
-            to_bigint(inserted)?,
-            to_bigint(updated)?,
-            to_bigint(deleted)?,
-        );
-        let ledger_params: [&(dyn ToSql + Sync); 7] = [
-            load_id,
-            &request.stream,
-            &rows,
-            &checksum,
-            &inserted_i,
-            &updated_i,
-            &deleted_i,
-        ];
-        if let Err(err) = tx
-            .execute(statements.ledger_insert.as_str(), &ledger_params)
-            .await
-        {
-            if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                return Err(ContractError::CommittedMeanwhile {
-                    load_id: request.load_id.clone(),
-                }
-                .into());
-            }
-            return Err(pg_error("record the load in the ledger", err).into());
-        }
-        tx.commit().await.step("commit the merge")?;
-
-        info!(
-            rows = received.rows,
-            inserted, updated, deleted, "merged load"
-        );
-        Ok(MergeOutcome {
-            skipped: false,
-            inserted,
-            updated,
-            deleted,
-            received,
-        })
+    /// As `merge`; a load into an empty table is copied straight into it when it can be
+    /// (see `sql::DirectSql`), and otherwise takes the general path, reading the rows again.
+    #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
+    async fn merge_staged(
+        &self,
+        request: &MergeRequest,
+        open: &OpenBatches<'_>,
+    ) -> Result<MergeOutcome> {
+        self.apply(request, Rows::Reopenable(open)).await
     }
 
     /// `Ok(false)` also when the ledger (or schema) does not exist yet.
@@ -478,4 +502,156 @@ impl<T> PgResultExt<T> for std::result::Result<T, tokio_postgres::Error> {
     fn step(self, step: &'static str) -> Result<T, PostgresError> {
         self.map_err(|err| pg_error(step, err))
     }
+}
+
+/// The rows of a load: read once (`merge`), or as often as needed (`merge_staged`).
+enum Rows<'a> {
+    Once(BoxStream<'static, Result<RecordBatch>>),
+    Reopenable(&'a OpenBatches<'a>),
+}
+
+/// What a merge applied.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    inserted: u64,
+    updated: u64,
+    deleted: u64,
+}
+
+/// How the direct path ended.
+enum DirectOutcome {
+    /// The rows are in the table (since `copied`), and what the table received matches the
+    /// manifest.
+    Copied {
+        received: Fingerprint,
+        copied: Instant,
+    },
+    /// Nothing of it is left (rolled back to its savepoint, or never tried): take the general
+    /// path.
+    NotTaken,
+}
+
+/// The direct path (see `sql::DirectSql`): a load into an empty table with no tombstones is
+/// copied straight into it. What makes it equal to the general path there: an empty table
+/// has nothing to update, delete or leave orphaned, and no tombstone can refuse a row, so
+/// the general path would insert every de-duplicated live row. The copy refuses deletes, and
+/// the table's unique index on the key refuses a repeated key (the one case de-duplication
+/// would decide), so a completed copy holds exactly the load's rows, each live, and its
+/// fingerprint over the table is the one the general path checks over the staging table.
+async fn direct(
+    tx: &Transaction<'_>,
+    request: &MergeRequest,
+    layout: &TableLayout,
+    statements: &MergeSql,
+    open: &OpenBatches<'_>,
+) -> Result<DirectOutcome> {
+    let sql = &statements.direct;
+    let qualified_table: &(dyn ToSql + Sync) = &sql.table;
+    let table: &(dyn ToSql + Sync) = &request.table;
+    let key: &(dyn ToSql + Sync) = &request.key;
+    let eligible: bool = tx
+        .query_one(sql.eligible.as_str(), &[table, qualified_table, key])
+        .await
+        .step("see whether the table is empty")?
+        .try_get(0)
+        .step("see whether the table is empty")?;
+    if !eligible {
+        return Ok(DirectOutcome::NotTaken);
+    }
+    tx.batch_execute(&sql.savepoint)
+        .await
+        .step("set a savepoint before the copy into the empty table")?;
+    let carried: Vec<types::Column> = layout.carried().cloned().collect();
+    let why = match copy::copy_into_empty(tx, &sql.copy, &carried, &request.load_id, open()).await?
+    {
+        Direct::Copied(rows) => {
+            debug!(rows, "copied the load straight into the empty table");
+            let copied = Instant::now();
+            let row = tx
+                .query_one(sql.fingerprint.as_str(), &[])
+                .await
+                .step("fingerprint the copied rows")?;
+            let received = fingerprint_of(&row)?;
+            if received != request.staged {
+                // Dropping the transaction rolls it back: nothing of this load is applied.
+                return Err(ContractError::ReceivedDiffers {
+                    destination: "postgres",
+                    load_id: request.load_id.clone(),
+                    received,
+                    staged: request.staged,
+                }
+                .into());
+            }
+            return Ok(DirectOutcome::Copied { received, copied });
+        }
+        Direct::CarriesDeletes => "the load carries deletes",
+        Direct::KeyRepeats => "a key repeats in the load",
+    };
+    tx.batch_execute(&sql.rollback)
+        .await
+        .step("roll back the copy into the empty table")?;
+    info!(reason = why, "the empty table takes the general merge path");
+    Ok(DirectOutcome::NotTaken)
+}
+
+/// Records the load in the ledger and commits: the merge and its ledger row commit together.
+async fn record_and_commit(
+    tx: Transaction<'_>,
+    statements: &MergeSql,
+    request: &MergeRequest,
+    received: Fingerprint,
+    Counts {
+        inserted,
+        updated,
+        deleted,
+    }: Counts,
+    merging: Instant,
+    mut timings: MergeTimings,
+) -> Result<MergeOutcome> {
+    let load_id: &(dyn ToSql + Sync) = &request.load_id;
+    let rows = to_bigint(received.rows)?;
+    let checksum = received.checksum.to_string();
+    let (inserted_i, updated_i, deleted_i) = (
+        to_bigint(inserted)?,
+        to_bigint(updated)?,
+        to_bigint(deleted)?,
+    );
+    let ledger_params: [&(dyn ToSql + Sync); 7] = [
+        load_id,
+        &request.stream,
+        &rows,
+        &checksum,
+        &inserted_i,
+        &updated_i,
+        &deleted_i,
+    ];
+    if let Err(err) = tx
+        .execute(statements.ledger_insert.as_str(), &ledger_params)
+        .await
+    {
+        if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            return Err(ContractError::CommittedMeanwhile {
+                load_id: request.load_id.clone(),
+            }
+            .into());
+        }
+        return Err(pg_error("record the load in the ledger", err).into());
+    }
+    timings.merge_ms = millis(merging.elapsed());
+    let committing = Instant::now();
+    tx.commit().await.step("commit the merge")?;
+    timings.commit_ms = millis(committing.elapsed());
+
+    info!(
+        rows = received.rows,
+        inserted, updated, deleted, "merged load"
+    );
+    Ok(MergeOutcome {
+        skipped: false,
+        inserted,
+        updated,
+        deleted,
+        received,
+        timings,
+    })
 }

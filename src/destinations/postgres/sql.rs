@@ -49,6 +49,12 @@ pub(crate) mod templates {
         include_str!("../../../sql/postgres/delete_orphans_hard.sql");
     pub const DELETE_ORPHANS_SOFT: &str =
         include_str!("../../../sql/postgres/delete_orphans_soft.sql");
+    pub const DIRECT_ELIGIBLE: &str = include_str!("../../../sql/postgres/direct_eligible.sql");
+    pub const DIRECT_SAVEPOINT: &str = include_str!("../../../sql/postgres/direct_savepoint.sql");
+    pub const DIRECT_ROLLBACK: &str = include_str!("../../../sql/postgres/direct_rollback.sql");
+    pub const COPY_DIRECT: &str = include_str!("../../../sql/postgres/copy_direct.sql");
+    pub const DIRECT_FINGERPRINT: &str =
+        include_str!("../../../sql/postgres/direct_fingerprint.sql");
     pub const TABLE_FINGERPRINT: &str = include_str!("../../../sql/postgres/table_fingerprint.sql");
     pub const LIST_KEYS: &str = include_str!("../../../sql/postgres/list_keys.sql");
 }
@@ -214,6 +220,27 @@ pub(crate) struct MergeSql {
     /// See `plan::Orphans`.
     pub orphans: Option<OrphanSql>,
     pub ledger_insert: String,
+    /// The load straight into an empty table, when it may (see [`DirectSql`]).
+    pub direct: DirectSql,
+}
+
+/// A load into an empty table without tombstones needs no staging table, de-duplication or
+/// joins: its rows are copied straight into the table, under a savepoint, unless a key
+/// repeats (the table's unique key stops the COPY) or a row is a delete (the copy stops
+/// itself); then the transaction rolls back to the savepoint and takes the general path.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectSql {
+    /// The table, schema-qualified and quoted: `eligible`'s `$2`.
+    pub table: String,
+    /// Whether the table is empty, has no tombstones (`$1` the table name) and a unique,
+    /// immediate index on the key alone (`$2` the qualified table, `$3` the key column).
+    pub eligible: String,
+    pub savepoint: String,
+    pub rollback: String,
+    /// COPY of the carried columns and then the load id, in [`TableLayout::carried`] order.
+    pub copy: String,
+    /// The fingerprint of the table's rows, every one live (the copy refused deletes).
+    pub fingerprint: String,
 }
 
 /// The statements that delete a complete full load's orphans.
@@ -221,6 +248,38 @@ pub(crate) struct MergeSql {
 pub(crate) struct OrphanSql {
     pub tombstones: Option<String>,
     pub delete: String,
+}
+
+impl DirectSql {
+    fn new(
+        target: &str,
+        tombstones: &str,
+        key: &str,
+        version: &str,
+        layout: &TableLayout,
+    ) -> DirectSql {
+        let columns = layout
+            .carried()
+            .map(|column| quote_ident(&column.name))
+            .chain(std::iter::once(quote_ident(LOAD_ID_COLUMN)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let vars: [(&str, &str); 5] = [
+            ("target", target),
+            ("tombstones", tombstones),
+            ("key", key),
+            ("version", version),
+            ("columns", columns.as_str()),
+        ];
+        DirectSql {
+            table: target.to_owned(),
+            eligible: render(templates::DIRECT_ELIGIBLE, &vars),
+            savepoint: render(templates::DIRECT_SAVEPOINT, &vars),
+            rollback: render(templates::DIRECT_ROLLBACK, &vars),
+            copy: render(templates::COPY_DIRECT, &vars),
+            fingerprint: render(templates::DIRECT_FINGERPRINT, &vars),
+        }
+    }
 }
 
 impl MergeSql {
@@ -360,6 +419,7 @@ impl MergeSql {
                 ),
             }),
             ledger_insert: ledger_insert(schema),
+            direct: DirectSql::new(&target, &tombstones, &key, &version, layout),
         }
     }
 

@@ -27,7 +27,7 @@ pub(super) mod types;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -40,11 +40,14 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::config::{SnowflakeAuth, SnowflakeConfig};
 use crate::destinations::layout::ColumnType;
-use crate::destinations::{ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest};
+use crate::destinations::{
+    ContractError, Destination, LedgerEntry, MergeOutcome, MergeRequest, MergeTimings,
+};
 use crate::error::Classified;
 use crate::load::{DeleteMode, SchemaChange};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::drift::{Compare, DriftError, Key, ListRequest, Listed, Listing};
+use crate::reconcile::report::millis;
 use crate::{Error, Result};
 
 pub use error::{ConnectorError, SnowflakeError};
@@ -334,6 +337,7 @@ impl SnowflakeDestination {
         request: &MergeRequest,
         statements: &MergeSql,
     ) -> Outcome<MergeOutcome> {
+        let copying = Instant::now();
         let copied = run(
             session,
             "copy the staged files into the transient table",
@@ -474,7 +478,16 @@ impl SnowflakeDestination {
             ),
         )
         .await?;
+        let merge_ms = millis(copying.elapsed());
+        let committing = Instant::now();
         run(session, "commit the merge", &statements.commit).await?;
+        // COPY INTO and MERGE run in one transaction; they are counted as the merge.
+        let timings = MergeTimings {
+            load_ms: 0,
+            merge_ms,
+            commit_ms: millis(committing.elapsed()),
+            direct_copy: false,
+        };
         info!(
             rows = received.rows,
             inserted, updated, deleted, "merged load"
@@ -485,6 +498,7 @@ impl SnowflakeDestination {
             updated,
             deleted,
             received,
+            timings,
         })
     }
 }

@@ -50,6 +50,9 @@ pub(super) trait DestinationUnderTest: Sized {
 
     fn destination(&self) -> &dyn Destination;
 
+    /// Whether a load into an empty table is copied straight into it (`MergeTimings::direct_copy`).
+    const COPIES_INTO_EMPTY: bool = false;
+
     /// How many random cases [`merge_equals_the_model_in_any_load_split`] runs when
     /// `PROPTEST_CASES` does not say.
     const PROPERTY_CASES: u32 = 24;
@@ -131,9 +134,10 @@ impl<D: DestinationUnderTest> Target<D> {
         request: &MergeRequest,
         batch: RecordBatch,
     ) -> syncline::Result<MergeOutcome> {
-        self.dest()
-            .merge(request, futures::stream::iter(vec![Ok(batch)]).boxed())
-            .await
+        // As the pipeline merges: the rows can be read again (a destination's direct path may
+        // give up and take the general one).
+        let open = || futures::stream::iter(vec![Ok(batch.clone())]).boxed();
+        self.dest().merge_staged(request, &open).await
     }
 
     /// Stages `batch`, makes sure the table fits it and merges it, as the pipeline does.
@@ -679,6 +683,136 @@ async fn tombstones_keep_holding_after_a_move_to_soft_deletes<D: DestinationUnde
 }
 
 /// One `#[tokio::test]` per merge case for the destination `$dut`, named after the case.
+/// A load into an empty table (the direct path where a destination has one) writes every
+/// row once with its load id, is in the ledger, and its replay changes nothing; the next load
+/// merges over it as ever.
+async fn a_first_load_is_applied_once_and_its_replay_changes_nothing<D: DestinationUnderTest>() {
+    for deletes in [DeleteMode::Hard, DeleteMode::Soft] {
+        let t = Target::<D>::start().await;
+        let soft = deletes == DeleteMode::Soft;
+        let rows = batch(
+            &[
+                (1, "a", 100, false),
+                (2, "b", 100, false),
+                (3, "c", 100, false),
+            ],
+            None,
+        );
+        let first = t.merge("l1", deletes, rows.clone()).await.unwrap();
+        assert_eq!(counts(&first), (3, 0, 0), "{first:?}");
+        assert_eq!(first.timings.direct_copy, D::COPIES_INTO_EMPTY, "{first:?}");
+        assert_eq!(first.received, batch_fingerprint(&rows, "id").unwrap());
+        assert!(t.dest().is_committed("people", "l1").await.unwrap());
+        let entry = t.dest().last_load("people").await.unwrap().unwrap();
+        assert_eq!((entry.load_id.as_str(), entry.rows), ("l1", 3));
+        let live = if soft { "|f" } else { "" };
+        let expected: Vec<String> = ["1|a|l1|100", "2|b|l1|100", "3|c|l1|100"]
+            .iter()
+            .map(|row| format!("{row}{live}"))
+            .collect();
+        assert_eq!(
+            t.rows(&["id", "name", "_syncline_load_id"], soft).await,
+            expected
+        );
+
+        let replay = t.merge("l1", deletes, rows).await.unwrap();
+        assert!(replay.skipped, "{replay:?}");
+        assert_eq!(
+            t.rows(&["id", "name", "_syncline_load_id"], soft).await,
+            expected
+        );
+
+        // The table has rows now: the general path, newest wins, older never over newer.
+        let second = t
+            .merge(
+                "l2",
+                deletes,
+                batch(&[(1, "a-new", 200, false), (2, "b-old", 50, false)], None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(counts(&second), (0, 1, 0), "{second:?}");
+        assert!(!second.timings.direct_copy, "{second:?}");
+        let expected: Vec<String> = ["1|a-new|200", "2|b|100", "3|c|100"]
+            .iter()
+            .map(|row| format!("{row}{live}"))
+            .collect();
+        assert_eq!(t.people(soft).await, expected);
+    }
+}
+
+/// A key twice in a load into an empty table: the newest version wins, whatever the order
+/// (the direct path gives up on the repeated key and the general path de-duplicates).
+async fn a_first_load_with_a_repeated_key_keeps_the_newest_version<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    let outcome = t
+        .merge(
+            "l1",
+            DeleteMode::Hard,
+            batch(
+                &[
+                    (1, "a-new", 200, false),
+                    (2, "b", 100, false),
+                    (1, "a-old", 100, false),
+                    (3, "c-old", 100, false),
+                    (3, "c-new", 300, false),
+                ],
+                None,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&outcome), (3, 0, 0), "{outcome:?}");
+    assert!(!outcome.timings.direct_copy, "{outcome:?}");
+    assert_eq!(
+        t.people(false).await,
+        ["1|a-new|200", "2|b|100", "3|c-new|300"]
+    );
+    assert!(t.dest().is_committed("people", "l1").await.unwrap());
+    // Nothing of the abandoned copy is left: a replay is skipped, a re-send changes nothing.
+    assert!(
+        t.merge("l1", DeleteMode::Hard, batch(&[(9, "z", 1, false)], None))
+            .await
+            .unwrap()
+            .skipped
+    );
+    let again = t
+        .merge("l2", DeleteMode::Hard, batch(&[(2, "b", 100, false)], None))
+        .await
+        .unwrap();
+    assert_eq!(counts(&again), (0, 0, 0), "{again:?}");
+}
+
+/// Deletes in a load into an empty table are remembered (a tombstone, or a row marked
+/// deleted), so an older version arriving later cannot bring the key back.
+async fn a_first_load_with_deletes_remembers_them<D: DestinationUnderTest>() {
+    for deletes in [DeleteMode::Hard, DeleteMode::Soft] {
+        let t = Target::<D>::start().await;
+        let soft = deletes == DeleteMode::Soft;
+        let first = t
+            .merge(
+                "l1",
+                deletes,
+                batch(&[(1, "a", 100, false), (2, "b", 200, true)], None),
+            )
+            .await
+            .unwrap();
+        assert!(!first.timings.direct_copy, "{first:?}");
+        assert_eq!(first.inserted, 1, "{first:?}");
+        let late = t
+            .merge("l2", deletes, batch(&[(2, "b-old", 150, false)], None))
+            .await
+            .unwrap();
+        assert_eq!(late.inserted + late.updated, 0, "{deletes:?}: {late:?}");
+        let expected: Vec<&str> = if soft {
+            vec!["1|a|100|f", "2|null|200|t"]
+        } else {
+            vec!["1|a|100"]
+        };
+        assert_eq!(t.people(soft).await, expected, "{deletes:?}");
+    }
+}
+
 macro_rules! every_case {
     ($dut:ty) => {
         $crate::merge::every_case!(@each $dut:
@@ -694,6 +828,9 @@ macro_rules! every_case {
             a_delete_wins_a_tie_across_loads,
             tombstones_keep_holding_after_a_move_to_soft_deletes,
             merge_equals_the_model_in_any_load_split,
+            a_first_load_is_applied_once_and_its_replay_changes_nothing,
+            a_first_load_with_a_repeated_key_keeps_the_newest_version,
+            a_first_load_with_deletes_remembers_them,
         );
     };
     (@each $dut:ty: $($case:ident),* $(,)?) => {

@@ -17,6 +17,7 @@ pub(super) struct Postgres {
 impl DestinationUnderTest for Postgres {
     const TYPE_NAMES: (&'static str, &'static str) = ("text", "bigint");
     const NEW_COLUMN: &'static str = "Lead Score";
+    const COPIES_INTO_EMPTY: bool = true;
 
     async fn start(_stage: &Path) -> Postgres {
         let pg = tokio::task::spawn_blocking(TestPostgres::start)

@@ -1,0 +1,1 @@
+ROLLBACK TO SAVEPOINT syncline_direct_copy

@@ -1,0 +1,1 @@
+SAVEPOINT syncline_direct_copy
