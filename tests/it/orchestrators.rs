@@ -8,9 +8,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use syncline::orchestrate::pipes::encode_param;
-use syncline::sim::SimConfig;
+use syncline::sim::{RateLimit, SimConfig};
 
-use crate::support::Harness;
+use crate::support::{Harness, python_venv, settle};
 
 fn sim(contacts: usize, companies: usize, deals: usize) -> SimConfig {
     SimConfig {
@@ -207,4 +207,153 @@ async fn a_pipes_run_reports_each_stream_once_with_the_tables_row_count_and_decl
             .contains("nosuch"),
         "{closed:#?}"
     );
+}
+
+// ---- Dagster: the real package from PyPI, the integration in integrations/dagster ----------
+
+fn dagster_python() -> PathBuf {
+    python_venv(
+        "dagster",
+        &["dagster==1.13.28", "dagster-pipes==1.13.28", "pytest"],
+        "import dagster, dagster_pipes, pytest",
+    )
+    .join("bin/python")
+}
+
+fn integration_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("integrations")
+        .join(name)
+}
+
+/// Runs the package's pytest suite (`-k select`), live against `h` when given; panics with
+/// pytest's output when it fails.
+fn pytest(python: &Path, package: &str, h: Option<&Harness>, select: &str, env: &[(&str, String)]) {
+    let dir = integration_dir(package);
+    let mut command = Command::new(python);
+    command
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", select])
+        .current_dir(&dir)
+        .env("PYTHONPATH", dir.join("src"))
+        .env_remove("SYNCLINE_CONFIG")
+        .env_remove("SYNCLINE_BIN");
+    if let Some(h) = h {
+        command
+            .env("SYNCLINE_BIN", env!("CARGO_BIN_EXE_syncline"))
+            .env("SYNCLINE_CONFIG", &h.config_path);
+        for (k, v) in h.env() {
+            command.env(k, v);
+        }
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run pytest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pytest -k {select:?} failed:\n{text}");
+    assert!(
+        !text.contains(" skipped") || h.is_none(),
+        "live tests skipped:\n{text}"
+    );
+}
+
+#[test]
+fn the_dagster_package_passes_its_own_tests() {
+    pytest(&dagster_python(), "dagster", None, "not live", &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dagster_materializes_every_stream_and_two_subsets_run_at_once() {
+    let python = tokio::task::spawn_blocking(dagster_python).await.unwrap();
+    let h = Harness::start(sim(120, 40, 30), STREAMS, "").await;
+    let expected: serde_json::Map<String, Value> = STREAMS
+        .iter()
+        .map(|s| (s.to_string(), json!(h.sim.hubspot.live_records(s).len())))
+        .collect();
+    pytest(
+        &python,
+        "dagster",
+        Some(&h),
+        "test_materialize_loads_every_stream or test_pipes_messages",
+        &[(
+            "SYNCLINE_EXPECTED_ROWS",
+            Value::Object(expected).to_string(),
+        )],
+    );
+    for stream in STREAMS {
+        h.assert_converged(stream, false).await;
+    }
+
+    h.sim.hubspot.update("contacts", 30);
+    h.sim.hubspot.update("deals", 10);
+    settle(&h).await;
+    pytest(
+        &python,
+        "dagster",
+        Some(&h),
+        "test_two_subset_runs",
+        &[("SYNCLINE_SUBSET_STREAMS", "contacts,deals".to_string())],
+    );
+    for stream in STREAMS {
+        h.assert_converged(stream, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_dagster_a_reconciliation_failure_fails_its_check_and_is_not_retried() {
+    let python = tokio::task::spawn_blocking(dagster_python).await.unwrap();
+    let h = Harness::start(sim(200, 20, 20), STREAMS, "").await;
+    assert!(h.run_binary(&[], &[]).0.success());
+    h.sim.hubspot.update("contacts", 40);
+    settle(&h).await;
+    let (status, _) = h.run_binary(
+        &["--streams", "contacts"],
+        &[("SYNCLINE_CRASH_AT", "after-stage")],
+    );
+    assert!(!status.success());
+    // The pending load's manifest now claims one row more than its files hold.
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(h.stage_dir().join("crm/_state/contacts.json")).unwrap(),
+    )
+    .unwrap();
+    let load_id = state["pending"]["load_id"].as_str().unwrap();
+    let manifest_path = h
+        .stage_dir()
+        .join(format!("crm/contacts/loads/{load_id}/manifest.json"));
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["rows"] = json!(manifest["rows"].as_u64().unwrap() + 1);
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    pytest(
+        &python,
+        "dagster",
+        Some(&h),
+        "test_reconciliation_failure",
+        &[("SYNCLINE_BROKEN_STREAM", "contacts".to_string())],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_dagster_a_quota_stop_is_requested_again() {
+    let python = tokio::task::spawn_blocking(dagster_python).await.unwrap();
+    let h = Harness::start(
+        SimConfig {
+            rate_limit: Some(RateLimit {
+                per_ten_seconds: 10_000,
+                search_per_second: 10_000,
+                // The properties call and four list pages of contacts: the limit is met mid-read.
+                daily: 5,
+            }),
+            ..sim(1000, 200, 10)
+        },
+        &["contacts", "companies"],
+        "",
+    )
+    .await;
+    pytest(&python, "dagster", Some(&h), "test_a_quota_stop", &[]);
 }
