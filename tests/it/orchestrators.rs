@@ -357,3 +357,141 @@ async fn under_dagster_a_quota_stop_is_requested_again() {
     .await;
     pytest(&python, "dagster", Some(&h), "test_a_quota_stop", &[]);
 }
+
+// ---- Airflow: the real package from PyPI, the operator in integrations/airflow -------------
+
+fn airflow_python() -> PathBuf {
+    python_venv(
+        "airflow",
+        &["apache-airflow==3.3.2", "pytest"],
+        "import airflow.sdk, pytest",
+    )
+    .join("bin/python")
+}
+
+#[test]
+fn the_airflow_package_passes_its_own_tests() {
+    pytest(&airflow_python(), "airflow", None, "not live", &[]);
+}
+
+/// `airflow ARGS` in a standalone home (SQLite) under `h`, with the example DAGs.
+fn airflow(python: &Path, h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let dir = integration_dir("airflow");
+    let mut command = Command::new(python.with_file_name("airflow"));
+    command
+        .args(args)
+        .env("AIRFLOW_HOME", h.dir.path().join("airflow"))
+        .env("AIRFLOW__CORE__DAGS_FOLDER", dir.join("example/dags"))
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .env("PYTHONPATH", dir.join("src"))
+        .env("SYNCLINE_BIN", env!("CARGO_BIN_EXE_syncline"))
+        .env("SYNCLINE_CONFIG", &h.config_path);
+    for (k, v) in h.env() {
+        command.env(k, v);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run airflow");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Python run against the Airflow home's metadata database; prints JSON.
+fn airflow_query(python: &Path, h: &Harness, code: &str) -> Value {
+    let out = Command::new(python)
+        .args(["-c", code])
+        .env("AIRFLOW_HOME", h.dir.path().join("airflow"))
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("null")).expect("query prints JSON")
+}
+
+const ASSET_EVENTS: &str = r#"
+import json
+from airflow.utils.session import create_session
+from airflow.models.asset import AssetEvent, AssetModel
+with create_session() as s:
+    rows = s.query(AssetModel.uri, AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id).all()
+    print(json.dumps([[uri, extra] for uri, extra in rows]))
+"#;
+
+const LOAD_TASKS: &str = r#"
+import json
+from airflow.utils.session import create_session
+from airflow.models.taskinstance import TaskInstance
+from airflow.models.dagrun import DagRun
+with create_session() as s:
+    last = s.query(DagRun).order_by(DagRun.id.desc()).first()
+    tis = s.query(TaskInstance).filter(TaskInstance.run_id == last.run_id, TaskInstance.task_id == "load").all()
+    print(json.dumps([[ti.map_index, str(ti.state), ti.try_number] for ti in tis]))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airflow_dags_test_loads_every_stream_and_a_config_error_is_not_retried() {
+    let python = tokio::task::spawn_blocking(airflow_python).await.unwrap();
+    let h = Harness::start(sim(120, 40, 30), STREAMS, "").await;
+    let (ok, log) = airflow(&python, &h, &["db", "migrate"], &[]);
+    assert!(ok, "{log}");
+    let (ok, log) = airflow(&python, &h, &["dags", "test", "syncline_crm"], &[]);
+    assert!(ok && log.contains("state=success"), "{log}");
+    for stream in STREAMS {
+        h.assert_converged(stream, false).await;
+    }
+    let events = airflow_query(&python, &h, ASSET_EVENTS);
+    let events = events.as_array().unwrap();
+    let asset_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.to_lowercase().contains("asset") || l.contains("Traceback") || l.contains("rror")
+        })
+        .collect();
+    assert_eq!(
+        events.len(),
+        STREAMS.len(),
+        "{events:#?}\n{}",
+        asset_lines.join("\n")
+    );
+    for stream in STREAMS {
+        let event = events
+            .iter()
+            .find(|e| e[0] == format!("syncline://crm/{stream}"))
+            .unwrap_or_else(|| panic!("no asset event for {stream}: {events:#?}"));
+        assert_eq!(
+            event[1]["rows_inserted"],
+            json!(live_rows(&h, stream).await),
+            "{event:#?}"
+        );
+        assert_eq!(event[1]["status"], "success");
+    }
+    let tasks = airflow_query(&python, &h, LOAD_TASKS);
+    assert_eq!(tasks.as_array().unwrap().len(), STREAMS.len(), "{tasks:#?}");
+
+    // Rejected credentials are a configuration error (exit 2): each task fails at once, no retry
+    // (the DAG allows 2).
+    let (_, log) = airflow(
+        &python,
+        &h,
+        &["dags", "test", "syncline_crm"],
+        &[("SIM_TOKEN", "wrong-token")],
+    );
+    assert!(log.contains("state=failed"), "{log}");
+    assert!(log.contains("AirflowFailException"), "{log}");
+    let tasks = airflow_query(&python, &h, LOAD_TASKS);
+    let tasks = tasks.as_array().unwrap();
+    assert_eq!(tasks.len(), STREAMS.len(), "{tasks:#?}");
+    for task in tasks {
+        assert_eq!(task[1], "failed", "{tasks:#?}");
+        assert_eq!(task[2], 1, "retried: {tasks:#?}");
+    }
+}
