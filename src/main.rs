@@ -17,6 +17,7 @@ use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
 use syncline::{Error, demo, init, orchestrate, pipeline, sim, status, transform};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -55,12 +56,14 @@ fn init_logging(cli: &Cli) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Under Dagster Pipes the same events also go to Dagster (`Session::forward_logs`).
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(orchestrate::pipes::ForwardLogs);
     match cli.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry.with(fmt).init(),
     }
 }
 
@@ -182,6 +185,7 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
         return run_reported(args, None).await.map(|(code, _)| code);
     };
     let session = std::sync::Arc::new(session);
+    session.forward_logs();
     let outcome = run_reported(args, Some(session.clone())).await;
     match &outcome {
         Ok((_, Some(failure))) => session.close(Some((&failure.0, failure.1.clone()))),

@@ -324,9 +324,74 @@ impl Session {
     }
 }
 
+/// The session `ForwardLogs` sends to, once one is open.
+static FORWARD_TO: std::sync::OnceLock<Arc<Session>> = std::sync::OnceLock::new();
+
+impl Session {
+    /// From now on, every log event that passes the process's filter (warnings and errors by
+    /// default, more with `-v`) also reaches Dagster as a `log` message.
+    pub fn forward_logs(self: &Arc<Self>) {
+        let _ = FORWARD_TO.set(self.clone());
+    }
+}
+
+/// A `tracing` layer that forwards events to the Pipes session set by
+/// [`Session::forward_logs`]; without one it does nothing.
+pub struct ForwardLogs;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ForwardLogs {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(session) = FORWARD_TO.get() else {
+            return;
+        };
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARNING",
+            tracing::Level::INFO => "INFO",
+            _ => "DEBUG",
+        };
+        let mut line = LogLine::default();
+        event.record(&mut line);
+        // Errors writing are dropped here: reporting them would log, which comes back here.
+        let _ = session.write("log", json!({"message": line.text, "level": level}));
+    }
+}
+
+/// An event as one line: the message, then `field=value` for the others.
+#[derive(Default)]
+struct LogLine {
+    text: String,
+}
+
+impl tracing::field::Visit for LogLine {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.text.insert_str(0, &format!("{value:?}"));
+        } else {
+            self.text.push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.text.insert_str(0, value);
+        } else {
+            self.text.push_str(&format!(" {}={value}", field.name()));
+        }
+    }
+}
+
 /// What the reporter learns after a stream's load, beside the run report.
 #[derive(Debug, Clone, Default)]
 pub struct LoadFacts {
+    /// How far the saved cursor is behind now, when the cursor is a time.
+    pub lag_seconds: Option<i64>,
+    /// The source's own lag (a replication slot's retained WAL), as `status` shows it.
+    pub source_lag: Option<String>,
     pub destination_table: String,
     /// The table's live rows after the load, counted by the destination.
     pub table_rows: Option<u64>,
@@ -391,6 +456,12 @@ fn materialization_metadata(report: &StreamReport, facts: &LoadFacts) -> Value {
     }
     if let Some(stopped) = &report.stopped {
         m.insert("stopped".into(), typed("text", json!(stopped)));
+    }
+    if let Some(lag) = facts.lag_seconds {
+        m.insert("lag_seconds".into(), typed("int", json!(lag)));
+    }
+    if let Some(lag) = &facts.source_lag {
+        m.insert("source_lag".into(), typed("text", json!(lag)));
     }
     if !facts.columns.is_empty() {
         let columns: Vec<Value> = facts
@@ -467,13 +538,16 @@ pub async fn run(
 ) -> Result<RunReport> {
     let stage = Stage::open(&config.staging)?;
     let destination = crate::destinations::build(config).await?;
+    // Built for its view of the cursor and its lag only; the run builds its own.
+    let source = crate::sources::build(config)?;
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<StreamReport>();
     let reporter = {
         let session = session.clone();
         let config = config.clone();
         tokio::spawn(async move {
             while let Some(report) = receiver.recv().await {
-                let facts = load_facts(&config, &stage, destination.as_ref(), &report).await;
+                let mut facts = load_facts(&config, &stage, destination.as_ref(), &report).await;
+                lag_facts(source.as_ref(), &report, &mut facts).await;
                 if let Err(err) = session.stream_done(&report, &facts) {
                     tracing::warn!(stream = %report.stream, error = %err, "could not report to Dagster");
                 }
@@ -489,6 +563,25 @@ pub async fn run(
         tracing::warn!(error = %err, "the Dagster reporter stopped");
     }
     run
+}
+
+/// The source's lag after the load, as `syncline status` reports it.
+async fn lag_facts(
+    source: &dyn crate::sources::Source,
+    report: &StreamReport,
+    facts: &mut LoadFacts,
+) {
+    match source.lag(&report.stream).await {
+        Ok(lag) => facts.source_lag = lag,
+        Err(err) => {
+            tracing::warn!(stream = %report.stream, error = %err, "cannot read the source's lag")
+        }
+    }
+    // After `lag`: a source may learn there whether the cursor is a time.
+    if source.cursor_is_time(&report.stream) {
+        let now = chrono::Utc::now().timestamp_millis();
+        facts.lag_seconds = report.cursor.map(|c| (now - c.to) / 1000);
+    }
 }
 
 /// The table's live rows and the load's columns. A fact that cannot be read is left out

@@ -129,7 +129,8 @@ async fn a_pipes_run_reports_each_stream_once_with_the_tables_row_count_and_decl
             ]},
         }),
     );
-    let run = syncline(&h, &["run", "--config", config], &env);
+    // -v: the info events (a "merged" per stream) pass the filter, so they reach Dagster too.
+    let run = syncline(&h, &["-v", "run", "--config", config], &env);
     assert!(
         run.status.success(),
         "{}",
@@ -185,7 +186,23 @@ async fn a_pipes_run_reports_each_stream_once_with_the_tables_row_count_and_decl
             assert_eq!(checks[0]["params"]["check_name"], "reconciliation");
         }
     }
-    assert!(messages.iter().any(|m| m["method"] == "log"));
+    let logs: Vec<&Value> = messages.iter().filter(|m| m["method"] == "log").collect();
+    assert!(
+        logs.iter().any(|m| m["params"]["level"] == "INFO"
+            && m["params"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("merged")),
+        "{logs:#?}"
+    );
+    let contacts = messages
+        .iter()
+        .find(|m| m["method"] == "report_asset_materialization")
+        .unwrap();
+    assert!(
+        contacts["params"]["metadata"]["lag_seconds"]["raw_value"].is_i64(),
+        "{contacts:#?}"
+    );
 
     // A config error still opens and closes the session, the closing naming the error.
     let (out, env) = pipes_env(h.dir.path(), json!({"asset_keys": null, "extras": {}}));
