@@ -443,6 +443,15 @@ with create_session() as s:
     print(json.dumps([[uri, extra] for uri, extra in rows]))
 "#;
 
+const REPORTS: &str = r#"
+import json
+from airflow.utils.session import create_session
+from airflow.models.xcom import XComModel
+with create_session() as s:
+    rows = s.query(XComModel.value).filter(XComModel.task_id == "load", XComModel.key == "return_value").all()
+    print(json.dumps([v if not isinstance(v, str) else json.loads(v) for (v,) in rows]))
+"#;
+
 const LOAD_TASKS: &str = r#"
 import json
 from airflow.utils.session import create_session
@@ -493,6 +502,19 @@ async fn airflow_dags_test_loads_every_stream_and_a_config_error_is_not_retried(
     }
     let tasks = airflow_query(&python, &h, LOAD_TASKS);
     assert_eq!(tasks.as_array().unwrap().len(), STREAMS.len(), "{tasks:#?}");
+    // Each mapped task's run report is its XCom return value.
+    let reports = airflow_query(&python, &h, REPORTS);
+    let mut loaded: Vec<String> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["exit_code"], 0, "{r:#?}");
+            r["streams"][0]["stream"].as_str().unwrap().to_string()
+        })
+        .collect();
+    loaded.sort();
+    assert_eq!(loaded, ["companies", "contacts", "deals"], "{reports:#?}");
 
     // Rejected credentials are a configuration error (exit 2): each task fails at once, no retry
     // (the DAG allows 2).
