@@ -653,15 +653,15 @@ pub fn run_failure(report: &RunReport) -> Option<(String, String)> {
         .filter(|s| matches!(s.status, Status::Failed | Status::Mismatch))
         .map(|s| format!("{}: {}", s.stream, s.error.as_deref().unwrap_or("failed")))
         .collect();
-    let kind = if report.status == Status::Mismatch {
-        ErrorKind::Reconciliation
-    } else if report.exit_code == 2 {
-        ErrorKind::Config
+    let name = if report.status == Status::Mismatch {
+        failure_name(ErrorKind::Reconciliation)
+    } else if report.exit_code == ErrorKind::Config.exit_code() {
+        failure_name(ErrorKind::Config)
     } else {
-        ErrorKind::Destination
+        "syncline.StreamFailed".to_string()
     };
     Some((
-        failure_name(kind),
+        name,
         format!("exit {}: {}", report.exit_code, failed.join("; ")),
     ))
 }
@@ -683,6 +683,38 @@ mod tests {
             value
         );
         assert!(decode_param(CONTEXT_VAR, "not base64!").is_err());
+    }
+
+    fn report(status: Status, exit_code: i32) -> RunReport {
+        let mut stream = StreamReport::new("contacts");
+        stream.status = status;
+        stream.error = Some("why".into());
+        RunReport {
+            pipeline: "crm".into(),
+            status,
+            started_at: chrono::Utc::now(),
+            finished_at: chrono::Utc::now(),
+            duration_ms: 0,
+            exit_code,
+            streams: vec![stream],
+        }
+    }
+
+    #[test]
+    fn a_quota_stop_closes_cleanly_and_a_failure_names_its_kind() {
+        assert_eq!(run_failure(&report(Status::Success, 0)), None);
+        assert_eq!(run_failure(&report(Status::Stopped, 4)), None);
+        let (name, message) = run_failure(&report(Status::Mismatch, 3)).unwrap();
+        assert_eq!(name, "syncline.Reconciliation");
+        assert_eq!(message, "exit 3: contacts: why");
+        assert_eq!(
+            run_failure(&report(Status::Failed, 2)).unwrap().0,
+            "syncline.Config"
+        );
+        assert_eq!(
+            run_failure(&report(Status::Failed, 1)).unwrap().0,
+            "syncline.StreamFailed"
+        );
     }
 
     #[test]
