@@ -21,7 +21,7 @@ from dagster import (
 
 from syncline_dagster.exit_codes import Outcome, outcome_of
 
-Result = Union[MaterializeResult, AssetCheckResult]
+Result = Union[MaterializeResult[Any], AssetCheckResult]
 
 #: Metadata keys on each stream's AssetSpec that tie the asset to its pipeline.
 CONFIG_KEY = "syncline/config"
@@ -46,7 +46,7 @@ def read_plan(config: str, binary: str = "syncline", env: Mapping[str, str] | No
     return plan
 
 
-class SynclineResource(ConfigurableResource):  # type: ignore[misc]
+class SynclineResource(ConfigurableResource[Any]):
     """Runs ``syncline run`` for the selected streams of a ``@syncline_assets`` definition.
 
     The binary speaks Dagster Pipes itself: each stream is reported as a materialization as
