@@ -78,6 +78,8 @@ pub enum Command {
     /// Write a commented pipeline config for a source and a destination, every key with its
     /// default, and print the environment variables it reads.
     Init(InitArgs),
+    /// What a run would load: streams, destination tables, keys, checks (for orchestrators).
+    Plan(PlanArgs),
     /// The config file's JSON Schema, or a config as syncline resolves it.
     Config {
         #[command(subcommand)]
@@ -94,6 +96,15 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Print JSON (the shape the Dagster and Airflow integrations read).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

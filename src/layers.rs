@@ -11,7 +11,7 @@
 //! 3 memory       state
 //! 4 merging      destinations
 //! 5 running      pipeline, transform, status
-//! 6 commands     cli, demo, init
+//! 6 commands     cli, demo, init, orchestrate
 //! ```
 //!
 //! The check reads the source text: every `crate::` path outside comments and test modules.
@@ -40,7 +40,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["destinations"],
     &["pipeline", "transform", "status"],
-    &["cli", "demo", "init"],
+    &["cli", "demo", "init", "orchestrate"],
 ];
 
 /// The layer of a module path such as `["sources", "hubspot", "config"]`.

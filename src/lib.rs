@@ -14,6 +14,7 @@ pub mod failpoints;
 pub mod init;
 mod layers;
 pub mod load;
+pub mod orchestrate;
 pub mod pipeline;
 pub mod reconcile;
 pub mod schema;

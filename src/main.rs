@@ -10,13 +10,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use syncline::cli::{
     CheckArgs, Cli, Command, ConfigCommand, DemoArgs, DemoTarget, GcArgs, InitArgs,
-    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsCommand, QueryArgs, ReconcileArgs,
-    ReplayArgs, RunArgs, SimArgs, StatusArgs,
+    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsCommand, PlanArgs, QueryArgs,
+    ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
-use syncline::{Error, demo, init, pipeline, sim, status, transform};
+use syncline::{Error, demo, init, orchestrate, pipeline, sim, status, transform};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -55,12 +56,14 @@ fn init_logging(cli: &Cli) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Under Dagster Pipes the same events also go to Dagster (`Session::forward_logs`).
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(orchestrate::pipes::ForwardLogs);
     match cli.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry.with(fmt).init(),
     }
 }
 
@@ -123,6 +126,7 @@ async fn execute(command: Command) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Man { dir } => man(dir.as_deref()),
+        Command::Plan(args) => plan(args),
     }
 }
 
@@ -207,12 +211,39 @@ async fn gc(args: GcArgs) -> Result<u8, Error> {
 /// `syncline run`: the report goes to `--report`, a line per stream to stderr, and the
 /// run's status decides the exit code.
 async fn run(args: RunArgs) -> Result<u8, Error> {
+    // Under Dagster Pipes the session opens first, so even a config error reaches Dagster.
+    let Some(session) = orchestrate::pipes::Session::from_env()? else {
+        return run_reported(args, None).await.map(|(code, _)| code);
+    };
+    let session = std::sync::Arc::new(session);
+    session.forward_logs();
+    let outcome = run_reported(args, Some(session.clone())).await;
+    match &outcome {
+        Ok((_, Some(failure))) => session.close(Some((&failure.0, failure.1.clone()))),
+        Ok((_, None)) => session.close(None),
+        Err(err) => {
+            let (name, message) = orchestrate::pipes::error_failure(err);
+            session.close(Some((&name, message)));
+        }
+    }
+    outcome.map(|(code, _)| code)
+}
+
+/// `syncline run`, reporting to a Dagster Pipes session when there is one; returns the exit
+/// code and, for Pipes, the failure to close the session with.
+async fn run_reported(
+    args: RunArgs,
+    pipes: Option<std::sync::Arc<orchestrate::pipes::Session>>,
+) -> Result<(u8, Option<(String, String)>), Error> {
     let config = Config::load(&args.config)?;
     let options = pipeline::RunOptions {
         streams: args.streams,
         full_refresh: args.full_refresh,
     };
-    let run = pipeline::run(&config, &options).await?;
+    let run = match pipes {
+        Some(session) => orchestrate::pipes::run(&config, &options, session).await?,
+        None => pipeline::run(&config, &options).await?,
+    };
     let json = serde_json::to_string_pretty(&run)?;
     match args.report.as_deref() {
         Some(path) if path.as_os_str() == "-" => println!("{json}"),
@@ -254,7 +285,19 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
                 .unwrap_or_default(),
         );
     }
-    Ok(run.exit_code as u8)
+    Ok((run.exit_code as u8, orchestrate::pipes::run_failure(&run)))
+}
+
+/// `syncline plan`: the streams a run would load, as a table or JSON.
+fn plan(args: PlanArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let plan = orchestrate::plan::plan(&config);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", orchestrate::plan::render(&plan));
+    }
+    Ok(0)
 }
 
 /// `syncline reconcile`: the estimate on stderr first, then the summary table on stdout (or

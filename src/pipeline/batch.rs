@@ -89,6 +89,17 @@ pub struct RunOptions {
 /// Runs the selected streams one after another and reports on each. Never panics on a
 /// stream failure: the failure is in the report and decides the exit code.
 pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
+    run_observed(config, options, &mut |_| {}).await
+}
+
+/// [`run`], handing each stream's report to `on_stream` as soon as that stream is done (its
+/// load committed, or it failed or stopped), before the next stream starts: an orchestrator
+/// hears of each table the moment it is loaded, not when the whole run ends.
+pub async fn run_observed(
+    config: &Config,
+    options: &RunOptions,
+    on_stream: &mut (dyn FnMut(&StreamReport) + Send),
+) -> Result<RunReport> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let configured = config.source.streams();
@@ -135,6 +146,7 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
                 ));
             }
         }
+        on_stream(&report);
         reports.push(report);
     }
     let (status, exit_code) = run_status(&reports);

@@ -6,6 +6,6 @@ pub mod check;
 pub mod loads;
 pub mod reconcile;
 
-pub use batch::{RunOptions, run};
+pub use batch::{RunOptions, run, run_observed};
 pub use check::{CheckOptions, check};
 pub use reconcile::{ReconcileOptions, ReconcileReport, reconcile};

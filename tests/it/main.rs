@@ -17,6 +17,7 @@ mod hubspot_snowflake;
 mod lake_memory;
 mod merge;
 mod object_storage;
+mod orchestrators;
 mod postgres_source;
 mod reconcile;
 mod salesforce_postgres;
