@@ -107,6 +107,8 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
             wanted.clone()
         }
     };
+    // A transform that cannot parse stops the run before the source is built (exit 2).
+    super::transform::prepare_all(config, &selected)?;
     let runner = StreamRunner::open(config, options.full_refresh).await?;
     let mut reports = Vec::new();
     for stream in &selected {
@@ -283,6 +285,8 @@ impl<'a> StreamRunner<'a> {
             ));
             return Ok(());
         }
+        // Planned against the discovered columns before any record is read.
+        let transform = super::transform::ready(self.config, stream, self.source.as_ref()).await?;
         let manifest = match repair {
             None => self.extract_and_stage(stream, &state, report).await?,
             Some(extraction) => {
@@ -308,6 +312,14 @@ impl<'a> StreamRunner<'a> {
                 )
                 .await?
             }
+        };
+        let manifest = match &transform {
+            Some(transform) => {
+                transform
+                    .apply(&self.stage, self.config, manifest, report)
+                    .await?
+            }
+            None => manifest,
         };
         if manifest.rows == 0 {
             // Nothing to merge: the window is covered, so the cursor may move on.
@@ -434,6 +446,7 @@ impl<'a> StreamRunner<'a> {
             files: staged.files,
             dead_letter: staged.dead_letter,
             complete_as_of: None,
+            transform: None,
         };
         let read_back = self.stage.fingerprint(&manifest).await?;
         report.rows_staged = read_back.rows;
@@ -600,7 +613,7 @@ impl<'a> StreamRunner<'a> {
         }
         report.reconciliation.destination = Some(outcome.received);
         report.reconciliation.matched = outcome.received == manifest.fingerprint()
-            && (report.recovered || report.reconciliation.source == manifest.fingerprint());
+            && (report.recovered || report.reconciliation.source == manifest.raw_fingerprint());
         if outcome.received != manifest.fingerprint() {
             return Err(RunError::ReceivedDiffers {
                 stream: manifest.stream.clone(),

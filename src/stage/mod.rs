@@ -73,7 +73,9 @@ impl Classified for StageError {
 }
 
 pub use loads::StagedLoad;
-pub use manifest::{ColumnSpec, DeadLetterFile, Manifest, StagedFile, columns_of};
+pub use manifest::{
+    ColumnSpec, DeadLetterFile, Manifest, RawLoadFiles, StagedFile, columns_of, schema_of,
+};
 
 /// The staging object store and the prefix syncline owns in it.
 #[derive(Clone)]
@@ -169,12 +171,13 @@ impl Stage {
 
     /// Streams the staged rows of a complete load, file by file, batch by batch.
     pub fn read_load(&self, manifest: &Manifest) -> BoxStream<'static, Result<RecordBatch>> {
+        self.read_files(manifest.files.iter().map(|f| f.path.clone()).collect())
+    }
+
+    /// Streams the rows of staged Parquet files (object store paths), file by file.
+    pub fn read_files(&self, files: Vec<String>) -> BoxStream<'static, Result<RecordBatch>> {
         let store = self.store.clone();
-        let files: Vec<Path> = manifest
-            .files
-            .iter()
-            .map(|f| Path::from(f.path.as_str()))
-            .collect();
+        let files: Vec<Path> = files.iter().map(|f| Path::from(f.as_str())).collect();
         stream::iter(files)
             .then(move |path| {
                 let store = store.clone();
