@@ -114,6 +114,7 @@ async fn execute(command: Command) -> Result<u8, Error> {
         Command::Sim(args) => serve_simulator(args).await,
         Command::Loads(args) => list_loads(args).await,
         Command::Replay(args) => replay(args).await,
+        Command::Preview(args) => preview(args).await,
         Command::Gc(args) => gc(args).await,
         Command::Init(args) => init(args),
         Command::Config { command } => config_command(command),
@@ -128,6 +129,14 @@ async fn list_loads(args: LoadsArgs) -> Result<u8, Error> {
     } else {
         print!("{}", pipeline::loads::render(&rows));
     }
+    Ok(0)
+}
+
+/// `syncline preview`: the transformed rows of the stream's last staged load, as a table.
+async fn preview(args: syncline::cli::PreviewArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let batches = pipeline::transform::preview(&config, &args.stream, args.limit).await?;
+    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     Ok(0)
 }
 

@@ -1035,3 +1035,48 @@ impl StreamTransform {
         })
     }
 }
+
+/// `syncline preview`: the first `limit` rows the stream's transform, as configured now, makes
+/// of the raw copy of its last staged load (deletes included, filtered rows left out).
+pub async fn preview(config: &Config, stream: &str, limit: usize) -> Result<Vec<RecordBatch>> {
+    let transform =
+        StreamTransform::prepare(config, stream)?.ok_or_else(|| StreamTransformError::NoTransform {
+            stream: stream.to_string(),
+        })?;
+    let stage = Stage::open(&config.staging)?;
+    let loads = stage.list_loads(&config.pipeline.name, stream).await?;
+    let manifest = loads
+        .into_iter()
+        .rev()
+        .find_map(|load| load.manifest.filter(|m| m.rows > 0 || m.transform.is_some()))
+        .ok_or_else(|| StreamTransformError::NothingStaged {
+            stream: stream.to_string(),
+        })?;
+    let (key, schema, files, fingerprint) = match &manifest.transform {
+        Some(raw) => (
+            raw.key.as_str(),
+            crate::stage::schema_of(&raw.schema)?,
+            raw.files.as_slice(),
+            manifest.raw_fingerprint(),
+        ),
+        None => (
+            manifest.key.as_str(),
+            manifest.arrow_schema()?,
+            manifest.files.as_slice(),
+            manifest.fingerprint(),
+        ),
+    };
+    transform
+        .preview(
+            &stage,
+            RawLoad {
+                load_id: &manifest.load_id,
+                key,
+                schema,
+                files,
+                fingerprint,
+            },
+            limit,
+        )
+        .await
+}

@@ -22,3 +22,4 @@ mod salesforce_postgres;
 mod staged_loads;
 mod stuck_loads;
 mod tls;
+mod transform_slt;
