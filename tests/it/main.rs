@@ -23,3 +23,4 @@ mod staged_loads;
 mod stuck_loads;
 mod tls;
 mod transform_slt;
+mod transforms;
