@@ -206,7 +206,7 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
     for stream in &run.streams {
         let _ = writeln!(
             err,
-            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}{}",
+            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}{}  {} ms{}{}",
             stream.stream,
             format!("{:?}", stream.status).to_lowercase(),
             stream.rows_extracted,
@@ -214,6 +214,12 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
             stream.rows_updated,
             stream.rows_deleted,
             stream.rows_dead_lettered,
+            // Only transformed streams filter; the others keep the line as it was.
+            if stream.reconciliation.filtered.is_some() {
+                format!("  filtered {:>6}", stream.rows_filtered)
+            } else {
+                String::new()
+            },
             stream.duration_ms,
             stream
                 .stopped
