@@ -317,16 +317,17 @@ impl StreamTransform {
             }
             .into());
         }
-        if !planned.keeps {
-            // A SQL file's dropped rows are what it did not return.
+        // A SQL file's dropped rows are what it did not return (when it returned no more
+        // than it read).
+        if !planned.keeps && written.rows <= raw.fingerprint.rows {
             filtered = Fingerprint {
-                rows: raw.fingerprint.rows.wrapping_sub(written.rows),
+                rows: raw.fingerprint.rows - written.rows,
                 checksum: raw.fingerprint.checksum.wrapping_sub(written.checksum),
             };
         }
         let mut sum = written;
         sum.merge(filtered);
-        if sum != raw.fingerprint || written.rows > raw.fingerprint.rows {
+        if sum != raw.fingerprint {
             return Err(StreamTransformError::Differs {
                 stream: self.stream.clone(),
                 load_id: raw.load_id.to_string(),
