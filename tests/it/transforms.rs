@@ -276,3 +276,66 @@ async fn a_sql_transform_that_does_not_parse_stops_the_run_before_the_source_is_
     );
     assert!(!dir.path().join("stage/bad_sql/contacts").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflake_copies_the_transformed_files_and_reconciles() {
+    use crate::support::Harness;
+    use crate::support::snowflake::TestSnowflake;
+
+    let sim = syncline::sim::SimConfig {
+        contacts: 400,
+        companies: 5,
+        deals: 5,
+        ..Default::default()
+    };
+    let h = Harness::start(sim, &["contacts"], "").await;
+    let snowflake = TestSnowflake::start().await;
+    let destination = snowflake
+        .destination_toml(&h.stage_dir())
+        .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any");
+    h.write_hubspot_config(
+        &["contacts"],
+        "file_rows = 1000",
+        &destination,
+        "[streams.contacts]\n\
+         select = [\"id\", \"email\", \"firstname\", \"lifecyclestage\"]\n\
+         rename = { id = \"contact_id\", lifecyclestage = \"stage\" }\n\
+         hash = [\"email\"]\n\
+         filter = \"stage = 'lead'\"\n",
+    );
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    let contacts = report_stream(&report, "contacts");
+    let expected = h.expected("contacts");
+    let leads: Vec<String> = expected
+        .iter()
+        .filter(|(_, values)| values.get("lifecyclestage").cloned().flatten().as_deref() == Some("lead"))
+        .map(|(id, _)| id.to_string())
+        .collect();
+    assert!(!leads.is_empty() && leads.len() < expected.len());
+    let r = &contacts.reconciliation;
+    assert_eq!(r.transformed.map(|t| t.rows), Some(leads.len() as u64));
+    assert_eq!(contacts.rows_filtered, (expected.len() - leads.len()) as u64);
+    assert_eq!(sum(r.transformed.unwrap(), r.filtered.unwrap()), r.stage);
+    assert_eq!(r.destination, r.transformed);
+    assert!(r.matched, "{contacts:#?}");
+
+    let loaded: Vec<String> = snowflake
+        .rows("SELECT \"contact_id\" FROM \"crm\".\"contacts\" ORDER BY \"contact_id\"")
+        .await
+        .into_iter()
+        .map(|row| row[0].clone().unwrap())
+        .collect();
+    let mut wanted = leads.clone();
+    wanted.sort_by_key(|id| id.parse::<i64>().unwrap());
+    let mut got = loaded;
+    got.sort_by_key(|id| id.parse::<i64>().unwrap());
+    assert_eq!(got, wanted);
+    // Every email arrived hashed (64 hex digits), none as written.
+    assert_eq!(
+        snowflake
+            .count("SELECT COUNT(*) FROM \"crm\".\"contacts\" WHERE \"email\" IS NOT NULL AND (LENGTH(\"email\") <> 64 OR \"email\" LIKE '%@%')")
+            .await,
+        0
+    );
+}
