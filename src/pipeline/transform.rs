@@ -141,15 +141,9 @@ pub enum StreamTransformError {
         filtered: Fingerprint,
     },
     #[error(
-        "stream {stream}: the transformed files of load {load_id} read back as {} rows (checksum {}) but {} (checksum {}) were written; nothing is merged",
-        read_back.rows, read_back.checksum, written.rows, written.checksum
+        "stream {stream} has a transform: `syncline reconcile` compares source records with the destination key by key, which a transformed table does not hold (filtered rows, hashed or renamed columns); each load is still reconciled at every hop"
     )]
-    ReadBackDiffers {
-        stream: String,
-        load_id: String,
-        read_back: Fingerprint,
-        written: Fingerprint,
-    },
+    NotReconcilable { stream: String },
     #[error("stream {stream} has no staged load to preview; run it first")]
     NothingStaged { stream: String },
     #[error("stream {stream} has no transform to preview (no transform keys in [streams.{stream}])")]
@@ -161,7 +155,7 @@ impl Classified for StreamTransformError {
         use StreamTransformError::*;
         match self {
             Execute { .. } => ErrorKind::Stage,
-            Differs { .. } | ReadBackDiffers { .. } => ErrorKind::Reconciliation,
+            Differs { .. } => ErrorKind::Reconciliation,
             _ => ErrorKind::Config,
         }
     }
@@ -293,7 +287,6 @@ impl StreamTransform {
         };
         let mut batches = planned.frame.execute_stream().await.map_err(failed)?;
         let mut writer = LoadWriter::new(stage, dir.join("transformed"), output.clone(), file_rows);
-        let mut written = Fingerprint::default();
         let mut filtered = Fingerprint::default();
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(failed)?;
@@ -301,22 +294,12 @@ impl StreamTransform {
             if let Some(dropped) = dropped {
                 filtered.merge(batch_fingerprint(&dropped, &planned.key)?);
             }
-            if kept.num_rows() > 0 {
-                written.merge(batch_fingerprint(&kept, &planned.key)?);
-                writer.write(&kept).await?;
-            }
+            writer.write(&kept).await?;
         }
         let files = writer.finish().await?;
-        let read_back = fingerprint_files(stage, &files, &planned.key).await?;
-        if read_back != written {
-            return Err(StreamTransformError::ReadBackDiffers {
-                stream: self.stream.clone(),
-                load_id: raw.load_id.to_string(),
-                read_back,
-                written,
-            }
-            .into());
-        }
+        // What the destination will get, read back from the files (key, version and delete
+        // columns only): `raw = this + filtered` below proves nothing was lost on the way.
+        let written = stage.fingerprint_files(&files, &planned.key).await?;
         // A SQL file's dropped rows are what it did not return (when it returned no more
         // than it read).
         if !planned.keeps && written.rows <= raw.fingerprint.rows {
@@ -342,7 +325,7 @@ impl StreamTransform {
             key: planned.key,
             schema: columns_of(&output)?,
             files,
-            transformed: read_back,
+            transformed: written,
             filtered,
         })
     }
@@ -915,15 +898,6 @@ fn split(
     let kept = filter_record_batch(&rows, &flag)?;
     let dropped = filter_record_batch(&rows, &not(&flag)?)?;
     Ok((kept, Some(dropped)))
-}
-
-async fn fingerprint_files(stage: &Stage, files: &[StagedFile], key: &str) -> Result<Fingerprint> {
-    let mut total = Fingerprint::default();
-    let mut batches = stage.read_files(files.iter().map(|f| f.path.clone()).collect());
-    while let Some(batch) = batches.next().await {
-        total.merge(batch_fingerprint(&batch?, key)?);
-    }
-    Ok(total)
 }
 
 /// `syncline_hash_salt()`: the salt of `hash`, read from the environment when the plan runs,

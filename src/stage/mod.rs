@@ -196,12 +196,17 @@ impl Stage {
     /// Recomputes count and checksum from the staged files, reading only the key, version
     /// and delete columns. This is the "stage" hop of reconciliation.
     pub async fn fingerprint(&self, manifest: &Manifest) -> Result<Fingerprint> {
+        self.fingerprint_files(&manifest.files, &manifest.key).await
+    }
+
+    /// [`Stage::fingerprint`] of any staged files keyed by `key`.
+    pub async fn fingerprint_files(&self, files: &[StagedFile], key: &str) -> Result<Fingerprint> {
         let mut total = Fingerprint::default();
-        for file in &manifest.files {
+        for file in files {
             let reader = parquet_reader(self.store.clone(), Path::from(file.path.as_str()));
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
             let arrow_schema = builder.schema().clone();
-            let wanted: Vec<usize> = [manifest.key.as_str(), VERSION_COLUMN, DELETED_COLUMN]
+            let wanted: Vec<usize> = [key, VERSION_COLUMN, DELETED_COLUMN]
                 .iter()
                 .map(|name| {
                     arrow_schema.index_of(name).map_err(|_| {
@@ -215,7 +220,7 @@ impl Stage {
             let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
             let mut batches = builder.with_projection(mask).build()?;
             while let Some(batch) = batches.try_next().await? {
-                total.merge(batch_fingerprint(&batch, &manifest.key)?);
+                total.merge(batch_fingerprint(&batch, key)?);
             }
         }
         Ok(total)
