@@ -82,7 +82,11 @@ fn main() {
         let report = dir.path().join(format!("{name}.json"));
         let run = measure_run(name, &config, &report);
         let inserted = run.stream["rows_inserted"].as_u64().unwrap_or(0);
-        assert_eq!(inserted as usize, rows, "every record arrived: {}", run.stream);
+        assert_eq!(
+            inserted as usize, rows,
+            "every record arrived: {}",
+            run.stream
+        );
         println!(
             "transform_to_postgres ({name}): {rows} contacts in {:.2} s = {:.0} rows/s, peak RSS {:.1} MiB",
             run.elapsed.as_secs_f64(),

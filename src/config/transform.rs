@@ -95,7 +95,8 @@ impl StreamSettings {
 
     /// The transform checks that need no column list.
     pub(super) fn validate_transform(&self, stream: &str) -> Result<(), KeyError> {
-        let key = |name: &str| -> Vec<String> { vec!["streams".into(), stream.into(), name.into()] };
+        let key =
+            |name: &str| -> Vec<String> { vec!["streams".into(), stream.into(), name.into()] };
         let error = |name: &str, message: String| KeyError {
             key: key(name),
             message,
@@ -113,7 +114,9 @@ impl StreamSettings {
             if let Some((name, _)) = declarative.iter().find(|(_, set)| *set) {
                 return Err(error(
                     "sql",
-                    format!("cannot be combined with `{name}`: write the whole transform in the SQL file, or use the keys alone"),
+                    format!(
+                        "cannot be combined with `{name}`: write the whole transform in the SQL file, or use the keys alone"
+                    ),
                 ));
             }
         }
@@ -149,12 +152,17 @@ impl StreamSettings {
                 ));
             }
             if to.trim().is_empty() {
-                return Err(error("rename", format!("gives column {from} an empty name")));
+                return Err(error(
+                    "rename",
+                    format!("gives column {from} an empty name"),
+                ));
             }
             if is_system_column(to) {
                 return Err(error(
                     "rename",
-                    format!("names column {from} {to}; names starting with _syncline_ are syncline's"),
+                    format!(
+                        "names column {from} {to}; names starting with _syncline_ are syncline's"
+                    ),
                 ));
             }
             if !targets.insert(to) {

@@ -29,8 +29,8 @@ use datafusion::common::{Column, ScalarValue, SchemaError, TableReference};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility, binary_expr, cast, lit,
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility, binary_expr, cast, lit,
 };
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -126,7 +126,7 @@ pub enum StreamTransformError {
     },
     /// DataFusion's own words are left out: a failed cast quotes the value.
     #[error(
-        "stream {stream}: the transform failed on the rows of load {load_id} (a value a cast cannot convert, most likely); the raw load stays staged"
+        "stream {stream}: the transform failed on the staged rows of load {load_id} (a value a cast cannot convert, or a staged file that cannot be read); the raw load stays staged"
     )]
     Execute { stream: String, load_id: String },
     #[error(
@@ -146,7 +146,9 @@ pub enum StreamTransformError {
     NotReconcilable { stream: String },
     #[error("stream {stream} has no staged load to preview; run it first")]
     NothingStaged { stream: String },
-    #[error("stream {stream} has no transform to preview (no transform keys in [streams.{stream}])")]
+    #[error(
+        "stream {stream} has no transform to preview (no transform keys in [streams.{stream}])"
+    )]
     NoTransform { stream: String },
 }
 
@@ -218,11 +220,13 @@ impl StreamTransform {
                         source,
                     }
                 })?;
-                let statements = datafusion::sql::parser::DFParser::parse_sql(&text)
-                    .map_err(|e| StreamTransformError::ParseSql {
-                        stream: stream.to_string(),
-                        file: file.clone(),
-                        source: e.into(),
+                let statements =
+                    datafusion::sql::parser::DFParser::parse_sql(&text).map_err(|e| {
+                        StreamTransformError::ParseSql {
+                            stream: stream.to_string(),
+                            file: file.clone(),
+                            source: e.into(),
+                        }
                     })?;
                 let one_query = statements.len() == 1
                     && matches!(
@@ -254,8 +258,11 @@ impl StreamTransform {
     /// configuration mistake that needs the column list shows here.
     pub async fn compile(&self, schema: &SchemaRef, key: &str) -> Result<Compiled> {
         let ctx = session(1024);
-        let empty = MemTable::try_new(schema.clone(), vec![vec![]]).map_err(|e| self.plan_error(e))?;
-        let raw = ctx.read_table(Arc::new(empty)).map_err(|e| self.plan_error(e))?;
+        let empty =
+            MemTable::try_new(schema.clone(), vec![vec![]]).map_err(|e| self.plan_error(e))?;
+        let raw = ctx
+            .read_table(Arc::new(empty))
+            .map_err(|e| self.plan_error(e))?;
         let planned = self.plan(&ctx, raw, key).await?;
         let schema = Arc::new(planned.output_schema());
         Ok(Compiled {
@@ -276,15 +283,13 @@ impl StreamTransform {
         file_rows: usize,
     ) -> Result<Transformed> {
         let ctx = session(batch_rows);
-        let frame = read_staged(&ctx, stage, &raw)
-            .await
-            .map_err(|e| self.plan_error(e))?;
-        let planned = self.plan(&ctx, frame, raw.key).await?;
-        let output = Arc::new(planned.output_schema());
         let failed = |_| StreamTransformError::Execute {
             stream: self.stream.clone(),
             load_id: raw.load_id.to_string(),
         };
+        let frame = read_staged(&ctx, stage, &raw).await.map_err(failed)?;
+        let planned = self.plan(&ctx, frame, raw.key).await?;
+        let output = Arc::new(planned.output_schema());
         let mut batches = planned.frame.execute_stream().await.map_err(failed)?;
         let mut writer = LoadWriter::new(stage, dir.join("transformed"), output.clone(), file_rows);
         let mut filtered = Fingerprint::default();
@@ -339,15 +344,13 @@ impl StreamTransform {
         limit: usize,
     ) -> Result<Vec<RecordBatch>> {
         let ctx = session(limit.clamp(1, 8192));
-        let frame = read_staged(&ctx, stage, &raw)
-            .await
-            .map_err(|e| self.plan_error(e))?;
-        let planned = self.plan(&ctx, frame, raw.key).await?;
-        let mut frame = planned.frame;
         let failed = |_| StreamTransformError::Execute {
             stream: self.stream.clone(),
             load_id: raw.load_id.to_string(),
         };
+        let frame = read_staged(&ctx, stage, &raw).await.map_err(failed)?;
+        let planned = self.plan(&ctx, frame, raw.key).await?;
+        let mut frame = planned.frame;
         if planned.keeps {
             frame = frame
                 .filter(ident(KEEP_COLUMN))
@@ -522,16 +525,16 @@ impl StreamTransform {
         }
         let mut frame = raw.select(exprs).map_err(|e| self.plan_error(e))?;
         let keeps = if let Some(filter) = &s.filter {
-            let predicate = frame.parse_sql_expr(filter).map_err(|e| {
-                match missing_field(&e) {
+            let predicate = frame
+                .parse_sql_expr(filter)
+                .map_err(|e| match missing_field(&e) {
                     Some(column) => missing("filter", &column),
                     None => StreamTransformError::ParseFilter {
                         stream: stream.clone(),
                         source: e,
                     }
                     .into(),
-                }
-            })?;
+                })?;
             let typed = predicate
                 .get_type(frame.schema())
                 .map_err(|e| self.plan_error(e))?;
@@ -568,7 +571,8 @@ impl StreamTransform {
         let origin = self.origin();
         let stream = &self.stream;
         let plan = |e| self.plan_error(e);
-        ctx.register_table(RAW_TABLE, raw.clone().into_view()).map_err(plan)?;
+        ctx.register_table(RAW_TABLE, raw.clone().into_view())
+            .map_err(plan)?;
         let live = raw
             .clone()
             .filter(ident(DELETED_COLUMN).is_not_true())
@@ -791,8 +795,11 @@ async fn read_staged(
         .iter()
         .map(|f| format!("syncline-stage://stage/{}", f.path))
         .collect();
-    ctx.read_parquet(urls, ParquetReadOptions::default().schema(raw.schema.as_ref()))
-        .await
+    ctx.read_parquet(
+        urls,
+        ParquetReadOptions::default().schema(raw.schema.as_ref()),
+    )
+    .await
 }
 
 /// The name a column of the input comes out under in the plan's top projection, when it comes
@@ -874,10 +881,11 @@ fn split(
         .fields()
         .iter()
         .map(|f| {
-            batch
-                .column_by_name(f.name())
-                .cloned()
-                .ok_or_else(|| Error::from(crate::reconcile::FingerprintError::MissingColumn(f.name().clone())))
+            batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                Error::from(crate::reconcile::FingerprintError::MissingColumn(
+                    f.name().clone(),
+                ))
+            })
         })
         .collect::<Result<_>>()?;
     let rows = RecordBatch::try_new(output.clone(), columns)?;
@@ -1014,16 +1022,20 @@ impl StreamTransform {
 /// `syncline preview`: the first `limit` rows the stream's transform, as configured now, makes
 /// of the raw copy of its last staged load (deletes included, filtered rows left out).
 pub async fn preview(config: &Config, stream: &str, limit: usize) -> Result<Vec<RecordBatch>> {
-    let transform =
-        StreamTransform::prepare(config, stream)?.ok_or_else(|| StreamTransformError::NoTransform {
+    let transform = StreamTransform::prepare(config, stream)?.ok_or_else(|| {
+        StreamTransformError::NoTransform {
             stream: stream.to_string(),
-        })?;
+        }
+    })?;
     let stage = Stage::open(&config.staging)?;
     let loads = stage.list_loads(&config.pipeline.name, stream).await?;
     let manifest = loads
         .into_iter()
         .rev()
-        .find_map(|load| load.manifest.filter(|m| m.rows > 0 || m.transform.is_some()))
+        .find_map(|load| {
+            load.manifest
+                .filter(|m| m.rows > 0 || m.transform.is_some())
+        })
         .ok_or_else(|| StreamTransformError::NothingStaged {
             stream: stream.to_string(),
         })?;

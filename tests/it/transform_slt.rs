@@ -45,7 +45,11 @@ fn fixture() -> RecordBatch {
         Field::new("properties_city", DataType::Utf8, true),
         Field::new("properties_zip", DataType::Utf8, true),
         Field::new("notes", DataType::Utf8, true),
-        Field::new("_syncline_version", syncline::schema::timestamp_type(), false),
+        Field::new(
+            "_syncline_version",
+            syncline::schema::timestamp_type(),
+            false,
+        ),
         Field::new("_syncline_deleted", DataType::Boolean, false),
     ]));
     let ids: Vec<i64> = (1..=10).collect();
@@ -176,7 +180,8 @@ impl TransformDb {
                     files: &self.raw_files,
                     fingerprint: self.raw,
                 },
-                self.stage.load_dir("slt", "contacts", &format!("run-{}", self.runs)),
+                self.stage
+                    .load_dir("slt", "contacts", &format!("run-{}", self.runs)),
                 3,
                 4,
             )
@@ -190,7 +195,8 @@ impl TransformDb {
             .await
             .map_err(fail)?;
         let schema = syncline::stage::schema_of(&done.schema).map_err(fail)?;
-        let table = MemTable::try_new(schema, vec![batches]).map_err(|e| SltError(e.to_string()))?;
+        let table =
+            MemTable::try_new(schema, vec![batches]).map_err(|e| SltError(e.to_string()))?;
         let _ = self.ctx.deregister_table("contacts_out");
         self.ctx
             .register_table("contacts_out", Arc::new(table))
@@ -266,7 +272,12 @@ impl AsyncDB for TransformDb {
                 .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
                 .collect();
             for row in 0..batch.num_rows() {
-                rows.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| f.value(row).to_string())
+                        .collect(),
+                );
             }
         }
         Ok(DBOutput::Rows { types, rows })

@@ -49,7 +49,10 @@ column_case = "snake"
 
 /// Runs `syncline run` with the hash salt set; returns the exit code, stderr and the report.
 fn run(h: &FilesHarness) -> (i32, String, RunReport) {
-    let report = h.dir.path().join(format!("report-{}.json", uuid::Uuid::new_v4()));
+    let report = h
+        .dir
+        .path()
+        .join(format!("report-{}.json", uuid::Uuid::new_v4()));
     let report_arg = report.display().to_string();
     let (code, stderr) = h.run_binary_env(
         &["--report", &report_arg],
@@ -124,21 +127,33 @@ async fn a_transform_loads_reconciles_at_every_hop_and_a_delete_passes_its_filte
             ("first_name".to_string(), "text".to_string()),
             ("stage".to_string(), "text".to_string()),
             ("annualrevenue".to_string(), "double precision".to_string()),
-            ("updated_at".to_string(), "timestamp with time zone".to_string()),
+            (
+                "updated_at".to_string(),
+                "timestamp with time zone".to_string()
+            ),
         ]
     );
     assert_eq!(
-        h.rows("contacts", &["contact_id", "first_name", "stage", "annualrevenue"])
-            .await,
-        [(1, "lead"), (2, "customer"), (3, "lead"), (5, "lead"), (6, "lead")]
-            .iter()
-            .map(|(id, stage)| vec![
-                Some(id.to_string()),
-                Some(format!("Name{id}")),
-                Some(stage.to_string()),
-                Some(format!("{id}00.25")),
-            ])
-            .collect::<Vec<_>>()
+        h.rows(
+            "contacts",
+            &["contact_id", "first_name", "stage", "annualrevenue"]
+        )
+        .await,
+        [
+            (1, "lead"),
+            (2, "customer"),
+            (3, "lead"),
+            (5, "lead"),
+            (6, "lead")
+        ]
+        .iter()
+        .map(|(id, stage)| vec![
+            Some(id.to_string()),
+            Some(format!("Name{id}")),
+            Some(stage.to_string()),
+            Some(format!("{id}00.25")),
+        ])
+        .collect::<Vec<_>>()
     );
     // sha256("pepper" || email) as PostgreSQL computes it, for every row.
     let hashed: i64 = h
@@ -157,11 +172,9 @@ async fn a_transform_loads_reconciles_at_every_hop_and_a_delete_passes_its_filte
     // The raw load stays staged beside the transformed one, which is what was merged.
     let load_id = contacts.load_id.clone().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            h.dir
-                .path()
-                .join(format!("stage/files/contacts/loads/{load_id}/manifest.json")),
-        )
+        &std::fs::read(h.dir.path().join(format!(
+            "stage/files/contacts/loads/{load_id}/manifest.json"
+        )))
         .unwrap(),
     )
     .unwrap();
@@ -181,15 +194,27 @@ async fn a_transform_loads_reconciles_at_every_hop_and_a_delete_passes_its_filte
     let config = h.config_path.display().to_string();
     let (code, stdout, stderr) = syncline(
         &h,
-        &["preview", "--config", &config, "--stream", "contacts", "--limit", "10"],
+        &[
+            "preview", "--config", &config, "--stream", "contacts", "--limit", "10",
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("contact_id") && stdout.contains("first_name"), "{stdout}");
-    assert!(stdout.contains("Name3") && !stdout.contains("Name4"), "{stdout}");
+    assert!(
+        stdout.contains("contact_id") && stdout.contains("first_name"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Name3") && !stdout.contains("Name4"),
+        "{stdout}"
+    );
 
     // Later: 5 changes to `other` and is deleted; 6 changes to `other`. The filter drops
     // live rows only, so 5's delete still reaches the destination, by the renamed key.
-    let second = [contact(5, "other", true, 30), contact(6, "other", false, 31)].concat();
+    let second = [
+        contact(5, "other", true, 30),
+        contact(6, "other", false, 31),
+    ]
+    .concat();
     h.write_file("contacts/part-2.jsonl", &second, T0 + 2 * HOUR);
     let (code, stderr, report) = run(&h);
     assert_eq!(code, 0, "{stderr}");
@@ -229,7 +254,9 @@ async fn check_and_run_reject_a_transform_that_drops_the_key() {
         .find(|l| l.contains("source stream contacts"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        line.starts_with('✗') && line.contains("stream contacts") && line.contains("drops column id"),
+        line.starts_with('✗')
+            && line.contains("stream contacts")
+            && line.contains("drops column id"),
         "{line}"
     );
 
@@ -271,7 +298,9 @@ async fn a_sql_transform_that_does_not_parse_stops_the_run_before_the_source_is_
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("stream contacts") && stderr.contains("transforms/contacts.sql") && stderr.contains("does not parse"),
+        stderr.contains("stream contacts")
+            && stderr.contains("transforms/contacts.sql")
+            && stderr.contains("does not parse"),
         "{stderr}"
     );
     assert!(!dir.path().join("stage/bad_sql/contacts").exists());
@@ -309,13 +338,18 @@ async fn snowflake_copies_the_transformed_files_and_reconciles() {
     let expected = h.expected("contacts");
     let leads: Vec<String> = expected
         .iter()
-        .filter(|(_, values)| values.get("lifecyclestage").cloned().flatten().as_deref() == Some("lead"))
+        .filter(|(_, values)| {
+            values.get("lifecyclestage").cloned().flatten().as_deref() == Some("lead")
+        })
         .map(|(id, _)| id.to_string())
         .collect();
     assert!(!leads.is_empty() && leads.len() < expected.len());
     let r = &contacts.reconciliation;
     assert_eq!(r.transformed.map(|t| t.rows), Some(leads.len() as u64));
-    assert_eq!(contacts.rows_filtered, (expected.len() - leads.len()) as u64);
+    assert_eq!(
+        contacts.rows_filtered,
+        (expected.len() - leads.len()) as u64
+    );
     assert_eq!(sum(r.transformed.unwrap(), r.filtered.unwrap()), r.stage);
     assert_eq!(r.destination, r.transformed);
     assert!(r.matched, "{contacts:#?}");
