@@ -127,7 +127,11 @@ pub fn template(source: SourceKind, destination: DestinationKind, staging: &str)
          # cast = {{ annualrevenue = \"double\" }}   # bigint, double, text, boolean, date, timestamp\n\
          # filter = \"stage <> 'other'\"        # live rows not matching are counted as filtered; deletes pass\n\
          # column_case = \"keep\"              # \"keep\", \"lower\" or \"snake\"\n\
-         # sql = \"transforms/{first}.sql\"     # instead of the keys above: SELECT ... FROM {first}\n"
+         # sql = \"transforms/{first}.sql\"     # instead of the keys above: SELECT ... FROM {first}\n\n\
+         # A reconcile `syncline run` also runs, per stream, when the last one is older than `every`:\n\
+         # [reconcile]\n\
+         # every = \"24h\"                     # s, m, h, d; e.g. \"30m\", \"7d\", \"1h30m\"\n\
+         # repair = false                    # true: repair the drift found; false: report it (exit 3)\n"
     );
     let env = env_vars(&text);
     Template { text, env }

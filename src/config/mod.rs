@@ -17,6 +17,7 @@ use crate::load::DeleteMode;
 use crate::storage::S3Config;
 
 mod document;
+mod schedule;
 mod transform;
 
 pub use crate::destinations::lake::config::LakeConfig;
@@ -29,6 +30,7 @@ pub use crate::sources::postgres::config::{
 };
 pub use crate::sources::salesforce::config::{JwtKey, SalesforceAuth, SalesforceConfig};
 use document::Document;
+pub use schedule::ReconcileConfig;
 pub use transform::{CAST_TYPES, ColumnCase};
 
 /// A value that must never appear in logs, reports or errors.
@@ -69,6 +71,10 @@ pub struct Config {
     /// Per-stream settings, keyed by stream name; every key must be one of `source.streams`.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamSettings>,
+    /// A reconcile `syncline run` runs by itself, per stream, on a schedule (see README,
+    /// "Reconcile"). None when the section is absent.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileConfig>,
 }
 
 /// `[pipeline]`
@@ -350,6 +356,20 @@ impl Config {
             DestinationConfig::Postgres(p) => p.validate()?,
             DestinationConfig::Lake(l) => l.validate()?,
             DestinationConfig::Snowflake(s) => s.validate()?,
+        }
+        if let Some(reconcile) = &self.reconcile {
+            reconcile.validate()?;
+            // Found now rather than after every run's load: a CDC stream is compared by a
+            // content hash that Snowflake does not compute.
+            if let (SourceConfig::Postgres(p), DestinationConfig::Snowflake(_)) =
+                (&self.source, &self.destination)
+                && p.mode == PostgresMode::Cdc
+            {
+                return Err(KeyError::new(
+                    &["reconcile"],
+                    "cannot be scheduled: CDC streams are compared by content hash, which the snowflake destination does not compute; remove [reconcile] or use mode = \"cursor\"",
+                ));
+            }
         }
         Ok(())
     }
