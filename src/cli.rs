@@ -73,6 +73,9 @@ pub enum Command {
     Loads(LoadsArgs),
     /// Merge staged loads again without calling the source.
     Replay(ReplayArgs),
+    /// Show the rows a stream's transform makes of its last staged load, as a table (for
+    /// writing a transform: edit the config, preview again; nothing is merged).
+    Preview(PreviewArgs),
     /// Delete staged loads that are merged and past retention.
     Gc(GcArgs),
     /// Write a commented pipeline config for a source and a destination, every key with its
@@ -117,6 +120,18 @@ pub struct LoadsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The stream whose transform to run.
+    #[arg(long)]
+    pub stream: String,
+    /// Rows to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Args)]

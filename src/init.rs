@@ -118,7 +118,16 @@ pub fn template(source: SourceKind, destination: DestinationKind, staging: &str)
         text,
         "# Per-stream settings, one table per stream of source.streams:\n\
          # [streams.{first}]\n\
-         # deletes = \"hard\"                  # \"hard\" removes deleted records; \"soft\" keeps them with _syncline_deleted_at\n\n\
+         # deletes = \"hard\"                  # \"hard\" removes deleted records; \"soft\" keeps them with _syncline_deleted_at\n\
+         # Transform between stage and merge (names are the source's; filter sees the output's):\n\
+         # select = [\"id\", \"email\", \"properties_*\"]   # columns to keep, names or globs (the key included)\n\
+         # exclude = []                      # or: columns to drop, names or globs\n\
+         # rename = {{ lifecyclestage = \"stage\" }}   # a renamed key becomes the destination key\n\
+         # hash = [\"email\"]                  # SHA-256 hex, salted with $SYNCLINE_HASH_SALT when set\n\
+         # cast = {{ annualrevenue = \"double\" }}   # bigint, double, text, boolean, date, timestamp\n\
+         # filter = \"stage <> 'other'\"        # live rows not matching are counted as filtered; deletes pass\n\
+         # column_case = \"keep\"              # \"keep\", \"lower\" or \"snake\"\n\
+         # sql = \"transforms/{first}.sql\"     # instead of the keys above: SELECT ... FROM {first}\n\n\
          # A reconcile `syncline run` also runs, per stream, when the last one is older than `every`:\n\
          # [reconcile]\n\
          # every = \"24h\"                     # s, m, h, d; e.g. \"30m\", \"7d\", \"1h30m\"\n\

@@ -117,6 +117,7 @@ async fn execute(command: Command) -> Result<u8, Error> {
         Command::Sim(args) => serve_simulator(args).await,
         Command::Loads(args) => list_loads(args).await,
         Command::Replay(args) => replay(args).await,
+        Command::Preview(args) => preview(args).await,
         Command::Gc(args) => gc(args).await,
         Command::Init(args) => init(args),
         Command::Config { command } => config_command(command),
@@ -163,6 +164,14 @@ async fn list_loads(args: LoadsArgs) -> Result<u8, Error> {
     } else {
         print!("{}", pipeline::loads::render(&rows));
     }
+    Ok(0)
+}
+
+/// `syncline preview`: the transformed rows of the stream's last staged load, as a table.
+async fn preview(args: syncline::cli::PreviewArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let batches = pipeline::transform::preview(&config, &args.stream, args.limit).await?;
+    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     Ok(0)
 }
 
@@ -259,7 +268,7 @@ async fn run_reported(
     for stream in &run.streams {
         let _ = writeln!(
             err,
-            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}{}{}",
+            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}{}  {} ms{}{}{}",
             stream.stream,
             format!("{:?}", stream.status).to_lowercase(),
             stream.rows_extracted,
@@ -267,6 +276,12 @@ async fn run_reported(
             stream.rows_updated,
             stream.rows_deleted,
             stream.rows_dead_lettered,
+            // Only transformed streams filter; the others keep the line as it was.
+            if stream.reconciliation.filtered.is_some() {
+                format!("  filtered {:>6}", stream.rows_filtered)
+            } else {
+                String::new()
+            },
             stream.duration_ms,
             stream
                 .stopped

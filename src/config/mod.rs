@@ -18,6 +18,7 @@ use crate::storage::S3Config;
 
 mod document;
 mod schedule;
+mod transform;
 
 pub use crate::destinations::lake::config::LakeConfig;
 pub use crate::destinations::postgres::config::PostgresConfig;
@@ -30,6 +31,7 @@ pub use crate::sources::postgres::config::{
 pub use crate::sources::salesforce::config::{JwtKey, SalesforceAuth, SalesforceConfig};
 use document::Document;
 pub use schedule::ReconcileConfig;
+pub use transform::{CAST_TYPES, ColumnCase};
 
 /// A value that must never appear in logs, reports or errors.
 #[derive(Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -142,6 +144,41 @@ pub struct StreamSettings {
     /// `"hard"` (default) removes deleted records; `"soft"` keeps them with `_syncline_deleted_at` set.
     #[serde(default)]
     pub deletes: DeleteMode,
+    // The transform between stage and merge (README, "Transforms and models"); checked in
+    // `transform.rs`. Column names in `select`, `exclude`, `rename`, `hash` and `cast` are the
+    // source's; `filter` sees the output's.
+    /// Columns to keep, by name or glob (`properties_*`); the key must be among them, and
+    /// `_syncline_version` and `_syncline_deleted` are always kept. Default: every column.
+    #[serde(default)]
+    pub select: Option<Vec<String>>,
+    /// Columns to drop, by name or glob; cannot drop the key or syncline's own columns.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// New names for columns, `{ source_name = "new_name" }`. Renaming the key makes the
+    /// new name the destination table's key.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Columns whose values are replaced by their SHA-256 (hex), salted with the environment
+    /// variable SYNCLINE_HASH_SALT when it is set (for PII). Not the key.
+    #[serde(default)]
+    pub hash: Vec<String>,
+    /// Column types to cast to, `{ column = "bigint" }`: bigint, double, text, boolean,
+    /// date or timestamp. A value that does not convert fails the load (nothing is merged).
+    #[serde(default)]
+    pub cast: BTreeMap<String, String>,
+    /// A SQL predicate over the output columns (after rename); live rows for which it is not
+    /// true are left out and counted as `rows_filtered`. Deletes always pass.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// `"keep"` (default), `"lower"` or `"snake"`: how output column names are written
+    /// (names set by `rename` are kept as written).
+    #[serde(default)]
+    pub column_case: ColumnCase,
+    /// Instead of the keys above, a SQL file (relative to this config file) holding one
+    /// `SELECT ... FROM <stream>`; it must keep the key (it may rename it),
+    /// `_syncline_version` and `_syncline_deleted`. Deletes pass it unchanged.
+    #[serde(default)]
+    pub sql: Option<std::path::PathBuf>,
 }
 
 fn default_batch_rows() -> usize {
@@ -205,6 +242,12 @@ impl Config {
         config
             .validate()
             .map_err(|err| doc.key_error(&err.key_path(), &err.message))?;
+        // A transform's SQL file is named relative to the config file, wherever syncline runs.
+        for settings in config.streams.values_mut() {
+            if let Some(sql) = settings.sql.as_mut().filter(|p| p.is_relative()) {
+                *sql = path.parent().unwrap_or(Path::new("")).join(&*sql);
+            }
+        }
         Ok(config)
     }
 
@@ -291,13 +334,14 @@ impl Config {
                 ));
             }
         }
-        for stream in self.streams.keys() {
+        for (stream, settings) in &self.streams {
             if !streams.contains(stream) {
                 return Err(KeyError::new(
                     &["streams", stream],
                     &format!("stream {stream:?} is not listed in source.streams {streams:?}"),
                 ));
             }
+            settings.validate_transform(stream)?;
         }
         match &self.source {
             SourceConfig::Hubspot(h) => h.validate()?,

@@ -118,6 +118,8 @@ pub async fn run_observed(
             wanted.clone()
         }
     };
+    // A transform that cannot parse stops the run before the source is built (exit 2).
+    super::transform::prepare_all(config, &selected)?;
     let runner = StreamRunner::open(config, options.full_refresh).await?;
     let mut reports = Vec::new();
     for stream in &selected {
@@ -352,6 +354,8 @@ impl<'a> StreamRunner<'a> {
             ));
             return Ok(());
         }
+        // Planned against the discovered columns before any record is read.
+        let transform = super::transform::ready(self.config, stream, self.source.as_ref()).await?;
         let manifest = match repair {
             None => self.extract_and_stage(stream, &state, report).await?,
             Some(extraction) => {
@@ -377,6 +381,14 @@ impl<'a> StreamRunner<'a> {
                 )
                 .await?
             }
+        };
+        let manifest = match &transform {
+            Some(transform) => {
+                transform
+                    .apply(&self.stage, self.config, manifest, report)
+                    .await?
+            }
+            None => manifest,
         };
         if manifest.rows == 0 {
             // Nothing to merge: the window is covered, so the cursor may move on.
@@ -508,6 +520,7 @@ impl<'a> StreamRunner<'a> {
             files: staged.files,
             dead_letter: staged.dead_letter,
             complete_as_of: None,
+            transform: None,
         };
         let read_back_started = Instant::now();
         let read_back = self.stage.fingerprint(&manifest).await?;
@@ -713,7 +726,7 @@ impl<'a> StreamRunner<'a> {
         }
         report.reconciliation.destination = Some(outcome.received);
         report.reconciliation.matched = outcome.received == manifest.fingerprint()
-            && (report.recovered || report.reconciliation.source == manifest.fingerprint());
+            && (report.recovered || report.reconciliation.source == manifest.raw_fingerprint());
         if outcome.received != manifest.fingerprint() {
             return Err(RunError::ReceivedDiffers {
                 stream: manifest.stream.clone(),

@@ -163,9 +163,17 @@ async fn check_stream(config: &Config, stream: &str) -> Result<String> {
         SourceConfig::Postgres(p) => p.streams = only,
         SourceConfig::Files(f) => f.streams = only,
     }
+    // A transform that does not parse needs no source to say so.
+    super::transform::StreamTransform::prepare(&config, stream)?;
     let source = sources::build(&config)?;
     source.check().await?;
     let mut found = vec!["readable".to_string()];
+    if super::transform::ready(&config, stream, source.as_ref())
+        .await?
+        .is_some()
+    {
+        found.push("transform plans over its columns".to_string());
+    }
     for finding in source.inventory().await? {
         // The inventory names the stream; this line already does.
         let finding = finding

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod check;
 pub mod loads;
 pub mod reconcile;
+pub mod transform;
 
 pub use batch::{RunOptions, run, run_observed};
 pub use check::{CheckOptions, check};

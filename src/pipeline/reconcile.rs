@@ -349,6 +349,13 @@ async fn reconcile_stream(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<()> {
     let deletes = config.stream_settings(stream).deletes;
+    // Source records and a transformed table differ by design (filtered rows, hashes, names).
+    if config.stream_settings(stream).has_transform() {
+        return Err(super::transform::StreamTransformError::NotReconcilable {
+            stream: stream.to_string(),
+        }
+        .into());
+    }
     // The staged schema's first column is the key (the `sources` contract).
     let schema = source.discover(stream).await?;
     let key = schema.field(0).name().clone();

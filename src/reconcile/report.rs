@@ -30,6 +30,12 @@ pub struct Reconciliation {
     /// As received by the destination, computed by the destination itself. `None` when the
     /// load was already committed (replayed) and nothing was sent.
     pub destination: Option<Fingerprint>,
+    /// Written by the stream's transform (what the destination receives), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformed: Option<Fingerprint>,
+    /// Live rows the transform's filter left out: `stage = transformed + filtered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtered: Option<Fingerprint>,
     pub matched: bool,
 }
 
@@ -86,6 +92,9 @@ pub struct StreamReport {
     pub rows_updated: u64,
     pub rows_deleted: u64,
     pub rows_dead_lettered: u64,
+    /// Live rows the stream's transform filter left out (counted, never silently lost).
+    #[serde(default)]
+    pub rows_filtered: u64,
     /// Text values changed on the way to the destination by the one rule every destination
     /// shares (`crate::values`: NUL becomes U+FFFD).
     #[serde(default)]
@@ -139,6 +148,7 @@ impl StreamReport {
             rows_updated: 0,
             rows_deleted: 0,
             rows_dead_lettered: 0,
+            rows_filtered: 0,
             values_replaced: 0,
             dead_letter_file: None,
             cursor: None,

@@ -62,6 +62,26 @@ pub struct Manifest {
     /// Merging it deletes the destination rows it lacks (`destinations::MergeRequest::complete`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complete_as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// Set when the stream has a transform: then `key`, `schema`, `files`, `rows` and
+    /// `checksum` describe the transformed load (what is merged and replayed), and this keeps
+    /// the raw load as extracted, the audit copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<RawLoadFiles>,
+}
+
+/// The raw load of a transformed stream, and how the transform accounted for its rows:
+/// `raw = transformed + filtered` in count and checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawLoadFiles {
+    /// The key column as extracted.
+    pub key: String,
+    pub schema: Vec<ColumnSpec>,
+    pub files: Vec<StagedFile>,
+    pub rows: u64,
+    pub checksum: u64,
+    /// Live rows the transform's filter left out.
+    pub filtered_rows: u64,
+    pub filtered_checksum: u64,
 }
 
 impl Manifest {
@@ -72,14 +92,29 @@ impl Manifest {
         }
     }
 
-    pub fn arrow_schema(&self) -> Result<SchemaRef> {
-        let fields = self
-            .schema
-            .iter()
-            .map(|c| Ok(Field::new(&c.name, data_type_of(&c.kind)?, c.nullable)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(Schema::new(fields)))
+    /// The rows as extracted: the raw load's figures when the stream is transformed.
+    pub fn raw_fingerprint(&self) -> Fingerprint {
+        match &self.transform {
+            Some(raw) => Fingerprint {
+                rows: raw.rows,
+                checksum: raw.checksum,
+            },
+            None => self.fingerprint(),
+        }
     }
+
+    pub fn arrow_schema(&self) -> Result<SchemaRef> {
+        schema_of(&self.schema)
+    }
+}
+
+/// The Arrow schema of staged columns.
+pub fn schema_of(columns: &[ColumnSpec]) -> Result<SchemaRef> {
+    let fields = columns
+        .iter()
+        .map(|c| Ok(Field::new(&c.name, data_type_of(&c.kind)?, c.nullable)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 pub fn columns_of(schema: &Schema) -> Result<Vec<ColumnSpec>> {

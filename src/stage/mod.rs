@@ -74,7 +74,9 @@ impl Classified for StageError {
 }
 
 pub use loads::StagedLoad;
-pub use manifest::{ColumnSpec, DeadLetterFile, Manifest, StagedFile, columns_of};
+pub use manifest::{
+    ColumnSpec, DeadLetterFile, Manifest, RawLoadFiles, StagedFile, columns_of, schema_of,
+};
 
 /// The staging object store and the prefix syncline owns in it.
 #[derive(Clone)]
@@ -172,17 +174,15 @@ impl Stage {
     /// decoded in a task of their own, at most [`READ_AHEAD_BATCHES`] ahead of the consumer,
     /// so decoding overlaps with what the consumer does (a COPY's encoding, say).
     pub fn read_load(&self, manifest: &Manifest) -> BoxStream<'static, Result<RecordBatch>> {
-        read_ahead(self.read_load_here(manifest), READ_AHEAD_BATCHES)
+        let files = manifest.files.iter().map(|f| f.path.clone()).collect();
+        read_ahead(self.read_files(files), READ_AHEAD_BATCHES)
     }
 
-    /// [`Stage::read_load`], decoded in the consumer's task.
-    fn read_load_here(&self, manifest: &Manifest) -> BoxStream<'static, Result<RecordBatch>> {
+    /// Streams the rows of staged Parquet files (object store paths), file by file, decoded
+    /// in the consumer's task.
+    pub fn read_files(&self, files: Vec<String>) -> BoxStream<'static, Result<RecordBatch>> {
         let store = self.store.clone();
-        let files: Vec<Path> = manifest
-            .files
-            .iter()
-            .map(|f| Path::from(f.path.as_str()))
-            .collect();
+        let files: Vec<Path> = files.iter().map(|f| Path::from(f.as_str())).collect();
         stream::iter(files)
             .then(move |path| {
                 let store = store.clone();
@@ -201,12 +201,17 @@ impl Stage {
     /// Recomputes count and checksum from the staged files, reading only the key, version
     /// and delete columns. This is the "stage" hop of reconciliation.
     pub async fn fingerprint(&self, manifest: &Manifest) -> Result<Fingerprint> {
+        self.fingerprint_files(&manifest.files, &manifest.key).await
+    }
+
+    /// [`Stage::fingerprint`] of any staged files keyed by `key`.
+    pub async fn fingerprint_files(&self, files: &[StagedFile], key: &str) -> Result<Fingerprint> {
         let mut total = Fingerprint::default();
-        for file in &manifest.files {
+        for file in files {
             let reader = parquet_reader(self.store.clone(), Path::from(file.path.as_str()));
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
             let arrow_schema = builder.schema().clone();
-            let wanted: Vec<usize> = [manifest.key.as_str(), VERSION_COLUMN, DELETED_COLUMN]
+            let wanted: Vec<usize> = [key, VERSION_COLUMN, DELETED_COLUMN]
                 .iter()
                 .map(|name| {
                     arrow_schema.index_of(name).map_err(|_| {
@@ -220,7 +225,7 @@ impl Stage {
             let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
             let mut batches = builder.with_projection(mask).build()?;
             while let Some(batch) = batches.try_next().await? {
-                total.merge(batch_fingerprint(&batch, &manifest.key)?);
+                total.merge(batch_fingerprint(&batch, key)?);
             }
         }
         Ok(total)

@@ -24,3 +24,5 @@ mod salesforce_postgres;
 mod staged_loads;
 mod stuck_loads;
 mod tls;
+mod transform_slt;
+mod transforms;
