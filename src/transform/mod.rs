@@ -14,6 +14,11 @@ use crate::config::{Config, DestinationConfig};
 use crate::destinations::lake::LakeDestination;
 use crate::error::{Classified, ErrorKind};
 
+pub mod config;
+pub mod graph;
+
+pub use graph::{ModelGraph, ModelNode, ModelTest, model_graph};
+
 /// One SQL model.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -73,12 +78,68 @@ pub enum TransformError {
         #[source]
         source: datafusion::error::DataFusionError,
     },
+    #[error("cannot read the model {}", file.display())]
+    ModelFile {
+        file: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: the SQL does not parse", file.display())]
+    ModelSql {
+        file: std::path::PathBuf,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("{}: a model is one SELECT; this file holds {statements} statements", file.display())]
+    NotOneSelect {
+        file: std::path::PathBuf,
+        statements: usize,
+    },
+    #[error("{}: {message}", file.display())]
+    Header {
+        file: std::path::PathBuf,
+        message: String,
+    },
+    #[error("[models.{name}] tests: {message}")]
+    ConfiguredTest { name: String, message: String },
+    #[error("two models are named {name}: {} and {}", first.display(), second.display())]
+    DuplicateModel {
+        name: String,
+        first: std::path::PathBuf,
+        second: std::path::PathBuf,
+    },
+    #[error("[models.{name}] names no model in {}", dir.display())]
+    UnknownModelSettings { name: String, dir: std::path::PathBuf },
+    #[error("{}: `{name}` is neither a stream of this pipeline nor a model", file.display())]
+    UnknownName {
+        file: std::path::PathBuf,
+        name: String,
+    },
+    #[error("{}: model {name} reads itself through a cycle: {path}", file.display())]
+    Cycle {
+        file: std::path::PathBuf,
+        name: String,
+        path: String,
+    },
+    #[error("--select {selector}: no model of that name")]
+    UnknownSelection { selector: String },
 }
 
 impl Classified for TransformError {
     fn kind(&self) -> ErrorKind {
         match self {
-            TransformError::ModelsFolder { .. } | TransformError::NotALake => ErrorKind::Config,
+            TransformError::ModelsFolder { .. }
+            | TransformError::NotALake
+            | TransformError::ModelFile { .. }
+            | TransformError::ConfiguredTest { .. }
+            | TransformError::UnknownModelSettings { .. }
+            | TransformError::UnknownSelection { .. } => ErrorKind::Config,
+            TransformError::ModelSql { .. }
+            | TransformError::NotOneSelect { .. }
+            | TransformError::Header { .. }
+            | TransformError::DuplicateModel { .. }
+            | TransformError::UnknownName { .. }
+            | TransformError::Cycle { .. } => ErrorKind::Sql,
             TransformError::Lake { .. } | TransformError::Register { .. } => ErrorKind::Destination,
             TransformError::Query(_) | TransformError::Model { .. } => ErrorKind::Sql,
         }
