@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use syncline::cli::{
     CheckArgs, Cli, Command, ConfigCommand, DemoArgs, DemoTarget, GcArgs, InitArgs,
-    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsCommand, QueryArgs, ReconcileArgs,
+    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand, QueryArgs, ReconcileArgs,
     ReplayArgs, RunArgs, SimArgs, StatusArgs,
 };
 use syncline::config::Config;
@@ -109,8 +109,11 @@ async fn execute(command: Command) -> Result<u8, Error> {
         Command::Demo(args) => run_demo(args).await,
         Command::Query(args) => query(args).await,
         Command::Models {
-            command: ModelsCommand::Run { config, models },
-        } => run_models(&config, &models).await,
+            command: ModelsCommand::Run(args),
+        } => run_models(args, false).await,
+        Command::Models {
+            command: ModelsCommand::Test(args),
+        } => run_models(args, true).await,
         Command::Sim(args) => serve_simulator(args).await,
         Command::Loads(args) => list_loads(args).await,
         Command::Replay(args) => replay(args).await,
@@ -218,6 +221,17 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
                 .unwrap_or_default(),
         );
     }
+    if args.models && run.exit_code == 0 {
+        let changed: Vec<String> = run
+            .streams
+            .iter()
+            .filter(|s| s.rows_inserted + s.rows_updated + s.rows_deleted > 0)
+            .map(|s| s.stream.clone())
+            .collect();
+        let report = transform::changed_models(&config, &changed).await?;
+        eprint!("{}", report.render());
+        return Ok(report.exit_code() as u8);
+    }
     Ok(run.exit_code as u8)
 }
 
@@ -304,17 +318,22 @@ async fn query(args: QueryArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
-async fn run_models(config: &Path, models: &Path) -> Result<u8, Error> {
-    let config = Config::load(config)?;
-    let ctx = transform::lake_session(&config).await?;
-    for run in transform::run_models(&ctx, &transform::models_in(models)?).await? {
-        println!("model {} ({} rows)", run.name, run.rows);
-        println!(
-            "{}",
-            arrow::util::pretty::pretty_format_batches(&run.batches)?
-        );
+async fn run_models(args: ModelsArgs, test_only: bool) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let report = transform::models_command(
+        &config,
+        args.models.as_deref(),
+        args.select.as_deref(),
+        args.full_refresh,
+        test_only,
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
     }
-    Ok(0)
+    Ok(report.exit_code() as u8)
 }
 
 async fn serve_simulator(args: SimArgs) -> Result<u8, Error> {

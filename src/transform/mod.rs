@@ -16,8 +16,47 @@ use crate::error::{Classified, ErrorKind};
 
 pub mod config;
 pub mod graph;
+pub mod materialize;
 
 pub use graph::{ModelGraph, ModelNode, ModelTest, model_graph};
+pub use materialize::{ModelsOptions, ModelsReport};
+
+/// `syncline models run` (or with `test_only`, `models test`): the graph of `dir` (default
+/// `[models] dir`), the `--select`ed models, and for `models test` the singular tests too.
+pub async fn models_command(
+    config: &Config,
+    dir: Option<&Path>,
+    select: Option<&str>,
+    full_refresh: bool,
+    test_only: bool,
+) -> Result<ModelsReport> {
+    let graph = model_graph(config, dir)?;
+    let selected = select.map(|s| graph.select(s)).transpose()?;
+    let options = ModelsOptions {
+        selected,
+        full_refresh,
+        test_only,
+    };
+    let mut report = materialize::run_graph(config, &graph, &options).await?;
+    if test_only {
+        report.singular = materialize::run_singular_tests(config, &graph).await?;
+    }
+    Ok(report)
+}
+
+/// `syncline run --models`: builds the models that read (directly or through other models)
+/// a stream whose load changed rows. Nothing when the pipeline has no `[models]`.
+pub async fn changed_models(config: &Config, changed: &[String]) -> Result<ModelsReport> {
+    if config.models.is_none() {
+        return Ok(ModelsReport::default());
+    }
+    let graph = model_graph(config, None)?;
+    let options = ModelsOptions {
+        selected: Some(graph.downstream_of(changed)),
+        ..ModelsOptions::default()
+    };
+    materialize::run_graph(config, &graph, &options).await
+}
 
 /// One SQL model.
 #[derive(Debug, Clone)]
@@ -54,7 +93,7 @@ pub enum TransformError {
         source: std::io::Error,
     },
     #[error(
-        "`syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)"
+        "`syncline query` and models read the lake destination or the staging mirror; this pipeline's destination.type is not \"lake\" and it has no [models] table with mirror = true (query PostgreSQL with psql)"
     )]
     NotALake,
     #[error("lake: register the store of {stream}")]
@@ -123,6 +162,18 @@ pub enum TransformError {
     },
     #[error("--select {selector}: no model of that name")]
     UnknownSelection { selector: String },
+    #[error(
+        "{}: materialized: view needs the lake destination (a view is DataFusion's); use table",
+        file.display()
+    )]
+    ViewNeedsLake { file: std::path::PathBuf },
+    #[error("{}: the key column {key} is not in the model's result", file.display())]
+    NoKeyColumn {
+        file: std::path::PathBuf,
+        key: String,
+    },
+    #[error("model {model}: load {load_id} reached the destination with other rows than were staged; nothing was swapped in")]
+    LoadDiffers { model: String, load_id: String },
 }
 
 impl Classified for TransformError {
@@ -133,13 +184,16 @@ impl Classified for TransformError {
             | TransformError::ModelFile { .. }
             | TransformError::ConfiguredTest { .. }
             | TransformError::UnknownModelSettings { .. }
-            | TransformError::UnknownSelection { .. } => ErrorKind::Config,
+            | TransformError::UnknownSelection { .. }
+            | TransformError::ViewNeedsLake { .. } => ErrorKind::Config,
+            TransformError::LoadDiffers { .. } => ErrorKind::Reconciliation,
             TransformError::ModelSql { .. }
             | TransformError::NotOneSelect { .. }
             | TransformError::Header { .. }
             | TransformError::DuplicateModel { .. }
             | TransformError::UnknownName { .. }
-            | TransformError::Cycle { .. } => ErrorKind::Sql,
+            | TransformError::Cycle { .. }
+            | TransformError::NoKeyColumn { .. } => ErrorKind::Sql,
             TransformError::Lake { .. } | TransformError::Register { .. } => ErrorKind::Destination,
             TransformError::Query(_) | TransformError::Model { .. } => ErrorKind::Sql,
         }
@@ -181,10 +235,11 @@ pub async fn lake_session(config: &Config) -> Result<SessionContext> {
 
 /// Registers the lake tables of one pipeline in `ctx` (several pipelines can share a session).
 pub async fn register_lake_tables(ctx: &SessionContext, config: &Config) -> Result<()> {
-    let DestinationConfig::Lake(lake) = &config.destination else {
-        return Err(TransformError::NotALake.into());
+    let destination = match &config.destination {
+        DestinationConfig::Lake(lake) => LakeDestination::from_config(config, lake)?,
+        _ if config.mirrors() => crate::destinations::mirror::mirror_lake(config)?,
+        _ => return Err(TransformError::NotALake.into()),
     };
-    let destination = LakeDestination::from_config(config, lake)?;
     for stream in config.source.streams() {
         if let Some(table) = destination.open_table(stream).await? {
             table
