@@ -4,7 +4,6 @@
 //! not match the source, 4 a clean stop on a used-up API quota.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;

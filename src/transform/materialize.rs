@@ -366,11 +366,18 @@ async fn try_run_model(
                 }
                 .into());
             }
-            let unique = ModelTest::Unique {
-                column: key.clone(),
-            };
-            if !tests.contains(&unique) {
-                tests.push(unique);
+            // A key that repeats or is missing would lose rows in the merge: never load it.
+            for implied in [
+                ModelTest::NotNull {
+                    column: key.clone(),
+                },
+                ModelTest::Unique {
+                    column: key.clone(),
+                },
+            ] {
+                if !tests.contains(&implied) {
+                    tests.push(implied);
+                }
             }
         }
     }

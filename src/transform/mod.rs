@@ -65,22 +65,38 @@ pub struct Model {
     pub sql: String,
 }
 
-/// The example models shipped in `models/`, compiled in so `syncline demo` runs anywhere.
-pub fn example_models() -> Vec<Model> {
+/// The example models shipped in `models/`, by folder (`hubspot`, `salesforce`, and their
+/// singular tests under `tests/`), compiled in so `syncline demo` runs anywhere.
+pub fn example_models() -> Vec<(&'static str, &'static str, &'static str)> {
+    macro_rules! model {
+        ($folder:literal, $name:literal) => {
+            (
+                $folder,
+                $name,
+                include_str!(concat!("../../models/", $folder, "/", $name, ".sql")),
+            )
+        };
+    }
     vec![
-        Model {
-            name: "contacts_by_lifecycle".into(),
-            sql: include_str!("../../models/contacts_by_lifecycle.sql").into(),
-        },
-        Model {
-            name: "deal_pipeline".into(),
-            sql: include_str!("../../models/deal_pipeline.sql").into(),
-        },
-        Model {
-            name: "opportunities_by_stage".into(),
-            sql: include_str!("../../models/opportunities_by_stage.sql").into(),
-        },
+        model!("hubspot", "contacts_by_lifecycle"),
+        model!("hubspot", "deal_pipeline"),
+        model!("hubspot", "duplicate_contacts"),
+        model!("salesforce", "contacts_with_company"),
+        model!("salesforce", "opportunities_by_stage"),
+        model!("salesforce", "opportunities_won_by_account"),
+        model!("tests/salesforce", "won_opportunities_have_an_amount"),
     ]
+}
+
+/// Writes the example models under `dir` (`dir/hubspot/*.sql`, `dir/salesforce/*.sql`,
+/// `dir/tests/salesforce/*.sql`).
+pub fn write_example_models(dir: &Path) -> std::io::Result<()> {
+    for (folder, name, sql) in example_models() {
+        let folder = dir.join(folder);
+        std::fs::create_dir_all(&folder)?;
+        std::fs::write(folder.join(format!("{name}.sql")), sql)?;
+    }
+    Ok(())
 }
 
 /// What can go wrong running SQL over the lake.

@@ -15,6 +15,7 @@ mod hubspot_postgres;
 mod hubspot_snowflake;
 mod lake_memory;
 mod merge;
+mod models;
 mod object_storage;
 mod postgres_source;
 mod reconcile;
