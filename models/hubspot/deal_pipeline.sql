@@ -1,6 +1,6 @@
 -- The deal pipeline by stage and month of the expected close: number of deals and amount.
 -- materialized: table
--- tests: not_null(dealstage), not_null(deals), accepted_values(dealstage: 'appointmentscheduled', 'qualifiedtobuy', 'presentationscheduled', 'decisionmakerboughtin', 'contractsent', 'closedwon', 'closedlost')
+-- tests: not_null(deals), accepted_values(dealstage: 'appointmentscheduled', 'qualifiedtobuy', 'presentationscheduled', 'decisionmakerboughtin', 'contractsent', 'closedwon', 'closedlost')
 SELECT
     dealstage,
     date_trunc('month', closedate) AS close_month,

@@ -404,7 +404,8 @@ async fn try_run_model(
     }
     let load_id = uuid::Uuid::now_v7().to_string();
     result.load_id = Some(load_id.clone());
-    let (manifest, shaped) = stage_result(config, &target.stage, model, &load_id, batches).await?;
+    let (manifest, shaped) =
+        stage_result(config, &target.stage, model, &load_id, &schema, batches).await?;
     let replace = model.materialized == Materialized::Table || options.full_refresh;
     let outcome = target.load(model, &manifest, shaped, replace).await?;
     if !outcome.skipped && outcome.received != manifest.fingerprint() {
@@ -552,14 +553,11 @@ async fn stage_result(
     stage: &Stage,
     model: &ModelNode,
     load_id: &str,
+    schema: &SchemaRef,
     batches: Vec<RecordBatch>,
 ) -> Result<(Manifest, Vec<RecordBatch>)> {
-    let schema = match batches.first() {
-        Some(b) => b.schema(),
-        None => Arc::new(Schema::empty()),
-    };
     let version_ms = chrono::Utc::now().timestamp_millis();
-    let (shaped_schema, shaped) = shape(&batches, &schema, model.key.as_deref(), version_ms)?;
+    let (shaped_schema, shaped) = shape(&batches, schema, model.key.as_deref(), version_ms)?;
     let key = model.key.clone().unwrap_or_else(|| ROW_KEY.to_string());
     let pipeline = &config.pipeline.name;
     let dir = stage.load_dir(pipeline, &model.name, load_id);

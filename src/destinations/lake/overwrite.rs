@@ -62,6 +62,10 @@ impl LakeDestination {
             received.merge(batch_fingerprint(batch, &request.key)?);
             written.push(for_delta(batch)?);
         }
+        if written.is_empty() {
+            // An empty result still replaces the table (and delta-rs needs a schema to write).
+            written.push(for_delta(&RecordBatch::new_empty(request.schema.clone()))?);
+        }
         if received != request.staged {
             return Err(ContractError::ReceivedDiffers {
                 destination: "lake",
