@@ -84,7 +84,7 @@ pub fn example_models() -> Vec<(&'static str, &'static str, &'static str)> {
         model!("salesforce", "contacts_with_company"),
         model!("salesforce", "opportunities_by_stage"),
         model!("salesforce", "opportunities_won_by_account"),
-        model!("tests/salesforce", "won_opportunities_have_an_amount"),
+        model!("tests/salesforce", "won_means_closed_won"),
     ]
 }
 

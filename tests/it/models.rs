@@ -310,3 +310,72 @@ async fn the_mirror_catches_up_after_a_crash_between_the_destination_and_the_mir
         .get(0);
     assert_eq!(n, in_postgres);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_example_models_equal_postgres_running_their_sql_after_deletes() {
+    let h = Harness::start(
+        SimConfig {
+            contacts: 1,
+            companies: 1,
+            deals: 1,
+            sf_accounts: 120,
+            sf_contacts: 200,
+            sf_opportunities: 150,
+            sf_leads: 1,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let dir = repo_models("salesforce");
+    let models = format!(
+        "[models]\ndir = \"{}\"\ntests = \"{}\"\n",
+        dir.display(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/tests/salesforce")
+            .display()
+    );
+    let streams = ["Account", "Contact", "Opportunity"];
+    crate::support::write_salesforce_config(&h, &streams, "", &models);
+    assert_eq!(h.run(false).await.status, Status::Success);
+    // Deletes reach the mirror as they reach PostgreSQL.
+    h.sim.salesforce.delete("Account", 10);
+    h.sim.salesforce.delete("Opportunity", 10);
+    h.sim.salesforce.update("Opportunity", 30);
+    crate::support::settle_sf(&h, &streams).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+
+    let (code, text) = models_binary(&h, &["test"]);
+    assert_eq!(code, 0, "{text}");
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+
+    let client = h.client().await;
+    client
+        .batch_execute("SET search_path = crm")
+        .await
+        .unwrap();
+    let projections = [
+        (
+            "contacts_with_company",
+            "contact_id, first_name, last_name, email, account_id, company, industry, country",
+        ),
+        ("opportunities_by_stage", "stage, opportunities, round(amount::numeric, 2), won"),
+        ("opportunities_won_by_account", "account_id, company, won, round(amount::numeric, 2)"),
+    ];
+    for (model, projection) in projections {
+        let sql = std::fs::read_to_string(dir.join(format!("{model}.sql"))).unwrap();
+        let by_postgres = format!("SELECT {projection} FROM ({sql}) m");
+        let materialized = format!("SELECT {projection} FROM crm.{model}");
+        for (a, b) in [(&by_postgres, &materialized), (&materialized, &by_postgres)] {
+            let differing: i64 = client
+                .query_one(&format!("SELECT count(*) FROM ({a} EXCEPT ALL {b}) d"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{model}: {e:?}"))
+                .get(0);
+            assert_eq!(differing, 0, "{model}: rows differ from PostgreSQL's own result");
+        }
+        assert!(count(&client, model).await > 0, "{model} is empty");
+    }
+}
