@@ -16,6 +16,7 @@ mod hubspot_snowflake;
 mod lake_memory;
 mod merge;
 mod models;
+mod models_slt;
 mod object_storage;
 mod postgres_source;
 mod reconcile;
