@@ -113,3 +113,35 @@ impl ModelsConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_table_holds_its_keys_and_one_table_per_model() {
+        let text = r#"
+mirror = false
+dir = "m"
+[daily]
+materialized = "incremental"
+key = "id"
+tests = ["unique(id)"]
+"#;
+        let config: ModelsConfig = toml::from_str(text).unwrap();
+        assert!(!config.mirror);
+        assert_eq!(config.dir, PathBuf::from("m"));
+        let daily = &config.models["daily"];
+        assert_eq!(daily.materialized, Some(Materialized::Incremental));
+        assert!(config.validate().is_ok());
+
+        let unknown = toml::from_str::<ModelsConfig>("[daily]\nmaterialised = \"table\"\n");
+        assert!(unknown.is_err(), "a misspelt model key is refused");
+        let keyless: ModelsConfig =
+            toml::from_str("[daily]\nmaterialized = \"incremental\"\n").unwrap();
+        assert_eq!(
+            keyless.validate().unwrap_err().key,
+            ["models", "daily", "key"]
+        );
+    }
+}

@@ -8,7 +8,10 @@
 //!   one transaction; the lake: one Delta overwrite commit). A failing test leaves the
 //!   previous table as it was.
 //! - `incremental`: the same load merged by key into the table (newest version wins), so
-//!   rows are added and updated and none removed. The whole model is recomputed each run.
+//!   rows are added and updated and none removed. After its first run, the streams it reads
+//!   hold only the rows written by loads newer than the model's cursor (per stream, the
+//!   newest `_syncline_load_id` it merged, saved in the stage after the load committed);
+//!   `--full-refresh` recomputes everything and replaces the table.
 //! - `view`: registered in the session only (lake destination only).
 //!
 //! Every materialized row carries the model's key (or `model_row`, numbered 1.. when the
@@ -19,11 +22,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, TimestampMillisecondArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMillisecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use object_store::ObjectStoreExt;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use tracing::{info, warn};
@@ -34,7 +38,7 @@ use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::error::ErrorKind;
 use crate::load::{CursorRange, DeleteMode, LoadMode};
 use crate::reconcile::{Fingerprint, batch_fingerprint};
-use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, timestamp_type};
+use crate::schema::{DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, timestamp_type};
 use crate::sql::quote_ident;
 use crate::stage::{LoadWriter, Manifest, Stage, columns_of};
 use crate::transform::graph::{ModelGraph, ModelNode, ModelTest};
@@ -324,7 +328,26 @@ async fn try_run_model(
     model: &ModelNode,
     options: &ModelsOptions,
 ) -> Result<ModelOutcome> {
-    let batches = evaluate(ctx, &model.name, &model.sql).await?;
+    // An incremental model with a cursor reads only the rows of loads newer than it.
+    let incremental = match target {
+        Some(target) if model.materialized == Materialized::Incremental => {
+            let cursor = if options.full_refresh {
+                None
+            } else {
+                target.cursor(config, &model.name).await?
+            };
+            let reached = newest_loads(ctx, model).await?;
+            Some((cursor, reached))
+        }
+        _ => None,
+    };
+    let batches = match &incremental {
+        Some((Some(cursor), reached)) => {
+            let changed = changed_rows_session(config, ctx, model, cursor, reached).await?;
+            evaluate(&changed, &model.name, &model.sql).await?
+        }
+        _ => evaluate(ctx, &model.name, &model.sql).await?,
+    };
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let schema = match batches.first() {
         Some(b) => b.schema(),
@@ -415,8 +438,99 @@ async fn try_run_model(
         }
         .into());
     }
+    // Saved only now: a run that failed before here reads the same loads again.
+    if let Some((_, reached)) = incremental {
+        target.save_cursor(config, &model.name, &reached).await?;
+    }
     info!(model = %model.name, rows, materialized = model.materialized.name(), "model built");
     Ok(result)
+}
+
+/// An incremental model's cursor: per stream it reads, the newest load id it has merged.
+/// Load ids are UUIDv7, so they sort by time, and one stream's loads commit in that order
+/// (one run at a time holds its lease).
+type ModelCursor = std::collections::BTreeMap<String, String>;
+
+/// The newest load id in each stream the model reads (streams without rows are left out).
+async fn newest_loads(ctx: &SessionContext, model: &ModelNode) -> Result<ModelCursor> {
+    let mut reached = ModelCursor::new();
+    for dep in &model.depends_on {
+        let Ok(provider) = ctx.table_provider(dep.as_str()).await else {
+            continue;
+        };
+        if provider.schema().field_with_name(LOAD_ID_COLUMN).is_err() {
+            continue;
+        }
+        let sql = format!(
+            "SELECT max({}) FROM {}",
+            quote_ident(LOAD_ID_COLUMN),
+            quote_ident(dep)
+        );
+        let batches = evaluate(ctx, &model.name, &sql).await?;
+        if let Some(batch) = batches.first().filter(|b| b.num_rows() > 0) {
+            let column = cast(batch.column(0), &DataType::Utf8)?;
+            let values = column.as_string::<i32>();
+            if values.is_valid(0) {
+                reached.insert(dep.clone(), values.value(0).to_string());
+            }
+        }
+    }
+    Ok(reached)
+}
+
+/// A session where each stream the model reads holds only the rows of loads after `cursor`
+/// and up to `reached`; models it reads are as in `ctx`.
+async fn changed_rows_session(
+    config: &Config,
+    ctx: &SessionContext,
+    model: &ModelNode,
+    cursor: &ModelCursor,
+    reached: &ModelCursor,
+) -> Result<SessionContext> {
+    let changed = lake_session(config).await?;
+    let model_error = |source| TransformError::Model {
+        model: model.name.clone(),
+        source,
+    };
+    for dep in &model.depends_on {
+        let provider = ctx.table_provider(dep.as_str()).await.map_err(model_error)?;
+        let _ = changed.deregister_table(dep.as_str());
+        match reached.get(dep) {
+            Some(newest) if config.source.streams().contains(dep) => {
+                let all = format!("__all_{dep}");
+                changed
+                    .register_table(
+                        datafusion::common::TableReference::bare(all.as_str()),
+                        provider,
+                    )
+                    .map_err(model_error)?;
+                let after = cursor.get(dep).cloned().unwrap_or_default();
+                let id = quote_ident(LOAD_ID_COLUMN);
+                let sql = format!(
+                    "SELECT * FROM {} WHERE {id} > '{}' AND {id} <= '{}'",
+                    quote_ident(&all),
+                    after.replace('\'', "''"),
+                    newest.replace('\'', "''")
+                );
+                let view = changed.sql(&sql).await.map_err(model_error)?.into_view();
+                changed
+                    .register_table(
+                        datafusion::common::TableReference::bare(dep.as_str()),
+                        view,
+                    )
+                    .map_err(model_error)?;
+            }
+            _ => {
+                changed
+                    .register_table(
+                        datafusion::common::TableReference::bare(dep.as_str()),
+                        provider,
+                    )
+                    .map_err(model_error)?;
+            }
+        }
+    }
+    Ok(changed)
 }
 
 /// The SELECT returning a test's failing rows (DataFusion SQL over the registered result).
@@ -621,6 +735,33 @@ impl Target {
             destination,
             lake,
         })
+    }
+
+    fn cursor_path(&self, config: &Config, model: &str) -> object_store::path::Path {
+        self.stage
+            .path(&[&config.pipeline.name, "_models", &format!("{model}.json")])
+    }
+
+    /// The incremental model's cursor; `None` before its first run.
+    async fn cursor(&self, config: &Config, model: &str) -> Result<Option<ModelCursor>> {
+        let path = self.cursor_path(config, model);
+        match self.stage.store().get(&path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await?;
+                Ok(Some(serde_json::from_slice(&bytes)?))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn save_cursor(&self, config: &Config, model: &str, reached: &ModelCursor) -> Result<()> {
+        let path = self.cursor_path(config, model);
+        self.stage
+            .store()
+            .put(&path, serde_json::to_vec_pretty(reached)?.into())
+            .await?;
+        Ok(())
     }
 
     /// Loads a staged model result: replacing the table, or merged by key into it.

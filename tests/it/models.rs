@@ -379,3 +379,57 @@ async fn salesforce_example_models_equal_postgres_running_their_sql_after_delete
         assert!(count(&client, model).await > 0, "{model} is empty");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_model_merges_only_the_rows_of_newer_loads_by_key() {
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("tagged.sql");
+    let sql = |tag: &str| {
+        format!(
+            "-- materialized: incremental\n-- key: id\nSELECT id, email, '{tag}' AS tag FROM contacts"
+        )
+    };
+    std::fs::write(&model, sql("first")).unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let client = h.client().await;
+    let all = count(&client, "tagged").await;
+    assert_eq!(all as u64, report.models[0].rows);
+
+    // Changed rows only: the tag shows which run wrote each row.
+    let updated = h.sim.hubspot.update("contacts", 7);
+    let inserted = h.sim.hubspot.insert("contacts", 3);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    std::fs::write(&model, sql("second")).unwrap();
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let changed = updated.len() + inserted.len();
+    assert_eq!(report.models[0].rows, changed as u64, "{}", report.render());
+    let second: i64 = client
+        .query_one("SELECT count(*) FROM crm.tagged WHERE tag = 'second'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(second as usize, changed);
+    assert_eq!(count(&client, "tagged").await, all + inserted.len() as i64);
+
+    // Nothing new: nothing read.
+    let report = run_models(&h).await;
+    assert_eq!(report.models[0].rows, 0, "{}", report.render());
+
+    // --full-refresh recomputes every row and replaces the table.
+    std::fs::write(&model, sql("third")).unwrap();
+    let report = syncline::transform::models_command(&h.config(), None, None, true, false)
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let third: i64 = client
+        .query_one("SELECT count(*) FROM crm.tagged WHERE tag = 'third'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(third, all + inserted.len() as i64);
+}
