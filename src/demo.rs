@@ -511,10 +511,7 @@ pub fn render(summary: &DemoSummary) -> String {
         );
     }
     if summary.models.is_empty() {
-        line(
-            &mut out,
-            "models: none".into(),
-        );
+        line(&mut out, "models: none".into());
     } else {
         line(&mut out, "models".into());
         for m in &summary.models {

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use syncline::cli::{
     CheckArgs, Cli, Command, ConfigCommand, DemoArgs, DemoTarget, GcArgs, InitArgs,
-    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand, QueryArgs, ReconcileArgs,
-    ReplayArgs, RunArgs, SimArgs, StatusArgs,
+    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand, QueryArgs,
+    ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};

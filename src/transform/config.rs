@@ -102,8 +102,7 @@ impl ModelsConfig {
     /// Checks what parsing cannot; errors name the key under `models`.
     pub fn validate(&self) -> Result<(), KeyError> {
         for (name, settings) in &self.models {
-            if settings.materialized == Some(Materialized::Incremental) && settings.key.is_none()
-            {
+            if settings.materialized == Some(Materialized::Incremental) && settings.key.is_none() {
                 return Err(KeyError::new(
                     &["models", name, "key"],
                     "is required when materialized = \"incremental\"",

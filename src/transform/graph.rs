@@ -32,10 +32,21 @@ pub struct ModelNode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "test", rename_all = "snake_case")]
 pub enum ModelTest {
-    Unique { column: String },
-    NotNull { column: String },
-    AcceptedValues { column: String, values: Vec<String> },
-    Relationships { column: String, to: String, to_column: String },
+    Unique {
+        column: String,
+    },
+    NotNull {
+        column: String,
+    },
+    AcceptedValues {
+        column: String,
+        values: Vec<String>,
+    },
+    Relationships {
+        column: String,
+        to: String,
+        to_column: String,
+    },
 }
 
 impl std::fmt::Display for ModelTest {
@@ -271,14 +282,15 @@ fn parse_model(name: &str, file: &Path, sql: &str, settings: &ModelsConfig) -> R
         let value = value.trim();
         match word.trim() {
             "materialized" => {
-                materialized = Some(Materialized::parse(value).ok_or_else(|| {
-                    TransformError::Header {
-                        file: file.to_path_buf(),
-                        message: format!(
-                            "`materialized: {value}` is not one of table, incremental, view"
-                        ),
-                    }
-                })?)
+                materialized =
+                    Some(
+                        Materialized::parse(value).ok_or_else(|| TransformError::Header {
+                            file: file.to_path_buf(),
+                            message: format!(
+                                "`materialized: {value}` is not one of table, incremental, view"
+                            ),
+                        })?,
+                    )
             }
             "key" => key = Some(value.to_string()),
             "tests" => {
@@ -302,12 +314,12 @@ fn parse_model(name: &str, file: &Path, sql: &str, settings: &ModelsConfig) -> R
         if let Some(list) = &configured.tests {
             tests = Vec::new();
             for text in list {
-                tests.push(parse_test(text).map_err(|message| {
-                    TransformError::ConfiguredTest {
+                tests.push(
+                    parse_test(text).map_err(|message| TransformError::ConfiguredTest {
                         name: name.to_string(),
                         message,
-                    }
-                })?);
+                    })?,
+                );
             }
         }
     }
@@ -346,8 +358,7 @@ fn dependencies(file: &Path, sql: &str) -> Result<Vec<String>> {
         }
         .into());
     }
-    let (relations, _ctes) =
-        resolve_table_references(&statements[0], true).map_err(parse_error)?;
+    let (relations, _ctes) = resolve_table_references(&statements[0], true).map_err(parse_error)?;
     let names: BTreeSet<String> = relations.iter().map(|r| r.to_string()).collect();
     Ok(names.into_iter().collect())
 }
@@ -393,7 +404,11 @@ pub fn parse_test(text: &str) -> std::result::Result<ModelTest, String> {
     let args = rest.strip_suffix(')').ok_or_else(bad)?.trim();
     let column = |s: &str| {
         let s = s.trim().trim_matches('"');
-        if s.is_empty() { Err(bad()) } else { Ok(s.to_string()) }
+        if s.is_empty() {
+            Err(bad())
+        } else {
+            Ok(s.to_string())
+        }
     };
     match kind.trim() {
         "unique" => Ok(ModelTest::Unique {
@@ -457,7 +472,11 @@ mod tests {
             "a.sql",
             "WITH x AS (SELECT * FROM contacts) SELECT * FROM x JOIN \"Opportunity\" o ON true",
         );
-        write(dir.path(), "c.sql", "SELECT * FROM b UNION ALL SELECT * FROM a");
+        write(
+            dir.path(),
+            "c.sql",
+            "SELECT * FROM b UNION ALL SELECT * FROM a",
+        );
         let graph = build_graph(dir.path(), &ModelsConfig::default(), &streams()).unwrap();
         let names: Vec<&str> = graph.models.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
@@ -527,11 +546,18 @@ mod tests {
     #[test]
     fn a_name_that_is_neither_stream_nor_model_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a.sql", "SELECT * FROM contacts JOIN compnies ON true");
+        write(
+            dir.path(),
+            "a.sql",
+            "SELECT * FROM contacts JOIN compnies ON true",
+        );
         let err = build_graph(dir.path(), &ModelsConfig::default(), &streams()).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let text = err.report();
-        assert!(text.contains("a.sql") && text.contains("`compnies`"), "{text}");
+        assert!(
+            text.contains("a.sql") && text.contains("`compnies`"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
-use object_store::ObjectStoreExt;
 use datafusion::prelude::SessionContext;
+use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -200,9 +200,10 @@ pub async fn run_graph(
             async move {
                 if !selected(&model.name) {
                     // Read by a selected model: evaluated on the fly as a view.
-                    register_view(ctx, model).await.err().map(|err| {
-                        outcome(model, ModelStatus::Failed, 0).with_error(&err)
-                    })
+                    register_view(ctx, model)
+                        .await
+                        .err()
+                        .map(|err| outcome(model, ModelStatus::Failed, 0).with_error(&err))
                 } else if blocked {
                     Some(outcome(model, ModelStatus::NotRun, 0))
                 } else {
@@ -493,7 +494,10 @@ async fn changed_rows_session(
         source,
     };
     for dep in &model.depends_on {
-        let provider = ctx.table_provider(dep.as_str()).await.map_err(model_error)?;
+        let provider = ctx
+            .table_provider(dep.as_str())
+            .await
+            .map_err(model_error)?;
         let _ = changed.deregister_table(dep.as_str());
         match reached.get(dep) {
             Some(newest) if config.source.streams().contains(dep) => {
@@ -514,10 +518,7 @@ async fn changed_rows_session(
                 );
                 let view = changed.sql(&sql).await.map_err(model_error)?.into_view();
                 changed
-                    .register_table(
-                        datafusion::common::TableReference::bare(dep.as_str()),
-                        view,
-                    )
+                    .register_table(datafusion::common::TableReference::bare(dep.as_str()), view)
                     .map_err(model_error)?;
             }
             _ => {
@@ -786,7 +787,10 @@ impl Target {
             })
         };
         match (&self.lake, replace) {
-            (Some(lake), true) => lake.replace_table(&request(model.name.clone())?, shaped).await,
+            (Some(lake), true) => {
+                lake.replace_table(&request(model.name.clone())?, shaped)
+                    .await
+            }
             (_, false) => {
                 let request = request(model.name.clone())?;
                 self.destination.ensure_table(&request).await?;
@@ -839,7 +843,11 @@ mod tests {
         )
         .unwrap();
         let (shaped_schema, shaped) = shape(&[batch], &schema, None, 5).unwrap();
-        let names: Vec<&str> = shaped_schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = shaped_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         assert_eq!(names, [ROW_KEY, "n", VERSION_COLUMN, DELETED_COLUMN]);
         assert_eq!(shaped[0].column(1).data_type(), &DataType::Int64);
         let fp = batch_fingerprint(&shaped[0], ROW_KEY).unwrap();

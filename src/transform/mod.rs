@@ -164,7 +164,10 @@ pub enum TransformError {
         second: std::path::PathBuf,
     },
     #[error("[models.{name}] names no model in {}", dir.display())]
-    UnknownModelSettings { name: String, dir: std::path::PathBuf },
+    UnknownModelSettings {
+        name: String,
+        dir: std::path::PathBuf,
+    },
     #[error("{}: `{name}` is neither a stream of this pipeline nor a model", file.display())]
     UnknownName {
         file: std::path::PathBuf,
@@ -188,7 +191,9 @@ pub enum TransformError {
         file: std::path::PathBuf,
         key: String,
     },
-    #[error("model {model}: load {load_id} reached the destination with other rows than were staged; nothing was swapped in")]
+    #[error(
+        "model {model}: load {load_id} reached the destination with other rows than were staged; nothing was swapped in"
+    )]
     LoadDiffers { model: String, load_id: String },
 }
 

@@ -72,8 +72,10 @@ async fn the_demo_syncs_changes_runs_models_and_reconciles() {
         ]
     );
     assert!(
-        summary.models.iter().all(|m| m.status
-            == syncline::transform::materialize::ModelStatus::Built),
+        summary
+            .models
+            .iter()
+            .all(|m| m.status == syncline::transform::materialize::ModelStatus::Built),
         "{:?}",
         summary.models
     );

@@ -38,7 +38,12 @@ fn models_table(dir: &Path) -> String {
 }
 
 async fn harness(models: &Path) -> Harness {
-    Harness::start(sim(), &["contacts", "companies", "deals"], &models_table(models)).await
+    Harness::start(
+        sim(),
+        &["contacts", "companies", "deals"],
+        &models_table(models),
+    )
+    .await
 }
 
 async fn run_models(h: &Harness) -> syncline::transform::ModelsReport {
@@ -86,7 +91,11 @@ async fn example_models_materialize_as_tables_equal_to_postgres_running_their_sq
     let names: Vec<&str> = report.models.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
-        ["contacts_by_lifecycle", "deal_pipeline", "duplicate_contacts"]
+        [
+            "contacts_by_lifecycle",
+            "deal_pipeline",
+            "duplicate_contacts"
+        ]
     );
 
     let client = h.client().await;
@@ -96,7 +105,10 @@ async fn example_models_materialize_as_tables_equal_to_postgres_running_their_sq
         .unwrap();
     // The model's columns, with sums of money compared to the cent.
     let projections = [
-        ("contacts_by_lifecycle", "lifecyclestage, contacts, customers"),
+        (
+            "contacts_by_lifecycle",
+            "lifecyclestage, contacts, customers",
+        ),
         (
             "deal_pipeline",
             "dealstage, close_month, deals, round(amount::numeric, 2)",
@@ -104,8 +116,8 @@ async fn example_models_materialize_as_tables_equal_to_postgres_running_their_sq
         ("duplicate_contacts", "email, contacts, first_id, last_id"),
     ];
     for (model, projection) in projections {
-        let sql = std::fs::read_to_string(repo_models("hubspot").join(format!("{model}.sql")))
-            .unwrap();
+        let sql =
+            std::fs::read_to_string(repo_models("hubspot").join(format!("{model}.sql"))).unwrap();
         let by_postgres = format!("SELECT {projection} FROM ({sql}) m");
         let materialized = format!("SELECT {projection} FROM crm.{model}");
         for (a, b) in [(&by_postgres, &materialized), (&materialized, &by_postgres)] {
@@ -114,7 +126,10 @@ async fn example_models_materialize_as_tables_equal_to_postgres_running_their_sq
                 .await
                 .unwrap_or_else(|e| panic!("{model}: {e:?}"))
                 .get(0);
-            assert_eq!(differing, 0, "{model}: rows differ from PostgreSQL's own result");
+            assert_eq!(
+                differing, 0,
+                "{model}: rows differ from PostgreSQL's own result"
+            );
         }
         let rows = report.models.iter().find(|m| m.name == model).unwrap().rows;
         assert_eq!(count(&client, model).await as u64, rows, "{model}");
@@ -277,7 +292,9 @@ async fn the_mirror_catches_up_after_a_crash_between_the_destination_and_the_mir
     let (status, _) = h.run_binary(&[], &[("SYNCLINE_CRASH_AT", "after-merge")]);
     assert_eq!(status.signal(), Some(9), "{status:?}");
     let mirrored = || async {
-        let ctx = syncline::transform::lake_session(&h.config()).await.unwrap();
+        let ctx = syncline::transform::lake_session(&h.config())
+            .await
+            .unwrap();
         let batches = syncline::transform::query(&ctx, "SELECT count(*) AS n FROM contacts")
             .await
             .unwrap();
@@ -352,17 +369,20 @@ async fn salesforce_example_models_equal_postgres_running_their_sql_after_delete
     assert_eq!(report.exit_code(), 0, "{}", report.render());
 
     let client = h.client().await;
-    client
-        .batch_execute("SET search_path = crm")
-        .await
-        .unwrap();
+    client.batch_execute("SET search_path = crm").await.unwrap();
     let projections = [
         (
             "contacts_with_company",
             "contact_id, first_name, last_name, email, account_id, company, industry, country",
         ),
-        ("opportunities_by_stage", "stage, opportunities, round(amount::numeric, 2), won"),
-        ("opportunities_won_by_account", "account_id, company, won, round(amount::numeric, 2)"),
+        (
+            "opportunities_by_stage",
+            "stage, opportunities, round(amount::numeric, 2), won",
+        ),
+        (
+            "opportunities_won_by_account",
+            "account_id, company, won, round(amount::numeric, 2)",
+        ),
     ];
     for (model, projection) in projections {
         let sql = std::fs::read_to_string(dir.join(format!("{model}.sql"))).unwrap();
@@ -374,7 +394,10 @@ async fn salesforce_example_models_equal_postgres_running_their_sql_after_delete
                 .await
                 .unwrap_or_else(|e| panic!("{model}: {e:?}"))
                 .get(0);
-            assert_eq!(differing, 0, "{model}: rows differ from PostgreSQL's own result");
+            assert_eq!(
+                differing, 0,
+                "{model}: rows differ from PostgreSQL's own result"
+            );
         }
         assert!(count(&client, model).await > 0, "{model} is empty");
     }

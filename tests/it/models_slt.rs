@@ -44,10 +44,7 @@ impl sqllogictest::AsyncDB for Models {
             .await
             .map_err(|e| SqlError(e.to_string()))?;
         let columns = frame.schema().fields().len();
-        let batches = frame
-            .collect()
-            .await
-            .map_err(|e| SqlError(e.to_string()))?;
+        let batches = frame.collect().await.map_err(|e| SqlError(e.to_string()))?;
         let mut rows = Vec::new();
         for batch in &batches {
             for row in 0..batch.num_rows() {

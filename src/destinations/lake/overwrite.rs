@@ -32,7 +32,10 @@ fn for_delta(batch: &RecordBatch) -> Result<RecordBatch> {
             }
         }
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 impl LakeDestination {
