@@ -163,6 +163,10 @@ pub fn build_graph(dir: &Path, settings: &ModelsConfig, streams: &[String]) -> R
             }
             .into());
         }
+        // Its table would be the stream's own: a model never writes over a stream.
+        if streams.contains(&name) {
+            return Err(TransformError::ModelNamedLikeStream { file, name }.into());
+        }
         let node = parse_model(&name, &file, &sql, settings)?;
         by_name.insert(name, node);
     }
@@ -558,6 +562,15 @@ mod tests {
             text.contains("a.sql") && text.contains("`compnies`"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_model_named_like_a_stream_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "contacts.sql", "SELECT 1 AS id");
+        let err = build_graph(dir.path(), &ModelsConfig::default(), &streams()).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.report().contains("contacts.sql"), "{}", err.report());
     }
 
     #[test]

@@ -179,6 +179,11 @@ pub enum TransformError {
         name: String,
         path: String,
     },
+    #[error("{}: model {name} has the name of a stream; its table would replace the stream's", file.display())]
+    ModelNamedLikeStream {
+        file: std::path::PathBuf,
+        name: String,
+    },
     #[error("--select {selector}: no model of that name")]
     UnknownSelection { selector: String },
     #[error(
@@ -212,6 +217,7 @@ impl Classified for TransformError {
             | TransformError::NotOneSelect { .. }
             | TransformError::Header { .. }
             | TransformError::DuplicateModel { .. }
+            | TransformError::ModelNamedLikeStream { .. }
             | TransformError::UnknownName { .. }
             | TransformError::Cycle { .. }
             | TransformError::NoKeyColumn { .. } => ErrorKind::Sql,
