@@ -118,7 +118,11 @@ pub fn template(source: SourceKind, destination: DestinationKind, staging: &str)
         text,
         "# Per-stream settings, one table per stream of source.streams:\n\
          # [streams.{first}]\n\
-         # deletes = \"hard\"                  # \"hard\" removes deleted records; \"soft\" keeps them with _syncline_deleted_at\n"
+         # deletes = \"hard\"                  # \"hard\" removes deleted records; \"soft\" keeps them with _syncline_deleted_at\n\n\
+         # A reconcile `syncline run` also runs, per stream, when the last one is older than `every`:\n\
+         # [reconcile]\n\
+         # every = \"24h\"                     # s, m, h, d; e.g. \"30m\", \"7d\", \"1h30m\"\n\
+         # repair = false                    # true: repair the drift found; false: report it (exit 3)\n"
     );
     let env = env_vars(&text);
     Template { text, env }

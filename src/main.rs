@@ -4,6 +4,7 @@
 //! not match the source, 4 a clean stop on a used-up API quota.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -119,7 +120,38 @@ async fn execute(command: Command) -> Result<u8, Error> {
         Command::Gc(args) => gc(args).await,
         Command::Init(args) => init(args),
         Command::Config { command } => config_command(command),
+        Command::Completions { shell } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "syncline", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
     }
+}
+
+/// The man page from the same clap definitions as `--help`, so the two cannot disagree.
+fn man(dir: Option<&Path>) -> Result<u8, Error> {
+    let cli = <Cli as clap::CommandFactory>::command();
+    let write_error = |path: &Path, source| CommandError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    match dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cli)
+                .render(&mut page)
+                .map_err(|e| write_error(Path::new("-"), e))?;
+            std::io::stdout()
+                .write_all(&page)
+                .map_err(|e| write_error(Path::new("-"), e))?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+            clap_mangen::generate_to(cli, dir).map_err(|e| write_error(dir, e))?;
+        }
+    }
+    Ok(0)
 }
 
 async fn list_loads(args: LoadsArgs) -> Result<u8, Error> {
@@ -199,7 +231,7 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
     for stream in &run.streams {
         let _ = writeln!(
             err,
-            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}{}",
+            "{:<12} {:<8} extracted {:>8}  inserted {:>8}  updated {:>8}  deleted {:>6}  dead-lettered {:>4}  {} ms{}{}{}",
             stream.stream,
             format!("{:?}", stream.status).to_lowercase(),
             stream.rows_extracted,
@@ -217,6 +249,11 @@ async fn run(args: RunArgs) -> Result<u8, Error> {
                 .error
                 .as_deref()
                 .map(|e| format!("\n             error: {e}"))
+                .unwrap_or_default(),
+            stream
+                .reconcile
+                .as_ref()
+                .map(|r| format!("\n             reconcile: {}", r.summary()))
                 .unwrap_or_default(),
         );
     }

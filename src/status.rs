@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::config::Config;
 use crate::load::SetAside;
+use crate::reconcile::report::ReconcileOutcome;
 use crate::stage::Stage;
 use crate::state::StateStore;
 
@@ -31,6 +32,8 @@ pub struct StreamStatus {
     /// Staged loads that could never merge, set aside so the stream went on (kept in the
     /// stage under their load id).
     pub set_aside: Vec<SetAside>,
+    /// The stream's last reconcile (`syncline reconcile`, or scheduled by `run`).
+    pub last_reconcile: Option<ReconcileOutcome>,
 }
 
 pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
@@ -70,6 +73,7 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
             pending_load_id: s.pending.map(|p| p.load_id),
             in_ledger,
             set_aside: s.set_aside,
+            last_reconcile: s.last_reconcile,
         });
     }
     Ok(out)
@@ -105,6 +109,13 @@ pub fn render(rows: &[StreamStatus]) -> String {
         ));
         if let Some(lag) = &r.source_lag {
             out.push_str(&format!("{:<16} source lag: {lag}\n", ""));
+        }
+        if let Some(reconcile) = &r.last_reconcile {
+            out.push_str(&format!(
+                "{:<16} last reconcile: {}\n",
+                "",
+                reconcile.summary()
+            ));
         }
         for load in &r.set_aside {
             out.push_str(&format!(

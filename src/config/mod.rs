@@ -17,6 +17,7 @@ use crate::load::DeleteMode;
 use crate::storage::S3Config;
 
 mod document;
+mod schedule;
 
 pub use crate::destinations::lake::config::LakeConfig;
 pub use crate::destinations::postgres::config::PostgresConfig;
@@ -29,6 +30,7 @@ pub use crate::sources::postgres::config::{
 pub use crate::sources::salesforce::config::{JwtKey, SalesforceAuth, SalesforceConfig};
 pub use crate::transform::config::{Materialized, ModelSettings, ModelsConfig};
 use document::Document;
+pub use schedule::ReconcileConfig;
 
 /// A value that must never appear in logs, reports or errors.
 #[derive(Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -71,6 +73,10 @@ pub struct Config {
     /// SQL models materialized into the destination; absent: no models and no mirror.
     #[serde(default)]
     pub models: Option<ModelsConfig>,
+    /// A reconcile `syncline run` runs by itself, per stream, on a schedule (see README,
+    /// "Reconcile"). None when the section is absent.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileConfig>,
 }
 
 /// `[pipeline]`
@@ -320,6 +326,20 @@ impl Config {
         }
         if let Some(models) = &self.models {
             models.validate()?;
+        }
+        if let Some(reconcile) = &self.reconcile {
+            reconcile.validate()?;
+            // Found now rather than after every run's load: a CDC stream is compared by a
+            // content hash that Snowflake does not compute.
+            if let (SourceConfig::Postgres(p), DestinationConfig::Snowflake(_)) =
+                (&self.source, &self.destination)
+                && p.mode == PostgresMode::Cdc
+            {
+                return Err(KeyError::new(
+                    &["reconcile"],
+                    "cannot be scheduled: CDC streams are compared by content hash, which the snowflake destination does not compute; remove [reconcile] or use mode = \"cursor\"",
+                ));
+            }
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use crate::failpoints::crash_point;
 use crate::load::{CursorRange, LoadMode, SetAside};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
-use crate::reconcile::report::{RunReport, Status, StreamReport};
+use crate::reconcile::report::{ReconcileResult, RunReport, Status, StreamReport};
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source, StopCause};
 use crate::stage::{
     DeadLetterFile, DeadLetterWriter, LoadWriter, Manifest, Stage, StagedFile, columns_of,
@@ -110,13 +110,61 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
     let runner = StreamRunner::open(config, options.full_refresh).await?;
     let mut reports = Vec::new();
     for stream in &selected {
-        reports.push(runner.run(stream, None).await);
+        let mut report = runner.run(stream, None).await;
+        // Only after the stream's load committed, and not on a source whose quota is gone.
+        if report.status == Status::Success && runner.quota.get().is_none() {
+            report.reconcile = super::reconcile::scheduled(
+                config,
+                &runner.state,
+                &runner.source,
+                &runner.destination,
+                stream,
+                report.reconcile_recommended,
+            )
+            .await;
+            if let Some(stopped) = report
+                .reconcile
+                .as_ref()
+                .filter(|r| r.result == ReconcileResult::Stopped)
+            {
+                let _ = runner.quota.set(format!(
+                    "the API quota ran out during the scheduled reconcile of {stream} at {}",
+                    stopped
+                        .at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
+            }
+        }
+        reports.push(report);
     }
-    let status = if reports.iter().any(|r| r.status == Status::Failed) {
+    let (status, exit_code) = run_status(&reports);
+    Ok(RunReport {
+        pipeline: config.pipeline.name.clone(),
+        status,
+        started_at,
+        finished_at: chrono::Utc::now(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        exit_code,
+        streams: reports,
+    })
+}
+
+/// The run's status and exit code from its streams' loads, then their scheduled reconciles:
+/// a reconcile that could not run fails the run, drift left unrepaired is exit 3 (the
+/// destination does not match the source), a quota stop during one is exit 4.
+fn run_status(reports: &[StreamReport]) -> (Status, i32) {
+    let reconciled = || reports.iter().filter_map(|r| r.reconcile.as_ref());
+    let status = if reports.iter().any(|r| r.status == Status::Failed)
+        || reconciled().any(|r| r.result == ReconcileResult::Failed)
+    {
         Status::Failed
-    } else if reports.iter().any(|r| r.status == Status::Mismatch) {
+    } else if reports.iter().any(|r| r.status == Status::Mismatch)
+        || reconciled().any(|r| r.result == ReconcileResult::Drift)
+    {
         Status::Mismatch
-    } else if reports.iter().any(|r| r.status == Status::Stopped) {
+    } else if reports.iter().any(|r| r.status == Status::Stopped)
+        || reconciled().any(|r| r.result == ReconcileResult::Stopped)
+    {
         Status::Stopped
     } else {
         Status::Success
@@ -131,21 +179,14 @@ pub async fn run(config: &Config, options: &RunOptions) -> Result<RunReport> {
             if reports
                 .iter()
                 .filter(|r| r.status == Status::Failed)
-                .all(|r| r.error_exit_code == Some(2)) =>
+                .all(|r| r.error_exit_code == Some(2))
+                && !reconciled().any(|r| r.result == ReconcileResult::Failed) =>
         {
             2
         }
         Status::Failed => 1,
     };
-    Ok(RunReport {
-        pipeline: config.pipeline.name.clone(),
-        status,
-        started_at,
-        finished_at: chrono::Utc::now(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        exit_code,
-        streams: reports,
-    })
+    (status, exit_code)
 }
 
 /// `syncline reconcile --repair`: merges the records a reconcile fetched by key (and the
@@ -188,7 +229,7 @@ pub(super) struct StreamRunner<'a> {
     config: &'a Config,
     pub(super) stage: Stage,
     pub(super) state: StateStore,
-    source: Arc<dyn Source>,
+    pub(super) source: Arc<dyn Source>,
     pub(super) destination: Arc<dyn Destination>,
     full_refresh: bool,
     /// Why the source's API quota ran out, once it did in this run: it does not come back
@@ -534,6 +575,16 @@ impl<'a> StreamRunner<'a> {
                     }
                 }
                 Extracted::DeadLetters(letters) => dead_letters.write(&letters).await?,
+                Extracted::Estimate(total) => {
+                    if let Some(bar) = &progress {
+                        show_total(bar, total);
+                    }
+                }
+                Extracted::Warning { message, reconcile } => {
+                    warn!(stream, warning = %message, "source warning");
+                    report.warnings.push(message);
+                    report.reconcile_recommended |= reconcile;
+                }
                 Extracted::CursorReached(reached) => {
                     cursor.to = since.map_or(reached, |s| reached.max(s));
                 }
@@ -759,6 +810,9 @@ fn sets_aside(err: &Error) -> bool {
     )
 }
 
+/// A spinner counting rows, on a terminal only (a log file or an orchestrator's capture gets
+/// the one-line summary instead). It becomes a bar with a percentage and ETA once the source
+/// says how many records to expect.
 fn progress_bar(stream: &str) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
@@ -771,4 +825,17 @@ fn progress_bar(stream: &str) -> Option<ProgressBar> {
     bar.set_prefix(stream.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     Some(bar)
+}
+
+/// Turns the spinner into a bar once a total is known. The total is an estimate: a bar that
+/// overshoots it keeps counting (indicatif caps the percentage, the row count stays true).
+fn show_total(bar: &ProgressBar, total: u64) {
+    bar.set_length(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix}: [{bar:30}] {percent:>3}% {human_pos}/{human_len} rows ({per_sec}, ETA {eta})",
+        )
+        .expect("progress template is valid")
+        .progress_chars("=> "),
+    );
 }

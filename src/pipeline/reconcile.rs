@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -20,9 +18,8 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::destinations::Destination;
 use crate::error::ErrorKind;
-use crate::reconcile::drift::{self, Compared, Drift, Key, ListRequest, RepairKeys};
-use crate::reconcile::report::{Status, StreamReport};
-use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
+use crate::reconcile::drift::{self, Compared, Drift, ListRequest, RepairKeys};
+use crate::reconcile::report::{ReconcileOutcome, ReconcileResult, Status, StreamReport};
 use crate::sources::{Extracted, Source};
 use crate::stage::Stage;
 use crate::state::StateStore;
@@ -32,6 +29,8 @@ use super::batch::RunError;
 
 /// Orphan deletes per staged batch.
 const DELETE_BATCH: usize = 10_000;
+/// Keys (to fetch or delete) per repair load: a repair's memory holds one batch of keys.
+const REPAIR_BATCH: usize = drift::SPILL_AT;
 
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileOptions {
@@ -107,42 +106,18 @@ pub async fn reconcile(
     destination.check().await?;
     let mut streams = Vec::new();
     for stream in &selected {
-        let mut report = StreamDrift {
-            stream: stream.clone(),
-            compared_by: None,
-            estimated_list_calls: 0,
-            estimated_repair_calls: None,
-            drift: None,
-            repair: None,
-            unrepaired: 0,
-            stopped: None,
-            error: None,
-            error_exit_code: None,
-        };
-        let outcome = reconcile_stream(
-            config,
-            &state,
-            &source,
-            &destination,
-            stream,
-            options,
-            &mut report,
-            progress,
-        )
-        .await;
-        match outcome {
-            Ok(()) => {}
-            Err(err) if err.kind() == ErrorKind::Quota => {
-                warn!(stream, reason = %err, "API quota used up; reconcile stops cleanly");
-                report.stopped = Some(err.report());
-            }
-            Err(err) => {
-                warn!(stream, error = %err, "reconcile failed");
-                report.error = Some(err.report());
-                report.error_exit_code = Some(err.exit_code());
-            }
-        }
-        streams.push(report);
+        streams.push(
+            reconcile_one(
+                config,
+                &state,
+                &source,
+                &destination,
+                stream,
+                options,
+                progress,
+            )
+            .await,
+        );
     }
     let quota = ErrorKind::Quota.exit_code();
     let failed: Vec<i32> = streams
@@ -173,6 +148,193 @@ pub async fn reconcile(
         exit_code,
         streams,
     })
+}
+
+/// Reconciles one stream (with `options.repair`, repairs it) and, unless `dry_run`, records
+/// the outcome in the stream's state for `status` and the schedule. A failure is in the
+/// report, never returned.
+pub(super) async fn reconcile_one(
+    config: &Config,
+    state: &StateStore,
+    source: &Arc<dyn Source>,
+    destination: &Arc<dyn Destination>,
+    stream: &str,
+    options: &ReconcileOptions,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> StreamDrift {
+    let mut report = StreamDrift {
+        stream: stream.to_string(),
+        compared_by: None,
+        estimated_list_calls: 0,
+        estimated_repair_calls: None,
+        drift: None,
+        repair: None,
+        unrepaired: 0,
+        stopped: None,
+        error: None,
+        error_exit_code: None,
+    };
+    let outcome = reconcile_stream(
+        config,
+        state,
+        source,
+        destination,
+        stream,
+        options,
+        &mut report,
+        progress,
+    )
+    .await;
+    match outcome {
+        Ok(()) => {}
+        Err(err) if err.kind() == ErrorKind::Quota => {
+            warn!(stream, reason = %err, "API quota used up; reconcile stops cleanly");
+            report.stopped = Some(err.report());
+        }
+        Err(err) => {
+            warn!(stream, error = %err, "reconcile failed");
+            report.error = Some(err.report());
+            report.error_exit_code = Some(err.exit_code());
+        }
+    }
+    if !options.dry_run {
+        record(config, state, stream, report.outcome(chrono::Utc::now())).await;
+    }
+    report
+}
+
+/// `syncline run` with `[reconcile]`: reconciles `stream` (after its load committed) when its
+/// last reconcile is older than `every`, failed or stopped on the quota, or it never had one,
+/// or the load's source recommended one (`recommended`). `None` when not due.
+pub(super) async fn scheduled(
+    config: &Config,
+    state: &StateStore,
+    source: &Arc<dyn Source>,
+    destination: &Arc<dyn Destination>,
+    stream: &str,
+    recommended: bool,
+) -> Option<ReconcileOutcome> {
+    let schedule = config.reconcile.as_ref()?;
+    let last = match state.load(stream).await {
+        Ok(saved) => saved.last_reconcile,
+        Err(err) => {
+            return Some(failed_outcome(stream, &err));
+        }
+    };
+    let due = match &last {
+        _ if recommended => true,
+        None => true,
+        // One that could not finish is tried again by the next run.
+        Some(last)
+            if matches!(
+                last.result,
+                ReconcileResult::Failed | ReconcileResult::Stopped
+            ) =>
+        {
+            true
+        }
+        Some(last) => {
+            let every =
+                chrono::Duration::from_std(schedule.interval()).unwrap_or(chrono::Duration::MAX);
+            last.at
+                .checked_add_signed(every)
+                .is_none_or(|next| next <= chrono::Utc::now())
+        }
+    };
+    if !due {
+        return None;
+    }
+    info!(
+        stream,
+        repair = schedule.repair,
+        "scheduled reconcile is due"
+    );
+    let options = ReconcileOptions {
+        streams: None,
+        repair: schedule.repair,
+        dry_run: false,
+    };
+    let report = reconcile_one(
+        config,
+        state,
+        source,
+        destination,
+        stream,
+        &options,
+        &mut |line| info!("{line}"),
+    )
+    .await;
+    Some(report.outcome(chrono::Utc::now()))
+}
+
+fn failed_outcome(stream: &str, err: &crate::Error) -> ReconcileOutcome {
+    warn!(stream, error = %err, "scheduled reconcile could not start");
+    ReconcileOutcome {
+        at: chrono::Utc::now(),
+        result: ReconcileResult::Failed,
+        missing: 0,
+        stale: 0,
+        ahead: 0,
+        orphaned: 0,
+        in_flight: 0,
+        repaired_rows: 0,
+        error: Some(err.report()),
+    }
+}
+
+/// Saves `outcome` as the stream's last reconcile, under the stream's lease (state writes
+/// prove it). A reconcile's result is worth less than a run's progress: a lease another run
+/// holds, or a failed write, is logged and the outcome not kept.
+async fn record(config: &Config, state: &StateStore, stream: &str, outcome: ReconcileOutcome) {
+    let saved = async {
+        let lock = state.lock(stream, config.pipeline.lock_ttl_seconds).await?;
+        let written = async {
+            let mut current = state.load(stream).await?;
+            current.last_reconcile = Some(outcome);
+            state.save(stream, &current).await
+        }
+        .await;
+        if let Err(err) = lock.release().await {
+            warn!(stream, error = %err, "could not release the stream lock");
+        }
+        written
+    }
+    .await;
+    if let Err(err) = saved {
+        warn!(stream, error = %err, "could not save the reconcile's result in the stream state");
+    }
+}
+
+impl StreamDrift {
+    /// The reconcile in short, as the stream's state keeps it.
+    pub fn outcome(&self, at: chrono::DateTime<chrono::Utc>) -> ReconcileOutcome {
+        let drift = self.drift.clone().unwrap_or_default();
+        let result = if self.error.is_some() {
+            ReconcileResult::Failed
+        } else if self.stopped.is_some() {
+            ReconcileResult::Stopped
+        } else if self.unrepaired > 0 {
+            ReconcileResult::Drift
+        } else if self.repair.is_some() {
+            ReconcileResult::Repaired
+        } else {
+            ReconcileResult::Clean
+        };
+        ReconcileOutcome {
+            at,
+            result,
+            missing: drift.missing.count,
+            stale: drift.stale.count,
+            ahead: drift.ahead.count,
+            orphaned: drift.orphaned.count,
+            in_flight: drift.in_flight,
+            repaired_rows: self
+                .repair
+                .as_ref()
+                .map_or(0, |l| l.rows_inserted + l.rows_updated + l.rows_deleted),
+            error: self.error.clone(),
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -229,7 +391,6 @@ async fn reconcile_stream(
     }
     let (compared_by, compared) = compared?;
     let drift = compared.drift();
-    let keys = compared.repair_keys();
     report.compared_by = Some(compared_by);
     report.unrepaired = drift::Class::ALL
         .iter()
@@ -244,45 +405,68 @@ async fn reconcile_stream(
         in_flight = drift.in_flight,
         "compared"
     );
-    let fetch = keys.fetch.len() as u64;
+    let fetch = drift.missing.count + drift.stale.count;
+    let orphaned = drift.orphaned.count;
     report.estimated_repair_calls = Some(source.fetch_cost(fetch));
     report.drift = Some(drift);
-    if !options.repair || (keys.fetch.is_empty() && keys.orphans.is_empty()) {
+    if !options.repair || (fetch == 0 && orphaned == 0) {
         return Ok(());
     }
 
     progress(format!(
-        "{stream}: repairing {fetch} records (estimate {} API calls) and deleting {} orphaned",
+        "{stream}: repairing {fetch} records (estimate {} API calls) and deleting {orphaned} orphaned",
         source.fetch_cost(fetch),
-        keys.orphans.len()
     ));
-    let extraction = repair_extraction(source, stream, keys, config.pipeline.batch_rows).await?;
-    let load = super::batch::repair(
-        config,
-        source.clone(),
-        destination.clone(),
-        stream,
-        extraction,
-    )
-    .await?;
-    let failed = matches!(load.status, Status::Failed | Status::Mismatch);
-    let load_error = load.error.clone();
-    let load_exit = load.error_exit_code;
-    let stopped = load.stopped.clone();
-    report.repair = Some(load);
-    if stopped.is_some() {
-        // Part of the repair is merged; the drift stands until the next reconcile.
-        report.stopped = stopped;
-        return Ok(());
-    }
-    if failed {
-        report.error = load_error;
-        report.error_exit_code = load_exit.or(Some(1));
-        return Ok(());
+    // One ordinary load per batch of keys, so memory holds a batch whatever the drift.
+    let mut batches = compared.into_repair_batches(REPAIR_BATCH)?;
+    while let Some(keys) = batches.next_batch()? {
+        let extraction =
+            repair_extraction(source, stream, keys, config.pipeline.batch_rows).await?;
+        let load = super::batch::repair(
+            config,
+            source.clone(),
+            destination.clone(),
+            stream,
+            extraction,
+        )
+        .await?;
+        let failed = matches!(load.status, Status::Failed | Status::Mismatch);
+        let load_error = load.error.clone();
+        let load_exit = load.error_exit_code;
+        let stopped = load.stopped.clone();
+        report.repair = Some(match report.repair.take() {
+            None => load,
+            Some(earlier) => combine(earlier, load),
+        });
+        if stopped.is_some() {
+            // Part of the repair is merged; the drift stands until the next reconcile.
+            report.stopped = stopped;
+            return Ok(());
+        }
+        if failed {
+            report.error = load_error;
+            report.error_exit_code = load_exit.or(Some(1));
+            return Ok(());
+        }
     }
     // What a repair cannot fix: a destination newer than the source.
     report.unrepaired = report.drift.as_ref().map_or(0, |d| d.ahead.count);
     Ok(())
+}
+
+/// The repair loads of one reconcile as one report: counts summed, the latest load's id,
+/// status and reconciliation (every earlier one succeeded, or the repair stopped there).
+fn combine(earlier: StreamReport, mut later: StreamReport) -> StreamReport {
+    later.rows_extracted += earlier.rows_extracted;
+    later.rows_staged += earlier.rows_staged;
+    later.rows_inserted += earlier.rows_inserted;
+    later.rows_updated += earlier.rows_updated;
+    later.rows_deleted += earlier.rows_deleted;
+    later.rows_dead_lettered += earlier.rows_dead_lettered;
+    later.values_replaced += earlier.values_replaced;
+    later.duration_ms += earlier.duration_ms;
+    later.reconciliation.matched &= earlier.reconciliation.matched;
+    later
 }
 
 /// Lists both sides under the stream lock and compares them.
@@ -314,10 +498,10 @@ async fn compare_stream(
     let mut compared =
         drift::compare(stream, listing.items, destination_items, settled_until).await?;
     // Checked after the compare, so a change committed while it ran is seen too.
-    if !compared.differences.is_empty()
+    if compared.has_differences()
         && let Some(in_flight) = source.in_flight_keys(stream).await?
     {
-        compared.settle(|key| in_flight.contains(key));
+        compared.settle(|key| in_flight.contains(key))?;
     }
     Ok((listing.compare.label().to_string(), compared))
 }
@@ -334,52 +518,13 @@ async fn repair_extraction(
     let schema = extraction.schema.clone();
     let mut deletes = Vec::new();
     for chunk in keys.orphans.chunks(DELETE_BATCH) {
-        deletes.push(delete_batch(&schema, chunk).map(Extracted::Batch));
+        deletes.push(drift::deletes_batch(&schema, chunk).map(Extracted::Batch));
     }
     extraction.items = extraction
         .items
         .chain(futures::stream::iter(deletes))
         .boxed();
     Ok(extraction)
-}
-
-/// Deleted rows of the staged schema: the key, nulls, the version, deleted = true.
-fn delete_batch(schema: &SchemaRef, orphans: &[(Key, i64)]) -> Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| -> Result<ArrayRef> {
-            Ok(if i == 0 {
-                match field.data_type() {
-                    DataType::Int64 => Arc::new(Int64Array::from_iter_values(orphans.iter().map(
-                        |(key, _)| match key {
-                            Key::Int(v) => *v,
-                            Key::Text(t) => t.parse().unwrap_or_default(),
-                        },
-                    ))),
-                    _ => Arc::new(StringArray::from_iter_values(
-                        orphans.iter().map(|(key, _)| key.to_string()),
-                    )),
-                }
-            } else if field.name() == VERSION_COLUMN {
-                let micros = arrow::array::TimestampMicrosecondArray::from_iter_values(
-                    orphans.iter().map(|(_, version)| *version),
-                )
-                .with_timezone("UTC");
-                let target = match field.data_type() {
-                    DataType::Timestamp(unit, _) => DataType::Timestamp(*unit, Some("UTC".into())),
-                    _ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                };
-                arrow::compute::cast(&micros, &target)?
-            } else if field.name() == DELETED_COLUMN {
-                Arc::new(BooleanArray::from(vec![true; orphans.len()]))
-            } else {
-                arrow::array::new_null_array(field.data_type(), orphans.len())
-            })
-        })
-        .collect::<Result<Vec<ArrayRef>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// The summary table `syncline reconcile` prints.

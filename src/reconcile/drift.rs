@@ -12,9 +12,9 @@
 
 use std::cmp::Ordering;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{
-    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::error::{Classified, ErrorKind};
+use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 
 /// At most this many example keys per class in a report.
 pub const EXAMPLES: usize = 100;
@@ -290,7 +291,7 @@ impl Drift {
 }
 
 /// One key that differs between the two sides.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Difference {
     pub key: Key,
     pub class: Class,
@@ -299,53 +300,109 @@ pub struct Difference {
     pub destination_version: Option<i64>,
 }
 
-/// Every difference of a compare, in key order. Memory grows with the drift, not the table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Differences past this many go to a temporary file: memory holds at most this many
+/// whatever the drift (a table whose destination was emptied differs in every key).
+pub const SPILL_AT: usize = 100_000;
+
+/// Every difference of a compare, in key order, with counts per class kept as they come.
+/// Memory holds at most [`SPILL_AT`] differences; the rest wait in a temporary file, read
+/// back in key batches by a repair ([`Compared::into_repair_batches`]).
+#[derive(Debug, Default)]
 pub struct Compared {
     pub source_rows: u64,
     pub destination_rows: u64,
     /// Left out because the source changed them after the last load read.
     pub in_flight: u64,
-    pub differences: Vec<Difference>,
+    differences: Spool,
+    /// Counts and example keys per class.
+    counted: Drift,
 }
 
 impl Compared {
+    fn push(&mut self, difference: Difference) -> Result<()> {
+        self.counted.note(difference.class, &difference.key);
+        self.differences.push(difference)
+    }
+
+    /// Whether any key differs.
+    pub fn has_differences(&self) -> bool {
+        self.differences.len > 0
+    }
+
     /// Moves the differences whose key `in_flight` names out of the drift (changes a CDC slot
     /// still holds, say): the next ordinary run brings them.
-    pub fn settle(&mut self, in_flight: impl Fn(&Key) -> bool) {
-        let before = self.differences.len();
-        self.differences.retain(|d| !in_flight(&d.key));
-        self.in_flight += (before - self.differences.len()) as u64;
+    pub fn settle(&mut self, in_flight: impl Fn(&Key) -> bool) -> Result<()> {
+        let old = std::mem::take(&mut self.differences);
+        let spill_at = old.spill_at;
+        self.differences.spill_at = spill_at;
+        self.counted = Drift::default();
+        let mut reader = old.into_reader()?;
+        while let Some(difference) = reader.next_difference()? {
+            if in_flight(&difference.key) {
+                self.in_flight += 1;
+            } else {
+                self.push(difference)?;
+            }
+        }
+        Ok(())
     }
 
     /// Counts per class with their first keys.
     pub fn drift(&self) -> Drift {
-        let mut drift = Drift {
+        Drift {
             source_rows: self.source_rows,
             destination_rows: self.destination_rows,
             in_flight: self.in_flight,
-            ..Drift::default()
-        };
-        for difference in &self.differences {
-            drift.note(difference.class, &difference.key);
+            ..self.counted.clone()
         }
-        drift
     }
 
-    /// What a repair does: fetch the missing and stale keys, delete the orphaned ones.
-    pub fn repair_keys(&self) -> RepairKeys {
-        let mut keys = RepairKeys::default();
-        for difference in &self.differences {
+    /// What a repair does, in batches of at most `keys` keys in key order: fetch the missing
+    /// and stale keys, delete the orphaned ones. Memory holds one batch.
+    pub fn into_repair_batches(self, keys: usize) -> Result<RepairBatches> {
+        Ok(RepairBatches {
+            reader: self.differences.into_reader()?,
+            keys: keys.max(1),
+        })
+    }
+
+    /// Every repair key at once (small drifts and tests).
+    pub fn repair_keys(self) -> Result<RepairKeys> {
+        let mut all = RepairKeys::default();
+        let mut batches = self.into_repair_batches(usize::MAX)?;
+        while let Some(batch) = batches.next_batch()? {
+            all.fetch.extend(batch.fetch);
+            all.orphans.extend(batch.orphans);
+        }
+        Ok(all)
+    }
+}
+
+/// A repair's keys, a batch at a time (see [`Compared::into_repair_batches`]).
+pub struct RepairBatches {
+    reader: SpoolReader,
+    keys: usize,
+}
+
+impl RepairBatches {
+    /// The next batch; `None` when every difference was handed out. `ahead` keys are skipped:
+    /// a repair never writes over a newer destination row.
+    pub fn next_batch(&mut self) -> Result<Option<RepairKeys>> {
+        let mut batch = RepairKeys::default();
+        while batch.fetch.len() + batch.orphans.len() < self.keys {
+            let Some(difference) = self.reader.next_difference()? else {
+                break;
+            };
             match difference.class {
-                Class::Missing | Class::Stale => keys.fetch.push(difference.key.clone()),
-                Class::Orphaned => keys.orphans.push((
-                    difference.key.clone(),
+                Class::Missing | Class::Stale => batch.fetch.push(difference.key),
+                Class::Orphaned => batch.orphans.push((
+                    difference.key,
                     difference.destination_version.unwrap_or_default(),
                 )),
                 Class::Ahead => {}
             }
         }
-        keys
+        Ok((!batch.fetch.is_empty() || !batch.orphans.is_empty()).then_some(batch))
     }
 }
 
@@ -355,6 +412,110 @@ impl Compared {
 pub struct RepairKeys {
     pub fetch: Vec<Key>,
     pub orphans: Vec<(Key, i64)>,
+}
+
+/// Differences in key order: the first ones in a temporary file (JSON lines, removed when
+/// dropped), the latest in memory.
+#[derive(Debug)]
+struct Spool {
+    memory: Vec<Difference>,
+    file: Option<SpillFile>,
+    len: u64,
+    spill_at: usize,
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Spool {
+            memory: Vec::new(),
+            file: None,
+            len: 0,
+            spill_at: SPILL_AT,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SpillFile {
+    path: std::path::PathBuf,
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        self.writer.take();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Spool {
+    fn push(&mut self, difference: Difference) -> Result<()> {
+        self.memory.push(difference);
+        self.len += 1;
+        if self.memory.len() >= self.spill_at {
+            use std::io::Write;
+            if self.file.is_none() {
+                let path = std::env::temp_dir()
+                    .join(format!("syncline-drift-{}.jsonl", uuid::Uuid::now_v7()));
+                let file = std::fs::File::create(&path).map_err(DriftError::Spill)?;
+                self.file = Some(SpillFile {
+                    path,
+                    writer: Some(std::io::BufWriter::new(file)),
+                });
+            }
+            let writer = self
+                .file
+                .as_mut()
+                .and_then(|f| f.writer.as_mut())
+                .expect("the spill file is open while differences come");
+            for difference in self.memory.drain(..) {
+                serde_json::to_writer(&mut *writer, &difference).map_err(spill)?;
+                writer.write_all(b"\n").map_err(DriftError::Spill)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn into_reader(mut self) -> Result<SpoolReader> {
+        let lines = match self.file.as_mut() {
+            None => None,
+            Some(spill) => {
+                use std::io::{BufRead, Write};
+                if let Some(mut writer) = spill.writer.take() {
+                    writer.flush().map_err(DriftError::Spill)?;
+                }
+                let file = std::fs::File::open(&spill.path).map_err(DriftError::Spill)?;
+                Some(std::io::BufReader::new(file).lines())
+            }
+        };
+        Ok(SpoolReader {
+            lines,
+            memory: std::mem::take(&mut self.memory).into_iter(),
+            _file: self.file.take(),
+        })
+    }
+}
+
+struct SpoolReader {
+    lines: Option<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+    memory: std::vec::IntoIter<Difference>,
+    /// Keeps the file until read (dropping it removes it).
+    _file: Option<SpillFile>,
+}
+
+impl SpoolReader {
+    fn next_difference(&mut self) -> Result<Option<Difference>> {
+        if let Some(lines) = self.lines.as_mut() {
+            match lines.next() {
+                Some(line) => {
+                    let line = line.map_err(DriftError::Spill)?;
+                    return Ok(Some(serde_json::from_str(&line).map_err(spill)?));
+                }
+                None => self.lines = None,
+            }
+        }
+        Ok(self.memory.next())
+    }
 }
 
 /// A listing broke the order both sides promise.
@@ -380,6 +541,15 @@ pub enum DriftError {
         what: String,
         stream: String,
     },
+    /// The temporary file that holds differences past `SPILL_AT` (in the system's temp folder).
+    #[error(
+        "the differences of a compare could not be spilled to or read back from the temp folder"
+    )]
+    Spill(#[source] std::io::Error),
+}
+
+fn spill(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DriftError {
+    DriftError::Spill(std::io::Error::other(err))
 }
 
 impl Classified for DriftError {
@@ -387,6 +557,7 @@ impl Classified for DriftError {
         match self {
             DriftError::OutOfOrder { .. } => ErrorKind::Reconciliation,
             DriftError::Unsupported { .. } => ErrorKind::Config,
+            DriftError::Spill(_) => ErrorKind::Stage,
         }
     }
 }
@@ -455,7 +626,19 @@ pub async fn compare(
     destination: Listing,
     settled_until: Option<i64>,
 ) -> Result<Compared> {
+    compare_spilling(stream, source, destination, settled_until, SPILL_AT).await
+}
+
+/// [`compare`], spilling differences past `spill_at`.
+async fn compare_spilling(
+    stream: &str,
+    source: Listing,
+    destination: Listing,
+    settled_until: Option<i64>,
+    spill_at: usize,
+) -> Result<Compared> {
     let mut compared = Compared::default();
+    compared.differences.spill_at = spill_at.max(1);
     let mut src = Side::new("source", stream, source).await?;
     let mut dst = Side::new("destination", stream, destination).await?;
     let in_flight = |record: &Listed| matches!((record.version, settled_until), (Some(v), Some(until)) if v >= until);
@@ -495,16 +678,57 @@ pub async fn compare(
         if settling {
             compared.in_flight += 1;
         } else {
-            compared.differences.push(Difference {
+            compared.push(Difference {
                 key,
                 class,
                 destination_version,
-            });
+            })?;
         }
     }
     compared.source_rows = src.rows;
     compared.destination_rows = dst.rows;
     Ok(compared)
+}
+
+/// Deleted rows of the staged schema: the key, nulls, the version (µs since the epoch),
+/// deleted = true. A reconcile's orphans and a source's own delete log (Salesforce
+/// `getDeleted`) become deletes this way.
+pub fn deletes_batch(schema: &SchemaRef, orphans: &[(Key, i64)]) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| -> Result<ArrayRef> {
+            Ok(if i == 0 {
+                match field.data_type() {
+                    DataType::Int64 => std::sync::Arc::new(Int64Array::from_iter_values(
+                        orphans.iter().map(|(key, _)| match key {
+                            Key::Int(v) => *v,
+                            Key::Text(t) => t.parse().unwrap_or_default(),
+                        }),
+                    )),
+                    _ => std::sync::Arc::new(StringArray::from_iter_values(
+                        orphans.iter().map(|(key, _)| key.to_string()),
+                    )),
+                }
+            } else if field.name() == VERSION_COLUMN {
+                let micros = arrow::array::TimestampMicrosecondArray::from_iter_values(
+                    orphans.iter().map(|(_, version)| *version),
+                )
+                .with_timezone("UTC");
+                let target = match field.data_type() {
+                    DataType::Timestamp(unit, _) => DataType::Timestamp(*unit, Some("UTC".into())),
+                    _ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                };
+                arrow::compute::cast(&micros, &target)?
+            } else if field.name() == DELETED_COLUMN {
+                std::sync::Arc::new(BooleanArray::from(vec![true; orphans.len()]))
+            } else {
+                arrow::array::new_null_array(field.data_type(), orphans.len())
+            })
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 #[cfg(test)]
@@ -530,7 +754,8 @@ mod tests {
         let source = listing(vec![(1, 10), (2, 20), (3, 30), (4, 40), (6, 60)]);
         let destination = listing(vec![(1, 10), (3, 25), (4, 45), (5, 50), (6, 60)]);
         let compared = compare("s", source, destination, None).await.unwrap();
-        let (drift, repair) = (compared.drift(), compared.repair_keys());
+        let drift = compared.drift();
+        let repair = compared.repair_keys().unwrap();
         assert_eq!(drift.missing.examples, [Key::Int(2)]);
         assert_eq!(drift.stale.examples, [Key::Int(3)]);
         assert_eq!(drift.ahead.examples, [Key::Int(4)]);
@@ -546,10 +771,47 @@ mod tests {
         let source = listing(vec![(1, 10), (2, 100), (3, 120)]);
         let destination = listing(vec![(1, 10), (3, 30)]);
         let compared = compare("s", source, destination, Some(100)).await.unwrap();
-        let (drift, repair) = (compared.drift(), compared.repair_keys());
+        let drift = compared.drift();
+        let repair = compared.repair_keys().unwrap();
         assert!(drift.is_clean(), "{drift:?}");
         assert_eq!(drift.in_flight, 2);
         assert!(repair.fetch.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_spilled_drift_is_repaired_in_key_batches() {
+        let source = listing((1..=20).filter(|k| k % 3 != 0).map(|k| (k, k)).collect());
+        let destination = listing((1..=20).filter(|k| k % 4 != 0).map(|k| (k, k)).collect());
+        // Every fourth key missing, every third orphaned (but the twelfth, in neither side).
+        let mut compared = compare_spilling("s", source, destination, None, 2)
+            .await
+            .unwrap();
+        assert!(compared.differences.file.is_some(), "spilled to a file");
+        let path = compared.differences.file.as_ref().unwrap().path.clone();
+        let drift = compared.drift();
+        assert_eq!(drift.missing.count, 4);
+        assert_eq!(drift.orphaned.count, 5);
+        // A CDC slot still holds key 8: in flight, not drift.
+        compared.settle(|key| *key == Key::Int(8)).unwrap();
+        assert_eq!((compared.drift().missing.count, compared.in_flight), (3, 1));
+        let mut batches = compared.into_repair_batches(4).unwrap();
+        let mut seen = Vec::new();
+        while let Some(batch) = batches.next_batch().unwrap() {
+            assert!(batch.fetch.len() + batch.orphans.len() <= 4);
+            seen.extend(batch.fetch.into_iter().map(|k| (k, "fetch")));
+            seen.extend(batch.orphans.into_iter().map(|(k, _)| (k, "delete")));
+        }
+        seen.sort();
+        let want: Vec<(Key, &str)> = [3, 4, 6, 9, 15, 16, 18, 20]
+            .into_iter()
+            .map(|k| {
+                let class = if k % 3 == 0 { "delete" } else { "fetch" };
+                (Key::Int(k), class)
+            })
+            .collect();
+        assert_eq!(seen, want);
+        drop(batches);
+        assert!(!path.exists(), "the spill file is removed");
     }
 
     #[tokio::test]
@@ -619,7 +881,9 @@ mod tests {
         assert_eq!(drift.stale.examples, [Key::Text("b".into())]);
         assert_eq!(drift.stale.count, 1);
         // A change still on its way (in a CDC slot) is not drift.
-        compared.settle(|key| *key == Key::Text("b".into()));
+        compared
+            .settle(|key| *key == Key::Text("b".into()))
+            .unwrap();
         assert!(compared.drift().is_clean());
         assert_eq!(compared.drift().in_flight, 1);
     }

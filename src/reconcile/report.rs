@@ -72,6 +72,16 @@ pub struct StreamReport {
     pub error_exit_code: Option<i32>,
     /// Whether re-running as is may succeed (network faults, throttling after all retries).
     pub retryable: Option<bool>,
+    /// What the source warned about this load (deletes that may have been missed, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// A reconcile of the stream is recommended (`warnings` say why); a `[reconcile]`
+    /// schedule runs one in this run, whatever `every` says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconcile_recommended: bool,
+    /// The scheduled reconcile (`[reconcile] every`) this run ran after the stream's load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileOutcome>,
 }
 
 impl StreamReport {
@@ -103,6 +113,9 @@ impl StreamReport {
             error: None,
             error_exit_code: None,
             retryable: None,
+            warnings: Vec::new(),
+            reconcile_recommended: false,
+            reconcile: None,
         }
     }
 
@@ -124,4 +137,68 @@ pub struct RunReport {
     /// The process exit code this report corresponds to (see README).
     pub exit_code: i32,
     pub streams: Vec<StreamReport>,
+}
+
+/// What a stream's reconcile ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconcileResult {
+    /// Both sides matched.
+    Clean,
+    /// Differences remain: not repaired, or `ahead` rows a repair never overwrites.
+    Drift,
+    /// Every difference found was repaired.
+    Repaired,
+    /// The API quota ran out; what was repaired is merged, the next reconcile finds the rest.
+    Stopped,
+    /// The reconcile could not compare or its repair failed (`error` says why).
+    Failed,
+}
+
+/// A stream's reconcile in short: kept in the stream's state (`status` shows the last one)
+/// and in the run report of a run that scheduled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileOutcome {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub result: ReconcileResult,
+    pub missing: u64,
+    pub stale: u64,
+    pub ahead: u64,
+    pub orphaned: u64,
+    pub in_flight: u64,
+    /// Rows the repair inserted, updated and deleted.
+    #[serde(default)]
+    pub repaired_rows: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ReconcileOutcome {
+    /// One line for people: `drift at 2026-01-02T03:04:05Z (missing 1, stale 0, ...)`.
+    pub fn summary(&self) -> String {
+        let result = match self.result {
+            ReconcileResult::Clean => "clean",
+            ReconcileResult::Drift => "drift",
+            ReconcileResult::Repaired => "repaired",
+            ReconcileResult::Stopped => "stopped (API quota)",
+            ReconcileResult::Failed => "failed",
+        };
+        let mut line = format!(
+            "{result} at {} (missing {}, stale {}, ahead {}, orphaned {}, in flight {}",
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.missing,
+            self.stale,
+            self.ahead,
+            self.orphaned,
+            self.in_flight
+        );
+        if self.repaired_rows > 0 {
+            line.push_str(&format!("; {} rows repaired", self.repaired_rows));
+        }
+        line.push(')');
+        if let Some(error) = &self.error {
+            line.push_str(&format!(": {error}"));
+        }
+        line
+    }
 }

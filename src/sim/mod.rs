@@ -78,6 +78,10 @@ pub struct SimConfig {
     pub sf_short_pages: bool,
     /// Status polls before a Bulk query job reaches `JobComplete`. Default 2.
     pub sf_bulk_polls: u32,
+    /// Salesforce: soft-deleted records are purged from the Recycle Bin this many ms after
+    /// their delete (they leave `queryAll`; `sobjects/{O}/deleted` still lists them). `None`
+    /// (default): kept until a test calls `purge`.
+    pub sf_purge_after_ms: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -102,6 +106,7 @@ impl Default for SimConfig {
             sf_daily_limit: 1_000_000,
             sf_short_pages: false,
             sf_bulk_polls: 2,
+            sf_purge_after_ms: None,
         }
     }
 }

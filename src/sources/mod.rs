@@ -65,6 +65,10 @@ pub enum Extracted {
     /// value a file source saw): replaces `Extraction::cursor.to`, never moving it below
     /// the saved cursor. Sent at most once, after the last batch.
     CursorReached(i64),
+    /// How many records this extraction expects to read, when the source knows cheaply (a
+    /// count it makes anyway, a search total, the planner's estimate). For progress display
+    /// only: never checked against what arrives, since records change while they are read.
+    Estimate(u64),
     /// The source stopped early and cleanly (API quota used up, budget reached). Everything
     /// sent before covers `[from, cursor)`, so the pipeline merges it and saves `cursor`;
     /// `None` when what was sent covers no contiguous range (an unordered bulk read), in
@@ -75,6 +79,13 @@ pub enum Extracted {
         cursor: Option<i64>,
         reason: String,
         cause: StopCause,
+    },
+    /// Something the run report should tell about this load without failing it (deletes
+    /// the source can no longer vouch for, say). `reconcile`: a reconcile of the stream
+    /// finds what the warning says may be missing, so a `[reconcile]` schedule runs one now.
+    Warning {
+        message: String,
+        reconcile: bool,
     },
 }
 

@@ -20,6 +20,7 @@ pub use lease::{Fence, Lease};
 use crate::Result;
 use crate::error::{Classified, ErrorKind};
 use crate::load::{CursorRange, LoadMode, SetAside};
+use crate::reconcile::report::ReconcileOutcome;
 use crate::stage::Stage;
 
 /// The leases this process holds, by stream: `save` proves the stream's is still ours.
@@ -80,6 +81,9 @@ pub struct StreamState {
     /// Staged loads that could never merge, newest last (kept in the stage; see `SetAside`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set_aside: Vec<SetAside>,
+    /// The last reconcile of the stream (`syncline reconcile`, or scheduled by `run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reconcile: Option<ReconcileOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

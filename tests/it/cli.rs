@@ -422,3 +422,46 @@ fn config_schema_is_json_and_show_fills_defaults_without_secrets() {
         }
     }
 }
+
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = syncline().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "completions {shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for command in ["run", "reconcile", "replay", "completions"] {
+            assert!(script.contains(command), "{shell} completion lacks {command}");
+        }
+    }
+    // The bash script must be one bash accepts, not only text that names the commands.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("syncline.bash");
+    let bash = syncline().args(["completions", "bash"]).output().unwrap();
+    std::fs::write(&script, bash.stdout).unwrap();
+    let parsed = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(parsed.success(), "bash -n rejects the completion script");
+
+    let page = syncline().arg("man").output().unwrap();
+    assert!(page.status.success());
+    let page = String::from_utf8(page.stdout).unwrap();
+    assert!(page.contains(".TH syncline"), "a roff page: {page:.200}");
+    assert!(page.contains("reconcile"));
+
+    let pages = dir.path().join("man");
+    let wrote = syncline()
+        .args(["man", "--dir"])
+        .arg(&pages)
+        .status()
+        .unwrap();
+    assert!(wrote.success());
+    for name in ["syncline.1", "syncline-run.1", "syncline-config-schema.1"] {
+        assert!(pages.join(name).exists(), "{name} written");
+    }
+
+    let unknown = syncline().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "an unknown shell is a usage error");
+}

@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod crash;
 mod demo;
+mod docs;
 mod files_source;
 mod hostile_values;
 mod hubspot_postgres;

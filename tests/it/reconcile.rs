@@ -1179,3 +1179,155 @@ async fn a_float4_column_stages_one_value_from_the_snapshot_and_the_stream() {
     assert_eq!(code, 0, "{text}");
     assert!(drift(report.as_ref().unwrap()).is_clean(), "{report:#?}");
 }
+
+/// Runs `syncline status --config CONFIG [--json]`; returns stdout.
+fn status(config: &Path, env: &[(&str, String)], json: bool) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+    command.args(["status", "--config"]).arg(config);
+    if json {
+        command.arg("--json");
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().expect("run syncline status");
+    assert!(
+        output.status.success(),
+        "syncline status: {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Moves the stream's saved last reconcile `hours` into the past, as if it ran then.
+fn age_last_reconcile(config: &Path, stream: &str, hours: i64) {
+    let path = config
+        .parent()
+        .unwrap()
+        .join("stage/recon/_state")
+        .join(format!("{stream}.json"));
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let at = chrono::Utc::now() - chrono::Duration::hours(hours);
+    state["last_reconcile"]["at"] = serde_json::json!(at.to_rfc3339());
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_reconcile_runs_when_due_and_its_drift_fails_the_run() {
+    use syncline::reconcile::report::ReconcileResult;
+    let setup = PgSetup::start_with("replica", CURSOR, "", "[reconcile]\nevery = \"1h\"").await;
+    let env = setup.env();
+    // The first run has no last reconcile: it reconciles after its load.
+    let (code, report) = run_args(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{report:#?}");
+    let first = report.streams[0].reconcile.as_ref().expect("reconciled");
+    assert_eq!(first.result, ReconcileResult::Clean, "{first:#?}");
+
+    setup
+        .dest()
+        .await
+        .batch_execute("DELETE FROM crm.contacts WHERE id = 10")
+        .await
+        .unwrap();
+    // Within the hour: no reconcile, so the drift goes unseen.
+    let (code, report) = run_args(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert!(report.streams[0].reconcile.is_none(), "{report:#?}");
+
+    // An hour later it is due again, finds the row missing, and the run exits 3.
+    age_last_reconcile(&setup.config, "contacts", 2);
+    let (code, report) = run_args(&setup.config, &env, &[]);
+    assert_eq!(code, 3, "{report:#?}");
+    let found = report.streams[0].reconcile.as_ref().expect("reconciled");
+    assert_eq!(found.result, ReconcileResult::Drift, "{found:#?}");
+    assert_eq!((found.missing, found.orphaned), (1, 0), "{found:#?}");
+    assert_eq!(
+        report.streams[0].status,
+        syncline::reconcile::report::Status::Success
+    );
+
+    let text = status(&setup.config, &env, false);
+    assert!(text.contains("last reconcile: drift at"), "{text}");
+    assert!(text.contains("missing 1"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&status(&setup.config, &env, true)).unwrap();
+    assert_eq!(json[0]["last_reconcile"]["result"], "drift", "{json:#}");
+    assert_eq!(json[0]["last_reconcile"]["missing"], 1, "{json:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_reconcile_with_repair_repairs_drift_in_run() {
+    use syncline::reconcile::report::ReconcileResult;
+    let setup = PgSetup::start_with(
+        "replica",
+        CURSOR,
+        "",
+        "[reconcile]\nevery = \"24h\"\nrepair = true",
+    )
+    .await;
+    let env = setup.env();
+    let (code, report) = run_args(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(
+        report.streams[0].reconcile.as_ref().map(|r| r.result),
+        Some(ReconcileResult::Clean)
+    );
+
+    let dest = setup.dest().await;
+    dest.batch_execute(
+        "DELETE FROM crm.contacts WHERE id = 10;
+         CREATE TEMP TABLE extra AS SELECT * FROM crm.contacts WHERE id = 50;
+         UPDATE extra SET id = 99999;
+         INSERT INTO crm.contacts SELECT * FROM extra;",
+    )
+    .await
+    .unwrap();
+    age_last_reconcile(&setup.config, "contacts", 25);
+    let (code, report) = run_args(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{report:#?}");
+    let repaired = report.streams[0].reconcile.as_ref().expect("reconciled");
+    assert_eq!(repaired.result, ReconcileResult::Repaired, "{repaired:#?}");
+    assert_eq!(
+        (repaired.missing, repaired.orphaned),
+        (1, 1),
+        "{repaired:#?}"
+    );
+    assert_eq!(repaired.repaired_rows, 2, "{repaired:#?}");
+    assert_eq!(
+        ids_of(&dest, "SELECT id FROM crm.contacts WHERE id IN (10, 99999)").await,
+        [10]
+    );
+    let text = status(&setup.config, &env, false);
+    assert!(text.contains("last reconcile: repaired at"), "{text}");
+
+    let (code, report, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(drift(report.as_ref().unwrap()).is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_emptied_is_emptied_in_the_destination_only_by_an_explicit_repair() {
+    let setup = PgSetup::start("replica", CURSOR, "").await;
+    let env = setup.env();
+    run(&setup.config, &env);
+    setup
+        .source()
+        .await
+        .batch_execute("DELETE FROM contacts")
+        .await
+        .unwrap();
+    let dest = setup.dest().await;
+    let count = "SELECT count(*) FROM crm.contacts";
+    // A full refresh that reads nothing merges nothing: an empty answer alone wipes no table.
+    let (code, report) = run_args(&setup.config, &env, &["--full-refresh"]);
+    assert_eq!(code, 0, "{report:#?}");
+    assert_eq!(ids_of(&dest, count).await, [300]);
+    // Reconcile says every row is orphaned; --repair deletes them.
+    let (code, report, text) = reconcile(&setup.config, &env, &["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(drift(report.as_ref().unwrap()).orphaned.count, 300);
+    assert_eq!(ids_of(&dest, count).await, [0]);
+    let (code, _, text) = reconcile(&setup.config, &env, &[]);
+    assert_eq!(code, 0, "{text}");
+}

@@ -427,3 +427,143 @@ async fn rejected_credentials_exit_2_and_never_show_the_secret() {
             .contains("not-the-secret-xyz")
     );
 }
+
+/// On a terminal, a full load whose source counts its records first shows a bar with the
+/// total and a percentage; piped (as an orchestrator captures it), stderr has no progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_shows_a_progress_bar_with_the_counted_total() {
+    let h = Harness::start(
+        SimConfig {
+            sf_accounts: 6000,
+            ..sim()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    write_salesforce_config(&h, &["Account"], "", "");
+    // `script` gives the child a pseudo-terminal as stderr, as a person's shell would.
+    let command = format!(
+        "{} run --config {}",
+        env!("CARGO_BIN_EXE_syncline"),
+        h.config_path.display()
+    );
+    let mut script = std::process::Command::new("script");
+    script.args(["-qefc", &command, "/dev/null"]);
+    for (k, v) in h.env() {
+        script.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || script.output().expect("script runs"))
+        .await
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("/6,000 rows") && screen.contains('%'),
+        "a bar against the COUNT() total: {screen}"
+    );
+
+    let (status, _) = h.run_binary(&["--full-refresh"], &[]);
+    assert!(status.success());
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["run", "--full-refresh", "--config"])
+        .arg(&h.config_path)
+        .envs(h.env())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("rows ("), "no progress when piped: {stderr}");
+}
+
+/// Ids of `object` the destination holds, of `ids`.
+async fn held(h: &Harness, object: &str, ids: &[String]) -> Vec<String> {
+    let rows = h
+        .client()
+        .await
+        .query(
+            &format!("SELECT \"Id\" FROM crm.\"{object}\" WHERE \"Id\" = ANY($1) ORDER BY 1"),
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_and_purged_between_runs_are_deleted_through_get_deleted() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(&h, &["Account"], "bulk_threshold = 100000", "");
+    let first = h.run(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+
+    // Deleted, then purged from the Recycle Bin: queryAll no longer returns them.
+    let sf = &h.sim.salesforce;
+    let deleted = sf.delete("Account", 4);
+    assert_eq!(sf.purge("Account"), deleted);
+    assert!(sf.deleted_ids("Account").is_empty());
+    settle_sf(&h, &["Account"]).await;
+    assert_eq!(held(&h, "Account", &deleted).await, deleted);
+
+    let requests = sf.request_count();
+    let second = h.run(false).await;
+    assert_eq!(second.status, Status::Success, "{second:#?}");
+    let account = &second.streams[0];
+    assert_eq!(account.rows_deleted, deleted.len() as u64, "{account:#?}");
+    assert!(account.warnings.is_empty(), "{account:#?}");
+    assert!(held(&h, "Account", &deleted).await.is_empty());
+    h.assert_sf_converged("Account").await;
+    // The incremental run: describe, the delete log and one queryAll page.
+    assert_eq!(sf.request_count() - requests, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_older_than_the_delete_log_are_reported_and_a_scheduled_reconcile_runs_at_once() {
+    let h = Harness::start(sim(), &["contacts"], "").await;
+    write_salesforce_config(
+        &h,
+        &["Account"],
+        "bulk_threshold = 100000",
+        "[reconcile]\nevery = \"24h\"\nrepair = true",
+    );
+    let first = h.run(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+    let scheduled = first.streams[0]
+        .reconcile
+        .as_ref()
+        .expect("first reconcile");
+    assert_eq!(
+        scheduled.result,
+        syncline::reconcile::report::ReconcileResult::Clean
+    );
+
+    let sf = &h.sim.salesforce;
+    let deleted = sf.delete("Account", 3);
+    sf.purge("Account");
+    settle_sf(&h, &["Account"]).await;
+    // Salesforce trimmed its delete log past those deletes: getDeleted cannot list them.
+    sf.trim_delete_log(sf.now_ms() + 1);
+
+    let second = h.run(false).await;
+    let account = &second.streams[0];
+    assert_eq!(account.rows_deleted, 0, "{account:#?}");
+    assert!(account.reconcile_recommended, "{account:#?}");
+    assert_eq!(account.warnings.len(), 1, "{account:#?}");
+    let warning = &account.warnings[0];
+    assert!(
+        warning.contains("earliestDateAvailable")
+            && warning.contains("syncline reconcile --repair"),
+        "{warning}"
+    );
+    // Within `every`, yet the warning runs the reconcile now, which removes them.
+    let repaired = account.reconcile.as_ref().expect("reconciled at once");
+    assert_eq!(
+        repaired.result,
+        syncline::reconcile::report::ReconcileResult::Repaired,
+        "{repaired:#?}"
+    );
+    assert_eq!(repaired.orphaned, deleted.len() as u64, "{repaired:#?}");
+    assert_eq!(second.status, Status::Success, "{second:#?}");
+    assert!(held(&h, "Account", &deleted).await.is_empty());
+    h.assert_sf_converged("Account").await;
+}

@@ -60,6 +60,8 @@ const JWT_AUDIENCES: [&str; 2] = [
 ];
 /// Clock skew tolerated on a JWT bearer assertion's `exp`, in seconds.
 const JWT_LEEWAY_SECONDS: u64 = 5;
+/// How far back `sobjects/{O}/deleted` may start (the brief's 30 days; crm-apis.md A5).
+const DELETED_WINDOW_MS: i64 = 30 * 86_400_000;
 
 /// One stored record as a test sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +156,13 @@ struct SfState {
     pages_served: u64,
     jobs: BTreeMap<String, BulkJob>,
     jobs_created: usize,
+    /// Per object: every delete as (Id, deleted at ms), oldest first, kept after the
+    /// record is purged from the Recycle Bin; what `sobjects/{O}/deleted` serves.
+    delete_log: Vec<Vec<(String, i64)>>,
+    /// Deletes before this (ms) were trimmed from the log: `earliestDateAvailable`.
+    delete_log_from: i64,
+    /// Soft-deleted records older than this (ms) are purged when a request arrives.
+    purge_after_ms: Option<u64>,
 }
 
 /// A query's result set, rendered when the query ran.
@@ -457,6 +466,9 @@ impl SalesforceSim {
             pages_served: 0,
             jobs: BTreeMap::new(),
             jobs_created: 0,
+            delete_log: vec![Vec::new(); schemas.len()],
+            delete_log_from: i64::MIN,
+            purge_after_ms: config.sf_purge_after_ms,
         };
         SalesforceSim {
             inner: Arc::new(Inner {
@@ -570,7 +582,90 @@ impl SalesforceSim {
             ids.push(record.id.clone());
         }
         ids.sort_unstable();
+        let log = &mut state.delete_log[object.index()];
+        log.extend(ids.iter().map(|id| (id.clone(), stamp)));
         ids
+    }
+
+    /// Empties the Recycle Bin of `object`: its soft-deleted records leave `queryAll` for
+    /// good, but `sobjects/{O}/deleted` still lists them within its window. Returns their
+    /// Ids, ascending.
+    pub fn purge(&self, object: &str) -> Vec<String> {
+        let object = expect_data_object(object);
+        let mut state = self.lock();
+        let store = &mut state.records[object.index()];
+        let purged: Vec<String> = store
+            .iter()
+            .filter(|record| record.is_deleted)
+            .map(|record| record.id.clone())
+            .collect();
+        store.retain(|record| !record.is_deleted);
+        purged
+    }
+
+    /// Trims the delete log of every object before `until_ms` (as Salesforce does once the
+    /// log grows): `sobjects/{O}/deleted` then reports `earliestDateAvailable` = `until_ms`,
+    /// and a client whose last sync is older knows deletes may be lost.
+    pub fn trim_delete_log(&self, until_ms: i64) {
+        let mut state = self.lock();
+        state.delete_log_from = state.delete_log_from.max(until_ms);
+        for log in &mut state.delete_log {
+            log.retain(|(_, at)| *at >= until_ms);
+        }
+    }
+
+    /// `GET sobjects/{O}/deleted/?start=..&end=..` (crm-apis.md A5): the deletes in
+    /// `[start, end)`, both taken at minute granularity (seconds ignored). `start` must lie
+    /// within the last 30 days.
+    pub(crate) fn get_deleted(
+        &self,
+        object: &str,
+        start: Option<&str>,
+        end: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let object = SObject::parse(object)
+            .filter(|o| o.queryable())
+            .ok_or_else(ApiError::not_found)?;
+        let minute = |text: Option<&str>, name: &str| {
+            text.and_then(records::parse_datetime)
+                .map(|ms| ms - ms.rem_euclid(60_000))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "INVALID_QUERY_FILTER_OPERATOR",
+                        format!("{name} is required as an ISO 8601 date time"),
+                    )
+                })
+        };
+        let start = minute(start, "start")?;
+        let end = minute(end, "end")?;
+        if end <= start {
+            return Err(ApiError::bad_request(
+                "INVALID_REPLICATION_DATE",
+                "end must be after start",
+            ));
+        }
+        let now = self.now_ms();
+        let window_start = now - DELETED_WINDOW_MS;
+        if start < window_start {
+            return Err(ApiError::bad_request(
+                "INVALID_REPLICATION_DATE",
+                "start date cannot be more than 30 days ago",
+            ));
+        }
+        // Served from the log, not the store: purged records are listed too.
+        let state = self.lock();
+        let covered = end.min(now - now.rem_euclid(60_000));
+        let earliest = state.delete_log_from.max(window_start);
+        let deleted: Vec<Value> = state.delete_log[object.index()]
+            .iter()
+            .filter(|(_, at)| *at >= start && *at < end)
+            .map(|(id, at)| json!({"id": id, "deletedDate": records::rest_datetime(*at)}))
+            .collect();
+        Ok(json!({
+            "deletedRecords": deleted,
+            "earliestDateAvailable": records::rest_datetime(earliest),
+            "latestDateCovered": records::rest_datetime(covered.max(start)),
+        }))
     }
 
     /// A late commit: changes up to `n` live records like [`update`](Self::update) but
@@ -712,6 +807,13 @@ impl SalesforceSim {
     pub(crate) fn admit(&self, token: Option<&str>, uri_bytes: usize) -> (Gate, u64, u64) {
         let mut state = self.lock();
         state.request_count += 1;
+        if let Some(after) = state.purge_after_ms {
+            // The Recycle Bin empties itself of what was deleted long enough ago.
+            let cutoff = wall_clock_ms().saturating_sub(i64::try_from(after).unwrap_or(i64::MAX));
+            for store in &mut state.records {
+                store.retain(|r| !(r.is_deleted && r.system_modstamp_ms <= cutoff));
+            }
+        }
         let countdown = state.expire_countdown;
         if let Some(left) = countdown {
             state.expire_countdown = left.checked_sub(1);
@@ -1100,6 +1202,61 @@ mod tests {
         assert!(sim.now_ms() >= gone.system_modstamp_ms);
         // Numbers keep growing past deleted records.
         assert_eq!(sim.insert("Account", 1), ["001000000000000033"]);
+    }
+
+    #[test]
+    fn get_deleted_lists_purged_records_within_its_window() {
+        let iso = records::rest_datetime;
+        let minute = |ms: i64| ms - ms.rem_euclid(60_000);
+        let sim = small(3);
+        let before = minute(sim.now_ms()) - 60_000;
+        let deleted = sim.delete("Account", 2);
+        assert_eq!(sim.purge("Account"), deleted);
+        assert!(sim.deleted_ids("Account").is_empty(), "gone from queryAll");
+        let end = minute(sim.now_ms()) + 120_000;
+        let listed = sim
+            .get_deleted("Account", Some(&iso(before)), Some(&iso(end)))
+            .unwrap();
+        let ids: Vec<&str> = listed["deletedRecords"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, deleted);
+        assert!(listed["deletedRecords"][0]["deletedDate"].is_string());
+        // Other objects' deletes are not listed; a start past 30 days is refused.
+        let contacts = sim.get_deleted("Contact", Some(&iso(before)), Some(&iso(end)));
+        assert_eq!(contacts.unwrap()["deletedRecords"], json!([]));
+        let old = sim.now_ms() - 31 * 86_400_000;
+        let refused = sim.get_deleted("Account", Some(&iso(old)), Some(&iso(end)));
+        assert_eq!(refused.unwrap_err().code, "INVALID_REPLICATION_DATE");
+        // A trimmed log no longer lists them and says from when it is complete.
+        sim.trim_delete_log(sim.now_ms() + 1);
+        let trimmed = sim
+            .get_deleted("Account", Some(&iso(before)), Some(&iso(end)))
+            .unwrap();
+        assert_eq!(trimmed["deletedRecords"], json!([]));
+        let earliest = records::parse_datetime(trimmed["earliestDateAvailable"].as_str().unwrap());
+        assert!(earliest.unwrap() > before);
+    }
+
+    #[test]
+    fn the_recycle_bin_empties_itself_after_the_configured_time() {
+        let sim = SalesforceSim::new(
+            &SimConfig {
+                sf_accounts: 5,
+                sf_purge_after_ms: Some(0),
+                ..SimConfig::default()
+            },
+            "http://127.0.0.1:1/",
+        );
+        let deleted = sim.delete("Account", 1);
+        assert_eq!(sim.deleted_ids("Account"), deleted);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        sim.admit(None, 10);
+        assert!(sim.deleted_ids("Account").is_empty());
+        assert_eq!(sim.live_records("Account").len(), 4);
     }
 
     #[test]

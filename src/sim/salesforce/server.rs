@@ -143,6 +143,15 @@ fn dispatch(
     let outcome: Result<Response, ApiError> = match tail {
         ["limits"] => allow(method, &get).map(|()| json_ok(sim.limits())),
         ["sobjects"] => allow(method, &get).map(|()| json_ok(sim.global_describe())),
+        ["sobjects", object, "deleted"] => allow(method, &get)
+            .and_then(|()| {
+                sim.get_deleted(
+                    object,
+                    query_param(uri, "start").as_deref(),
+                    query_param(uri, "end").as_deref(),
+                )
+            })
+            .map(json_ok),
         ["sobjects", object, "describe"] => allow(method, &get)
             .and_then(|()| sim.describe(object))
             .map(json_ok),

@@ -439,6 +439,16 @@ impl Reader {
                     &body,
                 )
                 .await?;
+            if last_id.is_none() {
+                // The first page's `total` counts the whole window: later pages count only
+                // the ids above the last one read.
+                if let Some(total) = page.get("total").and_then(Value::as_u64) {
+                    self.tx
+                        .send(Ok(Extracted::Estimate(total)))
+                        .await
+                        .map_err(|_| Hangup)?;
+                }
+            }
             let results = results_of(&page, &self.stream)?;
             let page_last = results
                 .last()

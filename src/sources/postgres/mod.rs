@@ -126,7 +126,15 @@ impl PostgresSource {
         conditions.push(sql::cursor_upto(&cursor, &upper));
         let (statement, types) = copy_statement(&spec, &conditions.join(" AND "));
         let batch_rows = request.batch_rows;
+        // Only a full read is the whole table the estimate counts.
+        let estimate = match request.since {
+            None => estimate_rows(&client, &spec).await,
+            Some(_) => None,
+        };
         let items = spawn_reader(move |mut sender| async move {
+            if let Some(total) = estimate {
+                let _ = sender.send(Ok(Extracted::Estimate(total))).await;
+            }
             let out = client
                 .copy_out(&statement)
                 .await
@@ -167,7 +175,11 @@ impl PostgresSource {
         let (statement, types) = copy_statement(&spec, "");
         let batch_rows = request.batch_rows;
         let url = self.config.url.clone();
+        let estimate = estimate_rows(&client, &spec).await;
         let items = spawn_reader(move |mut sender| async move {
+            if let Some(total) = estimate {
+                let _ = sender.send(Ok(Extracted::Estimate(total))).await;
+            }
             let cdc::NewSlot {
                 stream: replication,
                 snapshot,
@@ -626,4 +638,17 @@ mod tests {
         assert!(!source.cursor_is_time("Contacts-2024"));
         assert_eq!(source.cursor_text("Contacts-2024", 0x1_0000_00A0), "1/A0");
     }
+}
+
+/// The planner's estimate of a table's rows, for the progress bar; `None` when the server
+/// cannot say (progress is no reason to fail a load).
+async fn estimate_rows(client: &tokio_postgres::Client, spec: &TableSpec) -> Option<u64> {
+    let row = client
+        .query_opt(
+            include_str!("../../../sql/postgres_source/estimate_rows.sql"),
+            &[&spec.schema, &spec.name],
+        )
+        .await
+        .ok()??;
+    u64::try_from(row.get::<_, i64>(0)).ok().filter(|&n| n > 0)
 }

@@ -66,6 +66,9 @@ pub enum SalesforceError {
     /// A query page that is not the documented shape; `what` says how.
     #[error("query of {object}: the page {what}")]
     PageShape { object: String, what: &'static str },
+    /// A `sobjects/{O}/deleted` answer that is not the documented shape (A5).
+    #[error("deleted records of {object}: the answer {what}")]
+    DeletedShape { object: String, what: &'static str },
     #[error("Bulk job for {0}: the creation answer has no usable id")]
     NoJobId(String),
     #[error("Bulk job {job} of {object}: the status answer has no state")]

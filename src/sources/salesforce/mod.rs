@@ -8,6 +8,11 @@
 //!   `[since - overlap, max(now - lag, since))` on SystemModstamp, ordered by SystemModstamp
 //!   then Id. `queryAll` returns soft-deleted rows with `IsDeleted = true`, which become
 //!   deletes (A2, A3).
+//! - Records deleted and then purged from the Recycle Bin (no longer in `queryAll`) are
+//!   listed by `sobjects/{O}/deleted` for the incremental window (A5), one call per window,
+//!   and become deletes too. When the delete log no longer reaches back to the window's
+//!   start (`earliestDateAvailable`, or a window older than 30 days), the load says so with
+//!   a warning that recommends a reconcile.
 //! - Full load: `[-inf, now - lag)`, through Bulk API 2.0 when the object holds at least
 //!   `bulk_threshold` records (falling back to REST when Bulk cannot serve it), else REST (A6).
 //! - Wide objects whose field list does not fit in one URI are read as field chunks merged by
@@ -51,6 +56,10 @@ use reader::{Reader, Route, Settings};
 
 /// The key column of every Salesforce stream: the 18-character record Id.
 pub const KEY: &str = "Id";
+
+/// How far back `sobjects/{O}/deleted` may start (A5).
+const DELETED_WINDOW_MS: i64 = 30 * 86_400_000;
+const MINUTE_MS: i64 = 60_000;
 
 /// REST query pages hold up to 2,000 records (A2).
 const QUERY_PAGE: u64 = 2_000;
@@ -112,6 +121,84 @@ impl SalesforceSource {
             .unwrap_or_else(|e| e.into_inner())
             .insert(stream.to_string(), plan.clone());
         Ok(plan)
+    }
+
+    /// The deletes Salesforce logged for `stream` in the incremental window `cursor`
+    /// (`sobjects/{O}/deleted`, A5; one API call), as a batch of deletes at their
+    /// `deletedDate`, and a warning when the log no longer reaches back to the window's start.
+    /// The server ignores seconds: the start is taken down and the end up to the minute (a
+    /// delete just after the window's end applied now is still a delete the source made).
+    async fn logged_deletes(
+        &self,
+        stream: &str,
+        cursor: CursorRange,
+        schema: &SchemaRef,
+    ) -> Result<Vec<Extracted>> {
+        let Some(from) = cursor.from else {
+            return Ok(Vec::new());
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let oldest = now - DELETED_WINDOW_MS;
+        // A start older than 30 days is refused; ask from a minute inside the window instead.
+        let start = (from - from.rem_euclid(MINUTE_MS))
+            .max(oldest - oldest.rem_euclid(MINUTE_MS) + 2 * MINUTE_MS);
+        let end = (cursor.to + MINUTE_MS - 1).div_euclid(MINUTE_MS) * MINUTE_MS;
+        let end = end.max(start + MINUTE_MS);
+        let path = self.client.data_path(&format!(
+            "sobjects/{}/deleted/?start={}&end={}",
+            soql::encode(stream),
+            soql::encode(&soql::datetime_literal(start)),
+            soql::encode(&soql::datetime_literal(end)),
+        ));
+        let body = self.client.get_json(&path).await?;
+        let shape = |what| SalesforceError::DeletedShape {
+            object: stream.to_string(),
+            what,
+        };
+        let listed = body
+            .get("deletedRecords")
+            .and_then(Value::as_array)
+            .ok_or_else(|| shape("has no deletedRecords list"))?;
+        let mut deletes = Vec::with_capacity(listed.len());
+        for record in listed {
+            let id = record
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| shape("lists a record without an id"))?;
+            let at = record
+                .get("deletedDate")
+                .and_then(Value::as_str)
+                .and_then(records::parse_millis)
+                .ok_or_else(|| shape("lists a record without a readable deletedDate"))?;
+            deletes.push((Key::Text(id.to_string()), at.saturating_mul(1000)));
+        }
+        let earliest = body
+            .get("earliestDateAvailable")
+            .and_then(Value::as_str)
+            .and_then(records::parse_millis);
+        let mut items = Vec::new();
+        if !deletes.is_empty() {
+            tracing::info!(
+                stream,
+                deletes = deletes.len(),
+                "deletes listed by getDeleted"
+            );
+            items.push(Extracted::Batch(crate::reconcile::drift::deletes_batch(
+                schema, &deletes,
+            )?));
+        }
+        let reaches_back = earliest.unwrap_or(start).max(start);
+        if reaches_back > from {
+            items.push(Extracted::Warning {
+                message: format!(
+                    "stream {stream}: Salesforce lists deletes only from {} on (getDeleted's earliestDateAvailable, at most 30 days back), but this load's window starts at {}: records deleted and purged from the Recycle Bin in between may still be in the destination; run `syncline reconcile --repair --streams {stream}` (or `syncline run --full-refresh --streams {stream}`) to remove them",
+                    soql::datetime_literal(reaches_back),
+                    soql::datetime_literal(from),
+                ),
+                reconcile: true,
+            });
+        }
+        Ok(items)
     }
 
     fn settings(&self) -> Settings {
@@ -247,6 +334,10 @@ impl Source for SalesforceSource {
                 Some(_) => Route::Ordered { soql: ordered },
             }
         };
+        // Deletes purged from the Recycle Bin no longer show in queryAll: ask the delete log.
+        let logged = self
+            .logged_deletes(&request.stream, cursor, &schema)
+            .await?;
         // Two batches in flight: one being staged, one being filled.
         let (tx, rx) = mpsc::channel::<Result<Extracted>>(2);
         let reader = Reader::new(
@@ -257,10 +348,11 @@ impl Source for SalesforceSource {
             tx,
         );
         tokio::spawn(reader.run(route));
-        let items = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed();
+        let items = futures::stream::iter(logged.into_iter().map(Ok))
+            .chain(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            }))
+            .boxed();
         Ok(Extraction {
             state: None,
             schema,

@@ -165,6 +165,8 @@ impl Reader {
             Route::Split { queries } => self.split(&queries).await,
             Route::Full { ordered, bulk } => {
                 let total = self.count().await?;
+                // Hung up: the next send finds out and stops the read.
+                let _ = self.tx.send(Ok(Extracted::Estimate(total))).await;
                 if total >= self.settings.bulk_threshold {
                     tracing::info!(stream = %self.plan.object, total, "full load through Bulk API 2.0");
                     if self.bulk(&bulk).await? == super::bulk::BulkOutcome::Done {
