@@ -29,14 +29,30 @@ pub enum DemoTarget {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Evaluate every model and print its rows.
-    Run {
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Folder of `*.sql` models.
-        #[arg(long, default_value = "models")]
-        models: PathBuf,
-    },
+    /// Build the models in dependency order, testing each before it replaces its table;
+    /// exit 3 when a test fails (the previous table stays).
+    Run(ModelsArgs),
+    /// Evaluate the models and run their tests and the singular tests; materialize
+    /// nothing. Prints the failures with example rows; exit 3 when one fails.
+    Test(ModelsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Folder of `**/*.sql` models (default: `[models] dir`, else `models`).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// `NAME`, `NAME+` (with every model downstream) or `+NAME` (with every model upstream).
+    #[arg(long)]
+    pub select: Option<String>,
+    /// Rebuild incremental models as whole tables.
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Print the JSON report instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,7 +78,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run SQL over the lake tables of a pipeline (tables are named after streams).
     Query(QueryArgs),
-    /// Run the SQL models of a folder over the lake tables, in name order.
+    /// Build and test the SQL models (`models/**/NAME.sql`) in dependency order.
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
@@ -225,6 +241,9 @@ pub struct RunArgs {
     /// Write the JSON run report to this file ("-" for stdout).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// After the sync, build the models that read a stream that changed.
+    #[arg(long)]
+    pub models: bool,
 }
 
 #[derive(Debug, Args)]

@@ -80,6 +80,7 @@ pub struct Changes {
 pub struct ModelSummary {
     pub name: String,
     pub rows: usize,
+    pub status: transform::materialize::ModelStatus,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +111,9 @@ pub enum DemoError {
     /// A sync failed; `errors` are the failed streams' own messages.
     #[error("the demo sync failed: {errors}")]
     SyncFailed { mismatch: bool, errors: String },
+    /// An example model failed; `error` is its own report.
+    #[error("example model {model} failed: {error}")]
+    Model { model: String, error: String },
 }
 
 impl Classified for DemoError {
@@ -119,6 +123,7 @@ impl Classified for DemoError {
             DemoError::Simulator(_) => ErrorKind::Source,
             DemoError::SyncFailed { mismatch: true, .. } => ErrorKind::Reconciliation,
             DemoError::SyncFailed { .. } => ErrorKind::Destination,
+            DemoError::Model { .. } => ErrorKind::Sql,
         }
     }
 }
@@ -142,11 +147,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoSummary> {
     let incremental = sync_both(&setup, &pipeline::RunOptions::default()).await?;
     let incremental_ms = started.elapsed().as_millis() as u64;
 
-    let models = match &options.destination {
-        DemoDestination::Lake => run_example_models(&setup).await?,
-        // Models read the lake through DataFusion; in PostgreSQL, query the tables directly.
-        DemoDestination::Postgres { .. } => Vec::new(),
-    };
+    let models = run_example_models(&setup).await?;
     let reconcile = reconcile_with_simulator(&setup).await?;
     let Setup {
         sim,
@@ -201,6 +202,7 @@ async fn set_up(options: &DemoOptions) -> Result<Setup> {
     .map_err(DemoError::Simulator)?;
     let config_path = dir.join("crm.toml");
     let sf_config_path = dir.join("salesforce.toml");
+    transform::write_example_models(&dir.join("models"))?;
     std::fs::write(&config_path, demo_config(&dir, &sim, &options.destination))?;
     std::fs::write(
         &sf_config_path,
@@ -263,17 +265,27 @@ fn change_sources(sim: &SimHandle, options: &DemoOptions) -> Changes {
     }
 }
 
+/// Materializes the example models of each pipeline into its destination (tested first).
 async fn run_example_models(setup: &Setup) -> Result<Vec<ModelSummary>> {
-    let ctx = transform::lake_session(&setup.config).await?;
-    transform::register_lake_tables(&ctx, &setup.sf_config).await?;
-    Ok(transform::run_models(&ctx, &transform::example_models())
-        .await?
-        .into_iter()
-        .map(|m| ModelSummary {
-            name: m.name,
-            rows: m.rows,
-        })
-        .collect())
+    let mut models = Vec::new();
+    for config in [&setup.config, &setup.sf_config] {
+        let report = transform::models_command(config, None, None, false, false).await?;
+        for m in report.models {
+            if let Some(error) = m.error {
+                return Err(DemoError::Model {
+                    model: m.name,
+                    error,
+                }
+                .into());
+            }
+            models.push(ModelSummary {
+                name: m.name,
+                rows: m.rows as usize,
+                status: m.status,
+            });
+        }
+    }
+    Ok(models)
 }
 
 /// Count and checksum of every destination table against the simulator's live records.
@@ -389,7 +401,13 @@ lag_seconds = 0     # the simulator indexes instantly; keep the default 30 again
 
 [destination]
 {destination}
+
+# The example models, materialized as tables by `syncline models run --config crm.toml`.
+[models]
+dir = "{models}/hubspot"
+tests = "{models}/tests/hubspot"
 "#,
+        models = dir.join("models").display(),
         stage = dir.join("stage").display(),
         base = sim.base_url,
         token = sim.token(),
@@ -425,7 +443,12 @@ lag_seconds = 0
 
 [destination]
 {destination}
+
+[models]
+dir = "{models}/salesforce"
+tests = "{models}/tests/salesforce"
 "#,
+        models = dir.join("models").display(),
         stage = dir.join("stage").display(),
         base = sim.base_url,
     )
@@ -488,14 +511,19 @@ pub fn render(summary: &DemoSummary) -> String {
         );
     }
     if summary.models.is_empty() {
-        line(
-            &mut out,
-            "models: run over the lake destination (skipped for postgres)".into(),
-        );
+        line(&mut out, "models: none".into());
     } else {
         line(&mut out, "models".into());
         for m in &summary.models {
-            line(&mut out, format!("  {:<24} {:>4} rows", m.name, m.rows));
+            let status = match m.status {
+                transform::materialize::ModelStatus::Built => "table",
+                transform::materialize::ModelStatus::TestsFailed => "tests failed",
+                _ => "not built",
+            };
+            line(
+                &mut out,
+                format!("  {:<30} {:>4} rows  {status}", m.name, m.rows),
+            );
         }
     }
     line(

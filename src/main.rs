@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use syncline::cli::{
     CheckArgs, Cli, Command, ConfigCommand, DemoArgs, DemoTarget, GcArgs, InitArgs,
-    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsCommand, PlanArgs, QueryArgs,
+    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand, PlanArgs,
+    QueryArgs,
     ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
 };
 use syncline::config::Config;
@@ -112,8 +113,11 @@ async fn execute(command: Command) -> Result<u8, Error> {
         Command::Demo(args) => run_demo(args).await,
         Command::Query(args) => query(args).await,
         Command::Models {
-            command: ModelsCommand::Run { config, models },
-        } => run_models(&config, &models).await,
+            command: ModelsCommand::Run(args),
+        } => run_models(args, false).await,
+        Command::Models {
+            command: ModelsCommand::Test(args),
+        } => run_models(args, true).await,
         Command::Sim(args) => serve_simulator(args).await,
         Command::Loads(args) => list_loads(args).await,
         Command::Replay(args) => replay(args).await,
@@ -300,13 +304,25 @@ async fn run_reported(
                 .unwrap_or_default(),
         );
     }
-    Ok((run.exit_code as u8, orchestrate::pipes::run_failure(&run)))
+    let failure = orchestrate::pipes::run_failure(&run);
+    if args.models && run.exit_code == 0 {
+        let changed: Vec<String> = run
+            .streams
+            .iter()
+            .filter(|s| s.rows_inserted + s.rows_updated + s.rows_deleted > 0)
+            .map(|s| s.stream.clone())
+            .collect();
+        let report = transform::changed_models(&config, &changed).await?;
+        eprint!("{}", report.render());
+        return Ok((report.exit_code() as u8, failure));
+    }
+    Ok((run.exit_code as u8, failure))
 }
 
 /// `syncline plan`: the streams a run would load, as a table or JSON.
 fn plan(args: PlanArgs) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
-    let plan = orchestrate::plan::plan(&config);
+    let plan = orchestrate::plan::plan(&config)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -398,17 +414,22 @@ async fn query(args: QueryArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
-async fn run_models(config: &Path, models: &Path) -> Result<u8, Error> {
-    let config = Config::load(config)?;
-    let ctx = transform::lake_session(&config).await?;
-    for run in transform::run_models(&ctx, &transform::models_in(models)?).await? {
-        println!("model {} ({} rows)", run.name, run.rows);
-        println!(
-            "{}",
-            arrow::util::pretty::pretty_format_batches(&run.batches)?
-        );
+async fn run_models(args: ModelsArgs, test_only: bool) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let report = transform::models_command(
+        &config,
+        args.models.as_deref(),
+        args.select.as_deref(),
+        args.full_refresh,
+        test_only,
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
     }
-    Ok(0)
+    Ok(report.exit_code() as u8)
 }
 
 async fn serve_simulator(args: SimArgs) -> Result<u8, Error> {

@@ -29,6 +29,7 @@ pub use crate::sources::postgres::config::{
     PostgresMode, PostgresSourceConfig, PostgresTableConfig,
 };
 pub use crate::sources::salesforce::config::{JwtKey, SalesforceAuth, SalesforceConfig};
+pub use crate::transform::config::{Materialized, ModelSettings, ModelsConfig};
 use document::Document;
 pub use schedule::ReconcileConfig;
 pub use transform::{CAST_TYPES, ColumnCase};
@@ -71,6 +72,9 @@ pub struct Config {
     /// Per-stream settings, keyed by stream name; every key must be one of `source.streams`.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamSettings>,
+    /// SQL models materialized into the destination; absent: no models and no mirror.
+    #[serde(default)]
+    pub models: Option<ModelsConfig>,
     /// A reconcile `syncline run` runs by itself, per stream, on a schedule (see README,
     /// "Reconcile"). None when the section is absent.
     #[serde(default)]
@@ -278,6 +282,13 @@ impl Config {
         lake.root_url(&self.staging.url, &self.pipeline.name)
     }
 
+    /// Whether loads are also merged into the staging store's Delta mirror (`[models]` with
+    /// `mirror = true` and a destination other than the lake, whose tables models read).
+    pub fn mirrors(&self) -> bool {
+        !matches!(self.destination, DestinationConfig::Lake(_))
+            && self.models.as_ref().is_some_and(|m| m.mirror)
+    }
+
     /// Checks what parsing cannot: the pipeline's own keys here, each connector's keys in
     /// its own `validate`.
     fn validate(&self) -> std::result::Result<(), KeyError> {
@@ -356,6 +367,9 @@ impl Config {
             DestinationConfig::Postgres(p) => p.validate()?,
             DestinationConfig::Lake(l) => l.validate()?,
             DestinationConfig::Snowflake(s) => s.validate()?,
+        }
+        if let Some(models) = &self.models {
+            models.validate()?;
         }
         if let Some(reconcile) = &self.reconcile {
             reconcile.validate()?;

@@ -33,6 +33,7 @@ use crate::reconcile::drift::{DriftError, ListRequest, Listing};
 
 pub mod lake;
 mod layout;
+pub mod mirror;
 mod plan;
 pub mod postgres;
 pub mod snowflake;
@@ -80,6 +81,9 @@ pub enum ContractError {
          was not applied"
     )]
     CommittedMeanwhile { load_id: String },
+    /// A models feature this destination does not have yet.
+    #[error("{what} are not supported by this destination yet")]
+    Unsupported { what: &'static str },
 }
 
 impl Classified for ContractError {
@@ -87,6 +91,7 @@ impl Classified for ContractError {
         match self {
             ContractError::ReceivedDiffers { .. } => ErrorKind::Reconciliation,
             ContractError::CommittedMeanwhile { .. } => ErrorKind::Destination,
+            ContractError::Unsupported { .. } => ErrorKind::Config,
         }
     }
 }
@@ -213,6 +218,26 @@ pub trait Destination: Send + Sync {
     /// computes them the same way.
     fn hashes_rows_as_arrow(&self) -> bool {
         false
+    }
+
+    /// Models: drops `table` when it exists (a model's build table left by an earlier run).
+    async fn drop_table(&self, table: &str) -> Result<()> {
+        let _ = table;
+        Err(ContractError::Unsupported {
+            what: "model tables",
+        }
+        .into())
+    }
+
+    /// Models: replaces `target` with the table `build` (created and loaded by `ensure_table`
+    /// and `merge`) in one transaction, so a reader sees the old table or the new one, never
+    /// a half; `build` is gone afterwards.
+    async fn swap_table(&self, build: &str, target: &str) -> Result<()> {
+        let _ = (build, target);
+        Err(ContractError::Unsupported {
+            what: "model tables",
+        }
+        .into())
     }
 
     async fn list_keys(&self, request: &ListRequest) -> Result<Listing> {

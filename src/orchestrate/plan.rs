@@ -21,8 +21,10 @@ pub struct Plan {
     /// The destination's `type`.
     pub destination: &'static str,
     pub streams: Vec<StreamPlan>,
-    /// SQL models and what they read (filled in once models form a graph; empty until then).
-    pub models: Vec<serde_json::Value>,
+    /// SQL models of the pipeline's `[models]`, each after what it reads: name, file,
+    /// materialization, key, tests and `depends_on` (streams and models), so an orchestrator
+    /// can put one asset per model downstream of the streams it reads.
+    pub models: Vec<crate::transform::ModelNode>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +51,13 @@ pub struct CheckPlan {
 }
 
 /// The plan of `config`.
-pub fn plan(config: &Config) -> Plan {
+pub fn plan(config: &Config) -> crate::Result<Plan> {
+    // Only a pipeline with `[models]` has models to orchestrate; a cycle or an unknown name
+    // is the same configuration error `models run` gives.
+    let models = match config.models {
+        Some(_) => crate::transform::model_graph(config, None)?.models,
+        None => Vec::new(),
+    };
     let streams = config
         .source
         .streams()
@@ -67,7 +75,7 @@ pub fn plan(config: &Config) -> Plan {
             }],
         })
         .collect();
-    Plan {
+    Ok(Plan {
         pipeline: config.pipeline.name.clone(),
         source: match config.source {
             SourceConfig::Hubspot(_) => "hubspot",
@@ -81,8 +89,8 @@ pub fn plan(config: &Config) -> Plan {
             DestinationConfig::Snowflake(_) => "snowflake",
         },
         streams,
-        models: Vec::new(),
-    }
+        models,
+    })
 }
 
 /// The table a stream merges into, as a user would name it (destinations quote it themselves).

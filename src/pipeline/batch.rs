@@ -747,6 +747,8 @@ impl<'a> StreamRunner<'a> {
         manifest: &Manifest,
         outcome: &MergeOutcome,
     ) -> Result<()> {
+        // After the destination committed the load, before the state says so (see `mirror`).
+        crate::destinations::mirror::apply(self.config, &self.stage, manifest).await?;
         if !manifest.keeps_cursor {
             state.cursor = Some(manifest.cursor.to);
             if manifest.source_state.is_some() {

@@ -293,6 +293,7 @@ async fn replay_locked(
         let mut report = StreamReport::new(stream);
         report.recovered = true;
         let outcome = runner.merge(&request, &mut report).await?;
+        crate::destinations::mirror::apply(config, &runner.stage, &request).await?;
         info!(stream, load_id = %manifest.load_id, ledger_id = %request.load_id, inserted = outcome.inserted, updated = outcome.updated, deleted = outcome.deleted, "replayed");
         done.push(Replayed {
             load_id: manifest.load_id,

@@ -14,6 +14,50 @@ use crate::config::{Config, DestinationConfig};
 use crate::destinations::lake::LakeDestination;
 use crate::error::{Classified, ErrorKind};
 
+pub mod config;
+pub mod graph;
+pub mod materialize;
+
+pub use graph::{ModelGraph, ModelNode, ModelTest, model_graph};
+pub use materialize::{ModelsOptions, ModelsReport};
+
+/// `syncline models run` (or with `test_only`, `models test`): the graph of `dir` (default
+/// `[models] dir`), the `--select`ed models, and for `models test` the singular tests too.
+pub async fn models_command(
+    config: &Config,
+    dir: Option<&Path>,
+    select: Option<&str>,
+    full_refresh: bool,
+    test_only: bool,
+) -> Result<ModelsReport> {
+    let graph = model_graph(config, dir)?;
+    let selected = select.map(|s| graph.select(s)).transpose()?;
+    let options = ModelsOptions {
+        selected,
+        full_refresh,
+        test_only,
+    };
+    let mut report = materialize::run_graph(config, &graph, &options).await?;
+    if test_only {
+        report.singular = materialize::run_singular_tests(config, &graph).await?;
+    }
+    Ok(report)
+}
+
+/// `syncline run --models`: builds the models that read (directly or through other models)
+/// a stream whose load changed rows. Nothing when the pipeline has no `[models]`.
+pub async fn changed_models(config: &Config, changed: &[String]) -> Result<ModelsReport> {
+    if config.models.is_none() {
+        return Ok(ModelsReport::default());
+    }
+    let graph = model_graph(config, None)?;
+    let options = ModelsOptions {
+        selected: Some(graph.downstream_of(changed)),
+        ..ModelsOptions::default()
+    };
+    materialize::run_graph(config, &graph, &options).await
+}
+
 /// One SQL model.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -21,22 +65,38 @@ pub struct Model {
     pub sql: String,
 }
 
-/// The example models shipped in `models/`, compiled in so `syncline demo` runs anywhere.
-pub fn example_models() -> Vec<Model> {
+/// The example models shipped in `models/`, by folder (`hubspot`, `salesforce`, and their
+/// singular tests under `tests/`), compiled in so `syncline demo` runs anywhere.
+pub fn example_models() -> Vec<(&'static str, &'static str, &'static str)> {
+    macro_rules! model {
+        ($folder:literal, $name:literal) => {
+            (
+                $folder,
+                $name,
+                include_str!(concat!("../../models/", $folder, "/", $name, ".sql")),
+            )
+        };
+    }
     vec![
-        Model {
-            name: "contacts_by_lifecycle".into(),
-            sql: include_str!("../../models/contacts_by_lifecycle.sql").into(),
-        },
-        Model {
-            name: "deal_pipeline".into(),
-            sql: include_str!("../../models/deal_pipeline.sql").into(),
-        },
-        Model {
-            name: "opportunities_by_stage".into(),
-            sql: include_str!("../../models/opportunities_by_stage.sql").into(),
-        },
+        model!("hubspot", "contacts_by_lifecycle"),
+        model!("hubspot", "deal_pipeline"),
+        model!("hubspot", "duplicate_contacts"),
+        model!("salesforce", "contacts_with_company"),
+        model!("salesforce", "opportunities_by_stage"),
+        model!("salesforce", "opportunities_won_by_account"),
+        model!("tests/salesforce", "won_means_closed_won"),
     ]
+}
+
+/// Writes the example models under `dir` (`dir/hubspot/*.sql`, `dir/salesforce/*.sql`,
+/// `dir/tests/salesforce/*.sql`).
+pub fn write_example_models(dir: &Path) -> std::io::Result<()> {
+    for (folder, name, sql) in example_models() {
+        let folder = dir.join(folder);
+        std::fs::create_dir_all(&folder)?;
+        std::fs::write(folder.join(format!("{name}.sql")), sql)?;
+    }
+    Ok(())
 }
 
 /// What can go wrong running SQL over the lake.
@@ -49,7 +109,7 @@ pub enum TransformError {
         source: std::io::Error,
     },
     #[error(
-        "`syncline query` and models read the lake destination; this pipeline's destination.type is not \"lake\" (query PostgreSQL with psql)"
+        "`syncline query` and models read the lake destination or the staging mirror; this pipeline's destination.type is not \"lake\" and it has no [models] table with mirror = true (query PostgreSQL with psql)"
     )]
     NotALake,
     #[error("lake: register the store of {stream}")]
@@ -73,12 +133,94 @@ pub enum TransformError {
         #[source]
         source: datafusion::error::DataFusionError,
     },
+    #[error("cannot read the model {}", file.display())]
+    ModelFile {
+        file: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: the SQL does not parse", file.display())]
+    ModelSql {
+        file: std::path::PathBuf,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("{}: a model is one SELECT; this file holds {statements} statements", file.display())]
+    NotOneSelect {
+        file: std::path::PathBuf,
+        statements: usize,
+    },
+    #[error("{}: {message}", file.display())]
+    Header {
+        file: std::path::PathBuf,
+        message: String,
+    },
+    #[error("[models.{name}] tests: {message}")]
+    ConfiguredTest { name: String, message: String },
+    #[error("two models are named {name}: {} and {}", first.display(), second.display())]
+    DuplicateModel {
+        name: String,
+        first: std::path::PathBuf,
+        second: std::path::PathBuf,
+    },
+    #[error("[models.{name}] names no model in {}", dir.display())]
+    UnknownModelSettings {
+        name: String,
+        dir: std::path::PathBuf,
+    },
+    #[error("{}: `{name}` is neither a stream of this pipeline nor a model", file.display())]
+    UnknownName {
+        file: std::path::PathBuf,
+        name: String,
+    },
+    #[error("{}: model {name} reads itself through a cycle: {path}", file.display())]
+    Cycle {
+        file: std::path::PathBuf,
+        name: String,
+        path: String,
+    },
+    #[error("{}: model {name} has the name of a stream; its table would replace the stream's", file.display())]
+    ModelNamedLikeStream {
+        file: std::path::PathBuf,
+        name: String,
+    },
+    #[error("--select {selector}: no model of that name")]
+    UnknownSelection { selector: String },
+    #[error(
+        "{}: materialized: view needs the lake destination (a view is DataFusion's); use table",
+        file.display()
+    )]
+    ViewNeedsLake { file: std::path::PathBuf },
+    #[error("{}: the key column {key} is not in the model's result", file.display())]
+    NoKeyColumn {
+        file: std::path::PathBuf,
+        key: String,
+    },
+    #[error(
+        "model {model}: load {load_id} reached the destination with other rows than were staged; nothing was swapped in"
+    )]
+    LoadDiffers { model: String, load_id: String },
 }
 
 impl Classified for TransformError {
     fn kind(&self) -> ErrorKind {
         match self {
-            TransformError::ModelsFolder { .. } | TransformError::NotALake => ErrorKind::Config,
+            TransformError::ModelsFolder { .. }
+            | TransformError::NotALake
+            | TransformError::ModelFile { .. }
+            | TransformError::ConfiguredTest { .. }
+            | TransformError::UnknownModelSettings { .. }
+            | TransformError::UnknownSelection { .. }
+            | TransformError::ViewNeedsLake { .. } => ErrorKind::Config,
+            TransformError::LoadDiffers { .. } => ErrorKind::Reconciliation,
+            TransformError::ModelSql { .. }
+            | TransformError::NotOneSelect { .. }
+            | TransformError::Header { .. }
+            | TransformError::DuplicateModel { .. }
+            | TransformError::ModelNamedLikeStream { .. }
+            | TransformError::UnknownName { .. }
+            | TransformError::Cycle { .. }
+            | TransformError::NoKeyColumn { .. } => ErrorKind::Sql,
             TransformError::Lake { .. } | TransformError::Register { .. } => ErrorKind::Destination,
             TransformError::Query(_) | TransformError::Model { .. } => ErrorKind::Sql,
         }
@@ -120,10 +262,11 @@ pub async fn lake_session(config: &Config) -> Result<SessionContext> {
 
 /// Registers the lake tables of one pipeline in `ctx` (several pipelines can share a session).
 pub async fn register_lake_tables(ctx: &SessionContext, config: &Config) -> Result<()> {
-    let DestinationConfig::Lake(lake) = &config.destination else {
-        return Err(TransformError::NotALake.into());
+    let destination = match &config.destination {
+        DestinationConfig::Lake(lake) => LakeDestination::from_config(config, lake)?,
+        _ if config.mirrors() => crate::destinations::mirror::mirror_lake(config)?,
+        _ => return Err(TransformError::NotALake.into()),
     };
-    let destination = LakeDestination::from_config(config, lake)?;
     for stream in config.source.streams() {
         if let Some(table) = destination.open_table(stream).await? {
             table

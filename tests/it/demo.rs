@@ -65,11 +65,26 @@ async fn the_demo_syncs_changes_runs_models_and_reconciles() {
         [
             "contacts_by_lifecycle",
             "deal_pipeline",
-            "opportunities_by_stage"
+            "duplicate_contacts",
+            "contacts_with_company",
+            "opportunities_by_stage",
+            "opportunities_won_by_account",
         ]
     );
     assert!(
-        summary.models.iter().all(|m| m.rows > 0),
+        summary
+            .models
+            .iter()
+            .all(|m| m.status == syncline::transform::materialize::ModelStatus::Built),
+        "{:?}",
+        summary.models
+    );
+    assert!(
+        summary
+            .models
+            .iter()
+            .filter(|m| m.name != "duplicate_contacts")
+            .all(|m| m.rows > 0),
         "{:?}",
         summary.models
     );

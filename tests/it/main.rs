@@ -16,6 +16,8 @@ mod hubspot_postgres;
 mod hubspot_snowflake;
 mod lake_memory;
 mod merge;
+mod models;
+mod models_slt;
 mod object_storage;
 mod orchestrators;
 mod postgres_source;

@@ -43,6 +43,7 @@
 pub mod config;
 mod error;
 mod merge;
+mod overwrite;
 mod s3;
 mod sql;
 mod tombstones;

@@ -11,6 +11,7 @@ pub mod config;
 mod copy;
 mod error;
 mod sql;
+mod swap;
 pub(super) mod types;
 
 use std::time::Instant;
@@ -409,6 +410,14 @@ impl Destination for PostgresDestination {
             Err(err) if ledger_missing(&err) => Ok(None),
             Err(err) => Err(pg_error("read the ledger", err).into()),
         }
+    }
+
+    async fn drop_table(&self, table: &str) -> Result<()> {
+        self.drop_model_table(table).await
+    }
+
+    async fn swap_table(&self, build: &str, target: &str) -> Result<()> {
+        self.swap_model_table(build, target).await
     }
 }
 

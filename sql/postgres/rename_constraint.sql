@@ -1,0 +1,1 @@
+ALTER TABLE {table} RENAME CONSTRAINT {from} TO {to}

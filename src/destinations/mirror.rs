@@ -1,0 +1,57 @@
+//! The mirror: for PostgreSQL and Snowflake pipelines with `[models]`, every load is also
+//! merged into a Delta table per stream under `{staging.url}/{pipeline}/mirror`, so SQL models
+//! read each stream's merged state with DataFusion and never read back from the warehouse.
+//!
+//! It is the lake destination's merge, so it keeps the same rules (newest version wins,
+//! deletes and tombstones, a complete full load's orphans) and the same idempotency: the load
+//! id is recorded in the Delta commit and a load already there is skipped. The pipeline
+//! applies a load to the mirror after the destination committed it and before the stream's
+//! state is committed; a crash in between leaves the load pending, and the next run, finding
+//! it in the destination's ledger, applies it to the mirror again (a no-op when the mirror
+//! already has it) before it commits the state. A pipeline that turns the mirror on later
+//! fills it with one `syncline run --full-refresh`.
+
+use crate::Result;
+use crate::config::{Config, LakeConfig};
+use crate::destinations::lake::LakeDestination;
+use crate::destinations::{Destination, MergeRequest};
+use crate::stage::{Manifest, Stage};
+
+/// The mirror's Delta tables: `{staging.url}/{pipeline.name}/mirror/{stream}`.
+pub fn mirror_lake(config: &Config) -> Result<LakeDestination> {
+    let url = format!(
+        "{}/{}/mirror",
+        config.staging.url.trim_end_matches('/'),
+        config.pipeline.name
+    );
+    LakeDestination::from_config(config, &LakeConfig { url: Some(url) })
+}
+
+/// Merges one staged load into the stream's mirror table, when the pipeline keeps a mirror
+/// (`Config::mirrors`). Idempotent by load id; an empty load changes nothing.
+pub async fn apply(config: &Config, stage: &Stage, manifest: &Manifest) -> Result<()> {
+    if !config.mirrors() || manifest.rows == 0 {
+        return Ok(());
+    }
+    let lake = mirror_lake(config)?;
+    let request = MergeRequest {
+        load_id: manifest.load_id.clone(),
+        stream: manifest.stream.clone(),
+        table: manifest.stream.clone(),
+        key: manifest.key.clone(),
+        deletes: config.stream_settings(&manifest.stream).deletes,
+        schema: manifest.arrow_schema()?,
+        staged: manifest.fingerprint(),
+        files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+        complete: manifest.complete_as_of,
+    };
+    lake.ensure_table(&request).await?;
+    let outcome = lake.merge(&request, stage.read_load(manifest)).await?;
+    tracing::info!(
+        stream = %manifest.stream,
+        load_id = %manifest.load_id,
+        skipped = outcome.skipped,
+        "mirrored the load for models"
+    );
+    Ok(())
+}

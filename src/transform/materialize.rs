@@ -1,0 +1,856 @@
+//! Running models: each selected model is evaluated by DataFusion over the streams' merged
+//! state (the lake's tables, or the staging store's mirror), its tests run over the result,
+//! and only a result that passes is materialized:
+//!
+//! - `table`: the result is staged as a load (Parquet, manifest, read back and compared),
+//!   loaded into a build table beside the target through the ordinary merge (ledger row,
+//!   count and checksum compared), and swapped in atomically (PostgreSQL: drop and rename in
+//!   one transaction; the lake: one Delta overwrite commit). A failing test leaves the
+//!   previous table as it was.
+//! - `incremental`: the same load merged by key into the table (newest version wins), so
+//!   rows are added and updated and none removed. After its first run, the streams it reads
+//!   hold only the rows written by loads newer than the model's cursor (per stream, the
+//!   newest `_syncline_load_id` it merged, saved in the stage after the load committed);
+//!   `--full-refresh` recomputes everything and replaces the table.
+//! - `view`: registered in the session only (lake destination only).
+//!
+//! Every materialized row carries the model's key (or `model_row`, numbered 1.. when the
+//! model declares none), `_syncline_version` (the run's time) and the destination's own
+//! bookkeeping columns. Models of one level run concurrently; a model whose dependency
+//! failed is not run.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMillisecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::{Config, DestinationConfig, Materialized};
+use crate::destinations::lake::LakeDestination;
+use crate::destinations::{Destination, MergeOutcome, MergeRequest};
+use crate::error::ErrorKind;
+use crate::load::{CursorRange, DeleteMode, LoadMode};
+use crate::reconcile::{Fingerprint, batch_fingerprint};
+use crate::schema::{DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, timestamp_type};
+use crate::sql::quote_ident;
+use crate::stage::{LoadWriter, Manifest, Stage, columns_of};
+use crate::transform::graph::{ModelGraph, ModelNode, ModelTest};
+use crate::transform::{TransformError, lake_session};
+use crate::{Error, Result};
+
+/// The key column added to a model that declares none.
+pub const ROW_KEY: &str = "model_row";
+/// Example rows shown per failing test.
+const EXAMPLES: usize = 5;
+
+/// What `models run` / `models test` do.
+#[derive(Debug, Clone, Default)]
+pub struct ModelsOptions {
+    /// Models to run (with `--select`); every model when `None`.
+    pub selected: Option<BTreeSet<String>>,
+    /// Rebuild incremental models as tables.
+    pub full_refresh: bool,
+    /// Evaluate and test only; materialize nothing (`models test`).
+    pub test_only: bool,
+}
+
+/// How one model ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Materialized (or, for `models test`, every test passed).
+    Built,
+    /// A test failed: nothing was materialized, the previous table stays.
+    TestsFailed,
+    Failed,
+    /// A model it reads failed or failed its tests.
+    NotRun,
+}
+
+/// One failing test: how many rows fail it and a few of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestFailure {
+    pub model: String,
+    pub test: String,
+    pub failing_rows: u64,
+    /// The first failing rows as a table.
+    pub examples: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelOutcome {
+    pub name: String,
+    pub materialized: Materialized,
+    pub status: ModelStatus,
+    pub rows: u64,
+    pub load_id: Option<String>,
+    pub failures: Vec<TestFailure>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub exit_code: i32,
+}
+
+/// What a models run did, model by model in dependency order, plus singular tests.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelsReport {
+    pub models: Vec<ModelOutcome>,
+    /// Failing singular tests (`models test`).
+    pub singular: Vec<TestFailure>,
+}
+
+impl ModelsReport {
+    /// 0 when everything passed; a failed model's exit code; 3 when only tests failed.
+    pub fn exit_code(&self) -> i32 {
+        if let Some(failed) = self.models.iter().find(|m| m.status == ModelStatus::Failed) {
+            return failed.exit_code;
+        }
+        if !self.singular.is_empty()
+            || self
+                .models
+                .iter()
+                .any(|m| m.status == ModelStatus::TestsFailed)
+        {
+            return ErrorKind::Reconciliation.exit_code();
+        }
+        0
+    }
+
+    /// The report as people read it: one line per model, then a table per failing test.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for m in &self.models {
+            let status = match m.status {
+                ModelStatus::Built => "ok",
+                ModelStatus::TestsFailed => "tests failed (previous table kept)",
+                ModelStatus::Failed => "failed",
+                ModelStatus::NotRun => "not run (a model it reads failed)",
+            };
+            out.push_str(&format!(
+                "model {} ({}): {} rows, {status}\n",
+                m.name,
+                m.materialized.name(),
+                m.rows
+            ));
+            if let Some(error) = &m.error {
+                out.push_str(&format!("  error: {error}\n"));
+            }
+        }
+        let failures: Vec<&TestFailure> = self
+            .models
+            .iter()
+            .flat_map(|m| m.failures.iter())
+            .chain(self.singular.iter())
+            .collect();
+        if !failures.is_empty() {
+            out.push_str("\nfailing tests\n");
+            for f in failures {
+                out.push_str(&format!(
+                    "{} {}: {} failing rows\n{}\n",
+                    f.model, f.test, f.failing_rows, f.examples
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Runs (or with `test_only`, evaluates and tests) the selected models of `graph` in
+/// dependency order. A model's own failure is in the report; an error here means nothing
+/// could start (the session, the destination, a view on a destination that cannot hold one).
+pub async fn run_graph(
+    config: &Config,
+    graph: &ModelGraph,
+    options: &ModelsOptions,
+) -> Result<ModelsReport> {
+    let is_lake = matches!(config.destination, DestinationConfig::Lake(_));
+    let selected = |name: &str| options.selected.as_ref().is_none_or(|s| s.contains(name));
+    if !is_lake && !options.test_only {
+        if let Some(view) = graph
+            .models
+            .iter()
+            .find(|m| m.materialized == Materialized::View && selected(&m.name))
+        {
+            return Err(TransformError::ViewNeedsLake {
+                file: view.file.clone(),
+            }
+            .into());
+        }
+    }
+    let ctx = lake_session(config).await?;
+    let target = if options.test_only {
+        None
+    } else {
+        Some(Target::open(config).await?)
+    };
+    let mut report = ModelsReport::default();
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    for level in &graph.levels {
+        let runs = level.iter().map(|&i| {
+            let model = &graph.models[i];
+            let blocked = model.depends_on.iter().any(|d| failed.contains(d));
+            let ctx = &ctx;
+            let target = target.as_ref();
+            async move {
+                if !selected(&model.name) {
+                    // Read by a selected model: evaluated on the fly as a view.
+                    register_view(ctx, model)
+                        .await
+                        .err()
+                        .map(|err| outcome(model, ModelStatus::Failed, 0).with_error(&err))
+                } else if blocked {
+                    Some(outcome(model, ModelStatus::NotRun, 0))
+                } else {
+                    Some(run_model(config, ctx, target, model, options).await)
+                }
+            }
+        });
+        for result in futures::future::join_all(runs).await.into_iter().flatten() {
+            if result.status != ModelStatus::Built {
+                failed.insert(result.name.clone());
+            }
+            report.models.push(result);
+        }
+    }
+    Ok(report)
+}
+
+/// Runs the singular tests (`NAME.sql` in the tests folder, each returning failing rows)
+/// in the session the models of `report` left.
+pub async fn run_singular_tests(config: &Config, graph: &ModelGraph) -> Result<Vec<TestFailure>> {
+    let dir = config.models.clone().unwrap_or_default().tests;
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = lake_session(config).await?;
+    for model in &graph.models {
+        register_view(&ctx, model).await?;
+    }
+    let mut failures = Vec::new();
+    for file in files {
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let sql = std::fs::read_to_string(&file).map_err(|source| TransformError::ModelFile {
+            file: file.clone(),
+            source,
+        })?;
+        let sql = sql.trim().trim_end_matches(';');
+        let batches = evaluate(&ctx, &name, sql).await?;
+        if let Some(failure) = failure_of("tests", &name, &batches)? {
+            failures.push(failure);
+        }
+    }
+    Ok(failures)
+}
+
+fn outcome(model: &ModelNode, status: ModelStatus, rows: u64) -> ModelOutcome {
+    ModelOutcome {
+        name: model.name.clone(),
+        materialized: model.materialized,
+        status,
+        rows,
+        load_id: None,
+        failures: Vec::new(),
+        error: None,
+        exit_code: 0,
+    }
+}
+
+impl ModelOutcome {
+    fn with_error(mut self, err: &Error) -> ModelOutcome {
+        self.status = ModelStatus::Failed;
+        self.error = Some(err.report());
+        self.exit_code = err.exit_code();
+        self
+    }
+}
+
+async fn register_view(ctx: &SessionContext, model: &ModelNode) -> Result<()> {
+    let model_error = |source| TransformError::Model {
+        model: model.name.clone(),
+        source,
+    };
+    let frame = ctx.sql(&model.sql).await.map_err(model_error)?;
+    let _ = ctx.deregister_table(model.name.as_str());
+    ctx.register_table(
+        datafusion::common::TableReference::bare(model.name.as_str()),
+        frame.into_view(),
+    )
+    .map_err(model_error)?;
+    Ok(())
+}
+
+async fn evaluate(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+    let model_error = |source| TransformError::Model {
+        model: name.to_string(),
+        source,
+    };
+    let frame = ctx.sql(sql).await.map_err(model_error)?;
+    Ok(frame.collect().await.map_err(model_error)?)
+}
+
+async fn run_model(
+    config: &Config,
+    ctx: &SessionContext,
+    target: Option<&Target>,
+    model: &ModelNode,
+    options: &ModelsOptions,
+) -> ModelOutcome {
+    match try_run_model(config, ctx, target, model, options).await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            warn!(model = %model.name, error = %err, "model failed");
+            outcome(model, ModelStatus::Failed, 0).with_error(&err)
+        }
+    }
+}
+
+async fn try_run_model(
+    config: &Config,
+    ctx: &SessionContext,
+    target: Option<&Target>,
+    model: &ModelNode,
+    options: &ModelsOptions,
+) -> Result<ModelOutcome> {
+    // An incremental model with a cursor reads only the rows of loads newer than it.
+    let incremental = match target {
+        Some(target) if model.materialized == Materialized::Incremental => {
+            let cursor = if options.full_refresh {
+                None
+            } else {
+                target.cursor(config, &model.name).await?
+            };
+            let reached = newest_loads(ctx, model).await?;
+            Some((cursor, reached))
+        }
+        _ => None,
+    };
+    let batches = match &incremental {
+        Some((Some(cursor), reached)) => {
+            let changed = changed_rows_session(config, ctx, model, cursor, reached).await?;
+            evaluate(&changed, &model.name, &model.sql).await?
+        }
+        _ => evaluate(ctx, &model.name, &model.sql).await?,
+    };
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => ctx
+            .sql(&model.sql)
+            .await
+            .map_err(|source| TransformError::Model {
+                model: model.name.clone(),
+                source,
+            })?
+            .schema()
+            .inner()
+            .clone(),
+    };
+    // Dependents and tests read this result, not a second evaluation.
+    let table = MemTable::try_new(schema.clone(), vec![batches.clone()]).map_err(|source| {
+        TransformError::Model {
+            model: model.name.clone(),
+            source,
+        }
+    })?;
+    let _ = ctx.deregister_table(model.name.as_str());
+    ctx.register_table(
+        datafusion::common::TableReference::bare(model.name.as_str()),
+        Arc::new(table),
+    )
+    .map_err(|source| TransformError::Model {
+        model: model.name.clone(),
+        source,
+    })?;
+
+    let mut tests = model.tests.clone();
+    if let Some(key) = &model.key {
+        if model.materialized != Materialized::View {
+            if schema.field_with_name(key).is_err() {
+                return Err(TransformError::NoKeyColumn {
+                    file: model.file.clone(),
+                    key: key.clone(),
+                }
+                .into());
+            }
+            // A key that repeats or is missing would lose rows in the merge: never load it.
+            for implied in [
+                ModelTest::NotNull {
+                    column: key.clone(),
+                },
+                ModelTest::Unique {
+                    column: key.clone(),
+                },
+            ] {
+                if !tests.contains(&implied) {
+                    tests.push(implied);
+                }
+            }
+        }
+    }
+    let mut failures = Vec::new();
+    for test in &tests {
+        let sql = test_sql(&model.name, test);
+        let failing = evaluate(ctx, &model.name, &sql).await?;
+        if let Some(failure) = failure_of(&model.name, &test.to_string(), &failing)? {
+            failures.push(failure);
+        }
+    }
+    let mut result = outcome(model, ModelStatus::Built, rows);
+    if !failures.is_empty() {
+        warn!(model = %model.name, failing = failures.len(), "model tests failed; nothing materialized");
+        result.status = ModelStatus::TestsFailed;
+        result.failures = failures;
+        return Ok(result);
+    }
+    let Some(target) = target else {
+        return Ok(result);
+    };
+    if model.materialized == Materialized::View {
+        return Ok(result);
+    }
+    let load_id = uuid::Uuid::now_v7().to_string();
+    result.load_id = Some(load_id.clone());
+    let (manifest, shaped) =
+        stage_result(config, &target.stage, model, &load_id, &schema, batches).await?;
+    let replace = model.materialized == Materialized::Table || options.full_refresh;
+    let outcome = target.load(model, &manifest, shaped, replace).await?;
+    if !outcome.skipped && outcome.received != manifest.fingerprint() {
+        return Err(TransformError::LoadDiffers {
+            model: model.name.clone(),
+            load_id,
+        }
+        .into());
+    }
+    // Saved only now: a run that failed before here reads the same loads again.
+    if let Some((_, reached)) = incremental {
+        target.save_cursor(config, &model.name, &reached).await?;
+    }
+    info!(model = %model.name, rows, materialized = model.materialized.name(), "model built");
+    Ok(result)
+}
+
+/// An incremental model's cursor: per stream it reads, the newest load id it has merged.
+/// Load ids are UUIDv7, so they sort by time, and one stream's loads commit in that order
+/// (one run at a time holds its lease).
+type ModelCursor = std::collections::BTreeMap<String, String>;
+
+/// The newest load id in each stream the model reads (streams without rows are left out).
+async fn newest_loads(ctx: &SessionContext, model: &ModelNode) -> Result<ModelCursor> {
+    let mut reached = ModelCursor::new();
+    for dep in &model.depends_on {
+        let Ok(provider) = ctx.table_provider(dep.as_str()).await else {
+            continue;
+        };
+        if provider.schema().field_with_name(LOAD_ID_COLUMN).is_err() {
+            continue;
+        }
+        let sql = format!(
+            "SELECT max({}) FROM {}",
+            quote_ident(LOAD_ID_COLUMN),
+            quote_ident(dep)
+        );
+        let batches = evaluate(ctx, &model.name, &sql).await?;
+        if let Some(batch) = batches.first().filter(|b| b.num_rows() > 0) {
+            let column = cast(batch.column(0), &DataType::Utf8)?;
+            let values = column.as_string::<i32>();
+            if values.is_valid(0) {
+                reached.insert(dep.clone(), values.value(0).to_string());
+            }
+        }
+    }
+    Ok(reached)
+}
+
+/// A session where each stream the model reads holds only the rows of loads after `cursor`
+/// and up to `reached`; models it reads are as in `ctx`.
+async fn changed_rows_session(
+    config: &Config,
+    ctx: &SessionContext,
+    model: &ModelNode,
+    cursor: &ModelCursor,
+    reached: &ModelCursor,
+) -> Result<SessionContext> {
+    let changed = lake_session(config).await?;
+    let model_error = |source| TransformError::Model {
+        model: model.name.clone(),
+        source,
+    };
+    for dep in &model.depends_on {
+        let provider = ctx
+            .table_provider(dep.as_str())
+            .await
+            .map_err(model_error)?;
+        let _ = changed.deregister_table(dep.as_str());
+        match reached.get(dep) {
+            Some(newest) if config.source.streams().contains(dep) => {
+                let all = format!("__all_{dep}");
+                changed
+                    .register_table(
+                        datafusion::common::TableReference::bare(all.as_str()),
+                        provider,
+                    )
+                    .map_err(model_error)?;
+                let after = cursor.get(dep).cloned().unwrap_or_default();
+                let id = quote_ident(LOAD_ID_COLUMN);
+                let sql = format!(
+                    "SELECT * FROM {} WHERE {id} > '{}' AND {id} <= '{}'",
+                    quote_ident(&all),
+                    after.replace('\'', "''"),
+                    newest.replace('\'', "''")
+                );
+                let view = changed.sql(&sql).await.map_err(model_error)?.into_view();
+                changed
+                    .register_table(datafusion::common::TableReference::bare(dep.as_str()), view)
+                    .map_err(model_error)?;
+            }
+            _ => {
+                changed
+                    .register_table(
+                        datafusion::common::TableReference::bare(dep.as_str()),
+                        provider,
+                    )
+                    .map_err(model_error)?;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// The SELECT returning a test's failing rows (DataFusion SQL over the registered result).
+fn test_sql(model: &str, test: &ModelTest) -> String {
+    let m = quote_ident(model);
+    match test {
+        ModelTest::Unique { column } => {
+            let c = quote_ident(column);
+            format!(
+                "SELECT {c}, count(*) AS occurrences FROM {m} WHERE {c} IS NOT NULL \
+                 GROUP BY {c} HAVING count(*) > 1"
+            )
+        }
+        ModelTest::NotNull { column } => {
+            format!("SELECT * FROM {m} WHERE {} IS NULL", quote_ident(column))
+        }
+        ModelTest::AcceptedValues { column, values } => {
+            let c = quote_ident(column);
+            let list: Vec<String> = values
+                .iter()
+                .map(|v| format!("'{}'", v.replace('\'', "''")))
+                .collect();
+            format!(
+                "SELECT * FROM {m} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({})",
+                list.join(", ")
+            )
+        }
+        ModelTest::Relationships {
+            column,
+            to,
+            to_column,
+        } => {
+            let c = quote_ident(column);
+            let tc = quote_ident(to_column);
+            format!(
+                "SELECT * FROM {m} WHERE {c} IS NOT NULL AND {c} NOT IN \
+                 (SELECT {tc} FROM {} WHERE {tc} IS NOT NULL)",
+                quote_ident(to)
+            )
+        }
+    }
+}
+
+fn failure_of(model: &str, test: &str, failing: &[RecordBatch]) -> Result<Option<TestFailure>> {
+    let rows: u64 = failing.iter().map(|b| b.num_rows() as u64).sum();
+    if rows == 0 {
+        return Ok(None);
+    }
+    let mut examples = Vec::new();
+    let mut left = EXAMPLES;
+    for batch in failing {
+        if left == 0 {
+            break;
+        }
+        let take = batch.num_rows().min(left);
+        examples.push(batch.slice(0, take));
+        left -= take;
+    }
+    Ok(Some(TestFailure {
+        model: model.to_string(),
+        test: test.to_string(),
+        failing_rows: rows,
+        examples: arrow::util::pretty::pretty_format_batches(&examples)?.to_string(),
+    }))
+}
+
+/// The stageable type of a model column (the stage holds int64, float64, utf8, boolean,
+/// date32 and UTC timestamps).
+fn stageable(data_type: &DataType) -> Option<DataType> {
+    use DataType::*;
+    match data_type {
+        Int64 | Float64 | Utf8 | Boolean | Date32 => None,
+        Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32 | UInt64 => Some(Int64),
+        Float16 | Float32 | Decimal128(..) | Decimal256(..) => Some(Float64),
+        Utf8View | LargeUtf8 => Some(Utf8),
+        Date64 => Some(Date32),
+        Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => None,
+        Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => None,
+        Timestamp(..) => Some(timestamp_type()),
+        _ => None,
+    }
+}
+
+/// The model's rows as a load: stageable types, the key (`model_row` when none), the run's
+/// version and `_syncline_deleted = false`.
+fn shape(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    key: Option<&str>,
+    version_ms: i64,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut fields: Vec<Field> = Vec::new();
+    if key.is_none() {
+        fields.push(Field::new(ROW_KEY, DataType::Int64, false));
+    }
+    for field in schema.fields() {
+        let ty = stageable(field.data_type()).unwrap_or_else(|| field.data_type().clone());
+        let nullable = field.is_nullable() && Some(field.name().as_str()) != key;
+        fields.push(Field::new(field.name(), ty, nullable));
+    }
+    fields.push(Field::new(VERSION_COLUMN, timestamp_type(), false));
+    fields.push(Field::new(DELETED_COLUMN, DataType::Boolean, false));
+    let shaped_schema = Arc::new(Schema::new(fields));
+    let mut out = Vec::new();
+    let mut next_row = 1i64;
+    for batch in batches {
+        let n = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        if key.is_none() {
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                next_row..next_row + n as i64,
+            )));
+            next_row += n as i64;
+        }
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            match stageable(field.data_type()) {
+                Some(to) => columns.push(cast(column, &to)?),
+                None => columns.push(column.clone()),
+            }
+        }
+        columns.push(Arc::new(
+            TimestampMillisecondArray::from(vec![version_ms; n]).with_timezone("UTC"),
+        ));
+        columns.push(Arc::new(BooleanArray::from(vec![false; n])));
+        out.push(RecordBatch::try_new(shaped_schema.clone(), columns)?);
+    }
+    Ok((shaped_schema, out))
+}
+
+/// Stages a model's result as a load: Parquet files, read back and compared, then the
+/// manifest. Returns the manifest and the shaped batches.
+async fn stage_result(
+    config: &Config,
+    stage: &Stage,
+    model: &ModelNode,
+    load_id: &str,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(Manifest, Vec<RecordBatch>)> {
+    let version_ms = chrono::Utc::now().timestamp_millis();
+    let (shaped_schema, shaped) = shape(&batches, schema, model.key.as_deref(), version_ms)?;
+    let key = model.key.clone().unwrap_or_else(|| ROW_KEY.to_string());
+    let pipeline = &config.pipeline.name;
+    let dir = stage.load_dir(pipeline, &model.name, load_id);
+    let mut writer = LoadWriter::new(stage, dir, shaped_schema.clone(), config.pipeline.file_rows);
+    let mut computed = Fingerprint::default();
+    for batch in &shaped {
+        computed.merge(batch_fingerprint(batch, &key)?);
+        writer.write(batch).await?;
+    }
+    let files = writer.finish().await?;
+    let mut manifest = Manifest {
+        format_version: 1,
+        pipeline: pipeline.clone(),
+        stream: model.name.clone(),
+        load_id: load_id.to_string(),
+        mode: LoadMode::Full,
+        created_at: chrono::Utc::now(),
+        key,
+        schema: columns_of(&shaped_schema)?,
+        cursor: CursorRange { from: None, to: 0 },
+        keeps_cursor: true,
+        source_state: None,
+        rows: 0,
+        checksum: 0,
+        files,
+        dead_letter: None,
+        complete_as_of: None,
+    };
+    let read_back = stage.fingerprint(&manifest).await?;
+    if read_back != computed {
+        return Err(TransformError::LoadDiffers {
+            model: model.name.clone(),
+            load_id: load_id.to_string(),
+        }
+        .into());
+    }
+    manifest.rows = read_back.rows;
+    manifest.checksum = read_back.checksum;
+    stage.write_manifest(&manifest).await?;
+    Ok((manifest, shaped))
+}
+
+/// Where model tables go: the destination, and the stage their loads pass through.
+struct Target {
+    stage: Stage,
+    destination: Arc<dyn Destination>,
+    lake: Option<LakeDestination>,
+}
+
+impl Target {
+    async fn open(config: &Config) -> Result<Target> {
+        let stage = Stage::open(&config.staging)?;
+        let destination = crate::destinations::build(config).await?;
+        destination.check().await?;
+        let lake = match &config.destination {
+            DestinationConfig::Lake(lake) => Some(LakeDestination::from_config(config, lake)?),
+            _ => None,
+        };
+        Ok(Target {
+            stage,
+            destination,
+            lake,
+        })
+    }
+
+    fn cursor_path(&self, config: &Config, model: &str) -> object_store::path::Path {
+        self.stage
+            .path(&[&config.pipeline.name, "_models", &format!("{model}.json")])
+    }
+
+    /// The incremental model's cursor; `None` before its first run.
+    async fn cursor(&self, config: &Config, model: &str) -> Result<Option<ModelCursor>> {
+        let path = self.cursor_path(config, model);
+        match self.stage.store().get(&path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await?;
+                Ok(Some(serde_json::from_slice(&bytes)?))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn save_cursor(&self, config: &Config, model: &str, reached: &ModelCursor) -> Result<()> {
+        let path = self.cursor_path(config, model);
+        self.stage
+            .store()
+            .put(&path, serde_json::to_vec_pretty(reached)?.into())
+            .await?;
+        Ok(())
+    }
+
+    /// Loads a staged model result: replacing the table, or merged by key into it.
+    async fn load(
+        &self,
+        model: &ModelNode,
+        manifest: &Manifest,
+        shaped: Vec<RecordBatch>,
+        replace: bool,
+    ) -> Result<MergeOutcome> {
+        let request = |table: String| -> Result<MergeRequest> {
+            Ok(MergeRequest {
+                load_id: manifest.load_id.clone(),
+                stream: model.name.clone(),
+                table,
+                key: manifest.key.clone(),
+                deletes: DeleteMode::Hard,
+                schema: manifest.arrow_schema()?,
+                staged: manifest.fingerprint(),
+                files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+                complete: None,
+            })
+        };
+        match (&self.lake, replace) {
+            (Some(lake), true) => {
+                lake.replace_table(&request(model.name.clone())?, shaped)
+                    .await
+            }
+            (_, false) => {
+                let request = request(model.name.clone())?;
+                self.destination.ensure_table(&request).await?;
+                self.destination
+                    .merge(&request, self.stage.read_load(manifest))
+                    .await
+            }
+            (None, true) => {
+                // Built beside the target, then swapped in: readers never see it half-built.
+                let build = format!("{}__build", model.name);
+                let request = request(build.clone())?;
+                self.destination.drop_table(&build).await?;
+                self.destination.ensure_table(&request).await?;
+                let outcome = self
+                    .destination
+                    .merge(&request, self.stage.read_load(manifest))
+                    .await?;
+                self.destination.swap_table(&build, &model.name).await?;
+                Ok(outcome)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_sql_quotes_every_name_and_value() {
+        let sql = test_sql(
+            "m",
+            &ModelTest::AcceptedValues {
+                column: "Stage".into(),
+                values: vec!["it's".into()],
+            },
+        );
+        assert_eq!(
+            sql,
+            "SELECT * FROM \"m\" WHERE \"Stage\" IS NOT NULL AND CAST(\"Stage\" AS VARCHAR) NOT IN ('it''s')"
+        );
+    }
+
+    #[test]
+    fn a_model_without_key_is_numbered() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, true)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow::array::Int32Array::from(vec![7, 8]))],
+        )
+        .unwrap();
+        let (shaped_schema, shaped) = shape(&[batch], &schema, None, 5).unwrap();
+        let names: Vec<&str> = shaped_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, [ROW_KEY, "n", VERSION_COLUMN, DELETED_COLUMN]);
+        assert_eq!(shaped[0].column(1).data_type(), &DataType::Int64);
+        let fp = batch_fingerprint(&shaped[0], ROW_KEY).unwrap();
+        assert_eq!(fp.rows, 2);
+    }
+}

@@ -1,0 +1,458 @@
+//! SQL models materialized into PostgreSQL: read from the staging store's mirror, tested
+//! before they replace their table, swapped in atomically; the example models equal the same
+//! SQL run by PostgreSQL itself over the loaded tables.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use syncline::reconcile::report::Status;
+use syncline::sim::SimConfig;
+use syncline::transform::materialize::ModelStatus;
+
+use crate::support::{Harness, connect, settle};
+
+fn sim() -> SimConfig {
+    SimConfig {
+        contacts: 600,
+        companies: 100,
+        deals: 400,
+        ..Default::default()
+    }
+}
+
+fn repo_models(folder: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(folder)
+}
+
+fn models_table(dir: &Path) -> String {
+    format!(
+        "[models]\ndir = \"{}\"\ntests = \"{}\"\n",
+        dir.display(),
+        dir.join("no-tests").display()
+    )
+}
+
+async fn harness(models: &Path) -> Harness {
+    Harness::start(
+        sim(),
+        &["contacts", "companies", "deals"],
+        &models_table(models),
+    )
+    .await
+}
+
+async fn run_models(h: &Harness) -> syncline::transform::ModelsReport {
+    syncline::transform::models_command(&h.config(), None, None, false, false)
+        .await
+        .expect("models run starts")
+}
+
+/// `syncline models <args>` with the harness's environment: exit code and stdout + stderr.
+fn models_binary(h: &Harness, args: &[&str]) -> (i32, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+    command
+        .arg("models")
+        .args(args)
+        .arg("--config")
+        .arg(&h.config_path);
+    for (k, v) in h.env() {
+        command.env(k, v);
+    }
+    let out = command.output().expect("spawn syncline");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM crm.{table}"), &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_models_materialize_as_tables_equal_to_postgres_running_their_sql() {
+    let h = harness(&repo_models("hubspot")).await;
+    let run = h.run(false).await;
+    assert_eq!(run.status, Status::Success, "{run:#?}");
+
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let names: Vec<&str> = report.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "contacts_by_lifecycle",
+            "deal_pipeline",
+            "duplicate_contacts"
+        ]
+    );
+
+    let client = h.client().await;
+    client
+        .batch_execute("SET search_path = crm; SET TimeZone = 'UTC'")
+        .await
+        .unwrap();
+    // The model's columns, with sums of money compared to the cent.
+    let projections = [
+        (
+            "contacts_by_lifecycle",
+            "lifecyclestage, contacts, customers",
+        ),
+        (
+            "deal_pipeline",
+            "dealstage, close_month, deals, round(amount::numeric, 2)",
+        ),
+        ("duplicate_contacts", "email, contacts, first_id, last_id"),
+    ];
+    for (model, projection) in projections {
+        let sql =
+            std::fs::read_to_string(repo_models("hubspot").join(format!("{model}.sql"))).unwrap();
+        let by_postgres = format!("SELECT {projection} FROM ({sql}) m");
+        let materialized = format!("SELECT {projection} FROM crm.{model}");
+        for (a, b) in [(&by_postgres, &materialized), (&materialized, &by_postgres)] {
+            let differing: i64 = client
+                .query_one(&format!("SELECT count(*) FROM ({a} EXCEPT ALL {b}) d"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{model}: {e:?}"))
+                .get(0);
+            assert_eq!(
+                differing, 0,
+                "{model}: rows differ from PostgreSQL's own result"
+            );
+        }
+        let rows = report.models.iter().find(|m| m.name == model).unwrap().rows;
+        assert_eq!(count(&client, model).await as u64, rows, "{model}");
+        if model != "duplicate_contacts" {
+            assert!(rows > 0, "{model} is empty");
+        }
+    }
+    // Each model table is a load in the ledger, like any stream's.
+    let ledger: i64 = client
+        .query_one(
+            "SELECT count(*) FROM crm._syncline_loads WHERE stream = 'deal_pipeline'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ledger, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_test_keeps_the_previous_table_and_exits_3() {
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("stages.sql");
+    std::fs::write(
+        &model,
+        "-- tests: not_null(contacts)\nSELECT lifecyclestage, count(*) AS contacts FROM contacts GROUP BY lifecyclestage",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    let (code, out) = {
+        let (status, report) = h.run_binary(&["--models"], &[]);
+        (status.code(), format!("{report:?}"))
+    };
+    assert_eq!(code, Some(0), "{out}");
+    let client = h.client().await;
+    let before = count(&client, "stages").await;
+    assert!(before > 0);
+
+    // A stage the test does not accept: the run syncs, the model is evaluated and refused.
+    std::fs::write(
+        &model,
+        "-- tests: accepted_values(lifecyclestage: 'no such stage')\nSELECT lifecyclestage, count(*) AS contacts FROM contacts WHERE lifecyclestage IS NOT NULL GROUP BY lifecyclestage",
+    )
+    .unwrap();
+    h.sim.hubspot.insert("contacts", 5);
+    settle(&h).await;
+    let (status, _) = h.run_binary(&["--models"], &[]);
+    assert_eq!(status.code(), Some(3), "a failing model test exits 3");
+    assert_eq!(
+        count(&client, "stages").await,
+        before,
+        "the previous table stays"
+    );
+
+    let (code, text) = models_binary(&h, &["test"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("accepted_values(lifecyclestage: 'no such stage')")
+            && text.contains("failing rows"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_during_the_swap_sees_the_old_table_or_the_new_one() {
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("ids.sql");
+    let all = "SELECT id FROM contacts";
+    let even = "SELECT id FROM contacts WHERE id % 2 = 0";
+    std::fs::write(&model, all).unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    assert_eq!(run_models(&h).await.exit_code(), 0);
+    let client = h.client().await;
+    let all_rows = count(&client, "ids").await;
+    std::fs::write(&model, even).unwrap();
+    assert_eq!(run_models(&h).await.exit_code(), 0);
+    let even_rows = count(&client, "ids").await;
+    assert!(even_rows > 0 && even_rows < all_rows);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let url = h.db_url.clone();
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let n: std::result::Result<i64, String> = client
+                    .query_one("SELECT count(*) FROM crm.ids", &[])
+                    .await
+                    .map(|row| row.get(0))
+                    .map_err(|e| format!("{e:?}"));
+                seen.push(n);
+            }
+            seen
+        })
+    };
+    for round in 0..6 {
+        std::fs::write(&model, if round % 2 == 0 { all } else { even }).unwrap();
+        let report = run_models(&h).await;
+        assert_eq!(report.exit_code(), 0, "{}", report.render());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    assert!(!seen.is_empty());
+    for n in &seen {
+        match n {
+            Ok(n) => assert!(
+                *n == all_rows || *n == even_rows,
+                "a reader saw {n} rows, neither {all_rows} nor {even_rows}"
+            ),
+            Err(e) => panic!("a reader failed during the swap: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_and_an_unknown_name_are_exit_2_naming_the_file_and_the_name() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(models.path().join("a.sql"), "SELECT * FROM b").unwrap();
+    std::fs::create_dir(models.path().join("marts")).unwrap();
+    std::fs::write(models.path().join("marts/b.sql"), "SELECT * FROM a").unwrap();
+    let h = harness(models.path()).await;
+    let (code, text) = models_binary(&h, &["run"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("a.sql") && text.contains("a -> b -> a"),
+        "{text}"
+    );
+
+    std::fs::write(
+        models.path().join("marts/b.sql"),
+        "SELECT * FROM contacts JOIN dealz ON true",
+    )
+    .unwrap();
+    let (code, text) = models_binary(&h, &["run"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("marts/b.sql") && text.contains("`dealz` is neither a stream"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_catches_up_after_a_crash_between_the_destination_and_the_mirror() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("contact_count.sql"),
+        "SELECT count(*) AS n FROM contacts",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    h.sim.hubspot.insert("contacts", 25);
+    h.sim.hubspot.archive("contacts", 10);
+    settle(&h).await;
+
+    // Killed after PostgreSQL committed the load, before the mirror and the state.
+    let (status, _) = h.run_binary(&[], &[("SYNCLINE_CRASH_AT", "after-merge")]);
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let mirrored = || async {
+        let ctx = syncline::transform::lake_session(&h.config())
+            .await
+            .unwrap();
+        let batches = syncline::transform::query(&ctx, "SELECT count(*) AS n FROM contacts")
+            .await
+            .unwrap();
+        arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+    };
+    let client = h.client().await;
+    let in_postgres = count(&client, "contacts").await;
+    assert!(
+        !mirrored().await.contains(&format!("| {in_postgres} ")),
+        "the crash came before the mirror"
+    );
+
+    // The re-run finds the load pending and in the ledger: it brings the mirror up to date.
+    let again = h.run(false).await;
+    assert_eq!(again.status, Status::Success, "{again:#?}");
+    assert!(
+        mirrored().await.contains(&format!("| {in_postgres} ")),
+        "{} vs {in_postgres}",
+        mirrored().await
+    );
+    h.assert_converged("contacts", false).await;
+    let report = run_models(&h).await;
+    assert_eq!(report.models[0].status, ModelStatus::Built);
+    let n: i64 = client
+        .query_one("SELECT n FROM crm.contact_count", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, in_postgres);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_example_models_equal_postgres_running_their_sql_after_deletes() {
+    let h = Harness::start(
+        SimConfig {
+            contacts: 1,
+            companies: 1,
+            deals: 1,
+            sf_accounts: 120,
+            sf_contacts: 200,
+            sf_opportunities: 150,
+            sf_leads: 1,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let dir = repo_models("salesforce");
+    let models = format!(
+        "[models]\ndir = \"{}\"\ntests = \"{}\"\n",
+        dir.display(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/tests/salesforce")
+            .display()
+    );
+    let streams = ["Account", "Contact", "Opportunity"];
+    crate::support::write_salesforce_config(&h, &streams, "", &models);
+    assert_eq!(h.run(false).await.status, Status::Success);
+    // Deletes reach the mirror as they reach PostgreSQL.
+    h.sim.salesforce.delete("Account", 10);
+    h.sim.salesforce.delete("Opportunity", 10);
+    h.sim.salesforce.update("Opportunity", 30);
+    crate::support::settle_sf(&h, &streams).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+
+    let (code, text) = models_binary(&h, &["test"]);
+    assert_eq!(code, 0, "{text}");
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+
+    let client = h.client().await;
+    client.batch_execute("SET search_path = crm").await.unwrap();
+    let projections = [
+        (
+            "contacts_with_company",
+            "contact_id, first_name, last_name, email, account_id, company, industry, country",
+        ),
+        (
+            "opportunities_by_stage",
+            "stage, opportunities, round(amount::numeric, 2), won",
+        ),
+        (
+            "opportunities_won_by_account",
+            "account_id, company, won, round(amount::numeric, 2)",
+        ),
+    ];
+    for (model, projection) in projections {
+        let sql = std::fs::read_to_string(dir.join(format!("{model}.sql"))).unwrap();
+        let by_postgres = format!("SELECT {projection} FROM ({sql}) m");
+        let materialized = format!("SELECT {projection} FROM crm.{model}");
+        for (a, b) in [(&by_postgres, &materialized), (&materialized, &by_postgres)] {
+            let differing: i64 = client
+                .query_one(&format!("SELECT count(*) FROM ({a} EXCEPT ALL {b}) d"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{model}: {e:?}"))
+                .get(0);
+            assert_eq!(
+                differing, 0,
+                "{model}: rows differ from PostgreSQL's own result"
+            );
+        }
+        assert!(count(&client, model).await > 0, "{model} is empty");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_model_merges_only_the_rows_of_newer_loads_by_key() {
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("tagged.sql");
+    let sql = |tag: &str| {
+        format!(
+            "-- materialized: incremental\n-- key: id\nSELECT id, email, '{tag}' AS tag FROM contacts"
+        )
+    };
+    std::fs::write(&model, sql("first")).unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let client = h.client().await;
+    let all = count(&client, "tagged").await;
+    assert_eq!(all as u64, report.models[0].rows);
+
+    // Changed rows only: the tag shows which run wrote each row.
+    let updated = h.sim.hubspot.update("contacts", 7);
+    let inserted = h.sim.hubspot.insert("contacts", 3);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    std::fs::write(&model, sql("second")).unwrap();
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let changed = updated.len() + inserted.len();
+    assert_eq!(report.models[0].rows, changed as u64, "{}", report.render());
+    let second: i64 = client
+        .query_one("SELECT count(*) FROM crm.tagged WHERE tag = 'second'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(second as usize, changed);
+    assert_eq!(count(&client, "tagged").await, all + inserted.len() as i64);
+
+    // Nothing new: nothing read.
+    let report = run_models(&h).await;
+    assert_eq!(report.models[0].rows, 0, "{}", report.render());
+
+    // --full-refresh recomputes every row and replaces the table.
+    std::fs::write(&model, sql("third")).unwrap();
+    let report = syncline::transform::models_command(&h.config(), None, None, true, false)
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let third: i64 = client
+        .query_one("SELECT count(*) FROM crm.tagged WHERE tag = 'third'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(third, all + inserted.len() as i64);
+}
