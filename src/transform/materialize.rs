@@ -700,6 +700,8 @@ async fn stage_result(
         files,
         dead_letter: None,
         complete_as_of: None,
+        // A model's result is what it merges; there is no raw load beside it.
+        transform: None,
     };
     let read_back = stage.fingerprint(&manifest).await?;
     if read_back != computed {

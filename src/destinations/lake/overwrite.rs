@@ -91,6 +91,8 @@ impl LakeDestination {
             updated: 0,
             deleted: 0,
             received,
+            // A model's table is replaced whole; its phases are not broken down.
+            timings: Default::default(),
         })
     }
 }
