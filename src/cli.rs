@@ -94,6 +94,8 @@ pub enum Command {
     Preview(PreviewArgs),
     /// Delete staged loads that are merged and past retention.
     Gc(GcArgs),
+    /// Show the dead letters of staged loads grouped by reason, or export them all.
+    Deadletters(DeadlettersArgs),
     /// Write a commented pipeline config for a source and a destination, every key with its
     /// default, and print the environment variables it reads.
     Init(InitArgs),
@@ -115,6 +117,33 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadlettersArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Only this stream's dead letters.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Only this load's dead letters (see `syncline loads`).
+    #[arg(long)]
+    pub load_id: Option<String>,
+    /// Example records shown per group.
+    #[arg(long, default_value_t = 3)]
+    pub examples: usize,
+    /// Write every dead letter (stream, load_id, key, field, reason, raw) instead of groups.
+    #[arg(long, value_enum)]
+    pub export: Option<ExportFormat>,
+    /// Where the export goes (default stdout).
+    #[arg(long, short, requires = "export")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

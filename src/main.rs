@@ -9,10 +9,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use syncline::cli::{
-    CheckArgs, Cli, Command, ConfigCommand, DemoArgs, DemoTarget, GcArgs, InitArgs,
-    InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand, PlanArgs,
-    QueryArgs,
-    ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
+    CheckArgs, Cli, Command, ConfigCommand, DeadlettersArgs, DemoArgs, DemoTarget, ExportFormat,
+    GcArgs, InitArgs, InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand,
+    PlanArgs, QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
@@ -123,6 +122,7 @@ async fn execute(command: Command) -> Result<u8, Error> {
         Command::Replay(args) => replay(args).await,
         Command::Preview(args) => preview(args).await,
         Command::Gc(args) => gc(args).await,
+        Command::Deadletters(args) => dead_letters(args).await,
         Command::Init(args) => init(args),
         Command::Config { command } => config_command(command),
         Command::Completions { shell } => {
@@ -157,6 +157,44 @@ fn man(dir: Option<&Path>) -> Result<u8, Error> {
             clap_mangen::generate_to(cli, dir).map_err(|e| write_error(dir, e))?;
         }
     }
+    Ok(0)
+}
+
+async fn dead_letters(args: DeadlettersArgs) -> Result<u8, Error> {
+    use pipeline::deadletters::{self, Export, Selection};
+    let config = Config::load(&args.config)?;
+    let selection = Selection {
+        stream: args.stream,
+        load_id: args.load_id,
+    };
+    let letters = deadletters::read(&config, &selection).await?;
+    let Some(format) = args.export else {
+        print!(
+            "{}",
+            deadletters::render(&deadletters::group(&letters, args.examples))
+        );
+        return Ok(0);
+    };
+    let format = match format {
+        ExportFormat::Csv => Export::Csv,
+        ExportFormat::Jsonl => Export::Jsonl,
+    };
+    let written = match &args.output {
+        Some(path) => std::fs::File::create(path)
+            .and_then(|file| deadletters::export(&letters, format, file))
+            .map_err(|source| CommandError::Write {
+                path: path.clone(),
+                source,
+            }),
+        None => deadletters::export(&letters, format, std::io::stdout().lock()).map_err(|source| {
+            CommandError::Write {
+                path: "-".into(),
+                source,
+            }
+        }),
+    };
+    written?;
+    eprintln!("{} dead letters exported", letters.len());
     Ok(0)
 }
 

@@ -414,7 +414,7 @@ async fn merged_loads(
     Ok(merged)
 }
 
-fn selected(config: &Config, stream: Option<&str>) -> Result<Vec<String>> {
+pub(super) fn selected(config: &Config, stream: Option<&str>) -> Result<Vec<String>> {
     let configured = config.source.streams();
     match stream {
         None => Ok(configured.to_vec()),

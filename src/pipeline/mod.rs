@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod check;
+pub mod deadletters;
 pub mod loads;
 pub mod reconcile;
 pub mod transform;

@@ -23,6 +23,17 @@ pub struct StagedLoad {
     objects: Vec<Path>,
 }
 
+impl StagedLoad {
+    /// The load's dead-letter files: listed from the folder, so those `gc` kept after
+    /// collecting the load (and its manifest) are found too.
+    pub fn dead_letter_files(&self) -> impl Iterator<Item = &Path> {
+        self.objects.iter().filter(|path| {
+            path.parts().any(|part| part.as_ref() == "dead_letter")
+                && path.as_ref().ends_with(".parquet")
+        })
+    }
+}
+
 impl Stage {
     /// Every staged load of `stream`, oldest first (load ids are time-ordered UUIDv7).
     pub async fn list_loads(&self, pipeline: &str, stream: &str) -> Result<Vec<StagedLoad>> {

@@ -507,7 +507,12 @@ impl DeadLetterWriter {
 
 /// Reads every row of a dead-letter file (small by construction), for reports and tests.
 pub async fn read_dead_letters(stage: &Stage, file: &DeadLetterFile) -> Result<Vec<DeadLetter>> {
-    let reader = parquet_reader(stage.store.clone(), Path::from(file.path.as_str()));
+    read_dead_letters_at(stage, &Path::from(file.path.as_str())).await
+}
+
+/// Reads every row of the dead-letter file at `path` (also one whose load `gc` collected).
+pub async fn read_dead_letters_at(stage: &Stage, path: &Path) -> Result<Vec<DeadLetter>> {
+    let reader = parquet_reader(stage.store.clone(), path.clone());
     let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new(reader)
         .await?
         .build()?

@@ -430,7 +430,10 @@ fn completions_and_man_pages_cover_every_command() {
         assert!(out.status.success(), "completions {shell}");
         let script = String::from_utf8(out.stdout).unwrap();
         for command in ["run", "reconcile", "replay", "completions"] {
-            assert!(script.contains(command), "{shell} completion lacks {command}");
+            assert!(
+                script.contains(command),
+                "{shell} completion lacks {command}"
+            );
         }
     }
     // The bash script must be one bash accepts, not only text that names the commands.
@@ -463,5 +466,9 @@ fn completions_and_man_pages_cover_every_command() {
     }
 
     let unknown = syncline().args(["completions", "tcsh"]).output().unwrap();
-    assert_eq!(unknown.status.code(), Some(2), "an unknown shell is a usage error");
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }

@@ -157,7 +157,8 @@ fn links_in_the_book_and_the_readme_lead_somewhere() {
 #[test]
 fn the_link_check_finds_a_missing_page_and_a_missing_heading() {
     let dir = repository().join("docs/src");
-    let text = "[a](commands.md#exit-codes) [b](nowhere.md) [c](commands.md#no-such) [d](#here)\n# Here\n";
+    let text =
+        "[a](commands.md#exit-codes) [b](nowhere.md) [c](commands.md#no-such) [d](#here)\n# Here\n";
     assert_eq!(
         broken_links(&dir, text),
         vec![
@@ -181,7 +182,10 @@ fn every_page_is_in_the_summary() {
         })
         .filter(|page| page != "SUMMARY.md" && !summary.contains(&format!("]({page})")))
         .collect();
-    assert!(unlisted.is_empty(), "pages missing from SUMMARY.md: {unlisted:?}");
+    assert!(
+        unlisted.is_empty(),
+        "pages missing from SUMMARY.md: {unlisted:?}"
+    );
 }
 
 #[test]
@@ -212,7 +216,11 @@ fn the_book_builds_with_mdbook() {
 
 #[test]
 fn a_key_named_only_in_prose_is_not_documented() {
-    let words = documented_words("the batch_rows key\n| `pipeline.file_rows` |\n# lock_ttl_seconds = 1\n");
+    let words =
+        documented_words("the batch_rows key\n| `pipeline.file_rows` |\n# lock_ttl_seconds = 1\n");
     assert!(words.contains("file_rows") && words.contains("lock_ttl_seconds"));
-    assert!(!words.contains("batch_rows"), "prose is not a key's documentation");
+    assert!(
+        !words.contains("batch_rows"),
+        "prose is not a key's documentation"
+    );
 }

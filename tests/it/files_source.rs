@@ -856,3 +856,95 @@ async fn a_hard_deleted_key_stays_deleted_when_an_older_export_is_read_again() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(ids().await, ["2"]);
 }
+
+/// `syncline deadletters` groups what could not load by field and reason across loads and
+/// files (the `path:line:` of each reason set apart), and exports every record whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_grouped_by_reason_and_exported_whole() {
+    let h = FilesHarness::start().await;
+    h.write_config(&["deals"], DEALS_TABLE);
+    let bad = |ids: std::ops::Range<i64>| -> String {
+        ids.map(|i| format!("D-{i};deal {i};not-a-number;true;2024-04-01\n"))
+            .collect()
+    };
+    h.write_file(
+        "deals/a.csv",
+        &format!("{}{}D-9;late;1;true;2024-13-45\n", DEALS, bad(10..13)),
+        T0,
+    );
+    assert_eq!(h.run(false).await.status, Status::Success);
+    h.write_file(
+        "deals/b.csv",
+        &format!("deal_id;name;amount;closed;close_date\n{}", bad(20..22)),
+        T0 + HOUR,
+    );
+    assert_eq!(h.run(false).await.status, Status::Success);
+
+    let deadletters = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+            .arg("deadletters")
+            .arg("--config")
+            .arg(&h.config_path)
+            .args(args)
+            .envs(h.env())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, text, stderr) = deadletters(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(text.starts_with("deals: 6 dead letters\n"), "{text}");
+    let amount = text
+        .lines()
+        .find(|l| l.contains("× amount:"))
+        .unwrap_or_else(|| panic!("an amount group: {text}"));
+    assert!(
+        amount.trim_start().starts_with("5 × amount:") && amount.ends_with("(2 loads)"),
+        "five bad amounts over two loads are one group: {amount}"
+    );
+    assert!(text.contains("× close_date:"), "{text}");
+    assert!(
+        text.contains("D-10;deal 10;not-a-number"),
+        "examples show the raw record: {text}"
+    );
+
+    let (code, lines, _) = deadletters(&["--export", "jsonl"]);
+    assert_eq!(code, Some(0));
+    let letters: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 6);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["stream"] == "deals" && l["load_id"].is_string())
+    );
+    assert!(
+        letters
+            .iter()
+            .any(|l| l["key"] == "D-21" && l["reason"].as_str().unwrap().contains("b.csv:3:")),
+        "the export keeps where each record was: {lines}"
+    );
+
+    let out = h.exports().join("../letters.csv");
+    let (code, _, _) = deadletters(&["--export", "csv", "--output", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    let mut csv = csv::Reader::from_path(&out).unwrap();
+    assert_eq!(
+        csv.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["stream", "load_id", "key", "field", "reason", "raw"]
+    );
+    assert_eq!(csv.records().count(), 6);
+
+    let (code, _, stderr) = deadletters(&["--stream", "nope"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "an unknown stream is a usage error: {stderr}"
+    );
+}

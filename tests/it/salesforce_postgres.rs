@@ -473,7 +473,10 @@ async fn a_terminal_shows_a_progress_bar_with_the_counted_total() {
         .unwrap();
     assert!(piped.status.success());
     let stderr = String::from_utf8_lossy(&piped.stderr);
-    assert!(!stderr.contains("rows ("), "no progress when piped: {stderr}");
+    assert!(
+        !stderr.contains("rows ("),
+        "no progress when piped: {stderr}"
+    );
 }
 
 /// Ids of `object` the destination holds, of `ids`.
