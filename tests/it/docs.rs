@@ -224,3 +224,74 @@ fn a_key_named_only_in_prose_is_not_documented() {
         "prose is not a key's documentation"
     );
 }
+
+/// The TOML examples of the book and the README, each checked against the JSON Schema that
+/// `syncline config schema` prints (by Python's `jsonschema`, the validator editors' plugins
+/// are built like): an example a user copies must be a config the loader accepts, and the
+/// schema must refuse a misspelt key as the loader does.
+#[test]
+fn every_example_config_matches_the_schema_and_a_typo_does_not() {
+    let venv = crate::support::python_venv(
+        "jsonschema",
+        &["jsonschema>=4.18,<5"],
+        "import jsonschema",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        serde_json::to_vec(&syncline::config::Config::json_schema()).unwrap(),
+    )
+    .unwrap();
+    let blocks = regex::Regex::new(r"(?s)```toml\n(.*?)```").unwrap();
+    let readme = (
+        repository().join("README.md"),
+        std::fs::read_to_string(repository().join("README.md")).unwrap(),
+    );
+    let mut examples = Vec::new();
+    for (page, text) in pages().into_iter().chain([readme]) {
+        for (i, block) in blocks.captures_iter(&text).enumerate() {
+            let body = &block[1];
+            // `#:schema ...` alone, say: nothing to validate.
+            if body.lines().all(|l| l.trim().is_empty() || l.trim().starts_with('#')) {
+                continue;
+            }
+            let name = format!(
+                "{}.{i}.toml",
+                page.strip_prefix(repository())
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('/', "_")
+            );
+            std::fs::write(dir.path().join(&name), body).unwrap();
+            examples.push(dir.path().join(name));
+        }
+    }
+    assert!(examples.len() >= 10, "the book's examples were found: {examples:?}");
+    let validate = |files: &[PathBuf]| {
+        Command::new(venv.join("bin/python"))
+            .arg(repository().join("tests/support/validate_config_examples.py"))
+            .arg(&schema)
+            .args(files)
+            .output()
+            .expect("python runs")
+    };
+    let checked = validate(&examples);
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "examples the schema refuses:\n{stdout}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(stdout.matches(": ok").count(), examples.len(), "{stdout}");
+
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[pipeline]\nname = \"crm\"\nbatch_rowz = 5\n").unwrap();
+    let refused = validate(&[typo]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("'batch_rowz' was unexpected"),
+        "{}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+}

@@ -1,5 +1,5 @@
-//! The example models as sqllogictest files (`tests/slt/*.slt`, as DataFusion tests its SQL):
-//! the fixture streams (`tests/slt/fixtures/NAME.csv`, written to Parquet first, with the
+//! The example models as sqllogictest files (`tests/slt/models/*.slt`, as DataFusion tests its SQL):
+//! the fixture streams (`tests/slt/models/fixtures/NAME.csv`, written to Parquet first, with the
 //! `*date` columns as UTC timestamps like staged ones) are registered as tables, the models of
 //! `models/hubspot` and `models/salesforce` as views over them, in the order of their graph.
 
@@ -87,7 +87,7 @@ async fn session(parquet_dir: &Path) -> SessionContext {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ctx = SessionContext::new();
     let mut streams = Vec::new();
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root.join("tests/slt/fixtures"))
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root.join("tests/slt/models/fixtures"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -143,7 +143,7 @@ async fn session(parquet_dir: &Path) -> SessionContext {
 async fn example_models_pass_their_sqllogictest_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let parquet = tempfile::tempdir().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("tests/slt"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("tests/slt/models"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))

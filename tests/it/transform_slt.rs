@@ -1,4 +1,4 @@
-//! The declarative stream transforms as sqllogictest files (`tests/slt/*.slt`), run over a
+//! The declarative stream transforms as sqllogictest files (`tests/slt/transforms/*.slt`), run over a
 //! fixture load staged as real Parquet.
 //!
 //! Besides plain SQL (run by DataFusion over the tables below), a statement may be
@@ -291,9 +291,9 @@ async fn declarative_transforms_over_staged_parquet() {
     // SAFETY: set before any other thread reads the environment in this test process
     // (nextest runs each test in its own process).
     unsafe { std::env::set_var("SYNCLINE_HASH_SALT", "pepper") };
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt/transforms");
     let mut files: Vec<_> = std::fs::read_dir(&folder)
-        .expect("tests/slt")
+        .expect("tests/slt/transforms")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
         .collect();

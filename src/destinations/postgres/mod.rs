@@ -164,21 +164,13 @@ impl PostgresDestination {
         let load_ms = millis(loading.elapsed());
         let merging = Instant::now();
 
-        let row = tx
-            .query_one(statements.staged_fingerprint.as_str(), &[])
-            .await
-            .step("fingerprint the staged rows")?;
-        let received = fingerprint_of(&row)?;
-        if received != request.staged {
-            // Dropping the transaction rolls it back: nothing of this load is applied.
-            return Err(ContractError::ReceivedDiffers {
-                destination: "postgres",
-                load_id: request.load_id.clone(),
-                received,
-                staged: request.staged,
-            }
-            .into());
-        }
+        let received = check_received(
+            &tx,
+            &statements.staged_fingerprint,
+            "fingerprint the staged rows",
+            request,
+        )
+        .await?;
         tx.batch_execute(&statements.dedup_stage)
             .await
             .step("de-duplicate the staged rows")?;
@@ -447,6 +439,29 @@ async fn ensure_schema_and_ledger(tx: &Transaction<'_>, schema: &str) -> Result<
     Ok(())
 }
 
+/// Count and checksum of what the transaction received (by `statement`), which must equal the
+/// manifest's; otherwise the load stops here, and dropping the transaction rolls it back, so
+/// nothing of it is applied.
+async fn check_received(
+    tx: &Transaction<'_>,
+    statement: &str,
+    step: &'static str,
+    request: &MergeRequest,
+) -> Result<Fingerprint> {
+    let row = tx.query_one(statement, &[]).await.step(step)?;
+    let received = fingerprint_of(&row)?;
+    if received != request.staged {
+        return Err(ContractError::ReceivedDiffers {
+            destination: "postgres",
+            load_id: request.load_id.clone(),
+            received,
+            staged: request.staged,
+        }
+        .into());
+    }
+    Ok(received)
+}
+
 fn fingerprint_of(row: &Row) -> Result<Fingerprint> {
     let rows: i64 = row
         .try_get("row_count")
@@ -576,21 +591,9 @@ async fn direct(
         Direct::Copied(rows) => {
             debug!(rows, "copied the load straight into the empty table");
             let copied = Instant::now();
-            let row = tx
-                .query_one(sql.fingerprint.as_str(), &[])
-                .await
-                .step("fingerprint the copied rows")?;
-            let received = fingerprint_of(&row)?;
-            if received != request.staged {
-                // Dropping the transaction rolls it back: nothing of this load is applied.
-                return Err(ContractError::ReceivedDiffers {
-                    destination: "postgres",
-                    load_id: request.load_id.clone(),
-                    received,
-                    staged: request.staged,
-                }
-                .into());
-            }
+            let received =
+                check_received(tx, &sql.fingerprint, "fingerprint the copied rows", request)
+                    .await?;
             return Ok(DirectOutcome::Copied { received, copied });
         }
         Direct::CarriesDeletes => "the load carries deletes",

@@ -53,8 +53,6 @@ pub(crate) mod templates {
     pub const DIRECT_SAVEPOINT: &str = include_str!("../../../sql/postgres/direct_savepoint.sql");
     pub const DIRECT_ROLLBACK: &str = include_str!("../../../sql/postgres/direct_rollback.sql");
     pub const COPY_DIRECT: &str = include_str!("../../../sql/postgres/copy_direct.sql");
-    pub const DIRECT_FINGERPRINT: &str =
-        include_str!("../../../sql/postgres/direct_fingerprint.sql");
     pub const TABLE_FINGERPRINT: &str = include_str!("../../../sql/postgres/table_fingerprint.sql");
     pub const LIST_KEYS: &str = include_str!("../../../sql/postgres/list_keys.sql");
 }
@@ -277,7 +275,16 @@ impl DirectSql {
             savepoint: render(templates::DIRECT_SAVEPOINT, &vars),
             rollback: render(templates::DIRECT_ROLLBACK, &vars),
             copy: render(templates::COPY_DIRECT, &vars),
-            fingerprint: render(templates::DIRECT_FINGERPRINT, &vars),
+            // The table was empty, so all it holds is what the COPY put there.
+            fingerprint: render(
+                templates::TABLE_FINGERPRINT,
+                &[
+                    ("key", key),
+                    ("version", version),
+                    ("table", target),
+                    ("live", "TRUE"),
+                ],
+            ),
         }
     }
 }
