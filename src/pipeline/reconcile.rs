@@ -215,6 +215,11 @@ pub(super) async fn scheduled(
     recommended: bool,
 ) -> Option<ReconcileOutcome> {
     let schedule = config.reconcile.as_ref()?;
+    // A transformed stream differs from its source by design (filtered rows, hashes, new
+    // names), so it is never compared; the rest of the pipeline keeps its schedule.
+    if config.stream_settings(stream).has_transform() {
+        return None;
+    }
     let last = match state.load(stream).await {
         Ok(saved) => saved.last_reconcile,
         Err(err) => {

@@ -373,3 +373,24 @@ async fn snowflake_copies_the_transformed_files_and_reconciles() {
         0
     );
 }
+
+/// A `[reconcile]` schedule skips a transformed stream (it differs from its source by design)
+/// instead of failing every run after the load committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_schedule_skips_a_transformed_stream_and_the_run_succeeds() {
+    let h = FilesHarness::start().await;
+    h.write_file(
+        "contacts/part-1.jsonl",
+        &[contact(1, "lead", false, 1), contact(2, "other", false, 2)].concat(),
+        T0 + HOUR,
+    );
+    h.write_config(
+        &["contacts"],
+        &format!("{CONTACTS_TABLE}{TRANSFORM}\n[reconcile]\nevery = \"1h\"\n"),
+    );
+    let (code, stderr, report) = run(&h);
+    assert_eq!(code, 0, "{stderr}");
+    let contacts = report_stream(&report, "contacts");
+    assert_eq!(contacts.status, Status::Success, "{contacts:#?}");
+    assert!(contacts.reconcile.is_none(), "{contacts:#?}");
+}
