@@ -130,8 +130,9 @@ impl ModelGraph {
     }
 }
 
-/// The model graph of a pipeline (`[models]`), or an empty graph without `[models]`.
-/// `dir` overrides `[models] dir`.
+/// The model graph of a pipeline: the models under `[models] dir`, or without `[models]`
+/// under `models/` of the working directory (what `syncline models run` reads by default;
+/// `syncline plan` lists models only for pipelines with `[models]`). `dir` overrides both.
 pub fn model_graph(config: &Config, dir: Option<&Path>) -> Result<ModelGraph> {
     let settings = config.models.clone().unwrap_or_default();
     let dir = dir.unwrap_or(&settings.dir);

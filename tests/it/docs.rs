@@ -231,11 +231,8 @@ fn a_key_named_only_in_prose_is_not_documented() {
 /// schema must refuse a misspelt key as the loader does.
 #[test]
 fn every_example_config_matches_the_schema_and_a_typo_does_not() {
-    let venv = crate::support::python_venv(
-        "jsonschema",
-        &["jsonschema>=4.18,<5"],
-        "import jsonschema",
-    );
+    let venv =
+        crate::support::python_venv("jsonschema", &["jsonschema>=4.18,<5"], "import jsonschema");
     let dir = tempfile::tempdir().unwrap();
     let schema = dir.path().join("schema.json");
     std::fs::write(
@@ -253,7 +250,10 @@ fn every_example_config_matches_the_schema_and_a_typo_does_not() {
         for (i, block) in blocks.captures_iter(&text).enumerate() {
             let body = &block[1];
             // `#:schema ...` alone, say: nothing to validate.
-            if body.lines().all(|l| l.trim().is_empty() || l.trim().starts_with('#')) {
+            if body
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim().starts_with('#'))
+            {
                 continue;
             }
             let name = format!(
@@ -267,7 +267,10 @@ fn every_example_config_matches_the_schema_and_a_typo_does_not() {
             examples.push(dir.path().join(name));
         }
     }
-    assert!(examples.len() >= 10, "the book's examples were found: {examples:?}");
+    assert!(
+        examples.len() >= 10,
+        "the book's examples were found: {examples:?}"
+    );
     let validate = |files: &[PathBuf]| {
         Command::new(venv.join("bin/python"))
             .arg(repository().join("tests/support/validate_config_examples.py"))
