@@ -3,10 +3,12 @@
 //! (a) the physical limit: `COPY (SELECT ...) TO STDOUT (FORMAT binary)` piped straight into
 //!     `COPY ... FROM STDIN (FORMAT binary)` (no staging, no merge);
 //! (b) `syncline run` in cursor mode (full load through Parquet staging and the merge);
-//! (c) `syncline run` in CDC mode (slot, exported snapshot, staging, merge).
+//! (c) `syncline run` in CDC mode (slot, exported snapshot, staging, merge);
+//! (d) `syncline run` in cursor mode into the lake destination (a new Delta table).
 //! Prints seconds, the ratio to (a), and the peak memory (max RSS) of each `syncline run`.
 //!
-//! `cargo bench --bench postgres_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the size.
+//! `cargo bench --bench postgres_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the size,
+//! `SYNCLINE_BENCH_RUNS` which of cursor, cdc and lake run (default all three).
 
 #[path = "../tests/support/pg.rs"]
 mod pg;
@@ -90,19 +92,30 @@ fn main() {
     );
 
     let dir = tempfile::tempdir().expect("temp dir");
-    for (name, source_extra) in [
-        (
-            "cursor",
-            "mode = \"cursor\"\n[source.tables.contacts]\ncursor_column = \"updated_at\"\n",
-        ),
-        ("cdc", "mode = \"cdc\"\n"),
+    let cursor = "mode = \"cursor\"\n[source.tables.contacts]\ncursor_column = \"updated_at\"\n";
+    let postgres = |schema: &str| {
+        format!("[destination]\ntype = \"postgres\"\nurl = \"{dest_url}\"\nschema = \"{schema}\"\n")
+    };
+    let lake = format!(
+        "[destination]\ntype = \"lake\"\nurl = \"file://{}/lake\"\n",
+        dir.path().display()
+    );
+    // `SYNCLINE_BENCH_RUNS` picks some of them (e.g. "cursor,lake" for a 10M-row memory run).
+    let wanted = std::env::var("SYNCLINE_BENCH_RUNS").unwrap_or_else(|_| "cursor,cdc,lake".into());
+    for (name, source_extra, destination) in [
+        ("cursor", cursor, postgres("cursor")),
+        ("cdc", "mode = \"cdc\"\n", postgres("cdc")),
+        ("lake", cursor, lake),
     ] {
+        if !wanted.split(',').any(|w| w.trim() == name) {
+            continue;
+        }
         let config = dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
                 "[pipeline]\nname = \"bench_{name}\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{}/stage\"\n\
-                 [destination]\ntype = \"postgres\"\nurl = \"{dest_url}\"\nschema = \"{name}\"\n\
+                 {destination}\
                  [source]\ntype = \"postgres\"\nurl = \"{source_url}\"\nstreams = [\"contacts\"]\n{source_extra}",
                 dir.path().display(),
             ),

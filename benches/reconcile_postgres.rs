@@ -16,8 +16,6 @@ mod pg;
 #[allow(dead_code)]
 mod support;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
 
 fn main() {
     let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
@@ -62,7 +60,7 @@ fn main() {
         ),
     )
     .expect("write config");
-    let load = measure(&config, &["run"], dir.path());
+    let load = support::measure_command(&config, &["run"], dir.path());
     assert_eq!(load.code, 0, "the initial load failed");
     println!(
         "reconcile_postgres: {rows} rows loaded in {:.2} s (peak RSS {:.1} MiB)",
@@ -92,7 +90,7 @@ fn main() {
         ("repair", vec!["reconcile", "--repair"], 0),
         ("compare after repair", vec!["reconcile"], 0),
     ] {
-        let run = measure(&config, &args, dir.path());
+        let run = support::measure_command(&config, &args, dir.path());
         assert_eq!(run.code, code, "syncline {args:?}: {}", run.output);
         println!(
             "reconcile_postgres: {what:<21} {rows} keys in {:.2} s = {:.0} keys/s, peak RSS {:.1} MiB (drift planted: ~{planted} rows per class)",
@@ -100,35 +98,6 @@ fn main() {
             rows as f64 / run.elapsed.as_secs_f64(),
             run.peak_rss_mib
         );
-    }
-}
-
-struct Measured {
-    code: i32,
-    elapsed: Duration,
-    peak_rss_mib: f64,
-    output: String,
-}
-
-/// Runs `syncline ARGS --config CONFIG` as its own process (so its peak memory is its own).
-fn measure(config: &Path, args: &[&str], dir: &Path) -> Measured {
-    let out = dir.join(format!("out-{}.txt", args.join("-")));
-    let file = std::fs::File::create(&out).expect("output file");
-    let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdout(file.try_clone().expect("clone"))
-        .stderr(file)
-        .spawn()
-        .expect("spawn syncline");
-    let (code, max_rss_kib) = support::wait_with_rusage(child.id() as i32);
-    Measured {
-        code,
-        elapsed: started.elapsed(),
-        peak_rss_mib: max_rss_kib as f64 / 1024.0,
-        output: std::fs::read_to_string(&out).unwrap_or_default(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 #[path = "../tests/support/pg.rs"]
 mod pg;
+#[allow(dead_code)]
 mod support;
 
 use std::path::Path;

@@ -378,4 +378,12 @@ pub struct SimArgs {
     /// Salesforce daily API request limit.
     #[arg(long, default_value_t = 1_000_000)]
     pub sf_daily_limit: u64,
+    /// Salesforce: purge soft-deleted records from the Recycle Bin this many ms after their
+    /// delete (they leave `queryAll`; `sobjects/{O}/deleted` still lists them). Default: never.
+    #[arg(long)]
+    pub sf_purge_after_ms: Option<u64>,
+    /// Salesforce: more deletes than this in one `sobjects/{O}/deleted` window is answered
+    /// `EXCEEDED_ID_LIMIT`, as Salesforce does past 600,000.
+    #[arg(long, default_value_t = 600_000)]
+    pub sf_deleted_id_limit: usize,
 }

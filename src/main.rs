@@ -482,6 +482,8 @@ async fn serve_simulator(args: SimArgs) -> Result<u8, Error> {
         sf_opportunities: args.sf_opportunities,
         sf_leads: args.sf_leads,
         sf_daily_limit: args.sf_daily_limit,
+        sf_purge_after_ms: args.sf_purge_after_ms,
+        sf_deleted_id_limit: args.sf_deleted_id_limit,
         rate_limit: (args.rate_limit > 0).then_some(sim::RateLimit {
             per_ten_seconds: args.rate_limit,
             search_per_second: 5,

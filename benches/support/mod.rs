@@ -65,3 +65,34 @@ pub fn measure_run(what: &str, config: &std::path::Path, report: &std::path::Pat
         stream: report["streams"][0].clone(),
     }
 }
+
+/// A syncline command as the benchmarks measure it, whatever its exit code.
+pub struct Measured {
+    pub code: i32,
+    pub elapsed: std::time::Duration,
+    pub peak_rss_mib: f64,
+    pub output: String,
+}
+
+/// Runs `syncline ARGS --config CONFIG` as its own process (so its peak memory is its own),
+/// its output kept in a file under `dir`.
+pub fn measure_command(config: &std::path::Path, args: &[&str], dir: &std::path::Path) -> Measured {
+    let out = dir.join(format!("out-{}.txt", args.join("-")));
+    let file = std::fs::File::create(&out).expect("output file");
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(file.try_clone().expect("clone"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn syncline");
+    let (code, max_rss_kib) = wait_with_rusage(child.id() as i32);
+    Measured {
+        code,
+        elapsed: started.elapsed(),
+        peak_rss_mib: max_rss_kib as f64 / 1024.0,
+        output: std::fs::read_to_string(&out).unwrap_or_default(),
+    }
+}

@@ -150,6 +150,10 @@ pub struct MergeTimings {
     /// statements (PostgreSQL; see its `DirectSql`).
     #[serde(default)]
     pub direct_copy: bool,
+    /// The rows were copied while the load was being staged
+    /// ([`Destination::copy_while_staging`]): `load_ms` overlaps the extraction.
+    #[serde(default)]
+    pub copied_while_staging: bool,
 }
 
 /// The last load of a stream recorded in the ledger.
@@ -191,6 +195,32 @@ pub trait Destination: Send + Sync {
         open: &OpenBatches<'_>,
     ) -> Result<MergeOutcome> {
         self.merge(request, open()).await
+    }
+
+    /// Whether [`copy_while_staging`](Self::copy_while_staging) may take a full load.
+    fn copies_while_staging(&self) -> bool {
+        false
+    }
+
+    /// A full load's rows as the pipeline stages them, for a destination that can copy them
+    /// straight into an empty table while they are being written to the stage (PostgreSQL).
+    /// `request` is the load's before it is staged (no files, no staged fingerprint). The
+    /// copy runs inside a transaction that commits only after `staged` yields the complete
+    /// request: the load is then durable in the stage, its manifest written and the stream's
+    /// state says it is pending, so the destination never holds a load the stage lacks. The
+    /// check of what was received against `staged` and the ledger row are `merge`'s.
+    ///
+    /// `Ok(None)`: nothing applied (the table is not empty, the load carries a delete or
+    /// repeats a key, or `staged` was dropped because staging failed or staged nothing); the
+    /// pipeline merges the staged load the usual way. Dropping `batches` early is allowed.
+    async fn copy_while_staging(
+        &self,
+        request: &MergeRequest,
+        batches: BoxStream<'static, Result<RecordBatch>>,
+        staged: tokio::sync::oneshot::Receiver<MergeRequest>,
+    ) -> Result<Option<MergeOutcome>> {
+        let _ = (request, batches, staged);
+        Ok(None)
     }
 
     /// Whether the load id of `stream` is in the ledger (committed).

@@ -7,6 +7,8 @@
 //! 4. write the manifest (the load is now complete and replayable), then record it as pending;
 //! 5. merge into the destination, which records the load id in its ledger in the same transaction;
 //! 6. advance the cursor and clear `pending`.
+//! A full load into a destination that can copy while staging (PostgreSQL) overlaps 5 with 2
+//! to 4: the batches are copied as they are staged, and the destination commits only after 4.
 //! A crash before 4 loses only staging work; between 4 and 6 the next run finds the pending load
 //! and either sees it in the ledger or merges it again from the stage.
 //!
@@ -239,6 +241,23 @@ struct StagedItems {
     keeps_cursor: bool,
 }
 
+/// Batches waiting for the destination's COPY in [`StreamRunner::stage_and_copy`]: the
+/// extraction runs at most this far ahead of it (memory stays bounded by batches in flight).
+const COPY_AHEAD_BATCHES: usize = 2;
+
+/// Where staging sends each batch for the destination to copy while it is staged.
+type Tee = tokio::sync::mpsc::Sender<arrow::record_batch::RecordBatch>;
+
+/// An extraction the source has started, not yet read.
+struct Started {
+    load_id: String,
+    mode: LoadMode,
+    since: Option<i64>,
+    /// When it was asked for: a complete full load holds every record the source had then.
+    at: chrono::DateTime<chrono::Utc>,
+    extraction: Extraction,
+}
+
 pub(super) struct StreamRunner<'a> {
     config: &'a Config,
     pub(super) stage: Stage,
@@ -356,6 +375,14 @@ impl<'a> StreamRunner<'a> {
         }
         // Planned against the discovered columns before any record is read.
         let transform = super::transform::ready(self.config, stream, self.source.as_ref()).await?;
+        // A full load goes to a destination that can take it while it is staged.
+        if repair.is_none()
+            && transform.is_none()
+            && (self.full_refresh || state.cursor.is_none())
+            && self.destination.copies_while_staging()
+        {
+            return self.stage_and_copy(stream, &mut state, report).await;
+        }
         let manifest = match repair {
             None => self.extract_and_stage(stream, &state, report).await?,
             Some(extraction) => {
@@ -378,6 +405,7 @@ impl<'a> StreamRunner<'a> {
                     LoadMode::Repair,
                     extraction,
                     report,
+                    None,
                 )
                 .await?
             }
@@ -391,38 +419,138 @@ impl<'a> StreamRunner<'a> {
             None => manifest,
         };
         if manifest.rows == 0 {
-            // Nothing to merge: the window is covered, so the cursor may move on.
-            info!(stream, "no changes");
-            report.reconciliation.destination = Some(Fingerprint::default());
-            report.reconciliation.matched = true;
-            let nothing = MergeOutcome {
-                skipped: true,
-                ..Default::default()
-            };
-            return self
-                .commit_state(stream, &mut state, &manifest, &nothing)
-                .await;
+            return self.commit_empty(stream, &mut state, &manifest, report).await;
         }
+        self.write_pending(stream, &mut state, &manifest, report)
+            .await?;
+        self.merge_and_commit(stream, &mut state, &manifest, report)
+            .await
+    }
 
+    /// A full load staged and, at the same time, copied into the destination (steps 2 to 6
+    /// with 5 overlapping 2 to 4; see `Destination::copy_while_staging`): every batch goes to
+    /// the Parquet writer and, through a bounded channel, to the destination's COPY. The
+    /// destination commits only once step 4 is done, so a crash anywhere leaves what the
+    /// ordinary order leaves. When the destination does not take the load (a table that is
+    /// not empty, a repeated key, a delete), the staged load is merged the ordinary way.
+    async fn stage_and_copy(
+        &self,
+        stream: &str,
+        state: &mut StreamState,
+        report: &mut StreamReport,
+    ) -> Result<()> {
+        let started = self.start_extraction(stream, state, report).await?;
+        let request = MergeRequest {
+            load_id: started.load_id.clone(),
+            stream: stream.to_string(),
+            table: stream.to_string(),
+            key: started.extraction.key.clone(),
+            deletes: self.config.stream_settings(stream).deletes,
+            schema: started.extraction.schema.clone(),
+            staged: Fingerprint::default(),
+            files: Vec::new(),
+            complete: None,
+        };
+        self.state.check_lease(stream).await?;
+        self.ensure_table(&request, report).await?;
+
+        let (tee, copied) = tokio::sync::mpsc::channel(COPY_AHEAD_BATCHES);
+        let (ready, staged) = tokio::sync::oneshot::channel();
+        let staging = async {
+            let manifest = self.stage_started(stream, started, report, Some(tee)).await?;
+            if manifest.rows > 0 {
+                self.write_pending(stream, state, &manifest, report).await?;
+                // The lease is proved once more just before the destination may commit.
+                self.state.check_lease(stream).await?;
+                // Not taken by the destination: it already gave up the copy.
+                let _ = ready.send(merge_request(self.config, &manifest)?);
+            }
+            Ok::<_, Error>(manifest)
+        };
+        let batches = futures::stream::unfold(copied, |mut copied| async move {
+            copied.recv().await.map(|batch| (Ok(batch), copied))
+        })
+        .boxed();
+        let copying = self
+            .destination
+            .copy_while_staging(&request, batches, staged);
+        let (staged, copied) = tokio::join!(staging, copying);
+        // A staging failure dropped `ready`: the destination rolled back.
+        let manifest = staged?;
+        if manifest.rows == 0 {
+            return self.commit_empty(stream, state, &manifest, report).await;
+        }
+        match copied {
+            Ok(Some(outcome)) => {
+                let outcome = self.took(&manifest, report, outcome)?;
+                crash_point("after-merge");
+                let state_started = Instant::now();
+                self.commit_state(stream, state, &manifest, &outcome)
+                    .await?;
+                report.phases.state_ms += millis(state_started.elapsed());
+                Ok(())
+            }
+            Ok(None) => self.merge_and_commit(stream, state, &manifest, report).await,
+            Err(err) => Err(self.record_failure(stream, state, err).await),
+        }
+    }
+
+    /// A load with no rows: nothing to merge, the window is covered, so the cursor may move on.
+    async fn commit_empty(
+        &self,
+        stream: &str,
+        state: &mut StreamState,
+        manifest: &Manifest,
+        report: &mut StreamReport,
+    ) -> Result<()> {
+        info!(stream, "no changes");
+        report.reconciliation.destination = Some(Fingerprint::default());
+        report.reconciliation.matched = true;
+        let nothing = MergeOutcome {
+            skipped: true,
+            ..Default::default()
+        };
+        self.commit_state(stream, state, manifest, &nothing).await
+    }
+
+    /// Step 4: the manifest makes the load complete and replayable, then the state records
+    /// it as pending.
+    async fn write_pending(
+        &self,
+        stream: &str,
+        state: &mut StreamState,
+        manifest: &Manifest,
+        report: &mut StreamReport,
+    ) -> Result<()> {
         let manifest_started = Instant::now();
-        self.stage.write_manifest(&manifest).await?;
+        self.stage.write_manifest(manifest).await?;
         state.pending = Some(PendingLoad {
             load_id: manifest.load_id.clone(),
             mode: manifest.mode,
             cursor: manifest.cursor,
             failure: None,
         });
-        self.state.save(stream, &state).await?;
+        self.state.save(stream, state).await?;
         report.phases.manifest_ms += millis(manifest_started.elapsed());
         crash_point("after-stage");
+        Ok(())
+    }
 
-        let outcome = match self.merge(&manifest, report).await {
+    /// Steps 5 and 6 for a pending load.
+    async fn merge_and_commit(
+        &self,
+        stream: &str,
+        state: &mut StreamState,
+        manifest: &Manifest,
+        report: &mut StreamReport,
+    ) -> Result<()> {
+        let outcome = match self.merge(manifest, report).await {
             Ok(outcome) => outcome,
-            Err(err) => return Err(self.record_failure(stream, &mut state, err).await),
+            Err(err) => return Err(self.record_failure(stream, state, err).await),
         };
         crash_point("after-merge");
         let state_started = Instant::now();
-        self.commit_state(stream, &mut state, &manifest, &outcome)
+        self.commit_state(stream, state, manifest, &outcome)
             .await?;
         report.phases.state_ms += millis(state_started.elapsed());
         Ok(())
@@ -436,6 +564,18 @@ impl<'a> StreamRunner<'a> {
         state: &StreamState,
         report: &mut StreamReport,
     ) -> Result<Manifest> {
+        let started = self.start_extraction(stream, state, report).await?;
+        self.stage_started(stream, started, report, None).await
+    }
+
+    /// Asks the source for the records changed since the saved cursor (all of them for a
+    /// full load); nothing is read yet.
+    async fn start_extraction(
+        &self,
+        stream: &str,
+        state: &StreamState,
+        report: &mut StreamReport,
+    ) -> Result<Started> {
         let since = if self.full_refresh {
             None
         } else {
@@ -450,7 +590,7 @@ impl<'a> StreamRunner<'a> {
         };
         report.mode = Some(mode);
 
-        let started = chrono::Utc::now();
+        let at = chrono::Utc::now();
         let extraction = self
             .source
             .extract(ExtractRequest {
@@ -462,8 +602,33 @@ impl<'a> StreamRunner<'a> {
             })
             .await?;
         info!(stream, load_id, ?mode, "extracting");
+        Ok(Started {
+            load_id,
+            mode,
+            since,
+            at,
+            extraction,
+        })
+    }
+
+    /// Stages a started extraction (each batch also sent to `tee`, when given) and proves the
+    /// staged files hold exactly what was extracted. Returns the manifest, not yet written.
+    async fn stage_started(
+        &self,
+        stream: &str,
+        started: Started,
+        report: &mut StreamReport,
+        tee: Option<Tee>,
+    ) -> Result<Manifest> {
+        let Started {
+            load_id,
+            mode,
+            since,
+            at,
+            extraction,
+        } = started;
         let mut manifest = self
-            .stage_extraction(stream, since, load_id, mode, extraction, report)
+            .stage_extraction(stream, since, load_id, mode, extraction, report, tee)
             .await?;
         // Only a full load that read everything proves the rows it lacks are gone: one that
         // stopped early did not see them, and a dead-lettered record is still at the source.
@@ -472,7 +637,7 @@ impl<'a> StreamRunner<'a> {
             && manifest.dead_letter.is_none()
             && !manifest.keeps_cursor
         {
-            manifest.complete_as_of = Some(started);
+            manifest.complete_as_of = Some(at);
         }
         Ok(manifest)
     }
@@ -487,6 +652,7 @@ impl<'a> StreamRunner<'a> {
         mode: LoadMode,
         extraction: Extraction,
         report: &mut StreamReport,
+        tee: Option<Tee>,
     ) -> Result<Manifest> {
         report.set_cursor(extraction.cursor, |c| self.source.cursor_text(stream, c));
         let pipeline = &self.config.pipeline.name;
@@ -495,7 +661,7 @@ impl<'a> StreamRunner<'a> {
         let source_state = extraction.state.clone();
         let dir = self.stage.load_dir(pipeline, stream, &load_id);
         let staged = self
-            .stage_items(stream, since, &load_id, dir, extraction, report)
+            .stage_items(stream, since, &load_id, dir, extraction, report, tee)
             .await?;
         report.set_cursor(staged.cursor, |c| self.source.cursor_text(stream, c));
 
@@ -551,6 +717,7 @@ impl<'a> StreamRunner<'a> {
         dir: object_store::path::Path,
         extraction: Extraction,
         report: &mut StreamReport,
+        mut tee: Option<Tee>,
     ) -> Result<StagedItems> {
         // Parquet is encoded in a task of its own, overlapping the value rule and the
         // fingerprint of the next batch (the source reads ahead in its own task too).
@@ -630,6 +797,14 @@ impl<'a> StreamRunner<'a> {
                     }
                     extracted.merge(batch_fingerprint(&batch, &extraction.key)?);
                     convert += converting.elapsed();
+                    // A closed channel: the destination gave up the copy (see `stage_and_copy`).
+                    let copy_gone = match &tee {
+                        Some(copy) => copy.send(batch.clone()).await.is_err(),
+                        None => false,
+                    };
+                    if copy_gone {
+                        tee = None;
+                    }
                     // Counted in the writer's own time (below), not while waiting for it.
                     writer.write(batch).await?;
                     if let Some(bar) = &progress {
@@ -686,30 +861,36 @@ impl<'a> StreamRunner<'a> {
         manifest: &Manifest,
         report: &mut StreamReport,
     ) -> Result<MergeOutcome> {
-        let request = MergeRequest {
-            load_id: manifest.load_id.clone(),
-            stream: manifest.stream.clone(),
-            table: manifest.stream.clone(),
-            key: manifest.key.clone(),
-            deletes: self.config.stream_settings(&manifest.stream).deletes,
-            schema: manifest.arrow_schema()?,
-            staged: manifest.fingerprint(),
-            files: manifest.files.iter().map(|f| f.path.clone()).collect(),
-            complete: manifest.complete_as_of,
-        };
+        let request = merge_request(self.config, manifest)?;
         // A run that lost its stream's lease must not merge: another run owns the stream now.
         self.state.check_lease(&manifest.stream).await?;
+        self.ensure_table(&request, report).await?;
+        let open = || self.stage.read_load(manifest);
+        let outcome = self.destination.merge_staged(&request, &open).await?;
+        self.took(manifest, report, outcome)
+    }
+
+    /// Creates the destination table, or adds the columns it lacks, and reports a change.
+    async fn ensure_table(&self, request: &MergeRequest, report: &mut StreamReport) -> Result<()> {
         let ensuring = Instant::now();
-        let change = self.destination.ensure_table(&request).await?;
+        let change = self.destination.ensure_table(request).await?;
         report.phases.ensure_table_ms += millis(ensuring.elapsed());
         if change.created_table || !change.added_columns.is_empty() {
-            info!(stream = %manifest.stream, created = change.created_table, added = ?change.added_columns, "table schema changed");
+            info!(stream = %request.stream, created = change.created_table, added = ?change.added_columns, "table schema changed");
         }
         if change != Default::default() {
             report.schema_change = Some(change);
         }
-        let open = || self.stage.read_load(manifest);
-        let outcome = self.destination.merge_staged(&request, &open).await?;
+        Ok(())
+    }
+
+    /// What the destination said it applied, into the report, checked against the manifest.
+    fn took(
+        &self,
+        manifest: &Manifest,
+        report: &mut StreamReport,
+        outcome: MergeOutcome,
+    ) -> Result<MergeOutcome> {
         report.rows_inserted += outcome.inserted;
         report.rows_updated += outcome.updated;
         report.rows_deleted += outcome.deleted;
@@ -717,6 +898,7 @@ impl<'a> StreamRunner<'a> {
         report.phases.merge_ms += outcome.timings.merge_ms;
         report.phases.commit_ms += outcome.timings.commit_ms;
         report.phases.direct_copy |= outcome.timings.direct_copy;
+        report.phases.copied_while_staging |= outcome.timings.copied_while_staging;
         if outcome.skipped {
             report.skipped_as_replay = true;
             report.reconciliation.matched =
@@ -878,6 +1060,21 @@ impl<'a> StreamRunner<'a> {
         }
         Ok(())
     }
+}
+
+/// What the destination is asked to merge for a staged load.
+fn merge_request(config: &Config, manifest: &Manifest) -> Result<MergeRequest> {
+    Ok(MergeRequest {
+        load_id: manifest.load_id.clone(),
+        stream: manifest.stream.clone(),
+        table: manifest.stream.clone(),
+        key: manifest.key.clone(),
+        deletes: config.stream_settings(&manifest.stream).deletes,
+        schema: manifest.arrow_schema()?,
+        staged: manifest.fingerprint(),
+        files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+        complete: manifest.complete_as_of,
+    })
 }
 
 /// Whether a merge failure condemns the load rather than the moment: the destination

@@ -69,6 +69,10 @@ pub struct PhaseTimings {
     /// The load went straight into an empty table (PostgreSQL: one COPY, no staging table,
     /// no merge statements).
     pub direct_copy: bool,
+    /// The load was copied into the destination while it was being staged (PostgreSQL, a
+    /// full load into an empty table): `load_ms` overlaps extraction and Parquet writing.
+    #[serde(default)]
+    pub copied_while_staging: bool,
 }
 
 /// Milliseconds of a duration, for the report.

@@ -82,6 +82,9 @@ pub struct SimConfig {
     /// their delete (they leave `queryAll`; `sobjects/{O}/deleted` still lists them). `None`
     /// (default): kept until a test calls `purge`.
     pub sf_purge_after_ms: Option<u64>,
+    /// Salesforce: `sobjects/{O}/deleted` answers `EXCEEDED_ID_LIMIT` when a window holds
+    /// more deletes than this (the real limit is 600,000; crm-apis.md A5). Default 600,000.
+    pub sf_deleted_id_limit: usize,
 }
 
 impl Default for SimConfig {
@@ -107,6 +110,7 @@ impl Default for SimConfig {
             sf_short_pages: false,
             sf_bulk_polls: 2,
             sf_purge_after_ms: None,
+            sf_deleted_id_limit: 600_000,
         }
     }
 }

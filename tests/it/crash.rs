@@ -79,3 +79,70 @@ async fn killed_after_staging_reruns_exactly_once() {
 async fn killed_after_merge_before_state_commit_reruns_exactly_once() {
     killed_then_rerun_converges("after-merge").await;
 }
+
+/// A full load into PostgreSQL is copied into the table while it is staged; a kill at either
+/// point of that overlap must leave what the ordinary order leaves.
+async fn killed_during_a_full_load_then_rerun_converges(point: &str) {
+    let h = Harness::start(
+        SimConfig {
+            contacts: 3000,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let (status, report) = h.run_binary(&[], &[("SYNCLINE_CRASH_AT", point)]);
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the run should have been killed at {point}: {status:?}"
+    );
+    assert!(report.is_none(), "a killed run writes no report");
+    let rows: i64 = h
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM crm.contacts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    match point {
+        // The copy ran, but its transaction waits for the pending state: it died with it.
+        "after-stage" => {
+            assert_eq!(h.ledger_count().await, 0, "nothing committed before the crash");
+            assert_eq!(rows, 0, "the copied rows were rolled back");
+        }
+        _ => {
+            assert_eq!(h.ledger_count().await, 1, "the copy committed before the crash");
+            assert_eq!(rows, 3000, "every contact was copied");
+        }
+    }
+
+    let (status, report) = h.run_binary(&[], &[]);
+    assert!(status.success(), "re-run: {status:?}");
+    let report = report.expect("report");
+    assert_eq!(report.status, Status::Success);
+    let stream = &report.streams[0];
+    assert!(stream.recovered, "{report:#?}");
+    h.assert_converged("contacts", false).await;
+    let ledger = h.ledger_count().await;
+    assert!(ledger == 1 || ledger == 2, "the full load once, then at most an empty incremental: {ledger}");
+    if point == "after-merge" {
+        // Found in the ledger, not applied a second time.
+        assert_eq!(stream.rows_inserted, 0, "{stream:#?}");
+    } else {
+        assert_eq!(stream.rows_inserted, 3000, "{stream:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_a_full_load_is_copied_and_staged_reruns_exactly_once() {
+    killed_during_a_full_load_then_rerun_converges("after-stage").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_a_copied_full_load_committed_reruns_exactly_once() {
+    killed_during_a_full_load_then_rerun_converges("after-merge").await;
+}

@@ -959,7 +959,7 @@ fn lsn(text: &str) -> i64 {
 
 /// The run report breaks each stream's time down by phase (every phase present, in whole
 /// milliseconds), and `-v` logs the same breakdown. A first load goes straight into the empty
-/// table; the next one, into a table with rows, does not.
+/// table, copied while it is staged; the next one, into a table with rows, does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_and_the_log_break_a_stream_down_by_phase() {
     let setup = Setup::start(
@@ -1007,6 +1007,8 @@ async fn the_report_and_the_log_break_a_stream_down_by_phase() {
     }
     assert!(stderr.contains("phase timings"), "{stderr}");
     assert_eq!(first["direct_copy"], true, "{first}");
+    // A first load is copied while it is staged.
+    assert_eq!(first["copied_while_staging"], true, "{first}");
     setup.assert_converged(COMPARED).await;
 
     let (second, _) = phases(&[]);
@@ -1014,4 +1016,5 @@ async fn the_report_and_the_log_break_a_stream_down_by_phase() {
         assert!(second[name].as_u64().is_some(), "{name} in {second}");
     }
     assert_eq!(second["direct_copy"], false, "{second}");
+    assert_eq!(second["copied_while_staging"], false, "{second}");
 }

@@ -521,6 +521,39 @@ async fn records_deleted_and_purged_between_runs_are_deleted_through_get_deleted
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_log_window_over_the_id_limit_is_asked_for_in_halves() {
+    // Salesforce refuses a `deleted/` window listing more than 600,000 ids; the simulator
+    // refuses more than two here.
+    let config = SimConfig {
+        sf_deleted_id_limit: 2,
+        ..sim()
+    };
+    let h = Harness::start(config, &["contacts"], "").await;
+    write_salesforce_config(&h, &["Account"], "bulk_threshold = 100000", "");
+    let first = h.run(false).await;
+    assert_eq!(first.status, Status::Success, "{first:#?}");
+
+    // Six deletes spread over the last minutes, inside the next run's overlap (600 s), stamped
+    // in the past so only the delete log (not queryAll's cursor) can tell of them.
+    let sf = &h.sim.salesforce;
+    let now = sf.now_ms();
+    let mut deleted = Vec::new();
+    for minutes_ago in [1, 2, 3, 4, 6, 8] {
+        deleted.extend(sf.delete_late("Account", 1, now - minutes_ago * 60_000));
+    }
+    deleted.sort();
+    assert_eq!(sf.purge("Account"), deleted);
+    settle_sf(&h, &["Account"]).await;
+
+    let second = h.run(false).await;
+    assert_eq!(second.status, Status::Success, "{second:#?}");
+    let account = &second.streams[0];
+    assert_eq!(account.rows_deleted, deleted.len() as u64, "{account:#?}");
+    assert!(held(&h, "Account", &deleted).await.is_empty());
+    h.assert_sf_converged("Account").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_older_than_the_delete_log_are_reported_and_a_scheduled_reconcile_runs_at_once() {
     let h = Harness::start(sim(), &["contacts"], "").await;
     write_salesforce_config(

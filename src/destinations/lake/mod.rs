@@ -365,7 +365,7 @@ impl Destination for LakeDestination {
             load_ms,
             merge_ms: millis(merging.elapsed()),
             commit_ms: 0,
-            direct_copy: false,
+            ..MergeTimings::default()
         };
 
         info!(

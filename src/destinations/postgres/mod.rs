@@ -340,6 +340,67 @@ impl Destination for PostgresDestination {
         self.apply(request, Rows::Reopenable(open)).await
     }
 
+    fn copies_while_staging(&self) -> bool {
+        true
+    }
+
+    /// The direct path fed by the batches as they are staged: one COPY into the empty table
+    /// overlapping extraction and the Parquet writer, committed once the load is staged.
+    #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
+    async fn copy_while_staging(
+        &self,
+        request: &MergeRequest,
+        batches: BoxStream<'static, Result<RecordBatch>>,
+        staged: tokio::sync::oneshot::Receiver<MergeRequest>,
+    ) -> Result<Option<MergeOutcome>> {
+        let layout = TableLayout::from_request(request)?;
+        let statements = MergeSql::new(&self.schema, &layout);
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.step("begin the merge")?;
+        let loading = Instant::now();
+        // A new load id: the ledger cannot hold it yet, and `record_and_commit` refuses it
+        // should another run have committed it meanwhile.
+        if !copy_direct(&tx, request, &layout, &statements, batches).await? {
+            tx.rollback().await.step("roll back")?;
+            return Ok(None);
+        }
+        let load_ms = millis(loading.elapsed());
+        // Nothing commits before the load is durable in the stage and pending in the state.
+        let Ok(request) = staged.await else {
+            tx.rollback().await.step("roll back")?;
+            return Ok(None);
+        };
+        let merging = Instant::now();
+        let received = check_received(
+            &tx,
+            &statements.direct.fingerprint,
+            "fingerprint the copied rows",
+            &request,
+        )
+        .await?;
+        let timings = MergeTimings {
+            load_ms,
+            direct_copy: true,
+            copied_while_staging: true,
+            ..MergeTimings::default()
+        };
+        let counts = Counts {
+            inserted: received.rows,
+            ..Counts::default()
+        };
+        let outcome = record_and_commit(
+            tx,
+            &statements,
+            &request,
+            received,
+            counts,
+            merging,
+            timings,
+        )
+        .await?;
+        Ok(Some(outcome))
+    }
+
     /// `Ok(false)` also when the ledger (or schema) does not exist yet.
     async fn is_committed(&self, _stream: &str, load_id: &str) -> Result<bool> {
         let client = self.client.lock().await;
@@ -555,13 +616,8 @@ enum DirectOutcome {
     NotTaken,
 }
 
-/// The direct path (see `sql::DirectSql`): a load into an empty table with no tombstones is
-/// copied straight into it. What makes it equal to the general path there: an empty table
-/// has nothing to update, delete or leave orphaned, and no tombstone can refuse a row, so
-/// the general path would insert every de-duplicated live row. The copy refuses deletes, and
-/// the table's unique index on the key refuses a repeated key (the one case de-duplication
-/// would decide), so a completed copy holds exactly the load's rows, each live, and its
-/// fingerprint over the table is the one the general path checks over the staging table.
+/// The direct path with the rows `open` reads: the copy, then the check of what the table
+/// received against the manifest.
 async fn direct(
     tx: &Transaction<'_>,
     request: &MergeRequest,
@@ -569,6 +625,37 @@ async fn direct(
     statements: &MergeSql,
     open: &OpenBatches<'_>,
 ) -> Result<DirectOutcome> {
+    if !copy_direct(tx, request, layout, statements, open()).await? {
+        return Ok(DirectOutcome::NotTaken);
+    }
+    let copied = Instant::now();
+    let received = check_received(
+        tx,
+        &statements.direct.fingerprint,
+        "fingerprint the copied rows",
+        request,
+    )
+    .await?;
+    Ok(DirectOutcome::Copied { received, copied })
+}
+
+/// The direct path (see `sql::DirectSql`): a load into an empty table with no tombstones is
+/// copied straight into it. What makes it equal to the general path there: an empty table
+/// has nothing to update, delete or leave orphaned, and no tombstone can refuse a row, so
+/// the general path would insert every de-duplicated live row. The copy refuses deletes, and
+/// the table's unique index on the key refuses a repeated key (the one case de-duplication
+/// would decide), so a completed copy holds exactly the load's rows, each live, and its
+/// fingerprint over the table is the one the general path checks over the staging table.
+///
+/// `false` when the table is not eligible, or when the load carries a delete or repeats a
+/// key: then the copy is rolled back to its savepoint and nothing is in the table.
+async fn copy_direct(
+    tx: &Transaction<'_>,
+    request: &MergeRequest,
+    layout: &TableLayout,
+    statements: &MergeSql,
+    batches: BoxStream<'static, Result<RecordBatch>>,
+) -> Result<bool> {
     let sql = &statements.direct;
     let qualified_table: &(dyn ToSql + Sync) = &sql.table;
     let table: &(dyn ToSql + Sync) = &request.table;
@@ -580,21 +667,16 @@ async fn direct(
         .try_get(0)
         .step("see whether the table is empty")?;
     if !eligible {
-        return Ok(DirectOutcome::NotTaken);
+        return Ok(false);
     }
     tx.batch_execute(&sql.savepoint)
         .await
         .step("set a savepoint before the copy into the empty table")?;
     let carried: Vec<types::Column> = layout.carried().cloned().collect();
-    let why = match copy::copy_into_empty(tx, &sql.copy, &carried, &request.load_id, open()).await?
-    {
+    let why = match copy::copy_into_empty(tx, &sql.copy, &carried, &request.load_id, batches).await? {
         Direct::Copied(rows) => {
             debug!(rows, "copied the load straight into the empty table");
-            let copied = Instant::now();
-            let received =
-                check_received(tx, &sql.fingerprint, "fingerprint the copied rows", request)
-                    .await?;
-            return Ok(DirectOutcome::Copied { received, copied });
+            return Ok(true);
         }
         Direct::CarriesDeletes => "the load carries deletes",
         Direct::KeyRepeats => "a key repeats in the load",
@@ -603,7 +685,7 @@ async fn direct(
         .await
         .step("roll back the copy into the empty table")?;
     info!(reason = why, "the empty table takes the general merge path");
-    Ok(DirectOutcome::NotTaken)
+    Ok(false)
 }
 
 /// Records the load in the ledger and commits: the merge and its ledger row commit together.

@@ -486,7 +486,7 @@ impl SnowflakeDestination {
             load_ms: 0,
             merge_ms,
             commit_ms: millis(committing.elapsed()),
-            direct_copy: false,
+            ..MergeTimings::default()
         };
         info!(
             rows = received.rows,

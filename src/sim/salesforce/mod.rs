@@ -163,6 +163,8 @@ struct SfState {
     delete_log_from: i64,
     /// Soft-deleted records older than this (ms) are purged when a request arrives.
     purge_after_ms: Option<u64>,
+    /// More deletes than this in one `deleted/` window is `EXCEEDED_ID_LIMIT`.
+    deleted_id_limit: usize,
 }
 
 /// A query's result set, rendered when the query ran.
@@ -469,6 +471,7 @@ impl SalesforceSim {
             delete_log: vec![Vec::new(); schemas.len()],
             delete_log_from: i64::MIN,
             purge_after_ms: config.sf_purge_after_ms,
+            deleted_id_limit: config.sf_deleted_id_limit,
         };
         SalesforceSim {
             inner: Arc::new(Inner {
@@ -566,25 +569,17 @@ impl SalesforceSim {
     /// `SystemModstamp` takes one new clock value; `LastModifiedDate` stays. They remain
     /// visible to `queryAll`. Returns their Ids, ascending.
     pub fn delete(&self, object: &str, n: usize) -> Vec<String> {
-        let object = expect_data_object(object);
         let mut state = self.lock();
         let stamp = state.next_stamp();
-        let SfState {
-            records: stores,
-            rng,
-            ..
-        } = &mut *state;
-        let store = &mut stores[object.index()];
-        let mut ids = Vec::new();
-        for index in pick_live(store, rng, n) {
-            let record = &mut store[index];
-            records::mark_deleted(record, stamp);
-            ids.push(record.id.clone());
-        }
-        ids.sort_unstable();
-        let log = &mut state.delete_log[object.index()];
-        log.extend(ids.iter().map(|id| (id.clone(), stamp)));
-        ids
+        delete_stamped(&mut state, object, n, stamp)
+    }
+
+    /// A late delete: like [`delete`](Self::delete), but stamped `ts_ms` (normally older than
+    /// [`now_ms`](Self::now_ms)), so it falls inside a window a connector asks `deleted/` for
+    /// again (its overlap). The clock is untouched.
+    pub fn delete_late(&self, object: &str, n: usize, ts_ms: i64) -> Vec<String> {
+        let mut state = self.lock();
+        delete_stamped(&mut state, object, n, ts_ms)
     }
 
     /// Empties the Recycle Bin of `object`: its soft-deleted records leave `queryAll` for
@@ -661,6 +656,12 @@ impl SalesforceSim {
             .filter(|(_, at)| *at >= start && *at < end)
             .map(|(id, at)| json!({"id": id, "deletedDate": records::rest_datetime(*at)}))
             .collect();
+        if deleted.len() > state.deleted_id_limit {
+            return Err(ApiError::bad_request(
+                "EXCEEDED_ID_LIMIT",
+                "the result set exceeds the ID limit; narrow the date range",
+            ));
+        }
         Ok(json!({
             "deletedRecords": deleted,
             "earliestDateAvailable": records::rest_datetime(earliest),
@@ -1095,6 +1096,28 @@ impl SalesforceSim {
         let job = state.jobs.get(id).ok_or_else(ApiError::not_found)?;
         Ok(job.results(locator, max_records)?)
     }
+}
+
+/// Soft-deletes up to `n` live records of `object` at `stamp` and logs the deletes.
+fn delete_stamped(state: &mut SfState, object: &str, n: usize, stamp: i64) -> Vec<String> {
+    let object = expect_data_object(object);
+    let SfState {
+        records: stores,
+        rng,
+        ..
+    } = &mut *state;
+    let store = &mut stores[object.index()];
+    let mut ids = Vec::new();
+    for index in pick_live(store, rng, n) {
+        let record = &mut store[index];
+        records::mark_deleted(record, stamp);
+        ids.push(record.id.clone());
+    }
+    ids.sort_unstable();
+    let log = &mut state.delete_log[object.index()];
+    log.extend(ids.iter().map(|id| (id.clone(), stamp)));
+    log.sort_by_key(|(_, at)| *at);
+    ids
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl SalesforceSource {
     }
 
     /// The deletes Salesforce logged for `stream` in the incremental window `cursor`
-    /// (`sobjects/{O}/deleted`, A5; one API call), as a batch of deletes at their
+    /// (`sobjects/{O}/deleted`, A5; one API call, more when a window holds over 600,000), as a batch of deletes at their
     /// `deletedDate`, and a warning when the log no longer reaches back to the window's start.
     /// The server ignores seconds: the start is taken down and the end up to the minute (a
     /// delete just after the window's end applied now is still a delete the source made).
@@ -144,38 +144,56 @@ impl SalesforceSource {
             .max(oldest - oldest.rem_euclid(MINUTE_MS) + 2 * MINUTE_MS);
         let end = (cursor.to + MINUTE_MS - 1).div_euclid(MINUTE_MS) * MINUTE_MS;
         let end = end.max(start + MINUTE_MS);
-        let path = self.client.data_path(&format!(
-            "sobjects/{}/deleted/?start={}&end={}",
-            soql::encode(stream),
-            soql::encode(&soql::datetime_literal(start)),
-            soql::encode(&soql::datetime_literal(end)),
-        ));
-        let body = self.client.get_json(&path).await?;
         let shape = |what| SalesforceError::DeletedShape {
             object: stream.to_string(),
             what,
         };
-        let listed = body
-            .get("deletedRecords")
-            .and_then(Value::as_array)
-            .ok_or_else(|| shape("has no deletedRecords list"))?;
-        let mut deletes = Vec::with_capacity(listed.len());
-        for record in listed {
-            let id = record
-                .get("id")
+        let mut deletes = Vec::new();
+        let mut earliest: Option<i64> = None;
+        // Windows still to ask for, the earliest last; a window with more than 600,000 deletes
+        // is refused (`EXCEEDED_ID_LIMIT`, A5) and asked for again as two halves.
+        let mut windows = vec![(start, end)];
+        while let Some((start, end)) = windows.pop() {
+            let path = self.client.data_path(&format!(
+                "sobjects/{}/deleted/?start={}&end={}",
+                soql::encode(stream),
+                soql::encode(&soql::datetime_literal(start)),
+                soql::encode(&soql::datetime_literal(end)),
+            ));
+            let body = match self.client.get_json(&path).await {
+                Ok(body) => body,
+                Err(Failure::Api(api)) if api.code == "EXCEEDED_ID_LIMIT" && end - start > MINUTE_MS => {
+                    let middle = start + ((end - start) / MINUTE_MS / 2) * MINUTE_MS;
+                    tracing::info!(stream, "too many deletes in one getDeleted window; asking for each half");
+                    windows.push((middle, end));
+                    windows.push((start, middle));
+                    continue;
+                }
+                Err(other) => return Err(other.into()),
+            };
+            let listed = body
+                .get("deletedRecords")
+                .and_then(Value::as_array)
+                .ok_or_else(|| shape("has no deletedRecords list"))?;
+            for record in listed {
+                let id = record
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| shape("lists a record without an id"))?;
+                let at = record
+                    .get("deletedDate")
+                    .and_then(Value::as_str)
+                    .and_then(records::parse_millis)
+                    .ok_or_else(|| shape("lists a record without a readable deletedDate"))?;
+                deletes.push((Key::Text(id.to_string()), at.saturating_mul(1000)));
+            }
+            // The log's start as the latest answer gives it (it only moves later).
+            let answered = body
+                .get("earliestDateAvailable")
                 .and_then(Value::as_str)
-                .ok_or_else(|| shape("lists a record without an id"))?;
-            let at = record
-                .get("deletedDate")
-                .and_then(Value::as_str)
-                .and_then(records::parse_millis)
-                .ok_or_else(|| shape("lists a record without a readable deletedDate"))?;
-            deletes.push((Key::Text(id.to_string()), at.saturating_mul(1000)));
+                .and_then(records::parse_millis);
+            earliest = earliest.max(answered);
         }
-        let earliest = body
-            .get("earliestDateAvailable")
-            .and_then(Value::as_str)
-            .and_then(records::parse_millis);
         let mut items = Vec::new();
         if !deletes.is_empty() {
             tracing::info!(

@@ -1,0 +1,108 @@
+//! Benchmark: `syncline reconcile` of N HubSpot contacts in the simulator (its own process,
+//! rate limit off) against their copy in a throwaway PostgreSQL.
+//!
+//! Loads the contacts with `syncline run`, plants drift in the destination (per 1,000 rows:
+//! one deleted, one set to an older version, one extra row), then measures, each as its own
+//! process: the compare (`syncline reconcile`, which lists the source 100 records a page with
+//! only the modified stamp), the repair (`--repair`, batch reads of the drifted ids) and the
+//! compare of the repaired table. Prints seconds, keys per second, peak memory (max RSS) and
+//! the API-call estimate each printed (that the calls made stay within it is a test:
+//! `reconcile::hubspot_drift_is_repaired_through_batch_read_within_the_estimate`).
+//!
+//! `cargo bench --bench reconcile_hubspot` (release). `SYNCLINE_BENCH_ROWS` changes N
+//! (default 100,000).
+
+#[path = "../tests/support/pg.rs"]
+mod pg;
+#[allow(dead_code)]
+mod support;
+
+use support::{free_port, measure_command, wait_for_port};
+
+fn main() {
+    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let pg = pg::TestPostgres::start();
+    let port = free_port();
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["sim", "--companies", "1", "--deals", "1", "--token", "bench-token"])
+        .arg("--contacts")
+        .arg(rows.to_string())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn syncline sim");
+    wait_for_port(port);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("reconcile.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nname = \"bench_reconcile\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{}/stage\"\n\
+             [source]\ntype = \"hubspot\"\nbase_url = \"http://127.0.0.1:{port}\"\ntoken = \"bench-token\"\nstreams = [\"contacts\"]\nlag_seconds = 0\n\
+             [destination]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"crm\"\n",
+            dir.path().display(),
+            pg.url
+        ),
+    )
+    .expect("write config");
+    let load = measure_command(&config, &["run"], dir.path());
+    assert_eq!(load.code, 0, "the initial load failed: {}", load.output);
+    println!(
+        "reconcile_hubspot: {rows} contacts loaded in {:.2} s (peak RSS {:.1} MiB)",
+        load.elapsed.as_secs_f64(),
+        load.peak_rss_mib
+    );
+
+    let every = 1000;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DELETE FROM crm.contacts WHERE id % {every} = 1;
+                 UPDATE crm.contacts SET _syncline_version = _syncline_version - interval '1 day'
+                  WHERE id % {every} = 2;
+                 CREATE TEMP TABLE extra AS SELECT * FROM crm.contacts WHERE id % {every} = 3;
+                 UPDATE extra SET id = id + 1000000000;
+                 INSERT INTO crm.contacts SELECT * FROM extra;"
+            ))
+            .await
+            .expect("plant drift");
+    });
+    let planted = rows.div_ceil(every);
+
+    for (what, args, code) in [
+        ("compare", vec!["reconcile"], 3),
+        ("repair", vec!["reconcile", "--repair"], 0),
+        ("compare after repair", vec!["reconcile"], 0),
+    ] {
+        let run = measure_command(&config, &args, dir.path());
+        assert_eq!(run.code, code, "syncline {args:?}: {}", run.output);
+        println!(
+            "reconcile_hubspot: {what:<21} {rows} keys in {:.2} s = {:.0} keys/s, peak RSS {:.1} MiB, {} (drift planted: ~{planted} rows per class)",
+            run.elapsed.as_secs_f64(),
+            rows as f64 / run.elapsed.as_secs_f64(),
+            run.peak_rss_mib,
+            estimate_line(&run.output),
+        );
+    }
+    let _ = sim.kill();
+}
+
+/// What the command estimated, as it printed it ("estimate N API calls ...").
+fn estimate_line(output: &str) -> String {
+    output
+        .lines()
+        .filter(|line| line.contains("estimate"))
+        .map(|line| line.trim().to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
