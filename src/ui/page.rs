@@ -153,7 +153,7 @@ fn stream_card(s: &StreamStatus, health: Health, now: DateTime<Utc>) -> Markup {
                                 @if let Some(totals) = &s.totals {
                                     span class="num big" data-figure="live-rows" { (grouped(totals.live_rows())) }
                                     div class="sub" {
-                                        "inserted − deleted over " (grouped(totals.loads)) " loads"
+                                        "inserted − deleted over " (grouped(totals.loads)) " load" @if totals.loads != 1 { "s" }
                                     }
                                 } @else {
                                     span class="muted" { "unknown (state from before totals were kept)" }
@@ -180,7 +180,7 @@ fn stream_card(s: &StreamStatus, health: Health, now: DateTime<Utc>) -> Markup {
                             td data-figure="failures" {
                                 @if let Some(failure) = &s.failure {
                                     span class="bad" { "✗ " (failure.count) " failed run" @if failure.count != 1 { "s" } }
-                                    " since the last load, the last " (ago(failure.at, now))
+                                    " since the last load, the last one " (ago(failure.at, now))
                                     div class="reason" { (failure.reason) }
                                 } @else {
                                     span class="ok" { "✓ none" }
