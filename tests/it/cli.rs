@@ -194,6 +194,7 @@ async fn require_password(pg: &crate::support::TestPostgres) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_component_and_exits_with_the_worst() {
+    // Three broken components (staging, the source, the destination): each gets its line.
     let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
         .await
         .unwrap();
@@ -209,9 +210,12 @@ async fn check_reports_every_component_and_exits_with_the_worst() {
          token = \"${{HUBSPOT_TOKEN}}\"\nstreams = [\"contacts\", \"deals\"]\n\
          max_retries = 8\nretry_base_ms = 1000"
     );
+    // A staging folder that cannot be made: its parent is a file.
+    let not_a_folder = dir.path().join("not-a-folder");
+    std::fs::write(&not_a_folder, "").unwrap();
     let text = crate::support::config_toml(
         "name = \"crm\"",
-        &dir.path().join("stage"),
+        &not_a_folder.join("stage"),
         &source,
         "[destination]\ntype = \"postgres\"\nurl = \"${DATABASE_URL}\"",
         "",
@@ -228,7 +232,7 @@ async fn check_reports_every_component_and_exits_with_the_worst() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout}");
-    assert!(lines[0].starts_with("✓ staging: writable"), "{stdout}");
+    assert!(lines[0].starts_with("✗ staging: "), "{stdout}");
     for (line, stream) in lines[1..3].iter().zip(["contacts", "deals"]) {
         assert!(
             line.starts_with(&format!("✗ source stream {stream}: ")),
