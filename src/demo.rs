@@ -577,7 +577,9 @@ pub fn render(summary: &DemoSummary) -> String {
     line(&mut out, format!("  syncline status --config {config}"));
     line(
         &mut out,
-        format!("  syncline ui --config {config}   # the same as a page, at http://127.0.0.1:8484/"),
+        format!(
+            "  syncline ui --config {config}   # the same as a page, at http://127.0.0.1:8484/"
+        ),
     );
     line(
         &mut out,

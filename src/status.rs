@@ -157,7 +157,9 @@ pub fn render(rows: &[StreamStatus]) -> String {
                 "{:<16} failed {} time(s) since the last load, last at {}: {}\n",
                 "",
                 failure.count,
-                failure.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                failure
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 failure.reason
             ));
         }

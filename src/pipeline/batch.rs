@@ -952,6 +952,9 @@ fn show_total(bar: &ProgressBar, total: u64) {
 
 /// When a load began, from its id (a UUIDv7 carries its creation time in milliseconds).
 fn load_started_ms(load_id: &str) -> Option<i64> {
-    let (seconds, nanos) = uuid::Uuid::parse_str(load_id).ok()?.get_timestamp()?.to_unix();
+    let (seconds, nanos) = uuid::Uuid::parse_str(load_id)
+        .ok()?
+        .get_timestamp()?
+        .to_unix();
     Some(seconds as i64 * 1000 + i64::from(nanos / 1_000_000))
 }

@@ -30,7 +30,10 @@ pub fn rows_per_load(stream: &str, loads: &[LastLoad]) -> Markup {
     let scale = |rows: u64| rows as f64 / max as f64 * plot_h;
     let slot = plot_w / loads.len().max(MIN_SLOTS) as f64;
     let bar = (slot * 0.7).max(1.0);
-    let label = format!("Rows inserted, updated and deleted by the last {} loads of {stream}", loads.len());
+    let label = format!(
+        "Rows inserted, updated and deleted by the last {} loads of {stream}",
+        loads.len()
+    );
     html! {
         svg class="chart" data-stream=(stream) role="img" aria-label=(label)
             viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) preserveAspectRatio="xMinYMin meet" {
@@ -105,11 +108,15 @@ mod tests {
         let first = svg.split("class=\"ins\"").nth(1).unwrap();
         let first = first.split('>').next().unwrap();
         assert!(
-            first.contains(&format!("y=\"{TOP}\"")) && first.contains(&format!("height=\"{plot_h}\"")),
+            first.contains(&format!("y=\"{TOP}\""))
+                && first.contains(&format!("height=\"{plot_h}\"")),
             "{svg}"
         );
         // Values are escaped like any other.
-        assert!(svg.contains("b&lt;&amp;&gt;") && !svg.contains("b<&>"), "{svg}");
+        assert!(
+            svg.contains("b&lt;&amp;&gt;") && !svg.contains("b<&>"),
+            "{svg}"
+        );
         assert_eq!(compact(1500), "1.5k");
         assert_eq!(compact(2_000_000), "2M");
     }

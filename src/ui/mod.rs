@@ -26,7 +26,9 @@ use crate::error::{Classified, ErrorKind};
 /// What stops the page from being served.
 #[derive(Debug, thiserror::Error)]
 pub enum UiError {
-    #[error("cannot listen on {addr}: pass another --listen address (e.g. 127.0.0.1:0 for any free port)")]
+    #[error(
+        "cannot listen on {addr}: pass another --listen address (e.g. 127.0.0.1:0 for any free port)"
+    )]
     Bind {
         addr: SocketAddr,
         #[source]

@@ -508,9 +508,11 @@ async fn init_files_pass_check_once_their_variables_are_set() {
     )
     .await
     .unwrap();
-    let pg = tokio::task::spawn_blocking(|| crate::support::TestPostgres::start_with_wal_level("logical"))
-        .await
-        .unwrap();
+    let pg = tokio::task::spawn_blocking(|| {
+        crate::support::TestPostgres::start_with_wal_level("logical")
+    })
+    .await
+    .unwrap();
     crate::support::connect(&pg.url)
         .await
         .batch_execute("CREATE TABLE public.contacts (id bigint PRIMARY KEY, email text)")
@@ -521,11 +523,21 @@ async fn init_files_pass_check_once_their_variables_are_set() {
     let dir = tempfile::tempdir().unwrap();
     let exports = dir.path().join("exports");
     std::fs::create_dir_all(exports.join("contacts")).unwrap();
-    std::fs::write(exports.join("contacts/part-1.csv"), "id,email\n1,a@example.com\n").unwrap();
+    std::fs::write(
+        exports.join("contacts/part-1.csv"),
+        "id,email\n1,a@example.com\n",
+    )
+    .unwrap();
     let env = [
         ("HUBSPOT_TOKEN", sim.token().to_string()),
-        ("SALESFORCE_CLIENT_ID", sim.salesforce.client_id().to_string()),
-        ("SALESFORCE_CLIENT_SECRET", sim.salesforce.client_secret().to_string()),
+        (
+            "SALESFORCE_CLIENT_ID",
+            sim.salesforce.client_id().to_string(),
+        ),
+        (
+            "SALESFORCE_CLIENT_SECRET",
+            sim.salesforce.client_secret().to_string(),
+        ),
         ("SOURCE_DATABASE_URL", pg.url.clone()),
         ("DATABASE_URL", warehouse),
         ("SNOWFLAKE_ACCOUNT", "syncline-test".to_string()),
@@ -547,12 +559,28 @@ async fn init_files_pass_check_once_their_variables_are_set() {
                 .arg(&path)
                 .output()
                 .unwrap();
-            assert!(init.status.success(), "{pair}: {}", String::from_utf8_lossy(&init.stderr));
+            assert!(
+                init.status.success(),
+                "{pair}: {}",
+                String::from_utf8_lossy(&init.stderr)
+            );
             let mut text = std::fs::read_to_string(&path).unwrap();
             text = match source {
-                "hubspot" => set_line(&text, "# base_url = ", &format!("base_url = \"{}\"", sim.base_url)),
-                "salesforce" => set_line(&text, "login_url = ", &format!("login_url = \"{}\"", sim.base_url)),
-                "files" => set_line(&text, "url = \"file:///var/lib/syncline/exports\"", &format!("url = \"file://{}\"", exports.display())),
+                "hubspot" => set_line(
+                    &text,
+                    "# base_url = ",
+                    &format!("base_url = \"{}\"", sim.base_url),
+                ),
+                "salesforce" => set_line(
+                    &text,
+                    "login_url = ",
+                    &format!("login_url = \"{}\"", sim.base_url),
+                ),
+                "files" => set_line(
+                    &text,
+                    "url = \"file:///var/lib/syncline/exports\"",
+                    &format!("url = \"file://{}\"", exports.display()),
+                ),
                 _ => text,
             };
             if destination == "snowflake" {
@@ -561,7 +589,10 @@ async fn init_files_pass_check_once_their_variables_are_set() {
             std::fs::write(&path, &text).unwrap();
 
             let mut check = syncline();
-            check.args(["check", "--config"]).arg(&path).envs(env.iter().map(|(k, v)| (k, v)));
+            check
+                .args(["check", "--config"])
+                .arg(&path)
+                .envs(env.iter().map(|(k, v)| (k, v)));
             let out = tokio::task::spawn_blocking(move || check.output().unwrap())
                 .await
                 .unwrap();
@@ -574,7 +605,10 @@ async fn init_files_pass_check_once_their_variables_are_set() {
             );
             let lines: Vec<&str> = stdout.lines().collect();
             assert!(lines.len() >= 3, "{pair}: {stdout}");
-            assert!(lines.iter().all(|l| l.starts_with("✓ ")), "{pair}: {stdout}");
+            assert!(
+                lines.iter().all(|l| l.starts_with("✓ ")),
+                "{pair}: {stdout}"
+            );
         }
     }
     sim.shutdown().await;

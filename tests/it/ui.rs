@@ -125,7 +125,15 @@ async fn the_page_after_a_demo_shows_every_stream_its_figures_and_chart_and_no_s
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("demo");
     let out = Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .args(["demo", "--contacts", "300", "--companies", "60", "--deals", "90"])
+        .args([
+            "demo",
+            "--contacts",
+            "300",
+            "--companies",
+            "60",
+            "--deals",
+            "90",
+        ])
         .args(["--json", "--dir"])
         .arg(&demo_dir)
         .output()
@@ -144,7 +152,10 @@ async fn the_page_after_a_demo_shows_every_stream_its_figures_and_chart_and_no_s
 
     // A run holds the deals stream's lease while the page is read: it must name this process.
     let config = Config::load(&config_path).unwrap();
-    let state = StateStore::new(&Stage::open(&config.staging).unwrap(), &config.pipeline.name);
+    let state = StateStore::new(
+        &Stage::open(&config.staging).unwrap(),
+        &config.pipeline.name,
+    );
     let lock = state.lock("deals", 600).await.unwrap();
 
     let ui = Ui::start(&config_path);
@@ -173,7 +184,11 @@ async fn the_page_after_a_demo_shows_every_stream_its_figures_and_chart_and_no_s
         .output()
         .unwrap();
     lock.release().await.unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
 
     assert!(!dom.contains(secret), "the secret is on the page");
@@ -182,7 +197,9 @@ async fn the_page_after_a_demo_shows_every_stream_its_figures_and_chart_and_no_s
     for (i, stream) in ["contacts", "companies", "deals"].into_iter().enumerate() {
         let card = card(&dom, stream);
         // The destination's row count, as the demo read it back from the lake.
-        let rows = summary["reconcile"][i]["destination"]["rows"].as_u64().unwrap();
+        let rows = summary["reconcile"][i]["destination"]["rows"]
+            .as_u64()
+            .unwrap();
         assert_eq!(summary["reconcile"][i]["stream"], stream);
         assert!(
             card.contains(&format!("data-figure=\"live-rows\">{}<", grouped(rows))),
@@ -192,13 +209,23 @@ async fn the_page_after_a_demo_shows_every_stream_its_figures_and_chart_and_no_s
         for (class, field) in [("ins", "inserted"), ("upd", "updated"), ("del", "deleted")] {
             let n = last[field].as_u64().unwrap();
             assert!(
-                card.contains(&format!("<span class=\"num {class}\">{}</span> {field}", grouped(n))),
+                card.contains(&format!(
+                    "<span class=\"num {class}\">{}</span> {field}",
+                    grouped(n)
+                )),
                 "{stream}: last load's {field} ({n}) not on the page:\n{card}"
             );
         }
         // The chart: one bar per load, the full and the incremental one.
-        assert!(card.contains("<svg class=\"chart\""), "{stream}: no chart:\n{card}");
-        assert_eq!(card.matches("<g class=\"load\"").count(), 2, "{stream}: bars:\n{card}");
+        assert!(
+            card.contains("<svg class=\"chart\""),
+            "{stream}: no chart:\n{card}"
+        );
+        assert_eq!(
+            card.matches("<g class=\"load\"").count(),
+            2,
+            "{stream}: bars:\n{card}"
+        );
         assert!(card.contains("✓ none"), "{stream}: failures:\n{card}");
         let holder = &status[i]["lease_holder"];
         if stream == "deals" {
@@ -283,11 +310,21 @@ url = "file://{lake}"
         "{contacts}"
     );
     assert!(contacts.contains("✗ failing"), "{contacts}");
-    assert!(contacts.contains("✗ 1 failed run</span> since the last load"), "{contacts}");
-    assert!(contacts.contains("data-figure=\"live-rows\">1,196<"), "{contacts}");
+    assert!(
+        contacts.contains("✗ 1 failed run</span> since the last load"),
+        "{contacts}"
+    );
+    assert!(
+        contacts.contains("data-figure=\"live-rows\">1,196<"),
+        "{contacts}"
+    );
     assert!(contacts.contains("✗ 3 in the last load"), "{contacts}");
     assert!(contacts.contains("took 1.5 s"), "{contacts}");
-    assert_eq!(contacts.matches("<g class=\"load\"").count(), 1, "{contacts}");
+    assert_eq!(
+        contacts.matches("<g class=\"load\"").count(),
+        1,
+        "{contacts}"
+    );
     let deals = card(&html, "deals");
     assert!(deals.contains("– never synced"), "{deals}");
     assert!(deals.contains("no loads yet"), "{deals}");
@@ -315,7 +352,11 @@ url = "file://{lake}"
         .arg(&file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written = std::fs::read_to_string(&file).unwrap();
     assert!(card(&written, "contacts").contains("data-figure=\"live-rows\">1,196<"));
     assert!(!written.contains(secret));
