@@ -1,5 +1,6 @@
-//! Per-stream state in the staging object store: the cursor, the load in flight, and the
-//! stream's lease (`lease`), without which no state is written.
+//! Per-stream state in the staging object store: the cursor, the load in flight, the recent
+//! loads, totals and failures (`status` and `ui` show them), and the stream's lease (`lease`),
+//! without which no state is written; `holder` reads who has it without taking it.
 //!
 //! The cursor advances only after the destination committed the load that reached it. A
 //! load that was staged but whose commit was not yet recorded here is kept as `pending`: the
