@@ -25,8 +25,7 @@ pub fn rows_per_load(stream: &str, loads: &[LastLoad]) -> Markup {
         .iter()
         .map(|l| l.inserted + l.updated + l.deleted)
         .max()
-        .unwrap_or(0)
-        .max(1);
+        .map_or(1, nice_ceiling);
     let scale = |rows: u64| rows as f64 / max as f64 * plot_h;
     let slot = plot_w / loads.len().max(MIN_SLOTS) as f64;
     let bar = (slot * 0.7).max(1.0);
@@ -70,6 +69,21 @@ pub fn rows_per_load(stream: &str, loads: &[LastLoad]) -> Markup {
             }
         }
     }
+}
+
+/// The axis's top: `rows` rounded up to a round number (639 to 800), so the gridlines read
+/// as figures a person would pick.
+fn nice_ceiling(rows: u64) -> u64 {
+    let rows = rows.max(1);
+    let mut scale = 1;
+    while scale * 10 < rows {
+        scale *= 10;
+    }
+    [1, 2, 3, 4, 5, 6, 8, 10]
+        .iter()
+        .map(|m| m * scale)
+        .find(|top| *top >= rows)
+        .unwrap_or(10 * scale)
 }
 
 /// `1234` as `1.2k`: axis labels stay short.
@@ -118,6 +132,10 @@ mod tests {
             "{svg}"
         );
         assert_eq!(compact(1500), "1.5k");
+        assert_eq!(
+            [1, 7, 10, 11, 90, 100, 639, 5001].map(nice_ceiling),
+            [1, 8, 10, 20, 100, 100, 800, 6000]
+        );
         assert_eq!(compact(2_000_000), "2M");
     }
 

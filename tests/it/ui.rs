@@ -183,7 +183,17 @@ async fn the_page_after_a_demo_shows_every_stream_its_figures_and_chart_and_no_s
         .arg(&config_path)
         .output()
         .unwrap();
+    let text = Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["status", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
     lock.release().await.unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("running now: pid {} on ", std::process::id())),
+        "{text}"
+    );
     assert!(
         status.status.success(),
         "{}",
