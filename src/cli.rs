@@ -71,8 +71,12 @@ pub enum Command {
     /// Compare the destination with the source, key by key, and with --repair fix the
     /// drift (exit 0 clean, 3 drift remains).
     Reconcile(ReconcileArgs),
-    /// Show, per stream, the last successful load, the cursor and row counts.
+    /// Show, per stream, the last successful load, the cursor and row counts, and the run
+    /// that holds its lease now.
     Status(StatusArgs),
+    /// Serve a read-only status page of the pipeline (per stream: last load, cursor and
+    /// lag, reconcile, failures, dead letters, the run holding it, a chart of recent loads).
+    Ui(UiArgs),
     /// Run the whole job locally: simulator -> staging -> lake (or PostgreSQL), changes,
     /// an incremental sync, the example models and a reconcile.
     Demo(DemoArgs),
@@ -311,6 +315,18 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Write the `syncline ui` page (from the stage alone) to this file instead.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Address to serve the page on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8484")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

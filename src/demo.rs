@@ -385,7 +385,7 @@ fn demo_config(dir: &Path, sim: &SimHandle, destination: &DemoDestination) -> St
     };
     format!(
         r#"# Written by `syncline demo`. The simulator it points at ran only during the demo;
-# `syncline query` and `syncline status` still work on what it synced.
+# `syncline query`, `syncline status` and `syncline ui` still work on what it synced.
 [pipeline]
 name = "demo"
 
@@ -575,6 +575,12 @@ pub fn render(summary: &DemoSummary) -> String {
         );
     }
     line(&mut out, format!("  syncline status --config {config}"));
+    line(
+        &mut out,
+        format!(
+            "  syncline ui --config {config}   # the same as a page, at http://127.0.0.1:8484/"
+        ),
+    );
     line(
         &mut out,
         "  syncline sim   # serve the simulator, then point your own pipeline at it".into(),

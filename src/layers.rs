@@ -11,7 +11,7 @@
 //! 3 memory       state
 //! 4 merging      destinations
 //! 5 running      pipeline, transform, status
-//! 6 commands     cli, demo, init, orchestrate
+//! 6 commands     cli, demo, init, orchestrate, ui
 //! ```
 //!
 //! The check reads the source text: every `crate::` path outside comments and test modules.
@@ -40,7 +40,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["destinations"],
     &["pipeline", "transform", "status"],
-    &["cli", "demo", "init", "orchestrate"],
+    &["cli", "demo", "init", "orchestrate", "ui"],
 ];
 
 /// The layer of a module path such as `["sources", "hubspot", "config"]`.

@@ -27,6 +27,7 @@ pub mod status;
 pub mod storage;
 pub mod tls;
 pub mod transform;
+pub mod ui;
 pub mod values;
 
 pub use error::{Error, Result};

@@ -11,11 +11,11 @@ use clap::Parser;
 use syncline::cli::{
     CheckArgs, Cli, Command, ConfigCommand, DeadlettersArgs, DemoArgs, DemoTarget, ExportFormat,
     GcArgs, InitArgs, InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand,
-    PlanArgs, QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
+    PlanArgs, QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs, UiArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
-use syncline::{Error, demo, init, orchestrate, pipeline, sim, status, transform};
+use syncline::{Error, demo, init, orchestrate, pipeline, sim, status, transform, ui};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -109,6 +109,7 @@ async fn execute(command: Command) -> Result<u8, Error> {
         Command::Check(args) => check(args).await,
         Command::Reconcile(args) => reconcile(args).await,
         Command::Status(args) => show_status(args).await,
+        Command::Ui(args) => serve_ui(args).await,
         Command::Demo(args) => run_demo(args).await,
         Command::Query(args) => query(args).await,
         Command::Models {
@@ -411,12 +412,24 @@ async fn check(args: CheckArgs) -> Result<u8, Error> {
 
 async fn show_status(args: StatusArgs) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
+    if let Some(path) = args.html {
+        let page = ui::render(&config).await?;
+        std::fs::write(&path, page).map_err(|source| CommandError::Write { path, source })?;
+        return Ok(0);
+    }
     let rows = status::collect(&config).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", status::render(&rows));
     }
+    Ok(0)
+}
+
+/// `syncline ui`: serves until Ctrl-C.
+async fn serve_ui(args: UiArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    ui::serve(config, args.listen).await?;
     Ok(0)
 }
 

@@ -1,4 +1,6 @@
-//! `syncline status`: per stream, when it last synced, its cursor and row counts.
+//! `syncline status`: per stream, when it last synced, its cursor and row counts, who runs it
+//! now, its recent loads and failures. `collect` also asks the source for its lag and the
+//! destination's ledger; `from_state` reads the stage only (`syncline ui`).
 
 use serde::Serialize;
 
@@ -7,7 +9,7 @@ use crate::config::Config;
 use crate::load::SetAside;
 use crate::reconcile::report::ReconcileOutcome;
 use crate::stage::Stage;
-use crate::state::StateStore;
+use crate::state::{Holder, LastLoad, LoadTotals, StateStore, StreamFailure};
 
 #[derive(Debug, Serialize)]
 pub struct StreamStatus {
@@ -25,6 +27,11 @@ pub struct StreamStatus {
     pub last_load_inserted: Option<u64>,
     pub last_load_updated: Option<u64>,
     pub last_load_deleted: Option<u64>,
+    /// From the load's extraction to its state commit.
+    pub last_load_duration_ms: Option<u64>,
+    pub last_load_dead_lettered: Option<u64>,
+    /// The run that holds the stream's lease now (it is syncing the stream), if any.
+    pub lease_holder: Option<Holder>,
     /// A load staged but not yet confirmed committed; the next run finishes it.
     pub pending_load_id: Option<String>,
     /// Whether the destination ledger has the last load (None when it was not asked).
@@ -34,21 +41,46 @@ pub struct StreamStatus {
     pub set_aside: Vec<SetAside>,
     /// The stream's last reconcile (`syncline reconcile`, or scheduled by `run`).
     pub last_reconcile: Option<ReconcileOutcome>,
+    /// Runs that failed since the last committed load.
+    pub failure: Option<StreamFailure>,
+    /// Sums over every committed load (unknown for state written before they were kept).
+    pub totals: Option<LoadTotals>,
+    /// The recent committed loads, oldest first.
+    pub history: Vec<LastLoad>,
 }
 
 pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
+    gather(config, true).await
+}
+
+/// The status from the stage alone: no source or destination is called, no lease taken.
+/// Lag is the cursor's age where the source's cursor is a time it knows without asking.
+pub async fn from_state(config: &Config) -> Result<Vec<StreamStatus>> {
+    gather(config, false).await
+}
+
+async fn gather(config: &Config, ask: bool) -> Result<Vec<StreamStatus>> {
     let stage = Stage::open(&config.staging)?;
     let state = StateStore::new(&stage, &config.pipeline.name);
-    let destination = crate::destinations::build(config).await.ok();
+    let destination = if ask {
+        crate::destinations::build(config).await.ok()
+    } else {
+        None
+    };
+    // Building a source calls nothing.
     let source = crate::sources::build(config)?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::new();
     for stream in config.source.streams() {
         let s = state.load(stream).await?;
         // A source that cannot be reached still leaves the rest of the status worth showing.
-        let source_lag = match source.lag(stream).await {
-            Ok(lag) => lag,
-            Err(err) => Some(format!("unknown ({err})")),
+        let source_lag = if ask {
+            match source.lag(stream).await {
+                Ok(lag) => lag,
+                Err(err) => Some(format!("unknown ({err})")),
+            }
+        } else {
+            None
         };
         // After `lag`: a source may learn there whether the cursor is a time.
         let is_time = source.cursor_is_time(stream);
@@ -56,24 +88,31 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
             (Some(d), Some(l)) => d.is_committed(stream, &l.load_id).await.ok(),
             _ => None,
         };
+        let last = s.last_load.as_ref();
         out.push(StreamStatus {
             stream: stream.clone(),
             cursor: s.cursor.map(|c| source.cursor_text(stream, c)),
             lag_seconds: s.cursor.filter(|_| is_time).map(|c| (now - c) / 1000),
             source_lag,
-            last_load_id: s.last_load.as_ref().map(|l| l.load_id.clone()),
-            last_load_at: s.last_load.as_ref().map(|l| {
+            last_load_id: last.map(|l| l.load_id.clone()),
+            last_load_at: last.map(|l| {
                 l.committed_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             }),
-            last_load_rows: s.last_load.as_ref().map(|l| l.rows),
-            last_load_inserted: s.last_load.as_ref().map(|l| l.inserted),
-            last_load_updated: s.last_load.as_ref().map(|l| l.updated),
-            last_load_deleted: s.last_load.as_ref().map(|l| l.deleted),
+            last_load_rows: last.map(|l| l.rows),
+            last_load_inserted: last.map(|l| l.inserted),
+            last_load_updated: last.map(|l| l.updated),
+            last_load_deleted: last.map(|l| l.deleted),
+            last_load_duration_ms: last.and_then(|l| l.duration_ms),
+            last_load_dead_lettered: last.map(|l| l.dead_lettered),
+            lease_holder: state.holder(stream).await?,
             pending_load_id: s.pending.map(|p| p.load_id),
             in_ledger,
             set_aside: s.set_aside,
             last_reconcile: s.last_reconcile,
+            failure: s.failure,
+            totals: s.totals,
+            history: s.history,
         });
     }
     Ok(out)
@@ -109,6 +148,20 @@ pub fn render(rows: &[StreamStatus]) -> String {
         ));
         if let Some(lag) = &r.source_lag {
             out.push_str(&format!("{:<16} source lag: {lag}\n", ""));
+        }
+        if let Some(holder) = &r.lease_holder {
+            out.push_str(&format!("{:<16} {}\n", "", holder.line()));
+        }
+        if let Some(failure) = &r.failure {
+            out.push_str(&format!(
+                "{:<16} failed {} time(s) since the last load, last at {}: {}\n",
+                "",
+                failure.count,
+                failure
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                failure.reason
+            ));
         }
         if let Some(reconcile) = &r.last_reconcile {
             out.push_str(&format!(

@@ -300,6 +300,11 @@ impl<'a> StreamRunner<'a> {
             Err(err) => Err(err),
             Ok(lock) => {
                 let outcome = self.sync(stream, &mut report, repair).await;
+                if let Err(err) = &outcome
+                    && err.kind() != ErrorKind::Quota
+                {
+                    self.note_failure(stream, err).await;
+                }
                 if let Err(err) = lock.release().await {
                     warn!(stream, error = %err, "could not release the stream lock");
                 }
@@ -485,7 +490,7 @@ impl<'a> StreamRunner<'a> {
                 let outcome = self.took(&manifest, report, outcome)?;
                 crash_point("after-merge");
                 let state_started = Instant::now();
-                self.commit_state(stream, state, &manifest, &outcome)
+                self.commit_state(stream, state, &manifest, &outcome, true)
                     .await?;
                 report.phases.state_ms += millis(state_started.elapsed());
                 Ok(())
@@ -510,7 +515,8 @@ impl<'a> StreamRunner<'a> {
             skipped: true,
             ..Default::default()
         };
-        self.commit_state(stream, state, manifest, &nothing).await
+        self.commit_state(stream, state, manifest, &nothing, true)
+            .await
     }
 
     /// Step 4: the manifest makes the load complete and replayable, then the state records
@@ -550,7 +556,7 @@ impl<'a> StreamRunner<'a> {
         };
         crash_point("after-merge");
         let state_started = Instant::now();
-        self.commit_state(stream, state, manifest, &outcome)
+        self.commit_state(stream, state, manifest, &outcome, true)
             .await?;
         report.phases.state_ms += millis(state_started.elapsed());
         Ok(())
@@ -928,6 +934,7 @@ impl<'a> StreamRunner<'a> {
         state: &mut StreamState,
         manifest: &Manifest,
         outcome: &MergeOutcome,
+        this_run: bool,
     ) -> Result<()> {
         // After the destination committed the load, before the state says so (see `mirror`).
         crate::destinations::mirror::apply(self.config, &self.stage, manifest).await?;
@@ -939,13 +946,21 @@ impl<'a> StreamRunner<'a> {
         }
         state.pending = None;
         if !outcome.skipped {
-            state.last_load = Some(LastLoad {
+            let committed_at = chrono::Utc::now();
+            state.record_load(LastLoad {
                 load_id: manifest.load_id.clone(),
-                committed_at: chrono::Utc::now(),
+                committed_at,
                 rows: manifest.rows,
                 inserted: outcome.inserted,
                 updated: outcome.updated,
                 deleted: outcome.deleted,
+                // The load id (UUIDv7) was minted when extraction began; a load an earlier
+                // run left pending has no duration worth showing.
+                duration_ms: this_run
+                    .then(|| load_started_ms(&manifest.load_id))
+                    .flatten()
+                    .map(|started| (committed_at.timestamp_millis() - started).max(0) as u64),
+                dead_lettered: manifest.dead_letter.as_ref().map_or(0, |d| d.rows),
             });
         }
         self.state.save(stream, state).await?;
@@ -957,6 +972,19 @@ impl<'a> StreamRunner<'a> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Counts a failed run in the stream's state (`status`, `ui`), while this run still
+    /// holds the lease; a run that lost it writes nothing, as always.
+    async fn note_failure(&self, stream: &str, err: &Error) {
+        let noted = async {
+            let mut state = self.state.load(stream).await?;
+            state.record_failure(err.report());
+            self.state.save(stream, &state).await
+        };
+        if let Err(save) = noted.await {
+            warn!(stream, error = %save, "could not record the failure in the stream's state");
+        }
     }
 
     /// Notes on the pending load why its merge failed, when retrying will not cure it, so
@@ -1053,7 +1081,7 @@ impl<'a> StreamRunner<'a> {
                 report.phases.commit_ms += p.commit_ms;
                 report.phases.direct_copy |= p.direct_copy;
                 let state_started = Instant::now();
-                self.commit_state(stream, state, &manifest, &outcome)
+                self.commit_state(stream, state, &manifest, &outcome, false)
                     .await?;
                 report.phases.state_ms += millis(state_started.elapsed());
             }
@@ -1118,4 +1146,13 @@ fn show_total(bar: &ProgressBar, total: u64) {
         .expect("progress template is valid")
         .progress_chars("=> "),
     );
+}
+
+/// When a load began, from its id (a UUIDv7 carries its creation time in milliseconds).
+fn load_started_ms(load_id: &str) -> Option<i64> {
+    let (seconds, nanos) = uuid::Uuid::parse_str(load_id)
+        .ok()?
+        .get_timestamp()?
+        .to_unix();
+    Some(seconds as i64 * 1000 + i64::from(nanos / 1_000_000))
 }

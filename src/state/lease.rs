@@ -262,6 +262,50 @@ async fn renew_in_background(inner: Arc<Inner>, ttl: Duration) {
     }
 }
 
+/// Who holds a stream's lease, as its head generation says (`syncline status` and `ui`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+    /// When that run took the lease.
+    pub since: DateTime<Utc>,
+    /// When the lease expires unless that run renews it.
+    pub until: DateTime<Utc>,
+}
+
+impl Holder {
+    /// `running now: pid 42 on host-a since 2026-01-02T03:04:05Z (lease until ...)`.
+    pub fn line(&self) -> String {
+        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        format!(
+            "running now: pid {} on {} since {} (lease until {})",
+            self.pid,
+            self.host,
+            at(&self.since),
+            at(&self.until)
+        )
+    }
+}
+
+/// The holder of the lease under `dir`, or `None` when it is free (never taken, released,
+/// expired, or written by a process of this host that is gone). Reads only: it never moves
+/// the chain.
+pub(super) async fn holder(store: &dyn ObjectStore, dir: &Path) -> Result<Option<Holder>> {
+    let Some((_, record)) = latest(store, dir).await? else {
+        return Ok(None);
+    };
+    // This process holds no lease of its own here, so "free" means exactly what a taker sees.
+    if record.is_free(Utc::now(), &hostname()) {
+        return Ok(None);
+    }
+    Ok(Some(Holder {
+        host: record.host.clone(),
+        pid: record.pid,
+        since: record.acquired_at,
+        until: record.expires_at(),
+    }))
+}
+
 fn generation_path(dir: &Path, generation: u64) -> Path {
     dir.clone().join(format!("{generation:020}.json"))
 }
@@ -394,7 +438,10 @@ mod tests {
         );
         assert_eq!(refused.exit_code(), 1);
         first.check().await.unwrap();
+        let held = holder(store.as_ref(), &lease_dir()).await.unwrap().unwrap();
+        assert_eq!(held.pid, std::process::id());
         first.release().await.unwrap();
+        assert_eq!(holder(store.as_ref(), &lease_dir()).await.unwrap(), None);
         let second = Lease::acquire(store.clone(), lease_dir(), "contacts", ttl)
             .await
             .unwrap();

@@ -194,6 +194,7 @@ async fn require_password(pg: &crate::support::TestPostgres) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_component_and_exits_with_the_worst() {
+    // Three broken components (staging, the source, the destination): each gets its line.
     let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
         .await
         .unwrap();
@@ -209,9 +210,12 @@ async fn check_reports_every_component_and_exits_with_the_worst() {
          token = \"${{HUBSPOT_TOKEN}}\"\nstreams = [\"contacts\", \"deals\"]\n\
          max_retries = 8\nretry_base_ms = 1000"
     );
+    // A staging folder that cannot be made: its parent is a file.
+    let not_a_folder = dir.path().join("not-a-folder");
+    std::fs::write(&not_a_folder, "").unwrap();
     let text = crate::support::config_toml(
         "name = \"crm\"",
-        &dir.path().join("stage"),
+        &not_a_folder.join("stage"),
         &source,
         "[destination]\ntype = \"postgres\"\nurl = \"${DATABASE_URL}\"",
         "",
@@ -228,7 +232,7 @@ async fn check_reports_every_component_and_exits_with_the_worst() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout}");
-    assert!(lines[0].starts_with("✓ staging: writable"), "{stdout}");
+    assert!(lines[0].starts_with("✗ staging: "), "{stdout}");
     for (line, stream) in lines[1..3].iter().zip(["contacts", "deals"]) {
         assert!(
             line.starts_with(&format!("✗ source stream {stream}: ")),
@@ -471,4 +475,141 @@ fn completions_and_man_pages_cover_every_command() {
         Some(2),
         "an unknown shell is a usage error"
     );
+}
+
+/// Replaces the line of `text` that starts with `prefix` (a commented default, or a key whose
+/// value is a real service's address) with `line`.
+fn set_line(text: &str, prefix: &str, line: &str) -> String {
+    assert!(
+        text.lines().any(|l| l.starts_with(prefix)),
+        "no line starting {prefix:?} in\n{text}"
+    );
+    text.lines()
+        .map(|l| if l.starts_with(prefix) { line } else { l })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Every file `init` writes passes `check` once its variables are set, against the local
+/// stand-ins of each source and destination: the simulator (HubSpot, Salesforce), a real
+/// PostgreSQL (CDC source and destination), a folder of CSV files, the lake, and fakesnow. The
+/// only edits are the addresses of the real services, which the stand-ins replace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_files_pass_check_once_their_variables_are_set() {
+    let sim = syncline::sim::Simulator::start(
+        SimConfig {
+            contacts: 20,
+            companies: 5,
+            deals: 5,
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let pg = tokio::task::spawn_blocking(|| {
+        crate::support::TestPostgres::start_with_wal_level("logical")
+    })
+    .await
+    .unwrap();
+    crate::support::connect(&pg.url)
+        .await
+        .batch_execute("CREATE TABLE public.contacts (id bigint PRIMARY KEY, email text)")
+        .await
+        .unwrap();
+    let warehouse = pg.create_database("warehouse");
+    let snowflake = crate::support::snowflake::TestSnowflake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exports = dir.path().join("exports");
+    std::fs::create_dir_all(exports.join("contacts")).unwrap();
+    std::fs::write(
+        exports.join("contacts/part-1.csv"),
+        "id,email\n1,a@example.com\n",
+    )
+    .unwrap();
+    let env = [
+        ("HUBSPOT_TOKEN", sim.token().to_string()),
+        (
+            "SALESFORCE_CLIENT_ID",
+            sim.salesforce.client_id().to_string(),
+        ),
+        (
+            "SALESFORCE_CLIENT_SECRET",
+            sim.salesforce.client_secret().to_string(),
+        ),
+        ("SOURCE_DATABASE_URL", pg.url.clone()),
+        ("DATABASE_URL", warehouse),
+        ("SNOWFLAKE_ACCOUNT", "syncline-test".to_string()),
+        ("SNOWFLAKE_USER", "syncline".to_string()),
+        ("SNOWFLAKE_DATABASE", snowflake.database.clone()),
+        ("SNOWFLAKE_PASSWORD", "fakesnow-accepts-any".to_string()),
+    ];
+
+    for source in ["hubspot", "salesforce", "postgres", "files"] {
+        for destination in ["postgres", "snowflake", "lake"] {
+            let pair = format!("{source}-{destination}");
+            let path = dir.path().join(format!("{pair}.toml"));
+            let stage = dir.path().join(format!("stage-{pair}"));
+            let init = syncline()
+                .args(["init", "--source", source, "--destination", destination])
+                .arg("--staging")
+                .arg(format!("file://{}", stage.display()))
+                .arg("--output")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                init.status.success(),
+                "{pair}: {}",
+                String::from_utf8_lossy(&init.stderr)
+            );
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text = match source {
+                "hubspot" => set_line(
+                    &text,
+                    "# base_url = ",
+                    &format!("base_url = \"{}\"", sim.base_url),
+                ),
+                "salesforce" => set_line(
+                    &text,
+                    "login_url = ",
+                    &format!("login_url = \"{}\"", sim.base_url),
+                ),
+                "files" => set_line(
+                    &text,
+                    "url = \"file:///var/lib/syncline/exports\"",
+                    &format!("url = \"file://{}\"", exports.display()),
+                ),
+                _ => text,
+            };
+            if destination == "snowflake" {
+                text = set_line(&text, "# url = ", &format!("url = \"{}\"", snowflake.url));
+            }
+            std::fs::write(&path, &text).unwrap();
+
+            let mut check = syncline();
+            check
+                .args(["check", "--config"])
+                .arg(&path)
+                .envs(env.iter().map(|(k, v)| (k, v)));
+            let out = tokio::task::spawn_blocking(move || check.output().unwrap())
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{pair}: check failed\n{stdout}{}\n{text}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let lines: Vec<&str> = stdout.lines().collect();
+            assert!(lines.len() >= 3, "{pair}: {stdout}");
+            assert!(
+                lines.iter().all(|l| l.starts_with("✓ ")),
+                "{pair}: {stdout}"
+            );
+        }
+    }
+    sim.shutdown().await;
 }

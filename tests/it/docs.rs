@@ -225,7 +225,8 @@ fn a_key_named_only_in_prose_is_not_documented() {
     );
 }
 
-/// The TOML examples of the book and the README, each checked against the JSON Schema that
+/// The TOML examples of the book and the README (```toml blocks and the files their shell
+/// examples write), each checked against the JSON Schema that
 /// `syncline config schema` prints (by Python's `jsonschema`, the validator editors' plugins
 /// are built like): an example a user copies must be a config the loader accepts, and the
 /// schema must refuse a misspelt key as the loader does.
@@ -240,7 +241,8 @@ fn every_example_config_matches_the_schema_and_a_typo_does_not() {
         serde_json::to_vec(&syncline::config::Config::json_schema()).unwrap(),
     )
     .unwrap();
-    let blocks = regex::Regex::new(r"(?s)```toml\n(.*?)```").unwrap();
+    // A ```toml block, or a file a shell example writes (`cat > crm.toml <<'TOML' ... TOML`).
+    let blocks = regex::Regex::new(r"(?s)```toml\n(.*?)```|<<'TOML'\n(.*?)\nTOML\n").unwrap();
     let readme = (
         repository().join("README.md"),
         std::fs::read_to_string(repository().join("README.md")).unwrap(),
@@ -248,7 +250,7 @@ fn every_example_config_matches_the_schema_and_a_typo_does_not() {
     let mut examples = Vec::new();
     for (page, text) in pages().into_iter().chain([readme]) {
         for (i, block) in blocks.captures_iter(&text).enumerate() {
-            let body = &block[1];
+            let body = block.get(1).or(block.get(2)).unwrap().as_str();
             // `#:schema ...` alone, say: nothing to validate.
             if body
                 .lines()
@@ -271,6 +273,15 @@ fn every_example_config_matches_the_schema_and_a_typo_does_not() {
         examples.len() >= 10,
         "the book's examples were found: {examples:?}"
     );
+    for page in ["README.md", "docs_src_getting-started.md"] {
+        assert!(
+            examples.iter().any(|e| {
+                let name = e.file_name().unwrap().to_string_lossy();
+                name.starts_with(page) && std::fs::read_to_string(e).unwrap().contains("[source]")
+            }),
+            "the quick start's config in {page} was not found: {examples:?}"
+        );
+    }
     let validate = |files: &[PathBuf]| {
         Command::new(venv.join("bin/python"))
             .arg(repository().join("tests/support/validate_config_examples.py"))
