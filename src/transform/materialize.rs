@@ -38,7 +38,9 @@ use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::error::ErrorKind;
 use crate::load::{CursorRange, DeleteMode, LoadMode};
 use crate::reconcile::{Fingerprint, batch_fingerprint};
-use crate::schema::{DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, timestamp_type};
+use crate::schema::{
+    DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, timestamp_type,
+};
 use crate::sql::quote_ident;
 use crate::stage::{LoadWriter, Manifest, Stage, columns_of};
 use crate::transform::graph::{ModelGraph, ModelNode, ModelTest};
@@ -93,6 +95,9 @@ pub struct ModelOutcome {
     pub load_id: Option<String>,
     pub failures: Vec<TestFailure>,
     pub error: Option<String>,
+    /// Why an incremental model was rebuilt in full this run (`deletes in contacts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<String>,
     #[serde(skip)]
     pub exit_code: i32,
 }
@@ -269,6 +274,7 @@ fn outcome(model: &ModelNode, status: ModelStatus, rows: u64) -> ModelOutcome {
         load_id: None,
         failures: Vec::new(),
         error: None,
+        rebuilt: None,
         exit_code: 0,
     }
 }
@@ -329,15 +335,37 @@ async fn try_run_model(
     model: &ModelNode,
     options: &ModelsOptions,
 ) -> Result<ModelOutcome> {
-    // An incremental model with a cursor reads only the rows of loads newer than it.
+    // An incremental model with a cursor reads only the rows of loads newer than it, unless
+    // a stream it reads lost records since: then it is rebuilt in full (which rows of the
+    // model a deleted record fed is not known, so only a full run can drop them).
+    let mut rebuilt = None;
     let incremental = match target {
         Some(target) if model.materialized == Materialized::Incremental => {
-            let cursor = if options.full_refresh {
+            let mut cursor = if options.full_refresh {
                 None
             } else {
                 target.cursor(config, &model.name).await?
             };
-            let reached = newest_loads(ctx, model).await?;
+            let mut reached = newest_loads(ctx, model).await?;
+            let deletes = newest_deletes(config, ctx, model).await?;
+            let mut deleted_since = Vec::new();
+            for (stream, load_id) in deletes {
+                let after = cursor.as_ref().and_then(|c| c.get(&stream));
+                if cursor.is_some() && after.is_none_or(|after| &load_id > after) {
+                    deleted_since.push(stream.clone());
+                }
+                // A load that only deleted writes no row: the cursor still moves past it.
+                let newest = reached.entry(stream).or_default();
+                if &load_id > newest {
+                    *newest = load_id;
+                }
+            }
+            if !deleted_since.is_empty() {
+                let reason = format!("deletes in {}", deleted_since.join(", "));
+                info!(model = %model.name, %reason, "incremental model rebuilt in full");
+                rebuilt = Some(reason);
+                cursor = None;
+            }
             Some((cursor, reached))
         }
         _ => None,
@@ -380,31 +408,16 @@ async fn try_run_model(
         source,
     })?;
 
-    let mut tests = model.tests.clone();
     if let Some(key) = &model.key {
-        if model.materialized != Materialized::View {
-            if schema.field_with_name(key).is_err() {
-                return Err(TransformError::NoKeyColumn {
-                    file: model.file.clone(),
-                    key: key.clone(),
-                }
-                .into());
+        if model.materialized != Materialized::View && schema.field_with_name(key).is_err() {
+            return Err(TransformError::NoKeyColumn {
+                file: model.file.clone(),
+                key: key.clone(),
             }
-            // A key that repeats or is missing would lose rows in the merge: never load it.
-            for implied in [
-                ModelTest::NotNull {
-                    column: key.clone(),
-                },
-                ModelTest::Unique {
-                    column: key.clone(),
-                },
-            ] {
-                if !tests.contains(&implied) {
-                    tests.push(implied);
-                }
-            }
+            .into());
         }
     }
+    let tests = model.effective_tests();
     let mut failures = Vec::new();
     for test in &tests {
         let sql = test_sql(&model.name, test);
@@ -430,7 +443,9 @@ async fn try_run_model(
     result.load_id = Some(load_id.clone());
     let (manifest, shaped) =
         stage_result(config, &target.stage, model, &load_id, &schema, batches).await?;
-    let replace = model.materialized == Materialized::Table || options.full_refresh;
+    let replace =
+        model.materialized == Materialized::Table || options.full_refresh || rebuilt.is_some();
+    result.rebuilt = rebuilt;
     let outcome = target.load(model, &manifest, shaped, replace).await?;
     if !outcome.skipped && outcome.received != manifest.fingerprint() {
         return Err(TransformError::LoadDiffers {
@@ -477,6 +492,61 @@ async fn newest_loads(ctx: &SessionContext, model: &ModelNode) -> Result<ModelCu
         }
     }
     Ok(reached)
+}
+
+/// Per stream the model reads, the newest load that deleted records of it: the newest
+/// tombstone's load (hard deletes) or the newest soft-deleted row's load. Streams without
+/// deletes are left out.
+async fn newest_deletes(
+    config: &Config,
+    ctx: &SessionContext,
+    model: &ModelNode,
+) -> Result<ModelCursor> {
+    let state = crate::transform::merged_state(config)?;
+    let id = quote_ident(LOAD_ID_COLUMN);
+    let mut newest = ModelCursor::new();
+    for dep in &model.depends_on {
+        if !config.source.streams().contains(dep) {
+            continue;
+        }
+        let mut found: Vec<String> = Vec::new();
+        if let Some(tombstones) = state.open_tombstones(dep).await? {
+            let side = SessionContext::new();
+            let register = |source| TransformError::Register {
+                stream: dep.clone(),
+                source,
+            };
+            let provider = tombstones.table_provider().await.map_err(register)?;
+            side.register_table("tombstones", provider)
+                .map_err(register)?;
+            let sql = format!("SELECT max({id}) FROM tombstones");
+            found.extend(first_text(&evaluate(&side, &model.name, &sql).await?)?);
+        }
+        if let Ok(provider) = ctx.table_provider(dep.as_str()).await {
+            if provider.schema().field_with_name(DELETED_AT_COLUMN).is_ok() {
+                let sql = format!(
+                    "SELECT max({id}) FROM {} WHERE {} IS NOT NULL",
+                    quote_ident(dep),
+                    quote_ident(DELETED_AT_COLUMN)
+                );
+                found.extend(first_text(&evaluate(ctx, &model.name, &sql).await?)?);
+            }
+        }
+        if let Some(max) = found.into_iter().max() {
+            newest.insert(dep.clone(), max);
+        }
+    }
+    Ok(newest)
+}
+
+/// The first value of a one-row, one-column result as text; `None` for no row or NULL.
+fn first_text(batches: &[RecordBatch]) -> Result<Option<String>> {
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let column = cast(batch.column(0), &DataType::Utf8)?;
+    let values = column.as_string::<i32>();
+    Ok(values.is_valid(0).then(|| values.value(0).to_string()))
 }
 
 /// A session where each stream the model reads holds only the rows of loads after `cursor`
