@@ -44,7 +44,8 @@ pub struct ModelsArgs {
     /// Folder of `**/*.sql` models (default: `[models] dir`, else `models`).
     #[arg(long)]
     pub models: Option<PathBuf>,
-    /// `NAME`, `NAME+` (with every model downstream) or `+NAME` (with every model upstream).
+    /// `NAME`, `NAME+` (with every model downstream) or `+NAME` (with every model upstream);
+    /// several, comma-separated, select them all (`a,b+`).
     #[arg(long)]
     pub select: Option<String>,
     /// Rebuild incremental models as whole tables.

@@ -465,7 +465,30 @@ async fn query(args: QueryArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// `syncline models run|test`; under Dagster Pipes each model is reported as its asset (a
+/// materialization with the table's rows, its tests as checks), as `run` reports streams.
 async fn run_models(args: ModelsArgs, test_only: bool) -> Result<u8, Error> {
+    let Some(session) = orchestrate::pipes::Session::from_env()? else {
+        return models_reported(args, test_only, None).await;
+    };
+    let session = std::sync::Arc::new(session);
+    session.forward_logs();
+    let outcome = models_reported(args, test_only, Some(&session)).await;
+    match &outcome {
+        Ok(_) => {}
+        Err(err) => {
+            let (name, message) = orchestrate::pipes::error_failure(err);
+            session.close(Some((&name, message)));
+        }
+    }
+    outcome
+}
+
+async fn models_reported(
+    args: ModelsArgs,
+    test_only: bool,
+    session: Option<&orchestrate::pipes::Session>,
+) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
     let report = transform::models_command(
         &config,
@@ -475,6 +498,14 @@ async fn run_models(args: ModelsArgs, test_only: bool) -> Result<u8, Error> {
         test_only,
     )
     .await?;
+    if let Some(session) = session {
+        let graph = transform::model_graph(&config, args.models.as_deref())?;
+        orchestrate::pipes::report_models(&config, &graph, &report, test_only, session).await?;
+        match orchestrate::pipes::models_failure(&report) {
+            Some((name, message)) => session.close(Some((&name, message))),
+            None => session.close(None),
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

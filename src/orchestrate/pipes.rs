@@ -27,11 +27,15 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::config::Materialized;
 use crate::destinations::Destination;
 use crate::error::{Classified, ErrorKind};
+use crate::load::DeleteMode;
 use crate::pipeline::{RunOptions, run_observed};
 use crate::reconcile::report::{RunReport, Status, StreamReport};
 use crate::stage::Stage;
+use crate::transform::materialize::{ModelOutcome, ModelStatus, ROW_KEY};
+use crate::transform::{ModelGraph, ModelNode, ModelsReport};
 use crate::{Error, Result};
 
 use super::plan::{RECONCILIATION_CHECK, destination_table};
@@ -306,6 +310,110 @@ impl Session {
         Ok(())
     }
 
+    /// Whether `asset_key` may be reported in this step (Dagster fails a step that reports an
+    /// asset it did not select).
+    fn selected(&self, asset_key: &str) -> bool {
+        self.asset_keys
+            .as_ref()
+            .is_none_or(|keys| keys.iter().any(|k| k == asset_key))
+    }
+
+    /// Reports one model of a `models run`: its materialization when it was built (not by
+    /// `models test`), and each of its tests that Dagster declared as a check, when the tests
+    /// ran (a model that failed before them, or was not run, reports no check).
+    pub fn model_done(
+        &self,
+        model: &ModelNode,
+        outcome: &ModelOutcome,
+        facts: &ModelFacts,
+    ) -> std::result::Result<(), PipesError> {
+        let asset_key = self.asset_key(&model.name);
+        if !self.selected(&asset_key) {
+            self.log(
+                "WARNING",
+                &format!(
+                    "model {} ran, but its asset {asset_key} is not selected in this step; not reported",
+                    model.name
+                ),
+            );
+            return Ok(());
+        }
+        if outcome.status == ModelStatus::Built && facts.materialized {
+            let first = self
+                .materialized
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(asset_key.clone());
+            if first {
+                self.write(
+                    "report_asset_materialization",
+                    json!({
+                        "asset_key": asset_key,
+                        "data_version": outcome.load_id,
+                        "metadata": model_metadata(model, outcome, facts),
+                    }),
+                )?;
+            }
+        }
+        if matches!(
+            outcome.status,
+            ModelStatus::Built | ModelStatus::TestsFailed
+        ) {
+            for check in model.checks() {
+                if !self
+                    .checks
+                    .contains(&(asset_key.clone(), check.name.clone()))
+                {
+                    continue;
+                }
+                let failure = outcome
+                    .failures
+                    .iter()
+                    .find(|f| f.test == check.description);
+                let mut metadata = serde_json::Map::new();
+                metadata.insert("test".into(), typed("text", json!(check.description)));
+                metadata.insert(
+                    "failing_rows".into(),
+                    typed("int", json!(failure.map_or(0, |f| f.failing_rows))),
+                );
+                // No example rows: they are row values, kept to `models test`'s terminal.
+                self.write(
+                    "report_asset_check",
+                    json!({
+                        "asset_key": asset_key,
+                        "check_name": check.name,
+                        "passed": failure.is_none(),
+                        "severity": check.severity,
+                        "metadata": Value::Object(metadata),
+                    }),
+                )?;
+            }
+        }
+        let line = match outcome.status {
+            ModelStatus::Built => format!("model {}: {} rows", model.name, outcome.rows),
+            ModelStatus::TestsFailed => format!(
+                "model {}: {} tests failed; the previous table stays",
+                model.name,
+                outcome.failures.len()
+            ),
+            ModelStatus::Failed => format!(
+                "model {}: {}",
+                model.name,
+                outcome.error.as_deref().unwrap_or("failed")
+            ),
+            ModelStatus::NotRun => {
+                format!("model {}: not run (a model it reads failed)", model.name)
+            }
+        };
+        let level = match outcome.status {
+            ModelStatus::Built => "INFO",
+            ModelStatus::NotRun => "WARNING",
+            ModelStatus::TestsFailed | ModelStatus::Failed => "ERROR",
+        };
+        self.log(level, &line);
+        Ok(())
+    }
+
     /// Sends `closed`, with the failure as Pipes' exception when the run failed.
     pub fn close(&self, failure: Option<(&str, String)>) {
         let params = match failure {
@@ -397,6 +505,121 @@ pub struct LoadFacts {
     pub table_rows: Option<u64>,
     /// `(name, type)` of the staged columns.
     pub columns: Vec<(String, String)>,
+}
+
+/// What the reporter learns after a models run, beside the report.
+#[derive(Debug, Clone, Default)]
+pub struct ModelFacts {
+    /// Whether the run materialized models (`models run`, not `models test`).
+    pub materialized: bool,
+    pub destination_table: String,
+    /// The model table's rows, counted by the destination.
+    pub table_rows: Option<u64>,
+}
+
+fn model_metadata(model: &ModelNode, outcome: &ModelOutcome, facts: &ModelFacts) -> Value {
+    let mut m = serde_json::Map::new();
+    let rows = facts.table_rows.unwrap_or(outcome.rows);
+    m.insert("dagster/row_count".into(), typed("int", json!(rows)));
+    m.insert(
+        "dagster/table_name".into(),
+        typed("text", json!(facts.destination_table)),
+    );
+    m.insert("rows_computed".into(), typed("int", json!(outcome.rows)));
+    m.insert(
+        "materialized".into(),
+        typed("text", json!(model.materialized.name())),
+    );
+    m.insert("load_id".into(), typed("text", json!(outcome.load_id)));
+    m.insert(
+        "file".into(),
+        typed("path", json!(model.file.display().to_string())),
+    );
+    Value::Object(m)
+}
+
+/// Reports a finished models run to the session, model by model in dependency order; each
+/// model table's rows are counted in the destination (a count that cannot be read is left
+/// out and logged: the tables are committed either way).
+pub async fn report_models(
+    config: &Config,
+    graph: &ModelGraph,
+    report: &ModelsReport,
+    test_only: bool,
+    session: &Session,
+) -> Result<()> {
+    let destination = if test_only {
+        None
+    } else {
+        match crate::destinations::build(config).await {
+            Ok(destination) => Some(destination),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot open the destination to count model rows");
+                None
+            }
+        }
+    };
+    for outcome in &report.models {
+        let Some(model) = graph.get(&outcome.name) else {
+            continue;
+        };
+        let mut facts = ModelFacts {
+            materialized: !test_only,
+            destination_table: destination_table(config, &model.name),
+            table_rows: None,
+        };
+        if let (Some(destination), ModelStatus::Built, true) = (
+            &destination,
+            outcome.status,
+            model.materialized != Materialized::View,
+        ) {
+            let key = model.key.as_deref().unwrap_or(ROW_KEY);
+            match destination
+                .table_fingerprint(&model.name, key, DeleteMode::Hard)
+                .await
+            {
+                Ok(fingerprint) => facts.table_rows = fingerprint.map(|f| f.rows),
+                Err(err) => {
+                    tracing::warn!(model = %model.name, error = %err, "cannot count the model table's rows")
+                }
+            }
+        }
+        session.model_done(model, outcome, &facts)?;
+    }
+    Ok(())
+}
+
+/// The failure `closed` carries for a finished models run: none when it exits 0.
+pub fn models_failure(report: &ModelsReport) -> Option<(String, String)> {
+    let code = report.exit_code();
+    if code == 0 {
+        return None;
+    }
+    let failed: Vec<String> = report
+        .models
+        .iter()
+        .filter_map(|m| match m.status {
+            ModelStatus::Failed => Some(format!(
+                "{}: {}",
+                m.name,
+                m.error.as_deref().unwrap_or("failed")
+            )),
+            ModelStatus::TestsFailed => Some(format!("{}: tests failed", m.name)),
+            _ => None,
+        })
+        .chain(
+            report
+                .singular
+                .iter()
+                .map(|f| format!("singular test {} failed", f.test)),
+        )
+        .collect();
+    let name = if code == ErrorKind::Reconciliation.exit_code() {
+        "syncline.TestsFailed".to_string()
+    } else {
+        "syncline.ModelFailed".to_string()
+    };
+    Some((name, format!("exit {code}: {}", failed.join("; "))))
 }
 
 /// A value in Dagster's metadata shape.

@@ -24,7 +24,17 @@ pub struct Plan {
     /// SQL models of the pipeline's `[models]`, each after what it reads: name, file,
     /// materialization, key, tests and `depends_on` (streams and models), so an orchestrator
     /// can put one asset per model downstream of the streams it reads.
-    pub models: Vec<crate::transform::ModelNode>,
+    pub models: Vec<ModelPlan>,
+}
+
+/// A model as an orchestrator declares it: the node, where its table lands, and its tests
+/// as named checks (`syncline models run` reports each under that name).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelPlan {
+    #[serde(flatten)]
+    pub node: crate::transform::ModelNode,
+    pub destination_table: String,
+    pub checks: Vec<crate::transform::graph::ModelCheck>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +65,15 @@ pub fn plan(config: &Config) -> crate::Result<Plan> {
     // Only a pipeline with `[models]` has models to orchestrate; a cycle or an unknown name
     // is the same configuration error `models run` gives.
     let models = match config.models {
-        Some(_) => crate::transform::model_graph(config, None)?.models,
+        Some(_) => crate::transform::model_graph(config, None)?
+            .models
+            .into_iter()
+            .map(|node| ModelPlan {
+                destination_table: destination_table(config, &node.name),
+                checks: node.checks(),
+                node,
+            })
+            .collect(),
         None => Vec::new(),
     };
     let streams = config

@@ -67,6 +67,83 @@ impl std::fmt::Display for ModelTest {
     }
 }
 
+impl ModelTest {
+    /// The test's name as an orchestrator's check: `unique_id`, `accepted_values_stage`, ...
+    /// (letters, digits and `_` only, as Dagster requires of a check name).
+    pub fn check_name(&self) -> String {
+        let (kind, column) = match self {
+            ModelTest::Unique { column } => ("unique", column),
+            ModelTest::NotNull { column } => ("not_null", column),
+            ModelTest::AcceptedValues { column, .. } => ("accepted_values", column),
+            ModelTest::Relationships { column, .. } => ("relationships", column),
+        };
+        let column: String = column
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("{kind}_{column}")
+    }
+}
+
+/// One test of a model as a named check: what `models run` reports to an orchestrator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelCheck {
+    /// Unique within the model ([`ModelTest::check_name`], `_2`, `_3`... for repeats).
+    pub name: String,
+    /// The test as `models test` prints it.
+    pub description: String,
+    /// `ERROR`: a failing test keeps the model's previous table (exit 3).
+    pub severity: &'static str,
+    #[serde(skip)]
+    pub test: ModelTest,
+}
+
+impl ModelNode {
+    /// The tests run on the model's result: the declared ones, and for a materialized model
+    /// with a key `not_null` and `unique` on it (a key that repeats or is missing would lose
+    /// rows in the merge).
+    pub fn effective_tests(&self) -> Vec<ModelTest> {
+        let mut tests = self.tests.clone();
+        if let Some(key) = &self.key {
+            if self.materialized != Materialized::View {
+                for implied in [
+                    ModelTest::NotNull {
+                        column: key.clone(),
+                    },
+                    ModelTest::Unique {
+                        column: key.clone(),
+                    },
+                ] {
+                    if !tests.contains(&implied) {
+                        tests.push(implied);
+                    }
+                }
+            }
+        }
+        tests
+    }
+
+    /// [`ModelNode::effective_tests`] as named checks.
+    pub fn checks(&self) -> Vec<ModelCheck> {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        self.effective_tests()
+            .into_iter()
+            .map(|test| {
+                let base = test.check_name();
+                let n = seen.entry(base.clone()).or_default();
+                *n += 1;
+                let name = if *n == 1 { base } else { format!("{base}_{n}") };
+                ModelCheck {
+                    name,
+                    description: test.to_string(),
+                    severity: "ERROR",
+                    test,
+                }
+            })
+            .collect()
+    }
+}
+
 /// The models of a pipeline in dependency order.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ModelGraph {

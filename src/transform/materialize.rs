@@ -38,7 +38,9 @@ use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::error::ErrorKind;
 use crate::load::{CursorRange, DeleteMode, LoadMode};
 use crate::reconcile::{Fingerprint, batch_fingerprint};
-use crate::schema::{DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, timestamp_type};
+use crate::schema::{
+    DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, timestamp_type,
+};
 use crate::sql::quote_ident;
 use crate::stage::{LoadWriter, Manifest, Stage, columns_of};
 use crate::transform::graph::{ModelGraph, ModelNode, ModelTest};
@@ -93,6 +95,9 @@ pub struct ModelOutcome {
     pub load_id: Option<String>,
     pub failures: Vec<TestFailure>,
     pub error: Option<String>,
+    /// Why an incremental model was rebuilt in full this run (`deletes in contacts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuilt: Option<String>,
     #[serde(skip)]
     pub exit_code: i32,
 }
@@ -269,6 +274,7 @@ fn outcome(model: &ModelNode, status: ModelStatus, rows: u64) -> ModelOutcome {
         load_id: None,
         failures: Vec::new(),
         error: None,
+        rebuilt: None,
         exit_code: 0,
     }
 }
@@ -329,82 +335,95 @@ async fn try_run_model(
     model: &ModelNode,
     options: &ModelsOptions,
 ) -> Result<ModelOutcome> {
-    // An incremental model with a cursor reads only the rows of loads newer than it.
+    // An incremental model with a cursor reads only the rows of loads newer than it, unless
+    // a stream it reads lost records since: then it is rebuilt in full (which rows of the
+    // model a deleted record fed is not known, so only a full run can drop them).
+    let mut rebuilt = None;
     let incremental = match target {
         Some(target) if model.materialized == Materialized::Incremental => {
-            let cursor = if options.full_refresh {
+            let mut cursor = if options.full_refresh {
                 None
             } else {
                 target.cursor(config, &model.name).await?
             };
-            let reached = newest_loads(ctx, model).await?;
+            let mut reached = newest_loads(ctx, model).await?;
+            let deletes = newest_deletes(config, ctx, model).await?;
+            let mut deleted_since = Vec::new();
+            for (stream, load_id) in deletes {
+                let after = cursor.as_ref().and_then(|c| c.get(&stream));
+                if cursor.is_some() && after.is_none_or(|after| &load_id > after) {
+                    deleted_since.push(stream.clone());
+                }
+                // A load that only deleted writes no row: the cursor still moves past it.
+                let newest = reached.entry(stream).or_default();
+                if &load_id > newest {
+                    *newest = load_id;
+                }
+            }
+            if !deleted_since.is_empty() {
+                let reason = format!("deletes in {}", deleted_since.join(", "));
+                info!(model = %model.name, %reason, "incremental model rebuilt in full");
+                rebuilt = Some(reason);
+                cursor = None;
+            }
             Some((cursor, reached))
         }
         _ => None,
     };
-    let batches = match &incremental {
+    let changed = match &incremental {
         Some((Some(cursor), reached)) => {
-            let changed = changed_rows_session(config, ctx, model, cursor, reached).await?;
-            evaluate(&changed, &model.name, &model.sql).await?
+            Some(changed_rows_session(config, ctx, model, cursor, reached).await?)
         }
-        _ => evaluate(ctx, &model.name, &model.sql).await?,
+        _ => None,
     };
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let schema = match batches.first() {
-        Some(b) => b.schema(),
-        None => ctx
-            .sql(&model.sql)
-            .await
-            .map_err(|source| TransformError::Model {
-                model: model.name.clone(),
-                source,
-            })?
-            .schema()
-            .inner()
-            .clone(),
-    };
-    // Dependents and tests read this result, not a second evaluation.
-    let table = MemTable::try_new(schema.clone(), vec![batches.clone()]).map_err(|source| {
-        TransformError::Model {
-            model: model.name.clone(),
-            source,
-        }
-    })?;
-    let _ = ctx.deregister_table(model.name.as_str());
-    ctx.register_table(
-        datafusion::common::TableReference::bare(model.name.as_str()),
-        Arc::new(table),
-    )
-    .map_err(|source| TransformError::Model {
+    let source = changed.as_ref().unwrap_or(ctx);
+    let model_error = |source| TransformError::Model {
         model: model.name.clone(),
         source,
-    })?;
-
-    let mut tests = model.tests.clone();
+    };
+    let frame = source.sql(&model.sql).await.map_err(model_error)?;
+    let schema: SchemaRef = frame.schema().inner().clone();
     if let Some(key) = &model.key {
-        if model.materialized != Materialized::View {
-            if schema.field_with_name(key).is_err() {
-                return Err(TransformError::NoKeyColumn {
-                    file: model.file.clone(),
-                    key: key.clone(),
-                }
-                .into());
+        if model.materialized != Materialized::View && schema.field_with_name(key).is_err() {
+            return Err(TransformError::NoKeyColumn {
+                file: model.file.clone(),
+                key: key.clone(),
             }
-            // A key that repeats or is missing would lose rows in the merge: never load it.
-            for implied in [
-                ModelTest::NotNull {
-                    column: key.clone(),
-                },
-                ModelTest::Unique {
-                    column: key.clone(),
-                },
-            ] {
-                if !tests.contains(&implied) {
-                    tests.push(implied);
-                }
-            }
+            .into());
         }
     }
+    let staging = match target {
+        Some(target) if model.materialized != Materialized::View => Some(target),
+        _ => None,
+    };
+    // A model that is materialized streams from DataFusion into the stage, a batch at a
+    // time, and its tests and dependents read the staged files; `models test` and views keep
+    // the result in memory (nothing is staged for them).
+    let (rows, staged) = match staging {
+        Some(target) => {
+            let load_id = uuid::Uuid::now_v7().to_string();
+            let batches = frame.execute_stream().await.map_err(model_error)?;
+            let staged =
+                stage_stream(config, &target.stage, model, &load_id, &schema, batches).await?;
+            register_staged(ctx, &target.stage, model, &staged, &schema).await?;
+            (staged.rows, Some(staged))
+        }
+        None => {
+            let batches = frame.collect().await.map_err(model_error)?;
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            // Dependents and tests read this result, not a second evaluation.
+            let table = MemTable::try_new(schema.clone(), vec![batches]).map_err(model_error)?;
+            let _ = ctx.deregister_table(model.name.as_str());
+            ctx.register_table(
+                datafusion::common::TableReference::bare(model.name.as_str()),
+                Arc::new(table),
+            )
+            .map_err(model_error)?;
+            (rows, None)
+        }
+    };
+
+    let tests = model.effective_tests();
     let mut failures = Vec::new();
     for test in &tests {
         let sql = test_sql(&model.name, test);
@@ -413,25 +432,44 @@ async fn try_run_model(
             failures.push(failure);
         }
     }
+    if let (Some(staged), Some(key)) = (&staged, &model.key) {
+        if staged.null_keys > 0 {
+            let test = ModelTest::NotNull {
+                column: key.clone(),
+            }
+            .to_string();
+            failures.retain(|f| f.test != test);
+            failures.push(TestFailure {
+                model: model.name.clone(),
+                test,
+                failing_rows: staged.null_keys,
+                examples: "(rows without a key are not staged, so none are shown)".to_string(),
+            });
+        }
+    }
     let mut result = outcome(model, ModelStatus::Built, rows);
     if !failures.is_empty() {
         warn!(model = %model.name, failing = failures.len(), "model tests failed; nothing materialized");
+        if let (Some(target), Some(staged)) = (staging, &staged) {
+            // Never a manifest: the files are removed, and a load left half-removed is one
+            // whose staging never completed.
+            staged.discard(&target.stage).await;
+        }
         result.status = ModelStatus::TestsFailed;
         result.failures = failures;
         return Ok(result);
     }
-    let Some(target) = target else {
+    let (Some(target), Some(staged)) = (staging, staged) else {
         return Ok(result);
     };
-    if model.materialized == Materialized::View {
-        return Ok(result);
-    }
-    let load_id = uuid::Uuid::now_v7().to_string();
+    let manifest = staged.manifest;
+    target.stage.write_manifest(&manifest).await?;
+    let load_id = manifest.load_id.clone();
     result.load_id = Some(load_id.clone());
-    let (manifest, shaped) =
-        stage_result(config, &target.stage, model, &load_id, &schema, batches).await?;
-    let replace = model.materialized == Materialized::Table || options.full_refresh;
-    let outcome = target.load(model, &manifest, shaped, replace).await?;
+    let replace =
+        model.materialized == Materialized::Table || options.full_refresh || rebuilt.is_some();
+    result.rebuilt = rebuilt;
+    let outcome = target.load(model, &manifest, replace).await?;
     if !outcome.skipped && outcome.received != manifest.fingerprint() {
         return Err(TransformError::LoadDiffers {
             model: model.name.clone(),
@@ -477,6 +515,61 @@ async fn newest_loads(ctx: &SessionContext, model: &ModelNode) -> Result<ModelCu
         }
     }
     Ok(reached)
+}
+
+/// Per stream the model reads, the newest load that deleted records of it: the newest
+/// tombstone's load (hard deletes) or the newest soft-deleted row's load. Streams without
+/// deletes are left out.
+async fn newest_deletes(
+    config: &Config,
+    ctx: &SessionContext,
+    model: &ModelNode,
+) -> Result<ModelCursor> {
+    let state = crate::transform::merged_state(config)?;
+    let id = quote_ident(LOAD_ID_COLUMN);
+    let mut newest = ModelCursor::new();
+    for dep in &model.depends_on {
+        if !config.source.streams().contains(dep) {
+            continue;
+        }
+        let mut found: Vec<String> = Vec::new();
+        if let Some(tombstones) = state.open_tombstones(dep).await? {
+            let side = SessionContext::new();
+            let register = |source| TransformError::Register {
+                stream: dep.clone(),
+                source,
+            };
+            let provider = tombstones.table_provider().await.map_err(register)?;
+            side.register_table("tombstones", provider)
+                .map_err(register)?;
+            let sql = format!("SELECT max({id}) FROM tombstones");
+            found.extend(first_text(&evaluate(&side, &model.name, &sql).await?)?);
+        }
+        if let Ok(provider) = ctx.table_provider(dep.as_str()).await {
+            if provider.schema().field_with_name(DELETED_AT_COLUMN).is_ok() {
+                let sql = format!(
+                    "SELECT max({id}) FROM {} WHERE {} IS NOT NULL",
+                    quote_ident(dep),
+                    quote_ident(DELETED_AT_COLUMN)
+                );
+                found.extend(first_text(&evaluate(ctx, &model.name, &sql).await?)?);
+            }
+        }
+        if let Some(max) = found.into_iter().max() {
+            newest.insert(dep.clone(), max);
+        }
+    }
+    Ok(newest)
+}
+
+/// The first value of a one-row, one-column result as text; `None` for no row or NULL.
+fn first_text(batches: &[RecordBatch]) -> Result<Option<String>> {
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let column = cast(batch.column(0), &DataType::Utf8)?;
+    let values = column.as_string::<i32>();
+    Ok(values.is_valid(0).then(|| values.value(0).to_string()))
 }
 
 /// A session where each stream the model reads holds only the rows of loads after `cursor`
@@ -615,14 +708,9 @@ fn stageable(data_type: &DataType) -> Option<DataType> {
     }
 }
 
-/// The model's rows as a load: stageable types, the key (`model_row` when none), the run's
-/// version and `_syncline_deleted = false`.
-fn shape(
-    batches: &[RecordBatch],
-    schema: &SchemaRef,
-    key: Option<&str>,
-    version_ms: i64,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+/// The schema of a model's rows as a load: stageable types, the key (`model_row` when none),
+/// the run's version and `_syncline_deleted`.
+fn shaped_schema(schema: &SchemaRef, key: Option<&str>) -> SchemaRef {
     let mut fields: Vec<Field> = Vec::new();
     if key.is_none() {
         fields.push(Field::new(ROW_KEY, DataType::Int64, false));
@@ -634,53 +722,127 @@ fn shape(
     }
     fields.push(Field::new(VERSION_COLUMN, timestamp_type(), false));
     fields.push(Field::new(DELETED_COLUMN, DataType::Boolean, false));
-    let shaped_schema = Arc::new(Schema::new(fields));
-    let mut out = Vec::new();
-    let mut next_row = 1i64;
-    for batch in batches {
-        let n = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        if key.is_none() {
-            columns.push(Arc::new(Int64Array::from_iter_values(
-                next_row..next_row + n as i64,
-            )));
-            next_row += n as i64;
-        }
-        for (field, column) in schema.fields().iter().zip(batch.columns()) {
-            match stageable(field.data_type()) {
-                Some(to) => columns.push(cast(column, &to)?),
-                None => columns.push(column.clone()),
-            }
-        }
-        columns.push(Arc::new(
-            TimestampMillisecondArray::from(vec![version_ms; n]).with_timezone("UTC"),
-        ));
-        columns.push(Arc::new(BooleanArray::from(vec![false; n])));
-        out.push(RecordBatch::try_new(shaped_schema.clone(), columns)?);
+    Arc::new(Schema::new(fields))
+}
+
+/// One batch of a model's rows as a load's batch (see [`shaped_schema`]); `next_row` numbers
+/// `model_row` across batches.
+fn shape_batch(
+    batch: &RecordBatch,
+    shaped_schema: &SchemaRef,
+    numbered: bool,
+    version_ms: i64,
+    next_row: &mut i64,
+) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    if numbered {
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            *next_row..*next_row + n as i64,
+        )));
+        *next_row += n as i64;
     }
+    let model_fields = &shaped_schema.fields()[usize::from(numbered)..];
+    for (column, to) in batch.columns().iter().zip(model_fields) {
+        // The plan's type, made stageable; a batch whose physical type differs (a view
+        // type) is cast to it as well.
+        if column.data_type() == to.data_type() {
+            columns.push(column.clone());
+        } else {
+            columns.push(cast(column, to.data_type())?);
+        }
+    }
+    columns.push(Arc::new(
+        TimestampMillisecondArray::from(vec![version_ms; n]).with_timezone("UTC"),
+    ));
+    columns.push(Arc::new(BooleanArray::from(vec![false; n])));
+    Ok(RecordBatch::try_new(shaped_schema.clone(), columns)?)
+}
+
+/// [`shape_batch`] over a whole result (the unit tests').
+#[cfg(test)]
+fn shape(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    key: Option<&str>,
+    version_ms: i64,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let shaped_schema = shaped_schema(schema, key);
+    let mut next_row = 1;
+    let out = batches
+        .iter()
+        .map(|b| shape_batch(b, &shaped_schema, key.is_none(), version_ms, &mut next_row))
+        .collect::<Result<Vec<_>>>()?;
     Ok((shaped_schema, out))
 }
 
-/// Stages a model's result as a load: Parquet files, read back and compared, then the
-/// manifest. Returns the manifest and the shaped batches.
-async fn stage_result(
+/// A model's result staged as a load's files, read back and compared; the manifest is
+/// written only once the model's tests pass.
+struct StagedResult {
+    manifest: Manifest,
+    /// The model's rows, those without a key included.
+    rows: u64,
+    /// Rows without a key: counted, not staged.
+    null_keys: u64,
+}
+
+impl StagedResult {
+    /// Removes the staged files of a result that is not loaded (a failing test). A file that
+    /// cannot be removed is logged: without a manifest it is never taken for a load.
+    async fn discard(&self, stage: &Stage) {
+        for file in &self.manifest.files {
+            let path = object_store::path::Path::from(file.path.as_str());
+            if let Err(err) = stage.store().delete(&path).await {
+                warn!(model = %self.manifest.stream, error = %err, "cannot remove a staged model file");
+            }
+        }
+    }
+}
+
+/// Stages a model's result as it streams from DataFusion (one batch in memory at a time):
+/// shaped (see [`shape`]), fingerprinted and written as Parquet, then read back and compared.
+async fn stage_stream(
     config: &Config,
     stage: &Stage,
     model: &ModelNode,
     load_id: &str,
     schema: &SchemaRef,
-    batches: Vec<RecordBatch>,
-) -> Result<(Manifest, Vec<RecordBatch>)> {
+    mut batches: datafusion::physical_plan::SendableRecordBatchStream,
+) -> Result<StagedResult> {
+    use futures::StreamExt;
     let version_ms = chrono::Utc::now().timestamp_millis();
-    let (shaped_schema, shaped) = shape(&batches, schema, model.key.as_deref(), version_ms)?;
+    let shaped_schema = shaped_schema(schema, model.key.as_deref());
     let key = model.key.clone().unwrap_or_else(|| ROW_KEY.to_string());
     let pipeline = &config.pipeline.name;
     let dir = stage.load_dir(pipeline, &model.name, load_id);
     let mut writer = LoadWriter::new(stage, dir, shaped_schema.clone(), config.pipeline.file_rows);
     let mut computed = Fingerprint::default();
-    for batch in &shaped {
-        computed.merge(batch_fingerprint(batch, &key)?);
-        writer.write(batch).await?;
+    let mut next_row = 1i64;
+    let mut null_keys = 0u64;
+    while let Some(batch) = batches.next().await {
+        let mut batch = batch.map_err(|source| TransformError::Model {
+            model: model.name.clone(),
+            source,
+        })?;
+        // A row without a key cannot be staged (the key is NOT NULL): it is counted as
+        // failing the key's `not_null` test and left out, and the load is never merged.
+        if let Some(key) = &model.key {
+            let column = batch.column(schema.index_of(key)?);
+            if column.null_count() > 0 {
+                null_keys += column.null_count() as u64;
+                let keep = arrow::compute::is_not_null(column)?;
+                batch = arrow::compute::filter_record_batch(&batch, &keep)?;
+            }
+        }
+        let shaped = shape_batch(
+            &batch,
+            &shaped_schema,
+            model.key.is_none(),
+            version_ms,
+            &mut next_row,
+        )?;
+        computed.merge(batch_fingerprint(&shaped, &key)?);
+        writer.write(&shaped).await?;
     }
     let files = writer.finish().await?;
     let mut manifest = Manifest {
@@ -713,8 +875,58 @@ async fn stage_result(
     }
     manifest.rows = read_back.rows;
     manifest.checksum = read_back.checksum;
-    stage.write_manifest(&manifest).await?;
-    Ok((manifest, shaped))
+    Ok(StagedResult {
+        rows: read_back.rows + null_keys,
+        null_keys,
+        manifest,
+    })
+}
+
+/// Registers a staged model result in `ctx` under the model's name, as the model's own
+/// columns (the bookkeeping columns left out), for its tests and the models that read it.
+async fn register_staged(
+    ctx: &SessionContext,
+    stage: &Stage,
+    model: &ModelNode,
+    staged: &StagedResult,
+    schema: &SchemaRef,
+) -> Result<()> {
+    let model_error = |source| TransformError::Model {
+        model: model.name.clone(),
+        source,
+    };
+    let shaped_schema = shaped_schema(schema, model.key.as_deref());
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let frame = if staged.manifest.files.is_empty() {
+        let empty = MemTable::try_new(shaped_schema.clone(), vec![vec![]]).map_err(model_error)?;
+        ctx.read_table(Arc::new(empty)).map_err(model_error)?
+    } else {
+        let base = url::Url::parse("syncline-stage://stage/").expect("a valid URL");
+        ctx.register_object_store(&base, stage.store().clone());
+        let urls: Vec<String> = staged
+            .manifest
+            .files
+            .iter()
+            .map(|f| format!("syncline-stage://stage/{}", f.path))
+            .collect();
+        ctx.read_parquet(
+            urls,
+            datafusion::prelude::ParquetReadOptions::default().schema(shaped_schema.as_ref()),
+        )
+        .await
+        .map_err(model_error)?
+    };
+    let view = frame
+        .select_columns(&columns)
+        .map_err(model_error)?
+        .into_view();
+    let _ = ctx.deregister_table(model.name.as_str());
+    ctx.register_table(
+        datafusion::common::TableReference::bare(model.name.as_str()),
+        view,
+    )
+    .map_err(model_error)?;
+    Ok(())
 }
 
 /// Where model tables go: the destination, and the stage their loads pass through.
@@ -772,7 +984,6 @@ impl Target {
         &self,
         model: &ModelNode,
         manifest: &Manifest,
-        shaped: Vec<RecordBatch>,
         replace: bool,
     ) -> Result<MergeOutcome> {
         let request = |table: String| -> Result<MergeRequest> {
@@ -790,6 +1001,10 @@ impl Target {
         };
         match (&self.lake, replace) {
             (Some(lake), true) => {
+                // delta-rs writes an overwrite from batches in memory: the lake's table
+                // models are held whole here (PostgreSQL and Snowflake stream them).
+                use futures::TryStreamExt;
+                let shaped: Vec<RecordBatch> = self.stage.read_load(manifest).try_collect().await?;
                 lake.replace_table(&request(model.name.clone())?, shaped)
                     .await
             }

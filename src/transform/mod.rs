@@ -31,7 +31,22 @@ pub async fn models_command(
     test_only: bool,
 ) -> Result<ModelsReport> {
     let graph = model_graph(config, dir)?;
-    let selected = select.map(|s| graph.select(s)).transpose()?;
+    // Several selectors, comma-separated, select the union (one orchestrator step may run
+    // any subset of the models).
+    let selected = match select {
+        Some(selectors) => {
+            let mut chosen = std::collections::BTreeSet::new();
+            for selector in selectors
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                chosen.extend(graph.select(selector)?);
+            }
+            Some(chosen)
+        }
+        None => None,
+    };
     let options = ModelsOptions {
         selected,
         full_refresh,
@@ -262,11 +277,7 @@ pub async fn lake_session(config: &Config) -> Result<SessionContext> {
 
 /// Registers the lake tables of one pipeline in `ctx` (several pipelines can share a session).
 pub async fn register_lake_tables(ctx: &SessionContext, config: &Config) -> Result<()> {
-    let destination = match &config.destination {
-        DestinationConfig::Lake(lake) => LakeDestination::from_config(config, lake)?,
-        _ if config.mirrors() => crate::destinations::mirror::mirror_lake(config)?,
-        _ => return Err(TransformError::NotALake.into()),
-    };
+    let destination = merged_state(config)?;
     for stream in config.source.streams() {
         if let Some(table) = destination.open_table(stream).await? {
             table
@@ -288,6 +299,16 @@ pub async fn register_lake_tables(ctx: &SessionContext, config: &Config) -> Resu
         }
     }
     Ok(())
+}
+
+/// Where the streams' merged state is kept for DataFusion: the lake destination itself, or
+/// the staging store's mirror of a PostgreSQL or Snowflake pipeline.
+pub(crate) fn merged_state(config: &Config) -> Result<LakeDestination> {
+    match &config.destination {
+        DestinationConfig::Lake(lake) => LakeDestination::from_config(config, lake),
+        _ if config.mirrors() => crate::destinations::mirror::mirror_lake(config),
+        _ => Err(TransformError::NotALake.into()),
+    }
 }
 
 /// Runs one SQL statement; errors are the user's SQL errors, reported as DataFusion words them.

@@ -347,3 +347,70 @@ async fn key_pair_login_signs_with_the_configured_key() {
     assert_eq!(err.kind(), syncline::error::ErrorKind::Config, "{err:?}");
     assert!(!err.report().contains("SECRET"), "{}", err.report());
 }
+
+/// SQL models on a Snowflake pipeline: built beside the target and put in its place by one
+/// `CREATE OR REPLACE TABLE ... AS SELECT` (atomic in Snowflake; the emulator has no `SWAP
+/// WITH`), rebuilt after changes, the build table gone, an incremental model merged by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_tables_are_built_and_replaced_in_snowflake() {
+    let models = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/hubspot");
+    std::fs::copy(
+        repo.join("contacts_by_lifecycle.sql"),
+        models.path().join("contacts_by_lifecycle.sql"),
+    )
+    .unwrap();
+    std::fs::write(
+        models.path().join("contact_emails.sql"),
+        "-- materialized: incremental\n-- key: id\nSELECT id, lower(email) AS email FROM contacts\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "[models]\ndir = \"{}\"\ntests = \"{}\"\n",
+        models.path().display(),
+        models.path().join("no-tests").display()
+    );
+    let (h, snowflake) = start(300, &["contacts"], &extra).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+
+    let run_models = || async {
+        syncline::transform::models_command(&h.config(), None, None, false, false)
+            .await
+            .expect("models run starts")
+    };
+    let report = run_models().await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let contacts = h.sim.hubspot.live_records("contacts").len() as i64;
+    let total = "SELECT SUM(\"contacts\") FROM \"crm\".\"contacts_by_lifecycle\"";
+    assert_eq!(snowflake.count(total).await, contacts);
+    assert_eq!(
+        snowflake
+            .count("SELECT COUNT(*) FROM \"crm\".\"contact_emails\"")
+            .await,
+        contacts
+    );
+
+    // New contacts: the table model is rebuilt and replaces the old table; no build table
+    // is left behind.
+    h.sim.hubspot.insert("contacts", 25);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models().await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    assert_eq!(snowflake.count(total).await, contacts + 25);
+    assert_eq!(
+        snowflake
+            .count("SELECT COUNT(*) FROM \"crm\".\"contact_emails\"")
+            .await,
+        contacts + 25
+    );
+    assert_eq!(
+        snowflake
+            .count(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_name = 'contacts_by_lifecycle__build'"
+            )
+            .await,
+        0
+    );
+}

@@ -456,3 +456,109 @@ async fn an_incremental_model_merges_only_the_rows_of_newer_loads_by_key() {
         .get(0);
     assert_eq!(third, all + inserted.len() as i64);
 }
+
+/// Records deleted at the source leave an incremental model too: a run that finds deletes
+/// (tombstones, or soft-deleted rows) written after the model's cursor in a stream it reads
+/// rebuilds the model in full and replaces its table, so the model equals its SQL over the
+/// streams' current rows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_model_loses_the_rows_of_records_deleted_upstream() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("emails.sql"),
+        "-- materialized: incremental\n-- key: id\nSELECT id, lower(email) AS email FROM contacts",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let client = h.client().await;
+    let live = h.sim.hubspot.live_records("contacts").len() as i64;
+    assert_eq!(count(&client, "emails").await, live);
+
+    let archived = h.sim.hubspot.archive("contacts", 6);
+    let updated = h.sim.hubspot.update("contacts", 4);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    assert_eq!(
+        report.models[0].rebuilt.as_deref(),
+        Some("deletes in contacts"),
+        "{}",
+        report.render()
+    );
+    assert_eq!(count(&client, "emails").await, live - archived.len() as i64);
+    let ids: Vec<i64> = archived
+        .iter()
+        .copied()
+        .chain(updated.iter().copied())
+        .collect();
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM crm.emails WHERE id = ANY($1)",
+            &[&archived],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "deleted contacts are still in the model");
+    assert!(!ids.is_empty());
+
+    // No delete since: the next run is incremental again (reads nothing new).
+    let report = run_models(&h).await;
+    assert_eq!(report.models[0].rebuilt, None, "{}", report.render());
+    assert_eq!(report.models[0].rows, 0, "{}", report.render());
+}
+
+/// A model streams into the stage; a row whose key is NULL cannot be staged, so it counts as
+/// failing the key's `not_null` test: nothing is merged, the staged files are removed, and
+/// a model without such rows that reads a model builds from the staged result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_row_without_its_key_fails_not_null_and_nothing_staged_is_left() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("odd_keys.sql"),
+        "-- key: k\nSELECT CASE WHEN id % 2 = 0 THEN NULL ELSE id END AS k, email FROM contacts",
+    )
+    .unwrap();
+    std::fs::write(
+        models.path().join("all_contacts.sql"),
+        "-- key: id\nSELECT id, email FROM contacts",
+    )
+    .unwrap();
+    std::fs::write(
+        models.path().join("contact_count.sql"),
+        "SELECT count(*) AS contacts FROM all_contacts",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 3, "{}", report.render());
+    let odd = report.models.iter().find(|m| m.name == "odd_keys").unwrap();
+    assert_eq!(odd.status, ModelStatus::TestsFailed, "{}", report.render());
+    let live = h.sim.hubspot.live_records("contacts");
+    let even = live.iter().filter(|r| r.id % 2 == 0).count() as u64;
+    assert_eq!(odd.failures.len(), 1, "{}", report.render());
+    assert_eq!(odd.failures[0].test, "not_null(k)");
+    assert_eq!(odd.failures[0].failing_rows, even);
+    assert_eq!(odd.rows, live.len() as u64);
+    let loads = h.stage_dir().join("crm/odd_keys/loads");
+    let parquet = walkdir::WalkDir::new(&loads)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .count();
+    assert_eq!(parquet, 0, "staged files of a failed model are left");
+
+    let client = h.client().await;
+    assert_eq!(count(&client, "all_contacts").await, live.len() as i64);
+    let counted: i64 = client
+        .query_one("SELECT contacts FROM crm.contact_count", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, live.len() as i64);
+}

@@ -534,3 +534,119 @@ async fn airflow_dags_test_loads_every_stream_and_a_config_error_is_not_retried(
         assert_eq!(task[2], 1, "retried: {tasks:#?}");
     }
 }
+
+// ---- Dagster: one asset per SQL model -------------------------------------------------------
+
+const LIFECYCLE_SHARE: &str = "-- materialized: table\n-- tests: TESTS\nSELECT lifecyclestage, contacts FROM contacts_by_lifecycle WHERE contacts > 0\n";
+
+/// The repository's HubSpot models, plus one reading another model, with `tests` on it.
+fn write_models(dir: &Path, tests: &str) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/hubspot");
+    for entry in std::fs::read_dir(&repo).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.join("lifecycle_share.sql"),
+        LIFECYCLE_SHARE.replace("TESTS", tests),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dagster_builds_one_asset_per_model_after_its_streams_with_its_tests_as_checks() {
+    let python = tokio::task::spawn_blocking(dagster_python).await.unwrap();
+    let models = tempfile::tempdir().unwrap();
+    write_models(
+        models.path(),
+        "accepted_values(lifecyclestage: 'subscriber', 'lead', 'customer')",
+    );
+    let h = Harness::start(
+        sim(120, 40, 30),
+        STREAMS,
+        &format!(
+            "[models]\ndir = \"{}\"\ntests = \"{}\"\n",
+            models.path().display(),
+            models.path().join("no-tests").display()
+        ),
+    )
+    .await;
+    let config = h.config_path.to_str().unwrap();
+    let plan = syncline(&h, &["plan", "--config", config, "--json"], &[]);
+    let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan is JSON");
+    let share = plan["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "lifecycle_share")
+        .expect("lifecycle_share in the plan");
+    assert_eq!(share["depends_on"], json!(["contacts_by_lifecycle"]));
+    assert_eq!(share["destination_table"], "crm.lifecycle_share");
+    assert_eq!(share["checks"][0]["name"], "accepted_values_lifecyclestage");
+
+    let result_file = h.dir.path().join("dagster-result.json");
+    let env = [(
+        "SYNCLINE_RESULT_FILE",
+        result_file.to_str().unwrap().to_string(),
+    )];
+    pytest(
+        &python,
+        "dagster",
+        Some(&h),
+        "test_streams_and_models_materialize_together",
+        &env,
+    );
+    let result: Value = serde_json::from_slice(&std::fs::read(&result_file).unwrap()).unwrap();
+    let model_names = [
+        "contacts_by_lifecycle",
+        "deal_pipeline",
+        "duplicate_contacts",
+        "lifecycle_share",
+    ];
+    // One materialization per stream and per model, each with the rows the destination has.
+    let rows = result["rows"].as_object().unwrap();
+    assert_eq!(rows.len(), STREAMS.len() + model_names.len(), "{result:#}");
+    for table in STREAMS.iter().chain(&model_names) {
+        assert_eq!(
+            rows[*table],
+            json!(live_rows(&h, table).await),
+            "{table}: {result:#}"
+        );
+    }
+    assert!(rows["lifecycle_share"].as_i64().unwrap() > 0, "{result:#}");
+    let checks = result["checks"].as_object().unwrap();
+    for check in [
+        "contacts_by_lifecycle/accepted_values_lifecyclestage",
+        "deal_pipeline/not_null_deals",
+        "duplicate_contacts/unique_email",
+        "lifecycle_share/accepted_values_lifecyclestage",
+        "contacts/reconciliation",
+    ] {
+        assert_eq!(checks[check], true, "{check}: {result:#}");
+    }
+
+    // A test that fails: its check fails, the models step fails without retry, the table stays.
+    let before = live_rows(&h, "lifecycle_share").await;
+    write_models(models.path(), "accepted_values(lifecyclestage: 'lead')");
+    pytest(
+        &python,
+        "dagster",
+        Some(&h),
+        "test_a_failing_model_test_fails_its_check",
+        &env,
+    );
+    let result: Value = serde_json::from_slice(&std::fs::read(&result_file).unwrap()).unwrap();
+    assert_eq!(
+        result["checks"]["lifecycle_share/accepted_values_lifecyclestage"], false,
+        "{result:#}"
+    );
+    assert_eq!(
+        result["checks"]["contacts_by_lifecycle/accepted_values_lifecyclestage"], true,
+        "{result:#}"
+    );
+    assert!(
+        result["rows"].get("lifecycle_share").is_none(),
+        "{result:#}"
+    );
+    assert_eq!(live_rows(&h, "lifecycle_share").await, before);
+}

@@ -22,8 +22,8 @@ from dagster import (
     materialize,
 )
 
-from syncline_dagster import Outcome, SynclineResource, outcome_of, syncline_assets
-from syncline_dagster.assets import specs_from_plan
+from syncline_dagster import Outcome, SynclineResource, outcome_of, syncline_assets, syncline_model_assets
+from syncline_dagster.assets import model_specs_from_plan, specs_from_plan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example" / "definitions.py"
 
@@ -31,7 +31,28 @@ PLAN: dict[str, Any] = {
     "pipeline": "crm",
     "source": "hubspot",
     "destination": "postgres",
-    "models": [],
+    "models": [
+        {
+            "name": "deal_pipeline",
+            "file": "models/deal_pipeline.sql",
+            "materialized": "table",
+            "key": None,
+            "tests": [],
+            "depends_on": ["deals"],
+            "destination_table": "crm.deal_pipeline",
+            "checks": [{"name": "not_null_deals", "description": "not_null(deals)", "severity": "ERROR"}],
+        },
+        {
+            "name": "won_deals",
+            "file": "models/won_deals.sql",
+            "materialized": "incremental",
+            "key": "id",
+            "tests": [],
+            "depends_on": ["contacts", "deal_pipeline"],
+            "destination_table": "crm.won_deals",
+            "checks": [],
+        },
+    ],
     "streams": [
         {
             "name": name,
@@ -75,6 +96,16 @@ def test_each_stream_is_an_asset_with_its_reconciliation_check() -> None:
     ]
 
 
+def test_each_model_is_an_asset_downstream_of_what_it_reads_with_its_tests_as_checks() -> None:
+    specs, checks = model_specs_from_plan(PLAN, "/etc/crm.toml", ["crm"])
+    assert [s.key for s in specs] == [AssetKey(["crm", "deal_pipeline"]), AssetKey(["crm", "won_deals"])]
+    assert [d.asset_key for d in specs[0].deps] == [AssetKey(["crm", "deals"])]
+    assert [d.asset_key for d in specs[1].deps] == [AssetKey(["crm", "contacts"]), AssetKey(["crm", "deal_pipeline"])]
+    assert specs[1].metadata["syncline/model"] == "won_deals"
+    assert specs[1].metadata["dagster/table_name"] == "crm.won_deals"
+    assert [(c.asset_key, c.name) for c in checks] == [(AssetKey(["crm", "deal_pipeline"]), "not_null_deals")]
+
+
 # ---- live: the real binary, the simulator and PostgreSQL -------------------------------------
 
 
@@ -86,10 +117,18 @@ def build(live: dict[str, str]) -> Any:
     return crm
 
 
-def run(live: dict[str, str], **resource: Any) -> ExecuteInProcessResult:
-    assets = build(live)
+def build_models(live: dict[str, str]) -> Any:
+    @syncline_model_assets(config=live["SYNCLINE_CONFIG"], binary=live["SYNCLINE_BIN"])
+    def crm_models(context: AssetExecutionContext, syncline: SynclineResource):  # type: ignore[no-untyped-def]
+        yield from syncline.run(context)
+
+    return crm_models
+
+
+def run(live: dict[str, str], models: bool = False, **resource: Any) -> ExecuteInProcessResult:
+    assets = [build(live)] + ([build_models(live)] if models else [])
     return materialize(
-        [assets],
+        assets,
         resources={"syncline": SynclineResource(binary=live["SYNCLINE_BIN"], **resource)},
         raise_on_error=False,
     )
@@ -200,3 +239,42 @@ def test_pipes_messages_pass_dagster_pipes_own_checks(live: dict[str, str], tmp_
             assert params["severity"] in pipes.PipesAssetCheckSeverity.__args__  # type: ignore[attr-defined]
             pipes._normalize_param_metadata(params["metadata"], m["method"], "metadata")
     assert methods.count("report_asset_materialization") == 1
+
+
+def outcome_file(result: ExecuteInProcessResult) -> None:
+    """Writes what Dagster recorded for the Rust test to compare with the destination."""
+    rows = {
+        e.asset_key.path[-1]: getattr(e.materialization.metadata.get("dagster/row_count"), "value", None)
+        for e in result.get_asset_materialization_events()
+    }
+    checks = {
+        f"{c.asset_key.path[-1]}/{c.check_name}": c.passed for c in result.get_asset_check_evaluations()
+    }
+    Path(os.environ["SYNCLINE_RESULT_FILE"]).write_text(json.dumps({"rows": rows, "checks": checks}))
+
+
+def test_streams_and_models_materialize_together(live: dict[str, str]) -> None:
+    models = build_models(live)
+    assert models.can_subset
+    result = run(live, models=True)
+    outcome_file(result)
+    assert result.success
+    materialized = [e.asset_key.path[-1] for e in result.get_asset_materialization_events()]
+    # One materialization per stream and per model, the models after the streams they read.
+    assert len(materialized) == len(set(materialized)), materialized
+    checks = result.get_asset_check_evaluations()
+    assert all(c.passed for c in checks), checks
+    steps = [e.step_key for e in events(result, DagsterEventType.STEP_SUCCESS)]
+    assert steps == ["syncline_crm", "syncline_crm_models"], steps
+
+
+def test_a_failing_model_test_fails_its_check_and_the_step_without_retry(live: dict[str, str]) -> None:
+    result = run(live, models=True)
+    outcome_file(result)
+    assert not result.success
+    failed = [e for e in events(result, DagsterEventType.STEP_FAILURE)]
+    assert [e.step_key for e in failed] == ["syncline_crm_models"], failed
+    # The model whose test failed is not materialized (its previous table stays).
+    materialized = [e.asset_key.path[-1] for e in result.get_asset_materialization_events()]
+    assert "lifecycle_share" not in materialized, materialized
+    assert not events(result, DagsterEventType.STEP_UP_FOR_RETRY)

@@ -163,6 +163,13 @@ impl LakeDestination {
         open_existing(self.unloaded_table(table)?).await
     }
 
+    /// The side table of `table`'s hard-delete tombstones (key, `_syncline_version`, the
+    /// `_syncline_load_id` that recorded it), for models that must see deletes; `Ok(None)`
+    /// when no load of `table` carried a delete.
+    pub async fn open_tombstones(&self, table: &str) -> Result<Option<DeltaTable>> {
+        Ok(self.tombstone_table(table).await?.existing)
+    }
+
     /// The side table of `table`'s tombstones (see `tombstones`), opened when it exists.
     async fn tombstone_table(&self, table: &str) -> Result<merge::TombstoneTable> {
         let mut url = self.root.clone();

@@ -654,6 +654,36 @@ impl Destination for SnowflakeDestination {
         )
     }
 
+    async fn drop_table(&self, table: &str) -> Result<()> {
+        let statement = sql::drop_table(&self.schema, table);
+        self.with_session(|session| {
+            let statement = statement.clone();
+            async move { run(&session, "drop the table", statement).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Snowflake's DDL commits on its own, so a drop and a rename cannot share a transaction
+    /// (a reader between them would find no table), and the emulator the tests run against
+    /// has no `ALTER TABLE ... SWAP WITH`. One `CREATE OR REPLACE TABLE target AS SELECT *
+    /// FROM build` is atomic (Snowflake drops the old table and creates the new one in one
+    /// transaction): a reader's query sees the old table or the new one. It copies the rows
+    /// once more (a model table is a result, usually small); the build table is dropped
+    /// after.
+    async fn swap_table(&self, build: &str, target: &str) -> Result<()> {
+        let replace = sql::replace_table(&self.schema, target, build);
+        let drop = sql::drop_table(&self.schema, build);
+        self.with_session(|session| {
+            let (replace, drop) = (replace.clone(), drop.clone());
+            async move {
+                run(&session, "replace the model table", replace).await?;
+                run(&session, "drop the build table", drop).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
     /// `Ok(None)` also when the ledger (or schema) does not exist yet.
     async fn last_load(&self, stream: &str) -> Result<Option<LedgerEntry>> {
         let statement = sql::ledger_last(&self.schema, stream);

@@ -55,6 +55,8 @@ pub(crate) mod templates {
     pub const INSERT_DELETED: &str = include_str!("../../../sql/snowflake/insert_deleted.sql");
     pub const RECORD_TOMBSTONES: &str =
         include_str!("../../../sql/snowflake/record_tombstones.sql");
+    pub const DROP_TABLE: &str = include_str!("../../../sql/snowflake/drop_table.sql");
+    pub const REPLACE_TABLE: &str = include_str!("../../../sql/snowflake/replace_table.sql");
 }
 
 /// The ledger table, in the destination schema.
@@ -148,6 +150,27 @@ pub(crate) fn table_columns(schema: &str, table: &str) -> String {
         &[
             ("schema", &quote_literal(schema)),
             ("table", &quote_literal(table)),
+        ],
+    )
+}
+
+pub(crate) fn drop_table(schema: &str, table: &str) -> String {
+    render(
+        templates::DROP_TABLE,
+        &[("table", &qualified(schema, table))],
+    )
+}
+
+/// Replaces `target` with a copy of `build` in one statement: Snowflake runs a
+/// `CREATE OR REPLACE` as one transaction (the old table dropped and the new one created
+/// together), so a reader sees the old rows or the new ones. `COPY GRANTS` keeps the
+/// privileges granted on the old table.
+pub(crate) fn replace_table(schema: &str, target: &str, build: &str) -> String {
+    render(
+        templates::REPLACE_TABLE,
+        &[
+            ("target", &qualified(schema, target)),
+            ("build", &qualified(schema, build)),
         ],
     )
 }

@@ -6,7 +6,7 @@ declares one asset per stream (with its reconciliation check); the decorated fun
 arrives as a materialization with its row counts, and each check as a check result.
 """
 
-from syncline_dagster.assets import syncline_assets, stream_of
+from syncline_dagster.assets import stream_of, syncline_assets, syncline_model_assets
 from syncline_dagster.exit_codes import Outcome, outcome_of
 from syncline_dagster.resource import SynclineResource, read_plan
 
@@ -17,4 +17,5 @@ __all__ = [
     "read_plan",
     "stream_of",
     "syncline_assets",
+    "syncline_model_assets",
 ]

@@ -26,6 +26,8 @@ Result = Union[MaterializeResult[Any], AssetCheckResult]
 #: Metadata keys on each stream's AssetSpec that tie the asset to its pipeline.
 CONFIG_KEY = "syncline/config"
 STREAM_KEY = "syncline/stream"
+#: ... and on each model's AssetSpec (``@syncline_model_assets``).
+MODEL_KEY = "syncline/model"
 
 
 def read_plan(config: str, binary: str = "syncline", env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -73,23 +75,32 @@ class SynclineResource(ConfigurableResource[Any]):
         full_refresh: bool = False,
         extra_args: Sequence[str] = (),
     ) -> Iterator[Result]:
-        """Loads the streams selected in this step and yields their results; maps the exit code
-        to Dagster's semantics (see ``exit_codes``)."""
+        """Loads the streams (or builds the models) selected in this step and yields their
+        results; maps the exit code to Dagster's semantics (see ``exit_codes``)."""
         specs = context.assets_def.specs_by_key
         selected = sorted(context.selected_asset_keys, key=lambda k: k.to_user_string())
         configs = {specs[key].metadata[CONFIG_KEY] for key in selected}
         if len(configs) != 1:
             raise Failure(description=f"selected assets span configs {sorted(configs)}", allow_retries=False)
         config = configs.pop()
-        streams = [str(specs[key].metadata[STREAM_KEY]) for key in selected]
-        command = [self.binary, "run", "--config", str(config), "--streams", ",".join(streams)]
-        if full_refresh:
-            command.append("--full-refresh")
+        models = [str(specs[key].metadata[MODEL_KEY]) for key in selected if MODEL_KEY in specs[key].metadata]
+        if models:
+            if len(models) != len(selected):
+                raise Failure(description="a step selects streams and models at once", allow_retries=False)
+            names = models
+            command = [self.binary, "models", "run", "--config", str(config), "--select", ",".join(models)]
+            if full_refresh:
+                command.append("--full-refresh")
+            what = f"syncline models run --select {','.join(models)}"
+        else:
+            names = [str(specs[key].metadata[STREAM_KEY]) for key in selected]
+            command = [self.binary, "run", "--config", str(config), "--streams", ",".join(names)]
+            if full_refresh:
+                command.append("--full-refresh")
+            what = f"syncline run --streams {','.join(names)}"
         command.extend(extra_args)
         extras = {
-            "syncline_asset_keys": {
-                str(specs[key].metadata[STREAM_KEY]): key.to_user_string() for key in selected
-            },
+            "syncline_asset_keys": {name: key.to_user_string() for name, key in zip(names, selected)},
             "syncline_checks": [
                 {"asset_key": check.asset_key.to_user_string(), "check_name": check.name}
                 for check in context.selected_asset_check_keys
@@ -110,10 +121,13 @@ class SynclineResource(ConfigurableResource[Any]):
                 env={**os.environ, **self.env, **session.get_bootstrap_env_vars()},
             )
             returncode = process.wait()
-        yield from session.get_results()
         outcome = outcome_of(returncode)
-        context.log.info(f"syncline run {','.join(streams)} exited {returncode} ({outcome.value})")
-        message = f"syncline run --streams {','.join(streams)} exited {returncode}"
+        # Pipes would add a bare materialization for every selected asset the process did not
+        # report: right for a stream that had nothing new, wrong for one that failed or a model
+        # whose tests failed (its previous table stays). So only when the process succeeded.
+        yield from session.get_results(implicit_materializations=outcome is Outcome.SUCCESS)
+        context.log.info(f"{what} exited {returncode} ({outcome.value})")
+        message = f"{what} exited {returncode}"
         if outcome is Outcome.FAIL:
             raise Failure(description=message, allow_retries=False)
         if outcome is Outcome.QUOTA:
