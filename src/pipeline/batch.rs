@@ -67,11 +67,18 @@ pub enum RunError {
         received: Fingerprint,
         staged: Fingerprint,
     },
+    #[error("stream {stream}: the copy into the destination stopped unexpectedly; run again (the next run finishes or redoes this load, exactly once)")]
+    CopyLost {
+        stream: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl Classified for RunError {
     fn kind(&self) -> ErrorKind {
         match self {
+            RunError::CopyLost { .. } => ErrorKind::Destination,
             RunError::UnknownStream { .. } => ErrorKind::Config,
             RunError::StagedDiffers { .. } | RunError::ReceivedDiffers { .. } => {
                 ErrorKind::Reconciliation
@@ -476,11 +483,19 @@ impl<'a> StreamRunner<'a> {
             copied.recv().await.map(|batch| (Ok(batch), copied))
         })
         .boxed();
-        let copying = self
-            .destination
-            .copy_while_staging(&request, batches, staged);
-        let (staged, copied) = tokio::join!(staging, copying);
-        // A staging failure dropped `ready`: the destination rolled back.
+        // A task of its own: encoding the COPY runs on another core than the extraction loop.
+        let destination = self.destination.clone();
+        let copying = tokio::spawn(async move {
+            destination
+                .copy_while_staging(&request, batches, staged)
+                .await
+        });
+        let staged = staging.await;
+        // A staging failure dropped `ready`: the destination rolls back and the task ends.
+        let copied = copying.await.map_err(|source| RunError::CopyLost {
+            stream: stream.to_string(),
+            source,
+        })?;
         let manifest = staged?;
         if manifest.rows == 0 {
             return self.commit_empty(stream, state, &manifest, report).await;

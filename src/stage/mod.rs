@@ -25,7 +25,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::config::StagingConfig;
 use crate::error::{Classified, ErrorKind};
@@ -330,11 +330,16 @@ pub struct LoadWriter {
 /// Rows per Parquet row group: what the writer buffers in memory before flushing.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
+/// zstd level 1 without dictionary pages, statistics per column chunk only: a staged load is
+/// written once and read whole (never filtered by page), so the writer's time goes to
+/// compression, not to dictionaries and page indexes that nothing reads.
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
         ))
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build()
 }
