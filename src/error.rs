@@ -115,8 +115,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Typed(typed) => typed.0.kind(),
-            Error::ObjectStore(_)
-            | Error::Parquet(_)
+            Error::ObjectStore(err) => object_store_kind(err),
+            Error::Parquet(_)
             | Error::Arrow(_)
             | Error::Io(_)
             | Error::Json(_) => ErrorKind::Stage,
@@ -148,6 +148,19 @@ impl Error {
             cause = err.source();
         }
         text
+    }
+}
+
+/// Credentials the store refused, or that could not be found, are the user's to fix: a
+/// configuration error, as rejected credentials are in every connector. The rest is staging.
+fn object_store_kind(err: &object_store::Error) -> ErrorKind {
+    match err {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => ErrorKind::Config,
+        object_store::Error::Generic { source, .. } => source
+            .downcast_ref::<crate::storage::StorageError>()
+            .map_or(ErrorKind::Stage, Classified::kind),
+        _ => ErrorKind::Stage,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `syncline status`: per stream, when it last synced, its cursor and row counts.
+//! `syncline status`: per stream, when it last synced, its cursor and row counts, and who
+//! holds its lease now.
 
 use serde::Serialize;
 
@@ -7,7 +8,7 @@ use crate::config::Config;
 use crate::load::SetAside;
 use crate::reconcile::report::ReconcileOutcome;
 use crate::stage::Stage;
-use crate::state::StateStore;
+use crate::state::{LeaseHolder, StateStore};
 
 #[derive(Debug, Serialize)]
 pub struct StreamStatus {
@@ -34,6 +35,8 @@ pub struct StreamStatus {
     pub set_aside: Vec<SetAside>,
     /// The stream's last reconcile (`syncline reconcile`, or scheduled by `run`).
     pub last_reconcile: Option<ReconcileOutcome>,
+    /// Who holds the stream's lease now (`null`: no run is syncing it).
+    pub lease: Option<LeaseHolder>,
 }
 
 pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
@@ -45,6 +48,7 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
     let mut out = Vec::new();
     for stream in config.source.streams() {
         let s = state.load(stream).await?;
+        let lease = state.lease_holder(stream).await?;
         // A source that cannot be reached still leaves the rest of the status worth showing.
         let source_lag = match source.lag(stream).await {
             Ok(lag) => lag,
@@ -74,6 +78,7 @@ pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
             in_ledger,
             set_aside: s.set_aside,
             last_reconcile: s.last_reconcile,
+            lease,
         });
     }
     Ok(out)
@@ -107,6 +112,29 @@ pub fn render(rows: &[StreamStatus]) -> String {
                 .map(|p| format!("  (pending load {p})"))
                 .unwrap_or_default(),
         ));
+        if let Some(lease) = &r.lease {
+            let time = |t: &chrono::DateTime<chrono::Utc>| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            out.push_str(&format!(
+                "{:<16} lease: held by pid {} on {} (run {}) since {}, {} {}\n",
+                "",
+                lease.pid,
+                lease.host,
+                if lease.run_id.is_empty() {
+                    "unknown"
+                } else {
+                    &lease.run_id
+                },
+                time(&lease.since),
+                if lease.expired {
+                    "expired at"
+                } else {
+                    "expires at"
+                },
+                time(&lease.expires_at),
+            ));
+        }
         if let Some(lag) = &r.source_lag {
             out.push_str(&format!("{:<16} source lag: {lag}\n", ""));
         }
