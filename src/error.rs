@@ -116,10 +116,7 @@ impl Error {
         match self {
             Error::Typed(typed) => typed.0.kind(),
             Error::ObjectStore(err) => object_store_kind(err),
-            Error::Parquet(_)
-            | Error::Arrow(_)
-            | Error::Io(_)
-            | Error::Json(_) => ErrorKind::Stage,
+            Error::Parquet(_) | Error::Arrow(_) | Error::Io(_) | Error::Json(_) => ErrorKind::Stage,
         }
     }
 
@@ -157,9 +154,22 @@ fn object_store_kind(err: &object_store::Error) -> ErrorKind {
     match err {
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => ErrorKind::Config,
-        object_store::Error::Generic { source, .. } => source
-            .downcast_ref::<crate::storage::StorageError>()
-            .map_or(ErrorKind::Stage, Classified::kind),
+        object_store::Error::Generic { source, .. } => {
+            if let Some(ours) = source.downcast_ref::<crate::storage::StorageError>() {
+                return ours.kind();
+            }
+            // object_store maps 401 and 403 to the variants above, except for a list
+            // request, whose error (a private type) says the status only in its text.
+            let text = source.to_string();
+            if ["status code: 401", "status code: 403"]
+                .iter()
+                .any(|status| text.contains(status))
+            {
+                ErrorKind::Config
+            } else {
+                ErrorKind::Stage
+            }
+        }
         _ => ErrorKind::Stage,
     }
 }

@@ -168,11 +168,13 @@ pub fn build_store(
                     let builder = builder
                         .with_access_key_id(keys.access_key_id)
                         .with_secret_access_key(keys.secret_access_key);
-                    Box::new(match keys.session_token {
-                        Some(token) => builder.with_token(token),
-                        None => builder,
-                    }
-                    .build()?)
+                    Box::new(
+                        match keys.session_token {
+                            Some(token) => builder.with_token(token),
+                            None => builder,
+                        }
+                        .build()?,
+                    )
                 }
             }
         }
@@ -324,7 +326,9 @@ mod aws_profile {
         };
         let credentials = load(&files.credentials)?;
         let config = load(&files.config)?;
-        let in_credentials = credentials.as_ref().and_then(|f| f.section(Some(profile.as_str())));
+        let in_credentials = credentials
+            .as_ref()
+            .and_then(|f| f.section(Some(profile.as_str())));
         let config_section = if profile == "default" {
             "default".to_string()
         } else {
@@ -404,11 +408,20 @@ mod aws_profile {
             assert_eq!(cfg.access_key_id, "AKIACFG");
 
             for (profile, wanted) in [
-                ("nope", "no section [nope] in the credentials file nor [profile nope]"),
-                ("sso", "through `sso_session`, which syncline does not follow"),
+                (
+                    "nope",
+                    "no section [nope] in the credentials file nor [profile nope]",
+                ),
+                (
+                    "sso",
+                    "through `sso_session`, which syncline does not follow",
+                ),
                 ("half", "`aws_secret_access_key` is missing"),
             ] {
-                let err = keys(Some(profile.into()), &files).err().unwrap().to_string();
+                let err = keys(Some(profile.into()), &files)
+                    .err()
+                    .unwrap()
+                    .to_string();
                 assert!(
                     err.contains(&format!("AWS profile `{profile}`")) && err.contains(wanted),
                     "{err}"

@@ -631,7 +631,11 @@ mod tests {
         assert_eq!(held.host, hostname());
         assert!(!held.expired);
         assert!(held.expires_at > held.renewed_at && held.renewed_at >= held.since);
-        assert_eq!(lease.generation().await, generation, "reading moved the lease");
+        assert_eq!(
+            lease.generation().await,
+            generation,
+            "reading moved the lease"
+        );
         lease.release().await.unwrap();
         assert_eq!(holder(store.as_ref(), &lease_dir()).await.unwrap(), None);
 

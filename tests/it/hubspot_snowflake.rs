@@ -390,7 +390,10 @@ async fn two_runs_of_different_streams_set_up_one_schema_together() {
             loop {
                 for run in &mut runs {
                     if let Some(status) = run.exited() {
-                        panic!("round {round}: a run exited early ({status:?}): {}", run.stderr());
+                        panic!(
+                            "round {round}: a run exited early ({status:?}): {}",
+                            run.stderr()
+                        );
                     }
                 }
                 let pending = std::fs::read(&state)
@@ -409,7 +412,9 @@ async fn two_runs_of_different_streams_set_up_one_schema_together() {
             assert!(status.success(), "round {round}: {stderr}");
         }
         let loaded = snowflake
-            .count(&format!("SELECT COUNT(*) FROM \"{schema}\".\"_syncline_loads\""))
+            .count(&format!(
+                "SELECT COUNT(*) FROM \"{schema}\".\"_syncline_loads\""
+            ))
             .await;
         assert_eq!(loaded, 2, "round {round}");
     }

@@ -310,7 +310,10 @@ async fn a_run_slower_than_its_lease_ttl_keeps_its_lease_and_completes() {
     let state_path = Path::from(format!("{ROOT}/crm/_state/contacts.json"));
     loop {
         if let Some(status) = slow.exited() {
-            panic!("the run exited ({status:?}) instead of stalling: {}", slow.stderr());
+            panic!(
+                "the run exited ({status:?}) instead of stalling: {}",
+                slow.stderr()
+            );
         }
         if let Ok(got) = store.get(&state_path).await {
             let state: StreamState = serde_json::from_slice(&got.bytes().await.unwrap()).unwrap();
@@ -326,11 +329,8 @@ async fn a_run_slower_than_its_lease_ttl_keeps_its_lease_and_completes() {
     let head = Path::from(chain.last().expect("the run holds a lease").as_str());
     let record: serde_json::Value =
         serde_json::from_slice(&store.get(&head).await.unwrap().bytes().await.unwrap()).unwrap();
-    let acquired: chrono::DateTime<chrono::Utc> = record["acquired_at"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let acquired: chrono::DateTime<chrono::Utc> =
+        record["acquired_at"].as_str().unwrap().parse().unwrap();
     // Wait until the lease as first taken would have expired twice over.
     while chrono::Utc::now() < acquired + chrono::Duration::seconds(20) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -380,7 +380,10 @@ async fn a_run_slower_than_its_lease_ttl_keeps_its_lease_and_completes() {
     h.assert_converged("contacts", false).await;
     assert_eq!(h.ledger_count().await, 1);
     let (_, state) = state_in(store.as_ref(), "contacts").await;
-    assert!(state.pending.is_none() && state.cursor.is_some(), "{state:#?}");
+    assert!(
+        state.pending.is_none() && state.cursor.is_some(),
+        "{state:#?}"
+    );
     assert_eq!(
         status_of(&h, "contacts")["lease"],
         serde_json::Value::Null,
@@ -565,7 +568,11 @@ async fn an_upload_cut_midway_fails_cleanly_and_the_next_run_loads_everything_on
     let proxy = CutProxy::start(&moto.endpoint).await;
     let h = FilesHarness::start().await;
     let rows = 24_000u64;
-    h.write_file("contacts/big.jsonl", &wide_jsonl(rows, 800), 1_709_251_200_000);
+    h.write_file(
+        "contacts/big.jsonl",
+        &wide_jsonl(rows, 800),
+        1_709_251_200_000,
+    );
     h.write_config(
         &["contacts"],
         "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
@@ -595,7 +602,9 @@ async fn an_upload_cut_midway_fails_cleanly_and_the_next_run_loads_everything_on
     // pending load, no cursor; the destination has nothing.
     let left = keys_under(store.as_ref(), &loads_prefix).await;
     assert!(
-        !left.iter().any(|k| k.ends_with("manifest.json") || k.ends_with(".parquet")),
+        !left
+            .iter()
+            .any(|k| k.ends_with("manifest.json") || k.ends_with(".parquet")),
         "{left:?}"
     );
     if let Ok(got) = store
@@ -684,7 +693,10 @@ async fn s3_credentials_come_from_the_aws_profile_files() {
     .await;
     stage_on_s3(&h, &moto, &["contacts"], "");
     let text = std::fs::read_to_string(&h.config_path).unwrap();
-    let without_keys = text.replace("access_key_id = \"test\"\nsecret_access_key = \"test\"\n", "");
+    let without_keys = text.replace(
+        "access_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+        "",
+    );
     assert_ne!(text, without_keys);
     std::fs::write(&h.config_path, without_keys).unwrap();
     let home = h.dir.path().join("home");

@@ -326,12 +326,18 @@ async fn gc_leaves_a_stream_alone_while_a_run_holds_its_lease() {
     );
     assert!(!out.contains("deleted"), "{out}");
     for load in &merged {
-        assert!(loads_dir.join(load).join("manifest.json").exists(), "{load}");
+        assert!(
+            loads_dir.join(load).join("manifest.json").exists(),
+            "{load}"
+        );
     }
     // A dry run deletes nothing and takes no lease: it may look while the run holds it.
     let (code, out, err) = syncline(&h, &["gc", "--older-than", "0s", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("would delete contacts {}", merged[0])), "{out}");
+    assert!(
+        out.contains(&format!("would delete contacts {}", merged[0])),
+        "{out}"
+    );
 
     run.cont();
     let (status, stderr) = run.wait();

@@ -94,7 +94,6 @@ pub async fn until_stopped(run: &mut Background) {
     }
 }
 
-
 impl Drop for Background {
     /// A test that fails while its run is stopped must not leave the run behind.
     fn drop(&mut self) {
