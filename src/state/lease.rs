@@ -607,6 +607,77 @@ mod tests {
         assert_eq!(won, 300);
     }
 
+    /// Two processes (this test binary, started twice as `lease_racer`) race for one lease
+    /// on the local file system, 300 rounds each, every lease expired as it is taken (TTL 0)
+    /// so every round is a takeover race: no generation is ever held by both.
+    #[test]
+    fn two_processes_racing_takeovers_never_both_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let go = dir.path().join("go");
+        let racers: Vec<_> = (0..2)
+            .map(|i| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "state::lease::tests::lease_racer", "--ignored"])
+                    .env("SYNCLINE_LEASE_RACER", dir.path())
+                    .env(
+                        "SYNCLINE_LEASE_RACER_OUT",
+                        dir.path().join(format!("held-{i}")),
+                    )
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        std::fs::write(&go, b"").unwrap();
+        let mut held = Vec::new();
+        for (i, mut racer) in racers.into_iter().enumerate() {
+            assert!(racer.wait().unwrap().success(), "racer {i} failed");
+            let text = std::fs::read_to_string(dir.path().join(format!("held-{i}"))).unwrap();
+            let mine: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+            assert!(!mine.is_empty(), "racer {i} never held the lease");
+            held.extend(mine);
+        }
+        let unique: BTreeSet<u64> = held.iter().copied().collect();
+        assert!(held.len() > 300, "only {} holds", held.len());
+        assert_eq!(unique.len(), held.len(), "a generation had two holders");
+    }
+
+    /// One side of `two_processes_racing_takeovers_never_both_hold`; does nothing when run
+    /// on its own.
+    #[test]
+    #[ignore = "started by two_processes_racing_takeovers_never_both_hold"]
+    fn lease_racer() {
+        let (Some(dir), Some(out)) = (
+            std::env::var_os("SYNCLINE_LEASE_RACER"),
+            std::env::var_os("SYNCLINE_LEASE_RACER_OUT"),
+        ) else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        while !dir.join("go").exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let held = runtime.block_on(async {
+            let store: Arc<dyn ObjectStore> =
+                Arc::new(LocalFileSystem::new_with_prefix(&dir).unwrap());
+            let mut held = Vec::new();
+            for _ in 0..300 {
+                if let Ok(lease) =
+                    Lease::acquire(store.clone(), lease_dir(), "contacts", Duration::ZERO).await
+                {
+                    held.push(lease.generation().await);
+                    if lease.check().await.is_ok() {
+                        held.push(lease.generation().await);
+                    }
+                }
+            }
+            held
+        });
+        let text: String = held.iter().map(|g| format!("{g}\n")).collect();
+        std::fs::write(out, text).unwrap();
+    }
+
     /// `holder` reads who holds a lease without moving it: nobody before the first run, the
     /// run while it holds it, nobody once released, and an expired lease says so.
     #[tokio::test]
