@@ -115,11 +115,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Typed(typed) => typed.0.kind(),
-            Error::ObjectStore(_)
-            | Error::Parquet(_)
-            | Error::Arrow(_)
-            | Error::Io(_)
-            | Error::Json(_) => ErrorKind::Stage,
+            Error::ObjectStore(err) => object_store_kind(err),
+            Error::Parquet(_) | Error::Arrow(_) | Error::Io(_) | Error::Json(_) => ErrorKind::Stage,
         }
     }
 
@@ -148,6 +145,32 @@ impl Error {
             cause = err.source();
         }
         text
+    }
+}
+
+/// Credentials the store refused, or that could not be found, are the user's to fix: a
+/// configuration error, as rejected credentials are in every connector. The rest is staging.
+fn object_store_kind(err: &object_store::Error) -> ErrorKind {
+    match err {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => ErrorKind::Config,
+        object_store::Error::Generic { source, .. } => {
+            if let Some(ours) = source.downcast_ref::<crate::storage::StorageError>() {
+                return ours.kind();
+            }
+            // object_store maps 401 and 403 to the variants above, except for a list
+            // request, whose error (a private type) says the status only in its text.
+            let text = source.to_string();
+            if ["status code: 401", "status code: 403"]
+                .iter()
+                .any(|status| text.contains(status))
+            {
+                ErrorKind::Config
+            } else {
+                ErrorKind::Stage
+            }
+        }
+        _ => ErrorKind::Stage,
     }
 }
 

@@ -9,6 +9,11 @@
 //!
 //! `SYNCLINE_STOP_AT=<point>` stops the process (SIGSTOP) there instead, as a long pause or a
 //! suspended machine would: a test lets its lease expire, then continues it with SIGCONT.
+//!
+//! `SYNCLINE_STALL_AT=<point>` makes the run wait there, alive, until the file
+//! `SYNCLINE_STALL_UNTIL` names exists, as a slow destination would: its background work (the
+//! lease renewals) goes on, so a test can hold a run past its lease TTL. Only `after-stage`
+//! stalls.
 
 use tracing::warn;
 
@@ -27,5 +32,20 @@ pub fn crash_point(point: &str) {
         unsafe {
             libc::raise(libc::SIGKILL);
         }
+    }
+}
+
+/// Waits here while `SYNCLINE_STALL_AT` names `point` and the file `SYNCLINE_STALL_UNTIL`
+/// names does not exist yet. The wait is asynchronous: the process's other tasks run on.
+pub async fn stall_point(point: &str) {
+    if !std::env::var("SYNCLINE_STALL_AT").is_ok_and(|at| at == point) {
+        return;
+    }
+    let Some(until) = std::env::var_os("SYNCLINE_STALL_UNTIL") else {
+        return;
+    };
+    warn!(point, "SYNCLINE_STALL_AT: waiting for SYNCLINE_STALL_UNTIL");
+    while !std::path::Path::new(&until).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -240,14 +240,14 @@ async fn replay(args: ReplayArgs) -> Result<u8, Error> {
 
 async fn gc(args: GcArgs) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
-    let decisions =
+    let outcome =
         pipeline::loads::gc(&config, args.older_than, args.dry_run, args.dead_letters).await?;
     let verb = if args.dry_run {
         "would delete"
     } else {
         "deleted"
     };
-    for d in &decisions {
+    for d in &outcome.decisions {
         if d.deleted {
             println!(
                 "{verb} {} {} ({} bytes; {})",
@@ -257,7 +257,14 @@ async fn gc(args: GcArgs) -> Result<u8, Error> {
             println!("kept   {} {} ({})", d.stream, d.load_id, d.reason);
         }
     }
-    Ok(0)
+    // A stream a run holds was not collected: say so, and fail so a scheduler notices.
+    for skipped in &outcome.skipped {
+        eprintln!(
+            "skipped stream {}: a run holds its lease, so gc left it alone ({}); run gc again later",
+            skipped.stream, skipped.reason
+        );
+    }
+    Ok(if outcome.skipped.is_empty() { 0 } else { 1 })
 }
 
 /// `syncline run`: the report goes to `--report`, a line per stream to stderr, and the

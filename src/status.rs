@@ -1,6 +1,6 @@
-//! `syncline status`: per stream, when it last synced, its cursor and row counts, who runs it
-//! now, its recent loads and failures. `collect` also asks the source for its lag and the
-//! destination's ledger; `from_state` reads the stage only (`syncline ui`).
+//! `syncline status`: per stream, when it last synced, its cursor and row counts, who holds
+//! its lease now, its recent loads and failures. `collect` also asks the source for its lag
+//! and the destination's ledger; `from_state` reads the stage only (`syncline ui`).
 
 use serde::Serialize;
 
@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::load::SetAside;
 use crate::reconcile::report::ReconcileOutcome;
 use crate::stage::Stage;
-use crate::state::{Holder, LastLoad, LoadTotals, StateStore, StreamFailure};
+use crate::state::{LastLoad, LeaseHolder, LoadTotals, StateStore, StreamFailure};
 
 #[derive(Debug, Serialize)]
 pub struct StreamStatus {
@@ -30,8 +30,6 @@ pub struct StreamStatus {
     /// From the load's extraction to its state commit.
     pub last_load_duration_ms: Option<u64>,
     pub last_load_dead_lettered: Option<u64>,
-    /// The run that holds the stream's lease now (it is syncing the stream), if any.
-    pub lease_holder: Option<Holder>,
     /// A load staged but not yet confirmed committed; the next run finishes it.
     pub pending_load_id: Option<String>,
     /// Whether the destination ledger has the last load (None when it was not asked).
@@ -47,6 +45,8 @@ pub struct StreamStatus {
     pub totals: Option<LoadTotals>,
     /// The recent committed loads, oldest first.
     pub history: Vec<LastLoad>,
+    /// Who holds the stream's lease now (`null`: no run is syncing it).
+    pub lease: Option<LeaseHolder>,
 }
 
 pub async fn collect(config: &Config) -> Result<Vec<StreamStatus>> {
@@ -73,6 +73,7 @@ async fn gather(config: &Config, ask: bool) -> Result<Vec<StreamStatus>> {
     let mut out = Vec::new();
     for stream in config.source.streams() {
         let s = state.load(stream).await?;
+        let lease = state.lease_holder(stream).await?;
         // A source that cannot be reached still leaves the rest of the status worth showing.
         let source_lag = if ask {
             match source.lag(stream).await {
@@ -105,7 +106,6 @@ async fn gather(config: &Config, ask: bool) -> Result<Vec<StreamStatus>> {
             last_load_deleted: last.map(|l| l.deleted),
             last_load_duration_ms: last.and_then(|l| l.duration_ms),
             last_load_dead_lettered: last.map(|l| l.dead_lettered),
-            lease_holder: state.holder(stream).await?,
             pending_load_id: s.pending.map(|p| p.load_id),
             in_ledger,
             set_aside: s.set_aside,
@@ -113,6 +113,7 @@ async fn gather(config: &Config, ask: bool) -> Result<Vec<StreamStatus>> {
             failure: s.failure,
             totals: s.totals,
             history: s.history,
+            lease,
         });
     }
     Ok(out)
@@ -146,11 +147,31 @@ pub fn render(rows: &[StreamStatus]) -> String {
                 .map(|p| format!("  (pending load {p})"))
                 .unwrap_or_default(),
         ));
+        if let Some(lease) = &r.lease {
+            let time = |t: &chrono::DateTime<chrono::Utc>| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            out.push_str(&format!(
+                "{:<16} lease: held by pid {} on {} (run {}) since {}, {} {}\n",
+                "",
+                lease.pid,
+                lease.host,
+                if lease.run_id.is_empty() {
+                    "unknown"
+                } else {
+                    &lease.run_id
+                },
+                time(&lease.since),
+                if lease.expired {
+                    "expired at"
+                } else {
+                    "expires at"
+                },
+                time(&lease.expires_at),
+            ));
+        }
         if let Some(lag) = &r.source_lag {
             out.push_str(&format!("{:<16} source lag: {lag}\n", ""));
-        }
-        if let Some(holder) = &r.lease_holder {
-            out.push_str(&format!("{:<16} {}\n", "", holder.line()));
         }
         if let Some(failure) = &r.failure {
             out.push_str(&format!(

@@ -94,7 +94,9 @@ pub struct PipelineConfig {
     /// Rows per staged Parquet file before a new file is started. Default 500,000.
     #[serde(default = "default_file_rows")]
     pub file_rows: usize,
-    /// A lock older than this (seconds) is considered abandoned and taken over. Default 3600.
+    /// Seconds a stream lease lasts without renewal; the run holding it renews it every third
+    /// of this, and another run takes it over only once it expired. 10 to 604800 (7 days).
+    /// Default 3600.
     #[serde(default = "default_lock_ttl")]
     pub lock_ttl_seconds: u64,
 }
@@ -194,6 +196,11 @@ fn default_file_rows() -> usize {
 fn default_lock_ttl() -> u64 {
     3600
 }
+
+/// The shortest stream lease `lock_ttl_seconds` may ask for (see `Config::validate`).
+pub const MIN_LOCK_TTL_SECONDS: u64 = 10;
+/// The longest: 7 days.
+pub const MAX_LOCK_TTL_SECONDS: u64 = 7 * 86_400;
 
 impl Config {
     /// Reads, parses, interpolates and validates a config file.
@@ -305,12 +312,18 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        // A lease that expires as it is taken excludes nobody: two runs of a stream would both
-        // hold it.
-        if self.pipeline.lock_ttl_seconds == 0 {
+        // A lease must outlast a renewal with room to spare: the holder renews every third of
+        // it, and one renewal can take seconds (an S3 request retried with backoff) while
+        // hosts' clocks may differ by a second or two. Too short, and a live run's stream is
+        // handed to another run; 0 would exclude nobody at all. Too long, and a crashed run on
+        // another machine keeps its streams locked for that long.
+        let ttl = self.pipeline.lock_ttl_seconds;
+        if !(MIN_LOCK_TTL_SECONDS..=MAX_LOCK_TTL_SECONDS).contains(&ttl) {
             return Err(KeyError::new(
                 &["pipeline", "lock_ttl_seconds"],
-                "must be at least 1 (a lease of 0 seconds is expired as soon as it is taken)",
+                &format!(
+                    "is {ttl}; must be between {MIN_LOCK_TTL_SECONDS} and {MAX_LOCK_TTL_SECONDS} (7 days): the holder renews its lease every third of this, and a shorter lease can expire while its run is alive (one slow S3 request, a little clock skew)"
+                ),
             ));
         }
         if self.pipeline.file_rows < self.pipeline.batch_rows {
@@ -549,18 +562,26 @@ deletes = "soft"                            # "hard" (default) or "soft" (_syncl
     }
 
     #[test]
-    fn a_lease_of_zero_seconds_is_refused() {
-        let text = EXAMPLE.replace("name = \"crm\"", "name = \"crm\"\nlock_ttl_seconds = 0");
-        let err = parse(&text).unwrap_err();
-        assert_eq!(err.kind(), crate::error::ErrorKind::Config);
-        assert!(
-            err.to_string().contains("pipeline.lock_ttl_seconds"),
-            "{err}"
-        );
-        assert!(
-            parse(&EXAMPLE.replace("name = \"crm\"", "name = \"crm\"\nlock_ttl_seconds = 1"))
-                .is_ok()
-        );
+    fn a_lease_too_short_to_renew_or_absurdly_long_is_refused() {
+        let with_ttl = |ttl: u64| {
+            parse(&EXAMPLE.replace(
+                "name = \"crm\"",
+                &format!("name = \"crm\"\nlock_ttl_seconds = {ttl}"),
+            ))
+        };
+        for ttl in [0, 1, 9, 604_801, u64::MAX / 1000] {
+            let err = with_ttl(ttl).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Config, "{ttl}");
+            assert_eq!(err.exit_code(), 2);
+            assert!(
+                err.to_string().contains("pipeline.lock_ttl_seconds")
+                    && err.to_string().contains("between 10 and 604800"),
+                "{err}"
+            );
+        }
+        for ttl in [10, 300, 604_800] {
+            assert!(with_ttl(ttl).is_ok(), "{ttl}");
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tracing::{info, instrument, warn};
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::error::{Classified, ErrorKind};
-use crate::failpoints::crash_point;
+use crate::failpoints::{crash_point, stall_point};
 use crate::load::{CursorRange, LoadMode, SetAside};
 use crate::reconcile::Fingerprint;
 use crate::reconcile::batch_fingerprint;
@@ -554,6 +554,7 @@ impl<'a> StreamRunner<'a> {
         self.state.save(stream, state).await?;
         report.phases.manifest_ms += millis(manifest_started.elapsed());
         crash_point("after-stage");
+        stall_point("after-stage").await;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::batch::{RunError, StreamRunner};
 use crate::config::Config;
@@ -318,83 +318,153 @@ pub struct Collected {
     pub bytes: u64,
 }
 
+/// A stream `gc` left alone because a run of it holds its lease.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub stream: String,
+    /// The lease refusal, naming the holder.
+    pub reason: String,
+}
+
+/// What `gc` did: a decision per staged load, and the streams it could not look at.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcOutcome {
+    pub decisions: Vec<Collected>,
+    pub skipped: Vec<Skipped>,
+}
+
 /// `syncline gc`: deletes the staged loads that are merged and older than `older_than`,
 /// never one that is not merged, never a stream's latest merged load, never its pending
 /// load. Dead-letter files stay unless `dead_letters`. With `dry_run` nothing is deleted.
+///
+/// Each stream is collected under its lease, as a run holds it: a run of the stream can
+/// then never start (or be midway) while its loads are decided and deleted, so what gc read
+/// (the pending load, the latest merged one, the ledger) cannot change under it, and a
+/// `replay` never reads a load gc is deleting. A stream whose lease another run holds is
+/// skipped and named in `skipped`. A dry run deletes nothing and takes no lease.
 pub async fn gc(
     config: &Config,
     older_than: Duration,
     dry_run: bool,
     dead_letters: bool,
-) -> Result<Vec<Collected>> {
+) -> Result<GcOutcome> {
     let stage = Stage::open(&config.staging)?;
     let state = StateStore::new(&stage, &config.pipeline.name);
     let destination = crate::destinations::build(config).await?;
     destination.check().await?;
     let cutoff =
         Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
-    let mut out = Vec::new();
+    let mut out = GcOutcome::default();
     for stream in config.source.streams() {
-        let saved = state.load(stream).await?;
-        let loads = stage.list_loads(&config.pipeline.name, stream).await?;
-        let merged = merged_loads(destination.as_ref(), stream, &loads).await?;
-        let latest = loads
-            .iter()
-            .zip(&merged)
-            .filter(|(_, merged)| **merged)
-            .filter_map(|(l, _)| l.manifest.as_ref())
-            .max_by_key(|m| (m.created_at, m.load_id.clone()))
-            .map(|m| m.load_id.clone());
-        for (load, merged) in loads.iter().zip(merged) {
-            let keep = match &load.manifest {
-                // Collected earlier (so merged and past retention then); only its dead
-                // letters are left, which go when asked.
-                _ if load.dead_letters_only && dead_letters => None,
-                _ if load.dead_letters_only => Some("collected; dead letters kept".to_string()),
-                None => Some("not merged (staging incomplete)".to_string()),
-                Some(_) if !merged => Some("not merged".to_string()),
-                Some(_)
-                    if saved
-                        .pending
-                        .as_ref()
-                        .is_some_and(|p| p.load_id == load.load_id) =>
-                {
-                    Some("pending".to_string())
+        let lock = if dry_run {
+            None
+        } else {
+            match state.lock(stream, config.pipeline.lock_ttl_seconds).await {
+                Ok(lock) => Some(lock),
+                Err(err) if err.kind() == ErrorKind::Locked => {
+                    warn!(stream, error = %err.report(), "skipped: a run holds the stream's lease");
+                    out.skipped.push(Skipped {
+                        stream: stream.clone(),
+                        reason: err.report(),
+                    });
+                    continue;
                 }
-                Some(_) if latest.as_deref() == Some(load.load_id.as_str()) => {
-                    Some("latest merged load".to_string())
-                }
-                Some(m) if m.created_at > cutoff => Some("within retention".to_string()),
-                Some(_) => None,
-            };
-            let Some(reason) = keep else {
-                let bytes = if dry_run {
-                    load.bytes
-                } else {
-                    stage.delete_load(load, !dead_letters).await?
-                };
-                info!(stream, load_id = %load.load_id, bytes, dry_run, "collected a merged load");
-                out.push(Collected {
-                    stream: stream.clone(),
-                    load_id: load.load_id.clone(),
-                    deleted: true,
-                    reason: if dead_letters {
-                        "merged and past retention".to_string()
-                    } else {
-                        "merged and past retention (dead letters kept)".to_string()
-                    },
-                    bytes,
-                });
-                continue;
-            };
-            out.push(Collected {
-                stream: stream.clone(),
-                load_id: load.load_id.clone(),
-                deleted: false,
-                reason,
-                bytes: 0,
-            });
+                Err(err) => return Err(err),
+            }
+        };
+        let collected = gc_stream(
+            &stage,
+            &state,
+            destination.as_ref(),
+            config,
+            stream,
+            cutoff,
+            dry_run,
+            dead_letters,
+        )
+        .await;
+        if let Some(lock) = lock {
+            lock.release().await?;
         }
+        out.decisions.extend(collected?);
+    }
+    Ok(out)
+}
+
+/// One stream's part of [`gc`], under its lease unless `dry_run`.
+#[allow(clippy::too_many_arguments)]
+async fn gc_stream(
+    stage: &Stage,
+    state: &StateStore,
+    destination: &dyn Destination,
+    config: &Config,
+    stream: &str,
+    cutoff: DateTime<Utc>,
+    dry_run: bool,
+    dead_letters: bool,
+) -> Result<Vec<Collected>> {
+    let mut out = Vec::new();
+    let saved = state.load(stream).await?;
+    let loads = stage.list_loads(&config.pipeline.name, stream).await?;
+    let merged = merged_loads(destination, stream, &loads).await?;
+    let latest = loads
+        .iter()
+        .zip(&merged)
+        .filter(|(_, merged)| **merged)
+        .filter_map(|(l, _)| l.manifest.as_ref())
+        .max_by_key(|m| (m.created_at, m.load_id.clone()))
+        .map(|m| m.load_id.clone());
+    for (load, merged) in loads.iter().zip(merged) {
+        let keep = match &load.manifest {
+            // Collected earlier (so merged and past retention then); only its dead
+            // letters are left, which go when asked.
+            _ if load.dead_letters_only && dead_letters => None,
+            _ if load.dead_letters_only => Some("collected; dead letters kept".to_string()),
+            None => Some("not merged (staging incomplete)".to_string()),
+            Some(_) if !merged => Some("not merged".to_string()),
+            Some(_)
+                if saved
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.load_id == load.load_id) =>
+            {
+                Some("pending".to_string())
+            }
+            Some(_) if latest.as_deref() == Some(load.load_id.as_str()) => {
+                Some("latest merged load".to_string())
+            }
+            Some(m) if m.created_at > cutoff => Some("within retention".to_string()),
+            Some(_) => None,
+        };
+        let Some(reason) = keep else {
+            let bytes = if dry_run {
+                load.bytes
+            } else {
+                // Still ours: a gc stalled past its TTL must not delete under a run.
+                state.check_lease(stream).await?;
+                stage.delete_load(load, !dead_letters).await?
+            };
+            info!(stream, load_id = %load.load_id, bytes, dry_run, "collected a merged load");
+            out.push(Collected {
+                stream: stream.to_string(),
+                load_id: load.load_id.clone(),
+                deleted: true,
+                reason: if dead_letters {
+                    "merged and past retention".to_string()
+                } else {
+                    "merged and past retention (dead letters kept)".to_string()
+                },
+                bytes,
+            });
+            continue;
+        };
+        out.push(Collected {
+            stream: stream.to_string(),
+            load_id: load.load_id.clone(),
+            deleted: false,
+            reason,
+            bytes: 0,
+        });
     }
     Ok(out)
 }

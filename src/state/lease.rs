@@ -40,6 +40,10 @@ use crate::Result;
 struct LeaseRecord {
     /// Which lease (one run of one stream) wrote this generation.
     token: String,
+    /// The run (process) that took the lease: [`run_id`]. Empty in leases written before
+    /// runs had ids.
+    #[serde(default)]
+    run_id: String,
     host: String,
     pid: u32,
     /// When this run took the lease.
@@ -53,7 +57,12 @@ struct LeaseRecord {
 
 impl LeaseRecord {
     fn expires_at(&self) -> DateTime<Utc> {
-        self.written_at + chrono::Duration::milliseconds(self.ttl_ms.min(i64::MAX as u64) as i64)
+        // A record from outside (or an old config) may hold any TTL: never overflow.
+        i64::try_from(self.ttl_ms)
+            .ok()
+            .and_then(chrono::Duration::try_milliseconds)
+            .and_then(|ttl| self.written_at.checked_add_signed(ttl))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// Whether another run may take this lease now.
@@ -62,6 +71,51 @@ impl LeaseRecord {
             || now >= self.expires_at()
             || (self.host == host && self.pid != std::process::id() && !process_alive(self.pid))
     }
+}
+
+/// The id of this process's run, written into every lease it takes (and shown by `status`),
+/// so an operator can tell which run of an orchestrator holds a stream.
+pub fn run_id() -> &'static str {
+    static RUN_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN_ID.get_or_init(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// Who holds a stream's lease, as its newest generation says (`syncline status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseHolder {
+    pub host: String,
+    pub pid: u32,
+    /// The holding run's id (empty for leases written before runs had ids).
+    pub run_id: String,
+    /// When the run took the lease.
+    pub since: DateTime<Utc>,
+    /// Its last renewal.
+    pub renewed_at: DateTime<Utc>,
+    /// When it expires unless renewed again.
+    pub expires_at: DateTime<Utc>,
+    /// Free for the next run to take: expired, or written on this host by a process that is
+    /// gone (a crash).
+    pub expired: bool,
+}
+
+/// Who holds the lease under `dir` now; `None` when nobody ever took it or its last holder
+/// released it. Reads only: it never moves the chain.
+pub async fn holder(store: &dyn ObjectStore, dir: &Path) -> Result<Option<LeaseHolder>> {
+    let Some((_, record)) = latest(store, dir).await? else {
+        return Ok(None);
+    };
+    if record.released {
+        return Ok(None);
+    }
+    Ok(Some(LeaseHolder {
+        expired: record.is_free(Utc::now(), &hostname()),
+        expires_at: record.expires_at(),
+        host: record.host,
+        pid: record.pid,
+        run_id: record.run_id,
+        since: record.acquired_at,
+        renewed_at: record.written_at,
+    }))
 }
 
 /// A held lease. Renewed in the background while it lives; `check` before any write that
@@ -96,6 +150,7 @@ impl Lease {
         let now = Utc::now();
         let mut record = LeaseRecord {
             token: uuid::Uuid::new_v4().to_string(),
+            run_id: run_id().to_string(),
             host: hostname(),
             pid: std::process::id(),
             acquired_at: now,
@@ -113,6 +168,7 @@ impl Lease {
                             stream: stream.to_string(),
                             pid: holder.pid,
                             host: holder.host.clone(),
+                            run_id: holder.run_id.clone(),
                             since: holder.acquired_at,
                             until: holder.expires_at(),
                             path: dir.to_string(),
@@ -262,50 +318,6 @@ async fn renew_in_background(inner: Arc<Inner>, ttl: Duration) {
     }
 }
 
-/// Who holds a stream's lease, as its head generation says (`syncline status` and `ui`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Holder {
-    pub host: String,
-    pub pid: u32,
-    /// When that run took the lease.
-    pub since: DateTime<Utc>,
-    /// When the lease expires unless that run renews it.
-    pub until: DateTime<Utc>,
-}
-
-impl Holder {
-    /// `running now: pid 42 on host-a since 2026-01-02T03:04:05Z (lease until ...)`.
-    pub fn line(&self) -> String {
-        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        format!(
-            "running now: pid {} on {} since {} (lease until {})",
-            self.pid,
-            self.host,
-            at(&self.since),
-            at(&self.until)
-        )
-    }
-}
-
-/// The holder of the lease under `dir`, or `None` when it is free (never taken, released,
-/// expired, or written by a process of this host that is gone). Reads only: it never moves
-/// the chain.
-pub(super) async fn holder(store: &dyn ObjectStore, dir: &Path) -> Result<Option<Holder>> {
-    let Some((_, record)) = latest(store, dir).await? else {
-        return Ok(None);
-    };
-    // This process holds no lease of its own here, so "free" means exactly what a taker sees.
-    if record.is_free(Utc::now(), &hostname()) {
-        return Ok(None);
-    }
-    Ok(Some(Holder {
-        host: record.host.clone(),
-        pid: record.pid,
-        since: record.acquired_at,
-        until: record.expires_at(),
-    }))
-}
-
 fn generation_path(dir: &Path, generation: u64) -> Path {
     dir.clone().join(format!("{generation:020}.json"))
 }
@@ -367,6 +379,7 @@ async fn latest(store: &dyn ObjectStore, dir: &Path) -> Result<Option<(u64, Leas
                 let bytes = got.bytes().await?;
                 let record = serde_json::from_slice(&bytes).unwrap_or_else(|_| LeaseRecord {
                     token: String::new(),
+                    run_id: String::new(),
                     host: String::new(),
                     pid: 0,
                     acquired_at: DateTime::<Utc>::MIN_UTC,
@@ -568,6 +581,7 @@ mod tests {
         let (_dir, store) = local();
         let expired = LeaseRecord {
             token: "crashed".into(),
+            run_id: String::new(),
             host: "elsewhere".into(),
             pid: 1,
             acquired_at: DateTime::<Utc>::MIN_UTC,
@@ -594,6 +608,117 @@ mod tests {
         // A loser that found the winner's fresh generation is refused; one that lost the
         // create race may retry and be refused too. Someone wins every round.
         assert_eq!(won, 300);
+    }
+
+    /// Two processes (this test binary, started twice as `lease_racer`) race for one lease
+    /// on the local file system, 300 rounds each, every lease expired as it is taken (TTL 0)
+    /// so every round is a takeover race: no generation is ever held by both.
+    #[test]
+    fn two_processes_racing_takeovers_never_both_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let go = dir.path().join("go");
+        let racers: Vec<_> = (0..2)
+            .map(|i| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "state::lease::tests::lease_racer", "--ignored"])
+                    .env("SYNCLINE_LEASE_RACER", dir.path())
+                    .env(
+                        "SYNCLINE_LEASE_RACER_OUT",
+                        dir.path().join(format!("held-{i}")),
+                    )
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        std::fs::write(&go, b"").unwrap();
+        let mut held = Vec::new();
+        for (i, mut racer) in racers.into_iter().enumerate() {
+            assert!(racer.wait().unwrap().success(), "racer {i} failed");
+            let text = std::fs::read_to_string(dir.path().join(format!("held-{i}"))).unwrap();
+            let mine: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+            assert!(!mine.is_empty(), "racer {i} never held the lease");
+            held.extend(mine);
+        }
+        let unique: BTreeSet<u64> = held.iter().copied().collect();
+        assert!(held.len() > 300, "only {} holds", held.len());
+        assert_eq!(unique.len(), held.len(), "a generation had two holders");
+    }
+
+    /// One side of `two_processes_racing_takeovers_never_both_hold`; does nothing when run
+    /// on its own.
+    #[test]
+    #[ignore = "started by two_processes_racing_takeovers_never_both_hold"]
+    fn lease_racer() {
+        let (Some(dir), Some(out)) = (
+            std::env::var_os("SYNCLINE_LEASE_RACER"),
+            std::env::var_os("SYNCLINE_LEASE_RACER_OUT"),
+        ) else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        while !dir.join("go").exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let held = runtime.block_on(async {
+            let store: Arc<dyn ObjectStore> =
+                Arc::new(LocalFileSystem::new_with_prefix(&dir).unwrap());
+            let mut held = Vec::new();
+            for _ in 0..300 {
+                if let Ok(lease) =
+                    Lease::acquire(store.clone(), lease_dir(), "contacts", Duration::ZERO).await
+                {
+                    held.push(lease.generation().await);
+                    if lease.check().await.is_ok() {
+                        held.push(lease.generation().await);
+                    }
+                }
+            }
+            held
+        });
+        let text: String = held.iter().map(|g| format!("{g}\n")).collect();
+        std::fs::write(out, text).unwrap();
+    }
+
+    /// `holder` reads who holds a lease without moving it: nobody before the first run, the
+    /// run while it holds it, nobody once released, and an expired lease says so.
+    #[tokio::test]
+    async fn the_holder_is_read_without_moving_the_lease() {
+        let (_dir, store) = local();
+        assert_eq!(holder(store.as_ref(), &lease_dir()).await.unwrap(), None);
+        let lease = Lease::acquire(
+            store.clone(),
+            lease_dir(),
+            "contacts",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let generation = lease.generation().await;
+        let held = holder(store.as_ref(), &lease_dir())
+            .await
+            .unwrap()
+            .expect("held");
+        assert_eq!(held.pid, std::process::id());
+        assert_eq!(held.run_id, run_id());
+        assert_eq!(held.host, hostname());
+        assert!(!held.expired);
+        assert!(held.expires_at > held.renewed_at && held.renewed_at >= held.since);
+        assert_eq!(
+            lease.generation().await,
+            generation,
+            "reading moved the lease"
+        );
+        lease.release().await.unwrap();
+        assert_eq!(holder(store.as_ref(), &lease_dir()).await.unwrap(), None);
+
+        let stale = Lease::acquire(store.clone(), lease_dir(), "contacts", Duration::ZERO)
+            .await
+            .unwrap();
+        stale.renewer.abort();
+        let held = holder(store.as_ref(), &lease_dir()).await.unwrap().unwrap();
+        assert!(held.expired, "{held:?}");
     }
 
     /// A run that outlives its TTL keeps its lease: the background renewer extends it.

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
-pub use lease::{Fence, Holder, Lease};
+pub use lease::{Fence, Lease, LeaseHolder, run_id};
 
 use crate::Result;
 use crate::error::{Classified, ErrorKind};
@@ -38,12 +38,13 @@ pub enum StateError {
         source: serde_json::Error,
     },
     #[error(
-        "stream {stream} is being synced by pid {pid} on {host} since {since}; its lease (in {path}) expires at {until} unless that run renews it"
+        "stream {stream} is being synced by pid {pid} on {host} (run {run_id}) since {since}; its lease (in {path}) expires at {until} unless that run renews it"
     )]
     Held {
         stream: String,
         pid: u32,
         host: String,
+        run_id: String,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         path: String,
@@ -269,8 +270,8 @@ impl StateStore {
         })
     }
 
-    /// Who holds the stream's lease now, if anyone: read only, it takes nothing.
-    pub async fn holder(&self, stream: &str) -> Result<Option<Holder>> {
+    /// Who holds the stream's lease now (`None`: nobody, or its last run released it).
+    pub async fn lease_holder(&self, stream: &str) -> Result<Option<LeaseHolder>> {
         let dir = self.stage.path(&[&self.pipeline, "_locks", stream]);
         lease::holder(self.stage.store().as_ref(), &dir).await
     }

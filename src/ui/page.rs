@@ -35,7 +35,7 @@ impl Health {
             Health::Failing
         } else if drift {
             Health::Drift
-        } else if stream.lease_holder.is_some() {
+        } else if stream.lease.as_ref().is_some_and(|l| !l.expired) {
             Health::Running
         } else if stream.last_load_id.is_some() || stream.cursor.is_some() {
             Health::Ok
@@ -201,10 +201,10 @@ fn stream_card(s: &StreamStatus, health: Health, now: DateTime<Utc>) -> Markup {
                         tr {
                             th { "Running now" }
                             td data-figure="lease" {
-                                @if let Some(holder) = &s.lease_holder {
+                                @if let Some(holder) = s.lease.as_ref().filter(|l| !l.expired) {
                                     span class="run" { "● pid " (holder.pid) " on " (holder.host) }
                                     div class="sub" {
-                                        "since " (ago(holder.since, now)) " · lease until " (when(holder.until))
+                                        "since " (ago(holder.since, now)) " · lease until " (when(holder.expires_at))
                                     }
                                 } @else {
                                     span class="muted" { "no run holds the lease" }

@@ -414,3 +414,75 @@ async fn model_tables_are_built_and_replaced_in_snowflake() {
         0
     );
 }
+
+/// Two runs of different streams, started together against an empty database, both set up
+/// the schema, the ledger and the tombstone table at the same moment (each stalls after
+/// staging until both have staged, then both go on): both succeed, round after round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_different_streams_set_up_one_schema_together() {
+    use crate::support::background::Background;
+
+    let (h, snowflake) = start(200, &["contacts", "companies"], "").await;
+    let env: Vec<(&str, String)> = h
+        .env()
+        .into_iter()
+        .chain([("SNOWFLAKE_PASSWORD", "fakesnow-accepts-any".to_string())])
+        .collect();
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    for round in 0..4 {
+        // A schema of its own each round: nothing exists yet.
+        let schema = format!("race{round}");
+        std::fs::write(
+            &h.config_path,
+            text.replace("schema = \"crm\"", &format!("schema = \"{schema}\"")),
+        )
+        .unwrap();
+        let stage = h.stage_dir();
+        if stage.exists() {
+            std::fs::remove_dir_all(&stage).unwrap();
+        }
+        let go = h.dir.path().join(format!("go-{round}"));
+        let mut env = env.clone();
+        env.push(("SYNCLINE_STALL_AT", "after-stage".into()));
+        env.push(("SYNCLINE_STALL_UNTIL", go.to_str().unwrap().into()));
+        let mut runs: Vec<Background> = ["contacts", "companies"]
+            .iter()
+            .map(|stream| {
+                Background::spawn_with(&h.config_path, h.dir.path(), &["--streams", stream], &env)
+            })
+            .collect();
+        // Both staged (pending in their state): both wait at the stall point.
+        for stream in ["contacts", "companies"] {
+            let state = stage.join(format!("crm/_state/{stream}.json"));
+            loop {
+                for run in &mut runs {
+                    if let Some(status) = run.exited() {
+                        panic!(
+                            "round {round}: a run exited early ({status:?}): {}",
+                            run.stderr()
+                        );
+                    }
+                }
+                let pending = std::fs::read(&state)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .is_some_and(|s| !s["pending"].is_null());
+                if pending {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        std::fs::write(&go, b"").unwrap();
+        for run in runs {
+            let (status, stderr) = run.wait();
+            assert!(status.success(), "round {round}: {stderr}");
+        }
+        let loaded = snowflake
+            .count(&format!(
+                "SELECT COUNT(*) FROM \"{schema}\".\"_syncline_loads\""
+            ))
+            .await;
+        assert_eq!(loaded, 2, "round {round}");
+    }
+}

@@ -7,7 +7,6 @@
 //! file system, whose create-if-absent is atomic; the lease tests on moto move one run at a time.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use syncline::reconcile::report::Status;
 use syncline::sim::SimConfig;
 use syncline::state::StreamState;
 
+use crate::support::background::{Background, until_stopped};
 use crate::support::files::Moto;
 use crate::support::{Harness, postgres_destination, settle};
 
@@ -62,86 +62,6 @@ async fn keys_under(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
         .await
         .unwrap();
     listed.iter().map(|m| m.location.to_string()).collect()
-}
-
-/// `syncline run` in the background, its stderr in a file.
-struct Background {
-    child: Child,
-    stderr: std::path::PathBuf,
-}
-
-impl Background {
-    fn spawn(h: &Harness, env: &[(&str, &str)]) -> Background {
-        let stderr = h
-            .dir
-            .path()
-            .join(format!("stderr-{}.txt", uuid::Uuid::new_v4()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&h.config_path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        for (k, v) in h.env() {
-            command.env(k, v);
-        }
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        Background {
-            child: command.spawn().expect("spawn syncline"),
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Whether the process stopped itself (SIGSTOP at `SYNCLINE_STOP_AT`).
-    fn is_stopped(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|stat| {
-                let after = stat.rsplit_once(") ")?.1.to_string();
-                after.chars().next()
-            })
-            == Some('T')
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().expect("wait")
-    }
-
-    fn cont(&self) {
-        // SAFETY: sending SIGCONT to our own child.
-        unsafe {
-            libc::kill(self.pid(), libc::SIGCONT);
-        }
-    }
-
-    fn wait(mut self) -> (std::process::ExitStatus, String) {
-        let status = self.child.wait().expect("wait");
-        (status, std::fs::read_to_string(&self.stderr).unwrap())
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap()
-    }
-}
-
-/// Waits until `run` stopped itself; panics with its stderr if it exits instead.
-async fn until_stopped(run: &mut Background) {
-    while !run.is_stopped() {
-        if let Some(status) = run.exited() {
-            panic!(
-                "the run exited ({status:?}) instead of stopping: {}",
-                run.stderr()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Runs `syncline run` until it is no longer refused a held lease; returns the last exit
@@ -286,7 +206,7 @@ async fn a_run_whose_lease_was_taken_over_writes_no_state() {
         "",
     )
     .await;
-    stage_on_s3(&h, &moto, &["contacts"], "lock_ttl_seconds = 1");
+    stage_on_s3(&h, &moto, &["contacts"], "lock_ttl_seconds = 10");
     let store = bucket(&moto);
 
     let mut paused = Background::spawn(&h, &[("SYNCLINE_STOP_AT", "after-stage")]);
@@ -339,6 +259,138 @@ async fn a_run_whose_lease_was_taken_over_writes_no_state() {
     h.assert_converged("contacts", false).await;
 }
 
+/// `syncline status --json`: the stream's row.
+fn status_of(h: &Harness, stream: &str) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["status", "--json", "--config"])
+        .arg(&h.config_path)
+        .envs(h.env())
+        .output()
+        .expect("spawn syncline status");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("status --json is JSON");
+    rows.into_iter()
+        .find(|r| r["stream"] == stream)
+        .expect("the stream's row")
+}
+
+/// A run slower than its lease's TTL (stalled after staging, alive, as behind a slow
+/// destination) keeps renewing its lease: a run started meanwhile is refused, `status` names
+/// the holder, and the slow run then merges and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_slower_than_its_lease_ttl_keeps_its_lease_and_completes() {
+    let moto = Moto::start("stage").await;
+    let h = Harness::start(
+        SimConfig {
+            contacts: 300,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    stage_on_s3(&h, &moto, &["contacts"], "lock_ttl_seconds = 10");
+    let store = bucket(&moto);
+    let go = h.dir.path().join("go");
+    let mut slow = Background::spawn(
+        &h,
+        &[
+            ("SYNCLINE_STALL_AT", "after-stage"),
+            ("SYNCLINE_STALL_UNTIL", go.to_str().unwrap()),
+        ],
+    );
+    // Its load is staged and pending: the run waits at its stall point.
+    let state_path = Path::from(format!("{ROOT}/crm/_state/contacts.json"));
+    loop {
+        if let Some(status) = slow.exited() {
+            panic!(
+                "the run exited ({status:?}) instead of stalling: {}",
+                slow.stderr()
+            );
+        }
+        if let Ok(got) = store.get(&state_path).await {
+            let state: StreamState = serde_json::from_slice(&got.bytes().await.unwrap()).unwrap();
+            if state.pending.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lease_dir = format!("{ROOT}/crm/_locks/contacts");
+    let mut chain = keys_under(store.as_ref(), &lease_dir).await;
+    chain.sort();
+    let head = Path::from(chain.last().expect("the run holds a lease").as_str());
+    let record: serde_json::Value =
+        serde_json::from_slice(&store.get(&head).await.unwrap().bytes().await.unwrap()).unwrap();
+    let acquired: chrono::DateTime<chrono::Utc> =
+        record["acquired_at"].as_str().unwrap().parse().unwrap();
+    // Wait until the lease as first taken would have expired twice over.
+    while chrono::Utc::now() < acquired + chrono::Duration::seconds(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(slow.exited().is_none(), "{}", slow.stderr());
+
+    let (code, stderr) = crate::support::files::run_binary(&h.config_path, &[], &h.env());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "stream contacts is being synced by pid {}",
+            slow.pid()
+        )),
+        "{stderr}"
+    );
+
+    let lease = status_of(&h, "contacts")["lease"].clone();
+    assert_eq!(lease["pid"], slow.pid(), "{lease:#}");
+    assert_eq!(lease["expired"], false, "{lease:#}");
+    assert!(
+        lease["run_id"].as_str().is_some_and(|id| !id.is_empty())
+            && lease["since"] == record["acquired_at"]
+            && lease["expires_at"].is_string()
+            && lease["host"].is_string(),
+        "{lease:#}"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["status", "--config"])
+        .arg(&h.config_path)
+        .envs(h.env())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!(
+            "lease: held by pid {} on {} (run {}) since",
+            slow.pid(),
+            lease["host"].as_str().unwrap(),
+            lease["run_id"].as_str().unwrap()
+        )) && text.contains("expires at"),
+        "{text}"
+    );
+
+    std::fs::write(&go, b"").unwrap();
+    let (status, stderr) = slow.wait();
+    assert!(status.success(), "{stderr}");
+    h.assert_converged("contacts", false).await;
+    assert_eq!(h.ledger_count().await, 1);
+    let (_, state) = state_in(store.as_ref(), "contacts").await;
+    assert!(
+        state.pending.is_none() && state.cursor.is_some(),
+        "{state:#?}"
+    );
+    assert_eq!(
+        status_of(&h, "contacts")["lease"],
+        serde_json::Value::Null,
+        "a released lease has no holder"
+    );
+}
+
 /// A SIGKILLed run's lease stays behind. Written by a process of this host that is gone, it
 /// is free at once; written on another machine, it is taken over only after its TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +407,7 @@ async fn a_lease_left_by_a_killed_run_is_taken_over_after_it_expires() {
         "",
     )
     .await;
-    stage_on_s3(&h, &moto, &["contacts"], "lock_ttl_seconds = 2");
+    stage_on_s3(&h, &moto, &["contacts"], "lock_ttl_seconds = 10");
     let store = bucket(&moto);
 
     let (status, _) = h.run_binary(&[], &[("SYNCLINE_CRASH_AT", "after-stage")]);
@@ -480,4 +532,221 @@ async fn postgres_cdc_with_staging_and_state_on_s3() {
         "the replication position moved: {first:#?} -> {last:#?}"
     );
     assert!(last.pending.is_none(), "{last:#?}");
+}
+
+/// `count` JSONL records of about `width` bytes of incompressible text each: a staged
+/// Parquet file well past object_store's 10 MB multipart threshold.
+fn wide_jsonl(count: u64, width: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut out = String::with_capacity(count as usize * (width + 32));
+    for id in 1..=count {
+        out.push_str(&format!("{{\"id\": {id}, \"blob\": \""));
+        for _ in 0..width {
+            // xorshift64: cheap, and zstd finds nothing to squeeze in it.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            out.push(ALPHABET[(seed % 64) as usize] as char);
+        }
+        out.push_str("\"}\n");
+    }
+    out
+}
+
+/// The S3 server goes away in the middle of a multipart upload of a large staged file (a
+/// proxy in front of moto cuts every connection after 6 MB): the run fails cleanly, exit 1;
+/// no manifest lists the partial file and nothing of the load looks complete; the upload is
+/// left incomplete (what the bucket's abort-incomplete-multipart lifecycle rule is for).
+/// With the server back, the next run loads everything, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_midway_fails_cleanly_and_the_next_run_loads_everything_once() {
+    use crate::support::cut_proxy::CutProxy;
+    use crate::support::files::FilesHarness;
+
+    let moto = Moto::start("stage").await;
+    let proxy = CutProxy::start(&moto.endpoint).await;
+    let h = FilesHarness::start().await;
+    let rows = 24_000u64;
+    h.write_file(
+        "contacts/big.jsonl",
+        &wide_jsonl(rows, 800),
+        1_709_251_200_000,
+    );
+    h.write_config(
+        &["contacts"],
+        "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
+    );
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let local = format!("url = \"file://{}\"", h.dir.path().join("stage").display());
+    assert!(text.contains(&local), "{text}");
+    let s3 = format!(
+        "url = \"s3://stage/{ROOT}\"\n[staging.s3]\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true",
+        proxy.endpoint
+    );
+    std::fs::write(&h.config_path, text.replace(&local, &s3)).unwrap();
+    let store = bucket(&moto);
+    let loads_prefix = format!("{ROOT}/files/contacts/loads");
+
+    proxy.cut_after(6 * 1024 * 1024);
+    let (code, stderr) = h.run_binary(&[]);
+    assert!(proxy.is_cut(), "the run never sent 6 MB: {stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("contacts") && stderr.contains("part-00000.parquet"),
+        "the failure names the stream and the file: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Nothing of the load looks complete: no manifest, no staged file as an object, no
+    // pending load, no cursor; the destination has nothing.
+    let left = keys_under(store.as_ref(), &loads_prefix).await;
+    assert!(
+        !left
+            .iter()
+            .any(|k| k.ends_with("manifest.json") || k.ends_with(".parquet")),
+        "{left:?}"
+    );
+    if let Ok(got) = store
+        .get(&Path::from(format!("{ROOT}/files/_state/contacts.json")))
+        .await
+    {
+        let state: StreamState = serde_json::from_slice(&got.bytes().await.unwrap()).unwrap();
+        assert!(
+            state.pending.is_none() && state.cursor.is_none(),
+            "{state:#?}"
+        );
+    }
+    // The cut came in the middle of a multipart upload, which the server still holds open.
+    let uploads = reqwest::get(format!("{}/stage?uploads", moto.endpoint))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        uploads.contains("part-00000.parquet") && uploads.contains("<UploadId>"),
+        "no multipart upload was in progress: {uploads}"
+    );
+
+    proxy.restore();
+    let (code, stderr) = h.run_binary(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = h.run_binary(&[]);
+    assert_eq!(code, 0, "a run with nothing new: {stderr}");
+    let client = h.client().await;
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT id), sum(length(blob)) FROM files.contacts",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (count, distinct, bytes): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((count, distinct), (rows as i64, rows as i64));
+    assert_eq!(bytes, rows as i64 * 800);
+    assert_eq!(h.ledger_count().await, 1, "the load merged exactly once");
+    let manifests: Vec<_> = keys_under(store.as_ref(), &loads_prefix)
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with("manifest.json"))
+        .collect();
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+}
+
+/// `syncline run` with a clean AWS environment plus `env`: no `AWS_*` variable of the test
+/// process leaks in. Returns the exit code and stderr.
+fn run_with_aws_env(h: &Harness, env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"));
+    command.args(["run", "--config"]).arg(&h.config_path);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AWS_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(h.env()).envs(env.iter().copied());
+    let output = command.output().expect("spawn syncline");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// S3 credentials from the standard AWS profile files, against a moto that checks
+/// signatures: with no keys in the config or the environment, the `default` profile of
+/// `~/.aws/credentials` loads the pipeline; `AWS_PROFILE` picks a profile of `~/.aws/config`
+/// whose keys the server refuses (exit 2, the refusal named), or a profile that does not
+/// exist (exit 2, naming the profile and the files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_credentials_come_from_the_aws_profile_files() {
+    let (moto, key, secret) = Moto::start_with_auth("stage").await;
+    let h = Harness::start(
+        SimConfig {
+            contacts: 300,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    stage_on_s3(&h, &moto, &["contacts"], "");
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let without_keys = text.replace(
+        "access_key_id = \"test\"\nsecret_access_key = \"test\"\n",
+        "",
+    );
+    assert_ne!(text, without_keys);
+    std::fs::write(&h.config_path, without_keys).unwrap();
+    let home = h.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!("[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        "[default]\nregion = us-east-1\n\n[profile wrong]\naws_access_key_id = AKIAWRONGWRONGWRONG1\naws_secret_access_key = not-the-secret\n",
+    )
+    .unwrap();
+    let home = home.to_str().unwrap();
+
+    let (code, stderr) = run_with_aws_env(&h, &[("HOME", home)]);
+    assert_eq!(code, 0, "{stderr}");
+    h.assert_converged("contacts", false).await;
+    let (_, state) = state_in(bucket_with(&moto, &key, &secret).as_ref(), "contacts").await;
+    assert!(state.cursor.is_some(), "{state:#?}");
+
+    let (code, stderr) = run_with_aws_env(&h, &[("HOME", home), ("AWS_PROFILE", "wrong")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("403") && stderr.contains("InvalidAccessKeyId"),
+        "the refusal is named: {stderr}"
+    );
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+
+    let (code, stderr) = run_with_aws_env(&h, &[("HOME", home), ("AWS_PROFILE", "nope")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("S3 credentials from AWS profile `nope`")
+            && stderr.contains(".aws/credentials")
+            && stderr.contains("AWS_PROFILE"),
+        "{stderr}"
+    );
+}
+
+fn bucket_with(moto: &Moto, key: &str, secret: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&moto.endpoint)
+            .with_bucket_name("stage")
+            .with_region("us-east-1")
+            .with_access_key_id(key)
+            .with_secret_access_key(secret)
+            .with_allow_http(true)
+            .build()
+            .unwrap(),
+    )
 }

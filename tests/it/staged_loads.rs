@@ -7,6 +7,7 @@ use std::process::Command;
 
 use syncline::sim::SimConfig;
 
+use crate::support::background::{Background, until_stopped};
 use crate::support::{Harness, settle};
 
 /// Runs `syncline <args> --config <config>`; returns exit code, stdout and stderr.
@@ -283,4 +284,68 @@ async fn gc_deletes_only_merged_loads_past_retention_never_the_latest_or_an_unme
 
     let (code, _, err) = syncline(&h, &["gc", "--older-than", "30x"]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// gc takes each stream's lease while it decides and deletes: a stream whose run holds its
+/// lease (stopped after staging) is skipped, named, and nothing of it is deleted; gc exits 1
+/// so a scheduler notices. Once the run is done, gc collects the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_leaves_a_stream_alone_while_a_run_holds_its_lease() {
+    let h = Harness::start(
+        SimConfig {
+            contacts: 200,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let (status, report) = h.run_binary(&[], &[]);
+    assert!(status.success(), "{report:#?}");
+    changed_run(&h).await;
+    let merged: Vec<String> = loads(&h)
+        .iter()
+        .map(|l| l["load_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(merged.len(), 2, "{merged:?}");
+    let loads_dir = h.stage_dir().join("crm/contacts/loads");
+
+    h.sim.hubspot.update("contacts", 20);
+    settle(&h).await;
+    let mut run = Background::spawn(&h, &[("SYNCLINE_STOP_AT", "after-stage")]);
+    until_stopped(&mut run).await;
+
+    let (code, out, err) = syncline(&h, &["gc", "--older-than", "0s"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("skipped stream contacts: a run holds its lease")
+            && err.contains(&format!("is being synced by pid {}", run.pid())),
+        "{err}"
+    );
+    assert!(!out.contains("deleted"), "{out}");
+    for load in &merged {
+        assert!(
+            loads_dir.join(load).join("manifest.json").exists(),
+            "{load}"
+        );
+    }
+    // A dry run deletes nothing and takes no lease: it may look while the run holds it.
+    let (code, out, err) = syncline(&h, &["gc", "--older-than", "0s", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("would delete contacts {}", merged[0])),
+        "{out}"
+    );
+
+    run.cont();
+    let (status, stderr) = run.wait();
+    assert!(status.success(), "{stderr}");
+    h.assert_converged("contacts", false).await;
+    let (code, out, err) = syncline(&h, &["gc", "--older-than", "0s"]);
+    assert_eq!(code, 0, "{err}");
+    for old in &merged {
+        assert!(out.contains(&format!("deleted contacts {old}")), "{out}");
+    }
 }

@@ -191,7 +191,7 @@ async fn the_page_after_a_demo_shows_every_stream_its_figures_and_chart_and_no_s
     lock.release().await.unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains(&format!("running now: pid {} on ", std::process::id())),
+        text.contains(&format!("lease: held by pid {} on ", std::process::id())),
         "{text}"
     );
     assert!(
@@ -237,7 +237,7 @@ async fn the_page_after_a_demo_shows_every_stream_its_figures_and_chart_and_no_s
             "{stream}: bars:\n{card}"
         );
         assert!(card.contains("✓ none"), "{stream}: failures:\n{card}");
-        let holder = &status[i]["lease_holder"];
+        let holder = &status[i]["lease"];
         if stream == "deals" {
             assert!(card.contains(&format!("● pid {pid} on ")), "{card}");
             assert_eq!(holder["pid"].to_string(), pid, "{status}");

@@ -257,6 +257,68 @@ impl Moto {
         panic!("moto_server did not start on port {port}");
     }
 
+    /// A moto server that checks request signatures against its own IAM users, with one
+    /// bucket; returns the server and the access key id and secret of a user allowed
+    /// everything. Any other key is refused (HTTP 403).
+    ///
+    /// # Panics
+    ///
+    /// When moto cannot be installed, does not start, or never enforces authentication.
+    pub async fn start_with_auth(bucket: &str) -> (Moto, String, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let venv = tokio::task::spawn_blocking(|| {
+            super::python_venv("moto", &["moto[server]"], "import moto.server")
+        })
+        .await
+        .expect("install moto");
+        let child = Command::new(venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Authentication starts after the setup script's actions and its probes.
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "10")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server runs");
+        let moto = Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        // Connecting is not an action: wait for the port without spending one.
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let endpoint = moto.endpoint.clone();
+        let bucket = bucket.to_string();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(venv.join("bin/python"))
+                .arg("-c")
+                .arg(include_str!("moto_auth_setup.py"))
+                .args([&endpoint, &bucket])
+                .output()
+                .expect("python runs")
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "moto auth setup: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (key, secret) = text.trim().split_once(' ').expect("KEY SECRET");
+        (moto, key.to_string(), secret.to_string())
+    }
+
     /// The bucket as an object store, to put export files in.
     pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
         object_store::aws::AmazonS3Builder::new()

@@ -6,7 +6,9 @@
 //! in one place.
 #![allow(dead_code)]
 
+pub mod background;
 pub mod certs;
+pub mod cut_proxy;
 pub mod files;
 pub mod pg;
 pub mod snowflake;

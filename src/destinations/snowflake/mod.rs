@@ -190,19 +190,19 @@ impl SnowflakeDestination {
     }
 
     async fn ensure_schema_and_ledger(&self, session: &sf::Session) -> Outcome<()> {
-        run(
+        set_up(
             session,
             "create the schema",
             sql::create_schema(&self.schema),
         )
         .await?;
-        run(
+        set_up(
             session,
             "create the ledger table",
             sql::create_ledger(&self.schema),
         )
         .await?;
-        run(
+        set_up(
             session,
             "create the tombstone table",
             sql::create_tombstones(&self.schema),
@@ -770,6 +770,35 @@ impl Failure {
         match self {
             Failure::Snowflake { step, error } => sf_error(step, error).into(),
             Failure::Syncline(error) => error,
+        }
+    }
+}
+
+/// Attempts of a set-up statement before its failure stands.
+const SET_UP_ATTEMPTS: u32 = 3;
+
+/// Runs a set-up statement (`CREATE ... IF NOT EXISTS`, shared by every stream of the
+/// schema), again after a failure. Runs of different streams start together and set up the
+/// same schema, ledger and tombstone table at the same moment; where the loser of that race
+/// fails instead of finding the object made (the emulator reports a catalog write conflict),
+/// the statement run again finds it and does nothing, so set-up is idempotent. Snowflake has
+/// no advisory lock to take around it, as the PostgreSQL destination does. A failure that is
+/// not a race (no privilege, say) fails every attempt and stands.
+async fn set_up(session: &sf::Session, step: &'static str, statement: String) -> Outcome<()> {
+    let mut attempt = 1;
+    loop {
+        match run(session, step, statement.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(failure) if attempt < SET_UP_ATTEMPTS && !failure.session_expired() => {
+                warn!(step, attempt, error = %failure.describe(), "set-up statement failed; running it again (another run may be setting up the same schema)");
+                // The failed statement may have left a transaction open (AUTOCOMMIT is off).
+                if let Err(failure) = run(session, "roll back", sql::templates::ROLLBACK).await {
+                    debug!(error = %failure.describe(), "nothing to roll back");
+                }
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(failure) => return Err(failure),
         }
     }
 }
