@@ -1,0 +1,3 @@
+//! `syncline stream`: the long-running micro-batch mode (issue 15).
+
+pub mod webhook;
