@@ -378,4 +378,31 @@ pub struct SimArgs {
     /// Salesforce daily API request limit.
     #[arg(long, default_value_t = 1_000_000)]
     pub sf_daily_limit: u64,
+    /// POST a signed HubSpot webhook for every HubSpot change (record created, updated,
+    /// archived) to this URL, e.g. `http://127.0.0.1:9000/webhooks/hubspot`.
+    #[arg(long, requires = "webhook_secret")]
+    pub webhook_url: Option<String>,
+    /// The app secret that signs the webhooks (signature v3).
+    #[arg(long, env = "SYNCLINE_SIM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Share (0 to 1) of webhook batches delivered twice.
+    #[arg(long, default_value_t = 0.1, value_parser = rate)]
+    pub webhook_duplicate_rate: f64,
+    /// Share (0 to 1) of webhook batches shuffled, and of batches held back behind the next.
+    #[arg(long, default_value_t = 0.1, value_parser = rate)]
+    pub webhook_reorder_rate: f64,
+    /// Share (0 to 1) of 2xx answers treated as lost, so the delivery is retried.
+    #[arg(long, default_value_t = 0.05, value_parser = rate)]
+    pub webhook_lost_answer_rate: f64,
+    /// Attempts per webhook delivery before giving up (HubSpot: 10).
+    #[arg(long, default_value_t = 10)]
+    pub webhook_max_attempts: u32,
+}
+
+/// A share from 0 to 1.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
 }

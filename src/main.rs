@@ -482,6 +482,13 @@ async fn serve_simulator(args: SimArgs) -> Result<u8, Error> {
         sf_opportunities: args.sf_opportunities,
         sf_leads: args.sf_leads,
         sf_daily_limit: args.sf_daily_limit,
+        webhooks: args.webhook_url.map(|url| sim::WebhookSettings {
+            duplicate_rate: args.webhook_duplicate_rate,
+            reorder_rate: args.webhook_reorder_rate,
+            lost_answer_rate: args.webhook_lost_answer_rate,
+            max_attempts: args.webhook_max_attempts,
+            ..sim::WebhookSettings::new(url, args.webhook_secret.unwrap_or_default())
+        }),
         rate_limit: (args.rate_limit > 0).then_some(sim::RateLimit {
             per_ten_seconds: args.rate_limit,
             search_per_second: 5,

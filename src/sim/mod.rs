@@ -13,6 +13,7 @@ pub mod hubspot;
 mod ratelimit;
 pub mod salesforce;
 mod search;
+pub mod webhooks;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 
 pub use hubspot::{HubspotSim, PropertyDef, SimChange, SimRecord};
 pub use salesforce::{SalesforceSim, SfField, SfRecord};
+pub use webhooks::{WebhookSettings, WebhookStats};
 
 /// How `shutdown` waits for open connections before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -82,6 +84,10 @@ pub struct SimConfig {
     /// their delete (they leave `queryAll`; `sobjects/{O}/deleted` still lists them). `None`
     /// (default): kept until a test calls `purge`.
     pub sf_purge_after_ms: Option<u64>,
+    /// HubSpot webhooks for every HubSpot change (created, updated, archived), POSTed to a
+    /// URL with signature v3 and HubSpot's duplicates, disorder and retries. `None` (default):
+    /// no webhooks.
+    pub webhooks: Option<WebhookSettings>,
 }
 
 impl Default for SimConfig {
@@ -107,6 +113,7 @@ impl Default for SimConfig {
             sf_short_pages: false,
             sf_bulk_polls: 2,
             sf_purge_after_ms: None,
+            webhooks: None,
         }
     }
 }
@@ -144,6 +151,9 @@ impl Simulator {
     /// the handle does not stop it. Fails if the address cannot be bound.
     pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
         let hubspot = HubspotSim::new(&config);
+        let emitter = hubspot
+            .take_emitter()
+            .map(|emitter| tokio::spawn(emitter.run()));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the CRM simulator to {addr}"))?;
@@ -179,6 +189,7 @@ impl Simulator {
             token: config.token,
             stop,
             server,
+            emitter,
         })
     }
 }
@@ -195,6 +206,8 @@ pub struct SimHandle {
     token: String,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
+    /// The webhook emitter's task, when webhooks are on.
+    emitter: Option<JoinHandle<()>>,
 }
 
 impl SimHandle {
@@ -205,7 +218,16 @@ impl SimHandle {
 
     /// Stops accepting connections and waits (at most a few seconds) for open ones to close.
     pub async fn shutdown(self) {
-        let SimHandle { stop, server, .. } = self;
+        let SimHandle {
+            stop,
+            server,
+            emitter,
+            ..
+        } = self;
+        // Deliveries still pending are abandoned, as a stopped HubSpot would.
+        if let Some(emitter) = emitter {
+            emitter.abort();
+        }
         // An Err means the server task already ended; there is nothing left to stop.
         let _ = stop.send(());
         let abort = server.abort_handle();

@@ -28,3 +28,4 @@ mod stuck_loads;
 mod tls;
 mod transform_slt;
 mod transforms;
+mod webhooks;
