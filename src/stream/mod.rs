@@ -553,6 +553,13 @@ impl Flow<'_> {
         // The replication connection closes before the lease is released.
         drop(items);
         drop(guard);
+        if outcome.is_ok() && self.stopped() && cursor > from {
+            // The follower may not have reported the last commit before it closed: confirm it
+            // now, so the slot keeps no WAL the destination already has.
+            if let Err(err) = self.runner.source().committed(stream, cursor, None).await {
+                warn!(stream, error = %err.report(), "could not confirm the last position to the slot; the next start does");
+            }
+        }
         outcome
     }
 
