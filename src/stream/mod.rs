@@ -60,8 +60,10 @@ pub const IDLE_SAVE: Duration = Duration::from_secs(10);
 /// The longest pause between two attempts of a failing stream.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// Items in flight between a follower and its stream's buffer.
-const FOLLOW_CAPACITY: usize = 4;
+/// Items (one per committed transaction, or a full batch) in flight between a follower and
+/// its stream's buffer: room for a flush's worth of small transactions, so a flush in
+/// progress does not stall the reader at once; bounded, so a slow destination does.
+const FOLLOW_CAPACITY: usize = 16;
 
 /// Hints waiting per stream before the webhook receiver waits for room.
 const HINT_CAPACITY: usize = 10_000;
