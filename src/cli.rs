@@ -65,6 +65,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Sync the configured streams once (batch mode).
     Run(RunArgs),
+    /// Keep the selected streams flowing until SIGTERM/SIGINT (micro-batch mode): CDC
+    /// slots read continuously, other sources polled, each flush an exactly-once load;
+    /// serves /metrics and /health.
+    Stream(StreamArgs),
     /// Validate the config, then check staging, every stream at the source and the
     /// destination, each on one line (✓/✗); exit with the worst failure's code.
     Check(CheckArgs),
@@ -273,6 +277,16 @@ pub struct RunArgs {
     /// After the sync, build the models that read a stream that changed.
     #[arg(long)]
     pub models: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Pipeline config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Comma-separated streams to keep flowing (default: all in source.streams).
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]

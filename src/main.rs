@@ -11,7 +11,7 @@ use clap::Parser;
 use syncline::cli::{
     CheckArgs, Cli, Command, ConfigCommand, DeadlettersArgs, DemoArgs, DemoTarget, ExportFormat,
     GcArgs, InitArgs, InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand,
-    PlanArgs, QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs,
+    PlanArgs, QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs, StreamArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
@@ -106,6 +106,7 @@ impl Classified for CommandError {
 async fn execute(command: Command) -> Result<u8, Error> {
     match command {
         Command::Run(args) => run(args).await,
+        Command::Stream(args) => stream(args).await,
         Command::Check(args) => check(args).await,
         Command::Reconcile(args) => reconcile(args).await,
         Command::Status(args) => show_status(args).await,
@@ -407,6 +408,15 @@ async fn check(args: CheckArgs) -> Result<u8, Error> {
         println!("{}", checked.line());
     }
     Ok(pipeline::check::exit_code(&checks) as u8)
+}
+
+/// `syncline stream`: runs until SIGTERM/SIGINT; 0 after a clean shutdown.
+async fn stream(args: StreamArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let options = syncline::stream::StreamOptions {
+        streams: args.streams,
+    };
+    syncline::stream::run(&config, &options).await
 }
 
 async fn show_status(args: StatusArgs) -> Result<u8, Error> {

@@ -65,6 +65,14 @@ pub enum RunError {
         received: Fingerprint,
         staged: Fingerprint,
     },
+    #[error(
+        "stream {stream}: changes read from position {from:?} do not start at the saved cursor {saved:?}; nothing was merged and the stream restarts from the saved cursor"
+    )]
+    NotContiguous {
+        stream: String,
+        saved: Option<i64>,
+        from: Option<i64>,
+    },
 }
 
 impl Classified for RunError {
@@ -74,6 +82,8 @@ impl Classified for RunError {
             RunError::StagedDiffers { .. } | RunError::ReceivedDiffers { .. } => {
                 ErrorKind::Reconciliation
             }
+            // The reader and the state disagree: reading again from the state cures it.
+            RunError::NotContiguous { .. } => ErrorKind::Transient,
         }
     }
 }
@@ -123,7 +133,7 @@ pub async fn run_observed(
     let runner = StreamRunner::open(config, options.full_refresh).await?;
     let mut reports = Vec::new();
     for stream in &selected {
-        let mut report = runner.run(stream, None).await;
+        let mut report = runner.run(stream, LoadInput::Extract).await;
         // Only after the stream's load committed, and not on a source whose quota is gone.
         if report.status == Status::Success && runner.quota.get().is_none() {
             report.reconcile = super::reconcile::scheduled(
@@ -224,7 +234,21 @@ pub async fn repair(
         full_refresh: false,
         quota: OnceLock::new(),
     };
-    Ok(runner.run(stream, Some(extraction)).await)
+    Ok(runner.run(stream, LoadInput::Repair(extraction)).await)
+}
+
+/// What one load of a stream reads.
+pub enum LoadInput {
+    /// An ordinary load: extract from the saved cursor (`Source::extract`).
+    Extract,
+    /// Records fetched by key (`reconcile --repair`, webhook hints in `syncline stream`):
+    /// staged and merged like any load, mode `repair`; the cursor does not move.
+    Repair(Extraction),
+    /// Changes a long-lived reader already read (`syncline stream`'s CDC flushes), covering
+    /// `extraction.cursor`, whose `from` must be the saved cursor. A range the saved cursor
+    /// already covers (a flush retried after its load committed) is skipped: nothing is
+    /// staged, nothing moves.
+    Read(Extraction),
 }
 
 /// What staging an extraction produced.
@@ -239,12 +263,14 @@ struct StagedItems {
     keeps_cursor: bool,
 }
 
-pub(super) struct StreamRunner<'a> {
+/// Runs loads of single streams: the one path every load takes (`run`, `replay`,
+/// `reconcile --repair`, and each flush of `syncline stream`).
+pub struct StreamRunner<'a> {
     config: &'a Config,
-    pub(super) stage: Stage,
-    pub(super) state: StateStore,
-    pub(super) source: Arc<dyn Source>,
-    pub(super) destination: Arc<dyn Destination>,
+    pub(crate) stage: Stage,
+    pub(crate) state: StateStore,
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) destination: Arc<dyn Destination>,
     full_refresh: bool,
     /// Why the source's API quota ran out, once it did in this run: it does not come back
     /// within the run, so every later stream stops without asking the source.
@@ -253,7 +279,7 @@ pub(super) struct StreamRunner<'a> {
 
 impl<'a> StreamRunner<'a> {
     /// Opens the stage, builds the source (without calling it) and checks the destination.
-    pub(super) async fn open(config: &'a Config, full_refresh: bool) -> Result<StreamRunner<'a>> {
+    pub async fn open(config: &'a Config, full_refresh: bool) -> Result<StreamRunner<'a>> {
         let stage = Stage::open(&config.staging)?;
         let source = crate::sources::build(config)?;
         let destination = crate::destinations::build(config).await?;
@@ -269,8 +295,26 @@ impl<'a> StreamRunner<'a> {
         })
     }
 
-    /// One stream's load: an ordinary one, or with `repair`, the records a reconcile fetched.
-    async fn run(&self, stream: &str, repair: Option<Extraction>) -> StreamReport {
+    /// The source every load of this runner reads.
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    /// Takes the lease of `stream` for as long as the caller holds it (`syncline stream`
+    /// holds it for the life of the process); loads then run with [`StreamRunner::run_held`].
+    pub async fn lock(&self, stream: &str) -> Result<crate::state::StreamLock> {
+        self.state
+            .lock(stream, self.config.pipeline.lock_ttl_seconds)
+            .await
+    }
+
+    /// The saved state of `stream`.
+    pub async fn saved(&self, stream: &str) -> Result<StreamState> {
+        self.state.load(stream).await
+    }
+
+    /// One stream's load, its lease taken for the load and released after.
+    async fn run(&self, stream: &str, input: LoadInput) -> StreamReport {
         let started = Instant::now();
         let mut report = StreamReport::new(stream);
         let outcome = match self
@@ -280,13 +324,32 @@ impl<'a> StreamRunner<'a> {
         {
             Err(err) => Err(err),
             Ok(lock) => {
-                let outcome = self.sync(stream, &mut report, repair).await;
+                let outcome = self.sync(stream, &mut report, input).await;
                 if let Err(err) = lock.release().await {
                     warn!(stream, error = %err, "could not release the stream lock");
                 }
                 outcome
             }
         };
+        self.finish_report(stream, started, report, outcome)
+    }
+
+    /// One load of `stream` under a lease the caller took with [`StreamRunner::lock`].
+    pub async fn run_held(&self, stream: &str, input: LoadInput) -> StreamReport {
+        let started = Instant::now();
+        let mut report = StreamReport::new(stream);
+        let outcome = self.sync(stream, &mut report, input).await;
+        self.finish_report(stream, started, report, outcome)
+    }
+
+    /// The report of a load from its outcome: status, error and timings.
+    fn finish_report(
+        &self,
+        stream: &str,
+        started: Instant,
+        mut report: StreamReport,
+        outcome: Result<()>,
+    ) -> StreamReport {
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.api_usage = self.source.api_usage();
         let p = &report.phases;
@@ -334,12 +397,7 @@ impl<'a> StreamRunner<'a> {
 
     /// One stream's load, step by step (see the module docs for why in this order).
     #[instrument(skip_all, fields(stream))]
-    async fn sync(
-        &self,
-        stream: &str,
-        report: &mut StreamReport,
-        repair: Option<Extraction>,
-    ) -> Result<()> {
+    async fn sync(&self, stream: &str, report: &mut StreamReport, input: LoadInput) -> Result<()> {
         let mut state = self.state.load(stream).await?;
         if let Some(pending) = state.pending.clone() {
             report.recovered = true;
@@ -354,11 +412,45 @@ impl<'a> StreamRunner<'a> {
             ));
             return Ok(());
         }
+        // A flush of `syncline stream` has crash points of its own, so a test can kill the
+        // process mid-flush rather than in its first (catch-up) load.
+        let flush = matches!(input, LoadInput::Read(_));
         // Planned against the discovered columns before any record is read.
         let transform = super::transform::ready(self.config, stream, self.source.as_ref()).await?;
-        let manifest = match repair {
-            None => self.extract_and_stage(stream, &state, report).await?,
-            Some(extraction) => {
+        let manifest = match input {
+            LoadInput::Extract => self.extract_and_stage(stream, &state, report).await?,
+            LoadInput::Read(extraction) => {
+                if extraction.cursor.from != state.cursor {
+                    // A flush retried after its load committed (an earlier attempt's pending
+                    // load was finished above): nothing is left to do.
+                    if state
+                        .cursor
+                        .is_some_and(|saved| saved >= extraction.cursor.to)
+                    {
+                        info!(stream, "changes already loaded; nothing to do");
+                        return Ok(());
+                    }
+                    return Err(RunError::NotContiguous {
+                        stream: stream.to_string(),
+                        saved: state.cursor,
+                        from: extraction.cursor.from,
+                    }
+                    .into());
+                }
+                let load_id = uuid::Uuid::now_v7().to_string();
+                report.load_id = Some(load_id.clone());
+                report.mode = Some(LoadMode::Incremental);
+                self.stage_extraction(
+                    stream,
+                    state.cursor,
+                    load_id,
+                    LoadMode::Incremental,
+                    extraction,
+                    report,
+                )
+                .await?
+            }
+            LoadInput::Repair(extraction) => {
                 let load_id = uuid::Uuid::now_v7().to_string();
                 report.load_id = Some(load_id.clone());
                 report.mode = Some(LoadMode::Repair);
@@ -414,13 +506,21 @@ impl<'a> StreamRunner<'a> {
         });
         self.state.save(stream, &state).await?;
         report.phases.manifest_ms += millis(manifest_started.elapsed());
-        crash_point("after-stage");
+        crash_point(if flush {
+            "flush-after-stage"
+        } else {
+            "after-stage"
+        });
 
         let outcome = match self.merge(&manifest, report).await {
             Ok(outcome) => outcome,
             Err(err) => return Err(self.record_failure(stream, &mut state, err).await),
         };
-        crash_point("after-merge");
+        crash_point(if flush {
+            "flush-after-merge"
+        } else {
+            "after-merge"
+        });
         let state_started = Instant::now();
         self.commit_state(stream, &mut state, &manifest, &outcome)
             .await?;

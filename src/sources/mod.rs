@@ -204,6 +204,21 @@ pub trait Source: Send + Sync {
         Err(unsupported(stream))
     }
 
+    /// `syncline stream`: follows `stream`'s change log continuously from the saved cursor
+    /// `since` over one long-lived connection (a CDC slot), sending what it reads in commit
+    /// order. `None` for sources that have no such log (they are polled). The source then
+    /// treats `committed` for this stream as a confirmation sent over that connection; when
+    /// the returned [`Follower`] is dropped, the connection closes.
+    async fn follow(
+        &self,
+        _stream: &str,
+        _since: i64,
+        _batch_rows: usize,
+        _capacity: usize,
+    ) -> Result<Option<Follower>> {
+        Ok(None)
+    }
+
     /// API calls `list_keys` costs for a stream of about `rows` records.
     fn list_cost(&self, _rows: u64) -> u64 {
         0
@@ -213,6 +228,42 @@ pub trait Source: Send + Sync {
     fn fetch_cost(&self, _keys: u64) -> u64 {
         0
     }
+}
+
+/// What a [`Follower`] read.
+#[derive(Debug)]
+pub enum Followed {
+    /// Changes of the stream. Everything before `read_to` has been sent once this item is
+    /// received (a batch cut inside a long transaction carries the end of the transaction
+    /// before it: its rest follows). `committed_at`: the source commit time of the oldest
+    /// transaction in the batch, when the source says it.
+    Changes {
+        batch: Option<RecordBatch>,
+        dead: Vec<DeadLetter>,
+        read_to: i64,
+        committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// The log was read up to `read_to` and held nothing for the stream (other tables'
+    /// changes, an idle server's own WAL): saving it as the cursor lets the server free it.
+    Progress { read_to: i64 },
+    /// The follower stopped cleanly at `read_to` (everything before it was sent), for a
+    /// reason reading again from there cures (the table gained a column). The last item.
+    Stopped { read_to: i64, reason: String },
+}
+
+/// A running [`Source::follow`]: a bounded channel, so a slow consumer makes the source
+/// read less, never drop anything. An error is the last item.
+pub struct Follower {
+    pub schema: SchemaRef,
+    pub key: String,
+    /// The cursor the follower started at.
+    pub from: i64,
+    pub items: tokio::sync::mpsc::Receiver<Result<Followed>>,
+    /// How many bytes of log the source retains for the stream, as last heard (the server's
+    /// position minus the confirmed one); for metrics.
+    pub lag_bytes: Arc<std::sync::atomic::AtomicI64>,
+    /// Ends the reading task and its connection when dropped.
+    pub guard: Box<dyn Send + Sync>,
 }
 
 fn unsupported(stream: &str) -> crate::Error {

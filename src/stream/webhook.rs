@@ -18,8 +18,6 @@
 //! - Events for object types no stream is mapped to are counted and answered 200 (HubSpot
 //!   would retry anything else for a day).
 
-pub mod config;
-
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

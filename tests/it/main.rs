@@ -24,6 +24,7 @@ mod postgres_source;
 mod reconcile;
 mod salesforce_postgres;
 mod staged_loads;
+mod stream;
 mod stuck_loads;
 mod tls;
 mod transform_slt;
