@@ -3,7 +3,7 @@
 //! duplicates, disorder, lost answers and retries), and by hand-made deliveries for the
 //! signature's edge cases.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -416,4 +416,183 @@ async fn the_signed_uri_is_the_public_url() {
         drain(&mut receiver.hints),
         vec![("contacts".into(), "10".into())]
     );
+}
+
+/// The whole path: the simulator process changes HubSpot records and sends its webhooks (with
+/// duplicates, disorder and retries) to `syncline stream`, which fetches the hinted records by
+/// key and merges them into PostgreSQL. Polling is set to an hour, so only the webhooks can
+/// have brought the changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_bring_hubspot_changes_to_postgres_without_polling() {
+    let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
+        .await
+        .unwrap();
+    let dest_url = pg.create_database("dest");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook_url = format!("http://127.0.0.1:{port}{}", webhook::PATH);
+    let sim = SimProcess::start(&[
+        "--seed",
+        "11",
+        "--webhook-url",
+        &hook_url,
+        "--webhook-secret",
+        SECRET,
+        "--webhook-duplicate-rate",
+        "0.5",
+        "--webhook-reorder-rate",
+        "0.5",
+        "--webhook-lost-answer-rate",
+        "0.2",
+    ]);
+    let config = dir.path().join("stream.toml");
+    let text = crate::support::config_toml(
+        "name = \"hooked\"",
+        &dir.path().join("stage"),
+        &format!(
+            "[source]\ntype = \"hubspot\"\nbase_url = \"{}\"\ntoken = \"sim-token\"\n\
+             streams = [\"contacts\", \"deals\"]\nlag_seconds = 0",
+            sim.base_url
+        ),
+        "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"",
+        &format!(
+            "[stream]\nlisten = \"127.0.0.1:{port}\"\nflush_ms = 100\n\
+             [stream.webhook]\nsecret = \"${{HUBSPOT_APP_SECRET}}\"\n\
+             [streams.contacts]\npoll_seconds = 3600\n[streams.deals]\npoll_seconds = 3600\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("stream.log");
+    let mut stream = Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["-v", "stream", "--config"])
+        .arg(&config)
+        .env("DEST_URL", &dest_url)
+        .env("HUBSPOT_APP_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .expect("start syncline stream");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // The first load (catch-up) brings the 200 contacts and 50 deals.
+    let db = crate::support::connect(&dest_url).await;
+    let count = |table: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(&format!("SELECT count(*) FROM crm.{table}"), &[])
+                .await
+                .map(|row| row.get::<_, i64>(0))
+                .unwrap_or(-1)
+        }
+    };
+    let start = Instant::now();
+    while count("contacts").await != 200 || count("deals").await != 50 {
+        assert!(
+            stream.try_wait().unwrap().is_none(),
+            "syncline stream exited:\n{}",
+            logs()
+        );
+        assert!(start.elapsed() < PATIENCE, "no first load:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let updated = sim.change("contacts", "update", 10).await;
+    let inserted = sim.change("contacts", "insert", 4).await;
+    let deals = sim.change("deals", "update", 5).await;
+
+    // Each changed record arrives with the version the simulator gave it.
+    let expected = sim_versions(
+        &sim,
+        "contacts",
+        &[updated.clone(), inserted.clone()].concat(),
+    )
+    .await;
+    let expected_deals = sim_versions(&sim, "deals", &deals).await;
+    let start = Instant::now();
+    loop {
+        let contacts = dest_versions(&db, "contacts", &expected).await;
+        let deals = dest_versions(&db, "deals", &expected_deals).await;
+        if contacts == expected && deals == expected_deals {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "webhook changes not merged: contacts {contacts:?} != {expected:?}\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count("contacts").await, 204);
+    assert!(logs().contains("fetching hinted records"), "{}", logs());
+
+    // Every delivery was answered 2xx in the end.
+    let stats = sim.webhook_stats().await;
+    assert_eq!(stats["gave_up"], 0, "{stats}");
+
+    // SAFETY: signalling a child process we started.
+    unsafe {
+        libc::kill(stream.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = stream.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "stream did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit {status:?}:\n{}", logs());
+}
+
+/// `id → updatedAt` (epoch ms) of `ids` as the simulator serves them (batch read).
+async fn sim_versions(sim: &SimProcess, object: &str, ids: &[i64]) -> BTreeMap<i64, i64> {
+    let inputs: Vec<Value> = ids.iter().map(|id| json!({"id": id.to_string()})).collect();
+    let body: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/crm/v3/objects/{object}/batch/read",
+            sim.base_url
+        ))
+        .bearer_auth("sim-token")
+        .json(&json!({"inputs": inputs, "properties": ["hs_object_id"]}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| {
+            let id = record["id"].as_str().unwrap().parse().unwrap();
+            let at = chrono::DateTime::parse_from_rfc3339(record["updatedAt"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+            (id, at)
+        })
+        .collect()
+}
+
+/// `id → _syncline_version` (epoch ms) of the rows of `table` with the keys of `wanted`.
+async fn dest_versions(
+    db: &tokio_postgres::Client,
+    table: &str,
+    wanted: &BTreeMap<i64, i64>,
+) -> BTreeMap<i64, i64> {
+    let ids: Vec<i64> = wanted.keys().copied().collect();
+    let sql = format!(
+        "SELECT id, (extract(epoch FROM _syncline_version) * 1000)::bigint \
+         FROM crm.{table} WHERE id = ANY($1)"
+    );
+    match db.query(&sql, &[&ids]).await {
+        Ok(rows) => rows.iter().map(|row| (row.get(0), row.get(1))).collect(),
+        Err(_) => BTreeMap::new(),
+    }
 }
