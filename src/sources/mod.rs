@@ -192,9 +192,11 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
-    /// `syncline reconcile --repair`: the current records of `stream` with these keys, as an
-    /// extraction like any other (keys no longer in the source are left out). Its cursor
-    /// range is not used: a repair never moves the cursor.
+    /// `syncline reconcile --repair` and webhook hints in `syncline stream`: the current
+    /// records of `stream` with these keys, as an extraction like any other. A key the source
+    /// still holds as deleted comes as a delete where the source can read it so (HubSpot's
+    /// archived records); keys no longer in the source at all are left out. Its cursor range
+    /// is not used: a repair never moves the cursor.
     async fn fetch_keys(
         &self,
         stream: &str,

@@ -418,9 +418,10 @@ async fn the_signed_uri_is_the_public_url() {
     );
 }
 
-/// The whole path: the simulator process changes HubSpot records and sends its webhooks (with
-/// duplicates, disorder and retries) to `syncline stream`, which fetches the hinted records by
-/// key and merges them into PostgreSQL. Polling is set to an hour, so only the webhooks can
+/// The whole path: the simulator process changes HubSpot records (updates, inserts, archives)
+/// and sends its webhooks (with duplicates, disorder and retries) to `syncline stream`, which
+/// fetches the hinted records by key (archived ones as deletes) and merges them into
+/// PostgreSQL. Polling is set to an hour, so only the webhooks can
 /// have brought the changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_bring_hubspot_changes_to_postgres_without_polling() {
@@ -503,30 +504,41 @@ async fn webhooks_bring_hubspot_changes_to_postgres_without_polling() {
     let updated = sim.change("contacts", "update", 10).await;
     let inserted = sim.change("contacts", "insert", 4).await;
     let deals = sim.change("deals", "update", 5).await;
+    let archived = sim.change("contacts", "archive", 3).await;
 
     // Each changed record arrives with the version the simulator gave it.
-    let expected = sim_versions(
-        &sim,
-        "contacts",
-        &[updated.clone(), inserted.clone()].concat(),
-    )
-    .await;
+    // (An updated or inserted record the archive then took is checked as a delete, below.)
+    let live: Vec<i64> = [updated.clone(), inserted.clone()]
+        .concat()
+        .into_iter()
+        .filter(|id| !archived.contains(id))
+        .collect();
+    let expected = sim_versions(&sim, "contacts", &live).await;
     let expected_deals = sim_versions(&sim, "deals", &deals).await;
     let start = Instant::now();
     loop {
         let contacts = dest_versions(&db, "contacts", &expected).await;
         let deals = dest_versions(&db, "deals", &expected_deals).await;
-        if contacts == expected && deals == expected_deals {
+        let gone = db
+            .query_one(
+                "SELECT count(*) FROM crm.contacts WHERE id = ANY($1)",
+                &[&archived],
+            )
+            .await
+            .map(|row| row.get::<_, i64>(0) == 0)
+            .unwrap_or(false);
+        if contacts == expected && deals == expected_deals && gone {
             break;
         }
         assert!(
             start.elapsed() < PATIENCE,
-            "webhook changes not merged: contacts {contacts:?} != {expected:?}\n{}",
+            "webhook changes not merged: contacts {contacts:?} != {expected:?}, \
+             archived {archived:?} gone: {gone}\n{}",
             logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(count("contacts").await, 204);
+    assert_eq!(count("contacts").await, 204 - archived.len() as i64);
     assert!(logs().contains("fetching hinted records"), "{}", logs());
 
     // Every delivery was answered 2xx in the end.
