@@ -465,12 +465,30 @@ async fn a_configuration_error_stops_one_stream_and_the_others_flow() {
         .await
         .unwrap();
     setup.wait_converged(&mut child).await;
+
+    // The destination drops every connection: the stream fails, starts over with a new
+    // one, and nothing is lost.
+    let dest = setup.dest().await;
+    dest.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = 'dest' AND pid <> pg_backend_pid()",
+    )
+    .await
+    .unwrap();
+    setup
+        .source()
+        .await
+        .batch_execute("UPDATE contacts SET email = 'after the cut' WHERE id < 100")
+        .await
+        .unwrap();
+    setup.wait_converged(&mut child).await;
     let (status, metrics) = setup.get("/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(
         metrics.contains("syncline_stream_up{stream=\"contacts\"} 1")
             && metrics.contains("syncline_stream_up{stream=\"ghosts\"} 0")
-            && metrics.contains("syncline_stream_errors_total{stream=\"ghosts\"} 1"),
+            && metrics.contains("syncline_stream_errors_total{stream=\"ghosts\"} 1")
+            && !metrics.contains("syncline_stream_errors_total{stream=\"contacts\"} 0"),
         "{metrics}"
     );
     let status = tokio::task::block_in_place(|| terminate(&mut child));
