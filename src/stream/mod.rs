@@ -200,11 +200,9 @@ pub async fn run(config: &Config, options: &StreamOptions) -> Result<u8> {
     }
     serve(&settings.listen, metrics.clone(), webhook, stopping.clone()).await?;
 
-    let runner = StreamRunner::open(config, false).await?;
     let streams = selected.iter().map(|stream| {
         let flow = Flow {
             config,
-            runner: &runner,
             stream: stream.clone(),
             thresholds: Thresholds::of(config, stream),
             metrics: metrics.clone(),
@@ -302,7 +300,6 @@ async fn serve(
 /// One stream's task.
 struct Flow<'a> {
     config: &'a Config,
-    runner: &'a StreamRunner<'a>,
     stream: String,
     thresholds: Thresholds,
     metrics: Arc<Metrics>,
@@ -379,15 +376,12 @@ impl Flow<'_> {
                 return Ok(());
             }
             self.metrics.set_phase(&stream, Phase::Starting, None);
-            let outcome = match self.runner.lock(&stream).await {
+            // A runner of its own per attempt: its own destination connection (merges of
+            // different streams do not wait for each other), and a fresh one after a failure
+            // (a connection the destination dropped is not reused).
+            let outcome = match StreamRunner::open(self.config, false).await {
                 Err(err) => Err(err),
-                Ok(lock) => {
-                    let outcome = self.flow(&mut hints, &mut pause).await;
-                    if let Err(err) = lock.release().await {
-                        warn!(stream, error = %err, "could not release the stream lease");
-                    }
-                    outcome
-                }
+                Ok(runner) => self.attempt(&runner, &mut hints, &mut pause).await,
             };
             match outcome {
                 Ok(()) if self.stopped() => {
@@ -417,6 +411,21 @@ impl Flow<'_> {
         }
     }
 
+    /// One attempt: the lease, then the stream's flow until it ends.
+    async fn attempt(
+        &self,
+        runner: &StreamRunner<'_>,
+        hints: &mut Option<mpsc::Receiver<Hint>>,
+        pause: &mut Duration,
+    ) -> Result<()> {
+        let lock = runner.lock(&self.stream).await?;
+        let outcome = self.flow(runner, hints, pause).await;
+        if let Err(err) = lock.release().await {
+            warn!(stream = %self.stream, error = %err, "could not release the stream lease");
+        }
+        outcome
+    }
+
     fn stopped(&self) -> bool {
         *self.stopping.borrow()
     }
@@ -434,16 +443,17 @@ impl Flow<'_> {
     /// start over.
     async fn flow(
         &self,
+        runner: &StreamRunner<'_>,
         hints: &mut Option<mpsc::Receiver<Hint>>,
         pause: &mut Duration,
     ) -> Result<()> {
         let stream = &self.stream;
-        self.load(LoadInput::Extract).await?;
+        self.load(runner, LoadInput::Extract).await?;
         *pause = Duration::from_secs(1);
-        let saved = self.runner.saved(stream).await?;
+        let saved = runner.saved(stream).await?;
         let follower = match saved.cursor {
             Some(cursor) => {
-                self.runner
+                runner
                     .source()
                     .follow(
                         stream,
@@ -457,14 +467,14 @@ impl Flow<'_> {
         };
         self.metrics.set_phase(stream, Phase::Flowing, None);
         match follower {
-            Some(follower) => self.follow(follower, pause).await,
-            None => self.poll(hints, pause).await,
+            Some(follower) => self.follow(runner, follower, pause).await,
+            None => self.poll(runner, hints, pause).await,
         }
     }
 
     /// One load; a failed one is an error.
-    async fn load(&self, input: LoadInput) -> Result<StreamReport> {
-        let report = self.runner.run_held(&self.stream, input).await;
+    async fn load(&self, runner: &StreamRunner<'_>, input: LoadInput) -> Result<StreamReport> {
+        let report = runner.run_held(&self.stream, input).await;
         match report.status {
             Status::Failed | Status::Mismatch => Err(StreamError::Load {
                 stream: self.stream.clone(),
@@ -483,7 +493,12 @@ impl Flow<'_> {
     }
 
     /// Reads the follower, flushing on size, age, idle progress and shutdown.
-    async fn follow(&self, follower: Follower, pause: &mut Duration) -> Result<()> {
+    async fn follow(
+        &self,
+        runner: &StreamRunner<'_>,
+        follower: Follower,
+        pause: &mut Duration,
+    ) -> Result<()> {
         let stream = &self.stream;
         let Follower {
             schema,
@@ -510,7 +525,7 @@ impl Flow<'_> {
                 _ = stopping.wait_for(|stop| *stop) => {
                     // What was read goes in before the process ends.
                     if buffer.has_changes() {
-                        self.flush(&schema, &key, &mut cursor, &mut buffer, pause).await?;
+                        self.flush(runner, &schema, &key, &mut cursor, &mut buffer, pause).await?;
                     }
                     break Ok(());
                 }
@@ -540,13 +555,13 @@ impl Flow<'_> {
                     Some(Ok(Followed::Stopped { read_to, reason })) => {
                         info!(stream, reason, "the change reader stopped; flushing and starting over");
                         buffer.read_to = buffer.read_to.max(read_to);
-                        self.flush(&schema, &key, &mut cursor, &mut buffer, pause).await?;
+                        self.flush(runner, &schema, &key, &mut cursor, &mut buffer, pause).await?;
                         break Ok(());
                     }
                 },
             };
             if flush && (buffer.has_changes() || buffer.read_to > cursor) {
-                self.flush(&schema, &key, &mut cursor, &mut buffer, pause)
+                self.flush(runner, &schema, &key, &mut cursor, &mut buffer, pause)
                     .await?;
                 saved_at = Instant::now();
             }
@@ -557,57 +572,44 @@ impl Flow<'_> {
         if outcome.is_ok() && self.stopped() && cursor > from {
             // The follower may not have reported the last commit before it closed: confirm it
             // now, so the slot keeps no WAL the destination already has.
-            if let Err(err) = self.runner.source().committed(stream, cursor, None).await {
+            if let Err(err) = runner.source().committed(stream, cursor, None).await {
                 warn!(stream, error = %err.report(), "could not confirm the last position to the slot; the next start does");
             }
         }
         outcome
     }
 
-    /// Loads what is buffered, retrying with backoff until it commits (what is buffered is
-    /// kept meanwhile; the follower waits). A configuration error, or the process stopping
-    /// while it retries, ends it with an error: the state is as the last commit left it.
+    /// Loads what is buffered. A failure ends the follow: the stream starts over from its
+    /// saved state with a fresh runner (a destination connection that broke is not reused),
+    /// and what was buffered is read again from the slot, which kept it.
     async fn flush(
         &self,
+        runner: &StreamRunner<'_>,
         schema: &SchemaRef,
         key: &str,
         cursor: &mut i64,
         buffer: &mut Buffer,
         pause: &mut Duration,
     ) -> Result<()> {
-        loop {
-            let extraction = buffer.extraction(schema, key, *cursor);
-            match self.load(LoadInput::Read(extraction)).await {
-                Ok(_) => {
-                    let now = chrono::Utc::now();
-                    for (at, rows) in &buffer.committed_at {
-                        let seconds = (now - *at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                        self.metrics.latency_n(&self.stream, seconds, *rows as u64);
-                    }
-                    *cursor = (*cursor).max(buffer.read_to);
-                    buffer.clear();
-                    *pause = Duration::from_secs(1);
-                    self.metrics.set_phase(&self.stream, Phase::Flowing, None);
-                    return Ok(());
-                }
-                Err(err) if stops_the_stream(&err) || self.stopped() => return Err(err),
-                Err(err) => {
-                    let reason = err.report();
-                    warn!(stream = %self.stream, error = %reason, retry_in_s = pause.as_secs(), "flush failed; retrying");
-                    self.metrics.failed(&self.stream);
-                    self.metrics
-                        .set_phase(&self.stream, Phase::Retrying, Some(reason));
-                    self.pause(*pause).await;
-                    *pause = (*pause * 2).min(BACKOFF_MAX);
-                }
-            }
+        let extraction = buffer.extraction(schema, key, *cursor);
+        self.load(runner, LoadInput::Read(extraction)).await?;
+        let now = chrono::Utc::now();
+        for (at, rows) in &buffer.committed_at {
+            let seconds = (now - *at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            self.metrics.latency_n(&self.stream, seconds, *rows as u64);
         }
+        *cursor = (*cursor).max(buffer.read_to);
+        buffer.clear();
+        *pause = Duration::from_secs(1);
+        self.metrics.set_phase(&self.stream, Phase::Flowing, None);
+        Ok(())
     }
 
     /// Polls with ordinary loads every `poll_seconds`, and merges hinted records by key in
     /// between.
     async fn poll(
         &self,
+        runner: &StreamRunner<'_>,
         hints: &mut Option<mpsc::Receiver<Hint>>,
         pause: &mut Duration,
     ) -> Result<()> {
@@ -624,7 +626,7 @@ impl Flow<'_> {
                 biased;
                 _ = stopping.wait_for(|stop| *stop) => return Ok(()),
                 _ = tokio::time::sleep_until(next_poll) => {
-                    self.load(LoadInput::Extract).await?;
+                    self.load(runner, LoadInput::Extract).await?;
                     self.metrics.set_phase(stream, Phase::Flowing, None);
                     *pause = Duration::from_secs(1);
                     next_poll = Instant::now() + every;
@@ -647,14 +649,18 @@ impl Flow<'_> {
             if apply && !hinted.is_empty() {
                 let keys = std::mem::take(&mut hinted);
                 hinted_since = None;
-                self.apply_hints(keys).await?;
+                self.apply_hints(runner, keys).await?;
             }
         }
     }
 
     /// Fetches the hinted records by key and merges them as one repair load (the cursor does
     /// not move: the next poll still reads the same window).
-    async fn apply_hints(&self, hinted: BTreeMap<String, i64>) -> Result<()> {
+    async fn apply_hints(
+        &self,
+        runner: &StreamRunner<'_>,
+        hinted: BTreeMap<String, i64>,
+    ) -> Result<()> {
         let stream = &self.stream;
         let keys: Vec<Key> = hinted
             .keys()
@@ -664,12 +670,11 @@ impl Flow<'_> {
             })
             .collect();
         info!(stream, keys = keys.len(), "fetching hinted records");
-        let extraction = self
-            .runner
+        let extraction = runner
             .source()
             .fetch_keys(stream, keys, self.config.pipeline.batch_rows)
             .await?;
-        self.load(LoadInput::Repair(extraction)).await?;
+        self.load(runner, LoadInput::Repair(extraction)).await?;
         let now = chrono::Utc::now().timestamp_millis();
         for at in hinted.values() {
             self.metrics

@@ -32,6 +32,11 @@ struct Setup {
 impl Setup {
     /// A source database with `contacts` (1,000 rows) and a config streaming `streams`.
     async fn start(streams: &[&str]) -> Setup {
+        Setup::start_with(streams, "", "").await
+    }
+
+    /// [`Setup::start`] with more `[source]` and `[stream]` keys.
+    async fn start_with(streams: &[&str], source_extra: &str, stream_extra: &str) -> Setup {
         let pg = tokio::task::spawn_blocking(|| TestPostgres::start_with_wal_level("logical"))
             .await
             .unwrap();
@@ -49,11 +54,11 @@ impl Setup {
             "name = \"live\"\nbatch_rows = 500",
             &dir.path().join("stage"),
             &format!(
-                "[source]\ntype = \"postgres\"\nurl = \"${{SOURCE_URL}}\"\nstreams = [{list}]"
+                "[source]\ntype = \"postgres\"\nurl = \"${{SOURCE_URL}}\"\nstreams = [{list}]\n{source_extra}"
             ),
             "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"",
             &format!(
-                "[stream]\nlisten = \"127.0.0.1:{port}\"\nflush_ms = 100\nshutdown_seconds = 60"
+                "[stream]\nlisten = \"127.0.0.1:{port}\"\nflush_ms = 100\nshutdown_seconds = 60\n{stream_extra}"
             ),
         );
         std::fs::write(&config, text).unwrap();
@@ -69,7 +74,8 @@ impl Setup {
             .source()
             .await
             .batch_execute(
-                "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, n integer);
+                "CREATE TABLE contacts (id bigint PRIMARY KEY, email text, n integer,
+                                        updated_at timestamptz NOT NULL DEFAULT now());
                  INSERT INTO contacts SELECT i, 'c' || i || '@example.com', i
                  FROM generate_series(1, 1000) AS i;",
             )
@@ -450,7 +456,29 @@ async fn a_configuration_error_stops_one_stream_and_the_others_flow() {
     setup
         .source()
         .await
-        .batch_execute("INSERT INTO contacts VALUES (5000, 'late@example.com', 1)")
+        // One transaction larger than a batch (500 rows): it reaches the buffer in parts,
+        // and a flush may fall between them.
+        .batch_execute(
+            "INSERT INTO contacts VALUES (5000, 'late@example.com', 1);
+             UPDATE contacts SET n = n + 1;",
+        )
+        .await
+        .unwrap();
+    setup.wait_converged(&mut child).await;
+
+    // The destination drops every connection: the stream fails, starts over with a new
+    // one, and nothing is lost.
+    let dest = setup.dest().await;
+    dest.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = 'dest' AND pid <> pg_backend_pid()",
+    )
+    .await
+    .unwrap();
+    setup
+        .source()
+        .await
+        .batch_execute("UPDATE contacts SET email = 'after the cut' WHERE id < 100")
         .await
         .unwrap();
     setup.wait_converged(&mut child).await;
@@ -459,9 +487,36 @@ async fn a_configuration_error_stops_one_stream_and_the_others_flow() {
     assert!(
         metrics.contains("syncline_stream_up{stream=\"contacts\"} 1")
             && metrics.contains("syncline_stream_up{stream=\"ghosts\"} 0")
-            && metrics.contains("syncline_stream_errors_total{stream=\"ghosts\"} 1"),
+            && metrics.contains("syncline_stream_errors_total{stream=\"ghosts\"} 1")
+            && !metrics.contains("syncline_stream_errors_total{stream=\"contacts\"} 0"),
         "{metrics}"
     );
     let status = tokio::task::block_in_place(|| terminate(&mut child));
     assert_eq!(status.code(), Some(0), "{}", setup.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_cannot_be_followed_is_polled_with_ordinary_loads() {
+    let setup = Setup::start_with(
+        &["contacts"],
+        "mode = \"cursor\"\n[source.tables.contacts]\ncursor_column = \"updated_at\"",
+        "[streams.contacts]\npoll_seconds = 1",
+    )
+    .await;
+    let mut child = setup.stream(&[]);
+    setup.wait_healthy(&mut child).await;
+    setup.wait_converged(&mut child).await;
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "INSERT INTO contacts VALUES (5000, 'polled@example.com', 1, now());
+             UPDATE contacts SET email = 'changed', updated_at = now() WHERE id = 7;",
+        )
+        .await
+        .unwrap();
+    setup.wait_converged(&mut child).await;
+    let status = tokio::task::block_in_place(|| terminate(&mut child));
+    assert_eq!(status.code(), Some(0), "{}", setup.logs());
+    assert!(setup.ledger().await.len() >= 2, "the snapshot and a poll");
 }

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use super::PostgresSourceError;
 use super::cdc::{self, ChangeDecoder, PROTOCOL_VERSION, replication_error, replication_url};
 use super::sql::templates;
 use crate::Result;
@@ -57,6 +58,9 @@ pub(super) struct FollowTask {
     pub url: String,
     pub slot: String,
     pub since: i64,
+    /// How long the server may say nothing before the follower looks whether its
+    /// walsender still holds the slot (`cdc::silence_limit`).
+    pub silence: Duration,
     pub confirmed: Arc<Confirmed>,
     pub lag_bytes: Arc<AtomicI64>,
     pub sender: mpsc::Sender<Result<Followed>>,
@@ -70,6 +74,7 @@ impl FollowTask {
             url,
             slot,
             since,
+            silence,
             confirmed,
             lag_bytes,
             sender,
@@ -105,6 +110,7 @@ impl FollowTask {
         let mut transaction_at: Option<DateTime<Utc>> = None;
         let mut oldest: Option<DateTime<Utc>> = None;
         let mut sent_to = since;
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             status.report(&mut connection, false).await?;
             lag_bytes.store(
@@ -112,12 +118,31 @@ impl FollowTask {
                 Ordering::Relaxed,
             );
             // Reading a frame is cancel-safe: a partial frame stays in the connection's buffer.
-            let frame =
-                match tokio::time::timeout(TICK, connection.get_copy_data_async(&cancel)).await {
-                    Err(_) => continue,
-                    Ok(Err(err)) => return Err(replication_error("read changes")(err).into()),
-                    Ok(Ok(frame)) => frame,
-                };
+            let read = tokio::time::timeout(TICK, connection.get_copy_data_async(&cancel)).await;
+            let frame = match read {
+                Err(_) => {
+                    if last_heard.elapsed() >= silence {
+                        // A connection that died without a word (a network cut) only shows
+                        // as silence: the heartbeat asks for a reply, and a walsender busy
+                        // with one huge WAL record still holds the slot.
+                        let holding = cdc::slot_info(&client, &slot)
+                            .await?
+                            .is_some_and(|info| info.active);
+                        if !holding {
+                            return Err(PostgresSourceError::Silent {
+                                slot,
+                                seconds: silence.as_secs(),
+                            }
+                            .into());
+                        }
+                        last_heard = tokio::time::Instant::now();
+                    }
+                    continue;
+                }
+                Ok(Err(err)) => return Err(replication_error("read changes")(err).into()),
+                Ok(Ok(frame)) => frame,
+            };
+            last_heard = tokio::time::Instant::now();
             match frame.first() {
                 Some(b'k') => {
                     let keepalive = parse_keepalive_message(&frame)
@@ -232,9 +257,12 @@ impl Status {
         let flushed = self.confirmed().max(0) as u64;
         let position = (self.heard_to.max(flushed), flushed);
         let elapsed = self.at.elapsed();
-        if now || elapsed >= HEARTBEAT || (position != self.reported && elapsed >= STATUS_EVERY) {
+        let heartbeat = elapsed >= HEARTBEAT;
+        if now || heartbeat || (position != self.reported && elapsed >= STATUS_EVERY) {
+            // The heartbeat asks for a reply: an idle server otherwise says nothing, and
+            // silence is how a dead connection shows.
             connection
-                .send_standby_status_update(position.0, position.1, position.1, false)
+                .send_standby_status_update(position.0, position.1, position.1, heartbeat)
                 .await
                 .map_err(replication_error("send a status update"))?;
             self.reported = position;

@@ -523,12 +523,14 @@ impl Source for PostgresSource {
         let decoder = cdc::ChangeDecoder::new(spec, all_columns, batch_rows, since, i64::MAX);
         let confirmed = Arc::new(follow::Confirmed(AtomicI64::new(since)));
         let lag_bytes = Arc::new(AtomicI64::new(0));
+        let silence = cdc::silence_limit(&client).await?;
         let (sender, items) = tokio::sync::mpsc::channel(capacity.max(1));
         let task = follow::FollowTask {
             client,
             url: self.config.url.expose().to_string(),
             slot,
             since,
+            silence,
             confirmed: confirmed.clone(),
             lag_bytes: lag_bytes.clone(),
             sender: sender.clone(),
