@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use super::webhook::WebhookCounters;
 
 /// Upper bounds (seconds) of the end-to-end latency histogram: from the source commit to
 /// the row committed in the destination.
@@ -77,6 +79,8 @@ impl StreamMetrics {
 #[derive(Debug, Default)]
 pub struct Metrics {
     streams: Mutex<BTreeMap<String, StreamMetrics>>,
+    /// The webhook receiver's counters, when `[stream.webhook]` is on.
+    webhook: Mutex<Option<Arc<WebhookCounters>>>,
 }
 
 impl Metrics {
@@ -88,7 +92,13 @@ impl Metrics {
                     .map(|s| (s.clone(), StreamMetrics::new()))
                     .collect(),
             ),
+            webhook: Mutex::new(None),
         }
+    }
+
+    /// Adds the webhook receiver's counters to what [`render`](Self::render) shows.
+    pub fn attach_webhook(&self, counters: Arc<WebhookCounters>) {
+        *self.webhook.lock().expect("metrics lock is not poisoned") = Some(counters);
     }
 
     fn with(&self, stream: &str, change: impl FnOnce(&mut StreamMetrics)) {
@@ -253,6 +263,9 @@ impl Metrics {
                 "{name}_count{{stream=\"{stream}\"}} {}",
                 m.latency_count
             );
+        }
+        if let Some(webhook) = &*self.webhook.lock().expect("metrics lock is not poisoned") {
+            out.push_str(&webhook.render());
         }
         out
     }

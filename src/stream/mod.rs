@@ -196,6 +196,7 @@ pub async fn run(config: &Config, options: &StreamOptions) -> Result<u8> {
         let receiver =
             webhook::WebhookReceiver::new(hook.secret.expose().to_string(), objects, sender)
                 .with_public_url(hook.public_url.clone());
+        metrics.attach_webhook(receiver.counters());
         webhook = Some(receiver.router());
     }
     serve(&settings.listen, metrics.clone(), webhook, stopping.clone()).await?;

@@ -176,6 +176,47 @@ impl WebhookCounters {
     }
 }
 
+impl WebhookCounters {
+    /// The counters in the Prometheus text format, for `/metrics`.
+    pub fn render(&self) -> String {
+        let stats = self.snapshot();
+        let mut out = String::new();
+        let families: [(&str, &str, &[(&str, u64)]); 2] = [
+            (
+                "syncline_webhook_requests_total",
+                "Webhook deliveries by answer: accepted (signature held), unauthorized (401), busy (503, hint queue full), malformed (400; also an event without objectId).",
+                &[
+                    ("accepted", stats.deliveries),
+                    ("unauthorized", stats.unauthorized),
+                    ("busy", stats.busy),
+                    ("malformed", stats.malformed),
+                ],
+            ),
+            (
+                "syncline_webhook_events_total",
+                "Webhook events by outcome: hint (handed to its stream), duplicate (eventId already seen), unknown_object (no stream for its object type).",
+                &[
+                    ("hint", stats.hints),
+                    ("duplicate", stats.duplicates),
+                    ("unknown_object", stats.unknown_objects),
+                ],
+            ),
+        ];
+        for (name, help, values) in families {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            let label = if name.contains("requests") {
+                "answer"
+            } else {
+                "outcome"
+            };
+            for (value_label, value) in values {
+                out.push_str(&format!("{name}{{{label}=\"{value_label}\"}} {value}\n"));
+            }
+        }
+        out
+    }
+}
+
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }

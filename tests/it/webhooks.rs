@@ -541,6 +541,17 @@ async fn webhooks_bring_hubspot_changes_to_postgres_without_polling() {
     assert_eq!(count("contacts").await, 204 - archived.len() as i64);
     assert!(logs().contains("fetching hinted records"), "{}", logs());
 
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hints_line = metrics
+        .lines()
+        .find(|line| line.starts_with("syncline_webhook_events_total{outcome=\"hint\"}"))
+        .unwrap_or_else(|| panic!("no webhook metrics:\n{metrics}"));
+    assert_ne!(hints_line.rsplit(' ').next(), Some("0"), "{metrics}");
     // Every delivery was answered 2xx in the end.
     let stats = sim.webhook_stats().await;
     assert_eq!(stats["gave_up"], 0, "{stats}");
