@@ -66,6 +66,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Sync the configured streams once (batch mode).
     Run(RunArgs),
+    /// Keep the selected streams flowing until SIGTERM/SIGINT (micro-batch mode): CDC
+    /// slots read continuously, other sources polled, each flush an exactly-once load;
+    /// serves /metrics and /health.
+    Stream(StreamArgs),
     /// Validate the config, then check staging, every stream at the source and the
     /// destination, each on one line (✓/✗); exit with the worst failure's code.
     Check(CheckArgs),
@@ -281,6 +285,16 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Pipeline config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Comma-separated streams to keep flowing (default: all in source.streams).
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
 pub struct ReconcileArgs {
     /// Pipeline config file (TOML).
     #[arg(long, short)]
@@ -403,4 +417,31 @@ pub struct SimArgs {
     /// `EXCEEDED_ID_LIMIT`, as Salesforce does past 600,000.
     #[arg(long, default_value_t = 600_000)]
     pub sf_deleted_id_limit: usize,
+    /// POST a signed HubSpot webhook for every HubSpot change (record created, updated,
+    /// archived) to this URL, e.g. `http://127.0.0.1:9000/webhooks/hubspot`.
+    #[arg(long, requires = "webhook_secret")]
+    pub webhook_url: Option<String>,
+    /// The app secret that signs the webhooks (signature v3).
+    #[arg(long, env = "SYNCLINE_SIM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Share (0 to 1) of webhook batches delivered twice.
+    #[arg(long, default_value_t = 0.1, value_parser = rate)]
+    pub webhook_duplicate_rate: f64,
+    /// Share (0 to 1) of webhook batches shuffled, and of batches held back behind the next.
+    #[arg(long, default_value_t = 0.1, value_parser = rate)]
+    pub webhook_reorder_rate: f64,
+    /// Share (0 to 1) of 2xx answers treated as lost, so the delivery is retried.
+    #[arg(long, default_value_t = 0.05, value_parser = rate)]
+    pub webhook_lost_answer_rate: f64,
+    /// Attempts per webhook delivery before giving up (HubSpot: 10).
+    #[arg(long, default_value_t = 10)]
+    pub webhook_max_attempts: u32,
+}
+
+/// A share from 0 to 1.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
 }

@@ -127,7 +127,15 @@ pub fn template(source: SourceKind, destination: DestinationKind, staging: &str)
          # cast = {{ annualrevenue = \"double\" }}   # bigint, double, text, boolean, date, timestamp\n\
          # filter = \"stage <> 'other'\"        # live rows not matching are counted as filtered; deletes pass\n\
          # column_case = \"keep\"              # \"keep\", \"lower\" or \"snake\"\n\
-         # sql = \"transforms/{first}.sql\"     # instead of the keys above: SELECT ... FROM {first}\n\n\
+         # sql = \"transforms/{first}.sql\"     # instead of the keys above: SELECT ... FROM {first}\n\
+         # syncline stream (micro-batch mode), overriding [stream] for this stream:\n\
+         # flush_rows = 10000                # flush once this many changes wait\n\
+         # flush_ms = 200                    # flush once the oldest change waited this long\n\
+         # poll_seconds = 30                 # between polls of a source that is not a CDC slot\n\n\
+         # syncline stream: defaults by destination (see the book, Streaming):\n\
+         # [stream]\n\
+         # listen = \"127.0.0.1:9187\"         # /metrics, /health (and the webhook receiver)\n\
+         # shutdown_seconds = 30             # SIGTERM: time for the flushes in progress\n\n\
          # A reconcile `syncline run` also runs, per stream, when the last one is older than `every`:\n\
          # [reconcile]\n\
          # every = \"24h\"                     # s, m, h, d; e.g. \"30m\", \"7d\", \"1h30m\"\n\

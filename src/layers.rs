@@ -11,7 +11,8 @@
 //! 3 memory       state
 //! 4 merging      destinations
 //! 5 running      pipeline, transform, status
-//! 6 commands     cli, demo, init, orchestrate, ui
+//! 6 streaming    stream
+//! 7 commands     cli, demo, init, orchestrate, ui
 //! ```
 //!
 //! The check reads the source text: every `crate::` path outside comments and test modules.
@@ -40,6 +41,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["destinations"],
     &["pipeline", "transform", "status"],
+    &["stream"],
     &["cli", "demo", "init", "orchestrate", "ui"],
 ];
 

@@ -25,6 +25,7 @@ pub mod stage;
 pub mod state;
 pub mod status;
 pub mod storage;
+pub mod stream;
 pub mod tls;
 pub mod transform;
 pub mod ui;

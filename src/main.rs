@@ -11,7 +11,8 @@ use clap::Parser;
 use syncline::cli::{
     CheckArgs, Cli, Command, ConfigCommand, DeadlettersArgs, DemoArgs, DemoTarget, ExportFormat,
     GcArgs, InitArgs, InitDestination, InitSource, LoadsArgs, LogFormat, ModelsArgs, ModelsCommand,
-    PlanArgs, QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs, UiArgs,
+    PlanArgs, QueryArgs, ReconcileArgs, ReplayArgs, RunArgs, SimArgs, StatusArgs, StreamArgs,
+    UiArgs,
 };
 use syncline::config::Config;
 use syncline::error::{Classified, ErrorKind};
@@ -106,6 +107,7 @@ impl Classified for CommandError {
 async fn execute(command: Command) -> Result<u8, Error> {
     match command {
         Command::Run(args) => run(args).await,
+        Command::Stream(args) => stream(args).await,
         Command::Check(args) => check(args).await,
         Command::Reconcile(args) => reconcile(args).await,
         Command::Status(args) => show_status(args).await,
@@ -417,6 +419,15 @@ async fn check(args: CheckArgs) -> Result<u8, Error> {
     Ok(pipeline::check::exit_code(&checks) as u8)
 }
 
+/// `syncline stream`: runs until SIGTERM/SIGINT; 0 after a clean shutdown.
+async fn stream(args: StreamArgs) -> Result<u8, Error> {
+    let config = Config::load(&args.config)?;
+    let options = syncline::stream::StreamOptions {
+        streams: args.streams,
+    };
+    syncline::stream::run(&config, &options).await
+}
+
 async fn show_status(args: StatusArgs) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
     if let Some(path) = args.html {
@@ -535,6 +546,13 @@ async fn serve_simulator(args: SimArgs) -> Result<u8, Error> {
         sf_daily_limit: args.sf_daily_limit,
         sf_purge_after_ms: args.sf_purge_after_ms,
         sf_deleted_id_limit: args.sf_deleted_id_limit,
+        webhooks: args.webhook_url.map(|url| sim::WebhookSettings {
+            duplicate_rate: args.webhook_duplicate_rate,
+            reorder_rate: args.webhook_reorder_rate,
+            lost_answer_rate: args.webhook_lost_answer_rate,
+            max_attempts: args.webhook_max_attempts,
+            ..sim::WebhookSettings::new(url, args.webhook_secret.unwrap_or_default())
+        }),
         rate_limit: (args.rate_limit > 0).then_some(sim::RateLimit {
             per_ten_seconds: args.rate_limit,
             search_per_second: 5,

@@ -29,6 +29,7 @@ pub use crate::sources::postgres::config::{
     PostgresMode, PostgresSourceConfig, PostgresTableConfig,
 };
 pub use crate::sources::salesforce::config::{JwtKey, SalesforceAuth, SalesforceConfig};
+pub use crate::stream::config::{StreamConfig, WebhookConfig};
 pub use crate::transform::config::{Materialized, ModelSettings, ModelsConfig};
 use document::Document;
 pub use schedule::ReconcileConfig;
@@ -79,6 +80,10 @@ pub struct Config {
     /// "Reconcile"). None when the section is absent.
     #[serde(default)]
     pub reconcile: Option<ReconcileConfig>,
+    /// `syncline stream` (micro-batch mode): flush thresholds, the HTTP listener, the
+    /// webhook receiver. Absent: every default.
+    #[serde(default)]
+    pub stream: Option<StreamConfig>,
 }
 
 /// `[pipeline]`
@@ -185,6 +190,19 @@ pub struct StreamSettings {
     /// `_syncline_version` and `_syncline_deleted`. Deletes pass it unchanged.
     #[serde(default)]
     pub sql: Option<std::path::PathBuf>,
+    /// `syncline stream`: flush this stream once this many changes wait (overrides
+    /// `[stream] flush_rows`).
+    #[serde(default)]
+    pub flush_rows: Option<usize>,
+    /// `syncline stream`: flush this stream once its oldest change waited this many
+    /// milliseconds (overrides `[stream] flush_ms`).
+    #[serde(default)]
+    pub flush_ms: Option<u64>,
+    /// `syncline stream`: seconds between two polls of a source that is not followed
+    /// continuously (HubSpot, Salesforce, files, PostgreSQL in cursor mode). Default 30 for
+    /// HubSpot and Salesforce, 60 for files, 5 for PostgreSQL.
+    #[serde(default)]
+    pub poll_seconds: Option<u64>,
 }
 
 fn default_batch_rows() -> usize {
@@ -282,6 +300,11 @@ impl Config {
     /// Settings of one stream (defaults when it has no `[streams.NAME]` table).
     pub fn stream_settings(&self, stream: &str) -> StreamSettings {
         self.streams.get(stream).cloned().unwrap_or_default()
+    }
+
+    /// `[stream]`, with every default when the section is absent.
+    pub fn stream_config(&self) -> StreamConfig {
+        self.stream.clone().unwrap_or_default()
     }
 
     /// The root URL of the lake's Delta tables (see [`LakeConfig::url`]).
@@ -383,6 +406,23 @@ impl Config {
         }
         if let Some(models) = &self.models {
             models.validate()?;
+        }
+        if let Some(stream) = &self.stream {
+            stream.validate(&self.source)?;
+        }
+        for (stream, settings) in &self.streams {
+            for (key, zero) in [
+                ("flush_rows", settings.flush_rows == Some(0)),
+                ("flush_ms", settings.flush_ms == Some(0)),
+                ("poll_seconds", settings.poll_seconds == Some(0)),
+            ] {
+                if zero {
+                    return Err(KeyError::new(
+                        &["streams", stream, key],
+                        "must be at least 1",
+                    ));
+                }
+            }
         }
         if let Some(reconcile) = &self.reconcile {
             reconcile.validate()?;

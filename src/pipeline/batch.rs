@@ -67,6 +67,14 @@ pub enum RunError {
         received: Fingerprint,
         staged: Fingerprint,
     },
+    #[error(
+        "stream {stream}: changes read from position {from:?} do not start at the saved cursor {saved:?}; nothing was merged and the stream restarts from the saved cursor"
+    )]
+    NotContiguous {
+        stream: String,
+        saved: Option<i64>,
+        from: Option<i64>,
+    },
     #[error("stream {stream}: the copy into the destination stopped unexpectedly; run again (the next run finishes or redoes this load, exactly once)")]
     CopyLost {
         stream: String,
@@ -83,6 +91,8 @@ impl Classified for RunError {
             RunError::StagedDiffers { .. } | RunError::ReceivedDiffers { .. } => {
                 ErrorKind::Reconciliation
             }
+            // The reader and the state disagree: reading again from the state cures it.
+            RunError::NotContiguous { .. } => ErrorKind::Transient,
         }
     }
 }
@@ -132,7 +142,7 @@ pub async fn run_observed(
     let runner = StreamRunner::open(config, options.full_refresh).await?;
     let mut reports = Vec::new();
     for stream in &selected {
-        let mut report = runner.run(stream, None).await;
+        let mut report = runner.run(stream, LoadInput::Extract).await;
         // Only after the stream's load committed, and not on a source whose quota is gone.
         if report.status == Status::Success && runner.quota.get().is_none() {
             report.reconcile = super::reconcile::scheduled(
@@ -233,8 +243,23 @@ pub async fn repair(
         full_refresh: false,
         quota: OnceLock::new(),
     };
-    Ok(runner.run(stream, Some(extraction)).await)
+    Ok(runner.run(stream, LoadInput::Repair(extraction)).await)
 }
+
+/// What one load of a stream reads.
+pub enum LoadInput {
+    /// An ordinary load: extract from the saved cursor (`Source::extract`).
+    Extract,
+    /// Records fetched by key (`reconcile --repair`, webhook hints in `syncline stream`):
+    /// staged and merged like any load, mode `repair`; the cursor does not move.
+    Repair(Extraction),
+    /// Changes a long-lived reader already read (`syncline stream`'s CDC flushes), covering
+    /// `extraction.cursor`, whose `from` must be the saved cursor. A range the saved cursor
+    /// already covers (a flush retried after its load committed) is skipped: nothing is
+    /// staged, nothing moves.
+    Read(Extraction),
+}
+
 
 /// What staging an extraction produced.
 struct StagedItems {
@@ -265,12 +290,14 @@ struct Started {
     extraction: Extraction,
 }
 
-pub(super) struct StreamRunner<'a> {
+/// Runs loads of single streams: the one path every load takes (`run`, `replay`,
+/// `reconcile --repair`, and each flush of `syncline stream`).
+pub struct StreamRunner<'a> {
     config: &'a Config,
-    pub(super) stage: Stage,
-    pub(super) state: StateStore,
-    pub(super) source: Arc<dyn Source>,
-    pub(super) destination: Arc<dyn Destination>,
+    pub(crate) stage: Stage,
+    pub(crate) state: StateStore,
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) destination: Arc<dyn Destination>,
     full_refresh: bool,
     /// Why the source's API quota ran out, once it did in this run: it does not come back
     /// within the run, so every later stream stops without asking the source.
@@ -279,7 +306,7 @@ pub(super) struct StreamRunner<'a> {
 
 impl<'a> StreamRunner<'a> {
     /// Opens the stage, builds the source (without calling it) and checks the destination.
-    pub(super) async fn open(config: &'a Config, full_refresh: bool) -> Result<StreamRunner<'a>> {
+    pub async fn open(config: &'a Config, full_refresh: bool) -> Result<StreamRunner<'a>> {
         let stage = Stage::open(&config.staging)?;
         let source = crate::sources::build(config)?;
         let destination = crate::destinations::build(config).await?;
@@ -295,8 +322,26 @@ impl<'a> StreamRunner<'a> {
         })
     }
 
-    /// One stream's load: an ordinary one, or with `repair`, the records a reconcile fetched.
-    async fn run(&self, stream: &str, repair: Option<Extraction>) -> StreamReport {
+    /// The source every load of this runner reads.
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    /// Takes the lease of `stream` for as long as the caller holds it (`syncline stream`
+    /// holds it for the life of the process); loads then run with [`StreamRunner::run_held`].
+    pub async fn lock(&self, stream: &str) -> Result<crate::state::StreamLock> {
+        self.state
+            .lock(stream, self.config.pipeline.lock_ttl_seconds)
+            .await
+    }
+
+    /// The saved state of `stream`.
+    pub async fn saved(&self, stream: &str) -> Result<StreamState> {
+        self.state.load(stream).await
+    }
+
+    /// One stream's load, its lease taken for the load and released after.
+    async fn run(&self, stream: &str, input: LoadInput) -> StreamReport {
         let started = Instant::now();
         let mut report = StreamReport::new(stream);
         let outcome = match self
@@ -306,18 +351,34 @@ impl<'a> StreamRunner<'a> {
         {
             Err(err) => Err(err),
             Ok(lock) => {
-                let outcome = self.sync(stream, &mut report, repair).await;
-                if let Err(err) = &outcome
-                    && err.kind() != ErrorKind::Quota
-                {
-                    self.note_failure(stream, err).await;
-                }
+                let outcome = self.sync(stream, &mut report, input).await;
+                self.note_failure_of(stream, &outcome).await;
                 if let Err(err) = lock.release().await {
                     warn!(stream, error = %err, "could not release the stream lock");
                 }
                 outcome
             }
         };
+        self.finish_report(stream, started, report, outcome)
+    }
+
+    /// One load of `stream` under a lease the caller took with [`StreamRunner::lock`].
+    pub async fn run_held(&self, stream: &str, input: LoadInput) -> StreamReport {
+        let started = Instant::now();
+        let mut report = StreamReport::new(stream);
+        let outcome = self.sync(stream, &mut report, input).await;
+        self.note_failure_of(stream, &outcome).await;
+        self.finish_report(stream, started, report, outcome)
+    }
+
+    /// The report of a load from its outcome: status, error and timings.
+    fn finish_report(
+        &self,
+        stream: &str,
+        started: Instant,
+        mut report: StreamReport,
+        outcome: Result<()>,
+    ) -> StreamReport {
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.api_usage = self.source.api_usage();
         let p = &report.phases;
@@ -365,12 +426,7 @@ impl<'a> StreamRunner<'a> {
 
     /// One stream's load, step by step (see the module docs for why in this order).
     #[instrument(skip_all, fields(stream))]
-    async fn sync(
-        &self,
-        stream: &str,
-        report: &mut StreamReport,
-        repair: Option<Extraction>,
-    ) -> Result<()> {
+    async fn sync(&self, stream: &str, report: &mut StreamReport, input: LoadInput) -> Result<()> {
         let mut state = self.state.load(stream).await?;
         if let Some(pending) = state.pending.clone() {
             report.recovered = true;
@@ -385,19 +441,54 @@ impl<'a> StreamRunner<'a> {
             ));
             return Ok(());
         }
+        // A flush of `syncline stream` has crash points of its own, so a test can kill the
+        // process mid-flush rather than in its first (catch-up) load.
+        let flush = matches!(input, LoadInput::Read(_));
         // Planned against the discovered columns before any record is read.
         let transform = super::transform::ready(self.config, stream, self.source.as_ref()).await?;
         // A full load goes to a destination that can take it while it is staged.
-        if repair.is_none()
+        if matches!(input, LoadInput::Extract)
             && transform.is_none()
             && (self.full_refresh || state.cursor.is_none())
             && self.destination.copies_while_staging()
         {
             return self.stage_and_copy(stream, &mut state, report).await;
         }
-        let manifest = match repair {
-            None => self.extract_and_stage(stream, &state, report).await?,
-            Some(extraction) => {
+        let manifest = match input {
+            LoadInput::Extract => self.extract_and_stage(stream, &state, report).await?,
+            LoadInput::Read(extraction) => {
+                if extraction.cursor.from != state.cursor {
+                    // A flush retried after its load committed (an earlier attempt's pending
+                    // load was finished above): nothing is left to do.
+                    if state
+                        .cursor
+                        .is_some_and(|saved| saved >= extraction.cursor.to)
+                    {
+                        info!(stream, "changes already loaded; nothing to do");
+                        return Ok(());
+                    }
+                    return Err(RunError::NotContiguous {
+                        stream: stream.to_string(),
+                        saved: state.cursor,
+                        from: extraction.cursor.from,
+                    }
+                    .into());
+                }
+                let load_id = uuid::Uuid::now_v7().to_string();
+                report.load_id = Some(load_id.clone());
+                report.mode = Some(LoadMode::Incremental);
+                self.stage_extraction(
+                    stream,
+                    state.cursor,
+                    load_id,
+                    LoadMode::Incremental,
+                    extraction,
+                    report,
+                    None,
+                )
+                .await?
+            }
+            LoadInput::Repair(extraction) => {
                 let load_id = uuid::Uuid::now_v7().to_string();
                 report.load_id = Some(load_id.clone());
                 report.mode = Some(LoadMode::Repair);
@@ -433,9 +524,9 @@ impl<'a> StreamRunner<'a> {
         if manifest.rows == 0 {
             return self.commit_empty(stream, &mut state, &manifest, report).await;
         }
-        self.write_pending(stream, &mut state, &manifest, report)
+        self.write_pending(stream, &mut state, &manifest, report, flush)
             .await?;
-        self.merge_and_commit(stream, &mut state, &manifest, report)
+        self.merge_and_commit(stream, &mut state, &manifest, report, flush)
             .await
     }
 
@@ -471,7 +562,8 @@ impl<'a> StreamRunner<'a> {
         let staging = async {
             let manifest = self.stage_started(stream, started, report, Some(tee)).await?;
             if manifest.rows > 0 {
-                self.write_pending(stream, state, &manifest, report).await?;
+                self.write_pending(stream, state, &manifest, report, false)
+                    .await?;
                 // The lease is proved once more just before the destination may commit.
                 self.state.check_lease(stream).await?;
                 // Not taken by the destination: it already gave up the copy.
@@ -510,7 +602,10 @@ impl<'a> StreamRunner<'a> {
                 report.phases.state_ms += millis(state_started.elapsed());
                 Ok(())
             }
-            Ok(None) => self.merge_and_commit(stream, state, &manifest, report).await,
+            Ok(None) => {
+                self.merge_and_commit(stream, state, &manifest, report, false)
+                    .await
+            }
             Err(err) => Err(self.record_failure(stream, state, err).await),
         }
     }
@@ -542,6 +637,7 @@ impl<'a> StreamRunner<'a> {
         state: &mut StreamState,
         manifest: &Manifest,
         report: &mut StreamReport,
+        flush: bool,
     ) -> Result<()> {
         let manifest_started = Instant::now();
         self.stage.write_manifest(manifest).await?;
@@ -553,7 +649,11 @@ impl<'a> StreamRunner<'a> {
         });
         self.state.save(stream, state).await?;
         report.phases.manifest_ms += millis(manifest_started.elapsed());
-        crash_point("after-stage");
+        crash_point(if flush {
+            "flush-after-stage"
+        } else {
+            "after-stage"
+        });
         stall_point("after-stage").await;
         Ok(())
     }
@@ -565,12 +665,17 @@ impl<'a> StreamRunner<'a> {
         state: &mut StreamState,
         manifest: &Manifest,
         report: &mut StreamReport,
+        flush: bool,
     ) -> Result<()> {
         let outcome = match self.merge(manifest, report).await {
             Ok(outcome) => outcome,
             Err(err) => return Err(self.record_failure(stream, state, err).await),
         };
-        crash_point("after-merge");
+        crash_point(if flush {
+            "flush-after-merge"
+        } else {
+            "after-merge"
+        });
         let state_started = Instant::now();
         self.commit_state(stream, state, manifest, &outcome, true)
             .await?;
@@ -988,6 +1093,15 @@ impl<'a> StreamRunner<'a> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// [`note_failure`](Self::note_failure) for a load that failed (a quota stop is no failure).
+    async fn note_failure_of(&self, stream: &str, outcome: &Result<()>) {
+        if let Err(err) = outcome
+            && err.kind() != ErrorKind::Quota
+        {
+            self.note_failure(stream, err).await;
+        }
     }
 
     /// Counts a failed run in the stream's state (`status`, `ui`), while this run still

@@ -149,6 +149,15 @@ impl ObjectKind {
         }
     }
 
+    /// The singular name that starts a webhook's `subscriptionType` (`contact.creation`).
+    pub(crate) fn webhook_name(self) -> &'static str {
+        match self {
+            ObjectKind::Contacts => "contact",
+            ObjectKind::Companies => "company",
+            ObjectKind::Deals => "deal",
+        }
+    }
+
     /// Position in per-kind arrays.
     pub(crate) fn index(self) -> usize {
         match self {
@@ -696,23 +705,31 @@ pub(crate) fn generate_record(
     }
 }
 
-/// Gives 1–2 data properties of `record` new, different, non-null values. Timestamps are
-/// the caller's job, since one change call stamps all its records alike.
-pub(crate) fn mutate(kind: ObjectKind, record: &mut SimRecord, rng: &mut ChaCha8Rng) {
+/// Gives 1–2 data properties of `record` new, different, non-null values and returns their
+/// names (what a webhook's `propertyChange` events name). Timestamps are the caller's job,
+/// since one change call stamps all its records alike.
+pub(crate) fn mutate(
+    kind: ObjectKind,
+    record: &mut SimRecord,
+    rng: &mut ChaCha8Rng,
+) -> Vec<&'static str> {
     let candidates: Vec<&Spec> = specs(kind)
         .iter()
         .filter(|spec| spec.source.is_data())
         .collect();
     if candidates.is_empty() {
-        return;
+        return Vec::new();
     }
     let count = rng.random_range(1..=2usize).min(candidates.len());
+    let mut changed = Vec::with_capacity(count);
     for index in rand::seq::index::sample(rng, candidates.len(), count) {
         let spec = candidates[index];
         let old = record.properties.get(spec.name).cloned().flatten();
         let new = fresh_value(spec, old.as_deref(), rng);
         record.properties.insert(spec.name.to_owned(), Some(new));
+        changed.push(spec.name);
     }
+    changed
 }
 
 /// A value guaranteed (for choices) or all but certain (for wide ranges) to differ from `old`,
@@ -1065,7 +1082,11 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for original in generate_initial(ObjectKind::Companies, 50, 42) {
             let mut record = original.clone();
-            mutate(ObjectKind::Companies, &mut record, &mut rng);
+            let changed = mutate(ObjectKind::Companies, &mut record, &mut rng);
+            assert!(!changed.is_empty());
+            for name in &changed {
+                assert_ne!(record.properties[*name], original.properties[*name]);
+            }
             assert_ne!(record.properties, original.properties);
             for name in ["createdate", "hs_lastmodifieddate", "hs_object_id"] {
                 assert_eq!(record.properties[name], original.properties[name]);

@@ -27,6 +27,7 @@ use super::data::{self, ObjectKind};
 pub use super::data::{ModificationMetadata, PropertyDef, PropertyOption, SimRecord};
 use super::ratelimit::{BURST_INTERVAL_MS, Budget, Limiter, Policy, Verdict};
 use super::search::{self, SearchError};
+use super::webhooks::{self, Change, ChangeKind, Emitter, Outbox, StatsHandle, WebhookStats};
 
 /// Longest request URI (path plus query) served; HubSpot answers 414 beyond about this.
 pub const MAX_URI_CHARS: usize = 16_300;
@@ -52,6 +53,9 @@ struct Inner {
     token: String,
     search_lag_ms: u64,
     state: Mutex<SimState>,
+    /// The webhook emitter until [`Simulator::start`](super::Simulator::start) runs it.
+    emitter: Mutex<Option<Emitter>>,
+    webhook_stats: StatsHandle,
 }
 
 struct SimState {
@@ -67,6 +71,8 @@ struct SimState {
     limiter: Option<Limiter>,
     /// Changes waiting for a page to be served (see [`HubspotSim::after_search_pages`]).
     page_hooks: Vec<PageHook>,
+    /// Where every change goes as a webhook event, when webhooks are on.
+    outbox: Option<Outbox>,
 }
 
 /// A change to one record that a test schedules for the middle of a paged read.
@@ -141,7 +147,12 @@ impl SimState {
             return;
         }
         let stamp = self.next_stamp();
-        let SimState { stores, rng, .. } = self;
+        let SimState {
+            stores,
+            rng,
+            outbox,
+            ..
+        } = self;
         let store = &mut stores[kind.index()];
         for change in due {
             let (SimChange::Modify(id) | SimChange::Archive(id)) = change;
@@ -151,25 +162,69 @@ impl SimState {
             if let SimChange::Archive(_) = change {
                 record.archived = true;
                 record.archived_ms = Some(stamp);
+                notify(outbox, kind, record, stamp, ChangeKind::Deletion);
             } else {
-                data::mutate(kind, record, rng);
+                let changed = data::mutate(kind, record, rng);
+                notify_properties(outbox, kind, record, stamp, &changed);
             }
             stamp_modified(kind, record, stamp);
         }
     }
 
     fn update_records(&mut self, kind: ObjectKind, n: usize, stamp: i64) -> Vec<i64> {
-        let SimState { stores, rng, .. } = self;
+        let SimState {
+            stores,
+            rng,
+            outbox,
+            ..
+        } = self;
         let store = &mut stores[kind.index()];
         let mut ids = Vec::new();
         for index in pick_live(store, rng, n) {
             let record = &mut store.records[index];
-            data::mutate(kind, record, rng);
+            let changed = data::mutate(kind, record, rng);
             stamp_modified(kind, record, stamp);
+            notify_properties(outbox, kind, record, stamp, &changed);
             ids.push(record.id);
         }
         ids.sort_unstable();
         ids
+    }
+}
+
+/// Hands one change of `record` to the webhook emitter, when webhooks are on.
+fn notify(
+    outbox: &Option<Outbox>,
+    kind: ObjectKind,
+    record: &SimRecord,
+    stamp: i64,
+    what: ChangeKind,
+) {
+    if let Some(outbox) = outbox {
+        outbox.push(Change {
+            kind,
+            object_id: record.id,
+            occurred_at: stamp,
+            what,
+        });
+    }
+}
+
+/// One `propertyChange` event per changed property, as HubSpot sends them.
+fn notify_properties(
+    outbox: &Option<Outbox>,
+    kind: ObjectKind,
+    record: &SimRecord,
+    stamp: i64,
+    changed: &[&str],
+) {
+    for name in changed {
+        let value = record.properties.get(*name).cloned().flatten();
+        let what = ChangeKind::PropertyChange {
+            name: (*name).to_owned(),
+            value,
+        };
+        notify(outbox, kind, record, stamp, what);
     }
 }
 
@@ -236,6 +291,15 @@ impl HubspotSim {
             .flat_map(|store| store.records.iter().map(|record| record.updated_ms))
             .max()
             .unwrap_or(data::BASE_EPOCH_MS);
+        let webhook_stats = StatsHandle::default();
+        let (outbox, emitter) = match &config.webhooks {
+            Some(settings) => {
+                let (outbox, emitter, counters) = webhooks::channel(settings.clone(), config.seed);
+                webhook_stats.set(counters);
+                (Some(outbox), Some(emitter))
+            }
+            None => (None, None),
+        };
         let state = SimState {
             stores,
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ MUTATION_SEED_SALT),
@@ -244,12 +308,15 @@ impl HubspotSim {
             request_count: 0,
             limiter: config.rate_limit.map(Limiter::new),
             page_hooks: Vec::new(),
+            outbox,
         };
         HubspotSim {
             inner: Arc::new(Inner {
                 token: config.token.clone(),
                 search_lag_ms: config.search_lag_ms,
                 state: Mutex::new(state),
+                emitter: Mutex::new(emitter),
+                webhook_stats,
             }),
         }
     }
@@ -286,15 +353,20 @@ impl HubspotSim {
         let kind = expect_kind(object);
         let mut state = self.lock();
         let stamp = state.next_stamp();
-        let SimState { stores, rng, .. } = &mut *state;
+        let SimState {
+            stores,
+            rng,
+            outbox,
+            ..
+        } = &mut *state;
         let store = &mut stores[kind.index()];
         let first = store.max_id() + 1;
         let mut ids = Vec::with_capacity(n);
         for offset in 0..n {
             let id = first + i64::try_from(offset).unwrap_or(i64::MAX - first);
-            store
-                .records
-                .push(data::generate_record(kind, id, stamp, stamp, rng));
+            let record = data::generate_record(kind, id, stamp, stamp, rng);
+            notify(outbox, kind, &record, stamp, ChangeKind::Creation);
+            store.records.push(record);
             ids.push(id);
         }
         ids
@@ -306,7 +378,12 @@ impl HubspotSim {
         let kind = expect_kind(object);
         let mut state = self.lock();
         let stamp = state.next_stamp();
-        let SimState { stores, rng, .. } = &mut *state;
+        let SimState {
+            stores,
+            rng,
+            outbox,
+            ..
+        } = &mut *state;
         let store = &mut stores[kind.index()];
         let mut ids = Vec::new();
         for index in pick_live(store, rng, n) {
@@ -314,6 +391,7 @@ impl HubspotSim {
             record.archived = true;
             record.archived_ms = Some(stamp);
             stamp_modified(kind, record, stamp);
+            notify(outbox, kind, record, stamp, ChangeKind::Deletion);
             ids.push(record.id);
         }
         ids.sort_unstable();
@@ -347,13 +425,19 @@ impl HubspotSim {
         let kind = expect_kind(object);
         let mut state = self.lock();
         let stamp = state.next_stamp();
-        let Some(record) = state.stores[kind.index()].find_mut(id) else {
+        let SimState { stores, outbox, .. } = &mut *state;
+        let Some(record) = stores[kind.index()].find_mut(id) else {
             panic!("no {object} record with id {id}");
         };
         stamp_modified(kind, record, stamp);
         record
             .properties
             .insert(name.to_owned(), value.map(str::to_owned));
+        let what = ChangeKind::PropertyChange {
+            name: name.to_owned(),
+            value: value.map(str::to_owned),
+        };
+        notify(outbox, kind, record, stamp, what);
     }
 
     /// Applies `changes` to `object` records right after the `pages`-th search page for
@@ -426,6 +510,20 @@ impl HubspotSim {
     pub fn properties(&self, object: &str) -> Vec<PropertyDef> {
         let kind = expect_kind(object);
         self.lock().stores[kind.index()].defs.clone()
+    }
+
+    /// What the webhook emitter has done so far; `None` when webhooks are off.
+    pub fn webhook_stats(&self) -> Option<WebhookStats> {
+        self.inner.webhook_stats.get()
+    }
+
+    /// The emitter, once: the server's start runs it.
+    pub(crate) fn take_emitter(&self) -> Option<Emitter> {
+        self.inner
+            .emitter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// API requests received under `/crm/`, including those answered 401, 414 or 429.
@@ -628,6 +726,8 @@ pub(crate) fn router(sim: HubspotSim) -> Router {
             post(batch_read_objects),
         )
         .route("/crm/v3/properties/{object_type}", get(list_properties))
+        .route("/_sim/hubspot/{object_type}/{action}", post(change_objects))
+        .route("/_sim/webhooks", get(webhook_stats))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(sim.clone(), gate))
         .with_state(sim)
@@ -780,6 +880,62 @@ async fn batch_read_objects(
         "context": {"ids": not_found},
     }]);
     (StatusCode::MULTI_STATUS, Json(body)).into_response()
+}
+
+/// Most records one `/_sim/` change request touches.
+const MAX_CHANGES_PER_REQUEST: usize = 10_000;
+
+/// The simulator's own control API (not HubSpot's, no token): `POST
+/// /_sim/hubspot/{object}/{update|insert|archive}?n=N` makes the same change as the test API
+/// of the same name in a simulator running as its own process (`syncline sim`), webhooks
+/// included, and answers `{"ids":[…]}`.
+async fn change_objects(
+    State(sim): State<HubspotSim>,
+    Path((object_type, action)): Path<(String, String)>,
+    RawQuery(raw_query): RawQuery,
+) -> Response {
+    let Some(kind) = ObjectKind::parse(&object_type) else {
+        return unknown_object_type(&object_type);
+    };
+    let n = parse_query(raw_query.as_deref().unwrap_or_default())
+        .iter()
+        .find(|(key, _)| key == "n")
+        .map_or(Ok(1), |(_, value)| value.parse::<usize>());
+    let n = match n {
+        Ok(n) if n <= MAX_CHANGES_PER_REQUEST => n,
+        _ => {
+            return validation_error(format!(
+                "n must be a count from 0 to {MAX_CHANGES_PER_REQUEST}"
+            ));
+        }
+    };
+    let object = kind.as_str();
+    let ids = match action.as_str() {
+        "update" => sim.update(object, n),
+        "insert" => sim.insert(object, n),
+        "archive" => sim.archive(object, n),
+        _ => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                format!("unknown simulator action {action:?}: update, insert or archive"),
+            );
+        }
+    };
+    Json(json!({ "ids": ids })).into_response()
+}
+
+/// `GET /_sim/webhooks`: the webhook emitter's counters (404 when webhooks are off), so a
+/// test can wait until every event was delivered (`pending` 0).
+async fn webhook_stats(State(sim): State<HubspotSim>) -> Response {
+    match sim.webhook_stats() {
+        Some(stats) => Json(stats).into_response(),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            "webhooks are off: start the simulator with --webhook-url",
+        ),
+    }
 }
 
 async fn list_properties(

@@ -13,6 +13,7 @@ pub mod hubspot;
 mod ratelimit;
 pub mod salesforce;
 mod search;
+pub mod webhooks;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 
 pub use hubspot::{HubspotSim, PropertyDef, SimChange, SimRecord};
 pub use salesforce::{SalesforceSim, SfField, SfRecord};
+pub use webhooks::{WebhookSettings, WebhookStats};
 
 /// How `shutdown` waits for open connections before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -85,6 +87,10 @@ pub struct SimConfig {
     /// Salesforce: `sobjects/{O}/deleted` answers `EXCEEDED_ID_LIMIT` when a window holds
     /// more deletes than this (the real limit is 600,000; crm-apis.md A5). Default 600,000.
     pub sf_deleted_id_limit: usize,
+    /// HubSpot webhooks for every HubSpot change (created, updated, archived), POSTed to a
+    /// URL with signature v3 and HubSpot's duplicates, disorder and retries. `None` (default):
+    /// no webhooks.
+    pub webhooks: Option<WebhookSettings>,
 }
 
 impl Default for SimConfig {
@@ -111,6 +117,7 @@ impl Default for SimConfig {
             sf_bulk_polls: 2,
             sf_purge_after_ms: None,
             sf_deleted_id_limit: 600_000,
+            webhooks: None,
         }
     }
 }
@@ -148,6 +155,9 @@ impl Simulator {
     /// the handle does not stop it. Fails if the address cannot be bound.
     pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
         let hubspot = HubspotSim::new(&config);
+        let emitter = hubspot
+            .take_emitter()
+            .map(|emitter| tokio::spawn(emitter.run()));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the CRM simulator to {addr}"))?;
@@ -183,6 +193,7 @@ impl Simulator {
             token: config.token,
             stop,
             server,
+            emitter,
         })
     }
 }
@@ -199,6 +210,8 @@ pub struct SimHandle {
     token: String,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
+    /// The webhook emitter's task, when webhooks are on.
+    emitter: Option<JoinHandle<()>>,
 }
 
 impl SimHandle {
@@ -209,7 +222,16 @@ impl SimHandle {
 
     /// Stops accepting connections and waits (at most a few seconds) for open ones to close.
     pub async fn shutdown(self) {
-        let SimHandle { stop, server, .. } = self;
+        let SimHandle {
+            stop,
+            server,
+            emitter,
+            ..
+        } = self;
+        // Deliveries still pending are abandoned, as a stopped HubSpot would.
+        if let Some(emitter) = emitter {
+            emitter.abort();
+        }
         // An Err means the server task already ended; there is nothing left to stop.
         let _ = stop.send(());
         let abort = server.abort_handle();

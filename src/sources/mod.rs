@@ -192,9 +192,11 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
-    /// `syncline reconcile --repair`: the current records of `stream` with these keys, as an
-    /// extraction like any other (keys no longer in the source are left out). Its cursor
-    /// range is not used: a repair never moves the cursor.
+    /// `syncline reconcile --repair` and webhook hints in `syncline stream`: the current
+    /// records of `stream` with these keys, as an extraction like any other. A key the source
+    /// still holds as deleted comes as a delete where the source can read it so (HubSpot's
+    /// archived records); keys no longer in the source at all are left out. Its cursor range
+    /// is not used: a repair never moves the cursor.
     async fn fetch_keys(
         &self,
         stream: &str,
@@ -202,6 +204,21 @@ pub trait Source: Send + Sync {
         _batch_rows: usize,
     ) -> Result<Extraction> {
         Err(unsupported(stream))
+    }
+
+    /// `syncline stream`: follows `stream`'s change log continuously from the saved cursor
+    /// `since` over one long-lived connection (a CDC slot), sending what it reads in commit
+    /// order. `None` for sources that have no such log (they are polled). The source then
+    /// treats `committed` for this stream as a confirmation sent over that connection; when
+    /// the returned [`Follower`] is dropped, the connection closes.
+    async fn follow(
+        &self,
+        _stream: &str,
+        _since: i64,
+        _batch_rows: usize,
+        _capacity: usize,
+    ) -> Result<Option<Follower>> {
+        Ok(None)
     }
 
     /// API calls `list_keys` costs for a stream of about `rows` records.
@@ -213,6 +230,42 @@ pub trait Source: Send + Sync {
     fn fetch_cost(&self, _keys: u64) -> u64 {
         0
     }
+}
+
+/// What a [`Follower`] read.
+#[derive(Debug)]
+pub enum Followed {
+    /// Changes of the stream. Everything before `read_to` has been sent once this item is
+    /// received (a batch cut inside a long transaction carries the end of the transaction
+    /// before it: its rest follows). `committed_at`: the source commit time of the oldest
+    /// transaction in the batch, when the source says it.
+    Changes {
+        batch: Option<RecordBatch>,
+        dead: Vec<DeadLetter>,
+        read_to: i64,
+        committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// The log was read up to `read_to` and held nothing for the stream (other tables'
+    /// changes, an idle server's own WAL): saving it as the cursor lets the server free it.
+    Progress { read_to: i64 },
+    /// The follower stopped cleanly at `read_to` (everything before it was sent), for a
+    /// reason reading again from there cures (the table gained a column). The last item.
+    Stopped { read_to: i64, reason: String },
+}
+
+/// A running [`Source::follow`]: a bounded channel, so a slow consumer makes the source
+/// read less, never drop anything. An error is the last item.
+pub struct Follower {
+    pub schema: SchemaRef,
+    pub key: String,
+    /// The cursor the follower started at.
+    pub from: i64,
+    pub items: tokio::sync::mpsc::Receiver<Result<Followed>>,
+    /// How many bytes of log the source retains for the stream, as last heard (the server's
+    /// position minus the confirmed one); for metrics.
+    pub lag_bytes: Arc<std::sync::atomic::AtomicI64>,
+    /// Ends the reading task and its connection when dropped.
+    pub guard: Box<dyn Send + Sync>,
 }
 
 fn unsupported(stream: &str) -> crate::Error {

@@ -69,7 +69,7 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// The pgoutput protocol version the stream asks for (no streaming of open transactions:
 /// the server sends a transaction when it commits).
-const PROTOCOL_VERSION: u32 = 1;
+pub(super) const PROTOCOL_VERSION: u32 = 1;
 
 /// `X/Y`, as PostgreSQL writes LSNs.
 pub fn format_lsn(lsn: i64) -> String {
@@ -250,7 +250,9 @@ pub fn replication_url(url: &str) -> String {
     format!("{url}{separator}replication=database")
 }
 
-fn replication_error(what: &'static str) -> impl Fn(ReplicationError) -> PostgresSourceError {
+pub(super) fn replication_error(
+    what: &'static str,
+) -> impl Fn(ReplicationError) -> PostgresSourceError {
     move |source| PostgresSourceError::Replication { what, source }
 }
 
@@ -389,7 +391,7 @@ impl ChangeDecoder {
     }
 
     /// Takes one event; `Some(reason)` when the read must stop before this transaction.
-    fn take(&mut self, event: ChangeEvent) -> Result<Option<String>> {
+    pub(super) fn take(&mut self, event: ChangeEvent) -> Result<Option<String>> {
         let lsn = event.lsn.value() as i64;
         match event.event_type {
             EventType::Begin { .. } => {
@@ -538,8 +540,13 @@ impl ChangeDecoder {
         self.rows.push(row);
     }
 
-    fn full(&self) -> bool {
+    pub(super) fn full(&self) -> bool {
         self.rows.len() >= self.batch_rows
+    }
+
+    /// Whether changes are buffered, waiting for `finish_batch`.
+    pub(super) fn has_rows(&self) -> bool {
+        !self.rows.is_empty()
     }
 
     /// The buffered rows as a staged batch (unchanged TOAST values fetched first), and the

@@ -89,6 +89,10 @@ pub enum PostgresSourceError {
     )]
     SlotInUse(String),
     #[error(
+        "postgres source: the replication connection for slot {slot} said nothing for {seconds}s and its walsender let go of the slot; reading again from the saved cursor"
+    )]
+    Silent { slot: String, seconds: u64 },
+    #[error(
         "postgres source: replication slot {slot} is missing or lost (its WAL was removed), so the changes after LSN {since} cannot be read; run `syncline run --full-refresh --streams STREAM` to take a new snapshot"
     )]
     SlotLost { slot: String, since: String },
@@ -174,7 +178,7 @@ impl Classified for PostgresSourceError {
             | NoReplicationAttribute
             | PublicationMismatch { .. }
             | NoReplicaIdentity { .. } => ErrorKind::Config,
-            Driver { .. } | SlotInUse(_) => ErrorKind::Transient,
+            Driver { .. } | SlotInUse(_) | Silent { .. } => ErrorKind::Transient,
             Query { .. }
             | SlotLost { .. }
             | SlotAhead { .. }

@@ -7,7 +7,8 @@
 //! reports is exactly what it covers.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::channel::mpsc;
@@ -19,13 +20,14 @@ use crate::Result;
 use crate::config::{PostgresMode, PostgresSourceConfig};
 use crate::load::CursorRange;
 use crate::reconcile::drift::{self, Compare, Key, Listed, SourceListing};
-use crate::sources::{ExtractRequest, Extracted, Extraction, Source, StopCause};
+use crate::sources::{ExtractRequest, Extracted, Extraction, Follower, Source, StopCause};
 
 pub mod catalog;
 pub mod cdc;
 pub mod config;
 pub mod copy;
 mod error;
+mod follow;
 mod peek;
 pub mod rows;
 mod sql;
@@ -45,6 +47,32 @@ pub struct PostgresSource {
     pipeline: String,
     /// Whether each stream's cursor column is a timestamp (learnt from the catalog).
     cursor_is_time: Mutex<HashMap<String, bool>>,
+    /// The streams being followed (`syncline stream`): `committed` confirms through the
+    /// follower's own connection, which holds the slot.
+    following: Following,
+}
+
+type Following = Arc<Mutex<HashMap<String, Arc<follow::Confirmed>>>>;
+
+/// Ends a follower: its task (and so its replication connection) and its registration.
+struct FollowGuard {
+    task: tokio::task::JoinHandle<()>,
+    following: Following,
+    stream: String,
+    confirmed: Arc<follow::Confirmed>,
+}
+
+impl Drop for FollowGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+        let mut following = self.following.lock().expect("not poisoned");
+        if following
+            .get(&self.stream)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.confirmed))
+        {
+            following.remove(&self.stream);
+        }
+    }
 }
 
 impl PostgresSource {
@@ -53,6 +81,7 @@ impl PostgresSource {
             config: config.clone(),
             pipeline: pipeline.to_string(),
             cursor_is_time: Mutex::new(HashMap::new()),
+            following: Following::default(),
         }
     }
 
@@ -232,14 +261,21 @@ impl PostgresSource {
         })
     }
 
-    async fn extract_changes(&self, request: ExtractRequest, since: i64) -> Result<Extraction> {
-        let client = self.connect().await?;
-        cdc::check_wal_level(&client).await?;
-        let spec = self.spec(&client, &request.stream).await?;
-        let slot = self.slot_name(&request.stream);
-        cdc::check_replica_identity(&client, &request.stream, &spec).await?;
-        cdc::verify_publication(&client, &slot, &request.stream, &spec).await?;
-        let info = cdc::wait_inactive(&client, &slot).await?;
+    /// Checks a CDC stream's table, publication and slot before reading changes from
+    /// `since`, and moves a slot a crash left behind the saved cursor up to it. Returns the
+    /// table's spec and the slot's name.
+    async fn prepare_changes(
+        &self,
+        client: &Client,
+        stream: &str,
+        since: i64,
+    ) -> Result<(TableSpec, String)> {
+        cdc::check_wal_level(client).await?;
+        let spec = self.spec(client, stream).await?;
+        let slot = self.slot_name(stream);
+        cdc::check_replica_identity(client, stream, &spec).await?;
+        cdc::verify_publication(client, &slot, stream, &spec).await?;
+        let info = cdc::wait_inactive(client, &slot).await?;
         let confirmed = match info {
             Some(info) if info.wal_status.as_deref() != Some("lost") => info.confirmed_flush,
             _ => return Err(cdc::slot_lost(&slot, since)),
@@ -249,12 +285,20 @@ impl PostgresSource {
                 slot,
                 at: cdc::format_lsn(confirmed.unwrap_or_default()),
                 saved: cdc::format_lsn(since),
-                stream: request.stream,
+                stream: stream.to_string(),
             }
             .into());
         }
         // A crash between saving the cursor and `committed` left the slot behind: catch up.
-        cdc::advance_slot(&client, &slot, since).await?;
+        cdc::advance_slot(client, &slot, since).await?;
+        Ok((spec, slot))
+    }
+
+    async fn extract_changes(&self, request: ExtractRequest, since: i64) -> Result<Extraction> {
+        let client = self.connect().await?;
+        let (spec, slot) = self
+            .prepare_changes(&client, &request.stream, since)
+            .await?;
         let target: String = client
             .query_one(sql::templates::CURRENT_WAL_LSN, &[])
             .await
@@ -444,9 +488,75 @@ impl Source for PostgresSource {
         if self.config.mode != PostgresMode::Cdc {
             return Ok(());
         }
+        // A followed slot is held by its follower's connection, which reports the position.
+        let followed = self
+            .following
+            .lock()
+            .expect("not poisoned")
+            .get(stream)
+            .cloned();
+        if let Some(confirmed) = followed {
+            confirmed.0.fetch_max(cursor, Ordering::SeqCst);
+            return Ok(());
+        }
         // Only now, with the load in the destination, may the server drop the WAL before it.
         let client = self.connect().await?;
         cdc::advance_slot(&client, &self.slot_name(stream), cursor).await
+    }
+
+    async fn follow(
+        &self,
+        stream: &str,
+        since: i64,
+        batch_rows: usize,
+        capacity: usize,
+    ) -> Result<Option<Follower>> {
+        if self.config.mode != PostgresMode::Cdc {
+            return Ok(None);
+        }
+        let client = self.connect().await?;
+        let (spec, slot) = self.prepare_changes(&client, stream, since).await?;
+        let schema = spec.staged_schema();
+        let key = spec.key().name.clone();
+        let all_columns = self.config.table(stream).columns.is_none();
+        // A follow never reaches its target: it reads until it is dropped.
+        let decoder = cdc::ChangeDecoder::new(spec, all_columns, batch_rows, since, i64::MAX);
+        let confirmed = Arc::new(follow::Confirmed(AtomicI64::new(since)));
+        let lag_bytes = Arc::new(AtomicI64::new(0));
+        let silence = cdc::silence_limit(&client).await?;
+        let (sender, items) = tokio::sync::mpsc::channel(capacity.max(1));
+        let task = follow::FollowTask {
+            client,
+            url: self.config.url.expose().to_string(),
+            slot,
+            since,
+            silence,
+            confirmed: confirmed.clone(),
+            lag_bytes: lag_bytes.clone(),
+            sender: sender.clone(),
+        };
+        self.following
+            .lock()
+            .expect("not poisoned")
+            .insert(stream.to_string(), confirmed.clone());
+        let task = tokio::spawn(async move {
+            if let Err(err) = task.run(decoder).await {
+                let _ = sender.send(Err(err)).await;
+            }
+        });
+        Ok(Some(Follower {
+            schema,
+            key,
+            from: since,
+            items,
+            lag_bytes,
+            guard: Box::new(FollowGuard {
+                task,
+                following: self.following.clone(),
+                stream: stream.to_string(),
+                confirmed,
+            }),
+        }))
     }
 
     fn cursor_is_time(&self, stream: &str) -> bool {
