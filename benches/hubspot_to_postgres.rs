@@ -12,7 +12,7 @@ mod pg;
 #[allow(dead_code)]
 mod support;
 
-use support::{free_port, measure_run, wait_for_port};
+use support::{hubspot_pipeline, measure_run, start_hubspot_simulator};
 
 fn main() {
     let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
@@ -20,37 +20,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let pg = pg::TestPostgres::start();
-    let port = free_port();
-    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .args([
-            "sim",
-            "--companies",
-            "1",
-            "--deals",
-            "1",
-            "--token",
-            "bench-token",
-            "--contacts",
-        ])
-        .arg(rows.to_string())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn syncline sim");
-    wait_for_port(port);
-
+    let (mut sim, port) = start_hubspot_simulator(rows);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("bench.toml");
     std::fs::write(
         &config,
-        format!(
-            "[pipeline]\nname = \"bench\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{}/stage\"\n\
-             [source]\ntype = \"hubspot\"\nbase_url = \"http://127.0.0.1:{port}\"\ntoken = \"bench-token\"\nstreams = [\"contacts\"]\nlag_seconds = 0\n\
-             [destination]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"bench\"\n",
-            dir.path().display(),
-            pg.url
-        ),
+        hubspot_pipeline("bench", dir.path(), port, &pg.url, "bench"),
     )
     .expect("write config");
 

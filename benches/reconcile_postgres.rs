@@ -16,7 +16,6 @@ mod pg;
 #[allow(dead_code)]
 mod support;
 
-
 fn main() {
     let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
         .ok()

@@ -19,6 +19,47 @@ pub fn wait_for_port(port: u16) {
     panic!("the simulator did not start listening on {port}");
 }
 
+/// Starts `syncline sim` with `contacts` HubSpot contacts (and one company and deal) as its
+/// own process on a free port, token `bench-token`, and waits until it listens.
+pub fn start_hubspot_simulator(contacts: usize) -> (std::process::Child, u16) {
+    let port = free_port();
+    let sim = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args([
+            "sim",
+            "--companies",
+            "1",
+            "--deals",
+            "1",
+            "--token",
+            "bench-token",
+        ])
+        .arg("--contacts")
+        .arg(contacts.to_string())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn syncline sim");
+    wait_for_port(port);
+    (sim, port)
+}
+
+/// A pipeline of the simulator's contacts into PostgreSQL schema `schema`, staged under `dir`.
+pub fn hubspot_pipeline(
+    name: &str,
+    dir: &std::path::Path,
+    port: u16,
+    pg_url: &str,
+    schema: &str,
+) -> String {
+    format!(
+        "[pipeline]\nname = \"{name}\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{}/stage\"\n\
+         [source]\ntype = \"hubspot\"\nbase_url = \"http://127.0.0.1:{port}\"\ntoken = \"bench-token\"\nstreams = [\"contacts\"]\nlag_seconds = 0\n\
+         [destination]\ntype = \"postgres\"\nurl = \"{pg_url}\"\nschema = \"{schema}\"\n",
+        dir.display(),
+    )
+}
+
 /// Waits for the child and returns its exit code and maximum resident set size in KiB.
 pub fn wait_with_rusage(pid: i32) -> (i32, i64) {
     let mut status = 0;

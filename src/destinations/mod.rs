@@ -213,13 +213,19 @@ pub trait Destination: Send + Sync {
     /// `Ok(None)`: nothing applied (the table is not empty, the load carries a delete or
     /// repeats a key, or `staged` was dropped because staging failed or staged nothing); the
     /// pipeline merges the staged load the usual way. Dropping `batches` early is allowed.
+    ///
+    /// The open transaction holds the rows it copied, which another run taking the stream
+    /// over would wait for: while this process waits for `staged` it keeps the transaction
+    /// alive, and a transaction left idle longer than `idle_limit` (the stream's lease TTL: a
+    /// process stalled that long has lost its lease) is ended by the destination.
     async fn copy_while_staging(
         &self,
         request: &MergeRequest,
         batches: BoxStream<'static, Result<RecordBatch>>,
         staged: tokio::sync::oneshot::Receiver<MergeRequest>,
+        idle_limit: std::time::Duration,
     ) -> Result<Option<MergeOutcome>> {
-        let _ = (request, batches, staged);
+        let _ = (request, batches, staged, idle_limit);
         Ok(None)
     }
 

@@ -75,7 +75,9 @@ pub enum RunError {
         saved: Option<i64>,
         from: Option<i64>,
     },
-    #[error("stream {stream}: the copy into the destination stopped unexpectedly; run again (the next run finishes or redoes this load, exactly once)")]
+    #[error(
+        "stream {stream}: the copy into the destination stopped unexpectedly; run again (the next run finishes or redoes this load, exactly once)"
+    )]
     CopyLost {
         stream: String,
         #[source]
@@ -259,7 +261,6 @@ pub enum LoadInput {
     /// staged, nothing moves.
     Read(Extraction),
 }
-
 
 /// What staging an extraction produced.
 struct StagedItems {
@@ -522,7 +523,9 @@ impl<'a> StreamRunner<'a> {
             None => manifest,
         };
         if manifest.rows == 0 {
-            return self.commit_empty(stream, &mut state, &manifest, report).await;
+            return self
+                .commit_empty(stream, &mut state, &manifest, report)
+                .await;
         }
         self.write_pending(stream, &mut state, &manifest, report, flush)
             .await?;
@@ -560,7 +563,9 @@ impl<'a> StreamRunner<'a> {
         let (tee, copied) = tokio::sync::mpsc::channel(COPY_AHEAD_BATCHES);
         let (ready, staged) = tokio::sync::oneshot::channel();
         let staging = async {
-            let manifest = self.stage_started(stream, started, report, Some(tee)).await?;
+            let manifest = self
+                .stage_started(stream, started, report, Some(tee))
+                .await?;
             if manifest.rows > 0 {
                 self.write_pending(stream, state, &manifest, report, false)
                     .await?;
@@ -577,9 +582,10 @@ impl<'a> StreamRunner<'a> {
         .boxed();
         // A task of its own: encoding the COPY runs on another core than the extraction loop.
         let destination = self.destination.clone();
+        let idle_limit = Duration::from_secs(self.config.pipeline.lock_ttl_seconds);
         let copying = tokio::spawn(async move {
             destination
-                .copy_while_staging(&request, batches, staged)
+                .copy_while_staging(&request, batches, staged, idle_limit)
                 .await
         });
         let staged = staging.await;

@@ -111,11 +111,19 @@ async fn killed_during_a_full_load_then_rerun_converges(point: &str) {
     match point {
         // The copy ran, but its transaction waits for the pending state: it died with it.
         "after-stage" => {
-            assert_eq!(h.ledger_count().await, 0, "nothing committed before the crash");
+            assert_eq!(
+                h.ledger_count().await,
+                0,
+                "nothing committed before the crash"
+            );
             assert_eq!(rows, 0, "the copied rows were rolled back");
         }
         _ => {
-            assert_eq!(h.ledger_count().await, 1, "the copy committed before the crash");
+            assert_eq!(
+                h.ledger_count().await,
+                1,
+                "the copy committed before the crash"
+            );
             assert_eq!(rows, 3000, "every contact was copied");
         }
     }
@@ -128,7 +136,10 @@ async fn killed_during_a_full_load_then_rerun_converges(point: &str) {
     assert!(stream.recovered, "{report:#?}");
     h.assert_converged("contacts", false).await;
     let ledger = h.ledger_count().await;
-    assert!(ledger == 1 || ledger == 2, "the full load once, then at most an empty incremental: {ledger}");
+    assert!(
+        ledger == 1 || ledger == 2,
+        "the full load once, then at most an empty incremental: {ledger}"
+    );
     if point == "after-merge" {
         // Found in the ledger, not applied a second time.
         assert_eq!(stream.rows_inserted, 0, "{stream:#?}");

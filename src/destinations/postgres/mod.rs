@@ -352,11 +352,20 @@ impl Destination for PostgresDestination {
         request: &MergeRequest,
         batches: BoxStream<'static, Result<RecordBatch>>,
         staged: tokio::sync::oneshot::Receiver<MergeRequest>,
+        idle_limit: std::time::Duration,
     ) -> Result<Option<MergeOutcome>> {
         let layout = TableLayout::from_request(request)?;
         let statements = MergeSql::new(&self.schema, &layout);
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.step("begin the merge")?;
+        // A run stalled past its lease must not keep a run that took the stream over waiting
+        // on the rows this transaction copied: the server ends the session instead.
+        tx.batch_execute(&format!(
+            "SET LOCAL idle_in_transaction_session_timeout = {}",
+            idle_limit.as_millis().max(1)
+        ))
+        .await
+        .step("limit how long the copy may wait for the stage")?;
         let loading = Instant::now();
         // A new load id: the ledger cannot hold it yet, and `record_and_commit` refuses it
         // should another run have committed it meanwhile.
@@ -366,7 +375,23 @@ impl Destination for PostgresDestination {
         }
         let load_ms = millis(loading.elapsed());
         // Nothing commits before the load is durable in the stage and pending in the state.
-        let Ok(request) = staged.await else {
+        // While this process waits it says so every third of the limit, as its lease does:
+        // only a process that stalled (and so lost its lease too) lets the limit run out.
+        let mut staged = staged;
+        let mut alive =
+            tokio::time::interval((idle_limit / 3).max(std::time::Duration::from_millis(100)));
+        alive.tick().await;
+        let staged = loop {
+            tokio::select! {
+                staged = &mut staged => break staged,
+                _ = alive.tick() => {
+                    tx.batch_execute("SELECT 1")
+                        .await
+                        .step("keep the copy's transaction open while the load is staged")?;
+                }
+            }
+        };
+        let Ok(request) = staged else {
             tx.rollback().await.step("roll back")?;
             return Ok(None);
         };
@@ -673,14 +698,15 @@ async fn copy_direct(
         .await
         .step("set a savepoint before the copy into the empty table")?;
     let carried: Vec<types::Column> = layout.carried().cloned().collect();
-    let why = match copy::copy_into_empty(tx, &sql.copy, &carried, &request.load_id, batches).await? {
-        Direct::Copied(rows) => {
-            debug!(rows, "copied the load straight into the empty table");
-            return Ok(true);
-        }
-        Direct::CarriesDeletes => "the load carries deletes",
-        Direct::KeyRepeats => "a key repeats in the load",
-    };
+    let why =
+        match copy::copy_into_empty(tx, &sql.copy, &carried, &request.load_id, batches).await? {
+            Direct::Copied(rows) => {
+                debug!(rows, "copied the load straight into the empty table");
+                return Ok(true);
+            }
+            Direct::CarriesDeletes => "the load carries deletes",
+            Direct::KeyRepeats => "a key repeats in the load",
+        };
     tx.batch_execute(&sql.rollback)
         .await
         .step("roll back the copy into the empty table")?;

@@ -162,9 +162,14 @@ impl SalesforceSource {
             ));
             let body = match self.client.get_json(&path).await {
                 Ok(body) => body,
-                Err(Failure::Api(api)) if api.code == "EXCEEDED_ID_LIMIT" && end - start > MINUTE_MS => {
+                Err(Failure::Api(api))
+                    if api.code == "EXCEEDED_ID_LIMIT" && end - start > MINUTE_MS =>
+                {
                     let middle = start + ((end - start) / MINUTE_MS / 2) * MINUTE_MS;
-                    tracing::info!(stream, "too many deletes in one getDeleted window; asking for each half");
+                    tracing::info!(
+                        stream,
+                        "too many deletes in one getDeleted window; asking for each half"
+                    );
                     windows.push((middle, end));
                     windows.push((start, middle));
                     continue;
