@@ -15,10 +15,7 @@ mod support;
 use support::{hubspot_pipeline, measure_run, start_hubspot_simulator};
 
 fn main() {
-    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let rows = support::bench_rows(100_000);
     let pg = pg::TestPostgres::start();
     let (mut sim, port) = start_hubspot_simulator(rows);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -91,10 +91,7 @@ fn write_contact(out: &mut impl Write, id: usize, random: &mut Random) -> std::i
 }
 
 fn main() {
-    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows = support::bench_rows(1_000_000);
     let pg = pg::TestPostgres::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let exports = dir.path().join("exports");

@@ -31,10 +31,7 @@ const TABLE: &str = "(
 )";
 
 fn main() {
-    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows = support::bench_rows(1_000_000);
     let pg = pg::TestPostgres::start();
     let source_url = pg.create_database("source");
     let dest_url = pg.create_database("dest");

@@ -15,10 +15,7 @@ use std::path::Path;
 use support::{free_port, measure_run, wait_for_port};
 
 fn main() {
-    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let rows = support::bench_rows(100_000);
     let pg = pg::TestPostgres::start();
     let port = free_port();
     let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))

@@ -47,10 +47,7 @@ filter = "lead_score >= 0"
 "#;
 
 fn main() {
-    let rows: usize = std::env::var("SYNCLINE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows = support::bench_rows(1_000_000);
     let pg = pg::TestPostgres::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let exports = dir.path().join("exports");

@@ -1,6 +1,14 @@
 //! What the benchmarks share: free ports, waiting for the simulator, and measuring a child
 //! process's peak memory.
 
+/// The row count a benchmark runs with: `SYNCLINE_BENCH_ROWS`, else its own default.
+pub fn bench_rows(default: usize) -> usize {
+    std::env::var("SYNCLINE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
