@@ -24,6 +24,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, instrument, warn};
 
+use super::transform::{Compiled, StreamTransform};
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::error::{Classified, ErrorKind};
@@ -449,14 +450,19 @@ impl<'a> StreamRunner<'a> {
         let transform = super::transform::ready(self.config, stream, self.source.as_ref()).await?;
         // A full load goes to a destination that can take it while it is staged.
         if matches!(input, LoadInput::Extract)
-            && transform.is_none()
             && (self.full_refresh || state.cursor.is_none())
             && self.destination.copies_while_staging()
         {
-            return self.stage_and_copy(stream, &mut state, report).await;
+            return self
+                .stage_and_copy(stream, &mut state, report, transform.as_ref())
+                .await;
         }
+        let transform = transform.as_ref().map(|(transform, _)| transform);
         let manifest = match input {
-            LoadInput::Extract => self.extract_and_stage(stream, &state, report).await?,
+            LoadInput::Extract => {
+                self.extract_and_stage(stream, &state, report, transform)
+                    .await?
+            }
             LoadInput::Read(extraction) => {
                 if extraction.cursor.from != state.cursor {
                     // A flush retried after its load committed (an earlier attempt's pending
@@ -486,6 +492,7 @@ impl<'a> StreamRunner<'a> {
                     extraction,
                     report,
                     None,
+                    transform,
                 )
                 .await?
             }
@@ -510,17 +517,10 @@ impl<'a> StreamRunner<'a> {
                     extraction,
                     report,
                     None,
+                    transform,
                 )
                 .await?
             }
-        };
-        let manifest = match &transform {
-            Some(transform) => {
-                transform
-                    .apply(&self.stage, self.config, manifest, report)
-                    .await?
-            }
-            None => manifest,
         };
         if manifest.rows == 0 {
             return self
@@ -539,20 +539,29 @@ impl<'a> StreamRunner<'a> {
     /// destination commits only once step 4 is done, so a crash anywhere leaves what the
     /// ordinary order leaves. When the destination does not take the load (a table that is
     /// not empty, a repeated key, a delete), the staged load is merged the ordinary way.
+    /// A stream with a transform sends its transformed batches to the copy.
     async fn stage_and_copy(
         &self,
         stream: &str,
         state: &mut StreamState,
         report: &mut StreamReport,
+        transform: Option<&(StreamTransform, Compiled)>,
     ) -> Result<()> {
         let started = self.start_extraction(stream, state, report).await?;
+        let (key, schema) = match transform {
+            Some((_, output)) => (output.key.clone(), output.schema.clone()),
+            None => (
+                started.extraction.key.clone(),
+                started.extraction.schema.clone(),
+            ),
+        };
         let request = MergeRequest {
             load_id: started.load_id.clone(),
             stream: stream.to_string(),
             table: stream.to_string(),
-            key: started.extraction.key.clone(),
+            key,
             deletes: self.config.stream_settings(stream).deletes,
-            schema: started.extraction.schema.clone(),
+            schema,
             staged: Fingerprint::default(),
             files: Vec::new(),
             complete: None,
@@ -564,7 +573,13 @@ impl<'a> StreamRunner<'a> {
         let (ready, staged) = tokio::sync::oneshot::channel();
         let staging = async {
             let manifest = self
-                .stage_started(stream, started, report, Some(tee))
+                .stage_started(
+                    stream,
+                    started,
+                    report,
+                    Some(tee),
+                    transform.map(|(transform, _)| transform),
+                )
                 .await?;
             if manifest.rows > 0 {
                 self.write_pending(stream, state, &manifest, report, false)
@@ -696,9 +711,11 @@ impl<'a> StreamRunner<'a> {
         stream: &str,
         state: &StreamState,
         report: &mut StreamReport,
+        transform: Option<&StreamTransform>,
     ) -> Result<Manifest> {
         let started = self.start_extraction(stream, state, report).await?;
-        self.stage_started(stream, started, report, None).await
+        self.stage_started(stream, started, report, None, transform)
+            .await
     }
 
     /// Asks the source for the records changed since the saved cursor (all of them for a
@@ -752,6 +769,7 @@ impl<'a> StreamRunner<'a> {
         started: Started,
         report: &mut StreamReport,
         tee: Option<Tee>,
+        transform: Option<&StreamTransform>,
     ) -> Result<Manifest> {
         let Started {
             load_id,
@@ -761,7 +779,9 @@ impl<'a> StreamRunner<'a> {
             extraction,
         } = started;
         let mut manifest = self
-            .stage_extraction(stream, since, load_id, mode, extraction, report, tee)
+            .stage_extraction(
+                stream, since, load_id, mode, extraction, report, tee, transform,
+            )
             .await?;
         // Only a full load that read everything proves the rows it lacks are gone: one that
         // stopped early did not see them, and a dead-lettered record is still at the source.
@@ -777,6 +797,10 @@ impl<'a> StreamRunner<'a> {
 
     /// Stages what `extraction` yields as load `load_id` and proves the staged files hold
     /// exactly that. Returns the load's manifest, not yet written. A repair keeps the cursor.
+    /// A stream's transform runs on the batches as they are staged: the manifest is then
+    /// the transformed load's, with the raw load kept in it, and `tee` gets the transformed
+    /// batches.
+    #[allow(clippy::too_many_arguments)]
     async fn stage_extraction(
         &self,
         stream: &str,
@@ -786,6 +810,7 @@ impl<'a> StreamRunner<'a> {
         extraction: Extraction,
         report: &mut StreamReport,
         tee: Option<Tee>,
+        transform: Option<&StreamTransform>,
     ) -> Result<Manifest> {
         report.set_cursor(extraction.cursor, |c| self.source.cursor_text(stream, c));
         let pipeline = &self.config.pipeline.name;
@@ -793,6 +818,26 @@ impl<'a> StreamRunner<'a> {
         let key = extraction.key.clone();
         let source_state = extraction.state.clone();
         let dir = self.stage.load_dir(pipeline, stream, &load_id);
+        let (tee, transforming) = match transform {
+            Some(transform) => {
+                let (feed, running) = transform
+                    .start(
+                        &self.stage,
+                        extraction.schema.clone(),
+                        &key,
+                        &load_id,
+                        dir.clone(),
+                        (
+                            self.config.pipeline.batch_rows,
+                            self.config.pipeline.file_rows,
+                        ),
+                        tee,
+                    )
+                    .await?;
+                (Some(feed), Some(running))
+            }
+            None => (tee, None),
+        };
         let staged = self
             .stage_items(stream, since, &load_id, dir, extraction, report, tee)
             .await?;
@@ -837,7 +882,10 @@ impl<'a> StreamRunner<'a> {
         }
         manifest.rows = read_back.rows;
         manifest.checksum = read_back.checksum;
-        Ok(manifest)
+        match transforming {
+            Some(running) => running.finish(manifest, report).await,
+            None => Ok(manifest),
+        }
     }
 
     /// Writes what the extraction yields to the stage as it arrives: batches to Parquet,

@@ -25,13 +25,17 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{filter_record_batch, not};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::{Column, ScalarValue, SchemaError, TableReference};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, Volatility, binary_expr, cast, lit,
 };
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use object_store::path::Path;
@@ -283,56 +287,151 @@ impl StreamTransform {
         file_rows: usize,
     ) -> Result<Transformed> {
         let ctx = session(batch_rows);
-        let failed = |_| StreamTransformError::Execute {
-            stream: self.stream.clone(),
-            load_id: raw.load_id.to_string(),
-        };
-        let frame = read_staged(&ctx, stage, &raw).await.map_err(failed)?;
+        let frame = read_staged(&ctx, stage, &raw)
+            .await
+            .map_err(|_| self.failed(raw.load_id))?;
         let planned = self.plan(&ctx, frame, raw.key).await?;
+        let written = self
+            .write(stage, planned, raw.load_id, dir, file_rows, None)
+            .await?;
+        self.check(raw.load_id, raw.fingerprint, written)
+    }
+
+    /// Starts the transform over the raw load as it is staged: every batch sent to the
+    /// returned feed is transformed, written under `dir` beside the raw files, and (when
+    /// `copy` is given) sent on to the destination's copy, in a task of its own so the
+    /// transform and its Parquet run on another core than the extraction. Planned before it
+    /// returns, so a transform that does not plan stops the load before any row is read.
+    pub async fn start(
+        &self,
+        stage: &Stage,
+        raw: SchemaRef,
+        key: &str,
+        load_id: &str,
+        dir: Path,
+        (batch_rows, file_rows): (usize, usize),
+        copy: Option<CopyFeed>,
+    ) -> Result<(RawFeed, Running)> {
+        let ctx = session(batch_rows);
+        let (feed, batches) = tokio::sync::mpsc::channel(FEED_AHEAD_BATCHES);
+        let fed = FedPartition {
+            schema: raw.clone(),
+            batches: std::sync::Mutex::new(Some(batches)),
+        };
+        let table =
+            StreamingTable::try_new(raw, vec![Arc::new(fed)]).map_err(|e| self.plan_error(e))?;
+        let frame = ctx
+            .read_table(Arc::new(table))
+            .map_err(|e| self.plan_error(e))?;
+        let planned = self.plan(&ctx, frame, key).await?;
+        let transform = self.clone();
+        let stage = stage.clone();
+        let load = load_id.to_string();
+        let task = tokio::spawn(async move {
+            transform
+                .write(&stage, planned, &load, dir, file_rows, copy)
+                .await
+        });
+        Ok((
+            feed,
+            Running {
+                transform: self.clone(),
+                load_id: load_id.to_string(),
+                task: Some(task),
+            },
+        ))
+    }
+
+    /// Executes a plan, writes its kept rows under `dir/transformed`, counts what its filter
+    /// drops, and reads the written files back.
+    async fn write(
+        &self,
+        stage: &Stage,
+        planned: Planned,
+        load_id: &str,
+        dir: Path,
+        file_rows: usize,
+        mut copy: Option<CopyFeed>,
+    ) -> Result<Written> {
         let output = Arc::new(planned.output_schema());
-        let mut batches = planned.frame.execute_stream().await.map_err(failed)?;
-        let mut writer = LoadWriter::new(stage, dir.join("transformed"), output.clone(), file_rows);
+        let mut batches = planned
+            .frame
+            .execute_stream()
+            .await
+            .map_err(|_| self.failed(load_id))?;
+        let mut writer =
+            LoadWriter::new(stage, dir.join("transformed"), output.clone(), file_rows).spawn();
         let mut filtered = Fingerprint::default();
         while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(failed)?;
+            let batch = batch.map_err(|_| self.failed(load_id))?;
             let (kept, dropped) = split(&batch, &output, planned.keeps)?;
             if let Some(dropped) = dropped {
                 filtered.merge(batch_fingerprint(&dropped, &planned.key)?);
             }
-            writer.write(&kept).await?;
+            if kept.num_rows() == 0 {
+                continue;
+            }
+            // A closed channel: the destination gave up the copy; the files are still written.
+            if let Some(feed) = &copy
+                && feed.send(kept.clone()).await.is_err()
+            {
+                copy = None;
+            }
+            writer.write(kept).await?;
         }
-        let files = writer.finish().await?;
+        let (files, _) = writer.finish().await?;
         // What the destination will get, read back from the files (key, version and delete
-        // columns only): `raw = this + filtered` below proves nothing was lost on the way.
+        // columns only): `raw = this + filtered` proves nothing was lost on the way.
         let written = stage.fingerprint_files(&files, &planned.key).await?;
+        Ok(Written {
+            key: planned.key,
+            schema: output,
+            files,
+            written,
+            filtered: planned.keeps.then_some(filtered),
+        })
+    }
+
+    /// Checks `raw = transformed + filtered` and gives the load's figures.
+    fn check(&self, load_id: &str, raw: Fingerprint, done: Written) -> Result<Transformed> {
+        let written = done.written;
         // A SQL file's dropped rows are what it did not return (when it returned no more
         // than it read).
-        if !planned.keeps && written.rows <= raw.fingerprint.rows {
-            filtered = Fingerprint {
-                rows: raw.fingerprint.rows - written.rows,
-                checksum: raw.fingerprint.checksum.wrapping_sub(written.checksum),
-            };
-        }
+        let filtered = match done.filtered {
+            Some(filtered) => filtered,
+            None if written.rows <= raw.rows => Fingerprint {
+                rows: raw.rows - written.rows,
+                checksum: raw.checksum.wrapping_sub(written.checksum),
+            },
+            None => Fingerprint::default(),
+        };
         let mut sum = written;
         sum.merge(filtered);
-        if sum != raw.fingerprint {
+        if sum != raw {
             return Err(StreamTransformError::Differs {
                 stream: self.stream.clone(),
-                load_id: raw.load_id.to_string(),
-                raw: raw.fingerprint,
+                load_id: load_id.to_string(),
+                raw,
                 transformed: written,
                 filtered,
             }
             .into());
         }
-        info!(stream = %self.stream, load_id = raw.load_id, rows = written.rows, filtered = filtered.rows, "transformed");
+        info!(stream = %self.stream, load_id, rows = written.rows, filtered = filtered.rows, "transformed");
         Ok(Transformed {
-            key: planned.key,
-            schema: columns_of(&output)?,
-            files,
+            key: done.key,
+            schema: columns_of(&done.schema)?,
+            files: done.files,
             transformed: written,
             filtered,
         })
+    }
+
+    fn failed(&self, load_id: &str) -> StreamTransformError {
+        StreamTransformError::Execute {
+            stream: self.stream.clone(),
+            load_id: load_id.to_string(),
+        }
     }
 
     /// The first `limit` rows the transform makes of a staged raw load, as `merge` would get
@@ -949,61 +1048,105 @@ pub fn prepare_all(config: &Config, streams: &[String]) -> Result<()> {
 }
 
 /// The stream's transform planned against the columns the source discovers, before any
-/// record is read; `None` when the stream has no transform.
+/// record is read, with what its output will look like; `None` when the stream has no
+/// transform.
 pub async fn ready(
     config: &Config,
     stream: &str,
     source: &dyn crate::sources::Source,
-) -> Result<Option<StreamTransform>> {
+) -> Result<Option<(StreamTransform, Compiled)>> {
     let Some(transform) = StreamTransform::prepare(config, stream)? else {
         return Ok(None);
     };
     let schema = source.discover(stream).await?;
     // Sources put the key first (`sources` module contract).
     let key = schema.field(0).name().clone();
-    transform.compile(&schema, &key).await?;
-    Ok(Some(transform))
+    let compiled = transform.compile(&schema, &key).await?;
+    Ok(Some((transform, compiled)))
 }
 
-impl StreamTransform {
-    /// Runs the transform over a staged raw load and returns the manifest of what will be
-    /// merged: the transformed files, key and schema, the raw load kept in
-    /// [`Manifest::transform`]. The report gets the filtered count and both fingerprints.
-    pub async fn apply(
-        &self,
-        stage: &Stage,
-        config: &Config,
-        manifest: crate::stage::Manifest,
+/// Raw batches sent to a transform ahead of it.
+const FEED_AHEAD_BATCHES: usize = 2;
+
+/// Where the staging of a raw load sends its batches for the transform.
+pub type RawFeed = tokio::sync::mpsc::Sender<RecordBatch>;
+/// Where a transform sends its output for a destination copying it while it is staged.
+pub type CopyFeed = tokio::sync::mpsc::Sender<RecordBatch>;
+
+/// What a plan's run wrote, before it is checked against the raw load.
+struct Written {
+    key: String,
+    schema: SchemaRef,
+    files: Vec<StagedFile>,
+    written: Fingerprint,
+    /// Counted as the filter ran; `None` for a SQL transform (the difference, see `check`).
+    filtered: Option<Fingerprint>,
+}
+
+/// The raw batches of a load as a DataFusion partition: what is sent to the feed, once.
+#[derive(Debug)]
+struct FedPartition {
+    schema: SchemaRef,
+    batches: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<RecordBatch>>>,
+}
+
+impl PartitionStream for FedPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = self
+            .batches
+            .lock()
+            .expect("the feed's lock is never poisoned")
+            .take();
+        let stream = futures::stream::unfold(batches, |batches| async move {
+            let mut batches = batches?;
+            let batch = batches.recv().await?;
+            Some((Ok(batch), Some(batches)))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// A transform running beside the staging of its raw load ([`StreamTransform::start`]).
+pub struct Running {
+    transform: StreamTransform,
+    load_id: String,
+    task: Option<tokio::task::JoinHandle<Result<Written>>>,
+}
+
+impl Running {
+    /// Waits for the transform to write the last of the load (its feed must be dropped) and
+    /// returns the manifest of what will be merged: the transformed files, key and schema,
+    /// with the raw load, staged and proved as `raw`, kept in [`Manifest::transform`]. The
+    /// report gets the filtered count and both fingerprints.
+    pub async fn finish(
+        mut self,
+        raw: crate::stage::Manifest,
         report: &mut crate::reconcile::report::StreamReport,
     ) -> Result<crate::stage::Manifest> {
-        if manifest.rows == 0 {
-            return Ok(manifest);
+        let task = self.task.take().expect("a transform is finished once");
+        let written = match task.await {
+            Ok(written) => written?,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        };
+        if raw.rows == 0 {
+            return Ok(raw);
         }
-        let dir = stage.load_dir(&manifest.pipeline, &manifest.stream, &manifest.load_id);
         let done = self
-            .run(
-                stage,
-                RawLoad {
-                    load_id: &manifest.load_id,
-                    key: &manifest.key,
-                    schema: manifest.arrow_schema()?,
-                    files: &manifest.files,
-                    fingerprint: manifest.fingerprint(),
-                },
-                dir,
-                config.pipeline.batch_rows,
-                config.pipeline.file_rows,
-            )
-            .await?;
+            .transform
+            .check(&self.load_id, raw.fingerprint(), written)?;
         report.rows_filtered = done.filtered.rows;
         report.reconciliation.transformed = Some(done.transformed);
         report.reconciliation.filtered = Some(done.filtered);
-        let raw = crate::stage::RawLoadFiles {
-            key: manifest.key.clone(),
-            schema: manifest.schema.clone(),
-            files: manifest.files.clone(),
-            rows: manifest.rows,
-            checksum: manifest.checksum,
+        let files = crate::stage::RawLoadFiles {
+            key: raw.key.clone(),
+            schema: raw.schema.clone(),
+            files: raw.files.clone(),
+            rows: raw.rows,
+            checksum: raw.checksum,
             filtered_rows: done.filtered.rows,
             filtered_checksum: done.filtered.checksum,
         };
@@ -1013,9 +1156,19 @@ impl StreamTransform {
             files: done.files,
             rows: done.transformed.rows,
             checksum: done.transformed.checksum,
-            transform: Some(raw),
-            ..manifest
+            transform: Some(files),
+            ..raw
         })
+    }
+}
+
+impl Drop for Running {
+    /// A load abandoned midway (an error upstream) stops its transform; its files are never
+    /// listed in a manifest.
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

@@ -117,6 +117,12 @@ async fn a_transform_loads_reconciles_at_every_hop_and_a_delete_passes_its_filte
     assert_eq!(sum(transformed, filtered), r.stage);
     assert_eq!(r.destination, Some(transformed));
     assert!(r.matched, "{contacts:#?}");
+    // A first load into PostgreSQL is transformed as it is staged and copied at once.
+    assert!(
+        contacts.phases.copied_while_staging,
+        "{:#?}",
+        contacts.phases
+    );
 
     // The destination has the output's names and types; the renamed key is its key.
     assert_eq!(
@@ -421,4 +427,107 @@ async fn a_reconcile_schedule_skips_a_transformed_stream_and_the_run_succeeds() 
     let contacts = report_stream(&report, "contacts");
     assert_eq!(contacts.status, Status::Success, "{contacts:#?}");
     assert!(contacts.reconcile.is_none(), "{contacts:#?}");
+}
+
+/// `count` contacts, ids from `first`, all leads, as one JSONL text.
+fn contacts(first: i64, count: i64) -> String {
+    (first..first + count)
+        .map(|id| contact(id, "lead", false, (id % 60) as i64))
+        .collect()
+}
+
+async fn count(h: &FilesHarness, table: &str) -> i64 {
+    h.client()
+        .await
+        .query_one(&format!("SELECT count(*) FROM files.{table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A first load is transformed as it is staged and copied into PostgreSQL at once; a value
+/// the transform cannot cast, after batches were already copied, must leave nothing merged and
+/// nothing saved, and the run after the export is fixed loads everything once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cast_failing_midway_through_a_copied_full_load_merges_nothing() {
+    let h = FilesHarness::start().await;
+    h.write_file("contacts/part-1.jsonl", &contacts(1, 2500), T0 + HOUR);
+    let bad = contact(2501, "lead", false, 1).replace("250100.25", "n/a");
+    h.write_file("contacts/part-2.jsonl", &bad, T0 + HOUR);
+    h.write_config(&["contacts"], &format!("{CONTACTS_TABLE}{TRANSFORM}"));
+
+    let (code, stderr) = h.run_binary_env(&[], &[("SYNCLINE_HASH_SALT", "pepper")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the transform failed on the staged rows"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("n/a"), "a value is never quoted: {stderr}");
+    assert_eq!(
+        count(&h, "contacts").await,
+        0,
+        "the copied rows rolled back"
+    );
+    assert_eq!(h.ledger_count().await, 0);
+
+    h.write_file(
+        "contacts/part-2.jsonl",
+        &contact(2501, "lead", false, 1),
+        T0 + HOUR,
+    );
+    let (code, stderr, report) = run(&h);
+    assert_eq!(code, 0, "{stderr}");
+    let contacts = report_stream(&report, "contacts");
+    assert!(
+        !contacts.recovered,
+        "nothing was left pending: {contacts:#?}"
+    );
+    assert!(contacts.reconciliation.matched, "{contacts:#?}");
+    assert_eq!(count(&h, "contacts").await, 2501);
+    assert_eq!(h.ledger_count().await, 1);
+}
+
+/// Killed after a transformed full load was staged while its copy waited to commit: the copy
+/// dies with the process, and the next run merges the staged transformed load once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_a_transformed_full_load_is_copied_reruns_exactly_once() {
+    let h = FilesHarness::start().await;
+    h.write_file("contacts/part-1.jsonl", &contacts(1, 2500), T0 + HOUR);
+    h.write_config(&["contacts"], &format!("{CONTACTS_TABLE}{TRANSFORM}"));
+
+    let (code, stderr) = h.run_binary_env(
+        &[],
+        &[
+            ("SYNCLINE_HASH_SALT", "pepper"),
+            ("SYNCLINE_CRASH_AT", "after-stage"),
+        ],
+    );
+    assert_ne!(code, 0, "the run should have been killed: {stderr}");
+    assert_eq!(count(&h, "contacts").await, 0, "the copy died uncommitted");
+    assert_eq!(h.ledger_count().await, 0);
+
+    let (code, stderr, report) = run(&h);
+    assert_eq!(code, 0, "{stderr}");
+    let contacts = report_stream(&report, "contacts");
+    assert!(contacts.recovered, "{contacts:#?}");
+    assert!(contacts.reconciliation.matched, "{contacts:#?}");
+    assert_eq!(count(&h, "contacts").await, 2500);
+    assert_eq!(
+        h.ledger_count().await,
+        1,
+        "the transformed load merged once"
+    );
+    // What was merged is the transformed load: hashed emails, the renamed key.
+    let hashed: i64 = h
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM files.contacts WHERE email = \
+             encode(sha256(convert_to('pepper' || 'user' || contact_id || '@example.com', 'UTF8')), 'hex')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hashed, 2500);
 }
