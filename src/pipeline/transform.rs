@@ -1002,6 +1002,10 @@ fn split(
         })?;
     // The flag is never NULL (a delete, or the filter IS TRUE), but be exact about it.
     let flag = BooleanArray::from_iter(flag.iter().map(|v| Some(v == Some(true))));
+    // The common case, a filter every row of the batch passes: no copy of the batch.
+    if flag.true_count() == flag.len() {
+        return Ok((rows, Some(RecordBatch::new_empty(output.clone()))));
+    }
     let kept = filter_record_batch(&rows, &flag)?;
     let dropped = filter_record_batch(&rows, &not(&flag)?)?;
     Ok((kept, Some(dropped)))

@@ -177,6 +177,16 @@ impl PostgresDestination {
         tx.batch_execute(&statements.analyze_dedup)
             .await
             .step("analyze the staged rows")?;
+        let small: bool = tx
+            .query_one(statements.small_beside_table.as_str(), &[])
+            .await
+            .step("compare the load with its table")?
+            .get(0);
+        if small {
+            tx.batch_execute(templates::PREFER_INDEX_JOINS)
+                .await
+                .step("prefer index joins")?;
+        }
         let delete_params: &[&(dyn ToSql + Sync)] = match layout.deletes {
             DeleteMode::Hard => &[],
             DeleteMode::Soft => std::slice::from_ref(&load_id),
@@ -209,6 +219,11 @@ impl PostgresDestination {
             tx.execute(record_tombstones.as_str(), &with_table)
                 .await
                 .step("record tombstones")?;
+        }
+        if small {
+            tx.batch_execute(templates::RESET_JOINS)
+                .await
+                .step("reset the join settings")?;
         }
         // A complete full load's orphans: rows whose key it lacks, written before it started.
         if let (Some(orphans), Some(as_of)) = (&statements.orphans, &request.complete) {

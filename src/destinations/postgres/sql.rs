@@ -36,6 +36,11 @@ pub(crate) mod templates {
         include_str!("../../../sql/postgres/staged_fingerprint.sql");
     pub const DEDUP_STAGE: &str = include_str!("../../../sql/postgres/dedup_stage.sql");
     pub const ANALYZE_DEDUP: &str = include_str!("../../../sql/postgres/analyze_dedup.sql");
+    pub const SMALL_BESIDE_TABLE: &str =
+        include_str!("../../../sql/postgres/small_beside_table.sql");
+    pub const PREFER_INDEX_JOINS: &str =
+        include_str!("../../../sql/postgres/prefer_index_joins.sql");
+    pub const RESET_JOINS: &str = include_str!("../../../sql/postgres/reset_joins.sql");
     pub const DELETE_HARD: &str = include_str!("../../../sql/postgres/delete_hard.sql");
     pub const DELETE_SOFT: &str = include_str!("../../../sql/postgres/delete_soft.sql");
     pub const UPDATE: &str = include_str!("../../../sql/postgres/update.sql");
@@ -206,6 +211,8 @@ pub(crate) struct MergeSql {
     pub staged_fingerprint: String,
     pub dedup_stage: String,
     pub analyze_dedup: String,
+    /// Whether the load is small beside its table: its merge then prefers index joins.
+    pub small_beside_table: String,
     pub delete: String,
     pub update: String,
     pub insert: String,
@@ -382,6 +389,13 @@ impl MergeSql {
             staged_fingerprint: render(templates::STAGED_FINGERPRINT, &common),
             dedup_stage: render(templates::DEDUP_STAGE, &common),
             analyze_dedup: render(templates::ANALYZE_DEDUP, &common),
+            small_beside_table: render(
+                templates::SMALL_BESIDE_TABLE,
+                &[
+                    ("dedup_text", dedup.replace('\'', "''").as_str()),
+                    ("target_text", target.replace('\'', "''").as_str()),
+                ],
+            ),
             delete: render(
                 delete_template,
                 &with_vars(&common, &[("assignments", soft_delete_set.as_str())]),
@@ -440,6 +454,7 @@ impl MergeSql {
             ("staged_fingerprint", &self.staged_fingerprint),
             ("dedup_stage", &self.dedup_stage),
             ("analyze_dedup", &self.analyze_dedup),
+            ("small_beside_table", &self.small_beside_table),
             ("delete", &self.delete),
             ("update", &self.update),
             ("insert", &self.insert),
