@@ -160,7 +160,18 @@ impl Target {
         if kept.is_empty() {
             parsed.set_query(None);
         } else {
-            parsed.query_pairs_mut().clear().extend_pairs(kept);
+            // Written back percent-encoded, a space as `%20`: the driver decodes escapes but
+            // not form encoding's `+`, which would reach the server (`options=-c%20...`).
+            let escape = |text: &str| {
+                url::form_urlencoded::byte_serialize(text.as_bytes())
+                    .collect::<String>()
+                    .replace('+', "%20")
+            };
+            let query: Vec<String> = kept
+                .iter()
+                .map(|(name, value)| format!("{}={}", escape(name), escape(value)))
+                .collect();
+            parsed.set_query(Some(&query.join("&")));
         }
         let config: tokio_postgres::Config = parsed
             .as_str()
@@ -488,6 +499,22 @@ mod tests {
                 .unwrap()
                 .mode,
             SslMode::Prefer
+        );
+    }
+
+    /// libpq's way to set session parameters, `options=-c%20name%3Dvalue`, reaches the
+    /// server as written: a space stays a space (not the `+` of form encoding, which the
+    /// driver passes on as is).
+    #[test]
+    fn percent_escapes_of_kept_keys_survive() {
+        let target = Target::parse(
+            "postgres://u@h/db?sslmode=disable&options=-c%20lock_timeout%3D300%20-c%20x%3Da%2Bb",
+            "destination.url",
+        )
+        .unwrap();
+        assert_eq!(
+            target.config.get_options(),
+            Some("-c lock_timeout=300 -c x=a+b")
         );
     }
 
