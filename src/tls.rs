@@ -118,6 +118,19 @@ pub enum ConnectError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The server answered but refused what the URL asks for: a database that does not
+    /// exist, a parameter in `options` it does not know or does not accept, a database the
+    /// user may not connect to. Only the server's message and SQLSTATE are kept (never a
+    /// DETAIL).
+    #[error(
+        "{key}: the server refused the connection: {message} (SQLSTATE {code}); check the \
+         database name and the parameters in the URL's options"
+    )]
+    Refused {
+        key: &'static str,
+        message: String,
+        code: String,
+    },
     #[error("{key}: cannot connect to the server")]
     Connect {
         key: &'static str,
@@ -343,6 +356,19 @@ fn classify(key: &'static str, mode: SslMode, source: tokio_postgres::Error) -> 
         .is_some_and(|db| matches!(db.code().code(), "28P01" | "28000"));
     if refused_credentials {
         return ConnectError::Credentials { key, source };
+    }
+    // Class 3D: no such database; 42: an unknown parameter, or no right to connect; 22: a
+    // parameter value the server does not accept. Retrying the same URL cannot cure them.
+    if let Some(db) = source.as_db_error()
+        && ["3D", "42", "22"]
+            .iter()
+            .any(|class| db.code().code().starts_with(class))
+    {
+        return ConnectError::Refused {
+            key,
+            message: db.message().to_owned(),
+            code: db.code().code().to_owned(),
+        };
     }
     if mode != SslMode::Disable && is_tls_failure(&source) {
         let mode = match mode {

@@ -764,3 +764,48 @@ async fn a_destination_error_is_retried_and_shown_on_health_until_it_recovers() 
     let status = tokio::task::block_in_place(|| terminate(&mut child));
     assert_eq!(status.code(), Some(0), "{}", setup.logs());
 }
+
+/// A PostgreSQL URL the server refuses for what it asks (a database that does not exist,
+/// a session parameter it does not know) is a configuration error: the stream stops with
+/// the reason on `/health` (the process exits 2, no stream left), rather than being retried
+/// for ever as if the server were down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_url_the_server_refuses_stops_the_stream_as_a_configuration_error() {
+    let setup = Setup::start(&["contacts"]).await;
+    let base = setup.dest_url.rsplit_once('/').unwrap().0.to_string();
+    for (url, reason) in [
+        (format!("{base}/no_such_database"), "3D000"),
+        (
+            format!("{}?options=-c%20no_such_setting%3D1", setup.dest_url),
+            "42704",
+        ),
+    ] {
+        let mut child = setup.stream(&[("DEST_URL", &url)]);
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if let Some((_, metrics)) = setup.get("/metrics").await
+                && metric(&metrics, "syncline_stream_errors_total", "contacts")
+                    .is_some_and(|errors| errors >= 2.0)
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "retried as if transient: {:?}\n{}",
+                    setup.get("/health").await,
+                    setup.logs()
+                );
+            }
+            assert!(started.elapsed() < PATIENCE, "{}", setup.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(status.code(), Some(2), "{}", setup.logs());
+        let logs = setup.logs();
+        assert!(
+            logs.contains("configuration error") && logs.contains(reason),
+            "{logs}"
+        );
+    }
+}
