@@ -152,9 +152,7 @@ fn main() {
 async fn drive(base: String, rate: u64, changes: u64) {
     let client = reqwest::Client::new();
     let per_tick = 10u64.min(changes.max(1));
-    let mut tick = tokio::time::interval(Duration::from_micros(
-        1_000_000 * per_tick / rate.max(1),
-    ));
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * per_tick / rate.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut done = 0u64;
     while done < changes {
@@ -230,7 +228,12 @@ fn where_the_time_goes(log: &str) {
             continue;
         }
         loads += 1;
-        for name in ["keys", "hint_age_ms", "oldest_hint_age_ms", "read_and_load_ms"] {
+        for name in [
+            "keys",
+            "hint_age_ms",
+            "oldest_hint_age_ms",
+            "read_and_load_ms",
+        ] {
             if let Some(value) = fields[name].as_f64() {
                 let entry = hints.entry(name).or_default();
                 entry.0 += value;

@@ -2,7 +2,9 @@
 //! throwaway cluster), run as a child process: a CDC stream under continuous writes killed
 //! mid-flush and restarted converges with every load in the ledger once; SIGTERM exits 0
 //! with the state saved; an idle CDC stream under other tables' WAL keeps its slot's
-//! retained WAL bounded; a configuration error in one stream leaves the others flowing;
+//! retained WAL bounded; a configuration error in one stream leaves the others flowing, and a
+//! database URL the server refuses is one; a slow destination bounds what the stream reads
+//! (backpressure) and loses nothing; a destination error is retried and shown on `/health`;
 //! `/health`, `/metrics` and `syncline status` answer while it runs.
 
 use std::os::unix::process::ExitStatusExt;
@@ -693,7 +695,11 @@ async fn a_slow_destination_slows_the_reading_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_error_is_retried_and_shown_on_health_until_it_recovers() {
     let setup = Setup::start(&["contacts"]).await;
-    let separator = if setup.dest_url.contains('?') { '&' } else { '?' };
+    let separator = if setup.dest_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let impatient = format!(
         "{}{separator}options=-c%20lock_timeout%3D300",
         setup.dest_url
@@ -745,7 +751,11 @@ async fn a_destination_error_is_retried_and_shown_on_health_until_it_recovers() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(health.0, 503, "{}", health.1);
-    assert!(health.1.contains("55P03"), "the reason is shown: {}", health.1);
+    assert!(
+        health.1.contains("55P03"),
+        "the reason is shown: {}",
+        health.1
+    );
     assert!(
         setup.logs().contains("retrying from its saved state"),
         "{}",
