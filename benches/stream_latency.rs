@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{connect, env_or, wait_healthy};
+
 fn main() {
     let seconds: u64 = env_or("SYNCLINE_BENCH_SECONDS", 60);
     let rate: u64 = env_or("SYNCLINE_BENCH_RATE", 1000);
@@ -93,16 +95,7 @@ fn main() {
     }
     let (code, max_rss_kib) = support::wait_with_rusage(pid);
 
-    let mut sorted = latencies.clone();
-    sorted.sort_by(f64::total_cmp);
-    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
-    println!(
-        "source commit → visible in PostgreSQL over {} rows: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        sorted.len(),
-        at(0.5) * 1000.0,
-        at(0.99) * 1000.0,
-        sorted.last().copied().unwrap_or_default() * 1000.0
-    );
+    support::print_latencies("source commit → visible in PostgreSQL", &latencies);
     println!("slot retained WAL afterwards: {lag} bytes");
     println!(
         "peak RSS of syncline stream: {:.1} MiB (exit {code} after SIGTERM)",
@@ -110,33 +103,6 @@ fn main() {
     );
     where_the_time_goes(&std::fs::read_to_string(&log).unwrap_or_default());
     assert_eq!(code, 0, "syncline stream exits 0 on SIGTERM");
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    client
-}
-
-async fn wait_healthy(port: u16) {
-    for _ in 0..1200 {
-        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await
-            && response.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("syncline stream never became healthy");
 }
 
 /// Inserts `rows` rows at `rate` per second, ten per transaction.

@@ -118,6 +118,19 @@ pub enum ConnectError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The server answered but refused what the URL asks for: a database that does not
+    /// exist, a parameter in `options` it does not know or does not accept, a database the
+    /// user may not connect to. Only the server's message and SQLSTATE are kept (never a
+    /// DETAIL).
+    #[error(
+        "{key}: the server refused the connection: {message} (SQLSTATE {code}); check the \
+         database name and the parameters in the URL's options"
+    )]
+    Refused {
+        key: &'static str,
+        message: String,
+        code: String,
+    },
     #[error("{key}: cannot connect to the server")]
     Connect {
         key: &'static str,
@@ -160,7 +173,18 @@ impl Target {
         if kept.is_empty() {
             parsed.set_query(None);
         } else {
-            parsed.query_pairs_mut().clear().extend_pairs(kept);
+            // Written back percent-encoded, a space as `%20`: the driver decodes escapes but
+            // not form encoding's `+`, which would reach the server (`options=-c%20...`).
+            let escape = |text: &str| {
+                url::form_urlencoded::byte_serialize(text.as_bytes())
+                    .collect::<String>()
+                    .replace('+', "%20")
+            };
+            let query: Vec<String> = kept
+                .iter()
+                .map(|(name, value)| format!("{}={}", escape(name), escape(value)))
+                .collect();
+            parsed.set_query(Some(&query.join("&")));
         }
         let config: tokio_postgres::Config = parsed
             .as_str()
@@ -333,6 +357,19 @@ fn classify(key: &'static str, mode: SslMode, source: tokio_postgres::Error) -> 
     if refused_credentials {
         return ConnectError::Credentials { key, source };
     }
+    // Class 3D: no such database; 42: an unknown parameter, or no right to connect; 22: a
+    // parameter value the server does not accept. Retrying the same URL cannot cure them.
+    if let Some(db) = source.as_db_error()
+        && ["3D", "42", "22"]
+            .iter()
+            .any(|class| db.code().code().starts_with(class))
+    {
+        return ConnectError::Refused {
+            key,
+            message: db.message().to_owned(),
+            code: db.code().code().to_owned(),
+        };
+    }
     if mode != SslMode::Disable && is_tls_failure(&source) {
         let mode = match mode {
             SslMode::Disable => "disable",
@@ -488,6 +525,22 @@ mod tests {
                 .unwrap()
                 .mode,
             SslMode::Prefer
+        );
+    }
+
+    /// libpq's way to set session parameters, `options=-c%20name%3Dvalue`, reaches the
+    /// server as written: a space stays a space (not the `+` of form encoding, which the
+    /// driver passes on as is).
+    #[test]
+    fn percent_escapes_of_kept_keys_survive() {
+        let target = Target::parse(
+            "postgres://u@h/db?sslmode=disable&options=-c%20lock_timeout%3D300%20-c%20x%3Da%2Bb",
+            "destination.url",
+        )
+        .unwrap();
+        assert_eq!(
+            target.config.get_options(),
+            Some("-c lock_timeout=300 -c x=a+b")
         );
     }
 

@@ -27,9 +27,22 @@ pub fn wait_for_port(port: u16) {
     panic!("the simulator did not start listening on {port}");
 }
 
+/// A number setting of a benchmark: the variable `name`, else `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Starts `syncline sim` with `contacts` HubSpot contacts (and one company and deal) as its
 /// own process on a free port, token `bench-token`, and waits until it listens.
 pub fn start_hubspot_simulator(contacts: usize) -> (std::process::Child, u16) {
+    start_hubspot_simulator_with(contacts, &[])
+}
+
+/// [`start_hubspot_simulator`] with more `syncline sim` arguments (`--webhook-url ...`).
+pub fn start_hubspot_simulator_with(contacts: usize, extra: &[&str]) -> (std::process::Child, u16) {
     let port = free_port();
     let sim = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
         .args([
@@ -45,6 +58,7 @@ pub fn start_hubspot_simulator(contacts: usize) -> (std::process::Child, u16) {
         .arg(contacts.to_string())
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn syncline sim");
@@ -144,4 +158,40 @@ pub fn measure_command(config: &std::path::Path, args: &[&str], dir: &std::path:
         peak_rss_mib: max_rss_kib as f64 / 1024.0,
         output: std::fs::read_to_string(&out).unwrap_or_default(),
     }
+}
+
+/// A client of `url`, its connection driven on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Waits until `syncline stream`'s `/health` on `port` answers 200 (every stream flows).
+pub async fn wait_healthy(port: u16) {
+    for _ in 0..1200 {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/health")).await
+            && response.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("syncline stream never became healthy");
+}
+
+/// Prints p50, p99 and max of `latencies` (seconds) in milliseconds.
+pub fn print_latencies(what: &str, latencies: &[f64]) {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{what} over {} changes: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        sorted.len(),
+        at(0.5) * 1000.0,
+        at(0.99) * 1000.0,
+        sorted.last().copied().unwrap_or_default() * 1000.0
+    );
 }

@@ -671,6 +671,13 @@ impl Flow<'_> {
             })
             .collect();
         info!(stream, keys = keys.len(), "fetching hinted records");
+        // How long the hints waited before their batch read: the webhook's delivery plus
+        // the `flush_ms` window that collected them (for "where the time goes").
+        let fetch_started = Instant::now();
+        let started_ms = chrono::Utc::now().timestamp_millis();
+        let ages = hinted.values().map(|at| (started_ms - at).max(0));
+        let hint_age_ms = ages.clone().sum::<i64>() / hinted.len().max(1) as i64;
+        let oldest_hint_age_ms = ages.max().unwrap_or(0);
         let extraction = runner
             .source()
             .fetch_keys(stream, keys, self.config.pipeline.batch_rows)
@@ -681,6 +688,14 @@ impl Flow<'_> {
             self.metrics
                 .latency_n(stream, (now - at).max(0) as f64 / 1000.0, 1);
         }
+        info!(
+            stream,
+            keys = hinted.len(),
+            hint_age_ms,
+            oldest_hint_age_ms,
+            read_and_load_ms = fetch_started.elapsed().as_millis() as u64,
+            "hinted records merged"
+        );
         Ok(())
     }
 }

@@ -2,7 +2,9 @@
 //! throwaway cluster), run as a child process: a CDC stream under continuous writes killed
 //! mid-flush and restarted converges with every load in the ledger once; SIGTERM exits 0
 //! with the state saved; an idle CDC stream under other tables' WAL keeps its slot's
-//! retained WAL bounded; a configuration error in one stream leaves the others flowing;
+//! retained WAL bounded; a configuration error in one stream leaves the others flowing, and a
+//! database URL the server refuses is one; a slow destination bounds what the stream reads
+//! (backpressure) and loses nothing; a destination error is retried and shown on `/health`;
 //! `/health`, `/metrics` and `syncline status` answer while it runs.
 
 use std::os::unix::process::ExitStatusExt;
@@ -519,4 +521,301 @@ async fn a_source_that_cannot_be_followed_is_polled_with_ordinary_loads() {
     let status = tokio::task::block_in_place(|| terminate(&mut child));
     assert_eq!(status.code(), Some(0), "{}", setup.logs());
     assert!(setup.ledger().await.len() >= 2, "the snapshot and a poll");
+}
+
+/// The value of `name{stream="STREAM"}` in a `/metrics` text, if it is there.
+fn metric(metrics: &str, name: &str, stream: &str) -> Option<f64> {
+    let prefix = format!("{name}{{stream=\"{stream}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Row count and a checksum of `id`, `email` and `n` of `table`.
+async fn checksum(client: &tokio_postgres::Client, table: &str) -> (i64, i64) {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*)::bigint, coalesce(sum(hashtext(id::text || ':' || email || ':' \
+                 || n::text)::bigint), 0)::bigint FROM {table}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The ledger's sums over every load: rows staged, inserted, updated, deleted.
+async fn ledger_sums(client: &tokio_postgres::Client) -> (i64, i64, i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT sum(rows)::bigint, sum(inserted)::bigint, sum(updated)::bigint, \
+             sum(deleted)::bigint FROM crm._syncline_loads",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+/// Backpressure: the test holds a lock on the destination table, so a flush waits in its
+/// merge, while the source writes 60 MB of changes. The stream reads only as far as its
+/// bounded buffers: its buffer depth (`/metrics`) never passes `flush_rows` plus one batch,
+/// and the server keeps the rest (its walsender has not sent most of the WAL). Once the lock
+/// goes, every change arrives exactly once: same rows and checksum, and the ledger counts
+/// each row in one load only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_destination_slows_the_reading_and_loses_nothing() {
+    const FLUSH_ROWS: f64 = 1000.0;
+    const BATCH_ROWS: f64 = 500.0;
+    const TRANSACTIONS: i64 = 60;
+    let setup = Setup::start_with(&["contacts"], "", "flush_rows = 1000").await;
+    let mut child = setup.stream(&[]);
+    setup.wait_healthy(&mut child).await;
+    setup.wait_converged(&mut child).await;
+
+    // The slow destination: an open transaction holding the table.
+    let locker = setup.dest().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE crm.contacts IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+
+    // Watches the buffer depth from now until the end.
+    let done = Arc::new(AtomicBool::new(false));
+    let port = setup.port;
+    let watcher = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut deepest = 0f64;
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await
+                    && let Ok(text) = response.text().await
+                    && let Some(rows) = metric(&text, "syncline_stream_buffer_rows", "contacts")
+                {
+                    deepest = deepest.max(rows);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            deepest
+        }
+    });
+
+    // 60,000 new rows of about 1 kB each, in transactions of 1,000.
+    let source = setup.source().await;
+    for t in 0..TRANSACTIONS {
+        let first = 100_000 + t * 1000;
+        source
+            .execute(
+                "INSERT INTO contacts (id, email, n) \
+                 SELECT i, repeat('x', 1000) || i, i % 97 FROM generate_series($1::bigint, $2::bigint) AS i",
+                &[&first, &(first + 999)],
+            )
+            .await
+            .unwrap();
+    }
+    let written: i64 = source
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The stream had time to read all it would; it is still stalled.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent: i64 = source
+        .query_one(
+            "SELECT coalesce(max(pg_wal_lsn_diff(r.sent_lsn, '0/0')), 0)::bigint \
+             FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid \
+             WHERE s.slot_name = 'syncline_live_contacts'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the stream exited\n{}",
+        setup.logs()
+    );
+    assert!(sent > 0, "no walsender for the slot\n{}", setup.logs());
+    assert!(
+        written - sent > 16 << 20,
+        "the server sent {} of the 60 MB written while the destination was stalled: \
+         the stream kept reading\n{}",
+        written - sent,
+        setup.logs()
+    );
+
+    // The destination recovers.
+    locker.batch_execute("COMMIT").await.unwrap();
+    let dest = setup.dest().await;
+    let started = Instant::now();
+    loop {
+        let want = checksum(&source, "contacts").await;
+        let have = checksum(&dest, "crm.contacts").await;
+        if want == have {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the stream exited\n{}",
+            setup.logs()
+        );
+        assert!(
+            started.elapsed() < PATIENCE,
+            "never converged: source {want:?}, destination {have:?}\n{}",
+            setup.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    let deepest = watcher.await.unwrap();
+    assert!(
+        deepest > 0.0 && deepest <= FLUSH_ROWS + BATCH_ROWS,
+        "buffer depth reached {deepest} rows (bound {})",
+        FLUSH_ROWS + BATCH_ROWS
+    );
+    let rows = 1000 + TRANSACTIONS * 1000;
+    assert_eq!(
+        ledger_sums(&dest).await,
+        (rows, rows, 0, 0),
+        "each row staged and inserted once (rows, inserted, updated, deleted)"
+    );
+    let status = tokio::task::block_in_place(|| terminate(&mut child));
+    assert_eq!(status.code(), Some(0), "{}", setup.logs());
+}
+
+/// A destination error (here: the table locked past the session's `lock_timeout`) is
+/// retried with a growing pause, and `/health` says so (503, `retrying` with the reason)
+/// meanwhile; once the destination is back, the stream flows again with every change once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_error_is_retried_and_shown_on_health_until_it_recovers() {
+    let setup = Setup::start(&["contacts"]).await;
+    let separator = if setup.dest_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let impatient = format!(
+        "{}{separator}options=-c%20lock_timeout%3D300",
+        setup.dest_url
+    );
+    let mut child = setup.stream(&[("DEST_URL", &impatient)]);
+    setup.wait_healthy(&mut child).await;
+    setup.wait_converged(&mut child).await;
+
+    let locker = setup.dest().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE crm.contacts IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "INSERT INTO contacts (id, email, n) SELECT i, 'late' || i, 1 \
+             FROM generate_series(2000, 2099) AS i;
+             UPDATE contacts SET n = n + 1 WHERE id <= 10;",
+        )
+        .await
+        .unwrap();
+
+    // Two failed attempts at least: the first and a retry after its pause.
+    let started = Instant::now();
+    let health = loop {
+        let health = setup.get("/health").await;
+        let errors = match setup.get("/metrics").await {
+            Some((_, text)) => metric(&text, "syncline_stream_errors_total", "contacts"),
+            None => None,
+        };
+        if let Some((status, body)) = &health
+            && body.contains("contacts: retrying")
+            && errors.is_some_and(|errors| errors >= 2.0)
+        {
+            break (*status, body.clone());
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the stream exited\n{}",
+            setup.logs()
+        );
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no retries shown: {health:?}, errors {errors:?}\n{}",
+            setup.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health.0, 503, "{}", health.1);
+    assert!(
+        health.1.contains("55P03"),
+        "the reason is shown: {}",
+        health.1
+    );
+    assert!(
+        setup.logs().contains("retrying from its saved state"),
+        "{}",
+        setup.logs()
+    );
+
+    locker.batch_execute("COMMIT").await.unwrap();
+    setup.wait_converged(&mut child).await;
+    setup.wait_healthy(&mut child).await;
+    let dest = setup.dest().await;
+    assert_eq!(
+        ledger_sums(&dest).await,
+        (1000 + 100 + 10, 1000 + 100, 10, 0),
+        "each change in one load (rows, inserted, updated, deleted)"
+    );
+    let status = tokio::task::block_in_place(|| terminate(&mut child));
+    assert_eq!(status.code(), Some(0), "{}", setup.logs());
+}
+
+/// A PostgreSQL URL the server refuses for what it asks (a database that does not exist,
+/// a session parameter it does not know) is a configuration error: the stream stops with
+/// the reason on `/health` (the process exits 2, no stream left), rather than being retried
+/// for ever as if the server were down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_url_the_server_refuses_stops_the_stream_as_a_configuration_error() {
+    let setup = Setup::start(&["contacts"]).await;
+    let base = setup.dest_url.rsplit_once('/').unwrap().0.to_string();
+    for (url, reason) in [
+        (format!("{base}/no_such_database"), "3D000"),
+        (
+            format!("{}?options=-c%20no_such_setting%3D1", setup.dest_url),
+            "42704",
+        ),
+    ] {
+        let mut child = setup.stream(&[("DEST_URL", &url)]);
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if let Some((_, metrics)) = setup.get("/metrics").await
+                && metric(&metrics, "syncline_stream_errors_total", "contacts")
+                    .is_some_and(|errors| errors >= 2.0)
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "retried as if transient: {:?}\n{}",
+                    setup.get("/health").await,
+                    setup.logs()
+                );
+            }
+            assert!(started.elapsed() < PATIENCE, "{}", setup.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(status.code(), Some(2), "{}", setup.logs());
+        let logs = setup.logs();
+        assert!(
+            logs.contains("configuration error") && logs.contains(reason),
+            "{logs}"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! HubSpot webhooks over real HTTP: the receiver (`syncline::stream::webhook`) on a real port,
 //! fed by the real `syncline sim` process with `--webhook-url` (signed deliveries with
 //! duplicates, disorder, lost answers and retries), and by hand-made deliveries for the
-//! signature's edge cases.
+//! signature's edge cases; many events for the same records are read once per flush.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -618,4 +618,156 @@ async fn dest_versions(
         Ok(rows) => rows.iter().map(|row| (row.get(0), row.get(1))).collect(),
         Err(_) => BTreeMap::new(),
     }
+}
+
+/// Hints under load: 200 webhook events for the same five records, made at once, are five
+/// keys to the stream, not 200: each hinted load reads each record once, and the simulator
+/// sees at most a batch read (and a property listing) per hinted load, however many events
+/// named the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_the_same_records_are_read_once_per_flush() {
+    let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
+        .await
+        .unwrap();
+    let dest_url = pg.create_database("dest");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut settings = syncline::sim::WebhookSettings::new(
+        format!("http://127.0.0.1:{port}{}", webhook::PATH),
+        SECRET,
+    );
+    settings.duplicate_rate = 0.0;
+    settings.reorder_rate = 0.0;
+    settings.lost_answer_rate = 0.0;
+    let sim = syncline::sim::Simulator::start(
+        syncline::sim::SimConfig {
+            contacts: 50,
+            companies: 1,
+            deals: 1,
+            webhooks: Some(settings),
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let config = dir.path().join("stream.toml");
+    let text = crate::support::config_toml(
+        "name = \"coalesced\"",
+        &dir.path().join("stage"),
+        &format!(
+            "[source]\ntype = \"hubspot\"\nbase_url = \"{}\"\ntoken = \"{}\"\n\
+             streams = [\"contacts\"]\nlag_seconds = 0",
+            sim.base_url,
+            sim.token()
+        ),
+        "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"",
+        &format!(
+            "[stream]\nlisten = \"127.0.0.1:{port}\"\nflush_ms = 1000\n\
+             [stream.webhook]\nsecret = \"${{HUBSPOT_APP_SECRET}}\"\n\
+             [streams.contacts]\npoll_seconds = 3600\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("stream.log");
+    let mut stream = Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(["-v", "--log-format", "json", "stream", "--config"])
+        .arg(&config)
+        .env("DEST_URL", &dest_url)
+        .env("HUBSPOT_APP_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .expect("start syncline stream");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let db = crate::support::connect(&dest_url).await;
+    let start = Instant::now();
+    loop {
+        let healthy = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .is_ok_and(|response| response.status() == 200);
+        if healthy {
+            break;
+        }
+        assert!(
+            stream.try_wait().unwrap().is_none(),
+            "syncline stream exited:\n{}",
+            logs()
+        );
+        assert!(start.elapsed() < PATIENCE, "no first load:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let before = sim.hubspot.request_count();
+    let ids = [3i64, 7, 11, 19, 23];
+    for round in 0..40 {
+        for id in ids {
+            sim.hubspot
+                .set_raw_property("contacts", id, "firstname", Some(&format!("v{round}")));
+        }
+    }
+    let start = Instant::now();
+    loop {
+        let done = db
+            .query_one(
+                "SELECT count(*) FROM crm.contacts WHERE id = ANY($1) AND firstname = 'v39'",
+                &[&ids.to_vec()],
+            )
+            .await
+            .is_ok_and(|row| row.get::<_, i64>(0) == ids.len() as i64);
+        if done {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the last values never arrived:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = sim.hubspot.request_count() - before;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("syncline_webhook_events_total{outcome=\"hint\"} 200"),
+        "every event was a hint: {metrics}"
+    );
+    let fetched: Vec<u64> = logs()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["fields"]["message"] == "fetching hinted records")
+        .filter_map(|event| event["fields"]["keys"].as_u64())
+        .collect();
+    assert!(!fetched.is_empty(), "{}", logs());
+    assert!(
+        fetched.iter().all(|keys| *keys <= ids.len() as u64),
+        "a hinted load read a record more than once: keys per load {fetched:?}"
+    );
+    assert!(
+        requests <= 2 * fetched.len() as u64,
+        "{requests} requests to the simulator for {} hinted loads",
+        fetched.len()
+    );
+    // SAFETY: signalling a child process we started.
+    unsafe {
+        libc::kill(stream.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = stream.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "stream did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit {status:?}:\n{}", logs());
+    sim.shutdown().await;
 }
