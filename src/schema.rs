@@ -15,6 +15,10 @@ pub const LOAD_ID_COLUMN: &str = "_syncline_load_id";
 /// Destination column holding the delete time when a stream uses soft deletes.
 pub const DELETED_AT_COLUMN: &str = "_syncline_deleted_at";
 
+/// The most digits a staged decimal holds: Arrow's `Decimal128`, Snowflake's `NUMBER` and
+/// Delta's `decimal` all stop at 38 (PostgreSQL's `numeric` holds more).
+pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
 /// The timestamp type used for versions and datetime values: milliseconds, UTC.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))

@@ -33,7 +33,7 @@ pub use crate::stream::config::{StreamConfig, WebhookConfig};
 pub use crate::transform::config::{Materialized, ModelSettings, ModelsConfig};
 use document::Document;
 pub use schedule::ReconcileConfig;
-pub use transform::{CAST_TYPES, ColumnCase};
+pub use transform::{CAST_TYPES, ColumnCase, decimal_cast};
 
 /// A value that must never appear in logs, reports or errors.
 #[derive(Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -174,7 +174,9 @@ pub struct StreamSettings {
     #[serde(default)]
     pub hash: Vec<String>,
     /// Column types to cast to, `{ column = "bigint" }`: bigint, double, text, boolean,
-    /// date or timestamp. A value that does not convert fails the load (nothing is merged).
+    /// date, timestamp or decimal(P,S) (P at most 38; also numeric(P,S), number(P,S)). A
+    /// value that does not convert fails the load (nothing is merged); extra fraction digits
+    /// round half away from zero.
     #[serde(default)]
     pub cast: BTreeMap<String, String>,
     /// A SQL predicate over the output columns (after rename); live rows for which it is not

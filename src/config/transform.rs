@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use super::{KeyError, StreamSettings};
-use crate::schema::is_system_column;
+use crate::schema::{MAX_DECIMAL_PRECISION, is_system_column};
 
 /// How `column_case` rewrites output column names (those `rename` does not set).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -185,26 +185,16 @@ impl StreamSettings {
                 ));
             }
             let lower = to.trim().to_lowercase();
-            if ["decimal", "numeric", "number"]
-                .iter()
-                .any(|d| lower.starts_with(d))
-            {
-                // Decided, not missing: the stage, the fingerprints and every destination's
-                // loader take six types; a decimal would need its own path through each.
+            if let Some(decimal) = decimal_cast(to) {
+                decimal.map_err(|problem| {
+                    error("cast", format!("casts {column} to {to:?}; {problem}"))
+                })?;
+            } else if !CAST_TYPES.contains(&lower.as_str()) {
                 return Err(error(
                     "cast",
                     format!(
-                        "casts {column} to {to:?}; syncline does not stage decimals: cast to \
-                         double (about 15 significant digits), or to text to keep every digit \
-                         and cast in the warehouse or in a model"
-                    ),
-                ));
-            }
-            if !CAST_TYPES.contains(&lower.as_str()) {
-                return Err(error(
-                    "cast",
-                    format!(
-                        "casts {column} to {to:?}; the types syncline stages are {}",
+                        "casts {column} to {to:?}; the types syncline stages are {}, and \
+                         decimal(P,S)",
                         CAST_TYPES.join(", ")
                     ),
                 ));
@@ -219,6 +209,55 @@ impl StreamSettings {
     }
 }
 
+/// A cast to `decimal(P,S)` (also spelt `numeric` or `number`; `decimal(P)` is `decimal(P,0)`,
+/// as in SQL): `None` when `to` names no decimal, else its precision and scale, or what is
+/// wrong and what to write instead.
+pub fn decimal_cast(to: &str) -> Option<Result<(u8, u8), String>> {
+    let lower = to.trim().to_lowercase();
+    let rest = ["decimal", "numeric", "number"]
+        .iter()
+        .find_map(|name| lower.strip_prefix(name))?
+        .trim();
+    const EXAMPLE: &str = "decimal(18,2) holds 18 digits, 2 of them after the point";
+    if rest.is_empty() {
+        return Some(Err(format!(
+            "a decimal needs its digits: write decimal(P,S), P digits (at most \
+             {MAX_DECIMAL_PRECISION}) with S of them after the point ({EXAMPLE})"
+        )));
+    }
+    let Some(inner) = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')) else {
+        return Some(Err(format!(
+            "write decimal(P,S), P digits with S of them after the point ({EXAMPLE})"
+        )));
+    };
+    let (precision, scale) = match inner.split_once(',') {
+        Some((p, s)) => (p.trim(), s.trim()),
+        None => (inner.trim(), "0"),
+    };
+    let (Ok(precision), Ok(scale)) = (precision.parse::<u32>(), scale.parse::<u32>()) else {
+        return Some(Err(format!(
+            "the precision and scale must be whole numbers: write decimal(P,S) ({EXAMPLE})"
+        )));
+    };
+    if precision == 0 || precision > u32::from(MAX_DECIMAL_PRECISION) {
+        return Some(Err(format!(
+            "a decimal holds 1 to {MAX_DECIMAL_PRECISION} digits, which is what Snowflake and \
+             Delta store: write decimal(P,{scale}) with P at most {MAX_DECIMAL_PRECISION}, or \
+             cast to text to keep every digit"
+        )));
+    }
+    if scale > precision {
+        return Some(Err(format!(
+            "the scale ({scale} digits after the point) is more than the precision ({precision} \
+             digits in all): write decimal({scale},{scale}) or more digits, e.g. \
+             decimal({},{scale})",
+            (scale + precision).min(u32::from(MAX_DECIMAL_PRECISION))
+        )));
+    }
+    // Both are at most 38 here.
+    Some(Ok((precision as u8, scale as u8)))
+}
+
 /// Checks a `select`/`exclude` pattern; the message says what is wrong.
 fn glob(pattern: &str) -> Result<globset::GlobMatcher, String> {
     globset::Glob::new(pattern)
@@ -229,6 +268,33 @@ fn glob(pattern: &str) -> Result<globset::GlobMatcher, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_casts_take_precision_and_scale_up_to_38_digits() {
+        for (to, expected) in [
+            ("decimal(18,2)", (18, 2)),
+            ("NUMERIC(38, 0)", (38, 0)),
+            (" number( 10 , 10 ) ", (10, 10)),
+            ("decimal(12)", (12, 0)),
+        ] {
+            assert_eq!(decimal_cast(to), Some(Ok(expected)), "{to}");
+        }
+        for not_decimal in ["double", "bigint", "text"] {
+            assert_eq!(decimal_cast(not_decimal), None, "{not_decimal}");
+        }
+        for (to, says) in [
+            ("decimal", "needs its digits"),
+            ("numeric(39,2)", "1 to 38 digits"),
+            ("decimal(0,0)", "1 to 38 digits"),
+            ("decimal(2,3)", "more than the precision"),
+            ("decimal(a,b)", "whole numbers"),
+            ("decimal(18,-2)", "whole numbers"),
+            ("decimal 18 2", "write decimal(P,S)"),
+        ] {
+            let problem = decimal_cast(to).unwrap().unwrap_err();
+            assert!(problem.contains(says), "{to}: {problem}");
+        }
+    }
 
     #[test]
     fn snake_case_splits_words_and_acronyms() {

@@ -6,6 +6,7 @@
 //! Each destination only says, through [`ColumnType`], which of its types holds each staged
 //! kind of value, how an existing column's type takes it, and how it names things.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use arrow::datatypes::DataType;
@@ -116,7 +117,7 @@ pub enum ColumnDrift {
         column: String,
         /// As the destination's catalog names it.
         table_type: String,
-        source_type: &'static str,
+        source_type: String,
     },
     /// A new column whose name differs only in case from an existing one, in a destination
     /// that folds names.
@@ -172,8 +173,9 @@ pub(crate) trait ColumnType: Copy + Eq + fmt::Debug {
     /// The type that holds every value of a staged kind.
     fn of(staged: StagedType) -> Self;
 
-    /// The type as the destination spells it (DDL, logs, drift messages).
-    fn name(self) -> &'static str;
+    /// The type as the destination spells it (DDL, logs, drift messages); owned only for
+    /// the types with parameters (a decimal's precision and scale).
+    fn name(self) -> Cow<'static, str>;
 
     /// What an existing column of type `existing` needs to take this type's values.
     fn fit(self, existing: &Self::Existing) -> Fit;
@@ -353,7 +355,7 @@ impl<T: ColumnType> TableLayout<T> {
                     Fit::Drifts => drift.push(ColumnDrift::Type {
                         column: column.name,
                         table_type: current.to_string(),
-                        source_type: column.ty.name(),
+                        source_type: column.ty.name().into_owned(),
                     }),
                 }
             } else if let Some((name, why)) = other_case() {
@@ -467,7 +469,7 @@ pub(crate) fn add_column<T: ColumnType>(
         &[
             ("table", &qualified(schema, table)),
             ("column", &quote_ident(&column.name)),
-            ("type", column.ty.name()),
+            ("type", &column.ty.name()),
         ],
     )
 }
@@ -547,19 +549,19 @@ mod tests {
         fn of(staged: StagedType) -> Toy {
             match staged {
                 StagedType::Integer | StagedType::Boolean => Toy::Int,
-                StagedType::Float => Toy::Float,
+                StagedType::Float | StagedType::Decimal { .. } => Toy::Float,
                 StagedType::Text => Toy::Text,
                 StagedType::Date | StagedType::Timestamp => Toy::Time,
             }
         }
 
-        fn name(self) -> &'static str {
-            match self {
+        fn name(self) -> Cow<'static, str> {
+            Cow::Borrowed(match self {
                 Toy::Int => "int",
                 Toy::Float => "float",
                 Toy::Text => "text",
                 Toy::Time => "time",
-            }
+            })
         }
 
         fn fit(self, existing: &String) -> Fit {
@@ -619,6 +621,16 @@ mod tests {
                 "timestamp",
             ),
         ];
+        let decimal = StagedType::Decimal {
+            precision: 18,
+            scale: 2,
+        };
+        let mappings = mappings.into_iter().chain([(
+            decimal,
+            "numeric(18,2)",
+            "NUMBER(18, 2)",
+            "decimal(18,2)",
+        )]);
         for (kind, postgres, snowflake, lake) in mappings {
             assert_eq!(
                 (
@@ -626,15 +638,22 @@ mod tests {
                     SfType::of(kind).name(),
                     LakeType::of(kind).name()
                 ),
-                (postgres, snowflake, lake),
+                (postgres.into(), snowflake.into(), lake.into()),
                 "{kind:?}"
             );
         }
-        // Unsupported staged types stay unsupported everywhere.
+        // A staged Decimal128 keeps its precision and scale in every destination.
         let decimal = DataType::Decimal128(10, 2);
-        assert_eq!(PgType::from_arrow(&decimal), None);
-        assert_eq!(SfType::from_arrow(&decimal), None);
-        assert_eq!(LakeType::from_arrow(&decimal), None);
+        assert_eq!(PgType::from_arrow(&decimal), Some(PgType::Numeric(10, 2)));
+        assert_eq!(SfType::from_arrow(&decimal), Some(SfType::Decimal(10, 2)));
+        assert_eq!(LakeType::from_arrow(&decimal), Some(LakeType::Decimal(10, 2)));
+        // Decimals no destination holds (more than 38 digits, a negative scale) stay
+        // unsupported everywhere.
+        for unsupported in [DataType::Decimal256(40, 2), DataType::Decimal128(10, -2)] {
+            assert_eq!(PgType::from_arrow(&unsupported), None);
+            assert_eq!(SfType::from_arrow(&unsupported), None);
+            assert_eq!(LakeType::from_arrow(&unsupported), None);
+        }
     }
 
     #[test]
@@ -689,7 +708,7 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
 
         let mut f = fields();
-        f.push(Field::new("amount", DataType::Decimal128(12, 2), true));
+        f.push(Field::new("amount", DataType::Decimal256(40, 2), true));
         let err =
             TableLayout::<Toy>::from_request(&request(f, "id", DeleteMode::Hard)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
@@ -799,7 +818,7 @@ mod tests {
             fn of(staged: StagedType) -> Folding {
                 Folding(Toy::of(staged))
             }
-            fn name(self) -> &'static str {
+            fn name(self) -> Cow<'static, str> {
                 self.0.name()
             }
             fn fit(self, existing: &String) -> Fit {

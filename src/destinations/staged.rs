@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 
 use super::MergeRequest;
 use super::layout::LayoutError;
-use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, is_system_column};
+use crate::schema::{DELETED_COLUMN, MAX_DECIMAL_PRECISION, VERSION_COLUMN, is_system_column};
 
 /// The kinds of value a staged column holds. Several Arrow types carry one kind (Parquet
 /// readers and DataFusion may hand strings back as large or view arrays; timestamps come in
@@ -23,6 +23,10 @@ pub(crate) enum StagedType {
     Date,
     /// An instant: a UTC timestamp in milliseconds or microseconds.
     Timestamp,
+    /// An exact decimal of at most 38 digits, `scale` of them after the point (Arrow's
+    /// `Decimal128(precision, scale)`, with `0 <= scale <= precision`): what PostgreSQL's
+    /// `numeric(p, s)`, Snowflake's `NUMBER(p, s)` and Delta's `decimal(p, s)` all hold.
+    Decimal { precision: u8, scale: u8 },
 }
 
 impl StagedType {
@@ -39,6 +43,17 @@ impl StagedType {
                 if is_utc(tz) =>
             {
                 Some(StagedType::Timestamp)
+            }
+            // A negative scale (whole hundreds, ...) has no PostgreSQL or Delta counterpart.
+            DataType::Decimal128(precision, scale)
+                if (1..=MAX_DECIMAL_PRECISION).contains(precision)
+                    && *scale >= 0
+                    && (*scale as u8) <= *precision =>
+            {
+                Some(StagedType::Decimal {
+                    precision: *precision,
+                    scale: *scale as u8,
+                })
             }
             _ => None,
         }
@@ -145,6 +160,20 @@ mod tests {
             (DataType::Date32, StagedType::Date),
             (crate::schema::timestamp_type(), StagedType::Timestamp),
             (
+                DataType::Decimal128(10, 2),
+                StagedType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
+            (
+                DataType::Decimal128(38, 0),
+                StagedType::Decimal {
+                    precision: 38,
+                    scale: 0,
+                },
+            ),
+            (
                 DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
                 StagedType::Timestamp,
             ),
@@ -154,7 +183,8 @@ mod tests {
         }
         for unsupported in [
             DataType::Int32,
-            DataType::Decimal128(10, 2),
+            DataType::Decimal128(10, -2),
+            DataType::Decimal256(40, 2),
             DataType::Timestamp(TimeUnit::Millisecond, None),
             DataType::Timestamp(TimeUnit::Microsecond, None),
             DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),

@@ -44,7 +44,9 @@ use tracing::info;
 use crate::config::{Config, StreamSettings};
 use crate::error::{Classified, ErrorKind};
 use crate::reconcile::{Fingerprint, batch_fingerprint};
-use crate::schema::{DELETED_COLUMN, VERSION_COLUMN, is_system_column, timestamp_type};
+use crate::schema::{
+    DELETED_COLUMN, MAX_DECIMAL_PRECISION, VERSION_COLUMN, is_system_column, timestamp_type,
+};
 use crate::stage::{ColumnSpec, LoadWriter, Stage, StagedFile, columns_of};
 use crate::{Error, Result};
 
@@ -113,7 +115,7 @@ pub enum StreamTransformError {
         column: String,
     },
     #[error(
-        "stream {stream}: {origin} makes column {column} of type {data_type}, which cannot be staged; cast it to bigint, double, text, boolean, date or timestamp"
+        "stream {stream}: {origin} makes column {column} of type {data_type}, which cannot be staged; cast it to bigint, double, text, boolean, date, timestamp or decimal(P,S) with P at most 38"
     )]
     Unstageable {
         stream: String,
@@ -780,6 +782,15 @@ impl StreamTransform {
                 {
                     None
                 }
+                // A decimal every destination holds (a cast, or a SQL transform's arithmetic)
+                // stays exact.
+                DataType::Decimal128(precision, scale)
+                    if *precision <= MAX_DECIMAL_PRECISION
+                        && *scale >= 0
+                        && (*scale as u8) <= *precision =>
+                {
+                    None
+                }
                 DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
                 DataType::Int8
                 | DataType::Int16
@@ -855,6 +866,10 @@ fn globs(patterns: &[String]) -> Vec<globset::GlobMatcher> {
 }
 
 fn cast_type(name: &str) -> DataType {
+    // Validated with the config: a decimal names 1..=38 digits and a scale within them.
+    if let Some(Ok((precision, scale))) = crate::config::decimal_cast(name) {
+        return DataType::Decimal128(precision, scale as i8);
+    }
     match name.to_lowercase().as_str() {
         "bigint" | "int64" | "integer" => DataType::Int64,
         "double" | "float64" => DataType::Float64,

@@ -124,14 +124,20 @@ pub fn columns_of(schema: &Schema) -> Result<Vec<ColumnSpec>> {
         .map(|f| {
             Ok(ColumnSpec {
                 name: f.name().clone(),
-                kind: kind_of(f.data_type())?.into(),
+                kind: kind_of(f.data_type())?,
                 nullable: f.is_nullable(),
             })
         })
         .collect()
 }
 
-fn kind_of(data_type: &DataType) -> Result<&'static str> {
+fn kind_of(data_type: &DataType) -> Result<String> {
+    // An exact decimal: `decimal128(precision,scale)`.
+    if let DataType::Decimal128(precision, scale) = data_type {
+        if *scale >= 0 && (*scale as u8) <= *precision {
+            return Ok(format!("decimal128({precision},{scale})"));
+        }
+    }
     Ok(match data_type {
         DataType::Int64 => "int64",
         DataType::Float64 => "float64",
@@ -145,10 +151,25 @@ fn kind_of(data_type: &DataType) -> Result<&'static str> {
             "timestamp_us_utc"
         }
         other => return Err(StageError::UnstageableType(other.clone()).into()),
-    })
+    }
+    .to_owned())
 }
 
 fn data_type_of(kind: &str) -> Result<DataType> {
+    if let Some(decimal) = kind
+        .strip_prefix("decimal128(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        let parsed = decimal.split_once(',').and_then(|(precision, scale)| {
+            let precision: u8 = precision.parse().ok()?;
+            let scale: i8 = scale.parse().ok()?;
+            (1..=38).contains(&precision).then_some((precision, scale))
+        });
+        return match parsed {
+            Some((precision, scale)) => Ok(DataType::Decimal128(precision, scale)),
+            None => Err(StageError::UnknownColumnType(kind.to_string()).into()),
+        };
+    }
     Ok(match kind {
         "int64" => DataType::Int64,
         "float64" => DataType::Float64,

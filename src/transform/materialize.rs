@@ -692,13 +692,22 @@ fn failure_of(model: &str, test: &str, failing: &[RecordBatch]) -> Result<Option
 }
 
 /// The stageable type of a model column (the stage holds int64, float64, utf8, boolean,
-/// date32 and UTC timestamps).
+/// date32, UTC timestamps and decimals of at most 38 digits).
 fn stageable(data_type: &DataType) -> Option<DataType> {
     use DataType::*;
     match data_type {
         Int64 | Float64 | Utf8 | Boolean | Date32 => None,
         Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32 | UInt64 => Some(Int64),
-        Float16 | Float32 | Decimal128(..) | Decimal256(..) => Some(Float64),
+        // `SUM(amount)` or `CAST(x AS DECIMAL(12,2))` materializes as the same exact decimal
+        // (Arrow's Decimal128 never has more than 38 digits).
+        Decimal128(_, scale) if *scale >= 0 => None,
+        // A negative scale (whole hundreds) becomes the same integer digits at scale 0.
+        Decimal128(precision, scale) => Some(Decimal128(
+            (i16::from(*precision) - i16::from(*scale)).min(38) as u8,
+            0,
+        )),
+        // Beyond 38 digits no destination holds it exactly.
+        Float16 | Float32 | Decimal256(..) => Some(Float64),
         Utf8View | LargeUtf8 => Some(Utf8),
         Date64 => Some(Date32),
         Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => None,

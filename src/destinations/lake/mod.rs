@@ -299,7 +299,7 @@ impl Destination for LakeDestination {
             .await
             .step("add columns")?;
         for column in &additions {
-            info!(column = %column.name, delta_type = column.ty.name(), "added column");
+            info!(column = %column.name, delta_type = %column.ty.name(), "added column");
         }
         Ok(SchemaChange {
             created_table: false,

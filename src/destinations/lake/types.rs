@@ -3,6 +3,7 @@
 //! lake needs beyond the shared [`crate::destinations::layout`]: the key's type, the Delta schema
 //! fields, and the Arrow schema staged batches are normalized to before the merge.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -35,6 +36,8 @@ pub(crate) enum LakeType {
     Date,
     /// Microseconds, UTC (Delta's `timestamp`); staged millisecond timestamps are cast up.
     Timestamp,
+    /// `decimal(precision, scale)`: a staged decimal, exact.
+    Decimal(u8, u8),
 }
 
 impl ColumnType for LakeType {
@@ -57,19 +60,23 @@ impl ColumnType for LakeType {
             StagedType::Boolean => LakeType::Boolean,
             StagedType::Date => LakeType::Date,
             StagedType::Timestamp => LakeType::Timestamp,
+            StagedType::Decimal { precision, scale } => LakeType::Decimal(precision, scale),
         }
     }
 
     /// The type as Delta names it in a table schema.
-    fn name(self) -> &'static str {
-        match self {
+    fn name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             LakeType::Long => "long",
             LakeType::Double => "double",
             LakeType::String => "string",
             LakeType::Boolean => "boolean",
             LakeType::Date => "date",
             LakeType::Timestamp => "timestamp",
-        }
+            LakeType::Decimal(precision, scale) => {
+                return Cow::Owned(format!("decimal({precision},{scale})"));
+            }
+        })
     }
 
     /// A column holding every value of this type and comparing with it takes the load as is
@@ -82,8 +89,20 @@ impl ColumnType for LakeType {
                     (self, existing),
                     (LakeType::Long, LakeType::Double) | (LakeType::Date, LakeType::Timestamp)
                 )
+                || holds_decimal(existing, self)
         });
         if fits { Fit::Fits } else { Fit::Drifts }
+    }
+}
+
+/// Whether a decimal column `existing` holds every value of the decimal `load` exactly: at
+/// least as many integer digits and as many fraction digits (the merge casts on write).
+fn holds_decimal(existing: LakeType, load: LakeType) -> bool {
+    match (existing, load) {
+        (LakeType::Decimal(has_precision, has_scale), LakeType::Decimal(precision, scale)) => {
+            has_scale >= scale && has_precision - has_scale >= precision - scale
+        }
+        _ => false,
     }
 }
 
@@ -97,6 +116,9 @@ impl LakeType {
             DeltaType::Primitive(PrimitiveType::Boolean) => Some(LakeType::Boolean),
             DeltaType::Primitive(PrimitiveType::Date) => Some(LakeType::Date),
             DeltaType::Primitive(PrimitiveType::Timestamp) => Some(LakeType::Timestamp),
+            DeltaType::Primitive(PrimitiveType::Decimal(decimal)) => {
+                Some(LakeType::Decimal(decimal.precision(), decimal.scale()))
+            }
             _ => None,
         }
     }
@@ -109,6 +131,10 @@ impl LakeType {
             LakeType::Boolean => DeltaType::BOOLEAN,
             LakeType::Date => DeltaType::DATE,
             LakeType::Timestamp => DeltaType::TIMESTAMP,
+            // `StagedType::from_arrow` admits only 1 <= precision <= 38 and scale <= precision,
+            // exactly what Delta takes.
+            LakeType::Decimal(precision, scale) => DeltaType::decimal(precision, scale)
+                .expect("a staged decimal's precision and scale are ones Delta takes"),
         }
     }
 
@@ -122,6 +148,7 @@ impl LakeType {
             LakeType::Boolean => DataType::Boolean,
             LakeType::Date => DataType::Date32,
             LakeType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            LakeType::Decimal(precision, scale) => DataType::Decimal128(precision, scale as i8),
         }
     }
 }
@@ -240,6 +267,8 @@ mod tests {
             LakeType::Boolean,
             LakeType::Date,
             LakeType::Timestamp,
+            LakeType::Decimal(18, 2),
+            LakeType::Decimal(38, 0),
         ] {
             assert_eq!(LakeType::from_delta(&t.delta_type()), Some(t));
             assert_eq!(LakeType::from_arrow(&t.arrow_type()), Some(t));
@@ -255,6 +284,13 @@ mod tests {
         assert_eq!(LakeType::Double.fit(&DeltaType::LONG), Fit::Drifts);
         assert_eq!(LakeType::String.fit(&DeltaType::LONG), Fit::Drifts);
         assert_eq!(LakeType::Long.fit(&DeltaType::INTEGER), Fit::Drifts);
+        let decimal = |p, s| DeltaType::decimal(p, s).unwrap();
+        let ours = LakeType::Decimal(12, 2);
+        assert_eq!(ours.fit(&decimal(12, 2)), Fit::Fits);
+        assert_eq!(ours.fit(&decimal(16, 4)), Fit::Fits);
+        assert_eq!(ours.fit(&decimal(10, 2)), Fit::Drifts);
+        assert_eq!(ours.fit(&decimal(12, 4)), Fit::Drifts);
+        assert_eq!(ours.fit(&DeltaType::DOUBLE), Fit::Drifts);
     }
 
     #[test]

@@ -6,12 +6,12 @@
 use std::pin::pin;
 
 use arrow::array::{
-    Array, BooleanArray, Date32Array, Float64Array, Int64Array, LargeStringArray, StringArray,
+    Array, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array, LargeStringArray, StringArray,
     StringViewArray, TimestampMicrosecondArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -181,6 +181,71 @@ enum Cell<'a> {
     Boolean(Option<bool>),
     Date(Option<NaiveDate>),
     Timestamp(Option<DateTime<Utc>>),
+    Numeric(Option<Numeric>),
+}
+
+/// A decimal as binary COPY sends a `numeric`: the unscaled integer and its scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Numeric {
+    unscaled: i128,
+    scale: u8,
+}
+
+impl Numeric {
+    /// PostgreSQL's binary `numeric`: the number of base-10000 digits, the weight of the
+    /// first (its power of 10000), the sign, the display scale, then the digits, most
+    /// significant first, with leading and trailing zero digits left out.
+    fn encode(self, out: &mut BytesMut) {
+        const POSITIVE: u16 = 0x0000;
+        const NEGATIVE: u16 = 0x4000;
+        let scale = usize::from(self.scale);
+        let digits = self.unscaled.unsigned_abs().to_string();
+        // At least one integer digit, so "5" at scale 2 reads as 0.05.
+        let digits = format!("{digits:0>width$}", width = scale + 1);
+        let (integer, fraction) = digits.split_at(digits.len() - scale);
+        // Groups of four decimal digits aligned on the point: the integer part padded on
+        // the left, the fraction on the right.
+        let integer = format!("{integer:0>width$}", width = integer.len().div_ceil(4) * 4);
+        let fraction = format!("{fraction:0<width$}", width = fraction.len().div_ceil(4) * 4);
+        let integer_groups = integer.len() / 4;
+        let mut groups: Vec<u16> = integer
+            .as_bytes()
+            .chunks(4)
+            .chain(fraction.as_bytes().chunks(4))
+            .map(|chunk| chunk.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+            .collect();
+        let leading = groups.iter().take_while(|g| **g == 0).count();
+        groups.drain(..leading);
+        while groups.last() == Some(&0) {
+            groups.pop();
+        }
+        // The weight of the first digit kept (0 when the value is zero).
+        let weight = if groups.is_empty() {
+            0
+        } else {
+            integer_groups as i16 - 1 - leading as i16
+        };
+        out.put_i16(groups.len() as i16);
+        out.put_i16(weight);
+        out.put_u16(if self.unscaled < 0 { NEGATIVE } else { POSITIVE });
+        out.put_u16(u16::from(self.scale));
+        for group in groups {
+            out.put_u16(group);
+        }
+    }
+}
+
+impl ToSql for Numeric {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        self.encode(out);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// Encodes as the inner value would; `to_sql_checked` delegates so each value is checked
@@ -194,6 +259,7 @@ impl ToSql for Cell<'_> {
             Cell::Boolean(value) => value.to_sql(ty, out),
             Cell::Date(value) => value.to_sql(ty, out),
             Cell::Timestamp(value) => value.to_sql(ty, out),
+            Cell::Numeric(value) => value.to_sql(ty, out),
         }
     }
 
@@ -204,6 +270,7 @@ impl ToSql for Cell<'_> {
             || <Option<bool> as ToSql>::accepts(ty)
             || <Option<NaiveDate> as ToSql>::accepts(ty)
             || <Option<DateTime<Utc>> as ToSql>::accepts(ty)
+            || <Option<Numeric> as ToSql>::accepts(ty)
     }
 
     fn to_sql_checked(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
@@ -214,6 +281,7 @@ impl ToSql for Cell<'_> {
             Cell::Boolean(value) => value.to_sql_checked(ty, out),
             Cell::Date(value) => value.to_sql_checked(ty, out),
             Cell::Timestamp(value) => value.to_sql_checked(ty, out),
+            Cell::Numeric(value) => value.to_sql_checked(ty, out),
         }
     }
 }
@@ -232,6 +300,8 @@ enum ColumnReader<'a> {
     Date32(&'a Date32Array, &'a str),
     TimestampMs(&'a TimestampMillisecondArray, &'a str),
     TimestampUs(&'a TimestampMicrosecondArray, &'a str),
+    /// The array and its scale.
+    Decimal(&'a Decimal128Array, u8),
 }
 
 impl<'a> ColumnReader<'a> {
@@ -249,7 +319,7 @@ impl<'a> ColumnReader<'a> {
             return Err(PostgresError::BatchColumnType {
                 column: name.to_owned(),
                 batch_type: array.data_type().clone(),
-                load_type: column.ty.name(),
+                load_type: column.ty.name().into_owned(),
             });
         }
         Ok(match array.data_type() {
@@ -265,6 +335,10 @@ impl<'a> ColumnReader<'a> {
                 ColumnReader::TimestampMs(downcast(array, name)?, name)
             }
             DataType::Timestamp(_, _) => ColumnReader::TimestampUs(downcast(array, name)?, name),
+            // `PgType::from_arrow` accepted it, so 0 <= scale <= precision <= 38.
+            DataType::Decimal128(_, scale) => {
+                ColumnReader::Decimal(downcast(array, name)?, *scale as u8)
+            }
             other => {
                 return Err(PostgresError::UnsupportedType {
                     column: name.to_owned(),
@@ -318,6 +392,12 @@ impl<'a> ColumnReader<'a> {
             } else {
                 None
             }),
+            ColumnReader::Decimal(array, scale) => {
+                Cell::Numeric(array.is_valid(row).then(|| Numeric {
+                    unscaled: array.value(row),
+                    scale,
+                }))
+            }
         })
     }
 }
@@ -338,5 +418,41 @@ fn out_of_range(name: &str, row: usize) -> PostgresError {
     PostgresError::OutOfRange {
         column: name.to_owned(),
         row,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(unscaled: i128, scale: u8) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        Numeric { unscaled, scale }.encode(&mut out);
+        out.to_vec()
+    }
+
+    /// `ndigits, weight, sign, dscale, digits...` as big-endian 16-bit words.
+    fn words(words: &[u16]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn numerics_encode_as_postgres_sends_them() {
+        // What `SELECT numeric_send(x)` returns in PostgreSQL for each value.
+        // 12345.67 = 1|2345|6700 with weight 1.
+        assert_eq!(encoded(1_234_567, 2), words(&[3, 1, 0, 2, 1, 2345, 6700]));
+        // -0.01 = 0100 at weight -1, negative.
+        assert_eq!(encoded(-1, 2), words(&[1, 0xffff, 0x4000, 2, 100]));
+        // 0.00: no digits.
+        assert_eq!(encoded(0, 2), words(&[0, 0, 0, 2]));
+        // 10000 at scale 0: one digit 1 at weight 1, trailing zero group dropped.
+        assert_eq!(encoded(10_000, 0), words(&[1, 1, 0, 0, 1]));
+        // 0.00001234 at scale 8: digits 0000|1234 after the point, the leading zero dropped.
+        assert_eq!(encoded(1234, 8), words(&[1, 0xfffe, 0, 8, 1234]));
+        // The largest 38-digit value.
+        let max = 10i128.pow(38) - 1;
+        let mut expected = vec![10, 9, 0, 0, 99];
+        expected.extend([9999; 9]);
+        assert_eq!(encoded(max, 0), words(&expected));
     }
 }

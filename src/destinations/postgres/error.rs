@@ -39,7 +39,7 @@ pub enum PostgresError {
     BatchColumnType {
         column: String,
         batch_type: DataType,
-        load_type: &'static str,
+        load_type: String,
     },
     #[error(
         "staged column `{column}` has type {data_type}, which the postgres destination does not \

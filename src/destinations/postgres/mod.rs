@@ -310,14 +310,14 @@ impl Destination for PostgresDestination {
                 tx.batch_execute(&sql::add_column(&self.schema, &layout.table, &column))
                     .await
                     .step("add a column")?;
-                info!(column = %column.name, pg_type = column.ty.name(), "added column");
+                info!(column = %column.name, pg_type = %column.ty.name(), "added column");
                 added_columns.push(column.name);
             }
             for Widening { column, from, to } in alterations.widen {
                 tx.batch_execute(&sql::widen_column(&self.schema, &layout.table, &column, to))
                     .await
                     .step("widen a column")?;
-                info!(column = %column, from = %from, to = to.name(), "widened column");
+                info!(column = %column, from = %from, to = %to.name(), "widened column");
             }
             SchemaChange {
                 created_table: false,

@@ -195,7 +195,7 @@ pub(crate) fn widen_column(schema: &str, table: &str, column: &str, to: PgType) 
         &[
             ("table", qualified(schema, table).as_str()),
             ("column", quote_ident(column).as_str()),
-            ("type", to.name()),
+            ("type", &to.name()),
         ],
     )
 }

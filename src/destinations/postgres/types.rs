@@ -2,6 +2,8 @@
 //! value, which existing column types take it (as is, or once widened), and how PostgreSQL
 //! names tables and columns. The layout itself is the shared [`crate::destinations::layout`].
 
+use std::borrow::Cow;
+
 use tokio_postgres::types::Type;
 
 use crate::destinations::layout::{self, ColumnType, Fit};
@@ -23,6 +25,8 @@ pub(crate) enum PgType {
     Boolean,
     Date,
     Timestamptz,
+    /// `numeric(precision, scale)`: a staged decimal, exact.
+    Numeric(u8, u8),
 }
 
 impl ColumnType for PgType {
@@ -47,24 +51,29 @@ impl ColumnType for PgType {
             StagedType::Date => PgType::Date,
             // timestamptz holds microseconds, so both staged units load without loss.
             StagedType::Timestamp => PgType::Timestamptz,
+            StagedType::Decimal { precision, scale } => PgType::Numeric(precision, scale),
         }
     }
 
-    /// The type as written in DDL; also exactly what `information_schema.columns.data_type`
-    /// reports for it, so the two can be compared as strings.
-    fn name(self) -> &'static str {
-        match self {
+    /// The type as written in DDL; also exactly what `sql/postgres/table_columns.sql` reports
+    /// for it (`information_schema.columns.data_type`, a constrained numeric with its
+    /// precision and scale), so the two can be compared as strings.
+    fn name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             PgType::Bigint => "bigint",
             PgType::DoublePrecision => "double precision",
             PgType::Text => "text",
             PgType::Boolean => "boolean",
             PgType::Date => "date",
             PgType::Timestamptz => "timestamp with time zone",
-        }
+            PgType::Numeric(precision, scale) => {
+                return Cow::Owned(format!("numeric({precision},{scale})"));
+            }
+        })
     }
 
     fn fit(self, existing: &String) -> Fit {
-        if existing == self.name() || self.fits_in(existing) {
+        if *existing == self.name() || self.fits_in(existing) {
             Fit::Fits
         } else if self.widens(existing) {
             Fit::Widens
@@ -84,6 +93,7 @@ impl PgType {
             PgType::Boolean => Type::BOOL,
             PgType::Date => Type::DATE,
             PgType::Timestamptz => Type::TIMESTAMPTZ,
+            PgType::Numeric(..) => Type::NUMERIC,
         }
     }
 
@@ -103,20 +113,48 @@ impl PgType {
             PgType::DoublePrecision => matches!(existing, "smallint" | "integer" | "real"),
             PgType::Text => matches!(existing, "character varying" | "character"),
             PgType::Timestamptz => existing == "date",
+            // A numeric with no more integer digits and no more fraction digits converts
+            // exactly (the source raised the precision or the scale).
+            PgType::Numeric(precision, scale) => numeric_parts(existing).is_some_and(
+                |(had_precision, had_scale)| {
+                    had_scale <= scale && had_precision - had_scale <= precision - scale
+                },
+            ),
             PgType::Boolean | PgType::Date => false,
         }
     }
 
     /// Whether a column of type `existing` already holds every value of this type, and compares
     /// with it, so nothing needs to change (the source narrowed a field we had widened).
+    ///
+    /// Integers and doubles into any numeric column are taken as before precision and scale
+    /// were compared (a value that does not fit fails the merge, as it always did).
     fn fits_in(self, existing: &str) -> bool {
+        let numeric = existing == "numeric" || numeric_parts(existing).is_some();
         match self {
-            PgType::Bigint => matches!(existing, "double precision" | "numeric"),
-            PgType::DoublePrecision => existing == "numeric",
+            PgType::Bigint => existing == "double precision" || numeric,
+            PgType::DoublePrecision => numeric,
             PgType::Date => existing == "timestamp with time zone",
+            // Unconstrained numeric holds every decimal; a constrained one holds ours when it
+            // has at least as many integer and fraction digits.
+            PgType::Numeric(precision, scale) => {
+                existing == "numeric"
+                    || numeric_parts(existing).is_some_and(|(has_precision, has_scale)| {
+                        has_scale >= scale && has_precision - has_scale >= precision - scale
+                    })
+            }
             PgType::Text | PgType::Boolean | PgType::Timestamptz => false,
         }
     }
+}
+
+/// The precision and scale of `numeric(p,s)` as `sql/postgres/table_columns.sql` reports it.
+fn numeric_parts(existing: &str) -> Option<(u8, u8)> {
+    let inner = existing.strip_prefix("numeric(")?.strip_suffix(')')?;
+    let (precision, scale) = inner.split_once(',')?;
+    let precision: u8 = precision.trim().parse().ok()?;
+    let scale: u8 = scale.trim().parse().ok()?;
+    (scale <= precision).then_some((precision, scale))
 }
 
 #[cfg(test)]
@@ -140,6 +178,26 @@ mod tests {
         assert_eq!(fit(PgType::Timestamptz, "date"), Fit::Widens);
         assert_eq!(fit(PgType::Text, "bigint"), Fit::Drifts);
         assert_eq!(fit(PgType::Boolean, "text"), Fit::Drifts);
+        assert_eq!(fit(PgType::Bigint, "numeric(20,0)"), Fit::Fits);
+    }
+
+    #[test]
+    fn a_decimal_fits_widens_or_drifts_by_its_digits() {
+        let fit = |ty: PgType, existing: &str| ty.fit(&existing.to_owned());
+        let ours = PgType::Numeric(12, 2);
+        assert_eq!(fit(ours, "numeric(12,2)"), Fit::Fits);
+        assert_eq!(fit(ours, "numeric"), Fit::Fits);
+        // More integer and fraction digits already: nothing to change.
+        assert_eq!(fit(ours, "numeric(16,4)"), Fit::Fits);
+        // The source raised the precision or the scale: the column converts exactly.
+        assert_eq!(fit(ours, "numeric(10,2)"), Fit::Widens);
+        assert_eq!(fit(ours, "numeric(10,0)"), Fit::Widens);
+        // The source lowered the scale under values the column holds: someone decides.
+        assert_eq!(fit(ours, "numeric(12,4)"), Fit::Drifts);
+        assert_eq!(fit(ours, "double precision"), Fit::Drifts);
+        assert_eq!(fit(ours, "bigint"), Fit::Drifts);
+        assert_eq!(fit(ours, "text"), Fit::Drifts);
+        assert_eq!(ours.name(), "numeric(12,2)");
     }
 
     #[test]

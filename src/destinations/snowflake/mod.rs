@@ -243,6 +243,7 @@ impl SnowflakeDestination {
                 let existing = ExistingType {
                     data_type: text(row, "data_type")?,
                     scale: optional_count(row, "scale")?,
+                    precision: optional_count(row, "precision")?,
                 };
                 Ok((text(row, "name")?, existing))
             })
@@ -256,7 +257,7 @@ impl SnowflakeDestination {
                 sql::add_column(&self.schema, &layout.table, &column),
             )
             .await?;
-            info!(column = %column.name, sf_type = column.ty.name(), "added column");
+            info!(column = %column.name, sf_type = %column.ty.name(), "added column");
             added_columns.push(column.name);
         }
         Ok(SchemaChange {

@@ -10,10 +10,12 @@
 //! | Boolean                      | BOOLEAN          |
 //! | Date32                       | DATE             |
 //! | Timestamp(ms or µs, "UTC")   | TIMESTAMP_TZ     |
+//! | Decimal128(p, s), p <= 38    | NUMBER(p, s)     |
 //!
 //! Timestamps are `TIMESTAMP_TZ` because staged timestamps are instants: `TIMESTAMP_NTZ` would
 //! drop the zone and make comparisons depend on the session's `TIMEZONE`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::destinations::layout::{self, ColumnType, Fit};
@@ -36,6 +38,8 @@ pub(crate) enum SfType {
     Boolean,
     Date,
     TimestampTz,
+    /// `NUMBER(precision, scale)`: a staged decimal, exact.
+    Decimal(u8, u8),
 }
 
 /// An existing column's type as `INFORMATION_SCHEMA.COLUMNS` describes it.
@@ -45,11 +49,16 @@ pub(crate) struct ExistingType {
     pub data_type: String,
     /// `NUMERIC_SCALE`, for numbers.
     pub scale: Option<u64>,
+    /// `NUMERIC_PRECISION`, for numbers.
+    pub precision: Option<u64>,
 }
 
 impl fmt::Display for ExistingType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.data_type)
+        match (self.data_type.as_str(), self.precision, self.scale) {
+            ("NUMBER", Some(precision), Some(scale)) => write!(f, "NUMBER({precision}, {scale})"),
+            (data_type, ..) => f.write_str(data_type),
+        }
     }
 }
 
@@ -75,19 +84,23 @@ impl ColumnType for SfType {
             StagedType::Boolean => SfType::Boolean,
             StagedType::Date => SfType::Date,
             StagedType::Timestamp => SfType::TimestampTz,
+            StagedType::Decimal { precision, scale } => SfType::Decimal(precision, scale),
         }
     }
 
     /// The type as written in DDL.
-    fn name(self) -> &'static str {
-        match self {
+    fn name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             SfType::Number => "NUMBER(38, 0)",
             SfType::Float => "FLOAT",
             SfType::Varchar => "VARCHAR",
             SfType::Boolean => "BOOLEAN",
             SfType::Date => "DATE",
             SfType::TimestampTz => "TIMESTAMP_TZ",
-        }
+            SfType::Decimal(precision, scale) => {
+                return Cow::Owned(format!("NUMBER({precision}, {scale})"));
+            }
+        })
     }
 
     /// Snowflake cannot change a column's type in place (beyond lengths and precision), so a
@@ -103,6 +116,16 @@ impl ColumnType for SfType {
             SfType::Boolean => data_type == "BOOLEAN",
             SfType::Date => data_type == "DATE",
             SfType::TimestampTz => data_type == "TIMESTAMP_TZ",
+            // A NUMBER with at least as many integer and fraction digits holds every value
+            // exactly; any other change of precision or scale is drift.
+            SfType::Decimal(precision, scale) => {
+                let (precision, scale) = (u64::from(precision), u64::from(scale));
+                let has_scale = existing.scale.unwrap_or(0);
+                let has_precision = existing.precision.unwrap_or(38);
+                data_type == "NUMBER"
+                    && has_scale >= scale
+                    && has_precision.saturating_sub(has_scale) >= precision - scale
+            }
         };
         if accepted { Fit::Fits } else { Fit::Drifts }
     }
@@ -137,6 +160,7 @@ mod tests {
             ty.fit(&ExistingType {
                 data_type: data_type.to_owned(),
                 scale,
+                precision: scale.map(|_| 38),
             })
         };
         assert_eq!(fit(SfType::Number, "NUMBER", Some(0)), Fit::Fits);
@@ -145,6 +169,40 @@ mod tests {
         assert_eq!(fit(SfType::Number, "NUMBER", Some(2)), Fit::Drifts);
         assert_eq!(fit(SfType::Float, "NUMBER", Some(0)), Fit::Drifts);
         assert_eq!(fit(SfType::Varchar, "NUMBER", Some(0)), Fit::Drifts);
+    }
+
+    #[test]
+    fn a_decimal_takes_a_number_with_as_many_digits() {
+        let fit = |ty: SfType, precision: u64, scale: u64| {
+            ty.fit(&ExistingType {
+                data_type: "NUMBER".to_owned(),
+                scale: Some(scale),
+                precision: Some(precision),
+            })
+        };
+        let ours = SfType::Decimal(12, 2);
+        assert_eq!(ours.name(), "NUMBER(12, 2)");
+        assert_eq!(fit(ours, 12, 2), Fit::Fits);
+        assert_eq!(fit(ours, 16, 4), Fit::Fits);
+        assert_eq!(fit(ours, 10, 2), Fit::Drifts);
+        assert_eq!(fit(ours, 12, 4), Fit::Drifts);
+        // An integer column would drop the fraction.
+        assert_eq!(fit(ours, 38, 0), Fit::Drifts);
+        let float = ExistingType {
+            data_type: "FLOAT".to_owned(),
+            scale: None,
+            precision: None,
+        };
+        assert_eq!(ours.fit(&float), Fit::Drifts);
+        assert_eq!(
+            ExistingType {
+                data_type: "NUMBER".to_owned(),
+                scale: Some(4),
+                precision: Some(12),
+            }
+            .to_string(),
+            "NUMBER(12, 4)"
+        );
     }
 
     #[test]
