@@ -365,6 +365,13 @@ async fn model_tables_are_built_and_replaced_in_snowflake() {
         "-- materialized: incremental\n-- key: id\nSELECT id, lower(email) AS email FROM contacts\n",
     )
     .unwrap();
+    // Decimals stay exact: a NUMBER(16, 2), not a FLOAT.
+    std::fs::write(
+        models.path().join("lifecycle_fees.sql"),
+        "SELECT lifecyclestage, count(*) AS contacts, sum(CAST('2.05' AS DECIMAL(6,2))) AS fees \
+         FROM contacts GROUP BY lifecyclestage\n",
+    )
+    .unwrap();
     let extra = format!(
         "[models]\ndir = \"{}\"\ntests = \"{}\"\n",
         models.path().display(),
@@ -383,6 +390,22 @@ async fn model_tables_are_built_and_replaced_in_snowflake() {
     let contacts = h.sim.hubspot.live_records("contacts").len() as i64;
     let total = "SELECT SUM(\"contacts\") FROM \"crm\".\"contacts_by_lifecycle\"";
     assert_eq!(snowflake.count(total).await, contacts);
+    assert_eq!(
+        snowflake
+            .rows(
+                "SELECT \"DATA_TYPE\", \"NUMERIC_PRECISION\", \"NUMERIC_SCALE\" \
+                 FROM INFORMATION_SCHEMA.COLUMNS WHERE \"TABLE_SCHEMA\" = 'crm' \
+                 AND \"TABLE_NAME\" = 'lifecycle_fees' AND \"COLUMN_NAME\" = 'fees'"
+            )
+            .await,
+        [[Some("NUMBER".into()), Some("16".into()), Some("2".into())]]
+    );
+    assert_eq!(
+        snowflake
+            .rows("SELECT TO_VARCHAR(SUM(\"fees\")) FROM \"crm\".\"lifecycle_fees\"")
+            .await,
+        [[Some(format!("{}.{:02}", contacts * 205 / 100, contacts * 205 % 100))]]
+    );
     assert_eq!(
         snowflake
             .count("SELECT COUNT(*) FROM \"crm\".\"contact_emails\"")

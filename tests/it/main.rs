@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod decimals;
 mod demo;
 mod docs;
 mod files_source;

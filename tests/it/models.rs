@@ -562,3 +562,61 @@ async fn a_model_row_without_its_key_fails_not_null_and_nothing_staged_is_left()
         .get(0);
     assert_eq!(counted, live.len() as i64);
 }
+
+/// A model whose result holds decimals (`SUM` over a decimal, `CAST(... AS DECIMAL(p,s))`)
+/// materializes them as `numeric(p,s)` with every digit, not as doubles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_decimal_columns_materializes_numeric_columns_with_every_digit() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("deal_fees.sql"),
+        "-- materialized: table\n\
+         SELECT dealstage,\n\
+             count(*) AS deals,\n\
+             CAST(count(*) AS DECIMAL(12,2)) AS deals_exact,\n\
+             sum(CAST('2.05' AS DECIMAL(6,2))) AS fees\n\
+         FROM deals GROUP BY dealstage",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    let run = h.run(false).await;
+    assert_eq!(run.status, Status::Success, "{run:#?}");
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+
+    let client = h.client().await;
+    let types: Vec<(String, String)> = client
+        .query(
+            "SELECT column_name::text, format_type(atttypid, atttypmod) \
+             FROM information_schema.columns c \
+             JOIN pg_attribute a ON a.attrelid = 'crm.deal_fees'::regclass AND a.attname = c.column_name \
+             WHERE c.table_schema = 'crm' AND c.table_name = 'deal_fees' \
+             AND c.column_name IN ('deals_exact', 'fees') ORDER BY c.column_name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    // DataFusion's SUM of a decimal(6,2) has 10 more digits of precision.
+    assert_eq!(
+        types,
+        [
+            ("deals_exact".to_owned(), "numeric(12,2)".to_owned()),
+            ("fees".to_owned(), "numeric(16,2)".to_owned())
+        ]
+    );
+    // Exact: 2.05 a deal to the cent, which a double would not keep for every count.
+    let wrong: i64 = client
+        .query_one(
+            "SELECT count(*) FROM crm.deal_fees \
+             WHERE fees <> deals * 2.05 OR deals_exact <> deals OR fees::text NOT LIKE '%.__'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0);
+    assert!(count(&client, "deal_fees").await > 0);
+}

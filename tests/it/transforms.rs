@@ -276,34 +276,6 @@ async fn check_and_run_reject_a_transform_that_drops_the_key() {
     );
 }
 
-/// A `decimal(p,s)` cast is refused, not half-supported: the stage holds no decimal type, so
-/// `check` says so (exit 2) naming the stream and the column, and what to cast to instead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_refuses_a_decimal_cast_naming_the_stream_the_column_and_what_to_use() {
-    let h = FilesHarness::start().await;
-    h.write_file("contacts/part-1.jsonl", &contact(1, "lead", false, 1), T0);
-    h.write_config(
-        &["contacts"],
-        &format!(
-            "{CONTACTS_TABLE}\n[streams.contacts]\ncast = {{ annualrevenue = \"decimal(18,2)\" }}\n"
-        ),
-    );
-    let config = h.config_path.display().to_string();
-    let (code, stdout, stderr) = syncline(&h, &["check", "--config", &config]);
-    let out = format!("{stdout}{stderr}");
-    assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("streams.contacts.cast")
-            && out.contains("annualrevenue")
-            && out.contains("does not stage decimals")
-            && out.contains("double"),
-        "{out}"
-    );
-    let (code, stderr) = h.run_binary(&[]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("does not stage decimals"), "{stderr}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sql_transform_that_does_not_parse_stops_the_run_before_the_source_is_called() {
     let dir = tempfile::tempdir().unwrap();
