@@ -402,9 +402,18 @@ async fn model_tables_are_built_and_replaced_in_snowflake() {
     );
     assert_eq!(
         snowflake
-            .rows("SELECT TO_VARCHAR(SUM(\"fees\")) FROM \"crm\".\"lifecycle_fees\"")
+            .count(
+                "SELECT COUNT(*) FROM \"crm\".\"lifecycle_fees\" \
+                 WHERE \"fees\" <> \"contacts\" * 2.05"
+            )
             .await,
-        [[Some(format!("{}.{:02}", contacts * 205 / 100, contacts * 205 % 100))]]
+        0
+    );
+    assert_eq!(
+        snowflake
+            .count("SELECT SUM(\"contacts\") FROM \"crm\".\"lifecycle_fees\"")
+            .await,
+        contacts
     );
     assert_eq!(
         snowflake
