@@ -1018,3 +1018,52 @@ async fn the_report_and_the_log_break_a_stream_down_by_phase() {
     assert_eq!(second["direct_copy"], false, "{second}");
     assert_eq!(second["copied_while_staging"], false, "{second}");
 }
+
+/// A `numeric(p,s)` source column arrives as `numeric(p,s)` with every digit, snapshot and
+/// streamed changes alike; `NaN`, which no destination's decimal holds, is a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numeric_column_arrives_as_numeric_and_nan_is_a_dead_letter() {
+    let setup = Setup::start("logical", "", "").await;
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "INSERT INTO contacts (id, email, score) VALUES
+                (9001, 'a', 12345.67), (9002, 'b', -0.01), (9003, 'c', 0), (9004, 'nan', 'NaN'),
+                (9005, 'max', 9999999999.99), (9006, 'none', NULL)",
+        )
+        .await
+        .unwrap();
+    let report = setup.run_ok(&[]).await;
+    assert_eq!(report.streams[0].rows_dead_lettered, 1, "{report:#?}");
+    let score_type: String = setup
+        .dest()
+        .await
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = 'crm.contacts'::regclass AND attname = 'score'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(score_type, "numeric(12,2)");
+    setup
+        .assert_converged_but("id::text, score::text", &[9004])
+        .await;
+
+    // Streamed changes are decoded from pgoutput's text.
+    setup
+        .source()
+        .await
+        .batch_execute(
+            "UPDATE contacts SET score = -9999999999.99 WHERE id = 9001;
+             UPDATE contacts SET score = score + 0.01 WHERE id % 100 = 0;",
+        )
+        .await
+        .unwrap();
+    setup.run_ok(&[]).await;
+    setup
+        .assert_converged_but("id::text, score::text", &[9004])
+        .await;
+}

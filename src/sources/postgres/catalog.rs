@@ -31,7 +31,11 @@ pub enum ValueKind {
     Timestamp {
         with_zone: bool,
     },
-    /// Everything else (text, varchar, numeric, uuid, json, enums, ...) in its text form.
+    /// `numeric(p, s)` with at most 38 digits → Decimal128(p, s), exact. Read in its text
+    /// form, which has exactly `s` fraction digits.
+    Decimal { precision: u8, scale: u8 },
+    /// Everything else (text, varchar, unconstrained numeric, uuid, json, enums, ...) in its
+    /// text form.
     Text,
 }
 
@@ -46,9 +50,25 @@ impl ValueKind {
             "date" => ValueKind::Date,
             "timestamp" => ValueKind::Timestamp { with_zone: false },
             "timestamptz" => ValueKind::Timestamp { with_zone: true },
-            // numeric stays text: it is exact there, and Float64 would round it.
+            // numeric without (or beyond) a Decimal128's digits stays text: it is exact there,
+            // and Float64 would round it.
             _ => ValueKind::Text,
         }
+    }
+
+    /// The staged type for a column of the catalog type `typname` declared as `sql_type`
+    /// (`format_type`): a `numeric(p, s)` of at most 38 digits is a decimal. Unconstrained
+    /// `numeric` stays text: its values may have any scale, row by row, which no one
+    /// Decimal128 scale holds without rounding some of them.
+    pub fn of_column(typname: &str, sql_type: &str) -> ValueKind {
+        if typname == "numeric" {
+            if let Some(Ok((precision, scale))) = crate::config::decimal_cast(sql_type) {
+                if sql_type.contains('(') {
+                    return ValueKind::Decimal { precision, scale };
+                }
+            }
+        }
+        ValueKind::of(typname)
     }
 
     pub fn data_type(self) -> DataType {
@@ -58,6 +78,9 @@ impl ValueKind {
             ValueKind::Bool => DataType::Boolean,
             ValueKind::Date => DataType::Date32,
             ValueKind::Timestamp { .. } => micros_type(),
+            ValueKind::Decimal { precision, scale } => {
+                DataType::Decimal128(precision, scale as i8)
+            }
             ValueKind::Text => DataType::Utf8,
         }
     }
@@ -150,7 +173,7 @@ impl TableSpec {
                     SourceColumn {
                         name: row.get(0),
                         sql_type: row.get(2),
-                        kind: ValueKind::of(row.get::<_, &str>(1)),
+                        kind: ValueKind::of_column(row.get::<_, &str>(1), row.get(2)),
                     },
                     row.get::<_, i64>(3) > 0,
                 )
@@ -171,7 +194,7 @@ impl TableSpec {
                     .into()
                 })
         };
-        let key = match &settings.key {
+        let mut key = match &settings.key {
             Some(key) => find(key, "key")?,
             None => {
                 let primary: Vec<&SourceColumn> =
@@ -197,6 +220,11 @@ impl TableSpec {
                 }
             }
         };
+        // A numeric key stays keyed by its text, as it always was: keys are integers or text
+        // in every destination and in the fingerprints.
+        if let ValueKind::Decimal { .. } = key.kind {
+            key.kind = ValueKind::Text;
+        }
         if !matches!(key.kind, ValueKind::Int | ValueKind::Text) {
             return Err(PostgresSourceError::KeyType {
                 stream: stream.to_string(),
@@ -282,6 +310,7 @@ mod tests {
             ("float4", DataType::Float64),
             ("float8", DataType::Float64),
             ("numeric", DataType::Utf8),
+            ("numeric(12,2)", DataType::Utf8),
             ("bool", DataType::Boolean),
             ("text", DataType::Utf8),
             ("varchar", DataType::Utf8),
@@ -295,6 +324,26 @@ mod tests {
             ("timestamptz", micros_type()),
         ] {
             assert_eq!(ValueKind::of(typname).data_type(), expected, "{typname}");
+        }
+    }
+
+    #[test]
+    fn a_numeric_with_at_most_38_digits_is_a_decimal() {
+        for (typname, sql_type, expected) in [
+            ("numeric", "numeric(12,2)", DataType::Decimal128(12, 2)),
+            ("numeric", "numeric(38,0)", DataType::Decimal128(38, 0)),
+            ("numeric", "numeric(5,5)", DataType::Decimal128(5, 5)),
+            // More digits than Decimal128 holds, or any scale row by row: exact as text.
+            ("numeric", "numeric(39,2)", DataType::Utf8),
+            ("numeric", "numeric", DataType::Utf8),
+            ("int4", "integer", DataType::Int64),
+            ("text", "text", DataType::Utf8),
+        ] {
+            assert_eq!(
+                ValueKind::of_column(typname, sql_type).data_type(),
+                expected,
+                "{sql_type}"
+            );
         }
     }
 

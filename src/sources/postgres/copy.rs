@@ -79,7 +79,8 @@ fn wire_expression(column: &SourceColumn) -> (String, Type) {
         // without time zone is staged as if it were UTC.
         ValueKind::Timestamp { with_zone: true } => (name, Type::TIMESTAMPTZ),
         ValueKind::Timestamp { with_zone: false } => (name, Type::TIMESTAMP),
-        ValueKind::Text => (format!("{name}::text"), Type::TEXT),
+        // A decimal's text has exactly its scale's fraction digits.
+        ValueKind::Text | ValueKind::Decimal { .. } => (format!("{name}::text"), Type::TEXT),
     }
 }
 

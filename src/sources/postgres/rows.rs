@@ -17,8 +17,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 
@@ -40,6 +40,8 @@ pub enum ColumnValues {
     Date(Date32Builder),
     Micros(TimestampMicrosecondBuilder),
     Text(StringBuilder),
+    /// The builder, its precision and its scale.
+    Decimal(Decimal128Builder, u8, u8),
 }
 
 /// One decoded value, ready to append to its column's builder.
@@ -53,6 +55,8 @@ pub enum Value<'a> {
     Date(i32),
     /// µs since 1970-01-01 UTC.
     Micros(i64),
+    /// A decimal's unscaled integer and its scale.
+    Decimal(i128, u8),
     Text(&'a str),
 }
 
@@ -75,6 +79,13 @@ impl ColumnValues {
             ValueKind::Text => {
                 ColumnValues::Text(StringBuilder::with_capacity(capacity, capacity * 16))
             }
+            ValueKind::Decimal { precision, scale } => ColumnValues::Decimal(
+                Decimal128Builder::with_capacity(capacity)
+                    .with_precision_and_scale(precision, scale as i8)
+                    .expect("the catalog admits 1 to 38 digits and a scale within them"),
+                precision,
+                scale,
+            ),
         }
     }
 
@@ -86,6 +97,7 @@ impl ColumnValues {
             ColumnValues::Date(b) => b.append_null(),
             ColumnValues::Micros(b) => b.append_null(),
             ColumnValues::Text(b) => b.append_null(),
+            ColumnValues::Decimal(b, ..) => b.append_null(),
         }
     }
 
@@ -109,6 +121,14 @@ impl ColumnValues {
             },
             ValueKind::Text => Value::Text(
                 std::str::from_utf8(bytes).map_err(|_| BadValue("text is not valid UTF-8"))?,
+            ),
+            // The COPY query reads a decimal as its text.
+            ValueKind::Decimal { scale, .. } => Value::Decimal(
+                parse_decimal(
+                    std::str::from_utf8(bytes).map_err(|_| BadValue("text is not valid UTF-8"))?,
+                    scale,
+                )?,
+                scale,
             ),
         })
     }
@@ -140,6 +160,7 @@ impl ColumnValues {
             ValueKind::Date => Value::Date(parse_date(text)?),
             ValueKind::Timestamp { with_zone } => Value::Micros(parse_timestamp(text, with_zone)?),
             ValueKind::Text => Value::Text(text),
+            ValueKind::Decimal { scale, .. } => Value::Decimal(parse_decimal(text, scale)?, scale),
         })
     }
 
@@ -153,6 +174,7 @@ impl ColumnValues {
             (ColumnValues::Date(b), Value::Date(v)) => b.append_value(v),
             (ColumnValues::Micros(b), Value::Micros(v)) => b.append_value(v),
             (ColumnValues::Text(b), Value::Text(v)) => b.append_value(v),
+            (ColumnValues::Decimal(b, ..), Value::Decimal(v, _)) => b.append_value(v),
             (_, value) => unreachable!("a {value:?} decoded for a column of another kind"),
         }
     }
@@ -180,6 +202,10 @@ impl ColumnValues {
             ColumnValues::Date(_) => ValueKind::Date,
             ColumnValues::Micros(_) => ValueKind::Timestamp { with_zone: true },
             ColumnValues::Text(_) => ValueKind::Text,
+            ColumnValues::Decimal(_, precision, scale) => ValueKind::Decimal {
+                precision: *precision,
+                scale: *scale,
+            },
         }
     }
 
@@ -192,6 +218,7 @@ impl ColumnValues {
             ColumnValues::Date(b) => Arc::new(b.finish()),
             ColumnValues::Micros(b) => Arc::new(b.finish()),
             ColumnValues::Text(b) => Arc::new(b.finish()),
+            ColumnValues::Decimal(b, ..) => Arc::new(b.finish()),
         }
     }
 }
@@ -213,8 +240,54 @@ impl Value<'_> {
                 .map_or_else(|| micros.to_string(), |t| t.to_rfc3339())
                 .into(),
             Value::Text(v) => v.into(),
+            // As text, every digit kept.
+            Value::Decimal(unscaled, scale) => {
+                <arrow::datatypes::Decimal128Type as arrow::datatypes::DecimalType>::format_decimal(
+                    unscaled,
+                    38,
+                    scale as i8,
+                )
+                .into()
+            }
         }
     }
+}
+
+/// The unscaled integer of a `numeric(p, s)` value in PostgreSQL's text form (an optional
+/// `-`, digits, and at most `scale` fraction digits; PostgreSQL writes exactly `scale`).
+/// `NaN`, which a constrained numeric may hold, has no value any destination's decimal holds.
+fn parse_decimal(text: &str, scale: u8) -> Result<i128, BadValue> {
+    const NOT_A_DECIMAL: BadValue = BadValue("not a decimal in text form");
+    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+        return Err(BadValue(
+            "NaN or infinity, which no destination's decimal column holds",
+        ));
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (integer, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if integer.is_empty() || !all_digits(integer) || !all_digits(fraction) {
+        return Err(NOT_A_DECIMAL);
+    }
+    if fraction.len() > usize::from(scale) {
+        return Err(BadValue("more fraction digits than the column's scale"));
+    }
+    let mut unscaled: i128 = 0;
+    let padding = usize::from(scale) - fraction.len();
+    for digit in integer
+        .bytes()
+        .chain(fraction.bytes())
+        .chain(std::iter::repeat_n(b'0', padding))
+    {
+        unscaled = unscaled
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(i128::from(digit - b'0')))
+            .ok_or(BadValue("more digits than a decimal holds"))?;
+    }
+    Ok(if negative { -unscaled } else { unscaled })
 }
 
 fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], BadValue> {
@@ -325,6 +398,41 @@ fn offset_seconds(text: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_read_from_their_text_with_the_scale_digits() {
+        assert_eq!(parse_decimal("12345.67", 2), Ok(1_234_567));
+        assert_eq!(parse_decimal("-0.01", 2), Ok(-1));
+        assert_eq!(parse_decimal("0.00", 2), Ok(0));
+        // Fewer fraction digits than the scale are padded (a text a PostgreSQL never writes
+        // for a constrained numeric, but exact all the same).
+        assert_eq!(parse_decimal("5", 2), Ok(500));
+        assert_eq!(
+            parse_decimal("99999999999999999999999999999999999999", 0),
+            Ok(10i128.pow(38) - 1)
+        );
+        for bad in ["NaN", "Infinity", "-Infinity", "", "1.2.3", "1e5", "-", "12.345"] {
+            assert!(parse_decimal(bad, 2).is_err(), "{bad}");
+        }
+        let kind = ValueKind::Decimal {
+            precision: 12,
+            scale: 2,
+        };
+        let mut column = ColumnValues::new(kind, 2);
+        column.append_binary(Some(b"12345.67")).unwrap();
+        column.append_text(None, kind).unwrap();
+        let array = column.finish();
+        assert_eq!(array.data_type(), &arrow::datatypes::DataType::Decimal128(12, 2));
+        assert_eq!(
+            arrow::util::display::array_value_to_string(&array, 0).unwrap(),
+            "12345.67"
+        );
+        assert!(array.is_null(1));
+        assert_eq!(
+            Value::Decimal(-1, 2).to_json(),
+            serde_json::Value::String("-0.01".into())
+        );
+    }
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Date32Type, Int64Type, TimestampMicrosecondType};
 

@@ -201,7 +201,9 @@ pub fn hash_columns(spec: &TableSpec) -> Vec<(String, HashKind)> {
                 ValueKind::Bool => HashKind::Bool,
                 ValueKind::Date => HashKind::Date,
                 ValueKind::Timestamp { .. } => HashKind::Timestamp,
-                ValueKind::Text => HashKind::Text,
+                // A decimal's canonical text has its scale's digits (`12.50`, `0.00`) on every
+                // side: PostgreSQL's `numeric(p,s)::text`, Arrow's Decimal128 as text.
+                ValueKind::Text | ValueKind::Decimal { .. } => HashKind::Text,
             };
             (column.name.clone(), kind)
         })
