@@ -646,7 +646,10 @@ mod tests {
         let decimal = DataType::Decimal128(10, 2);
         assert_eq!(PgType::from_arrow(&decimal), Some(PgType::Numeric(10, 2)));
         assert_eq!(SfType::from_arrow(&decimal), Some(SfType::Decimal(10, 2)));
-        assert_eq!(LakeType::from_arrow(&decimal), Some(LakeType::Decimal(10, 2)));
+        assert_eq!(
+            LakeType::from_arrow(&decimal),
+            Some(LakeType::Decimal(10, 2))
+        );
         // Decimals no destination holds (more than 38 digits, a negative scale) stay
         // unsupported everywhere.
         for unsupported in [DataType::Decimal256(40, 2), DataType::Decimal128(10, -2)] {

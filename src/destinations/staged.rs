@@ -26,7 +26,10 @@ pub(crate) enum StagedType {
     /// An exact decimal of at most 38 digits, `scale` of them after the point (Arrow's
     /// `Decimal128(precision, scale)`, with `0 <= scale <= precision`): what PostgreSQL's
     /// `numeric(p, s)`, Snowflake's `NUMBER(p, s)` and Delta's `decimal(p, s)` all hold.
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
 }
 
 impl StagedType {

@@ -27,7 +27,8 @@ pub struct DeadLetterFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnSpec {
     pub name: String,
-    /// `int64`, `float64`, `utf8`, `boolean`, `date32`, `timestamp_ms_utc` or `timestamp_us_utc`.
+    /// `int64`, `float64`, `utf8`, `boolean`, `date32`, `timestamp_ms_utc`, `timestamp_us_utc`
+    /// or `decimal128(precision,scale)`.
     #[serde(rename = "type")]
     pub kind: String,
     pub nullable: bool,
@@ -132,13 +133,11 @@ pub fn columns_of(schema: &Schema) -> Result<Vec<ColumnSpec>> {
 }
 
 fn kind_of(data_type: &DataType) -> Result<String> {
-    // An exact decimal: `decimal128(precision,scale)`.
-    if let DataType::Decimal128(precision, scale) = data_type {
-        if *scale >= 0 && (*scale as u8) <= *precision {
+    Ok(match data_type {
+        // An exact decimal: `decimal128(precision,scale)`.
+        DataType::Decimal128(precision, scale) if *scale >= 0 && (*scale as u8) <= *precision => {
             return Ok(format!("decimal128({precision},{scale})"));
         }
-    }
-    Ok(match data_type {
         DataType::Int64 => "int64",
         DataType::Float64 => "float64",
         DataType::Utf8 => "utf8",
@@ -180,4 +179,32 @@ fn data_type_of(kind: &str) -> Result<DataType> {
         "timestamp_us_utc" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         other => return Err(StageError::UnknownColumnType(other.to_string()).into()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decimal_column_round_trips_through_the_manifest() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("amount", DataType::Decimal128(18, 2), true),
+            Field::new("whole", DataType::Decimal128(38, 0), true),
+        ]);
+        let columns = columns_of(&schema).unwrap();
+        assert_eq!(columns[1].kind, "decimal128(18,2)");
+        assert_eq!(schema_of(&columns).unwrap().as_ref(), &schema);
+        // Decimals no destination holds are not staged.
+        let wide = Schema::new(vec![Field::new("x", DataType::Decimal256(40, 2), true)]);
+        assert!(columns_of(&wide).is_err());
+        for unknown in ["decimal128(39,2)", "decimal128(18)", "decimal128(a,b)"] {
+            let columns = vec![ColumnSpec {
+                name: "x".into(),
+                kind: unknown.into(),
+                nullable: true,
+            }];
+            assert!(schema_of(&columns).is_err(), "{unknown}");
+        }
+    }
 }

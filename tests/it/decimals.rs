@@ -31,9 +31,8 @@ fn cast(to: &str) -> String {
 
 fn invoice(id: i64, amount: Option<&str>, minute: i64) -> String {
     let amount = amount.map_or("null".to_owned(), |a| format!("\"{a}\""));
-    format!(
-        r#"{{"id": {id}, "amount": {amount}, "updated_at": "2024-03-01T10:{minute:02}:00Z"}}"#
-    ) + "\n"
+    format!(r#"{{"id": {id}, "amount": {amount}, "updated_at": "2024-03-01T10:{minute:02}:00Z"}}"#)
+        + "\n"
 }
 
 /// The source's amounts and what `decimal(18,2)` makes of them: a fourth fraction digit
@@ -105,7 +104,11 @@ async fn a_decimal_cast_loads_exact_values_into_postgres_widens_and_drifts() {
 
     let report = h.run(false).await;
     let invoices = reconciled(&report);
-    assert_eq!(invoices.rows_inserted, AMOUNTS.len() as u64, "{invoices:#?}");
+    assert_eq!(
+        invoices.rows_inserted,
+        AMOUNTS.len() as u64,
+        "{invoices:#?}"
+    );
     assert_eq!(
         pg_numeric_type(&h, "amount").await,
         ("numeric".to_owned(), 18, 2)
@@ -143,7 +146,9 @@ async fn a_decimal_cast_loads_exact_values_into_postgres_widens_and_drifts() {
     assert_eq!(invoices.status, Status::Failed, "{invoices:#?}");
     let error = invoices.error.clone().unwrap_or_default();
     assert!(
-        error.contains("column `amount` is numeric(20,4) in the table but the source now sends numeric(30,2)"),
+        error.contains(
+            "column `amount` is numeric(20,4) in the table but the source now sends numeric(30,2)"
+        ),
         "{error}"
     );
     assert_eq!(
@@ -227,9 +232,7 @@ async fn check_refuses_a_decimal_without_digits_or_beyond_38_naming_what_to_writ
         );
         assert_eq!(output.status.code(), Some(2), "{to}: {out}");
         assert!(
-            out.contains("streams.invoices.cast")
-                && out.contains("amount")
-                && out.contains(says),
+            out.contains("streams.invoices.cast") && out.contains("amount") && out.contains(says),
             "{to}: {out}"
         );
         let (code, stderr) = h.run_binary(&[]);

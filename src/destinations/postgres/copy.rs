@@ -6,8 +6,8 @@
 use std::pin::pin;
 
 use arrow::array::{
-    Array, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array, LargeStringArray, StringArray,
-    StringViewArray, TimestampMicrosecondArray, TimestampMillisecondArray,
+    Array, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array, LargeStringArray,
+    StringArray, StringViewArray, TimestampMicrosecondArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -206,7 +206,10 @@ impl Numeric {
         // Groups of four decimal digits aligned on the point: the integer part padded on
         // the left, the fraction on the right.
         let integer = format!("{integer:0>width$}", width = integer.len().div_ceil(4) * 4);
-        let fraction = format!("{fraction:0<width$}", width = fraction.len().div_ceil(4) * 4);
+        let fraction = format!(
+            "{fraction:0<width$}",
+            width = fraction.len().div_ceil(4) * 4
+        );
         let integer_groups = integer.len() / 4;
         let mut groups: Vec<u16> = integer
             .as_bytes()
@@ -227,7 +230,11 @@ impl Numeric {
         };
         out.put_i16(groups.len() as i16);
         out.put_i16(weight);
-        out.put_u16(if self.unscaled < 0 { NEGATIVE } else { POSITIVE });
+        out.put_u16(if self.unscaled < 0 {
+            NEGATIVE
+        } else {
+            POSITIVE
+        });
         out.put_u16(u16::from(self.scale));
         for group in groups {
             out.put_u16(group);

@@ -115,11 +115,11 @@ impl PgType {
             PgType::Timestamptz => existing == "date",
             // A numeric with no more integer digits and no more fraction digits converts
             // exactly (the source raised the precision or the scale).
-            PgType::Numeric(precision, scale) => numeric_parts(existing).is_some_and(
-                |(had_precision, had_scale)| {
+            PgType::Numeric(precision, scale) => {
+                numeric_parts(existing).is_some_and(|(had_precision, had_scale)| {
                     had_scale <= scale && had_precision - had_scale <= precision - scale
-                },
-            ),
+                })
+            }
             PgType::Boolean | PgType::Date => false,
         }
     }

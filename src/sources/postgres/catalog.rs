@@ -33,7 +33,10 @@ pub enum ValueKind {
     },
     /// `numeric(p, s)` with at most 38 digits → Decimal128(p, s), exact. Read in its text
     /// form, which has exactly `s` fraction digits.
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     /// Everything else (text, varchar, unconstrained numeric, uuid, json, enums, ...) in its
     /// text form.
     Text,
@@ -61,14 +64,12 @@ impl ValueKind {
     /// `numeric` stays text: its values may have any scale, row by row, which no one
     /// Decimal128 scale holds without rounding some of them.
     pub fn of_column(typname: &str, sql_type: &str) -> ValueKind {
-        if typname == "numeric" {
-            if let Some(Ok((precision, scale))) = crate::config::decimal_cast(sql_type) {
-                if sql_type.contains('(') {
-                    return ValueKind::Decimal { precision, scale };
-                }
+        match (typname, crate::config::decimal_cast(sql_type)) {
+            ("numeric", Some(Ok((precision, scale)))) if sql_type.contains('(') => {
+                ValueKind::Decimal { precision, scale }
             }
+            _ => ValueKind::of(typname),
         }
-        ValueKind::of(typname)
     }
 
     pub fn data_type(self) -> DataType {
@@ -78,9 +79,7 @@ impl ValueKind {
             ValueKind::Bool => DataType::Boolean,
             ValueKind::Date => DataType::Date32,
             ValueKind::Timestamp { .. } => micros_type(),
-            ValueKind::Decimal { precision, scale } => {
-                DataType::Decimal128(precision, scale as i8)
-            }
+            ValueKind::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
             ValueKind::Text => DataType::Utf8,
         }
     }

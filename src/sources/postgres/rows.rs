@@ -411,7 +411,16 @@ mod tests {
             parse_decimal("99999999999999999999999999999999999999", 0),
             Ok(10i128.pow(38) - 1)
         );
-        for bad in ["NaN", "Infinity", "-Infinity", "", "1.2.3", "1e5", "-", "12.345"] {
+        for bad in [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "",
+            "1.2.3",
+            "1e5",
+            "-",
+            "12.345",
+        ] {
             assert!(parse_decimal(bad, 2).is_err(), "{bad}");
         }
         let kind = ValueKind::Decimal {
@@ -422,7 +431,10 @@ mod tests {
         column.append_binary(Some(b"12345.67")).unwrap();
         column.append_text(None, kind).unwrap();
         let array = column.finish();
-        assert_eq!(array.data_type(), &arrow::datatypes::DataType::Decimal128(12, 2));
+        assert_eq!(
+            array.data_type(),
+            &arrow::datatypes::DataType::Decimal128(12, 2)
+        );
         assert_eq!(
             arrow::util::display::array_value_to_string(&array, 0).unwrap(),
             "12345.67"
