@@ -181,19 +181,22 @@ async fn a_value_too_large_for_the_precision_fails_the_load_and_loads_once_the_c
         error.contains("a value a cast cannot convert") && !error.contains("12345678901234567"),
         "the error says what failed and never quotes the value: {error}"
     );
-    // The transform runs before the merge: the table was not even created.
-    let tables: i64 = h
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM information_schema.tables \
-             WHERE table_schema = 'files' AND table_name = 'invoices'",
-            &[],
-        )
+    // The table may exist (a full load into PostgreSQL is copied while it is staged, into a
+    // table created first), but no row of the failed load is in it.
+    let client = h.client().await;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('files.invoices') IS NOT NULL", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(tables, 0, "nothing was merged");
+    if exists {
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM files.invoices", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 0, "nothing was merged");
+    }
 
     h.write_config(&["invoices"], &cast("decimal(20,2)"));
     let report = h.run(false).await;
