@@ -20,7 +20,42 @@ use syncline::{Error, demo, init, orchestrate, pipeline, sim, status, transform,
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
+/// Requests at least this large get pages of their own from the kernel (see
+/// [`bound_malloc_arenas`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_MMAP_THRESHOLD: libc::c_int = 512 * 1024;
+
+/// Keeps glibc's allocator from holding memory the program has freed, so that resident memory
+/// follows what a load holds at a time (batches and row groups) rather than how long it ran.
+///
+/// Left alone, glibc gives each thread that meets contention an arena of its own (up to eight
+/// per core) and serves large blocks (Arrow buffers, Parquet pages) from those arenas once the
+/// first one is freed, where freed blocks stay resident. A 500,000-row lake load measured
+/// 165 MiB of anonymous memory for a live heap of 95 MiB (heaptrack). Capping the arenas at
+/// one per core, and serving blocks of [`MALLOC_MMAP_THRESHOLD`] and more by `mmap` (returned
+/// to the kernel on free), brought it down by about 70 MiB. An operator who sets
+/// `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` keeps glibc's own handling of both.
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+        {
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
+        // exists. A refused setting (return value 0) leaves glibc's default, which is harmless.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

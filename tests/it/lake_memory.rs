@@ -3,8 +3,16 @@
 //! memory the test measures itself (the kernel's `ru_maxrss` of the reaped child).
 //!
 //! Before the lake merge streamed its load, the whole load sat in a DataFusion `MemTable` before
-//! the MERGE: this test's run peaked at 445 MiB (debug build; 249 MiB since), and a large enough
-//! load (wide rows) was killed by the OOM killer on every re-run.
+//! the MERGE: this test's run peaked at 445 MiB (debug build), and a large enough load (wide
+//! rows) was killed by the OOM killer on every re-run. Streamed, it peaked at 239–249 MiB: the
+//! Delta writer still held a whole million-row row group until it closed, and glibc kept freed
+//! blocks resident in per-thread arenas. With bounded row groups and arenas: 210–220 MiB.
+//!
+//! About 110 MiB of any figure here is the debug binary's own pages (file-backed, counted in
+//! `ru_maxrss`; a release binary is smaller). The test takes 55–120 s in a debug build on the
+//! shared 2-core machine, over the 60 s aimed at: 2,000,000 rows are what the issue asks for,
+//! and with fewer rows the whole load fits in one of the old million-row row groups, so the
+//! bound would no longer tell the old writer from the new.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -14,9 +22,10 @@ use crate::support::{config_toml, toml_list};
 const ROWS: usize = 2_000_000;
 
 /// Peak RSS allowed for the whole run (extraction, staging and the lake merge), in MiB: above
-/// what a run bounded by batches needs (249 MiB measured), below what holding these 2,000,000
-/// rows in memory took (445 MiB).
-const PEAK_RSS_BOUND_MIB: i64 = 350;
+/// what a run bounded by row groups and batches needs (210–220 MiB measured, debug build), below
+/// what the million-row row groups and unbounded arenas took (239–249 MiB) and far below
+/// holding the load in memory (445 MiB).
+const PEAK_RSS_BOUND_MIB: i64 = 230;
 
 #[test]
 fn a_two_million_row_lake_full_load_stays_under_a_memory_bound() {

@@ -360,6 +360,7 @@ pub(crate) async fn apply(
         .with_source_alias(SOURCE_ALIAS)
         .with_target_alias(TARGET_ALIAS)
         .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(super::data_file_properties())
         .with_commit_properties(properties);
     for clause in clauses.matched {
         builder = match clause {
@@ -492,6 +493,7 @@ async fn write_new(
         .with_input_plan(source.into_unoptimized_plan())
         .with_session_state(Arc::new(ctx.state()))
         .with_save_mode(SaveMode::Append)
+        .with_writer_properties(super::data_file_properties())
         .with_commit_properties(properties)
         .await
         .map_err(|err| super::commit_error("write", load_id, err))?;

@@ -93,6 +93,27 @@ use error::{StepExt, StepFailure};
 use merge::StagedLoad;
 use types::{table_layout, table_name_problem};
 
+/// Rows per row group of the Delta data files syncline writes (merges, appends, tombstones,
+/// model overwrites), and the encoded bytes past which a row group closes earlier (wide rows).
+///
+/// delta-rs's writer keeps the row group it is filling in memory and uploads it when it
+/// closes; with parquet's default (1,048,576 rows) that row group was most of a data file, so
+/// a load's memory grew with its size up to a million rows. Bounded here, a writer holds one
+/// row group of at most this size, plus its upload's parts, whatever the load's size. Files
+/// still roll at the table's target file size (`delta.targetFileSize`, 100 MiB by default):
+/// small row groups, not small files.
+const DATA_FILE_ROW_GROUP_ROWS: usize = 128 * 1024;
+const DATA_FILE_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+/// Parquet settings of the Delta data files: delta-rs's own (Snappy) with bounded row groups.
+fn data_file_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(DATA_FILE_ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(DATA_FILE_ROW_GROUP_BYTES))
+        .build()
+}
+
 /// Commit metadata keys (in each load's `commitInfo`).
 const META_LOAD_ID: &str = "syncline_load_id";
 const META_STREAM: &str = "syncline_stream";

@@ -82,6 +82,7 @@ impl LakeDestination {
             .write(written)
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(SchemaMode::Overwrite)
+            .with_writer_properties(super::data_file_properties())
             .with_commit_properties(commit_properties(request, received))
             .await
             .map_err(|err| commit_error("overwrite", &request.load_id, err))?;

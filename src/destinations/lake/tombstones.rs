@@ -86,6 +86,7 @@ pub(crate) async fn record(
         .with_source_alias(SOURCE_ALIAS)
         .with_target_alias(TARGET_ALIAS)
         .with_session_state(std::sync::Arc::new(ctx.state()))
+        .with_writer_properties(super::data_file_properties())
         .when_matched_update(|update| {
             update
                 .predicate(source(VERSION_COLUMN).gt(target(VERSION_COLUMN)))
