@@ -5,7 +5,9 @@
 //! The points: `after-stage` (manifest written and load pending, nothing merged),
 //! `after-merge` (destination committed, state not yet saved) and `cdc-mid-stream` (the CDC
 //! reader has decoded part of the WAL), and for the flushes of `syncline stream` (not its
-//! first, catch-up load) `flush-after-stage` and `flush-after-merge`. The variable is documented in the README; nothing
+//! first, catch-up load: its CDC flushes and the loads of records its webhook hints name;
+//! `reconcile --repair`'s load too, a repair like the latter) `flush-after-stage` and
+//! `flush-after-merge`. The variable is documented in the README; nothing
 //! happens when it is unset.
 //!
 //! `SYNCLINE_STOP_AT=<point>` stops the process (SIGSTOP) there instead, as a long pause or a

@@ -443,9 +443,10 @@ impl<'a> StreamRunner<'a> {
             ));
             return Ok(());
         }
-        // A flush of `syncline stream` has crash points of its own, so a test can kill the
+        // A flush of `syncline stream` (changes read, or records fetched for its webhook
+        // hints, which load as repairs) has crash points of its own, so a test can kill the
         // process mid-flush rather than in its first (catch-up) load.
-        let flush = matches!(input, LoadInput::Read(_));
+        let flush = !matches!(input, LoadInput::Extract);
         // Planned against the discovered columns before any record is read.
         let transform = super::transform::ready(self.config, stream, self.source.as_ref()).await?;
         // A full load goes to a destination that can take it while it is staged.

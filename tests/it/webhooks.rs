@@ -771,3 +771,174 @@ async fn events_for_the_same_records_are_read_once_per_flush() {
     assert!(status.success(), "exit {status:?}:\n{}", logs());
     sim.shutdown().await;
 }
+
+/// A HubSpot stream killed (SIGKILL) in the load of records its webhooks named, while the CRM
+/// keeps changing, and started again: the hints it had acknowledged die with it, and the next
+/// start's catch-up load reads every change from the saved cursor. Nothing is lost (every
+/// record at the simulator's version) and nothing doubled (each contact inserted once across
+/// the ledger's loads, each load recorded once).
+async fn killed_in_a_hinted_load_then_restarted_converges(point: &str) {
+    let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
+        .await
+        .unwrap();
+    let dest_url = pg.create_database("dest");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hook_url = format!("http://127.0.0.1:{port}{}", webhook::PATH);
+    let sim = SimProcess::start(&[
+        "--seed",
+        "12",
+        "--webhook-url",
+        &hook_url,
+        "--webhook-secret",
+        SECRET,
+        "--webhook-duplicate-rate",
+        "0.5",
+    ]);
+    let config = dir.path().join("stream.toml");
+    let text = crate::support::config_toml(
+        "name = \"hooked\"",
+        &dir.path().join("stage"),
+        &format!(
+            "[source]\ntype = \"hubspot\"\nbase_url = \"{}\"\ntoken = \"sim-token\"\n\
+             streams = [\"contacts\"]\nlag_seconds = 0",
+            sim.base_url
+        ),
+        "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"",
+        &format!(
+            "[stream]\nlisten = \"127.0.0.1:{port}\"\nflush_ms = 100\n\
+             [stream.webhook]\nsecret = \"${{HUBSPOT_APP_SECRET}}\"\n\
+             [streams.contacts]\npoll_seconds = 3600\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("stream.log");
+    let start_stream = |crash: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+        command
+            .args(["-v", "stream", "--config"])
+            .arg(&config)
+            .env("DEST_URL", &dest_url)
+            .env("HUBSPOT_APP_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            ));
+        if let Some(point) = crash {
+            command.env("SYNCLINE_CRASH_AT", point);
+        }
+        command.spawn().expect("start syncline stream")
+    };
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let db = crate::support::connect(&dest_url).await;
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(sql, &[])
+                .await
+                .map(|row| row.get::<_, i64>(0))
+                .unwrap_or(-1)
+        }
+    };
+
+    // The catch-up load is not a flush: it loads the 200 contacts and the process lives on.
+    let mut stream = start_stream(Some(point));
+    let start = Instant::now();
+    while count("SELECT count(*) FROM crm.contacts").await != 200 {
+        assert!(
+            stream.try_wait().unwrap().is_none(),
+            "syncline stream exited before its first flush:\n{}",
+            logs()
+        );
+        assert!(start.elapsed() < PATIENCE, "no first load:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut changed = sim.change("contacts", "update", 10).await;
+    changed.extend(sim.change("contacts", "insert", 4).await);
+    // The load of the hinted records dies at the crash point.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = stream.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "not killed at {point}:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "killed at {point}:\n{}",
+        logs()
+    );
+    // The CRM goes on changing while the stream is down.
+    changed.extend(sim.change("contacts", "update", 5).await);
+    changed.extend(sim.change("contacts", "insert", 3).await);
+
+    let mut stream = start_stream(None);
+    let expected = sim_versions(&sim, "contacts", &changed).await;
+    let start = Instant::now();
+    loop {
+        if dest_versions(&db, "contacts", &expected).await == expected {
+            break;
+        }
+        assert!(
+            stream.try_wait().unwrap().is_none(),
+            "the restarted stream exited:\n{}",
+            logs()
+        );
+        assert!(
+            start.elapsed() < PATIENCE,
+            "changes not converged after the restart:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count("SELECT count(*) FROM crm.contacts").await, 207);
+    // Each contact inserted once across every load, and each load in the ledger once.
+    assert_eq!(
+        count("SELECT sum(inserted)::bigint FROM crm._syncline_loads").await,
+        207,
+        "{}",
+        logs()
+    );
+    assert_eq!(
+        count("SELECT count(*) - count(DISTINCT load_id) FROM crm._syncline_loads").await,
+        0
+    );
+
+    // SAFETY: signalling a child process we started.
+    unsafe {
+        libc::kill(stream.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = stream.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "stream did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit {status:?}:\n{}", logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_killed_after_staging_a_hinted_load_converges_on_restart() {
+    killed_in_a_hinted_load_then_restarted_converges("flush-after-stage").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_killed_after_merging_a_hinted_load_converges_on_restart() {
+    killed_in_a_hinted_load_then_restarted_converges("flush-after-merge").await;
+}
