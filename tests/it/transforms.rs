@@ -79,6 +79,20 @@ fn syncline(h: &FilesHarness, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Rows whose email is sha256("pepper" || the original email) as PostgreSQL computes it.
+async fn hashed_emails(h: &FilesHarness) -> i64 {
+    h.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM files.contacts WHERE email = \
+             encode(sha256(convert_to('pepper' || 'user' || contact_id || '@example.com', 'UTF8')), 'hex')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn sum(a: Fingerprint, b: Fingerprint) -> Fingerprint {
     let mut total = a;
     total.merge(b);
@@ -162,17 +176,7 @@ async fn a_transform_loads_reconciles_at_every_hop_and_a_delete_passes_its_filte
         .collect::<Vec<_>>()
     );
     // sha256("pepper" || email) as PostgreSQL computes it, for every row.
-    let hashed: i64 = h
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM files.contacts WHERE email = \
-             encode(sha256(convert_to('pepper' || 'user' || contact_id || '@example.com', 'UTF8')), 'hex')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let hashed = hashed_emails(&h).await;
     assert_eq!(hashed, 5);
 
     // The raw load stays staged beside the transformed one, which is what was merged.
@@ -490,16 +494,6 @@ async fn killed_while_a_transformed_full_load_is_copied_reruns_exactly_once() {
         "the transformed load merged once"
     );
     // What was merged is the transformed load: hashed emails, the renamed key.
-    let hashed: i64 = h
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM files.contacts WHERE email = \
-             encode(sha256(convert_to('pepper' || 'user' || contact_id || '@example.com', 'UTF8')), 'hex')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let hashed = hashed_emails(&h).await;
     assert_eq!(hashed, 2500);
 }

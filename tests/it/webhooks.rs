@@ -117,6 +117,22 @@ impl Drop for SimProcess {
     }
 }
 
+/// Sends SIGTERM to a `syncline stream` and waits for it to exit.
+async fn stop(stream: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: signalling a child process we started.
+    unsafe {
+        libc::kill(stream.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(status) = stream.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < PATIENCE, "stream did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_until<F, Fut>(what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
@@ -418,6 +434,89 @@ async fn the_signed_uri_is_the_public_url() {
     );
 }
 
+/// A `syncline stream` from the simulator process (sending signed webhooks to the stream's
+/// receiver) into a throwaway PostgreSQL, polling only once an hour: only the webhooks (and a
+/// start's catch-up load) bring changes.
+struct Hooked {
+    _pg: crate::support::TestPostgres,
+    dest_url: String,
+    dir: tempfile::TempDir,
+    port: u16,
+    sim: SimProcess,
+}
+
+impl Hooked {
+    /// `sim_args` add to the simulator's webhook settings; `streams` are the HubSpot objects.
+    async fn start(sim_args: &[&str], streams: &[&str]) -> Hooked {
+        let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
+            .await
+            .unwrap();
+        let dest_url = pg.create_database("dest");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let hook_url = format!("http://127.0.0.1:{port}{}", webhook::PATH);
+        let mut args = vec!["--webhook-url", &hook_url, "--webhook-secret", SECRET];
+        args.extend_from_slice(sim_args);
+        let sim = SimProcess::start(&args);
+        let polls: String = streams
+            .iter()
+            .map(|s| format!("[streams.{s}]\npoll_seconds = 3600\n"))
+            .collect();
+        let text = crate::support::config_toml(
+            "name = \"hooked\"",
+            &dir.path().join("stage"),
+            &format!(
+                "[source]\ntype = \"hubspot\"\nbase_url = \"{}\"\ntoken = \"sim-token\"\n\
+                 streams = {}\nlag_seconds = 0",
+                sim.base_url,
+                crate::support::toml_list(streams)
+            ),
+            "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"",
+            &format!(
+                "[stream]\nlisten = \"127.0.0.1:{port}\"\nflush_ms = 100\n\
+                 [stream.webhook]\nsecret = \"${{HUBSPOT_APP_SECRET}}\"\n{polls}"
+            ),
+        );
+        std::fs::write(dir.path().join("stream.toml"), text).unwrap();
+        Hooked {
+            _pg: pg,
+            dest_url,
+            dir,
+            port,
+            sim,
+        }
+    }
+
+    /// Starts `syncline -v stream`, its log appended to one file across starts.
+    fn spawn(&self, crash: Option<&str>) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stream.log"))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
+        command
+            .args(["-v", "stream", "--config"])
+            .arg(self.dir.path().join("stream.toml"))
+            .env("DEST_URL", &self.dest_url)
+            .env("HUBSPOT_APP_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        if let Some(point) = crash {
+            command.env("SYNCLINE_CRASH_AT", point);
+        }
+        command.spawn().expect("start syncline stream")
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stream.log")).unwrap_or_default()
+    }
+}
+
 /// The whole path: the simulator process changes HubSpot records (updates, inserts, archives)
 /// and sends its webhooks (with duplicates, disorder and retries) to `syncline stream`, which
 /// fetches the hinted records by key (archived ones as deletes) and merges them into
@@ -425,59 +524,23 @@ async fn the_signed_uri_is_the_public_url() {
 /// have brought the changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_bring_hubspot_changes_to_postgres_without_polling() {
-    let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
-        .await
-        .unwrap();
-    let dest_url = pg.create_database("dest");
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hook_url = format!("http://127.0.0.1:{port}{}", webhook::PATH);
-    let sim = SimProcess::start(&[
-        "--seed",
-        "11",
-        "--webhook-url",
-        &hook_url,
-        "--webhook-secret",
-        SECRET,
-        "--webhook-duplicate-rate",
-        "0.5",
-        "--webhook-reorder-rate",
-        "0.5",
-        "--webhook-lost-answer-rate",
-        "0.2",
-    ]);
-    let config = dir.path().join("stream.toml");
-    let text = crate::support::config_toml(
-        "name = \"hooked\"",
-        &dir.path().join("stage"),
-        &format!(
-            "[source]\ntype = \"hubspot\"\nbase_url = \"{}\"\ntoken = \"sim-token\"\n\
-             streams = [\"contacts\", \"deals\"]\nlag_seconds = 0",
-            sim.base_url
-        ),
-        "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"",
-        &format!(
-            "[stream]\nlisten = \"127.0.0.1:{port}\"\nflush_ms = 100\n\
-             [stream.webhook]\nsecret = \"${{HUBSPOT_APP_SECRET}}\"\n\
-             [streams.contacts]\npoll_seconds = 3600\n[streams.deals]\npoll_seconds = 3600\n"
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
-    let log = dir.path().join("stream.log");
-    let mut stream = Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .args(["-v", "stream", "--config"])
-        .arg(&config)
-        .env("DEST_URL", &dest_url)
-        .env("HUBSPOT_APP_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .expect("start syncline stream");
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let hooked = Hooked::start(
+        &[
+            "--seed",
+            "11",
+            "--webhook-duplicate-rate",
+            "0.5",
+            "--webhook-reorder-rate",
+            "0.5",
+            "--webhook-lost-answer-rate",
+            "0.2",
+        ],
+        &["contacts", "deals"],
+    )
+    .await;
+    let (sim, dest_url, port) = (&hooked.sim, &hooked.dest_url, hooked.port);
+    let mut stream = hooked.spawn(None);
+    let logs = || hooked.logs();
 
     // The first load (catch-up) brings the 200 contacts and 50 deals.
     let db = crate::support::connect(&dest_url).await;
@@ -556,18 +619,7 @@ async fn webhooks_bring_hubspot_changes_to_postgres_without_polling() {
     let stats = sim.webhook_stats().await;
     assert_eq!(stats["gave_up"], 0, "{stats}");
 
-    // SAFETY: signalling a child process we started.
-    unsafe {
-        libc::kill(stream.id() as i32, libc::SIGTERM);
-    }
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = stream.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < PATIENCE, "stream did not stop");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = stop(&mut stream).await;
     assert!(status.success(), "exit {status:?}:\n{}", logs());
 }
 
@@ -756,18 +808,7 @@ async fn events_for_the_same_records_are_read_once_per_flush() {
         "{requests} requests to the simulator for {} hinted loads",
         fetched.len()
     );
-    // SAFETY: signalling a child process we started.
-    unsafe {
-        libc::kill(stream.id() as i32, libc::SIGTERM);
-    }
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = stream.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < PATIENCE, "stream did not stop");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = stop(&mut stream).await;
     assert!(status.success(), "exit {status:?}:\n{}", logs());
     sim.shutdown().await;
 }
@@ -778,66 +819,14 @@ async fn events_for_the_same_records_are_read_once_per_flush() {
 /// record at the simulator's version) and nothing doubled (each contact inserted once across
 /// the ledger's loads, each load recorded once).
 async fn killed_in_a_hinted_load_then_restarted_converges(point: &str) {
-    let pg = tokio::task::spawn_blocking(crate::support::TestPostgres::start)
-        .await
-        .unwrap();
-    let dest_url = pg.create_database("dest");
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hook_url = format!("http://127.0.0.1:{port}{}", webhook::PATH);
-    let sim = SimProcess::start(&[
-        "--seed",
-        "12",
-        "--webhook-url",
-        &hook_url,
-        "--webhook-secret",
-        SECRET,
-        "--webhook-duplicate-rate",
-        "0.5",
-    ]);
-    let config = dir.path().join("stream.toml");
-    let text = crate::support::config_toml(
-        "name = \"hooked\"",
-        &dir.path().join("stage"),
-        &format!(
-            "[source]\ntype = \"hubspot\"\nbase_url = \"{}\"\ntoken = \"sim-token\"\n\
-             streams = [\"contacts\"]\nlag_seconds = 0",
-            sim.base_url
-        ),
-        "[destination]\ntype = \"postgres\"\nurl = \"${DEST_URL}\"\nschema = \"crm\"",
-        &format!(
-            "[stream]\nlisten = \"127.0.0.1:{port}\"\nflush_ms = 100\n\
-             [stream.webhook]\nsecret = \"${{HUBSPOT_APP_SECRET}}\"\n\
-             [streams.contacts]\npoll_seconds = 3600\n"
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
-    let log = dir.path().join("stream.log");
-    let start_stream = |crash: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_syncline"));
-        command
-            .args(["-v", "stream", "--config"])
-            .arg(&config)
-            .env("DEST_URL", &dest_url)
-            .env("HUBSPOT_APP_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            ));
-        if let Some(point) = crash {
-            command.env("SYNCLINE_CRASH_AT", point);
-        }
-        command.spawn().expect("start syncline stream")
-    };
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let hooked = Hooked::start(
+        &["--seed", "12", "--webhook-duplicate-rate", "0.5"],
+        &["contacts"],
+    )
+    .await;
+    let (sim, dest_url) = (&hooked.sim, &hooked.dest_url);
+    let start_stream = |crash: Option<&str>| hooked.spawn(crash);
+    let logs = || hooked.logs();
     let db = crate::support::connect(&dest_url).await;
     let count = |sql: &'static str| {
         let db = &db;
@@ -918,18 +907,7 @@ async fn killed_in_a_hinted_load_then_restarted_converges(point: &str) {
         0
     );
 
-    // SAFETY: signalling a child process we started.
-    unsafe {
-        libc::kill(stream.id() as i32, libc::SIGTERM);
-    }
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = stream.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < PATIENCE, "stream did not stop");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = stop(&mut stream).await;
     assert!(status.success(), "exit {status:?}:\n{}", logs());
 }
 
