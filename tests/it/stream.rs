@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{TestPostgres, config_toml, connect};
+use crate::support::{TestPostgres, config_toml, connect, free_port};
 
 /// A generous bound on anything the stream must get done: never a timing assertion, only
 /// how long a test waits before it calls a hang a failure.
@@ -231,14 +231,6 @@ impl Setup {
 
 fn lsn(text: &str) -> i64 {
     syncline::sources::postgres::cdc::parse_lsn(text).expect("an LSN")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Sends SIGTERM and waits for the exit.

@@ -453,11 +453,7 @@ impl Hooked {
             .unwrap();
         let dest_url = pg.create_database("dest");
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let hook_url = format!("http://127.0.0.1:{port}{}", webhook::PATH);
         let mut args = vec!["--webhook-url", &hook_url, "--webhook-secret", SECRET];
         args.extend_from_slice(sim_args);
@@ -683,11 +679,7 @@ async fn events_for_the_same_records_are_read_once_per_flush() {
         .unwrap();
     let dest_url = pg.create_database("dest");
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let mut settings = syncline::sim::WebhookSettings::new(
         format!("http://127.0.0.1:{port}{}", webhook::PATH),
         SECRET,

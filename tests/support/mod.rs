@@ -25,7 +25,7 @@ use syncline::reconcile::report::RunReport;
 use syncline::sim::{SimConfig, SimHandle, Simulator};
 use syncline::sources::hubspot::records::parse_millis;
 
-pub use pg::TestPostgres;
+pub use pg::{TestPostgres, free_port};
 
 pub struct Harness {
     pub pg: TestPostgres,

@@ -10,6 +10,7 @@
 //! NULL as null. It can also answer as Snowflake does for an expired session token (code
 //! 390112), so tests can prove a session is replaced.
 
+use super::free_port;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -63,14 +64,6 @@ impl Drop for TestSnowflake {
         let _ = self.fakesnow.wait();
         self.proxy.abort();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[derive(Clone)]
