@@ -116,6 +116,23 @@ pub struct StagingConfig {
     /// S3 settings for `s3://` URLs (MinIO and other S3-compatible servers need `endpoint`).
     #[serde(default)]
     pub s3: Option<S3Config>,
+    /// How staged Parquet files are compressed. Default `snappy`.
+    #[serde(default)]
+    pub compression: StageCompression,
+}
+
+/// `staging.compression`: the codec of staged Parquet files. Every load is encoded while it is
+/// extracted, so the codec's speed is paid on every run, and its ratio on every byte kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StageCompression {
+    /// Fast, about 2.5× smaller than the data; what Snowflake, Spark and DuckDB all read.
+    #[default]
+    Snappy,
+    /// zstd level 1: about a third smaller than `snappy`, for about 10 % more CPU per load.
+    Zstd,
+    /// No compression: the least CPU, the most bytes.
+    None,
 }
 
 /// `[source]`, selected by `type`.

@@ -361,8 +361,9 @@ impl StreamTransform {
             .execute_stream()
             .await
             .map_err(|_| self.failed(load_id))?;
-        let mut writer =
-            LoadWriter::new(stage, dir.join("transformed"), output.clone(), file_rows).spawn();
+        let mut writer = LoadWriter::new(stage, dir.join("transformed"), output.clone(), file_rows)
+            .uncompressed(&planned.digests)
+            .spawn();
         let mut filtered = Fingerprint::default();
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(|_| self.failed(load_id))?;
@@ -590,9 +591,11 @@ impl StreamTransform {
         let mut exprs = Vec::new();
         let mut names = BTreeSet::new();
         let mut output_key = key.to_string();
+        let mut digests = Vec::new();
         for column in kept {
             let mut expr = ident(column);
-            if s.hash.contains(column) {
+            let hashed = s.hash.contains(column);
+            if hashed {
                 let text = cast(expr, DataType::Utf8);
                 let salted = binary_expr(
                     salt.call(vec![]),
@@ -621,6 +624,9 @@ impl StreamTransform {
             }
             if column == key {
                 output_key = name.clone();
+            }
+            if hashed && !s.cast.contains_key(column) {
+                digests.push(name.clone());
             }
             exprs.push(expr.alias(name));
         }
@@ -657,6 +663,7 @@ impl StreamTransform {
             frame,
             key: output_key,
             keeps,
+            digests,
         })
     }
 
@@ -760,6 +767,7 @@ impl StreamTransform {
             frame,
             key: output_key,
             keeps: false,
+            digests: Vec::new(),
         })
     }
 
@@ -836,6 +844,9 @@ struct Planned {
     key: String,
     /// The frame has a [`KEEP_COLUMN`]: rows without it are filtered (and counted).
     keeps: bool,
+    /// Output columns holding `hash`'s hex digests, staged uncompressed (see
+    /// [`LoadWriter::uncompressed`]).
+    digests: Vec<String>,
 }
 
 impl Planned {

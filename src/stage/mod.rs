@@ -1,4 +1,4 @@
-//! Staging: Parquet (zstd) on any object store, one folder per pipeline/stream/load.
+//! Staging: Parquet (snappy by default, `staging.compression`) on any object store, one folder per pipeline/stream/load.
 //!
 //! Layout under the staging URL:
 //! ```text
@@ -26,8 +26,9 @@ use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
-use crate::config::StagingConfig;
+use crate::config::{StageCompression, StagingConfig};
 use crate::error::{Classified, ErrorKind};
 use crate::load::DeadLetter;
 use crate::reconcile::{Fingerprint, batch_fingerprint};
@@ -84,6 +85,7 @@ pub struct Stage {
     store: Arc<dyn ObjectStore>,
     root: Path,
     url: String,
+    compression: Compression,
 }
 
 impl std::fmt::Debug for Stage {
@@ -108,6 +110,7 @@ impl Stage {
             store,
             root,
             url: config.url.clone(),
+            compression: codec(config.compression),
         })
     }
 
@@ -117,6 +120,7 @@ impl Stage {
             store,
             root,
             url: url.into(),
+            compression: codec(StageCompression::default()),
         }
     }
 
@@ -323,6 +327,7 @@ pub struct LoadWriter {
     dir: Path,
     schema: SchemaRef,
     file_rows: usize,
+    properties: WriterProperties,
     current: Option<(AsyncArrowWriter<BufWriter>, StagedFile)>,
     files: Vec<StagedFile>,
 }
@@ -330,14 +335,23 @@ pub struct LoadWriter {
 /// Rows per Parquet row group: what the writer buffers in memory before flushing.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// zstd level 1 without dictionary pages, statistics per column chunk only: a staged load is
-/// written once and read whole (never filtered by page), so the writer's time goes to
-/// compression, not to dictionaries and page indexes that nothing reads.
-fn writer_properties() -> WriterProperties {
+/// The Parquet codec of `staging.compression`.
+fn codec(compression: StageCompression) -> Compression {
+    match compression {
+        StageCompression::Snappy => Compression::SNAPPY,
+        StageCompression::Zstd => {
+            Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid"))
+        }
+        StageCompression::None => Compression::UNCOMPRESSED,
+    }
+}
+
+/// No dictionary pages, statistics per column chunk only: a staged load is written once and
+/// read whole (never filtered by page), so the writer's time goes to compression
+/// (`staging.compression`), not to dictionaries and page indexes that nothing reads.
+fn writer_properties(compression: Compression) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
-        ))
+        .set_compression(compression)
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -351,9 +365,25 @@ impl LoadWriter {
             dir,
             schema,
             file_rows,
+            properties: writer_properties(stage.compression),
             current: None,
             files: Vec::new(),
         }
+    }
+
+    /// Stores `columns` without compression: hex digests (a transform's `hash`) are random
+    /// over 16 symbols, which zstd halves at most while spending more of the writer's time on
+    /// them than on every other column together.
+    pub fn uncompressed(mut self, columns: &[String]) -> LoadWriter {
+        let mut builder = self.properties.into_builder();
+        for column in columns {
+            builder = builder.set_column_compression(
+                ColumnPath::from(column.as_str()),
+                Compression::UNCOMPRESSED,
+            );
+        }
+        self.properties = builder.build();
+        self
     }
 
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -373,8 +403,11 @@ impl LoadWriter {
                 .clone()
                 .join(format!("part-{:05}.parquet", self.files.len()));
             let object = BufWriter::new(self.stage.store.clone(), path.clone());
-            let writer =
-                AsyncArrowWriter::try_new(object, self.schema.clone(), Some(writer_properties()))?;
+            let writer = AsyncArrowWriter::try_new(
+                object,
+                self.schema.clone(),
+                Some(self.properties.clone()),
+            )?;
             self.current = Some((
                 writer,
                 StagedFile {

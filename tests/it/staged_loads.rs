@@ -349,3 +349,101 @@ async fn gc_leaves_a_stream_alone_while_a_run_holds_its_lease() {
         assert!(out.contains(&format!("deleted contacts {old}")), "{out}");
     }
 }
+
+/// The codecs of the Parquet files staged for `load_id` (column chunks of every row group).
+fn staged_codecs(h: &Harness, load_id: &str) -> std::collections::BTreeSet<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut codecs = std::collections::BTreeSet::new();
+    let mut pending = vec![h.stage_dir()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read the stage") {
+            let path = entry.expect("stage entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet")
+                && path.to_string_lossy().contains(load_id)
+                && !path.to_string_lossy().contains("dead")
+            {
+                let file = std::fs::File::open(&path).expect("open a staged file");
+                let reader = SerializedFileReader::new(file).expect("a Parquet file");
+                for group in reader.metadata().row_groups() {
+                    for column in group.columns() {
+                        codecs.insert(format!("{:?}", column.compression()));
+                    }
+                }
+            }
+        }
+    }
+    codecs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_staging_codec_follows_the_config_and_loads_of_either_codec_replay() {
+    let h = Harness::start(
+        SimConfig {
+            contacts: 200,
+            companies: 10,
+            deals: 10,
+            ..Default::default()
+        },
+        &["contacts"],
+        "",
+    )
+    .await;
+    let (status, report) = h.run_binary(&[], &[]);
+    assert!(status.success(), "{report:#?}");
+    // Edited between runs, as an operator would.
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let edited = text.replacen("[staging]\n", "[staging]\ncompression = \"zstd\"\n", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&h.config_path, edited).unwrap();
+    changed_run(&h).await;
+
+    let listed = loads(&h);
+    assert_eq!(listed.len(), 2, "{listed:#?}");
+    let first = listed[0]["load_id"].as_str().unwrap();
+    let second = listed[1]["load_id"].as_str().unwrap();
+    assert_eq!(
+        staged_codecs(&h, first).into_iter().collect::<Vec<_>>(),
+        ["SNAPPY"],
+        "the default codec"
+    );
+    assert_eq!(
+        staged_codecs(&h, second).into_iter().collect::<Vec<_>>(),
+        ["ZSTD(ZstdLevel(1))"],
+        "`staging.compression = \"zstd\"`"
+    );
+
+    h.client()
+        .await
+        .batch_execute("TRUNCATE crm.contacts")
+        .await
+        .unwrap();
+    let (code, out, err) = syncline(
+        &h,
+        &[
+            "replay",
+            "--stream",
+            "contacts",
+            "--since",
+            "2000-01-01",
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("re-applied").count(), 2, "{out}");
+    h.assert_converged("contacts", false).await;
+
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(
+        &h.config_path,
+        text.replacen("compression = \"zstd\"", "compression = \"brotli\"", 1),
+    )
+    .unwrap();
+    let (code, _, err) = syncline(&h, &["check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown variant `brotli`, expected one of `snappy`, `zstd`, `none`"),
+        "{err}"
+    );
+}

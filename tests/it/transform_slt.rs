@@ -106,6 +106,7 @@ impl TransformDb {
         let stage = Stage::open(&syncline::config::StagingConfig {
             url: format!("file://{}", stage_dir.display()),
             s3: None,
+            compression: Default::default(),
         })
         .expect("stage");
         let batch = fixture();

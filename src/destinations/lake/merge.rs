@@ -20,7 +20,7 @@ use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use tracing::warn;
 
@@ -81,10 +81,10 @@ impl StagedLoad {
                 dir: spool.dir.clone(),
                 source,
             })?;
+        // The spool lives for one merge on local disk: the cheapest codec that still keeps its
+        // size near the staged files' (see `staging.compression`).
         let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
-            ))
+            .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(SPOOL_ROW_GROUP_ROWS))
             .build();
         let mut writer = AsyncArrowWriter::try_new(file, Arc::clone(&schema), Some(properties))

@@ -26,7 +26,9 @@
 //! A merge: the load's batches are read one at a time while their count and checksum are
 //! computed, cast to the table's types and spooled to a local Parquet file (see
 //! `merge::StagedLoad::spool`); a mismatch with the manifest stops before anything is written.
-//! The merge then scans the spool as a stream. A load into an empty table (no data files, no
+//! A full load is spooled while it is staged (`copy_while_staging`), so the spool overlaps the
+//! extraction; the commit still waits for the staged, pending load. The merge then scans the
+//! spool as a stream. A load into an empty table (no data files, no
 //! tombstone table) with no delete and no repeated key is a plain append of new files, its
 //! memory bounded by row groups. Otherwise DataFusion keeps the newest row per key (a delete
 //! wins a tie; skipped when no key repeats) and one delta-rs MERGE applies deletes, updates and
@@ -91,7 +93,7 @@ const LIST_VERSION: &str = "_syncline_list_version";
 const LIST_SORT_MEMORY: usize = 128 * 1024 * 1024;
 use error::{StepExt, StepFailure};
 use merge::StagedLoad;
-use types::{table_layout, table_name_problem};
+use types::{TableLayout, table_layout, table_name_problem};
 
 /// Rows per row group of the Delta data files syncline writes (merges, appends, tombstones,
 /// model overwrites), and the encoded bytes past which a row group closes earlier (wide rows).
@@ -252,6 +254,81 @@ impl LakeDestination {
     }
 }
 
+impl LakeDestination {
+    /// The rest of a merge once the load is spooled: the check of what was received against
+    /// the manifest, then one commit (see the module docs). `load_ms` is the spool's time;
+    /// `spooled_while_staging` says it overlapped the extraction.
+    async fn apply_spooled(
+        &self,
+        request: &MergeRequest,
+        layout: &TableLayout,
+        table: DeltaTable,
+        load: StagedLoad,
+        load_ms: u64,
+        spooled_while_staging: bool,
+    ) -> Result<MergeOutcome> {
+        let merging = Instant::now();
+        let received = load.received;
+        if received != request.staged {
+            return Err(ContractError::ReceivedDiffers {
+                destination: "the lake destination",
+                load_id: request.load_id.clone(),
+                received,
+                staged: request.staged,
+            }
+            .into());
+        }
+        debug!(rows = received.rows, "read the staged rows");
+
+        let properties = commit_properties(request, received);
+        let version_before = table.version();
+        let (table, counts) = if received.rows == 0 {
+            (table, merge::MergeCounts::default())
+        } else {
+            let tombstones = self.tombstone_table(&layout.table).await?;
+            merge::apply(
+                table,
+                tombstones,
+                layout,
+                &request.load_id,
+                load,
+                properties.clone(),
+            )
+            .await?
+        };
+        if table.version() == version_before {
+            // delta-rs makes no commit when a merge changes nothing; the load id must still
+            // reach the log, or a replay could not tell this load was applied.
+            commit_load_only(&table, &request.load_id, properties).await?;
+            debug!("nothing changed; recorded the load with an empty commit");
+        }
+        // delta-rs commits inside its merge: the commit is counted with the merge.
+        let timings = MergeTimings {
+            load_ms,
+            merge_ms: millis(merging.elapsed()),
+            commit_ms: 0,
+            copied_while_staging: spooled_while_staging,
+            ..MergeTimings::default()
+        };
+
+        info!(
+            rows = received.rows,
+            inserted = counts.inserted,
+            updated = counts.updated,
+            deleted = counts.deleted,
+            "merged load"
+        );
+        Ok(MergeOutcome {
+            skipped: false,
+            inserted: counts.inserted,
+            updated: counts.updated,
+            deleted: counts.deleted,
+            received,
+            timings,
+        })
+    }
+}
+
 #[async_trait]
 impl Destination for LakeDestination {
     /// Creates a `file://` root when missing, then writes and deletes a probe object under the
@@ -353,64 +430,39 @@ impl Destination for LakeDestination {
         let spooling = Instant::now();
         let load = StagedLoad::spool(&layout, batches).await?;
         let load_ms = millis(spooling.elapsed());
-        let merging = Instant::now();
-        let received = load.received;
-        if received != request.staged {
-            return Err(ContractError::ReceivedDiffers {
-                destination: "the lake destination",
-                load_id: request.load_id.clone(),
-                received,
-                staged: request.staged,
-            }
-            .into());
-        }
-        debug!(rows = received.rows, "read the staged rows");
+        self.apply_spooled(request, &layout, table, load, load_ms, false)
+            .await
+    }
 
-        let properties = commit_properties(request, received);
-        let version_before = table.version();
-        let (table, counts) = if received.rows == 0 {
-            (table, merge::MergeCounts::default())
-        } else {
-            let tombstones = self.tombstone_table(&layout.table).await?;
-            merge::apply(
-                table,
-                tombstones,
-                &layout,
-                &request.load_id,
-                load,
-                properties.clone(),
-            )
-            .await?
-        };
-        if table.version() == version_before {
-            // delta-rs makes no commit when a merge changes nothing; the load id must still
-            // reach the log, or a replay could not tell this load was applied.
-            commit_load_only(&table, &request.load_id, properties).await?;
-            debug!("nothing changed; recorded the load with an empty commit");
-        }
-        // delta-rs commits inside its merge: the commit is counted with the merge.
-        let timings = MergeTimings {
-            load_ms,
-            merge_ms: millis(merging.elapsed()),
-            commit_ms: 0,
-            ..MergeTimings::default()
-        };
+    fn copies_while_staging(&self) -> bool {
+        true
+    }
 
-        info!(
-            rows = received.rows,
-            inserted = counts.inserted,
-            updated = counts.updated,
-            deleted = counts.deleted,
-            "merged load"
-        );
-        Ok(MergeOutcome {
-            skipped: false,
-            inserted: counts.inserted,
-            updated: counts.updated,
-            deleted: counts.deleted,
-            received,
-            timings,
-        })
+    /// A full load spooled as it is staged: the spool (fingerprint, normalization, local
+    /// Parquet) runs on another core than the extraction and the stage's Parquet writer, and
+    /// the Delta commit waits for the complete, pending load, as after `merge`'s own spool.
+    /// Nothing reaches the table before that, so giving up (staging failed) writes nothing.
+    #[instrument(skip_all, fields(stream = %request.stream, load_id = %request.load_id))]
+    async fn copy_while_staging(
+        &self,
+        request: &MergeRequest,
+        batches: BoxStream<'static, Result<RecordBatch>>,
+        staged: tokio::sync::oneshot::Receiver<MergeRequest>,
+        _idle_limit: std::time::Duration,
+    ) -> Result<Option<MergeOutcome>> {
+        let spooling = Instant::now();
+        let load = StagedLoad::spool(&table_layout(request)?, batches).await?;
+        let load_ms = millis(spooling.elapsed());
+        let Ok(request) = staged.await else {
+            return Ok(None);
+        };
+        // The staged request knows what the load covers (a complete full load's orphans).
+        let layout = table_layout(&request)?;
+        let table = self.existing_table(&layout.table).await?;
+        let outcome = self
+            .apply_spooled(&request, &layout, table, load, load_ms, true)
+            .await?;
+        Ok(Some(outcome))
     }
 
     /// Looks for the load's application transaction in the latest snapshot of the table

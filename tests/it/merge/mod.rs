@@ -79,6 +79,7 @@ impl<D: DestinationUnderTest> Target<D> {
         let stage = Stage::open(&StagingConfig {
             url: format!("file://{}", stage_dir.display()),
             s3: None,
+            compression: Default::default(),
         })
         .expect("open the stage");
         let dut = D::start(&stage_dir).await;
