@@ -948,3 +948,98 @@ async fn dead_letters_are_grouped_by_reason_and_exported_whole() {
         "an unknown stream is a usage error: {stderr}"
     );
 }
+
+/// The data files of a lake table: those its log adds, and those its folder holds.
+fn lake_files(
+    table: &std::path::Path,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut added = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(table.join("_delta_log")).expect("a Delta log") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(file) = action["add"]["path"].as_str() {
+                    added.insert(file.to_string());
+                }
+            }
+        }
+    }
+    let held = std::fs::read_dir(table)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".parquet"))
+        .collect();
+    (added, held)
+}
+
+/// A first load into the lake is written straight into the table's files while it is staged,
+/// as an append. A load whose merge is not an append (a key twice, a delete) must be merged
+/// instead: the newest version of each key, the deleted key absent, and no file of the
+/// abandoned append left in the table's folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_lake_load_with_a_repeated_key_or_a_delete_is_merged_not_appended() {
+    for (case, extra) in [
+        (
+            "repeated",
+            "{\"id\": 7, \"email\": \"newer@x\", \"updated_at\": \"2024-03-02T00:00:00Z\"}\n",
+        ),
+        (
+            "deleted",
+            "{\"id\": 9, \"email\": \"nine@x\", \"updated_at\": \"2024-03-02T00:00:00Z\", \"archived\": true}\n",
+        ),
+        ("plain", ""),
+    ] {
+        let h = FilesHarness::start().await;
+        h.write_lake_config(
+            &["contacts"],
+            "[source.files.contacts]\nglob = \"*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
+             version_column = \"updated_at\"\ndeleted_column = \"archived\"\n\
+             [source.files.contacts.schema]\nid = \"int64\"\nemail = \"utf8\"\n\
+             updated_at = \"timestamp\"\narchived = \"boolean\"\n",
+        );
+        let mut lines: String = (1..=2500)
+            .map(|id| {
+                format!("{{\"id\": {id}, \"email\": \"{id}@x\", \"updated_at\": \"2024-03-01T00:00:00Z\"}}\n")
+            })
+            .collect();
+        lines.push_str(extra);
+        h.write_file("a.jsonl", &lines, T0);
+        let report = h.run(false).await;
+        assert_eq!(report.status, Status::Success, "{case}: {report:#?}");
+        let stream = &report.streams[0];
+        assert!(stream.reconciliation.matched, "{case}: {stream:#?}");
+        let ctx = syncline::transform::lake_session(&h.config())
+            .await
+            .unwrap();
+        let batches = syncline::transform::query(
+            &ctx,
+            "SELECT count(*), count(DISTINCT id), max(CASE WHEN id = 7 THEN email END), \
+             count(*) FILTER (WHERE id = 9) FROM contacts",
+        )
+        .await
+        .unwrap();
+        let cell = |i: usize| {
+            arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap()
+        };
+        let (rows, nine) = match case {
+            "deleted" => ("2499", "0"),
+            _ => ("2500", "1"),
+        };
+        let seven = if case == "repeated" { "newer@x" } else { "7@x" };
+        assert_eq!(
+            (cell(0), cell(1), cell(2), cell(3)),
+            (rows.into(), rows.into(), seven.into(), nine.into()),
+            "{case}"
+        );
+        let (added, held) = lake_files(&h.dir.path().join("stage/files/lake/contacts"));
+        assert!(!added.is_empty(), "{case}");
+        assert_eq!(
+            added, held,
+            "{case}: files the table's log does not reference"
+        );
+    }
+}

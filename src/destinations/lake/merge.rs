@@ -55,7 +55,7 @@ pub(crate) struct StagedLoad {
 const SPOOL_ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// Memory the check for repeated keys may use before its aggregation spills to disk.
-const REPEATED_KEYS_MEMORY: usize = 64 * 1024 * 1024;
+pub(crate) const REPEATED_KEYS_MEMORY: usize = 64 * 1024 * 1024;
 
 impl StagedLoad {
     /// Reads the load from its stream batch by batch, fingerprinting each batch as staged,
@@ -181,7 +181,7 @@ impl Drop for Spool {
 }
 
 /// The batch with exactly the columns of `schema`, in its order and types.
-fn normalize(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn normalize(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if let Some(extra) = batch
         .schema()
         .fields()
@@ -440,7 +440,7 @@ async fn find_orphans(
 }
 
 /// Whether the table holds no data file: created by this load, or never given a row.
-fn is_empty(table: &DeltaTable) -> Result<bool> {
+pub(crate) fn is_empty(table: &DeltaTable) -> Result<bool> {
     let snapshot = table.snapshot().step("read the table snapshot")?;
     Ok(snapshot.log_data().num_files() == 0)
 }

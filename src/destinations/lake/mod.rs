@@ -26,9 +26,11 @@
 //! A merge: the load's batches are read one at a time while their count and checksum are
 //! computed, cast to the table's types and spooled to a local Parquet file (see
 //! `merge::StagedLoad::spool`); a mismatch with the manifest stops before anything is written.
-//! A full load is spooled while it is staged (`copy_while_staging`), so the spool overlaps the
-//! extraction; the commit still waits for the staged, pending load. The merge then scans the
-//! spool as a stream. A load into an empty table (no data files, no
+//! A full load is taken while it is staged (`copy_while_staging`), on another core than the
+//! extraction: into an empty table it is written straight into data files and added in one
+//! commit once the load is staged and pending (see `append`); into a table with rows it is
+//! spooled, and the merge waits for the staged load likewise. The merge then scans the spool as
+//! a stream. A load into an empty table (no data files, no
 //! tombstone table) with no delete and no repeated key is a plain append of new files, its
 //! memory bounded by row groups. Otherwise DataFusion keeps the newest row per key (a delete
 //! wins a tie; skipped when no key repeats) and one delta-rs MERGE applies deletes, updates and
@@ -42,6 +44,7 @@
 //! stored as Delta `timestamp` (microseconds, UTC). Column names that Delta cannot hold without
 //! column mapping (spaces, `,;{}()=`, dots) are schema drift.
 
+mod append;
 pub mod config;
 mod error;
 mod merge;
@@ -329,6 +332,86 @@ impl LakeDestination {
     }
 }
 
+impl LakeDestination {
+    /// The object store of the root URL, and the root's path in it.
+    fn root_store(&self) -> Result<(Box<dyn object_store::ObjectStore>, object_store::path::Path)> {
+        let options = self
+            .storage_options
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()));
+        Ok(object_store::parse_url_opts(&self.root, options).step("open the root")?)
+    }
+
+    /// A full load into an empty table: its data files are written as it is staged (see
+    /// `append`) and added in one commit once it is staged, as the merge would have inserted
+    /// them. A delete or a repeated key sends it back to the ordinary merge (`Ok(None)`).
+    async fn append_while_staging(
+        &self,
+        table: DeltaTable,
+        append: append::Append,
+        batches: BoxStream<'static, Result<RecordBatch>>,
+        staged: tokio::sync::oneshot::Receiver<MergeRequest>,
+    ) -> Result<Option<MergeOutcome>> {
+        let writing = Instant::now();
+        let appended = append.write(batches).await?;
+        let load_ms = millis(writing.elapsed());
+        let Ok(request) = staged.await else {
+            appended.abandon(&table).await;
+            return Ok(None);
+        };
+        let merging = Instant::now();
+        let received = appended.received;
+        if received != request.staged {
+            appended.abandon(&table).await;
+            return Err(ContractError::ReceivedDiffers {
+                destination: "the lake destination",
+                load_id: request.load_id.clone(),
+                received,
+                staged: request.staged,
+            }
+            .into());
+        }
+        let layout = table_layout(&request)?;
+        let (store, _) = self.root_store()?;
+        if appended.any_deleted
+            || appended
+                .repeats_keys(&table, std::sync::Arc::from(store), &layout)
+                .await?
+        {
+            debug!("the load carries a delete or repeats a key; merging it instead");
+            appended.abandon(&table).await;
+            return Ok(None);
+        }
+        appended
+            .commit(
+                &table,
+                &request.load_id,
+                commit_properties(&request, received),
+            )
+            .await?;
+        info!(
+            rows = received.rows,
+            inserted = received.rows,
+            "appended load"
+        );
+        Ok(Some(MergeOutcome {
+            skipped: false,
+            inserted: received.rows,
+            updated: 0,
+            deleted: 0,
+            received,
+            timings: MergeTimings {
+                load_ms,
+                merge_ms: millis(merging.elapsed()),
+                commit_ms: 0,
+                copied_while_staging: true,
+                direct_copy: true,
+                ..MergeTimings::default()
+            },
+        }))
+    }
+}
+
 #[async_trait]
 impl Destination for LakeDestination {
     /// Creates a `file://` root when missing, then writes and deletes a probe object under the
@@ -340,12 +423,7 @@ impl Destination for LakeDestination {
                 return Err(LakeError::CreateRoot { dir, source }.into());
             }
         }
-        let options = self
-            .storage_options
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()));
-        let (store, root) =
-            object_store::parse_url_opts(&self.root, options).step("open the root")?;
+        let (store, root) = self.root_store()?;
         let probe = root
             .join("_syncline_check")
             .join(uuid::Uuid::new_v4().to_string());
@@ -450,8 +528,19 @@ impl Destination for LakeDestination {
         staged: tokio::sync::oneshot::Receiver<MergeRequest>,
         _idle_limit: std::time::Duration,
     ) -> Result<Option<MergeOutcome>> {
+        let layout = table_layout(request)?;
+        let table = self.existing_table(&layout.table).await?;
+        let tombstones = self.tombstone_table(&layout.table).await?;
+        if tombstones.existing.is_none()
+            && merge::is_empty(&table)?
+            && let Some(append) = append::Append::new(&table, &layout, &request.load_id)?
+        {
+            return self
+                .append_while_staging(table, append, batches, staged)
+                .await;
+        }
         let spooling = Instant::now();
-        let load = StagedLoad::spool(&table_layout(request)?, batches).await?;
+        let load = StagedLoad::spool(&layout, batches).await?;
         let load_ms = millis(spooling.elapsed());
         let Ok(request) = staged.await else {
             return Ok(None);
