@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
@@ -10,6 +11,7 @@ use serde_json::Value;
 use crate::config::{HubspotConfig, Secret};
 use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step, with_space};
 use crate::sources::hubspot::HubspotError;
+use crate::sources::hubspot::page::PageBody;
 use crate::{Error, Result};
 
 /// A HubSpot API client. Cloning shares the connection pool.
@@ -45,12 +47,16 @@ impl HubspotClient {
         })
     }
 
-    pub async fn get(&self, path_and_query: &str) -> Result<Value> {
-        self.send(Method::GET, path_and_query, None, None).await
+    /// A list page: its records are read from the body as the page is converted.
+    pub async fn get_page(&self, path_and_query: &str) -> Result<PageBody> {
+        let body = self.send(Method::GET, path_and_query, None, None).await?;
+        Ok(PageBody::new(Call::new(Method::GET, path_and_query), body))
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        self.send(Method::POST, path, Some(body), None).await
+    /// A search or batch-read page.
+    pub async fn post_page(&self, path: &str, body: &Value) -> Result<PageBody> {
+        let answer = self.send(Method::POST, path, Some(body), None).await?;
+        Ok(PageBody::new(Call::new(Method::POST, path), answer))
     }
 
     /// The property definitions of object type `object` (B4). HubSpot rejects an object
@@ -58,18 +64,25 @@ impl HubspotClient {
     /// configured stream's mistake, so it comes back as [`HubspotError::NoSuchObject`].
     pub async fn properties(&self, object: &str) -> Result<Value> {
         let path = format!("/crm/v3/properties/{}", super::encode(object));
-        self.send(Method::GET, &path, None, Some(object)).await
+        let body = self.send(Method::GET, &path, None, Some(object)).await?;
+        serde_json::from_slice(&body).map_err(|source| {
+            HttpError::Json {
+                call: Call::new(Method::GET, &path),
+                source,
+            }
+            .into()
+        })
     }
 
-    /// Sends a request, retrying what HubSpot documents as retryable. The error names the
-    /// endpoint path, never the token.
+    /// Sends a request, retrying what HubSpot documents as retryable, and returns the body
+    /// of the 2xx answer. The error names the endpoint path, never the token.
     async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
         object: Option<&str>,
-    ) -> Result<Value> {
+    ) -> Result<Bytes> {
         self.retry
             .send(HubspotCall {
                 client: self,
@@ -93,7 +106,7 @@ struct HubspotCall<'a> {
 }
 
 impl Exchange for HubspotCall<'_> {
-    type Output = Value;
+    type Output = Bytes;
     type Error = Error;
 
     fn call(&self) -> &Call {
@@ -112,13 +125,11 @@ impl Exchange for HubspotCall<'_> {
         })
     }
 
-    async fn decide(&mut self, answer: Answer) -> Step<Value, Error> {
+    async fn decide(&mut self, answer: Answer) -> Step<Bytes, Error> {
         let call = self.call.clone();
+        // The body is parsed by its reader: pages record by record, without a JSON tree.
         if answer.status.is_success() {
-            return match serde_json::from_slice(&answer.body) {
-                Ok(value) => Step::Done(value),
-                Err(source) => Step::Fail(HttpError::Json { call, source }.into()),
-            };
+            return Step::Done(answer.body);
         }
         let error: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
         let message = error.message.unwrap_or_else(|| {

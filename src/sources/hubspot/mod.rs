@@ -9,7 +9,9 @@
 //!   10,000-result cap, so any number of changes, even all with one timestamp, is read. Deletes come from
 //!   `archived=true` (search never returns archived records), filtered on `archivedAt`.
 //! - Pages are converted and forwarded as they arrive through a bounded channel, so memory
-//!   holds at most a few batches whatever the stream's size.
+//!   holds at most a few batches whatever the stream's size. A page's records are read
+//!   straight into the column builders (see [`page`]), and the next page is requested
+//!   before this one is converted (list and search, one request ahead).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,9 +34,11 @@ pub use error::HubspotError;
 mod client;
 pub mod config;
 mod error;
+pub mod page;
 pub mod records;
 
 pub use client::HubspotClient;
+use page::{Head, PageBody};
 use records::{BatchBuilder, KEY, Property, staged_schema};
 
 /// List pages hold at most 100 records (B1).
@@ -292,29 +296,24 @@ async fn key_page(
     if let Some(after) = after {
         path.push_str(&format!("&after={}", encode(after)));
     }
-    let page = client.get(&path).await?;
-    let mut listed = Vec::new();
-    for record in results_of(&page, stream)? {
+    let body = client.get_page(&path).await?;
+    let page = body.parse(stream)?;
+    let mut listed = Vec::with_capacity(page.results.len());
+    for raw in &page.results {
         // The staged version is `updatedAt` (see `records`); a record without a readable id
         // or stamp is what a load dead-letters, so it counts as missing.
-        let id = record.get("id").and_then(|v| match v {
-            Value::String(s) => s.parse::<i64>().ok(),
-            Value::Number(n) => n.as_i64(),
-            _ => None,
-        });
-        let version = record
-            .get("updatedAt")
-            .and_then(Value::as_str)
-            .and_then(records::parse_millis);
-        if let Some(id) = id {
+        let Ok(head) = Head::read(raw, None) else {
+            continue;
+        };
+        if let Some(id) = head.id() {
             listed.push(Listed {
                 key: Key::Int(id),
-                version: version.map(|ms| ms * 1000),
+                version: head.updated_millis().map(|ms| ms * 1000),
                 hash: None,
             });
         }
     }
-    Ok((listed, next_after(&page)))
+    Ok((listed, page.next_after))
 }
 
 /// Reads one stream's pages and forwards converted batches.
@@ -377,30 +376,27 @@ impl Reader {
         let client = self.client.clone();
         let fetch = |path: String| {
             let client = client.clone();
-            tokio::spawn(async move { client.get(&path).await })
+            tokio::spawn(async move { client.get_page(&path).await })
         };
         let mut next_page = Some(fetch(path(None)));
         while let Some(request) = next_page.take() {
-            let page = request.await.map_err(|source| HubspotError::PageLost {
-                stream: self.stream.clone(),
-                source,
-            })??;
-            if let Some(next) = next_after(&page) {
-                next_page = Some(fetch(path(Some(&next))));
+            let body = self.page(request).await?;
+            let page = body.parse(&self.stream)?;
+            if let Some(next) = &page.next_after {
+                next_page = Some(fetch(path(Some(next))));
             }
-            let results = results_of(&page, &self.stream)?;
             let mut letters = Vec::new();
-            for record in results {
-                if let Some(since) = archived_since {
-                    let at = record
-                        .get("archivedAt")
-                        .and_then(Value::as_str)
-                        .and_then(records::parse_millis);
-                    if at.is_some_and(|at| at < since) {
-                        continue;
+            for raw in &page.results {
+                let appended = self.builder.read(raw).and_then(|head| {
+                    match archived_since {
+                        // Archived before the window: delivered by an earlier run.
+                        Some(since) if head.archived_millis().is_some_and(|at| at < since) => {
+                            Ok(())
+                        }
+                        _ => self.builder.append(&head),
                     }
-                }
-                self.push(record, &mut letters).await?;
+                });
+                self.take(appended, &mut letters).await?;
             }
             self.send_letters(letters).await?;
         }
@@ -414,10 +410,14 @@ impl Reader {
     /// leaves the result set between two pages. A numeric offset would then skip the record
     /// at the next page boundary, lost unless it changes again within the overlap; a key
     /// cannot skip. It also never nears the 10,000-result cap, however many records changed.
+    ///
+    /// The next page's query needs only this page's last id, so it is sent before this page
+    /// is converted: the server works on it meanwhile, one request ahead at most.
     async fn search(&mut self, from: i64, to: i64) -> Result<()> {
         let modified = modified_property(&self.stream);
-        let mut last_id: Option<i64> = None;
-        loop {
+        let path = format!("/crm/v3/objects/{}/search", encode(&self.stream));
+        let (client, properties) = (self.client.clone(), self.properties.clone());
+        let fetch = |last_id: Option<i64>| {
             let mut filters = vec![
                 json!({"propertyName": modified, "operator": "GTE", "value": from.to_string()}),
                 json!({"propertyName": modified, "operator": "LT", "value": to.to_string()}),
@@ -428,62 +428,67 @@ impl Reader {
             let body = json!({
                 "filterGroups": [{"filters": filters}],
                 "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-                "properties": self.properties,
+                "properties": properties,
                 "limit": SEARCH_LIMIT,
                 "after": "0",
             });
-            let page = self
-                .client
-                .post(
-                    &format!("/crm/v3/objects/{}/search", encode(&self.stream)),
-                    &body,
-                )
-                .await?;
+            let client = client.clone();
+            let path = path.clone();
+            tokio::spawn(async move { client.post_page(&path, &body).await })
+        };
+        let mut last_id: Option<i64> = None;
+        let mut next_page = Some(fetch(None));
+        while let Some(request) = next_page.take() {
+            let body = self.page(request).await?;
+            let page = body.parse(&self.stream)?;
             if last_id.is_none() {
                 // The first page's `total` counts the whole window: later pages count only
                 // the ids above the last one read.
-                if let Some(total) = page.get("total").and_then(Value::as_u64) {
+                if let Some(total) = page.total {
                     self.tx
                         .send(Ok(Extracted::Estimate(total)))
                         .await
                         .map_err(|_| Hangup)?;
                 }
             }
-            let results = results_of(&page, &self.stream)?;
-            let page_last = results
-                .last()
-                .and_then(|r| r.get("id"))
-                .and_then(|v| match v {
-                    Value::String(s) => s.parse::<i64>().ok(),
-                    Value::Number(n) => n.as_i64(),
-                    _ => None,
-                });
+            // Stop only when `paging.next` is absent, never on a short page (B2). A page
+            // that cannot be followed fails the read after its records are delivered.
+            let mut stop = Ok(());
+            if page.next_after.is_some() {
+                let page_last = page
+                    .results
+                    .last()
+                    .and_then(|raw| Head::read(raw, None).ok())
+                    .and_then(|head| head.id());
+                match (page_last, last_id) {
+                    (None, _) => {
+                        stop = Err(HubspotError::NoLastId {
+                            stream: self.stream.clone(),
+                        });
+                    }
+                    // A key that does not grow would read the same page forever.
+                    (Some(last), Some(previous)) if last <= previous => {
+                        stop = Err(HubspotError::KeyNotAdvancing {
+                            stream: self.stream.clone(),
+                            previous,
+                            last,
+                        });
+                    }
+                    (Some(last), _) => {
+                        last_id = Some(last);
+                        next_page = Some(fetch(last_id));
+                    }
+                }
+            }
             let mut letters = Vec::new();
-            for record in results {
-                self.push(record, &mut letters).await?;
+            for raw in &page.results {
+                let appended = self.builder.push(raw);
+                self.take(appended, &mut letters).await?;
             }
             self.send_letters(letters).await?;
-            // Stop only when `paging.next` is absent, never on a short page (B2).
-            if next_after(&page).is_none() {
-                return Ok(());
-            }
-            let Some(last) = page_last else {
-                return Err(HubspotError::NoLastId {
-                    stream: self.stream.clone(),
-                }
-                .into());
-            };
-            // A key that does not grow would read the same page forever.
-            if let Some(previous) = last_id.filter(|&previous| last <= previous) {
-                return Err(HubspotError::KeyNotAdvancing {
-                    stream: self.stream.clone(),
-                    previous,
-                    last,
-                }
-                .into());
-            }
-            last_id = Some(last);
+            stop?;
         }
+        Ok(())
     }
 
     /// Reads `keys` through batch read; ids the source no longer has are left out (B5).
@@ -494,21 +499,24 @@ impl Reader {
                 .map(|key| json!({"id": key.to_string()}))
                 .collect();
             let body = json!({"inputs": inputs, "properties": self.properties});
-            let page = self
+            let answer = self
                 .client
-                .post(
+                .post_page(
                     &format!("/crm/v3/objects/{}/batch/read", encode(&self.stream)),
                     &body,
                 )
                 .await?;
-            let results = results_of(&page, &self.stream)?;
+            let page = answer.parse(&self.stream)?;
             let mut letters = Vec::new();
             let mut found = std::collections::HashSet::new();
-            for record in results {
-                if let Some(id) = record.get("id").and_then(Value::as_str) {
-                    found.insert(id.to_owned());
-                }
-                self.push(record, &mut letters).await?;
+            for raw in &page.results {
+                let appended = self.builder.read(raw).and_then(|head| {
+                    if let Some(id) = head.id_string() {
+                        found.insert(id.to_owned());
+                    }
+                    self.builder.append(&head)
+                });
+                self.take(appended, &mut letters).await?;
             }
             // Ids the live read left out may be archived (a `*.deletion` webhook names them):
             // the archived read returns those as deletes, at their `archivedAt`. What is in
@@ -521,9 +529,9 @@ impl Reader {
                 .collect();
             if !absent.is_empty() {
                 let body = json!({"inputs": absent, "properties": self.properties});
-                let page = self
+                let answer = self
                     .client
-                    .post(
+                    .post_page(
                         &format!(
                             "/crm/v3/objects/{}/batch/read?archived=true",
                             encode(&self.stream)
@@ -531,8 +539,9 @@ impl Reader {
                         &body,
                     )
                     .await?;
-                for record in results_of(&page, &self.stream)? {
-                    self.push(record, &mut letters).await?;
+                for raw in &answer.parse(&self.stream)?.results {
+                    let appended = self.builder.push(raw);
+                    self.take(appended, &mut letters).await?;
                 }
             }
             self.send_letters(letters).await?;
@@ -541,12 +550,22 @@ impl Reader {
         Ok(())
     }
 
-    async fn push(
+    /// The request of a page fetched ahead, awaited.
+    async fn page(&self, request: tokio::task::JoinHandle<Result<PageBody>>) -> Result<PageBody> {
+        request.await.map_err(|source| HubspotError::PageLost {
+            stream: self.stream.clone(),
+            source,
+        })?
+    }
+
+    /// Takes the outcome of one record: appended or skipped (a full batch goes on), or a
+    /// dead letter.
+    async fn take(
         &mut self,
-        record: &Value,
+        appended: std::result::Result<(), DeadLetter>,
         letters: &mut Vec<DeadLetter>,
     ) -> std::result::Result<(), Hangup> {
-        if let Err(letter) = self.builder.push(record) {
+        if let Err(letter) = appended {
             tracing::warn!(stream = %self.stream, key = %letter.key, field = ?letter.field, "record sent to the dead-letter file");
             letters.push(letter);
         }
@@ -575,26 +594,6 @@ impl Reader {
             .send(Ok(Extracted::DeadLetters(letters)))
             .await
             .map_err(|_| Hangup)
-    }
-}
-
-fn results_of<'a>(page: &'a Value, stream: &str) -> Result<&'a Vec<Value>> {
-    page.get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            HubspotError::NoResults {
-                stream: stream.to_string(),
-            }
-            .into()
-        })
-}
-
-fn next_after(page: &Value) -> Option<String> {
-    let after = page.get("paging")?.get("next")?.get("after")?;
-    match after {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 

@@ -63,6 +63,13 @@ pub enum SalesforceError {
     NoTotalSize(String),
     #[error("a record of {0} has no Id, so field chunks cannot be merged")]
     RecordWithoutId(String),
+    /// The task fetching a query page ahead panicked or was aborted.
+    #[error("query of {object}: a page request was lost")]
+    PageLost {
+        object: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// A query page that is not the documented shape; `what` says how.
     #[error("query of {object}: the page {what}")]
     PageShape { object: String, what: &'static str },

@@ -194,12 +194,30 @@ impl Reader {
     }
 
     /// Pages through one ordered query until `done`, never assuming a page is full (A2).
+    ///
+    /// The next page is requested as soon as its locator is known, so Salesforce serves it
+    /// (and it is parsed) while this page is converted; one request ahead at most, so the
+    /// requests sent and the budget they use are those of reading the pages one by one.
     async fn ordered(&mut self, soql: &str) -> std::result::Result<(), Halt> {
         self.ordered = true;
-        let mut path = soql::query_all_path(self.client.version_path(), soql);
-        loop {
-            let page = self.client.query(&path).await?;
+        let client = self.client.clone();
+        let fetch = |path: String| {
+            let client = client.clone();
+            tokio::spawn(async move { client.query(&path).await })
+        };
+        let mut next_page = Some(fetch(soql::query_all_path(
+            self.client.version_path(),
+            soql,
+        )));
+        while let Some(request) = next_page.take() {
+            let page = request.await.map_err(|source| SalesforceError::PageLost {
+                object: self.plan.object.clone(),
+                source,
+            })??;
             let (records, next) = page_parts(page, &self.plan.object)?;
+            if let Some(next) = next {
+                next_page = Some(fetch(next));
+            }
             let mut letters = Vec::new();
             for record in records {
                 let record = match record {
@@ -217,11 +235,8 @@ impl Reader {
                 self.after_push().await?;
             }
             self.send_letters(letters).await?;
-            match next {
-                Some(next) => path = next,
-                None => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     /// Reads the chunks' pages in lockstep: every chunk returns the same Ids in the same order,
