@@ -594,7 +594,6 @@ impl Destination for LakeDestination {
     }
 }
 
-/// The table at `delta`'s location, loaded; `Ok(None)` when there is none.
 /// `(name, type)` of each column of the table's schema.
 fn existing_columns(table: &DeltaTable) -> Result<Vec<(String, DeltaType)>> {
     Ok(table
@@ -606,6 +605,7 @@ fn existing_columns(table: &DeltaTable) -> Result<Vec<(String, DeltaType)>> {
         .collect())
 }
 
+/// The table at `delta`'s location, loaded; `Ok(None)` when there is none.
 async fn open_existing(mut delta: DeltaTable) -> Result<Option<DeltaTable>> {
     let exists = delta
         .verify_deltatable_existence()
