@@ -4,6 +4,7 @@
 //! columns that drive the merge: the record's version (its modification time at the source)
 //! and whether the record is a delete. Destinations add their own bookkeeping columns.
 
+use arrow::array::{Array, Decimal128Array, StringArray};
 use arrow::datatypes::{DataType, Field, TimeUnit};
 
 /// The version of the record at the source: merges never replace a newer version with an older one.
@@ -18,6 +19,17 @@ pub const DELETED_AT_COLUMN: &str = "_syncline_deleted_at";
 /// The most digits a staged decimal holds: Arrow's `Decimal128`, Snowflake's `NUMBER` and
 /// Delta's `decimal` all stop at 38 (PostgreSQL's `numeric` holds more).
 pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
+/// Each decimal of `array` as its canonical text: every digit of its scale, a `0` before the
+/// point, `-` for a negative value (`12.50`, `0.00`, `-0.01`); NULL stays NULL. It is what
+/// PostgreSQL's `numeric(p,s)::text`, Snowflake's `TO_VARCHAR` of a `NUMBER(p,s)` and Arrow's
+/// cast to text all print, so a decimal compares equal to the text a destination already holds
+/// for it, and a decimal key fingerprints the same on both sides of a load.
+pub fn decimal_strings(array: &Decimal128Array) -> StringArray {
+    (0..array.len())
+        .map(|row| array.is_valid(row).then(|| array.value_as_string(row)))
+        .collect()
+}
 
 /// The timestamp type used for versions and datetime values: milliseconds, UTC.
 pub fn timestamp_type() -> DataType {

@@ -1,7 +1,7 @@
 INSERT INTO {target} ({columns})
 SELECT {values}
 FROM (
-    SELECT i.*, x."version" AS {tombstone}
+    SELECT {incoming_row}, x."version" AS {tombstone}
     FROM {incoming} AS i
     LEFT JOIN {tombstones} AS x
         ON x."table_name" = {table_name} AND x."key" = TO_VARCHAR(i.{key})

@@ -1,6 +1,6 @@
 MERGE INTO {target} AS t
 USING (
-    SELECT i.*, x."version" AS {tombstone}
+    SELECT {incoming_row}, x."version" AS {tombstone}
     FROM {incoming} AS i
     LEFT JOIN {tombstones} AS x
         ON x."table_name" = {table_name} AND x."key" = TO_VARCHAR(i.{key})

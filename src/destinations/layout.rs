@@ -5,19 +5,33 @@
 //!
 //! Each destination only says, through [`ColumnType`], which of its types holds each staged
 //! kind of value, how an existing column's type takes it, and how it names things.
+//!
+//! One compatibility rule is shared beyond a type's own [`ColumnType::fit`]: a staged decimal
+//! whose table column holds text (a table created when the same field was staged as text, as
+//! PostgreSQL-source `numeric(p,s)` columns were before decimals) loads as text, the decimal's
+//! canonical string with its scale (`12.50`, [`crate::schema::decimal_strings`]), which is what
+//! such tables already hold; see [`TableLayout::adopt`]. Text holds every decimal exactly, so
+//! nothing is lost; a decimal into any other type keeps to `fit` (an integer or float column
+//! would round it: drift).
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::array::{ArrayRef, Decimal128Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use super::MergeRequest;
 use super::plan::{Compare, MergePlan, Orphans, Value};
 use super::staged::{Naming, StagedType, check_staged_schema};
+use crate::Result;
 use crate::error::{Classified, ErrorKind};
 use crate::load::DeleteMode;
 use crate::schema::{
-    DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, is_system_column,
+    DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, decimal_strings,
+    is_system_column,
 };
 use crate::sql::render;
 use crate::sql::{qualified, quote_ident};
@@ -227,6 +241,11 @@ pub(crate) struct TableLayout<T> {
     pub deletes: DeleteMode,
     /// A complete full load's orphans (see [`MergeRequest::complete`]).
     pub orphans: Option<Orphans>,
+    /// Staged decimal columns, by name: the ones the text rule may apply to.
+    decimals: Vec<String>,
+    /// Staged decimal columns the existing table holds as text, with their staged type (see
+    /// [`TableLayout::adopt`]); in `staged` they have the destination's text type.
+    pub as_text: Vec<Column<T>>,
 }
 
 /// What an existing table needs before a load can be merged into it.
@@ -268,6 +287,18 @@ impl<T: ColumnType> TableLayout<T> {
         }
 
         check_staged_schema(request, &naming)?;
+        let decimals = request
+            .schema
+            .fields()
+            .iter()
+            .filter(|field| {
+                matches!(
+                    StagedType::from_arrow(field.data_type()),
+                    Some(StagedType::Decimal { .. })
+                )
+            })
+            .map(|field| field.name().clone())
+            .collect();
         let staged = request
             .schema
             .fields()
@@ -291,7 +322,85 @@ impl<T: ColumnType> TableLayout<T> {
             staged,
             deletes: request.deletes,
             orphans: request.complete.map(|as_of| Orphans { as_of }),
+            decimals,
+            as_text: Vec::new(),
         })
+    }
+
+    /// How an existing column of type `current` takes the staged column `column` under the
+    /// text rule (module docs): `Some` when `column` is a staged decimal the column does not
+    /// take as a decimal but takes as text (as is, or once widened to the text type). The one
+    /// place that rule is decided, for the check ([`Self::alterations`]) and the merge
+    /// ([`Self::adopt`]) alike.
+    fn takes_as_text(&self, column: &Column<T>, current: &T::Existing) -> Option<Fit> {
+        if !self.decimals.contains(&column.name) || column.ty.fit(current) != Fit::Drifts {
+            return None;
+        }
+        match T::of(StagedType::Text).fit(current) {
+            Fit::Drifts => None,
+            fit => Some(fit),
+        }
+    }
+
+    /// Takes the existing table's columns (`(name, type)` as the destination's catalog
+    /// reports them) into the layout before a merge: each staged decimal the table holds as
+    /// text (see [`Self::takes_as_text`]) gets the destination's text type in `staged`, and
+    /// joins [`Self::as_text`] with its staged type, so the destination converts its values to
+    /// their canonical strings on the way in. Pure; anything else is left to
+    /// [`Self::alterations`], which `ensure_table` ran before.
+    pub(crate) fn adopt(&mut self, existing: &[(String, T::Existing)]) {
+        let text = T::of(StagedType::Text);
+        let mut as_text = Vec::new();
+        for column in &self.staged {
+            let current = existing.iter().find(|(name, _)| *name == column.name);
+            if let Some((_, current)) = current {
+                if self.takes_as_text(column, current).is_some() {
+                    as_text.push(column.clone());
+                }
+            }
+        }
+        for column in &mut self.staged {
+            if as_text.iter().any(|decimal| decimal.name == column.name) {
+                column.ty = text;
+            }
+        }
+        self.as_text = as_text;
+    }
+
+    /// Whether the load stages a decimal, so that [`Self::adopt`] may change something (a
+    /// destination reads the table's columns before a merge only then).
+    pub(crate) fn has_decimals(&self) -> bool {
+        !self.decimals.is_empty()
+    }
+
+    /// `batches` with every column of [`Self::as_text`] replaced by its canonical strings
+    /// ([`crate::schema::decimal_strings`]); `batches` as they are when there is none.
+    pub(crate) fn sending_as_text(
+        &self,
+        batches: BoxStream<'static, Result<RecordBatch>>,
+    ) -> BoxStream<'static, Result<RecordBatch>> {
+        if self.as_text.is_empty() {
+            return batches;
+        }
+        let names: Vec<String> = self.as_text.iter().map(|c| c.name.clone()).collect();
+        batches
+            .map(move |batch| decimals_as_text(batch?, &names))
+            .boxed()
+    }
+
+    /// Every staged column with the type the stage holds it in (a column in
+    /// [`Self::as_text`] with its staged decimal type, not the text it loads as).
+    pub(crate) fn staged_as_sent(&self) -> Vec<Column<T>> {
+        self.staged
+            .iter()
+            .map(|column| {
+                self.as_text
+                    .iter()
+                    .find(|decimal| decimal.name == column.name)
+                    .unwrap_or(column)
+                    .clone()
+            })
+            .collect()
     }
 
     /// Staged columns that reach the destination table: all but `_syncline_deleted`.
@@ -345,12 +454,17 @@ impl<T: ColumnType> TableLayout<T> {
                 Some((name, why))
             };
             if let Some((_, current)) = same_name {
-                match column.ty.fit(current) {
+                // A decimal into a text column loads as text (module docs).
+                let (fit, to) = match self.takes_as_text(&column, current) {
+                    Some(fit) => (fit, T::of(StagedType::Text)),
+                    None => (column.ty.fit(current), column.ty),
+                };
+                match fit {
                     Fit::Fits => {}
                     Fit::Widens => alterations.widen.push(Widening {
                         column: column.name,
                         from: current.to_string(),
-                        to: column.ty,
+                        to,
                     }),
                     Fit::Drifts => drift.push(ColumnDrift::Type {
                         column: column.name,
@@ -428,6 +542,33 @@ impl<T: ColumnType> TableLayout<T> {
             orphans: self.orphans,
         }
     }
+}
+
+/// `batch` with its decimal columns named in `names` replaced by their canonical strings.
+fn decimals_as_text(batch: RecordBatch, names: &[String]) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match column.as_any().downcast_ref::<Decimal128Array>() {
+            Some(decimals) if names.contains(field.name()) => {
+                fields.push(Field::new(
+                    field.name(),
+                    DataType::Utf8,
+                    field.is_nullable(),
+                ));
+                columns.push(Arc::new(decimal_strings(decimals)));
+            }
+            _ => {
+                fields.push(field.as_ref().clone());
+                columns.push(Arc::clone(column));
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Column definitions for SQL DDL (`"name" type`, one a line), in the given order.
@@ -805,6 +946,109 @@ mod tests {
                 assert!(message.contains("the staged load is kept"), "{message}");
             }
             other => panic!("expected schema drift, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_decimal_loads_as_text_into_a_text_column_and_drifts_into_a_number_column() {
+        let mut f = fields();
+        f.push(Field::new("amount", DataType::Decimal128(18, 2), true));
+        let staged = TableLayout::<Toy>::from_request(&request(f, "id", DeleteMode::Hard)).unwrap();
+        assert!(staged.has_decimals());
+        let table = |amount: &str| {
+            existing(&[
+                ("id", "int"),
+                ("email", "text"),
+                ("amount", amount),
+                (VERSION_COLUMN, "time"),
+                (LOAD_ID_COLUMN, "text"),
+            ])
+        };
+
+        // A text column takes the decimal as text: nothing to alter, and the merge's layout
+        // sends the column as text while remembering its staged type.
+        let text = table("text");
+        assert_eq!(
+            staged.alterations(&text).unwrap(),
+            Alterations {
+                add: Vec::new(),
+                widen: Vec::new(),
+            }
+        );
+        let mut merging = staged.clone();
+        merging.adopt(&text);
+        assert_eq!(merging.as_text, [Column::new("amount", Toy::Float)]);
+        let amount = |layout: &TableLayout<Toy>| {
+            layout
+                .staged
+                .iter()
+                .find(|c| c.name == "amount")
+                .unwrap()
+                .ty
+        };
+        assert_eq!(amount(&merging), Toy::Text);
+        assert_eq!(
+            merging
+                .staged_as_sent()
+                .iter()
+                .find(|c| c.name == "amount")
+                .unwrap()
+                .ty,
+            Toy::Float
+        );
+        // Adopting is idempotent, and the check passes on the adopted layout too.
+        assert!(merging.alterations(&text).unwrap().widen.is_empty());
+
+        // Any other column keeps to the type's own `fit` (an integer or float column would
+        // round a decimal); here drift, and the merge's layout is unchanged.
+        let err = staged.alterations(&table("time")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("column `amount` is time in the table but the source now sends float"),
+            "{err}"
+        );
+        let mut merging = staged.clone();
+        merging.adopt(&table("time"));
+        assert!(merging.as_text.is_empty());
+        assert_eq!(amount(&merging), Toy::Float);
+
+        // A text column the source sends text for is no decimal: the rule does not apply.
+        let plain = layout(DeleteMode::Hard);
+        assert!(!plain.has_decimals());
+    }
+
+    #[test]
+    fn a_decimal_widens_a_postgres_varchar_to_text_and_drifts_into_a_double() {
+        use crate::destinations::postgres::types::PgType;
+
+        let mut f = fields();
+        f.push(Field::new("amount", DataType::Decimal128(18, 2), true));
+        let staged =
+            TableLayout::<PgType>::from_request(&request(f, "id", DeleteMode::Hard)).unwrap();
+        let table = |amount: &str| {
+            existing(&[
+                ("id", "bigint"),
+                ("email", "text"),
+                ("amount", amount),
+                (VERSION_COLUMN, "timestamp with time zone"),
+                (LOAD_ID_COLUMN, "text"),
+            ])
+        };
+        assert_eq!(
+            staged
+                .alterations(&table("character varying"))
+                .unwrap()
+                .widen,
+            [Widening {
+                column: "amount".into(),
+                from: "character varying".into(),
+                to: PgType::Text,
+            }]
+        );
+        for lossy in ["double precision", "bigint", "boolean"] {
+            let err = staged.alterations(&table(lossy)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::SchemaDrift, "{lossy}: {err:?}");
         }
     }
 

@@ -142,6 +142,20 @@ pub fn batch_fingerprint(batch: &RecordBatch, key: &str) -> Result<Fingerprint> 
                 add(&mut text);
             }
         }
+        // A decimal key is its canonical text (`12.50`), which is what each destination's
+        // SQL fingerprint reads from a `numeric(p,s)`, `NUMBER(p,s)` or text key column.
+        DataType::Decimal128(..) => {
+            let keys = crate::schema::decimal_strings(keys.as_primitive());
+            for row in 0..batch.num_rows() {
+                row_text(
+                    &mut text,
+                    keys.value(row),
+                    version_ms(row),
+                    deleted.value(row),
+                );
+                add(&mut text);
+            }
+        }
         other => return Err(FingerprintError::KeyType(other.clone()).into()),
     }
     Ok(fingerprint)
@@ -187,6 +201,32 @@ mod tests {
             expected.add("-7", -5, true);
             assert_eq!(batch_fingerprint(&batch, "id").unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn a_decimal_key_fingerprints_as_its_canonical_text() {
+        use arrow::array::{BooleanArray, Decimal128Array, TimestampMillisecondArray};
+        use std::sync::Arc;
+        let keys = Decimal128Array::from(vec![1250, -1, 0])
+            .with_precision_and_scale(18, 2)
+            .unwrap();
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(keys) as arrow::array::ArrayRef),
+            (
+                VERSION_COLUMN,
+                Arc::new(TimestampMillisecondArray::from(vec![1, 2, 3])) as _,
+            ),
+            (
+                DELETED_COLUMN,
+                Arc::new(BooleanArray::from(vec![false, false, true])) as _,
+            ),
+        ])
+        .unwrap();
+        let mut expected = Fingerprint::default();
+        expected.add("12.50", 1, false);
+        expected.add("-0.01", 2, false);
+        expected.add("0.00", 3, true);
+        assert_eq!(batch_fingerprint(&batch, "id").unwrap(), expected);
     }
 
     #[test]

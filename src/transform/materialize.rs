@@ -384,12 +384,15 @@ async fn try_run_model(
     let frame = source.sql(&model.sql).await.map_err(model_error)?;
     let schema: SchemaRef = frame.schema().inner().clone();
     if let Some(key) = &model.key {
-        if model.materialized != Materialized::View && schema.field_with_name(key).is_err() {
-            return Err(TransformError::NoKeyColumn {
-                file: model.file.clone(),
-                key: key.clone(),
-            }
-            .into());
+        if model.materialized != Materialized::View {
+            let Ok(field) = schema.field_with_name(key) else {
+                return Err(TransformError::NoKeyColumn {
+                    file: model.file.clone(),
+                    key: key.clone(),
+                }
+                .into());
+            };
+            check_key_type(model, field)?;
         }
     }
     let staging = match target {
@@ -689,6 +692,26 @@ fn failure_of(model: &str, test: &str, failing: &[RecordBatch]) -> Result<Option
         failing_rows: rows,
         examples: arrow::util::pretty::pretty_format_batches(&examples)?.to_string(),
     }))
+}
+
+/// A model's key must stage as an integer, text or a decimal (see
+/// [`TransformError::KeyType`]): refused here, before anything is staged, rather than when
+/// the load is fingerprinted.
+fn check_key_type(model: &ModelNode, field: &Field) -> Result<()> {
+    let staged = stageable(field.data_type()).unwrap_or_else(|| field.data_type().clone());
+    if matches!(
+        staged,
+        DataType::Int64 | DataType::Utf8 | DataType::Decimal128(..)
+    ) {
+        return Ok(());
+    }
+    Err(TransformError::KeyType {
+        file: model.file.clone(),
+        model: model.name.clone(),
+        key: field.name().clone(),
+        data_type: field.data_type().clone(),
+    }
+    .into())
 }
 
 /// The stageable type of a model column (the stage holds int64, float64, utf8, boolean,

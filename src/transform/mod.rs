@@ -211,6 +211,21 @@ pub enum TransformError {
         file: std::path::PathBuf,
         key: String,
     },
+    /// A key every destination compares and fingerprints exactly: an integer, text, or a
+    /// decimal (by its canonical text). A float is not one: destinations print a double with
+    /// different digits, so the fingerprints of one load would not agree.
+    #[error(
+        "{}: model {model}: the key column {key} is {data_type}; a key must be an integer, text \
+         or a decimal (cast it in the model's SQL, e.g. `CAST({key} AS BIGINT)` or \
+         `CAST({key} AS DECIMAL(18,2))`)",
+        file.display()
+    )]
+    KeyType {
+        file: std::path::PathBuf,
+        model: String,
+        key: String,
+        data_type: arrow::datatypes::DataType,
+    },
     #[error(
         "model {model}: load {load_id} reached the destination with other rows than were staged; nothing was swapped in"
     )]
@@ -226,7 +241,8 @@ impl Classified for TransformError {
             | TransformError::ConfiguredTest { .. }
             | TransformError::UnknownModelSettings { .. }
             | TransformError::UnknownSelection { .. }
-            | TransformError::ViewNeedsLake { .. } => ErrorKind::Config,
+            | TransformError::ViewNeedsLake { .. }
+            | TransformError::KeyType { .. } => ErrorKind::Config,
             TransformError::LoadDiffers { .. } => ErrorKind::Reconciliation,
             TransformError::ModelSql { .. }
             | TransformError::NotOneSelect { .. }

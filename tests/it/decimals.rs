@@ -343,3 +343,228 @@ async fn a_decimal_cast_loads_a_delta_decimal_in_the_lake() {
     }
     assert_eq!(rows, expected(2));
 }
+
+/// An earlier version's load: `amount` staged as text (as PostgreSQL-source `numeric(p,s)`
+/// columns were before decimals), holding the strings a `decimal(18,2)` prints.
+const OLD_AMOUNTS: &[(i64, Option<&str>)] = &[
+    (1, Some("12.50")),
+    (2, Some("-0.01")),
+    (3, Some("0.00")),
+    (4, Some("9999999999999999.99")),
+];
+
+/// What the upgraded pipeline stages next: row 1 again, unchanged (same version, same value),
+/// and two new rows, one without a scale's worth of digits and one NULL.
+fn upgrade_export(h: &FilesHarness) {
+    let rows = [
+        invoice(1, Some("12.5"), 1),
+        invoice(5, Some("7.1"), 5),
+        invoice(6, None, 6),
+    ]
+    .concat();
+    h.write_file("invoices/part-2.jsonl", &rows, T0 + 2 * HOUR);
+}
+
+/// The earlier version's run succeeded (no transform: nothing to reconcile beyond the stage).
+fn old_run(report: &RunReport) {
+    let invoices = report_stream(report, "invoices");
+    assert_eq!(invoices.status, Status::Success, "{invoices:#?}");
+    assert_eq!(invoices.rows_inserted, OLD_AMOUNTS.len() as u64);
+}
+
+fn old_export(h: &FilesHarness) {
+    let rows: String = OLD_AMOUNTS
+        .iter()
+        .map(|(id, amount)| invoice(*id, *amount, *id))
+        .collect();
+    h.write_file("invoices/part-1.jsonl", &rows, T0 + HOUR);
+}
+
+/// Every invoice after the upgrade, `amount` as the text the column holds.
+fn upgraded_rows() -> Vec<Vec<Option<String>>> {
+    OLD_AMOUNTS
+        .iter()
+        .copied()
+        .chain([(5, Some("7.10")), (6, None)])
+        .map(|(id, amount)| vec![Some(id.to_string()), amount.map(str::to_owned)])
+        .collect()
+}
+
+/// The upgraded load took the text column as it is: reconciled, the new rows inserted, the
+/// row sent again unchanged compared equal (not rewritten).
+fn upgraded(report: &RunReport) {
+    let invoices = reconciled(report);
+    assert_eq!(
+        (invoices.rows_inserted, invoices.rows_updated),
+        (2, 0),
+        "{invoices:#?}"
+    );
+}
+
+/// A re-run with nothing new changes nothing.
+fn no_op(report: &RunReport) {
+    let invoices = report_stream(report, "invoices");
+    assert_eq!(invoices.status, Status::Success, "{invoices:#?}");
+    assert_eq!(
+        (
+            invoices.rows_inserted,
+            invoices.rows_updated,
+            invoices.rows_deleted
+        ),
+        (0, 0, 0),
+        "{invoices:#?}"
+    );
+}
+
+/// An upgrade: a table an earlier version created with the column as text, holding its rows,
+/// takes a load staging decimals as their exact text instead of stopping on drift; a float
+/// column, which would round them, still drifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decimal_loads_as_its_text_into_a_postgres_text_column_an_earlier_version_made() {
+    let h = FilesHarness::start().await;
+    old_export(&h);
+    h.write_config(&["invoices"], INVOICES);
+    old_run(&h.run(false).await);
+    assert_eq!(
+        h.column_types("invoices").await,
+        [
+            ("id".to_owned(), "bigint".to_owned()),
+            ("amount".to_owned(), "text".to_owned()),
+            (
+                "updated_at".to_owned(),
+                "timestamp with time zone".to_owned()
+            )
+        ]
+    );
+
+    h.write_config(&["invoices"], &cast("decimal(18,2)"));
+    upgrade_export(&h);
+    upgraded(&h.run(false).await);
+    assert_eq!(h.rows("invoices", &["id", "amount"]).await, upgraded_rows());
+    assert_eq!(
+        h.column_types("invoices").await[1],
+        ("amount".to_owned(), "text".to_owned()),
+        "the column is left as it was"
+    );
+    no_op(&h.run(false).await);
+    assert_eq!(h.rows("invoices", &["id", "amount"]).await, upgraded_rows());
+
+    // A float column would round a decimal: that stays drift, and nothing is altered.
+    h.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE files.invoices ALTER COLUMN amount TYPE double precision \
+             USING amount::double precision",
+        )
+        .await
+        .unwrap();
+    h.write_file(
+        "invoices/part-3.jsonl",
+        &invoice(7, Some("1.25"), 7),
+        T0 + 3 * HOUR,
+    );
+    let report = h.run(false).await;
+    let invoices = report_stream(&report, "invoices");
+    assert_eq!(invoices.status, Status::Failed, "{invoices:#?}");
+    let error = invoices.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(
+            "column `amount` is double precision in the table but the source now sends \
+             numeric(18,2)"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decimal_loads_as_its_text_into_a_snowflake_varchar_column_an_earlier_version_made() {
+    use crate::support::snowflake::TestSnowflake;
+
+    let h = FilesHarness::start().await;
+    old_export(&h);
+    let snowflake = TestSnowflake::start().await;
+    let stage = h.dir.path().join("stage");
+    let source = format!(
+        "[source]\ntype = \"files\"\nurl = \"file://{}/exports\"\nstreams = {}",
+        h.dir.path().display(),
+        toml_list(&["invoices"]),
+    );
+    let destination = snowflake
+        .destination_toml(&stage)
+        .replace("${SNOWFLAKE_PASSWORD}", "fakesnow-accepts-any");
+    let write = |streams: &str| {
+        let text = config_toml(
+            "name = \"files\"\nbatch_rows = 1000",
+            &stage,
+            &source,
+            &destination,
+            streams,
+        );
+        std::fs::write(&h.config_path, text).unwrap();
+        parse_config(&h.config_path, &[])
+    };
+    let config = write(INVOICES);
+    old_run(&run_pipeline(&config, false).await);
+    let amount_type = "SELECT \"DATA_TYPE\" FROM INFORMATION_SCHEMA.COLUMNS \
+         WHERE \"TABLE_SCHEMA\" = 'crm' AND \"TABLE_NAME\" = 'invoices' AND \"COLUMN_NAME\" = 'amount'";
+    assert_eq!(snowflake.rows(amount_type).await, [[Some("TEXT".into())]]);
+
+    let config = write(&cast("decimal(18,2)"));
+    upgrade_export(&h);
+    upgraded(&run_pipeline(&config, false).await);
+    let rows = "SELECT \"id\", \"amount\" FROM \"crm\".\"invoices\" ORDER BY \"id\"";
+    assert_eq!(snowflake.rows(rows).await, upgraded_rows());
+    assert_eq!(snowflake.rows(amount_type).await, [[Some("TEXT".into())]]);
+    no_op(&run_pipeline(&config, false).await);
+    assert_eq!(snowflake.rows(rows).await, upgraded_rows());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decimal_loads_as_its_text_into_a_lake_string_column_an_earlier_version_made() {
+    let h = FilesHarness::start().await;
+    old_export(&h);
+    h.write_lake_config(&["invoices"], INVOICES);
+    old_run(&h.run(false).await);
+
+    h.write_lake_config(&["invoices"], &cast("decimal(18,2)"));
+    upgrade_export(&h);
+    upgraded(&h.run(false).await);
+    let lake_rows = || async {
+        let ctx = syncline::transform::lake_session(&h.config())
+            .await
+            .unwrap();
+        let batches =
+            syncline::transform::query(&ctx, "SELECT id, amount FROM invoices ORDER BY id")
+                .await
+                .unwrap();
+        use arrow::datatypes::DataType;
+        assert!(
+            matches!(
+                batches[0].schema().field(1).data_type(),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+            ),
+            "the column is left a string: {:?}",
+            batches[0].schema()
+        );
+        let mut rows = Vec::new();
+        for batch in &batches {
+            for row in 0..batch.num_rows() {
+                rows.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .map(|column| {
+                            column.is_valid(row).then(|| {
+                                arrow::util::display::array_value_to_string(column, row).unwrap()
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        rows
+    };
+    assert_eq!(lake_rows().await, upgraded_rows());
+    no_op(&h.run(false).await);
+    assert_eq!(lake_rows().await, upgraded_rows());
+}

@@ -532,3 +532,49 @@ async fn two_runs_of_different_streams_set_up_one_schema_together() {
         assert_eq!(loaded, 2, "round {round}");
     }
 }
+
+/// A model keyed on a decimal merges into Snowflake: the key is a `NUMBER(12, 2)` and
+/// fingerprints as its text (`17.00`) in Snowflake's SQL (`TO_VARCHAR`) as on the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_keyed_on_a_decimal_merges_into_snowflake() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("priced_emails.sql"),
+        "-- materialized: incremental\n-- key: k\n\
+         SELECT CAST(id AS DECIMAL(12,2)) AS k, lower(email) AS email FROM contacts\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "[models]\ndir = \"{}\"\ntests = \"{}\"\n",
+        models.path().display(),
+        models.path().join("no-tests").display()
+    );
+    let (h, snowflake) = start(100, &["contacts"], &extra).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let run_models = || async {
+        syncline::transform::models_command(&h.config(), None, None, false, false)
+            .await
+            .expect("models run starts")
+    };
+    let report = run_models().await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    let contacts = h.sim.hubspot.live_records("contacts").len() as i64;
+    let count = "SELECT COUNT(*) FROM \"crm\".\"priced_emails\"";
+    assert_eq!(snowflake.count(count).await, contacts);
+    assert_eq!(
+        snowflake
+            .count(
+                "SELECT COUNT(*) FROM \"crm\".\"priced_emails\" \
+                 WHERE TO_VARCHAR(\"k\") NOT LIKE '%.00'"
+            )
+            .await,
+        0
+    );
+
+    h.sim.hubspot.insert("contacts", 10);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models().await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    assert_eq!(snowflake.count(count).await, contacts + 10);
+}

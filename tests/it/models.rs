@@ -620,3 +620,90 @@ async fn a_model_with_decimal_columns_materializes_numeric_columns_with_every_di
     assert_eq!(wrong, 0);
     assert!(count(&client, "deal_fees").await > 0);
 }
+
+/// A model keyed on a decimal materializes as a table and incrementally: the key stages as a
+/// `numeric(12,2)` and fingerprints as its text (`17.00`) on both sides, the way PostgreSQL's
+/// own `k::text` reads it, so the load reconciles; the incremental model merges new rows by
+/// it. A float key is refused before anything is staged, naming the model and the column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_keyed_on_a_decimal_materializes_and_a_float_key_is_refused_naming_both() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("priced_contacts.sql"),
+        "-- materialized: table\n-- key: k\n\
+         SELECT CAST(id AS DECIMAL(12,2)) AS k, email FROM contacts",
+    )
+    .unwrap();
+    std::fs::write(
+        models.path().join("priced_emails.sql"),
+        "-- materialized: incremental\n-- key: k\n\
+         SELECT CAST(id AS DECIMAL(12,2)) AS k, lower(email) AS email FROM contacts",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+
+    let client = h.client().await;
+    let check = |live: i64| {
+        let client = &client;
+        async move {
+            for table in ["priced_contacts", "priced_emails"] {
+                assert_eq!(count(client, table).await, live, "{table}");
+                let key_type: String = client
+                    .query_one(
+                        &format!(
+                            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                             WHERE attrelid = 'crm.{table}'::regclass AND attname = 'k'"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(key_type, "numeric(12,2)", "{table}");
+                let wrong: i64 = client
+                    .query_one(
+                        &format!(
+                            "SELECT count(*) FROM crm.{table} WHERE k::text !~ '^[0-9]+\\.00$'"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(wrong, 0, "{table}");
+            }
+        }
+    };
+    let live = h.sim.hubspot.live_records("contacts").len() as i64;
+    check(live).await;
+
+    // New contacts: the table is rebuilt, the incremental model merges them by key.
+    h.sim.hubspot.insert("contacts", 15);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let report = run_models(&h).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.render());
+    check(live + 15).await;
+
+    let floats = tempfile::tempdir().unwrap();
+    std::fs::write(
+        floats.path().join("float_keyed.sql"),
+        "-- key: score\nSELECT CAST(id AS DOUBLE) / 3 AS score, email FROM contacts",
+    )
+    .unwrap();
+    let folder = floats.path().display().to_string();
+    let (code, out) = models_binary(&h, &["run", "--models", &folder]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("configuration error")
+            && out.contains("model float_keyed")
+            && out.contains("key column score is Float64")
+            && out.contains("integer, text or a decimal"),
+        "{out}"
+    );
+    let loads = h.stage_dir().join("crm/float_keyed/loads");
+    assert!(!loads.exists(), "nothing was staged for the refused model");
+}

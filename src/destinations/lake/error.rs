@@ -26,7 +26,7 @@ pub enum LakeError {
     },
     #[error("lake table name `{table}` {problem}")]
     BadTableName { table: String, problem: String },
-    #[error("stream `{stream}`: key column `{key}` must be an integer or a string")]
+    #[error("stream `{stream}`: key column `{key}` must be an integer, a decimal or a string")]
     KeyNotJoinable { stream: String, key: String },
     /// The root existed when the destination was built but cannot be created now.
     #[error("lake: create the root {}", dir.display())]

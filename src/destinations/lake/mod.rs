@@ -456,13 +456,7 @@ impl Destination for LakeDestination {
             });
         };
 
-        let existing: Vec<(String, DeltaType)> = table
-            .snapshot()
-            .step("read the table's schema")?
-            .schema()
-            .fields()
-            .map(|field| (field.name().clone(), field.data_type().clone()))
-            .collect();
+        let existing = existing_columns(&table)?;
         // Delta types never widen (see `LakeType::fit`): a table only ever gains columns.
         let additions = layout.alterations(&existing)?.add;
         if additions.is_empty() {
@@ -495,8 +489,12 @@ impl Destination for LakeDestination {
         request: &MergeRequest,
         batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<MergeOutcome> {
-        let layout = table_layout(request)?;
+        let mut layout = table_layout(request)?;
         let table = self.existing_table(&layout.table).await?;
+        // A staged decimal the table holds as a string is merged as its text.
+        if layout.has_decimals() {
+            layout.adopt(&existing_columns(&table)?);
+        }
         if has_transaction(&table, &app_id(&request.load_id)).await? {
             info!("load already committed to the table; skipped");
             return Ok(MergeOutcome {
@@ -506,7 +504,7 @@ impl Destination for LakeDestination {
         }
 
         let spooling = Instant::now();
-        let load = StagedLoad::spool(&layout, batches).await?;
+        let load = StagedLoad::spool(&layout, layout.sending_as_text(batches)).await?;
         let load_ms = millis(spooling.elapsed());
         self.apply_spooled(request, &layout, table, load, load_ms, false)
             .await
@@ -735,6 +733,17 @@ impl Destination for LakeDestination {
         }
         Ok(None)
     }
+}
+
+/// `(name, type)` of each column of the table's schema.
+fn existing_columns(table: &DeltaTable) -> Result<Vec<(String, DeltaType)>> {
+    Ok(table
+        .snapshot()
+        .step("read the table's schema")?
+        .schema()
+        .fields()
+        .map(|field| (field.name().clone(), field.data_type().clone()))
+        .collect())
 }
 
 /// The table at `delta`'s location, loaded; `Ok(None)` when there is none.

@@ -162,14 +162,16 @@ impl Column {
     }
 }
 
-/// The layout of a merge request in the lake: the shared checks, and a key Delta can join on.
+/// The layout of a merge request in the lake: the shared checks, and a key Delta can join on
+/// (an integer, a string or a decimal, which also fingerprints as its canonical text).
 pub(crate) fn table_layout(request: &MergeRequest) -> Result<TableLayout> {
     let layout = TableLayout::from_request(request)?;
     let key = layout
         .staged
         .iter()
         .find(|column| column.name == layout.key);
-    if !matches!(key, Some(column) if matches!(column.ty, LakeType::Long | LakeType::String)) {
+    if !matches!(key, Some(column) if matches!(column.ty, LakeType::Long | LakeType::String | LakeType::Decimal(..)))
+    {
         return Err(LakeError::KeyNotJoinable {
             stream: request.stream.clone(),
             key: request.key.clone(),
@@ -338,7 +340,15 @@ mod tests {
 
         let err = table_layout(&request(fields(), "closed_on")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
-        assert!(err.to_string().contains("integer or a string"), "{err}");
+        assert!(
+            err.to_string().contains("integer, a decimal or a string"),
+            "{err}"
+        );
+
+        // A decimal key joins and fingerprints as its canonical text.
+        let mut f = fields();
+        f.push(Field::new("code", DataType::Decimal128(12, 2), true));
+        assert!(table_layout(&request(f, "code")).is_ok());
 
         let mut r = request(fields(), "id");
         r.table = "../etc".into();

@@ -97,11 +97,12 @@ impl PostgresDestination {
     /// the table is empty, otherwise the general one (stage, de-duplicate, merge).
     async fn apply(&self, request: &MergeRequest, rows: Rows<'_>) -> Result<MergeOutcome> {
         let layout = TableLayout::from_request(request)?;
-        let statements = MergeSql::new(&self.schema, &layout);
         let load_id: &(dyn ToSql + Sync) = &request.load_id;
 
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.step("begin the merge")?;
+        let layout = adopt_table(&tx, &self.schema, layout).await?;
+        let statements = MergeSql::new(&self.schema, &layout);
 
         let committed = tx
             .query_opt(statements.ledger_lookup.as_str(), &[load_id])
@@ -158,8 +159,13 @@ impl PostgresDestination {
         tx.batch_execute(&statements.create_stage)
             .await
             .step("create the staging table")?;
-        let copied =
-            copy::copy_batches(&tx, &statements.copy_stage, &layout.staged, batches).await?;
+        let copied = copy::copy_batches(
+            &tx,
+            &statements.copy_stage,
+            &layout.staged,
+            layout.sending_as_text(batches),
+        )
+        .await?;
         debug!(rows = copied, "copied staged rows");
         let load_ms = millis(loading.elapsed());
         let merging = Instant::now();
@@ -298,12 +304,7 @@ impl Destination for PostgresDestination {
                 added_columns: Vec::new(),
             }
         } else {
-            let mut existing = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let name: String = row.try_get(0).step("read the table's columns")?;
-                let data_type: String = row.try_get(1).step("read the table's columns")?;
-                existing.push((name, data_type));
-            }
+            let existing = existing_columns(&rows)?;
             let alterations = layout.alterations(&existing)?;
             let mut added_columns = Vec::new();
             for column in alterations.add {
@@ -370,9 +371,10 @@ impl Destination for PostgresDestination {
         idle_limit: std::time::Duration,
     ) -> Result<Option<MergeOutcome>> {
         let layout = TableLayout::from_request(request)?;
-        let statements = MergeSql::new(&self.schema, &layout);
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.step("begin the merge")?;
+        let layout = adopt_table(&tx, &self.schema, layout).await?;
+        let statements = MergeSql::new(&self.schema, &layout);
         // A run stalled past its lease must not keep a run that took the stream over waiting
         // on the rows this transaction copied: the server ends the session instead.
         tx.batch_execute(&format!(
@@ -538,6 +540,35 @@ async fn ensure_schema_and_ledger(tx: &Transaction<'_>, schema: &str) -> Result<
         .await
         .step("create the tombstone table")?;
     Ok(())
+}
+
+/// `(name, data type)` of each row of `sql/postgres/table_columns.sql`.
+fn existing_columns(rows: &[Row]) -> Result<Vec<(String, String)>> {
+    let mut existing = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get(0).step("read the table's columns")?;
+        let data_type: String = row.try_get(1).step("read the table's columns")?;
+        existing.push((name, data_type));
+    }
+    Ok(existing)
+}
+
+/// `layout` taking the table's columns as they are (`TableLayout::adopt`): a staged decimal
+/// the table holds as text is copied as its text. The columns are read only when the load
+/// stages a decimal; a table that does not exist yet changes nothing.
+async fn adopt_table(
+    tx: &Transaction<'_>,
+    schema: &str,
+    mut layout: TableLayout,
+) -> Result<TableLayout> {
+    if layout.has_decimals() {
+        let rows = tx
+            .query(templates::TABLE_COLUMNS, &[&schema, &layout.table])
+            .await
+            .step("read the table's columns")?;
+        layout.adopt(&existing_columns(&rows)?);
+    }
+    Ok(layout)
 }
 
 /// Count and checksum of what the transaction received (by `statement`), which must equal the
@@ -713,6 +744,7 @@ async fn copy_direct(
         .await
         .step("set a savepoint before the copy into the empty table")?;
     let carried: Vec<types::Column> = layout.carried().cloned().collect();
+    let batches = layout.sending_as_text(batches);
     let why =
         match copy::copy_into_empty(tx, &sql.copy, &carried, &request.load_id, batches).await? {
             Direct::Copied(rows) => {

@@ -237,17 +237,7 @@ impl SnowflakeDestination {
                 added_columns: Vec::new(),
             });
         }
-        let existing = rows
-            .iter()
-            .map(|row| {
-                let existing = ExistingType {
-                    data_type: text(row, "data_type")?,
-                    scale: optional_count(row, "scale")?,
-                    precision: optional_count(row, "precision")?,
-                };
-                Ok((text(row, "name")?, existing))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let existing = existing_columns(&rows)?;
         let mut added_columns = Vec::new();
         // Snowflake types never widen (see `SfType::fit`): a table only ever gains columns.
         for column in layout.alterations(&existing)?.add {
@@ -274,6 +264,19 @@ impl SnowflakeDestination {
     ) -> Outcome<MergeOutcome> {
         let (stage_url, files) =
             sql::stage_location(&self.staging_url, &self.stage_url, &request.files)?;
+        // A staged decimal the table holds as text is merged as its text
+        // (`TableLayout::adopt`); only a load with a decimal needs to look.
+        let mut layout = layout.clone();
+        if layout.has_decimals() {
+            let rows = run(
+                session,
+                "read the table's columns",
+                sql::table_columns(&self.schema, &layout.table),
+            )
+            .await?;
+            layout.adopt(&existing_columns(&rows)?);
+        }
+        let layout = &layout;
         let statements = MergeSql::new(
             MergeTarget {
                 schema: &self.schema,
@@ -502,6 +505,20 @@ impl SnowflakeDestination {
             timings,
         })
     }
+}
+
+/// `(name, type)` of each row of `sql/snowflake/table_columns.sql`.
+fn existing_columns(rows: &[DynamicRow]) -> Result<Vec<(String, ExistingType)>> {
+    rows.iter()
+        .map(|row| {
+            let existing = ExistingType {
+                data_type: text(row, "data_type")?,
+                scale: optional_count(row, "scale")?,
+                precision: optional_count(row, "precision")?,
+            };
+            Ok((text(row, "name")?, existing))
+        })
+        .collect()
 }
 
 fn key_pair(config: &SnowflakeConfig, pem: String) -> sf::AuthConfig {

@@ -290,6 +290,28 @@ pub(crate) fn stage_location(
     Ok((format!("{}{rest}/", stage_url.trim_end_matches('/')), names))
 }
 
+/// The incoming rows' columns as the MERGE reads them (`i.*`), with each staged decimal the
+/// table holds as text (`TableLayout::as_text`) as its canonical text: Snowflake's
+/// `TO_VARCHAR` of a `NUMBER(p, s)` keeps every digit of the scale (`12.50`).
+fn incoming_row(layout: &TableLayout) -> String {
+    if layout.as_text.is_empty() {
+        return "i.*".to_owned();
+    }
+    layout
+        .staged
+        .iter()
+        .map(|column| {
+            let name = quote_ident(&column.name);
+            if layout.as_text.iter().any(|c| c.name == column.name) {
+                format!("TO_VARCHAR(i.{name}) AS {name}")
+            } else {
+                format!("i.{name}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Every statement of one merge, rendered for a table layout and one load.
 #[derive(Debug, Clone)]
 pub(crate) struct MergeSql {
@@ -379,7 +401,9 @@ impl MergeSql {
         let tombstones = qualified(schema, TOMBSTONE_TABLE);
         let tombstone = quote_ident(TOMBSTONE_COLUMN);
         let table_name = quote_literal(plan.table);
-        let common: [(&str, &str); 12] = [
+        let incoming_row = incoming_row(layout);
+        let common: [(&str, &str); 13] = [
+            ("incoming_row", &incoming_row),
             ("target", &table),
             ("tombstones", &tombstones),
             ("tombstone", &tombstone),
@@ -423,9 +447,14 @@ impl MergeSql {
                     ],
                 ),
             ),
+            // The stage's own types: a decimal the table holds as text is converted in the
+            // MERGE (`incoming_row`), by Snowflake's own TO_VARCHAR, not by COPY.
             create_incoming: render(
                 templates::CREATE_INCOMING,
-                &with_vars(&common, &[("column_defs", &column_defs(&layout.staged))]),
+                &with_vars(
+                    &common,
+                    &[("column_defs", &column_defs(&layout.staged_as_sent()))],
+                ),
             ),
             begin: templates::BEGIN.to_string(),
             copy_incoming: render(
