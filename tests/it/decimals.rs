@@ -567,4 +567,12 @@ async fn a_decimal_loads_as_its_text_into_a_lake_string_column_an_earlier_versio
     assert_eq!(lake_rows().await, upgraded_rows());
     no_op(&h.run(false).await);
     assert_eq!(lake_rows().await, upgraded_rows());
+    // A full refresh is taken while it is staged (spooled into the table with rows): the same
+    // rule applies there.
+    let refreshed = h.run(true).await;
+    assert!(
+        refreshed.streams[0].reconciliation.matched,
+        "{refreshed:#?}"
+    );
+    assert_eq!(lake_rows().await, upgraded_rows());
 }

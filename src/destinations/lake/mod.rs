@@ -371,7 +371,7 @@ impl LakeDestination {
             }
             .into());
         }
-        let layout = table_layout(&request)?;
+        let layout = layout_into(&request, &table)?;
         let (store, _) = self.root_store()?;
         if appended.any_deleted
             || appended
@@ -489,12 +489,8 @@ impl Destination for LakeDestination {
         request: &MergeRequest,
         batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<MergeOutcome> {
-        let mut layout = table_layout(request)?;
-        let table = self.existing_table(&layout.table).await?;
-        // A staged decimal the table holds as a string is merged as its text.
-        if layout.has_decimals() {
-            layout.adopt(&existing_columns(&table)?);
-        }
+        let table = self.existing_table(&request.table).await?;
+        let layout = layout_into(request, &table)?;
         if has_transaction(&table, &app_id(&request.load_id)).await? {
             info!("load already committed to the table; skipped");
             return Ok(MergeOutcome {
@@ -526,8 +522,9 @@ impl Destination for LakeDestination {
         staged: tokio::sync::oneshot::Receiver<MergeRequest>,
         _idle_limit: std::time::Duration,
     ) -> Result<Option<MergeOutcome>> {
-        let layout = table_layout(request)?;
-        let table = self.existing_table(&layout.table).await?;
+        let table = self.existing_table(&request.table).await?;
+        let layout = layout_into(request, &table)?;
+        let batches = layout.sending_as_text(batches);
         let tombstones = self.tombstone_table(&layout.table).await?;
         if tombstones.existing.is_none()
             && merge::is_empty(&table)?
@@ -544,8 +541,8 @@ impl Destination for LakeDestination {
             return Ok(None);
         };
         // The staged request knows what the load covers (a complete full load's orphans).
-        let layout = table_layout(&request)?;
-        let table = self.existing_table(&layout.table).await?;
+        let table = self.existing_table(&request.table).await?;
+        let layout = layout_into(&request, &table)?;
         let outcome = self
             .apply_spooled(&request, &layout, table, load, load_ms, true)
             .await?;
@@ -733,6 +730,16 @@ impl Destination for LakeDestination {
         }
         Ok(None)
     }
+}
+
+/// The layout of `request` into `table`: a staged decimal the table holds as a string is
+/// merged as its text (see `TableLayout::adopt`).
+fn layout_into(request: &MergeRequest, table: &DeltaTable) -> Result<TableLayout> {
+    let mut layout = table_layout(request)?;
+    if layout.has_decimals() {
+        layout.adopt(&existing_columns(table)?);
+    }
+    Ok(layout)
 }
 
 /// `(name, type)` of each column of the table's schema.
