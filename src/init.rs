@@ -148,7 +148,8 @@ pub fn template(source: SourceKind, destination: DestinationKind, staging: &str)
 fn staging_section(staging: &str) -> String {
     let mut text = format!(
         "[staging]\n\
-         url = \"{staging}\"   # where Parquet, manifests, state and locks go: file://, s3://bucket/prefix, memory://\n"
+         url = \"{staging}\"   # where Parquet, manifests, state and locks go: file://, s3://bucket/prefix, memory://\n\
+         # compression = \"snappy\"            # staged Parquet: snappy (least CPU) | zstd (fewest bytes) | none\n"
     );
     if staging.starts_with("s3://") {
         text.push_str(
