@@ -14,6 +14,12 @@
 //!   `--full-refresh` recomputes everything and replaces the table.
 //! - `view`: registered in the session only (lake destination only).
 //!
+//! Memory holds a batch, not a result: a model streams from DataFusion into the stage, and its
+//! tests and the models that read it scan the staged files. A result nothing materializes (a
+//! view, every model under `models test`) is staged the same way as a scratch copy, read within
+//! the run and removed at its end, so each model is evaluated once. A test counts its failing
+//! rows as they stream and keeps the first few as examples.
+//!
 //! Every materialized row carries the model's key (or `model_row`, numbered 1.. when the
 //! model declares none), `_syncline_version` (the run's time) and the destination's own
 //! bookkeeping columns. Models of one level run concurrently; a model whose dependency
@@ -42,7 +48,7 @@ use crate::schema::{
     DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, timestamp_type,
 };
 use crate::sql::quote_ident;
-use crate::stage::{LoadWriter, Manifest, Stage, columns_of};
+use crate::stage::{LoadWriter, Manifest, Stage, StagedFile, columns_of};
 use crate::transform::graph::{ModelGraph, ModelNode, ModelTest};
 use crate::transform::{TransformError, lake_session};
 use crate::{Error, Result};
@@ -194,6 +200,10 @@ pub async fn run_graph(
     } else {
         Some(Target::open(config).await?)
     };
+    let scratch = Scratch {
+        stage: Stage::open(&config.staging)?,
+        files: std::sync::Mutex::new(Vec::new()),
+    };
     let mut report = ModelsReport::default();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     for level in &graph.levels {
@@ -202,6 +212,7 @@ pub async fn run_graph(
             let blocked = model.depends_on.iter().any(|d| failed.contains(d));
             let ctx = &ctx;
             let target = target.as_ref();
+            let scratch = &scratch;
             async move {
                 if !selected(&model.name) {
                     // Read by a selected model: evaluated on the fly as a view.
@@ -212,7 +223,7 @@ pub async fn run_graph(
                 } else if blocked {
                     Some(outcome(model, ModelStatus::NotRun, 0))
                 } else {
-                    Some(run_model(config, ctx, target, model, options).await)
+                    Some(run_model(config, ctx, target, scratch, model, options).await)
                 }
             }
         });
@@ -223,12 +234,24 @@ pub async fn run_graph(
             report.models.push(result);
         }
     }
+    // Singular tests read the models as this run evaluated them (the scratch copies).
+    let singular = if options.test_only {
+        singular_tests(config, &ctx, graph).await
+    } else {
+        Ok(Vec::new())
+    };
+    scratch.discard().await;
+    report.singular = singular?;
     Ok(report)
 }
 
-/// Runs the singular tests (`NAME.sql` in the tests folder, each returning failing rows)
-/// in the session the models of `report` left.
-pub async fn run_singular_tests(config: &Config, graph: &ModelGraph) -> Result<Vec<TestFailure>> {
+/// Runs the singular tests (`NAME.sql` in the tests folder, each returning failing rows) in
+/// the session the run left: the models as it evaluated them, and the others as views.
+async fn singular_tests(
+    config: &Config,
+    ctx: &SessionContext,
+    graph: &ModelGraph,
+) -> Result<Vec<TestFailure>> {
     let dir = config.models.clone().unwrap_or_default().tests;
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(Vec::new());
@@ -241,9 +264,11 @@ pub async fn run_singular_tests(config: &Config, graph: &ModelGraph) -> Result<V
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = lake_session(config).await?;
     for model in &graph.models {
-        register_view(&ctx, model).await?;
+        // A model that failed or did not run: its view, so a test reading it fails on it.
+        if !ctx.table_exist(model.name.as_str()).unwrap_or(false) {
+            register_view(ctx, model).await?;
+        }
     }
     let mut failures = Vec::new();
     for file in files {
@@ -257,8 +282,7 @@ pub async fn run_singular_tests(config: &Config, graph: &ModelGraph) -> Result<V
             source,
         })?;
         let sql = sql.trim().trim_end_matches(';');
-        let batches = evaluate(&ctx, &name, sql).await?;
-        if let Some(failure) = failure_of("tests", &name, &batches)? {
+        if let Some(failure) = failure_of(ctx, "tests", &name, sql).await? {
             failures.push(failure);
         }
     }
@@ -303,6 +327,7 @@ async fn register_view(ctx: &SessionContext, model: &ModelNode) -> Result<()> {
     Ok(())
 }
 
+/// Evaluates a query of one row (a `max`), whole.
 async fn evaluate(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<RecordBatch>> {
     let model_error = |source| TransformError::Model {
         model: name.to_string(),
@@ -316,10 +341,11 @@ async fn run_model(
     config: &Config,
     ctx: &SessionContext,
     target: Option<&Target>,
+    scratch: &Scratch,
     model: &ModelNode,
     options: &ModelsOptions,
 ) -> ModelOutcome {
-    match try_run_model(config, ctx, target, model, options).await {
+    match try_run_model(config, ctx, target, scratch, model, options).await {
         Ok(outcome) => outcome,
         Err(err) => {
             warn!(model = %model.name, error = %err, "model failed");
@@ -332,6 +358,7 @@ async fn try_run_model(
     config: &Config,
     ctx: &SessionContext,
     target: Option<&Target>,
+    scratch: &Scratch,
     model: &ModelNode,
     options: &ModelsOptions,
 ) -> Result<ModelOutcome> {
@@ -396,39 +423,29 @@ async fn try_run_model(
         Some(target) if model.materialized != Materialized::View => Some(target),
         _ => None,
     };
-    // A model that is materialized streams from DataFusion into the stage, a batch at a
-    // time, and its tests and dependents read the staged files; `models test` and views keep
-    // the result in memory (nothing is staged for them).
+    // The result streams from DataFusion into the stage, a batch at a time, and its tests and
+    // dependents read the staged files. A result nothing materializes (`models test`, a view)
+    // is a scratch copy, as DataFusion returned it, removed when the run ends.
+    let batches = frame.execute_stream().await.map_err(model_error)?;
     let (rows, staged) = match staging {
         Some(target) => {
             let load_id = uuid::Uuid::now_v7().to_string();
-            let batches = frame.execute_stream().await.map_err(model_error)?;
             let staged =
                 stage_stream(config, &target.stage, model, &load_id, &schema, batches).await?;
             register_staged(ctx, &target.stage, model, &staged, &schema).await?;
             (staged.rows, Some(staged))
         }
-        None => {
-            let batches = frame.collect().await.map_err(model_error)?;
-            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            // Dependents and tests read this result, not a second evaluation.
-            let table = MemTable::try_new(schema.clone(), vec![batches]).map_err(model_error)?;
-            let _ = ctx.deregister_table(model.name.as_str());
-            ctx.register_table(
-                datafusion::common::TableReference::bare(model.name.as_str()),
-                Arc::new(table),
-            )
-            .map_err(model_error)?;
-            (rows, None)
-        }
+        None => (
+            scratch.stage_result(config, ctx, model, batches).await?,
+            None,
+        ),
     };
 
     let tests = model.effective_tests();
     let mut failures = Vec::new();
     for test in &tests {
         let sql = test_sql(&model.name, test);
-        let failing = evaluate(ctx, &model.name, &sql).await?;
-        if let Some(failure) = failure_of(&model.name, &test.to_string(), &failing)? {
+        if let Some(failure) = failure_of(ctx, &model.name, &test.to_string(), &sql).await? {
             failures.push(failure);
         }
     }
@@ -668,20 +685,39 @@ fn test_sql(model: &str, test: &ModelTest) -> String {
     }
 }
 
-fn failure_of(model: &str, test: &str, failing: &[RecordBatch]) -> Result<Option<TestFailure>> {
-    let rows: u64 = failing.iter().map(|b| b.num_rows() as u64).sum();
+/// Runs a test's SELECT of failing rows: counts them as they stream and keeps the first
+/// [`EXAMPLES`] to show; `None` when no row fails.
+async fn failure_of(
+    ctx: &SessionContext,
+    model: &str,
+    test: &str,
+    sql: &str,
+) -> Result<Option<TestFailure>> {
+    use futures::StreamExt;
+    let model_error = |source| TransformError::Model {
+        model: model.to_string(),
+        source,
+    };
+    let frame = ctx.sql(sql).await.map_err(model_error)?;
+    let mut failing = frame.execute_stream().await.map_err(model_error)?;
+    let mut rows = 0u64;
+    let mut examples: Vec<RecordBatch> = Vec::new();
+    let mut left = EXAMPLES;
+    while let Some(batch) = failing.next().await {
+        let batch = batch.map_err(model_error)?;
+        rows += batch.num_rows() as u64;
+        if left > 0 && batch.num_rows() > 0 {
+            let take = batch.num_rows().min(left);
+            // A copy, so the example does not keep the whole batch's buffers alive.
+            examples.push(arrow::compute::concat_batches(
+                &batch.schema(),
+                &[batch.slice(0, take)],
+            )?);
+            left -= take;
+        }
+    }
     if rows == 0 {
         return Ok(None);
-    }
-    let mut examples = Vec::new();
-    let mut left = EXAMPLES;
-    for batch in failing {
-        if left == 0 {
-            break;
-        }
-        let take = batch.num_rows().min(left);
-        examples.push(batch.slice(0, take));
-        left -= take;
     }
     Ok(Some(TestFailure {
         model: model.to_string(),
@@ -820,8 +856,9 @@ async fn stage_stream(
 ) -> Result<StagedResult> {
     use futures::StreamExt;
     let version_ms = chrono::Utc::now().timestamp_millis();
-    let shaped_schema = shaped_schema(schema, model.key.as_deref());
-    let key = model.key.clone().unwrap_or_else(|| ROW_KEY.to_string());
+    let key = model.key.as_deref();
+    let shaped_schema = shaped_schema(schema, key);
+    let key_column = key.unwrap_or(ROW_KEY).to_string();
     let pipeline = &config.pipeline.name;
     let dir = stage.load_dir(pipeline, &model.name, load_id);
     let mut writer = LoadWriter::new(stage, dir, shaped_schema.clone(), config.pipeline.file_rows);
@@ -835,7 +872,7 @@ async fn stage_stream(
         })?;
         // A row without a key cannot be staged (the key is NOT NULL): it is counted as
         // failing the key's `not_null` test and left out, and the load is never merged.
-        if let Some(key) = &model.key {
+        if let Some(key) = key {
             let column = batch.column(schema.index_of(key)?);
             if column.null_count() > 0 {
                 null_keys += column.null_count() as u64;
@@ -846,11 +883,11 @@ async fn stage_stream(
         let shaped = shape_batch(
             &batch,
             &shaped_schema,
-            model.key.is_none(),
+            key.is_none(),
             version_ms,
             &mut next_row,
         )?;
-        computed.merge(batch_fingerprint(&shaped, &key)?);
+        computed.merge(batch_fingerprint(&shaped, &key_column)?);
         writer.write(&shaped).await?;
     }
     let files = writer.finish().await?;
@@ -861,7 +898,7 @@ async fn stage_stream(
         load_id: load_id.to_string(),
         mode: LoadMode::Full,
         created_at: chrono::Utc::now(),
-        key,
+        key: key_column,
         schema: columns_of(&shaped_schema)?,
         cursor: CursorRange { from: None, to: 0 },
         keeps_cursor: true,
@@ -900,42 +937,121 @@ async fn register_staged(
     staged: &StagedResult,
     schema: &SchemaRef,
 ) -> Result<()> {
-    let model_error = |source| TransformError::Model {
-        model: model.name.clone(),
-        source,
-    };
     let shaped_schema = shaped_schema(schema, model.key.as_deref());
     let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let frame = if staged.manifest.files.is_empty() {
-        let empty = MemTable::try_new(shaped_schema.clone(), vec![vec![]]).map_err(model_error)?;
+    register_files(
+        ctx,
+        stage,
+        &model.name,
+        &staged.manifest.files,
+        &shaped_schema,
+        &columns,
+    )
+    .await
+}
+
+/// Registers staged Parquet `files` of `file_schema` in `ctx` under `name`, as their
+/// `columns`.
+async fn register_files(
+    ctx: &SessionContext,
+    stage: &Stage,
+    name: &str,
+    files: &[StagedFile],
+    file_schema: &SchemaRef,
+    columns: &[&str],
+) -> Result<()> {
+    let model_error = |source| TransformError::Model {
+        model: name.to_string(),
+        source,
+    };
+    let frame = if files.is_empty() {
+        let empty = MemTable::try_new(file_schema.clone(), vec![vec![]]).map_err(model_error)?;
         ctx.read_table(Arc::new(empty)).map_err(model_error)?
     } else {
         let base = url::Url::parse("syncline-stage://stage/").expect("a valid URL");
         ctx.register_object_store(&base, stage.store().clone());
-        let urls: Vec<String> = staged
-            .manifest
-            .files
+        let urls: Vec<String> = files
             .iter()
             .map(|f| format!("syncline-stage://stage/{}", f.path))
             .collect();
         ctx.read_parquet(
             urls,
-            datafusion::prelude::ParquetReadOptions::default().schema(shaped_schema.as_ref()),
+            datafusion::prelude::ParquetReadOptions::default().schema(file_schema.as_ref()),
         )
         .await
         .map_err(model_error)?
     };
     let view = frame
-        .select_columns(&columns)
+        .select_columns(columns)
         .map_err(model_error)?
         .into_view();
-    let _ = ctx.deregister_table(model.name.as_str());
-    ctx.register_table(
-        datafusion::common::TableReference::bare(model.name.as_str()),
-        view,
-    )
-    .map_err(model_error)?;
+    let _ = ctx.deregister_table(name);
+    ctx.register_table(datafusion::common::TableReference::bare(name), view)
+        .map_err(model_error)?;
     Ok(())
+}
+
+/// The results a run stages only to read them within the run (a view, every model under
+/// `models test`): each model is evaluated once, its tests and readers scan the staged copy
+/// rather than memory, and the copies are removed when the run ends.
+struct Scratch {
+    stage: Stage,
+    files: std::sync::Mutex<Vec<StagedFile>>,
+}
+
+impl Scratch {
+    /// Stages `model`'s result as it streams (one batch in memory at a time), as it is: its
+    /// own types and every row. Registers it in `ctx` under the model's name; returns its
+    /// rows.
+    async fn stage_result(
+        &self,
+        config: &Config,
+        ctx: &SessionContext,
+        model: &ModelNode,
+        mut batches: datafusion::physical_plan::SendableRecordBatchStream,
+    ) -> Result<u64> {
+        use futures::StreamExt;
+        // The batches' own schema (the physical plan's), which the files are written in.
+        let schema = batches.schema();
+        let load_id = uuid::Uuid::now_v7().to_string();
+        let dir = self
+            .stage
+            .load_dir(&config.pipeline.name, &model.name, &load_id);
+        let mut writer =
+            LoadWriter::new(&self.stage, dir, schema.clone(), config.pipeline.file_rows);
+        let mut rows = 0u64;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|source| TransformError::Model {
+                model: model.name.clone(),
+                source,
+            })?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).await?;
+        }
+        let files = writer.finish().await?;
+        self.files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(files.iter().cloned());
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        register_files(ctx, &self.stage, &model.name, &files, &schema, &columns).await?;
+        Ok(rows)
+    }
+
+    /// Removes every scratch copy. A file left behind (a crash, a failed removal) has no
+    /// manifest, so it is never taken for a load.
+    async fn discard(self) {
+        let files = self
+            .files
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for file in files {
+            let path = object_store::path::Path::from(file.path.as_str());
+            if let Err(err) = self.stage.store().delete(&path).await {
+                warn!(error = %err, "cannot remove a scratch copy of a model's result");
+            }
+        }
+    }
 }
 
 /// Where model tables go: the destination, and the stage their loads pass through.
@@ -1010,12 +1126,11 @@ impl Target {
         };
         match (&self.lake, replace) {
             (Some(lake), true) => {
-                // delta-rs writes an overwrite from batches in memory: the lake's table
-                // models are held whole here (PostgreSQL and Snowflake stream them).
-                use futures::TryStreamExt;
-                let shaped: Vec<RecordBatch> = self.stage.read_load(manifest).try_collect().await?;
-                lake.replace_table(&request(model.name.clone())?, shaped)
-                    .await
+                lake.replace_table(
+                    &request(model.name.clone())?,
+                    self.stage.read_load(manifest),
+                )
+                .await
             }
             (_, false) => {
                 let request = request(model.name.clone())?;
