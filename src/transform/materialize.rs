@@ -20,6 +20,11 @@
 //! the run and removed at its end, so each model is evaluated once. A test counts its failing
 //! rows as they stream and keeps the first few as examples.
 //!
+//! A model that `--select` leaves out is read as its last run left it: its table in the
+//! streams' merged state (the lake, or the mirror, where each model load is also applied). One
+//! never built is an error that names it, unless the run builds what it lacks
+//! ([`ModelsOptions::build_missing`], `run --models`). A view left out is evaluated as a view.
+//!
 //! Every materialized row carries the model's key (or `model_row`, numbered 1.. when the
 //! model declares none), `_syncline_version` (the run's time) and the destination's own
 //! bookkeeping columns. Models of one level run concurrently; a model whose dependency
@@ -67,6 +72,9 @@ pub struct ModelsOptions {
     pub full_refresh: bool,
     /// Evaluate and test only; materialize nothing (`models test`).
     pub test_only: bool,
+    /// Build a model a selected one reads that was never built, instead of failing
+    /// (`run --models`, which selects by changed streams, not by name).
+    pub build_missing: bool,
 }
 
 /// How one model ended.
@@ -181,12 +189,12 @@ pub async fn run_graph(
     options: &ModelsOptions,
 ) -> Result<ModelsReport> {
     let is_lake = matches!(config.destination, DestinationConfig::Lake(_));
-    let selected = |name: &str| options.selected.as_ref().is_none_or(|s| s.contains(name));
+    let chosen = |name: &str| options.selected.as_ref().is_none_or(|s| s.contains(name));
     if !is_lake && !options.test_only {
         if let Some(view) = graph
             .models
             .iter()
-            .find(|m| m.materialized == Materialized::View && selected(&m.name))
+            .find(|m| m.materialized == Materialized::View && chosen(&m.name))
         {
             return Err(TransformError::ViewNeedsLake {
                 file: view.file.clone(),
@@ -194,6 +202,9 @@ pub async fn run_graph(
             .into());
         }
     }
+    let state = crate::transform::merged_state(config)?;
+    let selection = selection(graph, options, &state).await?;
+    let selected = |name: &str| selection.as_ref().is_none_or(|s| s.contains(name));
     let ctx = lake_session(config).await?;
     let target = if options.test_only {
         None
@@ -212,11 +223,12 @@ pub async fn run_graph(
             let blocked = model.depends_on.iter().any(|d| failed.contains(d));
             let ctx = &ctx;
             let target = target.as_ref();
-            let scratch = &scratch;
+            let (state, scratch) = (&state, &scratch);
             async move {
                 if !selected(&model.name) {
-                    // Read by a selected model: evaluated on the fly as a view.
-                    register_view(ctx, model)
+                    // Read by a selected model, perhaps: as its last run left it, or, a view
+                    // (or a model never built, read by a singular test), evaluated as a view.
+                    register_unselected(ctx, state, model)
                         .await
                         .err()
                         .map(|err| outcome(model, ModelStatus::Failed, 0).with_error(&err))
@@ -243,6 +255,121 @@ pub async fn run_graph(
     scratch.discard().await;
     report.singular = singular?;
     Ok(report)
+}
+
+/// The models to run: `options.selected` (every model when `None`), plus, with
+/// `build_missing`, the models they read that were never built. A model read by a selected one
+/// and not selected itself is read from its table as its last run left it; one that has no
+/// table is an error naming it and the selector that builds it.
+async fn selection(
+    graph: &ModelGraph,
+    options: &ModelsOptions,
+    state: &LakeDestination,
+) -> Result<Option<BTreeSet<String>>> {
+    let Some(mut selected) = options.selected.clone() else {
+        return Ok(None);
+    };
+    loop {
+        let mut missing = Vec::new();
+        for (upstream, reader) in read_unselected(graph, &selected) {
+            let model = graph.get(&upstream).expect("a model of the graph");
+            if model.materialized != Materialized::View
+                && state.open_table(&upstream).await?.is_none()
+            {
+                missing.push((upstream, reader));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Some(selected));
+        }
+        if !options.build_missing {
+            let (upstream, model) = missing.swap_remove(0);
+            return Err(TransformError::UpstreamNotBuilt { model, upstream }.into());
+        }
+        selected.extend(missing.into_iter().map(|(upstream, _)| upstream));
+    }
+}
+
+/// The models the `selected` ones read without selecting them, each with a selected model that
+/// reads it: directly, or through views left out (a view is evaluated, so what it reads is
+/// read too).
+fn read_unselected(graph: &ModelGraph, selected: &BTreeSet<String>) -> Vec<(String, String)> {
+    let mut read: Vec<(String, String)> = Vec::new();
+    let mut pending: Vec<(String, String)> = Vec::new();
+    for model in graph.models.iter().filter(|m| selected.contains(&m.name)) {
+        pending.extend(
+            model
+                .depends_on
+                .iter()
+                .map(|d| (d.clone(), model.name.clone())),
+        );
+    }
+    while let Some((name, reader)) = pending.pop() {
+        let Some(model) = graph.get(&name) else {
+            continue; // a stream
+        };
+        if selected.contains(&name) || read.iter().any(|(seen, _)| *seen == name) {
+            continue;
+        }
+        if model.materialized == Materialized::View {
+            pending.extend(model.depends_on.iter().map(|d| (d.clone(), reader.clone())));
+        }
+        read.push((name, reader));
+    }
+    read.sort();
+    read
+}
+
+/// Registers a model the run does not build under its name: its table as its last run left
+/// it, the model's own columns only; a view, or a model without a table (which no selected
+/// model reads, see [`selection`]), as a view of its SQL, evaluated only if read.
+async fn register_unselected(
+    ctx: &SessionContext,
+    state: &LakeDestination,
+    model: &ModelNode,
+) -> Result<()> {
+    if model.materialized == Materialized::View {
+        return register_view(ctx, model).await;
+    }
+    let Some(table) = state.open_table(&model.name).await? else {
+        return register_view(ctx, model).await;
+    };
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|source| TransformError::Lake {
+            stream: model.name.clone(),
+            source,
+        })?;
+    let register = |source| TransformError::Register {
+        stream: model.name.clone(),
+        source,
+    };
+    let provider = table.table_provider().await.map_err(register)?;
+    let bookkeeping = [
+        VERSION_COLUMN,
+        DELETED_COLUMN,
+        LOAD_ID_COLUMN,
+        DELETED_AT_COLUMN,
+    ];
+    let schema = provider.schema();
+    let columns: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|c| !bookkeeping.contains(c) && (model.key.is_some() || *c != ROW_KEY))
+        .collect();
+    let view = ctx
+        .read_table(provider.clone())
+        .and_then(|frame| frame.select_columns(&columns))
+        .map_err(register)?
+        .into_view();
+    let _ = ctx.deregister_table(model.name.as_str());
+    ctx.register_table(
+        datafusion::common::TableReference::bare(model.name.as_str()),
+        view,
+    )
+    .map_err(register)?;
+    Ok(())
 }
 
 /// Runs the singular tests (`NAME.sql` in the tests folder, each returning failing rows) in
@@ -486,7 +613,7 @@ async fn try_run_model(
     let replace =
         model.materialized == Materialized::Table || options.full_refresh || rebuilt.is_some();
     result.rebuilt = rebuilt;
-    let outcome = target.load(model, &manifest, replace).await?;
+    let outcome = target.load(config, model, &manifest, replace).await?;
     if !outcome.skipped && outcome.received != manifest.fingerprint() {
         return Err(TransformError::LoadDiffers {
             model: model.name.clone(),
@@ -1104,8 +1231,22 @@ impl Target {
         Ok(())
     }
 
-    /// Loads a staged model result: replacing the table, or merged by key into it.
+    /// Loads a staged model result: replacing the table, or merged by key into it; then, for
+    /// a pipeline with a mirror, the same into the model's mirror table, so a run that reads
+    /// the model without building it reads it as built.
     async fn load(
+        &self,
+        config: &Config,
+        model: &ModelNode,
+        manifest: &Manifest,
+        replace: bool,
+    ) -> Result<MergeOutcome> {
+        let outcome = self.load_destination(model, manifest, replace).await?;
+        crate::destinations::mirror::apply_model(config, &self.stage, manifest, replace).await?;
+        Ok(outcome)
+    }
+
+    async fn load_destination(
         &self,
         model: &ModelNode,
         manifest: &Manifest,

@@ -51,12 +51,14 @@ pub async fn models_command(
         selected,
         full_refresh,
         test_only,
+        build_missing: false,
     };
     materialize::run_graph(config, &graph, &options).await
 }
 
 /// `syncline run --models`: builds the models that read (directly or through other models)
-/// a stream whose load changed rows. Nothing when the pipeline has no `[models]`.
+/// a stream whose load changed rows, and any model they read that was never built. Nothing
+/// when the pipeline has no `[models]`.
 pub async fn changed_models(config: &Config, changed: &[String]) -> Result<ModelsReport> {
     if config.models.is_none() {
         return Ok(ModelsReport::default());
@@ -64,6 +66,7 @@ pub async fn changed_models(config: &Config, changed: &[String]) -> Result<Model
     let graph = model_graph(config, None)?;
     let options = ModelsOptions {
         selected: Some(graph.downstream_of(changed)),
+        build_missing: true,
         ..ModelsOptions::default()
     };
     materialize::run_graph(config, &graph, &options).await
@@ -191,6 +194,10 @@ pub enum TransformError {
     #[error("--select {selector}: no model of that name")]
     UnknownSelection { selector: String },
     #[error(
+        "model {model} reads model {upstream}, which this run does not select and which was never built; run them together with --select +{model}"
+    )]
+    UpstreamNotBuilt { model: String, upstream: String },
+    #[error(
         "{}: materialized: view needs the lake destination (a view is DataFusion's); use table",
         file.display()
     )]
@@ -215,6 +222,7 @@ impl Classified for TransformError {
             | TransformError::ConfiguredTest { .. }
             | TransformError::UnknownModelSettings { .. }
             | TransformError::UnknownSelection { .. }
+            | TransformError::UpstreamNotBuilt { .. }
             | TransformError::ViewNeedsLake { .. } => ErrorKind::Config,
             TransformError::LoadDiffers { .. } => ErrorKind::Reconciliation,
             TransformError::ModelSql { .. }

@@ -620,3 +620,61 @@ async fn a_model_with_decimal_columns_materializes_numeric_columns_with_every_di
     assert_eq!(wrong, 0);
     assert!(count(&client, "deal_fees").await > 0);
 }
+
+/// `--select NAME` builds NAME only: a model it reads and does not select is read as its last
+/// run left it (its table, through the merged state: the mirror here), not evaluated again; one
+/// never built is a configuration error naming it and saying how to build it (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selected_model_reads_its_unselected_upstream_as_last_built() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("emails.sql"),
+        "-- key: id\nSELECT id, email FROM contacts",
+    )
+    .unwrap();
+    std::fs::write(
+        models.path().join("email_count.sql"),
+        "SELECT count(*) AS contacts FROM emails",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let client = h.client().await;
+
+    let (code, text) = models_binary(&h, &["run", "--select", "email_count"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("model emails") && text.contains("--select +email_count"),
+        "{text}"
+    );
+    let exists: bool = client
+        .query_one("SELECT to_regclass('crm.email_count') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "nothing was built");
+
+    assert_eq!(run_models(&h).await.exit_code(), 0);
+    let built = count(&client, "emails").await;
+    h.sim.hubspot.insert("contacts", 4);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    // emails is read as built, before the four new contacts.
+    let (code, text) = models_binary(&h, &["run", "--select", "email_count"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(counted(&client).await, built);
+    assert_eq!(count(&client, "emails").await, built);
+
+    // With its upstream selected, both are rebuilt.
+    let (code, text) = models_binary(&h, &["run", "--select", "+email_count"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(counted(&client).await, built + 4);
+}
+
+async fn counted(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT contacts FROM crm.email_count", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
