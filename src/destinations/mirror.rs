@@ -10,11 +10,15 @@
 //! it in the destination's ledger, applies it to the mirror again (a no-op when the mirror
 //! already has it) before it commits the state. A pipeline that turns the mirror on later
 //! fills it with one `syncline run --full-refresh`.
+//!
+//! Each model load is applied to the model's own mirror table too ([`apply_model`]), so a
+//! `models run --select` that reads a model without building it reads the model as built.
 
 use crate::Result;
 use crate::config::{Config, LakeConfig};
 use crate::destinations::lake::LakeDestination;
 use crate::destinations::{Destination, MergeRequest};
+use crate::load::DeleteMode;
 use crate::stage::{Manifest, Stage};
 
 /// The mirror's Delta tables: `{staging.url}/{pipeline.name}/mirror/{stream}`.
@@ -53,5 +57,42 @@ pub async fn apply(config: &Config, stage: &Stage, manifest: &Manifest) -> Resul
         skipped = outcome.skipped,
         "mirrored the load for models"
     );
+    Ok(())
+}
+
+/// Applies a model's staged load to the model's mirror table, when the pipeline keeps a mirror,
+/// after the destination committed it: `replace`d in one commit (a `table` model, or a rebuilt
+/// incremental one) or merged by key (an `incremental` one). Idempotent by load id. A run that
+/// fails between the destination's commit and this one leaves the mirror at the model's
+/// previous run until the model is built again.
+pub async fn apply_model(
+    config: &Config,
+    stage: &Stage,
+    manifest: &Manifest,
+    replace: bool,
+) -> Result<()> {
+    if !config.mirrors() {
+        return Ok(());
+    }
+    let lake = mirror_lake(config)?;
+    let request = MergeRequest {
+        load_id: manifest.load_id.clone(),
+        stream: manifest.stream.clone(),
+        table: manifest.stream.clone(),
+        key: manifest.key.clone(),
+        deletes: DeleteMode::Hard,
+        schema: manifest.arrow_schema()?,
+        staged: manifest.fingerprint(),
+        files: manifest.files.iter().map(|f| f.path.clone()).collect(),
+        complete: None,
+    };
+    if replace {
+        lake.replace_table(&request, stage.read_load(manifest))
+            .await?;
+    } else {
+        lake.ensure_table(&request).await?;
+        lake.merge(&request, stage.read_load(manifest)).await?;
+    }
+    tracing::info!(model = %manifest.stream, load_id = %manifest.load_id, "mirrored the model's load");
     Ok(())
 }

@@ -14,6 +14,17 @@
 //!   `--full-refresh` recomputes everything and replaces the table.
 //! - `view`: registered in the session only (lake destination only).
 //!
+//! Memory holds a batch, not a result: a model streams from DataFusion into the stage, and its
+//! tests and the models that read it scan the staged files. A result nothing materializes (a
+//! view, every model under `models test`) is staged the same way as a scratch copy, read within
+//! the run and removed at its end, so each model is evaluated once. A test counts its failing
+//! rows as they stream and keeps the first few as examples.
+//!
+//! A model that `--select` leaves out is read as its last run left it: its table in the
+//! streams' merged state (the lake, or the mirror, where each model load is also applied). One
+//! never built is an error that names it, unless the run builds what it lacks
+//! ([`ModelsOptions::build_missing`], `run --models`). A view left out is evaluated as a view.
+//!
 //! Every materialized row carries the model's key (or `model_row`, numbered 1.. when the
 //! model declares none), `_syncline_version` (the run's time) and the destination's own
 //! bookkeeping columns. Models of one level run concurrently; a model whose dependency
@@ -42,7 +53,7 @@ use crate::schema::{
     DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN, timestamp_type,
 };
 use crate::sql::quote_ident;
-use crate::stage::{LoadWriter, Manifest, Stage, columns_of};
+use crate::stage::{LoadWriter, Manifest, Stage, StagedFile, columns_of};
 use crate::transform::graph::{ModelGraph, ModelNode, ModelTest};
 use crate::transform::{TransformError, lake_session};
 use crate::{Error, Result};
@@ -61,6 +72,9 @@ pub struct ModelsOptions {
     pub full_refresh: bool,
     /// Evaluate and test only; materialize nothing (`models test`).
     pub test_only: bool,
+    /// Build a model a selected one reads that was never built, instead of failing
+    /// (`run --models`, which selects by changed streams, not by name).
+    pub build_missing: bool,
 }
 
 /// How one model ended.
@@ -175,12 +189,12 @@ pub async fn run_graph(
     options: &ModelsOptions,
 ) -> Result<ModelsReport> {
     let is_lake = matches!(config.destination, DestinationConfig::Lake(_));
-    let selected = |name: &str| options.selected.as_ref().is_none_or(|s| s.contains(name));
+    let chosen = |name: &str| options.selected.as_ref().is_none_or(|s| s.contains(name));
     if !is_lake && !options.test_only {
         if let Some(view) = graph
             .models
             .iter()
-            .find(|m| m.materialized == Materialized::View && selected(&m.name))
+            .find(|m| m.materialized == Materialized::View && chosen(&m.name))
         {
             return Err(TransformError::ViewNeedsLake {
                 file: view.file.clone(),
@@ -188,11 +202,18 @@ pub async fn run_graph(
             .into());
         }
     }
+    let state = crate::transform::merged_state(config)?;
+    let selection = selection(graph, options, &state).await?;
+    let selected = |name: &str| selection.as_ref().is_none_or(|s| s.contains(name));
     let ctx = lake_session(config).await?;
     let target = if options.test_only {
         None
     } else {
         Some(Target::open(config).await?)
+    };
+    let scratch = Scratch {
+        stage: Stage::open(&config.staging)?,
+        files: std::sync::Mutex::new(Vec::new()),
     };
     let mut report = ModelsReport::default();
     let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -202,17 +223,19 @@ pub async fn run_graph(
             let blocked = model.depends_on.iter().any(|d| failed.contains(d));
             let ctx = &ctx;
             let target = target.as_ref();
+            let (state, scratch) = (&state, &scratch);
             async move {
                 if !selected(&model.name) {
-                    // Read by a selected model: evaluated on the fly as a view.
-                    register_view(ctx, model)
+                    // Read by a selected model, perhaps: as its last run left it, or, a view
+                    // (or a model never built, read by a singular test), evaluated as a view.
+                    register_unselected(ctx, state, model)
                         .await
                         .err()
                         .map(|err| outcome(model, ModelStatus::Failed, 0).with_error(&err))
                 } else if blocked {
                     Some(outcome(model, ModelStatus::NotRun, 0))
                 } else {
-                    Some(run_model(config, ctx, target, model, options).await)
+                    Some(run_model(config, ctx, target, scratch, model, options).await)
                 }
             }
         });
@@ -223,12 +246,139 @@ pub async fn run_graph(
             report.models.push(result);
         }
     }
+    // Singular tests read the models as this run evaluated them (the scratch copies).
+    let singular = if options.test_only {
+        singular_tests(config, &ctx, graph).await
+    } else {
+        Ok(Vec::new())
+    };
+    scratch.discard().await;
+    report.singular = singular?;
     Ok(report)
 }
 
-/// Runs the singular tests (`NAME.sql` in the tests folder, each returning failing rows)
-/// in the session the models of `report` left.
-pub async fn run_singular_tests(config: &Config, graph: &ModelGraph) -> Result<Vec<TestFailure>> {
+/// The models to run: `options.selected` (every model when `None`), plus, with
+/// `build_missing`, the models they read that were never built. A model read by a selected one
+/// and not selected itself is read from its table as its last run left it; one that has no
+/// table is an error naming it and the selector that builds it.
+async fn selection(
+    graph: &ModelGraph,
+    options: &ModelsOptions,
+    state: &LakeDestination,
+) -> Result<Option<BTreeSet<String>>> {
+    let Some(mut selected) = options.selected.clone() else {
+        return Ok(None);
+    };
+    loop {
+        let mut missing = Vec::new();
+        for (upstream, reader) in read_unselected(graph, &selected) {
+            let model = graph.get(&upstream).expect("a model of the graph");
+            if model.materialized != Materialized::View
+                && state.open_table(&upstream).await?.is_none()
+            {
+                missing.push((upstream, reader));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Some(selected));
+        }
+        if !options.build_missing {
+            let (upstream, model) = missing.swap_remove(0);
+            return Err(TransformError::UpstreamNotBuilt { model, upstream }.into());
+        }
+        selected.extend(missing.into_iter().map(|(upstream, _)| upstream));
+    }
+}
+
+/// The models the `selected` ones read without selecting them, each with a selected model that
+/// reads it: directly, or through views left out (a view is evaluated, so what it reads is
+/// read too).
+fn read_unselected(graph: &ModelGraph, selected: &BTreeSet<String>) -> Vec<(String, String)> {
+    let mut read: Vec<(String, String)> = Vec::new();
+    let mut pending: Vec<(String, String)> = Vec::new();
+    for model in graph.models.iter().filter(|m| selected.contains(&m.name)) {
+        pending.extend(
+            model
+                .depends_on
+                .iter()
+                .map(|d| (d.clone(), model.name.clone())),
+        );
+    }
+    while let Some((name, reader)) = pending.pop() {
+        let Some(model) = graph.get(&name) else {
+            continue; // a stream
+        };
+        if selected.contains(&name) || read.iter().any(|(seen, _)| *seen == name) {
+            continue;
+        }
+        if model.materialized == Materialized::View {
+            pending.extend(model.depends_on.iter().map(|d| (d.clone(), reader.clone())));
+        }
+        read.push((name, reader));
+    }
+    read.sort();
+    read
+}
+
+/// Registers a model the run does not build under its name: its table as its last run left
+/// it, the model's own columns only; a view, or a model without a table (which no selected
+/// model reads, see [`selection`]), as a view of its SQL, evaluated only if read.
+async fn register_unselected(
+    ctx: &SessionContext,
+    state: &LakeDestination,
+    model: &ModelNode,
+) -> Result<()> {
+    if model.materialized == Materialized::View {
+        return register_view(ctx, model).await;
+    }
+    let Some(table) = state.open_table(&model.name).await? else {
+        return register_view(ctx, model).await;
+    };
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|source| TransformError::Lake {
+            stream: model.name.clone(),
+            source,
+        })?;
+    let register = |source| TransformError::Register {
+        stream: model.name.clone(),
+        source,
+    };
+    let provider = table.table_provider().await.map_err(register)?;
+    let bookkeeping = [
+        VERSION_COLUMN,
+        DELETED_COLUMN,
+        LOAD_ID_COLUMN,
+        DELETED_AT_COLUMN,
+    ];
+    let schema = provider.schema();
+    let columns: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|c| !bookkeeping.contains(c) && (model.key.is_some() || *c != ROW_KEY))
+        .collect();
+    let view = ctx
+        .read_table(provider.clone())
+        .and_then(|frame| frame.select_columns(&columns))
+        .map_err(register)?
+        .into_view();
+    let _ = ctx.deregister_table(model.name.as_str());
+    ctx.register_table(
+        datafusion::common::TableReference::bare(model.name.as_str()),
+        view,
+    )
+    .map_err(register)?;
+    Ok(())
+}
+
+/// Runs the singular tests (`NAME.sql` in the tests folder, each returning failing rows) in
+/// the session the run left: the models as it evaluated them, and the others as views.
+async fn singular_tests(
+    config: &Config,
+    ctx: &SessionContext,
+    graph: &ModelGraph,
+) -> Result<Vec<TestFailure>> {
     let dir = config.models.clone().unwrap_or_default().tests;
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(Vec::new());
@@ -241,9 +391,11 @@ pub async fn run_singular_tests(config: &Config, graph: &ModelGraph) -> Result<V
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = lake_session(config).await?;
     for model in &graph.models {
-        register_view(&ctx, model).await?;
+        // A model that failed or did not run: its view, so a test reading it fails on it.
+        if !ctx.table_exist(model.name.as_str()).unwrap_or(false) {
+            register_view(ctx, model).await?;
+        }
     }
     let mut failures = Vec::new();
     for file in files {
@@ -257,8 +409,7 @@ pub async fn run_singular_tests(config: &Config, graph: &ModelGraph) -> Result<V
             source,
         })?;
         let sql = sql.trim().trim_end_matches(';');
-        let batches = evaluate(&ctx, &name, sql).await?;
-        if let Some(failure) = failure_of("tests", &name, &batches)? {
+        if let Some(failure) = failure_of(ctx, "tests", &name, sql).await? {
             failures.push(failure);
         }
     }
@@ -303,6 +454,7 @@ async fn register_view(ctx: &SessionContext, model: &ModelNode) -> Result<()> {
     Ok(())
 }
 
+/// Evaluates a query of one row (a `max`), whole.
 async fn evaluate(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<RecordBatch>> {
     let model_error = |source| TransformError::Model {
         model: name.to_string(),
@@ -316,10 +468,11 @@ async fn run_model(
     config: &Config,
     ctx: &SessionContext,
     target: Option<&Target>,
+    scratch: &Scratch,
     model: &ModelNode,
     options: &ModelsOptions,
 ) -> ModelOutcome {
-    match try_run_model(config, ctx, target, model, options).await {
+    match try_run_model(config, ctx, target, scratch, model, options).await {
         Ok(outcome) => outcome,
         Err(err) => {
             warn!(model = %model.name, error = %err, "model failed");
@@ -332,6 +485,7 @@ async fn try_run_model(
     config: &Config,
     ctx: &SessionContext,
     target: Option<&Target>,
+    scratch: &Scratch,
     model: &ModelNode,
     options: &ModelsOptions,
 ) -> Result<ModelOutcome> {
@@ -399,39 +553,29 @@ async fn try_run_model(
         Some(target) if model.materialized != Materialized::View => Some(target),
         _ => None,
     };
-    // A model that is materialized streams from DataFusion into the stage, a batch at a
-    // time, and its tests and dependents read the staged files; `models test` and views keep
-    // the result in memory (nothing is staged for them).
+    // The result streams from DataFusion into the stage, a batch at a time, and its tests and
+    // dependents read the staged files. A result nothing materializes (`models test`, a view)
+    // is a scratch copy, as DataFusion returned it, removed when the run ends.
+    let batches = frame.execute_stream().await.map_err(model_error)?;
     let (rows, staged) = match staging {
         Some(target) => {
             let load_id = uuid::Uuid::now_v7().to_string();
-            let batches = frame.execute_stream().await.map_err(model_error)?;
             let staged =
                 stage_stream(config, &target.stage, model, &load_id, &schema, batches).await?;
             register_staged(ctx, &target.stage, model, &staged, &schema).await?;
             (staged.rows, Some(staged))
         }
-        None => {
-            let batches = frame.collect().await.map_err(model_error)?;
-            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            // Dependents and tests read this result, not a second evaluation.
-            let table = MemTable::try_new(schema.clone(), vec![batches]).map_err(model_error)?;
-            let _ = ctx.deregister_table(model.name.as_str());
-            ctx.register_table(
-                datafusion::common::TableReference::bare(model.name.as_str()),
-                Arc::new(table),
-            )
-            .map_err(model_error)?;
-            (rows, None)
-        }
+        None => (
+            scratch.stage_result(config, ctx, model, batches).await?,
+            None,
+        ),
     };
 
     let tests = model.effective_tests();
     let mut failures = Vec::new();
     for test in &tests {
         let sql = test_sql(&model.name, test);
-        let failing = evaluate(ctx, &model.name, &sql).await?;
-        if let Some(failure) = failure_of(&model.name, &test.to_string(), &failing)? {
+        if let Some(failure) = failure_of(ctx, &model.name, &test.to_string(), &sql).await? {
             failures.push(failure);
         }
     }
@@ -472,7 +616,7 @@ async fn try_run_model(
     let replace =
         model.materialized == Materialized::Table || options.full_refresh || rebuilt.is_some();
     result.rebuilt = rebuilt;
-    let outcome = target.load(model, &manifest, replace).await?;
+    let outcome = target.load(config, model, &manifest, replace).await?;
     if !outcome.skipped && outcome.received != manifest.fingerprint() {
         return Err(TransformError::LoadDiffers {
             model: model.name.clone(),
@@ -671,20 +815,39 @@ fn test_sql(model: &str, test: &ModelTest) -> String {
     }
 }
 
-fn failure_of(model: &str, test: &str, failing: &[RecordBatch]) -> Result<Option<TestFailure>> {
-    let rows: u64 = failing.iter().map(|b| b.num_rows() as u64).sum();
+/// Runs a test's SELECT of failing rows: counts them as they stream and keeps the first
+/// [`EXAMPLES`] to show; `None` when no row fails.
+async fn failure_of(
+    ctx: &SessionContext,
+    model: &str,
+    test: &str,
+    sql: &str,
+) -> Result<Option<TestFailure>> {
+    use futures::StreamExt;
+    let model_error = |source| TransformError::Model {
+        model: model.to_string(),
+        source,
+    };
+    let frame = ctx.sql(sql).await.map_err(model_error)?;
+    let mut failing = frame.execute_stream().await.map_err(model_error)?;
+    let mut rows = 0u64;
+    let mut examples: Vec<RecordBatch> = Vec::new();
+    let mut left = EXAMPLES;
+    while let Some(batch) = failing.next().await {
+        let batch = batch.map_err(model_error)?;
+        rows += batch.num_rows() as u64;
+        if left > 0 && batch.num_rows() > 0 {
+            let take = batch.num_rows().min(left);
+            // A copy, so the example does not keep the whole batch's buffers alive.
+            examples.push(arrow::compute::concat_batches(
+                &batch.schema(),
+                &[batch.slice(0, take)],
+            )?);
+            left -= take;
+        }
+    }
     if rows == 0 {
         return Ok(None);
-    }
-    let mut examples = Vec::new();
-    let mut left = EXAMPLES;
-    for batch in failing {
-        if left == 0 {
-            break;
-        }
-        let take = batch.num_rows().min(left);
-        examples.push(batch.slice(0, take));
-        left -= take;
     }
     Ok(Some(TestFailure {
         model: model.to_string(),
@@ -843,8 +1006,9 @@ async fn stage_stream(
 ) -> Result<StagedResult> {
     use futures::StreamExt;
     let version_ms = chrono::Utc::now().timestamp_millis();
-    let shaped_schema = shaped_schema(schema, model.key.as_deref());
-    let key = model.key.clone().unwrap_or_else(|| ROW_KEY.to_string());
+    let key = model.key.as_deref();
+    let shaped_schema = shaped_schema(schema, key);
+    let key_column = key.unwrap_or(ROW_KEY).to_string();
     let pipeline = &config.pipeline.name;
     let dir = stage.load_dir(pipeline, &model.name, load_id);
     let mut writer = LoadWriter::new(stage, dir, shaped_schema.clone(), config.pipeline.file_rows);
@@ -858,7 +1022,7 @@ async fn stage_stream(
         })?;
         // A row without a key cannot be staged (the key is NOT NULL): it is counted as
         // failing the key's `not_null` test and left out, and the load is never merged.
-        if let Some(key) = &model.key {
+        if let Some(key) = key {
             let column = batch.column(schema.index_of(key)?);
             if column.null_count() > 0 {
                 null_keys += column.null_count() as u64;
@@ -869,11 +1033,11 @@ async fn stage_stream(
         let shaped = shape_batch(
             &batch,
             &shaped_schema,
-            model.key.is_none(),
+            key.is_none(),
             version_ms,
             &mut next_row,
         )?;
-        computed.merge(batch_fingerprint(&shaped, &key)?);
+        computed.merge(batch_fingerprint(&shaped, &key_column)?);
         writer.write(&shaped).await?;
     }
     let files = writer.finish().await?;
@@ -884,7 +1048,7 @@ async fn stage_stream(
         load_id: load_id.to_string(),
         mode: LoadMode::Full,
         created_at: chrono::Utc::now(),
-        key,
+        key: key_column,
         schema: columns_of(&shaped_schema)?,
         cursor: CursorRange { from: None, to: 0 },
         keeps_cursor: true,
@@ -923,42 +1087,121 @@ async fn register_staged(
     staged: &StagedResult,
     schema: &SchemaRef,
 ) -> Result<()> {
-    let model_error = |source| TransformError::Model {
-        model: model.name.clone(),
-        source,
-    };
     let shaped_schema = shaped_schema(schema, model.key.as_deref());
     let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let frame = if staged.manifest.files.is_empty() {
-        let empty = MemTable::try_new(shaped_schema.clone(), vec![vec![]]).map_err(model_error)?;
+    register_files(
+        ctx,
+        stage,
+        &model.name,
+        &staged.manifest.files,
+        &shaped_schema,
+        &columns,
+    )
+    .await
+}
+
+/// Registers staged Parquet `files` of `file_schema` in `ctx` under `name`, as their
+/// `columns`.
+async fn register_files(
+    ctx: &SessionContext,
+    stage: &Stage,
+    name: &str,
+    files: &[StagedFile],
+    file_schema: &SchemaRef,
+    columns: &[&str],
+) -> Result<()> {
+    let model_error = |source| TransformError::Model {
+        model: name.to_string(),
+        source,
+    };
+    let frame = if files.is_empty() {
+        let empty = MemTable::try_new(file_schema.clone(), vec![vec![]]).map_err(model_error)?;
         ctx.read_table(Arc::new(empty)).map_err(model_error)?
     } else {
         let base = url::Url::parse("syncline-stage://stage/").expect("a valid URL");
         ctx.register_object_store(&base, stage.store().clone());
-        let urls: Vec<String> = staged
-            .manifest
-            .files
+        let urls: Vec<String> = files
             .iter()
             .map(|f| format!("syncline-stage://stage/{}", f.path))
             .collect();
         ctx.read_parquet(
             urls,
-            datafusion::prelude::ParquetReadOptions::default().schema(shaped_schema.as_ref()),
+            datafusion::prelude::ParquetReadOptions::default().schema(file_schema.as_ref()),
         )
         .await
         .map_err(model_error)?
     };
     let view = frame
-        .select_columns(&columns)
+        .select_columns(columns)
         .map_err(model_error)?
         .into_view();
-    let _ = ctx.deregister_table(model.name.as_str());
-    ctx.register_table(
-        datafusion::common::TableReference::bare(model.name.as_str()),
-        view,
-    )
-    .map_err(model_error)?;
+    let _ = ctx.deregister_table(name);
+    ctx.register_table(datafusion::common::TableReference::bare(name), view)
+        .map_err(model_error)?;
     Ok(())
+}
+
+/// The results a run stages only to read them within the run (a view, every model under
+/// `models test`): each model is evaluated once, its tests and readers scan the staged copy
+/// rather than memory, and the copies are removed when the run ends.
+struct Scratch {
+    stage: Stage,
+    files: std::sync::Mutex<Vec<StagedFile>>,
+}
+
+impl Scratch {
+    /// Stages `model`'s result as it streams (one batch in memory at a time), as it is: its
+    /// own types and every row. Registers it in `ctx` under the model's name; returns its
+    /// rows.
+    async fn stage_result(
+        &self,
+        config: &Config,
+        ctx: &SessionContext,
+        model: &ModelNode,
+        mut batches: datafusion::physical_plan::SendableRecordBatchStream,
+    ) -> Result<u64> {
+        use futures::StreamExt;
+        // The batches' own schema (the physical plan's), which the files are written in.
+        let schema = batches.schema();
+        let load_id = uuid::Uuid::now_v7().to_string();
+        let dir = self
+            .stage
+            .load_dir(&config.pipeline.name, &model.name, &load_id);
+        let mut writer =
+            LoadWriter::new(&self.stage, dir, schema.clone(), config.pipeline.file_rows);
+        let mut rows = 0u64;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|source| TransformError::Model {
+                model: model.name.clone(),
+                source,
+            })?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).await?;
+        }
+        let files = writer.finish().await?;
+        self.files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(files.iter().cloned());
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        register_files(ctx, &self.stage, &model.name, &files, &schema, &columns).await?;
+        Ok(rows)
+    }
+
+    /// Removes every scratch copy. A file left behind (a crash, a failed removal) has no
+    /// manifest, so it is never taken for a load.
+    async fn discard(self) {
+        let files = self
+            .files
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for file in files {
+            let path = object_store::path::Path::from(file.path.as_str());
+            if let Err(err) = self.stage.store().delete(&path).await {
+                warn!(error = %err, "cannot remove a scratch copy of a model's result");
+            }
+        }
+    }
 }
 
 /// Where model tables go: the destination, and the stage their loads pass through.
@@ -1011,8 +1254,22 @@ impl Target {
         Ok(())
     }
 
-    /// Loads a staged model result: replacing the table, or merged by key into it.
+    /// Loads a staged model result: replacing the table, or merged by key into it; then, for
+    /// a pipeline with a mirror, the same into the model's mirror table, so a run that reads
+    /// the model without building it reads it as built.
     async fn load(
+        &self,
+        config: &Config,
+        model: &ModelNode,
+        manifest: &Manifest,
+        replace: bool,
+    ) -> Result<MergeOutcome> {
+        let outcome = self.load_destination(model, manifest, replace).await?;
+        crate::destinations::mirror::apply_model(config, &self.stage, manifest, replace).await?;
+        Ok(outcome)
+    }
+
+    async fn load_destination(
         &self,
         model: &ModelNode,
         manifest: &Manifest,
@@ -1033,12 +1290,11 @@ impl Target {
         };
         match (&self.lake, replace) {
             (Some(lake), true) => {
-                // delta-rs writes an overwrite from batches in memory: the lake's table
-                // models are held whole here (PostgreSQL and Snowflake stream them).
-                use futures::TryStreamExt;
-                let shaped: Vec<RecordBatch> = self.stage.read_load(manifest).try_collect().await?;
-                lake.replace_table(&request(model.name.clone())?, shaped)
-                    .await
+                lake.replace_table(
+                    &request(model.name.clone())?,
+                    self.stage.read_load(manifest),
+                )
+                .await
             }
             (_, false) => {
                 let request = request(model.name.clone())?;

@@ -1,8 +1,8 @@
-//! SQL over synced data with DataFusion: the lake's Delta tables registered by stream name,
-//! and SQL models run over them.
+//! SQL over synced data with DataFusion: the streams' merged state (the lake's Delta tables, or
+//! the staging store's mirror) registered by stream name, and SQL models run over them.
 //!
-//! A model is a file `models/NAME.sql` holding one SELECT; it becomes a view named `NAME`, so
-//! later models can select from earlier ones (models run in file-name order for now).
+//! A model is a file `models/**/NAME.sql` holding one SELECT over streams and other models;
+//! [`graph`] orders them by what they read, [`materialize`] runs them.
 
 use std::path::Path;
 
@@ -51,16 +51,14 @@ pub async fn models_command(
         selected,
         full_refresh,
         test_only,
+        build_missing: false,
     };
-    let mut report = materialize::run_graph(config, &graph, &options).await?;
-    if test_only {
-        report.singular = materialize::run_singular_tests(config, &graph).await?;
-    }
-    Ok(report)
+    materialize::run_graph(config, &graph, &options).await
 }
 
 /// `syncline run --models`: builds the models that read (directly or through other models)
-/// a stream whose load changed rows. Nothing when the pipeline has no `[models]`.
+/// a stream whose load changed rows, and any model they read that was never built. Nothing
+/// when the pipeline has no `[models]`.
 pub async fn changed_models(config: &Config, changed: &[String]) -> Result<ModelsReport> {
     if config.models.is_none() {
         return Ok(ModelsReport::default());
@@ -68,16 +66,10 @@ pub async fn changed_models(config: &Config, changed: &[String]) -> Result<Model
     let graph = model_graph(config, None)?;
     let options = ModelsOptions {
         selected: Some(graph.downstream_of(changed)),
+        build_missing: true,
         ..ModelsOptions::default()
     };
     materialize::run_graph(config, &graph, &options).await
-}
-
-/// One SQL model.
-#[derive(Debug, Clone)]
-pub struct Model {
-    pub name: String,
-    pub sql: String,
 }
 
 /// The example models shipped in `models/`, by folder (`hubspot`, `salesforce`, and their
@@ -202,6 +194,10 @@ pub enum TransformError {
     #[error("--select {selector}: no model of that name")]
     UnknownSelection { selector: String },
     #[error(
+        "model {model} reads model {upstream}, which this run does not select and which was never built; run them together with --select +{model}"
+    )]
+    UpstreamNotBuilt { model: String, upstream: String },
+    #[error(
         "{}: materialized: view needs the lake destination (a view is DataFusion's); use table",
         file.display()
     )]
@@ -241,6 +237,7 @@ impl Classified for TransformError {
             | TransformError::ConfiguredTest { .. }
             | TransformError::UnknownModelSettings { .. }
             | TransformError::UnknownSelection { .. }
+            | TransformError::UpstreamNotBuilt { .. }
             | TransformError::ViewNeedsLake { .. }
             | TransformError::KeyType { .. } => ErrorKind::Config,
             TransformError::LoadDiffers { .. } => ErrorKind::Reconciliation,
@@ -256,31 +253,6 @@ impl Classified for TransformError {
             TransformError::Query(_) | TransformError::Model { .. } => ErrorKind::Sql,
         }
     }
-}
-
-/// Every `*.sql` file of a folder, in name order.
-pub fn models_in(dir: &Path) -> Result<Vec<Model>> {
-    let mut models = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|source| TransformError::ModelsFolder {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "sql") {
-            let name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
-            models.push(Model {
-                name,
-                sql: std::fs::read_to_string(&path)?,
-            });
-        }
-    }
-    models.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(models)
 }
 
 /// A DataFusion session with each stream's lake table registered under the stream's name.
@@ -331,35 +303,4 @@ pub(crate) fn merged_state(config: &Config) -> Result<LakeDestination> {
 pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     let frame = ctx.sql(sql).await.map_err(TransformError::Query)?;
     Ok(frame.collect().await.map_err(TransformError::Query)?)
-}
-
-/// What running one model produced.
-#[derive(Debug, Clone)]
-pub struct ModelRun {
-    pub name: String,
-    pub rows: usize,
-    pub batches: Vec<RecordBatch>,
-}
-
-/// Registers each model as a view (in order) and evaluates it.
-pub async fn run_models(ctx: &SessionContext, models: &[Model]) -> Result<Vec<ModelRun>> {
-    let mut runs = Vec::new();
-    for model in models {
-        let body = model.sql.trim().trim_end_matches(';');
-        let model_error = |source| TransformError::Model {
-            model: model.name.clone(),
-            source,
-        };
-        let frame = ctx.sql(body).await.map_err(model_error)?;
-        ctx.register_table(model.name.as_str(), frame.clone().into_view())
-            .map_err(model_error)?;
-        let batches = frame.collect().await.map_err(model_error)?;
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
-        runs.push(ModelRun {
-            name: model.name.clone(),
-            rows,
-            batches,
-        });
-    }
-    Ok(runs)
 }

@@ -18,6 +18,7 @@ mod hubspot_snowflake;
 mod lake_memory;
 mod merge;
 mod models;
+mod models_memory;
 mod models_slt;
 mod object_storage;
 mod orchestrators;

@@ -707,3 +707,149 @@ async fn a_model_keyed_on_a_decimal_materializes_and_a_float_key_is_refused_nami
     let loads = h.stage_dir().join("crm/float_keyed/loads");
     assert!(!loads.exists(), "nothing was staged for the refused model");
 }
+
+/// `--select NAME` builds NAME only: a model it reads and does not select is read as its last
+/// run left it (its table, through the merged state: the mirror here), not evaluated again; one
+/// never built is a configuration error naming it and saying how to build it (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selected_model_reads_its_unselected_upstream_as_last_built() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("emails.sql"),
+        "-- key: id\nSELECT id, email FROM contacts",
+    )
+    .unwrap();
+    std::fs::write(
+        models.path().join("email_count.sql"),
+        "SELECT count(*) AS contacts FROM emails",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    let client = h.client().await;
+
+    let (code, text) = models_binary(&h, &["run", "--select", "email_count"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("model emails") && text.contains("--select +email_count"),
+        "{text}"
+    );
+    let exists: bool = client
+        .query_one("SELECT to_regclass('crm.email_count') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "nothing was built");
+
+    assert_eq!(run_models(&h).await.exit_code(), 0);
+    let built = count(&client, "emails").await;
+    h.sim.hubspot.insert("contacts", 4);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    // emails is read as built, before the four new contacts.
+    let (code, text) = models_binary(&h, &["run", "--select", "email_count"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(counted(&client).await, built);
+    assert_eq!(count(&client, "emails").await, built);
+
+    // With its upstream selected, both are rebuilt.
+    let (code, text) = models_binary(&h, &["run", "--select", "+email_count"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(counted(&client).await, built + 4);
+}
+
+async fn counted(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT contacts FROM crm.email_count", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The same on the lake destination: a model left out of `--select` is read from its Delta
+/// table (its own columns: not `model_row` nor the bookkeeping), as its last run left it.
+#[test]
+fn on_the_lake_a_selected_model_reads_its_unselected_upstream_as_last_built() {
+    use crate::support::{config_toml, toml_list};
+    let dir = tempfile::tempdir().unwrap();
+    let exports = dir.path().join("exports");
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&exports).unwrap();
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(exports.join("events-1.csv"), "id,name\n1,a\n2,b\n3,c\n").unwrap();
+    std::fs::write(models.join("names.sql"), "SELECT id, name FROM events").unwrap();
+    std::fs::write(
+        models.join("name_count.sql"),
+        "SELECT count(*) AS n, max(name) AS last FROM names",
+    )
+    .unwrap();
+    let source = format!(
+        "[source]\ntype = \"files\"\nurl = \"file://{}\"\nstreams = {}",
+        exports.display(),
+        toml_list(&["events"]),
+    );
+    let extra = format!(
+        "[source.files.events]\nglob = \"events-*.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
+         [source.files.events.schema]\nid = \"int64\"\nname = \"utf8\"\n\
+         [models]\ndir = \"{}\"\ntests = \"{}\"\n",
+        models.display(),
+        dir.path().join("no-tests").display()
+    );
+    let config = dir.path().join("lake.toml");
+    std::fs::write(
+        &config,
+        config_toml(
+            "name = \"selected\"",
+            &dir.path().join("stage"),
+            &source,
+            "[destination]\ntype = \"lake\"",
+            &extra,
+        ),
+    )
+    .unwrap();
+    let syncline = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_syncline"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("spawn syncline");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {text}");
+    };
+    let counted = || {
+        let cfg = crate::support::parse_config(&config, &[]);
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let syncline::config::DestinationConfig::Lake(lake) = &cfg.destination else {
+                unreachable!("a lake pipeline")
+            };
+            let lake =
+                syncline::destinations::lake::LakeDestination::from_config(&cfg, lake).unwrap();
+            let table = lake.open_table("name_count").await.unwrap().unwrap();
+            let ctx = datafusion::prelude::SessionContext::new();
+            table.update_datafusion_session(&ctx.state()).unwrap();
+            ctx.register_table("name_count", table.table_provider().await.unwrap())
+                .unwrap();
+            let batches = syncline::transform::query(
+                &ctx,
+                "SELECT CAST(n AS VARCHAR) || last FROM name_count",
+            )
+            .await
+            .unwrap();
+            arrow::util::display::array_value_to_string(batches[0].column(0), 0).unwrap()
+        })
+    };
+    syncline(&["run"]);
+    syncline(&["models", "run"]);
+    assert_eq!(counted(), "3c");
+    std::fs::write(exports.join("events-2.csv"), "id,name\n4,d\n5,e\n").unwrap();
+    syncline(&["run"]);
+    syncline(&["models", "run", "--select", "name_count"]);
+    assert_eq!(counted(), "3c", "names as its last run left it");
+    syncline(&["models", "run", "--select", "+name_count"]);
+    assert_eq!(counted(), "5e");
+}

@@ -52,7 +52,7 @@ pub(crate) struct StagedLoad {
 }
 
 /// Rows per row group of the spool: what its writer buffers, and what a scan of it reads at once.
-const SPOOL_ROW_GROUP_ROWS: usize = 64 * 1024;
+pub(super) const SPOOL_ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// Memory the check for repeated keys may use before its aggregation spills to disk.
 pub(crate) const REPEATED_KEYS_MEMORY: usize = 64 * 1024 * 1024;
@@ -153,12 +153,12 @@ impl StagedLoad {
 
 /// A folder under the system's temporary folder (`TMPDIR`) holding one load's normalized rows
 /// for the length of its merge; removed when dropped.
-struct Spool {
-    dir: PathBuf,
+pub(super) struct Spool {
+    pub(super) dir: PathBuf,
 }
 
 impl Spool {
-    fn create() -> Result<Spool> {
+    pub(super) fn create() -> Result<Spool> {
         let dir = std::env::temp_dir().join(format!("syncline-lake-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).map_err(|source| LakeError::Spool {
             step: "create the spool folder",
@@ -168,7 +168,7 @@ impl Spool {
         Ok(Spool { dir })
     }
 
-    fn file(&self) -> PathBuf {
+    pub(super) fn file(&self) -> PathBuf {
         self.dir.join("load.parquet")
     }
 }

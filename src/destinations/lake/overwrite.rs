@@ -1,51 +1,77 @@
 //! Model tables in the lake: a model's result replaces the table's contents in one Delta
 //! commit (an overwrite carrying the load's application transaction and metadata, like a
 //! merge), so a reader sees the old version or the new one, never a half.
+//!
+//! The rows stream through: each batch is fingerprinted and spooled to local Parquet as it
+//! arrives, and delta-rs's writer scans the spool one row group at a time, so memory holds a
+//! batch and a row group whatever the table's size (as the merge's, see [`super::merge`]).
+
+use std::sync::Arc;
 
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
-use std::sync::Arc;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
 
 use crate::Result;
 use crate::destinations::{ContractError, MergeOutcome, MergeRequest};
 use crate::reconcile::{Fingerprint, batch_fingerprint};
 
+use super::LakeError;
+use super::error::StepExt;
+use super::merge::{SPOOL_ROW_GROUP_ROWS, Spool};
 use super::{LakeDestination, app_id, commit_error, commit_properties, has_transaction};
 
-/// Delta stores timestamps in microseconds.
-fn for_delta(batch: &RecordBatch) -> Result<RecordBatch> {
-    let mut fields = Vec::new();
-    let mut columns = Vec::new();
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        match field.data_type() {
-            DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => {
-                let to = DataType::Timestamp(TimeUnit::Microsecond, tz.clone());
-                columns.push(cast(column, &to)?);
-                fields.push(Field::new(field.name(), to, field.is_nullable()));
-            }
-            _ => {
-                columns.push(column.clone());
-                fields.push(field.as_ref().clone());
-            }
+/// `schema` as Delta stores it: timestamps in microseconds.
+fn delta_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => Field::new(
+                field.name(),
+                DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+                field.is_nullable(),
+            ),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The batch in `schema` (see [`delta_schema`]).
+fn for_delta(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if column.data_type() == field.data_type() {
+            columns.push(column.clone());
+        } else {
+            columns.push(cast(column, field.data_type())?);
         }
     }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 impl LakeDestination {
-    /// Replaces the table `request.table` with `batches` (creating it when missing) in one
-    /// commit that records `request.load_id`; a load already recorded is skipped. The rows'
-    /// count and checksum must equal `request.staged`, or nothing is written.
+    /// Replaces the table `request.table` with the rows of `batches` (creating it when
+    /// missing) in one commit that records `request.load_id`; a load already recorded is
+    /// skipped. The rows' count and checksum must equal `request.staged`, or nothing is
+    /// written.
+    ///
+    /// Memory: one batch and one row group at a time. The rows are spooled to a local Parquet
+    /// file (under `TMPDIR`) first, because the fingerprint must be checked before the commit
+    /// and a stream can be read only once.
     pub async fn replace_table(
         &self,
         request: &MergeRequest,
-        batches: Vec<RecordBatch>,
+        mut batches: BoxStream<'static, Result<RecordBatch>>,
     ) -> Result<MergeOutcome> {
         let table = match self.open_table(&request.table).await? {
             Some(table) => {
@@ -59,16 +85,36 @@ impl LakeDestination {
             }
             None => self.unloaded_table(&request.table)?,
         };
+        let schema = delta_schema(&request.schema);
+        let spool = Spool::create()?;
+        let path = spool.file();
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|source| LakeError::Spool {
+                step: "create the spool file",
+                dir: spool.dir.clone(),
+                source,
+            })?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
+            ))
+            .set_max_row_group_row_count(Some(SPOOL_ROW_GROUP_ROWS))
+            .build();
+        let mut writer = AsyncArrowWriter::try_new(file, schema.clone(), Some(properties))
+            .step("spool the model's rows")?;
         let mut received = Fingerprint::default();
-        let mut written = Vec::with_capacity(batches.len());
-        for batch in &batches {
-            received.merge(batch_fingerprint(batch, &request.key)?);
-            written.push(for_delta(batch)?);
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            received.merge(batch_fingerprint(&batch, &request.key)?);
+            if batch.num_rows() > 0 {
+                writer
+                    .write(&for_delta(&batch, &schema)?)
+                    .await
+                    .step("spool the model's rows")?;
+            }
         }
-        if written.is_empty() {
-            // An empty result still replaces the table (and delta-rs needs a schema to write).
-            written.push(for_delta(&RecordBatch::new_empty(request.schema.clone()))?);
-        }
+        writer.close().await.step("spool the model's rows")?;
         if received != request.staged {
             return Err(ContractError::ReceivedDiffers {
                 destination: "lake",
@@ -78,8 +124,22 @@ impl LakeDestination {
             }
             .into());
         }
+
+        let ctx: SessionContext = deltalake::delta_datafusion::create_session().into_inner();
+        let path = path.to_str().ok_or_else(|| LakeError::Spool {
+            step: "name the spool file",
+            dir: spool.dir.clone(),
+            source: std::io::Error::other("the path is not UTF-8"),
+        })?;
+        // An empty result still replaces the table: the spool holds the schema and no row.
+        let rows = ctx
+            .read_parquet(path, ParquetReadOptions::default().schema(schema.as_ref()))
+            .await
+            .step("read the spooled rows")?;
         table
-            .write(written)
+            .write(Vec::new())
+            .with_input_plan(rows.into_unoptimized_plan())
+            .with_session_state(Arc::new(ctx.state()))
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(SchemaMode::Overwrite)
             .with_writer_properties(super::data_file_properties())
