@@ -102,6 +102,17 @@ pub(crate) struct MergePlan<'a> {
     pub orphans: Option<Orphans>,
 }
 
+impl<'a> MergePlan<'a> {
+    /// What the insert writes into the table column `column`: NULL for a column it leaves out
+    /// (`_syncline_deleted_at`, or one a former schema added), as a merged insert does.
+    pub(crate) fn inserted(&self, column: &str) -> Value<'a> {
+        self.insert
+            .iter()
+            .find(|(name, _)| *name == column)
+            .map_or(Value::Null, |(_, value)| *value)
+    }
+}
+
 impl Value<'_> {
     /// The value as SQL over the incoming rows aliased `s`; `load_id` is how the statement
     /// spells the load id (a bind parameter or a literal).

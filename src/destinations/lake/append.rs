@@ -85,14 +85,10 @@ impl Append {
             let Some(ty) = LakeType::from_delta(field.data_type()) else {
                 return Ok(None);
             };
-            let source = match plan
-                .insert
-                .iter()
-                .find(|(column, _)| *column == field.name().as_str())
-            {
-                Some((_, Value::Incoming(column))) => Source::Incoming((*column).to_owned()),
-                Some((_, Value::LoadId)) => Source::LoadId,
-                Some((_, Value::Null)) | None => Source::Null,
+            let source = match plan.inserted(field.name()) {
+                Value::Incoming(column) => Source::Incoming(column.to_owned()),
+                Value::LoadId => Source::LoadId,
+                Value::Null => Source::Null,
             };
             fields.push(Field::new(
                 field.name(),

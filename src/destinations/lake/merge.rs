@@ -467,16 +467,10 @@ async fn write_new(
         let Some(ty) = LakeType::from_delta(field.data_type()) else {
             return Ok(None);
         };
-        let value = match plan
-            .insert
-            .iter()
-            .find(|(column, _)| *column == field.name().as_str())
-        {
-            Some((_, Value::Incoming(column))) => col(Column::new_unqualified(*column)),
-            Some((_, Value::LoadId)) => lit(load_id.to_owned()),
-            // Columns the insert leaves out (`_syncline_deleted_at`, or one a former schema
-            // added) are NULL, as in a merged insert.
-            Some((_, Value::Null)) | None => lit(ScalarValue::Null),
+        let value = match plan.inserted(field.name()) {
+            Value::Incoming(column) => col(Column::new_unqualified(column)),
+            Value::LoadId => lit(load_id.to_owned()),
+            Value::Null => lit(ScalarValue::Null),
         };
         // DataFusion's cast is strict, like `normalize`: a value the column cannot hold fails.
         projection.push(cast(value, ty.arrow_type()).alias(field.name()));
