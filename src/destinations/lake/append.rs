@@ -13,7 +13,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, new_null_array};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, new_null_array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
@@ -34,7 +34,7 @@ use crate::reconcile::{Fingerprint, batch_fingerprint};
 use crate::schema::DELETED_COLUMN;
 
 use super::error::StepExt;
-use super::merge::{REPEATED_KEYS_MEMORY, normalize};
+use super::merge::{REPEATED_KEYS_MEMORY, cast_strictly, normalize};
 use super::sql;
 use super::types::{LakeType, TableLayout};
 
@@ -167,10 +167,6 @@ impl Append {
     /// The normalized batch as the table's row: what the merge's insert clause writes.
     fn shape(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let rows = batch.num_rows();
-        let strict = arrow::compute::CastOptions {
-            safe: false,
-            ..Default::default()
-        };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.sources.len());
         for (field, source) in self.schema.fields().iter().zip(&self.sources) {
             let column = match source {
@@ -180,23 +176,13 @@ impl Append {
                             column: name.clone(),
                         }
                     })?;
-                    if column.data_type() == field.data_type() {
-                        Arc::clone(column)
-                    } else {
-                        arrow::compute::cast_with_options(column, field.data_type(), &strict)
-                            .step("cast a staged column to the table's type")?
-                    }
+                    cast_strictly(column, field.data_type())?
                 }
                 Source::LoadId => {
                     let ids: ArrayRef = Arc::new(StringArray::from_iter_values(
                         std::iter::repeat_n(self.load_id.as_str(), rows),
                     ));
-                    if ids.data_type() == field.data_type() {
-                        ids
-                    } else {
-                        arrow::compute::cast_with_options(&ids, field.data_type(), &strict)
-                            .step("cast the load id to the table's type")?
-                    }
+                    cast_strictly(&ids, field.data_type())?
                 }
                 Source::Null => new_null_array(field.data_type(), rows),
             };

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, Operator, binary_expr, cast, col, lit};
@@ -201,23 +201,26 @@ pub(crate) fn normalize(batch: &RecordBatch, schema: &SchemaRef) -> Result<Recor
                 .ok_or_else(|| LakeError::MissingColumn {
                     column: field.name().clone(),
                 })?;
-        let column = if column.data_type() == field.data_type() {
-            Arc::clone(column)
-        } else {
-            // Not the default safe cast, which turns a value that does not fit (a millisecond
-            // timestamp past what microseconds hold, say) into NULL without a word. The value
-            // rule (`crate::values`) keeps such values out of the stage; one that got past it
-            // fails the merge instead of vanishing.
-            let strict = arrow::compute::CastOptions {
-                safe: false,
-                ..Default::default()
-            };
-            arrow::compute::cast_with_options(column, field.data_type(), &strict)
-                .step("cast a staged column to the table's type")?
-        };
+        let column = cast_strictly(column, field.data_type())?;
         columns.push(column);
     }
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// `column` as `to`, failing on a value `to` cannot hold. Not arrow's default safe cast, which
+/// turns such a value (a millisecond timestamp past what microseconds hold, say) into NULL
+/// without a word: the value rule (`crate::values`) keeps such values out of the stage, and one
+/// that got past it fails the merge instead of vanishing.
+pub(crate) fn cast_strictly(column: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    if column.data_type() == to {
+        return Ok(Arc::clone(column));
+    }
+    let strict = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    Ok(arrow::compute::cast_with_options(column, to, &strict)
+        .step("cast a staged column to the table's type")?)
 }
 
 /// What one MERGE changed, as the destination reports it.
