@@ -183,29 +183,13 @@ async fn lake_full_load_killed_then_rerun_converges(point: &str) {
         code, -1,
         "the run should have been killed at {point}: {stderr}"
     );
-    let count = |h: &FilesHarness| {
-        let config = h.config();
-        async move {
-            let ctx = syncline::transform::lake_session(&config).await.unwrap();
-            let batches = syncline::transform::query(
-                &ctx,
-                "SELECT count(*), count(DISTINCT id) FROM contacts",
-            )
-            .await
-            .unwrap();
-            let column = |i: usize| {
-                arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap()
-            };
-            (column(0), column(1))
-        }
-    };
     let expected = match point {
         // The spool is local and the commit waits for the pending state: nothing is in the table.
         "after-stage" => "0",
         _ => "3000",
     };
     assert_eq!(
-        count(&h).await,
+        lake_count(&h).await,
         (expected.to_string(), expected.to_string())
     );
 
@@ -219,7 +203,10 @@ async fn lake_full_load_killed_then_rerun_converges(point: &str) {
     let inserted = if point == "after-stage" { ROWS } else { 0 };
     // Found in the table's log, not applied a second time.
     assert_eq!(stream["rows_inserted"], inserted, "{stream:#}");
-    assert_eq!(count(&h).await, ("3000".to_string(), "3000".to_string()));
+    assert_eq!(
+        lake_count(&h).await,
+        ("3000".to_string(), "3000".to_string())
+    );
 
     // A full refresh into the table that now has rows takes the same overlapped path, then
     // the general merge: nothing new, nothing doubled.
@@ -232,7 +219,10 @@ async fn lake_full_load_killed_then_rerun_converges(point: &str) {
     assert_eq!(stream["phases"]["copied_while_staging"], true, "{stream:#}");
     assert_eq!(stream["rows_inserted"], 0, "{stream:#}");
     assert_eq!(stream["reconciliation"]["matched"], true, "{stream:#}");
-    assert_eq!(count(&h).await, ("3000".to_string(), "3000".to_string()));
+    assert_eq!(
+        lake_count(&h).await,
+        ("3000".to_string(), "3000".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,4 +233,12 @@ async fn killed_while_a_lake_full_load_is_spooled_and_staged_reruns_exactly_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_a_spooled_lake_full_load_committed_reruns_exactly_once() {
     lake_full_load_killed_then_rerun_converges("after-merge").await;
+}
+
+/// Rows and distinct ids of the lake's `contacts`.
+async fn lake_count(h: &crate::support::files::FilesHarness) -> (String, String) {
+    let rows = h
+        .lake_rows("SELECT count(*), count(DISTINCT id) FROM contacts")
+        .await;
+    (rows[0][0].clone().unwrap(), rows[0][1].clone().unwrap())
 }

@@ -1012,19 +1012,13 @@ async fn a_first_lake_load_with_a_repeated_key_or_a_delete_is_merged_not_appende
         assert_eq!(report.status, Status::Success, "{case}: {report:#?}");
         let stream = &report.streams[0];
         assert!(stream.reconciliation.matched, "{case}: {stream:#?}");
-        let ctx = syncline::transform::lake_session(&h.config())
-            .await
-            .unwrap();
-        let batches = syncline::transform::query(
-            &ctx,
-            "SELECT count(*), count(DISTINCT id), max(CASE WHEN id = 7 THEN email END), \
-             count(*) FILTER (WHERE id = 9) FROM contacts",
-        )
-        .await
-        .unwrap();
-        let cell = |i: usize| {
-            arrow::util::display::array_value_to_string(batches[0].column(i), 0).unwrap()
-        };
+        let found = h
+            .lake_rows(
+                "SELECT count(*), count(DISTINCT id), max(CASE WHEN id = 7 THEN email END), \
+                 count(*) FILTER (WHERE id = 9) FROM contacts",
+            )
+            .await;
+        let cell = |i: usize| found[0][i].clone().unwrap();
         let (rows, nine) = match case {
             "deleted" => ("2499", "0"),
             _ => ("2500", "1"),

@@ -267,31 +267,6 @@ async fn hostile_values_from_files_are_dead_letters_and_the_rest_arrives_in_post
     assert_eq!(people.last(), Some(&late_row()), "{people:?}");
 }
 
-/// Every row of a lake table as text, by the given SQL's columns.
-async fn lake_rows(h: &FilesHarness, sql: &str) -> Vec<Vec<Option<String>>> {
-    let ctx = syncline::transform::lake_session(&h.config())
-        .await
-        .unwrap();
-    let batches = syncline::transform::query(&ctx, sql).await.unwrap();
-    let mut rows = Vec::new();
-    for batch in &batches {
-        for row in 0..batch.num_rows() {
-            rows.push(
-                batch
-                    .columns()
-                    .iter()
-                    .map(|column| {
-                        column.is_valid(row).then(|| {
-                            arrow::util::display::array_value_to_string(column, row).unwrap()
-                        })
-                    })
-                    .collect(),
-            );
-        }
-    }
-    rows
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_from_files_are_dead_letters_and_the_rest_arrives_in_the_lake() {
     let h = FilesHarness::start().await;
@@ -305,13 +280,13 @@ async fn hostile_values_from_files_are_dead_letters_and_the_rest_arrives_in_the_
         _ => "SELECT id, total FROM orders ORDER BY id",
     };
     for (stream, rows) in expected_rows() {
-        assert_eq!(lake_rows(&h, sql(stream)).await, rows, "{stream}");
+        assert_eq!(h.lake_rows(sql(stream)).await, rows, "{stream}");
     }
 
     second_export(&h);
     let second = h.run(false).await;
     assert_eq!(second.status, Status::Success, "{second:#?}");
-    let people = lake_rows(&h, sql("people")).await;
+    let people = h.lake_rows(sql("people")).await;
     assert_eq!(people.last(), Some(&late_row()), "{people:?}");
 }
 

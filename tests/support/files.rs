@@ -161,6 +161,31 @@ impl FilesHarness {
             .expect("read dead letters")
     }
 
+    /// Every row `sql` returns over the lake destination's tables, as text.
+    pub async fn lake_rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let ctx = syncline::transform::lake_session(&self.config())
+            .await
+            .unwrap();
+        let batches = syncline::transform::query(&ctx, sql).await.unwrap();
+        let mut rows = Vec::new();
+        for batch in &batches {
+            for row in 0..batch.num_rows() {
+                rows.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .map(|column| {
+                            column.is_valid(row).then(|| {
+                                arrow::util::display::array_value_to_string(column, row).unwrap()
+                            })
+                        })
+                        .collect(),
+                );
+            }
+        }
+        rows
+    }
+
     /// Runs the `syncline` binary; returns its exit code and stderr.
     pub fn run_binary(&self, args: &[&str]) -> (i32, String) {
         run_binary(&self.config_path, args, &self.env())
