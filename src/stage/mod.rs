@@ -328,8 +328,13 @@ pub struct LoadWriter {
     files: Vec<StagedFile>,
 }
 
-/// Rows per Parquet row group: what the writer buffers in memory before flushing.
-const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per Parquet row group: what the writer buffers in memory before flushing (its pages,
+/// then the encoded row group on its way to the upload).
+const ROW_GROUP_ROWS: usize = 32 * 1024;
+
+/// What a staged file's upload buffers before it sends a part: S3's smallest multipart part
+/// (object_store's default is twice that, memory every open file holds).
+const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 
 /// The Parquet codec of `staging.compression`.
 fn codec(compression: StageCompression) -> Compression {
@@ -398,7 +403,8 @@ impl LoadWriter {
                 .dir
                 .clone()
                 .join(format!("part-{:05}.parquet", self.files.len()));
-            let object = BufWriter::new(self.stage.store.clone(), path.clone());
+            let object =
+                BufWriter::with_capacity(self.stage.store.clone(), path.clone(), UPLOAD_PART_BYTES);
             let writer = AsyncArrowWriter::try_new(
                 object,
                 self.schema.clone(),

@@ -204,6 +204,7 @@ impl Appended {
         if self.adds.is_empty() {
             return Ok(false);
         }
+        return_freed_memory();
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(REPEATED_KEYS_MEMORY, 1.0)
             .build_arc()
@@ -272,5 +273,16 @@ impl Appended {
                 warn!(error = %err, file = %add.path, "could not delete an unused data file");
             }
         }
+    }
+}
+
+/// Hands the pages the load's writers freed back to the kernel before the key check builds its
+/// aggregation: glibc keeps freed blocks smaller than its `mmap` threshold in its arenas, and
+/// the check's memory would stack on top of them (W4, a million rows: about 20 MB less peak).
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only gives free memory back to the kernel; no live block moves.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

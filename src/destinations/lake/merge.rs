@@ -54,8 +54,10 @@ pub(crate) struct StagedLoad {
 /// Rows per row group of the spool: what its writer buffers, and what a scan of it reads at once.
 pub(super) const SPOOL_ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// Memory the check for repeated keys may use before its aggregation spills to disk.
-pub(crate) const REPEATED_KEYS_MEMORY: usize = 64 * 1024 * 1024;
+/// Memory the check for repeated keys may use before its aggregation spills to disk. A
+/// million-row load's check measured no slower with it than with twice as much,
+/// and it runs at a load's end, on top of what the writers leave behind.
+pub(crate) const REPEATED_KEYS_MEMORY: usize = 32 * 1024 * 1024;
 
 impl StagedLoad {
     /// Reads the load from its stream batch by batch, fingerprinting each batch as staged,

@@ -107,8 +107,8 @@ use types::{TableLayout, table_layout, table_name_problem};
 /// row group of at most this size, plus its upload's parts, whatever the load's size. Files
 /// still roll at the table's target file size (`delta.targetFileSize`, 100 MiB by default):
 /// small row groups, not small files.
-const DATA_FILE_ROW_GROUP_ROWS: usize = 128 * 1024;
-const DATA_FILE_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
+const DATA_FILE_ROW_GROUP_ROWS: usize = 64 * 1024;
+const DATA_FILE_ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
 
 /// Parquet settings of the Delta data files: delta-rs's own (Snappy) with bounded row groups.
 fn data_file_properties() -> parquet::file::properties::WriterProperties {
