@@ -1,7 +1,7 @@
 //! Streams staged Arrow batches into the session's staging table with binary COPY.
 //!
-//! Rows are encoded one at a time straight from the Arrow arrays, so memory is bounded by one
-//! batch plus the COPY writer's small buffer, whatever the size of the load.
+//! Rows are encoded straight from the Arrow arrays, a batch at a time, so memory is bounded by
+//! a batch and its encoded rows, whatever the size of the load.
 
 use std::pin::pin;
 
@@ -11,12 +11,11 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, NaiveDate, Utc};
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use futures::stream::BoxStream;
 use tokio_postgres::Transaction;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use crate::Result;
@@ -24,7 +23,7 @@ use crate::Result;
 use super::types::{Column, PgType};
 use super::{PostgresError, pg_error};
 use crate::destinations::layout::ColumnType;
-use crate::schema::DELETED_COLUMN;
+use crate::schema::{DELETED_COLUMN, LOAD_ID_COLUMN};
 use tokio_postgres::error::SqlState;
 
 /// Copies every batch of `batches` into the staging table with `statement`
@@ -45,6 +44,7 @@ pub(super) async fn copy_batches(
     match copy_rows(tx, statement, columns, None, steps, batches).await {
         Ok(rows) => Ok(rows),
         Err(Stop::Driver(step, err)) => Err(pg_error(step, err).into()),
+        Err(Stop::Encode(err)) => Err(err.into()),
         Err(Stop::Other(err)) => Err(err),
         // Only a copy with a load id refuses deletes.
         Err(Stop::Deletes) => unreachable!("a staging copy takes deletes"),
@@ -83,6 +83,7 @@ pub(super) async fn copy_into_empty(
             Ok(Direct::KeyRepeats)
         }
         Err(Stop::Driver(step, err)) => Err(pg_error(step, err).into()),
+        Err(Stop::Encode(err)) => Err(err.into()),
         Err(Stop::Other(err)) => Err(err),
     }
 }
@@ -90,6 +91,7 @@ pub(super) async fn copy_into_empty(
 /// Why a copy stopped.
 enum Stop {
     Driver(&'static str, tokio_postgres::Error),
+    Encode(PostgresError),
     Other(crate::Error),
     /// A copy with a load id met a delete.
     Deletes,
@@ -107,9 +109,10 @@ impl From<PostgresError> for Stop {
     }
 }
 
-/// Encodes each row of `batches` as `columns` (and `load_id` last, when given). With a load
-/// id, a batch holding a delete stops the copy before any of its rows is sent; dropping the
-/// unfinished writer makes the server abort the COPY.
+/// Encodes each row of `batches` as `columns` (and `load_id` last, when given), a batch at a
+/// time into one CopyData message. With a load id, a batch holding a delete stops the copy
+/// before any of its rows is sent; dropping the unfinished sink makes the server abort the
+/// COPY.
 async fn copy_rows(
     tx: &Transaction<'_>,
     statement: &str,
@@ -126,7 +129,8 @@ async fn copy_rows(
         .copy_in(statement)
         .await
         .map_err(|err| Stop::Driver(start, err))?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    let mut sink = pin!(sink);
+    let mut frames = CopyFrames::new(types);
     while let Some(batch) = batches.next().await {
         let batch = batch?;
         if load_id.is_some() && carries_deletes(&batch)? {
@@ -145,18 +149,80 @@ async fn copy_rows(
             if let Some(load_id) = load_id {
                 row.push(Cell::Text(Some(load_id)));
             }
-            writer
-                .as_mut()
-                .write_raw(row.iter())
-                .await
-                .map_err(|err| Stop::Driver(rows, err))?;
+            frames.row(&row).map_err(|(at, source)| {
+                Stop::Encode(PostgresError::Encode {
+                    step: rows,
+                    column: columns
+                        .get(at)
+                        .map_or_else(|| LOAD_ID_COLUMN.to_owned(), |c| c.name.clone()),
+                    source,
+                })
+            })?;
         }
+        sink.send(frames.take())
+            .await
+            .map_err(|err| Stop::Driver(rows, err))?;
     }
-    writer
-        .as_mut()
+    frames.end();
+    sink.send(frames.take())
+        .await
+        .map_err(|err| Stop::Driver(finish, err))?;
+    sink.as_mut()
         .finish()
         .await
         .map_err(|err| Stop::Driver(finish, err))
+}
+
+/// Rows framed in PostgreSQL's binary COPY format, each value encoded by its `ToSql`.
+///
+/// tokio-postgres's `BinaryCopyInWriter` frames the same way, but is awaited once per row and
+/// hands the connection a message every 4 KiB: some 50,000 messages, each a wake-up of the
+/// connection's task, for a million CRM rows. Framed here, a batch's rows go out as one.
+struct CopyFrames {
+    types: Vec<Type>,
+    buf: BytesMut,
+}
+
+/// The signature that starts binary COPY data.
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl CopyFrames {
+    fn new(types: Vec<Type>) -> CopyFrames {
+        let mut buf = BytesMut::new();
+        buf.put_slice(COPY_SIGNATURE);
+        buf.put_i32(0); // flags: no OIDs
+        buf.put_i32(0); // no header extension
+        CopyFrames { types, buf }
+    }
+
+    /// Frames one row: its field count, then each value's length (-1 for NULL) and bytes. A
+    /// value that cannot be encoded gives its column's index and the encoder's reason.
+    fn row(&mut self, cells: &[Cell<'_>]) -> Result<(), (usize, BoxError)> {
+        debug_assert_eq!(cells.len(), self.types.len());
+        self.buf.put_i16(cells.len() as i16);
+        for (index, (cell, ty)) in cells.iter().zip(&self.types).enumerate() {
+            let at = self.buf.len();
+            self.buf.put_i32(0);
+            let len = match cell.to_sql_checked(ty, &mut self.buf) {
+                Ok(IsNull::Yes) => -1,
+                Ok(IsNull::No) => i32::try_from(self.buf.len() - at - 4)
+                    .map_err(|err| (index, BoxError::from(err)))?,
+                Err(err) => return Err((index, err)),
+            };
+            self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// The trailer that ends the data.
+    fn end(&mut self) {
+        self.buf.put_i16(-1);
+    }
+
+    /// What is framed so far, to send.
+    fn take(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
 }
 
 /// Whether any row of `batch` is a delete (`_syncline_deleted`; a NULL counts as one, so the

@@ -54,6 +54,14 @@ pub enum PostgresError {
          range"
     )]
     OutOfRange { column: String, row: usize },
+    /// A value its column's wire type cannot carry; the encoder's reason names no value.
+    #[error("postgres: {step}: cannot encode staged column `{column}` for COPY")]
+    Encode {
+        step: &'static str,
+        column: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Bad names and URLs are the user's to fix; batches that do not match their load's schema
@@ -74,7 +82,8 @@ impl Classified for PostgresError {
             | PostgresError::NegativeCount(_)
             | PostgresError::CountTooLarge(_)
             | PostgresError::ArrayLayout { .. }
-            | PostgresError::OutOfRange { .. } => ErrorKind::Destination,
+            | PostgresError::OutOfRange { .. }
+            | PostgresError::Encode { .. } => ErrorKind::Destination,
         }
     }
 }
