@@ -1,7 +1,7 @@
 //! Streams staged Arrow batches into the session's staging table with binary COPY.
 //!
-//! Rows are encoded straight from the Arrow arrays, a batch at a time, so memory is bounded by
-//! a batch and its encoded rows, whatever the size of the load.
+//! Rows are encoded straight from the Arrow arrays, so memory is bounded by one batch plus
+//! a message of encoded rows, whatever the size of the load.
 
 use std::pin::pin;
 
@@ -13,8 +13,8 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, NaiveDate, Utc};
-use futures::{SinkExt, StreamExt};
 use futures::stream::BoxStream;
+use futures::{SinkExt, StreamExt};
 use tokio_postgres::Transaction;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
@@ -109,8 +109,8 @@ impl From<PostgresError> for Stop {
     }
 }
 
-/// Encodes each row of `batches` as `columns` (and `load_id` last, when given), a batch at a
-/// time into one CopyData message. With a load id, a batch holding a delete stops the copy
+/// Encodes each row of `batches` as `columns` (and `load_id` last, when given), into CopyData
+/// messages of about [`COPY_MESSAGE_BYTES`]. With a load id, a batch holding a delete stops the copy
 /// before any of its rows is sent; dropping the unfinished sink makes the server abort the
 /// COPY.
 async fn copy_rows(
@@ -158,10 +158,12 @@ async fn copy_rows(
                     source,
                 })
             })?;
+            if frames.buf.len() >= COPY_MESSAGE_BYTES {
+                sink.send(frames.take())
+                    .await
+                    .map_err(|err| Stop::Driver(rows, err))?;
+            }
         }
-        sink.send(frames.take())
-            .await
-            .map_err(|err| Stop::Driver(rows, err))?;
     }
     frames.end();
     sink.send(frames.take())
@@ -177,11 +179,17 @@ async fn copy_rows(
 ///
 /// tokio-postgres's `BinaryCopyInWriter` frames the same way, but is awaited once per row and
 /// hands the connection a message every 4 KiB: some 50,000 messages, each a wake-up of the
-/// connection's task, for a million CRM rows. Framed here, a batch's rows go out as one.
+/// connection's task, for a million CRM rows. Framed here, they go out in messages of
+/// [`COPY_MESSAGE_BYTES`].
 struct CopyFrames {
     types: Vec<Type>,
     buf: BytesMut,
 }
+
+/// What one CopyData message carries: a few hundred rows, and below glibc's `mmap` threshold
+/// (see `main.rs`), so the buffers come from the heap and are reused rather than mapped and
+/// faulted in afresh for every message.
+const COPY_MESSAGE_BYTES: usize = 128 * 1024;
 
 /// The signature that starts binary COPY data.
 const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
