@@ -94,3 +94,113 @@ fn a_two_million_row_lake_full_load_stays_under_a_memory_bound() {
     });
     assert_eq!(count, ROWS.to_string());
 }
+
+/// Rows of the table the merge test changes: one data file.
+const MERGE_TABLE_ROWS: usize = 1_000_000;
+/// Rows the second run changes, spread over the whole table (every row group is rewritten).
+const MERGE_CHANGED_ROWS: usize = 10_000;
+/// Peak RSS allowed for the run that merges the change into the table, in MiB (debug build):
+/// above what the merge needs with its scan pulled by the writer (178–183 MiB measured), below
+/// what it took while DataFusion's repartition buffered the table (208–211 MiB, and growing with
+/// the table: 250 MiB for 1.5 million rows, 336 MiB for 3 million).
+const MERGE_PEAK_RSS_BOUND_MIB: i64 = 195;
+
+/// A small change merged into a large Delta table holds batches, not the table: the merge's
+/// scan of the table used to race ahead of the writer rewriting it, and DataFusion's
+/// repartition in front of delta-rs's merge barrier buffered every batch read (a table of one
+/// data file sends every row to one partition), so the peak grew with the table. The test
+/// takes 45 s in a debug build on the shared 2-core machine when it is not busy.
+#[test]
+fn a_small_merge_into_a_large_lake_table_stays_under_a_memory_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exports = dir.path().join("exports");
+    std::fs::create_dir_all(&exports).expect("exports folder");
+    let write_csv = |name: &str, rows: &mut dyn Iterator<Item = (usize, String, i64)>| {
+        let mut csv = std::io::BufWriter::new(
+            std::fs::File::create(exports.join(name)).expect("create export"),
+        );
+        writeln!(csv, "id,name,v").unwrap();
+        for (id, name, version) in rows {
+            writeln!(csv, "{id},{name},{version}").unwrap();
+        }
+        csv.into_inner().expect("flush export").sync_all().unwrap();
+    };
+    write_csv(
+        "a-table.csv",
+        &mut (0..MERGE_TABLE_ROWS).map(|id| (id, format!("name-{id}"), 1_000)),
+    );
+
+    let source = format!(
+        "[source]\ntype = \"files\"\nurl = \"file://{}\"\nstreams = {}",
+        exports.display(),
+        toml_list(&["events"]),
+    );
+    let tables = "[source.files.events]\nglob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
+                  version_column = \"v\"\n\
+                  [source.files.events.schema]\nid = \"int64\"\nname = \"utf8\"\nv = \"int64\"\n";
+    let config = dir.path().join("lake.toml");
+    std::fs::write(
+        &config,
+        config_toml(
+            "name = \"memory\"",
+            &dir.path().join("stage"),
+            &source,
+            "[destination]\ntype = \"lake\"",
+            tables,
+        ),
+    )
+    .expect("write config");
+    let run = |log: &str| -> i64 {
+        let stderr = std::fs::File::create(dir.path().join(log)).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_syncline"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn syncline");
+        let (status, peak_kib) = wait_with_peak_rss(child.id());
+        let log = std::fs::read_to_string(dir.path().join(log)).unwrap_or_default();
+        assert_eq!(status, 0, "syncline run failed:\n{log}");
+        peak_kib / 1024
+    };
+    run("load.log");
+
+    let step = MERGE_TABLE_ROWS / MERGE_CHANGED_ROWS;
+    write_csv(
+        "b-change.csv",
+        &mut (0..MERGE_CHANGED_ROWS).map(|k| (k * step, format!("changed-{}", k * step), 2_000)),
+    );
+    let peak_mib = run("merge.log");
+    eprintln!(
+        "peak RSS of `syncline run` merging {MERGE_CHANGED_ROWS} changed rows into \
+         {MERGE_TABLE_ROWS} rows: {peak_mib} MiB"
+    );
+    assert!(
+        peak_mib < MERGE_PEAK_RSS_BOUND_MIB,
+        "peak RSS {peak_mib} MiB is not under {MERGE_PEAK_RSS_BOUND_MIB} MiB"
+    );
+
+    // The merge changed exactly the changed rows and kept every other.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let counts = runtime.block_on(async {
+        let cfg = crate::support::parse_config(&config, &[]);
+        let ctx = syncline::transform::lake_session(&cfg).await.unwrap();
+        let batches = syncline::transform::query(
+            &ctx,
+            "SELECT count(*), sum(CASE WHEN name LIKE 'changed-%' THEN 1 ELSE 0 END) FROM events",
+        )
+        .await
+        .unwrap();
+        (0..2)
+            .map(|column| {
+                arrow::util::display::array_value_to_string(batches[0].column(column), 0).unwrap()
+            })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        counts,
+        [MERGE_TABLE_ROWS.to_string(), MERGE_CHANGED_ROWS.to_string()]
+    );
+}

@@ -59,6 +59,10 @@ pub(super) const SPOOL_ROW_GROUP_ROWS: usize = 64 * 1024;
 /// and it runs at a load's end, on top of what the writers leave behind.
 pub(crate) const REPEATED_KEYS_MEMORY: usize = 32 * 1024 * 1024;
 
+/// Memory the de-duplication of a load with repeated keys may use before its sort spills to
+/// disk (under `TMPDIR`).
+pub(crate) const DEDUP_MEMORY: usize = 64 * 1024 * 1024;
+
 impl StagedLoad {
     /// Reads the load from its stream batch by batch, fingerprinting each batch as staged,
     /// casting it to the source schema (millisecond timestamps become Delta's microseconds) and
@@ -83,14 +87,9 @@ impl StagedLoad {
                 dir: spool.dir.clone(),
                 source,
             })?;
-        // The spool lives for one merge on local disk: the cheapest codec that still keeps its
-        // size near the staged files' (see `staging.compression`).
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(SPOOL_ROW_GROUP_ROWS))
-            .build();
-        let mut writer = AsyncArrowWriter::try_new(file, Arc::clone(&schema), Some(properties))
-            .step("spool the load")?;
+        let mut writer =
+            AsyncArrowWriter::try_new(file, Arc::clone(&schema), Some(spool_properties()))
+                .step("spool the load")?;
         let mut received = Fingerprint::default();
         let mut any_deleted = false;
         while let Some(batch) = batches.next().await {
@@ -117,20 +116,91 @@ impl StagedLoad {
 
     /// Registers the spooled rows in `ctx` as [`sql::STAGED_TABLE`], a scan of the spool file.
     async fn register(&self, ctx: &SessionContext, schema: &SchemaRef) -> Result<()> {
-        let path = self.spool.file();
+        self.register_file(ctx, sql::STAGED_TABLE, &self.spool.file(), schema)
+            .await
+    }
+
+    /// Registers the spool's file at `path` in `ctx` as `name`, read as `schema`.
+    async fn register_file(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        path: &std::path::Path,
+        schema: &SchemaRef,
+    ) -> Result<()> {
         let path = path.to_str().ok_or_else(|| LakeError::Spool {
             step: "name the spool file",
             dir: self.spool.dir.clone(),
             source: std::io::Error::other("the path is not UTF-8"),
         })?;
-        ctx.register_parquet(
-            sql::STAGED_TABLE,
-            path,
-            ParquetReadOptions::default().schema(schema),
-        )
-        .await
-        .step("register the load")?;
+        ctx.register_parquet(name, path, ParquetReadOptions::default().schema(schema))
+            .await
+            .step("register the load")?;
         Ok(())
+    }
+
+    /// The load with one row per key ([`sql::dedup`]), registered in `ctx` as
+    /// [`sql::DEDUPLICATED_TABLE`]: written to a second file of the spool by a session whose
+    /// sort spills to disk past [`DEDUP_MEMORY`], so de-duplicating holds no more than that at
+    /// any load size (a sort in the merge's own session would hold the whole load). When that
+    /// session cannot finish (its spill space ran out, say), the load is de-duplicated in
+    /// memory as before, inside the merge.
+    async fn deduplicate(&self, ctx: &SessionContext, layout: &TableLayout) -> Result<DataFrame> {
+        match self.deduplicate_to_spool(layout).await {
+            Ok((path, schema)) => {
+                self.register_file(ctx, sql::DEDUPLICATED_TABLE, &path, &schema)
+                    .await?;
+                Ok(ctx
+                    .table(sql::DEDUPLICATED_TABLE)
+                    .await
+                    .step("read the de-duplicated load")?)
+            }
+            Err(err) => {
+                warn!(error = %err.report(), "could not de-duplicate the load within its memory; de-duplicating in memory");
+                Ok(ctx
+                    .sql(&sql::dedup(layout))
+                    .await
+                    .step("de-duplicate the load")?)
+            }
+        }
+    }
+
+    async fn deduplicate_to_spool(&self, layout: &TableLayout) -> Result<(PathBuf, SchemaRef)> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(DEDUP_MEMORY, 1.0)
+            .build_arc()
+            .step("limit the de-duplication's memory")?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        self.register(&ctx, &layout.source_schema()).await?;
+        let deduplicated = ctx
+            .sql(&sql::dedup(layout))
+            .await
+            .step("de-duplicate the load")?;
+        let schema: SchemaRef = Arc::new(deduplicated.schema().as_arrow().clone());
+        let mut rows = deduplicated
+            .execute_stream()
+            .await
+            .step("de-duplicate the load")?;
+        let path = self.spool.dir.join("deduplicated.parquet");
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|source| LakeError::Spool {
+                step: "create the de-duplicated spool file",
+                dir: self.spool.dir.clone(),
+                source,
+            })?;
+        let mut writer =
+            AsyncArrowWriter::try_new(file, Arc::clone(&schema), Some(spool_properties()))
+                .step("spool the de-duplicated load")?;
+        while let Some(batch) = rows.next().await {
+            let batch = batch.step("de-duplicate the load")?;
+            writer
+                .write(&batch)
+                .await
+                .step("spool the de-duplicated load")?;
+        }
+        writer.close().await.step("spool the de-duplicated load")?;
+        Ok((path, schema))
     }
 
     /// Whether some key occurs more than once in the load. Its aggregation spills to disk past
@@ -151,6 +221,16 @@ impl StagedLoad {
             .step("look for repeated keys")?;
         Ok(repeated.iter().any(|batch| batch.num_rows() > 0))
     }
+}
+
+/// Parquet settings of the spool's files. The spool lives for one merge on local disk: the
+/// cheapest codec that still keeps its size near the staged files' (see
+/// `staging.compression`), and row groups of [`SPOOL_ROW_GROUP_ROWS`].
+fn spool_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(SPOOL_ROW_GROUP_ROWS))
+        .build()
 }
 
 /// A folder under the system's temporary folder (`TMPDIR`) holding one load's normalized rows
@@ -261,7 +341,7 @@ pub(crate) async fn apply(
     load: StagedLoad,
     properties: CommitProperties,
 ) -> Result<(DeltaTable, MergeCounts)> {
-    let ctx: SessionContext = deltalake::delta_datafusion::create_session().into_inner();
+    let ctx = merge_session()?;
     load.register(&ctx, &layout.source_schema()).await?;
     let repeats_keys = match load.repeats_keys(layout).await {
         Ok(repeats) => repeats,
@@ -279,7 +359,7 @@ pub(crate) async fn apply(
         && is_empty(&table)?
         && let Some(written) = write_new(
             &table,
-            &ctx,
+            &load,
             layout,
             load_id,
             load.received.rows,
@@ -291,9 +371,7 @@ pub(crate) async fn apply(
     }
     // Without a repeated key the load is its own de-duplication: no sort of the whole load.
     let deduplicated = if repeats_keys {
-        ctx.sql(&sql::dedup(layout))
-            .await
-            .step("de-duplicate the load")?
+        load.deduplicate(&ctx, layout).await?
     } else {
         ctx.table(sql::STAGED_TABLE).await.step("read the load")?
     };
@@ -301,13 +379,20 @@ pub(crate) async fn apply(
     // A complete full load's orphans, found over the table before the merge (`plan::Orphans`):
     // counted for the outcome and, with hard deletes, recorded as tombstones before the merge
     // (the order `super::tombstones` explains).
+    // The orphans stay a query, never collected: counted by a streaming aggregate and, when
+    // recorded, streamed into the tombstones' merge (a full load can orphan most of a table).
     let orphans = match layout.orphans {
         Some(_) => Some(find_orphans(&ctx, &table, layout, load_id, deduplicated.clone()).await?),
         None => None,
     };
-    let orphan_count = orphans.as_ref().map_or(0, |batches| {
-        batches.iter().map(|b| b.num_rows() as u64).sum()
-    });
+    let orphan_count = match &orphans {
+        Some(orphans) => orphans
+            .clone()
+            .count()
+            .await
+            .step("count the rows the full load lacks")? as u64,
+        None => 0,
+    };
 
     let TombstoneTable { unloaded, existing } = tombstones;
     let mut tombstones = existing;
@@ -327,7 +412,6 @@ pub(crate) async fn apply(
     if let Some(orphans) =
         orphans.filter(|_| layout.deletes == DeleteMode::Hard && orphan_count > 0)
     {
-        let orphans = ctx.read_batches(orphans).step("hold the orphans")?;
         tombstones = Some(
             super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans).await?,
         );
@@ -418,14 +502,16 @@ pub(crate) async fn apply(
 }
 
 /// The orphans of a complete full load: `(key, version, true)` for each live row of `table`
-/// whose key `deduplicated` lacks and that a load started before this one wrote.
+/// whose key `deduplicated` lacks and that a load started before this one wrote. A query over
+/// the table's snapshot before the merge, so running it again (to count, then to record
+/// tombstones) finds the same rows.
 async fn find_orphans(
     ctx: &SessionContext,
     table: &DeltaTable,
     layout: &TableLayout,
     load_id: &str,
     deduplicated: DataFrame,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<DataFrame> {
     let target = table
         .table_provider()
         .await
@@ -434,14 +520,34 @@ async fn find_orphans(
         .step("register the table")?;
     ctx.register_table(sql::ORPHAN_LOAD_TABLE, deduplicated.into_view())
         .step("register the de-duplicated load")?;
-    let batches = ctx
+    Ok(ctx
         .sql(&sql::orphans(layout, load_id))
         .await
-        .step("find the rows the full load lacks")?
-        .collect()
-        .await
-        .step("find the rows the full load lacks")?;
-    Ok(batches)
+        .step("find the rows the full load lacks")?)
+}
+
+/// The session a merge plans and runs in: delta-rs's defaults with a single partition.
+///
+/// With more partitions DataFusion puts a repartition by data file in front of delta-rs's merge
+/// barrier, and that repartition only waits for its slowest consumer when every output partition
+/// holds a batch: the rows of one data file all go to one partition, so with fewer files than
+/// partitions (a table of one large file, the usual case) the scan of the table ran ahead of
+/// the writer rewriting it and the repartition held every batch read, memory growing with the
+/// table. The repartition could spill instead, but only under a memory pool, and the merge's
+/// hash join (its build side is the smaller of the load and the table) cannot spill and then
+/// fails. One partition has no repartition: the scan, the join and the barrier are pulled by
+/// the writer, one batch at a time. Little is lost: a table of one file was scanned by one
+/// partition anyway, and delta-rs's writer encodes on a task of its own.
+fn merge_session() -> Result<SessionContext> {
+    let overrides = std::collections::HashMap::from([(
+        "datafusion.execution.target_partitions".to_owned(),
+        "1".to_owned(),
+    )]);
+    Ok(
+        deltalake::delta_datafusion::DeltaSessionContext::new_with_session_overrides(&overrides)
+            .step("configure the merge's session")?
+            .into_inner(),
+    )
 }
 
 /// Whether the table holds no data file: created by this load, or never given a row.
@@ -459,7 +565,7 @@ pub(crate) fn is_empty(table: &DeltaTable) -> Result<bool> {
 /// when the table has a column of a type syncline never writes; the general merge handles that.
 async fn write_new(
     table: &DeltaTable,
-    ctx: &SessionContext,
+    load: &StagedLoad,
     layout: &TableLayout,
     load_id: &str,
     rows: u64,
@@ -480,6 +586,10 @@ async fn write_new(
         // DataFusion's cast is strict, like `normalize`: a value the column cannot hold fails.
         projection.push(cast(value, ty.arrow_type()).alias(field.name()));
     }
+    // delta-rs's own session: a plain write has no repartition to bound (see `merge_session`)
+    // and may encode on every core.
+    let ctx = deltalake::delta_datafusion::create_session().into_inner();
+    load.register(&ctx, &layout.source_schema()).await?;
     let source = ctx
         .table(sql::STAGED_TABLE)
         .await

@@ -17,6 +17,9 @@ const REPEATED_KEYS: &str = include_str!("../../../sql/lake/repeated_keys.sql");
 
 /// The load's normalized rows, scanned from the local Parquet files they are spooled to.
 pub(crate) const STAGED_TABLE: &str = "syncline_staged";
+/// The de-duplicated load, scanned from the spool's second file (see
+/// `merge::StagedLoad::deduplicate`).
+pub(crate) const DEDUPLICATED_TABLE: &str = "syncline_deduplicated";
 /// The de-duplicated load, registered as a view for the soft-delete count.
 pub(crate) const SOURCE_TABLE: &str = "syncline_source";
 /// The Delta table before the merge, registered for the soft-delete count.
