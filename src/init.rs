@@ -253,7 +253,8 @@ key = "id"                           # the column that identifies a record
 # null_values = [""]                 # csv only
 # max_record_bytes = 16777216        # longer records are dead letters
 # [source.files.contacts.schema]     # declared columns in file order; inferred when absent
-# id = "int64"                       # int64, float64, utf8, boolean, date32 or timestamp
+# id = "int64"                       # int64, float64, utf8, boolean, date32, timestamp,
+# amount = "decimal(18,2)"           # or decimal(P,S): exact, P digits, S after the point
 "#
         }
     }

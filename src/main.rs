@@ -513,10 +513,17 @@ async fn run_demo(args: DemoArgs) -> Result<u8, Error> {
 async fn query(args: QueryArgs) -> Result<u8, Error> {
     let config = Config::load(&args.config)?;
     let ctx = transform::lake_session(&config).await?;
-    let batches = transform::query(&ctx, &args.sql).await?;
-    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
-    Ok(0)
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    match transform::print_query(&ctx, &args.sql, QUERY_ROWS_PER_TABLE, &mut out).await {
+        Ok(_) => Ok(0),
+        // The reader went away (`syncline query ... | head`): it has what it wanted.
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e),
+    }
 }
+
+/// `syncline query` prints its result as it comes, a table of this many rows at a time.
+const QUERY_ROWS_PER_TABLE: usize = 1000;
 
 /// `syncline models run|test`; under Dagster Pipes each model is reported as its asset (a
 /// materialization with the table's rows, its tests as checks), as `run` reports streams.

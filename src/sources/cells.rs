@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::DataType;
 
@@ -20,6 +20,8 @@ pub enum Cell {
     Date(i32),
     /// Epoch milliseconds, UTC.
     Millis(i64),
+    /// A decimal's digits, at its column's scale (`12.30` in a scale-2 column is 1230).
+    Decimal(i128),
 }
 
 /// A builder for one column of a staged schema (the types `crate::stage` can stage).
@@ -30,6 +32,7 @@ pub enum ColumnBuilder {
     Bool(BooleanBuilder),
     Date(Date32Builder),
     Millis(TimestampMillisecondBuilder),
+    Decimal(Decimal128Builder),
 }
 
 impl ColumnBuilder {
@@ -41,6 +44,9 @@ impl ColumnBuilder {
             DataType::Date32 => ColumnBuilder::Date(Date32Builder::new()),
             DataType::Timestamp(..) => {
                 ColumnBuilder::Millis(TimestampMillisecondBuilder::new().with_timezone("UTC"))
+            }
+            DataType::Decimal128(..) => {
+                ColumnBuilder::Decimal(Decimal128Builder::new().with_data_type(data_type.clone()))
             }
             _ => ColumnBuilder::Text(StringBuilder::new()),
         }
@@ -55,12 +61,14 @@ impl ColumnBuilder {
             (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(v),
             (ColumnBuilder::Date(b), Cell::Date(v)) => b.append_value(v),
             (ColumnBuilder::Millis(b), Cell::Millis(v)) => b.append_value(v),
+            (ColumnBuilder::Decimal(b), Cell::Decimal(v)) => b.append_value(v),
             (ColumnBuilder::Int(b), _) => b.append_null(),
             (ColumnBuilder::Float(b), _) => b.append_null(),
             (ColumnBuilder::Text(b), _) => b.append_null(),
             (ColumnBuilder::Bool(b), _) => b.append_null(),
             (ColumnBuilder::Date(b), _) => b.append_null(),
             (ColumnBuilder::Millis(b), _) => b.append_null(),
+            (ColumnBuilder::Decimal(b), _) => b.append_null(),
         }
     }
 
@@ -82,6 +90,7 @@ impl ColumnBuilder {
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
             ColumnBuilder::Millis(b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(b) => Arc::new(b.finish()),
         }
     }
 }

@@ -30,7 +30,7 @@
 //! bookkeeping columns. Models of one level run concurrently; a model whose dependency
 //! failed is not run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMillisecondArray};
@@ -112,6 +112,10 @@ pub struct ModelOutcome {
     /// Why an incremental model was rebuilt in full this run (`deletes in contacts`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuilt: Option<String>,
+    /// Why a model `--select` left out was built in this run (a model it selected reads it,
+    /// and the merged state models read has no copy of the model's table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub built_because: Option<String>,
     #[serde(skip)]
     pub exit_code: i32,
 }
@@ -157,6 +161,9 @@ impl ModelsReport {
                 m.materialized.name(),
                 m.rows
             ));
+            if let Some(why) = &m.built_because {
+                out.push_str(&format!("  built in this run: {why}\n"));
+            }
             if let Some(error) = &m.error {
                 out.push_str(&format!("  error: {error}\n"));
             }
@@ -203,7 +210,7 @@ pub async fn run_graph(
         }
     }
     let state = crate::transform::merged_state(config)?;
-    let selection = selection(graph, options, &state).await?;
+    let (selection, added) = selection(config, graph, options, &state).await?;
     let selected = |name: &str| selection.as_ref().is_none_or(|s| s.contains(name));
     let ctx = lake_session(config).await?;
     let target = if options.test_only {
@@ -224,6 +231,7 @@ pub async fn run_graph(
             let ctx = &ctx;
             let target = target.as_ref();
             let (state, scratch) = (&state, &scratch);
+            let built_because = added.get(&model.name).cloned();
             async move {
                 if !selected(&model.name) {
                     // Read by a selected model, perhaps: as its last run left it, or, a view
@@ -235,7 +243,9 @@ pub async fn run_graph(
                 } else if blocked {
                     Some(outcome(model, ModelStatus::NotRun, 0))
                 } else {
-                    Some(run_model(config, ctx, target, scratch, model, options).await)
+                    let mut result = run_model(config, ctx, target, scratch, model, options).await;
+                    result.built_because = built_because;
+                    Some(result)
                 }
             }
         });
@@ -261,14 +271,23 @@ pub async fn run_graph(
 /// `build_missing`, the models they read that were never built. A model read by a selected one
 /// and not selected itself is read from its table as its last run left it; one that has no
 /// table is an error naming it and the selector that builds it.
+///
+/// Except where the table is in a PostgreSQL or Snowflake destination but not in the mirror
+/// models read (the model was built by a version that kept no mirror of models, or the run that
+/// built it stopped between the destination's commit and the mirror's): DataFusion never reads
+/// back from the warehouse, so such a model is built in this run, which puts it in the mirror
+/// too. The second map says why, by model, for the log and the report.
 async fn selection(
+    config: &Config,
     graph: &ModelGraph,
     options: &ModelsOptions,
     state: &LakeDestination,
-) -> Result<Option<BTreeSet<String>>> {
+) -> Result<(Option<BTreeSet<String>>, BTreeMap<String, String>)> {
+    let mut added = BTreeMap::new();
     let Some(mut selected) = options.selected.clone() else {
-        return Ok(None);
+        return Ok((None, added));
     };
+    let mut destination: Option<Arc<dyn Destination>> = None;
     loop {
         let mut missing = Vec::new();
         for (upstream, reader) in read_unselected(graph, &selected) {
@@ -280,11 +299,39 @@ async fn selection(
             }
         }
         if missing.is_empty() {
-            return Ok(Some(selected));
+            return Ok((Some(selected), added));
         }
         if !options.build_missing {
-            let (upstream, model) = missing.swap_remove(0);
-            return Err(TransformError::UpstreamNotBuilt { model, upstream }.into());
+            // The lake destination is its own merged state: nothing to look for elsewhere.
+            let mirrored = !matches!(config.destination, DestinationConfig::Lake(_));
+            for (upstream, reader) in missing.iter().filter(|_| mirrored) {
+                let destination = match &destination {
+                    Some(destination) => destination.clone(),
+                    None => destination
+                        .insert(crate::destinations::build(config).await?)
+                        .clone(),
+                };
+                // A model load leaves its ledger row: the table was built.
+                if destination.last_load(upstream).await?.is_some() {
+                    let why = format!(
+                        "{reader} reads it, and its table in the destination has no copy in \
+                         the mirror models read (built by an earlier version, or the run that \
+                         built it stopped before the mirror)"
+                    );
+                    warn!(model = %upstream, reader = %reader, "{why}: building it in this run");
+                    added.insert(upstream.clone(), why);
+                }
+            }
+            if let Some((upstream, model)) = missing
+                .iter()
+                .find(|(upstream, _)| !added.contains_key(upstream))
+            {
+                return Err(TransformError::UpstreamNotBuilt {
+                    model: model.clone(),
+                    upstream: upstream.clone(),
+                }
+                .into());
+            }
         }
         selected.extend(missing.into_iter().map(|(upstream, _)| upstream));
     }
@@ -426,6 +473,7 @@ fn outcome(model: &ModelNode, status: ModelStatus, rows: u64) -> ModelOutcome {
         failures: Vec::new(),
         error: None,
         rebuilt: None,
+        built_because: None,
         exit_code: 0,
     }
 }

@@ -304,3 +304,58 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> 
     let frame = ctx.sql(sql).await.map_err(TransformError::Query)?;
     Ok(frame.collect().await.map_err(TransformError::Query)?)
 }
+
+/// `syncline query`: runs one SQL statement and writes its result to `out` as it comes, a
+/// table of `rows_per_table` rows at a time (each with its own header and column widths), so
+/// a result of any size is printed in the memory of a few batches. A result without rows is
+/// one table of just the header. Returns the rows written.
+pub async fn print_query(
+    ctx: &SessionContext,
+    sql: &str,
+    rows_per_table: usize,
+    out: &mut dyn std::io::Write,
+) -> Result<u64> {
+    use futures::StreamExt;
+
+    let rows_per_table = rows_per_table.max(1);
+    let frame = ctx.sql(sql).await.map_err(TransformError::Query)?;
+    let mut batches = frame
+        .execute_stream()
+        .await
+        .map_err(TransformError::Query)?;
+    let schema = batches.schema();
+    let mut table: Vec<RecordBatch> = Vec::new();
+    let mut table_rows = 0;
+    let mut written = 0u64;
+    let mut print = |table: &mut Vec<RecordBatch>| -> Result<()> {
+        writeln!(
+            out,
+            "{}",
+            arrow::util::pretty::pretty_format_batches(table)?
+        )?;
+        table.clear();
+        Ok(())
+    };
+    while let Some(batch) = batches.next().await {
+        let mut batch = batch.map_err(TransformError::Query)?;
+        // Cut at table boundaries; slices share the batch's buffers.
+        while batch.num_rows() > 0 {
+            let take = (rows_per_table - table_rows).min(batch.num_rows());
+            table.push(batch.slice(0, take));
+            batch = batch.slice(take, batch.num_rows() - take);
+            table_rows += take;
+            written += take as u64;
+            if table_rows == rows_per_table {
+                print(&mut table)?;
+                table_rows = 0;
+            }
+        }
+    }
+    if table_rows > 0 {
+        print(&mut table)?;
+    } else if written == 0 {
+        print(&mut vec![RecordBatch::new_empty(schema)])?;
+    }
+    out.flush()?;
+    Ok(written)
+}

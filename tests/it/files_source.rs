@@ -1037,3 +1037,238 @@ async fn a_first_lake_load_with_a_repeated_key_or_a_delete_is_merged_not_appende
         );
     }
 }
+
+const DECIMAL_TABLES: &str = r#"
+[source.files.invoices]
+glob = "invoices.jsonl"
+format = "jsonl"
+key = "id"
+[source.files.invoices.schema]
+id = "int64"
+amount = "decimal(18,2)"
+[source.files.rates]
+glob = "rates.csv"
+format = "csv"
+key = "code"
+[source.files.rates.schema]
+code = "utf8"
+rate = "numeric(38,10)"
+"#;
+
+/// JSONL numbers and strings, and CSV text, each an exact decimal; a value the precision cannot
+/// hold and one that is not a number are dead letters; the rest load.
+const INVOICES_JSONL: &str = "{\"id\": 1, \"amount\": 0.1}\n\
+     {\"id\": 2, \"amount\": \"12345.67\"}\n\
+     {\"id\": 3, \"amount\": 2.345}\n\
+     {\"id\": 4, \"amount\": -2.345}\n\
+     {\"id\": 5, \"amount\": 9999999999999999.99}\n\
+     {\"id\": 6, \"amount\": null}\n\
+     {\"id\": 7, \"amount\": 1.5e3}\n\
+     {\"id\": 8, \"amount\": 12345678901234567}\n\
+     {\"id\": 9, \"amount\": \"lots\"}\n";
+
+const RATES_CSV: &str = "code,rate\n\
+     a,0.1\n\
+     b,1234567890123456789012345678.0123456789\n\
+     c,-0.00000000005\n\
+     d,\n\
+     e,12345678901234567890123456789\n";
+
+/// What the destination holds, as PostgreSQL prints `numeric(P,S)` (and arrow a Decimal128).
+fn decimal_rows() -> (Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>) {
+    let row = |key: &str, value: Option<&str>| vec![Some(key.to_owned()), value.map(str::to_owned)];
+    (
+        vec![
+            row("1", Some("0.10")),
+            row("2", Some("12345.67")),
+            // Half away from zero, as the stream `cast` (and PostgreSQL) round.
+            row("3", Some("2.35")),
+            row("4", Some("-2.35")),
+            row("5", Some("9999999999999999.99")),
+            row("6", None),
+            row("7", Some("1500.00")),
+        ],
+        vec![
+            row("a", Some("0.1000000000")),
+            row("b", Some("1234567890123456789012345678.0123456789")),
+            row("c", Some("-0.0000000001")),
+            row("d", None),
+        ],
+    )
+}
+
+/// The dead letters: the key and the column named, the reason without the value.
+async fn decimal_dead_letters(h: &FilesHarness, report: &syncline::reconcile::report::RunReport) {
+    let invoices = report_stream(report, "invoices");
+    let letters = h.dead_letters(invoices).await;
+    let summary: Vec<(String, Option<String>)> = letters
+        .iter()
+        .map(|l| (l.key.clone(), l.field.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("8".to_owned(), Some("amount".to_owned())),
+            ("9".to_owned(), Some("amount".to_owned()))
+        ],
+        "{letters:#?}"
+    );
+    assert!(
+        letters[0].reason.contains(
+            "amount: more digits than decimal(18,2) holds (16 before the point, 2 after)"
+        ) && !letters[0].reason.contains("12345678901234567"),
+        "{letters:#?}"
+    );
+    assert!(
+        letters[1]
+            .reason
+            .contains("amount: not a number, which a decimal(18,2) column needs")
+            && !letters[1].reason.contains("lots"),
+        "{letters:#?}"
+    );
+    let rates = report_stream(report, "rates");
+    let letters = h.dead_letters(rates).await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert!(
+        letters[0]
+            .reason
+            .starts_with("rates.csv:6: rate: more digits than decimal(38,10) holds"),
+        "{letters:#?}"
+    );
+}
+
+/// `decimal(P,S)` (or `numeric(P,S)`) declared in the files source's schema loads PostgreSQL
+/// `numeric(P,S)` with every digit, straight from the file's text, never through a float.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_decimals_load_exact_values_into_postgres() {
+    let h = FilesHarness::start().await;
+    h.write_file("invoices.jsonl", INVOICES_JSONL, T0);
+    h.write_file("rates.csv", RATES_CSV, T0);
+    h.write_config(&["invoices", "rates"], DECIMAL_TABLES);
+
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    let invoices = report_stream(&report, "invoices");
+    assert_eq!(
+        (invoices.rows_inserted, invoices.rows_dead_lettered),
+        (7, 2),
+        "{invoices:#?}"
+    );
+    assert!(invoices.reconciliation.matched, "{invoices:#?}");
+    let rates = report_stream(&report, "rates");
+    assert_eq!(
+        (rates.rows_inserted, rates.rows_dead_lettered),
+        (4, 1),
+        "{rates:#?}"
+    );
+    assert!(rates.reconciliation.matched, "{rates:#?}");
+    let client = h.client().await;
+    for (table, column, precision, scale) in
+        [("invoices", "amount", 18, 2), ("rates", "rate", 38, 10)]
+    {
+        let row = client
+            .query_one(
+                "SELECT data_type::text, numeric_precision::int, numeric_scale::int \
+                 FROM information_schema.columns \
+                 WHERE table_schema = 'files' AND table_name = $1 AND column_name = $2",
+                &[&table, &column],
+            )
+            .await
+            .expect("the column exists");
+        let found: (String, i32, i32) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(found, ("numeric".to_owned(), precision, scale), "{table}");
+    }
+    let (invoice_rows, rate_rows) = decimal_rows();
+    assert_eq!(h.rows("invoices", &["id", "amount"]).await, invoice_rows);
+    assert_eq!(h.rows("rates", &["code", "rate"]).await, rate_rows);
+    decimal_dead_letters(&h, &report).await;
+}
+
+/// The same declared decimals in the lake: a Delta `decimal(P,S)` holding the same digits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_decimals_load_exact_values_into_the_lake() {
+    let h = FilesHarness::start().await;
+    h.write_file("invoices.jsonl", INVOICES_JSONL, T0);
+    h.write_file("rates.csv", RATES_CSV, T0);
+    h.write_lake_config(&["invoices", "rates"], DECIMAL_TABLES);
+
+    let report = h.run(false).await;
+    assert_eq!(report.status, Status::Success, "{report:#?}");
+    let (invoice_rows, rate_rows) = decimal_rows();
+    assert_eq!(
+        h.lake_rows("SELECT id, amount FROM invoices ORDER BY id")
+            .await,
+        invoice_rows
+    );
+    assert_eq!(
+        h.lake_rows("SELECT code, rate FROM rates ORDER BY code")
+            .await,
+        rate_rows
+    );
+    let types = h
+        .lake_rows(
+            "SELECT arrow_typeof(amount), (SELECT arrow_typeof(rate) FROM rates LIMIT 1) \
+             FROM invoices LIMIT 1",
+        )
+        .await;
+    assert_eq!(
+        types,
+        [[
+            Some("Decimal128(18, 2)".to_owned()),
+            Some("Decimal128(38, 10)".to_owned())
+        ]]
+    );
+    decimal_dead_letters(&h, &report).await;
+}
+
+/// A declared decimal no destination holds is a configuration error from `check` and from
+/// `run` (exit 2, nothing read), naming the stream, the column and what to write.
+#[test]
+fn a_declared_decimal_without_digits_or_beyond_38_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("exports")).unwrap();
+    std::fs::write(dir.path().join("exports/invoices.jsonl"), "{\"id\": 1}\n").unwrap();
+    let config = dir.path().join("files.toml");
+    let env = [(
+        "TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/none".to_string(),
+    )];
+    for (kind, says) in [
+        (
+            "decimal(40,2)",
+            "a decimal holds 1 to 38 digits, which is what Snowflake and Delta store: write decimal(P,2) with P at most 38",
+        ),
+        (
+            "numeric(4,6)",
+            "the scale (6 digits after the point) is more than the precision (4 digits in all): write decimal(6,6) or more digits",
+        ),
+        ("decimal", "a decimal needs its digits: write decimal(P,S)"),
+    ] {
+        let tables = format!(
+            "[source.files.invoices]\nglob = \"*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
+             [source.files.invoices.schema]\nid = \"int64\"\namount = \"{kind}\"\n"
+        );
+        std::fs::write(&config, files_config(dir.path(), &["invoices"], &tables)).unwrap();
+        let wanted = format!("`source.files.invoices.schema.amount` type \"{kind}\": {says}");
+        let (code, stderr) = run_binary(&config, &[], &env);
+        assert_eq!(code, 2, "{kind}: {stderr}");
+        assert!(stderr.contains(&wanted), "{kind}: {stderr}");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .envs(env.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .expect("spawn syncline");
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(2), "{kind}: {out}");
+        assert!(out.contains(&wanted), "{kind}: {out}");
+        assert!(
+            !dir.path().join("stage/files/invoices/loads").exists(),
+            "{kind}: a load was staged"
+        );
+    }
+}

@@ -23,6 +23,7 @@ mod models_slt;
 mod object_storage;
 mod orchestrators;
 mod postgres_source;
+mod query_memory;
 mod reconcile;
 mod salesforce_postgres;
 mod staged_loads;

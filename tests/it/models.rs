@@ -853,3 +853,74 @@ fn on_the_lake_a_selected_model_reads_its_unselected_upstream_as_last_built() {
     syncline(&["models", "run", "--select", "+name_count"]);
     assert_eq!(counted(), "5e");
 }
+
+/// A model built before the mirror kept models (an earlier version), or whose run stopped
+/// before its mirror copy, has its table in PostgreSQL but none in the mirror models read.
+/// `--select` of a model that reads it builds it in this run, saying so, instead of stopping
+/// with "never built"; from then on it is read as built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_built_without_a_mirror_copy_is_built_with_the_selected_model() {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(
+        models.path().join("emails.sql"),
+        "-- key: id\nSELECT id, email FROM contacts",
+    )
+    .unwrap();
+    std::fs::write(
+        models.path().join("email_count.sql"),
+        "SELECT count(*) AS contacts FROM emails",
+    )
+    .unwrap();
+    let h = harness(models.path()).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+    assert_eq!(run_models(&h).await.exit_code(), 0);
+    let client = h.client().await;
+    let built = count(&client, "emails").await;
+
+    // As an earlier version left it: the model's table in PostgreSQL, no mirror table.
+    let mirrored = h.stage_dir().join("crm/mirror/emails");
+    assert!(mirrored.exists(), "{}", mirrored.display());
+    std::fs::remove_dir_all(&mirrored).unwrap();
+    h.sim.hubspot.insert("contacts", 4);
+    settle(&h).await;
+    assert_eq!(h.run(false).await.status, Status::Success);
+
+    let (code, text) = models_binary(&h, &["run", "--select", "email_count"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("model emails (table): {} rows, ok", built + 4))
+            && text.contains(
+                "built in this run: email_count reads it, and its table in the destination has \
+                 no copy in the mirror models read"
+            ),
+        "{text}"
+    );
+    assert_eq!(count(&client, "emails").await, built + 4);
+    assert_eq!(counted(&client).await, built + 4);
+    assert!(mirrored.exists(), "the mirror has the model again");
+
+    // Now it is read as built: only the selected model runs.
+    let (code, text) = models_binary(&h, &["run", "--select", "email_count"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("model emails"), "{text}");
+
+    // A model never built at all is still refused, naming it.
+    std::fs::write(
+        models.path().join("domains.sql"),
+        "-- key: id\nSELECT id, split_part(email, '@', 2) AS domain FROM contacts",
+    )
+    .unwrap();
+    std::fs::write(
+        models.path().join("domain_count.sql"),
+        "SELECT count(DISTINCT domain) AS domains FROM domains",
+    )
+    .unwrap();
+    let (code, text) = models_binary(&h, &["run", "--select", "domain_count"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("model domain_count reads model domains")
+            && text.contains("never built")
+            && text.contains("--select +domain_count"),
+        "{text}"
+    );
+}

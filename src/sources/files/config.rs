@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::KeyError;
+use crate::config::{KeyError, decimal_cast};
 use crate::schema::is_system_column;
 use crate::storage::S3Config;
 
@@ -53,7 +53,8 @@ pub struct FileStreamConfig {
     #[serde(default = "default_infer_rows")]
     pub infer_rows: usize,
     /// Declared columns, in file order: name → `int64`, `float64`, `utf8`, `boolean`,
-    /// `date32` or `timestamp`. Inferred from a sample when absent.
+    /// `date32`, `timestamp` or `decimal(P,S)` (also `numeric(P,S)`). Inferred from a sample
+    /// when absent.
     #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub schema: Option<DeclaredSchema>,
     /// CSV: the field delimiter, one character. Default `,`.
@@ -121,11 +122,16 @@ pub enum ColumnType {
     Boolean,
     Date32,
     Timestamp,
+    /// `decimal(P,S)`: P digits (1 to 38), S of them after the point, staged exactly.
+    Decimal(u8, u8),
 }
 
 impl ColumnType {
-    pub const NAMES: &'static str = "int64, float64, utf8, boolean, date32 or timestamp";
+    pub const NAMES: &'static str =
+        "int64, float64, utf8, boolean, date32, timestamp or decimal(P,S)";
 
+    /// The type a name declares; a decimal spelling with impossible digits is `None` (see
+    /// [`decimal_problem`] for what to write instead).
     pub fn parse(name: &str) -> Option<ColumnType> {
         Some(match name {
             "int64" => ColumnType::Int64,
@@ -134,9 +140,20 @@ impl ColumnType {
             "boolean" => ColumnType::Boolean,
             "date32" => ColumnType::Date32,
             "timestamp" => ColumnType::Timestamp,
-            _ => return None,
+            // The stream `cast`'s own reading of the spelling, so a type written for one is
+            // understood the same by the other.
+            _ => match decimal_cast(name)? {
+                Ok((precision, scale)) => ColumnType::Decimal(precision, scale),
+                Err(_) => return None,
+            },
         })
     }
+}
+
+/// What is wrong with a declared decimal (`decimal(40,2)`, `numeric(4,6)`, `decimal`) and
+/// what to write instead; `None` for any other name.
+fn decimal_problem(name: &str) -> Option<String> {
+    decimal_cast(name)?.err()
 }
 
 impl FilesConfig {
@@ -325,6 +342,12 @@ impl FileStreamConfig {
             return Ok(());
         };
         for (i, (name, kind)) in schema.0.iter().enumerate() {
+            if let Some(problem) = decimal_problem(kind) {
+                return Err((
+                    KeyName::Column(name.clone()),
+                    format!("type {kind:?}: {problem}"),
+                ));
+            }
             if ColumnType::parse(kind).is_none() {
                 return Err((
                     KeyName::Column(name.clone()),
@@ -426,7 +449,8 @@ mod tests {
     fn declared_columns_keep_the_config_order() {
         let config = parse(
             "[source.files.contacts]\nglob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\nheader = false\n\
-             [source.files.contacts.schema]\nzeta = \"utf8\"\nid = \"int64\"\n\"alpha beta\" = \"date32\"\n",
+             [source.files.contacts.schema]\nzeta = \"utf8\"\nid = \"int64\"\n\"alpha beta\" = \"date32\"\n\
+             amount = \"numeric(18, 2)\"\n",
         )
         .unwrap();
         let SourceConfig::Files(files) = &config.source else {
@@ -434,7 +458,8 @@ mod tests {
         };
         let declared = files.stream("contacts").unwrap().declared().unwrap();
         let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["zeta", "id", "alpha beta"]);
+        assert_eq!(names, ["zeta", "id", "alpha beta", "amount"]);
+        assert_eq!(declared[3].1, super::ColumnType::Decimal(18, 2));
     }
 
     #[test]
@@ -462,6 +487,18 @@ mod tests {
                     "{stream}cursor_column = \"at\"\n[source.files.contacts.schema]\nid = \"int64\"\nat = \"boolean\"\n"
                 ),
                 "files.toml:16: `source.files.contacts.cursor_column` names \"at\", which must be int64 or timestamp",
+            ),
+            (
+                format!(
+                    "{stream}[source.files.contacts.schema]\nid = \"int64\"\namount = \"decimal(40,2)\"\n"
+                ),
+                "files.toml:18: `source.files.contacts.schema.amount` type \"decimal(40,2)\": a decimal holds 1 to 38 digits",
+            ),
+            (
+                format!(
+                    "{stream}[source.files.contacts.schema]\nid = \"int64\"\namount = \"numeric(4,6)\"\n"
+                ),
+                "`source.files.contacts.schema.amount` type \"numeric(4,6)\": the scale (6 digits after the point) is more than the precision",
             ),
             (
                 format!("{stream}header = false\n"),

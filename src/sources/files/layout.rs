@@ -152,6 +152,7 @@ pub fn data_type(kind: ColumnType) -> DataType {
         ColumnType::Boolean => DataType::Boolean,
         ColumnType::Date32 => DataType::Date32,
         ColumnType::Timestamp => timestamp_type(),
+        ColumnType::Decimal(precision, scale) => DataType::Decimal128(precision, scale as i8),
     }
 }
 

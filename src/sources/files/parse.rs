@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write};
 
+use arrow::compute::kernels::cast::parse_string_to_decimal_native;
 use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
-use arrow::datatypes::Date32Type;
+use arrow::datatypes::{Date32Type, Decimal128Type, DecimalType};
 use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -102,6 +103,9 @@ pub fn convert_text(kind: ColumnType, text: &str) -> Result<Cell, String> {
             )),
             None => None,
         },
+        ColumnType::Decimal(precision, scale) => {
+            return parse_decimal(trimmed, precision, scale).map(Cell::Decimal);
+        }
         ColumnType::Timestamp => match parse_millis(trimmed) {
             Some(ms) => Some(Cell::Millis(
                 values::check_millis(ms).map_err(|p| p.to_string())?,
@@ -135,14 +139,143 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-fn kind_name(kind: ColumnType) -> &'static str {
+fn kind_name(kind: ColumnType) -> String {
     match kind {
-        ColumnType::Int64 => "an integer (int64)",
-        ColumnType::Float64 => "a number (float64)",
-        ColumnType::Utf8 => "text",
-        ColumnType::Boolean => "a boolean",
-        ColumnType::Date32 => "a date (YYYY-MM-DD)",
-        ColumnType::Timestamp => "a timestamp (RFC 3339 or epoch milliseconds)",
+        ColumnType::Int64 => "an integer (int64)".into(),
+        ColumnType::Float64 => "a number (float64)".into(),
+        ColumnType::Utf8 => "text".into(),
+        ColumnType::Boolean => "a boolean".into(),
+        ColumnType::Date32 => "a date (YYYY-MM-DD)".into(),
+        ColumnType::Timestamp => "a timestamp (RFC 3339 or epoch milliseconds)".into(),
+        ColumnType::Decimal(precision, scale) => format!("a decimal({precision},{scale})"),
+    }
+}
+
+/// A number as written (`-12.345`, `.5`, `1.5e3`; a JSON number or a string holding one) as
+/// the digits of a `decimal(precision, scale)`: exact, never through a float. More fraction
+/// digits than the scale round as the stream `cast` rounds (it is the same arrow parser: half
+/// away from zero). The reasons never show the value: a dead letter's `raw` has it.
+pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, String> {
+    let not_a_number =
+        || format!("not a number, which a decimal({precision},{scale}) column needs");
+    let too_long = || {
+        format!(
+            "more digits than decimal({precision},{scale}) holds ({} before the point, {scale} \
+             after): declare more digits",
+            precision - scale
+        )
+    };
+    let Some(number) = Number::read(text) else {
+        return Err(not_a_number());
+    };
+    let plain = match number.plain(precision, scale) {
+        Plain::Text(plain) => plain,
+        Plain::Zero => return Ok(0),
+        Plain::TooLong => return Err(too_long()),
+    };
+    let value = parse_string_to_decimal_native::<Decimal128Type>(&plain, scale.into())
+        .map_err(|_| too_long())?;
+    Decimal128Type::validate_decimal_precision(value, precision, scale as i8)
+        .map_err(|_| too_long())?;
+    Ok(value)
+}
+
+/// A number's parts: `-12.5e3` is negative, digits `125`, point after 2 of them, exponent 3.
+struct Number<'a> {
+    negative: bool,
+    integer: &'a str,
+    fraction: &'a str,
+    exponent: Option<&'a str>,
+}
+
+/// A number without an exponent, or what it comes to when writing one out is not needed.
+enum Plain {
+    Text(String),
+    Zero,
+    TooLong,
+}
+
+impl<'a> Number<'a> {
+    /// `[+-]digits[.digits][(e|E)[+-]digits]`, with digits on at least one side of the point;
+    /// `None` for anything else (`NaN`, `1,5`, `0x10`, an empty string).
+    fn read(text: &'a str) -> Option<Number<'a>> {
+        let (negative, rest) = match text.as_bytes().first()? {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest, None),
+        };
+        let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(integer) || !digits(fraction) || integer.len() + fraction.len() == 0 {
+            return None;
+        }
+        if let Some(exponent) = exponent {
+            let unsigned = exponent.strip_prefix(['-', '+']).unwrap_or(exponent);
+            if unsigned.is_empty() || !digits(unsigned) {
+                return None;
+            }
+        }
+        Some(Number {
+            negative,
+            integer,
+            fraction,
+            exponent,
+        })
+    }
+
+    /// The number without its exponent, for arrow's parser (which reads none), and without
+    /// fraction digits past the one that decides the rounding (they cannot change it, and
+    /// arrow would refuse more than 76). A value too small to reach the scale's last digit
+    /// is zero; one with more integer digits than the precision is too long; neither is
+    /// written out, so `1e999999999` costs nothing.
+    fn plain(&self, precision: u8, scale: u8) -> Plain {
+        let Some(exponent) = self.exponent else {
+            return Plain::Text(self.text(self.integer, self.fraction, scale));
+        };
+        let digits: String = [self.integer, self.fraction].concat();
+        let significant = digits.trim_start_matches('0');
+        if significant.is_empty() {
+            return Plain::Zero;
+        }
+        // Where the point falls among the significant digits once the exponent is applied;
+        // an exponent past i64 is far beyond either bound below.
+        let exponent: i64 = exponent.parse().unwrap_or(if exponent.starts_with('-') {
+            i64::MIN / 2
+        } else {
+            i64::MAX / 2
+        });
+        let point = (self.integer.len() as i64 - (digits.len() - significant.len()) as i64)
+            .saturating_add(exponent);
+        if point > i64::from(precision) {
+            return Plain::TooLong;
+        }
+        // Below half a unit of the scale's last digit: rounds to zero.
+        if point < -i64::from(scale) - 1 {
+            return Plain::Zero;
+        }
+        Plain::Text(if point <= 0 {
+            let fraction = format!("{}{significant}", "0".repeat((-point) as usize));
+            self.text("0", &fraction, scale)
+        } else if point as usize >= significant.len() {
+            let integer = format!(
+                "{significant}{}",
+                "0".repeat(point as usize - significant.len())
+            );
+            self.text(&integer, "", scale)
+        } else {
+            let (integer, fraction) = significant.split_at(point as usize);
+            self.text(integer, fraction, scale)
+        })
+    }
+
+    fn text(&self, integer: &str, fraction: &str, scale: u8) -> String {
+        let sign = if self.negative { "-" } else { "" };
+        let fraction = &fraction[..fraction.len().min(usize::from(scale) + 1)];
+        format!("{sign}{integer}.{fraction}")
     }
 }
 
@@ -322,11 +455,43 @@ impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
             let raw = <&RawValue>::deserialize(deserializer)?;
             return self.set_raw_text(raw.get()).map_err(de::Error::custom);
         }
+        if let ColumnType::Decimal(precision, scale) = self.kind {
+            // So does a decimal column: a double would already have lost 0.1.
+            let raw = <&RawValue>::deserialize(deserializer)?;
+            return self
+                .set_raw_decimal(raw.get(), precision, scale)
+                .map_err(de::Error::custom);
+        }
         deserializer.deserialize_any(self)
     }
 }
 
 impl CellSeed<'_> {
+    /// Sets a decimal column from one JSON value's text: a number or a string holding one.
+    fn set_raw_decimal(self, raw: &str, precision: u8, scale: u8) -> Result<(), String> {
+        let found = match raw.as_bytes().first() {
+            Some(b'n') => {
+                self.row.set(self.index, Cell::Null);
+                return Ok(());
+            }
+            Some(b'"') => {
+                let text: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+                let value = parse_decimal(text.trim(), precision, scale)?;
+                self.row.set(self.index, Cell::Decimal(value));
+                return Ok(());
+            }
+            Some(b'{') => "an object",
+            Some(b'[') => "an array",
+            Some(b't' | b'f') => "a boolean",
+            _ => {
+                let value = parse_decimal(raw, precision, scale)?;
+                self.row.set(self.index, Cell::Decimal(value));
+                return Ok(());
+            }
+        };
+        Err(format!("{found} is not {}", kind_name(self.kind)))
+    }
+
     /// Sets a text column from one JSON value's text: a string unescaped, a number, `true`
     /// or `false` as written, nested values as compact JSON.
     fn set_raw_text(self, raw: &str) -> Result<(), serde_json::Error> {
@@ -353,7 +518,7 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(kind_name(self.kind))
+        f.write_str(&kind_name(self.kind))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
@@ -833,6 +998,108 @@ mod tests {
                 ("s".to_string(), ColumnType::Utf8),
             ]
         );
+    }
+
+    #[test]
+    fn decimals_parse_exactly_and_round_half_away_from_zero_as_the_cast_does() {
+        let d = |text| parse_decimal(text, 18, 2);
+        for (text, digits) in [
+            ("0.1", 10),
+            ("12345.67", 1_234_567),
+            ("2.345", 235),
+            ("-2.345", -235),
+            ("2.3449999", 234),
+            ("+7", 700),
+            (".5", 50),
+            ("5.", 500),
+            ("-0.001", 0),
+            ("1.5e3", 150_000),
+            ("125E-3", 13),
+            ("-0.0125e+2", -125),
+            ("1e-300", 0),
+            ("0e99999999999999999999999", 0),
+            ("9999999999999999.99", 999_999_999_999_999_999),
+            // More fraction digits than arrow's parser takes: only the first past the scale
+            // decides the rounding.
+            (
+                "0.10000000000000000555111512312578270211815834045410156250000000000000000000000001",
+                10,
+            ),
+        ] {
+            assert_eq!(d(text), Ok(digits), "{text}");
+        }
+        for text in [
+            "12345678901234567",
+            "9999999999999999.995",
+            "1e17",
+            "1e99999999999999999999999",
+            "123456789012345678901234567890123456789012345678901234567890123456789012345678901",
+        ] {
+            let reason = d(text).unwrap_err();
+            assert!(
+                reason.starts_with(
+                    "more digits than decimal(18,2) holds (16 before the point, 2 after)"
+                ),
+                "{text}: {reason}"
+            );
+            assert!(
+                !reason.contains("12345") && !reason.contains("999"),
+                "{reason}"
+            );
+        }
+        for text in [
+            "", "abc", "NaN", "inf", "1,5", "1e", "--1", "1.2.3", "0x10", ".", "1 2",
+        ] {
+            assert_eq!(
+                d(text),
+                Err("not a number, which a decimal(18,2) column needs".into()),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_decimals_read_numbers_and_strings_as_written() {
+        let layout = layout(&[
+            ("id", ColumnType::Int64),
+            ("amount", ColumnType::Decimal(38, 10)),
+        ]);
+        let mut rows = JsonRows::new(&layout);
+        let mut row = Row::new(2);
+        for (line, digits) in [
+            (&br#"{"id": 1, "amount": 0.1}"#[..], Some(1_000_000_000)),
+            (br#"{"id": 1, "amount": "0.1"}"#, Some(1_000_000_000)),
+            // Past what a double holds exactly.
+            (
+                br#"{"id": 1, "amount": 1234567890123456789012345678.0123456789}"#,
+                Some(12_345_678_901_234_567_890_123_456_780_123_456_789),
+            ),
+            (br#"{"id": 1, "amount": null}"#, None),
+        ] {
+            row.clear();
+            rows.parse(line, &mut row).unwrap();
+            assert_eq!(row.cells[1], digits.map_or(Cell::Null, Cell::Decimal));
+        }
+        for (line, says) in [
+            (
+                &br#"{"id": 1, "amount": true}"#[..],
+                "a boolean is not a decimal(38,10)",
+            ),
+            (
+                br#"{"id": 1, "amount": [1]}"#,
+                "an array is not a decimal(38,10)",
+            ),
+            (br#"{"id": 1, "amount": "ten"}"#, "not a number"),
+            (
+                br#"{"id": 1, "amount": 1234567890123456789012345678901}"#,
+                "more digits than decimal(38,10)",
+            ),
+        ] {
+            row.clear();
+            let err = rows.parse(line, &mut row).unwrap_err();
+            assert!(err.starts_with("amount: ") && err.contains(says), "{err}");
+            assert!(!err.contains("ten") && !err.contains("12345"), "{err}");
+        }
     }
 
     #[test]
