@@ -272,15 +272,19 @@ impl Reader {
             else {
                 break 'merge;
             };
-            let behind: Vec<bool> = heads.iter().map(|(id, _)| *id != max).collect();
+            // The Ids of the heads behind the others (kept for the log).
+            let behind: Vec<Option<String>> = heads
+                .iter()
+                .map(|(id, _)| (*id != max).then(|| id.to_string()))
+                .collect();
             // The same Id with different versions changed between the chunk queries: its
             // parts describe different states, so it waits for the next window too.
             let changed = heads.iter().any(|(_, stamp)| *stamp != heads[0].1);
             drop(heads);
-            if behind.contains(&true) {
+            if behind.iter().any(Option::is_some) {
                 for (chunk, behind) in chunks.iter_mut().zip(behind) {
-                    if behind {
-                        tracing::debug!(stream = %object, "record missing from another field chunk; skipped, the next window reads it");
+                    if let Some(id) = behind {
+                        tracing::debug!(stream = %object, id = %id, "record missing from another field chunk; skipped, the next window reads it");
                         chunk.at += 1;
                         skipped += 1;
                     }
