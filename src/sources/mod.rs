@@ -27,6 +27,7 @@ pub mod cells;
 pub mod files;
 mod http;
 pub mod hubspot;
+mod json;
 pub mod postgres;
 pub mod salesforce;
 

@@ -15,7 +15,8 @@ use crate::load::DeadLetter;
 use crate::schema::{deleted_field, is_system_column, timestamp_type, version_field};
 use crate::sources::cells::{Cell, ColumnBuilder};
 use crate::sources::hubspot::HubspotError;
-use crate::sources::hubspot::page::{Head, Wire};
+use crate::sources::hubspot::page::Head;
+use crate::sources::json::Wire;
 
 /// The key column of every HubSpot stream: the record id.
 pub const KEY: &str = "id";
@@ -615,25 +616,6 @@ mod tests {
         assert_eq!(typed.finish().unwrap(), oracle.finish(), "{page}");
     }
 
-    /// Escapes every non-ASCII character and every `/` (both occur only inside strings in
-    /// JSON), so strings and names take the unescaping path.
-    fn escaped(json: &str) -> String {
-        let mut out = String::with_capacity(json.len() * 2);
-        for c in json.chars() {
-            if c == '/' {
-                out.push_str("\\/");
-            } else if c.is_ascii() {
-                out.push(c);
-            } else {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn typed_reading_agrees_with_value_reading_on_hand_written_records() {
         let stamp = r#""updatedAt":"2024-01-02T00:00:00Z""#;
@@ -801,7 +783,7 @@ mod tests {
             let text = match form {
                 0 => page.to_string(),
                 1 => serde_json::to_string_pretty(&page).unwrap(),
-                _ => escaped(&page.to_string()),
+                _ => crate::sources::json::escaped(&page.to_string()),
             };
             assert_readings_agree(&text);
         }

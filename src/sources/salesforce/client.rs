@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::SalesforceError;
 use super::jwt::{self, JwtBearer};
+use super::page::QueryPage;
 use crate::config::{SalesforceAuth, SalesforceConfig, Secret};
 use crate::error::{Classified, ErrorKind};
 use crate::sources::http::{Answer, Call, Exchange, HttpError, RetryPolicy, Step};
@@ -159,9 +160,16 @@ pub fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
 /// An answer with a 2xx status: headers and the whole body (pages and CSV chunks are bounded).
 pub struct Reply {
     pub headers: HeaderMap,
+    /// The body, empty when it was parsed into `parsed`.
     pub body: Bytes,
-    /// The parsed body when JSON was asked for, `Value::Null` otherwise.
-    pub json: Value,
+    parsed: Parsed,
+}
+
+/// What a 2xx body was read into.
+enum Parsed {
+    Nothing,
+    Json(Value),
+    Page(QueryPage),
 }
 
 /// How the body of a successful answer must look. A body that fails the check counts as cut
@@ -170,6 +178,9 @@ pub struct Reply {
 enum Expect {
     /// JSON: a truncated body does not parse.
     Json,
+    /// A query page, split into its records without a `Value` per record; a truncated body
+    /// does not parse either.
+    Page,
     /// Anything the check accepts; the error names what is missing.
     Raw(fn(&HeaderMap, &[u8]) -> std::result::Result<(), String>),
 }
@@ -177,6 +188,16 @@ enum Expect {
 /// The check of [`Expect::Raw`] for answers whose body is not inspected.
 fn any_body(_: &HeaderMap, _: &[u8]) -> std::result::Result<(), String> {
     Ok(())
+}
+
+impl Reply {
+    /// The parsed body of a JSON answer, `Value::Null` for any other.
+    fn json(self) -> Value {
+        match self.parsed {
+            Parsed::Json(json) => json,
+            _ => Value::Null,
+        }
+    }
 }
 
 /// A logged-in session. The token is a secret; `instance_url` has no trailing slash.
@@ -298,15 +319,19 @@ impl SalesforceClient {
         Ok(self
             .send(Method::GET, path, None, false, Expect::Json)
             .await?
-            .json)
+            .json())
     }
 
     /// GET a page of `query`/`queryAll` (first page or a `nextRecordsUrl`).
-    pub async fn query(&self, path: &str) -> std::result::Result<Value, Failure> {
-        Ok(self
-            .send(Method::GET, path, None, true, Expect::Json)
+    pub async fn query(&self, path: &str) -> std::result::Result<QueryPage, Failure> {
+        match self
+            .send(Method::GET, path, None, true, Expect::Page)
             .await?
-            .json)
+            .parsed
+        {
+            Parsed::Page(page) => Ok(page),
+            _ => unreachable!("`Expect::Page` is answered with a page"),
+        }
     }
 
     /// POST a JSON body and read a JSON answer.
@@ -314,7 +339,7 @@ impl SalesforceClient {
         Ok(self
             .send(Method::POST, path, Some(body), false, Expect::Json)
             .await?
-            .json)
+            .json())
     }
 
     /// GET a non-JSON resource (Bulk CSV results) with its headers. `complete` judges a 2xx
@@ -562,7 +587,7 @@ impl Exchange for DataCall<'_> {
                     Ok(()) => Step::Done(Reply {
                         headers,
                         body,
-                        json: Value::Null,
+                        parsed: Parsed::Nothing,
                     }),
                     Err(detail) => Step::Retry(HttpError::Incomplete { call, detail }),
                 },
@@ -571,7 +596,15 @@ impl Exchange for DataCall<'_> {
                     Ok(json) => Step::Done(Reply {
                         headers,
                         body,
-                        json,
+                        parsed: Parsed::Json(json),
+                    }),
+                    Err(source) => Step::Retry(HttpError::Json { call, source }),
+                },
+                Expect::Page => match QueryPage::parse(body) {
+                    Ok(page) => Step::Done(Reply {
+                        headers,
+                        body: Bytes::new(),
+                        parsed: Parsed::Page(page),
                     }),
                     Err(source) => Step::Retry(HttpError::Json { call, source }),
                 },

@@ -63,6 +63,14 @@ pub enum SalesforceError {
     NoTotalSize(String),
     #[error("a record of {0} has no Id, so field chunks cannot be merged")]
     RecordWithoutId(String),
+    /// A record of a page that parsed whole but not on its own (a number JSON cannot hold);
+    /// serde_json's message gives the place, never the value.
+    #[error("query of {object}: a record is not readable JSON")]
+    RecordJson {
+        object: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The task fetching a query page ahead panicked or was aborted.
     #[error("query of {object}: a page request was lost")]
     PageLost {

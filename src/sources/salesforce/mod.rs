@@ -36,7 +36,7 @@ use crate::Result;
 use crate::config::SalesforceConfig;
 use crate::load::CursorRange;
 use crate::reconcile::drift::{Compare, Key, Listed, SourceListing};
-use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
+use crate::sources::{ExtractRequest, Extracted, Extraction, Source, json};
 
 mod bulk;
 mod client;
@@ -44,6 +44,7 @@ pub mod config;
 pub mod describe;
 mod error;
 mod jwt;
+mod page;
 mod reader;
 pub mod records;
 mod soql;
@@ -420,22 +421,24 @@ impl Source for SalesforceSource {
                     return Ok(None);
                 };
                 let page = client.query(&path).await?;
-                let (records, next) = reader::page_parts(page, &object)?;
-                let listed = records
-                    .iter()
-                    .filter_map(|record| {
-                        let id = record.get(KEY).and_then(Value::as_str)?;
-                        let version = record
-                            .get(&cursor_field)
-                            .and_then(Value::as_str)
-                            .and_then(records::parse_millis);
-                        Some(Listed {
-                            key: Key::Text(id.to_string()),
-                            version: version.map(|ms| ms * 1000),
-                            hash: None,
-                        })
-                    })
-                    .collect::<Vec<_>>();
+                let next = page.next_path(&object)?;
+                let mut listed = Vec::with_capacity(page.len());
+                for record in page.records() {
+                    let head = page::Head::read(record, &cursor_field)
+                        .map_err(|source| page::unreadable(&object, source))?;
+                    // Records that are not objects or have no string Id are not listed.
+                    let Some(head) = head else { continue };
+                    let Some(id) = head.id() else { continue };
+                    let version = match &head.stamp {
+                        Some(json::Wire::Str(stamp)) => records::parse_millis(stamp),
+                        _ => None,
+                    };
+                    listed.push(Listed {
+                        key: Key::Text(id.to_string()),
+                        version: version.map(|ms| ms * 1000),
+                        hash: None,
+                    });
+                }
                 Ok::<_, crate::Error>(Some((listed, next)))
             }
         })

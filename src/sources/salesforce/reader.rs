@@ -10,11 +10,10 @@
 //! A quota stop (403 `REQUEST_LIMIT_EXCEEDED` or the budget reached) is not a failure: the
 //! rows built so far are flushed and `Extracted::Stopped` is the last item.
 
-use std::collections::VecDeque;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::SalesforceError;
@@ -22,11 +21,12 @@ use crate::load::DeadLetter;
 use crate::sources::{Extracted, StopCause};
 use crate::{Error, Result};
 
-use super::KEY;
 use super::client::{Failure, SalesforceClient};
 use super::describe::ObjectPlan;
+use super::page::{self, Head, QueryPage};
 use super::records::BatchBuilder;
 use super::soql;
+use crate::sources::json::Wire;
 
 /// What the reader runs.
 #[derive(Debug, Clone)]
@@ -186,11 +186,9 @@ impl Reader {
             .client
             .query(&soql::query_all_path(self.client.version_path(), &soql))
             .await?;
-        page.get("totalSize")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| {
-                Halt::Failed(SalesforceError::NoTotalSize(self.plan.object.clone()).into())
-            })
+        page.total_size().ok_or_else(|| {
+            Halt::Failed(SalesforceError::NoTotalSize(self.plan.object.clone()).into())
+        })
     }
 
     /// Pages through one ordered query until `done`, never assuming a page is full (A2).
@@ -214,21 +212,12 @@ impl Reader {
                 object: self.plan.object.clone(),
                 source,
             })??;
-            let (records, next) = page_parts(page, &self.plan.object)?;
-            if let Some(next) = next {
+            if let Some(next) = page.next_path(&self.plan.object)? {
                 next_page = Some(fetch(next));
             }
             let mut letters = Vec::new();
-            for record in records {
-                let record = match record {
-                    Value::Object(record) => record,
-                    other => {
-                        self.records += 1;
-                        letters.push(not_an_object(&other));
-                        continue;
-                    }
-                };
-                match self.builder.push_json(&record) {
+            for record in page.records() {
+                match self.builder.push_json(record) {
                     Ok(version) => self.last_version = Some(version),
                     Err(letter) => self.dead_letter(letter, &mut letters),
                 }
@@ -246,13 +235,14 @@ impl Reader {
     async fn split(&mut self, queries: &[String]) -> std::result::Result<(), Halt> {
         self.ordered = false;
         let object = self.plan.object.clone();
-        let cursor_field = self.plan.cursor.clone();
+        let cursor_field = self.plan.cursor.clone().unwrap_or_default();
         tracing::info!(stream = %object, chunks = queries.len(), "object too wide for one query; reading field chunks merged by Id");
         let mut chunks: Vec<ChunkPages> = queries
             .iter()
             .map(|q| ChunkPages {
                 next: Some(soql::query_all_path(self.client.version_path(), q)),
-                records: VecDeque::new(),
+                page: None,
+                at: 0,
             })
             .collect();
         let mut skipped = 0u64;
@@ -266,64 +256,56 @@ impl Reader {
             }
             if exhausted {
                 // One chunk is exhausted: whatever the others still hold is missing from it.
-                let left: usize = chunks.iter().map(|c| c.records.len()).sum();
+                let left: usize = chunks.iter().map(ChunkPages::left).sum();
                 skipped += left as u64;
                 break 'merge;
             }
-            let mut max: Option<String> = None;
-            for chunk in &chunks {
-                let id = chunk.head_id(&object)?;
-                if max.as_deref().is_none_or(|m| id > m) {
-                    max = Some(id.to_string());
-                }
-            }
-            let Some(max) = max else {
+            let heads = chunks
+                .iter()
+                .map(|chunk| chunk.head(&object, &cursor_field))
+                .collect::<Result<Vec<_>>>()?;
+            let Some(max) = heads
+                .iter()
+                .map(|(id, _)| id)
+                .max()
+                .map(|id| id.to_string())
+            else {
                 break 'merge;
             };
-            let mut aligned = true;
-            for chunk in chunks.iter_mut() {
-                if chunk.head_id(&object)? != max.as_str() {
-                    if let Some(Value::Object(dropped)) = chunk.records.pop_front() {
-                        tracing::debug!(stream = %object, id = ?dropped.get(KEY), "record missing from another field chunk; skipped, the next window reads it");
-                    }
-                    skipped += 1;
-                    aligned = false;
-                }
-            }
-            if !aligned {
-                continue;
-            }
-            let parts: Vec<Map<String, Value>> = chunks
-                .iter_mut()
-                .filter_map(|chunk| match chunk.records.pop_front() {
-                    Some(Value::Object(part)) => Some(part),
-                    _ => None,
-                })
+            // The Ids of the heads behind the others (kept for the log).
+            let behind: Vec<Option<String>> = heads
+                .iter()
+                .map(|(id, _)| (*id != max).then(|| id.to_string()))
                 .collect();
             // The same Id with different versions changed between the chunk queries: its
             // parts describe different states, so it waits for the next window too.
-            let first = parts
-                .first()
-                .and_then(|part| cursor_field.as_deref().and_then(|c| part.get(c)));
-            if parts
-                .iter()
-                .any(|part| cursor_field.as_deref().and_then(|c| part.get(c)) != first)
-            {
-                tracing::debug!(stream = %object, id = %max, "record changed between field chunk queries; skipped, the next window reads it");
-                skipped += 1;
-                continue;
-            }
-            let mut merged = Map::new();
-            for part in parts {
-                for (name, value) in part {
-                    if name != "attributes" {
-                        merged.entry(name).or_insert(value);
+            let changed = heads.iter().any(|(_, stamp)| *stamp != heads[0].1);
+            drop(heads);
+            if behind.iter().any(Option::is_some) {
+                for (chunk, behind) in chunks.iter_mut().zip(behind) {
+                    if let Some(id) = behind {
+                        tracing::debug!(stream = %object, id = %id, "record missing from another field chunk; skipped, the next window reads it");
+                        chunk.at += 1;
+                        skipped += 1;
                     }
                 }
+                continue;
+            }
+            if changed {
+                tracing::debug!(stream = %object, id = %max, "record changed between field chunk queries; skipped, the next window reads it");
+                skipped += 1;
+                for chunk in chunks.iter_mut() {
+                    chunk.at += 1;
+                }
+                continue;
             }
             let mut letters = Vec::new();
-            if let Err(letter) = self.builder.push_json(&merged) {
+            let parts: Vec<&str> = chunks.iter().map(ChunkPages::front).collect();
+            if let Err(letter) = self.builder.push_parts(&parts) {
                 self.dead_letter(letter, &mut letters);
+            }
+            for chunk in chunks.iter_mut() {
+                chunk.at += 1;
             }
             self.after_push().await?;
             self.send_letters(letters).await?;
@@ -379,133 +361,59 @@ impl Reader {
     }
 }
 
-/// The current page of one field chunk and where its next page is.
+/// The current page of one field chunk, where its next page is, and the record at its head.
 struct ChunkPages {
     next: Option<String>,
-    records: VecDeque<Value>,
+    page: Option<QueryPage>,
+    /// The head record's index in `page`.
+    at: usize,
 }
 
 impl ChunkPages {
-    /// Makes sure a record is buffered, fetching pages as needed; false once exhausted.
+    /// Makes sure a record is at the head, fetching pages as needed; false once exhausted.
     async fn fill(
         &mut self,
         client: &SalesforceClient,
         object: &str,
     ) -> std::result::Result<bool, Halt> {
-        while self.records.is_empty() {
+        while self.left() == 0 {
             let Some(path) = self.next.take() else {
                 return Ok(false);
             };
             let page = client.query(&path).await?;
-            let (records, next) = page_parts(page, object)?;
-            self.records = records.into();
-            self.next = next;
+            self.next = page.next_path(object)?;
+            self.page = Some(page);
+            self.at = 0;
         }
         Ok(true)
     }
 
-    fn head_id(&self, object: &str) -> Result<&str> {
-        self.records
-            .front()
-            .and_then(|r| r.get(KEY))
-            .and_then(Value::as_str)
-            .ok_or_else(|| SalesforceError::RecordWithoutId(object.to_string()).into())
+    /// Records not yet taken from the current page.
+    fn left(&self) -> usize {
+        self.page
+            .as_ref()
+            .map_or(0, |page| page.len().saturating_sub(self.at))
     }
-}
 
-/// The records of a query page and the path of the next one (`None` when `done`).
-pub(super) fn page_parts(page: Value, object: &str) -> Result<(Vec<Value>, Option<String>)> {
-    let shape = |what: &'static str| -> Error {
-        SalesforceError::PageShape {
-            object: object.to_string(),
-            what,
+    /// The head record's JSON text (`fill` made sure there is one).
+    fn front(&self) -> &str {
+        self.page
+            .as_ref()
+            .and_then(|page| page.record(self.at))
+            .unwrap_or_default()
+    }
+
+    /// The head record's Id and cursor value; a chunk whose head has no string Id cannot be
+    /// merged.
+    fn head(&self, object: &str, cursor: &str) -> Result<(Cow<'_, str>, Option<Wire<'_>>)> {
+        let head =
+            Head::read(self.front(), cursor).map_err(|source| page::unreadable(object, source))?;
+        match head {
+            Some(Head {
+                id: Some(Wire::Str(id)),
+                stamp,
+            }) => Ok((id, stamp)),
+            _ => Err(SalesforceError::RecordWithoutId(object.to_string()).into()),
         }
-        .into()
-    };
-    let Value::Object(mut page) = page else {
-        return Err(shape("is not a JSON object"));
-    };
-    let records = match page.remove("records") {
-        Some(Value::Array(records)) => records,
-        None | Some(Value::Null) => Vec::new(),
-        Some(_) => return Err(shape("has a records field that is not an array")),
-    };
-    let done = page
-        .get("done")
-        .and_then(Value::as_bool)
-        .ok_or_else(|| shape("has no done flag"))?;
-    if done {
-        return Ok((records, None));
-    }
-    let next = page
-        .get("nextRecordsUrl")
-        .and_then(Value::as_str)
-        .filter(|url| !url.is_empty())
-        .ok_or_else(|| shape("is not the last one but has no nextRecordsUrl"))?;
-    Ok((records, Some(next_path(next))))
-}
-
-/// `nextRecordsUrl` is a path from the instance root; an absolute URL is reduced to one, so
-/// that every request goes to the session's instance.
-fn next_path(url: &str) -> String {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        if let Ok(parsed) = url::Url::parse(url) {
-            return match parsed.query() {
-                Some(query) => format!("{}?{query}", parsed.path()),
-                None => parsed.path().to_string(),
-            };
-        }
-    }
-    url.to_string()
-}
-
-fn not_an_object(record: &Value) -> DeadLetter {
-    DeadLetter {
-        key: String::new(),
-        field: None,
-        reason: "the record is not a JSON object".into(),
-        raw: record.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn pages_yield_records_and_the_next_path() {
-        let (records, next) = page_parts(
-            json!({"totalSize": 3, "done": false, "nextRecordsUrl": "/services/data/v62.0/query/01g-2000",
-                   "records": [{"Id": "001A"}, {"Id": "001B"}]}),
-            "Account",
-        )
-        .unwrap();
-        assert_eq!(records.len(), 2);
-        assert_eq!(next.as_deref(), Some("/services/data/v62.0/query/01g-2000"));
-
-        let (records, next) = page_parts(
-            json!({"totalSize": 3, "done": true, "records": [{"Id": "001C"}]}),
-            "Account",
-        )
-        .unwrap();
-        assert_eq!(records.len(), 1);
-        assert_eq!(next, None);
-
-        assert!(page_parts(json!({"done": false, "records": []}), "Account").is_err());
-        assert!(page_parts(json!({"records": []}), "Account").is_err());
-        assert!(page_parts(json!([]), "Account").is_err());
-    }
-
-    #[test]
-    fn absolute_next_urls_become_paths() {
-        assert_eq!(
-            next_path("https://acme.my.salesforce.com/services/data/v62.0/queryAll/01g-4000"),
-            "/services/data/v62.0/queryAll/01g-4000"
-        );
-        assert_eq!(
-            next_path("/services/data/v62.0/query/01g-2000"),
-            "/services/data/v62.0/query/01g-2000"
-        );
     }
 }
