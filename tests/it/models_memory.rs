@@ -12,9 +12,9 @@
 //! failing rows in a `Vec`: they peaked at 526 and 484 MiB (debug build). Streamed: 221 and
 //! 155 MiB. The test takes about 60 s in a debug build on the shared 2-core machine.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::support::{config_toml, toml_list, wait_with_peak_rss};
+use crate::support::{config_toml, syncline_peak_rss, toml_list};
 
 /// Peak RSS allowed for each command, in MiB (debug build; about 110 MiB of it is the debug
 /// binary's own pages): above what streaming takes (221 MiB for `models run`, whose lake
@@ -80,16 +80,18 @@ fn a_million_row_model_runs_and_tests_under_a_memory_bound() {
 
     let run = |command: &str| {
         let out = dir.path().join(format!("{command}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_syncline"))
-            .args(["models", command, "--config"])
-            .arg(&config)
-            .stdout(std::fs::File::create(&out).expect("log file"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn syncline");
-        let (status, peak_kib) = wait_with_peak_rss(child.id());
+        let (status, peak_mib) = syncline_peak_rss(
+            [
+                "models".as_ref(),
+                command.as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+            ],
+            std::fs::File::create(&out).expect("log file").into(),
+            Stdio::null(),
+        );
         let text = std::fs::read_to_string(&out).unwrap_or_default();
-        (status, peak_kib / 1024, text)
+        (status, peak_mib, text)
     };
 
     let (status, run_mib, text) = run("run");

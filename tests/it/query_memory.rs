@@ -8,7 +8,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::{config_toml, toml_list, wait_with_peak_rss};
+use crate::support::{config_toml, syncline_peak_rss, toml_list};
 
 /// Peak RSS allowed, in MiB (debug build; about 110 MiB of it is the debug binary's own pages):
 /// above what printing as it comes takes (135 MiB), far below collecting (746 MiB).
@@ -46,16 +46,16 @@ fn a_large_query_prints_every_row_in_tables_under_a_memory_bound() {
                concat(repeat('a', 100), CAST(a.n AS VARCHAR), '-', CAST(b.n AS VARCHAR)) AS note \
                FROM a CROSS JOIN b";
     let out = dir.path().join("query.out");
-    let child = Command::new(env!("CARGO_BIN_EXE_syncline"))
-        .args(["query", "--config"])
-        .arg(&config)
-        .arg(sql)
-        .stdout(std::fs::File::create(&out).expect("output file"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn syncline");
-    let (status, peak_kib) = wait_with_peak_rss(child.id());
-    let peak_mib = peak_kib / 1024;
+    let (status, peak_mib) = syncline_peak_rss(
+        [
+            "query".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            sql.as_ref(),
+        ],
+        std::fs::File::create(&out).expect("output file").into(),
+        Stdio::null(),
+    );
     eprintln!("peak RSS of `query` over {ROWS} rows: {peak_mib} MiB");
     assert_eq!(status, 0, "query failed");
 

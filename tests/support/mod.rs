@@ -18,7 +18,7 @@ pub use syncline::reconcile::batch_fingerprint;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use syncline::config::Config;
 use syncline::reconcile::report::RunReport;
@@ -559,6 +559,24 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
         .expect("connect");
     tokio::spawn(connection);
     client
+}
+
+/// Runs the `syncline` binary with `args` and the given stdout and stderr, and returns its exit
+/// code and its peak resident set in MiB (see [`wait_with_peak_rss`]): what the memory tests
+/// measure.
+pub fn syncline_peak_rss<I, S>(args: I, stdout: Stdio, stderr: Stdio) -> (i32, i64)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let child = Command::new(env!("CARGO_BIN_EXE_syncline"))
+        .args(args)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn syncline");
+    let (status, peak_kib) = wait_with_peak_rss(child.id());
+    (status, peak_kib / 1024)
 }
 
 /// Waits for the child `pid` and returns its exit code and its peak resident set in KiB, as the
