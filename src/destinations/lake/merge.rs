@@ -226,7 +226,7 @@ impl StagedLoad {
 /// Parquet settings of the spool's files. The spool lives for one merge on local disk: the
 /// cheapest codec that still keeps its size near the staged files' (see
 /// `staging.compression`), and row groups of [`SPOOL_ROW_GROUP_ROWS`].
-fn spool_properties() -> WriterProperties {
+pub(super) fn spool_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(SPOOL_ROW_GROUP_ROWS))

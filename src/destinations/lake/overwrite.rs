@@ -17,8 +17,6 @@ use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use crate::Result;
 use crate::destinations::{ContractError, MergeOutcome, MergeRequest};
@@ -26,7 +24,7 @@ use crate::reconcile::{Fingerprint, batch_fingerprint};
 
 use super::LakeError;
 use super::error::StepExt;
-use super::merge::{SPOOL_ROW_GROUP_ROWS, Spool};
+use super::merge::{Spool, spool_properties};
 use super::{LakeDestination, app_id, commit_error, commit_properties, has_transaction};
 
 /// `schema` as Delta stores it: timestamps in microseconds.
@@ -95,13 +93,7 @@ impl LakeDestination {
                 dir: spool.dir.clone(),
                 source,
             })?;
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
-            ))
-            .set_max_row_group_row_count(Some(SPOOL_ROW_GROUP_ROWS))
-            .build();
-        let mut writer = AsyncArrowWriter::try_new(file, schema.clone(), Some(properties))
+        let mut writer = AsyncArrowWriter::try_new(file, schema.clone(), Some(spool_properties()))
             .step("spool the model's rows")?;
         let mut received = Fingerprint::default();
         while let Some(batch) = batches.next().await {
