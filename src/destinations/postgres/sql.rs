@@ -58,6 +58,8 @@ pub(crate) mod templates {
     pub const DIRECT_SAVEPOINT: &str = include_str!("../../../sql/postgres/direct_savepoint.sql");
     pub const DIRECT_ROLLBACK: &str = include_str!("../../../sql/postgres/direct_rollback.sql");
     pub const COPY_DIRECT: &str = include_str!("../../../sql/postgres/copy_direct.sql");
+    pub const COPIED_FINGERPRINT: &str =
+        include_str!("../../../sql/postgres/copied_fingerprint.sql");
     pub const TABLE_FINGERPRINT: &str = include_str!("../../../sql/postgres/table_fingerprint.sql");
     pub const LIST_KEYS: &str = include_str!("../../../sql/postgres/list_keys.sql");
 }
@@ -208,6 +210,7 @@ pub(crate) struct MergeSql {
     pub ledger_lookup: String,
     pub create_stage: String,
     pub copy_stage: String,
+    /// The staged rows read back for their fingerprint (see `received_fingerprint`).
     pub staged_fingerprint: String,
     pub dedup_stage: String,
     pub analyze_dedup: String,
@@ -244,7 +247,8 @@ pub(crate) struct DirectSql {
     pub rollback: String,
     /// COPY of the carried columns and then the load id, in [`TableLayout::carried`] order.
     pub copy: String,
-    /// The fingerprint of the table's rows, every one live (the copy refused deletes).
+    /// The table's rows read back for their fingerprint (see `received_fingerprint`), every
+    /// one live (the copy refused deletes).
     pub fingerprint: String,
 }
 
@@ -284,13 +288,8 @@ impl DirectSql {
             copy: render(templates::COPY_DIRECT, &vars),
             // The table was empty, so all it holds is what the COPY put there.
             fingerprint: render(
-                templates::TABLE_FINGERPRINT,
-                &[
-                    ("key", key),
-                    ("version", version),
-                    ("table", target),
-                    ("live", "TRUE"),
-                ],
+                templates::COPIED_FINGERPRINT,
+                &[("key", key), ("version", version), ("table", target)],
             ),
         }
     }

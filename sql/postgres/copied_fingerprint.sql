@@ -1,0 +1,4 @@
+COPY (
+    SELECT {key}::text, {version}, FALSE
+    FROM {table}
+) TO STDOUT (FORMAT binary)
