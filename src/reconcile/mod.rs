@@ -39,7 +39,7 @@ impl Fingerprint {
     }
 }
 
-/// The fingerprint of one row. Keep in sync with `sql/postgres/staged_fingerprint.sql`.
+/// The fingerprint of one row. Keep in sync with `sql/postgres/table_fingerprint.sql`.
 pub fn row_hash(key: &str, version_ms: i64, deleted: bool) -> u64 {
     let mut text = String::with_capacity(key.len() + 24);
     row_text(&mut text, key, version_ms, deleted);

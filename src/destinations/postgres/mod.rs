@@ -398,31 +398,36 @@ impl Destination for PostgresDestination {
         // While this process waits it says so every third of the limit, as its lease does:
         // only a process that stalled (and so lost its lease too) lets the limit run out.
         let mut staged = staged;
-        let mut alive =
-            tokio::time::interval((idle_limit / 3).max(std::time::Duration::from_millis(100)));
-        alive.tick().await;
-        let staged = loop {
-            tokio::select! {
-                staged = &mut staged => break staged,
-                _ = alive.tick() => {
-                    tx.batch_execute("SELECT 1")
-                        .await
-                        .step("keep the copy's transaction open while the load is staged")?;
+        let waiting = async {
+            let mut alive =
+                tokio::time::interval((idle_limit / 3).max(std::time::Duration::from_millis(100)));
+            alive.tick().await;
+            loop {
+                tokio::select! {
+                    staged = &mut staged => break Ok(staged),
+                    _ = alive.tick() => {
+                        tx.batch_execute("SELECT 1")
+                            .await
+                            .step("keep the copy's transaction open while the load is staged")?;
+                    }
                 }
             }
         };
-        let Ok(request) = staged else {
-            tx.rollback().await.step("roll back")?;
-            return Ok(None);
-        };
+        // The copy is complete, so what the table received is read back while the last files
+        // are closed and the manifest written (the two are compared once both are known).
         let merging = Instant::now();
-        let received = check_received(
+        let reading = received_fingerprint(
             &tx,
             &statements.direct.fingerprint,
             "fingerprint the copied rows",
-            &request,
-        )
-        .await?;
+        );
+        let (received, staged): (Result<Fingerprint>, Result<_>) =
+            tokio::join!(reading, waiting);
+        let Ok(request) = staged? else {
+            tx.rollback().await.step("roll back")?;
+            return Ok(None);
+        };
+        let received = check_against(received?, &request)?;
         let timings = MergeTimings {
             load_ms,
             direct_copy: true,
@@ -583,7 +588,11 @@ async fn check_received(
     step: &'static str,
     request: &MergeRequest,
 ) -> Result<Fingerprint> {
-    let received = received_fingerprint(tx, copy, step).await?;
+    check_against(received_fingerprint(tx, copy, step).await?, request)
+}
+
+/// `received`, when it equals the manifest's fingerprint of `request`.
+fn check_against(received: Fingerprint, request: &MergeRequest) -> Result<Fingerprint> {
     if received != request.staged {
         return Err(ContractError::ReceivedDiffers {
             destination: "postgres",
