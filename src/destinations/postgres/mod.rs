@@ -20,11 +20,11 @@ use std::time::Instant;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Transaction};
 use tracing::{debug, info, instrument};
@@ -421,8 +421,7 @@ impl Destination for PostgresDestination {
             &statements.direct.fingerprint,
             "fingerprint the copied rows",
         );
-        let (received, staged): (Result<Fingerprint>, Result<_>) =
-            tokio::join!(reading, waiting);
+        let (received, staged): (Result<Fingerprint>, Result<_>) = tokio::join!(reading, waiting);
         let Ok(request) = staged? else {
             tx.rollback().await.step("roll back")?;
             return Ok(None);

@@ -71,7 +71,13 @@ super::every_case!(Postgres);
 async fn the_received_rows_fingerprint_as_the_staged_batches_do() {
     let t = super::Target::<Postgres>::start().await;
     let keys = ["a|b", "", "ü-ß-漢字", "1|2|f", "plain"];
-    let first = [-1_i64, -86_400_000_001, 0, 1_717_113_575_130, 253_402_300_799_998];
+    let first = [
+        -1_i64,
+        -86_400_000_001,
+        0,
+        1_717_113_575_130,
+        253_402_300_799_998,
+    ];
     // Each newer than the first's, so the second load updates every row.
     let second = [5_i64, -1_500, 7, 1_717_113_575_131, 253_402_300_799_999];
     for (load_id, versions) in [("l1", first), ("l2", second)] {
@@ -81,7 +87,10 @@ async fn the_received_rows_fingerprint_as_the_staged_batches_do() {
             .await
             .unwrap_or_else(|e| panic!("{load_id}: {e}"));
         let staged = batch_fingerprint(&batch, "id").unwrap();
-        assert_eq!(outcome.received, staged, "{load_id}: what the destination received");
+        assert_eq!(
+            outcome.received, staged,
+            "{load_id}: what the destination received"
+        );
         let table = t
             .dest()
             .table_fingerprint("people", "id", DeleteMode::Hard)
