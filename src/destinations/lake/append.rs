@@ -78,38 +78,20 @@ impl Append {
         load_id: &str,
     ) -> Result<Option<Append>> {
         let plan = layout.merge_plan();
-        let snapshot = table.snapshot().step("read the table's schema")?;
-        let mut fields = Vec::new();
-        let mut sources = Vec::new();
-        for field in snapshot.schema().fields() {
-            let Some(ty) = LakeType::from_delta(field.data_type()) else {
-                return Ok(None);
-            };
-            let source = match plan.inserted(field.name()) {
+        let Some(schema) = file_schema(table)? else {
+            return Ok(None);
+        };
+        let sources = schema
+            .fields()
+            .iter()
+            .map(|field| match plan.inserted(field.name()) {
                 Value::Incoming(column) => Source::Incoming(column.to_owned()),
                 Value::LoadId => Source::LoadId,
                 Value::Null => Source::Null,
-            };
-            fields.push(Field::new(
-                field.name(),
-                ty.arrow_type(),
-                field.is_nullable(),
-            ));
-            sources.push(source);
-        }
-        let schema = Arc::new(Schema::new(fields));
-        let properties = snapshot.table_config();
-        let config = WriterConfig::new(
-            Arc::clone(&schema),
-            Vec::new(),
-            Some(super::data_file_properties()),
-            Some(NonZeroU64::from(properties.target_file_size())),
-            None,
-            properties.num_indexed_cols(),
-            None,
-        );
+            })
+            .collect();
         Ok(Some(Append {
-            writer: DeltaWriter::new(table.object_store(), config),
+            writer: data_file_writer(table, &schema)?,
             schema,
             sources,
             source_schema: layout.source_schema(),
@@ -190,6 +172,42 @@ impl Append {
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
+}
+
+/// The table's columns as its data files hold them, in the table's order; `None` when one has a
+/// type syncline never writes.
+pub(super) fn file_schema(table: &DeltaTable) -> Result<Option<SchemaRef>> {
+    let snapshot = table.snapshot().step("read the table's schema")?;
+    let mut fields = Vec::new();
+    for field in snapshot.schema().fields() {
+        let Some(ty) = LakeType::from_delta(field.data_type()) else {
+            return Ok(None);
+        };
+        fields.push(Field::new(
+            field.name(),
+            ty.arrow_type(),
+            field.is_nullable(),
+        ));
+    }
+    Ok(Some(Arc::new(Schema::new(fields))))
+}
+
+/// delta-rs's data-file writer for `table`'s rows in `schema` (see [`file_schema`]), with the
+/// table's target file size and statistics columns. It holds a row group at a time; the files
+/// it closes are in no commit until one adds them.
+pub(super) fn data_file_writer(table: &DeltaTable, schema: &SchemaRef) -> Result<DeltaWriter> {
+    let snapshot = table.snapshot().step("read the table's settings")?;
+    let properties = snapshot.table_config();
+    let config = WriterConfig::new(
+        Arc::clone(schema),
+        Vec::new(),
+        Some(super::data_file_properties()),
+        Some(NonZeroU64::from(properties.target_file_size())),
+        None,
+        properties.num_indexed_cols(),
+        None,
+    );
+    Ok(DeltaWriter::new(table.object_store(), config))
 }
 
 impl Appended {

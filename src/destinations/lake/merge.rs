@@ -416,6 +416,19 @@ pub(crate) async fn apply(
             super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans).await?,
         );
     }
+    if let Some(merged) = super::rewrite::apply(
+        &ctx,
+        &table,
+        tombstones.as_ref(),
+        layout,
+        load_id,
+        deduplicated.clone(),
+        properties.clone(),
+    )
+    .await?
+    {
+        return Ok(merged);
+    }
     let guarded = tombstones.is_some();
     let source = match tombstones {
         Some(tombstones) => {

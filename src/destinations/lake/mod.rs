@@ -50,6 +50,7 @@ mod error;
 mod merge;
 mod overwrite;
 mod s3;
+mod rewrite;
 mod sql;
 mod tombstones;
 pub(super) mod types;

@@ -387,6 +387,41 @@ async fn a_new_source_column_becomes_a_new_column<D: DestinationUnderTest>() {
     );
 }
 
+/// A column the source stops sending stays in the table: an update keeps the row's value in it
+/// (as an `UPDATE` that does not set it), an insert leaves it NULL, and a soft delete keeps it.
+async fn a_column_the_source_stops_sending_keeps_its_values<D: DestinationUnderTest>() {
+    for deletes in [DeleteMode::Hard, DeleteMode::Soft] {
+        let t = Target::<D>::start().await;
+        let with_tier = batch(
+            &[(1, "a", 100, false), (2, "b", 100, false), (3, "c", 100, false)],
+            Some((D::NEW_COLUMN, &[Some("gold"), Some("silver"), Some("bronze")])),
+        );
+        t.merge("l1", deletes, with_tier).await.unwrap();
+        let without = batch(
+            &[
+                (1, "a2", 200, false),
+                (2, "b", 200, true),
+                (3, "c", 100, false),
+                (4, "d", 200, false),
+            ],
+            None,
+        );
+        let outcome = t.merge("l2", deletes, without).await.unwrap();
+        assert_eq!(counts(&outcome), (1, 1, 1), "{deletes:?}: {outcome:?}");
+        let soft = deletes == DeleteMode::Soft;
+        let expected: &[&str] = if soft {
+            &["1|a2|gold|200|f", "2|b|silver|200|t", "3|c|bronze|100|f", "4|d|null|200|f"]
+        } else {
+            &["1|a2|gold|200", "3|c|bronze|100", "4|d|null|200"]
+        };
+        assert_eq!(
+            t.rows(&["id", "name", D::NEW_COLUMN], soft).await,
+            expected,
+            "{deletes:?}"
+        );
+    }
+}
+
 async fn a_load_that_differs_from_its_manifest_changes_nothing<D: DestinationUnderTest>() {
     let t = Target::<D>::start().await;
     t.merge("l1", DeleteMode::Hard, batch(&[(1, "a", 100, false)], None))
@@ -820,6 +855,7 @@ macro_rules! every_case {
             newest_version_wins_and_older_never_overwrites_newer,
             soft_deletes_and_undeletes,
             a_new_source_column_becomes_a_new_column,
+            a_column_the_source_stops_sending_keeps_its_values,
             a_load_that_differs_from_its_manifest_changes_nothing,
             an_incompatible_type_change_is_schema_drift,
             a_float_load_into_an_integer_column_never_rounds_it,
