@@ -376,6 +376,42 @@ pub(crate) async fn apply(
         ctx.table(sql::STAGED_TABLE).await.step("read the load")?
     };
 
+    let TombstoneTable { unloaded, existing } = tombstones;
+    let mut tombstones = existing;
+    if layout.deletes == DeleteMode::Hard && load.any_deleted {
+        tombstones = Some(
+            super::tombstones::record(
+                unloaded.clone(),
+                tombstones,
+                layout,
+                load_id,
+                &ctx,
+                deduplicated.clone(),
+            )
+            .await?,
+        );
+    }
+
+    if let Some(judged) = super::rewrite::judge(
+        &ctx,
+        &table,
+        tombstones.as_ref(),
+        layout,
+        load_id,
+        deduplicated.clone(),
+    )
+    .await?
+    {
+        // A complete full load's orphans become tombstones before the table's commit (the
+        // order `super::tombstones` explains); the query runs only when there are some.
+        if layout.deletes == DeleteMode::Hard && judged.orphans > 0 {
+            let orphans = find_orphans(&ctx, &table, layout, load_id, deduplicated.clone()).await?;
+            super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans)
+                .await?;
+        }
+        return judged.commit(&ctx, &table, deduplicated, properties).await;
+    }
+
     // A complete full load's orphans, found over the table before the merge (`plan::Orphans`):
     // counted for the outcome and, with hard deletes, recorded as tombstones before the merge
     // (the order `super::tombstones` explains).
@@ -393,41 +429,12 @@ pub(crate) async fn apply(
             .step("count the rows the full load lacks")? as u64,
         None => 0,
     };
-
-    let TombstoneTable { unloaded, existing } = tombstones;
-    let mut tombstones = existing;
-    if layout.deletes == DeleteMode::Hard && load.any_deleted {
-        tombstones = Some(
-            super::tombstones::record(
-                unloaded.clone(),
-                tombstones,
-                layout,
-                load_id,
-                &ctx,
-                deduplicated.clone(),
-            )
-            .await?,
-        );
-    }
     if let Some(orphans) =
         orphans.filter(|_| layout.deletes == DeleteMode::Hard && orphan_count > 0)
     {
         tombstones = Some(
             super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans).await?,
         );
-    }
-    if let Some(merged) = super::rewrite::apply(
-        &ctx,
-        &table,
-        tombstones.as_ref(),
-        layout,
-        load_id,
-        deduplicated.clone(),
-        properties.clone(),
-    )
-    .await?
-    {
-        return Ok(merged);
     }
     let guarded = tombstones.is_some();
     let source = match tombstones {
