@@ -39,7 +39,6 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::col;
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
-use deltalake::datafile::writer::DeltaWriter;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake::kernel::{Action, Remove};
 use deltalake::protocol::DeltaOperation;
@@ -197,8 +196,19 @@ impl Judged {
         properties: CommitProperties,
     ) -> Result<(DeltaTable, MergeCounts)> {
         let mut kept = Kept::new(&self.shapes, self.keys.len())?;
+        // The rows are read and judged here and encoded by a task of their own, so reading
+        // and writing Parquet overlap on two cores; the channel holds one batch.
+        let (rows, mut to_write) = tokio::sync::mpsc::channel::<RecordBatch>(1);
         let mut writer = data_file_writer(table, &self.schema)?;
-        let written = write(
+        let encoder = tokio::spawn(async move {
+            while let Some(batch) = to_write.recv().await {
+                if let Err(err) = writer.write(&batch).await {
+                    return (writer, Err(err));
+                }
+            }
+            (writer, Ok(()))
+        });
+        let read = write(
             ctx,
             table,
             &self.judge,
@@ -207,12 +217,19 @@ impl Judged {
             &mut kept,
             &self.changed,
             source,
-            &mut writer,
+            &rows,
         )
         .await;
-        let adds = match written {
-            Ok(()) => writer.close().await.step("write the table's data files")?,
-            Err(err) => {
+        drop(rows);
+        let (writer, written) = encoder
+            .await
+            .map_err(|_| LakeError::LoadKeys("the data-file writer stopped"))?;
+        let written = written
+            .step("write the table's data files")
+            .map_err(crate::Error::from);
+        let adds = match (read, written) {
+            (Ok(()), Ok(())) => writer.close().await.step("write the table's data files")?,
+            (Err(err), _) | (Ok(()), Err(err)) => {
                 // Files already closed stay unreferenced until `VACUUM`.
                 if let Err(abort) = writer.abort().await {
                     warn!(error = %abort, "could not abort an unfinished data file");
@@ -257,7 +274,7 @@ impl Judged {
 }
 
 /// Writes the changed files again (their kept and marked rows) and the load's inserted and
-/// replacing rows into `writer`.
+/// replacing rows into `writer`; stops early when the writer has (it failed).
 #[allow(clippy::too_many_arguments)]
 async fn write(
     ctx: &SessionContext,
@@ -268,7 +285,7 @@ async fn write(
     kept: &mut Kept,
     changed: &[(String, Remove)],
     source: DataFrame,
-    writer: &mut DeltaWriter,
+    writer: &tokio::sync::mpsc::Sender<RecordBatch>,
 ) -> Result<()> {
     for (path, _) in changed {
         let mut rows = scan(ctx, table, path, None).await?;
@@ -278,10 +295,9 @@ async fn write(
             kept.stash(&batch, &fates)?;
             let rewritten = judge.apply(&batch, &fates)?;
             if rewritten.num_rows() > 0 {
-                writer
-                    .write(&rewritten)
-                    .await
-                    .step("write the table's data files")?;
+                if writer.send(rewritten).await.is_err() {
+                    return Ok(());
+                }
             }
         }
     }
@@ -319,10 +335,9 @@ async fn write(
                 Vec::new()
             };
             let shaped = shapes.shape(set, &rows, &judge.load_id, &kept_values)?;
-            writer
-                .write(&shaped)
-                .await
-                .step("write the table's data files")?;
+            if writer.send(shaped).await.is_err() {
+                return Ok(());
+            }
         }
     }
     Ok(())
