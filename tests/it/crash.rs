@@ -235,6 +235,58 @@ async fn killed_after_a_spooled_lake_full_load_committed_reruns_exactly_once() {
     lake_full_load_killed_then_rerun_converges("after-merge").await;
 }
 
+/// A load merged into a lake table that has rows writes its new data files before one commit
+/// adds them: a kill between the two leaves the table as it was (the files are in no commit),
+/// and the re-run applies the load exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_a_lake_merge_wrote_its_files_reruns_exactly_once() {
+    use crate::support::files::FilesHarness;
+    let h = FilesHarness::start().await;
+    let contacts = |ids: std::ops::RangeInclusive<usize>, name: &str| -> String {
+        ids.map(|id| format!("{{\"id\": {id}, \"name\": \"{name} {id}\"}}\n"))
+            .collect()
+    };
+    h.write_file(
+        "contacts/a.jsonl",
+        &contacts(1..=3000, "contact"),
+        1_700_000_000_000,
+    );
+    h.write_lake_config(
+        &["contacts"],
+        "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
+    );
+    let (code, stderr) = h.run_binary(&[]);
+    assert_eq!(code, 0, "first load: {stderr}");
+
+    // Half the rows change, as many are new.
+    h.write_file(
+        "contacts/b.jsonl",
+        &contacts(1501..=4500, "changed"),
+        1_700_000_100_000,
+    );
+    let (code, stderr) = h.run_binary_env(&[], &[("SYNCLINE_CRASH_AT", "lake-files-written")]);
+    assert_eq!(code, -1, "the run should have been killed: {stderr}");
+    let changed = "SELECT count(*), count(DISTINCT id), \
+                   sum(CASE WHEN name LIKE 'changed%' THEN 1 ELSE 0 END) FROM contacts";
+    let counts = |rows: Vec<Vec<Option<String>>>| -> Vec<String> {
+        rows[0]
+            .iter()
+            .map(|cell| cell.clone().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(counts(h.lake_rows(changed).await), ["3000", "3000", "0"]);
+
+    let report_path = h.dir.path().join("rerun.json");
+    let (code, stderr) = h.run_binary(&["--report", report_path.to_str().unwrap()]);
+    assert_eq!(code, 0, "re-run: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let stream = &report["streams"][0];
+    assert_eq!(stream["rows_inserted"], 1500, "{stream:#}");
+    assert_eq!(stream["rows_updated"], 1500, "{stream:#}");
+    assert_eq!(counts(h.lake_rows(changed).await), ["4500", "4500", "3000"]);
+}
+
 /// Rows and distinct ids of the lake's `contacts`.
 async fn lake_count(h: &crate::support::files::FilesHarness) -> (String, String) {
     let rows = h

@@ -1,8 +1,9 @@
 //! One load applied to a Delta table: the staged batches are fingerprinted, normalized and
 //! spooled to local Parquet one at a time, then, scanned from the spool, de-duplicated by key
-//! with DataFusion and applied with a single delta-rs MERGE whose clauses mirror the PostgreSQL
-//! destination's delete, update and insert statements; or appended, when the table is empty and
-//! the MERGE could only insert.
+//! with DataFusion and applied as a MERGE whose clauses mirror the PostgreSQL destination's
+//! delete, update and insert statements: by syncline's own rewrite of the files holding the
+//! load's keys ([`super::rewrite`]), or by delta-rs's MERGE for a table the rewrite does not
+//! handle; or appended, when the table is empty and the MERGE could only insert.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -321,9 +322,11 @@ pub(crate) struct TombstoneTable {
     pub existing: Option<DeltaTable>,
 }
 
-/// Applies the load to `table` in one MERGE committed with `properties` (which carry the load's
-/// application transaction). Returns the table as of the merge commit; when nothing changed,
-/// delta-rs makes no commit and the returned table has the version it had before.
+/// Applies the load to `table` in one commit carrying `properties` (which carry the load's
+/// application transaction): the rewrite of [`super::rewrite`], whose memory holds the load's
+/// keys and not the table, or, for a table it does not handle, delta-rs's MERGE of
+/// [`MergeClauses`]. Returns the table as of the merge commit; when nothing changed, no commit
+/// is made and the returned table has the version it had before.
 ///
 /// In hard-delete mode the load's deletes are first recorded in `tombstones`, a commit of its
 /// own made before the table's (see [`super::tombstones`] for why that order is safe). Whatever
@@ -406,8 +409,7 @@ pub(crate) async fn apply(
         // order `super::tombstones` explains); the query runs only when there are some.
         if layout.deletes == DeleteMode::Hard && judged.orphans > 0 {
             let orphans = find_orphans(&ctx, &table, layout, load_id, deduplicated.clone()).await?;
-            super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans)
-                .await?;
+            super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans).await?;
         }
         return judged.commit(&ctx, &table, deduplicated, properties).await;
     }

@@ -33,9 +33,11 @@
 //! a stream. A load into an empty table (no data files, no
 //! tombstone table) with no delete and no repeated key is a plain append of new files, its
 //! memory bounded by row groups. Otherwise DataFusion keeps the newest row per key (a delete
-//! wins a tie; skipped when no key repeats) and one delta-rs MERGE applies deletes, updates and
-//! inserts with the same rules as the PostgreSQL destination (see `merge::MergeClauses`); its
-//! join still holds one side in memory (DataFusion's hash join does not spill). Hard deletes'
+//! wins a tie; skipped when no key repeats) and the load is applied with the same rules as the
+//! PostgreSQL destination (see `merge::MergeClauses`) by rewriting the data files that hold its
+//! keys, in one commit (see `rewrite`): memory holds an index of the load's keys and batches,
+//! not the load's rows nor the table (delta-rs's MERGE, still used for a table with a column
+//! of a type syncline never writes, holds one side of its join in memory). Hard deletes'
 //! tombstones live in a side Delta table, recorded in a commit of its own just before the
 //! table's (see `tombstones` for why that order survives a crash between the two).
 //!
@@ -49,8 +51,8 @@ pub mod config;
 mod error;
 mod merge;
 mod overwrite;
-mod s3;
 mod rewrite;
+mod s3;
 mod sql;
 mod tombstones;
 pub(super) mod types;

@@ -114,10 +114,19 @@ pub(crate) async fn judge(
     let mut orphans = 0;
     let mut changed = Vec::new();
     for (path, remove) in files {
-        if judge.orphans_as_of.is_none() && !holds_a_key(ctx, table, &path, &judge, &keys).await? {
-            continue;
-        }
-        let mut rows = scan(ctx, table, &path, Some(&judge.read)).await?;
+        // A complete full load judges every file, and usually re-sends most rows as they are;
+        // otherwise a file is judged only if it holds a key of the load, and its compared
+        // columns are read only if a row of the same version needs them.
+        let columns = if judge.orphans_as_of.is_some() {
+            &judge.read
+        } else {
+            match holds_keys(ctx, table, &path, &judge, &keys).await? {
+                Holds::Nothing => continue,
+                Holds::Keys => &judge.narrow,
+                Holds::Ties => &judge.read,
+            }
+        };
+        let mut rows = scan(ctx, table, &path, Some(columns)).await?;
         let mut changes = false;
         while let Some(batch) = rows.next().await {
             let batch = batch.step("read a data file")?;
@@ -237,6 +246,8 @@ impl Judged {
                 return Err(err);
             }
         };
+        // The new files are written and in no commit: a kill here leaves the table as it was.
+        crate::failpoints::crash_point("lake-files-written");
         let mut actions: Vec<Action> = self
             .changed
             .into_iter()
@@ -344,23 +355,39 @@ async fn write(
 }
 
 /// Whether the data file at `path` holds a key of the load, from its key column alone.
-async fn holds_a_key(
+/// What a data file holds of the load's keys.
+enum Holds {
+    Nothing,
+    /// Rows whose key the load carries.
+    Keys,
+    /// And one whose fate depends on its compared columns (see [`Judge::compares`]).
+    Ties,
+}
+
+/// What the data file at `path` holds of the load's keys, from its key and version columns.
+async fn holds_keys(
     ctx: &SessionContext,
     table: &DeltaTable,
     path: &str,
     judge: &Judge,
     keys: &LoadKeys,
-) -> Result<bool> {
-    let mut rows = scan(ctx, table, path, Some(std::slice::from_ref(&judge.key))).await?;
+) -> Result<Holds> {
+    let mut rows = scan(ctx, table, path, Some(&judge.narrow[..2])).await?;
+    let mut holds = Holds::Nothing;
     while let Some(batch) = rows.next().await {
         let batch = batch.step("read a data file's keys")?;
         let ids = KeyColumn::of(column(&batch, &judge.key)?, &judge.key_type)?;
-        if (0..batch.num_rows()).any(|row| ids.get(row).is_some_and(|id| keys.find(id).is_some()))
-        {
-            return Ok(true);
+        let versions = timestamps(column(&batch, VERSION_COLUMN)?, &judge.timestamp)?;
+        for row in 0..batch.num_rows() {
+            if let Some(entry) = ids.get(row).and_then(|id| keys.find(id)) {
+                if judge.compares(keys, entry as usize, &versions, row) {
+                    return Ok(Holds::Ties);
+                }
+                holds = Holds::Keys;
+            }
         }
     }
-    Ok(false)
+    Ok(holds)
 }
 
 /// The rows of the table's data file at `path`, with `columns` (all when `None`), a batch at a
@@ -433,9 +460,13 @@ impl KeyColumn {
             DataType::Utf8 => KeyColumn::Text(column.as_string::<i32>().clone()),
             DataType::Int64 => KeyColumn::Integer(column.as_primitive::<Int64Type>().clone()),
             _ => {
-                let converter = RowConverter::new(vec![SortField::new(ty.clone())])
-                    .step("encode the keys")?;
-                KeyColumn::Encoded(converter.convert_columns(&[column]).step("encode the keys")?)
+                let converter =
+                    RowConverter::new(vec![SortField::new(ty.clone())]).step("encode the keys")?;
+                KeyColumn::Encoded(
+                    converter
+                        .convert_columns(&[column])
+                        .step("encode the keys")?,
+                )
             }
         })
     }
@@ -658,7 +689,10 @@ struct Judge {
     /// Whether the version is among the compared columns: then rows of different versions
     /// differ without their other columns being compared.
     version_compared: bool,
-    /// The columns a judgement reads.
+    /// The columns a judgement reads: the key, the version (in that order), the delete time and
+    /// the load id, when the table has them.
+    narrow: Vec<String>,
+    /// And the compared columns, for a judgement of rows whose columns are compared.
     read: Vec<String>,
 }
 
@@ -685,8 +719,10 @@ impl Judge {
         let soft_delete_writes_the_version = plan.soft_delete.iter().all(|(column, value)| {
             matches!(
                 (*column, value),
-                (DELETED_AT_COLUMN | VERSION_COLUMN, Value::Incoming(VERSION_COLUMN))
-                    | (LOAD_ID_COLUMN, Value::LoadId)
+                (
+                    DELETED_AT_COLUMN | VERSION_COLUMN,
+                    Value::Incoming(VERSION_COLUMN)
+                ) | (LOAD_ID_COLUMN, Value::LoadId)
             )
         });
         let soft = plan.deletes == DeleteMode::Soft;
@@ -703,12 +739,13 @@ impl Judge {
                 .collect(),
         )
         .ok()?;
-        let mut read = vec![plan.key.to_owned(), VERSION_COLUMN.to_owned()];
+        let mut narrow = vec![plan.key.to_owned(), VERSION_COLUMN.to_owned()];
         for name in [DELETED_AT_COLUMN, LOAD_ID_COLUMN] {
             if type_of(name).is_some() {
-                read.push(name.to_owned());
+                narrow.push(name.to_owned());
             }
         }
+        let mut read = narrow.clone();
         for (name, _) in &compared {
             if !read.contains(name) {
                 read.push(name.clone());
@@ -726,6 +763,7 @@ impl Judge {
             encoder,
             soft_deleted_differs,
             version_compared: plan.compared.contains(&Compare::Column(VERSION_COLUMN)),
+            narrow,
             read,
         })
     }
@@ -744,8 +782,23 @@ impl Judge {
             .step("encode the compared columns")?)
     }
 
+    /// Whether the table row `row` (at `versions`) and the load's row `entry` for its key are
+    /// compared column by column: a live row of the same version (of any version, when the
+    /// version is not compared). A newer one differs in its version anyway.
+    fn compares(
+        &self,
+        keys: &LoadKeys,
+        entry: usize,
+        versions: &TimestampMicrosecondArray,
+        row: usize,
+    ) -> bool {
+        let same_version = versions.is_valid(row) && versions.value(row) == keys.version[entry];
+        !keys.deleted[entry] && (same_version || !self.version_compared)
+    }
+
     /// The fate of each row of `batch` (table rows, with at least the columns of
-    /// [`Judge::read`]) and the load's key it matched, if any.
+    /// [`Judge::narrow`], and those of [`Judge::read`] when a row [`Judge::compares`]) and the
+    /// load's key it matched, if any.
     fn judge(&self, batch: &RecordBatch, keys: &LoadKeys) -> Result<Vec<(Fate, Option<u32>)>> {
         let ids = KeyColumn::of(column(batch, &self.key)?, &self.key_type)?;
         let entries: Vec<Option<u32>> = (0..batch.num_rows())
@@ -771,9 +824,7 @@ impl Judge {
             .enumerate()
             .filter_map(|(row, entry)| {
                 let entry = (*entry)? as usize;
-                let same_version = versions.is_valid(row)
-                    && versions.value(row) == keys.version[entry];
-                (!keys.deleted[entry] && (same_version || !self.version_compared))
+                self.compares(keys, entry, &versions, row)
                     .then_some(row as u32)
             })
             .collect();
@@ -800,8 +851,7 @@ impl Judge {
                         let entry = *entry as usize;
                         let differs = || {
                             (self.soft_deleted_differs && deleted_at.is_some())
-                                || (self.version_compared
-                                    && version != Some(keys.version[entry]))
+                                || (self.version_compared && version != Some(keys.version[entry]))
                                 || digests[row] != keys.digest[entry]
                         };
                         self.matched(
@@ -813,8 +863,8 @@ impl Judge {
                         )
                     }
                     None => {
-                        let load_id = load_ids
-                            .and_then(|ids| ids.is_valid(row).then(|| ids.value(row)));
+                        let load_id =
+                            load_ids.and_then(|ids| ids.is_valid(row).then(|| ids.value(row)));
                         self.orphan(deleted_at, load_id)
                     }
                 };
@@ -899,7 +949,10 @@ impl Judge {
             _ => None,
         };
         let mut columns = batch.columns().to_vec();
-        if fates.iter().any(|(fate, _)| matches!(fate, Fate::Mark { .. })) {
+        if fates
+            .iter()
+            .any(|(fate, _)| matches!(fate, Fate::Mark { .. }))
+        {
             for (index, field) in self.schema.fields().iter().enumerate() {
                 let column = &columns[index];
                 let marked: ArrayRef = match field.name().as_str() {
@@ -1106,12 +1159,12 @@ impl Kept {
         let rows = entries
             .iter()
             .map(|&entry| match self.at[entry as usize] {
-                u32::MAX => Err(LakeError::LoadKeys("a replaced row's kept columns were not stashed")),
+                u32::MAX => Err(LakeError::LoadKeys(
+                    "a replaced row's kept columns were not stashed",
+                )),
                 at => Ok(stash.row(at as usize)),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(encoder
-            .convert_rows(rows)
-            .step("decode the kept columns")?)
+        Ok(encoder.convert_rows(rows).step("decode the kept columns")?)
     }
 }

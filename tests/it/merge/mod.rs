@@ -393,8 +393,15 @@ async fn a_column_the_source_stops_sending_keeps_its_values<D: DestinationUnderT
     for deletes in [DeleteMode::Hard, DeleteMode::Soft] {
         let t = Target::<D>::start().await;
         let with_tier = batch(
-            &[(1, "a", 100, false), (2, "b", 100, false), (3, "c", 100, false)],
-            Some((D::NEW_COLUMN, &[Some("gold"), Some("silver"), Some("bronze")])),
+            &[
+                (1, "a", 100, false),
+                (2, "b", 100, false),
+                (3, "c", 100, false),
+            ],
+            Some((
+                D::NEW_COLUMN,
+                &[Some("gold"), Some("silver"), Some("bronze")],
+            )),
         );
         t.merge("l1", deletes, with_tier).await.unwrap();
         let without = batch(
@@ -410,7 +417,12 @@ async fn a_column_the_source_stops_sending_keeps_its_values<D: DestinationUnderT
         assert_eq!(counts(&outcome), (1, 1, 1), "{deletes:?}: {outcome:?}");
         let soft = deletes == DeleteMode::Soft;
         let expected: &[&str] = if soft {
-            &["1|a2|gold|200|f", "2|b|silver|200|t", "3|c|bronze|100|f", "4|d|null|200|f"]
+            &[
+                "1|a2|gold|200|f",
+                "2|b|silver|200|t",
+                "3|c|bronze|100|f",
+                "4|d|null|200|f",
+            ]
         } else {
             &["1|a2|gold|200", "3|c|bronze|100", "4|d|null|200"]
         };
