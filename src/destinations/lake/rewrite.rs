@@ -305,10 +305,8 @@ async fn write(
             let fates = judge.judge(&batch, keys)?;
             kept.stash(&batch, &fates)?;
             let rewritten = judge.apply(&batch, &fates)?;
-            if rewritten.num_rows() > 0 {
-                if writer.send(rewritten).await.is_err() {
-                    return Ok(());
-                }
+            if rewritten.num_rows() > 0 && writer.send(rewritten).await.is_err() {
+                return Ok(());
             }
         }
     }
