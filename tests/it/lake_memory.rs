@@ -30,47 +30,16 @@ const PEAK_RSS_BOUND_MIB: i64 = 230;
 
 #[test]
 fn a_two_million_row_lake_full_load_stays_under_a_memory_bound() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let exports = dir.path().join("exports");
-    std::fs::create_dir_all(&exports).expect("exports folder");
-    let mut csv = std::io::BufWriter::new(
-        std::fs::File::create(exports.join("events.csv")).expect("create export"),
+    let lake = Lake::new(
+        "[source.files.events]\nglob = \"events.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
+         [source.files.events.schema]\nid = \"int64\"\nname = \"utf8\"\nn = \"int64\"\n",
     );
-    writeln!(csv, "id,name,n").unwrap();
-    for id in 0..ROWS {
-        writeln!(csv, "{id},name-{id},{}", id * 7).unwrap();
-    }
-    csv.into_inner().expect("flush export").sync_all().unwrap();
-
-    let source = format!(
-        "[source]\ntype = \"files\"\nurl = \"file://{}\"\nstreams = {}",
-        exports.display(),
-        toml_list(&["events"]),
+    lake.export(
+        "events.csv",
+        "id,name,n",
+        (0..ROWS).map(|id| format!("{id},name-{id},{}", id * 7)),
     );
-    let tables = "[source.files.events]\nglob = \"events.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
-                  [source.files.events.schema]\nid = \"int64\"\nname = \"utf8\"\nn = \"int64\"\n";
-    let config = dir.path().join("lake.toml");
-    std::fs::write(
-        &config,
-        config_toml(
-            "name = \"memory\"",
-            &dir.path().join("stage"),
-            &source,
-            "[destination]\ntype = \"lake\"",
-            tables,
-        ),
-    )
-    .expect("write config");
-
-    let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
-    let (status, peak_mib) = syncline_peak_rss(
-        ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
-        Stdio::null(),
-        stderr.into(),
-    );
-    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-    assert_eq!(status, 0, "syncline run failed:\n{log}");
-
+    let peak_mib = lake.run("load.log");
     eprintln!("peak RSS of `syncline run` loading {ROWS} rows into the lake: {peak_mib} MiB");
     assert!(
         peak_mib < PEAK_RSS_BOUND_MIB,
@@ -79,16 +48,10 @@ fn a_two_million_row_lake_full_load_stays_under_a_memory_bound() {
 
     // Every row arrived: the run's own reconciliation checked count and checksum; the table's
     // row count is read back here too.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let count = runtime.block_on(async {
-        let cfg = crate::support::parse_config(&config, &[]);
-        let ctx = syncline::transform::lake_session(&cfg).await.unwrap();
-        let batches = syncline::transform::query(&ctx, "SELECT count(*) FROM events")
-            .await
-            .unwrap();
-        arrow::util::display::array_value_to_string(batches[0].column(0), 0).unwrap()
-    });
-    assert_eq!(count, ROWS.to_string());
+    assert_eq!(
+        lake.query("SELECT count(*) FROM events"),
+        [ROWS.to_string()]
+    );
 }
 
 /// Rows of the table the merge tests change: one or two data files.
@@ -157,15 +120,16 @@ fn a_merge_that_changes_every_row_of_a_large_lake_table_stays_under_a_memory_bou
     );
 }
 
-/// A lake table of [`MERGE_TABLE_ROWS`] rows loaded from CSV exports by the `syncline` binary,
-/// which later exports change.
-struct LargeTable {
+/// A pipeline from CSV exports (`{dir}/exports`, stream `events`) into the lake, run by the
+/// `syncline` binary.
+struct Lake {
     dir: tempfile::TempDir,
     config: std::path::PathBuf,
 }
 
-impl LargeTable {
-    fn loaded() -> LargeTable {
+impl Lake {
+    /// The pipeline with `tables`, the `[source.files.events]` configuration.
+    fn new(tables: &str) -> Lake {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("exports")).expect("exports folder");
         let source = format!(
@@ -173,10 +137,6 @@ impl LargeTable {
             dir.path().join("exports").display(),
             toml_list(&["events"]),
         );
-        let tables = "[source.files.events]\nglob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
-                      version_column = \"v\"\n\
-                      [source.files.events.schema]\nid = \"int64\"\nname = \"utf8\"\n\
-                      note = \"utf8\"\nv = \"int64\"\n";
         let config = dir.path().join("lake.toml");
         std::fs::write(
             &config,
@@ -189,26 +149,21 @@ impl LargeTable {
             ),
         )
         .expect("write config");
-        let lake = LargeTable { dir, config };
-        lake.export(
-            "a-table.csv",
-            (0..MERGE_TABLE_ROWS).map(|id| (id, format!("name-{id}"), 1_000)),
-        );
-        lake.run("load.log");
-        lake
+        Lake { dir, config }
     }
 
-    fn export(&self, name: &str, rows: impl Iterator<Item = (usize, String, i64)>) {
+    /// Writes the export `name`: `header`, then `lines`.
+    fn export(&self, name: &str, header: &str, lines: impl Iterator<Item = String>) {
         let path = self.dir.path().join("exports").join(name);
         let mut csv = std::io::BufWriter::new(std::fs::File::create(path).expect("export"));
-        writeln!(csv, "id,name,note,v").unwrap();
-        for (id, name, version) in rows {
-            writeln!(csv, "{id},{name},{id:0>100},{version}").unwrap();
+        writeln!(csv, "{header}").unwrap();
+        for line in lines {
+            writeln!(csv, "{line}").unwrap();
         }
         csv.into_inner().expect("flush export").sync_all().unwrap();
     }
 
-    /// Runs `syncline run`; its peak RSS in MiB.
+    /// Runs `syncline run`, its stderr to `log`; its peak RSS in MiB.
     fn run(&self, log: &str) -> i64 {
         let log = self.dir.path().join(log);
         let stderr = std::fs::File::create(&log).expect("stderr file");
@@ -222,35 +177,62 @@ impl LargeTable {
         peak_mib
     }
 
-    /// Exports a newer version of the rows `ids`, renamed `changed-{id}`, and merges it; the
-    /// run's peak RSS in MiB.
-    fn merge(&self, ids: impl Iterator<Item = usize>) -> i64 {
-        self.export(
-            "b-change.csv",
-            ids.map(|id| (id, format!("changed-{id}"), 2_000)),
-        );
-        self.run("merge.log")
-    }
-
-    /// The table's rows, and how many of them are changed.
-    fn counts(&self) -> Vec<String> {
+    /// The first row of `sql` over the lake, as text.
+    fn query(&self, sql: &str) -> Vec<String> {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let cfg = crate::support::parse_config(&self.config, &[]);
             let ctx = syncline::transform::lake_session(&cfg).await.unwrap();
-            let batches = syncline::transform::query(
-                &ctx,
-                "SELECT count(*), sum(CASE WHEN name LIKE 'changed-%' THEN 1 ELSE 0 END) \
-                 FROM events",
-            )
-            .await
-            .unwrap();
-            (0..2)
-                .map(|column| {
-                    arrow::util::display::array_value_to_string(batches[0].column(column), 0)
-                        .unwrap()
-                })
+            let batches = syncline::transform::query(&ctx, sql).await.unwrap();
+            batches[0]
+                .columns()
+                .iter()
+                .map(|column| arrow::util::display::array_value_to_string(column, 0).unwrap())
                 .collect()
         })
+    }
+}
+
+/// A lake table of [`MERGE_TABLE_ROWS`] rows, each with a 100-character note, which later
+/// exports change.
+struct LargeTable(Lake);
+
+impl LargeTable {
+    fn loaded() -> LargeTable {
+        let lake = Lake::new(
+            "[source.files.events]\nglob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
+             version_column = \"v\"\n\
+             [source.files.events.schema]\nid = \"int64\"\nname = \"utf8\"\n\
+             note = \"utf8\"\nv = \"int64\"\n",
+        );
+        let table = LargeTable(lake);
+        table.export(
+            "a-table.csv",
+            (0..MERGE_TABLE_ROWS).map(|id| (id, "name", 1_000)),
+        );
+        table.0.run("load.log");
+        table
+    }
+
+    fn export(&self, name: &str, rows: impl Iterator<Item = (usize, &'static str, i64)>) {
+        self.0.export(
+            name,
+            "id,name,note,v",
+            rows.map(|(id, name, version)| format!("{id},{name}-{id},{id:0>100},{version}")),
+        );
+    }
+
+    /// Exports a newer version of the rows `ids`, renamed `changed-{id}`, and merges it; the
+    /// run's peak RSS in MiB.
+    fn merge(&self, ids: impl Iterator<Item = usize>) -> i64 {
+        self.export("b-change.csv", ids.map(|id| (id, "changed", 2_000)));
+        self.0.run("merge.log")
+    }
+
+    /// The table's rows, and how many of them are changed.
+    fn counts(&self) -> Vec<String> {
+        self.0.query(
+            "SELECT count(*), sum(CASE WHEN name LIKE 'changed-%' THEN 1 ELSE 0 END) FROM events",
+        )
     }
 }

@@ -750,3 +750,90 @@ fn bucket_with(moto: &Moto, key: &str, secret: &str) -> Arc<dyn ObjectStore> {
             .unwrap(),
     )
 }
+
+/// A lake on `s3://` (under the staging URL, the default) takes a merge into a table that has
+/// rows: the rewrite reads the table's data files and writes new ones through the bucket, and
+/// a full refresh of the same rows writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_on_s3_merges_into_a_table_with_rows() {
+    use crate::support::files::FilesHarness;
+
+    let moto = Moto::start("stage").await;
+    let h = FilesHarness::start().await;
+    let contacts = |ids: std::ops::RangeInclusive<u64>, name: &str| -> String {
+        ids.map(|id| format!("{{\"id\": {id}, \"name\": \"{name} {id}\"}}\n"))
+            .collect()
+    };
+    h.write_file(
+        "contacts/a.jsonl",
+        &contacts(1..=300, "contact"),
+        1_709_251_200_000,
+    );
+    h.write_lake_config(
+        &["contacts"],
+        "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
+    );
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let local = format!("url = \"file://{}\"", h.dir.path().join("stage").display());
+    assert!(text.contains(&local), "{text}");
+    let s3 = format!(
+        "url = \"s3://stage/{ROOT}\"\n[staging.s3]\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true",
+        moto.endpoint
+    );
+    std::fs::write(&h.config_path, text.replace(&local, &s3)).unwrap();
+    let (code, stderr) = h.run_binary(&[]);
+    assert_eq!(code, 0, "first load: {stderr}");
+
+    h.write_file(
+        "contacts/b.jsonl",
+        &contacts(201..=400, "changed"),
+        1_709_251_300_000,
+    );
+    let report_path = h.dir.path().join("report.json");
+    let report = |args: &[&str]| -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["--report", report_path.to_str().unwrap()]);
+        let (code, stderr) = h.run_binary(&args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+        report["streams"][0].clone()
+    };
+    let merged = report(&[]);
+    assert_eq!(
+        (&merged["rows_inserted"], &merged["rows_updated"]),
+        (&serde_json::json!(100), &serde_json::json!(100)),
+        "{merged:#}"
+    );
+    let rows = h
+        .lake_rows(
+            "SELECT count(*), count(DISTINCT id), \
+             sum(CASE WHEN name LIKE 'changed%' THEN 1 ELSE 0 END) FROM contacts",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        [[
+            Some("400".to_owned()),
+            Some("400".to_owned()),
+            Some("200".to_owned())
+        ]]
+    );
+    let keys = keys_under(bucket(&moto).as_ref(), ROOT).await;
+    assert!(
+        keys.iter()
+            .any(|key| key.contains("/lake/contacts/") && key.ends_with(".parquet")),
+        "the table's files are in the bucket: {keys:?}"
+    );
+
+    let refreshed = report(&["--full-refresh"]);
+    assert_eq!(
+        (&refreshed["rows_inserted"], &refreshed["rows_updated"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "{refreshed:#}"
+    );
+    assert_eq!(
+        refreshed["reconciliation"]["matched"], true,
+        "{refreshed:#}"
+    );
+}

@@ -19,7 +19,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use deltalake::DeltaTable;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Add};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::config::TablePropertiesExt;
@@ -262,23 +262,13 @@ impl Appended {
         load_id: &str,
         properties: CommitProperties,
     ) -> Result<()> {
-        let snapshot = table.snapshot().step("read the table snapshot")?;
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: None,
             predicate: None,
         };
         let actions = self.adds.into_iter().map(Action::Add).collect();
-        CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(
-                Some(snapshot as &dyn TableReference),
-                table.log_store(),
-                operation,
-            )
-            .await
-            .map_err(|err| super::commit_error("write", load_id, err))?;
-        Ok(())
+        super::commit(table, actions, operation, properties, "write", load_id).await
     }
 
     /// Deletes the written files, which no commit references (best effort: a file left

@@ -67,7 +67,7 @@ use async_trait::async_trait;
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitConflictError, CommitProperties, TableReference, TransactionError,
 };
-use deltalake::kernel::{CommitInfo, DataType as DeltaType, StructField, Transaction};
+use deltalake::kernel::{Action, CommitInfo, DataType as DeltaType, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::stream::BoxStream;
@@ -815,7 +815,6 @@ async fn commit_load_only(
     load_id: &str,
     properties: CommitProperties,
 ) -> Result<()> {
-    let snapshot = table.snapshot().step("read the table snapshot")?;
     let operation = DeltaOperation::Merge {
         predicate: None,
         merge_predicate: None,
@@ -823,14 +822,38 @@ async fn commit_load_only(
         not_matched_predicates: Vec::new(),
         not_matched_by_source_predicates: Vec::new(),
     };
+    commit(
+        table,
+        Vec::new(),
+        operation,
+        properties,
+        "record the load",
+        load_id,
+    )
+    .await
+}
+
+/// Commits `actions` to `table` as `operation`, against the snapshot the handle holds (a commit
+/// since then that conflicts fails this one), with `properties` (the load's application
+/// transaction and metadata). `step` names the commit in an error.
+async fn commit(
+    table: &DeltaTable,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+    properties: CommitProperties,
+    step: &'static str,
+    load_id: &str,
+) -> Result<()> {
+    let snapshot = table.snapshot().step("read the table snapshot")?;
     CommitBuilder::from(properties)
+        .with_actions(actions)
         .build(
             Some(snapshot as &dyn TableReference),
             table.log_store(),
             operation,
         )
         .await
-        .map_err(|err| commit_error("record the load", load_id, err))?;
+        .map_err(|err| commit_error(step, load_id, err))?;
     Ok(())
 }
 

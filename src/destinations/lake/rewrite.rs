@@ -39,7 +39,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::col;
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Remove};
 use deltalake::protocol::DeltaOperation;
 use futures::StreamExt;
@@ -264,17 +264,15 @@ impl Judged {
             not_matched_predicates: Vec::new(),
             not_matched_by_source_predicates: Vec::new(),
         };
-        let snapshot = table.snapshot().step("read the table snapshot")?;
-        let committed = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(
-                Some(snapshot as &dyn TableReference),
-                table.log_store(),
-                operation,
-            )
-            .await
-            .map_err(|err| super::commit_error("merge", &self.judge.load_id, err))?;
-        debug!(version = committed.version(), "committed the merge");
+        super::commit(
+            table,
+            actions,
+            operation,
+            properties,
+            "merge",
+            &self.judge.load_id,
+        )
+        .await?;
         let mut table = table.clone();
         table
             .update_state()
