@@ -37,6 +37,18 @@ fn stage_on_s3(h: &Harness, moto: &Moto, streams: &[&str], pipeline: &str) {
     std::fs::write(&h.config_path, text.replace(&local, &s3)).unwrap();
 }
 
+/// Rewrites a files harness's config to stage in `s3://stage/syncline` through `endpoint` (and,
+/// for a lake destination, to keep the lake there: its default is under the staging URL).
+fn stage_files_on_s3(h: &crate::support::files::FilesHarness, endpoint: &str) {
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let local = format!("url = \"file://{}\"", h.dir.path().join("stage").display());
+    assert!(text.contains(&local), "{text}");
+    let s3 = format!(
+        "url = \"s3://stage/{ROOT}\"\n[staging.s3]\nendpoint = \"{endpoint}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true",
+    );
+    std::fs::write(&h.config_path, text.replace(&local, &s3)).unwrap();
+}
+
 fn bucket(moto: &Moto) -> Arc<dyn ObjectStore> {
     Arc::new(moto.store("stage"))
 }
@@ -577,14 +589,7 @@ async fn an_upload_cut_midway_fails_cleanly_and_the_next_run_loads_everything_on
         &["contacts"],
         "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
     );
-    let text = std::fs::read_to_string(&h.config_path).unwrap();
-    let local = format!("url = \"file://{}\"", h.dir.path().join("stage").display());
-    assert!(text.contains(&local), "{text}");
-    let s3 = format!(
-        "url = \"s3://stage/{ROOT}\"\n[staging.s3]\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true",
-        proxy.endpoint
-    );
-    std::fs::write(&h.config_path, text.replace(&local, &s3)).unwrap();
+    stage_files_on_s3(&h, &proxy.endpoint);
     let store = bucket(&moto);
     let loads_prefix = format!("{ROOT}/files/contacts/loads");
 
@@ -773,14 +778,7 @@ async fn a_lake_on_s3_merges_into_a_table_with_rows() {
         &["contacts"],
         "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
     );
-    let text = std::fs::read_to_string(&h.config_path).unwrap();
-    let local = format!("url = \"file://{}\"", h.dir.path().join("stage").display());
-    assert!(text.contains(&local), "{text}");
-    let s3 = format!(
-        "url = \"s3://stage/{ROOT}\"\n[staging.s3]\nendpoint = \"{}\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\nallow_http = true",
-        moto.endpoint
-    );
-    std::fs::write(&h.config_path, text.replace(&local, &s3)).unwrap();
+    stage_files_on_s3(&h, &moto.endpoint);
     let (code, stderr) = h.run_binary(&[]);
     assert_eq!(code, 0, "first load: {stderr}");
 
