@@ -8,15 +8,17 @@
 //! million-row table peaked at 1.67 GB, and ten times that is killed by the OOM killer, again on
 //! every retry of the pending load. Here the load is held only as an index of its keys, each
 //! with its version, delete flag, tombstone and a 128-bit digest of the columns an update
-//! compares (about 45 bytes plus the key per row), and everything else streams a batch at a
-//! time:
+//! compares (50–100 bytes plus the key per row, as its vectors grow by doubling), and
+//! everything else streams a batch at a time:
 //!
 //! 1. the load is scanned to index its keys, and the tombstones to give each key its own;
-//! 2. each data file's key column is read to find the files holding a key of the load (every
-//!    file, for a complete full load, whose orphans may be anywhere);
+//! 2. each data file's key and version columns are read to find the files holding a key of the
+//!    load (every file, for a complete full load, whose orphans may be anywhere);
 //! 3. those files are read and each row judged as the MERGE's clauses would: kept, removed (a
 //!    delete, an orphan, or a row the load's newer one replaces) or marked deleted, which also
-//!    settles what the load does with each of its keys;
+//!    settles what the load does with each of its keys; the columns an update compares are read
+//!    only from a file with a row of the same version as the load's (a newer one differs
+//!    anyway);
 //! 4. the files with a row not kept are written again, the load is scanned once more to write
 //!    its inserted and replacing rows, and one commit removes the rewritten files and adds the
 //!    new ones, with the load's application transaction.
