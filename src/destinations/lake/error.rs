@@ -83,8 +83,8 @@ pub enum LakeError {
     MissingColumn { column: String },
     #[error("lake: count soft deletes: negative count {0}")]
     NegativeCount(i64),
-    #[error("lake: index the load's keys: {0}")]
-    LoadKeys(&'static str),
+    #[error("lake: merge by rewriting the table's files: {0}")]
+    Rewrite(&'static str),
     #[error("lake: the commit of load {load_id} in table `{table}` has no valid {what}")]
     MalformedCommit {
         load_id: String,
@@ -114,7 +114,7 @@ impl Classified for LakeError {
             | LakeError::UnexpectedColumn { .. }
             | LakeError::MissingColumn { .. }
             | LakeError::NegativeCount(_)
-            | LakeError::LoadKeys(_)
+            | LakeError::Rewrite(_)
             | LakeError::MalformedCommit { .. } => ErrorKind::Destination,
         }
     }

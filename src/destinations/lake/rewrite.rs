@@ -234,7 +234,7 @@ impl Judged {
         drop(rows);
         let (writer, written) = encoder
             .await
-            .map_err(|_| LakeError::LoadKeys("the data-file writer stopped"))?;
+            .map_err(|_| LakeError::Rewrite("the data-file writer stopped"))?;
         let written = written
             .step("write the table's data files")
             .map_err(crate::Error::from);
@@ -544,15 +544,15 @@ impl LoadKeys {
             let versions = timestamps(column(&batch, VERSION_COLUMN)?, &judge.timestamp)?;
             let deleted = column(&batch, DELETED_COLUMN)?
                 .as_boolean_opt()
-                .ok_or(LakeError::LoadKeys("the delete flag is not a boolean"))?
+                .ok_or(LakeError::Rewrite("the delete flag is not a boolean"))?
                 .clone();
             let digests = judge.digests(&batch)?;
             for row in 0..batch.num_rows() {
-                let id = ids.get(row).ok_or(LakeError::LoadKeys("a key is NULL"))?;
+                let id = ids.get(row).ok_or(LakeError::Rewrite("a key is NULL"))?;
                 let version = if versions.is_valid(row) {
                     versions.value(row)
                 } else {
-                    return Err(LakeError::LoadKeys("a version is NULL").into());
+                    return Err(LakeError::Rewrite("a version is NULL").into());
                 };
                 let deleted = deleted.is_valid(row) && deleted.value(row);
                 // A delete's other columns are not compared: it never updates a row.
@@ -569,10 +569,10 @@ impl LoadKeys {
 
     fn insert(&mut self, id: &[u8], version: i64, deleted: bool, digest: u128) -> Result<()> {
         let entry = u32::try_from(self.version.len())
-            .map_err(|_| LakeError::LoadKeys("more than 4,294,967,295 keys"))?;
+            .map_err(|_| LakeError::Rewrite("more than 4,294,967,295 keys"))?;
         let hash = self.hasher.hash_one(id);
         if self.find(id).is_some() {
-            return Err(LakeError::LoadKeys("the de-duplicated load repeats a key").into());
+            return Err(LakeError::Rewrite("the de-duplicated load repeats a key").into());
         }
         let (bytes, ends, hasher) = (&self.bytes, &self.ends, &self.hasher);
         self.slots.insert_unique(hash, entry, |&other| {
@@ -1079,7 +1079,7 @@ impl Shapes {
                 Source::Kept(index) => kept
                     .get(*index)
                     .map(Arc::clone)
-                    .ok_or(LakeError::LoadKeys("a kept column was not stashed").into()),
+                    .ok_or(LakeError::Rewrite("a kept column was not stashed").into()),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
@@ -1142,7 +1142,7 @@ impl Kept {
         for (row, (fate, entry)) in fates.iter().enumerate() {
             if let (Fate::Replace, Some(entry)) = (fate, entry) {
                 self.at[*entry as usize] = u32::try_from(stash.num_rows())
-                    .map_err(|_| LakeError::LoadKeys("more than 4,294,967,295 kept rows"))?;
+                    .map_err(|_| LakeError::Rewrite("more than 4,294,967,295 kept rows"))?;
                 stash.push(encoded.row(row));
             }
         }
@@ -1157,7 +1157,7 @@ impl Kept {
         let rows = entries
             .iter()
             .map(|&entry| match self.at[entry as usize] {
-                u32::MAX => Err(LakeError::LoadKeys(
+                u32::MAX => Err(LakeError::Rewrite(
                     "a replaced row's kept columns were not stashed",
                 )),
                 at => Ok(stash.row(at as usize)),
