@@ -20,11 +20,12 @@ use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, instrument, warn};
 
-use super::transform::{Compiled, StreamTransform};
+use super::transform::{Compiled, CopyFeed, RawFeed, StreamTransform};
 use crate::config::Config;
 use crate::destinations::{Destination, MergeOutcome, MergeRequest};
 use crate::error::{Classified, ErrorKind};
@@ -279,8 +280,32 @@ struct StagedItems {
 /// extraction runs at most this far ahead of it (memory stays bounded by batches in flight).
 const COPY_AHEAD_BATCHES: usize = 2;
 
-/// Where staging sends each batch for the destination to copy while it is staged.
-type Tee = tokio::sync::mpsc::Sender<arrow::record_batch::RecordBatch>;
+/// Where staging sends each batch beside its Parquet: the destination's copy, or the stream's
+/// transform (which copies what it makes).
+enum Tee {
+    Copy(CopyFeed),
+    Transform(RawFeed),
+}
+
+impl Tee {
+    /// A staged batch's fingerprint, and the batch to send on (a transform may take each row's
+    /// hash with it).
+    fn fingerprint(&self, batch: &RecordBatch, key: &str) -> Result<(Fingerprint, RecordBatch)> {
+        match self {
+            Tee::Copy(_) => Ok((batch_fingerprint(batch, key)?, batch.clone())),
+            Tee::Transform(feed) => feed.fingerprint(batch, key),
+        }
+    }
+
+    /// `false` when the receiver is gone: the destination gave up the copy, or the transform
+    /// failed (and says why when it is finished).
+    async fn send(&self, batch: RecordBatch) -> bool {
+        match self {
+            Tee::Copy(copy) => copy.send(batch).await.is_ok(),
+            Tee::Transform(feed) => feed.send(batch).await,
+        }
+    }
+}
 
 /// An extraction the source has started, not yet read.
 struct Started {
@@ -769,7 +794,7 @@ impl<'a> StreamRunner<'a> {
         stream: &str,
         started: Started,
         report: &mut StreamReport,
-        tee: Option<Tee>,
+        tee: Option<CopyFeed>,
         transform: Option<&StreamTransform>,
     ) -> Result<Manifest> {
         let Started {
@@ -810,7 +835,7 @@ impl<'a> StreamRunner<'a> {
         mode: LoadMode,
         extraction: Extraction,
         report: &mut StreamReport,
-        tee: Option<Tee>,
+        tee: Option<CopyFeed>,
         transform: Option<&StreamTransform>,
     ) -> Result<Manifest> {
         report.set_cursor(extraction.cursor, |c| self.source.cursor_text(stream, c));
@@ -835,9 +860,9 @@ impl<'a> StreamRunner<'a> {
                         tee,
                     )
                     .await?;
-                (Some(feed), Some(running))
+                (Some(Tee::Transform(feed)), Some(running))
             }
-            None => (tee, None),
+            None => (tee.map(Tee::Copy), None),
         };
         let staged = self
             .stage_items(stream, since, &load_id, dir, extraction, report, tee)
@@ -982,14 +1007,20 @@ impl<'a> StreamRunner<'a> {
                         convert += converting.elapsed();
                         continue;
                     }
-                    extracted.merge(batch_fingerprint(&batch, &extraction.key)?);
-                    convert += converting.elapsed();
-                    // A closed channel: the destination gave up the copy (see `stage_and_copy`).
-                    let copy_gone = match &tee {
-                        Some(copy) => copy.send(batch.clone()).await.is_err(),
-                        None => false,
+                    let (fingerprint, sent) = match &tee {
+                        Some(tee) => {
+                            let (fingerprint, sent) = tee.fingerprint(&batch, &extraction.key)?;
+                            (fingerprint, Some(sent))
+                        }
+                        None => (batch_fingerprint(&batch, &extraction.key)?, None),
                     };
-                    if copy_gone {
+                    extracted.merge(fingerprint);
+                    convert += converting.elapsed();
+                    // A closed channel: the destination gave up the copy (see `stage_and_copy`),
+                    // or the transform failed (its task says why).
+                    if let (Some(out), Some(sent)) = (&tee, sent)
+                        && !out.send(sent).await
+                    {
                         tee = None;
                     }
                     // Counted in the writer's own time (below), not while waiting for it.

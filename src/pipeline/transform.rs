@@ -17,6 +17,11 @@
 //! Reconciliation: the declarative form counts and checksums the rows its filter drops as it
 //! runs, so `raw = transformed + filtered` is checked, not assumed; a SQL file's dropped rows
 //! are the difference (a SQL transform that makes more rows than it read is a mismatch).
+//! Fed while the load is staged, the declarative form carries each raw row's hash through its
+//! plan in a column of its own ([`ROW_HASH_COLUMN`], never written): it cannot change the key,
+//! version or delete flag a row's hash covers, so the rows it keeps and drops are summed from
+//! what the staging hashed, not hashed again. Whatever the plan did to the rows themselves, the
+//! destination's own fingerprint of what it received must still equal the transformed one.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -24,7 +29,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{filter_record_batch, not};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt64Type};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::{Column, ScalarValue, SchemaError, TableReference};
 use datafusion::datasource::MemTable;
@@ -43,7 +48,7 @@ use tracing::info;
 
 use crate::config::{Config, StreamSettings};
 use crate::error::{Classified, ErrorKind};
-use crate::reconcile::{Fingerprint, batch_fingerprint};
+use crate::reconcile::{Fingerprint, batch_fingerprint, carried_fingerprint, row_hashes};
 use crate::schema::{
     DELETED_COLUMN, MAX_DECIMAL_PRECISION, VERSION_COLUMN, is_system_column, timestamp_type,
 };
@@ -53,6 +58,9 @@ use crate::{Error, Result};
 /// The column a declarative plan adds to say whether a row is kept (a delete, or a live row
 /// the filter passes); never written.
 const KEEP_COLUMN: &str = "__syncline_keep";
+/// The column a declarative plan fed by the staging carries each raw row's
+/// [`row_hash`](crate::reconcile::row_hash) in; never written.
+const ROW_HASH_COLUMN: &str = "__syncline_row_hash";
 /// The name the raw rows are registered under for a SQL transform (the stream's own name is
 /// a view of its live rows).
 const RAW_TABLE: &str = "__syncline_raw";
@@ -315,10 +323,21 @@ impl StreamTransform {
         copy: Option<CopyFeed>,
     ) -> Result<(RawFeed, Running)> {
         let ctx = session(batch_rows);
-        let (feed, batches) = tokio::sync::mpsc::channel(FEED_AHEAD_BATCHES);
+        let (batches, fed) = tokio::sync::mpsc::channel(FEED_AHEAD_BATCHES);
+        // A SQL file's SELECT would pass the column on (`SELECT *`) or lose it (a join).
+        let with_row_hashes = self.sql.is_none().then(|| {
+            let mut fields = raw.fields().to_vec();
+            fields.push(Arc::new(Field::new(
+                ROW_HASH_COLUMN,
+                DataType::UInt64,
+                false,
+            )));
+            Arc::new(Schema::new_with_metadata(fields, raw.metadata().clone()))
+        });
+        let raw = with_row_hashes.clone().unwrap_or(raw);
         let fed = FedPartition {
             schema: raw.clone(),
-            batches: std::sync::Mutex::new(Some(batches)),
+            batches: std::sync::Mutex::new(Some(fed)),
         };
         let table =
             StreamingTable::try_new(raw, vec![Arc::new(fed)]).map_err(|e| self.plan_error(e))?;
@@ -335,7 +354,10 @@ impl StreamTransform {
                 .await
         });
         Ok((
-            feed,
+            RawFeed {
+                batches,
+                with_row_hashes,
+            },
             Running {
                 transform: self.clone(),
                 load_id: load_id.to_string(),
@@ -367,14 +389,29 @@ impl StreamTransform {
         let (mut written, mut filtered) = (Fingerprint::default(), Fingerprint::default());
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(|_| self.failed(load_id))?;
-            let (kept, dropped) = split(&batch, &output, planned.keeps)?;
-            if let Some(dropped) = dropped {
-                filtered.merge(batch_fingerprint(&dropped, &planned.key)?);
+            let split = split(&batch, &output, planned.keeps)?;
+            let carried = batch
+                .column_by_name(ROW_HASH_COLUMN)
+                .and_then(|hashes| hashes.as_primitive_opt::<UInt64Type>());
+            match carried {
+                // The raw rows' hashes, carried through the plan: summed, not hashed again.
+                Some(hashes) => {
+                    written.merge(carried_fingerprint(hashes, split.keep.as_ref()));
+                    if let Some(keep) = &split.keep {
+                        filtered.merge(carried_fingerprint(hashes, Some(&not(keep)?)));
+                    }
+                }
+                None => {
+                    if let Some(dropped) = &split.dropped {
+                        filtered.merge(batch_fingerprint(dropped, &planned.key)?);
+                    }
+                    written.merge(batch_fingerprint(&split.kept, &planned.key)?);
+                }
             }
+            let kept = split.kept;
             if kept.num_rows() == 0 {
                 continue;
             }
-            written.merge(batch_fingerprint(&kept, &planned.key)?);
             // A closed channel: the destination gave up the copy; the files are still written.
             if let Some(feed) = &copy
                 && feed.send(kept.clone()).await.is_err()
@@ -516,6 +553,7 @@ impl StreamTransform {
             .fields()
             .iter()
             .map(|f| f.name().clone())
+            .filter(|name| name != ROW_HASH_COLUMN)
             .collect();
         let missing = |name: &str, column: &str| -> Error {
             StreamTransformError::MissingColumn {
@@ -625,6 +663,12 @@ impl StreamTransform {
                 digests.push(name.clone());
             }
             exprs.push(expr.alias(name));
+        }
+        if raw
+            .schema()
+            .has_column_with_unqualified_name(ROW_HASH_COLUMN)
+        {
+            exprs.push(ident(ROW_HASH_COLUMN));
         }
         let mut frame = raw.select(exprs).map_err(|e| self.plan_error(e))?;
         let keeps = if let Some(filter) = &s.filter {
@@ -775,6 +819,10 @@ impl StreamTransform {
         for field in planned.frame.schema().fields() {
             let name = field.name();
             let column = ident(name);
+            if name == ROW_HASH_COLUMN {
+                exprs.push(column);
+                continue;
+            }
             let target = match field.data_type() {
                 DataType::Int64
                 | DataType::Float64
@@ -852,7 +900,7 @@ impl Planned {
             .schema()
             .fields()
             .iter()
-            .filter(|f| f.name() != KEEP_COLUMN)
+            .filter(|f| f.name() != KEEP_COLUMN && f.name() != ROW_HASH_COLUMN)
             .map(|f| f.as_ref().clone())
             .collect();
         Schema::new(fields)
@@ -993,12 +1041,19 @@ fn parse_filter(stream: &str, filter: &str) -> Result<()> {
     })
 }
 
-/// Splits a batch by the keep flag: the kept rows without the flag, and the dropped rows.
-fn split(
-    batch: &RecordBatch,
-    output: &SchemaRef,
-    keeps: bool,
-) -> Result<(RecordBatch, Option<RecordBatch>)> {
+/// A batch of the plan's output, split by its keep flag into the rows written and the rows the
+/// filter dropped.
+struct Split {
+    kept: RecordBatch,
+    /// `None` when the plan has no filter.
+    dropped: Option<RecordBatch>,
+    /// Which rows of the batch were kept; `None` when all of them were.
+    keep: Option<BooleanArray>,
+}
+
+/// The output columns of a plan's batch (its internal columns left out), split by its keep
+/// flag.
+fn split(batch: &RecordBatch, output: &SchemaRef, keeps: bool) -> Result<Split> {
     let columns: Vec<Arc<dyn Array>> = output
         .fields()
         .iter()
@@ -1012,7 +1067,11 @@ fn split(
         .collect::<Result<_>>()?;
     let rows = RecordBatch::try_new(output.clone(), columns)?;
     if !keeps {
-        return Ok((rows, None));
+        return Ok(Split {
+            kept: rows,
+            dropped: None,
+            keep: None,
+        });
     }
     let flag = batch
         .column_by_name(KEEP_COLUMN)
@@ -1027,11 +1086,19 @@ fn split(
     let flag = BooleanArray::from_iter(flag.iter().map(|v| Some(v == Some(true))));
     // The common case, a filter every row of the batch passes: no copy of the batch.
     if flag.true_count() == flag.len() {
-        return Ok((rows, Some(RecordBatch::new_empty(output.clone()))));
+        return Ok(Split {
+            kept: rows,
+            dropped: Some(RecordBatch::new_empty(output.clone())),
+            keep: None,
+        });
     }
     let kept = filter_record_batch(&rows, &flag)?;
     let dropped = filter_record_batch(&rows, &not(&flag)?)?;
-    Ok((kept, Some(dropped)))
+    Ok(Split {
+        kept,
+        dropped: Some(dropped),
+        keep: Some(flag),
+    })
 }
 
 /// `syncline_hash_salt()`: the salt of `hash`, read from the environment when the plan runs,
@@ -1163,7 +1230,39 @@ pub async fn ready(
 const FEED_AHEAD_BATCHES: usize = 2;
 
 /// Where the staging of a raw load sends its batches for the transform.
-pub type RawFeed = tokio::sync::mpsc::Sender<RecordBatch>;
+pub struct RawFeed {
+    batches: tokio::sync::mpsc::Sender<RecordBatch>,
+    /// The raw schema with [`ROW_HASH_COLUMN`] added, when the plan carries each row's hash.
+    with_row_hashes: Option<SchemaRef>,
+}
+
+impl RawFeed {
+    /// A staged batch's fingerprint, and the batch as the transform takes it: with its rows'
+    /// hashes when the plan carries them, so each row is hashed once.
+    pub fn fingerprint(
+        &self,
+        batch: &RecordBatch,
+        key: &str,
+    ) -> Result<(Fingerprint, RecordBatch)> {
+        match &self.with_row_hashes {
+            Some(schema) => {
+                let hashes = row_hashes(batch, key)?;
+                let fingerprint = carried_fingerprint(&hashes, None);
+                let mut columns = batch.columns().to_vec();
+                columns.push(Arc::new(hashes));
+                Ok((fingerprint, RecordBatch::try_new(schema.clone(), columns)?))
+            }
+            None => Ok((batch_fingerprint(batch, key)?, batch.clone())),
+        }
+    }
+
+    /// Sends a batch from [`RawFeed::fingerprint`] to the transform; `false` when the
+    /// transform is gone (it failed, and says why when it is finished).
+    pub async fn send(&self, batch: RecordBatch) -> bool {
+        self.batches.send(batch).await.is_ok()
+    }
+}
+
 /// Where a transform sends its output for a destination copying it while it is staged.
 pub type CopyFeed = tokio::sync::mpsc::Sender<RecordBatch>;
 

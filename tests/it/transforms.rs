@@ -93,6 +93,15 @@ async fn hashed_emails(h: &FilesHarness) -> i64 {
         .get(0)
 }
 
+/// The fingerprint of `contact` rows, by key, minute past 10:00 and delete flag.
+fn fingerprint(rows: &[(&str, i64, bool)]) -> Fingerprint {
+    let mut fingerprint = Fingerprint::default();
+    for (key, minute, deleted) in rows {
+        fingerprint.add(key, T0 + 10 * HOUR + minute * 60_000, *deleted);
+    }
+    fingerprint
+}
+
 fn sum(a: Fingerprint, b: Fingerprint) -> Fingerprint {
     let mut total = a;
     total.merge(b);
@@ -128,6 +137,9 @@ async fn a_transform_loads_reconciles_at_every_hop_and_a_delete_passes_its_filte
     let filtered = r.filtered.expect("filtered fingerprint");
     assert_eq!(r.source, r.stage);
     assert_eq!((transformed.rows, filtered.rows), (5, 1));
+    // The filtered row is contact 4, by its own hash: each row's hash, carried through the
+    // plan from the staging, stays with its row.
+    assert_eq!(filtered, fingerprint(&[("4", 4, false)]));
     assert_eq!(sum(transformed, filtered), r.stage);
     assert_eq!(r.destination, Some(transformed));
     assert!(r.matched, "{contacts:#?}");
@@ -238,6 +250,8 @@ async fn a_transform_loads_reconciles_at_every_hop_and_a_delete_passes_its_filte
         r.stage,
         "{contacts:#?}"
     );
+    assert_eq!(r.filtered, Some(fingerprint(&[("6", 31, false)])));
+    assert_eq!(r.transformed, Some(fingerprint(&[("5", 30, true)])));
     assert!(r.matched, "{contacts:#?}");
     assert_eq!(
         h.rows("contacts", &["contact_id", "stage"]).await,
