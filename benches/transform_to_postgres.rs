@@ -4,6 +4,9 @@
 //! `email` and `phone`, cast `lead_score` to double) and a filter every row passes (so both
 //! merge the same number of rows). Prints both runs' wall time and peak memory (max RSS of
 //! the `syncline run` process) and the transform's overhead; generating the files is not timed.
+//! The two loads alternate for `SYNCLINE_BENCH_ROUNDS` rounds (3 by default; each round loads
+//! into schemas of its own), and the overhead is reported per round and as the median: one
+//! pair of runs on this 2-core machine varies by several percent.
 //!
 //! `cargo bench --bench transform_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the
 //! size.
@@ -61,41 +64,70 @@ fn main() {
         out.flush().expect("flush export");
     }
 
-    let mut measured = Vec::new();
-    for (name, streams) in [("plain", ""), ("transformed", TRANSFORM)] {
-        let config = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[pipeline]\nname = \"{name}\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{dir}/stage\"\n\
-                 [source]\ntype = \"files\"\nurl = \"file://{dir}/exports\"\nstreams = [\"contacts\"]\n\
-                 [source.files.contacts]\nglob = \"contacts-*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
-                 [destination]\ntype = \"postgres\"\nurl = \"{url}\"\nschema = \"{name}\"\n{streams}",
-                dir = dir.path().display(),
-                url = pg.url
-            ),
-        )
-        .expect("write config");
-        let report = dir.path().join(format!("{name}.json"));
-        let run = measure_run(name, &config, &report);
-        let inserted = run.stream["rows_inserted"].as_u64().unwrap_or(0);
-        assert_eq!(
-            inserted as usize, rows,
-            "every record arrived: {}",
-            run.stream
-        );
+    let rounds = support::env_or("SYNCLINE_BENCH_ROUNDS", 3).max(1);
+    let mut overheads = Vec::new();
+    for round in 1..=rounds {
+        let mut measured = Vec::new();
+        for (load, streams) in [("plain", ""), ("transformed", TRANSFORM)] {
+            let name = format!("{load}_{round}");
+            let run = load_once(&dir, &name, streams, &pg.url, rows);
+            println!(
+                "transform_to_postgres ({load}, round {round}): {rows} contacts in {:.2} s = {:.0} rows/s, peak RSS {:.1} MiB",
+                run.elapsed.as_secs_f64(),
+                rows as f64 / run.elapsed.as_secs_f64(),
+                run.peak_rss_mib
+            );
+            measured.push(run);
+        }
+        let overhead = measured[1].elapsed.as_secs_f64() / measured[0].elapsed.as_secs_f64() - 1.0;
         println!(
-            "transform_to_postgres ({name}): {rows} contacts in {:.2} s = {:.0} rows/s, peak RSS {:.1} MiB",
-            run.elapsed.as_secs_f64(),
-            rows as f64 / run.elapsed.as_secs_f64(),
-            run.peak_rss_mib
+            "transform_to_postgres (round {round}): the five-column transform costs {:+.1}% wall time ({:+.1} MiB peak RSS)",
+            overhead * 100.0,
+            measured[1].peak_rss_mib - measured[0].peak_rss_mib
         );
-        measured.push(run);
+        overheads.push(overhead);
     }
-    let overhead = measured[1].elapsed.as_secs_f64() / measured[0].elapsed.as_secs_f64() - 1.0;
+    overheads.sort_by(f64::total_cmp);
     println!(
-        "transform_to_postgres: the five-column transform costs {:+.1}% wall time ({:+.1} MiB peak RSS)",
-        overhead * 100.0,
-        measured[1].peak_rss_mib - measured[0].peak_rss_mib
+        "transform_to_postgres: the five-column transform costs {:+.1}% wall time (median of {rounds} rounds; {})",
+        overheads[overheads.len() / 2] * 100.0,
+        overheads
+            .iter()
+            .map(|o| format!("{:+.1}%", o * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
+}
+
+/// Loads the exports once as pipeline `name` into the schema of that name, with `streams`
+/// (the transform, or nothing), and checks every record arrived.
+fn load_once(
+    dir: &tempfile::TempDir,
+    name: &str,
+    streams: &str,
+    pg_url: &str,
+    rows: usize,
+) -> support::MeasuredRun {
+    let config = dir.path().join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nname = \"{name}\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{dir}/stage\"\n\
+             [source]\ntype = \"files\"\nurl = \"file://{dir}/exports\"\nstreams = [\"contacts\"]\n\
+             [source.files.contacts]\nglob = \"contacts-*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
+             [destination]\ntype = \"postgres\"\nurl = \"{url}\"\nschema = \"{name}\"\n{streams}",
+            dir = dir.path().display(),
+            url = pg_url
+        ),
+    )
+    .expect("write config");
+    let report = dir.path().join(format!("{name}.json"));
+    let run = measure_run(name, &config, &report);
+    let inserted = run.stream["rows_inserted"].as_u64().unwrap_or(0);
+    assert_eq!(
+        inserted as usize, rows,
+        "every record arrived: {}",
+        run.stream
+    );
+    run
 }

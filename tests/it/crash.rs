@@ -193,7 +193,7 @@ async fn lake_full_load_killed_then_rerun_converges(point: &str) {
         (expected.to_string(), expected.to_string())
     );
 
-    let stream = run_reported(&h, &[], "re-run");
+    let stream = h.run_reported(&[], "re-run");
     assert_eq!(stream["recovered"], true, "{stream:#}");
     let inserted = if point == "after-stage" { ROWS } else { 0 };
     // Found in the table's log, not applied a second time.
@@ -205,7 +205,7 @@ async fn lake_full_load_killed_then_rerun_converges(point: &str) {
 
     // A full refresh into the table that now has rows takes the same overlapped path, then
     // the general merge: nothing new, nothing doubled.
-    let stream = run_reported(&h, &["--full-refresh"], "full refresh");
+    let stream = h.run_reported(&["--full-refresh"], "full refresh");
     assert_eq!(stream["phases"]["copied_while_staging"], true, "{stream:#}");
     assert_eq!(stream["rows_inserted"], 0, "{stream:#}");
     assert_eq!(stream["reconciliation"]["matched"], true, "{stream:#}");
@@ -266,27 +266,10 @@ async fn killed_after_a_lake_merge_wrote_its_files_reruns_exactly_once() {
     };
     assert_eq!(counts(h.lake_rows(changed).await), ["3000", "3000", "0"]);
 
-    let stream = run_reported(&h, &[], "re-run");
+    let stream = h.run_reported(&[], "re-run");
     assert_eq!(stream["rows_inserted"], 1500, "{stream:#}");
     assert_eq!(stream["rows_updated"], 1500, "{stream:#}");
     assert_eq!(counts(h.lake_rows(changed).await), ["4500", "4500", "3000"]);
-}
-
-/// Runs the binary with `args` and `--report`; the report's first stream. `what` names the run
-/// in a failure.
-fn run_reported(
-    h: &crate::support::files::FilesHarness,
-    args: &[&str],
-    what: &str,
-) -> serde_json::Value {
-    let report_path = h.dir.path().join("report.json");
-    let mut args = args.to_vec();
-    args.extend(["--report", report_path.to_str().unwrap()]);
-    let (code, stderr) = h.run_binary(&args);
-    assert_eq!(code, 0, "{what}: {stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
-    report["streams"][0].clone()
 }
 
 /// Rows and distinct ids of the lake's `contacts`.

@@ -18,7 +18,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use crate::support::{config_toml, syncline_peak_rss, toml_list};
+use crate::support::{lake_events_config, syncline_peak_rss};
 
 const ROWS: usize = 2_000_000;
 
@@ -132,23 +132,7 @@ impl Lake {
     fn new(tables: &str) -> Lake {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("exports")).expect("exports folder");
-        let source = format!(
-            "[source]\ntype = \"files\"\nurl = \"file://{}\"\nstreams = {}",
-            dir.path().join("exports").display(),
-            toml_list(&["events"]),
-        );
-        let config = dir.path().join("lake.toml");
-        std::fs::write(
-            &config,
-            config_toml(
-                "name = \"memory\"",
-                &dir.path().join("stage"),
-                &source,
-                "[destination]\ntype = \"lake\"",
-                tables,
-            ),
-        )
-        .expect("write config");
+        let config = lake_events_config(dir.path(), "memory", tables);
         Lake { dir, config }
     }
 

@@ -14,7 +14,7 @@
 
 use std::process::Stdio;
 
-use crate::support::{config_toml, syncline_peak_rss, toml_list};
+use crate::support::{lake_events_config, syncline_peak_rss};
 
 /// Peak RSS allowed for each command, in MiB (debug build; about 110 MiB of it is the debug
 /// binary's own pages): above what streaming takes (221 MiB for `models run`, whose lake
@@ -53,11 +53,6 @@ fn a_million_row_model_runs_and_tests_under_a_memory_bound() {
     )
     .unwrap();
 
-    let source = format!(
-        "[source]\ntype = \"files\"\nurl = \"file://{}\"\nstreams = {}",
-        dir.path().join("exports").display(),
-        toml_list(&["events"]),
-    );
     let extra = format!(
         "[source.files.events]\nglob = \"events.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
          [source.files.events.schema]\nid = \"int64\"\n\
@@ -65,18 +60,7 @@ fn a_million_row_model_runs_and_tests_under_a_memory_bound() {
         models.display(),
         tests.display()
     );
-    let config = dir.path().join("lake.toml");
-    std::fs::write(
-        &config,
-        config_toml(
-            "name = \"memory\"",
-            &dir.path().join("stage"),
-            &source,
-            "[destination]\ntype = \"lake\"",
-            &extra,
-        ),
-    )
-    .expect("write config");
+    let config = lake_events_config(dir.path(), "memory", &extra);
 
     let run = |command: &str| {
         let out = dir.path().join(format!("{command}.log"));

@@ -787,17 +787,7 @@ async fn a_lake_on_s3_merges_into_a_table_with_rows() {
         &contacts(201..=400, "changed"),
         1_709_251_300_000,
     );
-    let report_path = h.dir.path().join("report.json");
-    let report = |args: &[&str]| -> serde_json::Value {
-        let mut args = args.to_vec();
-        args.extend(["--report", report_path.to_str().unwrap()]);
-        let (code, stderr) = h.run_binary(&args);
-        assert_eq!(code, 0, "{args:?}: {stderr}");
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
-        report["streams"][0].clone()
-    };
-    let merged = report(&[]);
+    let merged = h.run_reported(&[], "the merge");
     assert_eq!(
         (&merged["rows_inserted"], &merged["rows_updated"]),
         (&serde_json::json!(100), &serde_json::json!(100)),
@@ -824,7 +814,7 @@ async fn a_lake_on_s3_merges_into_a_table_with_rows() {
         "the table's files are in the bucket: {keys:?}"
     );
 
-    let refreshed = report(&["--full-refresh"]);
+    let refreshed = h.run_reported(&["--full-refresh"], "the full refresh");
     assert_eq!(
         (&refreshed["rows_inserted"], &refreshed["rows_updated"]),
         (&serde_json::json!(0), &serde_json::json!(0)),

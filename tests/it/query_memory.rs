@@ -8,7 +8,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::{config_toml, syncline_peak_rss, toml_list};
+use crate::support::{lake_events_config, syncline_peak_rss};
 
 /// Peak RSS allowed, in MiB (debug build; about 110 MiB of it is the debug binary's own pages):
 /// above what printing as it comes takes (135 MiB), far below collecting (746 MiB).
@@ -19,25 +19,9 @@ const ROWS: usize = 500_000;
 #[test]
 fn a_large_query_prints_every_row_in_tables_under_a_memory_bound() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let source = format!(
-        "[source]\ntype = \"files\"\nurl = \"file://{}\"\nstreams = {}",
-        dir.path().join("exports").display(),
-        toml_list(&["events"]),
-    );
     let extra = "[source.files.events]\nglob = \"events.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
                  [source.files.events.schema]\nid = \"int64\"\n";
-    let config = dir.path().join("lake.toml");
-    std::fs::write(
-        &config,
-        config_toml(
-            "name = \"query\"",
-            &dir.path().join("stage"),
-            &source,
-            "[destination]\ntype = \"lake\"",
-            extra,
-        ),
-    )
-    .expect("write config");
+    let config = lake_events_config(dir.path(), "query", extra);
 
     // About 110 bytes a row: some 60 MB of Arrow, several times that as one formatted table.
     let sql = "WITH a AS (SELECT unnest(range(0, 500)) AS n), \
@@ -91,25 +75,9 @@ fn a_large_query_prints_every_row_in_tables_under_a_memory_bound() {
 #[test]
 fn a_small_query_prints_one_table_and_an_empty_one_its_header() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let source = format!(
-        "[source]\ntype = \"files\"\nurl = \"file://{}\"\nstreams = {}",
-        dir.path().join("exports").display(),
-        toml_list(&["events"]),
-    );
     let extra = "[source.files.events]\nglob = \"events.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
                  [source.files.events.schema]\nid = \"int64\"\n";
-    let config = dir.path().join("lake.toml");
-    std::fs::write(
-        &config,
-        config_toml(
-            "name = \"query\"",
-            &dir.path().join("stage"),
-            &source,
-            "[destination]\ntype = \"lake\"",
-            extra,
-        ),
-    )
-    .expect("write config");
+    let config = lake_events_config(dir.path(), "query", extra);
     let query = |sql: &str| {
         let output = Command::new(env!("CARGO_BIN_EXE_syncline"))
             .args(["query", "--config"])

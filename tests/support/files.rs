@@ -191,6 +191,19 @@ impl FilesHarness {
         run_binary(&self.config_path, args, &self.env())
     }
 
+    /// Runs the `syncline` binary, which must succeed (`what` says which run failed), and
+    /// gives its report's first stream.
+    pub fn run_reported(&self, args: &[&str], what: &str) -> serde_json::Value {
+        let report_path = self.dir.path().join("report.json");
+        let mut args = args.to_vec();
+        args.extend(["--report", report_path.to_str().unwrap()]);
+        let (code, stderr) = self.run_binary(&args);
+        assert_eq!(code, 0, "{what}: {stderr}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+        report["streams"][0].clone()
+    }
+
     /// Runs the `syncline` binary with extra environment variables (crash points, say).
     pub fn run_binary_env(&self, args: &[&str], extra: &[(&'static str, &str)]) -> (i32, String) {
         let mut env = self.env();

@@ -519,6 +519,30 @@ pub fn config_toml(
     )
 }
 
+/// Writes `{dir}/lake.toml`, a pipeline `name` from the CSV exports in `{dir}/exports` (stream
+/// `events`) into the lake, staged in `{dir}/stage`; `tables` holds `[source.files.events]`
+/// and anything after it. Returns the file's path.
+pub fn lake_events_config(dir: &Path, name: &str, tables: &str) -> std::path::PathBuf {
+    let source = format!(
+        "[source]\ntype = \"files\"\nurl = \"file://{}\"\nstreams = {}",
+        dir.join("exports").display(),
+        toml_list(&["events"]),
+    );
+    let config = dir.join("lake.toml");
+    std::fs::write(
+        &config,
+        config_toml(
+            &format!("name = {name:?}"),
+            &dir.join("stage"),
+            &source,
+            "[destination]\ntype = \"lake\"",
+            tables,
+        ),
+    )
+    .expect("write config");
+    config
+}
+
 /// A `[destination]` table for the PostgreSQL at `${TEST_DATABASE_URL}`.
 pub fn postgres_destination(schema: &str) -> String {
     format!(

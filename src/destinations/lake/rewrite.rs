@@ -219,18 +219,7 @@ impl Judged {
             }
             (writer, Ok(()))
         });
-        let read = write(
-            ctx,
-            table,
-            &self.judge,
-            &self.shapes,
-            &self.keys,
-            &mut kept,
-            &self.changed,
-            source,
-            &rows,
-        )
-        .await;
+        let read = self.send_rows(ctx, table, &mut kept, source, &rows).await;
         drop(rows);
         let (writer, written) = encoder
             .await
@@ -282,77 +271,73 @@ impl Judged {
             .step("read the table after the merge")?;
         Ok((table, self.counts))
     }
-}
 
-/// Writes the changed files again (their kept and marked rows) and the load's inserted and
-/// replacing rows into `writer`; stops early when the writer has (it failed).
-#[allow(clippy::too_many_arguments)]
-async fn write(
-    ctx: &SessionContext,
-    table: &DeltaTable,
-    judge: &Judge,
-    shapes: &Shapes,
-    keys: &LoadKeys,
-    kept: &mut Kept,
-    changed: &[(String, Remove)],
-    source: DataFrame,
-    writer: &tokio::sync::mpsc::Sender<RecordBatch>,
-) -> Result<()> {
-    for (path, _) in changed {
-        let mut rows = scan(ctx, table, path, None).await?;
+    /// Writes the changed files again (their kept and marked rows) and the load's inserted and
+    /// replacing rows into `writer`; stops early when the writer has (it failed).
+    async fn send_rows(
+        &self,
+        ctx: &SessionContext,
+        table: &DeltaTable,
+        kept: &mut Kept,
+        source: DataFrame,
+        writer: &tokio::sync::mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        let (judge, shapes, keys) = (&self.judge, &self.shapes, &self.keys);
+        for (path, _) in &self.changed {
+            let mut rows = scan(ctx, table, path, None).await?;
+            while let Some(batch) = rows.next().await {
+                let batch = conform(&batch.step("read a data file")?, &judge.schema)?;
+                let fates = judge.judge(&batch, keys)?;
+                kept.stash(&batch, &fates)?;
+                let rewritten = judge.apply(&batch, &fates)?;
+                if rewritten.num_rows() > 0 && writer.send(rewritten).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let mut rows = source.execute_stream().await.step("read the load")?;
         while let Some(batch) = rows.next().await {
-            let batch = conform(&batch.step("read a data file")?, &judge.schema)?;
-            let fates = judge.judge(&batch, keys)?;
-            kept.stash(&batch, &fates)?;
-            let rewritten = judge.apply(&batch, &fates)?;
-            if rewritten.num_rows() > 0 && writer.send(rewritten).await.is_err() {
-                return Ok(());
+            let batch = batch.step("read the load")?;
+            let ids = KeyColumn::of(column(&batch, &judge.key)?, &judge.key_type)?;
+            let mut masks = [const { Vec::new() }; 3];
+            let mut replacing = Vec::new();
+            for row in 0..batch.num_rows() {
+                let entry = ids.get(row).and_then(|id| keys.find(id));
+                let outcome = entry.map_or(Outcome::Settled, |entry| keys.outcome[entry as usize]);
+                masks[0].push(outcome == Outcome::Inserted);
+                masks[1].push(outcome == Outcome::Replaces);
+                masks[2].push(outcome == Outcome::InsertedDeleted);
+                if let (Outcome::Replaces, Some(entry)) = (outcome, entry) {
+                    replacing.push(entry);
+                }
+            }
+            let sets = [
+                Some(&shapes.insert),
+                Some(&shapes.replace),
+                shapes.insert_deleted.as_ref(),
+            ];
+            for (which, (mask, set)) in masks.into_iter().zip(sets).enumerate() {
+                let Some(set) = set else { continue };
+                let mask = BooleanArray::from(mask);
+                if mask.true_count() == 0 {
+                    continue;
+                }
+                let rows = filter_record_batch(&batch, &mask)?;
+                let kept_values = if which == 1 {
+                    kept.values(&replacing)?
+                } else {
+                    Vec::new()
+                };
+                let shaped = shapes.shape(set, &rows, &judge.load_id, &kept_values)?;
+                if writer.send(shaped).await.is_err() {
+                    return Ok(());
+                }
             }
         }
+        Ok(())
     }
-    let mut rows = source.execute_stream().await.step("read the load")?;
-    while let Some(batch) = rows.next().await {
-        let batch = batch.step("read the load")?;
-        let ids = KeyColumn::of(column(&batch, &judge.key)?, &judge.key_type)?;
-        let mut masks = [const { Vec::new() }; 3];
-        let mut replacing = Vec::new();
-        for row in 0..batch.num_rows() {
-            let entry = ids.get(row).and_then(|id| keys.find(id));
-            let outcome = entry.map_or(Outcome::Settled, |entry| keys.outcome[entry as usize]);
-            masks[0].push(outcome == Outcome::Inserted);
-            masks[1].push(outcome == Outcome::Replaces);
-            masks[2].push(outcome == Outcome::InsertedDeleted);
-            if let (Outcome::Replaces, Some(entry)) = (outcome, entry) {
-                replacing.push(entry);
-            }
-        }
-        let sets = [
-            Some(&shapes.insert),
-            Some(&shapes.replace),
-            shapes.insert_deleted.as_ref(),
-        ];
-        for (which, (mask, set)) in masks.into_iter().zip(sets).enumerate() {
-            let Some(set) = set else { continue };
-            let mask = BooleanArray::from(mask);
-            if mask.true_count() == 0 {
-                continue;
-            }
-            let rows = filter_record_batch(&batch, &mask)?;
-            let kept_values = if which == 1 {
-                kept.values(&replacing)?
-            } else {
-                Vec::new()
-            };
-            let shaped = shapes.shape(set, &rows, &judge.load_id, &kept_values)?;
-            if writer.send(shaped).await.is_err() {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
 }
 
-/// Whether the data file at `path` holds a key of the load, from its key column alone.
 /// What a data file holds of the load's keys.
 enum Holds {
     Nothing,
