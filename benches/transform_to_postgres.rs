@@ -4,9 +4,11 @@
 //! `email` and `phone`, cast `lead_score` to double) and a filter every row passes (so both
 //! merge the same number of rows). Prints both runs' wall time and peak memory (max RSS of
 //! the `syncline run` process) and the transform's overhead; generating the files is not timed.
-//! The two loads alternate for `SYNCLINE_BENCH_ROUNDS` rounds (3 by default; each round loads
-//! into schemas of its own), and the overhead is reported per round and as the median: one
-//! pair of runs on this 2-core machine varies by several percent.
+//! The two loads alternate for `SYNCLINE_BENCH_ROUNDS` rounds (3 by default), each into a
+//! schema dropped before it and after a `CHECKPOINT` (so no run pays for writing out an
+//! earlier one's table), and the overhead is reported per round and as the median: one pair
+//! of runs on this 2-core machine varies by several percent. `SYNCLINE_BENCH_BIN` runs an
+//! earlier build instead, to compare two builds in one session.
 //!
 //! `cargo bench --bench transform_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the
 //! size.
@@ -69,8 +71,11 @@ fn main() {
     for round in 1..=rounds {
         let mut measured = Vec::new();
         for (load, streams) in [("plain", ""), ("transformed", TRANSFORM)] {
+            // A pipeline of its own each round (a new load, not an incremental one), into a
+            // schema that starts empty, on a server with nothing left to write out.
             let name = format!("{load}_{round}");
-            let run = load_once(&dir, &name, streams, &pg.url, rows);
+            fresh_schema(&pg.url, load);
+            let run = load_once(&dir, &name, load, streams, &pg.url, rows);
             println!(
                 "transform_to_postgres ({load}, round {round}): {rows} contacts in {:.2} s = {:.0} rows/s, peak RSS {:.1} MiB",
                 run.elapsed.as_secs_f64(),
@@ -99,11 +104,29 @@ fn main() {
     );
 }
 
-/// Loads the exports once as pipeline `name` into the schema of that name, with `streams`
-/// (the transform, or nothing), and checks every record arrived.
+/// Drops `schema` and checkpoints the server.
+fn fresh_schema(url: &str, schema: &str) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        for statement in [
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+            "CHECKPOINT",
+        ] {
+            client.batch_execute(statement).await.expect(statement);
+        }
+    });
+}
+
+/// Loads the exports once as pipeline `name` into `schema`, with `streams` (the transform, or
+/// nothing), and checks every record arrived.
 fn load_once(
     dir: &tempfile::TempDir,
     name: &str,
+    schema: &str,
     streams: &str,
     pg_url: &str,
     rows: usize,
@@ -115,7 +138,7 @@ fn load_once(
             "[pipeline]\nname = \"{name}\"\nbatch_rows = 10000\n[staging]\nurl = \"file://{dir}/stage\"\n\
              [source]\ntype = \"files\"\nurl = \"file://{dir}/exports\"\nstreams = [\"contacts\"]\n\
              [source.files.contacts]\nglob = \"contacts-*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n\
-             [destination]\ntype = \"postgres\"\nurl = \"{url}\"\nschema = \"{name}\"\n{streams}",
+             [destination]\ntype = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n{streams}",
             dir = dir.path().display(),
             url = pg_url
         ),

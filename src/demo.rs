@@ -1,7 +1,8 @@
 //! `syncline demo`: the whole job on a fresh machine, with nothing installed but syncline.
 //!
 //! Starts the CRM simulator in-process, writes a pipeline under a folder, runs a full sync into
-//! the lake (Delta tables on the local staging store) or PostgreSQL, applies a round of changes
+//! the lake (Delta tables on the local staging store) or PostgreSQL (Salesforce leads through
+//! a stream transform that hashes their emails), applies a round of changes
 //! at the source and syncs incrementally, runs the example models, reconciles every table with
 //! the simulator's state, and summarises.
 
@@ -62,6 +63,10 @@ pub struct StepStream {
     pub updated: u64,
     pub deleted: u64,
     pub duration_ms: u64,
+    /// The stream has a transform (`[streams.NAME]`): what was merged is its output.
+    pub transformed: bool,
+    /// Rows its filter dropped.
+    pub filtered: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -356,6 +361,8 @@ fn steps(report: &RunReport) -> Vec<StepStream> {
             updated: s.rows_updated,
             deleted: s.rows_deleted,
             duration_ms: s.duration_ms,
+            transformed: s.reconciliation.transformed.is_some(),
+            filtered: s.rows_filtered,
         })
         .collect()
 }
@@ -444,6 +451,13 @@ lag_seconds = 0
 [destination]
 {destination}
 
+# A stream transform (see the transforms chapter of the docs): the leads' emails reach the
+# destination only as SHA-256 digests (salted with SYNCLINE_HASH_SALT when it is set) and
+# Company is renamed; the raw load stays staged as the audit copy.
+[streams.Lead]
+hash = ["Email"]
+rename = {{ Company = "company_name" }}
+
 [models]
 dir = "{models}/salesforce"
 tests = "{models}/tests/salesforce"
@@ -474,10 +488,14 @@ pub fn render(summary: &DemoSummary) -> String {
         format!("full sync ({:.1} s)", summary.full_ms as f64 / 1000.0),
     );
     for s in &summary.full {
+        let transformed = match s.transformed {
+            true => format!("    transformed, {} filtered", s.filtered),
+            false => String::new(),
+        };
         line(
             &mut out,
             format!(
-                "  {:<12} {:>7} rows loaded    {:>6} ms",
+                "  {:<12} {:>7} rows loaded    {:>6} ms{transformed}",
                 s.stream, s.inserted, s.duration_ms
             ),
         );
@@ -575,6 +593,13 @@ pub fn render(summary: &DemoSummary) -> String {
         );
     }
     line(&mut out, format!("  syncline status --config {config}"));
+    line(
+        &mut out,
+        format!(
+            "  syncline preview --config {} --stream Lead   # the leads as transformed: Email hashed, Company renamed",
+            summary.dir.join("salesforce.toml").display()
+        ),
+    );
     line(
         &mut out,
         format!(

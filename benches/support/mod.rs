@@ -105,11 +105,19 @@ pub struct MeasuredRun {
     pub stream: serde_json::Value,
 }
 
+/// The `syncline` binary [`measure_run`] runs: `SYNCLINE_BENCH_BIN` (an earlier build, to
+/// compare two builds on the same machine in one session), else the one built with the bench.
+pub fn syncline_bin() -> std::path::PathBuf {
+    std::env::var_os("SYNCLINE_BENCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_syncline").into())
+}
+
 /// Runs `syncline run --config CONFIG --report REPORT` as its own process (so its peak memory
 /// is its own) and fails the benchmark unless it exits 0.
 pub fn measure_run(what: &str, config: &std::path::Path, report: &std::path::Path) -> MeasuredRun {
     let started = std::time::Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncline"))
+    let child = std::process::Command::new(syncline_bin())
         .arg("run")
         .arg("--config")
         .arg(config)

@@ -98,11 +98,48 @@ async fn the_demo_syncs_changes_runs_models_and_reconciles() {
         expected_contacts
     );
 
+    // The leads went through the demo's stream transform: every email a SHA-256 digest in hex,
+    // Company under its new name, nothing filtered.
+    let lead = summary.full.iter().find(|s| s.stream == "Lead").unwrap();
+    assert!(lead.transformed && lead.filtered == 0, "{lead:?}");
+    let lake = syncline::destinations::lake::LakeDestination::new(
+        &format!("file://{}/lake", options.dir.display()),
+        Default::default(),
+    )
+    .unwrap();
+    let leads = lake
+        .open_table("Lead")
+        .await
+        .unwrap()
+        .expect("a Lead table");
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("lead", leads.table_provider().await.unwrap())
+        .unwrap();
+    let counts = ctx
+        .sql(
+            "SELECT count(*), count(\"Email\"), \
+             count(*) FILTER (WHERE \"Email\" ~ '^[0-9a-f]{64}$'), count(company_name) FROM lead",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let counts: Vec<String> = counts[0]
+        .columns()
+        .iter()
+        .map(|c| arrow::util::display::array_value_to_string(c, 0).unwrap())
+        .collect();
+    assert_eq!(counts[0], "200", "{counts:?}");
+    assert!(counts[1] != "0" && counts[1] == counts[2], "{counts:?}");
+    assert!(counts[3] != "0", "{counts:?}");
+
     let text = syncline::demo::render(&summary);
     assert!(
         text.contains("match") && !text.contains("MISMATCH"),
         "{text}"
     );
+    assert!(text.contains("transformed, 0 filtered"), "{text}");
 }
 
 #[test]
