@@ -45,13 +45,7 @@ impl Fingerprint {
 /// other, which is the md5 of their concatenation: no allocation per row, where a destination's
 /// million rows read back go through here one at a time.
 pub fn row_hash(key: &str, version_ms: i64, deleted: bool) -> u64 {
-    let mut rest = RowRest::default();
-    first_eight(
-        Md5::new()
-            .chain_update(key)
-            .chain_update(rest.text(version_ms, deleted))
-            .finalize(),
-    )
+    RowRest::default().hash(key.as_bytes(), version_ms, deleted)
 }
 
 /// What follows the key in a row's hashed text, `|{version_ms}|{t|f}`, written with `itoa`
@@ -63,6 +57,16 @@ struct RowRest {
 }
 
 impl RowRest {
+    /// [`row_hash`] of a key's text, with this buffer for the rest.
+    fn hash(&mut self, key: &[u8], version_ms: i64, deleted: bool) -> u64 {
+        first_eight(
+            Md5::new()
+                .chain_update(key)
+                .chain_update(self.text(version_ms, deleted))
+                .finalize(),
+        )
+    }
+
     fn text(&mut self, version_ms: i64, deleted: bool) -> &[u8] {
         // `|`, an i64 (at most 20 characters), `|` and the flag: 23 bytes at most.
         let version = self.version.format(version_ms).as_bytes();
@@ -178,14 +182,8 @@ fn for_each_row_hash(batch: &RecordBatch, key: &str, mut each: impl FnMut(u64)) 
         .as_boolean_opt()
         .ok_or(FingerprintError::DeletedType)?;
     let mut rest = RowRest::default();
-    let mut hash = |key: &[u8], row: usize| {
-        each(first_eight(
-            Md5::new()
-                .chain_update(key)
-                .chain_update(rest.text(versions_ms[row], deleted.value(row)))
-                .finalize(),
-        ))
-    };
+    let mut hash =
+        |key: &[u8], row: usize| each(rest.hash(key, versions_ms[row], deleted.value(row)));
     match keys.data_type() {
         DataType::Int64 => {
             let keys = keys.as_primitive::<arrow::datatypes::Int64Type>();

@@ -174,10 +174,7 @@ async fn lake_full_load_killed_then_rerun_converges(point: &str) {
         })
         .collect();
     h.write_file("contacts/a.jsonl", &lines, 1_700_000_000_000);
-    h.write_lake_config(
-        &["contacts"],
-        "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
-    );
+    h.write_contacts_lake_config();
     let (code, stderr) = h.run_binary_env(&[], &[("SYNCLINE_CRASH_AT", point)]);
     assert_eq!(
         code, -1,
@@ -232,28 +229,13 @@ async fn killed_after_a_spooled_lake_full_load_committed_reruns_exactly_once() {
 async fn killed_after_a_lake_merge_wrote_its_files_reruns_exactly_once() {
     use crate::support::files::FilesHarness;
     let h = FilesHarness::start().await;
-    let contacts = |ids: std::ops::RangeInclusive<usize>, name: &str| -> String {
-        ids.map(|id| format!("{{\"id\": {id}, \"name\": \"{name} {id}\"}}\n"))
-            .collect()
-    };
-    h.write_file(
-        "contacts/a.jsonl",
-        &contacts(1..=3000, "contact"),
-        1_700_000_000_000,
-    );
-    h.write_lake_config(
-        &["contacts"],
-        "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
-    );
+    h.write_contacts("a.jsonl", 1..=3000, "contact", 1_700_000_000_000);
+    h.write_contacts_lake_config();
     let (code, stderr) = h.run_binary(&[]);
     assert_eq!(code, 0, "first load: {stderr}");
 
     // Half the rows change, as many are new.
-    h.write_file(
-        "contacts/b.jsonl",
-        &contacts(1501..=4500, "changed"),
-        1_700_000_100_000,
-    );
+    h.write_contacts("b.jsonl", 1501..=4500, "changed", 1_700_000_100_000);
     let (code, stderr) = h.run_binary_env(&[], &[("SYNCLINE_CRASH_AT", "lake-files-written")]);
     assert_eq!(code, -1, "the run should have been killed: {stderr}");
     let changed = "SELECT count(*), count(DISTINCT id), \

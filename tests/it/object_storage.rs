@@ -765,28 +765,13 @@ async fn a_lake_on_s3_merges_into_a_table_with_rows() {
 
     let moto = Moto::start("stage").await;
     let h = FilesHarness::start().await;
-    let contacts = |ids: std::ops::RangeInclusive<u64>, name: &str| -> String {
-        ids.map(|id| format!("{{\"id\": {id}, \"name\": \"{name} {id}\"}}\n"))
-            .collect()
-    };
-    h.write_file(
-        "contacts/a.jsonl",
-        &contacts(1..=300, "contact"),
-        1_709_251_200_000,
-    );
-    h.write_lake_config(
-        &["contacts"],
-        "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
-    );
+    h.write_contacts("a.jsonl", 1..=300, "contact", 1_709_251_200_000);
+    h.write_contacts_lake_config();
     stage_files_on_s3(&h, &moto.endpoint);
     let (code, stderr) = h.run_binary(&[]);
     assert_eq!(code, 0, "first load: {stderr}");
 
-    h.write_file(
-        "contacts/b.jsonl",
-        &contacts(201..=400, "changed"),
-        1_709_251_300_000,
-    );
+    h.write_contacts("b.jsonl", 201..=400, "changed", 1_709_251_300_000);
     let merged = h.run_reported(&[], "the merge");
     assert_eq!(
         (&merged["rows_inserted"], &merged["rows_updated"]),

@@ -49,6 +49,29 @@ impl FilesHarness {
 
     /// Writes a config like [`FilesHarness::write_config`] whose destination is the lake (Delta
     /// tables under the stage) instead of PostgreSQL.
+    /// Exports `contacts/{file}` as JSONL contacts `ids`, each named `{name} {id}`, modified at
+    /// `mtime_ms`, for the lake's `contacts` stream ([`FilesHarness::write_contacts_lake_config`]).
+    pub fn write_contacts(
+        &self,
+        file: &str,
+        ids: std::ops::RangeInclusive<u64>,
+        name: &str,
+        mtime_ms: i64,
+    ) {
+        let lines: String = ids
+            .map(|id| format!("{{\"id\": {id}, \"name\": \"{name} {id}\"}}\n"))
+            .collect();
+        self.write_file(&format!("contacts/{file}"), &lines, mtime_ms);
+    }
+
+    /// A lake pipeline of the one stream `contacts`, JSONL keyed by `id`.
+    pub fn write_contacts_lake_config(&self) {
+        self.write_lake_config(
+            &["contacts"],
+            "[source.files.contacts]\nglob = \"contacts/*.jsonl\"\nformat = \"jsonl\"\nkey = \"id\"\n",
+        );
+    }
+
     pub fn write_lake_config(&self, streams: &[&str], tables: &str) {
         let source = format!(
             "[source]\ntype = \"files\"\nurl = \"file://{dir}/exports\"\nstreams = {streams}",
