@@ -4,11 +4,15 @@
 //!     `COPY ... FROM STDIN (FORMAT binary)` (no staging, no merge);
 //! (b) `syncline run` in cursor mode (full load through Parquet staging and the merge);
 //! (c) `syncline run` in CDC mode (slot, exported snapshot, staging, merge);
-//! (d) `syncline run` in cursor mode into the lake destination (a new Delta table).
+//! (d) `syncline run` in cursor mode into the lake destination (a new Delta table);
+//! (e) with `lake-refresh` in `SYNCLINE_BENCH_RUNS`, the same rows loaded again into that table
+//!     with `--full-refresh`: a merge into a table with rows that judges every row (in passes
+//!     of `destination.merge_keys_per_pass` keys, a million by default).
 //! Prints seconds, the ratio to (a), and the peak memory (max RSS) of each `syncline run`.
 //!
 //! `cargo bench --bench postgres_to_postgres` (release). `SYNCLINE_BENCH_ROWS` changes the size,
-//! `SYNCLINE_BENCH_RUNS` which of cursor, cdc and lake run (default all three).
+//! `SYNCLINE_BENCH_RUNS` which of cursor, cdc, lake and lake-refresh run (default the first
+//! three; lake-refresh runs after lake).
 
 #[path = "../tests/support/pg.rs"]
 mod pg;
@@ -19,7 +23,7 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, TryStreamExt};
-use support::measure_run;
+use support::{measure_run, measure_run_with};
 
 const TABLE: &str = "(
     id bigint PRIMARY KEY,
@@ -128,6 +132,24 @@ fn main() {
             elapsed.as_secs_f64(),
             elapsed.as_secs_f64() / limit.as_secs_f64(),
             rows as f64 / elapsed.as_secs_f64(),
+            run.peak_rss_mib
+        );
+    }
+    if wanted.split(',').any(|w| w.trim() == "lake-refresh") {
+        // The lake run's table, loaded again: every row judged, none changed.
+        let config = dir.path().join("lake.toml");
+        let report = dir.path().join("lake-refresh.json");
+        let run = measure_run_with("lake-refresh", &config, &report, &["--full-refresh"]);
+        let changed = ["rows_inserted", "rows_updated", "rows_deleted"]
+            .map(|count| run.stream[count].as_u64().unwrap_or(u64::MAX));
+        assert_eq!(
+            changed,
+            [0, 0, 0],
+            "a refresh of unchanged rows changes nothing"
+        );
+        println!(
+            "postgres_to_postgres: syncline lake --full-refresh of {rows} unchanged rows {:.2} s, peak RSS {:.1} MiB",
+            run.elapsed.as_secs_f64(),
             run.peak_rss_mib
         );
     }

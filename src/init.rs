@@ -292,6 +292,7 @@ password = "${SNOWFLAKE_PASSWORD}"   # or key-pair: private_key / private_key_pa
             r#"[destination]
 type = "lake"
 # url = "file:///var/lib/syncline/lake"   # default: {staging.url}/{pipeline.name}/lake
+# merge_keys_per_pass = 1000000   # a merge of more keys runs in passes, memory bounded by one
 "#
         }
     }

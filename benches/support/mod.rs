@@ -116,9 +116,20 @@ pub fn syncline_bin() -> std::path::PathBuf {
 /// Runs `syncline run --config CONFIG --report REPORT` as its own process (so its peak memory
 /// is its own) and fails the benchmark unless it exits 0.
 pub fn measure_run(what: &str, config: &std::path::Path, report: &std::path::Path) -> MeasuredRun {
+    measure_run_with(what, config, report, &[])
+}
+
+/// [`measure_run`] with more arguments to `syncline run` (`--full-refresh`, say).
+pub fn measure_run_with(
+    what: &str,
+    config: &std::path::Path,
+    report: &std::path::Path,
+    args: &[&str],
+) -> MeasuredRun {
     let started = std::time::Instant::now();
     let child = std::process::Command::new(syncline_bin())
         .arg("run")
+        .args(args)
         .arg("--config")
         .arg(config)
         .arg("--report")

@@ -28,7 +28,13 @@ pub fn mirror_lake(config: &Config) -> Result<LakeDestination> {
         config.staging.url.trim_end_matches('/'),
         config.pipeline.name
     );
-    LakeDestination::from_config(config, &LakeConfig { url: Some(url) })
+    LakeDestination::from_config(
+        config,
+        &LakeConfig {
+            url: Some(url),
+            ..LakeConfig::default()
+        },
+    )
 }
 
 /// Merges one staged load into the stream's mirror table, when the pipeline keeps a mirror

@@ -575,8 +575,10 @@ pub async fn read_dead_letters_at(stage: &Stage, path: &Path) -> Result<Vec<Dead
     Ok(out)
 }
 
+/// A Parquet reader of the object at `path` in `store` (staged files, and the lake's data files
+/// a merge wrote and has not committed yet).
 #[allow(deprecated)]
-fn parquet_reader(store: Arc<dyn ObjectStore>, path: Path) -> ParquetObjectReader {
+pub(crate) fn parquet_reader(store: Arc<dyn ObjectStore>, path: Path) -> ParquetObjectReader {
     ParquetObjectReader::new(store, path)
 }
 

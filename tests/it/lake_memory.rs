@@ -120,6 +120,58 @@ fn a_merge_that_changes_every_row_of_a_large_lake_table_stays_under_a_memory_bou
     );
 }
 
+/// Rows of the table the passes test merges a large load into.
+const PASSES_TABLE_ROWS: usize = 1_000;
+/// Rows of that load: new keys, and the table's rows again, newer.
+const PASSES_LOAD_ROWS: usize = 1_000_000;
+/// Keys per pass (`destination.merge_keys_per_pass`): four passes over the load. Each pass
+/// reads the whole load twice (6–7 s a pass in a debug build: eight passes took 70 s).
+const PASS_KEYS: usize = 250_000;
+/// Peak RSS allowed for the run that merges the load in passes, in MiB (debug build): above
+/// what the merge needs holding a quarter of the load's keys (207 MiB measured; 193 MiB in
+/// passes of 125,000 keys), below what one pass holding all of them took (269 MiB).
+const PASSES_PEAK_RSS_BOUND_MIB: i64 = 235;
+
+/// A load of more keys than a pass takes is merged in passes, and the merge's index holds one
+/// pass's keys, not the load's: the keys here are 40 characters, so a million of them cost
+/// about 100 MB in one index. The test takes 40–50 s in a debug build.
+#[test]
+fn a_large_merge_in_passes_holds_one_pass_of_keys() {
+    let lake = Lake::new(
+        "[source.files.events]\nglob = \"*.csv\"\nformat = \"csv\"\nkey = \"id\"\n\
+         version_column = \"v\"\n\
+         [source.files.events.schema]\nid = \"utf8\"\nname = \"utf8\"\nv = \"int64\"\n",
+    );
+    let row = |id: usize, name: &str, version: i64| format!("{id:0>40},{name}-{id},{version}");
+    lake.export(
+        "a-table.csv",
+        "id,name,v",
+        (0..PASSES_TABLE_ROWS).map(|id| row(id, "table", 1_000)),
+    );
+    lake.run("load.log");
+    lake.merge_in_passes_of(PASS_KEYS);
+    lake.export(
+        "b-load.csv",
+        "id,name,v",
+        (0..PASSES_LOAD_ROWS).map(|id| row(id, "load", 2_000)),
+    );
+    let peak_mib = lake.run("merge.log");
+    eprintln!(
+        "peak RSS of `syncline run` merging {PASSES_LOAD_ROWS} rows in passes of {PASS_KEYS} \
+         keys: {peak_mib} MiB"
+    );
+    assert!(
+        peak_mib < PASSES_PEAK_RSS_BOUND_MIB,
+        "peak RSS {peak_mib} MiB is not under {PASSES_PEAK_RSS_BOUND_MIB} MiB"
+    );
+    assert_eq!(
+        lake.query(
+            "SELECT count(*), sum(CASE WHEN name LIKE 'load-%' THEN 1 ELSE 0 END) FROM events"
+        ),
+        [PASSES_LOAD_ROWS.to_string(), PASSES_LOAD_ROWS.to_string()]
+    );
+}
+
 /// A pipeline from CSV exports (`{dir}/exports`, stream `events`) into the lake, run by the
 /// `syncline` binary.
 struct Lake {
@@ -145,6 +197,18 @@ impl Lake {
             writeln!(csv, "{line}").unwrap();
         }
         csv.into_inner().expect("flush export").sync_all().unwrap();
+    }
+
+    /// Sets `destination.merge_keys_per_pass` to `keys` for the runs after this.
+    fn merge_in_passes_of(&self, keys: usize) {
+        let config = std::fs::read_to_string(&self.config).expect("read config");
+        let destination = "[destination]\ntype = \"lake\"";
+        assert!(config.contains(destination), "{config}");
+        let config = config.replace(
+            destination,
+            &format!("{destination}\nmerge_keys_per_pass = {keys}"),
+        );
+        std::fs::write(&self.config, config).expect("write config");
     }
 
     /// Runs `syncline run`, its stderr to `log`; its peak RSS in MiB.

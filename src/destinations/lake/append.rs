@@ -274,12 +274,18 @@ impl Appended {
     /// Deletes the written files, which no commit references (best effort: a file left
     /// behind is only storage, until `VACUUM`).
     pub(crate) async fn abandon(self, table: &DeltaTable) {
-        let store = table.object_store();
-        for add in self.adds {
-            let path = object_store::path::Path::from(add.path.as_str());
-            if let Err(err) = store.delete(&path).await {
-                warn!(error = %err, file = %add.path, "could not delete an unused data file");
-            }
+        delete_unreferenced(table, self.adds).await;
+    }
+}
+
+/// Deletes data files of `table` that no commit references (best effort: a file left behind
+/// is only storage, until `VACUUM`).
+pub(super) async fn delete_unreferenced(table: &DeltaTable, adds: Vec<Add>) {
+    let store = table.object_store();
+    for add in adds {
+        let path = object_store::path::Path::from(add.path.as_str());
+        if let Err(err) = store.delete(&path).await {
+            warn!(error = %err, file = %add.path, "could not delete an unused data file");
         }
     }
 }

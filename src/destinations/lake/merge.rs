@@ -336,6 +336,8 @@ pub(crate) struct TombstoneTable {
 /// When that MERGE could only insert every row (an empty table without tombstones, a load
 /// without deletes or repeated keys), the load is appended instead ([`write_new`]), with the
 /// same commit properties: no join against a table that has no rows, and no de-duplication.
+/// Otherwise syncline's rewrite merges it, in passes of about `keys_per_pass` of the load's
+/// keys (`super::rewrite`).
 pub(crate) async fn apply(
     table: DeltaTable,
     tombstones: TombstoneTable,
@@ -343,6 +345,7 @@ pub(crate) async fn apply(
     load_id: &str,
     load: StagedLoad,
     properties: CommitProperties,
+    keys_per_pass: u64,
 ) -> Result<(DeltaTable, MergeCounts)> {
     let ctx = merge_session()?;
     load.register(&ctx, &layout.source_schema()).await?;
@@ -395,23 +398,34 @@ pub(crate) async fn apply(
         );
     }
 
-    if let Some(judged) = super::rewrite::judge(
+    if let Some(rewritten) = super::rewrite::rewrite(
         &ctx,
         &table,
         tombstones.as_ref(),
         layout,
         load_id,
         deduplicated.clone(),
+        load.received.rows,
+        keys_per_pass,
     )
     .await?
     {
         // A complete full load's orphans become tombstones before the table's commit (the
         // order `super::tombstones` explains); the query runs only when there are some.
-        if layout.deletes == DeleteMode::Hard && judged.orphans > 0 {
-            let orphans = find_orphans(&ctx, &table, layout, load_id, deduplicated.clone()).await?;
-            super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans).await?;
+        if layout.deletes == DeleteMode::Hard && rewritten.orphans > 0 {
+            let recorded = match find_orphans(&ctx, &table, layout, load_id, deduplicated).await {
+                Ok(orphans) => {
+                    super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans)
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = recorded {
+                rewritten.abandon(&table).await;
+                return Err(err);
+            }
         }
-        return judged.commit(&ctx, &table, deduplicated, properties).await;
+        return rewritten.commit(&table, properties).await;
     }
 
     // A complete full load's orphans, found over the table before the merge (`plan::Orphans`):

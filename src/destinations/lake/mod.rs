@@ -97,6 +97,7 @@ const LIST_KEY: &str = "_syncline_list_key";
 const LIST_VERSION: &str = "_syncline_list_version";
 /// Memory a reconcile listing's sort may use before it spills to disk.
 const LIST_SORT_MEMORY: usize = 128 * 1024 * 1024;
+use config::DEFAULT_MERGE_KEYS_PER_PASS;
 use error::{StepExt, StepFailure};
 use merge::StagedLoad;
 use types::{TableLayout, table_layout, table_name_problem};
@@ -141,6 +142,8 @@ pub struct LakeDestination {
     root: Url,
     /// Passed to deltalake and object_store; may hold secrets, so never logged or shown.
     storage_options: HashMap<String, String>,
+    /// How many of a load's keys one pass of a merge indexes (`destination.merge_keys_per_pass`).
+    merge_keys_per_pass: u64,
 }
 
 impl std::fmt::Debug for LakeDestination {
@@ -159,7 +162,16 @@ impl LakeDestination {
             Some(s3) if url.starts_with("s3") => s3.options().into_iter().collect(),
             _ => HashMap::new(),
         };
-        LakeDestination::new(&url, options)
+        Ok(LakeDestination::new(&url, options)?
+            .with_merge_keys_per_pass(lake.merge_keys_per_pass()))
+    }
+
+    /// Merges a load of more than `keys` keys into a table with rows in passes of about `keys`
+    /// keys each: the merge's memory holds an index of one pass's keys (see
+    /// `destination.merge_keys_per_pass`).
+    pub fn with_merge_keys_per_pass(mut self, keys: u64) -> Self {
+        self.merge_keys_per_pass = keys.max(1);
+        self
     }
 
     /// Tables live at `{root}/{table}`; root is a `file:///abs/path` or `s3://bucket/prefix`
@@ -183,6 +195,7 @@ impl LakeDestination {
         Ok(LakeDestination {
             root: url,
             storage_options,
+            merge_keys_per_pass: DEFAULT_MERGE_KEYS_PER_PASS,
         })
     }
 
@@ -299,6 +312,7 @@ impl LakeDestination {
                 &request.load_id,
                 load,
                 properties.clone(),
+                self.merge_keys_per_pass,
             )
             .await?
         };

@@ -1,7 +1,8 @@
 //! A load merged into a Delta table that has rows by rewriting the table's data files under
 //! syncline's own control, in one commit: the outcome of the MERGE that
 //! [`super::merge::MergeClauses`] describes (the PostgreSQL destination's statements), with
-//! memory bounded by the load's keys and a batch, never by the table.
+//! memory bounded by a pass's share of the load's keys and a batch, never by the table or the
+//! load.
 //!
 //! delta-rs's MERGE hash-joins the load and the table, and the join's build side, the smaller
 //! of the two with every column, stays in memory and cannot spill: a million-row load into a
@@ -9,22 +10,27 @@
 //! every retry of the pending load. Here the load is held only as an index of its keys, each
 //! with its version, delete flag, tombstone and a 128-bit digest of the columns an update
 //! compares (50–100 bytes plus the key per row, as its vectors grow by doubling), and
-//! everything else streams a batch at a time:
+//! everything else streams a batch at a time. A load of more keys than a pass takes
+//! (`destination.merge_keys_per_pass`) is merged in passes, each over the keys whose hash falls
+//! in its part; each pass
 //!
-//! 1. the load is scanned to index its keys, and the tombstones to give each key its own;
-//! 2. each data file's key and version columns are read to find the files holding a key of the
-//!    load (every file, for a complete full load, whose orphans may be anywhere);
-//! 3. those files are read and each row judged as the MERGE's clauses would: kept, removed (a
-//!    delete, an orphan, or a row the load's newer one replaces) or marked deleted, which also
-//!    settles what the load does with each of its keys; the columns an update compares are read
-//!    only from a file with a row of the same version as the load's (a newer one differs
-//!    anyway);
-//! 4. the files with a row not kept are written again, the load is scanned once more to write
-//!    its inserted and replacing rows, and one commit removes the rewritten files and adds the
-//!    new ones, with the load's application transaction.
+//! 1. scans the load to index its part of the keys, and the tombstones to give each key its own;
+//! 2. reads each data file's key and version columns to find the files holding a key of the
+//!    part (every file, for a complete full load, whose orphans may be anywhere);
+//! 3. reads those files and judges each row of the part as the MERGE's clauses would: kept,
+//!    removed (a delete, an orphan, or a row the load's newer one replaces) or marked deleted,
+//!    which also settles what the load does with each of its keys; the columns an update
+//!    compares are read only from a file with a row of the same version as the load's (a newer
+//!    one differs anyway);
+//! 4. writes the files with a row not kept again, and scans the load once more to write the
+//!    part's inserted and replacing rows.
 //!
-//! A file is written only when something in it changes: re-reading an overlap (the same rows
-//! again) reads the files holding its keys and writes nothing.
+//! A later pass reads the files an earlier one wrote in place of the table's (and deletes them
+//! when it writes them again: no commit has them). Then one commit removes the table's
+//! rewritten files and adds the new ones, with the load's application transaction, so the
+//! passes are one merge to any reader. A file is written only when something in it changes:
+//! re-reading an overlap (the same rows again) reads the files holding its keys and writes
+//! nothing.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -37,15 +43,17 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::Column;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::col;
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{Action, Remove};
+use deltalake::kernel::{Action, Add, Remove};
 use deltalake::protocol::DeltaOperation;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use hashbrown::HashTable;
+use object_store::path::Path;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use tracing::{debug, warn};
 use twox_hash::XxHash3_128;
 
@@ -55,41 +63,43 @@ use crate::load::DeleteMode;
 use crate::schema::{DELETED_AT_COLUMN, DELETED_COLUMN, LOAD_ID_COLUMN, VERSION_COLUMN};
 
 use super::LakeError;
-use super::append::{data_file_writer, file_schema};
+use super::append::{data_file_writer, delete_unreferenced, file_schema};
 use super::error::StepExt;
 use super::merge::{MergeCounts, cast_strictly};
 use super::types::TableLayout;
 
-/// The load judged against the table: which data files change and what the load does with each
-/// of its keys (see the module docs), before anything is written.
-pub(crate) struct Judged {
-    judge: Judge,
-    shapes: Shapes,
-    keys: LoadKeys,
-    schema: SchemaRef,
-    /// The data files with a row not kept, and the actions that remove them.
-    changed: Vec<(String, Remove)>,
+/// A merge rewritten and not yet committed: the actions that remove the table's changed data
+/// files and add the files written in their place and the load's new rows.
+pub(crate) struct Rewritten {
+    removes: Vec<Remove>,
+    /// The files written, which no commit references yet.
+    adds: Vec<Add>,
     counts: MergeCounts,
     /// Rows of the table a complete full load removes or marks deleted because it lacks them.
     pub orphans: u64,
+    key: String,
+    load_id: String,
 }
 
-/// Judges the load `source` (one row per key, in the load's normalized schema) against
-/// `table`'s rows as the MERGE's clauses would; `tombstones` is the table's side table of hard
-/// deletes. Reads the load once, the tombstones once, and the files that may hold a row the load
-/// changes; writes nothing.
+/// Merges the load `source` (one row per key, in the load's normalized schema, at most
+/// `load_rows` rows) into `table` as the MERGE's clauses would, in passes of at most about
+/// `keys_per_pass` of the load's keys each (see the module docs); `tombstones` is the table's
+/// side table of hard deletes. Writes the new data files; commits nothing.
 ///
 /// `None` when the table is one this merge does not rewrite: a column of a type syncline never
 /// writes, or a column the merge compares or marks that the table lacks. delta-rs's MERGE
 /// handles those.
-pub(crate) async fn judge(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn rewrite(
     ctx: &SessionContext,
     table: &DeltaTable,
     tombstones: Option<&DeltaTable>,
     layout: &TableLayout,
     load_id: &str,
     source: DataFrame,
-) -> Result<Option<Judged>> {
+    load_rows: u64,
+    keys_per_pass: u64,
+) -> Result<Option<Rewritten>> {
     let plan = layout.merge_plan();
     let Some(schema) = file_schema(table)? else {
         return Ok(None);
@@ -98,159 +108,101 @@ pub(crate) async fn judge(
         return Ok(None);
     };
     let shapes = Shapes::new(&plan, &schema);
-
-    let mut keys = LoadKeys::index(&judge, source).await?;
-    if let Some(tombstones) = tombstones {
-        keys.look_up_tombstones(ctx, &judge, tombstones).await?;
-    }
-    debug!(keys = keys.len(), "indexed the load's keys");
-
     let snapshot = table.snapshot().step("read the table snapshot")?;
-    let files: Vec<(String, Remove)> = snapshot
+    let mut files: Vec<DataFile> = snapshot
         .log_data()
         .iter()
-        .map(|file| (file.path().into_owned(), file.remove_action(true)))
+        .map(|file| DataFile::Committed {
+            path: file.path().into_owned(),
+            remove: file.remove_action(true),
+        })
         .collect();
 
-    let mut counts = MergeCounts::default();
-    let mut orphans = 0;
-    let mut changed = Vec::new();
-    for (path, remove) in files {
-        // A complete full load judges every file, and usually re-sends most rows as they are;
-        // otherwise a file is judged only if it holds a key of the load, and its compared
-        // columns are read only if a row of the same version needs them.
-        let columns = if judge.orphans_as_of.is_some() {
-            &judge.read
-        } else {
-            match holds_keys(ctx, table, &path, &judge, &keys).await? {
-                Holds::Nothing => continue,
-                Holds::Keys => &judge.narrow,
-                Holds::Ties => &judge.read,
-            }
-        };
-        let mut rows = scan(ctx, table, &path, Some(columns)).await?;
-        let mut changes = false;
-        while let Some(batch) = rows.next().await {
-            let batch = batch.step("read a data file")?;
-            for (fate, entry) in judge.judge(&batch, &keys)? {
-                changes |= fate != Fate::Keep;
-                match fate {
-                    Fate::Keep => {}
-                    Fate::Replace => counts.updated += 1,
-                    Fate::Remove | Fate::Mark { .. } => counts.deleted += 1,
-                }
-                match entry {
-                    Some(entry) => {
-                        keys.outcome[entry as usize] = match fate {
-                            Fate::Replace => Outcome::Replaces,
-                            _ => Outcome::Settled,
-                        }
-                    }
-                    None if fate != Fate::Keep => orphans += 1,
-                    None => {}
-                }
-            }
-        }
-        if changes {
-            changed.push((path, remove));
-        }
-    }
-    for entry in 0..keys.len() {
-        if keys.outcome[entry] != Outcome::Unmatched {
-            continue;
-        }
-        let version = keys.version[entry];
-        let newer_than_tombstone = keys.tombstone(entry).is_none_or(|t| version > t);
-        keys.outcome[entry] = if !newer_than_tombstone {
-            Outcome::Settled
-        } else if !keys.deleted[entry] {
-            counts.inserted += 1;
-            Outcome::Inserted
-        } else if shapes.insert_deleted.is_some() {
-            counts.deleted += 1;
-            Outcome::InsertedDeleted
-        } else {
-            Outcome::Settled
-        };
-    }
-    debug!(
-        files = changed.len(),
-        inserted = counts.inserted,
-        updated = counts.updated,
-        deleted = counts.deleted,
-        orphans,
-        "judged the table's rows"
-    );
-    Ok(Some(Judged {
-        judge,
-        shapes,
-        keys,
-        schema,
-        changed,
-        counts,
-        orphans,
-    }))
-}
-
-impl Judged {
-    /// Writes the changed files again and the load's inserted and replacing rows, then commits
-    /// them in one commit carrying `properties` against the snapshot of `table` judged (a
-    /// commit since then that touched the same files is a conflict). `source` is the load
-    /// judged.
-    /// Returns the table as of the commit (as it was, when nothing changed: no commit is made)
-    /// and what changed.
-    pub(crate) async fn commit(
-        self,
-        ctx: &SessionContext,
-        table: &DeltaTable,
-        source: DataFrame,
-        properties: CommitProperties,
-    ) -> Result<(DeltaTable, MergeCounts)> {
-        let mut kept = Kept::new(&self.shapes, self.keys.len())?;
-        // The rows are read and judged here and encoded by a task of their own, so reading
-        // and writing Parquet overlap on two cores; the channel holds one batch.
-        let (rows, mut to_write) = tokio::sync::mpsc::channel::<RecordBatch>(1);
-        let mut writer = data_file_writer(table, &self.schema)?;
-        let encoder = tokio::spawn(async move {
-            while let Some(batch) = to_write.recv().await {
-                if let Err(err) = writer.write(&batch).await {
-                    return (writer, Err(err));
-                }
-            }
-            (writer, Ok(()))
-        });
-        let read = self.send_rows(ctx, table, &mut kept, source, &rows).await;
-        drop(rows);
-        let (writer, written) = encoder
-            .await
-            .map_err(|_| LakeError::Rewrite("the data-file writer stopped"))?;
-        let written = written
-            .step("write the table's data files")
-            .map_err(crate::Error::from);
-        let adds = match (read, written) {
-            (Ok(()), Ok(())) => writer.close().await.step("write the table's data files")?,
-            (Err(err), _) | (Ok(()), Err(err)) => {
-                // Files already closed stay unreferenced until `VACUUM`.
-                if let Err(abort) = writer.abort().await {
-                    warn!(error = %abort, "could not abort an unfinished data file");
-                }
+    let parts = load_rows.div_ceil(keys_per_pass.max(1)).max(1);
+    let mut rewritten = Rewritten {
+        removes: Vec::new(),
+        adds: Vec::new(),
+        counts: MergeCounts::default(),
+        orphans: 0,
+        key: judge.key.clone(),
+        load_id: load_id.to_owned(),
+    };
+    for index in 0..parts {
+        let part = Part { index, of: parts };
+        let pass = match Pass::judge(
+            ctx, table, tombstones, &judge, &shapes, &files, part, &source,
+        )
+        .await
+        {
+            Ok(pass) => pass,
+            Err(err) => {
+                delete_unreferenced(table, written(files)).await;
                 return Err(err);
             }
         };
+        let adds = match pass
+            .write(ctx, table, &judge, &shapes, &schema, &files, &source)
+            .await
+        {
+            Ok(adds) => adds,
+            Err(err) => {
+                delete_unreferenced(table, written(files)).await;
+                return Err(err);
+            }
+        };
+        rewritten.counts.inserted += pass.counts.inserted;
+        rewritten.counts.updated += pass.counts.updated;
+        rewritten.counts.deleted += pass.counts.deleted;
+        rewritten.orphans += pass.orphans;
+        // The files this pass wrote again leave the table: one in the snapshot by a remove in
+        // the commit, one an earlier pass wrote by being deleted now (no commit has it).
+        let mut replaced = Vec::new();
+        let mut next = Vec::with_capacity(files.len());
+        for (at, file) in files.into_iter().enumerate() {
+            match (pass.changed.binary_search(&at).is_ok(), file) {
+                (false, file) => next.push(file),
+                (true, DataFile::Committed { remove, .. }) => rewritten.removes.push(remove),
+                (true, DataFile::Written(add)) => replaced.push(add),
+            }
+        }
+        next.extend(adds.into_iter().map(DataFile::Written));
+        files = next;
+        delete_unreferenced(table, replaced).await;
+    }
+    rewritten.adds = written(files);
+    debug!(
+        passes = parts,
+        removed = rewritten.removes.len(),
+        added = rewritten.adds.len(),
+        inserted = rewritten.counts.inserted,
+        updated = rewritten.counts.updated,
+        deleted = rewritten.counts.deleted,
+        orphans = rewritten.orphans,
+        "rewrote the table's changed files"
+    );
+    Ok(Some(rewritten))
+}
+
+impl Rewritten {
+    /// Commits the rewrite in one commit carrying `properties` against the snapshot of `table`
+    /// judged (a commit since then that touched the same files is a conflict). Returns the
+    /// table as of the commit (as it was, when nothing changed: no commit is made) and what
+    /// changed.
+    pub(crate) async fn commit(
+        self,
+        table: &DeltaTable,
+        properties: CommitProperties,
+    ) -> Result<(DeltaTable, MergeCounts)> {
         // The new files are written and in no commit: a kill here leaves the table as it was.
         crate::failpoints::crash_point("lake-files-written");
-        let mut actions: Vec<Action> = self
-            .changed
-            .into_iter()
-            .map(|(_, remove)| Action::Remove(remove))
-            .collect();
-        actions.extend(adds.into_iter().map(Action::Add));
+        let mut actions: Vec<Action> = self.removes.into_iter().map(Action::Remove).collect();
+        actions.extend(self.adds.into_iter().map(Action::Add));
         if actions.is_empty() {
             return Ok((table.clone(), self.counts));
         }
         let operation = DeltaOperation::Merge {
             predicate: None,
-            merge_predicate: Some(format!("target.{0} = source.{0}", self.judge.key)),
+            merge_predicate: Some(format!("target.{0} = source.{0}", self.key)),
             matched_predicates: Vec::new(),
             not_matched_predicates: Vec::new(),
             not_matched_by_source_predicates: Vec::new(),
@@ -261,7 +213,7 @@ impl Judged {
             operation,
             properties,
             "merge",
-            &self.judge.load_id,
+            &self.load_id,
         )
         .await?;
         let mut table = table.clone();
@@ -272,21 +224,238 @@ impl Judged {
         Ok((table, self.counts))
     }
 
-    /// Writes the changed files again (their kept and marked rows) and the load's inserted and
-    /// replacing rows into `writer`; stops early when the writer has (it failed).
+    /// Deletes the written files, which no commit references (best effort).
+    pub(crate) async fn abandon(self, table: &DeltaTable) {
+        delete_unreferenced(table, self.adds).await;
+    }
+}
+
+/// One of the data files a merge judges: in the table's snapshot, or written by an earlier
+/// pass of the same merge and in no commit yet.
+enum DataFile {
+    Committed { path: String, remove: Remove },
+    Written(Add),
+}
+
+/// The files of `files` written by the merge's passes.
+fn written(files: Vec<DataFile>) -> Vec<Add> {
+    files
+        .into_iter()
+        .filter_map(|file| match file {
+            DataFile::Written(add) => Some(add),
+            DataFile::Committed { .. } => None,
+        })
+        .collect()
+}
+
+/// The share of the load's keys one pass of the merge takes: those whose hash, modulo `of`, is
+/// `index`. A key's part never changes, so a table row is judged in its key's pass only.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    index: u64,
+    of: u64,
+}
+
+impl Part {
+    /// Whether the key `id` (`None`: NULL, judged in the first pass) is in this part.
+    fn holds(&self, id: Option<&[u8]>) -> bool {
+        match id {
+            _ if self.of == 1 => true,
+            Some(id) => (XxHash3_128::oneshot(id) as u64) % self.of == self.index,
+            None => self.index == 0,
+        }
+    }
+}
+
+/// One pass of a merge: its part of the load judged against the table's files as they stand
+/// after the passes before it.
+struct Pass {
+    keys: LoadKeys,
+    /// Indexes into the pass's files of those with a row not kept, ascending.
+    changed: Vec<usize>,
+    counts: MergeCounts,
+    orphans: u64,
+}
+
+impl Pass {
+    /// Indexes the load's keys in `part`, then judges the `files` that may hold one (every
+    /// file, for a complete full load) and settles what the load does with each key. Reads
+    /// the load once, the tombstones once, and the files; writes nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn judge(
+        ctx: &SessionContext,
+        table: &DeltaTable,
+        tombstones: Option<&DeltaTable>,
+        judge: &Judge,
+        shapes: &Shapes,
+        files: &[DataFile],
+        part: Part,
+        source: &DataFrame,
+    ) -> Result<Pass> {
+        let mut keys = LoadKeys::index(judge, source.clone(), part).await?;
+        if let Some(tombstones) = tombstones {
+            keys.look_up_tombstones(ctx, judge, tombstones).await?;
+        }
+        debug!(
+            keys = keys.len(),
+            part = part.index,
+            of = part.of,
+            "indexed the load's keys"
+        );
+
+        let mut counts = MergeCounts::default();
+        let mut orphans = 0;
+        let mut changed = Vec::new();
+        for (at, file) in files.iter().enumerate() {
+            // A complete full load judges every file, and usually re-sends most rows as they
+            // are; otherwise a file is judged only if it holds a key of the load, and its
+            // compared columns are read only if a row of the same version needs them.
+            let columns = if judge.orphans_as_of.is_some() {
+                &judge.read
+            } else {
+                match holds_keys(ctx, table, file, judge, &keys).await? {
+                    Holds::Nothing => continue,
+                    Holds::Keys => &judge.narrow,
+                    Holds::Ties => &judge.read,
+                }
+            };
+            let mut rows = scan(ctx, table, file, Some(columns)).await?;
+            let mut changes = false;
+            while let Some(batch) = rows.next().await {
+                for (fate, entry) in judge.judge(&batch?, &keys)? {
+                    changes |= fate != Fate::Keep;
+                    match fate {
+                        Fate::Keep => {}
+                        Fate::Replace => counts.updated += 1,
+                        Fate::Remove | Fate::Mark { .. } => counts.deleted += 1,
+                    }
+                    match entry {
+                        Some(entry) => {
+                            keys.outcome[entry as usize] = match fate {
+                                Fate::Replace => Outcome::Replaces,
+                                _ => Outcome::Settled,
+                            }
+                        }
+                        None if fate != Fate::Keep => orphans += 1,
+                        None => {}
+                    }
+                }
+            }
+            if changes {
+                changed.push(at);
+            }
+        }
+        for entry in 0..keys.len() {
+            if keys.outcome[entry] != Outcome::Unmatched {
+                continue;
+            }
+            let version = keys.version[entry];
+            let newer_than_tombstone = keys.tombstone(entry).is_none_or(|t| version > t);
+            keys.outcome[entry] = if !newer_than_tombstone {
+                Outcome::Settled
+            } else if !keys.deleted[entry] {
+                counts.inserted += 1;
+                Outcome::Inserted
+            } else if shapes.insert_deleted.is_some() {
+                counts.deleted += 1;
+                Outcome::InsertedDeleted
+            } else {
+                Outcome::Settled
+            };
+        }
+        debug!(
+            files = changed.len(),
+            inserted = counts.inserted,
+            updated = counts.updated,
+            deleted = counts.deleted,
+            orphans,
+            "judged the table's rows"
+        );
+        Ok(Pass {
+            keys,
+            changed,
+            counts,
+            orphans,
+        })
+    }
+
+    /// Writes the changed files again and the pass's inserted and replacing rows of `source`
+    /// (the load judged) into new data files in `schema`; returns them. Reading and judging
+    /// run here and Parquet encoding in a task of its own, so the two overlap on two cores;
+    /// the channel between them holds one batch.
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &self,
+        ctx: &SessionContext,
+        table: &DeltaTable,
+        judge: &Judge,
+        shapes: &Shapes,
+        schema: &SchemaRef,
+        files: &[DataFile],
+        source: &DataFrame,
+    ) -> Result<Vec<Add>> {
+        let mut kept = Kept::new(shapes, self.keys.len())?;
+        let (rows, mut to_write) = tokio::sync::mpsc::channel::<RecordBatch>(1);
+        let mut writer = data_file_writer(table, schema)?;
+        let encoder = tokio::spawn(async move {
+            while let Some(batch) = to_write.recv().await {
+                if let Err(err) = writer.write(&batch).await {
+                    return (writer, Err(err));
+                }
+            }
+            (writer, Ok(()))
+        });
+        let changed = self.changed.iter().map(|&at| &files[at]);
+        let read = self
+            .send_rows(
+                ctx,
+                table,
+                judge,
+                shapes,
+                &mut kept,
+                changed,
+                source.clone(),
+                &rows,
+            )
+            .await;
+        drop(rows);
+        let (writer, written) = encoder
+            .await
+            .map_err(|_| LakeError::Rewrite("the data-file writer stopped"))?;
+        let written = written
+            .step("write the table's data files")
+            .map_err(crate::Error::from);
+        match (read, written) {
+            (Ok(()), Ok(())) => Ok(writer.close().await.step("write the table's data files")?),
+            (Err(err), _) | (Ok(()), Err(err)) => {
+                // Files already closed stay unreferenced until `VACUUM`.
+                if let Err(abort) = writer.abort().await {
+                    warn!(error = %abort, "could not abort an unfinished data file");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes the `changed` files again (their kept and marked rows) and the pass's inserted
+    /// and replacing rows into `writer`; stops early when the writer has (it failed).
+    #[allow(clippy::too_many_arguments)]
     async fn send_rows(
         &self,
         ctx: &SessionContext,
         table: &DeltaTable,
+        judge: &Judge,
+        shapes: &Shapes,
         kept: &mut Kept,
+        changed: impl Iterator<Item = &DataFile>,
         source: DataFrame,
         writer: &tokio::sync::mpsc::Sender<RecordBatch>,
     ) -> Result<()> {
-        let (judge, shapes, keys) = (&self.judge, &self.shapes, &self.keys);
-        for (path, _) in &self.changed {
-            let mut rows = scan(ctx, table, path, None).await?;
+        let keys = &self.keys;
+        for file in changed {
+            let mut rows = scan(ctx, table, file, None).await?;
             while let Some(batch) = rows.next().await {
-                let batch = conform(&batch.step("read a data file")?, &judge.schema)?;
+                let batch = conform(&batch?, &judge.schema)?;
                 let fates = judge.judge(&batch, keys)?;
                 kept.stash(&batch, &fates)?;
                 let rewritten = judge.apply(&batch, &fates)?;
@@ -347,18 +516,18 @@ enum Holds {
     Ties,
 }
 
-/// What the data file at `path` holds of the load's keys, from its key and version columns.
+/// What the data file `file` holds of the load's keys, from its key and version columns.
 async fn holds_keys(
     ctx: &SessionContext,
     table: &DeltaTable,
-    path: &str,
+    file: &DataFile,
     judge: &Judge,
     keys: &LoadKeys,
 ) -> Result<Holds> {
-    let mut rows = scan(ctx, table, path, Some(&judge.narrow[..2])).await?;
+    let mut rows = scan(ctx, table, file, Some(&judge.narrow[..2])).await?;
     let mut holds = Holds::Nothing;
     while let Some(batch) = rows.next().await {
-        let batch = batch.step("read a data file's keys")?;
+        let batch = batch?;
         let ids = KeyColumn::of(column(&batch, &judge.key)?, &judge.key_type)?;
         let versions = timestamps(column(&batch, VERSION_COLUMN)?, &judge.timestamp)?;
         for row in 0..batch.num_rows() {
@@ -373,20 +542,49 @@ async fn holds_keys(
     Ok(holds)
 }
 
-/// The rows of the table's data file at `path`, with `columns` (all when `None`), a batch at a
-/// time.
+/// The rows of the data file `file`, with `columns` (all when `None`), a batch at a time.
+///
+/// A file in the snapshot is read through the table (which knows its deletion vectors, say); a
+/// file an earlier pass wrote is in no snapshot yet, and is read as the Parquet it is, from the
+/// table's store: this merge wrote it, in the table's file schema.
 async fn scan(
     ctx: &SessionContext,
     table: &DeltaTable,
-    path: &str,
+    file: &DataFile,
     columns: Option<&[String]>,
-) -> Result<SendableRecordBatchStream> {
+) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    const STEP: &str = "read a data file";
+    let path = match file {
+        DataFile::Committed { path, .. } => path,
+        DataFile::Written(add) => {
+            let reader =
+                crate::stage::parquet_reader(table.object_store(), Path::from(add.path.as_str()));
+            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .step(STEP)?;
+            let mask = match columns {
+                Some(columns) => {
+                    let roots = columns
+                        .iter()
+                        .map(|name| builder.schema().index_of(name))
+                        .collect::<Result<Vec<_>, _>>()
+                        .step(STEP)?;
+                    ProjectionMask::roots(builder.parquet_schema(), roots)
+                }
+                None => ProjectionMask::all(),
+            };
+            let rows = builder.with_projection(mask).build().step(STEP)?;
+            return Ok(rows
+                .map(|batch| Ok::<_, crate::Error>(batch.step(STEP)?))
+                .boxed());
+        }
+    };
     let provider = table
         .table_provider()
-        .with_file_paths([path.to_owned()])
+        .with_file_paths([path.clone()])
         .await
-        .step("read a data file")?;
-    let mut rows = ctx.read_table(provider).step("read a data file")?;
+        .step(STEP)?;
+    let mut rows = ctx.read_table(provider).step(STEP)?;
     if let Some(columns) = columns {
         rows = rows
             .select(
@@ -395,9 +593,12 @@ async fn scan(
                     .map(|name| col(Column::new_unqualified(name)))
                     .collect::<Vec<_>>(),
             )
-            .step("read a data file")?;
+            .step(STEP)?;
     }
-    Ok(rows.execute_stream().await.step("read a data file")?)
+    let rows = rows.execute_stream().await.step(STEP)?;
+    Ok(rows
+        .map(|batch| Ok::<_, crate::Error>(batch.step(STEP)?))
+        .boxed())
 }
 
 /// The column `name` of `batch`.
@@ -484,6 +685,8 @@ enum Outcome {
 
 /// The load's keys, each with what the merge needs of its row: an index, not the rows.
 struct LoadKeys {
+    /// The keys of the load indexed: those in this part.
+    part: Part,
     /// Every key's bytes, one after another; key `i` ends at `ends[i]`.
     bytes: Vec<u8>,
     ends: Vec<usize>,
@@ -509,9 +712,10 @@ fn key_at<'a>(bytes: &'a [u8], ends: &[usize], entry: u32) -> &'a [u8] {
 }
 
 impl LoadKeys {
-    /// Scans `source` (one row per key) once.
-    async fn index(judge: &Judge, source: DataFrame) -> Result<LoadKeys> {
+    /// Scans `source` (one row per key) once for its keys in `part`.
+    async fn index(judge: &Judge, source: DataFrame, part: Part) -> Result<LoadKeys> {
         let mut keys = LoadKeys {
+            part,
             bytes: Vec::new(),
             ends: Vec::new(),
             slots: HashTable::new(),
@@ -524,7 +728,15 @@ impl LoadKeys {
         };
         let mut rows = source.execute_stream().await.step("read the load")?;
         while let Some(batch) = rows.next().await {
-            let batch = batch.step("read the load")?;
+            let mut batch = batch.step("read the load")?;
+            if part.of > 1 {
+                // Only the part's rows are encoded for their digests.
+                let ids = KeyColumn::of(column(&batch, &judge.key)?, &judge.key_type)?;
+                let ours: BooleanArray = (0..batch.num_rows())
+                    .map(|row| Some(part.holds(ids.get(row))))
+                    .collect();
+                batch = filter_record_batch(&batch, &ours)?;
+            }
             let ids = KeyColumn::of(column(&batch, &judge.key)?, &judge.key_type)?;
             let versions = timestamps(column(&batch, VERSION_COLUMN)?, &judge.timestamp)?;
             let deleted = column(&batch, DELETED_COLUMN)?
@@ -845,6 +1057,8 @@ impl Judge {
                             differs,
                         )
                     }
+                    // A key of another part is judged in that part's pass.
+                    None if !keys.part.holds(ids.get(row)) => Fate::Keep,
                     None => {
                         let load_id =
                             load_ids.and_then(|ids| ids.is_valid(row).then(|| ids.value(row)));

@@ -1,7 +1,7 @@
 //! The merge cases against the lake destination: a Delta table in a temp folder, read back
 //! through DataFusion as `syncline query` and other engines read it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use arrow::array::RecordBatch;
@@ -98,6 +98,99 @@ async fn lake_rows(
         }
     }
     out
+}
+
+/// The lake merging in passes of two keys: every load of more than two rows into a table with
+/// rows is merged in several passes (`destination.merge_keys_per_pass`), each of which reads
+/// and writes again the files the passes before it wrote.
+pub(super) struct PassesLake(Lake);
+
+impl DestinationUnderTest for PassesLake {
+    const TYPE_NAMES: (&'static str, &'static str) = Lake::TYPE_NAMES;
+    const NEW_COLUMN: &'static str = Lake::NEW_COLUMN;
+    const PROPERTY_CASES: u32 = Lake::PROPERTY_CASES;
+
+    async fn start(stage: &Path) -> PassesLake {
+        let mut lake = Lake::start(stage).await;
+        lake.dest = LakeDestination::new(&lake.root, HashMap::new())
+            .unwrap()
+            .with_merge_keys_per_pass(2);
+        PassesLake(lake)
+    }
+
+    fn destination(&self) -> &dyn Destination {
+        &self.0.dest
+    }
+
+    async fn rows(&self, table: &str, columns: &[&str], soft: bool) -> Vec<String> {
+        self.0.rows(table, columns, soft).await
+    }
+}
+
+mod passes {
+    crate::merge::every_case!(super::PassesLake);
+}
+
+/// A merge in passes is one commit, and leaves no data file behind that the table does not
+/// reference: a file a pass wrote and a later pass wrote again is deleted before the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_in_passes_is_one_commit_and_leaves_no_file_behind() {
+    let t = Target::<PassesLake>::start().await;
+    let first: Vec<_> = (1..=40).map(|id| (id, "a", 100, false)).collect();
+    t.merge("l1", DeleteMode::Hard, batch(&first, None))
+        .await
+        .unwrap();
+    let dir = format!("{}/people", t.dut.0.root.trim_start_matches("file://"));
+    let parquet_files = || -> BTreeSet<String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".parquet"))
+            .collect()
+    };
+    let first_files = parquet_files();
+    let before = t.dut.0.dest.open_table("people").await.unwrap().unwrap();
+
+    // Every row of the table changes, in 25 passes of about two keys, and ten rows are new.
+    let second: Vec<_> = (1..=50).map(|id| (id, "b", 200, id % 7 == 0)).collect();
+    let outcome = t
+        .merge("l2", DeleteMode::Hard, batch(&second, None))
+        .await
+        .unwrap();
+    let deleted = (1..=40).filter(|id| id % 7 == 0).count() as u64;
+    let inserted = (41..=50).filter(|id| id % 7 != 0).count() as u64;
+    assert_eq!(
+        (outcome.inserted, outcome.updated, outcome.deleted),
+        (inserted, 40 - deleted, deleted)
+    );
+    let mut expected: Vec<String> = (1..=50)
+        .filter(|id| id % 7 != 0)
+        .map(|id| format!("{id}|b|200"))
+        .collect();
+    expected.sort();
+    assert_eq!(t.people(false).await, expected);
+
+    let table = t.dut.0.dest.open_table("people").await.unwrap().unwrap();
+    assert_eq!(
+        table.version(),
+        before.version().map(|v| v + 1),
+        "the merge is one commit"
+    );
+    let referenced: BTreeSet<String> = table
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|file| file.path().into_owned())
+        .collect();
+    // On disk: the table's files, and the first load's, which the merge removed from the table
+    // and `VACUUM` deletes; nothing an earlier pass wrote.
+    let kept: BTreeSet<String> = referenced.union(&first_files).cloned().collect();
+    assert_eq!(parquet_files(), kept);
+    assert!(
+        referenced.is_disjoint(&first_files),
+        "every file was written again"
+    );
 }
 
 /// The column [`ForeignLake`] adds to each table: an `integer`, a type syncline never writes.

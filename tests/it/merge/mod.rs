@@ -164,6 +164,20 @@ impl<D: DestinationUnderTest> Target<D> {
         self.merge_staged(&request, batch).await
     }
 
+    /// [`Target::merge`] of a complete full load: the source held exactly `batch`'s rows
+    /// when it was read.
+    async fn merge_complete(
+        &self,
+        load_id: &str,
+        deletes: DeleteMode,
+        batch: RecordBatch,
+    ) -> syncline::Result<MergeOutcome> {
+        let mut request = self.stage_in("people", load_id, deletes, &batch).await;
+        request.complete = Some(chrono::Utc::now());
+        self.dest().ensure_table(&request).await?;
+        self.merge_staged(&request, batch).await
+    }
+
     /// `id|name|version_ms` (with `soft`, plus `|t` or `|f` for deleted), sorted.
     async fn people(&self, soft: bool) -> Vec<String> {
         self.rows(&["id", "name"], soft).await
@@ -337,6 +351,72 @@ async fn soft_deletes_and_undeletes<D: DestinationUnderTest>() {
         .unwrap();
     assert_eq!(counts(&back), (0, 1, 0), "{back:?}");
     assert_eq!(t.people(true).await, ["1|a2|300|f", "2|b|100|f"]);
+}
+
+/// The table a complete full load leaves behind, in `deletes` mode: five rows from `l1`, a
+/// sixth from `l3`, a load that started after the full load `l2` and committed before it,
+/// then `l2` holding rows 1 (changed), 3 and 5 as they are. Rows 2 and 4 are its orphans; row
+/// 6 is kept, since a load the full load did not see wrote it. Returns `l2`'s outcome.
+async fn complete_full_load<D: DestinationUnderTest>(
+    t: &Target<D>,
+    deletes: DeleteMode,
+) -> MergeOutcome {
+    let rows: Vec<_> = (1..=5)
+        .map(|id| (id, ["a", "b", "c", "d", "e"][id as usize - 1], 100, false))
+        .collect();
+    t.merge("l1", deletes, batch(&rows, None)).await.unwrap();
+    t.merge("l3", deletes, batch(&[(6, "f", 300, false)], None))
+        .await
+        .unwrap();
+    t.merge_complete(
+        "l2",
+        deletes,
+        batch(
+            &[
+                (1, "a2", 200, false),
+                (3, "c", 100, false),
+                (5, "e", 100, false),
+            ],
+            None,
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+async fn a_complete_full_load_deletes_the_rows_the_source_lacks<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    let outcome = complete_full_load(&t, DeleteMode::Hard).await;
+    assert_eq!(counts(&outcome), (0, 1, 2), "{outcome:?}");
+    assert_eq!(
+        t.people(false).await,
+        ["1|a2|200", "3|c|100", "5|e|100", "6|f|300"]
+    );
+    // The orphans' tombstones hold against an older re-send.
+    t.merge("l4", DeleteMode::Hard, batch(&[(2, "b", 100, false)], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.people(false).await,
+        ["1|a2|200", "3|c|100", "5|e|100", "6|f|300"]
+    );
+}
+
+async fn a_complete_full_load_marks_the_rows_the_source_lacks_deleted<D: DestinationUnderTest>() {
+    let t = Target::<D>::start().await;
+    let outcome = complete_full_load(&t, DeleteMode::Soft).await;
+    assert_eq!(counts(&outcome), (0, 1, 2), "{outcome:?}");
+    assert_eq!(
+        t.people(true).await,
+        [
+            "1|a2|200|f",
+            "2|b|100|t",
+            "3|c|100|f",
+            "4|d|100|t",
+            "5|e|100|f",
+            "6|f|300|f"
+        ]
+    );
 }
 
 async fn a_new_source_column_becomes_a_new_column<D: DestinationUnderTest>() {
@@ -880,6 +960,8 @@ macro_rules! every_case {
             a_first_load_is_applied_once_and_its_replay_changes_nothing,
             a_first_load_with_a_repeated_key_keeps_the_newest_version,
             a_first_load_with_deletes_remembers_them,
+            a_complete_full_load_deletes_the_rows_the_source_lacks,
+            a_complete_full_load_marks_the_rows_the_source_lacks_deleted,
         );
     };
     (@each $dut:ty: $($case:ident),* $(,)?) => {
