@@ -4,7 +4,8 @@
 //! `SYNCLINE_CRASH_AT=<point>` kills the process with SIGKILL when it reaches that point.
 //! The points: `after-stage` (manifest written and load pending, nothing merged),
 //! `after-merge` (destination committed, state not yet saved), `lake-files-written` (a lake
-//! merge into a table with rows has written its data files, not committed them) and
+//! merge into a table with rows has written its data files, not committed them),
+//! `lake-pass-written` (a lake merge in passes has written one pass's files, not the next's) and
 //! `cdc-mid-stream` (the CDC
 //! reader has decoded part of the WAL), and for the flushes of `syncline stream` (not its
 //! first, catch-up load: its CDC flushes and the loads of records its webhook hints name;

@@ -227,17 +227,36 @@ async fn killed_after_a_spooled_lake_full_load_committed_reruns_exactly_once() {
 /// and the re-run applies the load exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_a_lake_merge_wrote_its_files_reruns_exactly_once() {
+    lake_merge_killed_then_rerun_converges("lake-files-written", None).await;
+}
+
+/// The same load merged in three passes (`merge_keys_per_pass = 1000`), killed after the first
+/// pass wrote its files: the table is as it was, and the re-run applies the load exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_two_passes_of_a_lake_merge_reruns_exactly_once() {
+    lake_merge_killed_then_rerun_converges("lake-pass-written", Some(1000)).await;
+}
+
+/// A lake table of 3,000 contacts, then a load changing half of them and adding as many,
+/// killed at `point`, then run again; `keys_per_pass` sets `destination.merge_keys_per_pass`.
+async fn lake_merge_killed_then_rerun_converges(point: &str, keys_per_pass: Option<u64>) {
     use crate::support::files::FilesHarness;
     let h = FilesHarness::start().await;
     h.write_contacts("a.jsonl", 1..=3000, "contact", 1_700_000_000_000);
     h.write_contacts_lake_config();
+    if let Some(keys) = keys_per_pass {
+        h.add_destination_key(&format!("merge_keys_per_pass = {keys}"));
+    }
     let (code, stderr) = h.run_binary(&[]);
     assert_eq!(code, 0, "first load: {stderr}");
 
     // Half the rows change, as many are new.
     h.write_contacts("b.jsonl", 1501..=4500, "changed", 1_700_000_100_000);
-    let (code, stderr) = h.run_binary_env(&[], &[("SYNCLINE_CRASH_AT", "lake-files-written")]);
-    assert_eq!(code, -1, "the run should have been killed: {stderr}");
+    let (code, stderr) = h.run_binary_env(&[], &[("SYNCLINE_CRASH_AT", point)]);
+    assert_eq!(
+        code, -1,
+        "the run should have been killed at {point}: {stderr}"
+    );
     let changed = "SELECT count(*), count(DISTINCT id), \
                    sum(CASE WHEN name LIKE 'changed%' THEN 1 ELSE 0 END) FROM contacts";
     let counts = |rows: Vec<Vec<Option<String>>>| -> Vec<String> {

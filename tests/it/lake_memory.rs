@@ -18,7 +18,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use crate::support::{lake_events_config, syncline_peak_rss};
+use crate::support::{add_lake_destination_key, lake_events_config, syncline_peak_rss};
 
 const ROWS: usize = 2_000_000;
 
@@ -201,14 +201,7 @@ impl Lake {
 
     /// Sets `destination.merge_keys_per_pass` to `keys` for the runs after this.
     fn merge_in_passes_of(&self, keys: usize) {
-        let config = std::fs::read_to_string(&self.config).expect("read config");
-        let destination = "[destination]\ntype = \"lake\"";
-        assert!(config.contains(destination), "{config}");
-        let config = config.replace(
-            destination,
-            &format!("{destination}\nmerge_keys_per_pass = {keys}"),
-        );
-        std::fs::write(&self.config, config).expect("write config");
+        add_lake_destination_key(&self.config, &format!("merge_keys_per_pass = {keys}"));
     }
 
     /// Runs `syncline run`, its stderr to `log`; its peak RSS in MiB.

@@ -72,6 +72,11 @@ impl FilesHarness {
         );
     }
 
+    /// Adds `line` (a `key = value`) to the lake config's `[destination]`.
+    pub fn add_destination_key(&self, line: &str) {
+        super::add_lake_destination_key(&self.config_path, line);
+    }
+
     pub fn write_lake_config(&self, streams: &[&str], tables: &str) {
         let source = format!(
             "[source]\ntype = \"files\"\nurl = \"file://{dir}/exports\"\nstreams = {streams}",

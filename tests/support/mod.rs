@@ -543,6 +543,15 @@ pub fn lake_events_config(dir: &Path, name: &str, tables: &str) -> std::path::Pa
     config
 }
 
+/// Adds `line` (a `key = value`) to the `[destination]` of the lake config at `config`.
+pub fn add_lake_destination_key(config: &Path, line: &str) {
+    let text = std::fs::read_to_string(config).expect("read config");
+    let destination = "[destination]\ntype = \"lake\"";
+    assert!(text.contains(destination), "a lake config: {text}");
+    let text = text.replace(destination, &format!("{destination}\n{line}"));
+    std::fs::write(config, text).expect("write config");
+}
+
 /// A `[destination]` table for the PostgreSQL at `${TEST_DATABASE_URL}`.
 pub fn postgres_destination(schema: &str) -> String {
     format!(

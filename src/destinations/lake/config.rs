@@ -55,3 +55,17 @@ impl LakeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_pass_of_no_keys_is_a_configuration_error_naming_the_key() {
+        let lake: LakeConfig = toml::from_str("merge_keys_per_pass = 0").unwrap();
+        let err = lake.validate().unwrap_err().to_string();
+        assert!(err.contains("merge_keys_per_pass"), "{err}");
+        let lake: LakeConfig = toml::from_str("").unwrap();
+        assert_eq!(lake.merge_keys_per_pass(), DEFAULT_MERGE_KEYS_PER_PASS);
+    }
+}

@@ -413,14 +413,12 @@ pub(crate) async fn apply(
         // A complete full load's orphans become tombstones before the table's commit (the
         // order `super::tombstones` explains); the query runs only when there are some.
         if layout.deletes == DeleteMode::Hard && rewritten.orphans > 0 {
-            let recorded = match find_orphans(&ctx, &table, layout, load_id, deduplicated).await {
-                Ok(orphans) => {
-                    super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans)
-                        .await
-                }
-                Err(err) => Err(err),
+            let recorded = async {
+                let orphans = find_orphans(&ctx, &table, layout, load_id, deduplicated).await?;
+                super::tombstones::record(unloaded, tombstones, layout, load_id, &ctx, orphans)
+                    .await
             };
-            if let Err(err) = recorded {
+            if let Err(err) = recorded.await {
                 rewritten.abandon(&table).await;
                 return Err(err);
             }

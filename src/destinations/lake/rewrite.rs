@@ -54,7 +54,7 @@ use futures::stream::BoxStream;
 use hashbrown::HashTable;
 use object_store::path::Path;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use twox_hash::XxHash3_128;
 
 use crate::Result;
@@ -127,24 +127,28 @@ pub(crate) async fn rewrite(
         key: judge.key.clone(),
         load_id: load_id.to_owned(),
     };
+    if parts > 1 {
+        info!(
+            rows = load_rows,
+            passes = parts,
+            "merging the load in passes of about {keys_per_pass} keys (destination.merge_keys_per_pass)"
+        );
+    }
     for index in 0..parts {
         let part = Part { index, of: parts };
-        let pass = match Pass::judge(
-            ctx, table, tombstones, &judge, &shapes, &files, part, &source,
-        )
-        .await
-        {
-            Ok(pass) => pass,
-            Err(err) => {
-                delete_unreferenced(table, written(files)).await;
-                return Err(err);
-            }
+        let judged_and_written = async {
+            let pass = Pass::judge(
+                ctx, table, tombstones, &judge, &shapes, &files, part, &source,
+            )
+            .await?;
+            let adds = pass
+                .write(ctx, table, &judge, &shapes, &schema, &files, &source)
+                .await?;
+            Ok::<_, crate::Error>((pass, adds))
         };
-        let adds = match pass
-            .write(ctx, table, &judge, &shapes, &schema, &files, &source)
-            .await
-        {
-            Ok(adds) => adds,
+        let finished = judged_and_written.await;
+        let (pass, adds) = match finished {
+            Ok(done) => done,
             Err(err) => {
                 delete_unreferenced(table, written(files)).await;
                 return Err(err);
@@ -168,6 +172,11 @@ pub(crate) async fn rewrite(
         next.extend(adds.into_iter().map(DataFile::Written));
         files = next;
         delete_unreferenced(table, replaced).await;
+        if index + 1 < parts {
+            // A pass's files are written, the next pass's not: a kill leaves the table as it
+            // was, and files no commit references.
+            crate::failpoints::crash_point("lake-pass-written");
+        }
     }
     rewritten.adds = written(files);
     debug!(
