@@ -758,7 +758,8 @@ fn bucket_with(moto: &Moto, key: &str, secret: &str) -> Arc<dyn ObjectStore> {
 
 /// A lake on `s3://` (under the staging URL, the default) takes a merge into a table that has
 /// rows: the rewrite reads the table's data files and writes new ones through the bucket, and
-/// a full refresh of the same rows writes nothing.
+/// a full refresh of the same rows writes nothing. Both run in passes of 50 keys
+/// (`merge_keys_per_pass`), so later passes read the files earlier ones wrote from the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lake_on_s3_merges_into_a_table_with_rows() {
     use crate::support::files::FilesHarness;
@@ -768,6 +769,7 @@ async fn a_lake_on_s3_merges_into_a_table_with_rows() {
     h.write_contacts("a.jsonl", 1..=300, "contact", 1_709_251_200_000);
     h.write_contacts_lake_config();
     stage_files_on_s3(&h, &moto.endpoint);
+    h.add_destination_key("merge_keys_per_pass = 50");
     let (code, stderr) = h.run_binary(&[]);
     assert_eq!(code, 0, "first load: {stderr}");
 
