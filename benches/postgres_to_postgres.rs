@@ -206,7 +206,9 @@ async fn copy_limit(source_url: &str, dest_url: &str) -> Duration {
     let mut sink = pin!(sink);
     let mut out = pin!(out);
     while let Some(chunk) = out.try_next().await.expect("read COPY data") {
-        sink.send(chunk).await.expect("write COPY data");
+        // `feed`, not `send`: `send` flushes after every row, a round trip through the
+        // connection's task per row (14.6 s for a million rows where the psql pipe took 2.4 s).
+        sink.feed(chunk).await.expect("write COPY data");
     }
     sink.as_mut().finish().await.expect("finish COPY in");
     tx.commit().await.expect("commit");
