@@ -314,6 +314,15 @@ pub(crate) struct MergeCounts {
     pub deleted: u64,
 }
 
+/// The counts of two merges of disjoint rows (the passes of one merge) added up.
+impl std::ops::AddAssign for MergeCounts {
+    fn add_assign(&mut self, other: MergeCounts) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+    }
+}
+
 /// The side table of a stream table's tombstones (see [`super::tombstones`]).
 pub(crate) struct TombstoneTable {
     /// Its handle, not loaded (it may not exist yet).

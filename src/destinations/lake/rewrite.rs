@@ -142,7 +142,7 @@ pub(crate) async fn rewrite(
             )
             .await?;
             let adds = pass
-                .write(ctx, table, &judge, &shapes, &schema, &files, &source)
+                .write(ctx, table, &judge, &shapes, &files, &source)
                 .await?;
             Ok::<_, crate::Error>((pass, adds))
         };
@@ -154,9 +154,7 @@ pub(crate) async fn rewrite(
                 return Err(err);
             }
         };
-        rewritten.counts.inserted += pass.counts.inserted;
-        rewritten.counts.updated += pass.counts.updated;
-        rewritten.counts.deleted += pass.counts.deleted;
+        rewritten.counts += pass.counts;
         rewritten.orphans += pass.orphans;
         // The files this pass wrote again leave the table: one in the snapshot by a remove in
         // the commit, one an earlier pass wrote by being deleted now (no commit has it).
@@ -389,23 +387,21 @@ impl Pass {
     }
 
     /// Writes the changed files again and the pass's inserted and replacing rows of `source`
-    /// (the load judged) into new data files in `schema`; returns them. Reading and judging
-    /// run here and Parquet encoding in a task of its own, so the two overlap on two cores;
-    /// the channel between them holds one batch.
-    #[allow(clippy::too_many_arguments)]
+    /// (the load judged) into new data files in the table's file schema; returns them.
+    /// Reading and judging run here and Parquet encoding in a task of its own, so the two
+    /// overlap on two cores; the channel between them holds one batch.
     async fn write(
         &self,
         ctx: &SessionContext,
         table: &DeltaTable,
         judge: &Judge,
         shapes: &Shapes,
-        schema: &SchemaRef,
         files: &[DataFile],
         source: &DataFrame,
     ) -> Result<Vec<Add>> {
         let mut kept = Kept::new(shapes, self.keys.len())?;
         let (rows, mut to_write) = tokio::sync::mpsc::channel::<RecordBatch>(1);
-        let mut writer = data_file_writer(table, schema)?;
+        let mut writer = data_file_writer(table, &judge.schema)?;
         let encoder = tokio::spawn(async move {
             while let Some(batch) = to_write.recv().await {
                 if let Err(err) = writer.write(&batch).await {
