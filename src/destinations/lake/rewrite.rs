@@ -1062,8 +1062,11 @@ impl Judge {
                             differs,
                         )
                     }
-                    // A key of another part is judged in that part's pass.
-                    None if !keys.part.holds(ids.get(row)) => Fate::Keep,
+                    // Only a complete full load has orphans; a key of another part is judged
+                    // in that part's pass (hashed only when orphans are judged at all).
+                    None if self.orphans_as_of.is_none() || !keys.part.holds(ids.get(row)) => {
+                        Fate::Keep
+                    }
                     None => {
                         let load_id =
                             load_ids.and_then(|ids| ids.is_valid(row).then(|| ids.value(row)));
