@@ -612,19 +612,65 @@ where
     (status, peak_kib / 1024)
 }
 
+/// How long a `syncline` child of a memory test may run before it counts as hung: the slowest
+/// of them takes about two minutes in a debug build on the shared 2-core machine.
+const CHILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(7 * 60);
+
 /// Waits for the child `pid` and returns its exit code and its peak resident set in KiB, as the
 /// kernel accounted it when reaping the process (so no sampling can miss the peak).
+///
+/// A child still running after [`CHILD_DEADLINE`] is hung: its threads' backtraces go to this
+/// test's output (through `gdb`, when the machine has it), the child is killed, and the test
+/// fails. A hang then costs minutes and says where it hung, instead of holding the whole suite
+/// until CI's limit.
 pub fn wait_with_peak_rss(pid: u32) -> (i32, i64) {
+    let started = std::time::Instant::now();
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data; zeroed is a valid value the kernel overwrites.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own unreaped child, and both pointers are valid for the call.
-    let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid as libc::pid_t, "wait4 failed");
+    loop {
+        // SAFETY: `pid` is our own unreaped child, and both pointers are valid for the call.
+        let reaped =
+            unsafe { libc::wait4(pid as libc::pid_t, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid as libc::pid_t {
+            break;
+        }
+        assert_eq!(reaped, 0, "wait4 failed");
+        if started.elapsed() > CHILD_DEADLINE {
+            eprintln!("{}", backtraces_of(pid));
+            // SAFETY: `pid` is our own unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            // SAFETY: as above; reaps the killed child.
+            unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+            panic!(
+                "syncline (pid {pid}) was still running after {} s: hung (its threads' \
+                 backtraces are above)",
+                CHILD_DEADLINE.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
         -1
     };
     (code, usage.ru_maxrss)
+}
+
+/// Every thread's backtrace of the running process `pid`, as `gdb` prints them, or why there
+/// are none.
+fn backtraces_of(pid: u32) -> String {
+    let gdb = Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])
+        .stdin(Stdio::null())
+        .output();
+    match gdb {
+        Ok(out) => format!(
+            "backtraces of the hung syncline (pid {pid}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(err) => format!("no backtraces of the hung syncline (pid {pid}): gdb: {err}"),
+    }
 }
