@@ -44,6 +44,7 @@ fn main() {
         run.elapsed.as_secs_f64() / ceiling.as_secs_f64(),
         run.peak_rss_mib
     );
+    println!("hubspot_to_postgres: phases {}", run.stream["phases"]);
 }
 
 /// How fast the simulator serves the full load's pages to a client that does nothing else:

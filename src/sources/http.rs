@@ -528,3 +528,19 @@ mod tests {
         assert!(broken.report().contains("EOF"), "{}", broken.report());
     }
 }
+
+/// Starts `request` (the next page of a read) in a task of its own and lets it go out before
+/// the caller converts the page it holds.
+///
+/// A task spawned from a worker waits in that worker's LIFO slot, which no other worker may
+/// steal, until the spawning task yields: without the yield the next page's request left only
+/// after the whole current page was converted, and the read paid that conversion on top of
+/// every round trip (HubSpot's 100,000 contacts: 0.75 s of extraction, 0.65 s with it, against
+/// a bare client's 0.52 s).
+pub async fn request_ahead<T: Send + 'static>(
+    request: impl Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let ahead = tokio::spawn(request);
+    tokio::task::yield_now().await;
+    ahead
+}

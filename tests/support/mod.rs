@@ -662,7 +662,13 @@ pub fn wait_with_peak_rss(pid: u32) -> (i32, i64) {
 /// are none.
 fn backtraces_of(pid: u32) -> String {
     let gdb = Command::new("gdb")
-        .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"])
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
         .stdin(Stdio::null())
         .output();
     match gdb {

@@ -26,6 +26,7 @@ use crate::config::HubspotConfig;
 use crate::error::ErrorKind;
 use crate::load::{CursorRange, DeadLetter};
 use crate::reconcile::drift::{Compare, Key, Listed, SourceListing};
+use crate::sources::http::request_ahead;
 use crate::sources::{ExtractRequest, Extracted, Extraction, Source};
 use crate::{Error, Result};
 
@@ -376,14 +377,14 @@ impl Reader {
         let client = self.client.clone();
         let fetch = |path: String| {
             let client = client.clone();
-            tokio::spawn(async move { client.get_page(&path).await })
+            request_ahead(async move { client.get_page(&path).await })
         };
-        let mut next_page = Some(fetch(path(None)));
+        let mut next_page = Some(fetch(path(None)).await);
         while let Some(request) = next_page.take() {
             let body = self.page(request).await?;
             let page = body.parse(&self.stream)?;
             if let Some(next) = &page.next_after {
-                next_page = Some(fetch(path(Some(next))));
+                next_page = Some(fetch(path(Some(next))).await);
             }
             let mut letters = Vec::new();
             for raw in &page.results {
@@ -434,10 +435,10 @@ impl Reader {
             });
             let client = client.clone();
             let path = path.clone();
-            tokio::spawn(async move { client.post_page(&path, &body).await })
+            request_ahead(async move { client.post_page(&path, &body).await })
         };
         let mut last_id: Option<i64> = None;
-        let mut next_page = Some(fetch(None));
+        let mut next_page = Some(fetch(None).await);
         while let Some(request) = next_page.take() {
             let body = self.page(request).await?;
             let page = body.parse(&self.stream)?;
@@ -476,7 +477,7 @@ impl Reader {
                     }
                     (Some(last), _) => {
                         last_id = Some(last);
-                        next_page = Some(fetch(last_id));
+                        next_page = Some(fetch(last_id).await);
                     }
                 }
             }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::SalesforceError;
 use crate::load::DeadLetter;
+use crate::sources::http::request_ahead;
 use crate::sources::{Extracted, StopCause};
 use crate::{Error, Result};
 
@@ -201,19 +202,17 @@ impl Reader {
         let client = self.client.clone();
         let fetch = |path: String| {
             let client = client.clone();
-            tokio::spawn(async move { client.query(&path).await })
+            request_ahead(async move { client.query(&path).await })
         };
-        let mut next_page = Some(fetch(soql::query_all_path(
-            self.client.version_path(),
-            soql,
-        )));
+        let mut next_page =
+            Some(fetch(soql::query_all_path(self.client.version_path(), soql)).await);
         while let Some(request) = next_page.take() {
             let page = request.await.map_err(|source| SalesforceError::PageLost {
                 object: self.plan.object.clone(),
                 source,
             })??;
             if let Some(next) = page.next_path(&self.plan.object)? {
-                next_page = Some(fetch(next));
+                next_page = Some(fetch(next).await);
             }
             let mut letters = Vec::new();
             for record in page.records() {
