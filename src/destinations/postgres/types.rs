@@ -4,8 +4,6 @@
 
 use std::borrow::Cow;
 
-use tokio_postgres::types::Type;
-
 use crate::destinations::layout::{self, ColumnType, Fit};
 use crate::destinations::staged::{Naming, StagedType};
 
@@ -84,19 +82,6 @@ impl ColumnType for PgType {
 }
 
 impl PgType {
-    /// The type binary COPY encodes values as.
-    pub(crate) fn wire_type(self) -> Type {
-        match self {
-            PgType::Bigint => Type::INT8,
-            PgType::DoublePrecision => Type::FLOAT8,
-            PgType::Text => Type::TEXT,
-            PgType::Boolean => Type::BOOL,
-            PgType::Date => Type::DATE,
-            PgType::Timestamptz => Type::TIMESTAMPTZ,
-            PgType::Numeric(..) => Type::NUMERIC,
-        }
-    }
-
     /// Whether a column of type `existing` may be altered to this type without losing values
     /// the column already holds (the source widened the field).
     ///
