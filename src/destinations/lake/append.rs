@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, new_null_array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::ParquetReadOptions;
 use deltalake::DeltaTable;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::transaction::CommitProperties;
@@ -223,11 +222,8 @@ impl Appended {
             return Ok(false);
         }
         return_freed_memory();
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(REPEATED_KEYS_MEMORY, 1.0)
-            .build_arc()
+        let ctx = crate::sql::bounded_session(REPEATED_KEYS_MEMORY)
             .step("limit the key check's memory")?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         // The files by their URLs under the table, read through the root's store (`store`).
         let url = table.table_url();
         ctx.register_object_store(url, store);

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::{Column, ScalarValue, TableReference};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, Operator, binary_expr, cast, col, lit};
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::merge::{InsertBuilder, UpdateBuilder};
@@ -167,11 +166,8 @@ impl StagedLoad {
     }
 
     async fn deduplicate_to_spool(&self, layout: &TableLayout) -> Result<(PathBuf, SchemaRef)> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(DEDUP_MEMORY, 1.0)
-            .build_arc()
-            .step("limit the de-duplication's memory")?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let ctx =
+            crate::sql::bounded_session(DEDUP_MEMORY).step("limit the de-duplication's memory")?;
         self.register(&ctx, &layout.source_schema()).await?;
         let deduplicated = ctx
             .sql(&sql::dedup(layout))
@@ -207,11 +203,8 @@ impl StagedLoad {
     /// Whether some key occurs more than once in the load. Its aggregation spills to disk past
     /// [`REPEATED_KEYS_MEMORY`], so the check holds no more than that, at any load size.
     async fn repeats_keys(&self, layout: &TableLayout) -> Result<bool> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(REPEATED_KEYS_MEMORY, 1.0)
-            .build_arc()
+        let ctx = crate::sql::bounded_session(REPEATED_KEYS_MEMORY)
             .step("limit the key check's memory")?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         self.register(&ctx, &layout.source_schema()).await?;
         let repeated = ctx
             .sql(&sql::repeated_keys(layout))

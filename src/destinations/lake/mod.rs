@@ -648,14 +648,7 @@ impl Destination for LakeDestination {
             return Ok(futures::stream::empty().boxed());
         };
         // The sort spills to disk past this, so a listing never holds the table.
-        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-            .with_memory_limit(LIST_SORT_MEMORY, 1.0)
-            .build_arc()
-            .step("limit the sort's memory")?;
-        let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
-            datafusion::prelude::SessionConfig::new(),
-            runtime,
-        );
+        let ctx = crate::sql::bounded_session(LIST_SORT_MEMORY).step("limit the sort's memory")?;
         delta
             .update_datafusion_session(&ctx.state())
             .step("register the table's store")?;

@@ -83,14 +83,7 @@ pub async fn sorted_keys(
     let table =
         datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![Arc::new(partition)])
             .map_err(failed)?;
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-        .with_memory_limit(SORT_MEMORY, 1.0)
-        .build_arc()
-        .map_err(failed)?;
-    let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
-        datafusion::prelude::SessionConfig::new(),
-        runtime,
-    );
+    let ctx = crate::sql::bounded_session(SORT_MEMORY).map_err(failed)?;
     ctx.register_table("rows", Arc::new(table))
         .map_err(failed)?;
     let statement = render(
