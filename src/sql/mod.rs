@@ -64,7 +64,7 @@ mod tests {
         let queue = MemoryConsumer::new("queue")
             .with_can_spill(true)
             .register(pool);
-        let mut aggregation = MemoryConsumer::new("aggregation")
+        let aggregation = MemoryConsumer::new("aggregation")
             .with_can_spill(true)
             .register(pool);
         assert!(
