@@ -30,22 +30,28 @@ pub fn qualified(schema: &str, name: &str) -> String {
 /// A DataFusion session whose operators hold about `memory` bytes between them and spill to
 /// disk (under `TMPDIR`) past it.
 ///
-/// The pool is fair: each operator that can spill may hold an equal share of it. DataFusion's
-/// default pool is first come, first served, and there one operator could take all of it: in
-/// a full load into the lake, the hash repartition of the key check queued 28 of its 32 MiB
-/// while its consumers were busy, and the aggregation after it, holding nothing it could
-/// spill, failed the load with "Resources exhausted" (one run in ten of the peer harness's
-/// W4). With a share each, every operator can start, and one that needs more spills.
+/// Its queries run in one partition, so no plan holds a hash repartition, which under a
+/// memory limit failed or stopped syncline's loads in two ways:
+/// - DataFusion's default pool is first come, first served: in a full load into the lake,
+///   the repartition of the check for repeated keys queued 28 of its 32 MiB while its
+///   consumers were busy, and the aggregation after it, holding nothing it could spill,
+///   failed the load with "Resources exhausted" (one W4 run in ten in the peer harness);
+/// - past the limit the repartition spills to a pool of files, and in DataFusion 55 the
+///   reader of that pool can wait forever on a drained file while the batch it needs is in
+///   the next one: the query never returns and never fails
+///   (<https://github.com/apache/datafusion/issues/24883>, fixed after 55). Such a hang is
+///   what stopped a `lake_memory` test in CI for 85 minutes.
+///
+/// The pool is also fair (each operator that can spill may hold an equal share), so that a
+/// plan with several such operators, a sort and its merge, cannot starve one the same way.
 pub(crate) fn bounded_session(memory: usize) -> datafusion::error::Result<SessionContext> {
     const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::new(5).expect("5 is not zero");
     let pool = TrackConsumersPool::new(FairSpillPool::new(memory), REPORTED_CONSUMERS);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .build_arc()?;
-    Ok(SessionContext::new_with_config_rt(
-        SessionConfig::new(),
-        runtime,
-    ))
+    let config = SessionConfig::new().with_target_partitions(1);
+    Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
 #[cfg(test)]
@@ -73,6 +79,45 @@ mod tests {
         );
         queue.try_grow(16 << 20).unwrap();
         aggregation.try_grow(672 << 10).unwrap();
+    }
+
+    /// A grouped aggregation under a memory limit too small for it, the shape of
+    /// apache/datafusion#24883: in two partitions its plan holds the hash repartition whose
+    /// spill pool can stop the query for good (the hang itself depends on timing and did not
+    /// show here in 40 runs of this query in two partitions). In the bounded session the plan
+    /// holds none, and the query completes, its aggregation spilling instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bounded_query_past_its_memory_limit_holds_no_repartition_and_completes() {
+        use std::time::Duration;
+
+        use datafusion::physical_plan::displayable;
+
+        let ctx = bounded_session(4 << 20).unwrap();
+        ctx.sql(
+            "CREATE TABLE events AS SELECT v % 13 AS g,
+               CASE WHEN v % 29 = 0 THEN NULL ELSE md5(CAST(v % 337 AS VARCHAR)) END AS trace
+             FROM generate_series(1, 40000) AS t(v)",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+        let query = ctx
+            .sql(
+                "SELECT g, count(DISTINCT arrow_cast(trace, 'Utf8View')) AS n
+                 FROM events GROUP BY g",
+            )
+            .await
+            .unwrap();
+        let plan = query.clone().create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(!shown.contains("RepartitionExec"), "{shown}");
+        let rows = tokio::time::timeout(Duration::from_secs(60), query.collect())
+            .await
+            .expect("the query completes")
+            .unwrap();
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 13);
     }
 
     #[test]
