@@ -40,7 +40,8 @@ pub fn qualified(schema: &str, name: &str) -> String {
 ///   reader of that pool can wait forever on a drained file while the batch it needs is in
 ///   the next one: the query never returns and never fails
 ///   (<https://github.com/apache/datafusion/issues/24883>, fixed after 55). Such a hang is
-///   what stopped a `lake_memory` test in CI for 85 minutes.
+///   the likeliest cause of the `lake_memory` test that stopped CI for 85 minutes (it did
+///   not show here).
 ///
 /// The pool is also fair (each operator that can spill may hold an equal share), so that a
 /// plan with several such operators, a sort and its merge, cannot starve one the same way.
